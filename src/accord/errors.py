@@ -1,0 +1,28 @@
+"""User-facing errors: one clear line naming the thing and the fix."""
+
+from __future__ import annotations
+
+
+class AccordError(Exception):
+    """A mistake the user can fix (bad plan, missing file, refused request).
+
+    The CLI prints ``str(error)`` as one line and exits with code 2; it never shows a
+    stack trace for these.
+    """
+
+    def __init__(self, message: str, fix: str | None = None) -> None:
+        self.message = message
+        self.fix = fix
+        super().__init__(f"{message} (fix: {fix})" if fix else message)
+
+
+class PlanError(AccordError):
+    """The plan is missing, malformed or fails validation."""
+
+
+class RefusedError(AccordError):
+    """The aggregator refused a request (identity, plan hash, payload)."""
+
+
+class PKIError(AccordError):
+    """A certificate or key is missing, unreadable or does not check out."""

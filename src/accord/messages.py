@@ -1,0 +1,63 @@
+"""The message vocabulary shared by the aggregator, the transports and the collaborator.
+
+The same dataclasses travel in simulation (in-process transport) and in deployment
+(gRPC), so a behaviour tested in one is the behaviour of the other.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from typing import Any
+
+from accord.tensors.state import ModelState
+
+
+class Action(str, enum.Enum):
+    """What a collaborator should do after asking for tasks."""
+
+    RUN = "run"  # run the tasks of ``round_number``
+    WAIT = "wait"  # nothing yet: ask again (the transport long-polls, no sleep)
+    QUIT = "quit"  # the federation has finished
+
+
+@dataclass(frozen=True)
+class Task:
+    """One task of a round: its plan name, the runner function and its arguments."""
+
+    name: str
+    function: str
+    kwargs: dict[str, Any] = field(default_factory=dict)
+    returns_model: bool = False
+
+
+@dataclass(frozen=True)
+class TaskAssignment:
+    """The aggregator's answer to "what should I do now?"."""
+
+    action: Action
+    round_number: int
+    tasks: tuple[Task, ...] = ()
+
+
+@dataclass(frozen=True)
+class FederationInfo:
+    """What a collaborator learns when it joins."""
+
+    plan_hash: str
+    rounds_to_train: int
+    round_number: int
+
+
+@dataclass
+class TaskResult:
+    """A collaborator's result for one task of one round."""
+
+    collaborator: str
+    round_number: int
+    task: str
+    sample_count: int
+    metrics: dict[str, float]
+    tensors: ModelState | None = None
+    is_delta: bool = False
+    task_seconds: float = 0.0

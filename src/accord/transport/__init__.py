@@ -1,0 +1,1 @@
+"""Transports between collaborators and the aggregator: gRPC over mutual TLS, and in-process."""

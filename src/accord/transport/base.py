@@ -1,0 +1,51 @@
+"""The interfaces the transports connect: what the collaborator calls, what the aggregator serves."""
+
+from __future__ import annotations
+
+from contextlib import AbstractContextManager
+from typing import Protocol
+
+from accord.messages import FederationInfo, TaskAssignment, TaskResult
+from accord.tensors.state import ModelState
+
+
+class AggregatorClient(Protocol):
+    """What a collaborator uses to talk to the aggregator (gRPC client or in-process)."""
+
+    def join(self) -> FederationInfo:
+        """Introduce this collaborator; refused (RefusedError) on a wrong name or plan hash."""
+
+    def get_tasks(self) -> TaskAssignment:
+        """Ask for work; may block until a round opens (long-poll), never sleeps on a timer."""
+
+    def get_model(self, round_number: int) -> ModelState:
+        """Fetch the global model of ``round_number``."""
+
+    def send_result(self, result: TaskResult) -> None:
+        """Send one task's metrics (and tensors for a training task); RefusedError if refused."""
+
+    def close(self) -> None:
+        """Release the channel."""
+
+
+class AggregatorService(Protocol):
+    """What the aggregator offers to any transport (implemented by AggregatorRuntime).
+
+    ``collaborator`` is the authenticated identity: the gRPC server passes the common
+    name of the caller's certificate after checking it equals the claimed name.
+    Methods raise RefusedError with a reason the caller is told.
+    """
+
+    def join(self, collaborator: str, plan_hash: str) -> FederationInfo: ...
+
+    def get_tasks(self, collaborator: str, plan_hash: str, timeout: float) -> TaskAssignment: ...
+
+    def get_model(self, collaborator: str, plan_hash: str, round_number: int) -> ModelState: ...
+
+    def submit(self, result: TaskResult, plan_hash: str) -> None: ...
+
+    def upload_slot(self) -> AbstractContextManager[None]:
+        """Held while a result's tensors are being received, bounding buffered uploads."""
+
+    def expected_tensors(self) -> dict[str, tuple[str, tuple[int, ...]]]:
+        """name -> (dtype, shape) of the global model, to refuse a bad stream early."""
