@@ -21,7 +21,21 @@ class PlanError(AccordError):
 
 
 class RefusedError(AccordError):
-    """The aggregator refused a request (identity, plan hash, payload)."""
+    """The aggregator refused a request (identity, plan hash, payload).
+
+    ``kind`` says why, so a transport can map it to a status code: ``"identity"``
+    (unknown or mismatched collaborator), ``"plan"`` (different plan hash),
+    ``"payload"`` (malformed or mismatched data) or ``"state"`` (not expected now,
+    e.g. a result for a closed round).
+    """
+
+    KINDS = frozenset({"identity", "plan", "payload", "state"})
+
+    def __init__(self, message: str, fix: str | None = None, *, kind: str = "payload") -> None:
+        if kind not in self.KINDS:
+            raise ValueError(f"unknown refusal kind {kind!r}; expected one of {sorted(self.KINDS)}")
+        self.kind = kind
+        super().__init__(message, fix)
 
 
 class PKIError(AccordError):

@@ -1,0 +1,5 @@
+"""Aggregation functions: combine collaborators' updates into the next global model."""
+
+from accord.aggregation.fedavg import FedAvg
+
+__all__ = ["FedAvg"]

@@ -1,0 +1,1 @@
+"""The aggregator: pure round engine, task assignment, and the thread-safe runtime around them."""

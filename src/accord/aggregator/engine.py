@@ -1,0 +1,222 @@
+"""The aggregator's round state machine: pure (no sockets, threads or sleeps; time is injected)."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Callable, Mapping, Sequence
+
+from accord.aggregation.fedavg import FedAvg
+from accord.aggregator.assigner import Assigner
+from accord.aggregator.metrics import MetricRecord, WeightedMetrics
+from accord.errors import RefusedError
+from accord.messages import Action, Task, TaskAssignment, TaskResult
+from accord.plan.schema import TaskSpec
+from accord.tensors.state import ModelState, check_update
+
+#: a sample count above this is refused as absurd.
+MAX_SAMPLE_COUNT = 10**12
+
+
+@dataclass
+class RoundOutcome:
+    """What closing a round produced: the new model, its metrics and timings."""
+
+    round_number: int
+    model: ModelState
+    metrics: dict[str, float]
+    records: list[MetricRecord]
+    best_model: ModelState | None
+    best_score: float | None
+    wall_seconds: float
+    slowest_task_seconds: float
+
+    @property
+    def overhead_seconds(self) -> float:
+        """Round wall time minus the slowest collaborator's task time: the framework's own cost."""
+        return max(self.wall_seconds - self.slowest_task_seconds, 0.0)
+
+
+@dataclass
+class _Round:
+    number: int
+    opened_at: float
+    outstanding: dict[str, list[str]]
+    metrics: WeightedMetrics = field(default_factory=WeightedMetrics)
+    records: list[MetricRecord] = field(default_factory=list)
+    task_seconds: dict[str, float] = field(default_factory=dict)
+
+
+class RoundEngine:
+    """Runs ``rounds_to_train`` rounds: assigns tasks, takes results, aggregates, judges the best.
+
+    Everything is decided here; adapters (gRPC service, in-process transport) only move
+    messages and persist what an outcome says.
+    """
+
+    def __init__(
+        self,
+        *,
+        collaborators: Sequence[str],
+        tasks: Mapping[str, TaskSpec],
+        assigner: Assigner,
+        rounds_to_train: int,
+        model: ModelState,
+        clock: Callable[[], float],
+        best_metric: str = "aggregated_model_validation/accuracy",
+        maximize: bool = True,
+        aggregator: FedAvg | None = None,
+        round_number: int = 0,
+        best_score: float | None = None,
+    ) -> None:
+        self.collaborators = tuple(collaborators)
+        self.tasks = dict(tasks)
+        self.assigner = assigner
+        self.rounds_to_train = rounds_to_train
+        self.model = model
+        self.clock = clock
+        self.best_metric = best_metric
+        self.maximize = maximize
+        self.best_score = best_score
+        self.aggregation = aggregator or FedAvg()
+        self.round_number = round_number
+        self._round: _Round | None = None
+        if round_number < rounds_to_train:
+            self._open_round(round_number)
+
+    # -- queries ---------------------------------------------------------------
+
+    @property
+    def finished(self) -> bool:
+        return self.round_number >= self.rounds_to_train
+
+    def check_member(self, collaborator: str) -> None:
+        """Refuse a name that the plan does not list."""
+        if collaborator not in self.collaborators:
+            raise RefusedError(
+                f"collaborator {collaborator!r} is not in the plan's collaborators list",
+                "have the federation operator add it (fx collaborator certify) and share the plan",
+                kind="identity",
+            )
+
+    def assignment(self, collaborator: str) -> TaskAssignment:
+        """What ``collaborator`` should do now: RUN its outstanding tasks, WAIT, or QUIT."""
+        self.check_member(collaborator)
+        if self.finished or self._round is None:
+            return TaskAssignment(Action.QUIT, self.round_number)
+        names = self._round.outstanding.get(collaborator)
+        if not names:
+            return TaskAssignment(Action.WAIT, self.round_number)
+        tasks = tuple(
+            Task(n, self.tasks[n].function, dict(self.tasks[n].kwargs), self.tasks[n].returns_model)
+            for n in names
+        )
+        return TaskAssignment(Action.RUN, self.round_number, tasks)
+
+    def reporting(self) -> tuple[list[str], list[str]]:
+        """(collaborators done with this round, collaborators still owing tasks)."""
+        if self._round is None:
+            return list(self.collaborators), []
+        owing = [c for c, names in self._round.outstanding.items() if names]
+        return [c for c in self.collaborators if c not in owing], owing
+
+    # -- commands --------------------------------------------------------------
+
+    def submit(self, result: TaskResult) -> RoundOutcome | None:
+        """Take one task result; returns the outcome when it completes the round."""
+        self.check_member(result.collaborator)
+        current = self._round
+        if current is None or result.round_number != current.number:
+            raise RefusedError(
+                f"result from {result.collaborator} is for round {result.round_number}, "
+                f"but the current round is {self.round_number}",
+                kind="state",
+            )
+        owed = current.outstanding.get(result.collaborator, [])
+        if result.task not in owed:
+            raise RefusedError(
+                f"result from {result.collaborator} for task {result.task!r} of round "
+                f"{result.round_number} was not assigned or was already received",
+                kind="state",
+            )
+        self._check_payload(result)
+        spec = self.tasks[result.task]
+        if spec.returns_model:
+            assert result.tensors is not None
+            self.aggregation.add(result.tensors, float(result.sample_count), result.is_delta)
+        for metric, value in result.metrics.items():
+            current.metrics.add(result.task, metric, value, result.sample_count)
+            current.records.append(
+                MetricRecord(current.number, result.collaborator, result.task, metric, value)
+            )
+        owed.remove(result.task)
+        current.task_seconds[result.collaborator] = (
+            current.task_seconds.get(result.collaborator, 0.0) + max(result.task_seconds, 0.0)
+        )
+        if any(current.outstanding.values()):
+            return None
+        return self._close_round()
+
+    # -- internals -------------------------------------------------------------
+
+    def _check_payload(self, result: TaskResult) -> None:
+        origin = result.collaborator
+        if not 0 < result.sample_count <= MAX_SAMPLE_COUNT:
+            raise RefusedError(
+                f"result from {origin} for {result.task!r} has sample count {result.sample_count}; "
+                f"expected 1..{MAX_SAMPLE_COUNT}",
+                kind="payload",
+            )
+        for metric, value in result.metrics.items():
+            if not math.isfinite(value):
+                raise RefusedError(f"result from {origin}: metric {metric!r} is {value}", kind="payload")
+        spec = self.tasks[result.task]
+        if spec.returns_model:
+            if not result.tensors:
+                raise RefusedError(f"result from {origin} for {result.task!r} carries no model", kind="payload")
+            check_update(self.model, result.tensors, origin)
+        elif result.tensors:
+            raise RefusedError(
+                f"result from {origin} for {result.task!r} carries tensors, but that task returns none",
+                kind="payload",
+            )
+
+    def _open_round(self, number: int) -> None:
+        outstanding = {c: list(self.assigner.tasks_for(c, number)) for c in self.collaborators}
+        self._round = _Round(number=number, opened_at=self.clock(), outstanding=outstanding)
+        self.aggregation.start_round(self.model)
+
+    def _close_round(self) -> RoundOutcome:
+        current = self._round
+        assert current is not None
+        previous = self.model
+        self.model = self.aggregation.result()
+        aggregated = current.metrics.means()
+        best_model, best_score = self._judge_best(aggregated, previous)
+        outcome = RoundOutcome(
+            round_number=current.number,
+            model=self.model,
+            metrics=aggregated,
+            records=current.records,
+            best_model=best_model,
+            best_score=best_score,
+            wall_seconds=self.clock() - current.opened_at,
+            slowest_task_seconds=max(current.task_seconds.values(), default=0.0),
+        )
+        self.round_number += 1
+        self._round = None
+        if not self.finished:
+            self._open_round(self.round_number)
+        return outcome
+
+    def _judge_best(self, aggregated: dict[str, float], previous: ModelState) -> tuple[ModelState | None, float | None]:
+        score = aggregated.get(self.best_metric)
+        if score is None:
+            return None, None
+        improved = self.best_score is None or (score > self.best_score if self.maximize else score < self.best_score)
+        if not improved:
+            return None, None
+        self.best_score = score
+        task = self.best_metric.split("/")[0]
+        judged_global = self.tasks[task].kwargs.get("apply") == "global"
+        return (previous if judged_global else self.model), score

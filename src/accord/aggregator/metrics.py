@@ -1,0 +1,54 @@
+"""Metrics: per-collaborator records and their sample-weighted means per task."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Iterable
+
+
+@dataclass(frozen=True)
+class MetricRecord:
+    """One value: round, origin (collaborator or ``aggregator``), task, metric name, value."""
+
+    round: int
+    origin: str
+    task: str
+    metric: str
+    value: float
+
+
+class WeightedMetrics:
+    """Accumulates ``task/metric`` values weighted by sample count."""
+
+    def __init__(self) -> None:
+        self._sums: dict[str, list[float]] = {}
+
+    def add(self, task: str, metric: str, value: float, weight: float) -> None:
+        entry = self._sums.setdefault(f"{task}/{metric}", [0.0, 0.0])
+        entry[0] += value * weight
+        entry[1] += weight
+
+    def means(self) -> dict[str, float]:
+        return {key: total / weight for key, (total, weight) in self._sums.items() if weight > 0}
+
+
+class MetricsLog:
+    """Appends records to a JSON-lines file (one object per line)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        path.parent.mkdir(parents=True, exist_ok=True)
+
+    def write(self, records: Iterable[MetricRecord]) -> None:
+        with self.path.open("a", encoding="utf-8") as out:
+            for record in records:
+                out.write(json.dumps(asdict(record)) + "\n")
+
+
+def read_metrics(path: Path) -> list[MetricRecord]:
+    """Read a metrics.jsonl file back."""
+    if not path.is_file():
+        return []
+    return [MetricRecord(**json.loads(line)) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]

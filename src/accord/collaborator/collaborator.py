@@ -1,0 +1,131 @@
+"""The collaborator's task loop, independent of the transport and of the ML framework."""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Callable
+
+import numpy as np
+
+from accord.data.base import DataLoader
+from accord.errors import AccordError
+from accord.messages import Action, Task, TaskResult
+from accord.runners.base import TaskOutput, TaskRunner
+from accord.tensors.state import ModelState
+from accord.transport.base import AggregatorClient
+
+log = logging.getLogger("accord.collaborator")
+
+OPT_TREATMENTS = ("RESET", "CONTINUE_LOCAL", "CONTINUE_GLOBAL")
+
+
+class Collaborator:
+    """Runs the tasks the aggregator assigns, round after round, until told to quit.
+
+    ``opt_treatment``: RESET clears the optimizer before each training task;
+    CONTINUE_LOCAL keeps this site's optimizer state across rounds; CONTINUE_GLOBAL
+    ships optimizer state with the model so it is aggregated too.
+    ``delta_updates``: send (trained - global) instead of the trained weights.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        client: AggregatorClient,
+        runner: TaskRunner,
+        data: DataLoader,
+        opt_treatment: str = "RESET",
+        delta_updates: bool = False,
+        clock: Callable[[], float] = time.perf_counter,
+    ) -> None:
+        if opt_treatment not in OPT_TREATMENTS:
+            raise AccordError(f"opt_treatment {opt_treatment!r} is not one of {OPT_TREATMENTS}")
+        self.name = name
+        self.client = client
+        self.runner = runner
+        self.data = data
+        self.opt_treatment = opt_treatment
+        self.delta_updates = delta_updates
+        self.clock = clock
+        self._global: ModelState | None = None
+        self._global_round = -1
+        self._loaded_round = -1
+
+    @property
+    def with_optimizer(self) -> bool:
+        return self.opt_treatment == "CONTINUE_GLOBAL"
+
+    def run(self) -> int:
+        """Join, then run rounds until QUIT; returns the number of rounds this site worked in."""
+        info = self.client.join()
+        log.info("%s joined the federation (%d rounds, now at round %d)", self.name, info.rounds_to_train, info.round_number)
+        worked = 0
+        while True:
+            assignment = self.client.get_tasks()
+            if assignment.action is Action.QUIT:
+                log.info("%s: the federation has finished", self.name)
+                return worked
+            if assignment.action is Action.WAIT:
+                continue
+            for task in assignment.tasks:
+                self.client.send_result(self.run_task(assignment.round_number, task))
+            worked += 1
+
+    def run_task(self, round_number: int, task: Task) -> TaskResult:
+        """Run one task of ``round_number`` and build its result."""
+        started = self.clock()
+        tensors: ModelState | None = None
+        if task.function == "train":
+            self._load_global(round_number)
+            if self.opt_treatment == "RESET":
+                self.runner.reset_optimizer()
+            output = self.runner.train(self.data, **task.kwargs)
+            tensors = self._trained_tensors()
+        elif task.function == "validate":
+            if task.kwargs.get("apply", "global") == "global":
+                self._load_global(round_number)
+            output = self.runner.validate(self.data, **_without(task.kwargs, "apply"))
+        else:
+            raise AccordError(f"task {task.name!r} asks for unknown function {task.function!r}")
+        return self._result(round_number, task, output, tensors, self.clock() - started)
+
+    def _load_global(self, round_number: int) -> None:
+        if self._global_round != round_number:
+            self._global = self.client.get_model(round_number)
+            self._global_round = round_number
+        if self._loaded_round != round_number:
+            assert self._global is not None
+            self.runner.set_weights(self._global, with_optimizer=self.with_optimizer)
+            self._loaded_round = round_number
+
+    def _trained_tensors(self) -> ModelState:
+        trained = self.runner.get_weights(with_optimizer=self.with_optimizer)
+        self._loaded_round = -1
+        if not self.delta_updates:
+            return trained
+        assert self._global is not None
+        return {name: _delta(value, self._global[name]) for name, value in trained.items()}
+
+    def _result(self, round_number: int, task: Task, output: TaskOutput, tensors: ModelState | None, seconds: float) -> TaskResult:
+        return TaskResult(
+            collaborator=self.name,
+            round_number=round_number,
+            task=task.name,
+            sample_count=int(output.sample_count),
+            metrics={k: float(v) for k, v in output.metrics.items()},
+            tensors=tensors,
+            is_delta=self.delta_updates and tensors is not None,
+            task_seconds=seconds,
+        )
+
+
+def _without(kwargs: dict, key: str) -> dict:
+    return {k: v for k, v in kwargs.items() if k != key}
+
+
+def _delta(trained: np.ndarray, reference: np.ndarray) -> np.ndarray:
+    """trained - reference in the tensor's own dtype (optimizer step counters included)."""
+    return np.subtract(trained, reference, dtype=trained.dtype) if trained.dtype.kind == "f" else (trained - reference).astype(trained.dtype)
+
+

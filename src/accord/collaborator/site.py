@@ -1,0 +1,78 @@
+"""Build a collaborator from the plan and this site's data.yaml, and run it over gRPC."""
+
+from __future__ import annotations
+
+import logging
+
+from accord.collaborator.collaborator import Collaborator
+from accord.data.base import DataLoader
+from accord.errors import AccordError
+from accord.plan.loader import Plan, read_yaml
+from accord.plan.objects import build
+from accord.transport.base import AggregatorClient
+from accord.workspace.initialize import build_runner
+
+log = logging.getLogger("accord.collaborator")
+
+
+def data_path_for(plan: Plan, name: str) -> str:
+    """This collaborator's data path from the site's data.yaml (shard number for built-in sets)."""
+    path = plan.resolve_path(plan.model.collaborator.settings.data_config_path)
+    entries = read_yaml(path, "data config")
+    if name not in entries:
+        raise AccordError(
+            f"{path} has no data path for collaborator {name!r}",
+            f"add a line `{name}: <data path>` (for built-in sets, the shard number)",
+        )
+    return str(entries[name])
+
+
+def build_data_loader(plan: Plan, name: str) -> DataLoader:
+    """The plan's data loader for this collaborator's data path."""
+    section = plan.model.data_loader
+    return build(
+        "data_loader", section.template, dict(section.settings), plan.workspace, data_path=data_path_for(plan, name)
+    )
+
+
+def build_collaborator(plan: Plan, name: str, client: AggregatorClient) -> Collaborator:
+    """A Collaborator wired to ``client``, with the plan's runner and this site's data."""
+    settings = plan.model.collaborator.settings
+    return Collaborator(
+        name,
+        client,
+        build_runner(plan),
+        build_data_loader(plan, name),
+        opt_treatment=settings.opt_treatment,
+        delta_updates=settings.delta_updates,
+    )
+
+
+def grpc_client(plan: Plan, name: str) -> AggregatorClient:
+    """A mutual-TLS gRPC client for collaborator ``name`` with its certificate from the workspace."""
+    from accord.pki.layout import CertLayout
+    from accord.transport.grpc_client import GrpcAggregatorClient
+    from accord.transport.tls import ClientTLS
+
+    net = plan.model.network.settings
+    layout = CertLayout(plan.resolve_path(net.cert_dir))
+    tls = ClientTLS(layout.collaborator_cert(name), layout.collaborator_key(name), layout.chain)
+    return GrpcAggregatorClient(
+        name,
+        plan.hash,
+        net.agg_addr,
+        net.agg_port,
+        tls,
+        chunk_bytes=net.chunk_bytes,
+        long_poll_seconds=net.long_poll_seconds,
+        connect_timeout=net.connect_timeout_seconds,
+    )
+
+
+def start_collaborator(plan: Plan, name: str) -> int:
+    """Connect to the aggregator and work until the federation ends; returns rounds worked."""
+    client = grpc_client(plan, name)
+    try:
+        return build_collaborator(plan, name, client).run()
+    finally:
+        client.close()

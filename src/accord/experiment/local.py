@@ -1,0 +1,158 @@
+"""A complete federation on this machine: a workspace, a CA, and one process per participant.
+
+The aggregator and each collaborator run as separate ``fx`` processes talking gRPC over
+mutual TLS on 127.0.0.1, exactly as they would across sites.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+import yaml
+
+from accord.aggregator.metrics import MetricRecord, read_metrics
+from accord.errors import AccordError
+from accord.plan.loader import Plan, load_plan, update_plan_file
+from accord.workspace.create import create_workspace
+from accord.workspace.initialize import initialize_model
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def prepare_workspace(
+    workspace: Path | None,
+    collaborators: int,
+    rounds: int,
+    template: str = "torch_digits",
+    overrides: Mapping[str, Any] | None = None,
+) -> Plan:
+    """Create the workspace, write plan and data.yaml, the initial model and the PKI."""
+    from accord.pki import make_federation_pki
+
+    if collaborators < 1 or rounds < 1:
+        raise AccordError("--collaborators and --rounds must be at least 1")
+    root = Path(workspace) if workspace else Path(tempfile.mkdtemp(prefix="accord-quickstart-"))
+    root = create_workspace(root, template)
+    names = [f"collaborator{i}" for i in range(1, collaborators + 1)]
+    plan_file = root / "plan" / "plan.yaml"
+    update_plan_file(
+        plan_file,
+        {
+            "collaborators": names,
+            "aggregator.settings.rounds_to_train": rounds,
+            "data_loader.settings.collaborator_count": collaborators,
+            "network.settings.agg_addr": "localhost",
+            "network.settings.agg_port": free_port(),
+            **(overrides or {}),
+        },
+    )
+    (root / "plan" / "data.yaml").write_text(
+        yaml.safe_dump({name: i for i, name in enumerate(names, start=1)}), encoding="utf-8"
+    )
+    plan = load_plan(plan_file, workspace=root)
+    initialize_model(plan)
+    make_federation_pki(plan.resolve_path(plan.model.network.settings.cert_dir), "localhost", names)
+    return plan
+
+
+@dataclass
+class FederationReport:
+    """How a local federation ended: exit codes, metrics and model files."""
+
+    workspace: Path
+    returncodes: dict[str, int]
+    records: list[MetricRecord] = field(default_factory=list)
+    seconds: float = 0.0
+
+    @property
+    def ok(self) -> bool:
+        return all(code == 0 for code in self.returncodes.values())
+
+    def aggregated(self, key: str) -> list[float]:
+        """Per-round aggregated values of ``task/metric``, in round order."""
+        task, metric = key.split("/")
+        rows = [r for r in self.records if r.origin == "aggregator" and r.task == task and r.metric == metric]
+        return [r.value for r in sorted(rows, key=lambda r: r.round)]
+
+
+def fx_command(*args: str) -> list[str]:
+    """The command line that runs ``fx`` with this interpreter."""
+    return [sys.executable, "-m", "accord.cli.main", *args]
+
+
+def run_processes(
+    plan: Plan, on_line: Callable[[str], None] | None = None, timeout: float = 600.0
+) -> FederationReport:
+    """Start the aggregator and every collaborator as processes; wait for all to exit."""
+    root = plan.workspace
+    logs = root / "logs"
+    logs.mkdir(exist_ok=True)
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    started = time.perf_counter()
+    aggregator = subprocess.Popen(
+        fx_command("aggregator", "start", "--workspace", str(root)),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=env,
+    )
+    processes: dict[str, subprocess.Popen] = {"aggregator": aggregator}
+    log_files = []
+    try:
+        for name in plan.model.collaborators:
+            out = (logs / f"{name}.log").open("w", encoding="utf-8")
+            log_files.append(out)
+            processes[name] = subprocess.Popen(
+                fx_command("collaborator", "start", "-n", name, "--workspace", str(root)),
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                env=env,
+            )
+        watchdog = threading.Thread(
+            target=_watch, args=(processes, started + timeout), daemon=True, name="accord-watchdog"
+        )
+        watchdog.start()
+        with (logs / "aggregator.log").open("w", encoding="utf-8") as agg_log:
+            assert aggregator.stdout is not None
+            for line in aggregator.stdout:
+                agg_log.write(line)
+                if on_line is not None:
+                    on_line(line.rstrip("\n"))
+        deadline = started + timeout
+        codes = {name: proc.wait(timeout=max(deadline - time.perf_counter(), 1.0)) for name, proc in processes.items()}
+    finally:
+        for proc in processes.values():
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+        for out in log_files:
+            out.close()
+    records = read_metrics(plan.resolve_path(plan.model.aggregator.settings.metrics_path))
+    return FederationReport(root, codes, records, time.perf_counter() - started)
+
+
+def _watch(processes: dict[str, subprocess.Popen], deadline: float) -> None:
+    """Stop everything if a collaborator dies with an error or the deadline passes."""
+    aggregator = processes["aggregator"]
+    while aggregator.poll() is None:
+        failed = any(proc.poll() not in (None, 0) for name, proc in processes.items() if name != "aggregator")
+        if failed or time.perf_counter() >= deadline:
+            for proc in processes.values():
+                if proc.poll() is None:
+                    proc.terminate()
+            return
+        time.sleep(0.5)

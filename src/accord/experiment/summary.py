@@ -1,0 +1,31 @@
+"""The closing summary of a local federation."""
+
+from __future__ import annotations
+
+from rich.console import Console
+from rich.table import Table
+
+from accord.experiment.local import FederationReport
+from accord.plan.loader import Plan
+
+
+def print_summary(console: Console, plan: Plan, report: FederationReport) -> None:
+    """Rounds, final and best values of the plan's best metric, and where the files are."""
+    settings = plan.model.aggregator.settings
+    key = settings.best_metric
+    values = report.aggregated(key)
+    overhead = report.aggregated("round/overhead_seconds")
+    table = Table(title="Federation summary", show_header=False)
+    table.add_row("rounds completed", f"{len(values)} of {settings.rounds_to_train}")
+    if values:
+        best = max(values) if settings.best_direction == "maximize" else min(values)
+        table.add_row(f"final {key}", f"{values[-1]:.4f}")
+        table.add_row(f"best {key}", f"{best:.4f}")
+    if overhead:
+        table.add_row("framework overhead per round", f"{1000 * sum(overhead) / len(overhead):.1f} ms (mean)")
+    table.add_row("wall time", f"{report.seconds:.1f} s")
+    for label, path in (("initial model", settings.init_state_path), ("best model", settings.best_state_path), ("last model", settings.last_state_path)):
+        table.add_row(label, str(plan.resolve_path(path)))
+    table.add_row("metrics", str(plan.resolve_path(settings.metrics_path)))
+    table.add_row("logs", str(plan.workspace / "logs"))
+    console.print(table)

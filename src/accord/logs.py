@@ -1,0 +1,24 @@
+"""Logging set-up: rich output on a terminal, plain timestamped lines otherwise."""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+
+def configure_logging(level: str = "INFO") -> None:
+    """Send ``accord.*`` logs to stdout, rich-formatted when stdout is a terminal."""
+    root = logging.getLogger("accord")
+    root.handlers.clear()
+    root.setLevel(level.upper())
+    root.propagate = False
+    if sys.stdout.isatty():
+        from rich.console import Console
+        from rich.logging import RichHandler
+
+        handler: logging.Handler = RichHandler(console=Console(), show_path=False, markup=False)
+        handler.setFormatter(logging.Formatter("%(message)s", datefmt="%H:%M:%S"))
+    else:
+        handler = logging.StreamHandler(sys.stdout)
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s", "%H:%M:%S"))
+    root.addHandler(handler)

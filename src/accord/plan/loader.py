@@ -1,0 +1,195 @@
+"""Load a plan: merge packaged defaults under each section, apply dotted overrides, validate, hash."""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable, Mapping
+
+import yaml
+from pydantic import ValidationError
+
+from accord.errors import PlanError
+from accord.plan.schema import PlanModel
+
+SECTIONS = (
+    "aggregator",
+    "collaborator",
+    "data_loader",
+    "task_runner",
+    "network",
+    "assigner",
+    "tasks",
+    "compression_pipeline",
+    "straggler_handling_policy",
+)
+DEFAULTS_DIR = Path(__file__).parent / "defaults"
+
+
+def read_yaml(path: Path, what: str = "plan") -> dict[str, Any]:
+    """Read a YAML mapping with safe_load; a clear PlanError on any problem."""
+    if not path.is_file():
+        raise PlanError(f"{what} file {path} does not exist", "check the path, or run `fx workspace create`")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        raise PlanError(f"{path}: not valid YAML{where}: {getattr(exc, 'problem', exc)}") from exc
+    except (OSError, UnicodeDecodeError) as exc:
+        raise PlanError(f"{what} file {path} cannot be read: {exc}") from exc
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise PlanError(f"{path}: expected a mapping of sections at the top level, got {type(data).__name__}")
+    return data
+
+
+def parse_overrides(items: Iterable[str]) -> dict[str, Any]:
+    """Turn ``["aggregator.settings.rounds_to_train=5"]`` into ``{dotted_key: yaml_value}``."""
+    result: dict[str, Any] = {}
+    for item in items:
+        key, sep, text = item.partition("=")
+        if not sep or not key.strip():
+            raise PlanError(
+                f"override {item!r} is not KEY=VALUE",
+                "write e.g. aggregator.settings.rounds_to_train=5",
+            )
+        result[key.strip()] = yaml.safe_load(text) if text.strip() else ""
+    return result
+
+
+def apply_overrides(data: dict[str, Any], overrides: Mapping[str, Any]) -> dict[str, Any]:
+    """Set each dotted key in a deep copy of ``data``, creating mappings on the way."""
+    result = copy.deepcopy(data)
+    for dotted, value in overrides.items():
+        node = result
+        parts = dotted.split(".")
+        for i, part in enumerate(parts[:-1]):
+            child = node.get(part)
+            if child is None:
+                child = node[part] = {}
+            if not isinstance(child, dict):
+                where = ".".join(parts[: i + 1])
+                raise PlanError(f"override {dotted}: {where} is a value, not a section")
+            node = child
+        node[parts[-1]] = value
+    return result
+
+
+def _deep_merge(base: dict[str, Any], top: Mapping[str, Any]) -> dict[str, Any]:
+    merged = copy.deepcopy(base)
+    for key, value in top.items():
+        if isinstance(value, Mapping) and isinstance(merged.get(key), dict):
+            merged[key] = _deep_merge(merged[key], value)
+        else:
+            merged[key] = copy.deepcopy(value)
+    return merged
+
+
+def _defaults_for(name: str, section: Mapping[str, Any], workspace: Path) -> dict[str, Any]:
+    ref = section.get("defaults")
+    if ref is None:
+        packaged = DEFAULTS_DIR / f"{name}.yaml"
+        return read_yaml(packaged, "defaults") if packaged.is_file() else {}
+    if not isinstance(ref, str):
+        raise PlanError(f"{name}.defaults must be a file name, got {ref!r}")
+    for candidate in (workspace / ref, DEFAULTS_DIR / Path(ref).name):
+        if candidate.is_file():
+            return read_yaml(candidate, "defaults")
+    raise PlanError(
+        f"{name}.defaults names {ref}, found neither in the workspace nor among Accord's defaults",
+        f"fix the path or remove the key to use {DEFAULTS_DIR / (name + '.yaml')}",
+    )
+
+
+def resolve(raw: Mapping[str, Any], workspace: Path) -> dict[str, Any]:
+    """Merge the defaults of every section under what the plan says."""
+    unknown = [k for k in raw if k not in SECTIONS and k not in ("collaborators", "hash")]
+    if unknown:
+        raise PlanError(f"unknown top-level plan keys {unknown}; expected some of {list(SECTIONS)}")
+    resolved: dict[str, Any] = {k: copy.deepcopy(v) for k, v in raw.items() if k not in SECTIONS}
+    for name in SECTIONS:
+        section = raw.get(name) or {}
+        if not isinstance(section, Mapping):
+            raise PlanError(f"plan section {name} must be a mapping with defaults/template/settings")
+        resolved[name] = _deep_merge(_defaults_for(name, section, workspace), section)
+        resolved[name].pop("defaults", None)
+    return resolved
+
+
+def _format_errors(source: str, exc: ValidationError) -> str:
+    lines = []
+    for err in exc.errors():
+        key = ".".join(str(p) for p in err["loc"]) or "(top level)"
+        got = f" (got {err['input']!r})" if "input" in err and not isinstance(err["input"], dict) else ""
+        lines.append(f"{source}: {key}: {err['msg']}{got}")
+    return "; ".join(lines)
+
+
+def plan_hash(model: PlanModel) -> str:
+    """SHA-384 of the canonical JSON of the resolved plan (the ``hash`` key left out)."""
+    canonical = json.dumps(
+        model.model_dump(mode="json", exclude={"hash"}), sort_keys=True, separators=(",", ":")
+    )
+    return hashlib.sha384(canonical.encode("utf-8")).hexdigest()
+
+
+@dataclass(frozen=True)
+class Plan:
+    """A validated plan, where it lives and its hash (the federation's identity)."""
+
+    model: PlanModel
+    workspace: Path
+    path: Path | None
+    hash: str
+
+    def resolve_path(self, relative: str) -> Path:
+        """A path from the plan, taken relative to the workspace unless absolute."""
+        path = Path(relative)
+        return path if path.is_absolute() else self.workspace / path
+
+    @property
+    def rounds(self) -> int:
+        return self.model.aggregator.settings.rounds_to_train
+
+
+def validate_plan(
+    data: Mapping[str, Any], workspace: Path, source: str = "plan", path: Path | None = None
+) -> Plan:
+    """Resolve defaults, validate and hash an in-memory plan mapping."""
+    resolved = resolve(data, workspace)
+    try:
+        model = PlanModel.model_validate(resolved)
+    except ValidationError as exc:
+        raise PlanError(_format_errors(source, exc), "edit the plan or the override") from exc
+    digest = plan_hash(model)
+    if model.hash is not None and model.hash != digest:
+        raise PlanError(
+            f"{source} was changed after it was frozen (frozen hash {model.hash[:16]}..., "
+            f"now {digest[:16]}...)",
+            "restore the frozen plan, or remove its hash and run `fx plan freeze` again",
+        )
+    return Plan(model=model, workspace=workspace, path=path, hash=digest)
+
+
+def load_plan(
+    path: str | os.PathLike,
+    overrides: Mapping[str, Any] | None = None,
+    workspace: str | os.PathLike | None = None,
+) -> Plan:
+    """Load ``plan.yaml``; the workspace defaults to the plan file's grandparent (``ws/plan/plan.yaml``)."""
+    plan_path = Path(path).resolve()
+    root = Path(workspace).resolve() if workspace else plan_path.parent.parent
+    raw = apply_overrides(read_yaml(plan_path), overrides or {})
+    return validate_plan(raw, root, source=str(plan_path), path=plan_path)
+
+
+def update_plan_file(path: Path, overrides: Mapping[str, Any]) -> None:
+    """Write dotted overrides into a plan file (keeping its other content)."""
+    data = apply_overrides(read_yaml(path), overrides)
+    path.write_text(yaml.safe_dump(data, sort_keys=False), encoding="utf-8")

@@ -1,0 +1,157 @@
+"""Pydantic schema of the FL plan: every section has ``defaults``, ``template`` and ``settings``."""
+
+from __future__ import annotations
+
+import re
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
+STANDARD_TASKS = ("aggregated_model_validation", "train", "locally_tuned_model_validation")
+
+
+class Strict(BaseModel):
+    """Refuse unknown keys so a typo in the plan is an error, not a silent default."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class AggregatorSettings(Strict):
+    rounds_to_train: int = Field(10, ge=1)
+    init_state_path: str = "save/init.safetensors"
+    best_state_path: str = "save/best.safetensors"
+    last_state_path: str = "save/last.safetensors"
+    best_metric: str = "aggregated_model_validation/accuracy"
+    best_direction: Literal["maximize", "minimize"] = "maximize"
+    metrics_path: str = "logs/metrics.jsonl"
+    max_concurrent_uploads: int = Field(2, ge=1)
+
+    @field_validator("best_metric")
+    @classmethod
+    def _task_slash_metric(cls, value: str) -> str:
+        if value.count("/") != 1 or not all(value.split("/")):
+            raise ValueError("expected 'task/metric', e.g. aggregated_model_validation/accuracy")
+        return value
+
+
+class CollaboratorSettings(Strict):
+    opt_treatment: Literal["RESET", "CONTINUE_LOCAL", "CONTINUE_GLOBAL"] = "RESET"
+    delta_updates: bool = False
+    data_config_path: str = "plan/data.yaml"
+
+
+class NetworkSettings(Strict):
+    agg_addr: str = "localhost"
+    agg_port: int = Field(50051, ge=0, le=65535)
+    cert_dir: str = "cert"
+    chunk_bytes: int = Field(4 * 1024 * 1024, ge=1024, le=64 * 1024 * 1024)
+    long_poll_seconds: float = Field(30.0, gt=0)
+    connect_timeout_seconds: float = Field(60.0, gt=0)
+    max_update_bytes: int | None = Field(None, ge=1)
+    max_workers: int = Field(32, ge=4)
+
+
+class TaskGroup(Strict):
+    name: str
+    tasks: list[str] = Field(min_length=1)
+    percentage: float | None = Field(None, gt=0, le=1)
+    collaborators: list[str] | None = None
+
+
+class AssignerSettings(Strict):
+    task_groups: list[TaskGroup] = Field(min_length=1)
+    seed: int = 0
+
+
+class TaskSpec(Strict):
+    function: Literal["train", "validate"]
+    kwargs: dict[str, Any] = Field(default_factory=dict)
+
+    @property
+    def returns_model(self) -> bool:
+        """A training task sends back the model's tensors; a validation task only metrics."""
+        return self.function == "train"
+
+
+class Section(Strict):
+    defaults: str | None = None
+    template: str | None = None
+    settings: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("template")
+    @classmethod
+    def _dotted(cls, value: str | None) -> str | None:
+        if value is not None and not re.fullmatch(r"[A-Za-z_][\w]*(\.[A-Za-z_][\w]*)+", value):
+            raise ValueError("expected a dotted import path such as accord.data.DigitsDataLoader")
+        return value
+
+
+class AggregatorSection(Section):
+    settings: AggregatorSettings = Field(default_factory=AggregatorSettings)
+
+
+class CollaboratorSection(Section):
+    settings: CollaboratorSettings = Field(default_factory=CollaboratorSettings)
+
+
+class NetworkSection(Section):
+    settings: NetworkSettings = Field(default_factory=NetworkSettings)
+
+
+class AssignerSection(Section):
+    settings: AssignerSettings
+
+
+class TasksSection(Section):
+    settings: dict[str, TaskSpec] = Field(min_length=1)
+
+
+class PlanModel(Strict):
+    """The whole plan once defaults are merged and overrides applied."""
+
+    collaborators: list[str] = Field(default_factory=list)
+    hash: str | None = None
+    aggregator: AggregatorSection
+    collaborator: CollaboratorSection
+    data_loader: Section
+    task_runner: Section
+    network: NetworkSection
+    assigner: AssignerSection
+    tasks: TasksSection
+    compression_pipeline: Section = Field(default_factory=Section)
+    straggler_handling_policy: Section = Field(default_factory=Section)
+
+    @field_validator("collaborators")
+    @classmethod
+    def _names(cls, names: list[str]) -> list[str]:
+        for name in names:
+            if not re.fullmatch(NAME_PATTERN, name):
+                raise ValueError(f"collaborator name {name!r} must match {NAME_PATTERN}")
+        if len(set(names)) != len(names):
+            raise ValueError("collaborator names must be unique")
+        return names
+
+    @model_validator(mode="after")
+    def _cross_checks(self) -> "PlanModel":
+        known = set(self.tasks.settings)
+        for group in self.assigner.settings.task_groups:
+            unknown = [t for t in group.tasks if t not in known]
+            if unknown:
+                raise ValueError(
+                    f"assigner task group {group.name!r} names tasks {unknown} that the tasks "
+                    f"section does not define (defined: {sorted(known)})"
+                )
+            strays = [c for c in group.collaborators or [] if c not in self.collaborators]
+            if strays and self.collaborators:
+                raise ValueError(
+                    f"assigner task group {group.name!r} names collaborators {strays} "
+                    "that are not in the plan's collaborators list"
+                )
+        task, _ = self.aggregator.settings.best_metric.split("/")
+        if task not in known:
+            raise ValueError(
+                f"aggregator.settings.best_metric names task {task!r}, which the tasks section "
+                f"does not define (defined: {sorted(known)})"
+            )
+        return self

@@ -1,0 +1,1 @@
+"""Workspaces: templates, creation and the initial model."""

@@ -1,0 +1,95 @@
+"""Plan loading: defaults, overrides, validation messages, hashing."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from accord.errors import PlanError
+from accord.plan.loader import load_plan, parse_overrides, update_plan_file, validate_plan
+
+
+def write_plan(tmp_path: Path, data: dict) -> Path:
+    path = tmp_path / "plan" / "plan.yaml"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+def test_defaults_fill_every_section(tmp_path: Path) -> None:
+    plan = load_plan(write_plan(tmp_path, {"collaborators": ["a", "b"]}))
+    assert plan.rounds == 10
+    assert plan.model.network.settings.agg_port == 50051
+    assert set(plan.model.tasks.settings) == {"aggregated_model_validation", "train", "locally_tuned_model_validation"}
+    assert plan.workspace == tmp_path.resolve()
+
+
+def test_override_changes_value_and_hash(tmp_path: Path) -> None:
+    path = write_plan(tmp_path, {"collaborators": ["a"]})
+    base = load_plan(path)
+    changed = load_plan(path, parse_overrides(["aggregator.settings.rounds_to_train=5"]))
+    assert changed.rounds == 5
+    assert changed.hash != base.hash
+    assert len(base.hash) == 96  # SHA-384 hex
+
+
+def test_hash_is_stable_across_key_order_and_explicit_defaults(tmp_path: Path) -> None:
+    first = validate_plan({"collaborators": ["a"], "aggregator": {"settings": {"rounds_to_train": 10}}}, tmp_path)
+    second = validate_plan({"aggregator": {"settings": {"rounds_to_train": 10}}, "collaborators": ["a"]}, tmp_path)
+    third = validate_plan({"collaborators": ["a"]}, tmp_path)
+    assert first.hash == second.hash == third.hash
+
+
+def test_error_names_file_key_and_expectation(tmp_path: Path) -> None:
+    path = write_plan(tmp_path, {"aggregator": {"settings": {"rounds_to_train": "many"}}})
+    with pytest.raises(PlanError) as info:
+        load_plan(path)
+    text = str(info.value)
+    assert str(path) in text
+    assert "aggregator.settings.rounds_to_train" in text
+    assert "integer" in text
+
+
+def test_unknown_key_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(PlanError, match="aggregator.settings.round_to_train"):
+        validate_plan({"aggregator": {"settings": {"round_to_train": 3}}}, tmp_path)
+
+
+def test_unknown_section_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(PlanError, match="unknown top-level plan keys"):
+        validate_plan({"agregator": {}}, tmp_path)
+
+
+def test_assigner_names_an_undefined_task(tmp_path: Path) -> None:
+    plan = {"assigner": {"settings": {"task_groups": [{"name": "g", "percentage": 1.0, "tasks": ["trian"]}]}}}
+    with pytest.raises(PlanError, match="trian"):
+        validate_plan(plan, tmp_path)
+
+
+def test_broken_yaml_names_the_line(tmp_path: Path) -> None:
+    path = tmp_path / "plan.yaml"
+    path.write_text("aggregator:\n  settings: [unclosed\n")
+    with pytest.raises(PlanError, match="line"):
+        load_plan(path)
+
+
+def test_missing_plan_file(tmp_path: Path) -> None:
+    with pytest.raises(PlanError, match="does not exist"):
+        load_plan(tmp_path / "nope.yaml")
+
+
+def test_bad_override_syntax() -> None:
+    with pytest.raises(PlanError, match="KEY=VALUE"):
+        parse_overrides(["rounds"])
+
+
+def test_frozen_plan_detects_edits(tmp_path: Path) -> None:
+    path = write_plan(tmp_path, {"collaborators": ["a"]})
+    frozen = load_plan(path)
+    update_plan_file(path, {"hash": frozen.hash})
+    assert load_plan(path).hash == frozen.hash
+    update_plan_file(path, {"aggregator.settings.rounds_to_train": 3})
+    with pytest.raises(PlanError, match="changed after it was frozen"):
+        load_plan(path)
