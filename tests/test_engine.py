@@ -28,7 +28,7 @@ class FakeClock:
         return self.now
 
 
-def make_engine(collaborators=("a", "b"), rounds=2, model=None, clock=None) -> RoundEngine:
+def make_engine(collaborators=("a", "b"), rounds=2, model=None, clock=None, final_validation=False) -> RoundEngine:
     model = model or {"w": np.zeros((2, 2), np.float32), "b": np.zeros(2, np.float32)}
     return RoundEngine(
         collaborators=collaborators,
@@ -37,6 +37,7 @@ def make_engine(collaborators=("a", "b"), rounds=2, model=None, clock=None) -> R
         rounds_to_train=rounds,
         model=model,
         clock=clock or FakeClock(),
+        final_validation=final_validation,
     )
 
 
@@ -181,3 +182,17 @@ def test_static_grouped_assigner() -> None:
     assert assigner.tasks_for("b", 0) == ("aggregated_model_validation",)
     with pytest.raises(PlanError, match="in no StaticGroupedAssigner group"):
         StaticGroupedAssigner(["a", "b", "c"], groups)
+
+
+def test_final_validation_round_validates_the_last_model_only() -> None:
+    engine = make_engine(rounds=1, final_validation=True)
+    full_round(engine, {"a": (1.0, 1), "b": (3.0, 1)})
+    assert not engine.finished
+    final = engine.assignment("a")
+    assert final.round_number == 1 and [t.name for t in final.tasks] == ["aggregated_model_validation"]
+    engine.submit(result("a", "aggregated_model_validation", 1, 1, {"accuracy": 0.9}))
+    outcome = engine.submit(result("b", "aggregated_model_validation", 1, 1, {"accuracy": 0.9}))
+    assert engine.finished and engine.assignment("b").action is Action.QUIT
+    np.testing.assert_array_equal(outcome.model["w"], np.full((2, 2), 2.0))  # unchanged by validation
+    np.testing.assert_array_equal(outcome.best_model["w"], np.full((2, 2), 2.0))
+    assert outcome.metrics == {"aggregated_model_validation/accuracy": pytest.approx(0.9)}

@@ -68,6 +68,7 @@ class RoundEngine:
         aggregator: FedAvg | None = None,
         round_number: int = 0,
         best_score: float | None = None,
+        final_validation: bool = True,
     ) -> None:
         self.collaborators = tuple(collaborators)
         self.tasks = dict(tasks)
@@ -80,15 +81,20 @@ class RoundEngine:
         self.best_score = best_score
         self.aggregation = aggregator or FedAvg()
         self.round_number = round_number
+        self.total_rounds = rounds_to_train + (1 if final_validation else 0)
         self._round: _Round | None = None
-        if round_number < rounds_to_train:
-            self._open_round(round_number)
+        self._open_round(round_number)
 
     # -- queries ---------------------------------------------------------------
 
     @property
     def finished(self) -> bool:
-        return self.round_number >= self.rounds_to_train
+        """All training rounds (and the final validation of the last model, if planned) are done."""
+        return self.round_number >= self.total_rounds
+
+    def is_final_validation(self, round_number: int) -> bool:
+        """Round ``rounds_to_train`` only validates the last model; it trains nothing."""
+        return round_number >= self.rounds_to_train
 
     def check_member(self, collaborator: str) -> None:
         """Refuse a name that the plan does not list."""
@@ -182,9 +188,22 @@ class RoundEngine:
             )
 
     def _open_round(self, number: int) -> None:
-        outstanding = {c: list(self.assigner.tasks_for(c, number)) for c in self.collaborators}
+        while number < self.total_rounds:
+            outstanding = {c: self._tasks_of(c, number) for c in self.collaborators}
+            if any(outstanding.values()):
+                break
+            number = self.round_number = number + 1
+        if number >= self.total_rounds:
+            self._round = None
+            return
         self._round = _Round(number=number, opened_at=self.clock(), outstanding=outstanding)
         self.aggregation.start_round(self.model)
+
+    def _tasks_of(self, collaborator: str, number: int) -> list[str]:
+        names = list(self.assigner.tasks_for(collaborator, number))
+        if self.is_final_validation(number):
+            names = [n for n in names if self.tasks[n].function == "validate" and self.tasks[n].kwargs.get("apply") == "global"]
+        return names
 
     def _close_round(self) -> RoundOutcome:
         current = self._round
@@ -204,9 +223,7 @@ class RoundEngine:
             slowest_task_seconds=max(current.task_seconds.values(), default=0.0),
         )
         self.round_number += 1
-        self._round = None
-        if not self.finished:
-            self._open_round(self.round_number)
+        self._open_round(self.round_number)
         return outcome
 
     def _judge_best(self, aggregated: dict[str, float], previous: ModelState) -> tuple[ModelState | None, float | None]:

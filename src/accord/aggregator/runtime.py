@@ -62,6 +62,7 @@ class AggregatorRuntime:
             clock=clock,
             best_metric=settings.best_metric,
             maximize=settings.best_direction == "maximize",
+            final_validation=settings.final_validation,
         )
         self.metrics_log = MetricsLog(plan.resolve_path(settings.metrics_path))
         self.on_round = on_round
@@ -189,10 +190,14 @@ class AggregatorRuntime:
         self.metrics_log.write(records)
         shown = "  ".join(f"{k}={v:.4f}" for k, v in sorted(outcome.metrics.items()))
         best = f"  new best {settings.best_metric}={outcome.best_score:.4f}" if outcome.best_model is not None else ""
+        label = (
+            "final validation of the last model"
+            if self.engine.is_final_validation(outcome.round_number)
+            else f"round {outcome.round_number} of {self.engine.rounds_to_train}"
+        )
         log.info(
-            "round %d of %d done in %.3fs (overhead %.3fs): %s%s",
-            outcome.round_number,
-            self.engine.rounds_to_train,
+            "%s done in %.3fs (overhead %.3fs): %s%s",
+            label,
             outcome.wall_seconds,
             outcome.overhead_seconds,
             shown,

@@ -1,5 +1,23 @@
-"""Data loaders: built-in datasets, sharding (IID, Dirichlet), users' own .npz files."""
+"""Data loaders: built-in datasets, sharding (IID, Dirichlet), users' own .npz files.
 
+Importing this package needs NumPy alone; scikit-learn is imported when a built-in set
+is first loaded.
+"""
+
+from accord.data.arrays import ArrayDataLoader
 from accord.data.base import DataLoader
+from accord.data.builtin import BreastCancerDataLoader, DigitsDataLoader, load_full
+from accord.data.npz import NpzDataLoader
+from accord.data.sharding import shard_indices, split_indices, split_train_valid
 
-__all__ = ["DataLoader"]
+__all__ = [
+    "ArrayDataLoader",
+    "BreastCancerDataLoader",
+    "DataLoader",
+    "DigitsDataLoader",
+    "NpzDataLoader",
+    "load_full",
+    "shard_indices",
+    "split_indices",
+    "split_train_valid",
+]

@@ -26,6 +26,7 @@ class AggregatorSettings(Strict):
     best_direction: Literal["maximize", "minimize"] = "maximize"
     metrics_path: str = "logs/metrics.jsonl"
     max_concurrent_uploads: int = Field(2, ge=1)
+    final_validation: bool = True
 
     @field_validator("best_metric")
     @classmethod

@@ -1,0 +1,28 @@
+"""Resolving the dotted import paths a plan names (``pkg.module.attribute``)."""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+from accord.errors import AccordError
+
+
+def import_dotted(path: str, setting: str, fix: str | None = None) -> Any:
+    """The object at ``path`` ("pkg.module.name"); AccordError naming ``setting`` if not found."""
+    fix = fix or f"check {setting} in the plan and that the workspace's src/ is on the path"
+    module_name, _, attribute = str(path).strip().rpartition(".")
+    if not module_name or not attribute:
+        raise AccordError(
+            f"{setting} is {path!r}, which is not a dotted path like 'package.module.name'", fix
+        )
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise AccordError(f"cannot import {path!r} ({setting}): {exc}", fix) from exc
+    try:
+        return getattr(module, attribute)
+    except AttributeError as exc:
+        raise AccordError(
+            f"cannot import {path!r} ({setting}): module {module_name!r} has no {attribute!r}", fix
+        ) from exc
