@@ -2,37 +2,25 @@
 
 from __future__ import annotations
 
-import importlib
 import sys
 from pathlib import Path
 from typing import Any
 
 from accord.errors import PlanError
-
-
-def import_object(dotted: str, where: str, workspace: Path | None = None) -> Any:
-    """Import ``pkg.module.Name``; the workspace root is importable (its ``src`` package)."""
-    if workspace is not None and str(workspace) not in sys.path:
-        sys.path.insert(0, str(workspace))
-    module_name, _, attr = dotted.rpartition(".")
-    try:
-        module = importlib.import_module(module_name)
-    except ImportError as exc:
-        raise PlanError(
-            f"{where} names {dotted}, but module {module_name} cannot be imported: {exc}",
-            "check the dotted path, the workspace's src/ folder and installed extras",
-        ) from exc
-    try:
-        return getattr(module, attr)
-    except AttributeError as exc:
-        raise PlanError(f"{where} names {dotted}, but {module_name} has no {attr}") from exc
+from accord.imports import import_dotted
 
 
 def build(section_name: str, template: str | None, settings: dict[str, Any], workspace: Path, **extra: Any) -> Any:
-    """Instantiate a section's template with its settings (plus ``extra`` keyword arguments)."""
+    """Instantiate a section's template with its settings (plus ``extra`` keyword arguments).
+
+    The workspace root is put on ``sys.path`` first, so a template or setting may name
+    the workspace's own code (``src.model.build_model``).
+    """
     if template is None:
         raise PlanError(f"plan section {section_name} has no template", f"set {section_name}.template")
-    factory = import_object(template, f"{section_name}.template", workspace)
+    if str(workspace) not in sys.path:
+        sys.path.insert(0, str(workspace))
+    factory = import_dotted(template, f"{section_name}.template")
     try:
         return factory(**extra, **settings)
     except TypeError as exc:

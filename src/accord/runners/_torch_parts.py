@@ -11,7 +11,7 @@ import torch.nn.functional as F
 
 from accord.errors import AccordError
 from accord.runners.base import OPTIMIZER_PREFIX
-from accord.runners.imports import import_dotted
+from accord.imports import import_dotted
 
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 BUILTIN_LOSSES: tuple[str, ...] = ("cross_entropy", "mse", "bce_with_logits")

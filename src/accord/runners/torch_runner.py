@@ -24,7 +24,7 @@ from accord.runners._torch_parts import (
     to_tensor,
 )
 from accord.runners.base import OPTIMIZER_PREFIX, TaskOutput
-from accord.runners.imports import import_dotted
+from accord.imports import import_dotted
 from accord.tensors.state import ModelState
 
 DEFAULT_OPTIMIZER: dict[str, Any] = {"name": "Adam", "lr": 1e-3}

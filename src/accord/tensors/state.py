@@ -25,7 +25,7 @@ def save_state(path: str | os.PathLike, state: Mapping[str, np.ndarray]) -> Path
 
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
-    arrays = {name: np.ascontiguousarray(value) for name, value in state.items()}
+    arrays = {name: np.asarray(value, order="C") for name, value in state.items()}  # keeps 0-d shape
     fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
     os.close(fd)
     try:

@@ -1,0 +1,112 @@
+"""Check a peer's certificate against the federation's chain: issuer, validity, revocation."""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+from pathlib import Path
+
+from cryptography import x509
+from cryptography.exceptions import InvalidSignature
+from cryptography.x509.oid import NameOID
+
+from accord.errors import PKIError
+from accord.pki.keys import load_pem_certs
+from accord.pki.layout import CHAIN_FIX
+from accord.pki.records import iso, serial_hex
+
+_PEER_FIX = "have the peer get a certificate signed by this federation's CA (check the CSR fingerprint)"
+
+
+def common_name(cert: x509.Certificate) -> str:
+    """The subject common name of ``cert``; PKIError if it has none."""
+    names = cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
+    if not names or not isinstance(names[0].value, str):
+        raise PKIError(f"certificate {cert.subject.rfc4514_string()!r} has no common name", _PEER_FIX)
+    return names[0].value
+
+
+def _is_ca(cert: x509.Certificate) -> bool:
+    try:
+        return bool(cert.extensions.get_extension_for_class(x509.BasicConstraints).value.ca)
+    except x509.ExtensionNotFound:
+        return False
+
+
+def _parse(cert_pem_or_der: bytes) -> x509.Certificate:
+    try:
+        if cert_pem_or_der.lstrip().startswith(b"-----BEGIN"):
+            return x509.load_pem_x509_certificate(cert_pem_or_der)
+        return x509.load_der_x509_certificate(cert_pem_or_der)
+    except (ValueError, TypeError) as exc:
+        raise PKIError(f"peer certificate cannot be parsed: {exc}", _PEER_FIX) from None
+
+
+def _issued_by(cert: x509.Certificate, issuer: x509.Certificate) -> bool:
+    try:
+        cert.verify_directly_issued_by(issuer)
+    except (ValueError, TypeError, InvalidSignature):
+        return False
+    return True
+
+
+def _signing_ca(chain_path: Path) -> x509.Certificate:
+    """The signing CA of the chain file, after checking it was issued by the chain's root."""
+    certs = load_pem_certs(chain_path, "CA certificate chain", CHAIN_FIX)
+    roots = [c for c in certs if _is_ca(c) and c.issuer == c.subject and _issued_by(c, c)]
+    signing = [c for c in certs if _is_ca(c) and c.issuer != c.subject]
+    if len(roots) != 1 or len(signing) != 1:
+        raise PKIError(
+            f"CA certificate chain {chain_path} must hold one root CA and one signing CA "
+            f"(found {len(roots)} root, {len(signing)} signing)",
+            CHAIN_FIX,
+        )
+    if not _issued_by(signing[0], roots[0]):
+        raise PKIError(f"signing CA in {chain_path} was not issued by its root CA", CHAIN_FIX)
+    return signing[0]
+
+
+def verify_peer_certificate(
+    cert_pem_or_der: bytes,
+    chain_path: str | os.PathLike[str],
+    revoked: set[int] | None = None,
+    now: dt.datetime | None = None,
+) -> x509.Certificate:
+    """Return the parsed peer certificate if the chain's signing CA issued it, it is valid at
+    ``now`` and its serial is not in ``revoked``; raise PKIError saying why otherwise."""
+    cert = _parse(cert_pem_or_der)
+    signing = _signing_ca(Path(chain_path))
+    subject = cert.subject.rfc4514_string()
+    if cert.issuer != signing.subject:
+        raise PKIError(
+            f"certificate {subject!r} was issued by {cert.issuer.rfc4514_string()!r}, "
+            f"not by this federation's signing CA",
+            _PEER_FIX,
+        )
+    if not _issued_by(cert, signing):
+        raise PKIError(
+            f"certificate {subject!r} was not signed by this federation's signing CA "
+            "(a different CA with the same name?)",
+            _PEER_FIX,
+        )
+    if _is_ca(cert):
+        raise PKIError(f"certificate {subject!r} is a CA certificate, not a participant's", _PEER_FIX)
+    moment = (now or dt.datetime.now(dt.timezone.utc)).astimezone(dt.timezone.utc)
+    if moment < cert.not_valid_before_utc:
+        raise PKIError(
+            f"certificate {subject!r} is not valid until {iso(cert.not_valid_before_utc)}",
+            "check the clocks of both machines",
+        )
+    if moment > cert.not_valid_after_utc:
+        raise PKIError(
+            f"certificate {subject!r} expired at {iso(cert.not_valid_after_utc)}",
+            "have the peer make a new CSR and get it signed",
+        )
+    if moment > signing.not_valid_after_utc:
+        raise PKIError(f"the federation's signing CA expired at {iso(signing.not_valid_after_utc)}", CHAIN_FIX)
+    if revoked and cert.serial_number in revoked:
+        raise PKIError(
+            f"certificate {subject!r} (serial {serial_hex(cert.serial_number)}) has been revoked",
+            "have the peer make a new CSR and get it signed",
+        )
+    return cert

@@ -1,0 +1,192 @@
+"""Tensors on the wire: raw little-endian bytes with name, dtype and shape, in bounded chunks.
+
+``iter_tensor_chunks`` cuts a state into pieces without copying (memoryview slices of
+each array's buffer); ``TensorAssembler`` checks the pieces as they arrive and copies
+them into buffers allocated once per tensor. Nothing is ever unpickled.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+from dataclasses import dataclass
+from typing import Iterator, Mapping
+
+import numpy as np
+
+from accord.errors import AccordError, RefusedError
+from accord.tensors.state import ALLOWED_DTYPES
+
+#: (name, dtype, shape, offset, data) — one piece of one tensor.
+Chunk = tuple[str, str, tuple[int, ...], int, memoryview]
+
+#: more dimensions than this is refused (NumPy itself stops at 64).
+MAX_NDIM = 32
+#: a tensor name longer than this is refused.
+MAX_NAME_CHARS = 1024
+
+
+def _little_endian(array: np.ndarray) -> np.ndarray:
+    """``array`` as a C-contiguous little-endian array (no copy when it already is one)."""
+    order = array.dtype.byteorder
+    if order == ">" or (order == "=" and sys.byteorder == "big"):
+        array = array.astype(array.dtype.newbyteorder("<"))
+    return array if array.flags.c_contiguous else array.copy(order="C")
+
+
+def iter_tensor_chunks(state: Mapping[str, np.ndarray], chunk_bytes: int) -> Iterator[Chunk]:
+    """Yield each tensor of ``state`` as pieces of at most ``chunk_bytes`` bytes.
+
+    A zero-size tensor yields one empty piece, so its name and shape still travel.
+    Raises AccordError for a dtype that may not travel (see ALLOWED_DTYPES).
+    """
+    if chunk_bytes <= 0:
+        raise ValueError(f"chunk_bytes must be positive, got {chunk_bytes}")
+    for name, value in state.items():
+        array = _little_endian(np.asarray(value))
+        dtype = array.dtype.name
+        if dtype not in ALLOWED_DTYPES:
+            raise AccordError(
+                f"tensor {name!r} has dtype {dtype}, which cannot be sent",
+                f"convert it to one of {', '.join(sorted(ALLOWED_DTYPES))}",
+            )
+        shape = tuple(int(d) for d in array.shape)
+        raw = memoryview(array.reshape(-1).view(np.uint8))
+        if raw.nbytes == 0:
+            yield name, dtype, shape, 0, raw
+            continue
+        for offset in range(0, raw.nbytes, chunk_bytes):
+            yield name, dtype, shape, offset, raw[offset : offset + chunk_bytes]
+
+
+@dataclass
+class _Pending:
+    """One tensor being received: its typed buffer, a byte view of it, bytes so far."""
+
+    dtype: str
+    shape: tuple[int, ...]
+    array: np.ndarray
+    raw: np.ndarray
+    received: int = 0
+
+    @property
+    def complete(self) -> bool:
+        return self.received == self.raw.nbytes
+
+
+class TensorAssembler:
+    """Rebuild tensors from chunks, refusing a malformed stream as early as possible.
+
+    ``expected`` (name -> (dtype, shape)), when given, refuses unknown names and
+    mismatched dtypes or shapes. ``max_total_bytes`` bounds the memory the declared
+    tensors may take together. Every refusal is a RefusedError(kind="payload").
+    """
+
+    def __init__(
+        self,
+        expected: dict[str, tuple[str, tuple[int, ...]]] | None,
+        max_total_bytes: int,
+        max_tensors: int = 1_000_000,
+    ) -> None:
+        self._expected = (
+            None
+            if expected is None
+            else {name: (dtype, tuple(int(d) for d in shape)) for name, (dtype, shape) in expected.items()}
+        )
+        self._max_total = int(max_total_bytes)
+        self._max_tensors = int(max_tensors)
+        self._tensors: dict[str, _Pending] = {}
+        self._total = 0
+
+    def __len__(self) -> int:
+        """How many distinct tensors have started arriving."""
+        return len(self._tensors)
+
+    @property
+    def total_bytes(self) -> int:
+        """Bytes declared by the tensors started so far (what is allocated)."""
+        return self._total
+
+    def add(
+        self,
+        name: str,
+        dtype: str,
+        shape: tuple[int, ...] | list[int],
+        offset: int,
+        data: bytes | memoryview,
+    ) -> None:
+        """Check one chunk and copy its bytes into place."""
+        shape = tuple(int(d) for d in shape)
+        pending = self._tensors.get(name)
+        if pending is None:
+            pending = self._start(name, dtype, shape)
+        elif pending.complete:
+            raise RefusedError(f"tensor {name!r} was sent twice", kind="payload")
+        elif (dtype, shape) != (pending.dtype, pending.shape):
+            raise RefusedError(
+                f"tensor {name!r} changed from {pending.dtype}{list(pending.shape)} "
+                f"to {dtype}{list(shape)} in the middle of its stream",
+                kind="payload",
+            )
+        if offset != pending.received:
+            raise RefusedError(
+                f"tensor {name!r}: chunk at byte {offset}, expected byte {pending.received} "
+                "(chunks missing, repeated or out of order)",
+                kind="payload",
+            )
+        size = len(data) if isinstance(data, bytes) else memoryview(data).nbytes
+        end = offset + size
+        if end > pending.raw.nbytes:
+            raise RefusedError(
+                f"tensor {name!r}: {end} bytes received, more than the "
+                f"{pending.raw.nbytes} its dtype and shape declare",
+                kind="payload",
+            )
+        if size:
+            pending.raw[offset:end] = np.frombuffer(data, dtype=np.uint8)
+        pending.received = end
+
+    def _start(self, name: str, dtype: str, shape: tuple[int, ...]) -> _Pending:
+        if not name or len(name) > MAX_NAME_CHARS:
+            raise RefusedError(f"tensor name {name[:64]!r} is empty or too long", kind="payload")
+        if len(self._tensors) >= self._max_tensors:
+            raise RefusedError(f"more than {self._max_tensors} tensors in one stream", kind="payload")
+        if dtype not in ALLOWED_DTYPES:
+            raise RefusedError(
+                f"tensor {name!r} has dtype {dtype[:32]!r}, not one of {sorted(ALLOWED_DTYPES)}",
+                kind="payload",
+            )
+        if self._expected is not None:
+            if name not in self._expected:
+                raise RefusedError(f"tensor {name!r} is not part of the model", kind="payload")
+            want_dtype, want_shape = self._expected[name]
+            if dtype != want_dtype or shape != want_shape:
+                raise RefusedError(
+                    f"tensor {name!r} is {dtype}{list(shape)}, expected {want_dtype}{list(want_shape)}",
+                    kind="payload",
+                )
+        if len(shape) > MAX_NDIM or any(d < 0 for d in shape):
+            raise RefusedError(f"tensor {name!r} has an invalid shape {list(shape)[:MAX_NDIM + 1]}", kind="payload")
+        np_dtype = np.dtype(dtype).newbyteorder("<")
+        nbytes = math.prod(shape) * np_dtype.itemsize
+        if self._total + nbytes > self._max_total:
+            raise RefusedError(
+                f"tensor {name!r} of shape {list(shape)} would bring the stream to "
+                f"{self._total + nbytes} bytes, over the limit of {self._max_total}",
+                kind="payload",
+            )
+        array = np.empty(shape, dtype=np_dtype)
+        pending = _Pending(dtype, shape, array, array.reshape(-1).view(np.uint8))
+        self._tensors[name] = pending
+        self._total += nbytes
+        return pending
+
+    def finish(self) -> dict[str, np.ndarray]:
+        """Every started tensor, in arrival order; refused if any is incomplete."""
+        for name, pending in self._tensors.items():
+            if not pending.complete:
+                raise RefusedError(
+                    f"tensor {name!r} is truncated: {pending.received} of {pending.raw.nbytes} bytes arrived",
+                    kind="payload",
+                )
+        return {name: pending.array for name, pending in self._tensors.items()}

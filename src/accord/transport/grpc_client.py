@@ -1,0 +1,157 @@
+"""A collaborator's gRPC client: one long-lived mutual-TLS channel to the aggregator."""
+
+from __future__ import annotations
+
+import logging
+from typing import Iterator, NoReturn
+
+import grpc
+import numpy as np
+
+from accord.errors import AccordError, RefusedError
+from accord.messages import FederationInfo, TaskAssignment, TaskResult
+from accord.tensors.codec import TensorAssembler
+from accord.tensors.state import ALLOWED_DTYPES, ModelState
+from accord.transport import wire
+from accord.transport.proto import accord_pb2 as pb
+from accord.transport.proto import accord_pb2_grpc as pb_grpc
+from accord.transport.tls import ClientTLS
+
+logger = logging.getLogger("accord.transport")
+
+_REFUSAL_CODES = {
+    grpc.StatusCode.PERMISSION_DENIED: "identity",
+    grpc.StatusCode.FAILED_PRECONDITION: "plan",
+    grpc.StatusCode.INVALID_ARGUMENT: "payload",
+}
+
+
+class GrpcAggregatorClient:
+    """AggregatorClient over gRPC; the channel is created once and kept for the client's life."""
+
+    def __init__(
+        self,
+        name: str,
+        plan_hash: str,
+        host: str,
+        port: int,
+        tls: ClientTLS,
+        chunk_bytes: int = wire.DEFAULT_CHUNK_BYTES,
+        long_poll_seconds: float = 30.0,
+        connect_timeout: float = 30.0,
+    ) -> None:
+        self.name = name
+        self.plan_hash = plan_hash
+        self._address = f"{host}:{port}"
+        self._chunk_bytes = chunk_bytes
+        self._long_poll = long_poll_seconds
+        self._connect_timeout = connect_timeout
+        target = f"[{host}]:{port}" if ":" in host and not host.startswith("[") else self._address
+        self._channel = grpc.secure_channel(target, tls.credentials(), options=wire.channel_options(chunk_bytes))
+        self._stub = pb_grpc.AggregatorStub(self._channel)
+
+    def __enter__(self) -> GrpcAggregatorClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _header(self) -> pb.Header:
+        return wire.header(self.name, self.plan_hash)
+
+    def _fail(self, error: grpc.RpcError, what: str) -> NoReturn:
+        """Turn a gRPC error into a RefusedError or AccordError the user can act on."""
+        code = error.code() if isinstance(error, grpc.Call) else None
+        details = (error.details() if isinstance(error, grpc.Call) else None) or str(error)
+        if code in _REFUSAL_CODES:
+            kind = _REFUSAL_CODES[code]
+            trailing = (error.trailing_metadata() or ()) if isinstance(error, grpc.Call) else ()
+            for key, value in trailing:
+                if key == wire.REFUSAL_KIND_KEY and value in RefusedError.KINDS:
+                    kind = value
+            raise RefusedError(f"the aggregator refused {what}: {details}", kind=kind) from None
+        if code == grpc.StatusCode.UNAVAILABLE:
+            raise AccordError(
+                f"the aggregator at {self._address} is unreachable ({what}): {details}",
+                "check that the aggregator is running and reachable from here",
+            ) from None
+        if code == grpc.StatusCode.DEADLINE_EXCEEDED:
+            raise AccordError(f"the aggregator at {self._address} did not answer in time ({what})") from None
+        name = code.name if code is not None else "error"
+        raise AccordError(f"{what} failed: {name}: {details}") from None
+
+    def join(self) -> FederationInfo:
+        """Wait for the channel (up to connect_timeout), then introduce this collaborator."""
+        try:
+            grpc.channel_ready_future(self._channel).result(timeout=self._connect_timeout)
+        except grpc.FutureTimeoutError:
+            raise AccordError(
+                f"cannot reach the aggregator at {self._address} within {self._connect_timeout:g} s",
+                "check that it is running, that the plan's agg_addr/agg_port point at it, and that "
+                "this collaborator's certificate is signed by the federation's CA",
+            ) from None
+        try:
+            response = self._stub.Join(pb.JoinRequest(header=self._header()), timeout=self._connect_timeout)
+        except grpc.RpcError as exc:
+            self._fail(exc, "join")
+        return wire.info_from_pb(response)
+
+    def get_tasks(self) -> TaskAssignment:
+        """Long-poll for work: returns when a round opens, the federation ends, or the poll times out."""
+        try:
+            response = self._stub.GetTasks(
+                pb.TasksRequest(header=self._header()), timeout=self._long_poll + 30.0
+            )
+        except grpc.RpcError as exc:
+            self._fail(exc, "the task request")
+        try:
+            return wire.assignment_from_pb(response)
+        except (ValueError, KeyError) as exc:
+            raise AccordError(f"the aggregator sent malformed tasks: {exc}") from None
+
+    def get_model(self, round_number: int) -> ModelState:
+        """Stream the global model of ``round_number`` into freshly allocated arrays."""
+        assembler = TensorAssembler(expected=None, max_total_bytes=wire.MAX_MODEL_BYTES)
+        call = self._stub.GetModel(pb.ModelRequest(header=self._header(), round_number=round_number))
+        try:
+            for chunk in call:
+                assembler.add(chunk.name, chunk.dtype, tuple(chunk.shape), chunk.offset, chunk.data)
+            return assembler.finish()
+        except grpc.RpcError as exc:
+            self._fail(exc, f"the model request for round {round_number}")
+        except RefusedError as exc:
+            call.cancel()
+            raise AccordError(f"the aggregator sent a malformed model: {exc.message}") from None
+
+    def send_result(self, result: TaskResult) -> None:
+        """Stream the result's header, then its tensors chunk by chunk (made lazily)."""
+        tensors = result.tensors or {}
+        for tensor_name, value in tensors.items():
+            dtype = np.asarray(value).dtype.name
+            if dtype not in ALLOWED_DTYPES:
+                raise AccordError(
+                    f"tensor {tensor_name!r} of the {result.task} result has dtype {dtype}, which cannot be sent",
+                    f"convert it to one of {', '.join(sorted(ALLOWED_DTYPES))}",
+                )
+        failure: list[BaseException] = []
+
+        def stream() -> Iterator[pb.ResultChunk]:
+            try:
+                yield from wire.result_stream(result, self.name, self.plan_hash, self._chunk_bytes)
+            except Exception as exc:  # re-raised below instead of gRPC's "Exception iterating requests!"
+                failure.append(exc)
+                raise
+
+        what = f"the {result.task} result of round {result.round_number}"
+        try:
+            ack = self._stub.SendResult(stream())
+        except grpc.RpcError as exc:
+            if failure:
+                raise failure[0] from None
+            self._fail(exc, what)
+        if not ack.accepted:
+            raise RefusedError(f"the aggregator refused {what}: {ack.reason}")
+
+    def close(self) -> None:
+        """Close the channel; the client cannot be used afterwards."""
+        self._channel.close()

@@ -1,0 +1,231 @@
+"""The aggregator's gRPC server: mutual TLS, identity checks, chunked tensor streams.
+
+A thin adapter over an AggregatorService. Every RPC first checks that the claimed
+sender equals the common name of the caller's certificate; the service then sees
+only the authenticated name.
+"""
+
+from __future__ import annotations
+
+import logging
+from concurrent.futures import ThreadPoolExecutor
+from typing import Callable, Iterator, NoReturn, TypeVar
+
+import grpc
+
+from accord.errors import AccordError, RefusedError
+from accord.transport import wire
+from accord.transport.base import AggregatorService
+from accord.transport.proto import accord_pb2 as pb
+from accord.transport.proto import accord_pb2_grpc as pb_grpc
+from accord.transport.tls import ServerTLS
+from accord.tensors.codec import TensorAssembler
+
+logger = logging.getLogger("accord.transport")
+
+T = TypeVar("T")
+
+_STATUS_FOR_KIND = {
+    "identity": grpc.StatusCode.PERMISSION_DENIED,
+    "plan": grpc.StatusCode.FAILED_PRECONDITION,
+    "payload": grpc.StatusCode.INVALID_ARGUMENT,
+    "state": grpc.StatusCode.FAILED_PRECONDITION,
+}
+
+
+class _Servicer(pb_grpc.AggregatorServicer):
+    """Implements the accord.v1.Aggregator RPCs over an AggregatorService."""
+
+    def __init__(
+        self,
+        service: AggregatorService,
+        chunk_bytes: int,
+        long_poll_seconds: float,
+        max_update_bytes: int | None,
+        on_refusal: Callable[[str], None] | None,
+    ) -> None:
+        self._service = service
+        self._chunk_bytes = chunk_bytes
+        self._long_poll = long_poll_seconds
+        self._max_update_bytes = max_update_bytes
+        self._on_refusal = on_refusal
+
+    # -- helpers -------------------------------------------------------------------------
+
+    def _refuse(self, context: grpc.ServicerContext, who: str, error: RefusedError) -> NoReturn:
+        """Log, report and end the RPC with the status matching the refusal's kind."""
+        reason = str(error)  # the message, and its fix when there is one
+        logger.warning("refused %s: %s", who, reason)
+        if self._on_refusal is not None:
+            try:
+                self._on_refusal(reason)
+            except Exception:  # a faulty hook must not turn a refusal into a crash
+                logger.exception("on_refusal hook failed")
+        context.set_trailing_metadata(((wire.REFUSAL_KIND_KEY, error.kind),))
+        context.abort(_STATUS_FOR_KIND[error.kind], reason)
+        raise AssertionError("unreachable")  # context.abort raises
+
+    def _authenticate(self, header: pb.Header, context: grpc.ServicerContext) -> str:
+        """The caller's certificate common name, refused unless it equals ``header.sender``."""
+        claimed = header.sender
+        names = context.auth_context().get("x509_common_name") or []
+        common_name = names[0].decode("utf-8", "replace") if names else None
+        if common_name == claimed and claimed:
+            return claimed
+        if common_name is None:
+            reason = f"the connection presents no certificate common name (claimed collaborator {claimed!r})"
+        else:
+            reason = f"certificate common name {common_name!r} does not match claimed collaborator {claimed!r}"
+        who = f"{context.peer()} ({common_name or 'no common name'})"
+        self._refuse(context, who, RefusedError(reason, kind="identity"))
+
+    def _call(self, context: grpc.ServicerContext, name: str, what: str, fn: Callable[[], T]) -> T:
+        """Run ``fn``; a RefusedError or failure ends the RPC with a fitting status."""
+        try:
+            return fn()
+        except RefusedError as exc:
+            refusal = exc
+        except grpc.RpcError:
+            logger.info("%s from %s broke off; nothing was kept", what, name)
+            raise
+        except AccordError as exc:
+            logger.error("%s for %s failed: %s", what, name, exc)
+            context.abort(grpc.StatusCode.FAILED_PRECONDITION, str(exc))
+        except Exception:
+            logger.exception("%s for %s failed", what, name)
+            context.abort(grpc.StatusCode.INTERNAL, f"internal aggregator error during {what}; see the aggregator log")
+        self._refuse(context, name, refusal)
+
+    # -- RPCs ----------------------------------------------------------------------------
+
+    def Join(self, request: pb.JoinRequest, context: grpc.ServicerContext) -> pb.JoinResponse:
+        name = self._authenticate(request.header, context)
+        info = self._call(context, name, "join", lambda: self._service.join(name, request.header.plan_hash))
+        return wire.info_to_pb(info)
+
+    def GetTasks(self, request: pb.TasksRequest, context: grpc.ServicerContext) -> pb.TasksResponse:
+        name = self._authenticate(request.header, context)
+        assignment = self._call(
+            context,
+            name,
+            "get_tasks",
+            lambda: self._service.get_tasks(name, request.header.plan_hash, timeout=self._long_poll),
+        )
+        return wire.assignment_to_pb(assignment)
+
+    def GetModel(self, request: pb.ModelRequest, context: grpc.ServicerContext) -> Iterator[pb.TensorChunk]:
+        name = self._authenticate(request.header, context)
+        state = self._call(
+            context,
+            name,
+            "get_model",
+            lambda: self._service.get_model(name, request.header.plan_hash, request.round_number),
+        )
+        yield from wire.tensor_pb_chunks(state, self._chunk_bytes)
+
+    def SendResult(self, request_iterator: Iterator[pb.ResultChunk], context: grpc.ServicerContext) -> pb.ResultAck:
+        first = next(request_iterator, None)
+        if first is None or first.WhichOneof("part") != "header":
+            self._refuse(
+                context,
+                context.peer(),
+                RefusedError("a result stream must start with its header", kind="payload"),
+            )
+        head = first.header
+        name = self._authenticate(head.header, context)
+        self._call(context, name, "send_result", lambda: self._receive(name, head, request_iterator))
+        return pb.ResultAck(accepted=True)
+
+    def _receive(self, name: str, head: pb.ResultHeader, chunks: Iterator[pb.ResultChunk]) -> None:
+        """Assemble the tensors inside an upload slot, then submit the whole result."""
+        with self._service.upload_slot():
+            expected = self._service.expected_tensors()
+            limit = wire.upload_limit(expected, self._max_update_bytes)
+            assembler = TensorAssembler(expected, max_total_bytes=limit)
+            for message in chunks:
+                if message.WhichOneof("part") != "tensor":
+                    raise RefusedError("a result stream holds one header, then only tensor chunks", kind="payload")
+                t = message.tensor
+                assembler.add(t.name, t.dtype, tuple(t.shape), t.offset, t.data)
+                if len(assembler) > head.tensor_count:
+                    raise RefusedError(
+                        f"more tensors arrived than the {head.tensor_count} the result header announces",
+                        kind="payload",
+                    )
+            result = wire.result_from_pb(name, head, assembler.finish())
+            self._service.submit(result, head.header.plan_hash)
+        logger.debug("result of %s for round %d received from %s", head.task, head.round_number, name)
+
+
+class GrpcAggregatorServer:
+    """Serves an AggregatorService over gRPC with mutual TLS (there is no insecure mode).
+
+    ``on_refusal`` is called with the reason of every refused request (identity, plan
+    hash or payload), e.g. to count them. ``max_workers`` bounds concurrent RPCs, long
+    polls included: give it more than the number of collaborators.
+    """
+
+    def __init__(
+        self,
+        service: AggregatorService,
+        host: str,
+        port: int,
+        tls: ServerTLS,
+        chunk_bytes: int = wire.DEFAULT_CHUNK_BYTES,
+        long_poll_seconds: float = 30.0,
+        max_workers: int = 32,
+        max_update_bytes: int | None = None,
+        on_refusal: Callable[[str], None] | None = None,
+    ) -> None:
+        self._host = host
+        self._port = port
+        self._tls = tls
+        self._chunk_bytes = chunk_bytes
+        self._max_workers = max_workers
+        self._servicer = _Servicer(service, chunk_bytes, long_poll_seconds, max_update_bytes, on_refusal)
+        self._server: grpc.Server | None = None
+
+    def start(self) -> int:
+        """Bind and start serving; returns the bound port (``port=0`` picks a free one)."""
+        if self._server is not None:
+            raise RuntimeError("server already started")
+        credentials = self._tls.credentials()
+        server = grpc.server(
+            ThreadPoolExecutor(max_workers=self._max_workers, thread_name_prefix="accord-rpc"),
+            options=wire.channel_options(self._chunk_bytes),
+        )
+        pb_grpc.add_AggregatorServicer_to_server(self._servicer, server)
+        address = f"[{self._host}]:{self._port}" if ":" in self._host else f"{self._host}:{self._port}"
+        try:
+            bound = server.add_secure_port(address, credentials)
+        except RuntimeError as exc:
+            bound, error = 0, exc
+        else:
+            error = None
+        if not bound:
+            raise AccordError(
+                f"the aggregator cannot listen on {address}" + (f": {error}" if error else ""),
+                "free the port or change `network.settings.agg_port` in the plan",
+            )
+        server.start()
+        self._server = server
+        self._port = bound
+        logger.info("aggregator listening on %s:%d (mutual TLS)", self._host, bound)
+        return bound
+
+    @property
+    def port(self) -> int:
+        return self._port
+
+    def stop(self, grace: float | None = None) -> None:
+        """Stop serving; in-flight RPCs get ``grace`` seconds, then are cancelled."""
+        if self._server is None:
+            return
+        server, self._server = self._server, None
+        server.stop(grace).wait()
+
+    def wait_for_termination(self, timeout: float | None = None) -> bool:
+        """Block until the server stops; returns False if ``timeout`` passed first."""
+        if self._server is None:
+            return True
+        return not self._server.wait_for_termination(timeout)

@@ -1,0 +1,78 @@
+"""The in-process transport: a collaborator calls the aggregator's service directly.
+
+Used by local simulation. Tensors pass through the same codec checks as on the wire
+and are copied both ways, so aggregator and collaborator never share memory and a
+payload refused over gRPC is refused here too.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Mapping
+
+import numpy as np
+
+from accord.messages import FederationInfo, TaskAssignment, TaskResult
+from accord.tensors.codec import TensorAssembler, iter_tensor_chunks
+from accord.tensors.state import ModelState
+from accord.transport.base import AggregatorService
+from accord.transport.wire import MAX_MODEL_BYTES, upload_limit
+
+# one chunk per tensor: the codec's checks and a single copy, no slicing
+_WHOLE_TENSOR = 1 << 62
+
+
+def _copy_through_codec(
+    state: Mapping[str, np.ndarray],
+    expected: dict[str, tuple[str, tuple[int, ...]]] | None,
+    max_total_bytes: int,
+) -> ModelState:
+    """Copy ``state`` as the wire would: little-endian, allowed dtypes, checked against ``expected``."""
+    assembler = TensorAssembler(expected, max_total_bytes=max_total_bytes)
+    for name, dtype, shape, offset, data in iter_tensor_chunks(state, _WHOLE_TENSOR):
+        assembler.add(name, dtype, shape, offset, data)
+    return assembler.finish()
+
+
+class InProcessClient:
+    """AggregatorClient that calls an AggregatorService in the same process."""
+
+    def __init__(
+        self,
+        service: AggregatorService,
+        name: str,
+        plan_hash: str,
+        long_poll_seconds: float = 30.0,
+    ) -> None:
+        self.name = name
+        self.plan_hash = plan_hash
+        self._service = service
+        self._long_poll = long_poll_seconds
+
+    def join(self) -> FederationInfo:
+        return self._service.join(self.name, self.plan_hash)
+
+    def get_tasks(self) -> TaskAssignment:
+        return self._service.get_tasks(self.name, self.plan_hash, timeout=self._long_poll)
+
+    def get_model(self, round_number: int) -> ModelState:
+        state = self._service.get_model(self.name, self.plan_hash, round_number)
+        return _copy_through_codec(state, None, MAX_MODEL_BYTES)
+
+    def send_result(self, result: TaskResult) -> None:
+        """Submit a copy of ``result`` under this client's name, as the gRPC server would."""
+        with self._service.upload_slot():
+            tensors = None
+            if result.tensors:
+                expected = self._service.expected_tensors()
+                tensors = _copy_through_codec(result.tensors, expected, upload_limit(expected, None))
+            copy = dataclasses.replace(
+                result,
+                collaborator=self.name,
+                metrics={str(k): float(v) for k, v in result.metrics.items()},
+                tensors=tensors,
+            )
+            self._service.submit(copy, self.plan_hash)
+
+    def close(self) -> None:
+        """Nothing to release."""

@@ -1,0 +1,149 @@
+"""Conversions between Accord's message dataclasses and the accord.v1 protobuf messages,
+plus the gRPC channel options both ends share."""
+
+from __future__ import annotations
+
+import json
+import math
+from typing import Any, Iterator, Mapping
+
+import numpy as np
+
+from accord.errors import RefusedError
+from accord.messages import Action, FederationInfo, Task, TaskAssignment, TaskResult
+from accord.tensors.codec import iter_tensor_chunks
+from accord.transport.proto import accord_pb2 as pb
+
+MIB = 1024 * 1024
+#: default size of one tensor chunk on the wire
+DEFAULT_CHUNK_BYTES = 4 * MIB
+#: the most model bytes a collaborator accepts from the aggregator
+MAX_MODEL_BYTES = 64 * 1024**3
+#: headroom over twice the model's size that an upload may declare when no limit is set
+UPLOAD_SLACK_BYTES = 16 * MIB
+#: trailing-metadata key carrying RefusedError.kind from server to client
+REFUSAL_KIND_KEY = "accord-refusal-kind"
+
+_ACTION_TO_PB = {
+    Action.RUN: pb.TasksResponse.RUN,
+    Action.WAIT: pb.TasksResponse.WAIT,
+    Action.QUIT: pb.TasksResponse.QUIT,
+}
+_ACTION_FROM_PB = {value: key for key, value in _ACTION_TO_PB.items()}
+
+
+def channel_options(chunk_bytes: int) -> list[tuple[str, Any]]:
+    """Message limits (one chunk plus headroom) and keepalive settings for both ends."""
+    limit = chunk_bytes + MIB
+    return [
+        ("grpc.max_receive_message_length", limit),
+        ("grpc.max_send_message_length", limit),
+        ("grpc.keepalive_time_ms", 30_000),
+        ("grpc.keepalive_timeout_ms", 10_000),
+        ("grpc.http2.max_pings_without_data", 0),
+        ("grpc.keepalive_permit_without_calls", 1),
+        ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
+    ]
+
+
+def header(sender: str, plan_hash: str) -> pb.Header:
+    return pb.Header(sender=sender, plan_hash=plan_hash)
+
+
+def info_to_pb(info: FederationInfo) -> pb.JoinResponse:
+    return pb.JoinResponse(
+        plan_hash=info.plan_hash, rounds_to_train=info.rounds_to_train, round_number=info.round_number
+    )
+
+
+def info_from_pb(message: pb.JoinResponse) -> FederationInfo:
+    return FederationInfo(
+        plan_hash=message.plan_hash,
+        rounds_to_train=message.rounds_to_train,
+        round_number=message.round_number,
+    )
+
+
+def assignment_to_pb(assignment: TaskAssignment) -> pb.TasksResponse:
+    return pb.TasksResponse(
+        action=_ACTION_TO_PB[Action(assignment.action)],
+        round_number=assignment.round_number,
+        tasks=[
+            pb.TaskSpec(
+                name=task.name,
+                function=task.function,
+                kwargs_json=json.dumps(task.kwargs),
+                returns_model=task.returns_model,
+            )
+            for task in assignment.tasks
+        ],
+    )
+
+
+def assignment_from_pb(message: pb.TasksResponse) -> TaskAssignment:
+    """Rebuild a TaskAssignment; kwargs are JSON (never unpickled) and must be an object."""
+    tasks = []
+    for spec in message.tasks:
+        kwargs = json.loads(spec.kwargs_json) if spec.kwargs_json else {}
+        if not isinstance(kwargs, dict):
+            raise ValueError(f"task {spec.name!r}: kwargs must be a JSON object")
+        tasks.append(Task(spec.name, spec.function, kwargs, spec.returns_model))
+    return TaskAssignment(
+        action=_ACTION_FROM_PB[message.action], round_number=message.round_number, tasks=tuple(tasks)
+    )
+
+
+def tensor_pb_chunks(state: Mapping[str, np.ndarray], chunk_bytes: int) -> Iterator[pb.TensorChunk]:
+    """The state as TensorChunk messages, made one at a time."""
+    for name, dtype, shape, offset, data in iter_tensor_chunks(state, chunk_bytes):
+        yield pb.TensorChunk(name=name, dtype=dtype, shape=shape, offset=offset, data=bytes(data))
+
+
+def result_stream(
+    result: TaskResult, sender: str, plan_hash: str, chunk_bytes: int
+) -> Iterator[pb.ResultChunk]:
+    """A SendResult request stream: the header, then each tensor's chunks."""
+    tensors = result.tensors or {}
+    yield pb.ResultChunk(
+        header=pb.ResultHeader(
+            header=header(sender, plan_hash),
+            round_number=result.round_number,
+            task=result.task,
+            sample_count=result.sample_count,
+            metrics={str(k): float(v) for k, v in result.metrics.items()},
+            is_delta=result.is_delta,
+            task_seconds=result.task_seconds,
+            tensor_count=len(tensors),
+        )
+    )
+    for chunk in tensor_pb_chunks(tensors, chunk_bytes):
+        yield pb.ResultChunk(tensor=chunk)
+
+
+def result_from_pb(
+    collaborator: str, message: pb.ResultHeader, tensors: dict[str, np.ndarray]
+) -> TaskResult:
+    """The TaskResult a header describes, from the authenticated ``collaborator``."""
+    if len(tensors) != message.tensor_count:
+        raise RefusedError(
+            f"the result header announces {message.tensor_count} tensors but {len(tensors)} arrived",
+            kind="payload",
+        )
+    return TaskResult(
+        collaborator=collaborator,
+        round_number=message.round_number,
+        task=message.task,
+        sample_count=message.sample_count,
+        metrics=dict(message.metrics),
+        tensors=tensors or None,
+        is_delta=message.is_delta,
+        task_seconds=message.task_seconds,
+    )
+
+
+def upload_limit(expected: Mapping[str, tuple[str, tuple[int, ...]]], max_update_bytes: int | None) -> int:
+    """The most bytes one uploaded result may declare: the configured limit, or twice the model plus slack."""
+    if max_update_bytes:
+        return max_update_bytes
+    model = sum(math.prod(shape) * np.dtype(dtype).itemsize for dtype, shape in expected.values())
+    return 2 * model + UPLOAD_SLACK_BYTES

@@ -1,0 +1,77 @@
+"""A whole federation in one process: the real runtime, torch runners, in-process transport."""
+
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+import pytest
+
+from accord.aggregator.metrics import read_metrics
+from accord.aggregator.runtime import AggregatorRuntime
+from accord.collaborator.site import build_collaborator
+from accord.errors import RefusedError
+from accord.tensors.state import load_state
+from accord.transport.inprocess import InProcessClient
+from accord.workspace.initialize import initialize_model
+
+
+def run_federation(plan, names):
+    initialize_model(plan)
+    runtime = AggregatorRuntime(plan)
+    results: dict[str, int] = {}
+    errors: list[BaseException] = []
+
+    def work(name: str) -> None:
+        try:
+            results[name] = build_collaborator(plan, name, InProcessClient(runtime, name, plan.hash, 5.0)).run()
+        except BaseException as exc:  # surfaced by the assertion below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work, args=(n,)) for n in names]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(120)
+    assert not errors, errors
+    assert runtime.finished
+    return runtime, results
+
+
+@pytest.mark.parametrize(
+    "treatment, delta",
+    [("RESET", False), ("CONTINUE_LOCAL", True), ("CONTINUE_GLOBAL", False), ("CONTINUE_GLOBAL", True)],
+)
+def test_federation_trains_and_writes_files(workspace_factory, treatment, delta) -> None:
+    names = ["alpha", "beta"]
+    plan = workspace_factory(
+        names,
+        rounds=3,
+        overrides={"collaborator.settings.opt_treatment": treatment, "collaborator.settings.delta_updates": delta},
+    )
+    runtime, worked = run_federation(plan, names)
+    assert worked == {"alpha": 4, "beta": 4}  # 3 training rounds + the final validation
+    settings = plan.model.aggregator.settings
+    last = load_state(plan.resolve_path(settings.last_state_path))
+    init = load_state(plan.resolve_path(settings.init_state_path))
+    assert set(last) == set(init)
+    assert any(not np.array_equal(last[k], init[k]) for k in init)
+    assert any(k.startswith("__opt__.") for k in last) == (treatment == "CONTINUE_GLOBAL")
+    assert plan.resolve_path(settings.best_state_path).is_file()
+    records = read_metrics(plan.resolve_path(settings.metrics_path))
+    accuracy = [r.value for r in records if r.origin == "aggregator" and r.task == "aggregated_model_validation" and r.metric == "accuracy"]
+    assert len(accuracy) == 4 and accuracy[-1] > accuracy[0]
+    per_site = {(r.round, r.origin) for r in records if r.origin in names}
+    assert per_site == {(r, n) for r in range(4) for n in names}
+
+
+def test_runtime_refuses_wrong_plan_hash_and_unknown_name(workspace_factory) -> None:
+    plan = workspace_factory(["alpha"], rounds=1)
+    initialize_model(plan)
+    runtime = AggregatorRuntime(plan)
+    with pytest.raises(RefusedError, match="plans differ") as info:
+        runtime.join("alpha", "0" * 96)
+    assert info.value.kind == "plan"
+    with pytest.raises(RefusedError, match="not in the plan") as info:
+        runtime.join("mallory", plan.hash)
+    assert info.value.kind == "identity"

@@ -1,0 +1,433 @@
+"""The gRPC transport over real mutual TLS on 127.0.0.1, against a small fake service.
+
+These test the transport in isolation; the end-to-end tests use the real aggregator.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import threading
+import time
+
+import grpc
+import numpy as np
+import pytest
+
+from accord.errors import AccordError, PKIError, RefusedError
+from accord.messages import Action, FederationInfo, Task, TaskAssignment, TaskResult
+from accord.transport.grpc_client import GrpcAggregatorClient
+from accord.transport.grpc_server import GrpcAggregatorServer
+from accord.transport.inprocess import InProcessClient
+from accord.transport.proto import accord_pb2 as pb
+from accord.transport.tls import ClientTLS, ServerTLS
+from accord.transport import wire
+
+from transport_certs import TestCA
+
+PLAN = "plan-hash-1"
+MEMBERS = ("col1", "col2")
+CHUNK = 4 * 1024 * 1024
+
+
+def small_model() -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(1)
+    return {
+        "dense.weight": rng.standard_normal((64, 32)).astype(np.float32),
+        "dense.bias": np.zeros(32, dtype=np.float32),
+        "steps": np.array(7, dtype=np.int64),
+        "empty": np.zeros((0, 3), dtype=np.float32),
+    }
+
+
+class FakeService:
+    """A thread-safe AggregatorService that records every call and submission."""
+
+    def __init__(self, model: dict[str, np.ndarray]) -> None:
+        self.model = model
+        self.calls: list[tuple[str, str]] = []
+        self.submissions: list[tuple[TaskResult, str]] = []
+        self.cond = threading.Condition()
+        self.round_open = False
+        self.slots_in_use = 0
+        self.slot_entered = threading.Event()
+        self.slot_released = threading.Event()
+
+    def _check(self, method: str, name: str, plan_hash: str) -> None:
+        with self.cond:
+            self.calls.append((method, name))
+        if name not in MEMBERS:
+            raise RefusedError(f"collaborator {name!r} is not in the plan", kind="identity")
+        if plan_hash != PLAN:
+            raise RefusedError(f"plan hash {plan_hash!r} differs from the aggregator's", kind="plan")
+
+    def join(self, collaborator: str, plan_hash: str) -> FederationInfo:
+        self._check("join", collaborator, plan_hash)
+        return FederationInfo(plan_hash=PLAN, rounds_to_train=5, round_number=2)
+
+    def get_tasks(self, collaborator: str, plan_hash: str, timeout: float) -> TaskAssignment:
+        self._check("get_tasks", collaborator, plan_hash)
+        with self.cond:
+            if not self.cond.wait_for(lambda: self.round_open, timeout):
+                return TaskAssignment(Action.WAIT, 2)
+        tasks = (
+            Task("aggregated_model_validation", "validate", {"apply": "global"}),
+            Task("train", "train_batches", {"epochs": 2, "lr": 0.01, "tags": ["a", None]}, True),
+        )
+        return TaskAssignment(Action.RUN, 2, tasks)
+
+    def open_round(self) -> None:
+        with self.cond:
+            self.round_open = True
+            self.cond.notify_all()
+
+    def get_model(self, collaborator: str, plan_hash: str, round_number: int) -> dict[str, np.ndarray]:
+        self._check("get_model", collaborator, plan_hash)
+        return self.model
+
+    def submit(self, result: TaskResult, plan_hash: str) -> None:
+        self._check("submit", result.collaborator, plan_hash)
+        if result.round_number != 2:
+            raise RefusedError(f"round {result.round_number} is not open", kind="state")
+        with self.cond:
+            self.submissions.append((result, plan_hash))
+
+    @contextlib.contextmanager
+    def upload_slot(self):
+        with self.cond:
+            self.slots_in_use += 1
+        self.slot_entered.set()
+        try:
+            yield
+        finally:
+            with self.cond:
+                self.slots_in_use -= 1
+            self.slot_released.set()
+
+    def expected_tensors(self) -> dict[str, tuple[str, tuple[int, ...]]]:
+        return {name: (value.dtype.name, value.shape) for name, value in self.model.items()}
+
+
+@pytest.fixture(scope="module")
+def pki(tmp_path_factory) -> dict[str, object]:
+    root = tmp_path_factory.mktemp("pki")
+    ca = TestCA.create(root / "ca")
+    other = TestCA.create(root / "other", name="Some Other CA")
+    server_cert, server_key = ca.issue("localhost", server=True)
+    material = {
+        "server": ServerTLS(server_cert, server_key, ca.chain_path),
+        "foreign_col1": ClientTLS(*other.issue("col1"), other.chain_path),
+    }
+    for name in ("col1", "col2", "stranger"):
+        material[name] = ClientTLS(*ca.issue(name), ca.chain_path)
+    return material
+
+
+class Federation:
+    """A fake service served over gRPC on 127.0.0.1, and a factory of clients."""
+
+    def __init__(self, pki, model, **server_kwargs) -> None:
+        self.pki = pki
+        self.service = FakeService(model)
+        self.refusals: list[str] = []
+        self.server = GrpcAggregatorServer(
+            self.service, "127.0.0.1", 0, pki["server"], on_refusal=self.refusals.append, **server_kwargs
+        )
+        self.port = self.server.start()
+        self.clients: list[GrpcAggregatorClient] = []
+
+    def client(self, name: str, cert: str | None = None, plan_hash: str = PLAN, **kwargs) -> GrpcAggregatorClient:
+        kwargs.setdefault("connect_timeout", 10.0)
+        client = GrpcAggregatorClient(name, plan_hash, "localhost", self.port, self.pki[cert or name], **kwargs)
+        self.clients.append(client)
+        return client
+
+    def close(self) -> None:
+        for client in self.clients:
+            client.close()
+        self.service.open_round()  # release any long-poll still parked in the fake
+        self.server.stop(0)
+
+
+@pytest.fixture
+def federation(pki):
+    fed = Federation(pki, small_model(), long_poll_seconds=10.0)
+    yield fed
+    fed.close()
+
+
+def a_result(model, **changes) -> TaskResult:
+    fields = dict(
+        collaborator="ignored",
+        round_number=2,
+        task="train",
+        sample_count=640,
+        metrics={"loss": 0.25, "accuracy": 0.9},
+        tensors={k: v + 1 for k, v in model.items()},
+        is_delta=True,
+        task_seconds=1.5,
+    )
+    fields.update(changes)
+    return TaskResult(**fields)
+
+
+def assert_state_equal(a, b) -> None:
+    assert list(a) == list(b)
+    for name in a:
+        assert a[name].dtype == b[name].dtype and a[name].shape == b[name].shape
+        np.testing.assert_array_equal(a[name], b[name])
+
+
+# -- round trip -----------------------------------------------------------------------------
+
+
+def test_join_tasks_model_and_result_round_trip(federation):
+    client = federation.client("col1")
+    assert client.join() == FederationInfo(PLAN, 5, 2)
+    federation.service.open_round()
+    assignment = client.get_tasks()
+    assert assignment.action is Action.RUN and assignment.round_number == 2
+    assert assignment.tasks[1] == Task("train", "train_batches", {"epochs": 2, "lr": 0.01, "tags": ["a", None]}, True)
+    model = client.get_model(2)
+    assert_state_equal(model, federation.service.model)
+
+    result = a_result(model)
+    client.send_result(result)
+    client.send_result(a_result(model, task="aggregated_model_validation", tensors=None, is_delta=False))
+    (got, plan), (metrics_only, _) = federation.service.submissions
+    assert plan == PLAN and got.collaborator == "col1"  # the authenticated name, not the claimed field
+    summary = (got.round_number, got.task, got.sample_count, got.is_delta, got.task_seconds)
+    assert summary == (2, "train", 640, True, 1.5)
+    assert got.metrics == pytest.approx(result.metrics)
+    assert_state_equal(got.tensors, result.tensors)
+    assert metrics_only.tensors is None and metrics_only.task == "aggregated_model_validation"
+    assert federation.service.slots_in_use == 0 and federation.refusals == []
+
+
+def test_a_model_over_100_mb_round_trips_in_4_mib_chunks(pki):
+    rng = np.random.default_rng(2)
+    model = {
+        "encoder.weight": rng.standard_normal((4096, 4096), dtype=np.float32),  # 64 MiB
+        "decoder.weight": rng.standard_normal((2048, 4096), dtype=np.float32),  # 32 MiB
+        "head.weight": rng.standard_normal((1000, 1818), dtype=np.float32),
+        "head.bias": rng.standard_normal(1000, dtype=np.float32),
+    }
+    assert sum(v.size for v in model.values()) >= 26_300_000
+    fed = Federation(pki, model, chunk_bytes=CHUNK)
+    try:
+        client = fed.client("col2", chunk_bytes=CHUNK)
+        client.join()
+        received = client.get_model(2)
+        assert_state_equal(received, model)
+        assert not any(np.shares_memory(received[k], model[k]) for k in model)
+        client.send_result(a_result(received, tensors=received))
+        (got, _), = fed.service.submissions
+        assert_state_equal(got.tensors, model)
+    finally:
+        fed.close()
+
+
+def test_long_poll_returns_promptly_when_the_round_opens(federation):
+    client = federation.client("col1")
+    client.join()
+    answer: list[TaskAssignment] = []
+    poller = threading.Thread(target=lambda: answer.append(client.get_tasks()))
+    poller.start()
+    time.sleep(0.3)
+    assert poller.is_alive() and not answer  # parked on the server, not returned
+    opened = time.monotonic()
+    federation.service.open_round()
+    poller.join(timeout=5)
+    assert answer and answer[0].action is Action.RUN
+    assert time.monotonic() - opened < 5  # woken by the round, far before the 10 s poll ends
+
+
+def test_long_poll_times_out_with_wait(pki):
+    fed = Federation(pki, small_model(), long_poll_seconds=0.3)
+    try:
+        assert fed.client("col1", long_poll_seconds=0.3).get_tasks().action is Action.WAIT
+    finally:
+        fed.close()
+
+
+# -- identity -------------------------------------------------------------------------------
+
+
+def test_a_claimed_name_differing_from_the_certificate_is_refused(federation, caplog):
+    impostor = federation.client("col1", cert="col2")
+    caplog.set_level(logging.WARNING, logger="accord.transport")
+    calls = [
+        impostor.join,
+        impostor.get_tasks,
+        lambda: impostor.get_model(2),
+        lambda: impostor.send_result(a_result(federation.service.model)),
+    ]
+    for call in calls:
+        reason = "certificate common name 'col2' does not match claimed collaborator 'col1'"
+        with pytest.raises(RefusedError, match=reason) as info:
+            call()
+        assert info.value.kind == "identity"
+    assert federation.service.calls == [] and federation.service.submissions == []
+    assert len(federation.refusals) == 4
+    assert "'col2'" in caplog.text and "'col1'" in caplog.text
+
+
+def test_a_name_outside_the_plan_and_a_wrong_plan_hash_are_refused(federation):
+    with pytest.raises(RefusedError, match="'stranger' is not in the plan") as info:
+        federation.client("stranger").join()
+    assert info.value.kind == "identity"
+    with pytest.raises(RefusedError, match="plan hash 'other' differs") as info:
+        federation.client("col1", plan_hash="other").join()
+    assert info.value.kind == "plan"
+    with pytest.raises(RefusedError, match="differs"):
+        federation.client("col2", plan_hash="other").send_result(a_result(federation.service.model))
+    assert federation.service.submissions == [] and len(federation.refusals) == 3
+
+
+def test_the_refusal_kind_travels_to_the_client(federation):
+    with pytest.raises(RefusedError, match="round 9 is not open") as info:
+        federation.client("col1").send_result(a_result(federation.service.model, round_number=9))
+    assert info.value.kind == "state"  # FAILED_PRECONDITION alone would read as "plan"
+    assert federation.service.submissions == []
+
+
+def test_a_certificate_from_another_ca_cannot_connect(federation):
+    client = federation.client("col1", cert="foreign_col1", connect_timeout=1.5)
+    with pytest.raises(AccordError, match="cannot reach the aggregator"):
+        client.join()
+    assert federation.service.calls == []
+
+
+def test_missing_tls_files_name_the_file_and_the_fix(pki, tmp_path):
+    good: ClientTLS = pki["col1"]
+    with pytest.raises(PKIError, match=r"collaborator certificate .*nope\.crt does not exist.*generate-cert-request"):
+        ClientTLS(tmp_path / "nope.crt", good.key_path, good.chain_path).load()
+    server: ServerTLS = pki["server"]
+    with pytest.raises(PKIError, match=r"CA certificate chain .*chain\.pem does not exist.*fx workspace certify"):
+        ServerTLS(server.cert_path, server.key_path, tmp_path / "chain.pem").credentials()
+    with pytest.raises(PKIError, match=r"aggregator private key .* does not exist.*fx aggregator certify"):
+        no_key = ServerTLS(server.cert_path, tmp_path / "k", server.chain_path)
+        GrpcAggregatorServer(FakeService({}), "127.0.0.1", 0, no_key).start()
+
+
+# -- payload --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "tensors, match",
+    [
+        (
+            {"dense.weight": np.zeros((64, 32)), "dense.bias": np.zeros(32, np.float32)},
+            r"float64\[64, 32\], expected float32\[64, 32\]",
+        ),
+        ({"dense.weight": np.zeros((32, 64), np.float32)}, r"float32\[32, 64\], expected float32\[64, 32\]"),
+        ({"surprise": np.zeros(3, np.float32)}, "'surprise' is not part of the model"),
+    ],
+)
+def test_a_bad_payload_is_refused_and_not_submitted(federation, tensors, match):
+    client = federation.client("col1")
+    with pytest.raises(RefusedError, match=match) as info:
+        client.send_result(a_result(federation.service.model, tensors=tensors))
+    assert info.value.kind == "payload"
+    assert federation.service.submissions == [] and federation.service.slots_in_use == 0
+
+
+def _raw_send(client: GrpcAggregatorClient, messages):
+    return client._stub.SendResult(iter(messages))
+
+
+def _header(tensor_count: int, sender: str = "col1") -> pb.ResultChunk:
+    head = pb.ResultHeader(header=wire.header(sender, PLAN), task="train", tensor_count=tensor_count)
+    return pb.ResultChunk(header=head)
+
+
+def _chunk(name, dtype, shape, offset, data) -> pb.ResultChunk:
+    return pb.ResultChunk(tensor=pb.TensorChunk(name=name, dtype=dtype, shape=shape, offset=offset, data=data))
+
+
+def test_malformed_streams_are_refused(federation):
+    client = federation.client("col1")
+    bias = np.zeros(32, np.float32).tobytes()
+    cases = {
+        "must start with its header": [_chunk("dense.bias", "float32", (32,), 0, bias)],
+        "announces 2 tensors but 1 arrived": [_header(2), _chunk("dense.bias", "float32", (32,), 0, bias)],
+        "more tensors arrived than the 0": [_header(0), _chunk("dense.bias", "float32", (32,), 0, bias)],
+        "truncated: 64 of 128": [_header(1), _chunk("dense.bias", "float32", (32,), 0, bias[:64])],
+        "only tensor chunks": [_header(1), _header(1)],
+        "dtype 'object'": [_header(1), _chunk("dense.bias", "object", (32,), 0, bias)],
+    }
+    for match, messages in cases.items():
+        with pytest.raises(grpc.RpcError) as info:
+            _raw_send(client, messages)
+        assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT, match
+        assert match in info.value.details()
+    assert federation.service.submissions == []
+
+
+# -- broken streams ---------------------------------------------------------------------------
+
+
+def test_a_client_stream_that_fails_mid_way_leaves_nothing(federation):
+    client = federation.client("col1")
+    weight = federation.service.model["dense.weight"].tobytes()
+
+    def failing():
+        yield _header(2)
+        yield _chunk("dense.weight", "float32", (64, 32), 0, weight[:1000])
+        federation.service.slot_entered.wait(5)  # the server is receiving this result
+        raise OSError("disk went away")
+
+    with pytest.raises(grpc.RpcError):
+        _raw_send(client, failing())
+    assert federation.service.slot_released.wait(5)
+    assert federation.service.submissions == [] and federation.service.slots_in_use == 0
+
+
+def test_a_cancelled_upload_leaves_nothing(federation):
+    client = federation.client("col1")
+    weight = federation.service.model["dense.weight"].tobytes()
+    sent, release = threading.Event(), threading.Event()
+
+    def stalling():
+        yield _header(1)
+        yield _chunk("dense.weight", "float32", (64, 32), 0, weight[:1000])
+        sent.set()
+        release.wait(10)
+        yield _chunk("dense.weight", "float32", (64, 32), 1000, weight[1000:])
+
+    future = client._stub.SendResult.future(stalling())
+    assert sent.wait(5) and federation.service.slot_entered.wait(5)
+    future.cancel()
+    release.set()
+    assert federation.service.slot_released.wait(5)
+    assert federation.service.submissions == [] and federation.service.slots_in_use == 0
+
+
+def test_a_refused_stream_keeps_the_client_error_message(federation):
+    client = federation.client("col1")
+    with pytest.raises(AccordError, match="complex64"):
+        client.send_result(a_result(federation.service.model, tensors={"x": np.zeros(2, np.complex64)}))
+    assert federation.service.calls == []
+
+
+# -- in-process transport -------------------------------------------------------------------
+
+
+def test_in_process_client_copies_and_checks_like_the_wire():
+    service = FakeService(small_model())
+    client = InProcessClient(service, "col1", PLAN, long_poll_seconds=0.1)
+    assert client.join().rounds_to_train == 5
+    assert client.get_tasks().action is Action.WAIT
+    model = client.get_model(2)
+    assert_state_equal(model, service.model)
+    assert not any(np.shares_memory(model[k], service.model[k]) for k in model)
+    result = a_result(model)
+    client.send_result(result)
+    (got, _), = service.submissions
+    assert got.collaborator == "col1"
+    assert not any(np.shares_memory(got.tensors[k], result.tensors[k]) for k in model)
+    with pytest.raises(RefusedError, match="expected float32"):
+        client.send_result(a_result(model, tensors={"dense.bias": np.zeros(32)}))
+    with pytest.raises(RefusedError, match="differs"):
+        InProcessClient(service, "col1", "other").join()
+    assert len(service.submissions) == 1
