@@ -19,9 +19,10 @@ def collaborator() -> None:
 @workspace_option
 @plan_option
 @override_option
-def start(name: str, workspace: Path, plan_path: str, overrides: tuple[str, ...]) -> None:
+@click.option("--connect-timeout", type=float, default=None, help="Seconds to wait for the aggregator (default: the plan's).")
+def start(name: str, workspace: Path, plan_path: str, overrides: tuple[str, ...], connect_timeout: float | None) -> None:
     """Connect to the aggregator and run the assigned tasks until the federation ends."""
     from accord.collaborator.site import start_collaborator
 
-    rounds = start_collaborator(open_plan(workspace, plan_path, overrides), name)
+    rounds = start_collaborator(open_plan(workspace, plan_path, overrides), name, connect_timeout)
     click.echo(f"collaborator {name} finished after working in {rounds} rounds")

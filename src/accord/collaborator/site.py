@@ -48,8 +48,11 @@ def build_collaborator(plan: Plan, name: str, client: AggregatorClient) -> Colla
     )
 
 
-def grpc_client(plan: Plan, name: str) -> AggregatorClient:
-    """A mutual-TLS gRPC client for collaborator ``name`` with its certificate from the workspace."""
+def grpc_client(plan: Plan, name: str, connect_timeout: float | None = None) -> AggregatorClient:
+    """A mutual-TLS gRPC client for collaborator ``name`` with its certificate from the workspace.
+
+    ``connect_timeout`` is this site's own choice and overrides the plan's without changing its hash.
+    """
     from accord.pki.layout import CertLayout
     from accord.transport.grpc_client import GrpcAggregatorClient
     from accord.transport.tls import ClientTLS
@@ -65,13 +68,13 @@ def grpc_client(plan: Plan, name: str) -> AggregatorClient:
         tls,
         chunk_bytes=net.chunk_bytes,
         long_poll_seconds=net.long_poll_seconds,
-        connect_timeout=net.connect_timeout_seconds,
+        connect_timeout=connect_timeout or net.connect_timeout_seconds,
     )
 
 
-def start_collaborator(plan: Plan, name: str) -> int:
+def start_collaborator(plan: Plan, name: str, connect_timeout: float | None = None) -> int:
     """Connect to the aggregator and work until the federation ends; returns rounds worked."""
-    client = grpc_client(plan, name)
+    client = grpc_client(plan, name, connect_timeout)
     try:
         return build_collaborator(plan, name, client).run()
     finally:
