@@ -23,7 +23,7 @@ from accord.transport.proto import accord_pb2 as pb
 from accord.transport.tls import ClientTLS, ServerTLS
 from accord.transport import wire
 
-from transport_certs import TestCA
+from accord.pki import make_federation_pki
 
 PLAN = "plan-hash-1"
 MEMBERS = ("col1", "col2")
@@ -111,15 +111,14 @@ class FakeService:
 @pytest.fixture(scope="module")
 def pki(tmp_path_factory) -> dict[str, object]:
     root = tmp_path_factory.mktemp("pki")
-    ca = TestCA.create(root / "ca")
-    other = TestCA.create(root / "other", name="Some Other CA")
-    server_cert, server_key = ca.issue("localhost", server=True)
+    ours = make_federation_pki(root / "ca", "localhost", ["col1", "col2", "stranger"])
+    theirs = make_federation_pki(root / "other", "localhost", ["col1"])
     material = {
-        "server": ServerTLS(server_cert, server_key, ca.chain_path),
-        "foreign_col1": ClientTLS(*other.issue("col1"), other.chain_path),
+        "server": ServerTLS(ours.aggregator_cert("localhost"), ours.aggregator_key("localhost"), ours.chain),
+        "foreign_col1": ClientTLS(theirs.collaborator_cert("col1"), theirs.collaborator_key("col1"), theirs.chain),
     }
     for name in ("col1", "col2", "stranger"):
-        material[name] = ClientTLS(*ca.issue(name), ca.chain_path)
+        material[name] = ClientTLS(ours.collaborator_cert(name), ours.collaborator_key(name), ours.chain)
     return material
 
 
