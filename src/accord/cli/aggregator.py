@@ -25,6 +25,6 @@ def start(workspace: Path, plan_path: str, overrides: tuple[str, ...]) -> None:
     runtime = start_aggregator(open_plan(workspace, plan_path, overrides))
     best = runtime.engine.best_score
     click.echo(
-        f"federation finished: {runtime.engine.round_number} rounds"
+        f"federation finished: {runtime.engine.rounds_to_train} rounds"
         + (f", best {runtime.settings.best_metric}={best:.4f}" if best is not None else "")
     )

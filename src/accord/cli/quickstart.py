@@ -29,7 +29,7 @@ def quickstart(collaborators: int, rounds: int, workspace: Path | None) -> None:
     console.print(f"[bold]Accord quickstart[/]: {collaborators} collaborators, {rounds} rounds, digits MLP")
     plan = prepare_workspace(workspace, collaborators, rounds)
     console.print(f"workspace {plan.workspace}  (CA and certificates in cert/, plan hash {plan.hash[:16]}...)")
-    report = run_processes(plan, on_line=lambda line: console.print(line, markup=False, highlight=False))
+    report = run_processes(plan, on_line=lambda line: console.print(line, markup=False, highlight=False, soft_wrap=True))
     print_summary(console, plan, report)
     if not report.ok:
         failed = ", ".join(f"{n} (exit {c})" for n, c in report.returncodes.items() if c != 0)

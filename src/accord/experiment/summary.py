@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import statistics
+
 from rich.console import Console
 from rich.table import Table
 
@@ -15,14 +17,15 @@ def print_summary(console: Console, plan: Plan, report: FederationReport) -> Non
     key = settings.best_metric
     values = report.aggregated(key)
     overhead = report.aggregated("round/overhead_seconds")
+    trained = [r for r in report.records if r.origin == "aggregator" and r.metric == "round_seconds" and r.round < settings.rounds_to_train]
     table = Table(title="Federation summary", show_header=False)
-    table.add_row("rounds completed", f"{len(values)} of {settings.rounds_to_train}")
+    table.add_row("rounds completed", f"{len(trained)} of {settings.rounds_to_train}")
     if values:
         best = max(values) if settings.best_direction == "maximize" else min(values)
         table.add_row(f"final {key}", f"{values[-1]:.4f}")
         table.add_row(f"best {key}", f"{best:.4f}")
     if overhead:
-        table.add_row("framework overhead per round", f"{1000 * sum(overhead) / len(overhead):.1f} ms (mean)")
+        table.add_row("framework overhead per round", f"{1000 * statistics.median(overhead):.1f} ms (median)")
     table.add_row("wall time", f"{report.seconds:.1f} s")
     for label, path in (("initial model", settings.init_state_path), ("best model", settings.best_state_path), ("last model", settings.last_state_path)):
         table.add_row(label, str(plan.resolve_path(path)))
