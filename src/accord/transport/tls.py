@@ -8,27 +8,13 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from pathlib import Path
+from typing import ClassVar
 
 import grpc
 
-from accord.errors import PKIError
+from accord.pki.keys import read_pem_bytes
 
 _CHAIN_FIX = "run `fx workspace certify` (aggregator) or import the signed package (collaborator)"
-
-
-def _read(path: str | os.PathLike, what: str, fix: str) -> bytes:
-    """Read a PEM file, or raise PKIError naming it and the fix."""
-    source = Path(path)
-    try:
-        data = source.read_bytes()
-    except FileNotFoundError:
-        raise PKIError(f"{what} {source} does not exist", fix) from None
-    except OSError as exc:
-        raise PKIError(f"{what} {source} cannot be read: {exc.strerror or exc}", fix) from None
-    if not data.strip():
-        raise PKIError(f"{what} {source} is empty", fix)
-    return data
 
 
 @dataclass(frozen=True)
@@ -41,20 +27,31 @@ class TLSMaterial:
 
 
 @dataclass(frozen=True)
-class ServerTLS:
-    """Where the aggregator's certificate, key and the federation CA chain lie."""
+class _TLSFiles:
+    """Where a participant's certificate, private key and the federation's CA chain lie."""
+
+    ROLE: ClassVar[str]
+    FIX: ClassVar[str]
 
     cert_path: str | os.PathLike
     key_path: str | os.PathLike
     chain_path: str | os.PathLike
 
     def load(self) -> TLSMaterial:
-        fix = "run `fx aggregator certify`"
+        """Read the three PEM files; PKIError naming a missing or unreadable one and its fix."""
         return TLSMaterial(
-            cert=_read(self.cert_path, "aggregator certificate", fix),
-            key=_read(self.key_path, "aggregator private key", fix),
-            chain=_read(self.chain_path, "CA certificate chain", _CHAIN_FIX),
+            cert=read_pem_bytes(self.cert_path, f"{self.ROLE} certificate", self.FIX),
+            key=read_pem_bytes(self.key_path, f"{self.ROLE} private key", self.FIX),
+            chain=read_pem_bytes(self.chain_path, "CA certificate chain", _CHAIN_FIX),
         )
+
+
+@dataclass(frozen=True)
+class ServerTLS(_TLSFiles):
+    """The aggregator's TLS files."""
+
+    ROLE: ClassVar[str] = "aggregator"
+    FIX: ClassVar[str] = "run `fx aggregator certify`"
 
     def credentials(self) -> grpc.ServerCredentials:
         """Server credentials that require and verify a client certificate."""
@@ -67,20 +64,11 @@ class ServerTLS:
 
 
 @dataclass(frozen=True)
-class ClientTLS:
-    """Where a collaborator's certificate, key and the federation CA chain lie."""
+class ClientTLS(_TLSFiles):
+    """A collaborator's TLS files."""
 
-    cert_path: str | os.PathLike
-    key_path: str | os.PathLike
-    chain_path: str | os.PathLike
-
-    def load(self) -> TLSMaterial:
-        fix = "run `fx collaborator generate-cert-request` and have the CA sign it"
-        return TLSMaterial(
-            cert=_read(self.cert_path, "collaborator certificate", fix),
-            key=_read(self.key_path, "collaborator private key", fix),
-            chain=_read(self.chain_path, "CA certificate chain", _CHAIN_FIX),
-        )
+    ROLE: ClassVar[str] = "collaborator"
+    FIX: ClassVar[str] = "run `fx collaborator generate-cert-request` and have the CA sign it"
 
     def credentials(self) -> grpc.ChannelCredentials:
         """Channel credentials presenting this collaborator's certificate."""
