@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 
+from accord.aggregator.memory import limit_malloc_arenas
 from accord.aggregator.runtime import AggregatorRuntime
 from accord.plan.loader import Plan
 
@@ -16,6 +17,7 @@ def start_aggregator(plan: Plan, quit_grace: float = 10.0) -> AggregatorRuntime:
     from accord.transport.grpc_server import GrpcAggregatorServer
     from accord.transport.tls import ServerTLS
 
+    limit_malloc_arenas()
     net = plan.model.network.settings
     layout = CertLayout(plan.resolve_path(net.cert_dir))
     tls = ServerTLS(layout.aggregator_cert(net.agg_addr), layout.aggregator_key(net.agg_addr), layout.chain)

@@ -46,7 +46,7 @@ class NetworkSettings(Strict):
     agg_addr: str = "localhost"
     agg_port: int = Field(50051, ge=0, le=65535)
     cert_dir: str = "cert"
-    chunk_bytes: int = Field(4 * 1024 * 1024, ge=1024, le=64 * 1024 * 1024)
+    chunk_bytes: int = Field(1024 * 1024, ge=1024, le=64 * 1024 * 1024)
     long_poll_seconds: float = Field(30.0, gt=0)
     connect_timeout_seconds: float = Field(60.0, gt=0)
     max_update_bytes: int | None = Field(None, ge=1)

@@ -16,7 +16,7 @@ from accord.transport.proto import accord_pb2 as pb
 
 MIB = 1024 * 1024
 #: default size of one tensor chunk on the wire
-DEFAULT_CHUNK_BYTES = 4 * MIB
+DEFAULT_CHUNK_BYTES = 1 * MIB
 #: the most model bytes a collaborator accepts from the aggregator
 MAX_MODEL_BYTES = 64 * 1024**3
 #: headroom over twice the model's size that an upload may declare when no limit is set
