@@ -8,7 +8,7 @@ import pytest
 import yaml
 
 from accord.errors import PlanError
-from accord.plan.loader import load_plan, parse_overrides, update_plan_file, validate_plan
+from accord.plan.loader import add_collaborator, load_plan, parse_overrides, update_plan_file, validate_plan
 
 
 def write_plan(tmp_path: Path, data: dict) -> Path:
@@ -93,3 +93,17 @@ def test_frozen_plan_detects_edits(tmp_path: Path) -> None:
     update_plan_file(path, {"aggregator.settings.rounds_to_train": 3})
     with pytest.raises(PlanError, match="changed after it was frozen"):
         load_plan(path)
+
+
+def test_membership_is_outside_the_hash_and_can_grow_in_a_frozen_plan(tmp_path: Path) -> None:
+    path = write_plan(tmp_path, {"collaborators": ["a"]})
+    frozen = load_plan(path)
+    update_plan_file(path, {"hash": frozen.hash})
+    path.chmod(0o444)
+    assert add_collaborator(path, "b") is True
+    assert add_collaborator(path, "b") is False
+    again = load_plan(path)
+    assert again.model.collaborators == ["a", "b"] and again.hash == frozen.hash
+    assert path.stat().st_mode & 0o777 == 0o444
+    with pytest.raises(PlanError, match="frozen"):
+        update_plan_file(path, {"aggregator.settings.rounds_to_train": 2})

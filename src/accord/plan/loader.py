@@ -131,10 +131,15 @@ def _format_errors(source: str, exc: ValidationError) -> str:
     return "; ".join(lines)
 
 
+#: top-level keys outside the hash: the hash itself, and the membership list, which the
+#: CA's operator extends as sites are certified (identity is the certificate's business).
+UNHASHED = frozenset({"hash", "collaborators"})
+
+
 def plan_hash(model: PlanModel) -> str:
-    """SHA-384 of the canonical JSON of the resolved plan (the ``hash`` key left out)."""
+    """SHA-384 of the canonical JSON of the resolved plan, UNHASHED keys left out."""
     canonical = json.dumps(
-        model.model_dump(mode="json", exclude={"hash"}), sort_keys=True, separators=(",", ":")
+        model.model_dump(mode="json", exclude=set(UNHASHED)), sort_keys=True, separators=(",", ":")
     )
     return hashlib.sha384(canonical.encode("utf-8")).hexdigest()
 
@@ -190,6 +195,26 @@ def load_plan(
 
 
 def update_plan_file(path: Path, overrides: Mapping[str, Any]) -> None:
-    """Write dotted overrides into a plan file (keeping its other content)."""
+    """Write dotted overrides into a plan file (keeping its other content).
+
+    A frozen (read-only) plan may only have its UNHASHED keys changed; its mode is kept.
+    """
     data = apply_overrides(read_yaml(path), overrides)
-    path.write_text(yaml.safe_dump(data, sort_keys=False), encoding="utf-8")
+    mode = path.stat().st_mode
+    if not mode & 0o200:  # frozen: read-only by mode (root could write anyway)
+        if any(key.split(".")[0] not in UNHASHED for key in overrides):
+            raise PlanError(f"{path} is frozen (read-only)", "unfreeze it by hand, or change a copy (fx plan save)")
+        path.chmod(mode | 0o200)
+    try:
+        path.write_text(yaml.safe_dump(data, sort_keys=False), encoding="utf-8")
+    finally:
+        path.chmod(mode)
+
+
+def add_collaborator(path: Path, name: str) -> bool:
+    """Add ``name`` to the plan's collaborators list (frozen plans too); False if already there."""
+    names = list(read_yaml(path).get("collaborators") or [])
+    if name in names:
+        return False
+    update_plan_file(path, {"collaborators": [*names, name]})
+    return True
