@@ -23,7 +23,7 @@ from accord.transport.proto import accord_pb2 as pb
 from accord.transport.tls import ClientTLS, ServerTLS
 from accord.transport import wire
 
-from accord.pki import make_federation_pki
+from accord.pki import load_pem_cert, make_federation_pki
 
 PLAN = "plan-hash-1"
 MEMBERS = ("col1", "col2")
@@ -295,6 +295,25 @@ def test_a_certificate_from_another_ca_cannot_connect(federation):
     with pytest.raises(AccordError, match="cannot reach the aggregator"):
         client.join()
     assert federation.service.calls == []
+
+
+def test_a_revoked_certificate_is_refused_from_its_next_call(pki, caplog):
+    revoked: set[int] = set()
+    fed = Federation(pki, small_model(), long_poll_seconds=10.0, revoked=lambda: revoked)
+    try:
+        col1, col2 = fed.client("col1"), fed.client("col2")
+        col1.get_model(2)
+        serial = load_pem_cert(pki["col1"].cert_path).serial_number
+        revoked.add(serial)
+        with caplog.at_level(logging.WARNING, logger="accord.transport"):
+            with pytest.raises(RefusedError, match="revoked") as info:
+                col1.get_model(2)  # the same channel: refused from the moment of revocation
+        assert info.value.kind == "identity"
+        assert f"refused col1: the certificate of 'col1' (serial {serial:x}) has been revoked" in caplog.text
+        col2.get_model(2)  # other certificates are not affected
+        assert fed.service.calls == [("get_model", "col1"), ("get_model", "col2")]
+    finally:
+        fed.close()
 
 
 def test_missing_tls_files_name_the_file_and_the_fix(pki, tmp_path):

@@ -13,13 +13,16 @@ log = logging.getLogger("accord.aggregator")
 
 def start_aggregator(plan: Plan, quit_grace: float = 10.0) -> AggregatorRuntime:
     """Serve ``plan``'s federation until every round has run; returns the finished runtime."""
+    from accord.pki.install import check_own_certificate
     from accord.pki.layout import CertLayout
+    from accord.pki.records import RevocationWatch
     from accord.transport.grpc_server import GrpcAggregatorServer
     from accord.transport.tls import ServerTLS
 
     limit_malloc_arenas()
     net = plan.model.network.settings
     layout = CertLayout(plan.resolve_path(net.cert_dir))
+    check_own_certificate(layout.cert_dir, "aggregator", net.agg_addr, plan.workspace)
     tls = ServerTLS(layout.aggregator_cert(net.agg_addr), layout.aggregator_key(net.agg_addr), layout.chain)
     runtime = AggregatorRuntime(plan)
     server = GrpcAggregatorServer(
@@ -31,6 +34,7 @@ def start_aggregator(plan: Plan, quit_grace: float = 10.0) -> AggregatorRuntime:
         long_poll_seconds=net.long_poll_seconds,
         max_workers=max(net.max_workers, 2 * len(plan.model.collaborators) + 4),
         max_update_bytes=net.max_update_bytes,
+        revoked=RevocationWatch(layout.cert_dir),
     )
     port = server.start()
     log.info(

@@ -1,17 +1,107 @@
-"""``fx aggregator``: run the federation's aggregator."""
+"""``fx aggregator``: its certificate (request, then signing at the CA) and running it."""
 
 from __future__ import annotations
 
+import socket
 from pathlib import Path
 
 import click
 
-from accord.cli.options import open_plan, override_option, plan_option, workspace_option
+from accord.cli.options import (
+    OrderedGroup,
+    cert_dir_of,
+    open_plan,
+    override_option,
+    plan_if_present,
+    plan_option,
+    workspace_option,
+    yes_option,
+)
+from accord.plan.loader import Plan
+
+fqdn_option = click.option(
+    "--fqdn",
+    default=None,
+    help="The aggregator's host name or IP (default: the plan's agg_addr, else this host's FQDN).",
+)
+days_option = click.option("--days", default=365, show_default=True, help="Days the certificate is valid.")
 
 
-@click.group()
+@click.group(cls=OrderedGroup)
 def aggregator() -> None:
-    """The aggregator: serves the plan's rounds to the collaborators over mutual TLS."""
+    """The aggregator: serves the plan's rounds to the collaborators over mutual TLS.
+
+    \b
+    In order, in the aggregator's workspace (which holds the CA):
+      fx aggregator generate-cert-request   its key and CSR
+      fx aggregator certify                 the CA signs it (compare the fingerprint)
+      fx aggregator start                   serve the federation
+    """
+
+
+def _fqdn(plan: Plan | None, fqdn: str | None) -> str:
+    if fqdn:
+        return fqdn
+    return plan.model.network.settings.agg_addr if plan is not None else socket.getfqdn()
+
+
+@aggregator.command("generate-cert-request")
+@workspace_option
+@plan_option
+@fqdn_option
+@click.option("--key-type", type=click.Choice(["ec", "rsa"]), default="ec", show_default=True)
+def generate_cert_request(workspace: Path, plan_path: str, fqdn: str | None, key_type: str) -> None:
+    """Make the aggregator's key and CSR (step 1).
+
+    Writes the private key (0600) and the CSR to WS/cert/server and prints the CSR's
+    SHA-384 fingerprint. An existing key is reused (renewal); delete it to make a new one.
+    """
+    from accord.pki import CertLayout, generate_csr
+
+    plan = plan_if_present(workspace, plan_path)
+    name = _fqdn(plan, fqdn)
+    cert_dir = cert_dir_of(workspace, plan)
+    reused = CertLayout(cert_dir).aggregator_key(name).exists()
+    csr_path, fingerprint = generate_csr(cert_dir, "aggregator", name, key_type, reuse_key=True)
+    click.echo(
+        (f"reusing the private key of {name} (delete it first to make a new one)\n" if reused else "")
+        + f"certificate request for aggregator {name}: {csr_path}\n"
+        f"fingerprint (SHA-384): {fingerprint}\n"
+        f"next, at the CA: fx aggregator certify -w {workspace} --fqdn {name}"
+    )
+
+
+@aggregator.command("certify")
+@workspace_option
+@plan_option
+@fqdn_option
+@yes_option
+@days_option
+def certify(workspace: Path, plan_path: str, fqdn: str | None, yes: bool, days: int) -> None:
+    """At the CA: sign the aggregator's CSR (step 2).
+
+    Prints the CSR's fingerprint and asks to confirm it (unless --yes), signs it with the
+    signing CA and installs the certificate next to the key in WS/cert/server.
+    """
+    from accord.pki import CertLayout, csr_fingerprint, read_pem_bytes, sign_csr
+    from accord.pki.install import install_certificate
+
+    plan = plan_if_present(workspace, plan_path)
+    name = _fqdn(plan, fqdn)
+    cert_dir = cert_dir_of(workspace, plan)
+    csr_path = CertLayout(cert_dir).aggregator_csr(name)
+    fix = f"run `fx aggregator generate-cert-request --fqdn {name}` first"
+    csr_pem = read_pem_bytes(csr_path, "aggregator CSR", fix)
+    click.echo(f"certificate request for aggregator {name}: {csr_path}")
+    click.echo(f"fingerprint (SHA-384): {csr_fingerprint(csr_pem)}")
+    if not yes:
+        click.confirm("Is this the fingerprint generate-cert-request printed? Sign it", abort=True)
+    cert_pem = sign_csr(cert_dir, csr_pem, "aggregator", days, expected_name=name)
+    done = install_certificate(cert_dir, "aggregator", name, cert_pem, source=f"the certificate for {name}")
+    click.echo(
+        f"signed: {done.cert_path} (serial {done.certificate.serial_number:x}, "
+        f"valid until {done.certificate.not_valid_after_utc.date().isoformat()})"
+    )
 
 
 @aggregator.command("start")
@@ -19,7 +109,15 @@ def aggregator() -> None:
 @plan_option
 @override_option
 def start(workspace: Path, plan_path: str, overrides: tuple[str, ...]) -> None:
-    """Start the aggregator and run every round of the plan, then exit."""
+    """Serve every round of the plan, then exit.
+
+    Refuses to start with its own certificate expired or from another CA; refuses any
+    collaborator whose certificate the CA revoked, from the moment it is revoked.
+    """
+    # TLS handshakes the server refuses (a client certificate expired, or from another CA)
+    # never reach Python: gRPC's core logs them on stderr at INFO ("Handshake failed ...
+    # CERTIFICATE_VERIFY_FAILED: certificate has expired"), which it does unless
+    # GRPC_VERBOSITY is set to ERROR or NONE. Setting it to INFO adds only a warning.
     from accord.aggregator.serve import start_aggregator
 
     runtime = start_aggregator(open_plan(workspace, plan_path, overrides))

@@ -1,4 +1,4 @@
-"""``fx collaborator``: run a collaborator at this site."""
+"""``fx collaborator``: this site's certificate (request, signing at the CA, import) and running it."""
 
 from __future__ import annotations
 
@@ -6,12 +6,176 @@ from pathlib import Path
 
 import click
 
-from accord.cli.options import open_plan, override_option, plan_option, workspace_option
+from accord.cli.options import (
+    OrderedGroup,
+    cert_dir_of,
+    open_plan,
+    override_option,
+    plan_if_present,
+    plan_option,
+    workspace_option,
+    yes_option,
+)
+from accord.plan.loader import Plan
 
 
-@click.group()
+@click.group(cls=OrderedGroup)
 def collaborator() -> None:
-    """A collaborator: trains on this site's data; only weights and metrics leave."""
+    """A collaborator: trains on this site's data; only weights and metrics leave.
+
+    \b
+    In order:
+      (site) fx collaborator generate-cert-request -n NAME --data-path PATH
+      (CA)   fx collaborator certify --request-pkg col_NAME_to_agg_cert_request.zip
+      (site) fx collaborator certify --import agg_to_col_NAME_signed_cert.zip
+      (site) fx collaborator start -n NAME
+    """
+
+
+def _data_config(workspace: Path, plan: Plan | None) -> Path:
+    if plan is not None:
+        return plan.resolve_path(plan.model.collaborator.settings.data_config_path)
+    return workspace.resolve() / "plan" / "data.yaml"
+
+
+@collaborator.command("generate-cert-request")
+@click.option("--name", "-n", required=True, help="This collaborator's name (its certificate's common name).")
+@workspace_option
+@plan_option
+@click.option(
+    "--data-path", default=None, help="This site's data for NAME, recorded in the data config (kept if already there)."
+)
+@click.option(
+    "--output",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Folder for the request package (default: the workspace).",
+)
+@click.option("--key-type", type=click.Choice(["ec", "rsa"]), default="ec", show_default=True)
+def generate_cert_request(
+    name: str, workspace: Path, plan_path: str, data_path: str | None, output: Path | None, key_type: str
+) -> None:
+    """At the site: key, CSR and a request package.
+
+    Records NAME -> --data-path in the site's data config (plan/data.yaml), makes the
+    private key (0600, reused if it exists) and CSR in WS/cert/client, and writes
+    col_NAME_to_agg_cert_request.zip (the CSR and a manifest, never the key). Read the
+    printed fingerprint to the CA's operator by another channel.
+    """
+    from accord.collaborator.data_config import record_data_path
+    from accord.pki import CertLayout, generate_csr, validate_collaborator_name
+    from accord.pki.packages import write_request_package
+
+    validate_collaborator_name(name)
+    plan = plan_if_present(workspace, plan_path)
+    config = _data_config(workspace, plan)
+    kept, changed = record_data_path(config, name, data_path)
+    cert_dir = cert_dir_of(workspace, plan)
+    reused = CertLayout(cert_dir).collaborator_key(name).exists()
+    generate_csr(cert_dir, "collaborator", name, key_type, reuse_key=True)
+    package, fingerprint = write_request_package(cert_dir, name, output or workspace)
+    click.echo(
+        f"data path for {name}: {kept} ({'recorded in' if changed else 'as in'} {config})\n"
+        + (f"reusing the private key of {name} (delete it first to make a new one)\n" if reused else "")
+        + f"certificate request package: {package}   (the CSR only; the private key stays here)\n"
+        f"fingerprint (SHA-384): {fingerprint}\n"
+        "next: send the package to the CA's operator and read them the fingerprint by another channel"
+    )
+
+
+@collaborator.command("certify")
+@click.option(
+    "--request-pkg", "request_pkg", type=click.Path(dir_okay=False, path_type=Path), default=None,
+    help="(CA) A site's col_NAME_to_agg_cert_request.zip to sign.",
+)
+@click.option(
+    "--import", "import_pkg", type=click.Path(dir_okay=False, path_type=Path), default=None,
+    help="(site) The CA's agg_to_col_NAME_signed_cert.zip to install.",
+)
+@workspace_option
+@plan_option
+@yes_option
+@click.option("--days", default=365, show_default=True, help="(CA) Days the certificate is valid.")
+@click.option(
+    "--output", type=click.Path(file_okay=False, path_type=Path), default=None,
+    help="(CA) Folder for the signed package (default: the workspace).",
+)
+def certify(
+    request_pkg: Path | None,
+    import_pkg: Path | None,
+    workspace: Path,
+    plan_path: str,
+    yes: bool,
+    days: int,
+    output: Path | None,
+) -> None:
+    """Sign a request (CA) or import the answer (site).
+
+    \b
+    At the CA, --request-pkg FILE: checks the package, prints the CSR fingerprint and
+    asks to confirm it (unless --yes), signs it, adds NAME to the plan's collaborators
+    and writes agg_to_col_NAME_signed_cert.zip (certificate + CA chain).
+    At the site, --import FILE: checks the certificate holds this site's key and is
+    signed by the chain, then installs both under WS/cert.
+    """
+    if (request_pkg is None) == (import_pkg is None):
+        raise click.UsageError("give exactly one of --request-pkg (at the CA) or --import (at the site)")
+    plan = plan_if_present(workspace, plan_path)
+    if request_pkg is not None:
+        _sign_request(request_pkg, workspace, plan, yes, days, output or workspace)
+    else:
+        assert import_pkg is not None
+        _import_signed(import_pkg, cert_dir_of(workspace, plan))
+
+
+def _sign_request(package: Path, workspace: Path, plan: Plan | None, yes: bool, days: int, output: Path) -> None:
+    from accord.pki import sign_csr
+    from accord.pki.packages import read_request_package, write_signed_package
+    from accord.pki.records import issued_with_status
+    from accord.plan.loader import add_collaborator
+
+    request = read_request_package(package)
+    cert_dir = cert_dir_of(workspace, plan)
+    click.echo(f"certificate request from collaborator {request.name}: {package}")
+    click.echo(f"fingerprint (SHA-384): {request.fingerprint}")
+    held = [
+        r["serial"]
+        for r in issued_with_status(cert_dir)
+        if r.get("kind") == "collaborator" and r.get("subject") == request.name and r["status"] == "valid"
+    ]
+    if held:
+        click.echo(f"note: {request.name} already holds certificate(s) {', '.join(held)}; revoke any this one replaces")
+    if not yes:
+        click.confirm("Is this the fingerprint the site's operator read to you? Sign it", abort=True)
+    cert_pem = sign_csr(cert_dir, request.csr_pem, "collaborator", days, expected_name=request.name)
+    if plan is not None and plan.path is not None:
+        added = add_collaborator(plan.path, request.name)
+        click.echo(f"{request.name} {'added to' if added else 'already in'} the collaborators of {plan.path}")
+    else:
+        click.echo(f"no plan in {workspace}: add {request.name} to its collaborators list yourself")
+    signed = write_signed_package(cert_dir, request.name, cert_pem, output)
+    click.echo(f"signed package: {signed}")
+    click.echo(f"next: send it back to the site: fx collaborator certify --import {signed.name}")
+
+
+def _import_signed(package: Path, cert_dir: Path) -> None:
+    from accord.pki import cert_fingerprint, load_pem_cert
+    from accord.pki.install import install_certificate
+    from accord.pki.packages import read_signed_package
+
+    signed = read_signed_package(package)
+    done = install_certificate(
+        cert_dir, "collaborator", signed.name, signed.cert_pem, signed.chain_pem, source=str(package)
+    )
+    cert = done.certificate
+    new_chain = " (new here: compare the root fingerprint with the CA's)" if done.chain_added else ""
+    click.echo(
+        f"installed the certificate of {signed.name}: {done.cert_path} (serial {cert.serial_number:x}, "
+        f"valid until {cert.not_valid_after_utc.date().isoformat()})\n"
+        f"CA chain: {done.chain_path}{new_chain}\n"
+        f"root CA fingerprint (SHA-384): {cert_fingerprint(load_pem_cert(done.chain_path))}\n"
+        f"next: fx collaborator start -n {signed.name}"
+    )
 
 
 @collaborator.command("start")
@@ -21,7 +185,10 @@ def collaborator() -> None:
 @override_option
 @click.option("--connect-timeout", type=float, default=None, help="Seconds to wait for the aggregator (default: the plan's).")
 def start(name: str, workspace: Path, plan_path: str, overrides: tuple[str, ...], connect_timeout: float | None) -> None:
-    """Connect to the aggregator and run the assigned tasks until the federation ends."""
+    """Connect and train until the federation ends.
+
+    Checks this site's certificate first (expired, from another CA, not matching the key).
+    """
     from accord.collaborator.site import start_collaborator
 
     rounds = start_collaborator(open_plan(workspace, plan_path, overrides), name, connect_timeout)

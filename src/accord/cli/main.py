@@ -7,30 +7,42 @@ import sys
 import click
 
 from accord import __version__
+from accord.cli.options import OrderedGroup
 from accord.errors import AccordError
 from accord.logs import configure_logging
 
 
-
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(cls=OrderedGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="fx")
 @click.option("--log-level", default="INFO", show_default=True, help="DEBUG, INFO, WARNING or ERROR.")
 def fx(log_level: str) -> None:
     """Accord: federated learning where the model moves and the data stays.
 
     \b
-    Try it:          fx quickstart
-    Run a federation, in order:
-      1. fx workspace create --prefix WS --template torch_digits
-      2. fx plan initialize                      (initial model, aggregator address)
-      3. fx aggregator start  /  fx collaborator start -n NAME
+    Try it on this machine:  fx quickstart
+    Run a federation across sites, in order (CA = the aggregator's workspace WS):
+      (CA)    fx workspace create --prefix WS --template torch_digits
+      (CA)    fx plan initialize -w WS -a AGG_HOST    initial model, aggregator address
+      (CA)    fx workspace certify -w WS              root + signing CA
+      (CA)    fx aggregator generate-cert-request -w WS, then fx aggregator certify -w WS
+      (CA)    fx workspace export -w WS               the workspace for the sites (no keys)
+      (site)  fx workspace import --archive ZIP --prefix SITE
+      (site)  fx collaborator generate-cert-request -n NAME -w SITE --data-path PATH
+      (CA)    fx collaborator certify --request-pkg col_NAME_to_agg_cert_request.zip -w WS
+      (site)  fx collaborator certify --import agg_to_col_NAME_signed_cert.zip -w SITE
+      (CA)    fx aggregator start -w WS     (site)  fx collaborator start -n NAME -w SITE
+    Operators compare each CSR fingerprint by a second channel before signing.
+    Manage certificates: fx workspace certificates, fx workspace revoke NAME_OR_SERIAL
     """
     configure_logging(log_level)
 
 
 def _register() -> None:
-    from accord.cli import aggregator, collaborator, plan, quickstart, workspace
+    from accord.cli import aggregator, ca, collaborator, plan, quickstart, workspace
 
+    workspace.workspace.add_command(ca.certify_cmd, "certify")
+    workspace.workspace.add_command(ca.certificates_cmd, "certificates")
+    workspace.workspace.add_command(ca.revoke_cmd, "revoke")
     fx.add_command(quickstart.quickstart)
     fx.add_command(workspace.workspace)
     fx.add_command(plan.plan)

@@ -33,3 +33,25 @@ def open_plan(workspace: Path, plan_path: str, overrides: tuple[str, ...] = ()) 
     """Load the workspace's plan with the command line's overrides."""
     root = workspace.resolve()
     return load_plan(root / plan_path, parse_overrides(overrides), workspace=root)
+
+
+class OrderedGroup(click.Group):
+    """A command group whose help lists the commands in the order they are used."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return list(self.commands)
+
+
+yes_option = click.option("--yes", "-y", is_flag=True, help="Sign without asking (compare the fingerprint first!).")
+
+
+def plan_if_present(workspace: Path, plan_path: str) -> Plan | None:
+    """The workspace's plan if its file exists (a broken one still fails loudly), else None."""
+    return open_plan(workspace, plan_path) if (workspace / plan_path).is_file() else None
+
+
+def cert_dir_of(workspace: Path, plan: Plan | None) -> Path:
+    """The workspace's PKI folder: the plan's network.settings.cert_dir, or ``cert``."""
+    if plan is not None:
+        return plan.resolve_path(plan.model.network.settings.cert_dir)
+    return workspace.resolve() / "cert"

@@ -52,13 +52,17 @@ def grpc_client(plan: Plan, name: str, connect_timeout: float | None = None) -> 
     """A mutual-TLS gRPC client for collaborator ``name`` with its certificate from the workspace.
 
     ``connect_timeout`` is this site's own choice and overrides the plan's without changing its hash.
+    The site's certificate is checked first: the aggregator's TLS handshake would refuse an
+    expired one, or one from another CA, without saying why.
     """
+    from accord.pki.install import check_own_certificate
     from accord.pki.layout import CertLayout
     from accord.transport.grpc_client import GrpcAggregatorClient
     from accord.transport.tls import ClientTLS
 
     net = plan.model.network.settings
     layout = CertLayout(plan.resolve_path(net.cert_dir))
+    check_own_certificate(layout.cert_dir, "collaborator", name, plan.workspace)
     tls = ClientTLS(layout.collaborator_cert(name), layout.collaborator_key(name), layout.chain)
     return GrpcAggregatorClient(
         name,

@@ -8,18 +8,23 @@ from accord.pki.ca import create_ca, certify, make_federation_pki, sign_csr
 from accord.pki.csr import csr_fingerprint, generate_csr
 from accord.pki.keys import generate_private_key, load_pem_cert, load_private_key, read_pem_bytes
 from accord.pki.layout import CertLayout, validate_collaborator_name, validate_fqdn
-from accord.pki.records import cert_fingerprint, issued, revoke, revoked_serials
-from accord.pki.verify import common_name, verify_peer_certificate
+from accord.pki.records import RevocationWatch, cert_fingerprint, issued, revoke, revoked_serials
+from accord.pki.verify import CertificateRejected, common_name, verify_peer_certificate
+from accord.pki.install import check_own_certificate, install_certificate
 
 __all__ = [
     "CertLayout",
+    "CertificateRejected",
+    "RevocationWatch",
     "cert_fingerprint",
     "certify",
+    "check_own_certificate",
     "common_name",
     "create_ca",
     "csr_fingerprint",
     "generate_csr",
     "generate_private_key",
+    "install_certificate",
     "issued",
     "load_pem_cert",
     "load_private_key",

@@ -10,10 +10,9 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.asymmetric.types import CertificatePublicKeyTypes
-from cryptography.x509.oid import NameOID
 
 from accord.errors import PKIError
-from accord.pki.csr import generate_csr, load_csr
+from accord.pki.csr import csr_common_name, generate_csr, load_csr
 from accord.pki.keys import (
     PrivateKey,
     generate_private_key,
@@ -119,13 +118,6 @@ def _check_public_key(key: CertificatePublicKeyTypes) -> None:
         raise PKIError(f"CSR key type {type(key).__name__} is not supported", fix)
 
 
-def _csr_common_name(csr: x509.CertificateSigningRequest) -> str:
-    names = csr.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
-    if len(names) != 1 or not isinstance(names[0].value, str):
-        raise PKIError("CSR subject must carry exactly one common name", collaborator_fix())
-    return names[0].value
-
-
 def _load_signing_ca(layout: CertLayout) -> tuple[x509.Certificate, PrivateKey]:
     cert = load_pem_cert(layout.signing_cert, "signing CA certificate", CA_FIX)
     key = load_private_key(layout.signing_key, "signing CA private key", CA_FIX)
@@ -146,11 +138,13 @@ def sign_csr(
     days: int = LEAF_DAYS,
     *,
     now: dt.datetime | None = None,
+    expected_name: str | None = None,
 ) -> bytes:
     """Sign a CSR with the signing CA as a ``kind`` certificate valid ``days`` days; returns the PEM.
 
-    Checks the CSR's signature, key and common name; the CA sets every extension itself.
-    ``now`` moves the validity window (for tests of expiry); it defaults to the current time.
+    Checks the CSR's signature, key and common name (equal to ``expected_name`` when
+    given); the CA sets every extension itself. ``now`` moves the validity window (for
+    tests of expiry); it defaults to the current time.
     """
     if kind not in LEAF_KINDS:
         raise PKIError(f"unknown certificate kind {kind!r}", f"use one of {', '.join(LEAF_KINDS)}")
@@ -159,7 +153,12 @@ def sign_csr(
     csr = load_csr(csr_pem)
     if not csr.is_signature_valid:
         raise PKIError("CSR signature does not verify: the request was altered or corrupted", collaborator_fix())
-    name = validate_name(kind, _csr_common_name(csr))
+    name = validate_name(kind, csr_common_name(csr))
+    if expected_name is not None and name != expected_name:
+        raise PKIError(
+            f"the CSR is for {kind} {name!r}, not {expected_name!r}",
+            "sign only a request whose common name is the participant's name; ask for a new request",
+        )
     public_key = csr.public_key()
     _check_public_key(public_key)
 

@@ -7,10 +7,17 @@ from pathlib import Path
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.x509.oid import NameOID
 
 from accord.errors import PKIError
-from accord.pki.keys import PrivateKey, generate_private_key, write_private_key, write_public_file
-from accord.pki.layout import CertLayout, Kind, validate_name
+from accord.pki.keys import (
+    PrivateKey,
+    generate_private_key,
+    load_private_key,
+    write_private_key,
+    write_public_file,
+)
+from accord.pki.layout import CertLayout, Kind, collaborator_fix, validate_name
 from accord.pki.profiles import subject_alt_names, subject_name
 
 
@@ -38,6 +45,14 @@ def load_csr(csr_pem: bytes) -> x509.CertificateSigningRequest:
         ) from None
 
 
+def csr_common_name(csr: x509.CertificateSigningRequest) -> str:
+    """The one common name in the CSR's subject; PKIError if there is not exactly one."""
+    names = csr.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
+    if len(names) != 1 or not isinstance(names[0].value, str):
+        raise PKIError("CSR subject must carry exactly one common name", collaborator_fix())
+    return names[0].value
+
+
 def csr_fingerprint(csr_pem: bytes) -> str:
     """SHA-384 hex (96 characters) of the CSR's DER: what the two operators compare out of band."""
     csr = load_csr(csr_pem)
@@ -52,15 +67,20 @@ def generate_csr(
     name: str,
     key_type: str = "ec",
     overwrite: bool = False,
+    *,
+    reuse_key: bool = False,
 ) -> tuple[Path, str]:
     """Write a new private key (0600) and CSR for ``name`` at the layout paths.
 
-    Returns ``(csr_path, fingerprint)``. Refuses to replace an existing key unless ``overwrite``.
+    Returns ``(csr_path, fingerprint)``. Refuses to replace an existing key unless
+    ``overwrite``; with ``reuse_key`` an existing key signs the new CSR instead (renewal).
     """
     layout = CertLayout(cert_dir)
     _, key_path, csr_path = layout.leaf_paths(kind, name)
-    key = generate_private_key(key_type)
+    reuse = reuse_key and not overwrite and key_path.exists()
+    key = load_private_key(key_path) if reuse else generate_private_key(key_type)
     csr_pem = build_csr(key, kind, name).public_bytes(serialization.Encoding.PEM)
-    write_private_key(key_path, key, overwrite=overwrite)
+    if not reuse:
+        write_private_key(key_path, key, overwrite=overwrite)
     write_public_file(csr_path, csr_pem)
     return csr_path, csr_fingerprint(csr_pem)

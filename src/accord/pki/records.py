@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import logging
 import os
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +16,7 @@ from cryptography.hazmat.primitives import hashes
 from accord.errors import PKIError
 from accord.pki.layout import CA_FIX, LEAF_KINDS, CertLayout
 
+log = logging.getLogger("accord.pki")
 
 def utc_now() -> dt.datetime:
     """The current time, timezone-aware UTC, to the second."""
@@ -96,6 +99,20 @@ def issued(cert_dir: str | os.PathLike[str]) -> list[dict[str, Any]]:
     return _read(CertLayout(cert_dir).index)
 
 
+def issued_with_status(cert_dir: str | os.PathLike[str], now: dt.datetime | None = None) -> list[dict[str, Any]]:
+    """The index of issued certificates, each record with ``status``: valid, expired or revoked."""
+    revoked = revoked_serials(cert_dir)
+    moment = iso(now or utc_now())
+    listed = []
+    for record in issued(cert_dir):
+        if parse_serial(str(record.get("serial", ""))) in revoked:
+            status = "revoked"
+        else:
+            status = "expired" if str(record.get("not_after", "")) < moment else "valid"
+        listed.append({**record, "status": status})
+    return listed
+
+
 def revoked_serials(cert_dir: str | os.PathLike[str]) -> set[int]:
     """Serial numbers of every revoked certificate (empty when nothing was revoked)."""
     serials = set()
@@ -133,3 +150,39 @@ def revoke(cert_dir: str | os.PathLike[str], serial_or_name: str, reason: str = 
     listed = ", ".join(f"{r['subject']} ({r['serial']})" for r in fresh)
     return f"revoked {len(fresh)} certificate(s): {listed}"
 
+
+
+class RevocationWatch:
+    """``watch()`` -> the revoked serials of ``cert_dir``, re-read only when revoked.jsonl changes.
+
+    Cheap enough to call on every RPC (one ``stat``). Thread-safe. If the file becomes
+    unreadable, the last good set is kept (revocations already seen stay in force) and
+    the error is logged once per version of the file.
+    """
+
+    def __init__(self, cert_dir: str | os.PathLike[str]) -> None:
+        self._cert_dir = Path(cert_dir)
+        self._path = CertLayout(cert_dir).revoked
+        self._lock = threading.Lock()
+        self._version: tuple[int, int, int] | None = None
+        self._serials: frozenset[int] = frozenset()
+
+    def _stat(self) -> tuple[int, int, int] | None:
+        try:
+            st = self._path.stat()
+        except FileNotFoundError:
+            return None
+        return (st.st_mtime_ns, st.st_size, st.st_ino)
+
+    def __call__(self) -> frozenset[int]:
+        with self._lock:
+            version = self._stat()
+            if version is None:
+                self._version, self._serials = None, frozenset()
+            elif version != self._version:
+                self._version = version
+                try:
+                    self._serials = frozenset(revoked_serials(self._cert_dir))
+                except PKIError as exc:
+                    log.error("revocation list not reloaded, keeping the %d serials known: %s", len(self._serials), exc)
+            return self._serials

@@ -16,6 +16,18 @@ from accord.pki.layout import CHAIN_FIX
 from accord.pki.records import iso, serial_hex
 
 _PEER_FIX = "have the peer get a certificate signed by this federation's CA (check the CSR fingerprint)"
+_RENEW_FIX = "have the peer make a new CSR and get it signed"
+
+
+class CertificateRejected(PKIError):
+    """A certificate that does not check out against the chain, with why in ``reason``:
+    ``foreign`` (another CA), ``ca`` (a CA certificate), ``not_yet_valid``, ``expired``,
+    ``ca_expired`` or ``revoked``; ``when`` is the date that matters, if any."""
+
+    def __init__(self, message: str, fix: str, *, reason: str, when: dt.datetime | None = None) -> None:
+        super().__init__(message, fix)
+        self.reason = reason
+        self.when = when
 
 
 def common_name(cert: x509.Certificate) -> str:
@@ -78,35 +90,49 @@ def verify_peer_certificate(
     signing = _signing_ca(Path(chain_path))
     subject = cert.subject.rfc4514_string()
     if cert.issuer != signing.subject:
-        raise PKIError(
+        raise CertificateRejected(
             f"certificate {subject!r} was issued by {cert.issuer.rfc4514_string()!r}, "
             f"not by this federation's signing CA",
             _PEER_FIX,
+            reason="foreign",
         )
     if not _issued_by(cert, signing):
-        raise PKIError(
+        raise CertificateRejected(
             f"certificate {subject!r} was not signed by this federation's signing CA "
             "(a different CA with the same name?)",
             _PEER_FIX,
+            reason="foreign",
         )
     if _is_ca(cert):
-        raise PKIError(f"certificate {subject!r} is a CA certificate, not a participant's", _PEER_FIX)
+        raise CertificateRejected(
+            f"certificate {subject!r} is a CA certificate, not a participant's", _PEER_FIX, reason="ca"
+        )
     moment = (now or dt.datetime.now(dt.timezone.utc)).astimezone(dt.timezone.utc)
     if moment < cert.not_valid_before_utc:
-        raise PKIError(
+        raise CertificateRejected(
             f"certificate {subject!r} is not valid until {iso(cert.not_valid_before_utc)}",
             "check the clocks of both machines",
+            reason="not_yet_valid",
+            when=cert.not_valid_before_utc,
         )
     if moment > cert.not_valid_after_utc:
-        raise PKIError(
+        raise CertificateRejected(
             f"certificate {subject!r} expired at {iso(cert.not_valid_after_utc)}",
-            "have the peer make a new CSR and get it signed",
+            _RENEW_FIX,
+            reason="expired",
+            when=cert.not_valid_after_utc,
         )
     if moment > signing.not_valid_after_utc:
-        raise PKIError(f"the federation's signing CA expired at {iso(signing.not_valid_after_utc)}", CHAIN_FIX)
+        raise CertificateRejected(
+            f"the federation's signing CA expired at {iso(signing.not_valid_after_utc)}",
+            CHAIN_FIX,
+            reason="ca_expired",
+            when=signing.not_valid_after_utc,
+        )
     if revoked and cert.serial_number in revoked:
-        raise PKIError(
+        raise CertificateRejected(
             f"certificate {subject!r} (serial {serial_hex(cert.serial_number)}) has been revoked",
-            "have the peer make a new CSR and get it signed",
+            _RENEW_FIX,
+            reason="revoked",
         )
     return cert

@@ -1,19 +1,22 @@
 """The aggregator's gRPC server: mutual TLS, identity checks, chunked tensor streams.
 
-A thin adapter over an AggregatorService. Every RPC first checks that the claimed
-sender equals the common name of the caller's certificate; the service then sees
-only the authenticated name.
+A thin adapter over an AggregatorService. Every RPC first checks that the caller's
+certificate is not revoked and that the claimed sender equals its common name; the
+service then sees only the authenticated name.
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 from concurrent.futures import ThreadPoolExecutor
-from typing import Callable, Iterator, NoReturn, TypeVar
+from typing import AbstractSet, Callable, Iterator, NoReturn, TypeVar
 
 import grpc
+from cryptography import x509
 
 from accord.errors import AccordError, RefusedError
+from accord.pki.install import renew_fix
 from accord.transport import wire
 from accord.transport.base import AggregatorService
 from accord.transport.proto import accord_pb2 as pb
@@ -24,6 +27,8 @@ from accord.tensors.codec import TensorAssembler
 logger = logging.getLogger("accord.transport")
 
 T = TypeVar("T")
+
+Revoked = Callable[[], AbstractSet[int]]
 
 _STATUS_FOR_KIND = {
     "identity": grpc.StatusCode.PERMISSION_DENIED,
@@ -43,8 +48,10 @@ class _Servicer(pb_grpc.AggregatorServicer):
         long_poll_seconds: float,
         max_update_bytes: int | None,
         on_refusal: Callable[[str], None] | None,
+        revoked: Revoked | None = None,
     ) -> None:
         self._service = service
+        self._revoked = revoked
         self._chunk_bytes = chunk_bytes
         self._long_poll = long_poll_seconds
         self._max_update_bytes = max_update_bytes
@@ -71,6 +78,7 @@ class _Servicer(pb_grpc.AggregatorServicer):
         names = context.auth_context().get("x509_common_name") or []
         common_name = names[0].decode("utf-8", "replace") if names else None
         if common_name == claimed and claimed:
+            self._check_revoked(claimed, context)
             return claimed
         if common_name is None:
             reason = f"the connection presents no certificate common name (claimed collaborator {claimed!r})"
@@ -78,6 +86,19 @@ class _Servicer(pb_grpc.AggregatorServicer):
             reason = f"certificate common name {common_name!r} does not match claimed collaborator {claimed!r}"
         who = f"{context.peer()} ({common_name or 'no common name'})"
         self._refuse(context, who, RefusedError(reason, kind="identity"))
+
+    def _check_revoked(self, name: str, context: grpc.ServicerContext) -> None:
+        """Refuse the call if the caller's certificate serial is in the revocation list now."""
+        if self._revoked is None:
+            return
+        pems = context.auth_context().get("x509_pem_cert") or []
+        serial = _serial_of(pems[0]) if pems else None
+        if serial is None:
+            reason = f"the certificate of {name!r} cannot be checked against the revocation list"
+            self._refuse(context, name, RefusedError(reason, kind="identity"))
+        if serial in self._revoked():
+            reason = f"the certificate of {name!r} (serial {serial:x}) has been revoked by the federation's CA"
+            self._refuse(context, name, RefusedError(reason, renew_fix("collaborator", name), kind="identity"))
 
     def _call(self, context: grpc.ServicerContext, name: str, what: str, fn: Callable[[], T]) -> T:
         """Run ``fn``; a RefusedError or failure ends the RPC with a fitting status."""
@@ -157,12 +178,23 @@ class _Servicer(pb_grpc.AggregatorServicer):
         logger.debug("result of %s for round %d received from %s", head.task, head.round_number, name)
 
 
+@functools.lru_cache(maxsize=1024)
+def _serial_of(pem: bytes) -> int | None:
+    """The serial number of a peer's PEM certificate (parsed once per distinct certificate)."""
+    try:
+        return x509.load_pem_x509_certificate(pem).serial_number
+    except ValueError:
+        return None
+
+
 class GrpcAggregatorServer:
     """Serves an AggregatorService over gRPC with mutual TLS (there is no insecure mode).
 
     ``on_refusal`` is called with the reason of every refused request (identity, plan
-    hash or payload), e.g. to count them. ``max_workers`` bounds concurrent RPCs, long
-    polls included: give it more than the number of collaborators.
+    hash or payload), e.g. to count them. ``revoked`` returns the serials refused right
+    now; it is called on every RPC, so a revocation takes effect without a restart.
+    ``max_workers`` bounds concurrent RPCs, long polls included: give it more than the
+    number of collaborators.
     """
 
     def __init__(
@@ -176,13 +208,16 @@ class GrpcAggregatorServer:
         max_workers: int = 32,
         max_update_bytes: int | None = None,
         on_refusal: Callable[[str], None] | None = None,
+        revoked: Revoked | None = None,
     ) -> None:
         self._host = host
         self._port = port
         self._tls = tls
         self._chunk_bytes = chunk_bytes
         self._max_workers = max_workers
-        self._servicer = _Servicer(service, chunk_bytes, long_poll_seconds, max_update_bytes, on_refusal)
+        self._servicer = _Servicer(
+            service, chunk_bytes, long_poll_seconds, max_update_bytes, on_refusal, revoked
+        )
         self._server: grpc.Server | None = None
 
     def start(self) -> int:
