@@ -197,27 +197,13 @@ def collaborate(workspace: Path, name: str, index: int, verify: bool, deadline_s
     """Join, fetch the model, add this collaborator's offset, send it back, wait for QUIT."""
     from safetensors import safe_open
 
+    from accord.collaborator.site import grpc_client
     from accord.messages import Action, TaskResult
-    from accord.pki.layout import CertLayout
     from accord.plan.loader import load_plan
-    from accord.transport.grpc_client import GrpcAggregatorClient
-    from accord.transport.tls import ClientTLS
 
     deadline = time.monotonic() + deadline_s
     plan = load_plan(plan_file(workspace), workspace=workspace)
-    net = plan.model.network.settings
-    layout = CertLayout(plan.resolve_path(net.cert_dir))
-    tls = ClientTLS(layout.collaborator_cert(name), layout.collaborator_key(name), layout.chain)
-    with GrpcAggregatorClient(
-        name,
-        plan.hash,
-        net.agg_addr,
-        net.agg_port,
-        tls,
-        chunk_bytes=net.chunk_bytes,
-        long_poll_seconds=net.long_poll_seconds,
-        connect_timeout=60.0,
-    ) as client:
+    with grpc_client(plan, name, connect_timeout=60.0) as client:
         client.join()
         assignment = client.get_tasks()
         while assignment.action is Action.WAIT and time.monotonic() < deadline:
