@@ -23,15 +23,22 @@ def test_bad_override_names_the_key(tmp_path: Path, capsys) -> None:
     assert code == 2 and "aggregator.settings.rounds_to_train" in err
 
 
-def test_missing_certificate_names_file_and_command(workspace_factory, capsys) -> None:
-    plan = workspace_factory(["alpha"], rounds=1)
+def test_missing_certificate_names_file_and_command(workspace_factory) -> None:
+    """A real `fx aggregator start` / `fx collaborator start` process without its certificate."""
+    import subprocess
+
+    from accord.experiment.local import fx_command
     from accord.workspace.initialize import initialize_model
 
+    plan = workspace_factory(["alpha"], rounds=1)
     initialize_model(plan)
-    code = main(["aggregator", "start", "-w", str(plan.workspace)])
-    err = capsys.readouterr().err
-    assert code == 2
-    assert "agg_localhost.crt" in err and "fx aggregator certify" in err
+    aggregator = subprocess.run(fx_command("aggregator", "start", "-w", str(plan.workspace)), capture_output=True, text=True, timeout=60)
+    assert aggregator.returncode == 2
+    assert "agg_localhost.crt" in aggregator.stderr and "fx aggregator certify" in aggregator.stderr
+    assert "Traceback" not in aggregator.stderr
+    site = subprocess.run(fx_command("collaborator", "start", "-n", "alpha", "-w", str(plan.workspace)), capture_output=True, text=True, timeout=60)
+    assert site.returncode == 2
+    assert "col_alpha" in site.stderr and "fx collaborator generate-cert-request" in site.stderr
 
 
 def test_unknown_template_lists_the_known_ones(tmp_path: Path, capsys) -> None:
