@@ -196,3 +196,17 @@ def test_final_validation_round_validates_the_last_model_only() -> None:
     np.testing.assert_array_equal(outcome.model["w"], np.full((2, 2), 2.0))  # unchanged by validation
     np.testing.assert_array_equal(outcome.best_model["w"], np.full((2, 2), 2.0))
     assert outcome.metrics == {"aggregated_model_validation/accuracy": pytest.approx(0.9)}
+
+
+def test_fedavg_leaves_the_updates_untouched_and_handles_scalars() -> None:
+    fedavg = FedAvg()
+    fedavg.start_round({"w": np.zeros(2, np.float32), "step": np.array(0.0, np.float32), "n": np.array(0, np.int64)})
+    first = {"w": np.ones(2, np.float32), "step": np.array(2.0, np.float32), "n": np.array(2, np.int64)}
+    second = {"w": np.full(2, 3.0, np.float32), "step": np.array(4.0, np.float32), "n": np.array(4, np.int64)}
+    fedavg.add(first, 1.0)
+    fedavg.add(second, 1.0)
+    model = fedavg.result()
+    np.testing.assert_array_equal(first["w"], np.ones(2))  # not scaled in place
+    assert model["w"] is not first["w"]
+    assert isinstance(model["step"], np.ndarray) and model["step"].shape == () and float(model["step"]) == 3.0
+    assert isinstance(model["n"], np.ndarray) and int(model["n"]) == 3

@@ -107,3 +107,29 @@ def test_membership_is_outside_the_hash_and_can_grow_in_a_frozen_plan(tmp_path: 
     assert path.stat().st_mode & 0o777 == 0o444
     with pytest.raises(PlanError, match="frozen"):
         update_plan_file(path, {"aggregator.settings.rounds_to_train": 2})
+
+
+def test_hash_cannot_be_overridden_and_bad_yaml_value_is_named() -> None:
+    with pytest.raises(PlanError, match="hash cannot be overridden"):
+        parse_overrides(["hash=null"])
+    with pytest.raises(PlanError, match="not valid YAML"):
+        parse_overrides(["a.b=[1,"])
+
+
+def test_defaults_outside_the_workspace_are_refused(tmp_path: Path) -> None:
+    (tmp_path / "outside.yaml").write_text("settings: {}\n")
+    workspace = tmp_path / "ws"
+    workspace.mkdir()
+    with pytest.raises(PlanError, match="outside the workspace"):
+        validate_plan({"aggregator": {"defaults": "../outside.yaml"}}, workspace)
+
+
+def test_reserved_sections_must_stay_empty(tmp_path: Path) -> None:
+    with pytest.raises(PlanError, match="straggler_handling_policy"):
+        validate_plan({"straggler_handling_policy": {"template": "x.y.Cutoff"}}, tmp_path)
+
+
+def test_apply_must_be_global_or_local(tmp_path: Path) -> None:
+    tasks = {"settings": {"aggregated_model_validation": {"function": "validate", "kwargs": {"apply": "Global"}}, "train": {"function": "train"}, "locally_tuned_model_validation": {"function": "validate", "kwargs": {"apply": "local"}}}}
+    with pytest.raises(PlanError, match="apply must be"):
+        validate_plan({"tasks": tasks}, tmp_path)

@@ -85,6 +85,11 @@ class FakeService:
         self._check("get_model", collaborator, plan_hash)
         return self.model
 
+    def expect(self, collaborator: str, plan_hash: str, round_number: int, task: str) -> None:
+        self._check("expect", collaborator, plan_hash)
+        if task == "not-owed":
+            raise RefusedError(f"task {task!r} of round {round_number} is not owed", kind="state")
+
     def submit(self, result: TaskResult, plan_hash: str) -> None:
         self._check("submit", result.collaborator, plan_hash)
         if result.round_number != 2:
@@ -449,3 +454,16 @@ def test_in_process_client_copies_and_checks_like_the_wire():
     with pytest.raises(RefusedError, match="differs"):
         InProcessClient(service, "col1", "other").join()
     assert len(service.submissions) == 1
+
+
+def test_a_result_not_owed_is_refused_before_an_upload_slot_is_taken(pki) -> None:
+    federation = Federation(pki, small_model())
+    try:
+        client = federation.client("col1")
+        result = TaskResult("col1", 2, "not-owed", 10, {"loss": 1.0}, small_model())
+        with pytest.raises(RefusedError, match="is not owed"):
+            client.send_result(result)
+        assert federation.service.slots_in_use == 0 and not federation.service.slot_entered.is_set()
+        assert federation.service.submissions == []
+    finally:
+        federation.close()

@@ -12,8 +12,9 @@ from accord.tensors.state import ModelState
 class FedAvg:
     """Sample-weighted mean of the collaborators' models (or of their deltas added to the global model).
 
-    ``add`` folds one update into a running weighted sum, one tensor at a time, and may
-    scale the update's arrays in place (the caller hands over arrays it owns).
+    ``add`` folds one update into a running weighted sum, one tensor at a time; it never
+    modifies the update's arrays. Deltas apply to floating-point tensors; other tensors
+    (counters, masks) always travel as values.
     """
 
     def __init__(self) -> None:
@@ -27,23 +28,17 @@ class FedAvg:
         self._sum = {}
         self._weight = 0.0
 
-    @property
-    def total_weight(self) -> float:
-        return self._weight
-
     def add(self, update: ModelState, weight: float, is_delta: bool = False) -> None:
         """Fold in one collaborator's update with ``weight`` (its sample count)."""
         for name, tensor in update.items():
             dtype = np.result_type(tensor.dtype, np.float32)
-            scaled = tensor if tensor.dtype == dtype and tensor.flags.writeable else tensor.astype(dtype)
-            np.multiply(scaled, weight, out=scaled)
-            if is_delta:
-                scaled += self._global[name].astype(dtype, copy=False) * weight
             current = self._sum.get(name)
             if current is None:
-                self._sum[name] = scaled
+                current = self._sum[name] = np.asarray(np.multiply(tensor, weight, dtype=dtype))
             else:
-                current += scaled
+                current += np.multiply(tensor, weight, dtype=dtype)
+            if is_delta and tensor.dtype.kind == "f":
+                current += np.multiply(self._global[name], weight, dtype=dtype)
         self._weight += weight
 
     def result(self) -> ModelState:
@@ -58,7 +53,7 @@ class FedAvg:
                 continue
             total /= self._weight
             if reference.dtype.kind in "iub":
-                total = np.rint(total)
-            model[name] = total.astype(reference.dtype, copy=False)
+                np.rint(total, out=total)
+            model[name] = np.asarray(total.astype(reference.dtype, copy=False))
         self._sum = {}
         return model

@@ -16,6 +16,8 @@ from accord.tensors.state import ModelState, check_update
 
 #: a sample count above this is refused as absurd.
 MAX_SAMPLE_COUNT = 10**12
+#: a result with more metrics than this is refused.
+MAX_METRICS = 64
 
 
 @dataclass
@@ -93,8 +95,8 @@ class RoundEngine:
         return self.round_number >= self.total_rounds
 
     def is_final_validation(self, round_number: int) -> bool:
-        """Round ``rounds_to_train`` only validates the last model; it trains nothing."""
-        return round_number >= self.rounds_to_train
+        """Round ``rounds_to_train``, when planned, only validates the last model; it trains nothing."""
+        return self.rounds_to_train <= round_number < self.total_rounds
 
     def check_member(self, collaborator: str) -> None:
         """Refuse a name that the plan does not list."""
@@ -119,32 +121,32 @@ class RoundEngine:
         )
         return TaskAssignment(Action.RUN, self.round_number, tasks)
 
-    def reporting(self) -> tuple[list[str], list[str]]:
-        """(collaborators done with this round, collaborators still owing tasks)."""
-        if self._round is None:
-            return list(self.collaborators), []
-        owing = [c for c, names in self._round.outstanding.items() if names]
-        return [c for c in self.collaborators if c not in owing], owing
-
     # -- commands --------------------------------------------------------------
 
-    def submit(self, result: TaskResult) -> RoundOutcome | None:
-        """Take one task result; returns the outcome when it completes the round."""
-        self.check_member(result.collaborator)
+    def expect(self, collaborator: str, round_number: int, task: str) -> list[str]:
+        """Refuse a result that is not owed now; returns the collaborator's outstanding tasks."""
+        self.check_member(collaborator)
         current = self._round
-        if current is None or result.round_number != current.number:
+        if current is None or round_number != current.number:
             raise RefusedError(
-                f"result from {result.collaborator} is for round {result.round_number}, "
+                f"result from {collaborator} is for round {round_number}, "
                 f"but the current round is {self.round_number}",
                 kind="state",
             )
-        owed = current.outstanding.get(result.collaborator, [])
-        if result.task not in owed:
+        owed = current.outstanding.get(collaborator, [])
+        if task not in owed:
             raise RefusedError(
-                f"result from {result.collaborator} for task {result.task!r} of round "
-                f"{result.round_number} was not assigned or was already received",
+                f"result from {collaborator} for task {task!r} of round "
+                f"{round_number} was not assigned or was already received",
                 kind="state",
             )
+        return owed
+
+    def submit(self, result: TaskResult) -> RoundOutcome | None:
+        """Take one task result; returns the outcome when it completes the round."""
+        owed = self.expect(result.collaborator, result.round_number, result.task)
+        current = self._round
+        assert current is not None
         self._check_payload(result)
         spec = self.tasks[result.task]
         if spec.returns_model:
@@ -173,7 +175,13 @@ class RoundEngine:
                 f"expected 1..{MAX_SAMPLE_COUNT}",
                 kind="payload",
             )
+        if not math.isfinite(result.task_seconds):
+            raise RefusedError(f"result from {origin}: task time is {result.task_seconds}", kind="payload")
+        if len(result.metrics) > MAX_METRICS:
+            raise RefusedError(f"result from {origin} carries {len(result.metrics)} metrics; at most {MAX_METRICS}", kind="payload")
         for metric, value in result.metrics.items():
+            if not metric or len(metric) > 128:
+                raise RefusedError(f"result from {origin}: metric name {metric[:40]!r} must be 1..128 characters", kind="payload")
             if not math.isfinite(value):
                 raise RefusedError(f"result from {origin}: metric {metric!r} is {value}", kind="payload")
         spec = self.tasks[result.task]
@@ -202,7 +210,7 @@ class RoundEngine:
     def _tasks_of(self, collaborator: str, number: int) -> list[str]:
         names = list(self.assigner.tasks_for(collaborator, number))
         if self.is_final_validation(number):
-            names = [n for n in names if self.tasks[n].function == "validate" and self.tasks[n].kwargs.get("apply") == "global"]
+            names = [n for n in names if self.tasks[n].validates_global]
         return names
 
     def _close_round(self) -> RoundOutcome:
@@ -235,5 +243,5 @@ class RoundEngine:
             return None, None
         self.best_score = score
         task = self.best_metric.split("/")[0]
-        judged_global = self.tasks[task].kwargs.get("apply") == "global"
+        judged_global = self.tasks[task].validates_global
         return (previous if judged_global else self.model), score

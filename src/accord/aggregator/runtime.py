@@ -121,6 +121,16 @@ class AggregatorRuntime:
                 )
             return self.engine.model
 
+    def expect(self, collaborator: str, plan_hash: str, round_number: int, task: str) -> None:
+        """Refuse, before any tensor is received, a result that is not owed now."""
+        try:
+            self._check(collaborator, plan_hash)
+            with self._cond:
+                self.engine.expect(collaborator, round_number, task)
+        except RefusedError as exc:
+            log.warning("refused result from %s: %s", collaborator, exc.message)
+            raise
+
     def submit(self, result: TaskResult, plan_hash: str) -> None:
         """Take a task result; closes the round (and wakes waiters) when it is the last one."""
         try:
@@ -129,8 +139,10 @@ class AggregatorRuntime:
                 outcome = self.engine.submit(result)
                 self._log_result(result)
                 if outcome is not None:
-                    self._finish_round(outcome)
-                    self._cond.notify_all()
+                    try:
+                        self._finish_round(outcome)
+                    finally:
+                        self._cond.notify_all()
         except RefusedError as exc:
             log.warning("refused result from %s: %s", result.collaborator, exc.message)
             raise
@@ -185,7 +197,7 @@ class AggregatorRuntime:
             save_state(self.plan.resolve_path(settings.best_state_path), outcome.best_model)
         timing = {"round_seconds": outcome.wall_seconds, "overhead_seconds": outcome.overhead_seconds}
         records = list(outcome.records)
-        records += [MetricRecord(outcome.round_number, "aggregator", key.split("/")[0], key.split("/")[1], value) for key, value in outcome.metrics.items()]
+        records += [MetricRecord(outcome.round_number, "aggregator", *key.split("/", 1), value) for key, value in outcome.metrics.items()]
         records += [MetricRecord(outcome.round_number, "aggregator", "round", k, v) for k, v in timing.items()]
         self.metrics_log.write(records)
         shown = "  ".join(f"{k}={v:.4f}" for k, v in sorted(outcome.metrics.items()))

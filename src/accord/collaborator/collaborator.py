@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Callable
+from typing import Callable, Mapping
 
 import numpy as np
 
 from accord.data.base import DataLoader
-from accord.errors import AccordError
+from accord.errors import AccordError, RefusedError
 from accord.messages import Action, Task, TaskResult
+from accord.plan.schema import TaskSpec, validates_global
 from accord.runners.base import TaskOutput, TaskRunner
 from accord.tensors.state import ModelState
 from accord.transport.base import AggregatorClient
@@ -38,6 +39,7 @@ class Collaborator:
         opt_treatment: str = "RESET",
         delta_updates: bool = False,
         clock: Callable[[], float] = time.perf_counter,
+        tasks: Mapping[str, TaskSpec] | None = None,
     ) -> None:
         if opt_treatment not in OPT_TREATMENTS:
             raise AccordError(f"opt_treatment {opt_treatment!r} is not one of {OPT_TREATMENTS}")
@@ -48,6 +50,7 @@ class Collaborator:
         self.opt_treatment = opt_treatment
         self.delta_updates = delta_updates
         self.clock = clock
+        self.tasks = tasks
         self._global: ModelState | None = None
         self._global_round = -1
         self._loaded_round = -1
@@ -73,7 +76,12 @@ class Collaborator:
             worked += 1
 
     def run_task(self, round_number: int, task: Task) -> TaskResult:
-        """Run one task of ``round_number`` and build its result."""
+        """Run one task of ``round_number`` and build its result.
+
+        With the site's own task definitions (``tasks``), only the task's name is taken from
+        the aggregator: function and arguments come from this site's plan.
+        """
+        task = self._local(task)
         started = self.clock()
         tensors: ModelState | None = None
         if task.function == "train":
@@ -83,12 +91,24 @@ class Collaborator:
             output = self.runner.train(self.data, **task.kwargs)
             tensors = self._trained_tensors()
         elif task.function == "validate":
-            if task.kwargs.get("apply", "global") == "global":
+            if validates_global(task.function, task.kwargs):
                 self._load_global(round_number)
             output = self.runner.validate(self.data, **_without(task.kwargs, "apply"))
         else:
             raise AccordError(f"task {task.name!r} asks for unknown function {task.function!r}")
         return self._result(round_number, task, output, tensors, self.clock() - started)
+
+    def _local(self, task: Task) -> Task:
+        if self.tasks is None:
+            return task
+        spec = self.tasks.get(task.name)
+        if spec is None:
+            raise RefusedError(
+                f"the aggregator asked for task {task.name!r}, which this site's plan does not define",
+                "make sure both sides run the same plan",
+                kind="plan",
+            )
+        return Task(task.name, spec.function, dict(spec.kwargs), spec.returns_model)
 
     def _load_global(self, round_number: int) -> None:
         if self._global_round != round_number:
@@ -125,7 +145,7 @@ def _without(kwargs: dict, key: str) -> dict:
 
 
 def _delta(trained: np.ndarray, reference: np.ndarray) -> np.ndarray:
-    """trained - reference in the tensor's own dtype (optimizer step counters included)."""
-    return np.subtract(trained, reference, dtype=trained.dtype) if trained.dtype.kind == "f" else (trained - reference).astype(trained.dtype)
+    """trained - reference for floating-point tensors; other tensors travel as values."""
+    return np.subtract(trained, reference, dtype=trained.dtype) if trained.dtype.kind == "f" else trained
 
 

@@ -45,6 +45,7 @@ def build_collaborator(plan: Plan, name: str, client: AggregatorClient) -> Colla
         build_data_loader(plan, name),
         opt_treatment=settings.opt_treatment,
         delta_updates=settings.delta_updates,
+        tasks=plan.model.tasks.settings,
     )
 
 

@@ -59,7 +59,12 @@ def parse_overrides(items: Iterable[str]) -> dict[str, Any]:
                 f"override {item!r} is not KEY=VALUE",
                 "write e.g. aggregator.settings.rounds_to_train=5",
             )
-        result[key.strip()] = yaml.safe_load(text) if text.strip() else ""
+        if key.strip().split(".")[0] == "hash":
+            raise PlanError(f"override {item!r}: the plan's hash cannot be overridden", "freeze the plan with `fx plan freeze`")
+        try:
+            result[key.strip()] = yaml.safe_load(text) if text.strip() else ""
+        except yaml.YAMLError as exc:
+            raise PlanError(f"override {item!r}: the value is not valid YAML ({getattr(exc, 'problem', exc)})") from exc
     return result
 
 
@@ -98,7 +103,13 @@ def _defaults_for(name: str, section: Mapping[str, Any], workspace: Path) -> dic
         return read_yaml(packaged, "defaults") if packaged.is_file() else {}
     if not isinstance(ref, str):
         raise PlanError(f"{name}.defaults must be a file name, got {ref!r}")
-    for candidate in (workspace / ref, DEFAULTS_DIR / Path(ref).name):
+    inside = (workspace / ref).resolve()
+    if not inside.is_relative_to(workspace.resolve()):
+        raise PlanError(
+            f"{name}.defaults names {ref}, which lies outside the workspace",
+            "keep defaults files inside the workspace (plan/ or src/)",
+        )
+    for candidate in (inside, DEFAULTS_DIR / Path(ref).name):
         if candidate.is_file():
             return read_yaml(candidate, "defaults")
     raise PlanError(
@@ -117,7 +128,10 @@ def resolve(raw: Mapping[str, Any], workspace: Path) -> dict[str, Any]:
         section = raw.get(name) or {}
         if not isinstance(section, Mapping):
             raise PlanError(f"plan section {name} must be a mapping with defaults/template/settings")
-        resolved[name] = _deep_merge(_defaults_for(name, section, workspace), section)
+        defaults = _defaults_for(name, section, workspace)
+        if section.get("template") not in (None, defaults.get("template")):
+            defaults.pop("settings", None)  # another class: the defaults' settings are not its arguments
+        resolved[name] = _deep_merge(defaults, section)
         resolved[name].pop("defaults", None)
     return resolved
 

@@ -69,10 +69,35 @@ class TaskSpec(Strict):
     function: Literal["train", "validate"]
     kwargs: dict[str, Any] = Field(default_factory=dict)
 
+    @field_validator("kwargs")
+    @classmethod
+    def _apply(cls, kwargs: dict[str, Any]) -> dict[str, Any]:
+        if kwargs.get("apply", "global") not in ("global", "local"):
+            raise ValueError(f"apply must be 'global' or 'local', got {kwargs['apply']!r}")
+        return kwargs
+
     @property
     def returns_model(self) -> bool:
         """A training task sends back the model's tensors; a validation task only metrics."""
         return self.function == "train"
+
+    @property
+    def validates_global(self) -> bool:
+        """A validation of the global model (``apply: global``, the default)."""
+        return validates_global(self.function, self.kwargs)
+
+
+def validates_global(function: str, kwargs: dict[str, Any]) -> bool:
+    """Whether a task of ``function`` with ``kwargs`` validates the global model."""
+    return function == "validate" and kwargs.get("apply", "global") == "global"
+
+
+class ReservedSection(Strict):
+    """A section kept for later (compression, straggler policy): it must stay empty for now."""
+
+    defaults: str | None = None
+    template: None = Field(None, description="not supported yet")
+    settings: dict[str, Any] = Field(default_factory=dict, max_length=0)
 
 
 class Section(Strict):
@@ -120,8 +145,8 @@ class PlanModel(Strict):
     network: NetworkSection
     assigner: AssignerSection
     tasks: TasksSection
-    compression_pipeline: Section = Field(default_factory=Section)
-    straggler_handling_policy: Section = Field(default_factory=Section)
+    compression_pipeline: ReservedSection = Field(default_factory=ReservedSection)
+    straggler_handling_policy: ReservedSection = Field(default_factory=ReservedSection)
 
     @field_validator("collaborators")
     @classmethod

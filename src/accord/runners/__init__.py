@@ -1,13 +1,14 @@
-"""Framework adapters: the TaskRunner protocol and its torch implementation.
+"""Framework adapters: the TaskRunner protocol and its torch and Keras implementations.
 
-``import accord.runners`` does not import torch; ``TorchTaskRunner`` is loaded on first use.
+``import accord.runners`` imports no framework; ``TorchTaskRunner`` and ``KerasTaskRunner``
+are loaded on first use.
 """
 
 from typing import Any
 
 from accord.runners.base import OPTIMIZER_PREFIX, TaskOutput, TaskRunner
 
-__all__ = ["OPTIMIZER_PREFIX", "TaskOutput", "TaskRunner", "TorchTaskRunner"]
+__all__ = ["KerasTaskRunner", "OPTIMIZER_PREFIX", "TaskOutput", "TaskRunner", "TorchTaskRunner"]
 
 
 def __getattr__(name: str) -> Any:
@@ -15,4 +16,8 @@ def __getattr__(name: str) -> Any:
         from accord.runners.torch_runner import TorchTaskRunner
 
         return TorchTaskRunner
+    if name == "KerasTaskRunner":
+        from accord.runners.keras_runner import KerasTaskRunner
+
+        return KerasTaskRunner
     raise AttributeError(f"module 'accord.runners' has no attribute {name!r}")

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import sys
-from contextlib import nullcontext
-from typing import Any, Callable, ContextManager, Iterable, Iterator
+from typing import Any, Callable, Iterable, Iterator
 
 import numpy as np
 import torch
@@ -12,6 +10,7 @@ from torch import nn
 
 from accord.data.base import DataLoader
 from accord.errors import AccordError
+from accord.runners._shared import batches_per_epoch, derive_seed, progress_bar, show_progress
 from accord.runners._torch_parts import (
     LossFn,
     build_optimizer,
@@ -125,11 +124,11 @@ class TorchTaskRunner:
                 "fix the train task's metrics in the plan",
             )
         self.model.train()
-        batches_per_epoch = -(-data.train_size // max(int(getattr(data, "batch_size", 1)), 1))
+        total = epochs * batches_per_epoch(data.train_size, getattr(data, "batch_size", 1))
         totals = (0.0, 0, 0, 0)
-        with _progress(self._show_progress(), epochs * batches_per_epoch) as advance:
+        with progress_bar(show_progress(self.progress), total) as advance:
             for _ in range(epochs):
-                epoch_seed = _derive_seed(self.seed, self._epochs_run)
+                epoch_seed = derive_seed(self.seed, self._epochs_run)
                 self._epochs_run += 1
                 with torch.random.fork_rng(devices=self._rng_devices()):
                     torch.manual_seed(epoch_seed)  # dropout etc. reproducible, global RNG untouched
@@ -193,9 +192,6 @@ class TorchTaskRunner:
     def _rng_devices(self) -> list[Any]:
         return [self.device] if self.device.type == "cuda" else []
 
-    def _show_progress(self) -> bool:
-        return sys.stdout.isatty() if self.progress is None else bool(self.progress)
-
 
 def _build_model(model: Any, kwargs: dict[str, Any]) -> nn.Module:
     if isinstance(model, str):
@@ -221,33 +217,3 @@ def _numpy(tensor: torch.Tensor) -> np.ndarray:
     if tensor.dtype == torch.bfloat16:
         tensor = tensor.float()
     return tensor.numpy().copy()
-
-
-def _derive_seed(seed: int, counter: int) -> int:
-    return int(np.random.SeedSequence([seed & 0xFFFFFFFF, counter]).generate_state(1)[0])
-
-
-def _progress(show: bool, total: int) -> ContextManager[Callable[[], None]]:
-    """A rich progress bar over local batches when ``show``; otherwise a no-op."""
-    if not show:
-        return nullcontext(lambda: None)
-    from contextlib import contextmanager
-
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        TextColumn,
-        TimeRemainingColumn,
-    )
-
-    @contextmanager
-    def bar() -> Iterator[Callable[[], None]]:
-        with Progress(
-            TextColumn("local training"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
-            transient=True,
-        ) as progress:
-            task = progress.add_task("train", total=total)
-            yield lambda: progress.advance(task)
-
-    return bar()

@@ -42,6 +42,9 @@ class AggregatorService(Protocol):
 
     def get_model(self, collaborator: str, plan_hash: str, round_number: int) -> ModelState: ...
 
+    def expect(self, collaborator: str, plan_hash: str, round_number: int, task: str) -> None:
+        """Refuse a result that is not owed now, before its tensors are received."""
+
     def submit(self, result: TaskResult, plan_hash: str) -> None: ...
 
     def upload_slot(self) -> AbstractContextManager[None]:

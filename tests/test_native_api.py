@@ -1,0 +1,101 @@
+"""accord.native: the doc's example runs unchanged, data splits, plan overrides, failures surface."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import accord.native as fx
+from accord.errors import PlanError
+from accord.runners.numpy_runner import SklearnLinearRunner
+
+DOC = Path(__file__).resolve().parents[1] / "docs" / "native-api.md"
+
+
+def first_python_block(text: str) -> str:
+    match = re.search(r"```python\n(.*?)```", text, re.S)
+    assert match, "docs/native-api.md has no ```python block"
+    return match.group(1)
+
+
+def test_doc_example_runs_and_reaches_95_percent(tmp_path: Path) -> None:
+    script = tmp_path / "example.py"
+    script.write_text(first_python_block(DOC.read_text(encoding="utf-8")), encoding="utf-8")
+    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    found = re.search(r"final accuracy: ([0-9.]+)", done.stdout)
+    assert found, done.stdout[-2000:]
+    assert float(found.group(1)) >= 0.95
+    assert "round 1 of" in done.stdout  # the aggregator's round lines are printed
+
+
+def _data(n_train: int = 200, n_valid: int = 50, classes: int = 4) -> fx.FederatedDataSet:
+    rng = np.random.default_rng(0)
+    return fx.FederatedDataSet(
+        rng.normal(size=(n_train, 3)), rng.integers(0, classes, n_train),
+        rng.normal(size=(n_valid, 3)), rng.integers(0, classes, n_valid),
+        batch_size=16, num_classes=classes,
+    )
+
+
+@pytest.mark.parametrize("partition", ["iid", "dirichlet"])
+def test_split_covers_every_sample_once(partition: str) -> None:
+    data = _data()
+    shards = data.split(3, partition=partition, alpha=0.3, seed=1)
+    assert sum(s.train_size for s in shards) == data.train_size
+    assert sum(s.valid_size for s in shards) == data.valid_size
+    rows = np.concatenate([x for s in shards for x, _ in s.train_batches(seed=0)])
+    everything = np.concatenate([x for x, _ in data.train_batches(seed=0)])
+    assert sorted(map(tuple, rows)) == sorted(map(tuple, everything))
+    assert all(s.num_classes == 4 and s.train_size > 0 for s in shards)
+
+
+def _sklearn_sites(names: int = 2) -> dict[str, fx.FederatedModel]:
+    model = fx.FederatedModel(runner=lambda: SklearnLinearRunner(classes=4, n_features=3), data_loader=_data())
+    return fx.setup(num_collaborators=names, model=model)
+
+
+@pytest.mark.parametrize(
+    "key, shown",
+    [
+        ("aggregator.settings.rounds_to_trian", "rounds_to_trian"),
+        ("aggregatr.settings.rounds_to_train", "aggregatr"),
+        ("task_runner.settings.seed", "task_runner.settings.seed"),
+    ],
+)
+def test_bad_override_key_is_refused_by_name(tmp_path: Path, key: str, shown: str) -> None:
+    with pytest.raises(PlanError, match=re.escape(shown)):
+        fx.run_experiment(_sklearn_sites(), override_config={key: 1}, workspace=tmp_path)
+
+
+class _Broken(SklearnLinearRunner):
+    def train(self, data, **kwargs):  # type: ignore[override]
+        raise RuntimeError("disk on fire")
+
+
+def test_collaborator_exception_surfaces_without_hanging(tmp_path: Path) -> None:
+    good = fx.FederatedModel(runner=lambda: SklearnLinearRunner(classes=4, n_features=3), data_loader=_data())
+    bad = fx.FederatedModel(runner=lambda: _Broken(classes=4, n_features=3), data_loader=_data())
+    started = time.monotonic()
+    with pytest.raises(RuntimeError, match="disk on fire") as info:
+        fx.run_experiment({"good": good, "bad": bad}, {"aggregator.settings.rounds_to_train": 3}, workspace=tmp_path)
+    assert time.monotonic() - started < 20
+    assert any("'bad'" in note for note in getattr(info.value, "__notes__", []))
+    assert fx.last_run is not None and set(fx.last_run.errors) == {"bad"}
+
+
+def test_sites_start_from_identical_weights_and_import_is_light() -> None:
+    torch = pytest.importorskip("torch")
+    model = fx.FederatedModel(lambda: torch.nn.Linear(3, 4), data_loader=_data())
+    sites = list(fx.setup(num_collaborators=2).values())
+    first, second = (s.runner.get_weights() for s in sites)
+    assert all(np.array_equal(first[k], second[k]) for k in first)
+    assert sites[0].model is not sites[1].model is not model.model
+    code = "import sys, accord.native; sys.exit([m for m in ('torch', 'sklearn', 'keras') if m in sys.modules] or 0)"
+    subprocess.run([sys.executable, "-c", code], check=True)
