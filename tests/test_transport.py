@@ -467,3 +467,24 @@ def test_a_result_not_owed_is_refused_before_an_upload_slot_is_taken(pki) -> Non
         assert federation.service.submissions == []
     finally:
         federation.close()
+
+
+def test_an_aggregator_certificate_cannot_act_as_a_collaborator(pki, tmp_path) -> None:
+    from accord.pki import certify, create_ca
+
+    layout = create_ca(tmp_path / "ca")
+    certify(tmp_path / "ca", "aggregator", "col1")  # a server certificate whose name is a collaborator's
+    server_cert, server_key = certify(tmp_path / "ca", "aggregator", "localhost")
+    federation = Federation({**pki, "server": ServerTLS(server_cert, server_key, layout.chain)}, small_model())
+    try:
+        client = GrpcAggregatorClient(
+            "col1", PLAN, "localhost", federation.port,
+            ClientTLS(layout.aggregator_cert("col1"), layout.aggregator_key("col1"), layout.chain),
+            connect_timeout=10,
+        )
+        with pytest.raises(RefusedError, match="server \\(aggregator\\) certificate"):
+            client.join()
+        client.close()
+        assert federation.service.calls == []  # refused before the service was called
+    finally:
+        federation.close()

@@ -133,7 +133,10 @@ def run_processes(
                 if on_line is not None:
                     on_line(line.rstrip("\n"))
         deadline = started + timeout
-        codes = {name: proc.wait(timeout=max(deadline - time.perf_counter(), 1.0)) for name, proc in processes.items()}
+        try:
+            codes = {name: proc.wait(timeout=max(deadline - time.perf_counter(), 1.0)) for name, proc in processes.items()}
+        except subprocess.TimeoutExpired as exc:
+            raise AccordError(f"the federation did not finish within {timeout:.0f} s", f"see the logs in {logs}") from exc
     finally:
         for proc in processes.values():
             if proc.poll() is None:

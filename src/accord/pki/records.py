@@ -178,7 +178,8 @@ class RevocationWatch:
         with self._lock:
             version = self._stat()
             if version is None:
-                self._version, self._serials = None, frozenset()
+                if self._version is not None:
+                    log.error("revocation list %s disappeared; keeping the %d serials known", self._path, len(self._serials))
             elif version != self._version:
                 self._version = version
                 try:

@@ -78,7 +78,7 @@ class _Servicer(pb_grpc.AggregatorServicer):
         names = context.auth_context().get("x509_common_name") or []
         common_name = names[0].decode("utf-8", "replace") if names else None
         if common_name == claimed and claimed:
-            self._check_revoked(claimed, context)
+            self._check_certificate(claimed, context)
             return claimed
         if common_name is None:
             reason = f"the connection presents no certificate common name (claimed collaborator {claimed!r})"
@@ -87,16 +87,18 @@ class _Servicer(pb_grpc.AggregatorServicer):
         who = f"{context.peer()} ({common_name or 'no common name'})"
         self._refuse(context, who, RefusedError(reason, kind="identity"))
 
-    def _check_revoked(self, name: str, context: grpc.ServicerContext) -> None:
-        """Refuse the call if the caller's certificate serial is in the revocation list now."""
-        if self._revoked is None:
-            return
+    def _check_certificate(self, name: str, context: grpc.ServicerContext) -> None:
+        """Refuse a caller whose certificate is not a collaborator's, or is revoked now."""
         pems = context.auth_context().get("x509_pem_cert") or []
-        serial = _serial_of(pems[0]) if pems else None
-        if serial is None:
-            reason = f"the certificate of {name!r} cannot be checked against the revocation list"
+        peer = _peer_of(pems[0]) if pems else None
+        if peer is None:
+            reason = f"the certificate of {name!r} cannot be read to check its kind and revocation"
             self._refuse(context, name, RefusedError(reason, kind="identity"))
-        if serial in self._revoked():
+        serial, server_cert = peer
+        if server_cert:
+            reason = f"{name!r} presents a server (aggregator) certificate; only collaborator certificates may call"
+            self._refuse(context, name, RefusedError(reason, kind="identity"))
+        if self._revoked is not None and serial in self._revoked():
             reason = f"the certificate of {name!r} (serial {serial:x}) has been revoked by the federation's CA"
             self._refuse(context, name, RefusedError(reason, renew_fix("collaborator", name), kind="identity"))
 
@@ -180,12 +182,17 @@ class _Servicer(pb_grpc.AggregatorServicer):
 
 
 @functools.lru_cache(maxsize=1024)
-def _serial_of(pem: bytes) -> int | None:
-    """The serial number of a peer's PEM certificate (parsed once per distinct certificate)."""
+def _peer_of(pem: bytes) -> tuple[int, bool] | None:
+    """(serial, is a server certificate) of a peer's PEM certificate, parsed once per certificate."""
     try:
-        return x509.load_pem_x509_certificate(pem).serial_number
+        cert = x509.load_pem_x509_certificate(pem)
     except ValueError:
         return None
+    try:
+        usages = cert.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
+    except x509.ExtensionNotFound:
+        return cert.serial_number, False
+    return cert.serial_number, x509.oid.ExtendedKeyUsageOID.SERVER_AUTH in usages
 
 
 class GrpcAggregatorServer:
