@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Creates .venv (once) and installs Accord with its torch and dev extras.
+# Creates .venv (once) and installs Accord with its torch, keras and dev extras.
 # torch is pinned to the 2.13.0 CPU build through scripts/constraints.txt.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -12,5 +12,5 @@ if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then
 fi
 [ -x .venv/bin/python ] || "$PY" -m venv .venv
 .venv/bin/python -m pip install -q --upgrade pip >/dev/null
-.venv/bin/python -m pip install -q -c scripts/constraints.txt -e '.[torch,dev]'
+.venv/bin/python -m pip install -q -c scripts/constraints.txt -e '.[torch,keras,dev]'
 echo "$want" > "$stamp"

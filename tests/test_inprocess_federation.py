@@ -28,7 +28,7 @@ def run_federation(plan, names):
         except BaseException as exc:  # surfaced by the assertion below
             errors.append(exc)
 
-    threads = [threading.Thread(target=work, args=(n,)) for n in names]
+    threads = [threading.Thread(target=work, args=(n,), daemon=True) for n in names]
     for thread in threads:
         thread.start()
     for thread in threads:
