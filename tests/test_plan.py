@@ -133,3 +133,23 @@ def test_apply_must_be_global_or_local(tmp_path: Path) -> None:
     tasks = {"settings": {"aggregated_model_validation": {"function": "validate", "kwargs": {"apply": "Global"}}, "train": {"function": "train"}, "locally_tuned_model_validation": {"function": "validate", "kwargs": {"apply": "local"}}}}
     with pytest.raises(PlanError, match="apply must be"):
         validate_plan({"tasks": tasks}, tmp_path)
+
+
+def test_each_workspace_gets_its_own_src_package(tmp_path: Path) -> None:
+    import sys
+
+    from accord.imports import import_dotted
+    from accord.plan.objects import use_workspace
+
+    for name, value in (("one", 1), ("two", 2)):
+        (tmp_path / name / "src").mkdir(parents=True)
+        (tmp_path / name / "src" / "__init__.py").write_text("")
+        (tmp_path / name / "src" / "model.py").write_text(f"VALUE = {value}\n")
+    try:
+        use_workspace(tmp_path / "one")
+        assert import_dotted("src.model.VALUE", "test") == 1
+        use_workspace(tmp_path / "two")
+        assert import_dotted("src.model.VALUE", "test") == 2
+    finally:
+        for name in [n for n in sys.modules if n == "src" or n.startswith("src.")]:
+            del sys.modules[name]

@@ -10,6 +10,25 @@ from accord.errors import PlanError
 from accord.imports import import_dotted
 
 
+def use_workspace(workspace: Path) -> None:
+    """Make ``workspace``'s own packages (``src``) importable first, forgetting another workspace's.
+
+    Two workspaces used in one process both have a ``src`` package; without this the
+    second would silently get the first one's model code.
+    """
+    root = workspace.resolve()
+    if str(root) in sys.path:
+        sys.path.remove(str(root))
+    sys.path.insert(0, str(root))
+    for name, module in list(sys.modules.items()):
+        top = name.split(".")[0]
+        if not ((root / top).is_dir() or (root / f"{top}.py").is_file()):
+            continue
+        origin = getattr(module, "__file__", None) or next(iter(getattr(module, "__path__", [])), None)
+        if origin is None or not Path(origin).resolve().is_relative_to(root):
+            del sys.modules[name]
+
+
 def build(section_name: str, template: str | None, settings: dict[str, Any], workspace: Path, **extra: Any) -> Any:
     """Instantiate a section's template with its settings (plus ``extra`` keyword arguments).
 
@@ -18,8 +37,7 @@ def build(section_name: str, template: str | None, settings: dict[str, Any], wor
     """
     if template is None:
         raise PlanError(f"plan section {section_name} has no template", f"set {section_name}.template")
-    if str(workspace) not in sys.path:
-        sys.path.insert(0, str(workspace))
+    use_workspace(workspace)
     factory = import_dotted(template, f"{section_name}.template")
     try:
         return factory(**extra, **settings)
