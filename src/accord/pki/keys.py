@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import stat
-import tempfile
 from pathlib import Path
 from typing import Literal, Union
 
@@ -14,6 +13,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from accord.errors import PKIError
+from accord.files import atomic_write
 from accord.pki.layout import fix_for_path
 
 KeyType = Literal["ec", "rsa"]
@@ -24,7 +24,6 @@ PUBLIC_MODE = 0o644
 RSA_BITS = 3072
 EC_CURVE = ec.SECP384R1
 
-
 def generate_private_key(key_type: str = "ec") -> PrivateKey:
     """A new ECDSA P-384 (``"ec"``) or RSA-3072 (``"rsa"``) private key."""
     if key_type == "ec":
@@ -33,13 +32,11 @@ def generate_private_key(key_type: str = "ec") -> PrivateKey:
         return rsa.generate_private_key(public_exponent=65537, key_size=RSA_BITS)
     raise PKIError(f"unknown key type {key_type!r}", "use 'ec' (ECDSA P-384) or 'rsa' (RSA-3072)")
 
-
 def private_key_pem(key: PrivateKey) -> bytes:
     """Unencrypted PKCS#8 PEM of ``key``."""
     return key.private_bytes(
         serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
     )
-
 
 def _write_fd(fd: int, data: bytes, mode: int) -> None:
     """Write ``data`` to ``fd``, force ``mode`` (umask may have narrowed it) and close."""
@@ -48,7 +45,6 @@ def _write_fd(fd: int, data: bytes, mode: int) -> None:
         handle.write(data)
         handle.flush()
         os.fsync(handle.fileno())
-
 
 def write_private_key(path: Path, key: PrivateKey, overwrite: bool = False) -> Path:
     """Write ``key`` to ``path`` with mode 0600 from creation; refuse an existing file unless ``overwrite``."""
@@ -65,18 +61,10 @@ def write_private_key(path: Path, key: PrivateKey, overwrite: bool = False) -> P
             ) from None
         _write_fd(fd, data, KEY_MODE)
     else:
-        # mkstemp creates the file 0600; replace() swaps it in atomically.
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-        try:
-            _write_fd(fd, data, KEY_MODE)
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        atomic_write(path, data, KEY_MODE)
     if stat.S_IMODE(path.stat().st_mode) != KEY_MODE:  # pragma: no cover - defensive
         os.chmod(path, KEY_MODE)
     return path
-
 
 def write_public_file(path: Path, data: bytes, overwrite: bool = True) -> Path:
     """Write a certificate, CSR or chain (PEM) with mode 0644, atomically."""
@@ -84,15 +72,7 @@ def write_public_file(path: Path, data: bytes, overwrite: bool = True) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     if not overwrite and path.exists():
         raise PKIError(f"{path} already exists", "delete it first if you mean to replace it")
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        _write_fd(fd, data, PUBLIC_MODE)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
-
+    return atomic_write(path, data, PUBLIC_MODE)
 
 def read_pem_bytes(path: str | os.PathLike[str], what: str, fix: str) -> bytes:
     """Read a PEM file, or raise PKIError naming ``what``, the file and ``fix``."""
@@ -109,7 +89,6 @@ def read_pem_bytes(path: str | os.PathLike[str], what: str, fix: str) -> bytes:
         raise PKIError(f"{what} {source} is not a PEM file", fix)
     return data
 
-
 def load_pem_cert(
     path: str | os.PathLike[str], what: str = "certificate", fix: str | None = None
 ) -> x509.Certificate:
@@ -121,7 +100,6 @@ def load_pem_cert(
     except ValueError as exc:
         raise PKIError(f"{what} {path} is not a valid PEM certificate: {exc}", fix) from None
 
-
 def load_pem_certs(
     path: str | os.PathLike[str], what: str = "certificate chain", fix: str | None = None
 ) -> list[x509.Certificate]:
@@ -132,7 +110,6 @@ def load_pem_certs(
         return x509.load_pem_x509_certificates(data)
     except ValueError as exc:
         raise PKIError(f"{what} {path} is not a valid PEM certificate chain: {exc}", fix) from None
-
 
 def load_private_key(
     path: str | os.PathLike[str], what: str = "private key", fix: str | None = None

@@ -14,7 +14,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import tempfile
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +21,7 @@ from pathlib import Path
 from cryptography import x509
 
 from accord.errors import PKIError
+from accord.files import atomic_path
 from accord.pki.csr import csr_common_name, csr_fingerprint, load_csr
 from accord.pki.keys import read_pem_bytes
 from accord.pki.layout import CHAIN_FIX, CertLayout, collaborator_fix, validate_collaborator_name
@@ -34,14 +34,11 @@ REQUEST_KIND = "collaborator"
 _FINGERPRINT = re.compile(r"^[0-9a-f]{96}$")
 _PRIVATE = b"PRIVATE KEY"
 
-
 def request_package_name(name: str) -> str:
     return f"col_{validate_collaborator_name(name)}_to_agg_cert_request.zip"
 
-
 def signed_package_name(name: str) -> str:
     return f"agg_to_col_{validate_collaborator_name(name)}_signed_cert.zip"
-
 
 @dataclass(frozen=True)
 class CertRequest:
@@ -51,7 +48,6 @@ class CertRequest:
     csr_pem: bytes
     fingerprint: str
 
-
 @dataclass(frozen=True)
 class SignedCert:
     """A signed collaborator certificate and the federation's chain, as read from their package."""
@@ -60,26 +56,16 @@ class SignedCert:
     cert_pem: bytes
     chain_pem: bytes
 
-
 def _write_zip(path: Path, members: dict[str, bytes]) -> Path:
     """Write ``members`` to a new zip at ``path`` atomically (0644)."""
     for member, data in members.items():
         if _PRIVATE in data:  # pragma: no cover - defensive: packages are built from public files
             raise PKIError(f"refusing to put a private key into {path} ({member})")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            with zipfile.ZipFile(handle, "w", compression=zipfile.ZIP_DEFLATED) as zf:
-                for member, data in members.items():
-                    zf.writestr(member, data)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_path(path) as partial:
+        with zipfile.ZipFile(partial, "w", compression=zipfile.ZIP_DEFLATED) as zf:
+            for member, data in members.items():
+                zf.writestr(member, data)
     return path
-
 
 def _read_zip(path: Path, what: str, fix: str) -> dict[str, bytes]:
     """Every member of the zip at ``path`` in memory, refusing folders, paths, duplicates and big members."""
@@ -113,14 +99,12 @@ def _read_zip(path: Path, what: str, fix: str) -> dict[str, bytes]:
             )
     return members
 
-
 def _expect(members: dict[str, bytes], expected: set[str], path: Path, what: str, fix: str) -> None:
     if set(members) != expected:
         raise PKIError(
             f"{what} {path} holds {sorted(members)}, expected exactly {sorted(expected)}",
             fix,
         )
-
 
 def write_request_package(
     cert_dir: str | os.PathLike[str], name: str, output_dir: str | os.PathLike[str]
@@ -135,7 +119,6 @@ def write_request_package(
     manifest = {"kind": REQUEST_KIND, "name": name, "fingerprint_sha384": fingerprint}
     members = {csr_path.name: csr_pem, MANIFEST: (json.dumps(manifest, indent=2) + "\n").encode("utf-8")}
     return _write_zip(Path(output_dir) / request_package_name(name), members), fingerprint
-
 
 def read_request_package(path: str | os.PathLike[str]) -> CertRequest:
     """Read and check a request package: its manifest, and that the CSR matches it (fingerprint, name)."""
@@ -173,7 +156,6 @@ def read_request_package(path: str | os.PathLike[str]) -> CertRequest:
         )
     return CertRequest(name, csr_pem, fingerprint)
 
-
 def write_signed_package(
     cert_dir: str | os.PathLike[str], name: str, cert_pem: bytes, output_dir: str | os.PathLike[str]
 ) -> Path:
@@ -181,7 +163,6 @@ def write_signed_package(
     chain_pem = read_pem_bytes(CertLayout(cert_dir).chain, "CA certificate chain", CHAIN_FIX)
     members = {f"col_{validate_collaborator_name(name)}.crt": cert_pem, CHAIN: chain_pem}
     return _write_zip(Path(output_dir) / signed_package_name(name), members)
-
 
 def read_signed_package(path: str | os.PathLike[str]) -> SignedCert:
     """Read a signed package: exactly one ``col_NAME.crt`` and the chain, both PEM certificates."""

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 from typing import Mapping
 
 import numpy as np
 
 from accord.errors import AccordError, RefusedError
+from accord.files import atomic_path
 
 ModelState = dict[str, np.ndarray]
 
@@ -24,16 +24,9 @@ def save_state(path: str | os.PathLike, state: Mapping[str, np.ndarray]) -> Path
     from safetensors.numpy import save_file
 
     target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
     arrays = {name: np.asarray(value, order="C") for name, value in state.items()}  # keeps 0-d shape
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        save_file(arrays, tmp)
-        os.replace(tmp, target)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    with atomic_path(target) as partial:
+        save_file(arrays, str(partial))
     return target
 
 

@@ -26,6 +26,7 @@ from typing import Iterable
 
 from accord import __version__
 from accord.collaborator.data_config import HEADER as DATA_CONFIG_HEADER
+from accord.files import atomic_path
 from accord.errors import AccordError
 from accord.plan.loader import SECTIONS, Plan, load_plan, read_yaml
 from accord.workspace.create import LAYOUT
@@ -153,19 +154,11 @@ def export_workspace(workspace: str | Path, output: str | Path | None = None, fo
         "plan_hash": plan.hash,
         "files": {name: sha256_file(path) for name, path in files.items()},
     }
-    target.parent.mkdir(parents=True, exist_ok=True)
-    handle, partial = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".part")
-    os.close(handle)
-    try:
+    with atomic_path(target) as partial:
         with zipfile.ZipFile(partial, "w") as archive:
             for name, path in files.items():
                 archive.writestr(_zip_info(name), path.read_bytes())
             archive.writestr(_zip_info(MANIFEST), json.dumps(manifest, indent=2, sort_keys=True) + "\n")
-        os.chmod(partial, 0o644)
-        os.replace(partial, target)
-    except BaseException:
-        Path(partial).unlink(missing_ok=True)
-        raise
     return ExportResult(target, plan.hash, tuple(files))
 
 
