@@ -99,3 +99,29 @@ def test_sites_start_from_identical_weights_and_import_is_light() -> None:
     assert sites[0].model is not sites[1].model is not model.model
     code = "import sys, accord.native; sys.exit([m for m in ('torch', 'sklearn', 'keras') if m in sys.modules] or 0)"
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_keras_builder_with_automatic_names_federates(tmp_path) -> None:
+    """Each collaborator's Keras copy gets the same variable names, even unnamed and pre-compiled."""
+    code = '''
+import os
+os.environ["KERAS_BACKEND"] = "tensorflow"
+import keras
+from sklearn.datasets import load_digits
+import accord.native as fx
+
+x, y = load_digits(return_X_y=True)
+x = (x / 16.0).astype("float32")
+def build_model():
+    model = keras.Sequential([keras.Input((64,)), keras.layers.Dense(32, activation="relu"), keras.layers.Dense(10, activation="softmax")])
+    model.compile(optimizer="adam", loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    return model
+fx.init("torch_digits", log_level="WARNING")
+data = fx.FederatedDataSet(x[:1400], y[:1400], x[1400:], y[1400:], batch_size=32, num_classes=10)
+fx.FederatedModel(build_model, data_loader=data)
+fx.run_experiment(fx.setup(num_collaborators=2), override_config={"aggregator.settings.rounds_to_train": 1})
+print("rounds ok", fx.last_run.final("aggregated_model_validation/accuracy"))
+'''
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=180, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "rounds ok" in done.stdout

@@ -20,6 +20,7 @@ def fx(log_level: str) -> None:
 
     \b
     Try it on this machine:  fx quickstart
+    Learn the native Python API in Jupyter:  fx tutorial start
     Run a federation across sites, in order (CA = the aggregator's workspace WS):
       (CA)    fx workspace create --prefix WS --template torch_digits
       (CA)    fx plan initialize -w WS -a AGG_HOST    initial model, aggregator address
@@ -39,7 +40,7 @@ def fx(log_level: str) -> None:
 
 
 def _register() -> None:
-    from accord.cli import aggregator, ca, collaborator, plan, quickstart, workspace
+    from accord.cli import aggregator, ca, collaborator, plan, quickstart, tutorial, workspace
 
     workspace.workspace.add_command(ca.certify_cmd, "certify")
     workspace.workspace.add_command(ca.certificates_cmd, "certificates")
@@ -49,6 +50,7 @@ def _register() -> None:
     fx.add_command(plan.plan)
     fx.add_command(aggregator.aggregator)
     fx.add_command(collaborator.collaborator)
+    fx.add_command(tutorial.tutorial)
 
 
 _register()

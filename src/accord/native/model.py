@@ -103,7 +103,7 @@ class FederatedModel:
             return runner
         assert self.build_model is not None
         _seed_loaded_frameworks(self.seed)
-        model = self.build_model()
+        model = self._build()
         kwargs: dict[str, Any] = {"optimizer": self.optimizer, "seed": self.seed, **self.runner_kwargs}
         if _is_instance(model, "torch", "nn.Module"):
             from accord.runners.torch_runner import TorchTaskRunner
@@ -118,6 +118,21 @@ class FederatedModel:
             "nor a keras.Model",
             "for another framework pass runner=<function returning a TaskRunner> (see docs/runners.md)",
         )
+
+
+    def _build(self) -> Any:
+        """Call the builder; with Keras loaded, with automatic names counted from zero.
+
+        Keras numbers layers and optimizers per process, so each collaborator's copy would
+        otherwise get other variable names than the first and weights would not match.
+        """
+        assert self.build_model is not None
+        if "keras" not in sys.modules:
+            return self.build_model()
+        from accord.runners._keras_parts import fresh_names
+
+        with fresh_names():
+            return self.build_model()
 
 
 def _is_instance(obj: Any, module: str, dotted_class: str) -> bool:

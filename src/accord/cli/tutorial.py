@@ -1,0 +1,103 @@
+"""``fx tutorial``: the packaged notebooks of the native API, opened in Jupyter."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from importlib.util import find_spec
+from pathlib import Path
+
+import click
+
+from accord.cli.options import OrderedGroup
+from accord.errors import AccordError
+
+
+def tutorial_dir() -> Path:
+    """The folder of the notebooks installed with Accord."""
+    return Path(__file__).resolve().parents[1] / "tutorials"
+
+
+def notebooks() -> list[Path]:
+    """The packaged tutorial notebooks, by name."""
+    return sorted(tutorial_dir().glob("*.ipynb"))
+
+
+def find_jupyter() -> str | None:
+    """The module that runs Jupyter in this interpreter (``jupyterlab``, else ``notebook``), or None."""
+    for module in ("jupyterlab", "notebook"):
+        if find_spec(module) is not None:
+            return module
+    return None
+
+
+def _title(path: Path) -> str:
+    import json
+
+    try:
+        cells = json.loads(path.read_text(encoding="utf-8")).get("cells", [])
+        first = "".join(cells[0]["source"]) if cells else ""
+    except (OSError, ValueError, KeyError, IndexError):
+        return ""
+    return first.splitlines()[0].lstrip("# ").strip() if first else ""
+
+
+def copy_notebooks(folder: Path) -> tuple[list[str], list[str]]:
+    """Copy the notebooks missing from ``folder``; return (copied, kept) names. Never overwrites."""
+    if folder.exists() and not folder.is_dir():
+        raise AccordError(f"{folder} exists and is not a folder", "pass another --dir")
+    folder.mkdir(parents=True, exist_ok=True)
+    copied, kept = [], []
+    for source in notebooks():
+        target = folder / source.name
+        if target.exists():
+            kept.append(source.name)
+        else:
+            shutil.copyfile(source, target)
+            copied.append(source.name)
+    return copied, kept
+
+
+@click.group(cls=OrderedGroup)
+def tutorial() -> None:
+    """Tutorial notebooks of the native Python API (torch, Keras), in Jupyter."""
+
+
+@tutorial.command("list")
+def list_cmd() -> None:
+    """List the packaged tutorial notebooks."""
+    for path in notebooks():
+        title = _title(path)
+        click.echo(f"{path.name}  {title}" if title else path.name)
+
+
+@tutorial.command("start")
+@click.option(
+    "--dir",
+    "folder",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path("accord-tutorials"),
+    show_default=True,
+    help="Folder to copy the notebooks into (files already there are kept as they are).",
+)
+@click.option("--port", type=int, default=None, help="Port for Jupyter (its default otherwise).")
+@click.option("--no-browser", is_flag=True, help="Do not open a browser.")
+def start_cmd(folder: Path, port: int | None, no_browser: bool) -> None:
+    """Copy the notebooks into a folder and open it in Jupyter Lab (or Notebook)."""
+    module = find_jupyter()
+    if module is None:
+        raise AccordError("Jupyter is not installed; install it with: pip install jupyterlab")
+    copied, kept = copy_notebooks(folder)
+    if copied:
+        click.echo(f"copied {', '.join(copied)} into {folder}")
+    if kept:
+        click.echo(f"kept your copies of {', '.join(kept)} in {folder}")
+    command = [sys.executable, "-m", module]
+    if port is not None:
+        command.append(f"--port={port}")
+    if no_browser:
+        command.append("--no-browser")
+    code = subprocess.call(command, cwd=folder)
+    if code not in (0, 130, -2):
+        raise AccordError(f"{module} exited with code {code}", "see its messages above")

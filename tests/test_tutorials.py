@@ -1,0 +1,103 @@
+"""The packaged tutorial notebooks run top to bottom; `fx tutorial` lists and starts them."""
+
+from __future__ import annotations
+
+import re
+import sys
+import time
+from importlib.util import find_spec
+from pathlib import Path
+
+import pytest
+
+from accord.cli import tutorial
+from accord.cli.main import main
+
+NOTEBOOKS = ["native_torch_digits.ipynb", "native_keras_digits.ipynb"]
+NEEDS = {"native_torch_digits.ipynb": "torch", "native_keras_digits.ipynb": "keras"}
+
+
+def _outputs_text(nb) -> str:
+    parts = []
+    for cell in nb.cells:
+        for out in cell.get("outputs", []):
+            if out.get("output_type") == "stream":
+                parts.append(out.get("text", ""))
+            elif "data" in out:
+                parts.append(out["data"].get("text/plain", ""))
+    return "".join(parts)
+
+
+@pytest.mark.parametrize("name", NOTEBOOKS)
+def test_notebook_runs_and_reaches_90_percent(name: str, tmp_path: Path) -> None:
+    if find_spec(NEEDS[name]) is None:
+        pytest.skip(f"needs the {NEEDS[name]} extra")
+    nbformat = pytest.importorskip("nbformat")
+    nbclient = pytest.importorskip("nbclient")
+    pytest.importorskip("ipykernel")
+
+    nb = nbformat.read(tutorial.tutorial_dir() / name, as_version=4)
+    # The kernel must be this interpreter (the venv's), not some other python on PATH.
+    nb.cells.insert(0, nbformat.v4.new_code_cell("import sys; print('KERNEL-PYTHON', sys.executable)"))
+    client = nbclient.NotebookClient(
+        nb, timeout=300, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}
+    )
+    started = time.monotonic()
+    client.execute()  # raises CellExecutionError if a cell fails
+    seconds = time.monotonic() - started
+
+    errors = [o for c in nb.cells for o in c.get("outputs", []) if o.get("output_type") == "error"]
+    assert not errors, errors
+    text = _outputs_text(nb)
+    kernel = re.search(r"KERNEL-PYTHON (\S+)", text)
+    assert kernel and Path(kernel.group(1)).resolve() == Path(sys.executable).resolve(), text[:500]
+    found = re.search(r"final accuracy: ([0-9.]+)", text)
+    assert found, text[-2000:]
+    assert float(found.group(1)) >= 0.9, text[-2000:]
+    print(f"{name}: {seconds:.1f} s, accuracy {found.group(1)}")
+
+
+def test_packaged_notebooks_have_no_outputs() -> None:
+    nbformat = pytest.importorskip("nbformat")
+    for name in NOTEBOOKS:
+        nb = nbformat.read(tutorial.tutorial_dir() / name, as_version=4)
+        nbformat.validate(nb)
+        assert all(not c.get("outputs") and c.get("execution_count") is None for c in nb.cells if c.cell_type == "code")
+
+
+def test_tutorial_list_names_both_notebooks(capsys) -> None:
+    assert main(["tutorial", "list"]) == 0
+    out = capsys.readouterr().out
+    for name in NOTEBOOKS:
+        assert name in out
+
+
+def test_tutorial_start_without_jupyter_is_one_line_and_exit_2(tmp_path: Path, monkeypatch, capsys) -> None:
+    monkeypatch.setattr(tutorial, "find_jupyter", lambda: None)
+    called = []
+    monkeypatch.setattr(tutorial.subprocess, "call", lambda *a, **k: called.append(a) or 0)
+    code = main(["tutorial", "start", "--dir", str(tmp_path / "t"), "--no-browser"])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and not called
+    assert err.count("\n") == 0 and "Traceback" not in err
+    assert "Jupyter is not installed; install it with: pip install jupyterlab" in err
+
+
+def test_tutorial_start_copies_and_runs_jupyter(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setattr(tutorial, "find_jupyter", lambda: "jupyterlab")
+    calls = []
+    monkeypatch.setattr(tutorial.subprocess, "call", lambda cmd, **kw: calls.append((cmd, kw)) or 0)
+    folder = tmp_path / "t"
+    assert main(["tutorial", "start", "--dir", str(folder), "--port", "8999", "--no-browser"]) == 0
+    assert sorted(p.name for p in folder.glob("*.ipynb")) == sorted(NOTEBOOKS)
+    (cmd, kw), = calls
+    assert cmd[:3] == [sys.executable, "-m", "jupyterlab"]
+    assert "--port=8999" in cmd and "--no-browser" in cmd and Path(kw["cwd"]) == folder
+
+    # The user's edits are never overwritten; a deleted notebook is copied back.
+    edited = folder / NOTEBOOKS[0]
+    edited.write_text("{}", encoding="utf-8")
+    (folder / NOTEBOOKS[1]).unlink()
+    assert main(["tutorial", "start", "--dir", str(folder), "--no-browser"]) == 0
+    assert edited.read_text(encoding="utf-8") == "{}"
+    assert (folder / NOTEBOOKS[1]).is_file()
