@@ -210,3 +210,13 @@ def test_fedavg_leaves_the_updates_untouched_and_handles_scalars() -> None:
     assert model["w"] is not first["w"]
     assert isinstance(model["step"], np.ndarray) and model["step"].shape == () and float(model["step"]) == 3.0
     assert isinstance(model["n"], np.ndarray) and int(model["n"]) == 3
+
+
+def test_a_delta_flag_against_the_plan_is_refused() -> None:
+    engine = RoundEngine(
+        collaborators=("a",), tasks=TASKS, assigner=RandomGroupedAssigner(("a",), ALL), rounds_to_train=1,
+        model={"w": np.zeros(2, np.float32)}, clock=FakeClock(), delta_updates=False,
+    )
+    update = TaskResult("a", 0, "train", 5, {}, {"w": np.ones(2, np.float32)}, is_delta=True)
+    with pytest.raises(RefusedError, match="delta_updates=False"):
+        engine.submit(update)

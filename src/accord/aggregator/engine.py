@@ -71,6 +71,7 @@ class RoundEngine:
         round_number: int = 0,
         best_score: float | None = None,
         final_validation: bool = True,
+        delta_updates: bool | None = None,
     ) -> None:
         self.collaborators = tuple(collaborators)
         self.tasks = dict(tasks)
@@ -81,6 +82,7 @@ class RoundEngine:
         self.best_metric = best_metric
         self.maximize = maximize
         self.best_score = best_score
+        self.delta_updates = delta_updates
         self.aggregation = aggregator or FedAvg()
         self.round_number = round_number
         self.total_rounds = rounds_to_train + (1 if final_validation else 0)
@@ -188,6 +190,9 @@ class RoundEngine:
         if spec.returns_model:
             if not result.tensors:
                 raise RefusedError(f"result from {origin} for {result.task!r} carries no model", kind="payload")
+            if self.delta_updates is not None and result.is_delta != self.delta_updates:
+                said = "deltas" if result.is_delta else "weights"
+                raise RefusedError(f"result from {origin} sends {said}, but the plan says delta_updates={self.delta_updates}", kind="payload")
             check_update(self.model, result.tensors, origin)
         elif result.tensors:
             raise RefusedError(

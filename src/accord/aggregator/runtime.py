@@ -63,6 +63,7 @@ class AggregatorRuntime:
             best_metric=settings.best_metric,
             maximize=settings.best_direction == "maximize",
             final_validation=settings.final_validation,
+            delta_updates=plan.model.collaborator.settings.delta_updates,
         )
         self.metrics_log = MetricsLog(plan.resolve_path(settings.metrics_path))
         self.on_round = on_round

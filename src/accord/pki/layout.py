@@ -14,11 +14,12 @@ from pathlib import Path
 from typing import Literal
 
 from accord.errors import PKIError
+from accord.plan.schema import NAME_PATTERN
 
 Kind = Literal["aggregator", "collaborator"]
 LEAF_KINDS: tuple[str, ...] = ("aggregator", "collaborator")
 
-COLLABORATOR_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+COLLABORATOR_NAME = re.compile(NAME_PATTERN)
 _HOST_LABEL = re.compile(r"^(?!-)[A-Za-z0-9-]{1,63}(?<!-)$")
 _CN_MAX = 64  # X.509 upper bound for a common name
 
