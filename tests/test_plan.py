@@ -153,3 +153,17 @@ def test_each_workspace_gets_its_own_src_package(tmp_path: Path) -> None:
     finally:
         for name in [n for n in sys.modules if n == "src" or n.startswith("src.")]:
             del sys.modules[name]
+
+
+def test_build_names_unknown_settings_but_lets_constructor_errors_through(tmp_path: Path) -> None:
+    from accord.plan.objects import build
+
+    (tmp_path / "src").mkdir()
+    (tmp_path / "src" / "__init__.py").write_text("")
+    (tmp_path / "src" / "thing.py").write_text(
+        "class Thing:\n    def __init__(self, size: int = 1):\n        if size < 0:\n            raise TypeError('inner bug')\n"
+    )
+    with pytest.raises(PlanError, match="does not accept these settings"):
+        build("data_loader", "src.thing.Thing", {"colour": "red"}, tmp_path)
+    with pytest.raises(TypeError, match="inner bug"):
+        build("data_loader", "src.thing.Thing", {"size": -1}, tmp_path)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import sys
 from pathlib import Path
 from typing import Any
@@ -40,9 +41,12 @@ def build(section_name: str, template: str | None, settings: dict[str, Any], wor
     use_workspace(workspace)
     factory = import_dotted(template, f"{section_name}.template")
     try:
-        return factory(**extra, **settings)
+        inspect.signature(factory).bind(**extra, **settings)
     except TypeError as exc:
         raise PlanError(
             f"{section_name}: {template} does not accept these settings: {exc}",
             f"check {section_name}.settings against {template}'s arguments",
         ) from exc
+    except ValueError:  # no signature to check (some builtins): let the call decide
+        pass
+    return factory(**extra, **settings)
