@@ -1,12 +1,33 @@
-"""Framework-neutral pieces shared by the task runners: epoch seeds and a progress bar."""
+"""Framework-neutral pieces shared by the task runners: model building, epoch seeds, a progress bar."""
 
 from __future__ import annotations
 
 import sys
 from contextlib import contextmanager, nullcontext
-from typing import Callable, ContextManager, Iterator
+from typing import Any, Callable, ContextManager, Iterator
 
 import numpy as np
+
+from accord.errors import AccordError
+from accord.imports import import_dotted
+
+MODEL_FIX = "check task_runner.settings.model in the plan and that the workspace's src/ is on the path"
+
+
+def build_model(model: Any, kwargs: dict[str, Any], model_type: type, type_name: str) -> Any:
+    """The model itself: an instance of ``model_type``, a builder called with ``kwargs``, or its dotted path."""
+    if isinstance(model, str):
+        model = import_dotted(model, "task_runner.settings.model", MODEL_FIX)
+    if not isinstance(model, model_type):
+        if not callable(model):
+            raise AccordError(f"model {model!r} is neither {type_name} nor callable", MODEL_FIX)
+        try:
+            model = model(**kwargs)
+        except TypeError as exc:
+            raise AccordError(f"building the model failed: {exc}", "check task_runner.settings.model_kwargs") from exc
+    if not isinstance(model, model_type):
+        raise AccordError(f"the model builder returned {type(model).__name__}, not {type_name}", MODEL_FIX)
+    return model
 
 
 def derive_seed(seed: int, counter: int) -> int:

@@ -5,12 +5,11 @@ Keras is imported when a runner is built, never at ``import accord.runners``.
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Any
 
 
 from accord.data.base import DataLoader
 from accord.errors import AccordError
-from accord.imports import import_dotted
 from accord.runners._keras_parts import (
     assign_all,
     build_optimizer,
@@ -20,16 +19,13 @@ from accord.runners._keras_parts import (
     to_numpy,
     variable_names,
 )
-from accord.runners._shared import batches_per_epoch, derive_seed, progress_bar, show_progress
+from accord.runners._shared import batches_per_epoch, build_model, derive_seed, progress_bar, show_progress
 from accord.runners.base import OPTIMIZER_PREFIX, TaskOutput
 from accord.tensors.state import ModelState
 
 DEFAULT_OPTIMIZER: dict[str, Any] = {"name": "adam", "learning_rate": 1e-3}
 DEFAULT_LOSS = "sparse_categorical_crossentropy"
 DEFAULT_METRICS: tuple[str, ...] = ("accuracy",)
-_MODEL_FIX = (
-    "check task_runner.settings.model in the plan and that the workspace's src/ is on the path"
-)
 
 
 class KerasTaskRunner:
@@ -58,7 +54,7 @@ class KerasTaskRunner:
         self._epochs_run = 0
         with fresh_names():
             self.keras.utils.set_random_seed(self.seed)  # identical initial weights everywhere
-            self.model = _build_model(self.keras, model, model_kwargs or {})
+            self.model = build_model(model, model_kwargs or {}, self.keras.Model, "a keras.Model")
             if not self.model.weights:
                 raise AccordError(
                     "the Keras model has no weights yet (it was never built)",
@@ -173,23 +169,3 @@ class KerasTaskRunner:
                 optimizer.build(self.model.trainable_variables)
         variables = list(optimizer.variables)
         return dict(zip(variable_names(variables, OPTIMIZER_PREFIX), variables))
-
-
-def _build_model(keras: Any, model: Any, kwargs: dict[str, Any]) -> Any:
-    if isinstance(model, str):
-        model = import_dotted(model, "task_runner.settings.model", _MODEL_FIX)
-    if not isinstance(model, keras.Model):
-        if not callable(model):
-            raise AccordError(f"model {model!r} is neither a keras.Model nor callable", _MODEL_FIX)
-        builder: Callable[..., Any] = model
-        try:
-            model = builder(**kwargs)
-        except TypeError as exc:
-            raise AccordError(
-                f"building the model failed: {exc}", "check task_runner.settings.model_kwargs"
-            ) from exc
-    if not isinstance(model, keras.Model):
-        raise AccordError(
-            f"the model builder returned {type(model).__name__}, not a keras.Model", _MODEL_FIX
-        )
-    return model

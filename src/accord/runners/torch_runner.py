@@ -10,7 +10,7 @@ from torch import nn
 
 from accord.data.base import DataLoader
 from accord.errors import AccordError
-from accord.runners._shared import batches_per_epoch, derive_seed, progress_bar, show_progress
+from accord.runners._shared import batches_per_epoch, build_model, derive_seed, progress_bar, show_progress
 from accord.runners._torch_parts import (
     LossFn,
     build_optimizer,
@@ -23,14 +23,10 @@ from accord.runners._torch_parts import (
     to_tensor,
 )
 from accord.runners.base import OPTIMIZER_PREFIX, TaskOutput
-from accord.imports import import_dotted
 from accord.tensors.state import ModelState
 
 DEFAULT_OPTIMIZER: dict[str, Any] = {"name": "Adam", "lr": 1e-3}
 TRAIN_METRICS: tuple[str, ...] = ("loss", "accuracy")
-_MODEL_FIX = (
-    "check task_runner.settings.model in the plan and that the workspace's src/ is on the path"
-)
 
 
 class TorchTaskRunner:
@@ -55,7 +51,7 @@ class TorchTaskRunner:
         self._optimizer_config = dict(DEFAULT_OPTIMIZER if optimizer is None else optimizer)
         self._loss, self._loss_kind = make_loss(loss)
         torch.manual_seed(self.seed)  # every participant builds identical initial weights
-        self.model = _build_model(model, model_kwargs or {}).to(self.device)
+        self.model = build_model(model, model_kwargs or {}, nn.Module, "an nn.Module").to(self.device)
         self.optimizer = build_optimizer(self.model.parameters(), self._optimizer_config)
         self._epochs_run = 0
 
@@ -191,25 +187,6 @@ class TorchTaskRunner:
 
     def _rng_devices(self) -> list[Any]:
         return [self.device] if self.device.type == "cuda" else []
-
-
-def _build_model(model: Any, kwargs: dict[str, Any]) -> nn.Module:
-    if isinstance(model, str):
-        model = import_dotted(model, "task_runner.settings.model", _MODEL_FIX)
-    if not isinstance(model, nn.Module):
-        if not callable(model):
-            raise AccordError(f"model {model!r} is neither an nn.Module nor callable", _MODEL_FIX)
-        try:
-            model = model(**kwargs)
-        except TypeError as exc:
-            raise AccordError(
-                f"building the model failed: {exc}", "check task_runner.settings.model_kwargs"
-            ) from exc
-    if not isinstance(model, nn.Module):
-        raise AccordError(
-            f"the model builder returned {type(model).__name__}, not an nn.Module", _MODEL_FIX
-        )
-    return model
 
 
 def _numpy(tensor: torch.Tensor) -> np.ndarray:
