@@ -9,7 +9,8 @@ from typing import Callable, Mapping, Sequence
 from accord.aggregation.fedavg import FedAvg
 from accord.aggregator.assigner import Assigner
 from accord.aggregator.metrics import MetricRecord, WeightedMetrics
-from accord.errors import RefusedError
+from accord.aggregator.stragglers import Decision, StragglerPolicy
+from accord.errors import AccordError, RefusedError
 from accord.messages import Action, Task, TaskAssignment, TaskResult
 from accord.plan.schema import TaskSpec
 from accord.tensors.state import ModelState, check_update
@@ -18,6 +19,10 @@ from accord.tensors.state import ModelState, check_update
 MAX_SAMPLE_COUNT = 10**12
 #: a result with more metrics than this is refused.
 MAX_METRICS = 64
+
+
+class RoundDeadlineError(AccordError):
+    """A round reached its deadline with fewer reports than the straggler policy's minimum."""
 
 
 @dataclass
@@ -32,6 +37,7 @@ class RoundOutcome:
     best_score: float | None
     wall_seconds: float
     slowest_task_seconds: float
+    stragglers: tuple[str, ...] = ()
 
     @property
     def overhead_seconds(self) -> float:
@@ -44,6 +50,7 @@ class _Round:
     number: int
     opened_at: float
     outstanding: dict[str, list[str]]
+    assigned: tuple[str, ...] = ()
     metrics: WeightedMetrics = field(default_factory=WeightedMetrics)
     records: list[MetricRecord] = field(default_factory=list)
     task_seconds: dict[str, float] = field(default_factory=dict)
@@ -53,7 +60,8 @@ class RoundEngine:
     """Runs ``rounds_to_train`` rounds: assigns tasks, takes results, aggregates, judges the best.
 
     Everything is decided here; adapters (gRPC service, in-process transport) only move
-    messages and persist what an outcome says.
+    messages and persist what an outcome says. A round closes when everyone assigned has
+    reported, or earlier as the straggler ``policy`` allows (``submit`` and ``tick`` ask it).
     """
 
     def __init__(
@@ -72,6 +80,7 @@ class RoundEngine:
         best_score: float | None = None,
         final_validation: bool = True,
         delta_updates: bool | None = None,
+        policy: StragglerPolicy | None = None,
     ) -> None:
         self.collaborators = tuple(collaborators)
         self.tasks = dict(tasks)
@@ -84,6 +93,7 @@ class RoundEngine:
         self.best_score = best_score
         self.delta_updates = delta_updates
         self.aggregation = aggregator or FedAvg()
+        self.policy = policy or StragglerPolicy()
         self.round_number = round_number
         self.total_rounds = rounds_to_train + (1 if final_validation else 0)
         self._round: _Round | None = None
@@ -99,6 +109,26 @@ class RoundEngine:
     def is_final_validation(self, round_number: int) -> bool:
         """Round ``rounds_to_train``, when planned, only validates the last model; it trains nothing."""
         return self.rounds_to_train <= round_number < self.total_rounds
+
+    @property
+    def current(self) -> _Round | None:
+        """The open round (None once finished); read-only use."""
+        return self._round
+
+    def reported(self) -> list[str]:
+        """Collaborators assigned to the open round who have sent all their results."""
+        current = self._round
+        if current is None:
+            return []
+        return [c for c in current.assigned if not current.outstanding.get(c)]
+
+    def next_deadline(self) -> float | None:
+        """Clock time at which ``tick`` may close (or fail) the open round; None when finished."""
+        current = self._round
+        if current is None:
+            return None
+        elapsed = self.clock() - current.opened_at
+        return self.clock() + self.policy.next_check(elapsed)
 
     def check_member(self, collaborator: str) -> None:
         """Refuse a name that the plan does not list."""
@@ -129,6 +159,13 @@ class RoundEngine:
         """Refuse a result that is not owed now; returns the collaborator's outstanding tasks."""
         self.check_member(collaborator)
         current = self._round
+        if current is not None and round_number < current.number:
+            raise RefusedError(
+                f"result from {collaborator} for {task!r} of round {round_number} came after that "
+                f"round closed (the current round is {current.number}); it is dropped",
+                "nothing to do: the collaborator goes on with the current round",
+                kind="state",
+            )
         if current is None or round_number != current.number:
             raise RefusedError(
                 f"result from {collaborator} is for round {round_number}, "
@@ -163,9 +200,32 @@ class RoundEngine:
         current.task_seconds[result.collaborator] = (
             current.task_seconds.get(result.collaborator, 0.0) + max(result.task_seconds, 0.0)
         )
-        if any(current.outstanding.values()):
-            return None
-        return self._close_round()
+        return self._apply_policy()
+
+    def tick(self) -> RoundOutcome | None:
+        """Apply the straggler policy to the time elapsed; the outcome if that closed the round.
+
+        Raises RoundDeadlineError when the round's deadline passed with too few reports.
+        """
+        return None if self._round is None else self._apply_policy()
+
+    def _apply_policy(self) -> RoundOutcome | None:
+        current = self._round
+        assert current is not None
+        decision = self.policy.decide(self.clock() - current.opened_at, len(self.reported()), len(current.assigned))
+        if decision is Decision.CLOSE:
+            return self._close_round()
+        if decision is Decision.FAIL:
+            waiting = sorted(c for c in current.assigned if current.outstanding.get(c))
+            raise RoundDeadlineError(
+                f"round {current.number} reached its deadline of "
+                f"{self.policy.round_deadline_seconds:g} s with {len(self.reported())} of "
+                f"{len(current.assigned)} reports (at least {self.policy.needed(len(current.assigned))} "
+                f"needed); still waiting for {', '.join(waiting)}",
+                "bring the missing collaborators back and restart the aggregator (it resumes this "
+                "round), or lower straggler_handling_policy.settings.min_reports",
+            )
+        return None
 
     # -- internals -------------------------------------------------------------
 
@@ -209,7 +269,8 @@ class RoundEngine:
         if number >= self.total_rounds:
             self._round = None
             return
-        self._round = _Round(number=number, opened_at=self.clock(), outstanding=outstanding)
+        assigned = tuple(c for c, names in outstanding.items() if names)
+        self._round = _Round(number=number, opened_at=self.clock(), outstanding=outstanding, assigned=assigned)
         self.aggregation.start_round(self.model)
 
     def _tasks_of(self, collaborator: str, number: int) -> list[str]:
@@ -234,6 +295,7 @@ class RoundEngine:
             best_score=best_score,
             wall_seconds=self.clock() - current.opened_at,
             slowest_task_seconds=max(current.task_seconds.values(), default=0.0),
+            stragglers=tuple(c for c in current.assigned if current.outstanding.get(c)),
         )
         self.round_number += 1
         self._open_round(self.round_number)

@@ -7,6 +7,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Iterable
 
+from accord.files import atomic_write
+
 
 @dataclass(frozen=True)
 class MetricRecord:
@@ -40,6 +42,11 @@ class MetricsLog:
     def __init__(self, path: Path) -> None:
         self.path = path
         path.parent.mkdir(parents=True, exist_ok=True)
+
+    def keep_before(self, round_number: int) -> None:
+        """Drop the records of rounds from ``round_number`` on (they will be written again)."""
+        kept = [r for r in read_metrics(self.path) if r.round < round_number]
+        atomic_write(self.path, "".join(json.dumps(asdict(r)) + "\n" for r in kept).encode("utf-8"))
 
     def write(self, records: Iterable[MetricRecord]) -> None:
         with self.path.open("a", encoding="utf-8") as out:

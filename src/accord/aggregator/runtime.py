@@ -1,8 +1,10 @@
 """AggregatorRuntime: the thread-safe service around the pure RoundEngine.
 
 It checks plan hashes, wakes long-polling collaborators when a round opens, bounds
-concurrent uploads, logs metrics and writes the init/best/last model files. Both the
-gRPC server and the in-process transport serve this same object.
+concurrent uploads, logs metrics, writes the best/last model files, applies the straggler
+policy's deadlines and saves its state (aggregator/checkpoint.py) so that a restart
+resumes the open round. Both the gRPC server and the in-process transport serve this
+same object.
 """
 
 from __future__ import annotations
@@ -11,11 +13,14 @@ import logging
 import threading
 import time
 from contextlib import AbstractContextManager
-from typing import Callable
+from dataclasses import asdict
+from typing import Any, Callable
 
-from accord.aggregator.engine import RoundEngine, RoundOutcome
+from accord.aggregator.checkpoint import Checkpoint, SavedRound
+from accord.aggregator.engine import RoundDeadlineError, RoundEngine, RoundOutcome
 from accord.aggregator.metrics import MetricRecord, MetricsLog
-from accord.errors import RefusedError
+from accord.aggregator.stragglers import StragglerPolicy
+from accord.errors import AccordError, RefusedError
 from accord.messages import Action, FederationInfo, TaskAssignment, TaskResult
 from accord.plan.loader import Plan
 from accord.plan.objects import build
@@ -33,6 +38,7 @@ class AggregatorRuntime:
         model: ModelState | None = None,
         clock: Callable[[], float] = time.monotonic,
         on_round: Callable[[RoundOutcome], None] | None = None,
+        fresh: bool = False,
     ) -> None:
         self.plan = plan
         settings = plan.model.aggregator.settings
@@ -52,7 +58,11 @@ class AggregatorRuntime:
             plan.workspace,
             collaborators=collaborators,
         )
-        initial = model if model is not None else load_state(plan.resolve_path(settings.init_state_path))
+        self.checkpoint = Checkpoint(plan.resolve_path(settings.state_dir), plan.hash)
+        saved = None if fresh or model is not None else self.checkpoint.load()
+        if saved is None:
+            self.checkpoint.clear()
+        initial = model if model is not None else (saved.model() if saved else load_state(plan.resolve_path(settings.init_state_path)))
         self.engine = RoundEngine(
             collaborators=collaborators,
             tasks=plan.model.tasks.settings,
@@ -64,12 +74,27 @@ class AggregatorRuntime:
             maximize=settings.best_direction == "maximize",
             final_validation=settings.final_validation,
             delta_updates=plan.model.collaborator.settings.delta_updates,
+            policy=StragglerPolicy.from_settings(plan.model.straggler_handling_policy.settings),
+            round_number=saved.round_number if saved else 0,
+            best_score=saved.best_score if saved else None,
         )
         self.metrics_log = MetricsLog(plan.resolve_path(settings.metrics_path))
+        self.metrics_log.keep_before(saved.round_number if saved else 0)
         self.on_round = on_round
         self._cond = threading.Condition()
         self._uploads = threading.BoundedSemaphore(settings.max_concurrent_uploads)
         self._told_to_quit: set[str] = set()
+        self._opened_at = time.time()
+        self._stragglers: tuple[str, ...] = ()
+        self._failure: AccordError | None = None
+        self._closed = False
+        with self._cond:
+            if saved is None:
+                self._commit_round()
+            else:
+                self._replay(saved)
+        self._watch = threading.Thread(target=self._watch_deadlines, name="accord-deadlines", daemon=True)
+        self._watch.start()
 
     # -- AggregatorService -----------------------------------------------------
 
@@ -133,20 +158,33 @@ class AggregatorRuntime:
             raise
 
     def submit(self, result: TaskResult, plan_hash: str) -> None:
-        """Take a task result; closes the round (and wakes waiters) when it is the last one."""
+        """Take a task result; closes the round (and wakes waiters) when it is the last one.
+
+        The result is on disk before it is acknowledged: its tensors are written outside the
+        lock, then state.json names them when the engine has accepted the result.
+        """
+        staged = None
         try:
             self._check(result.collaborator, plan_hash)
             with self._cond:
+                self.engine.expect(result.collaborator, result.round_number, result.task)
+            staged = self.checkpoint.stage(result)
+            with self._cond:
                 outcome = self.engine.submit(result)
                 self._log_result(result)
-                if outcome is not None:
-                    try:
-                        self._finish_round(outcome)
-                    finally:
-                        self._cond.notify_all()
+                if outcome is None:
+                    self.checkpoint.add_result(result, staged, self._status())
+                    staged = None
+                    return
+                try:
+                    self._finish_round(outcome)
+                finally:
+                    self._cond.notify_all()
         except RefusedError as exc:
             log.warning("refused result from %s: %s", result.collaborator, exc.message)
             raise
+        finally:
+            self.checkpoint.discard(staged)
 
     def upload_slot(self) -> AbstractContextManager[None]:
         """Bounds how many updates are buffered at once (memory O(model), not O(collaborators))."""
@@ -163,10 +201,15 @@ class AggregatorRuntime:
         return self.engine.finished
 
     def wait_until_done(self, quit_grace: float = 10.0, timeout: float | None = None) -> bool:
-        """Block until all rounds ran, then up to ``quit_grace`` s for every collaborator to hear QUIT."""
+        """Block until all rounds ran, then up to ``quit_grace`` s for every collaborator to hear QUIT.
+
+        Raises the RoundDeadlineError of a round that reached its deadline with too few reports.
+        """
         deadline = None if timeout is None else time.monotonic() + timeout
         with self._cond:
             while not self.engine.finished:
+                if self._failure is not None:
+                    raise self._failure
                 remaining = None if deadline is None else deadline - time.monotonic()
                 if remaining is not None and remaining <= 0:
                     return False
@@ -176,6 +219,76 @@ class AggregatorRuntime:
             while not everyone <= self._told_to_quit and time.monotonic() < grace_end:
                 self._cond.wait(grace_end - time.monotonic())
         return True
+
+    def close(self) -> None:
+        """Stop the deadline watcher (the saved state stays for a restart)."""
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()
+        self._watch.join()
+
+    def _watch_deadlines(self) -> None:
+        """Ask the engine to apply the straggler policy whenever a round's deadline passes."""
+        with self._cond:
+            while not self._closed and self._failure is None:
+                due = self.engine.next_deadline()
+                if due is None:
+                    return
+                wait = due - self.engine.clock()
+                if wait > 0:
+                    self._cond.wait(wait)
+                    continue
+                try:
+                    outcome = self.engine.tick()
+                except RoundDeadlineError as exc:
+                    log.error("%s", exc)
+                    self._failure = exc
+                    self._cond.notify_all()
+                    return
+                if outcome is not None:
+                    try:
+                        self._finish_round(outcome)
+                    finally:
+                        self._cond.notify_all()
+
+    def _replay(self, saved: SavedRound) -> None:
+        """Feed the saved results of the open round back into the engine, in their order."""
+        names = [f"{r['collaborator']}/{r['task']}" for r in saved.results]
+        log.info(
+            "resuming round %d from %s with %d results already received%s",
+            saved.round_number,
+            self.checkpoint.path,
+            len(names),
+            f" ({', '.join(names)})" if names else "",
+        )
+        for result in saved.received():
+            outcome = self.engine.submit(result)
+            if outcome is not None:
+                self._finish_round(outcome)
+
+    def _commit_round(self) -> None:
+        """Save the open round's start (or that the federation finished)."""
+        engine = self.engine
+        if engine.finished:
+            self.checkpoint.finish(engine.round_number, engine.best_score, self._status())
+        else:
+            self.checkpoint.open_round(engine.round_number, engine.model, engine.best_score, self._status())
+
+    def _status(self) -> dict[str, Any]:
+        """What ``fx aggregator status`` shows: the round, who reported, who is still owed."""
+        engine = self.engine
+        current = engine.current
+        return {
+            "rounds_to_train": engine.rounds_to_train,
+            "total_rounds": engine.total_rounds,
+            "round": engine.round_number,
+            "opened_at": self._opened_at,
+            "assigned": list(current.assigned) if current else [],
+            "reported": engine.reported(),
+            "outstanding": {c: list(t) for c, t in current.outstanding.items() if t} if current else {},
+            "policy": asdict(engine.policy),
+            "previous_stragglers": list(self._stragglers),
+        }
 
     # -- reporting --------------------------------------------------------------
 
@@ -193,6 +306,16 @@ class AggregatorRuntime:
 
     def _finish_round(self, outcome: RoundOutcome) -> None:
         settings = self.settings
+        if outcome.stragglers:
+            log.warning(
+                "round %d closed without the reports of %s (straggler policy %s); their late results "
+                "will be dropped and they get the next round's tasks",
+                outcome.round_number,
+                ", ".join(outcome.stragglers),
+                self.engine.policy.policy,
+            )
+        self._stragglers = outcome.stragglers
+        self._opened_at = time.time()
         save_state(self.plan.resolve_path(settings.last_state_path), outcome.model)
         if outcome.best_model is not None:
             save_state(self.plan.resolve_path(settings.best_state_path), outcome.best_model)
@@ -216,6 +339,7 @@ class AggregatorRuntime:
             shown,
             best,
         )
+        self._commit_round()
         if self.on_round is not None:
             self.on_round(outcome)
 

@@ -3,20 +3,27 @@
 from __future__ import annotations
 
 import logging
+from typing import TYPE_CHECKING
 
 from accord.aggregator.memory import limit_malloc_arenas
 from accord.aggregator.runtime import AggregatorRuntime
 from accord.plan.loader import Plan
 
+if TYPE_CHECKING:
+    from accord.pki.layout import CertLayout
+    from accord.transport.tls import ServerTLS
+
 log = logging.getLogger("accord.aggregator")
 
 
-def start_aggregator(plan: Plan, quit_grace: float = 10.0) -> AggregatorRuntime:
-    """Serve ``plan``'s federation until every round has run; returns the finished runtime."""
+def start_aggregator(plan: Plan, quit_grace: float = 10.0, fresh: bool = False) -> AggregatorRuntime:
+    """Serve ``plan``'s federation until every round has run; returns the finished runtime.
+
+    An unfinished federation saved in the workspace is resumed at its open round unless
+    ``fresh``. Raises RoundDeadlineError when a round's deadline passes with too few reports.
+    """
     from accord.pki.install import check_own_certificate
     from accord.pki.layout import CertLayout
-    from accord.pki.records import RevocationWatch
-    from accord.transport.grpc_server import GrpcAggregatorServer
     from accord.transport.tls import ServerTLS
 
     limit_malloc_arenas()
@@ -24,7 +31,20 @@ def start_aggregator(plan: Plan, quit_grace: float = 10.0) -> AggregatorRuntime:
     layout = CertLayout(plan.resolve_path(net.cert_dir))
     check_own_certificate(layout.cert_dir, "aggregator", net.agg_addr, plan.workspace)
     tls = ServerTLS(layout.aggregator_cert(net.agg_addr), layout.aggregator_key(net.agg_addr), layout.chain)
-    runtime = AggregatorRuntime(plan)
+    runtime = AggregatorRuntime(plan, fresh=fresh)
+    try:
+        _serve(runtime, plan, layout, tls, quit_grace)
+    finally:
+        runtime.close()
+    return runtime
+
+
+def _serve(runtime: AggregatorRuntime, plan: Plan, layout: CertLayout, tls: ServerTLS, quit_grace: float) -> None:
+    """Serve ``runtime`` over mutual-TLS gRPC until every round ran (or a round failed)."""
+    from accord.pki.records import RevocationWatch
+    from accord.transport.grpc_server import GrpcAggregatorServer
+
+    net = plan.model.network.settings
     server = GrpcAggregatorServer(
         runtime,
         net.agg_addr,
@@ -49,4 +69,3 @@ def start_aggregator(plan: Plan, quit_grace: float = 10.0) -> AggregatorRuntime:
         runtime.wait_until_done(quit_grace=quit_grace)
     finally:
         server.stop(grace=2.0)
-    return runtime

@@ -108,11 +108,14 @@ def certify(workspace: Path, plan_path: str, fqdn: str | None, yes: bool, days: 
 @workspace_option
 @plan_option
 @override_option
-def start(workspace: Path, plan_path: str, overrides: tuple[str, ...]) -> None:
+@click.option("--fresh", is_flag=True, help="Discard a saved unfinished federation and start at round 0.")
+def start(workspace: Path, plan_path: str, overrides: tuple[str, ...], fresh: bool) -> None:
     """Serve every round of the plan, then exit.
 
-    Refuses to start with its own certificate expired or from another CA; refuses any
-    collaborator whose certificate the CA revoked, from the moment it is revoked.
+    A federation left unfinished (crash, kill, reboot) is resumed at its open round, with
+    the results already received; --fresh starts over instead. Refuses to start with its
+    own certificate expired or from another CA; refuses any collaborator whose
+    certificate the CA revoked, from the moment it is revoked.
     """
     # TLS handshakes the server refuses (a client certificate expired, or from another CA)
     # never reach Python: gRPC's core logs them on stderr at INFO ("Handshake failed ...
@@ -120,9 +123,25 @@ def start(workspace: Path, plan_path: str, overrides: tuple[str, ...]) -> None:
     # GRPC_VERBOSITY is set to ERROR or NONE. Setting it to INFO adds only a warning.
     from accord.aggregator.serve import start_aggregator
 
-    runtime = start_aggregator(open_plan(workspace, plan_path, overrides))
+    runtime = start_aggregator(open_plan(workspace, plan_path, overrides), fresh=fresh)
     best = runtime.engine.best_score
     click.echo(
         f"federation finished: {runtime.engine.rounds_to_train} rounds"
         + (f", best {runtime.settings.best_metric}={best:.4f}" if best is not None else "")
     )
+
+
+@aggregator.command("status")
+@workspace_option
+@plan_option
+@override_option
+@click.option("--json", "as_json", is_flag=True, help="Print the saved status as JSON.")
+def status(workspace: Path, plan_path: str, overrides: tuple[str, ...], as_json: bool) -> None:
+    """Show the round, who has reported and who is late, from the aggregator's saved state."""
+    import json
+
+    from accord.aggregator.status import describe, read_status
+
+    plan = open_plan(workspace, plan_path, overrides)
+    state = read_status(plan)
+    click.echo(json.dumps(state, indent=1) if as_json else describe(state))

@@ -71,8 +71,14 @@ class Collaborator:
                 return worked
             if assignment.action is Action.WAIT:
                 continue
-            for task in assignment.tasks:
-                self.client.send_result(self.run_task(assignment.round_number, task))
+            try:
+                for task in assignment.tasks:
+                    self.client.send_result(self.run_task(assignment.round_number, task))
+            except RefusedError as exc:
+                if exc.kind != "state":
+                    raise
+                log.warning("%s: %s; asking for the current tasks", self.name, exc.message)
+                continue
             worked += 1
 
     def run_task(self, round_number: int, task: Task) -> TaskResult:

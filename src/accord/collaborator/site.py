@@ -74,6 +74,8 @@ def grpc_client(plan: Plan, name: str, connect_timeout: float | None = None) -> 
         chunk_bytes=net.chunk_bytes,
         long_poll_seconds=net.long_poll_seconds,
         connect_timeout=connect_timeout or net.connect_timeout_seconds,
+        reconnect_timeout=net.reconnect_timeout_seconds,
+        transfer_timeout=net.transfer_timeout_seconds,
     )
 
 

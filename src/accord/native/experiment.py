@@ -150,7 +150,10 @@ def _federate(plan: Plan, sites: dict[str, FederatedModel], timeout: float | Non
     agg = plan.model.aggregator.settings
     save_state(plan.resolve_path(agg.init_state_path), initial)
     runtime = AggregatorRuntime(plan, model=initial)
-    errors = _run_sites(runtime, plan, sites, timeout)
+    try:
+        errors = _run_sites(runtime, plan, sites, timeout)
+    finally:
+        runtime.close()
     codes = {name: int(name in errors) for name in sites}
     result = ExperimentResult(plan.workspace, codes, read_metrics(plan.resolve_path(agg.metrics_path)),
                               time.perf_counter() - started, plan=plan, errors=errors)

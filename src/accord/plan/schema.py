@@ -25,6 +25,7 @@ class AggregatorSettings(Strict):
     best_metric: str = "aggregated_model_validation/accuracy"
     best_direction: Literal["maximize", "minimize"] = "maximize"
     metrics_path: str = "logs/metrics.jsonl"
+    state_dir: str = "save/state"
     max_concurrent_uploads: int = Field(2, ge=1)
     final_validation: bool = True
 
@@ -49,6 +50,8 @@ class NetworkSettings(Strict):
     chunk_bytes: int = Field(1024 * 1024, ge=1024, le=64 * 1024 * 1024)
     long_poll_seconds: float = Field(30.0, gt=0)
     connect_timeout_seconds: float = Field(60.0, gt=0)
+    reconnect_timeout_seconds: float = Field(600.0, gt=0)
+    transfer_timeout_seconds: float = Field(3600.0, gt=0)
     max_update_bytes: int | None = Field(None, ge=1)
     max_workers: int = Field(32, ge=4)
 
@@ -92,8 +95,31 @@ def validates_global(function: str, kwargs: dict[str, Any]) -> bool:
     return function == "validate" and kwargs.get("apply", "global") == "global"
 
 
+class StragglerSettings(Strict):
+    """When a round closes without every report: see docs/failure-model.md."""
+
+    policy: Literal["wait_for_all", "cutoff_time", "percentage"] = "wait_for_all"
+    cutoff_seconds: float | None = Field(None, gt=0)
+    min_reports: int = Field(1, ge=1)
+    percentage: float | None = Field(None, gt=0, le=1)
+    round_deadline_seconds: float = Field(86400.0, gt=0)
+
+    @model_validator(mode="after")
+    def _complete(self) -> "StragglerSettings":
+        if self.policy == "cutoff_time" and self.cutoff_seconds is None:
+            raise ValueError("policy cutoff_time needs cutoff_seconds (how long a round waits for stragglers)")
+        if self.policy == "percentage" and self.percentage is None:
+            raise ValueError("policy percentage needs percentage (the fraction of collaborators that closes a round)")
+        if self.cutoff_seconds is not None and self.cutoff_seconds > self.round_deadline_seconds:
+            raise ValueError(
+                f"cutoff_seconds ({self.cutoff_seconds:g}) exceeds round_deadline_seconds "
+                f"({self.round_deadline_seconds:g}); the cut-off must come first"
+            )
+        return self
+
+
 class ReservedSection(Strict):
-    """A section kept for later (compression, straggler policy): it must stay empty for now."""
+    """A section kept for later (compression): it must stay empty for now."""
 
     defaults: str | None = None
     template: None = Field(None, description="not supported yet")
@@ -111,6 +137,12 @@ class Section(Strict):
         if value is not None and not re.fullmatch(r"[A-Za-z_][\w]*(\.[A-Za-z_][\w]*)+", value):
             raise ValueError("expected a dotted import path such as accord.data.DigitsDataLoader")
         return value
+
+
+class StragglerSection(Strict):
+    defaults: str | None = None
+    template: None = Field(None, description="the policies are built in; choose one with settings.policy")
+    settings: StragglerSettings = Field(default_factory=StragglerSettings)
 
 
 class AggregatorSection(Section):
@@ -146,7 +178,7 @@ class PlanModel(Strict):
     assigner: AssignerSection
     tasks: TasksSection
     compression_pipeline: ReservedSection = Field(default_factory=ReservedSection)
-    straggler_handling_policy: ReservedSection = Field(default_factory=ReservedSection)
+    straggler_handling_policy: StragglerSection = Field(default_factory=StragglerSection)
 
     @field_validator("collaborators")
     @classmethod
@@ -174,6 +206,12 @@ class PlanModel(Strict):
                     f"assigner task group {group.name!r} names collaborators {strays} "
                     "that are not in the plan's collaborators list"
                 )
+        needed = self.straggler_handling_policy.settings.min_reports
+        if self.collaborators and needed > len(self.collaborators):
+            raise ValueError(
+                f"straggler_handling_policy.settings.min_reports is {needed}, but the plan lists "
+                f"only {len(self.collaborators)} collaborators"
+            )
         task, _ = self.aggregator.settings.best_metric.split("/")
         if task not in known:
             raise ValueError(

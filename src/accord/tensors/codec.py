@@ -8,14 +8,13 @@ them into buffers allocated once per tensor. Nothing is ever unpickled.
 from __future__ import annotations
 
 import math
-import sys
 from dataclasses import dataclass
 from typing import Iterator, Mapping
 
 import numpy as np
 
 from accord.errors import AccordError, RefusedError
-from accord.tensors.state import ALLOWED_DTYPES
+from accord.tensors.state import ALLOWED_DTYPES, little_endian
 
 #: (name, dtype, shape, offset, data) — one piece of one tensor.
 Chunk = tuple[str, str, tuple[int, ...], int, memoryview]
@@ -24,14 +23,6 @@ Chunk = tuple[str, str, tuple[int, ...], int, memoryview]
 MAX_NDIM = 32
 #: a tensor name longer than this is refused.
 MAX_NAME_CHARS = 1024
-
-
-def _little_endian(array: np.ndarray) -> np.ndarray:
-    """``array`` as a C-contiguous little-endian array (no copy when it already is one)."""
-    order = array.dtype.byteorder
-    if order == ">" or (order == "=" and sys.byteorder == "big"):
-        array = array.astype(array.dtype.newbyteorder("<"))
-    return array if array.flags.c_contiguous else array.copy(order="C")
 
 
 def iter_tensor_chunks(state: Mapping[str, np.ndarray], chunk_bytes: int) -> Iterator[Chunk]:
@@ -43,7 +34,7 @@ def iter_tensor_chunks(state: Mapping[str, np.ndarray], chunk_bytes: int) -> Ite
     if chunk_bytes <= 0:
         raise ValueError(f"chunk_bytes must be positive, got {chunk_bytes}")
     for name, value in state.items():
-        array = _little_endian(np.asarray(value))
+        array = little_endian(np.asarray(value))
         dtype = array.dtype.name
         if dtype not in ALLOWED_DTYPES:
             raise AccordError(

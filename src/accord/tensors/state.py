@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import os
+import sys
 from pathlib import Path
 from typing import Mapping
 
@@ -19,14 +21,52 @@ ALLOWED_DTYPES: frozenset[str] = frozenset(
 )
 
 
-def save_state(path: str | os.PathLike, state: Mapping[str, np.ndarray]) -> Path:
-    """Write ``state`` to ``path`` as safetensors, atomically (temp file + rename)."""
-    from safetensors.numpy import save_file
+#: safetensors' dtype codes for the dtypes Accord moves.
+_SAFETENSORS_DTYPES = {
+    "float16": "F16", "float32": "F32", "float64": "F64", "int8": "I8", "int16": "I16",
+    "int32": "I32", "int64": "I64", "uint8": "U8", "bool": "BOOL",
+}
 
+
+def little_endian(array: np.ndarray) -> np.ndarray:
+    """``array`` as a C-contiguous little-endian array (no copy when it already is one)."""
+    order = array.dtype.byteorder
+    if order == ">" or (order == "=" and sys.byteorder == "big"):
+        array = array.astype(array.dtype.newbyteorder("<"))
+    return array if array.flags.c_contiguous else array.copy(order="C")
+
+
+def save_state(path: str | os.PathLike, state: Mapping[str, np.ndarray], durable: bool = False) -> Path:
+    """Write ``state`` to ``path`` as safetensors, atomically (temp file + rename).
+
+    Arrays are streamed from their own buffers (safetensors' NumPy writer would first copy
+    each into a bytes object, doubling the peak memory of saving a large model).
+    ``durable`` also flushes the file to disk before it replaces ``path``.
+    """
     target = Path(path)
-    arrays = {name: np.asarray(value, order="C") for name, value in state.items()}  # keeps 0-d shape
-    with atomic_path(target) as partial:
-        save_file(arrays, str(partial))
+    arrays = {name: little_endian(np.asarray(value)) for name, value in state.items()}
+    header: dict[str, object] = {}
+    offset = 0
+    for name, array in arrays.items():
+        if array.dtype.name not in _SAFETENSORS_DTYPES:
+            raise AccordError(f"tensor {name!r} has dtype {array.dtype}, which cannot be saved")
+        header[name] = {
+            "dtype": _SAFETENSORS_DTYPES[array.dtype.name],
+            "shape": list(array.shape),
+            "data_offsets": [offset, offset + array.nbytes],
+        }
+        offset += array.nbytes
+    encoded = json.dumps(header, separators=(",", ":")).encode("utf-8")
+    encoded += b" " * (-len(encoded) % 8)
+    with atomic_path(target) as partial, partial.open("wb") as handle:
+        handle.write(len(encoded).to_bytes(8, "little"))
+        handle.write(encoded)
+        for array in arrays.values():
+            if array.nbytes:
+                handle.write(array.reshape(-1).view(np.uint8).data)
+        if durable:
+            handle.flush()
+            os.fsync(handle.fileno())
     return target
 
 

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import logging
-from typing import Iterator, NoReturn
+import random
+import time
+from typing import Callable, Iterator, NoReturn, TypeVar
 
 import grpc
 import numpy as np
@@ -19,6 +21,12 @@ from accord.transport.tls import ClientTLS
 
 logger = logging.getLogger("accord.transport")
 
+T = TypeVar("T")
+
+#: first and largest pause between attempts to reach an unreachable aggregator, in seconds
+BACKOFF_FIRST = 0.5
+BACKOFF_MAX = 30.0
+
 _REFUSAL_CODES = {
     grpc.StatusCode.PERMISSION_DENIED: "identity",
     grpc.StatusCode.FAILED_PRECONDITION: "plan",
@@ -27,7 +35,13 @@ _REFUSAL_CODES = {
 
 
 class GrpcAggregatorClient:
-    """AggregatorClient over gRPC; the channel is created once and kept for the client's life."""
+    """AggregatorClient over gRPC; the channel is created once and kept for the client's life.
+
+    A call that finds the aggregator unreachable (down, restarting, network cut) is tried
+    again after a pause that doubles from BACKOFF_FIRST up to BACKOFF_MAX, with random
+    jitter so that sites do not all come back at once, for up to ``reconnect_timeout``
+    seconds. Model and result transfers end after ``transfer_timeout`` seconds.
+    """
 
     def __init__(
         self,
@@ -39,6 +53,8 @@ class GrpcAggregatorClient:
         chunk_bytes: int = wire.DEFAULT_CHUNK_BYTES,
         long_poll_seconds: float = 30.0,
         connect_timeout: float = 30.0,
+        reconnect_timeout: float = 600.0,
+        transfer_timeout: float = 3600.0,
     ) -> None:
         self.name = name
         self.plan_hash = plan_hash
@@ -46,6 +62,8 @@ class GrpcAggregatorClient:
         self._chunk_bytes = chunk_bytes
         self._long_poll = long_poll_seconds
         self._connect_timeout = connect_timeout
+        self._reconnect_timeout = reconnect_timeout
+        self._transfer_timeout = transfer_timeout
         target = f"[{host}]:{port}" if ":" in host and not host.startswith("[") else self._address
         self._channel = grpc.secure_channel(target, tls.credentials(), options=wire.channel_options(chunk_bytes))
         self._stub = pb_grpc.AggregatorStub(self._channel)
@@ -80,6 +98,27 @@ class GrpcAggregatorClient:
         name = code.name if code is not None else "error"
         raise AccordError(f"{what} failed: {name}: {details}") from None
 
+    def _retrying(self, what: str, call: Callable[[], T]) -> T:
+        """``call()``, tried again with backoff and jitter while the aggregator is unreachable."""
+        give_up = time.monotonic() + self._reconnect_timeout
+        pause = BACKOFF_FIRST
+        while True:
+            try:
+                return call()
+            except grpc.RpcError as exc:
+                code = exc.code() if isinstance(exc, grpc.Call) else None
+                if code not in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
+                    raise
+                wait = random.uniform(pause / 2, pause)
+                if time.monotonic() + wait > give_up:
+                    raise
+                logger.warning(
+                    "%s: the aggregator at %s is unreachable (%s); trying again in %.1f s",
+                    what, self._address, code.name, wait,
+                )
+                time.sleep(wait)
+                pause = min(pause * 2, BACKOFF_MAX)
+
     def join(self) -> FederationInfo:
         """Wait for the channel (up to connect_timeout), then introduce this collaborator."""
         try:
@@ -90,17 +129,19 @@ class GrpcAggregatorClient:
                 "check that it is running, that the plan's agg_addr/agg_port point at it, and that "
                 "this collaborator's certificate is signed by the federation's CA",
             ) from None
+        request = pb.JoinRequest(header=self._header())
         try:
-            response = self._stub.Join(pb.JoinRequest(header=self._header()), timeout=self._connect_timeout)
+            response = self._retrying("join", lambda: self._stub.Join(request, timeout=self._connect_timeout))
         except grpc.RpcError as exc:
             self._fail(exc, "join")
         return wire.info_from_pb(response)
 
     def get_tasks(self) -> TaskAssignment:
         """Long-poll for work: returns when a round opens, the federation ends, or the poll times out."""
+        request = pb.TasksRequest(header=self._header())
         try:
-            response = self._stub.GetTasks(
-                pb.TasksRequest(header=self._header()), timeout=self._long_poll + 30.0
+            response = self._retrying(
+                "the task request", lambda: self._stub.GetTasks(request, timeout=self._long_poll + 30.0)
             )
         except grpc.RpcError as exc:
             self._fail(exc, "the task request")
@@ -111,14 +152,20 @@ class GrpcAggregatorClient:
 
     def get_model(self, round_number: int) -> ModelState:
         """Stream the global model of ``round_number`` into freshly allocated arrays."""
+        what = f"the model request for round {round_number}"
+        request = pb.ModelRequest(header=self._header(), round_number=round_number)
+        try:
+            return self._retrying(what, lambda: self._receive_model(request))
+        except grpc.RpcError as exc:
+            self._fail(exc, what)
+
+    def _receive_model(self, request: pb.ModelRequest) -> ModelState:
         assembler = TensorAssembler(expected=None, max_total_bytes=wire.MAX_MODEL_BYTES)
-        call = self._stub.GetModel(pb.ModelRequest(header=self._header(), round_number=round_number))
+        call = self._stub.GetModel(request, timeout=self._transfer_timeout)
         try:
             for chunk in call:
                 assembler.add(chunk.name, chunk.dtype, tuple(chunk.shape), chunk.offset, chunk.data)
             return assembler.finish()
-        except grpc.RpcError as exc:
-            self._fail(exc, f"the model request for round {round_number}")
         except RefusedError as exc:
             call.cancel()
             raise AccordError(f"the aggregator sent a malformed model: {exc.message}") from None
@@ -144,13 +191,11 @@ class GrpcAggregatorClient:
 
         what = f"the {result.task} result of round {result.round_number}"
         try:
-            ack = self._stub.SendResult(stream())
+            self._retrying(what, lambda: self._stub.SendResult(stream(), timeout=self._transfer_timeout))
         except grpc.RpcError as exc:
             if failure:
                 raise failure[0] from None
             self._fail(exc, what)
-        if not ack.accepted:
-            raise RefusedError(f"the aggregator refused {what}: {ack.reason}")
 
     def close(self) -> None:
         """Close the channel; the client cannot be used afterwards."""

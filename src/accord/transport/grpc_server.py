@@ -113,7 +113,7 @@ class _Servicer(pb_grpc.AggregatorServicer):
             raise
         except AccordError as exc:
             logger.error("%s for %s failed: %s", what, name, exc)
-            context.abort(grpc.StatusCode.FAILED_PRECONDITION, str(exc))
+            context.abort(grpc.StatusCode.INTERNAL, f"the aggregator failed during {what}: {exc}")
         except Exception:
             logger.exception("%s for %s failed", what, name)
             context.abort(grpc.StatusCode.INTERNAL, f"internal aggregator error during {what}; see the aggregator log")
@@ -266,9 +266,3 @@ class GrpcAggregatorServer:
             return
         server, self._server = self._server, None
         server.stop(grace).wait()
-
-    def wait_for_termination(self, timeout: float | None = None) -> bool:
-        """Block until the server stops; returns False if ``timeout`` passed first."""
-        if self._server is None:
-            return True
-        return not self._server.wait_for_termination(timeout)

@@ -1,0 +1,204 @@
+"""The aggregator's saved state: enough to resume the open round after a crash or kill -9.
+
+``WS/save/state/`` holds ``state.json`` (round, best score, the results received in the
+open round, in order) beside the round's global model and the tensors of each result,
+as safetensors. Every file is written whole and flushed before ``state.json`` is
+atomically replaced to name it, so ``state.json`` is the commit point: what it names is
+complete, what it does not name is an orphan removed on the next start. Nothing here is
+ever unpickled: JSON and safetensors only.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator
+
+from accord.errors import AccordError
+from accord.files import atomic_write
+from accord.messages import TaskResult
+from accord.tensors.state import ModelState, load_state, save_state
+
+STATE_FILE = "state.json"
+FORMAT = 1
+FRESH_FIX = "start over with `fx aggregator start --fresh` (the rounds run so far are discarded)"
+
+
+@dataclass(frozen=True)
+class SavedRound:
+    """What state.json says about an unfinished federation."""
+
+    directory: Path
+    round_number: int
+    best_score: float | None
+    model_file: str
+    results: tuple[dict[str, Any], ...]
+
+    def model(self) -> ModelState:
+        return load_state(self.directory / self.model_file)
+
+    def received(self) -> Iterator[TaskResult]:
+        """The results of the open round in the order they were accepted, tensors loaded one by one."""
+        for entry in self.results:
+            tensors = load_state(self.directory / entry["tensors"]) if entry["tensors"] else None
+            yield TaskResult(
+                collaborator=entry["collaborator"],
+                round_number=self.round_number,
+                task=entry["task"],
+                sample_count=entry["sample_count"],
+                metrics=dict(entry["metrics"]),
+                tensors=tensors,
+                is_delta=entry["is_delta"],
+                task_seconds=entry["task_seconds"],
+            )
+
+
+class Checkpoint:
+    """Reads and commits ``state.json`` and the files it names, in ``directory``."""
+
+    def __init__(self, directory: Path, plan_hash: str) -> None:
+        self.directory = directory
+        self.plan_hash = plan_hash
+        self._round = -1
+        self._best: float | None = None
+        self._model_file = ""
+        self._results: list[dict[str, Any]] = []
+
+    @property
+    def path(self) -> Path:
+        return self.directory / STATE_FILE
+
+    def load(self) -> SavedRound | None:
+        """The unfinished federation saved here, or None (nothing saved, or it finished)."""
+        data = read_state(self.path)
+        if data is None or data.get("finished"):
+            return None
+        if data.get("plan_hash") != self.plan_hash:
+            raise AccordError(
+                f"{self.path} is the state of a federation with another plan "
+                f"(hash {str(data.get('plan_hash'))[:16]}..., this plan's is {self.plan_hash[:16]}...)",
+                f"restore that plan to resume it, or {FRESH_FIX}",
+            )
+        try:
+            saved = SavedRound(
+                self.directory,
+                int(data["round"]),
+                None if data["best_score"] is None else float(data["best_score"]),
+                _file_name(data["model"]),
+                tuple(_result_entry(entry) for entry in data["results"]),
+            )
+        except (KeyError, TypeError, ValueError) as exc:
+            raise AccordError(f"{self.path} is damaged: {exc!r}", FRESH_FIX) from None
+        self._round, self._best, self._model_file = saved.round_number, saved.best_score, saved.model_file
+        self._results = list(saved.results)
+        self._remove_orphans()
+        return saved
+
+    def open_round(self, round_number: int, model: ModelState, best_score: float | None, status: dict[str, Any]) -> None:
+        """Commit the start of ``round_number`` with its global model."""
+        model_file = f"model-{round_number:05d}.safetensors"
+        save_state(self.directory / model_file, model, durable=True)
+        self._round, self._best, self._model_file, self._results = round_number, best_score, model_file, []
+        self._commit(status, finished=False)
+
+    def stage(self, result: TaskResult) -> str | None:
+        """Write a result's tensors to a file of their own (before the result is accepted)."""
+        if not result.tensors:
+            return None
+        name = f"result-{uuid.uuid4().hex}.safetensors"
+        save_state(self.directory / name, result.tensors, durable=True)
+        return name
+
+    def discard(self, staged: str | None) -> None:
+        """Remove the tensors of a result that was not accepted."""
+        if staged is not None:
+            (self.directory / staged).unlink(missing_ok=True)
+
+    def add_result(self, result: TaskResult, staged: str | None, status: dict[str, Any]) -> None:
+        """Commit one accepted result of the open round, whose tensors ``stage`` wrote."""
+        self._results.append(
+            {
+                "collaborator": result.collaborator,
+                "task": result.task,
+                "sample_count": result.sample_count,
+                "metrics": result.metrics,
+                "is_delta": result.is_delta,
+                "task_seconds": result.task_seconds,
+                "tensors": staged,
+            }
+        )
+        self._commit(status, finished=False)
+
+    def finish(self, round_number: int, best_score: float | None, status: dict[str, Any]) -> None:
+        """Commit that every round ran; the next start begins a new federation."""
+        self._round, self._best, self._model_file, self._results = round_number, best_score, "", []
+        self._commit(status, finished=True)
+
+    def clear(self) -> None:
+        """Forget any saved federation (a fresh start)."""
+        if self.directory.is_dir():
+            for path in self.directory.iterdir():
+                if path.is_file() and (path.name == STATE_FILE or path.suffix == ".safetensors" or path.name.startswith(".")):
+                    path.unlink()
+
+    def _commit(self, status: dict[str, Any], finished: bool) -> None:
+        data = {
+            "format": FORMAT,
+            "plan_hash": self.plan_hash,
+            "finished": finished,
+            "round": self._round,
+            "best_score": self._best,
+            "model": self._model_file,
+            "results": self._results,
+            "pid": os.getpid(),
+            "updated_at": time.time(),
+            "status": status,
+        }
+        atomic_write(self.path, json.dumps(data, indent=1).encode("utf-8"))
+        if not self._results:  # a round opened or the federation finished: older files are done with
+            self._remove_orphans()
+
+    def _remove_orphans(self) -> None:
+        named = {self._model_file, *(r["tensors"] for r in self._results if r["tensors"])}
+        for path in self.directory.glob("*.safetensors"):
+            if path.name not in named:
+                path.unlink(missing_ok=True)
+
+
+def read_state(path: Path) -> dict[str, Any] | None:
+    """state.json as a mapping, None if absent; a clear error if unreadable."""
+    if not path.is_file():
+        return None
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise AccordError(f"{path} cannot be read: {exc}", FRESH_FIX) from None
+    if not isinstance(data, dict) or data.get("format") != FORMAT:
+        raise AccordError(f"{path} is not an Accord state file of format {FORMAT}", FRESH_FIX)
+    return data
+
+
+def _file_name(value: Any) -> str:
+    """A plain file name inside the state directory (never a path elsewhere)."""
+    if not isinstance(value, str) or not value or Path(value).name != value or value.startswith("."):
+        raise ValueError(f"{value!r} is not a file name")
+    return value
+
+
+def _result_entry(entry: Any) -> dict[str, Any]:
+    if not isinstance(entry, dict):
+        raise ValueError("a result entry is not a mapping")
+    tensors = entry["tensors"]
+    return {
+        "collaborator": str(entry["collaborator"]),
+        "task": str(entry["task"]),
+        "sample_count": int(entry["sample_count"]),
+        "metrics": {str(k): float(v) for k, v in dict(entry["metrics"]).items()},
+        "is_delta": bool(entry["is_delta"]),
+        "task_seconds": float(entry["task_seconds"]),
+        "tensors": None if tensors is None else _file_name(tensors),
+    }

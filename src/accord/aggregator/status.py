@@ -1,0 +1,82 @@
+"""``fx aggregator status``: the round, who reported and who is late, read from state.json."""
+
+from __future__ import annotations
+
+import os
+import time
+from typing import Any
+
+from accord.aggregator.checkpoint import STATE_FILE, read_state
+from accord.errors import AccordError
+from accord.plan.loader import Plan
+
+
+def read_status(plan: Plan) -> dict[str, Any]:
+    """The aggregator's saved state for ``plan``, with whether its process is alive."""
+    path = plan.resolve_path(plan.model.aggregator.settings.state_dir) / STATE_FILE
+    state = read_state(path)
+    if state is None:
+        raise AccordError(
+            f"{path} does not exist: this aggregator has not started a federation yet",
+            "start it with `fx aggregator start`",
+        )
+    state["running"] = not state["finished"] and _alive(int(state.get("pid", 0)))
+    state["matches_plan"] = state.get("plan_hash") == plan.hash
+    return state
+
+
+def describe(state: dict[str, Any], now: float | None = None) -> str:
+    """A few lines for a person: progress, reports, waits and the policy's limits."""
+    now = time.time() if now is None else now
+    status = state["status"]
+    total, trained = status["total_rounds"], status["rounds_to_train"]
+    lines = [f"plan {state['plan_hash'][:16]}..." + ("" if state["matches_plan"] else " (NOT this workspace's plan)")]
+    if state["finished"]:
+        lines.append(f"finished: all {trained} rounds ran" + _best(state))
+        return "\n".join(lines)
+    round_number = state["round"]
+    label = "final validation of the last model" if round_number >= trained else f"round {round_number} of {trained}"
+    lines.append(f"{label} ({round_number + 1}/{total})" + _best(state))
+    since = now - float(state["updated_at"])
+    lines.append(
+        f"aggregator running (pid {state['pid']})"
+        if state["running"]
+        else f"aggregator NOT running (pid {state['pid']} gone; last saved {since:.0f} s ago): "
+        "`fx aggregator start` resumes this round"
+    )
+    policy = status["policy"]
+    elapsed = now - float(status["opened_at"])
+    lines.append(f"round open for {elapsed:.0f} s; straggler policy: {_policy(policy)}")
+    lines.append("reported:    " + (", ".join(status["reported"]) or "nobody yet"))
+    late = policy["policy"] == "cutoff_time" and elapsed >= float(policy["cutoff_seconds"])
+    waiting = [f"{name} ({', '.join(tasks)})" for name, tasks in sorted(status["outstanding"].items())]
+    lines.append(("late:        " if late else "waiting for: ") + (", ".join(waiting) or "nobody"))
+    if status["previous_stragglers"]:
+        lines.append("left out of the previous round: " + ", ".join(status["previous_stragglers"]))
+    return "\n".join(lines)
+
+
+def _best(state: dict[str, Any]) -> str:
+    best = state.get("best_score")
+    return "" if best is None else f"; best score {best:.4f}"
+
+
+def _policy(policy: dict[str, Any]) -> str:
+    limits = f"at least {policy['min_reports']} report(s), deadline {policy['round_deadline_seconds']:g} s"
+    if policy["policy"] == "cutoff_time":
+        return f"cutoff_time (cut-off {policy['cutoff_seconds']:g} s, {limits})"
+    if policy["policy"] == "percentage":
+        return f"percentage ({policy['percentage']:.0%} of collaborators, {limits})"
+    return f"wait_for_all ({limits})"
+
+
+def _alive(pid: int) -> bool:
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

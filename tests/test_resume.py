@@ -1,0 +1,126 @@
+"""The aggregator's saved state: a new runtime resumes the open round, losing and repeating nothing."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from accord.aggregator.checkpoint import STATE_FILE
+from accord.aggregator.metrics import read_metrics
+from accord.aggregator.runtime import AggregatorRuntime
+from accord.errors import AccordError, RefusedError
+from accord.messages import TaskResult
+from accord.tensors.state import load_state
+from accord.workspace.initialize import initialize_model
+
+NAMES = ["alpha", "beta"]
+TASKS = ("aggregated_model_validation", "train", "locally_tuned_model_validation")
+
+
+@pytest.fixture
+def plan(workspace_factory):
+    plan = workspace_factory(NAMES, rounds=2)
+    initialize_model(plan)
+    return plan
+
+
+def results_of(runtime: AggregatorRuntime, name: str, shift: float) -> list[TaskResult]:
+    """What collaborator ``name`` would send in the open round: the model moved by ``shift``."""
+    number = runtime.engine.round_number
+    model = {k: (v + shift if v.dtype.kind == "f" else v) for k, v in runtime.engine.model.items()}
+    return [
+        TaskResult(name, number, task, 10 + len(name), {"accuracy": shift % 1}, model if task == "train" else None, False, 0.1)
+        for task in TASKS
+        if task in (t.name for t in runtime.engine.assignment(name).tasks)
+    ]
+
+
+def sequence(runtime: AggregatorRuntime) -> list[TaskResult]:
+    """Every result of the open round, in a fixed order."""
+    return [r for i, name in enumerate(NAMES) for r in results_of(runtime, name, 0.25 * (i + 1) + runtime.engine.round_number)]
+
+
+def run_all(runtime: AggregatorRuntime, plan, stop_after: int | None = None) -> int:
+    """Submit results round by round; with ``stop_after``, stop (as if killed) after that many."""
+    sent = 0
+    while not runtime.finished:
+        for result in sequence(runtime):
+            if stop_after is not None and sent == stop_after:
+                return sent
+            runtime.submit(result, plan.hash)
+            sent += 1
+    return sent
+
+
+def test_a_restart_resumes_the_open_round_and_ends_with_the_same_model(plan, workspace_factory) -> None:
+    reference_plan = workspace_factory(NAMES, rounds=2)
+    initialize_model(reference_plan)
+    reference = AggregatorRuntime(reference_plan)
+    run_all(reference, reference_plan)
+    reference.close()
+
+    first = AggregatorRuntime(plan)
+    assert run_all(first, plan, stop_after=11) == 11  # round 1, after alpha's three results and beta's first two
+    first.close()
+    state = json.loads((plan.resolve_path("save/state") / STATE_FILE).read_text())
+    assert state["round"] == 1 and [r["collaborator"] for r in state["results"]] == ["alpha"] * 3 + ["beta"] * 2
+
+    second = AggregatorRuntime(plan)
+    assert second.engine.round_number == 1
+    assert [t.name for t in second.engine.assignment("beta").tasks] == ["locally_tuned_model_validation"]
+    duplicate = TaskResult("alpha", 1, "aggregated_model_validation", 5, {"accuracy": 0.5}, None, False, 0.1)
+    with pytest.raises(RefusedError, match="already received"):
+        second.submit(duplicate, plan.hash)
+    run_all(second, plan)
+    second.close()
+
+    done = load_state(plan.resolve_path("save/last.safetensors"))
+    expected = load_state(reference_plan.resolve_path("save/last.safetensors"))
+    for name in expected:
+        np.testing.assert_array_equal(done[name], expected[name])
+    rounds = [r.round for r in read_metrics(plan.resolve_path("logs/metrics.jsonl")) if r.origin == "aggregator" and r.metric == "round_seconds"]
+    assert rounds == [0, 1, 2]  # each round logged once, the final validation included
+    assert AggregatorRuntime(plan).engine.round_number == 0  # a finished federation starts anew
+
+
+def test_metrics_of_the_open_round_are_not_written_twice(plan) -> None:
+    first = AggregatorRuntime(plan)
+    run_all(first, plan, stop_after=7)
+    first.close()
+    metrics = plan.resolve_path("logs/metrics.jsonl")
+    with metrics.open("a") as out:  # as if killed after logging round 1 but before saving round 2
+        out.write(json.dumps({"round": 1, "origin": "aggregator", "task": "round", "metric": "round_seconds", "value": 1.0}) + "\n")
+    AggregatorRuntime(plan).close()
+    assert {r.round for r in read_metrics(metrics)} == {0}
+
+
+def test_orphans_are_removed_and_damage_is_reported(plan) -> None:
+    runtime = AggregatorRuntime(plan)
+    run_all(runtime, plan, stop_after=2)
+    runtime.close()
+    state_dir = plan.resolve_path("save/state")
+    orphan = state_dir / "result-0123.safetensors"
+    orphan.write_bytes(b"half written")
+    AggregatorRuntime(plan).close()
+    assert not orphan.exists()
+    (state_dir / STATE_FILE).write_text("{not json")
+    with pytest.raises(AccordError, match="state.json cannot be read") as damaged:
+        AggregatorRuntime(plan)
+    assert "--fresh" in damaged.value.fix
+    assert AggregatorRuntime(plan, fresh=True).engine.round_number == 0
+
+
+def test_the_state_of_another_plan_is_not_resumed(plan, workspace_factory) -> None:
+    runtime = AggregatorRuntime(plan)
+    run_all(runtime, plan, stop_after=2)
+    runtime.close()
+    other = workspace_factory(NAMES, rounds=3)
+    other_state = other.resolve_path("save/state")
+    other_state.mkdir(parents=True)
+    for path in plan.resolve_path("save/state").iterdir():
+        (other_state / path.name).write_bytes(path.read_bytes())
+    initialize_model(other)
+    with pytest.raises(AccordError, match="another plan"):
+        AggregatorRuntime(other)

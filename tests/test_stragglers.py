@@ -1,0 +1,92 @@
+"""Straggler policies: pure decisions, and the engine closing rounds without the late."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from accord.aggregator.engine import RoundDeadlineError
+from accord.aggregator.stragglers import Decision, StragglerPolicy
+from accord.errors import PlanError, RefusedError
+from accord.messages import Action
+from accord.plan.loader import validate_plan
+from test_engine import FakeClock, full_round, make_engine, result
+
+CUTOFF = StragglerPolicy("cutoff_time", cutoff_seconds=10.0, min_reports=2, round_deadline_seconds=100.0)
+
+
+@pytest.mark.parametrize(
+    "policy, elapsed, reported, assigned, expected",
+    [
+        (StragglerPolicy(), 5.0, 3, 3, Decision.CLOSE),
+        (StragglerPolicy(), 5.0, 2, 3, Decision.WAIT),
+        (StragglerPolicy(round_deadline_seconds=60), 60.0, 1, 3, Decision.CLOSE),
+        (StragglerPolicy(round_deadline_seconds=60), 60.0, 0, 3, Decision.FAIL),
+        (CUTOFF, 9.9, 2, 3, Decision.WAIT),
+        (CUTOFF, 10.0, 2, 3, Decision.CLOSE),
+        (CUTOFF, 50.0, 1, 3, Decision.WAIT),
+        (CUTOFF, 100.0, 1, 3, Decision.FAIL),
+        (CUTOFF, 10.0, 1, 1, Decision.CLOSE),  # min_reports is capped by the assigned count
+        (StragglerPolicy("percentage", percentage=0.5), 0.0, 1, 4, Decision.WAIT),
+        (StragglerPolicy("percentage", percentage=0.5), 0.0, 2, 4, Decision.CLOSE),
+        (StragglerPolicy("percentage", percentage=0.5, min_reports=3), 0.0, 2, 4, Decision.WAIT),
+    ],
+)
+def test_policy_decisions(policy, elapsed, reported, assigned, expected) -> None:
+    assert policy.decide(elapsed, reported, assigned) is expected
+
+
+def test_next_check_points_at_the_cutoff_then_the_deadline() -> None:
+    assert CUTOFF.next_check(0.0) == 10.0
+    assert CUTOFF.next_check(12.0) == 88.0
+
+
+def engine_with(policy, names=("a", "b", "c"), rounds=2):
+    clock = FakeClock()
+    engine = make_engine(collaborators=names, rounds=rounds, clock=clock)
+    engine.policy = policy
+    return engine, clock
+
+
+def test_cutoff_closes_the_round_without_the_straggler_who_then_gets_the_next_round() -> None:
+    engine, clock = engine_with(CUTOFF)
+    assert full_round(engine, {"a": (1.0, 1), "b": (3.0, 3)}) is None
+    engine.submit(result("c", "aggregated_model_validation", 0, 5, {"accuracy": 0.1}))
+    clock.now = 9.0
+    assert engine.tick() is None
+    assert engine.next_deadline() == 10.0
+    clock.now = 10.0
+    outcome = engine.tick()
+    assert outcome is not None and outcome.stragglers == ("c",)
+    np.testing.assert_allclose(outcome.model["w"], 2.5)  # c's train never came: not averaged
+    assert outcome.metrics["aggregated_model_validation/accuracy"] == pytest.approx((0.5 * 4 + 0.1 * 5) / 9)
+    with pytest.raises(RefusedError, match="came after that round closed") as late:
+        engine.submit(result("c", "train", 0, 5, {}, {"w": np.ones((2, 2), np.float32), "b": np.ones(2, np.float32)}))
+    assert late.value.kind == "state"
+    assert engine.assignment("c").action is Action.RUN and engine.assignment("c").round_number == 1
+
+
+def test_percentage_closes_on_the_report_that_reaches_it() -> None:
+    engine, _ = engine_with(StragglerPolicy("percentage", percentage=0.6), names=("a", "b", "c", "d"))
+    assert full_round(engine, {"a": (1.0, 1), "b": (1.0, 1)}) is None
+    outcome = full_round(engine, {"c": (4.0, 2)})
+    assert outcome is not None and outcome.stragglers == ("d",)
+    assert engine.round_number == 1
+
+
+def test_a_deadline_with_too_few_reports_fails_with_who_is_missing() -> None:
+    engine, clock = engine_with(StragglerPolicy(min_reports=2, round_deadline_seconds=30.0))
+    full_round(engine, {"a": (1.0, 1)})
+    clock.now = 30.0
+    with pytest.raises(RoundDeadlineError, match=r"1 of 3 reports.*b, c") as failed:
+        engine.tick()
+    assert "min_reports" in failed.value.fix
+
+
+def test_the_plan_checks_policy_settings(tmp_path) -> None:
+    with pytest.raises(PlanError, match="cutoff_seconds"):
+        validate_plan({"straggler_handling_policy": {"settings": {"policy": "cutoff_time"}}}, tmp_path)
+    with pytest.raises(PlanError, match="min_reports is 3"):
+        validate_plan(
+            {"collaborators": ["a", "b"], "straggler_handling_policy": {"settings": {"min_reports": 3}}}, tmp_path
+        )
