@@ -1,0 +1,182 @@
+"""Fault injection with real processes: killed and slow collaborators, a killed aggregator."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import pytest
+
+from accord.aggregator.metrics import read_metrics
+from accord.experiment.local import fx_command, prepare_workspace, run_processes
+from accord.plan.loader import Plan, load_plan, update_plan_file
+from accord.tensors.state import load_state
+
+from conftest import FAST
+
+pytestmark = pytest.mark.e2e
+
+#: a torch runner whose training can be slowed per process (environment), for the tests only
+SLOW_RUNNER = '''
+import os
+import time
+from pathlib import Path
+
+from accord.runners.torch_runner import TorchTaskRunner
+
+
+class SlowRunner(TorchTaskRunner):
+    calls = 0
+
+    def train(self, data, **kwargs):
+        SlowRunner.calls += 1
+        if SlowRunner.calls <= int(os.environ.get("SLOW_CALLS", "1000000")):
+            if os.environ.get("SLOW_MARKER"):
+                Path(os.environ["SLOW_MARKER"]).touch()
+            time.sleep(float(os.environ.get("SLOW_SECONDS", "0")))
+        return super().train(data, **kwargs)
+'''
+
+
+def slow_workspace(root: Path, collaborators: int, rounds: int, **overrides) -> Plan:
+    plan = prepare_workspace(root, collaborators, rounds, overrides={**FAST, **overrides})
+    (plan.workspace / "src" / "slow_runner.py").write_text(SLOW_RUNNER)
+    update_plan_file(plan.path, {"task_runner.template": "src.slow_runner.SlowRunner"})
+    return load_plan(plan.path, workspace=plan.workspace)
+
+
+class Sites:
+    """The aggregator and collaborators of a workspace as processes, each logging to its own file."""
+
+    def __init__(self, plan: Plan) -> None:
+        self.ws = plan.workspace
+        self.procs: dict[str, subprocess.Popen] = {}
+        self.starts: dict[str, int] = {}
+
+    def start(self, name: str, **env: str) -> subprocess.Popen:
+        count = self.starts[name] = self.starts.get(name, 0) + 1
+        if name == "aggregator":
+            cmd = fx_command("aggregator", "start", "-w", str(self.ws))
+        else:
+            cmd = fx_command("collaborator", "start", "-n", name, "-w", str(self.ws))
+        log = (self.ws / "logs" / f"{name}.{count}.log").open("w")
+        self.procs[name] = subprocess.Popen(
+            cmd, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1", **env}
+        )
+        log.close()
+        return self.procs[name]
+
+    def kill(self, name: str) -> None:
+        self.procs[name].send_signal(signal.SIGKILL)
+        self.procs[name].wait()
+
+    def log(self, name: str, count: int = 1) -> str:
+        return (self.ws / "logs" / f"{name}.{count}.log").read_text()
+
+    def wait_all(self, timeout: float = 180) -> dict[str, int]:
+        deadline = time.monotonic() + timeout
+        return {name: proc.wait(timeout=max(deadline - time.monotonic(), 1)) for name, proc in self.procs.items()}
+
+    def close(self) -> None:
+        for proc in self.procs.values():
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+
+
+def wait_for(condition: Callable[[], bool], timeout: float = 120.0, what: str = "condition") -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.05)
+
+
+def saved_state(plan: Plan) -> dict:
+    path = plan.resolve_path("save/state/state.json")
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def trained_rounds(plan: Plan, name: str) -> set[int]:
+    return {r.round for r in read_metrics(plan.resolve_path("logs/metrics.jsonl")) if r.origin == name and r.task == "train"}
+
+
+def test_a_killed_and_a_slow_collaborator_do_not_stop_the_rounds(tmp_path: Path) -> None:
+    """Cut-off policy: collaborator3 is killed mid-train and comes back; collaborator2's first
+    training outlasts the cut-off, so its late result is dropped and it goes on."""
+    plan = slow_workspace(
+        tmp_path / "ws",
+        3,
+        5,
+        **{
+            "straggler_handling_policy.settings": {"policy": "cutoff_time", "cutoff_seconds": 4.0, "min_reports": 1},
+        },
+    )
+    marker = tmp_path / "collaborator3-training"
+    sites = Sites(plan)
+    try:
+        sites.start("aggregator")
+        sites.start("collaborator1", SLOW_SECONDS="1.0")
+        sites.start("collaborator2", SLOW_SECONDS="7.0", SLOW_CALLS="1")
+        sites.start("collaborator3", SLOW_SECONDS="60", SLOW_MARKER=str(marker))
+        wait_for(marker.exists, what="collaborator3 to start training")
+        sites.kill("collaborator3")
+        wait_for(lambda: saved_state(plan).get("round", 0) >= 1, what="round 0 to close under the cut-off")
+        sites.start("collaborator3")
+        codes = sites.wait_all()
+    finally:
+        sites.close()
+    aggregator_log = sites.log("aggregator")
+    assert codes == {"aggregator": 0, "collaborator1": 0, "collaborator2": 0, "collaborator3": 0}, aggregator_log
+    assert "round 0 closed without the reports of collaborator2, collaborator3" in aggregator_log
+    assert "came after that round closed" in sites.log("collaborator2")
+    assert 0 not in trained_rounds(plan, "collaborator2") and trained_rounds(plan, "collaborator2")
+    assert trained_rounds(plan, "collaborator3"), sites.log("collaborator3", 2)  # it rejoined and trained
+    rounds = [r.round for r in read_metrics(plan.resolve_path("logs/metrics.jsonl")) if r.metric == "round_seconds"]
+    assert rounds == list(range(6))  # 5 rounds and the final validation, each once
+
+
+def test_killing_the_aggregator_twice_mid_round_changes_nothing(tmp_path: Path) -> None:
+    """wait_for_all with fixed seeds: the final weights equal those of a run without faults."""
+    reference = slow_workspace(tmp_path / "reference", 2, 4)
+    faulty = slow_workspace(tmp_path / "faulty", 2, 4)
+    init = reference.resolve_path("save/init.safetensors")
+    faulty.resolve_path("save/init.safetensors").write_bytes(init.read_bytes())
+    report = run_processes(reference, timeout=300)
+    assert report.ok, report.returncodes
+
+    sites = Sites(faulty)
+    try:
+        sites.start("aggregator")
+        sites.start("collaborator1", SLOW_SECONDS="1.0")
+        sites.start("collaborator2")
+        for round_number in (1, 3):
+            wait_for(
+                lambda: saved_state(faulty).get("round") == round_number and bool(saved_state(faulty).get("results")),
+                what=f"results of round {round_number}",
+            )
+            sites.kill("aggregator")
+            sites.start("aggregator")
+        codes = sites.wait_all()
+    finally:
+        sites.close()
+    assert codes == {"aggregator": 0, "collaborator1": 0, "collaborator2": 0}, sites.log("aggregator", 3)
+    for count, round_number in ((2, 1), (3, 3)):
+        assert f"resuming round {round_number} from" in sites.log("aggregator", count)
+    assert "federation finished: 4 rounds" in sites.log("aggregator", 3)
+    rounds = [r.round for r in read_metrics(faulty.resolve_path("logs/metrics.jsonl")) if r.metric == "round_seconds"]
+    assert rounds == [0, 1, 2, 3, 4]
+    expected = load_state(reference.resolve_path("save/last.safetensors"))
+    got = load_state(faulty.resolve_path("save/last.safetensors"))
+    assert list(got) == list(expected)
+    for name in expected:
+        np.testing.assert_allclose(got[name], expected[name], rtol=1e-6, atol=1e-7, err_msg=name)
