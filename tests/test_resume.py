@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 
 import numpy as np
 import pytest
@@ -124,3 +125,37 @@ def test_the_state_of_another_plan_is_not_resumed(plan, workspace_factory) -> No
     initialize_model(other)
     with pytest.raises(AccordError, match="another plan"):
         AggregatorRuntime(other)
+
+
+def test_fx_aggregator_status_shows_the_round_the_reports_and_the_waits(plan, capsys) -> None:
+    from accord.cli.main import main
+
+    assert main(["aggregator", "status", "-w", str(plan.workspace)]) == 2
+    assert "has not started a federation yet" in capsys.readouterr().err
+    runtime = AggregatorRuntime(plan)
+    run_all(runtime, plan, stop_after=4)  # alpha's three results and beta's first
+    runtime.close()
+    assert main(["aggregator", "status", "-w", str(plan.workspace)]) == 0
+    shown = capsys.readouterr().out
+    assert "round 0 of 2 (1/3)" in shown
+    assert f"aggregator running (pid {os.getpid()})" in shown  # this process saved the state
+    assert "reported:    alpha" in shown
+    assert "waiting for: beta (train, locally_tuned_model_validation)" in shown
+    assert "straggler policy: wait_for_all" in shown
+    assert main(["aggregator", "status", "-w", str(plan.workspace), "--json"]) == 0
+    saved = json.loads(capsys.readouterr().out)
+    assert saved["status"]["outstanding"] == {"beta": ["train", "locally_tuned_model_validation"]}
+
+
+def test_status_calls_waiting_collaborators_late_after_the_cutoff_and_notes_a_dead_aggregator() -> None:
+    from accord.aggregator.status import describe
+
+    policy = {"policy": "cutoff_time", "cutoff_seconds": 10.0, "min_reports": 1, "percentage": None, "round_deadline_seconds": 600.0}
+    status = {"rounds_to_train": 3, "total_rounds": 4, "round": 1, "opened_at": 100.0, "assigned": ["a", "b"],
+              "reported": ["a"], "outstanding": {"b": ["train"]}, "policy": policy, "previous_stragglers": ["b"]}
+    state = {"plan_hash": "f" * 96, "matches_plan": True, "finished": False, "round": 1, "best_score": 0.9,
+             "pid": 4321, "running": False, "updated_at": 110.0, "status": status}
+    early, late = describe(state, now=105.0), describe(state, now=130.0)
+    assert "waiting for: b (train)" in early and "late:        b (train)" in late
+    assert "NOT running" in late and "resumes this round" in late
+    assert "left out of the previous round: b" in late and "best score 0.9000" in late
