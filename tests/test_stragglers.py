@@ -90,3 +90,28 @@ def test_the_plan_checks_policy_settings(tmp_path) -> None:
         validate_plan(
             {"collaborators": ["a", "b"], "straggler_handling_policy": {"settings": {"min_reports": 3}}}, tmp_path
         )
+
+
+def test_the_runtime_closes_a_round_at_the_cutoff_and_fails_at_the_deadline(workspace_factory) -> None:
+    import time
+
+    from accord.aggregator.runtime import AggregatorRuntime
+    from accord.messages import TaskResult
+    from accord.workspace.initialize import initialize_model
+
+    policy = {"policy": "cutoff_time", "cutoff_seconds": 0.2, "min_reports": 1, "round_deadline_seconds": 0.5}
+    plan = workspace_factory(["alpha", "beta"], rounds=2, overrides={"straggler_handling_policy.settings": policy})
+    initialize_model(plan)
+    runtime = AggregatorRuntime(plan)
+    model = runtime.engine.model
+    for task in ("aggregated_model_validation", "train", "locally_tuned_model_validation"):
+        tensors = dict(model) if task == "train" else None
+        runtime.submit(TaskResult("alpha", 0, task, 10, {"accuracy": 0.5}, tensors, False, 0.1), plan.hash)
+    for _ in range(200):  # the watcher thread closes round 0 at the cut-off
+        if runtime.engine.round_number == 1:
+            break
+        time.sleep(0.05)
+    assert runtime.engine.round_number == 1
+    with pytest.raises(RoundDeadlineError, match="round 1 reached its deadline"):
+        runtime.wait_until_done(timeout=30)  # nobody reports in round 1
+    runtime.close()
