@@ -18,15 +18,17 @@ from accord.runners.numpy_runner import SklearnLinearRunner
 DOC = Path(__file__).resolve().parents[1] / "docs" / "native-api.md"
 
 
-def first_python_block(text: str) -> str:
-    match = re.search(r"```python\n(.*?)```", text, re.S)
-    assert match, "docs/native-api.md has no ```python block"
-    return match.group(1)
+def python_block(text: str, index: int) -> str:
+    blocks = re.findall(r"```python\n(.*?)```", text, re.S)
+    assert len(blocks) > index, f"docs/native-api.md has no ```python block number {index + 1}"
+    return blocks[index]
 
 
-def test_doc_example_runs_and_reaches_95_percent(tmp_path: Path) -> None:
+@pytest.mark.parametrize("index, framework", [(0, "torch"), (1, "keras")])
+def test_doc_example_runs_and_reaches_95_percent(tmp_path: Path, index: int, framework: str) -> None:
     script = tmp_path / "example.py"
-    script.write_text(first_python_block(DOC.read_text(encoding="utf-8")), encoding="utf-8")
+    script.write_text(python_block(DOC.read_text(encoding="utf-8"), index), encoding="utf-8")
+    assert f"import {framework}" in script.read_text()
     done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120, cwd=tmp_path)
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
     found = re.search(r"final accuracy: ([0-9.]+)", done.stdout)
