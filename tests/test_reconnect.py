@@ -1,0 +1,46 @@
+"""A collaborator's client keeps trying an unreachable aggregator, with backoff, then gives up clearly."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+
+from accord.errors import AccordError
+from accord.experiment.local import free_port
+from accord.messages import Action
+from accord.transport import grpc_client
+from accord.transport.grpc_client import GrpcAggregatorClient
+from accord.transport.grpc_server import GrpcAggregatorServer
+from test_transport import MEMBERS, PLAN, FakeService, pki, small_model  # noqa: F401  (pki is a fixture)
+
+
+def test_calls_wait_for_an_aggregator_that_comes_up_late(pki, monkeypatch, caplog) -> None:
+    pauses: list[float] = []
+    real_sleep = time.sleep
+    monkeypatch.setattr(grpc_client.time, "sleep", lambda s: (pauses.append(s), real_sleep(s)))
+    port = free_port()
+    service = FakeService(small_model())
+    service.open_round()
+    server = GrpcAggregatorServer(service, "127.0.0.1", port, pki["server"])
+    starter = threading.Timer(2.0, server.start)
+    starter.start()
+    client = GrpcAggregatorClient(MEMBERS[0], PLAN, "localhost", port, pki[MEMBERS[0]], reconnect_timeout=60)
+    try:
+        assert client.get_tasks().action is Action.RUN
+    finally:
+        starter.join()
+        client.close()
+        server.stop(0)
+    assert len(pauses) >= 2 and all(0 < p <= grpc_client.BACKOFF_MAX for p in pauses)
+    assert pauses[0] <= grpc_client.BACKOFF_FIRST <= pauses[1]  # it doubles, jittered within [p/2, p]
+    assert "unreachable" in caplog.text and "trying again" in caplog.text
+
+
+def test_an_aggregator_that_never_comes_gives_a_clear_error(pki) -> None:
+    client = GrpcAggregatorClient(MEMBERS[0], PLAN, "localhost", free_port(), pki[MEMBERS[0]], reconnect_timeout=1.5)
+    with pytest.raises(AccordError, match="is unreachable") as failed:
+        client.get_tasks()
+    client.close()
+    assert "check that the aggregator is running" in failed.value.fix
