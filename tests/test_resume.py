@@ -12,7 +12,7 @@ from accord.aggregator.checkpoint import STATE_FILE
 from accord.aggregator.metrics import read_metrics
 from accord.aggregator.runtime import AggregatorRuntime
 from accord.errors import AccordError, RefusedError
-from accord.messages import TaskResult
+from accord.messages import Action, TaskResult
 from accord.tensors.state import load_state
 from accord.workspace.initialize import initialize_model
 
@@ -83,7 +83,10 @@ def test_a_restart_resumes_the_open_round_and_ends_with_the_same_model(plan, wor
         np.testing.assert_array_equal(done[name], expected[name])
     rounds = [r.round for r in read_metrics(plan.resolve_path("logs/metrics.jsonl")) if r.origin == "aggregator" and r.metric == "round_seconds"]
     assert rounds == [0, 1, 2]  # each round logged once, the final validation included
-    assert AggregatorRuntime(plan).engine.round_number == 0  # a finished federation starts anew
+    again = AggregatorRuntime(plan)  # e.g. killed while telling collaborators to quit, then restarted
+    assert again.finished and again.engine.assignment("alpha").action is Action.QUIT
+    again.close()
+    assert AggregatorRuntime(plan, fresh=True).engine.round_number == 0
 
 
 def test_metrics_of_the_open_round_are_not_written_twice(plan) -> None:

@@ -83,11 +83,15 @@ def _collaborator(plan: Plan, name: str) -> subprocess.CompletedProcess:
 
 
 def _client(plan: Plan, name: str) -> GrpcAggregatorClient:
-    """A client in this process, with no pre-check of its certificate."""
+    """A client in this process, with no pre-check of its certificate; it retries for 3 s only.
+
+    A refused handshake looks like an unreachable aggregator ("Socket closed"), which a
+    real site keeps trying for `reconnect_timeout_seconds`.
+    """
     layout = CertLayout(plan.workspace / "cert")
     tls = ClientTLS(layout.collaborator_cert(name), layout.collaborator_key(name), layout.chain)
     net = plan.model.network.settings
-    return GrpcAggregatorClient(name, plan.hash, net.agg_addr, net.agg_port, tls, connect_timeout=10.0)
+    return GrpcAggregatorClient(name, plan.hash, net.agg_addr, net.agg_port, tls, connect_timeout=10.0, reconnect_timeout=3.0)
 
 
 def _finish(aggregator: subprocess.Popen, log: Path) -> str:

@@ -30,13 +30,14 @@ FRESH_FIX = "start over with `fx aggregator start --fresh` (the rounds run so fa
 
 @dataclass(frozen=True)
 class SavedRound:
-    """What state.json says about an unfinished federation."""
+    """What state.json says: the open round, or (``finished``) the end of the federation."""
 
     directory: Path
     round_number: int
     best_score: float | None
     model_file: str
     results: tuple[dict[str, Any], ...]
+    finished: bool = False
 
     def model(self) -> ModelState:
         return load_state(self.directory / self.model_file)
@@ -73,9 +74,9 @@ class Checkpoint:
         return self.directory / STATE_FILE
 
     def load(self) -> SavedRound | None:
-        """The unfinished federation saved here, or None (nothing saved, or it finished)."""
+        """The federation saved here (unfinished, or finished), or None when there is none."""
         data = read_state(self.path)
-        if data is None or data.get("finished"):
+        if data is None:
             return None
         if data.get("plan_hash") != self.plan_hash:
             raise AccordError(
@@ -90,6 +91,7 @@ class Checkpoint:
                 None if data["best_score"] is None else float(data["best_score"]),
                 _file_name(data["model"]),
                 tuple(_result_entry(entry) for entry in data["results"]),
+                bool(data["finished"]),
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise AccordError(f"{self.path} is damaged: {exc!r}", FRESH_FIX) from None
@@ -98,12 +100,14 @@ class Checkpoint:
         self._remove_orphans()
         return saved
 
-    def open_round(self, round_number: int, model: ModelState, best_score: float | None, status: dict[str, Any]) -> None:
-        """Commit the start of ``round_number`` with its global model."""
+    def open_round(
+        self, round_number: int, model: ModelState, best_score: float | None, status: dict[str, Any], finished: bool = False
+    ) -> None:
+        """Commit the start of ``round_number`` with its global model (or, ``finished``, the end)."""
         model_file = f"model-{round_number:05d}.safetensors"
         save_state(self.directory / model_file, model, durable=True)
         self._round, self._best, self._model_file, self._results = round_number, best_score, model_file, []
-        self._commit(status, finished=False)
+        self._commit(status, finished=finished)
 
     def stage(self, result: TaskResult) -> str | None:
         """Write a result's tensors to a file of their own (before the result is accepted)."""
@@ -132,11 +136,6 @@ class Checkpoint:
             }
         )
         self._commit(status, finished=False)
-
-    def finish(self, round_number: int, best_score: float | None, status: dict[str, Any]) -> None:
-        """Commit that every round ran; the next start begins a new federation."""
-        self._round, self._best, self._model_file, self._results = round_number, best_score, "", []
-        self._commit(status, finished=True)
 
     def clear(self) -> None:
         """Forget any saved federation (a fresh start)."""

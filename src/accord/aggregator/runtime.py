@@ -91,6 +91,12 @@ class AggregatorRuntime:
         with self._cond:
             if saved is None:
                 self._commit_round()
+            elif saved.finished:
+                log.info(
+                    "the federation saved in %s has finished: collaborators are told so "
+                    "(fx aggregator start --fresh runs it again)",
+                    self.checkpoint.path,
+                )
             else:
                 self._replay(saved)
         self._watch = threading.Thread(target=self._watch_deadlines, name="accord-deadlines", daemon=True)
@@ -269,10 +275,7 @@ class AggregatorRuntime:
     def _commit_round(self) -> None:
         """Save the open round's start (or that the federation finished)."""
         engine = self.engine
-        if engine.finished:
-            self.checkpoint.finish(engine.round_number, engine.best_score, self._status())
-        else:
-            self.checkpoint.open_round(engine.round_number, engine.model, engine.best_score, self._status())
+        self.checkpoint.open_round(engine.round_number, engine.model, engine.best_score, self._status(), engine.finished)
 
     def _status(self) -> dict[str, Any]:
         """What ``fx aggregator status`` shows: the round, who reported, who is still owed."""

@@ -91,7 +91,8 @@ class GrpcAggregatorClient:
         if code == grpc.StatusCode.UNAVAILABLE:
             raise AccordError(
                 f"the aggregator at {self._address} is unreachable ({what}): {details}",
-                "check that the aggregator is running and reachable from here",
+                "check that the aggregator is running and reachable from here; if it is, its log "
+                "may show a refused TLS handshake (a certificate it does not accept)",
             ) from None
         if code == grpc.StatusCode.DEADLINE_EXCEEDED:
             raise AccordError(f"the aggregator at {self._address} did not answer in time ({what})") from None
@@ -112,9 +113,10 @@ class GrpcAggregatorClient:
                 wait = random.uniform(pause / 2, pause)
                 if time.monotonic() + wait > give_up:
                     raise
+                details = (exc.details() if isinstance(exc, grpc.Call) else None) or code.name
                 logger.warning(
                     "%s: the aggregator at %s is unreachable (%s); trying again in %.1f s",
-                    what, self._address, code.name, wait,
+                    what, self._address, details[:200], wait,
                 )
                 time.sleep(wait)
                 pause = min(pause * 2, BACKOFF_MAX)
