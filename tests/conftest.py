@@ -1,15 +1,46 @@
-"""Shared fixtures: workspaces made from the packaged template."""
+"""Shared fixtures: workspaces made from the packaged template, notebook cells, digits shards."""
 
 from __future__ import annotations
 
+import itertools
+import linecache
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 import yaml
+from sklearn.datasets import load_digits
+from sklearn.model_selection import train_test_split
 
 from accord.plan.loader import Plan, load_plan, update_plan_file
 from accord.workspace.create import create_workspace
+
+_CELLS = itertools.count(1)
+
+
+def run_cell(source: str, namespace: dict[str, Any]) -> None:
+    """Run ``source`` as a Jupyter cell runs: in a ``__main__`` namespace, its lines kept in linecache."""
+    namespace.setdefault("__name__", "__main__")
+    filename = f"/tmp/ipykernel_0/{next(_CELLS)}.py"  # the kind of name ipykernel gives a cell
+    linecache.cache[filename] = (len(source), None, source.splitlines(keepends=True), filename)
+    exec(compile(source, filename, "exec"), namespace)
+
+
+def write_digits_shards(folder: Path, count: int) -> tuple[list[Path], np.ndarray, np.ndarray]:
+    """Digits scaled to [0, 1], 80/20 split, IID shards as .npz files; returns them and the whole valid split."""
+    x, y = load_digits(return_X_y=True)
+    x_train, x_valid, y_train, y_valid = train_test_split(
+        (x / 16.0).astype(np.float32), y, test_size=0.2, stratify=y, random_state=0
+    )
+    folder.mkdir()
+    trains = np.array_split(np.arange(len(y_train)), count)
+    valids = np.array_split(np.arange(len(y_valid)), count)
+    paths = [folder / f"shard{i}.npz" for i in range(1, count + 1)]
+    for path, train, valid in zip(paths, trains, valids):
+        np.savez(path, x_train=x_train[train], y_train=y_train[train], x_valid=x_valid[valid], y_valid=y_valid[valid])
+    return paths, x_valid, y_valid
+
 
 FAST = {
     "task_runner.settings.model_kwargs": {"in_features": 64, "hidden": 32, "num_classes": 10},

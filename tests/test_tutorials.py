@@ -13,8 +13,8 @@ import pytest
 from accord.cli import tutorial
 from accord.cli.main import main
 
-NOTEBOOKS = ["native_torch_digits.ipynb", "native_keras_digits.ipynb"]
-NEEDS = {"native_torch_digits.ipynb": "torch", "native_keras_digits.ipynb": "keras"}
+NOTEBOOKS = ["native_torch_digits.ipynb", "native_keras_digits.ipynb", "interactive_torch_digits.ipynb"]
+NEEDS = {"native_torch_digits.ipynb": "torch", "native_keras_digits.ipynb": "keras", "interactive_torch_digits.ipynb": "torch"}
 
 
 def _outputs_text(nb) -> str:
@@ -65,7 +65,7 @@ def test_packaged_notebooks_have_no_outputs() -> None:
         assert all(not c.get("outputs") and c.get("execution_count") is None for c in nb.cells if c.cell_type == "code")
 
 
-def test_tutorial_list_names_both_notebooks(capsys) -> None:
+def test_tutorial_list_names_every_notebook(capsys) -> None:
     assert main(["tutorial", "list"]) == 0
     out = capsys.readouterr().out
     for name in NOTEBOOKS:

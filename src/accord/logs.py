@@ -24,6 +24,12 @@ def configure_logging(level: str = "INFO") -> None:
     root.addHandler(handler)
 
 
+def ensure_logging(level: str = "INFO") -> None:
+    """Configure Accord's logging as ``configure_logging`` does, unless it already has a handler."""
+    if not logging.getLogger("accord").handlers:
+        configure_logging(level)
+
+
 class _StdoutHandler(logging.StreamHandler):
     """Writes to whatever ``sys.stdout`` is at the time of each record (it may be replaced)."""
 

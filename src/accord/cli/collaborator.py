@@ -129,33 +129,26 @@ def certify(
 
 
 def _sign_request(package: Path, workspace: Path, plan: Plan | None, yes: bool, days: int, output: Path) -> None:
-    from accord.pki import sign_csr
-    from accord.pki.packages import read_request_package, write_signed_package
-    from accord.pki.records import issued_with_status
-    from accord.plan.loader import add_collaborator
+    from accord.pki.packages import read_request_package
+    from accord.workspace.enroll import enroll_collaborator, valid_certificates
 
     request = read_request_package(package)
     cert_dir = cert_dir_of(workspace, plan)
     click.echo(f"certificate request from collaborator {request.name}: {package}")
     click.echo(f"fingerprint (SHA-384): {request.fingerprint}")
-    held = [
-        r["serial"]
-        for r in issued_with_status(cert_dir)
-        if r.get("kind") == "collaborator" and r.get("subject") == request.name and r["status"] == "valid"
-    ]
+    held = valid_certificates(cert_dir, request.name)
     if held:
         click.echo(f"note: {request.name} already holds certificate(s) {', '.join(held)}; revoke any this one replaces")
     if not yes:
         click.confirm("Is this the fingerprint the site's operator read to you? Sign it", abort=True)
-    cert_pem = sign_csr(cert_dir, request.csr_pem, "collaborator", days, expected_name=request.name)
-    if plan is not None and plan.path is not None:
-        added = add_collaborator(plan.path, request.name)
-        click.echo(f"{request.name} {'added to' if added else 'already in'} the collaborators of {plan.path}")
-    else:
+    plan_path = plan.path if plan is not None else None
+    done = enroll_collaborator(request, cert_dir, plan_path, output, days)
+    if done.added_to_plan is None:
         click.echo(f"no plan in {workspace}: add {request.name} to its collaborators list yourself")
-    signed = write_signed_package(cert_dir, request.name, cert_pem, output)
-    click.echo(f"signed package: {signed}")
-    click.echo(f"next: send it back to the site: fx collaborator certify --import {signed.name}")
+    else:
+        click.echo(f"{request.name} {'added to' if done.added_to_plan else 'already in'} the collaborators of {plan_path}")
+    click.echo(f"signed package: {done.package}")
+    click.echo(f"next: send it back to the site: fx collaborator certify --import {done.package.name}")
 
 
 def _import_signed(package: Path, cert_dir: Path) -> None:

@@ -20,7 +20,7 @@ def fx(log_level: str) -> None:
 
     \b
     Try it on this machine:  fx quickstart
-    Learn the native Python API in Jupyter:  fx tutorial start
+    Learn the Python APIs in Jupyter:  fx tutorial start
     Run a federation across sites, in order (CA = the aggregator's workspace WS):
       (CA)    fx workspace create --prefix WS --template torch_digits
       (CA)    fx plan initialize -w WS -a AGG_HOST    initial model, aggregator address

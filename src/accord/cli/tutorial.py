@@ -1,4 +1,4 @@
-"""``fx tutorial``: the packaged notebooks of the native API, opened in Jupyter."""
+"""``fx tutorial``: the packaged notebooks of the Python APIs, opened in Jupyter."""
 
 from __future__ import annotations
 
@@ -61,7 +61,7 @@ def copy_notebooks(folder: Path) -> tuple[list[str], list[str]]:
 
 @click.group(cls=OrderedGroup)
 def tutorial() -> None:
-    """Tutorial notebooks of the native Python API (torch, Keras), in Jupyter."""
+    """Tutorial notebooks of the Python APIs (native: torch, Keras; interactive: torch), in Jupyter."""
 
 
 @tutorial.command("list")

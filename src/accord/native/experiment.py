@@ -20,6 +20,7 @@ from accord.aggregator.runtime import AggregatorRuntime
 from accord.collaborator.collaborator import Collaborator
 from accord.errors import AccordError, PlanError
 from accord.experiment.local import FederationReport
+from accord.logs import configure_logging, ensure_logging
 from accord.messages import Action, TaskAssignment
 from accord.native.model import FederatedModel
 from accord.plan.loader import Plan, apply_overrides, read_yaml, resolve, validate_plan
@@ -74,8 +75,6 @@ def init(template: str | Path = "torch_digits", log_level: str | None = "INFO") 
     up Accord's logging on stdout (None leaves logging alone).
     """
     if log_level is not None:
-        from accord.logs import configure_logging
-
         configure_logging(log_level)
     SESSION.plan = _read_plan(template)
     return resolve(SESSION.plan, Path.cwd())
@@ -119,10 +118,7 @@ def run_experiment(
     root = Path(workspace) if workspace is not None else Path(tempfile.mkdtemp(prefix="accord-native-"))
     root.mkdir(parents=True, exist_ok=True)
     plan = build_plan(list(sites), override_config or {}, root)
-    if not logging.getLogger("accord").handlers:
-        from accord.logs import configure_logging
-
-        configure_logging("INFO")
+    ensure_logging()
     result = _federate(plan, sites, timeout)
     SESSION.last_run = result
     assert result.model is not None

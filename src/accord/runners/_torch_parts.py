@@ -172,12 +172,17 @@ def optimizer_state_arrays(
     return arrays
 
 
+def tensor_to_numpy(tensor: torch.Tensor) -> np.ndarray:
+    """A NumPy copy of a tensor, on the CPU (bfloat16 widened to float32)."""
+    tensor = tensor.detach().cpu()
+    if tensor.dtype == torch.bfloat16:
+        tensor = tensor.float()
+    return tensor.numpy().copy()
+
+
 def _to_numpy(value: Any) -> np.ndarray | None:
     if isinstance(value, torch.Tensor):
-        tensor = value.detach().cpu()
-        if tensor.dtype == torch.bfloat16:
-            tensor = tensor.float()
-        return tensor.numpy().copy()
+        return tensor_to_numpy(value)
     if isinstance(value, bool):
         return np.asarray(value)
     if isinstance(value, int):

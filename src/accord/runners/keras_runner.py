@@ -7,28 +7,19 @@ from __future__ import annotations
 
 from typing import Any
 
-
 from accord.data.base import DataLoader
 from accord.errors import AccordError
-from accord.runners._keras_parts import (
-    assign_all,
-    build_optimizer,
-    count_correct,
-    fresh_names,
-    import_keras,
-    to_numpy,
-    variable_names,
-)
-from accord.runners._shared import batches_per_epoch, build_model, derive_seed, progress_bar, show_progress
-from accord.runners.base import OPTIMIZER_PREFIX, TaskOutput
-from accord.tensors.state import ModelState
+from accord.runners._keras_parts import build_optimizer, count_correct, fresh_names, import_keras
+from accord.runners._shared import batches_per_epoch, derive_seed, progress_bar, show_progress
+from accord.runners.base import TaskOutput
+from accord.runners.keras_weights import KerasWeights, build_keras_model
 
 DEFAULT_OPTIMIZER: dict[str, Any] = {"name": "adam", "learning_rate": 1e-3}
 DEFAULT_LOSS = "sparse_categorical_crossentropy"
 DEFAULT_METRICS: tuple[str, ...] = ("accuracy",)
 
 
-class KerasTaskRunner:
+class KerasTaskRunner(KerasWeights):
     """Trains and validates a Keras model over a DataLoader; weights cross as NumPy arrays.
 
     Tensors are named by their Keras variable paths (``dense/kernel``); optimizer
@@ -52,68 +43,15 @@ class KerasTaskRunner:
         self.seed = int(seed)
         self.progress = progress
         self._epochs_run = 0
-        with fresh_names():
-            self.keras.utils.set_random_seed(self.seed)  # identical initial weights everywhere
-            self.model = build_model(model, model_kwargs or {}, self.keras.Model, "a keras.Model")
-            if not self.model.weights:
-                raise AccordError(
-                    "the Keras model has no weights yet (it was never built)",
-                    "give the model an input shape, e.g. start it with keras.Input(...)",
-                )
-            if not getattr(self.model, "compiled", False):
-                config = dict(DEFAULT_OPTIMIZER if optimizer is None else optimizer)
+        self.model = build_keras_model(self.keras, model, model_kwargs or {}, self.seed)
+        if not getattr(self.model, "compiled", False):
+            config = dict(DEFAULT_OPTIMIZER if optimizer is None else optimizer)
+            with fresh_names():
                 self.model.compile(
                     optimizer=build_optimizer(self.keras, config),
                     loss=loss or DEFAULT_LOSS,
                     metrics=list(DEFAULT_METRICS if metrics is None else metrics),
                 )
-        self._weights = dict(zip(variable_names(self.model.weights), self.model.weights))
-
-    @property
-    def optimizer(self) -> Any:
-        """The compiled model's optimizer."""
-        return self.model.optimizer
-
-    # -- weights -----------------------------------------------------------------------
-
-    def get_weights(self, with_optimizer: bool = False) -> ModelState:
-        """The model's variables as NumPy copies, in model order; optimizer under ``__opt__.``.
-
-        The optimizer is built first if it has no variables yet (fresh state, weights
-        untouched), so the set of names is the same before and after training.
-        """
-        state: ModelState = {n: to_numpy(v) for n, v in self._weights.items()}
-        if with_optimizer:
-            state.update({n: to_numpy(v) for n, v in self._optimizer_vars().items()})
-        return state
-
-    def set_weights(self, state: ModelState, with_optimizer: bool = False) -> None:
-        """Assign tensors by name (strict on the model's names and shapes).
-
-        With ``with_optimizer`` the optimizer's variables are assigned too when the state
-        holds any (then strictly: all of them, by name and shape).
-        """
-        model_part = {k: v for k, v in state.items() if not k.startswith(OPTIMIZER_PREFIX)}
-        assign_all(self._weights, model_part, "model")
-        optimizer_part = {k: v for k, v in state.items() if k.startswith(OPTIMIZER_PREFIX)}
-        if with_optimizer and optimizer_part:
-            assign_all(self._optimizer_vars(), optimizer_part, "optimizer")
-
-    def reset_optimizer(self) -> None:
-        """Give the optimizer a fresh state: that of a new optimizer of the same config.
-
-        The optimizer object stays (so the compiled train function stays valid); its
-        variables get the values a freshly built copy starts from (iteration 0, ...).
-        """
-        live = self._optimizer_vars()
-        fresh = type(self.optimizer).from_config(self.optimizer.get_config())
-        with fresh_names():
-            fresh.build(self.model.trainable_variables)
-        values = {
-            name: to_numpy(v)
-            for name, v in zip(variable_names(fresh.variables, OPTIMIZER_PREFIX), fresh.variables)
-        }
-        assign_all(live, values, "optimizer")
 
     # -- tasks -------------------------------------------------------------------------
 
@@ -153,19 +91,3 @@ class KerasTaskRunner:
             metrics["accuracy"] = correct / scored
         metrics["loss"] = loss_sum / count if count else 0.0
         return TaskOutput(metrics=metrics, sample_count=int(data.valid_size))
-
-    # -- internals ---------------------------------------------------------------------
-
-    def _optimizer_vars(self) -> dict[str, Any]:
-        """The optimizer's variables by ``__opt__.`` name, building it first if needed."""
-        optimizer = self.optimizer
-        if optimizer is None:
-            raise AccordError(
-                "the Keras model was compiled without an optimizer",
-                "compile the model with an optimizer or leave it uncompiled",
-            )
-        if not optimizer.built:
-            with fresh_names():
-                optimizer.build(self.model.trainable_variables)
-        variables = list(optimizer.variables)
-        return dict(zip(variable_names(variables, OPTIMIZER_PREFIX), variables))

@@ -10,26 +10,16 @@ from torch import nn
 
 from accord.data.base import DataLoader
 from accord.errors import AccordError
-from accord.runners._shared import batches_per_epoch, build_model, derive_seed, progress_bar, show_progress
-from accord.runners._torch_parts import (
-    LossFn,
-    build_optimizer,
-    count_correct,
-    load_optimizer_state,
-    make_loss,
-    materialize_optimizer,
-    optimizer_state_arrays,
-    resolve_device,
-    to_tensor,
-)
-from accord.runners.base import OPTIMIZER_PREFIX, TaskOutput
-from accord.tensors.state import ModelState
+from accord.runners._shared import batches_per_epoch, derive_seed, progress_bar, show_progress
+from accord.runners._torch_parts import LossFn, build_optimizer, count_correct, make_loss, resolve_device, to_tensor
+from accord.runners.base import TaskOutput
+from accord.runners.torch_weights import TorchWeights, build_torch_model
 
 DEFAULT_OPTIMIZER: dict[str, Any] = {"name": "Adam", "lr": 1e-3}
 TRAIN_METRICS: tuple[str, ...] = ("loss", "accuracy")
 
 
-class TorchTaskRunner:
+class TorchTaskRunner(TorchWeights):
     """Trains and validates a torch model over a DataLoader; weights cross as NumPy arrays."""
 
     def __init__(
@@ -50,52 +40,13 @@ class TorchTaskRunner:
         self.progress = progress
         self._optimizer_config = dict(DEFAULT_OPTIMIZER if optimizer is None else optimizer)
         self._loss, self._loss_kind = make_loss(loss)
-        torch.manual_seed(self.seed)  # every participant builds identical initial weights
-        self.model = build_model(model, model_kwargs or {}, nn.Module, "an nn.Module").to(self.device)
-        self.optimizer = build_optimizer(self.model.parameters(), self._optimizer_config)
+        self.model = build_torch_model(model, model_kwargs or {}, self.seed, self.device)
+        self.optimizer = self._new_optimizer()
         self._epochs_run = 0
 
-    # -- weights -----------------------------------------------------------------------
-
-    def get_weights(self, with_optimizer: bool = False) -> ModelState:
-        """The state_dict as NumPy copies, in its order; optimizer state under ``__opt__.``.
-
-        Optimizer state is materialized first if it does not exist yet (see
-        ``materialize_optimizer``), so the set of names is the same before and after training.
-        """
-        state: ModelState = {name: _numpy(t) for name, t in self.model.state_dict().items()}
-        if with_optimizer:
-            materialize_optimizer(self.optimizer)
-            state.update(optimizer_state_arrays(self.optimizer, self._param_names()))
-        return state
-
-    def set_weights(self, state: ModelState, with_optimizer: bool = False) -> None:
-        """Load tensors by name (strict on the model's names), keeping dtype and device."""
-        model_part = {k: v for k, v in state.items() if not k.startswith(OPTIMIZER_PREFIX)}
-        expected = self.model.state_dict()
-        missing = [k for k in expected if k not in model_part]
-        extra = [k for k in model_part if k not in expected]
-        if missing or extra:
-            raise AccordError(
-                "model state does not match the model"
-                + (f"; missing {missing[:5]}" if missing else "")
-                + (f"; unexpected {extra[:5]}" if extra else ""),
-                "use a model state saved from the same model (check task_runner.settings.model)",
-            )
-        try:
-            tensors = {k: to_tensor(v) for k, v in model_part.items()}
-            self.model.load_state_dict(tensors, strict=True)
-        except RuntimeError as exc:
-            raise AccordError(
-                f"model state does not fit the model: {exc}".splitlines()[0],
-                "use a model state saved from the same model (check task_runner.settings.model)",
-            ) from exc
-        if with_optimizer:
-            load_optimizer_state(self.optimizer, dict(self.model.named_parameters()), state)
-
-    def reset_optimizer(self) -> None:
-        """Rebuild the optimizer from its configuration (fresh state)."""
-        self.optimizer = build_optimizer(self.model.parameters(), self._optimizer_config)
+    def _new_optimizer(self) -> torch.optim.Optimizer:
+        """A fresh optimizer from the plan's configuration."""
+        return build_optimizer(self.model.parameters(), self._optimizer_config)
 
     # -- tasks -------------------------------------------------------------------------
 
@@ -182,15 +133,6 @@ class TorchTaskRunner:
             xb = xb.to(param.dtype)
         return xb, to_tensor(y).to(self.device)
 
-    def _param_names(self) -> dict[int, str]:
-        return {id(p): name for name, p in self.model.named_parameters()}
-
     def _rng_devices(self) -> list[Any]:
         return [self.device] if self.device.type == "cuda" else []
 
-
-def _numpy(tensor: torch.Tensor) -> np.ndarray:
-    tensor = tensor.detach().cpu()
-    if tensor.dtype == torch.bfloat16:
-        tensor = tensor.float()
-    return tensor.numpy().copy()
