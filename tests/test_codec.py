@@ -114,6 +114,7 @@ def refused(match, *chunks, expected=None, max_total=BIG, finish=False):
         if finish:
             asm.finish()
     assert info.value.kind == "payload"
+    return str(info.value)
 
 
 def test_refuses_disallowed_dtype():
@@ -165,6 +166,15 @@ def test_refuses_more_bytes_than_declared():
 
 def test_refuses_shape_change_mid_tensor():
     refused("changed from", ("w", "float32", (2, 3), 0, W[:8]), ("w", "float32", (6,), 8, W[8:]))
+
+
+def test_a_refusal_repeats_a_hostile_dtype_or_shape_only_in_part():
+    """The reason travels back in a gRPC status trailer (16 KiB at most) and into the log."""
+    huge = (1,) * 100_000
+    mismatch = refused("expected float32", ("w", "float32", huge, 0, W), expected=EXPECTED)
+    changed = refused("changed from", ("w", "float32", (2, 3), 0, W[:8]), ("w", "x" * 10**6, huge, 8, W[8:]))
+    assert mismatch.endswith(f"is float32[{'1, ' * 32}...], expected float32[2, 3]")
+    assert len(mismatch) < 1_000 and len(changed) < 1_000 and "to xxxx" in changed
 
 
 def test_refuses_duplicate_tensor():

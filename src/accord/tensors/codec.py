@@ -25,6 +25,12 @@ MAX_NDIM = 32
 MAX_NAME_CHARS = 1024
 
 
+def _shown(dtype: str, shape: tuple[int, ...]) -> str:
+    """``dtype[d0, d1, ...]`` for a refusal's reason, cut short: a peer may send any dtype or shape."""
+    dims = [str(d) for d in shape[:MAX_NDIM]] + (["..."] if len(shape) > MAX_NDIM else [])
+    return f"{dtype[:32]}[{', '.join(dims)}]"
+
+
 def iter_tensor_chunks(state: Mapping[str, np.ndarray], chunk_bytes: int) -> Iterator[Chunk]:
     """Yield each tensor of ``state`` as pieces of at most ``chunk_bytes`` bytes.
 
@@ -115,8 +121,8 @@ class TensorAssembler:
             raise RefusedError(f"tensor {name!r} was sent twice", kind="payload")
         elif (dtype, shape) != (pending.dtype, pending.shape):
             raise RefusedError(
-                f"tensor {name!r} changed from {pending.dtype}{list(pending.shape)} "
-                f"to {dtype}{list(shape)} in the middle of its stream",
+                f"tensor {name!r} changed from {_shown(pending.dtype, pending.shape)} "
+                f"to {_shown(dtype, shape)} in the middle of its stream",
                 kind="payload",
             )
         if offset != pending.received:
@@ -153,7 +159,7 @@ class TensorAssembler:
             want_dtype, want_shape = self._expected[name]
             if dtype != want_dtype or shape != want_shape:
                 raise RefusedError(
-                    f"tensor {name!r} is {dtype}{list(shape)}, expected {want_dtype}{list(want_shape)}",
+                    f"tensor {name!r} is {_shown(dtype, shape)}, expected {_shown(want_dtype, want_shape)}",
                     kind="payload",
                 )
         if len(shape) > MAX_NDIM or any(d < 0 for d in shape):
