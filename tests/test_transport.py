@@ -426,6 +426,32 @@ def test_a_cancelled_upload_leaves_nothing(federation):
     assert federation.service.submissions == [] and federation.service.slots_in_use == 0
 
 
+def test_a_stalled_upload_holds_one_slot_and_blocks_only_its_own_sender(federation, monkeypatch):
+    from accord.transport import grpc_server
+
+    monkeypatch.setattr(grpc_server, "UPLOAD_WAIT_SECONDS", 1.0)
+    weight = federation.service.model["dense.weight"].tobytes()
+    sent, release = threading.Event(), threading.Event()
+
+    def stalling():
+        yield _header(1)
+        yield _chunk("dense.weight", "float32", (64, 32), 0, weight[:1000])
+        sent.set()
+        release.wait(30)
+
+    stalled = federation.client("col1")._stub.SendResult.future(stalling())
+    try:
+        assert sent.wait(5) and federation.service.slot_entered.wait(5)
+        with pytest.raises(RefusedError, match="earlier upload from col1 is still in progress") as refused:
+            federation.client("col1").send_result(a_result(federation.service.model))
+        assert refused.value.kind == "state"
+        federation.client("col2").send_result(a_result(federation.service.model))  # the other slot
+        assert [r.collaborator for r, _ in federation.service.submissions] == ["col2"]
+    finally:
+        stalled.cancel()
+        release.set()
+
+
 def test_a_refused_stream_keeps_the_client_error_message(federation):
     client = federation.client("col1")
     with pytest.raises(AccordError, match="complex64"):

@@ -161,7 +161,7 @@ class RoundEngine:
         current = self._round
         if current is not None and round_number < current.number:
             raise RefusedError(
-                f"result from {collaborator} for {task!r} of round {round_number} came after that "
+                f"result from {collaborator} for {task[:64]!r} of round {round_number} came after that "
                 f"round closed (the current round is {current.number}); it is dropped",
                 "nothing to do: the collaborator goes on with the current round",
                 kind="state",
@@ -175,7 +175,7 @@ class RoundEngine:
         owed = current.outstanding.get(collaborator, [])
         if task not in owed:
             raise RefusedError(
-                f"result from {collaborator} for task {task!r} of round "
+                f"result from {collaborator} for task {task[:64]!r} of round "
                 f"{round_number} was not assigned or was already received",
                 kind="state",
             )

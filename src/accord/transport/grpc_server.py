@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import functools
 import logging
+import threading
 from concurrent.futures import ThreadPoolExecutor
-from typing import AbstractSet, Callable, Iterator, NoReturn, TypeVar
+from typing import AbstractSet, Any, Callable, Iterator, NoReturn, TypeVar
 
 import grpc
 from cryptography import x509
+from google.protobuf.message import DecodeError, Message
 
 from accord.errors import AccordError, RefusedError
 from accord.pki.install import renew_fix
@@ -30,12 +32,63 @@ T = TypeVar("T")
 
 Revoked = Callable[[], AbstractSet[int]]
 
+#: a refusal's reason is cut to this many characters (gRPC's status trailer holds ~16 KiB)
+MAX_REASON_CHARS = 1024
+#: how long a second upload from one collaborator waits for its first to end
+UPLOAD_WAIT_SECONDS = 60.0
+SERVICE = "accord.v1.Aggregator"
+
 _STATUS_FOR_KIND = {
     "identity": grpc.StatusCode.PERMISSION_DENIED,
     "plan": grpc.StatusCode.FAILED_PRECONDITION,
     "payload": grpc.StatusCode.INVALID_ARGUMENT,
     "state": grpc.StatusCode.FAILED_PRECONDITION,
 }
+
+
+class _Undecodable:
+    """Stands for a request body that is not the expected protobuf message."""
+
+    def __init__(self, expected: str, error: str) -> None:
+        self.expected = expected
+        self.error = error
+
+    def refusal(self) -> RefusedError:
+        return RefusedError(f"the request is not a valid accord.v1.{self.expected}: {self.error[:200]}", kind="payload")
+
+
+def _lenient(message: type[Message]) -> Callable[[bytes], Any]:
+    """A deserializer that returns _Undecodable instead of raising.
+
+    When a deserializer raises, grpcio's server aborts the call twice and never frees it
+    (about 16 KB per bad body): a collaborator could grow the aggregator's memory at will.
+    """
+
+    def parse(data: bytes) -> Any:
+        try:
+            return message.FromString(data)
+        except DecodeError as exc:
+            return _Undecodable(message.DESCRIPTOR.name, str(exc))
+
+    return parse
+
+
+def _method_handlers(servicer: "_Servicer") -> dict[str, grpc.RpcMethodHandler]:
+    """The accord.v1.Aggregator methods, with lenient deserializers."""
+    return {
+        "Join": grpc.unary_unary_rpc_method_handler(
+            servicer.Join, _lenient(pb.JoinRequest), pb.JoinResponse.SerializeToString
+        ),
+        "GetTasks": grpc.unary_unary_rpc_method_handler(
+            servicer.GetTasks, _lenient(pb.TasksRequest), pb.TasksResponse.SerializeToString
+        ),
+        "GetModel": grpc.unary_stream_rpc_method_handler(
+            servicer.GetModel, _lenient(pb.ModelRequest), pb.TensorChunk.SerializeToString
+        ),
+        "SendResult": grpc.stream_unary_rpc_method_handler(
+            servicer.SendResult, _lenient(pb.ResultChunk), pb.ResultAck.SerializeToString
+        ),
+    }
 
 
 class _Servicer(pb_grpc.AggregatorServicer):
@@ -56,12 +109,16 @@ class _Servicer(pb_grpc.AggregatorServicer):
         self._long_poll = long_poll_seconds
         self._max_update_bytes = max_update_bytes
         self._on_refusal = on_refusal
+        self._uploading: dict[str, threading.Lock] = {}
+        self._uploading_guard = threading.Lock()
 
     # -- helpers -------------------------------------------------------------------------
 
     def _refuse(self, context: grpc.ServicerContext, who: str, error: RefusedError) -> NoReturn:
         """Log, report and end the RPC with the status matching the refusal's kind."""
         reason = str(error)  # the message, and its fix when there is one
+        if len(reason) > MAX_REASON_CHARS:
+            reason = reason[: MAX_REASON_CHARS - 15] + " ... (cut short)"
         logger.warning("refused %s: %s", who, reason)
         if self._on_refusal is not None:
             try:
@@ -72,6 +129,12 @@ class _Servicer(pb_grpc.AggregatorServicer):
         context.abort(_STATUS_FOR_KIND[error.kind], reason)
         raise AssertionError("unreachable")  # context.abort raises
 
+    def _decoded(self, request: Any, context: grpc.ServicerContext) -> Any:
+        """``request``, unless its body did not decode: then the RPC is refused."""
+        if isinstance(request, _Undecodable):
+            self._refuse(context, context.peer(), request.refusal())
+        return request
+
     def _authenticate(self, header: pb.Header, context: grpc.ServicerContext) -> str:
         """The caller's certificate common name, refused unless it equals ``header.sender``."""
         claimed = header.sender
@@ -81,9 +144,9 @@ class _Servicer(pb_grpc.AggregatorServicer):
             self._check_certificate(claimed, context)
             return claimed
         if common_name is None:
-            reason = f"the connection presents no certificate common name (claimed collaborator {claimed!r})"
+            reason = f"the connection presents no certificate common name (claimed collaborator {claimed[:64]!r})"
         else:
-            reason = f"certificate common name {common_name!r} does not match claimed collaborator {claimed!r}"
+            reason = f"certificate common name {common_name!r} does not match claimed collaborator {claimed[:64]!r}"
         who = f"{context.peer()} ({common_name or 'no common name'})"
         self._refuse(context, who, RefusedError(reason, kind="identity"))
 
@@ -122,12 +185,12 @@ class _Servicer(pb_grpc.AggregatorServicer):
     # -- RPCs ----------------------------------------------------------------------------
 
     def Join(self, request: pb.JoinRequest, context: grpc.ServicerContext) -> pb.JoinResponse:
-        name = self._authenticate(request.header, context)
+        name = self._authenticate(self._decoded(request, context).header, context)
         info = self._call(context, name, "join", lambda: self._service.join(name, request.header.plan_hash))
         return wire.info_to_pb(info)
 
     def GetTasks(self, request: pb.TasksRequest, context: grpc.ServicerContext) -> pb.TasksResponse:
-        name = self._authenticate(request.header, context)
+        name = self._authenticate(self._decoded(request, context).header, context)
         assignment = self._call(
             context,
             name,
@@ -137,7 +200,7 @@ class _Servicer(pb_grpc.AggregatorServicer):
         return wire.assignment_to_pb(assignment)
 
     def GetModel(self, request: pb.ModelRequest, context: grpc.ServicerContext) -> Iterator[pb.TensorChunk]:
-        name = self._authenticate(request.header, context)
+        name = self._authenticate(self._decoded(request, context).header, context)
         state = self._call(
             context,
             name,
@@ -147,7 +210,7 @@ class _Servicer(pb_grpc.AggregatorServicer):
         yield from wire.tensor_pb_chunks(state, self._chunk_bytes)
 
     def SendResult(self, request_iterator: Iterator[pb.ResultChunk], context: grpc.ServicerContext) -> pb.ResultAck:
-        first = next(request_iterator, None)
+        first = self._decoded(next(request_iterator, None), context)
         if first is None or first.WhichOneof("part") != "header":
             self._refuse(
                 context,
@@ -156,8 +219,23 @@ class _Servicer(pb_grpc.AggregatorServicer):
             )
         head = first.header
         name = self._authenticate(head.header, context)
-        self._call(context, name, "send_result", lambda: self._receive(name, head, request_iterator))
+        self._call(context, name, "send_result", lambda: self._receive_one(name, head, request_iterator))
         return pb.ResultAck(accepted=True)
+
+    def _receive_one(self, name: str, head: pb.ResultHeader, chunks: Iterator[pb.ResultChunk]) -> None:
+        """One upload per collaborator at a time: a stalled stream holds at most one upload slot."""
+        with self._uploading_guard:
+            lock = self._uploading.setdefault(name, threading.Lock())
+        if not lock.acquire(timeout=UPLOAD_WAIT_SECONDS):
+            raise RefusedError(
+                f"an earlier upload from {name} is still in progress after {UPLOAD_WAIT_SECONDS:g} s",
+                "send results one at a time",
+                kind="state",
+            )
+        try:
+            self._receive(name, head, chunks)
+        finally:
+            lock.release()
 
     def _receive(self, name: str, head: pb.ResultHeader, chunks: Iterator[pb.ResultChunk]) -> None:
         """Assemble the tensors inside an upload slot, then submit the whole result."""
@@ -167,6 +245,8 @@ class _Servicer(pb_grpc.AggregatorServicer):
             limit = wire.upload_limit(expected, self._max_update_bytes)
             assembler = TensorAssembler(expected, max_total_bytes=limit)
             for message in chunks:
+                if isinstance(message, _Undecodable):
+                    raise message.refusal()
                 if message.WhichOneof("part") != "tensor":
                     raise RefusedError("a result stream holds one header, then only tensor chunks", kind="payload")
                 t = message.tensor
@@ -237,7 +317,9 @@ class GrpcAggregatorServer:
             ThreadPoolExecutor(max_workers=self._max_workers, thread_name_prefix="accord-rpc"),
             options=wire.channel_options(self._chunk_bytes),
         )
-        pb_grpc.add_AggregatorServicer_to_server(self._servicer, server)
+        handlers = _method_handlers(self._servicer)
+        server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE, handlers),))
+        server.add_registered_method_handlers(SERVICE, handlers)
         address = f"[{self._host}]:{self._port}" if ":" in self._host else f"{self._host}:{self._port}"
         try:
             bound = server.add_secure_port(address, credentials)
