@@ -406,19 +406,20 @@ def test_a_client_stream_that_fails_mid_way_leaves_nothing(federation):
     assert federation.service.submissions == [] and federation.service.slots_in_use == 0
 
 
+def stalling_upload(federation, sent: threading.Event, release: threading.Event):
+    """An upload that sends its header and a first chunk, then waits for ``release``."""
+    weight = federation.service.model["dense.weight"].tobytes()
+    yield _header(1)
+    yield _chunk("dense.weight", "float32", (64, 32), 0, weight[:1000])
+    sent.set()
+    release.wait(30)
+    yield _chunk("dense.weight", "float32", (64, 32), 1000, weight[1000:])
+
+
 def test_a_cancelled_upload_leaves_nothing(federation):
     client = federation.client("col1")
-    weight = federation.service.model["dense.weight"].tobytes()
     sent, release = threading.Event(), threading.Event()
-
-    def stalling():
-        yield _header(1)
-        yield _chunk("dense.weight", "float32", (64, 32), 0, weight[:1000])
-        sent.set()
-        release.wait(10)
-        yield _chunk("dense.weight", "float32", (64, 32), 1000, weight[1000:])
-
-    future = client._stub.SendResult.future(stalling())
+    future = client._stub.SendResult.future(stalling_upload(federation, sent, release))
     assert sent.wait(5) and federation.service.slot_entered.wait(5)
     future.cancel()
     release.set()
@@ -430,16 +431,8 @@ def test_a_stalled_upload_holds_one_slot_and_blocks_only_its_own_sender(federati
     from accord.transport import grpc_server
 
     monkeypatch.setattr(grpc_server, "UPLOAD_WAIT_SECONDS", 1.0)
-    weight = federation.service.model["dense.weight"].tobytes()
     sent, release = threading.Event(), threading.Event()
-
-    def stalling():
-        yield _header(1)
-        yield _chunk("dense.weight", "float32", (64, 32), 0, weight[:1000])
-        sent.set()
-        release.wait(30)
-
-    stalled = federation.client("col1")._stub.SendResult.future(stalling())
+    stalled = federation.client("col1")._stub.SendResult.future(stalling_upload(federation, sent, release))
     try:
         assert sent.wait(5) and federation.service.slot_entered.wait(5)
         with pytest.raises(RefusedError, match="earlier upload from col1 is still in progress") as refused:
