@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -83,6 +84,13 @@ def test_federation_signs_sites_and_a_new_preparation_keeps_them(tmp_path: Path)
     assert plan["data_loader"]["settings"]["kwargs"] == {"batch_size": 8}
     assert plan["task_runner"]["settings"]["functions"]["train"]["function"] == "src.experiment.train"
     assert is_frozen(federation.plan_path)
+
+    run = experiment.start_experiment()  # no site comes: stop it; its state waits for a restart
+    assert not run.wait(timeout=0.5)
+    run.stop()
+    assert run.done and run.wait(0)
+    saved = json.loads((federation.workspace / "save" / "state" / "state.json").read_text())
+    assert saved["round"] == 0 and not saved["finished"]
 
 
 @pytest.mark.parametrize(

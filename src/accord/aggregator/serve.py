@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import threading
 from typing import TYPE_CHECKING
 
 from accord.aggregator.memory import limit_malloc_arenas
@@ -16,11 +17,14 @@ if TYPE_CHECKING:
 log = logging.getLogger("accord.aggregator")
 
 
-def start_aggregator(plan: Plan, quit_grace: float = 10.0, fresh: bool = False) -> AggregatorRuntime:
-    """Serve ``plan``'s federation until every round has run; returns the finished runtime.
+def start_aggregator(
+    plan: Plan, quit_grace: float = 10.0, fresh: bool = False, stop: threading.Event | None = None
+) -> AggregatorRuntime:
+    """Serve ``plan``'s federation until every round has run (or ``stop`` is set); returns the runtime.
 
     An unfinished federation saved in the workspace is resumed at its open round unless
-    ``fresh``. Raises RoundDeadlineError when a round's deadline passes with too few reports.
+    ``fresh``; one stopped early resumes the same way. Raises RoundDeadlineError when a
+    round's deadline passes with too few reports.
     """
     from accord.pki.install import check_own_certificate
     from accord.pki.layout import CertLayout
@@ -33,13 +37,15 @@ def start_aggregator(plan: Plan, quit_grace: float = 10.0, fresh: bool = False) 
     tls = ServerTLS(layout.aggregator_cert(net.agg_addr), layout.aggregator_key(net.agg_addr), layout.chain)
     runtime = AggregatorRuntime(plan, fresh=fresh)
     try:
-        _serve(runtime, plan, layout, tls, quit_grace)
+        _serve(runtime, plan, layout, tls, quit_grace, stop)
     finally:
         runtime.close()
     return runtime
 
 
-def _serve(runtime: AggregatorRuntime, plan: Plan, layout: CertLayout, tls: ServerTLS, quit_grace: float) -> None:
+def _serve(
+    runtime: AggregatorRuntime, plan: Plan, layout: CertLayout, tls: ServerTLS, quit_grace: float, stop: threading.Event | None
+) -> None:
     """Serve ``runtime`` over mutual-TLS gRPC until every round ran (or a round failed)."""
     from accord.pki.records import RevocationWatch
     from accord.transport.grpc_server import GrpcAggregatorServer
@@ -66,6 +72,10 @@ def _serve(runtime: AggregatorRuntime, plan: Plan, layout: CertLayout, tls: Serv
         plan.hash[:16],
     )
     try:
-        runtime.wait_until_done(quit_grace=quit_grace)
+        while not runtime.wait_until_done(quit_grace=quit_grace, timeout=None if stop is None else 0.2):
+            if stop is not None and stop.is_set():
+                log.warning("aggregator stopped before the federation finished; starting it again resumes round %d",
+                            runtime.engine.round_number)
+                break
     finally:
         server.stop(grace=2.0)

@@ -112,6 +112,7 @@ class ExperimentRun:
         self.plan = plan
         self.fresh = fresh
         self._error: BaseException | None = None
+        self._stop = threading.Event()
         self._thread = threading.Thread(target=self._serve, name="accord-aggregator", daemon=True)
         self._thread.start()
 
@@ -119,7 +120,7 @@ class ExperimentRun:
         from accord.aggregator.serve import start_aggregator
 
         try:
-            start_aggregator(self.plan, fresh=self.fresh)
+            start_aggregator(self.plan, fresh=self.fresh, stop=self._stop)
         except BaseException as exc:  # raised in the caller's thread by wait()
             self._error = exc
 
@@ -136,6 +137,11 @@ class ExperimentRun:
         if self._error is not None:
             raise self._error
         return True
+
+    def stop(self, timeout: float = 30.0) -> None:
+        """Stop serving before the end; the saved state lets ``start_experiment()`` resume it."""
+        self._stop.set()
+        self._thread.join(timeout)
 
     @property
     def records(self) -> list[MetricRecord]:
