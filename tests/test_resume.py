@@ -162,3 +162,51 @@ def test_status_calls_waiting_collaborators_late_after_the_cutoff_and_notes_a_de
     assert "waiting for: b (train)" in early and "late:        b (train)" in late
     assert "NOT running" in late and "resumes this round" in late
     assert "left out of the previous round: b" in late and "best score 0.9000" in late
+
+
+def test_a_metrics_line_cut_short_by_a_kill_is_left_out(tmp_path) -> None:
+    from accord.aggregator.metrics import MetricRecord, MetricsLog
+
+    log = MetricsLog(tmp_path / "metrics.jsonl")
+    log.write([MetricRecord(0, "a", "train", "loss", 1.0), MetricRecord(1, "a", "train", "loss", 0.5)])
+    with log.path.open("a") as out:
+        out.write('{"round": 2, "origin": "a", "ta')
+    log.keep_before(2)
+    assert [r.round for r in read_metrics(log.path)] == [0, 1]
+    log.path.write_text('{"broken"\n' + log.path.read_text())
+    with pytest.raises(AccordError, match="line 1, is not a metric record"):
+        read_metrics(log.path)
+
+
+def test_the_state_folder_may_hold_other_files_and_partial_writes_are_cleaned(plan) -> None:
+    from accord.aggregator.checkpoint import Checkpoint
+
+    folder = plan.resolve_path("save")  # state_dir shared with init/best/last
+    checkpoint = Checkpoint(folder, plan.hash)
+    checkpoint.clear()
+    checkpoint.open_round(0, load_state(folder / "init.safetensors"), None, {})
+    partial = folder / ".result-abc.safetensors.x1.tmp"
+    partial.write_bytes(b"cut short")
+    assert Checkpoint(folder, plan.hash).load() is not None
+    assert (folder / "init.safetensors").is_file() and not partial.exists()
+
+
+def test_a_state_that_cannot_be_saved_stops_the_aggregator(plan, monkeypatch) -> None:
+    from accord.aggregator import checkpoint as checkpoint_module
+
+    runtime = AggregatorRuntime(plan)
+    result = results_of(runtime, "alpha", 0.5)[0]
+
+    def disk_full(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(checkpoint_module, "atomic_write", disk_full)
+    with pytest.raises(AccordError, match="could not save its state and stops.*No space left"):
+        runtime.submit(result, plan.hash)
+    with pytest.raises(AccordError, match="could not save its state"):
+        runtime.wait_until_done(timeout=5)
+    with pytest.raises(RefusedError, match="is stopping"):
+        runtime.submit(results_of(runtime, "beta", 0.5)[0], plan.hash)
+    runtime.close()
+    monkeypatch.undo()
+    assert AggregatorRuntime(plan).checkpoint.load().results == ()  # nothing half-saved

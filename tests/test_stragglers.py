@@ -115,3 +115,11 @@ def test_the_runtime_closes_a_round_at_the_cutoff_and_fails_at_the_deadline(work
     with pytest.raises(RoundDeadlineError, match="round 1 reached its deadline"):
         runtime.wait_until_done(timeout=30)  # nobody reports in round 1
     runtime.close()
+
+
+def test_a_result_after_the_deadline_is_taken_and_only_tick_fails() -> None:
+    engine, clock = engine_with(StragglerPolicy(min_reports=3, round_deadline_seconds=30.0))
+    clock.now = 31.0
+    assert engine.submit(result("a", "aggregated_model_validation", 0, 5, {"accuracy": 0.5})) is None
+    with pytest.raises(RoundDeadlineError):
+        engine.tick()

@@ -40,12 +40,12 @@ class SavedRound:
     finished: bool = False
 
     def model(self) -> ModelState:
-        return load_state(self.directory / self.model_file)
+        return _load(self.directory / self.model_file)
 
     def received(self) -> Iterator[TaskResult]:
         """The results of the open round in the order they were accepted, tensors loaded one by one."""
         for entry in self.results:
-            tensors = load_state(self.directory / entry["tensors"]) if entry["tensors"] else None
+            tensors = _load(self.directory / entry["tensors"]) if entry["tensors"] else None
             yield TaskResult(
                 collaborator=entry["collaborator"],
                 round_number=self.round_number,
@@ -98,6 +98,8 @@ class Checkpoint:
         self._round, self._best, self._model_file = saved.round_number, saved.best_score, saved.model_file
         self._results = list(saved.results)
         self._remove_orphans()
+        for partial in self._partial_files():
+            partial.unlink(missing_ok=True)
         return saved
 
     def open_round(
@@ -124,27 +126,25 @@ class Checkpoint:
 
     def add_result(self, result: TaskResult, staged: str | None, status: dict[str, Any]) -> None:
         """Commit one accepted result of the open round, whose tensors ``stage`` wrote."""
-        self._results.append(
-            {
-                "collaborator": result.collaborator,
-                "task": result.task,
-                "sample_count": result.sample_count,
-                "metrics": result.metrics,
-                "is_delta": result.is_delta,
-                "task_seconds": result.task_seconds,
-                "tensors": staged,
-            }
-        )
-        self._commit(status, finished=False)
+        entry = {
+            "collaborator": result.collaborator,
+            "task": result.task,
+            "sample_count": result.sample_count,
+            "metrics": result.metrics,
+            "is_delta": result.is_delta,
+            "task_seconds": result.task_seconds,
+            "tensors": staged,
+        }
+        self._commit(status, finished=False, results=[*self._results, entry])
 
     def clear(self) -> None:
         """Forget any saved federation (a fresh start)."""
-        if self.directory.is_dir():
-            for path in self.directory.iterdir():
-                if path.is_file() and (path.name == STATE_FILE or path.suffix == ".safetensors" or path.name.startswith(".")):
-                    path.unlink()
+        for path in [self.path, *self._own_files(), *self._partial_files()]:
+            path.unlink(missing_ok=True)
 
-    def _commit(self, status: dict[str, Any], finished: bool) -> None:
+    def _commit(self, status: dict[str, Any], finished: bool, results: list[dict[str, Any]] | None = None) -> None:
+        """Replace state.json; the new results list is kept only once it is on disk."""
+        results = self._results if results is None else results
         data = {
             "format": FORMAT,
             "plan_hash": self.plan_hash,
@@ -152,20 +152,37 @@ class Checkpoint:
             "round": self._round,
             "best_score": self._best,
             "model": self._model_file,
-            "results": self._results,
+            "results": results,
             "pid": os.getpid(),
             "updated_at": time.time(),
             "status": status,
         }
         atomic_write(self.path, json.dumps(data, indent=1).encode("utf-8"))
+        self._results = results
         if not self._results:  # a round opened or the federation finished: older files are done with
             self._remove_orphans()
 
+    def _own_files(self) -> list[Path]:
+        """The model and result files this class writes (nothing else in the folder is touched)."""
+        return [*self.directory.glob("model-*.safetensors"), *self.directory.glob("result-*.safetensors")]
+
+    def _partial_files(self) -> list[Path]:
+        """Temporary files of writes cut short (by a kill) in an earlier run."""
+        return [p for p in self.directory.glob(".*.tmp") if p.name.startswith((".model-", ".result-", f".{STATE_FILE}."))]
+
     def _remove_orphans(self) -> None:
         named = {self._model_file, *(r["tensors"] for r in self._results if r["tensors"])}
-        for path in self.directory.glob("*.safetensors"):
+        for path in self._own_files():
             if path.name not in named:
                 path.unlink(missing_ok=True)
+
+
+def _load(path: Path) -> ModelState:
+    """A file the saved state names; its loss is the saved state's damage."""
+    try:
+        return load_state(path)
+    except AccordError as exc:
+        raise AccordError(f"the aggregator's saved state is damaged: {exc.message}", FRESH_FIX) from None
 
 
 def read_state(path: Path) -> dict[str, Any] | None:

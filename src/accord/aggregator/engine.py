@@ -162,7 +162,8 @@ class RoundEngine:
         if current is not None and round_number < current.number:
             raise RefusedError(
                 f"result from {collaborator} for {task[:64]!r} of round {round_number} came after that "
-                f"round closed (the current round is {current.number}); it is dropped",
+                f"round closed (the current round is {current.number}): dropped, unless an earlier "
+                "copy was received in time",
                 "nothing to do: the collaborator goes on with the current round",
                 kind="state",
             )
@@ -200,22 +201,24 @@ class RoundEngine:
         current.task_seconds[result.collaborator] = (
             current.task_seconds.get(result.collaborator, 0.0) + max(result.task_seconds, 0.0)
         )
-        return self._apply_policy()
+        return self._apply_policy(may_fail=False)
 
     def tick(self) -> RoundOutcome | None:
         """Apply the straggler policy to the time elapsed; the outcome if that closed the round.
 
         Raises RoundDeadlineError when the round's deadline passed with too few reports.
         """
-        return None if self._round is None else self._apply_policy()
+        return None if self._round is None else self._apply_policy(may_fail=True)
 
-    def _apply_policy(self) -> RoundOutcome | None:
+    def _apply_policy(self, may_fail: bool) -> RoundOutcome | None:
+        """Close the round if the policy says so; a failed deadline is raised by ``tick`` only,
+        so a result that just came is acknowledged (it is saved) before the aggregator stops."""
         current = self._round
         assert current is not None
         decision = self.policy.decide(self.clock() - current.opened_at, len(self.reported()), len(current.assigned))
         if decision is Decision.CLOSE:
             return self._close_round()
-        if decision is Decision.FAIL:
+        if decision is Decision.FAIL and may_fail:
             waiting = sorted(c for c in current.assigned if current.outstanding.get(c))
             raise RoundDeadlineError(
                 f"round {current.number} reached its deadline of "

@@ -7,6 +7,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Iterable
 
+from accord.errors import AccordError
 from accord.files import atomic_write
 
 
@@ -49,13 +50,21 @@ class MetricsLog:
         atomic_write(self.path, "".join(json.dumps(asdict(r)) + "\n" for r in kept).encode("utf-8"))
 
     def write(self, records: Iterable[MetricRecord]) -> None:
+        text = "".join(json.dumps(asdict(record)) + "\n" for record in records)
         with self.path.open("a", encoding="utf-8") as out:
-            for record in records:
-                out.write(json.dumps(asdict(record)) + "\n")
+            out.write(text)
 
 
 def read_metrics(path: Path) -> list[MetricRecord]:
-    """Read a metrics.jsonl file back."""
+    """Read a metrics.jsonl file back; a last line cut short (a killed writer) is left out."""
     if not path.is_file():
         return []
-    return [MetricRecord(**json.loads(line)) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    lines = [line for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    records = []
+    for number, line in enumerate(lines, 1):
+        try:
+            records.append(MetricRecord(**json.loads(line)))
+        except (ValueError, TypeError):
+            if number < len(lines):
+                raise AccordError(f"{path}, line {number}, is not a metric record", "remove or repair that line") from None
+    return records

@@ -173,24 +173,46 @@ class AggregatorRuntime:
         try:
             self._check(result.collaborator, plan_hash)
             with self._cond:
+                self._check_serving()
                 self.engine.expect(result.collaborator, result.round_number, result.task)
             staged = self.checkpoint.stage(result)
             with self._cond:
+                self._check_serving()
                 outcome = self.engine.submit(result)
                 self._log_result(result)
                 if outcome is None:
-                    self.checkpoint.add_result(result, staged, self._status())
+                    self._persist(lambda: self.checkpoint.add_result(result, staged, self._status()))
                     staged = None
-                    return
-                try:
-                    self._finish_round(outcome)
-                finally:
-                    self._cond.notify_all()
+                else:
+                    self._persist(lambda: self._finish_round(outcome))
         except RefusedError as exc:
             log.warning("refused result from %s: %s", result.collaborator, exc.message)
             raise
         finally:
             self.checkpoint.discard(staged)
+
+    def _check_serving(self) -> None:
+        if self._closed or self._failure is not None:
+            raise RefusedError("the aggregator is stopping; its saved state is where a restart resumes", kind="state")
+
+    def _persist(self, action: Callable[[], None]) -> None:
+        """Run ``action`` (saving state, closing a round); if it fails, the aggregator stops.
+
+        The engine has already moved on in memory, so serving on would drift from the saved
+        state; a restart resumes from the last state that was saved.
+        """
+        try:
+            action()
+        except Exception as exc:
+            failure = exc if isinstance(exc, AccordError) else AccordError(f"{exc!r}")
+            self._failure = AccordError(
+                f"the aggregator could not save its state and stops: {failure.message}",
+                "fix the cause (disk full? permissions?) and start it again: it resumes from the last saved point",
+            )
+            log.error("%s", self._failure)
+            raise self._failure from exc
+        finally:
+            self._cond.notify_all()
 
     def upload_slot(self) -> AbstractContextManager[None]:
         """Bounds how many updates are buffered at once (memory O(model), not O(collaborators))."""
@@ -227,7 +249,7 @@ class AggregatorRuntime:
         return True
 
     def close(self) -> None:
-        """Stop the deadline watcher (the saved state stays for a restart)."""
+        """Stop taking results and stop the deadline watcher (the saved state stays for a restart)."""
         with self._cond:
             self._closed = True
             self._cond.notify_all()
@@ -246,16 +268,14 @@ class AggregatorRuntime:
                     continue
                 try:
                     outcome = self.engine.tick()
-                except RoundDeadlineError as exc:
-                    log.error("%s", exc)
-                    self._failure = exc
+                    if outcome is not None:
+                        self._persist(lambda: self._finish_round(outcome))
+                except AccordError as exc:
+                    if self._failure is None:
+                        log.error("%s", exc)
+                        self._failure = exc
                     self._cond.notify_all()
                     return
-                if outcome is not None:
-                    try:
-                        self._finish_round(outcome)
-                    finally:
-                        self._cond.notify_all()
 
     def _replay(self, saved: SavedRound) -> None:
         """Feed the saved results of the open round back into the engine, in their order."""

@@ -101,7 +101,7 @@ class GrpcAggregatorClient:
 
     def _retrying(self, what: str, call: Callable[[], T]) -> T:
         """``call()``, tried again with backoff and jitter while the aggregator is unreachable."""
-        give_up = time.monotonic() + self._reconnect_timeout
+        give_up: float | None = None  # counted from the first failure: a long transfer may precede it
         pause = BACKOFF_FIRST
         while True:
             try:
@@ -110,6 +110,7 @@ class GrpcAggregatorClient:
                 code = exc.code() if isinstance(exc, grpc.Call) else None
                 if code not in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
                     raise
+                give_up = give_up or time.monotonic() + self._reconnect_timeout
                 wait = random.uniform(pause / 2, pause)
                 if time.monotonic() + wait > give_up:
                     raise
