@@ -167,3 +167,14 @@ def test_build_names_unknown_settings_but_lets_constructor_errors_through(tmp_pa
         build("data_loader", "src.thing.Thing", {"colour": "red"}, tmp_path)
     with pytest.raises(TypeError, match="inner bug"):
         build("data_loader", "src.thing.Thing", {"size": -1}, tmp_path)
+
+
+def test_updating_a_plan_file_keeps_its_comments_and_order(tmp_path) -> None:
+    from accord.plan.loader import read_yaml, update_plan_file
+
+    path = tmp_path / "plan.yaml"
+    path.write_text("# who takes part\ncollaborators: []  # filled by fx collaborator certify\naggregator:\n  settings:\n    rounds_to_train: 10  # rounds\n")
+    update_plan_file(path, {"collaborators": ["a"], "aggregator.settings.rounds_to_train": 3, "network.settings.agg_port": 1})
+    text = path.read_text()
+    assert "# who takes part" in text and "# filled by fx collaborator certify" in text and "# rounds" in text
+    assert read_yaml(path) == {"collaborators": ["a"], "aggregator": {"settings": {"rounds_to_train": 3}}, "network": {"settings": {"agg_port": 1}}}

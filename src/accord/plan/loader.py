@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import io
 import hashlib
 import json
 import os
@@ -209,18 +210,25 @@ def load_plan(
 
 
 def update_plan_file(path: Path, overrides: Mapping[str, Any]) -> None:
-    """Write dotted overrides into a plan file (keeping its other content).
+    """Write dotted overrides into a plan file, keeping its other content, order and comments.
 
     A frozen (read-only) plan may only have its UNHASHED keys changed; its mode is kept.
     """
-    data = apply_overrides(read_yaml(path), overrides)
+    from ruamel.yaml import YAML
+
+    read_yaml(path)  # a clear PlanError for a missing or broken file
+    editor = YAML(typ="rt")
+    editor.preserve_quotes = True
+    data = apply_overrides(editor.load(path.read_text(encoding="utf-8")) or {}, overrides)
     mode = path.stat().st_mode
     if not mode & 0o200:  # frozen: read-only by mode (root could write anyway)
         if any(key.split(".")[0] not in UNHASHED for key in overrides):
             raise PlanError(f"{path} is frozen (read-only)", "unfreeze it by hand, or change a copy (fx plan save)")
         path.chmod(mode | 0o200)
+    text = io.StringIO()
+    editor.dump(data, text)
     try:
-        path.write_text(yaml.safe_dump(data, sort_keys=False), encoding="utf-8")
+        path.write_text(text.getvalue(), encoding="utf-8")
     finally:
         path.chmod(mode)
 
