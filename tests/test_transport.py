@@ -445,6 +445,21 @@ def test_a_stalled_upload_holds_one_slot_and_blocks_only_its_own_sender(federati
         release.set()
 
 
+def test_an_upload_without_a_bounded_deadline_is_refused(pki):
+    fed = Federation(pki, small_model(), max_upload_seconds=60.0)
+    try:
+        with pytest.raises(grpc.RpcError) as unbounded:
+            fed.client("col1")._stub.SendResult(iter([_header(1)]))
+        assert unbounded.value.code() is grpc.StatusCode.INVALID_ARGUMENT
+        assert "must carry a deadline of at most 60 s" in unbounded.value.details()
+        with pytest.raises(RefusedError, match=r"this one has 3\d{3} s"):
+            fed.client("col1").send_result(a_result(fed.service.model))  # the client's default 3600 s
+        fed.client("col2", transfer_timeout=60.0).send_result(a_result(fed.service.model))
+        assert [r.collaborator for r, _ in fed.service.submissions] == ["col2"]
+    finally:
+        fed.close()
+
+
 def test_a_refused_stream_keeps_the_client_error_message(federation):
     client = federation.client("col1")
     with pytest.raises(AccordError, match="complex64"):

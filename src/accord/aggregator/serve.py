@@ -61,6 +61,7 @@ def _serve(
         max_workers=max(net.max_workers, 2 * len(plan.model.collaborators) + 4),
         max_update_bytes=net.max_update_bytes,
         revoked=RevocationWatch(layout.cert_dir),
+        max_upload_seconds=net.transfer_timeout_seconds,
     )
     port = server.start()
     log.info(

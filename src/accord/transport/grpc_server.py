@@ -102,9 +102,11 @@ class _Servicer(pb_grpc.AggregatorServicer):
         max_update_bytes: int | None,
         on_refusal: Callable[[str], None] | None,
         revoked: Revoked | None = None,
+        max_upload_seconds: float | None = None,
     ) -> None:
         self._service = service
         self._revoked = revoked
+        self._max_upload_seconds = max_upload_seconds
         self._chunk_bytes = chunk_bytes
         self._long_poll = long_poll_seconds
         self._max_update_bytes = max_update_bytes
@@ -219,8 +221,19 @@ class _Servicer(pb_grpc.AggregatorServicer):
             )
         head = first.header
         name = self._authenticate(head.header, context)
+        self._check_deadline(name, context)
         self._call(context, name, "send_result", lambda: self._receive_one(name, head, request_iterator))
         return pb.ResultAck(accepted=True)
+
+    def _check_deadline(self, name: str, context: grpc.ServicerContext) -> None:
+        """Refuse an upload whose deadline is missing or later than allowed (it could hold a slot for ever)."""
+        limit = self._max_upload_seconds
+        remaining = context.time_remaining()
+        if limit is None or (remaining is not None and remaining <= limit + 60.0):  # gRPC adds a few s
+            return
+        has = "none" if remaining is None else f"{remaining:.0f} s"
+        reason = f"an upload must carry a deadline of at most {limit:g} s (network.settings.transfer_timeout_seconds); this one has {has}"
+        self._refuse(context, name, RefusedError(reason, kind="payload"))
 
     def _receive_one(self, name: str, head: pb.ResultHeader, chunks: Iterator[pb.ResultChunk]) -> None:
         """One upload per collaborator at a time: a stalled stream holds at most one upload slot."""
@@ -282,7 +295,8 @@ class GrpcAggregatorServer:
     hash or payload), e.g. to count them. ``revoked`` returns the serials refused right
     now; it is called on every RPC, so a revocation takes effect without a restart.
     ``max_workers`` bounds concurrent RPCs, long polls included: give it more than the
-    number of collaborators.
+    number of collaborators. ``max_upload_seconds``, when set, refuses an upload whose
+    deadline is missing or later, so a stalled stream cannot hold an upload slot for ever.
     """
 
     def __init__(
@@ -297,6 +311,7 @@ class GrpcAggregatorServer:
         max_update_bytes: int | None = None,
         on_refusal: Callable[[str], None] | None = None,
         revoked: Revoked | None = None,
+        max_upload_seconds: float | None = None,
     ) -> None:
         self._host = host
         self._port = port
@@ -304,7 +319,7 @@ class GrpcAggregatorServer:
         self._chunk_bytes = chunk_bytes
         self._max_workers = max_workers
         self._servicer = _Servicer(
-            service, chunk_bytes, long_poll_seconds, max_update_bytes, on_refusal, revoked
+            service, chunk_bytes, long_poll_seconds, max_update_bytes, on_refusal, revoked, max_upload_seconds
         )
         self._server: grpc.Server | None = None
 
