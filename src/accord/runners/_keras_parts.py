@@ -13,6 +13,7 @@ from typing import Any, Iterator, Sequence
 import numpy as np
 
 from accord.errors import AccordError
+from accord.tensors.state import name_mismatch
 
 _SAME_MODEL_FIX = "use a model state saved from the same model (check task_runner.settings.model)"
 
@@ -122,15 +123,9 @@ def to_numpy(variable: Any) -> np.ndarray:
 
 def assign_all(variables: dict[str, Any], state: dict[str, np.ndarray], what: str) -> None:
     """Assign ``state[name]`` to each named variable; strict on names and shapes."""
-    missing = [k for k in variables if k not in state]
-    extra = [k for k in state if k not in variables]
-    if missing or extra:
-        raise AccordError(
-            f"{what} state does not match the model"
-            + (f"; missing {missing[:5]}" if missing else "")
-            + (f"; unexpected {extra[:5]}" if extra else ""),
-            _SAME_MODEL_FIX,
-        )
+    mismatch = name_mismatch(variables, state)
+    if mismatch:
+        raise AccordError(f"{what} state does not match the model" + mismatch, _SAME_MODEL_FIX)
     for name, variable in variables.items():
         value = np.asarray(state[name])
         expected = tuple(variable.shape)

@@ -22,7 +22,7 @@ from accord.runners._torch_parts import (
 )
 from accord.runners._shared import build_model
 from accord.runners.base import OPTIMIZER_PREFIX
-from accord.tensors.state import ModelState
+from accord.tensors.state import ModelState, name_mismatch
 
 _SAME_MODEL_FIX = "use a model state saved from the same model (check task_runner.settings.model)"
 
@@ -63,15 +63,9 @@ class TorchWeights:
         """Load tensors by name (strict on the model's names), keeping dtype and device."""
         model_part = {k: v for k, v in state.items() if not k.startswith(OPTIMIZER_PREFIX)}
         expected = self.model.state_dict()
-        missing = [k for k in expected if k not in model_part]
-        extra = [k for k in model_part if k not in expected]
-        if missing or extra:
-            raise AccordError(
-                "model state does not match the model"
-                + (f"; missing {missing[:5]}" if missing else "")
-                + (f"; unexpected {extra[:5]}" if extra else ""),
-                _SAME_MODEL_FIX,
-            )
+        mismatch = name_mismatch(expected, model_part)
+        if mismatch:
+            raise AccordError("model state does not match the model" + mismatch, _SAME_MODEL_FIX)
         try:
             tensors = {k: to_tensor(v) for k, v in model_part.items()}
             self.model.load_state_dict(tensors, strict=True)

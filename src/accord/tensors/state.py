@@ -6,7 +6,7 @@ import json
 import os
 import sys
 from pathlib import Path
-from typing import Mapping
+from typing import Iterable, Mapping
 
 import numpy as np
 
@@ -87,18 +87,22 @@ def load_state(path: str | os.PathLike) -> ModelState:
         raise AccordError(f"model file {source} is not a readable safetensors file: {exc}") from exc
 
 
+def name_mismatch(expected: Iterable[str], got: Iterable[str]) -> str:
+    """``"; missing [...]; unexpected [...]"`` (five names each at most), or ``""`` when the names agree."""
+    expected, got = list(expected), list(got)
+    expected_set, got_set = set(expected), set(got)
+    missing = [name for name in expected if name not in got_set]
+    extra = [name for name in got if name not in expected_set]
+    return (f"; missing {missing[:5]}" if missing else "") + (f"; unexpected {extra[:5]}" if extra else "")
+
+
 def check_update(
     template: Mapping[str, np.ndarray], update: Mapping[str, np.ndarray], origin: str
 ) -> None:
     """Refuse an update whose names, shapes or dtypes differ from ``template``, or that holds NaN/Inf."""
-    missing = [name for name in template if name not in update]
-    extra = [name for name in update if name not in template]
-    if missing or extra:
-        raise RefusedError(
-            f"update from {origin} has the wrong tensors"
-            + (f"; missing {missing[:5]}" if missing else "")
-            + (f"; unexpected {extra[:5]}" if extra else "")
-        )
+    mismatch = name_mismatch(template, update)
+    if mismatch:
+        raise RefusedError(f"update from {origin} has the wrong tensors" + mismatch)
     for name, expected in template.items():
         got = update[name]
         if got.shape != expected.shape:
