@@ -47,6 +47,7 @@ class FederationInfo:
     plan_hash: str
     rounds_to_train: int
     round_number: int
+    workspace_hash: str = ""
 
 
 @dataclass
@@ -61,3 +62,7 @@ class TaskResult:
     tensors: ModelState | None = None
     is_delta: bool = False
     task_seconds: float = 0.0
+    #: digest of the global model the task ran on; a result for another model is refused
+    model_digest: str = ""
+    #: non-empty when the task failed at the site: why (then no tensors and no metrics)
+    failure: str = ""

@@ -8,12 +8,14 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class Header(_message.Message):
-    __slots__ = ("sender", "plan_hash")
+    __slots__ = ("sender", "plan_hash", "workspace_hash")
     SENDER_FIELD_NUMBER: _ClassVar[int]
     PLAN_HASH_FIELD_NUMBER: _ClassVar[int]
+    WORKSPACE_HASH_FIELD_NUMBER: _ClassVar[int]
     sender: str
     plan_hash: str
-    def __init__(self, sender: _Optional[str] = ..., plan_hash: _Optional[str] = ...) -> None: ...
+    workspace_hash: str
+    def __init__(self, sender: _Optional[str] = ..., plan_hash: _Optional[str] = ..., workspace_hash: _Optional[str] = ...) -> None: ...
 
 class JoinRequest(_message.Message):
     __slots__ = ("header",)
@@ -22,14 +24,16 @@ class JoinRequest(_message.Message):
     def __init__(self, header: _Optional[_Union[Header, _Mapping]] = ...) -> None: ...
 
 class JoinResponse(_message.Message):
-    __slots__ = ("plan_hash", "rounds_to_train", "round_number")
+    __slots__ = ("plan_hash", "rounds_to_train", "round_number", "workspace_hash")
     PLAN_HASH_FIELD_NUMBER: _ClassVar[int]
     ROUNDS_TO_TRAIN_FIELD_NUMBER: _ClassVar[int]
     ROUND_NUMBER_FIELD_NUMBER: _ClassVar[int]
+    WORKSPACE_HASH_FIELD_NUMBER: _ClassVar[int]
     plan_hash: str
     rounds_to_train: int
     round_number: int
-    def __init__(self, plan_hash: _Optional[str] = ..., rounds_to_train: _Optional[int] = ..., round_number: _Optional[int] = ...) -> None: ...
+    workspace_hash: str
+    def __init__(self, plan_hash: _Optional[str] = ..., rounds_to_train: _Optional[int] = ..., round_number: _Optional[int] = ..., workspace_hash: _Optional[str] = ...) -> None: ...
 
 class TasksRequest(_message.Message):
     __slots__ = ("header",)
@@ -90,7 +94,7 @@ class TensorChunk(_message.Message):
     def __init__(self, name: _Optional[str] = ..., dtype: _Optional[str] = ..., shape: _Optional[_Iterable[int]] = ..., offset: _Optional[int] = ..., data: _Optional[bytes] = ...) -> None: ...
 
 class ResultHeader(_message.Message):
-    __slots__ = ("header", "round_number", "task", "sample_count", "metrics", "is_delta", "task_seconds", "tensor_count")
+    __slots__ = ("header", "round_number", "task", "sample_count", "metrics", "is_delta", "task_seconds", "tensor_count", "model_digest", "failure")
     class MetricsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -106,6 +110,8 @@ class ResultHeader(_message.Message):
     IS_DELTA_FIELD_NUMBER: _ClassVar[int]
     TASK_SECONDS_FIELD_NUMBER: _ClassVar[int]
     TENSOR_COUNT_FIELD_NUMBER: _ClassVar[int]
+    MODEL_DIGEST_FIELD_NUMBER: _ClassVar[int]
+    FAILURE_FIELD_NUMBER: _ClassVar[int]
     header: Header
     round_number: int
     task: str
@@ -114,7 +120,9 @@ class ResultHeader(_message.Message):
     is_delta: bool
     task_seconds: float
     tensor_count: int
-    def __init__(self, header: _Optional[_Union[Header, _Mapping]] = ..., round_number: _Optional[int] = ..., task: _Optional[str] = ..., sample_count: _Optional[int] = ..., metrics: _Optional[_Mapping[str, float]] = ..., is_delta: _Optional[bool] = ..., task_seconds: _Optional[float] = ..., tensor_count: _Optional[int] = ...) -> None: ...
+    model_digest: str
+    failure: str
+    def __init__(self, header: _Optional[_Union[Header, _Mapping]] = ..., round_number: _Optional[int] = ..., task: _Optional[str] = ..., sample_count: _Optional[int] = ..., metrics: _Optional[_Mapping[str, float]] = ..., is_delta: _Optional[bool] = ..., task_seconds: _Optional[float] = ..., tensor_count: _Optional[int] = ..., model_digest: _Optional[str] = ..., failure: _Optional[str] = ...) -> None: ...
 
 class ResultChunk(_message.Message):
     __slots__ = ("header", "tensor")
