@@ -25,11 +25,12 @@ class RefusedError(AccordError):
 
     ``kind`` says why, so a transport can map it to a status code: ``"identity"``
     (unknown or mismatched collaborator), ``"plan"`` (different plan hash),
-    ``"payload"`` (malformed or mismatched data) or ``"state"`` (not expected now,
-    e.g. a result for a closed round).
+    ``"payload"`` (malformed or mismatched data), ``"state"`` (not expected now,
+    e.g. a result for a closed round) or ``"busy"`` (the aggregator cannot take it now:
+    too many calls of this caller at once, a full disk; the caller retries with backoff).
     """
 
-    KINDS = frozenset({"identity", "plan", "payload", "state"})
+    KINDS = frozenset({"identity", "plan", "payload", "state", "busy"})
 
     def __init__(self, message: str, fix: str | None = None, *, kind: str = "payload") -> None:
         if kind not in self.KINDS:

@@ -31,7 +31,11 @@ _REFUSAL_CODES = {
     grpc.StatusCode.PERMISSION_DENIED: "identity",
     grpc.StatusCode.FAILED_PRECONDITION: "plan",
     grpc.StatusCode.INVALID_ARGUMENT: "payload",
+    grpc.StatusCode.RESOURCE_EXHAUSTED: "busy",
 }
+#: codes after which the same call is tried again with backoff: the aggregator is
+#: unreachable, slow, or refused for now (too many calls at once, a full disk)
+_RETRY_CODES = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.RESOURCE_EXHAUSTED)
 
 
 class GrpcAggregatorClient:
@@ -108,7 +112,7 @@ class GrpcAggregatorClient:
                 return call()
             except grpc.RpcError as exc:
                 code = exc.code() if isinstance(exc, grpc.Call) else None
-                if code not in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
+                if code not in _RETRY_CODES:
                     raise
                 give_up = give_up or time.monotonic() + self._reconnect_timeout
                 wait = random.uniform(pause / 2, pause)
@@ -116,7 +120,7 @@ class GrpcAggregatorClient:
                     raise
                 details = (exc.details() if isinstance(exc, grpc.Call) else None) or code.name
                 logger.warning(
-                    "%s: the aggregator at %s is unreachable (%s); trying again in %.1f s",
+                    "%s: the aggregator at %s cannot take it now (%s); trying again in %.1f s",
                     what, self._address, details[:200], wait,
                 )
                 time.sleep(wait)

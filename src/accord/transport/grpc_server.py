@@ -43,6 +43,7 @@ _STATUS_FOR_KIND = {
     "plan": grpc.StatusCode.FAILED_PRECONDITION,
     "payload": grpc.StatusCode.INVALID_ARGUMENT,
     "state": grpc.StatusCode.FAILED_PRECONDITION,
+    "busy": grpc.StatusCode.RESOURCE_EXHAUSTED,
 }
 
 
