@@ -31,11 +31,18 @@ _REFUSAL_CODES = {
     grpc.StatusCode.PERMISSION_DENIED: "identity",
     grpc.StatusCode.FAILED_PRECONDITION: "plan",
     grpc.StatusCode.INVALID_ARGUMENT: "payload",
-    grpc.StatusCode.RESOURCE_EXHAUSTED: "busy",
 }
-#: codes after which the same call is tried again with backoff: the aggregator is
-#: unreachable, slow, or refused for now (too many calls at once, a full disk)
-_RETRY_CODES = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.RESOURCE_EXHAUSTED)
+
+
+def _retryable(error: grpc.RpcError) -> bool:
+    """The aggregator is unreachable or slow, or refused the call for now (a "busy" refusal:
+    too many calls at once, a full disk). A message over gRPC's size limit is not retried."""
+    code = error.code() if isinstance(error, grpc.Call) else None
+    if code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
+        return True
+    if code is grpc.StatusCode.RESOURCE_EXHAUSTED and isinstance(error, grpc.Call):
+        return (wire.REFUSAL_KIND_KEY, "busy") in tuple(error.trailing_metadata() or ())
+    return False
 
 
 class GrpcAggregatorClient:
@@ -85,8 +92,8 @@ class GrpcAggregatorClient:
         """Turn a gRPC error into a RefusedError or AccordError the user can act on."""
         code = error.code() if isinstance(error, grpc.Call) else None
         details = (error.details() if isinstance(error, grpc.Call) else None) or str(error)
-        if code in _REFUSAL_CODES:
-            kind = _REFUSAL_CODES[code]
+        if code in _REFUSAL_CODES or (code is grpc.StatusCode.RESOURCE_EXHAUSTED and _retryable(error)):
+            kind = _REFUSAL_CODES.get(code, "busy")
             trailing = (error.trailing_metadata() or ()) if isinstance(error, grpc.Call) else ()
             for key, value in trailing:
                 if key == wire.REFUSAL_KIND_KEY and value in RefusedError.KINDS:
@@ -111,17 +118,21 @@ class GrpcAggregatorClient:
             try:
                 return call()
             except grpc.RpcError as exc:
-                code = exc.code() if isinstance(exc, grpc.Call) else None
-                if code not in _RETRY_CODES:
+                if not _retryable(exc):
                     raise
+                code = exc.code()
                 give_up = give_up or time.monotonic() + self._reconnect_timeout
                 wait = random.uniform(pause / 2, pause)
                 if time.monotonic() + wait > give_up:
                     raise
                 details = (exc.details() if isinstance(exc, grpc.Call) else None) or code.name
                 logger.warning(
-                    "%s: the aggregator at %s cannot take it now (%s); trying again in %.1f s",
-                    what, self._address, details[:200], wait,
+                    "%s: the aggregator at %s %s (%s); trying again in %.1f s",
+                    what,
+                    self._address,
+                    "cannot take it now" if code is grpc.StatusCode.RESOURCE_EXHAUSTED else "is unreachable",
+                    details[:200],
+                    wait,
                 )
                 time.sleep(wait)
                 pause = min(pause * 2, BACKOFF_MAX)
