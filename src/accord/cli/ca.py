@@ -30,7 +30,8 @@ def certify_cmd(workspace: Path, plan_path: str, key_type: str) -> None:
     """
     from accord.pki import cert_fingerprint, create_ca, load_pem_cert
 
-    layout = create_ca(_cert_dir(workspace, plan_path), key_type)
+    plan = plan_if_present(workspace, plan_path)
+    layout = create_ca(cert_dir_of(workspace, plan), key_type)
     root = load_pem_cert(layout.root_cert)
     until = root.not_valid_after_utc.date().isoformat()
     click.echo(
@@ -39,7 +40,8 @@ def certify_cmd(workspace: Path, plan_path: str, key_type: str) -> None:
         f"  signing CA    {layout.signing_cert}   (signs every participant's certificate)\n"
         f"  chain         {layout.chain}   (every participant's trust bundle; it travels in each signed package)\n"
         f"root CA fingerprint (SHA-384): {cert_fingerprint(root)}\n"
-        f"next: fx aggregator generate-cert-request -w {workspace}, then fx aggregator certify -w {workspace}"
+        + (f"workspace hash {plan.workspace_hash()}   (plan + src/ + requirements.txt)\n" if plan else "")
+        + f"next: fx aggregator generate-cert-request -w {workspace}, then fx aggregator certify -w {workspace}"
     )
 
 

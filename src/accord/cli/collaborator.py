@@ -125,7 +125,7 @@ def certify(
         _sign_request(request_pkg, workspace, plan, yes, days, output or workspace)
     else:
         assert import_pkg is not None
-        _import_signed(import_pkg, cert_dir_of(workspace, plan))
+        _import_signed(import_pkg, cert_dir_of(workspace, plan), plan)
 
 
 def _sign_request(package: Path, workspace: Path, plan: Plan | None, yes: bool, days: int, output: Path) -> None:
@@ -147,11 +147,13 @@ def _sign_request(package: Path, workspace: Path, plan: Plan | None, yes: bool, 
         click.echo(f"no plan in {workspace}: add {request.name} to its collaborators list yourself")
     else:
         click.echo(f"{request.name} {'added to' if done.added_to_plan else 'already in'} the collaborators of {plan_path}")
+    if plan is not None:
+        click.echo(f"workspace hash {plan.workspace_hash()}   (the site's --import prints its own: they must match)")
     click.echo(f"signed package: {done.package}")
     click.echo(f"next: send it back to the site: fx collaborator certify --import {done.package.name}")
 
 
-def _import_signed(package: Path, cert_dir: Path) -> None:
+def _import_signed(package: Path, cert_dir: Path, plan: Plan | None) -> None:
     from accord.pki import cert_fingerprint, load_pem_cert
     from accord.pki.install import install_certificate
     from accord.pki.packages import read_signed_package
@@ -167,7 +169,8 @@ def _import_signed(package: Path, cert_dir: Path) -> None:
         f"valid until {cert.not_valid_after_utc.date().isoformat()})\n"
         f"CA chain: {done.chain_path}{new_chain}\n"
         f"root CA fingerprint (SHA-384): {cert_fingerprint(load_pem_cert(done.chain_path))}\n"
-        f"next: fx collaborator start -n {signed.name}"
+        + (f"workspace hash {plan.workspace_hash()}   (compare it with the CA operator's)\n" if plan else "")
+        + f"next: fx collaborator start -n {signed.name}"
     )
 
 

@@ -31,7 +31,12 @@ def build_data_loader(plan: Plan, name: str) -> DataLoader:
     """The plan's data loader for this collaborator's data path."""
     section = plan.model.data_loader
     return build(
-        "data_loader", section.template, dict(section.settings), plan.workspace, data_path=data_path_for(plan, name)
+        "data_loader",
+        section.template,
+        dict(section.settings),
+        plan.workspace,
+        expect=DataLoader,
+        data_path=data_path_for(plan, name),
     )
 
 

@@ -25,6 +25,7 @@ from accord.files import atomic_path
 from accord.pki.csr import csr_common_name, csr_fingerprint, load_csr
 from accord.pki.keys import read_pem_bytes
 from accord.pki.layout import CHAIN_FIX, CertLayout, collaborator_fix, validate_collaborator_name
+from accord.pki.secrets import private_key_problem
 
 MAX_MEMBER_BYTES = 64 * 1024
 MAX_PACKAGE_BYTES = 1024 * 1024
@@ -32,7 +33,6 @@ MANIFEST = "manifest.json"
 CHAIN = "cert_chain.crt"
 REQUEST_KIND = "collaborator"
 _FINGERPRINT = re.compile(r"^[0-9a-f]{96}$")
-_PRIVATE = b"PRIVATE KEY"
 
 def request_package_name(name: str) -> str:
     return f"col_{validate_collaborator_name(name)}_to_agg_cert_request.zip"
@@ -59,7 +59,7 @@ class SignedCert:
 def _write_zip(path: Path, members: dict[str, bytes]) -> Path:
     """Write ``members`` to a new zip at ``path`` atomically (0644)."""
     for member, data in members.items():
-        if _PRIVATE in data:  # pragma: no cover - defensive: packages are built from public files
+        if private_key_problem(data):  # pragma: no cover - defensive: packages are built from public files
             raise PKIError(f"refusing to put a private key into {path} ({member})")
     with atomic_path(path) as partial:
         with zipfile.ZipFile(partial, "w", compression=zipfile.ZIP_DEFLATED) as zf:
@@ -92,7 +92,7 @@ def _read_zip(path: Path, what: str, fix: str) -> dict[str, bytes]:
     except OSError as exc:
         raise PKIError(f"{what} {path} cannot be read: {exc.strerror or exc}", fix) from None
     for member, data in members.items():
-        if _PRIVATE in data:
+        if private_key_problem(data):
             raise PKIError(
                 f"{what} {path} contains a private key ({member}): it has left its site",
                 "delete the package, make a new key and request (the old key must be treated as exposed)",
