@@ -51,15 +51,24 @@ def certify_cmd(workspace: Path, plan_path: str, key_type: str) -> None:
 @plan_option
 @click.option("--reason", default="", help="Why, kept in cert/ca/revoked.jsonl.")
 def revoke_cmd(serial_or_name: str, workspace: Path, plan_path: str, reason: str) -> None:
-    """Revoke a certificate; the aggregator refuses it.
+    """Revoke a certificate; the aggregator refuses it, and so do sites that hold the new CRL.
 
     SERIAL_OR_NAME is a hex serial (see `fx workspace certificates`) or a participant's
-    name (every certificate issued to it). The running aggregator refuses it from its
-    next call; no restart needed.
+    name (every certificate issued to it). The running aggregator refuses a collaborator
+    from its next call; no restart needed. The signed revocation list WS/cert/crl.pem is
+    written again: send it to every site (`fx collaborator update-crl crl.pem`), so that
+    they refuse a revoked aggregator certificate.
     """
-    from accord.pki import revoke
+    from accord.pki import CertLayout, revoke
+    from accord.pki.crl import write_crl
 
-    click.echo(revoke(_cert_dir(workspace, plan_path), serial_or_name, reason))
+    cert_dir = _cert_dir(workspace, plan_path)
+    click.echo(revoke(cert_dir, serial_or_name, reason))
+    crl = write_crl(cert_dir)
+    click.echo(
+        f"revocation list {CertLayout(cert_dir).crl} (number {crl.number}, {len(crl.serials)} revoked)\n"
+        f"next: send it to every site: fx collaborator update-crl crl.pem -w SITE"
+    )
 
 
 @click.command()

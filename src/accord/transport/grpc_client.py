@@ -10,8 +10,9 @@ from typing import Callable, Iterator, NoReturn, TypeVar
 import grpc
 import numpy as np
 
-from accord.errors import AccordError, RefusedError
+from accord.errors import AccordError, PKIError, RefusedError
 from accord.messages import FederationInfo, TaskAssignment, TaskResult
+from accord.plan.identity import shown_hash
 from accord.tensors.codec import TensorAssembler
 from accord.tensors.state import ALLOWED_DTYPES, ModelState
 from accord.transport import wire
@@ -52,6 +53,10 @@ class GrpcAggregatorClient:
     again after a pause that doubles from BACKOFF_FIRST up to BACKOFF_MAX, with random
     jitter so that sites do not all come back at once, for up to ``reconnect_timeout``
     seconds. Model and result transfers end after ``transfer_timeout`` seconds.
+
+    Every header carries ``workspace_hash``; ``join`` refuses an aggregator whose answer
+    names another plan or workspace hash. ``check_server`` (e.g. the revocation check) gets
+    the aggregator's DER certificate before the first call and again after an outage.
     """
 
     def __init__(
@@ -66,9 +71,15 @@ class GrpcAggregatorClient:
         connect_timeout: float = 30.0,
         reconnect_timeout: float = 600.0,
         transfer_timeout: float = 3600.0,
+        workspace_hash: str = "",
+        check_server: Callable[[bytes], None] | None = None,
     ) -> None:
         self.name = name
         self.plan_hash = plan_hash
+        self.workspace_hash = workspace_hash
+        self._check_server = check_server
+        self._tls = tls
+        self._host, self._port = host, port
         self._address = f"{host}:{port}"
         self._chunk_bytes = chunk_bytes
         self._long_poll = long_poll_seconds
@@ -86,7 +97,7 @@ class GrpcAggregatorClient:
         self.close()
 
     def _header(self) -> pb.Header:
-        return wire.header(self.name, self.plan_hash)
+        return wire.header(self.name, self.plan_hash, self.workspace_hash)
 
     def _fail(self, error: grpc.RpcError, what: str) -> NoReturn:
         """Turn a gRPC error into a RefusedError or AccordError the user can act on."""
@@ -136,6 +147,8 @@ class GrpcAggregatorClient:
                 )
                 time.sleep(wait)
                 pause = min(pause * 2, BACKOFF_MAX)
+                if code is grpc.StatusCode.UNAVAILABLE:
+                    self._recheck_server()
 
     def join(self) -> FederationInfo:
         """Wait for the channel (up to connect_timeout), then introduce this collaborator."""
@@ -147,12 +160,49 @@ class GrpcAggregatorClient:
                 "check that it is running, that the plan's agg_addr/agg_port point at it, and that "
                 "this collaborator's certificate is signed by the federation's CA",
             ) from None
+        self._check_server_certificate()
         request = pb.JoinRequest(header=self._header())
         try:
             response = self._retrying("join", lambda: self._stub.Join(request, timeout=self._connect_timeout))
         except grpc.RpcError as exc:
             self._fail(exc, "join")
-        return wire.info_from_pb(response)
+        info = wire.info_from_pb(response)
+        self._check_answer(info)
+        return info
+
+    def _check_answer(self, info: FederationInfo) -> None:
+        """Refuse an aggregator that serves another plan or other code than this site's."""
+        if info.plan_hash == self.plan_hash and (not self.workspace_hash or info.workspace_hash == self.workspace_hash):
+            return
+        raise AccordError(
+            f"the aggregator at {self._address} serves plan {shown_hash(info.plan_hash)} with workspace "
+            f"{shown_hash(info.workspace_hash)}, but this site has plan {shown_hash(self.plan_hash)} with workspace "
+            f"{shown_hash(self.workspace_hash)}: refusing to work for it",
+            "compare the workspace hash with the federation operator's (fx workspace import and fx collaborator "
+            "certify print it); import the federation's workspace archive again if yours differs",
+        )
+
+    def _check_server_certificate(self) -> None:
+        """Hand the aggregator's certificate to ``check_server`` (which raises to refuse it)."""
+        if self._check_server is None:
+            return
+        try:
+            der = self._tls.server_certificate(self._host, self._port, self._connect_timeout)
+        except (OSError, ValueError) as exc:  # ssl.SSLError is an OSError
+            raise AccordError(
+                f"cannot read the certificate of the aggregator at {self._address} to check it: {exc}",
+                "check that the plan's agg_addr/agg_port point at the aggregator",
+            ) from None
+        self._check_server(der)
+
+    def _recheck_server(self) -> None:
+        """After an outage: check the certificate of whatever answers now; nothing if still unreachable."""
+        try:
+            self._check_server_certificate()
+        except AccordError as exc:
+            if isinstance(exc, PKIError):
+                raise
+            logger.debug("aggregator certificate not re-checked: %s", exc)
 
     def get_tasks(self) -> TaskAssignment:
         """Long-poll for work: returns when a round opens, the federation ends, or the poll times out."""
