@@ -205,7 +205,9 @@ def update_crl(crl_file: Path, workspace: Path, plan_path: str) -> None:
     try:
         data = crl_file.read_bytes()
     except OSError as exc:
-        raise AccordError(f"revocation list {crl_file} cannot be read: {exc.strerror or exc}", "check the path") from None
+        raise AccordError(
+            f"revocation list {crl_file} cannot be read: {exc.strerror or exc}", "check the path"
+        ) from None
     cert_dir = cert_dir_of(workspace, plan_if_present(workspace, plan_path))
     _show_crl(*install_crl(cert_dir, data, str(crl_file)))
 

@@ -122,7 +122,10 @@ def installed_crl(cert_dir: str | os.PathLike[str]) -> RevocationList | None:
     held = parse_crl(data, layout.chain, str(layout.crl))
     if held.next_update is not None and held.next_update < utc_now():
         log.warning(
-            "the revocation list %s was due for renewal at %s; still using it (%s)", layout.crl, iso(held.next_update), _FIX
+            "the revocation list %s was due for renewal at %s; still using it (%s)",
+            layout.crl,
+            iso(held.next_update),
+            _FIX,
         )
     return held
 
@@ -161,7 +164,9 @@ def check_aggregator_certificate(cert_der: bytes, cert_dir: str | os.PathLike[st
         verify_peer_certificate(cert_der, layout.chain, revoked=set(held.serials) if held else None)
     except CertificateRejected as exc:
         if exc.reason != "revoked" or held is None:
-            raise PKIError(f"the aggregator at {address} presents a certificate this site refuses: {exc.message}", exc.fix) from None
+            raise PKIError(
+                f"the aggregator at {address} presents a certificate this site refuses: {exc.message}", exc.fix
+            ) from None
         serial = serial_hex(x509.load_der_x509_certificate(cert_der).serial_number)
         raise PKIError(
             f"the aggregator at {address} presents certificate serial {serial}, which the CA revoked "

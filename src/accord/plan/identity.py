@@ -53,8 +53,9 @@ def code_files(workspace: Path) -> dict[str, Path]:
     return dict(sorted((path.relative_to(root).as_posix(), path) for path in found))
 
 
-def _sha384(path: Path) -> str:
-    digest = hashlib.sha384()
+def file_digest(path: Path, algorithm: str = "sha384") -> str:
+    """Hex digest of a file's bytes (``hashlib`` algorithm name), read in chunks."""
+    digest = hashlib.new(algorithm)
     with path.open("rb") as handle:
         for chunk in iter(lambda: handle.read(_CHUNK), b""):
             digest.update(chunk)
@@ -63,7 +64,7 @@ def _sha384(path: Path) -> str:
 
 def workspace_hash(plan_hash: str, workspace: Path) -> str:
     """The workspace hash of a plan (by its hash) and the code in ``workspace``; see the module."""
-    files = {name: _sha384(path) for name, path in code_files(workspace).items()}
+    files = {name: file_digest(path) for name, path in code_files(workspace).items()}
     canonical = json.dumps({"plan": plan_hash, "files": files}, sort_keys=True, separators=(",", ":"))
     return hashlib.sha384(canonical.encode("utf-8")).hexdigest()
 

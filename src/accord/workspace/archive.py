@@ -11,7 +11,6 @@ verifies the manifest and the plan hash there, and only then moves the workspace
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import re
@@ -29,7 +28,7 @@ from accord.collaborator.data_config import HEADER as DATA_CONFIG_HEADER
 from accord.files import atomic_path
 from accord.errors import AccordError
 from accord.pki.secrets import private_key_problem
-from accord.plan.identity import source_files
+from accord.plan.identity import file_digest, source_files
 from accord.plan.loader import SECTIONS, Plan, load_plan, read_yaml
 from accord.workspace.create import LAYOUT
 
@@ -48,15 +47,6 @@ COPY_CHUNK = 1024 * 1024
 ZIP_DATE = (1980, 1, 1, 0, 0, 0)  # fixed, so the same workspace exports to the same bytes
 
 EMPTY_DATA_CONFIG = DATA_CONFIG_HEADER + "{}\n"
-
-
-def sha256_file(path: Path) -> str:
-    """Hex SHA-256 of a file, read in chunks."""
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for chunk in iter(lambda: handle.read(COPY_CHUNK), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 # --------------------------------------------------------------------------- export
@@ -143,7 +133,7 @@ def export_workspace(workspace: str | Path, output: str | Path | None = None, fo
         "accord_version": __version__,
         "plan_hash": plan.hash,
         "workspace_hash": identity,
-        "files": {name: sha256_file(path) for name, path in files.items()},
+        "files": {name: file_digest(path, "sha256") for name, path in files.items()},
     }
     with atomic_path(target) as partial:
         with zipfile.ZipFile(partial, "w") as archive:
@@ -276,7 +266,7 @@ def _verify(root: Path, files: list[zipfile.ZipInfo], archive: Path) -> dict:
             raise _refuse(archive, name, "not listed in the manifest")
         if name not in present:
             raise _refuse(archive, name, "listed in the manifest but missing")
-        if sha256_file(root / name) != listed[name]:
+        if file_digest(root / name, "sha256") != listed[name]:
             raise _refuse(archive, name, "SHA-256 differs from the manifest")
     return manifest
 
