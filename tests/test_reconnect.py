@@ -44,3 +44,39 @@ def test_an_aggregator_that_never_comes_gives_a_clear_error(pki) -> None:
         client.get_tasks()
     client.close()
     assert "check that the aggregator is running" in failed.value.fix
+
+
+@pytest.mark.parametrize("refuse", [False, True])
+def test_after_an_outage_the_aggregators_certificate_is_checked_again(pki, refuse: bool) -> None:
+    from cryptography import x509
+
+    from accord.errors import PKIError
+    from accord.pki import load_pem_cert
+
+    seen: list[int] = []
+
+    def check(der: bytes) -> None:
+        seen.append(x509.load_der_x509_certificate(der).serial_number)
+        if refuse:
+            raise PKIError("the aggregator's certificate is revoked")
+
+    port = free_port()
+    service = FakeService(small_model())
+    service.open_round()
+    server = GrpcAggregatorServer(service, "127.0.0.1", port, pki["server"])
+    starter = threading.Timer(1.5, server.start)  # up only after the client's first failure
+    starter.start()
+    client = GrpcAggregatorClient(
+        MEMBERS[0], PLAN, "localhost", port, pki[MEMBERS[0]], reconnect_timeout=60, check_server=check
+    )
+    try:
+        if refuse:
+            with pytest.raises(PKIError, match="revoked"):
+                client.get_tasks()
+        else:
+            assert client.get_tasks().action is Action.RUN
+    finally:
+        starter.join()
+        client.close()
+        server.stop(0)
+    assert seen and set(seen) == {load_pem_cert(pki["server"].cert_path).serial_number}

@@ -118,8 +118,8 @@ class AggregatorRuntime:
         self.engine.check_member(collaborator)
         if plan_hash != self.plan.hash:
             raise RefusedError(
-                f"collaborator {collaborator!r} has plan hash {plan_hash[:16]}..., the aggregator's "
-                f"is {self.plan.hash[:16]}...: the plans differ",
+                f"collaborator {collaborator!r} has plan hash {shown_hash(plan_hash)}, the aggregator's "
+                f"is {shown_hash(self.plan.hash)}: the plans differ",
                 "use the same plan.yaml as the aggregator (fx workspace import)",
                 kind="plan",
             )

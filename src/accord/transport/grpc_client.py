@@ -35,9 +35,21 @@ _REFUSAL_CODES = {
 }
 
 
+class _Unverified(grpc.RpcError):
+    """After an outage, the aggregator's certificate could not be read to check it again: retried."""
+
+    def code(self) -> grpc.StatusCode:
+        return grpc.StatusCode.UNAVAILABLE
+
+    def details(self) -> str:
+        return str(self)
+
+
 def _retryable(error: grpc.RpcError) -> bool:
     """The aggregator is unreachable or slow, or refused the call for now (a "busy" refusal:
     too many calls at once, a full disk). A message over gRPC's size limit is not retried."""
+    if isinstance(error, _Unverified):
+        return True
     code = error.code() if isinstance(error, grpc.Call) else None
     if code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
         return True
@@ -78,6 +90,7 @@ class GrpcAggregatorClient:
         self.plan_hash = plan_hash
         self.workspace_hash = workspace_hash
         self._check_server = check_server
+        self._recheck = False  # set after an outage: check the certificate again before the next call
         self._tls = tls
         self._host, self._port = host, port
         self._address = f"{host}:{port}"
@@ -127,6 +140,7 @@ class GrpcAggregatorClient:
         pause = BACKOFF_FIRST
         while True:
             try:
+                self._recheck_server()
                 return call()
             except grpc.RpcError as exc:
                 if not _retryable(exc):
@@ -136,7 +150,7 @@ class GrpcAggregatorClient:
                 wait = random.uniform(pause / 2, pause)
                 if time.monotonic() + wait > give_up:
                     raise
-                details = (exc.details() if isinstance(exc, grpc.Call) else None) or code.name
+                details = (exc.details() if isinstance(exc, (grpc.Call, _Unverified)) else None) or code.name
                 logger.warning(
                     "%s: the aggregator at %s %s (%s); trying again in %.1f s",
                     what,
@@ -147,8 +161,7 @@ class GrpcAggregatorClient:
                 )
                 time.sleep(wait)
                 pause = min(pause * 2, BACKOFF_MAX)
-                if code is grpc.StatusCode.UNAVAILABLE:
-                    self._recheck_server()
+                self._recheck = self._check_server is not None and code is grpc.StatusCode.UNAVAILABLE
 
     def join(self) -> FederationInfo:
         """Wait for the channel (up to connect_timeout), then introduce this collaborator."""
@@ -196,13 +209,17 @@ class GrpcAggregatorClient:
         self._check_server(der)
 
     def _recheck_server(self) -> None:
-        """After an outage: check the certificate of whatever answers now; nothing if still unreachable."""
+        """After an outage, check whichever aggregator answers now before calling it; _Unverified
+        (retried like an unreachable aggregator) while its certificate cannot be read."""
+        if not self._recheck:
+            return
         try:
             self._check_server_certificate()
+        except PKIError:
+            raise
         except AccordError as exc:
-            if isinstance(exc, PKIError):
-                raise
-            logger.debug("aggregator certificate not re-checked: %s", exc)
+            raise _Unverified(exc.message) from None
+        self._recheck = False
 
     def get_tasks(self) -> TaskAssignment:
         """Long-poll for work: returns when a round opens, the federation ends, or the poll times out."""
