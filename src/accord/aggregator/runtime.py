@@ -68,6 +68,7 @@ class AggregatorRuntime:
             collaborators=collaborators,
         )
         self.workspace_hash = plan.workspace_hash()  # once: the code does not change while serving
+        log.info("workspace hash %s (plan + src/ + requirements.txt; every site must have the same)", self.workspace_hash)
         self.checkpoint = Checkpoint(plan.resolve_path(settings.state_dir), plan.hash)
         saved = None if fresh or model is not None else self.checkpoint.load()
         if saved is None:
