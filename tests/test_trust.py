@@ -206,6 +206,7 @@ def test_the_crl_is_signed_by_the_signing_ca_and_never_goes_back(tmp_path: Path)
     assert install_crl(site, second.pem, "crl.pem")[1] is False  # the same one: nothing to do
     with pytest.raises(PKIError, match="is not newer than the one held"):
         install_crl(site, first.pem, "old.pem")
+    assert install_crl(site, first.pem, "package", keep_newer=True) == (held, False)  # a package's older one
     other = make_federation_pki(tmp_path / "other", "localhost", [])
     with pytest.raises(PKIError, match="not signed by this federation's signing CA"):
         install_crl(site, write_crl(other.cert_dir).pem, "foreign.pem")

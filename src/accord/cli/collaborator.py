@@ -170,7 +170,7 @@ def _import_signed(package: Path, cert_dir: Path, plan: Plan | None) -> None:
     )
     cert = done.certificate
     if signed.crl_pem is not None:
-        _show_crl(*install_crl(cert_dir, signed.crl_pem, f"{package} (crl.pem)"))
+        _show_crl(*install_crl(cert_dir, signed.crl_pem, f"{package} (crl.pem)", keep_newer=True))
     new_chain = " (new here: compare the root fingerprint with the CA's)" if done.chain_added else ""
     click.echo(
         f"installed the certificate of {signed.name}: {done.cert_path} (serial {cert.serial_number:x}, "

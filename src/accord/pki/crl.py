@@ -130,10 +130,13 @@ def installed_crl(cert_dir: str | os.PathLike[str]) -> RevocationList | None:
     return held
 
 
-def install_crl(cert_dir: str | os.PathLike[str], data: bytes, source: str) -> tuple[RevocationList, bool]:
-    """(site) Install a CRL signed by the chain's signing CA and not older than the held one.
+def install_crl(
+    cert_dir: str | os.PathLike[str], data: bytes, source: str, keep_newer: bool = False
+) -> tuple[RevocationList, bool]:
+    """(site) Install a CRL signed by the chain's signing CA and newer than the held one.
 
-    Returns the CRL now held and whether it replaced the file (False: the same one was held).
+    Returns the CRL now held and whether it replaced the file (False: the same one was held,
+    or, with ``keep_newer``, a newer one, which stays; otherwise an older one is refused).
     """
     layout = CertLayout(cert_dir)
     if len(data) > MAX_CRL_BYTES:
@@ -141,7 +144,7 @@ def install_crl(cert_dir: str | os.PathLike[str], data: bytes, source: str) -> t
     new = parse_crl(data, layout.chain, source)
     held = installed_crl(layout.cert_dir)
     if held is not None:
-        if held.pem == new.pem:
+        if held.pem == new.pem or (keep_newer and new.number < held.number):
             return held, False
         if new.number <= held.number:
             raise PKIError(
