@@ -32,7 +32,8 @@ def fx(capsys, *args: str) -> tuple[int, str, str]:
 
 
 def fingerprints(text: str) -> set[str]:
-    return set(re.findall(r"\b[0-9a-f]{96}\b", text))
+    """The SHA-384 fingerprints printed (not the plan or workspace hashes)."""
+    return set(re.findall(r"fingerprint \(SHA-384\): ([0-9a-f]{96})\b", text))
 
 
 def members(package: Path) -> dict[str, bytes]:
@@ -145,7 +146,7 @@ def test_the_ca_signs_a_request_and_the_site_installs_the_answer(ca_ws: Path, si
     assert len(fingerprints(asked)) == 1 and fingerprints(asked) == fingerprints(answered)
     assert collaborators(ca_ws) == [NAME] and stat.S_IMODE(plan_file.stat().st_mode) == 0o444
     signed = members(outbox / SIGNED)
-    assert set(signed) == {f"col_{NAME}.crt", "cert_chain.crt"}
+    assert set(signed) == {f"col_{NAME}.crt", "cert_chain.crt", "crl.pem"}  # with the CA's revocation list
     assert not any(b"PRIVATE KEY" in data for data in signed.values())
 
     code, out, err = fx(capsys, "collaborator", "certify", "--import", outbox / SIGNED, "-w", site_ws)
@@ -155,6 +156,8 @@ def test_the_ca_signs_a_request_and_the_site_installs_the_answer(ca_ws: Path, si
     assert load_pem_cert(site.collaborator_cert(NAME)).serial_number == int(re.search(r"serial ([0-9a-f]+)", out)[1], 16)
     check_own_certificate(site.cert_dir, "collaborator", NAME)
     assert not list(site_ws.glob("cert/ca/**/*"))
+    assert site.crl.read_bytes() == CertLayout(ca_ws / "cert").crl.read_bytes()
+    assert "revocation list number 1 (0 revoked" in out and "installed" in out
 
     code, again, _ = fx(capsys, "collaborator", "certify", "--request-pkg", outbox / REQUEST, "-w", ca_ws, "--yes", "--output", outbox)
     assert code == 0 and f"{NAME} already holds certificate" in again and "already in the collaborators" in again

@@ -25,7 +25,8 @@ def fx(*args: str) -> str:
 
 
 def fingerprints(text: str) -> set[str]:
-    return set(re.findall(r"\b[0-9a-f]{96}\b", text))
+    """The SHA-384 fingerprints printed (not the plan or workspace hashes)."""
+    return set(re.findall(r"fingerprint \(SHA-384\): ([0-9a-f]{96})\b", text))
 
 
 def test_three_sites_federate_with_the_cli_alone(tmp_path: Path) -> None:

@@ -378,8 +378,11 @@ def test_malformed_messages_harm_nothing(aggregator: Aggregator) -> None:
     assert {name: agg.runtime.engine.assignment(name) for name in (ME, OTHER)} == owed  # no result counted
 
     for name in (ME, OTHER):  # an honest round still completes, and no malformed update was averaged in
-        with GrpcAggregatorClient(name, agg.plan.hash, "localhost", agg.port, agg.tls(name)) as client:
-            assert client.join() == FederationInfo(agg.plan.hash, 2, 0)
+        identity = agg.runtime.workspace_hash
+        with GrpcAggregatorClient(
+            name, agg.plan.hash, "localhost", agg.port, agg.tls(name), workspace_hash=identity
+        ) as client:
+            assert client.join() == FederationInfo(agg.plan.hash, 2, 0, identity)
             assignment = client.get_tasks()
             assert assignment.action is Action.RUN and [t.name for t in assignment.tasks] == list(TASKS)
             model = client.get_model(0)

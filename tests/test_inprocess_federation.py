@@ -65,7 +65,7 @@ def test_federation_trains_and_writes_files(workspace_factory, treatment, delta)
     assert per_site == {(r, n) for r in range(4) for n in names}
 
 
-def test_runtime_refuses_wrong_plan_hash_and_unknown_name(workspace_factory) -> None:
+def test_runtime_refuses_wrong_plan_or_workspace_hash_and_unknown_name(workspace_factory) -> None:
     plan = workspace_factory(["alpha"], rounds=1)
     initialize_model(plan)
     runtime = AggregatorRuntime(plan)
@@ -75,3 +75,10 @@ def test_runtime_refuses_wrong_plan_hash_and_unknown_name(workspace_factory) -> 
     with pytest.raises(RefusedError, match="not in the plan") as info:
         runtime.join("mallory", plan.hash)
     assert info.value.kind == "identity"
+    ours = runtime.workspace_hash
+    assert runtime.join("alpha", plan.hash, ours).workspace_hash == ours  # the site checks this answer
+    for theirs, shown in (("", "(none)"), ("1" * 96, "1" * 16 + "..."), ("x\nforged", "(not a SHA-384 hash)")):
+        with pytest.raises(RefusedError, match="workspace hash") as info:
+            runtime.join("alpha", plan.hash, theirs)
+        assert info.value.kind == "plan" and shown in info.value.message and ours[:16] in info.value.message
+    runtime.close()

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import threading
 import time
+from contextlib import contextmanager
+from typing import Iterator
 
 import pytest
 
@@ -16,23 +18,29 @@ from accord.transport.grpc_server import GrpcAggregatorServer
 from test_transport import MEMBERS, PLAN, FakeService, pki, small_model  # noqa: F401  (pki is a fixture)
 
 
-def test_calls_wait_for_an_aggregator_that_comes_up_late(pki, monkeypatch, caplog) -> None:
-    pauses: list[float] = []
-    real_sleep = time.sleep
-    monkeypatch.setattr(grpc_client.time, "sleep", lambda s: (pauses.append(s), real_sleep(s)))
+@contextmanager
+def late_server(pki, delay: float) -> Iterator[int]:
+    """A port whose aggregator (a fake service with a round open) starts listening after ``delay`` s."""
     port = free_port()
     service = FakeService(small_model())
     service.open_round()
     server = GrpcAggregatorServer(service, "127.0.0.1", port, pki["server"])
-    starter = threading.Timer(2.0, server.start)
+    starter = threading.Timer(delay, server.start)
     starter.start()
-    client = GrpcAggregatorClient(MEMBERS[0], PLAN, "localhost", port, pki[MEMBERS[0]], reconnect_timeout=60)
     try:
-        assert client.get_tasks().action is Action.RUN
+        yield port
     finally:
         starter.join()
-        client.close()
         server.stop(0)
+
+
+def test_calls_wait_for_an_aggregator_that_comes_up_late(pki, monkeypatch, caplog) -> None:
+    pauses: list[float] = []
+    real_sleep = time.sleep
+    monkeypatch.setattr(grpc_client.time, "sleep", lambda s: (pauses.append(s), real_sleep(s)))
+    with late_server(pki, 2.0) as port:
+        with GrpcAggregatorClient(MEMBERS[0], PLAN, "localhost", port, pki[MEMBERS[0]], reconnect_timeout=60) as client:
+            assert client.get_tasks().action is Action.RUN
     assert len(pauses) >= 2 and all(0 < p <= grpc_client.BACKOFF_MAX for p in pauses)
     assert pauses[0] <= grpc_client.BACKOFF_FIRST <= pauses[1]  # it doubles, jittered within [p/2, p]
     assert "unreachable" in caplog.text and "trying again" in caplog.text
@@ -44,3 +52,28 @@ def test_an_aggregator_that_never_comes_gives_a_clear_error(pki) -> None:
         client.get_tasks()
     client.close()
     assert "check that the aggregator is running" in failed.value.fix
+
+
+@pytest.mark.parametrize("refuse", [False, True])
+def test_after_an_outage_the_aggregators_certificate_is_checked_again(pki, refuse: bool) -> None:
+    from cryptography import x509
+
+    from accord.errors import PKIError
+    from accord.pki import load_pem_cert
+
+    seen: list[int] = []
+
+    def check(der: bytes) -> None:
+        seen.append(x509.load_der_x509_certificate(der).serial_number)
+        if refuse:
+            raise PKIError("the aggregator's certificate is revoked")
+
+    with late_server(pki, 1.5) as port, GrpcAggregatorClient(
+        MEMBERS[0], PLAN, "localhost", port, pki[MEMBERS[0]], reconnect_timeout=60, check_server=check
+    ) as client:
+        if refuse:
+            with pytest.raises(PKIError, match="revoked"):
+                client.get_tasks()
+        else:
+            assert client.get_tasks().action is Action.RUN
+    assert seen and set(seen) == {load_pem_cert(pki["server"].cert_path).serial_number}

@@ -91,7 +91,10 @@ def _client(plan: Plan, name: str) -> GrpcAggregatorClient:
     layout = CertLayout(plan.workspace / "cert")
     tls = ClientTLS(layout.collaborator_cert(name), layout.collaborator_key(name), layout.chain)
     net = plan.model.network.settings
-    return GrpcAggregatorClient(name, plan.hash, net.agg_addr, net.agg_port, tls, connect_timeout=10.0, reconnect_timeout=3.0)
+    return GrpcAggregatorClient(
+        name, plan.hash, net.agg_addr, net.agg_port, tls, connect_timeout=10.0, reconnect_timeout=3.0,
+        workspace_hash=plan.workspace_hash(),
+    )
 
 
 def _finish(aggregator: subprocess.Popen, log: Path) -> str:

@@ -61,7 +61,7 @@ class FakeService:
         if plan_hash != PLAN:
             raise RefusedError(f"plan hash {plan_hash!r} differs from the aggregator's", kind="plan")
 
-    def join(self, collaborator: str, plan_hash: str) -> FederationInfo:
+    def join(self, collaborator: str, plan_hash: str, workspace_hash: str | None = None) -> FederationInfo:
         self._check("join", collaborator, plan_hash)
         return FederationInfo(plan_hash=PLAN, rounds_to_train=5, round_number=2)
 

@@ -16,12 +16,14 @@ from contextlib import AbstractContextManager
 from dataclasses import asdict
 from typing import Any, Callable
 
+from accord.aggregator.assigner import Assigner
 from accord.aggregator.checkpoint import Checkpoint, SavedRound
 from accord.aggregator.engine import RoundDeadlineError, RoundEngine, RoundOutcome
 from accord.aggregator.metrics import MetricRecord, MetricsLog
 from accord.aggregator.stragglers import StragglerPolicy
-from accord.errors import AccordError, RefusedError
+from accord.errors import AccordError, PlanError, RefusedError
 from accord.messages import Action, FederationInfo, TaskAssignment, TaskResult
+from accord.plan.identity import shown_hash
 from accord.plan.loader import Plan
 from accord.plan.objects import build
 from accord.tensors.state import ModelState, load_state, save_state
@@ -50,14 +52,23 @@ class AggregatorRuntime:
                 "add names under `collaborators:` in the plan (fx collaborator certify does it)",
                 kind="identity",
             )
+        problem = plan.model.membership_problem()
+        if problem:
+            raise PlanError(
+                f"{plan.path or 'the plan'}: {problem}",
+                "certify the missing collaborators (fx collaborator certify) or change the plan",
+            )
         assigner_section = plan.model.assigner
         assigner = build(
             "assigner",
             assigner_section.template,
             assigner_section.settings.model_dump(),
             plan.workspace,
+            expect=Assigner,
             collaborators=collaborators,
         )
+        self.workspace_hash = plan.workspace_hash()  # once: the code does not change while serving
+        log.info("workspace hash %s (plan + src/ + requirements.txt; every site must have the same)", self.workspace_hash)
         self.checkpoint = Checkpoint(plan.resolve_path(settings.state_dir), plan.hash)
         saved = None if fresh or model is not None else self.checkpoint.load()
         if saved is None:
@@ -108,22 +119,39 @@ class AggregatorRuntime:
         self.engine.check_member(collaborator)
         if plan_hash != self.plan.hash:
             raise RefusedError(
-                f"collaborator {collaborator!r} has plan hash {plan_hash[:16]}..., the aggregator's "
-                f"is {self.plan.hash[:16]}...: the plans differ",
+                f"collaborator {collaborator!r} has plan hash {shown_hash(plan_hash)}, the aggregator's "
+                f"is {shown_hash(self.plan.hash)}: the plans differ",
                 "use the same plan.yaml as the aggregator (fx workspace import)",
                 kind="plan",
             )
 
-    def join(self, collaborator: str, plan_hash: str) -> FederationInfo:
-        """Admit a collaborator whose name is in the plan and whose plan hash matches."""
+    def _check_workspace(self, collaborator: str, workspace_hash: str) -> None:
+        if workspace_hash != self.workspace_hash:
+            raise RefusedError(
+                f"collaborator {collaborator!r} has workspace hash {shown_hash(workspace_hash)}, the "
+                f"aggregator's is {shown_hash(self.workspace_hash)}: its code (src/, requirements.txt) or plan differs",
+                "import the federation's workspace archive again (fx workspace import) and compare the "
+                "workspace hash it prints with the operator's",
+                kind="plan",
+            )
+
+    def join(self, collaborator: str, plan_hash: str, workspace_hash: str | None = None) -> FederationInfo:
+        """Admit a collaborator whose name is in the plan and whose plan and workspace hashes match.
+
+        ``workspace_hash`` None: the transport carries none (in-process: the same workspace).
+        """
         try:
             self._check(collaborator, plan_hash)
+            if workspace_hash is not None:
+                self._check_workspace(collaborator, workspace_hash)
         except RefusedError as exc:
             log.warning("refused %s at join: %s", collaborator, exc.message)
             raise
         with self._cond:
             log.info("collaborator %s joined (round %d)", collaborator, self.engine.round_number)
-            return FederationInfo(self.plan.hash, self.engine.rounds_to_train, self.engine.round_number)
+            return FederationInfo(
+                self.plan.hash, self.engine.rounds_to_train, self.engine.round_number, self.workspace_hash
+            )
 
     def get_tasks(self, collaborator: str, plan_hash: str, timeout: float) -> TaskAssignment:
         """Tasks for the current round, waiting up to ``timeout`` for a round to open."""

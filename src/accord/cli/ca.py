@@ -30,7 +30,8 @@ def certify_cmd(workspace: Path, plan_path: str, key_type: str) -> None:
     """
     from accord.pki import cert_fingerprint, create_ca, load_pem_cert
 
-    layout = create_ca(_cert_dir(workspace, plan_path), key_type)
+    plan = plan_if_present(workspace, plan_path)
+    layout = create_ca(cert_dir_of(workspace, plan), key_type)
     root = load_pem_cert(layout.root_cert)
     until = root.not_valid_after_utc.date().isoformat()
     click.echo(
@@ -39,7 +40,8 @@ def certify_cmd(workspace: Path, plan_path: str, key_type: str) -> None:
         f"  signing CA    {layout.signing_cert}   (signs every participant's certificate)\n"
         f"  chain         {layout.chain}   (every participant's trust bundle; it travels in each signed package)\n"
         f"root CA fingerprint (SHA-384): {cert_fingerprint(root)}\n"
-        f"next: fx aggregator generate-cert-request -w {workspace}, then fx aggregator certify -w {workspace}"
+        + (f"workspace hash {plan.workspace_hash()}   (plan + src/ + requirements.txt)\n" if plan else "")
+        + f"next: fx aggregator generate-cert-request -w {workspace}, then fx aggregator certify -w {workspace}"
     )
 
 
@@ -49,15 +51,24 @@ def certify_cmd(workspace: Path, plan_path: str, key_type: str) -> None:
 @plan_option
 @click.option("--reason", default="", help="Why, kept in cert/ca/revoked.jsonl.")
 def revoke_cmd(serial_or_name: str, workspace: Path, plan_path: str, reason: str) -> None:
-    """Revoke a certificate; the aggregator refuses it.
+    """Revoke a certificate; the aggregator refuses it, and so do sites that hold the new CRL.
 
     SERIAL_OR_NAME is a hex serial (see `fx workspace certificates`) or a participant's
-    name (every certificate issued to it). The running aggregator refuses it from its
-    next call; no restart needed.
+    name (every certificate issued to it). The running aggregator refuses a collaborator
+    from its next call; no restart needed. The signed revocation list WS/cert/crl.pem is
+    written again: send it to every site (`fx collaborator update-crl crl.pem`), so that
+    they refuse a revoked aggregator certificate.
     """
-    from accord.pki import revoke
+    from accord.pki import CertLayout, revoke
+    from accord.pki.crl import write_crl
 
-    click.echo(revoke(_cert_dir(workspace, plan_path), serial_or_name, reason))
+    cert_dir = _cert_dir(workspace, plan_path)
+    click.echo(revoke(cert_dir, serial_or_name, reason))
+    crl = write_crl(cert_dir)
+    click.echo(
+        f"revocation list {CertLayout(cert_dir).crl} (number {crl.number}, {len(crl.serials)} revoked)\n"
+        f"next: send it to every site: fx collaborator update-crl crl.pem -w SITE"
+    )
 
 
 @click.command()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
@@ -16,7 +17,11 @@ from accord.cli.options import (
     workspace_option,
     yes_option,
 )
+from accord.errors import AccordError
 from accord.plan.loader import Plan
+
+if TYPE_CHECKING:
+    from accord.pki.crl import RevocationList
 
 
 @click.group(cls=OrderedGroup)
@@ -125,7 +130,7 @@ def certify(
         _sign_request(request_pkg, workspace, plan, yes, days, output or workspace)
     else:
         assert import_pkg is not None
-        _import_signed(import_pkg, cert_dir_of(workspace, plan))
+        _import_signed(import_pkg, cert_dir_of(workspace, plan), plan)
 
 
 def _sign_request(package: Path, workspace: Path, plan: Plan | None, yes: bool, days: int, output: Path) -> None:
@@ -147,12 +152,15 @@ def _sign_request(package: Path, workspace: Path, plan: Plan | None, yes: bool, 
         click.echo(f"no plan in {workspace}: add {request.name} to its collaborators list yourself")
     else:
         click.echo(f"{request.name} {'added to' if done.added_to_plan else 'already in'} the collaborators of {plan_path}")
+    if plan is not None:
+        click.echo(f"workspace hash {plan.workspace_hash()}   (the site's --import prints its own: they must match)")
     click.echo(f"signed package: {done.package}")
     click.echo(f"next: send it back to the site: fx collaborator certify --import {done.package.name}")
 
 
-def _import_signed(package: Path, cert_dir: Path) -> None:
+def _import_signed(package: Path, cert_dir: Path, plan: Plan | None) -> None:
     from accord.pki import cert_fingerprint, load_pem_cert
+    from accord.pki.crl import install_crl
     from accord.pki.install import install_certificate
     from accord.pki.packages import read_signed_package
 
@@ -161,14 +169,47 @@ def _import_signed(package: Path, cert_dir: Path) -> None:
         cert_dir, "collaborator", signed.name, signed.cert_pem, signed.chain_pem, source=str(package)
     )
     cert = done.certificate
+    if signed.crl_pem is not None:
+        _show_crl(*install_crl(cert_dir, signed.crl_pem, f"{package} (crl.pem)", keep_newer=True))
     new_chain = " (new here: compare the root fingerprint with the CA's)" if done.chain_added else ""
     click.echo(
         f"installed the certificate of {signed.name}: {done.cert_path} (serial {cert.serial_number:x}, "
         f"valid until {cert.not_valid_after_utc.date().isoformat()})\n"
         f"CA chain: {done.chain_path}{new_chain}\n"
         f"root CA fingerprint (SHA-384): {cert_fingerprint(load_pem_cert(done.chain_path))}\n"
-        f"next: fx collaborator start -n {signed.name}"
+        + (f"workspace hash {plan.workspace_hash()}   (compare it with the CA operator's)\n" if plan else "")
+        + f"next: fx collaborator start -n {signed.name}"
     )
+
+
+def _show_crl(crl: RevocationList, replaced: bool) -> None:
+    from accord.pki.records import iso
+
+    what = "installed" if replaced else "already held"
+    click.echo(f"revocation list number {crl.number} ({len(crl.serials)} revoked, issued {iso(crl.issued)}) {what}")
+
+
+@collaborator.command("update-crl")
+@click.argument("crl_file", type=click.Path(dir_okay=False, path_type=Path))
+@workspace_option
+@plan_option
+def update_crl(crl_file: Path, workspace: Path, plan_path: str) -> None:
+    """Install the CA's newer revocation list (crl.pem from `fx workspace revoke`).
+
+    It must be signed by this federation's signing CA (WS/cert/cert_chain.crt) and not be
+    older than the one held. `fx collaborator start` then refuses an aggregator whose
+    certificate it lists.
+    """
+    from accord.pki.crl import install_crl
+
+    try:
+        data = crl_file.read_bytes()
+    except OSError as exc:
+        raise AccordError(
+            f"revocation list {crl_file} cannot be read: {exc.strerror or exc}", "check the path"
+        ) from None
+    cert_dir = cert_dir_of(workspace, plan_if_present(workspace, plan_path))
+    _show_crl(*install_crl(cert_dir, data, str(crl_file)))
 
 
 @collaborator.command("start")

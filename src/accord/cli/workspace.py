@@ -56,7 +56,11 @@ def export(workspace: Path, output: Path | None, force: bool) -> None:
     from accord.workspace.archive import export_workspace
 
     result = export_workspace(workspace, output, force)
-    click.echo(f"workspace exported to {result.path} ({len(result.files)} files)\nplan hash {result.plan_hash}")
+    click.echo(
+        f"workspace exported to {result.path} ({len(result.files)} files)\n"
+        f"plan hash {result.plan_hash}\n"
+        f"workspace hash {result.workspace_hash}   (plan + src/ + requirements.txt: read it to each site's operator)"
+    )
 
 
 @workspace.command("import")
@@ -79,8 +83,8 @@ def import_(archive: Path, prefix: Path | None) -> None:
     result = import_workspace(archive, prefix)
     ws = result.workspace
     requirements = ws / "requirements.txt"
-    click.echo(f"workspace imported to {ws}\nplan hash {result.plan.hash}")
-    click.echo("compare the plan hash with the federation operator's, then:")
+    click.echo(f"workspace imported to {ws}\nplan hash {result.plan.hash}\nworkspace hash {result.workspace_hash}")
+    click.echo("compare the workspace hash with the federation operator's (it covers the plan and the code), then:")
     if requirements.is_file():
         click.echo(f"  - install the model's requirements yourself if needed: pip install -r {requirements}")
     click.echo(f"  - fx collaborator generate-cert-request -n NAME -w {ws} --data-path PATH")

@@ -31,7 +31,12 @@ def build_data_loader(plan: Plan, name: str) -> DataLoader:
     """The plan's data loader for this collaborator's data path."""
     section = plan.model.data_loader
     return build(
-        "data_loader", section.template, dict(section.settings), plan.workspace, data_path=data_path_for(plan, name)
+        "data_loader",
+        section.template,
+        dict(section.settings),
+        plan.workspace,
+        expect=DataLoader,
+        data_path=data_path_for(plan, name),
     )
 
 
@@ -54,8 +59,11 @@ def grpc_client(plan: Plan, name: str, connect_timeout: float | None = None) -> 
 
     ``connect_timeout`` is this site's own choice and overrides the plan's without changing its hash.
     The site's certificate is checked first: the aggregator's TLS handshake would refuse an
-    expired one, or one from another CA, without saying why.
+    expired one, or one from another CA, without saying why. The client sends this
+    workspace's hash (computed once, here) and refuses an aggregator whose certificate
+    the held revocation list (cert/crl.pem) lists.
     """
+    from accord.pki.crl import check_aggregator_certificate
     from accord.pki.install import check_own_certificate
     from accord.pki.layout import CertLayout
     from accord.transport.grpc_client import GrpcAggregatorClient
@@ -76,6 +84,8 @@ def grpc_client(plan: Plan, name: str, connect_timeout: float | None = None) -> 
         connect_timeout=connect_timeout or net.connect_timeout_seconds,
         reconnect_timeout=net.reconnect_timeout_seconds,
         transfer_timeout=net.transfer_timeout_seconds,
+        workspace_hash=plan.workspace_hash(),
+        check_server=lambda der: check_aggregator_certificate(der, layout.cert_dir, f"{net.agg_addr}:{net.agg_port}"),
     )
 
 

@@ -118,7 +118,7 @@ def _check_public_key(key: CertificatePublicKeyTypes) -> None:
         raise PKIError(f"CSR key type {type(key).__name__} is not supported", fix)
 
 
-def _load_signing_ca(layout: CertLayout) -> tuple[x509.Certificate, PrivateKey]:
+def load_signing_ca(layout: CertLayout) -> tuple[x509.Certificate, PrivateKey]:
     cert = load_pem_cert(layout.signing_cert, "signing CA certificate", CA_FIX)
     key = load_private_key(layout.signing_key, "signing CA private key", CA_FIX)
     der = serialization.Encoding.DER
@@ -163,7 +163,7 @@ def sign_csr(
     _check_public_key(public_key)
 
     layout = CertLayout(cert_dir)
-    ca_cert, ca_key = _load_signing_ca(layout)
+    ca_cert, ca_key = load_signing_ca(layout)
     start = (now or utc_now()) - CLOCK_SKEW
     end = min(start + CLOCK_SKEW + dt.timedelta(days=days), ca_cert.not_valid_after_utc)
     cert = _build(

@@ -122,6 +122,11 @@ class CertLayout:
         return self.ca_dir / "revoked.jsonl"
 
     @property
+    def crl(self) -> Path:
+        """The CA's certificate revocation list (X.509 CRL, PEM): the CA writes it, sites hold a copy."""
+        return self.cert_dir / "crl.pem"
+
+    @property
     def chain(self) -> Path:
         """Root + signing CA certificates: the trust bundle every participant holds."""
         return self.cert_dir / "cert_chain.crt"

@@ -2,8 +2,8 @@
 
 - request package ``col_NAME_to_agg_cert_request.zip`` (site -> CA): ``col_NAME.csr`` and
   ``manifest.json`` = ``{"kind": "collaborator", "name": NAME, "fingerprint_sha384": FP}``;
-- signed package ``agg_to_col_NAME_signed_cert.zip`` (CA -> site): ``col_NAME.crt`` and
-  ``cert_chain.crt``.
+- signed package ``agg_to_col_NAME_signed_cert.zip`` (CA -> site): ``col_NAME.crt``,
+  ``cert_chain.crt`` and the CA's revocation list ``crl.pem`` (older packages lack it).
 
 Neither ever holds a private key. Reading never extracts to disk: the members must be
 exactly the expected names, each at most :data:`MAX_MEMBER_BYTES`, read into memory.
@@ -25,14 +25,15 @@ from accord.files import atomic_path
 from accord.pki.csr import csr_common_name, csr_fingerprint, load_csr
 from accord.pki.keys import read_pem_bytes
 from accord.pki.layout import CHAIN_FIX, CertLayout, collaborator_fix, validate_collaborator_name
+from accord.pki.secrets import private_key_problem
 
 MAX_MEMBER_BYTES = 64 * 1024
 MAX_PACKAGE_BYTES = 1024 * 1024
 MANIFEST = "manifest.json"
 CHAIN = "cert_chain.crt"
+CRL = "crl.pem"
 REQUEST_KIND = "collaborator"
 _FINGERPRINT = re.compile(r"^[0-9a-f]{96}$")
-_PRIVATE = b"PRIVATE KEY"
 
 def request_package_name(name: str) -> str:
     return f"col_{validate_collaborator_name(name)}_to_agg_cert_request.zip"
@@ -55,11 +56,12 @@ class SignedCert:
     name: str
     cert_pem: bytes
     chain_pem: bytes
+    crl_pem: bytes | None = None
 
 def _write_zip(path: Path, members: dict[str, bytes]) -> Path:
     """Write ``members`` to a new zip at ``path`` atomically (0644)."""
     for member, data in members.items():
-        if _PRIVATE in data:  # pragma: no cover - defensive: packages are built from public files
+        if private_key_problem(data):  # pragma: no cover - defensive: packages are built from public files
             raise PKIError(f"refusing to put a private key into {path} ({member})")
     with atomic_path(path) as partial:
         with zipfile.ZipFile(partial, "w", compression=zipfile.ZIP_DEFLATED) as zf:
@@ -92,7 +94,7 @@ def _read_zip(path: Path, what: str, fix: str) -> dict[str, bytes]:
     except OSError as exc:
         raise PKIError(f"{what} {path} cannot be read: {exc.strerror or exc}", fix) from None
     for member, data in members.items():
-        if _PRIVATE in data:
+        if private_key_problem(data):
             raise PKIError(
                 f"{what} {path} contains a private key ({member}): it has left its site",
                 "delete the package, make a new key and request (the old key must be treated as exposed)",
@@ -157,15 +159,21 @@ def read_request_package(path: str | os.PathLike[str]) -> CertRequest:
     return CertRequest(name, csr_pem, fingerprint)
 
 def write_signed_package(
-    cert_dir: str | os.PathLike[str], name: str, cert_pem: bytes, output_dir: str | os.PathLike[str]
+    cert_dir: str | os.PathLike[str],
+    name: str,
+    cert_pem: bytes,
+    output_dir: str | os.PathLike[str],
+    crl_pem: bytes | None = None,
 ) -> Path:
-    """Package a signed collaborator certificate with the CA chain of ``cert_dir`` for the site."""
+    """Package a signed collaborator certificate with the CA chain of ``cert_dir`` (and its CRL) for the site."""
     chain_pem = read_pem_bytes(CertLayout(cert_dir).chain, "CA certificate chain", CHAIN_FIX)
     members = {f"col_{validate_collaborator_name(name)}.crt": cert_pem, CHAIN: chain_pem}
+    if crl_pem is not None:
+        members[CRL] = crl_pem
     return _write_zip(Path(output_dir) / signed_package_name(name), members)
 
 def read_signed_package(path: str | os.PathLike[str]) -> SignedCert:
-    """Read a signed package: exactly one ``col_NAME.crt`` and the chain, both PEM certificates."""
+    """Read a signed package: exactly one ``col_NAME.crt`` and the chain, both PEM certificates, and maybe a CRL."""
     source = Path(path)
     what = "signed certificate package"
     fix = "ask the CA for the package `fx collaborator certify --request-pkg` made"
@@ -174,10 +182,10 @@ def read_signed_package(path: str | os.PathLike[str]) -> SignedCert:
     if len(certs) != 1:
         raise PKIError(f"{what} {source} must hold one col_NAME.crt, found {sorted(members)}", fix)
     name = validate_collaborator_name(certs[0][len("col_") : -len(".crt")])
-    _expect(members, {certs[0], CHAIN}, source, what, fix)
+    _expect(members, {certs[0], CHAIN} | ({CRL} & set(members)), source, what, fix)
     for member in (certs[0], CHAIN):  # parse both: a package of anything else is refused here
         try:
             x509.load_pem_x509_certificates(members[member])
         except ValueError as exc:
             raise PKIError(f"{what} {source}: {member} is not a PEM certificate: {exc}", fix) from None
-    return SignedCert(name, members[certs[0]], members[CHAIN])
+    return SignedCert(name, members[certs[0]], members[CHAIN], members.get(CRL))  # the CRL is checked at install

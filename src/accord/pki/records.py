@@ -113,10 +113,15 @@ def issued_with_status(cert_dir: str | os.PathLike[str], now: dt.datetime | None
     return listed
 
 
+def revoked_records(cert_dir: str | os.PathLike[str]) -> list[dict[str, Any]]:
+    """Every record of ca/revoked.jsonl (serial, subject, revoked_at, reason), oldest first."""
+    return _read(CertLayout(cert_dir).revoked)
+
+
 def revoked_serials(cert_dir: str | os.PathLike[str]) -> set[int]:
     """Serial numbers of every revoked certificate (empty when nothing was revoked)."""
     serials = set()
-    for record in _read(CertLayout(cert_dir).revoked):
+    for record in revoked_records(cert_dir):
         value = parse_serial(str(record.get("serial", "")))
         if value is not None:
             serials.add(value)

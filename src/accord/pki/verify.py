@@ -62,7 +62,7 @@ def _issued_by(cert: x509.Certificate, issuer: x509.Certificate) -> bool:
     return True
 
 
-def _signing_ca(chain_path: Path) -> x509.Certificate:
+def signing_ca(chain_path: Path) -> x509.Certificate:
     """The signing CA of the chain file, after checking it was issued by the chain's root."""
     certs = load_pem_certs(chain_path, "CA certificate chain", CHAIN_FIX)
     roots = [c for c in certs if _is_ca(c) and c.issuer == c.subject and _issued_by(c, c)]
@@ -87,7 +87,7 @@ def verify_peer_certificate(
     """Return the parsed peer certificate if the chain's signing CA issued it, it is valid at
     ``now`` and its serial is not in ``revoked``; raise PKIError saying why otherwise."""
     cert = _parse(cert_pem_or_der)
-    signing = _signing_ca(Path(chain_path))
+    signing = signing_ca(Path(chain_path))
     subject = cert.subject.rfc4514_string()
     if cert.issuer != signing.subject:
         raise CertificateRejected(

@@ -168,14 +168,55 @@ class Plan:
     path: Path | None
     hash: str
 
-    def resolve_path(self, relative: str) -> Path:
-        """A path from the plan, taken relative to the workspace unless absolute."""
-        path = Path(relative)
-        return path if path.is_absolute() else self.workspace / path
+    def resolve_path(self, relative: str, key: str = "a plan path") -> Path:
+        """A path from the plan, relative to the workspace; PlanError if it leads out of it."""
+        return inside_workspace(self.workspace, relative, key)
+
+    def workspace_hash(self) -> str:
+        """The workspace hash (plan/identity.py): read from the files on each call, so compute it once."""
+        from accord.plan.identity import workspace_hash
+
+        return workspace_hash(self.hash, self.workspace)
 
     @property
     def rounds(self) -> int:
         return self.model.aggregator.settings.rounds_to_train
+
+
+#: every path-valued plan setting; each must stay inside the workspace (data paths are the
+#: site's own, in data.yaml, not the plan's: they may point anywhere).
+PLAN_PATHS = (
+    "aggregator.settings.init_state_path",
+    "aggregator.settings.best_state_path",
+    "aggregator.settings.last_state_path",
+    "aggregator.settings.metrics_path",
+    "aggregator.settings.state_dir",
+    "collaborator.settings.data_config_path",
+    "network.settings.cert_dir",
+)
+
+
+def inside_workspace(workspace: Path, relative: str | os.PathLike, key: str) -> Path:
+    """``relative`` resolved (``..`` and symbolic links followed) under ``workspace``; PlanError if outside."""
+    root = Path(workspace).resolve()
+    resolved = (root / relative).resolve()
+    if not resolved.is_relative_to(root):
+        raise PlanError(
+            f"{key} is {str(relative)!r}, which leads outside the workspace {root} (to {resolved})",
+            f"set {key} to a path inside the workspace, such as the default",
+        )
+    return resolved
+
+
+def _check_paths(model: PlanModel, workspace: Path, source: str) -> None:
+    for key in PLAN_PATHS:
+        value: Any = model
+        for part in key.split("."):
+            value = getattr(value, part)
+        try:
+            inside_workspace(workspace, value, key)
+        except PlanError as exc:
+            raise PlanError(f"{source}: {exc.message}", exc.fix) from None
 
 
 def validate_plan(
@@ -187,6 +228,7 @@ def validate_plan(
         model = PlanModel.model_validate(resolved)
     except ValidationError as exc:
         raise PlanError(_format_errors(source, exc), "edit the plan or the override") from exc
+    _check_paths(model, workspace, source)
     digest = plan_hash(model)
     if model.hash is not None and model.hash != digest:
         raise PlanError(

@@ -9,6 +9,7 @@ from typing import Any
 
 from accord.errors import PlanError
 from accord.imports import import_dotted
+from accord.plan.templates import WORKSPACE_TEMPLATE, check_template
 
 
 def use_workspace(workspace: Path) -> None:
@@ -30,14 +31,46 @@ def use_workspace(workspace: Path) -> None:
             del sys.modules[name]
 
 
-def build(section_name: str, template: str | None, settings: dict[str, Any], workspace: Path, **extra: Any) -> Any:
+def _check_workspace_module(section_name: str, template: str, workspace: Path) -> None:
+    """A ``src.*`` template's module must be a file of the workspace's own ``src`` package."""
+    parts = template.split(".")[:-1]
+    base = workspace.resolve() / Path(*parts)
+    found = [p for p in (base.with_suffix(".py"), base / "__init__.py") if p.is_file()]
+    if not found or not found[0].resolve().is_relative_to(workspace.resolve() / "src"):
+        raise PlanError(
+            f"{section_name}.template names {template}, but {base.relative_to(workspace.resolve())}.py is not "
+            f"a file of the workspace's src package",
+            f"add it under {workspace / 'src'} or fix {section_name}.template",
+        )
+
+
+def _missing_members(obj: Any, protocol: type) -> list[str]:
+    """The public members of ``protocol`` (methods, properties, attributes) that ``obj`` lacks."""
+    names = {n for n in vars(protocol) if not n.startswith("_")} | set(getattr(protocol, "__annotations__", {}))
+    return sorted(n for n in names if not hasattr(obj, n))
+
+
+def build(
+    section_name: str,
+    template: str | None,
+    settings: dict[str, Any],
+    workspace: Path,
+    expect: type | None = None,
+    **extra: Any,
+) -> Any:
     """Instantiate a section's template with its settings (plus ``extra`` keyword arguments).
 
-    The workspace root is put on ``sys.path`` first, so a template or setting may name
-    the workspace's own code (``src.model.build_model``).
+    The template is checked against the allowed ones (plan/templates.py) before anything is
+    imported; a ``src.*`` one must be a module of the workspace's own ``src`` package, which
+    is importable first. An object built from the workspace's code must have every member of
+    the ``expect`` protocol (Accord's own templates are known to).
     """
     if template is None:
         raise PlanError(f"plan section {section_name} has no template", f"set {section_name}.template")
+    check_template(section_name, template)
+    workspace_code = WORKSPACE_TEMPLATE.fullmatch(template) is not None
+    if workspace_code:
+        _check_workspace_module(section_name, template, workspace)
     use_workspace(workspace)
     factory = import_dotted(template, f"{section_name}.template")
     try:
@@ -49,4 +82,12 @@ def build(section_name: str, template: str | None, settings: dict[str, Any], wor
         ) from exc
     except ValueError:  # no signature to check (some builtins): let the call decide
         pass
-    return factory(**extra, **settings)
+    built = factory(**extra, **settings)
+    missing = _missing_members(built, expect) if expect is not None and workspace_code else []
+    if missing:
+        raise PlanError(
+            f"{section_name}.template {template} built a {type(built).__name__}, which is not "
+            f"a {expect.__name__}: it lacks {', '.join(missing)}",
+            f"give {template} the {expect.__name__} members ({expect.__module__})",
+        )
+    return built

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import re
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from accord.plan.templates import template_problem
 
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
 STANDARD_TASKS = ("aggregated_model_validation", "train", "locally_tuned_model_validation")
@@ -127,6 +129,10 @@ class ReservedSection(Strict):
 
 
 class Section(Strict):
+    """A plan section; ``KIND`` names what its template builds (plan/templates.py), if anything."""
+
+    KIND: ClassVar[str] = ""
+
     defaults: str | None = None
     template: str | None = None
     settings: dict[str, Any] = Field(default_factory=dict)
@@ -134,9 +140,22 @@ class Section(Strict):
     @field_validator("template")
     @classmethod
     def _dotted(cls, value: str | None) -> str | None:
-        if value is not None and not re.fullmatch(r"[A-Za-z_][\w]*(\.[A-Za-z_][\w]*)+", value):
-            raise ValueError("expected a dotted import path such as accord.data.DigitsDataLoader")
+        if value is None:
+            return value
+        if not cls.KIND:
+            raise ValueError("Accord builds nothing from this section's template; remove the key")
+        why = template_problem(cls.KIND, value)
+        if why:
+            raise ValueError(why)
         return value
+
+
+class DataLoaderSection(Section):
+    KIND: ClassVar[str] = "data_loader"
+
+
+class TaskRunnerSection(Section):
+    KIND: ClassVar[str] = "task_runner"
 
 
 class StragglerSection(Strict):
@@ -158,6 +177,7 @@ class NetworkSection(Section):
 
 
 class AssignerSection(Section):
+    KIND: ClassVar[str] = "assigner"
     settings: AssignerSettings
 
 
@@ -172,8 +192,8 @@ class PlanModel(Strict):
     hash: str | None = None
     aggregator: AggregatorSection
     collaborator: CollaboratorSection
-    data_loader: Section
-    task_runner: Section
+    data_loader: DataLoaderSection
+    task_runner: TaskRunnerSection
     network: NetworkSection
     assigner: AssignerSection
     tasks: TasksSection
@@ -200,18 +220,6 @@ class PlanModel(Strict):
                     f"assigner task group {group.name!r} names tasks {unknown} that the tasks "
                     f"section does not define (defined: {sorted(known)})"
                 )
-            strays = [c for c in group.collaborators or [] if c not in self.collaborators]
-            if strays and self.collaborators:
-                raise ValueError(
-                    f"assigner task group {group.name!r} names collaborators {strays} "
-                    "that are not in the plan's collaborators list"
-                )
-        needed = self.straggler_handling_policy.settings.min_reports
-        if self.collaborators and needed > len(self.collaborators):
-            raise ValueError(
-                f"straggler_handling_policy.settings.min_reports is {needed}, but the plan lists "
-                f"only {len(self.collaborators)} collaborators"
-            )
         task, _ = self.aggregator.settings.best_metric.split("/")
         if task not in known:
             raise ValueError(
@@ -219,3 +227,24 @@ class PlanModel(Strict):
                 f"does not define (defined: {sorted(known)})"
             )
         return self
+
+    def membership_problem(self) -> str | None:
+        """Why the collaborators list cannot serve a federation yet, or None.
+
+        Checked when the aggregator starts, not when the plan loads: sites are certified
+        (and added to the list) one at a time, so a plan that needs two may list one.
+        """
+        for group in self.assigner.settings.task_groups:
+            strays = [c for c in group.collaborators or [] if c not in self.collaborators]
+            if strays:
+                return (
+                    f"assigner task group {group.name!r} names collaborators {strays} "
+                    "that are not in the plan's collaborators list"
+                )
+        needed = self.straggler_handling_policy.settings.min_reports
+        if needed > len(self.collaborators):
+            return (
+                f"straggler_handling_policy.settings.min_reports is {needed}, but the plan lists "
+                f"only {len(self.collaborators)} collaborators"
+            )
+        return None

@@ -36,7 +36,8 @@ class AggregatorService(Protocol):
     Methods raise RefusedError with a reason the caller is told.
     """
 
-    def join(self, collaborator: str, plan_hash: str) -> FederationInfo: ...
+    def join(self, collaborator: str, plan_hash: str, workspace_hash: str | None = None) -> FederationInfo:
+        """Admit ``collaborator``; ``workspace_hash`` is the one it sent (None: the transport has none)."""
 
     def get_tasks(self, collaborator: str, plan_hash: str, timeout: float) -> TaskAssignment: ...
 

@@ -10,8 +10,9 @@ from typing import Callable, Iterator, NoReturn, TypeVar
 import grpc
 import numpy as np
 
-from accord.errors import AccordError, RefusedError
+from accord.errors import AccordError, PKIError, RefusedError
 from accord.messages import FederationInfo, TaskAssignment, TaskResult
+from accord.plan.identity import shown_hash
 from accord.tensors.codec import TensorAssembler
 from accord.tensors.state import ALLOWED_DTYPES, ModelState
 from accord.transport import wire
@@ -34,9 +35,21 @@ _REFUSAL_CODES = {
 }
 
 
+class _Unverified(grpc.RpcError):
+    """After an outage, the aggregator's certificate could not be read to check it again: retried."""
+
+    def code(self) -> grpc.StatusCode:
+        return grpc.StatusCode.UNAVAILABLE
+
+    def details(self) -> str:
+        return str(self)
+
+
 def _retryable(error: grpc.RpcError) -> bool:
     """The aggregator is unreachable or slow, or refused the call for now (a "busy" refusal:
     too many calls at once, a full disk). A message over gRPC's size limit is not retried."""
+    if isinstance(error, _Unverified):
+        return True
     code = error.code() if isinstance(error, grpc.Call) else None
     if code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
         return True
@@ -52,6 +65,10 @@ class GrpcAggregatorClient:
     again after a pause that doubles from BACKOFF_FIRST up to BACKOFF_MAX, with random
     jitter so that sites do not all come back at once, for up to ``reconnect_timeout``
     seconds. Model and result transfers end after ``transfer_timeout`` seconds.
+
+    Every header carries ``workspace_hash``; ``join`` refuses an aggregator whose answer
+    names another plan or workspace hash. ``check_server`` (e.g. the revocation check) gets
+    the aggregator's DER certificate before the first call and again after an outage.
     """
 
     def __init__(
@@ -66,9 +83,16 @@ class GrpcAggregatorClient:
         connect_timeout: float = 30.0,
         reconnect_timeout: float = 600.0,
         transfer_timeout: float = 3600.0,
+        workspace_hash: str = "",
+        check_server: Callable[[bytes], None] | None = None,
     ) -> None:
         self.name = name
         self.plan_hash = plan_hash
+        self.workspace_hash = workspace_hash
+        self._check_server = check_server
+        self._recheck = False  # set after an outage: check the certificate again before the next call
+        self._tls = tls
+        self._host, self._port = host, port
         self._address = f"{host}:{port}"
         self._chunk_bytes = chunk_bytes
         self._long_poll = long_poll_seconds
@@ -86,7 +110,7 @@ class GrpcAggregatorClient:
         self.close()
 
     def _header(self) -> pb.Header:
-        return wire.header(self.name, self.plan_hash)
+        return wire.header(self.name, self.plan_hash, self.workspace_hash)
 
     def _fail(self, error: grpc.RpcError, what: str) -> NoReturn:
         """Turn a gRPC error into a RefusedError or AccordError the user can act on."""
@@ -116,6 +140,7 @@ class GrpcAggregatorClient:
         pause = BACKOFF_FIRST
         while True:
             try:
+                self._recheck_server()
                 return call()
             except grpc.RpcError as exc:
                 if not _retryable(exc):
@@ -125,7 +150,7 @@ class GrpcAggregatorClient:
                 wait = random.uniform(pause / 2, pause)
                 if time.monotonic() + wait > give_up:
                     raise
-                details = (exc.details() if isinstance(exc, grpc.Call) else None) or code.name
+                details = (exc.details() if isinstance(exc, (grpc.Call, _Unverified)) else None) or code.name
                 logger.warning(
                     "%s: the aggregator at %s %s (%s); trying again in %.1f s",
                     what,
@@ -136,6 +161,7 @@ class GrpcAggregatorClient:
                 )
                 time.sleep(wait)
                 pause = min(pause * 2, BACKOFF_MAX)
+                self._recheck = self._check_server is not None and code is grpc.StatusCode.UNAVAILABLE
 
     def join(self) -> FederationInfo:
         """Wait for the channel (up to connect_timeout), then introduce this collaborator."""
@@ -147,12 +173,53 @@ class GrpcAggregatorClient:
                 "check that it is running, that the plan's agg_addr/agg_port point at it, and that "
                 "this collaborator's certificate is signed by the federation's CA",
             ) from None
+        self._check_server_certificate()
         request = pb.JoinRequest(header=self._header())
         try:
             response = self._retrying("join", lambda: self._stub.Join(request, timeout=self._connect_timeout))
         except grpc.RpcError as exc:
             self._fail(exc, "join")
-        return wire.info_from_pb(response)
+        info = wire.info_from_pb(response)
+        self._check_answer(info)
+        return info
+
+    def _check_answer(self, info: FederationInfo) -> None:
+        """Refuse an aggregator that serves another plan or other code than this site's."""
+        if info.plan_hash == self.plan_hash and (not self.workspace_hash or info.workspace_hash == self.workspace_hash):
+            return
+        raise AccordError(
+            f"the aggregator at {self._address} serves plan {shown_hash(info.plan_hash)} with workspace "
+            f"{shown_hash(info.workspace_hash)}, but this site has plan {shown_hash(self.plan_hash)} with workspace "
+            f"{shown_hash(self.workspace_hash)}: refusing to work for it",
+            "compare the workspace hash with the federation operator's (fx workspace import and fx collaborator "
+            "certify print it); import the federation's workspace archive again if yours differs",
+        )
+
+    def _check_server_certificate(self) -> None:
+        """Hand the aggregator's certificate to ``check_server`` (which raises to refuse it)."""
+        if self._check_server is None:
+            return
+        try:
+            der = self._tls.server_certificate(self._host, self._port, self._connect_timeout)
+        except (OSError, ValueError) as exc:  # ssl.SSLError is an OSError
+            raise AccordError(
+                f"cannot read the certificate of the aggregator at {self._address} to check it: {exc}",
+                "check that the plan's agg_addr/agg_port point at the aggregator",
+            ) from None
+        self._check_server(der)
+
+    def _recheck_server(self) -> None:
+        """After an outage, check whichever aggregator answers now before calling it; _Unverified
+        (retried like an unreachable aggregator) while its certificate cannot be read."""
+        if not self._recheck:
+            return
+        try:
+            self._check_server_certificate()
+        except PKIError:
+            raise
+        except AccordError as exc:
+            raise _Unverified(exc.message) from None
+        self._recheck = False
 
     def get_tasks(self) -> TaskAssignment:
         """Long-poll for work: returns when a round opens, the federation ends, or the poll times out."""

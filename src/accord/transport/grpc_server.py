@@ -189,7 +189,7 @@ class _Servicer(pb_grpc.AggregatorServicer):
 
     def Join(self, request: pb.JoinRequest, context: grpc.ServicerContext) -> pb.JoinResponse:
         name = self._authenticate(self._decoded(request, context).header, context)
-        info = self._call(context, name, "join", lambda: self._service.join(name, request.header.plan_hash))
+        info = self._call(context, name, "join", lambda: self._service.join(name, request.header.plan_hash, request.header.workspace_hash))
         return wire.info_to_pb(info)
 
     def GetTasks(self, request: pb.TasksRequest, context: grpc.ServicerContext) -> pb.TasksResponse:

@@ -7,6 +7,8 @@ federation's CA chain, and the server requires the client's.
 from __future__ import annotations
 
 import os
+import socket
+import ssl
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -78,3 +80,24 @@ class ClientTLS(_TLSFiles):
             private_key=material.key,
             certificate_chain=material.cert,
         )
+
+    def server_certificate(self, host: str, port: int, timeout: float) -> bytes:
+        """The DER certificate the server at ``host:port`` presents, from a mutual-TLS handshake of our own.
+
+        gRPC's Python client does not expose the server's certificate, so this opens one
+        TLS connection with the same trust anchor (the chain), the same client certificate
+        and host-name check, reads the certificate and closes it. gRPC's channel makes its
+        own connection: a check made here covers the server reached here (see
+        docs/operator-guide.md).
+        """
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        context.minimum_version = ssl.TLSVersion.TLSv1_2
+        context.load_verify_locations(cafile=os.fspath(self.chain_path))
+        context.load_cert_chain(os.fspath(self.cert_path), os.fspath(self.key_path))
+        context.set_alpn_protocols(["h2"])
+        with socket.create_connection((host, port), timeout=timeout) as raw:
+            with context.wrap_socket(raw, server_hostname=host) as tls:
+                der = tls.getpeercert(binary_form=True)
+        if not der:
+            raise ssl.SSLError(f"the server at {host}:{port} presented no certificate")
+        return der

@@ -46,13 +46,16 @@ def channel_options(chunk_bytes: int) -> list[tuple[str, Any]]:
     ]
 
 
-def header(sender: str, plan_hash: str) -> pb.Header:
-    return pb.Header(sender=sender, plan_hash=plan_hash)
+def header(sender: str, plan_hash: str, workspace_hash: str = "") -> pb.Header:
+    return pb.Header(sender=sender, plan_hash=plan_hash, workspace_hash=workspace_hash)
 
 
 def info_to_pb(info: FederationInfo) -> pb.JoinResponse:
     return pb.JoinResponse(
-        plan_hash=info.plan_hash, rounds_to_train=info.rounds_to_train, round_number=info.round_number
+        plan_hash=info.plan_hash,
+        rounds_to_train=info.rounds_to_train,
+        round_number=info.round_number,
+        workspace_hash=info.workspace_hash,
     )
 
 
@@ -61,6 +64,7 @@ def info_from_pb(message: pb.JoinResponse) -> FederationInfo:
         plan_hash=message.plan_hash,
         rounds_to_train=message.rounds_to_train,
         round_number=message.round_number,
+        workspace_hash=message.workspace_hash,
     )
 
 

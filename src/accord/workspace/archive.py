@@ -11,7 +11,6 @@ verifies the manifest and the plan hash there, and only then moves the workspace
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import re
@@ -28,6 +27,8 @@ from accord import __version__
 from accord.collaborator.data_config import HEADER as DATA_CONFIG_HEADER
 from accord.files import atomic_path
 from accord.errors import AccordError
+from accord.pki.secrets import private_key_problem
+from accord.plan.identity import file_digest, source_files
 from accord.plan.loader import SECTIONS, Plan, load_plan, read_yaml
 from accord.workspace.create import LAYOUT
 
@@ -37,9 +38,6 @@ DATA_CONFIG = "plan/data.yaml"
 TOP_FILES = frozenset({"requirements.txt", MANIFEST})
 TOP_DIRS = frozenset({"plan", "src"})
 SECRET_SUFFIXES = frozenset({".key", ".pem", ".p12", ".pfx"})
-SECRET_MARKER = b"PRIVATE KEY"
-SKIPPED_DIRS = frozenset({"__pycache__"})
-SKIPPED_SUFFIXES = frozenset({".pyc", ".pyo"})
 
 MAX_ENTRIES = 10_000
 MAX_TOTAL_BYTES = 512 * 1024 * 1024
@@ -51,24 +49,16 @@ ZIP_DATE = (1980, 1, 1, 0, 0, 0)  # fixed, so the same workspace exports to the 
 EMPTY_DATA_CONFIG = DATA_CONFIG_HEADER + "{}\n"
 
 
-def sha256_file(path: Path) -> str:
-    """Hex SHA-256 of a file, read in chunks."""
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for chunk in iter(lambda: handle.read(COPY_CHUNK), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 # --------------------------------------------------------------------------- export
 
 
 @dataclass(frozen=True)
 class ExportResult:
-    """Where the archive was written, the plan hash it carries and the files in it."""
+    """Where the archive was written, the plan and workspace hashes it carries and the files in it."""
 
     path: Path
     plan_hash: str
+    workspace_hash: str
     files: tuple[str, ...]
 
 
@@ -91,37 +81,26 @@ def _defaults_files(workspace: Path) -> list[Path]:
     return found
 
 
-def _source_files(workspace: Path) -> list[Path]:
-    """Every file under ``src/`` except caches; a symbolic link is refused."""
-    root = workspace / "src"
-    files: list[Path] = []
-    for dirpath, dirnames, filenames in os.walk(root):
-        dirnames[:] = sorted(d for d in dirnames if d not in SKIPPED_DIRS)
-        for entry in [*dirnames, *filenames]:
-            if (Path(dirpath) / entry).is_symlink():
-                raise AccordError(
-                    f"{Path(dirpath) / entry} is a symbolic link; archives carry plain files only",
-                    "replace it with the file itself",
-                )
-        files.extend(Path(dirpath) / f for f in sorted(filenames) if Path(f).suffix not in SKIPPED_SUFFIXES)
-    return files
+def secret_problem(name: str, data: bytes) -> str | None:
+    """Why a file of the archive may not travel (it is or holds a private key), or None."""
+    suffix = PurePosixPath(name).suffix.lower()
+    if suffix in SECRET_SUFFIXES:
+        return f"a {suffix} file may hold a key"
+    why = private_key_problem(data)
+    return f"it {why}" if why else None
 
 
 def _check_not_secret(path: Path, arcname: str) -> None:
-    """Refuse a file that is or holds a private key."""
-    if path.suffix.lower() in SECRET_SUFFIXES:
-        why = f"a {path.suffix} file may hold a key"
-    elif SECRET_MARKER in path.read_bytes():
-        why = "it contains a private key"
-    else:
-        return
-    raise AccordError(f"refusing to export {arcname}: {why}", "move it out of the workspace's plan/ and src/")
+    """Refuse to export a file that is or holds a private key."""
+    why = secret_problem(arcname, path.read_bytes())
+    if why:
+        raise AccordError(f"refusing to export {arcname}: {why}", "move it out of the workspace's plan/ and src/")
 
 
 def export_files(workspace: Path) -> dict[str, Path]:
     """The archive names and files a site needs, checked for secrets."""
     workspace = workspace.resolve()
-    chosen = [workspace / PLAN, *_defaults_files(workspace), *_source_files(workspace)]
+    chosen = [workspace / PLAN, *_defaults_files(workspace), *source_files(workspace)]
     if (workspace / "requirements.txt").is_file():
         chosen.append(workspace / "requirements.txt")
     files: dict[str, Path] = {}
@@ -149,17 +128,19 @@ def export_workspace(workspace: str | Path, output: str | Path | None = None, fo
     if target.exists() and not force:
         raise AccordError(f"{target} already exists", "add --force to overwrite it, or choose --output")
     files = export_files(root)
+    identity = plan.workspace_hash()
     manifest = {
         "accord_version": __version__,
         "plan_hash": plan.hash,
-        "files": {name: sha256_file(path) for name, path in files.items()},
+        "workspace_hash": identity,
+        "files": {name: file_digest(path, "sha256") for name, path in files.items()},
     }
     with atomic_path(target) as partial:
         with zipfile.ZipFile(partial, "w") as archive:
             for name, path in files.items():
                 archive.writestr(_zip_info(name), path.read_bytes())
             archive.writestr(_zip_info(MANIFEST), json.dumps(manifest, indent=2, sort_keys=True) + "\n")
-    return ExportResult(target, plan.hash, tuple(files))
+    return ExportResult(target, plan.hash, identity, tuple(files))
 
 
 # --------------------------------------------------------------------------- import
@@ -167,10 +148,11 @@ def export_workspace(workspace: str | Path, output: str | Path | None = None, fo
 
 @dataclass(frozen=True)
 class ImportResult:
-    """The new workspace, its plan and the manifest's Accord version."""
+    """The new workspace, its plan and workspace hash, and the manifest's Accord version."""
 
     workspace: Path
     plan: Plan
+    workspace_hash: str
     exported_with: str
 
 
@@ -284,7 +266,7 @@ def _verify(root: Path, files: list[zipfile.ZipInfo], archive: Path) -> dict:
             raise _refuse(archive, name, "not listed in the manifest")
         if name not in present:
             raise _refuse(archive, name, "listed in the manifest but missing")
-        if sha256_file(root / name) != listed[name]:
+        if file_digest(root / name, "sha256") != listed[name]:
             raise _refuse(archive, name, "SHA-256 differs from the manifest")
     return manifest
 
@@ -319,6 +301,13 @@ def import_workspace(archive: str | Path, prefix: str | Path | None = None) -> I
         except (zipfile.BadZipFile, zlib.error, EOFError) as exc:
             raise AccordError(f"{source}: corrupt entry ({exc}); nothing was written", "ask for a clean export") from exc
         manifest = _verify(staging, files, source)
+        for info in files:
+            why = secret_problem(info.filename, (staging / info.filename).read_bytes())
+            if why:
+                raise AccordError(
+                    f"{source}: refusing entry {info.filename!r}: {why}; nothing was written",
+                    "ask for a clean export; a private key that travelled must be treated as exposed",
+                )
         for folder in LAYOUT:
             (staging / folder).mkdir(exist_ok=True)
         (staging / DATA_CONFIG).write_text(EMPTY_DATA_CONFIG, encoding="utf-8")
@@ -333,7 +322,14 @@ def import_workspace(archive: str | Path, prefix: str | Path | None = None) -> I
                 f"({str(manifest.get('plan_hash'))[:16]}...); nothing was written",
                 f"exported with Accord {exported}, this is {__version__}: use the same version",
             )
+        identity = plan.workspace_hash()
+        if manifest.get("workspace_hash", identity) != identity:
+            raise AccordError(
+                f"{source}: the workspace hash here ({identity[:16]}...) differs from the exporter's "
+                f"({str(manifest.get('workspace_hash'))[:16]}...); nothing was written",
+                f"exported with Accord {exported}, this is {__version__}: use the same version",
+            )
         if plan.model.hash is not None:
             (staging / PLAN).chmod(0o444)
         _place(staging, target)
-    return ImportResult(target, load_plan(target / PLAN, workspace=target), exported)
+    return ImportResult(target, load_plan(target / PLAN, workspace=target), identity, exported)

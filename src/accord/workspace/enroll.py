@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from accord.pki import sign_csr
+from accord.pki.crl import current_crl
 from accord.pki.packages import CertRequest, write_signed_package
 from accord.pki.records import issued_with_status
 from accord.plan.loader import add_collaborator
@@ -36,8 +37,9 @@ def valid_certificates(cert_dir: Path, name: str) -> list[str]:
 def enroll_collaborator(
     request: CertRequest, cert_dir: Path, plan_path: Path | None, output: Path, days: int = 365
 ) -> Enrolled:
-    """Sign ``request`` with the CA in ``cert_dir``, add its name to the plan, write the signed package."""
+    """Sign ``request`` with the CA in ``cert_dir``, add its name to the plan, write the signed package
+    (the certificate, the chain and the CA's current revocation list)."""
     cert_pem = sign_csr(cert_dir, request.csr_pem, "collaborator", days, expected_name=request.name)
     added = add_collaborator(plan_path, request.name) if plan_path is not None else None
-    package = write_signed_package(cert_dir, request.name, cert_pem, output)
+    package = write_signed_package(cert_dir, request.name, cert_pem, output, current_crl(cert_dir).pem)
     return Enrolled(request.name, package, added)

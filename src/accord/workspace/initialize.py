@@ -13,7 +13,7 @@ from accord.tensors.state import save_state
 def build_runner(plan: Plan) -> TaskRunner:
     """The plan's task runner (same seed everywhere, so every site builds the same model)."""
     section = plan.model.task_runner
-    return build("task_runner", section.template, dict(section.settings), plan.workspace)
+    return build("task_runner", section.template, dict(section.settings), plan.workspace, expect=TaskRunner)
 
 
 def initialize_model(plan: Plan) -> Path:

@@ -1,0 +1,222 @@
+"""The pieces behind "a site runs only what its operator approved": allowed templates, plan
+paths, the workspace hash, the private-key detector and the CA's revocation list."""
+
+from __future__ import annotations
+
+import gzip
+import io
+import tarfile
+import zipfile
+from pathlib import Path
+
+import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+
+from accord.errors import PKIError, PlanError
+from accord.pki import load_pem_cert, make_federation_pki, revoke
+from accord.pki.crl import check_aggregator_certificate, install_crl, installed_crl, write_crl
+from accord.pki.secrets import private_key_problem
+from accord.plan.identity import shown_hash, workspace_hash
+from accord.plan.loader import validate_plan
+from accord.plan.objects import build
+from accord.plan.templates import ACCORD_TEMPLATES, template_problem
+
+
+@pytest.mark.parametrize(
+    "section, template",
+    [
+        ("task_runner", "os.system"),
+        ("task_runner", "subprocess.run"),
+        ("task_runner", "numpy.load"),
+        ("task_runner", "accord.cli.main.main"),  # Accord's, but not a task runner
+        ("data_loader", "accord.runners.torch_runner.TorchTaskRunner"),  # a runner, not a loader
+        ("assigner", "src"),
+        ("assigner", "src.Assigner"),  # a module is needed: src.module.Class
+        ("task_runner", "src/../x.Runner"),
+        ("task_runner", "src..x.Runner"),
+        ("task_runner", "src.x.Ru nner"),
+        ("task_runner", "src.x.Rünner"),
+        ("aggregator", "accord.aggregator.runtime.AggregatorRuntime"),  # nothing is built from it
+    ],
+)
+def test_only_accords_own_templates_of_the_right_kind_or_the_workspaces_src(section: str, template: str) -> None:
+    assert template_problem(section, template) is not None
+
+
+def test_every_listed_accord_template_exists_and_src_ones_are_allowed() -> None:
+    from accord.imports import import_dotted
+
+    for section, names in ACCORD_TEMPLATES.items():
+        for name in names:
+            if "keras" not in name:  # importing keras is slow; its runner is exercised elsewhere
+                assert callable(import_dotted(name, section))
+    assert template_problem("task_runner", "src.runners.jax.JaxRunner") is None
+
+
+def test_a_plan_with_a_foreign_template_fails_to_load_with_one_clear_line(tmp_path: Path) -> None:
+    with pytest.raises(PlanError) as refused:
+        validate_plan({"assigner": {"template": "os.system"}}, tmp_path, source="plan.yaml")
+    text = str(refused.value)
+    assert "plan.yaml: assigner.template" in text and "'os.system' is not allowed" in text and "\n" not in text
+
+
+def test_build_checks_the_template_and_the_module_file_before_importing(tmp_path: Path) -> None:
+    (tmp_path / "src").mkdir()
+    (tmp_path / "elsewhere.py").write_text("raise SystemExit('imported')\n")
+    with pytest.raises(PlanError, match="not allowed"):
+        build("task_runner", "elsewhere.Runner", {}, tmp_path)
+    with pytest.raises(PlanError, match="is not a file of the workspace's src package"):
+        build("task_runner", "src.missing.Runner", {}, tmp_path)
+    outside = tmp_path.parent / f"{tmp_path.name}-outside.py"
+    outside.write_text("raise SystemExit('imported')\n")
+    (tmp_path / "src" / "linked.py").symlink_to(outside)  # a module file that leads out of src/
+    with pytest.raises(PlanError, match="is not a file of the workspace's src package"):
+        build("task_runner", "src.linked.Runner", {}, tmp_path)
+
+
+def test_a_built_assigner_must_follow_the_protocol(tmp_path: Path) -> None:
+    from accord.aggregator.assigner import Assigner
+
+    (tmp_path / "src").mkdir()
+    (tmp_path / "src" / "__init__.py").write_text("")
+    (tmp_path / "src" / "assign.py").write_text("class Nope:\n    def __init__(self, collaborators):\n        pass\n")
+    with pytest.raises(PlanError, match="src.assign.Nope built a Nope, which is not a Assigner: it lacks tasks_for"):
+        build("assigner", "src.assign.Nope", {}, tmp_path, expect=Assigner, collaborators=["a"])
+
+
+@pytest.mark.parametrize(
+    "key", ["aggregator.settings.state_dir", "aggregator.settings.best_state_path", "network.settings.cert_dir",
+            "collaborator.settings.data_config_path"]
+)
+@pytest.mark.parametrize("value", ["../x", "/etc/x", "save/../../x"])
+def test_plan_paths_stay_inside_the_workspace(tmp_path: Path, key: str, value: str) -> None:
+    section, settings, name = key.split(".")
+    with pytest.raises(PlanError, match=f"{key} is .* which leads outside the workspace"):
+        validate_plan({section: {settings: {name: value}}}, tmp_path)
+
+
+def test_an_absolute_path_inside_the_workspace_is_fine(tmp_path: Path) -> None:
+    plan = validate_plan({"aggregator": {"settings": {"state_dir": str(tmp_path / "state")}}}, tmp_path)
+    assert plan.resolve_path(plan.model.aggregator.settings.state_dir) == (tmp_path / "state").resolve()
+
+
+def test_the_workspace_hash_covers_the_plan_code_and_requirements_only(tmp_path: Path) -> None:
+    (tmp_path / "src" / "__pycache__").mkdir(parents=True)
+    (tmp_path / "src" / "model.py").write_text("x = 1\n")
+    first = workspace_hash("p" * 96, tmp_path)
+    (tmp_path / "src" / "__pycache__" / "model.cpython-311.pyc").write_bytes(b"cache")
+    (tmp_path / "save").mkdir()
+    (tmp_path / "save" / "last.safetensors").write_bytes(b"weights")
+    assert workspace_hash("p" * 96, tmp_path) == first  # caches, models: not code
+    assert workspace_hash("q" * 96, tmp_path) != first
+    (tmp_path / "requirements.txt").write_text("torch\n")
+    second = workspace_hash("p" * 96, tmp_path)
+    assert second != first
+    (tmp_path / "src" / "model.py").write_text("x = 2\n")
+    assert workspace_hash("p" * 96, tmp_path) not in (first, second)
+    (tmp_path / "src" / "link.py").symlink_to(tmp_path / "src" / "model.py")
+    with pytest.raises(Exception, match="symbolic link"):
+        workspace_hash("p" * 96, tmp_path)
+
+
+def test_a_peers_hash_is_quoted_only_when_it_is_one() -> None:
+    assert shown_hash("a" * 96) == "a" * 16 + "..."
+    assert shown_hash("") == "(none)" and shown_hash("x\nforged line") == "(not a SHA-384 hash)"
+
+
+# -- private keys in any encoding ----------------------------------------------------------------------
+
+
+def _keys() -> dict[str, bytes]:
+    ec_key = ec.generate_private_key(ec.SECP256R1())
+    rsa_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    enc = serialization.BestAvailableEncryption(b"secret")
+    none = serialization.NoEncryption()
+    der, pem, pkcs8, trad = (serialization.Encoding.DER, serialization.Encoding.PEM,
+                             serialization.PrivateFormat.PKCS8, serialization.PrivateFormat.TraditionalOpenSSL)
+    return {
+        "pem pkcs8": ec_key.private_bytes(pem, pkcs8, none),
+        "pem encrypted": ec_key.private_bytes(pem, pkcs8, enc),
+        "pem traditional": rsa_key.private_bytes(pem, trad, none),
+        "openssh": ec_key.private_bytes(pem, serialization.PrivateFormat.OpenSSH, none),
+        "der pkcs8": ec_key.private_bytes(der, pkcs8, none),
+        "der encrypted": rsa_key.private_bytes(der, pkcs8, enc),
+        "der traditional": rsa_key.private_bytes(der, trad, none),
+    }
+
+
+def _tar_of(name: str, data: bytes) -> bytes:
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w") as tf:
+        info = tarfile.TarInfo(name)
+        info.size = len(data)
+        tf.addfile(info, io.BytesIO(data))
+    return buffer.getvalue()
+
+
+def _zip_of(name: str, data: bytes) -> bytes:
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", compression=zipfile.ZIP_DEFLATED) as zf:
+        zf.writestr(name, data)
+    return buffer.getvalue()
+
+
+def test_the_detector_finds_keys_in_every_encoding_and_nested_archive() -> None:
+    for label, data in _keys().items():
+        assert private_key_problem(data), label
+        assert "in its member 'k'" in private_key_problem(_zip_of("k", data)), label
+        assert private_key_problem(_tar_of("k", data)), label  # a plain tar may show the PEM text as it is
+        assert private_key_problem(gzip.compress(_tar_of("k", data))), label
+    der = _keys()["der pkcs8"]
+    assert private_key_problem(_zip_of("a", _zip_of("b", der))).endswith("in its member 'b', in its member 'a'")
+    deep = der
+    for level in range(5):
+        deep = _zip_of(f"l{level}", deep)
+    assert "too large, deep or damaged" in private_key_problem(deep)
+
+
+def test_the_detector_lets_ordinary_files_through() -> None:
+    import numpy as np
+
+    cert = b"-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n"
+    npz = io.BytesIO()
+    np.savez(npz, x=np.arange(10))
+    for data in (b"", b"print('hello')\n", cert, b"\x30\x03\x02\x01\x01", npz.getvalue(), _zip_of("a.py", b"x = 1\n")):
+        assert private_key_problem(data) is None
+
+
+# -- the revocation list -----------------------------------------------------------------------------
+
+
+def test_the_crl_is_signed_by_the_signing_ca_and_never_goes_back(tmp_path: Path) -> None:
+    ca = make_federation_pki(tmp_path / "ca", "localhost", ["alice"])
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "cert_chain.crt").write_bytes(ca.chain.read_bytes())
+    first = write_crl(ca.cert_dir)
+    assert first.number == 1 and not first.serials
+    revoke(ca.cert_dir, "localhost")
+    second = write_crl(ca.cert_dir)
+    aggregator = load_pem_cert(ca.aggregator_cert("localhost"))
+    assert second.number == 2 and second.serials == {aggregator.serial_number}
+
+    held, replaced = install_crl(site, second.pem, "crl.pem")
+    assert replaced and held.number == 2 and installed_crl(site).serials == second.serials
+    assert install_crl(site, second.pem, "crl.pem")[1] is False  # the same one: nothing to do
+    with pytest.raises(PKIError, match="is not newer than the one held"):
+        install_crl(site, first.pem, "old.pem")
+    assert install_crl(site, first.pem, "package", keep_newer=True) == (held, False)  # a package's older one
+    other = make_federation_pki(tmp_path / "other", "localhost", [])
+    with pytest.raises(PKIError, match="not signed by this federation's signing CA"):
+        install_crl(site, write_crl(other.cert_dir).pem, "foreign.pem")
+    with pytest.raises(PKIError, match="is not an X.509 CRL"):
+        install_crl(site, b"-----BEGIN X509 CRL-----\nAAAA\n-----END X509 CRL-----\n", "junk.pem")
+
+    der = aggregator.public_bytes(serialization.Encoding.DER)
+    with pytest.raises(PKIError, match=f"serial {aggregator.serial_number:x}, which the CA revoked"):
+        check_aggregator_certificate(der, site, "localhost:1")
+    fresh = tmp_path / "fresh"
+    fresh.mkdir()
+    (fresh / "cert_chain.crt").write_bytes(ca.chain.read_bytes())
+    check_aggregator_certificate(der, fresh, "localhost:1")  # no CRL held yet: the chain's word stands
