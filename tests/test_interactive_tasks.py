@@ -136,11 +136,43 @@ def test_creation_kwargs_are_recorded_without_the_data_path() -> None:
     assert creation_kwargs(Plain(batch_size=8, shuffle=True)) == {"batch_size": 8, "shuffle": True}
 
 
-def test_site_data_builds_the_interface_with_the_sites_path() -> None:
-    data = site_data("/data/site1.npz", f"{__name__}.Shard", {"batch_size": 4})
-    assert isinstance(data, Shard) and data.get_train_loader() == "/data/site1.npz" and data.batch_size == 4
-    with pytest.raises(AccordError, match="is not a DataInterface subclass"):
-        site_data("x", "accord.data.arrays.ArrayDataLoader")
+SHARD_MODULE = """from accord.interactive import DataInterface
+
+
+class Shard(DataInterface):
+    def __init__(self, data_path=None, batch_size=32):
+        super().__init__(data_path)
+        self.batch_size = batch_size
+
+    def get_train_loader(self):
+        return self.data_path
+
+
+class NotData:
+    def __init__(self, data_path=None):
+        pass
+"""
+
+
+def test_site_data_builds_the_workspaces_interface_with_the_sites_path(tmp_path) -> None:
+    import sys
+
+    from accord.plan.objects import use_workspace
+
+    (tmp_path / "src").mkdir()
+    (tmp_path / "src" / "__init__.py").write_text("")
+    (tmp_path / "src" / "shard.py").write_text(SHARD_MODULE)
+    try:
+        use_workspace(tmp_path)
+        data = site_data("/data/site1.npz", "src.shard.Shard", {"batch_size": 4})
+        assert type(data).__name__ == "Shard" and data.get_train_loader() == "/data/site1.npz" and data.batch_size == 4
+        with pytest.raises(AccordError, match="is not a DataInterface subclass"):
+            site_data("x", "src.shard.NotData")
+    finally:
+        for name in [n for n in sys.modules if n == "src" or n.startswith("src.")]:
+            del sys.modules[name]
+    with pytest.raises(AccordError, match="data_loader.settings.interface is .*Shard', which is not allowed"):
+        site_data("x", f"{__name__}.Shard")  # code outside the workspace's src is never imported
 
 
 def test_an_interface_without_a_data_path_is_refused() -> None:
@@ -221,7 +253,7 @@ def test_torch_runner_calls_the_functions_and_moves_weights_by_name() -> None:
             optimizer=lambda params: torch.optim.Adam(params, lr=0.05),
             functions={
                 "train": {"function": torch_train, "params": {"model": "model", "data_loader": "data", "optimizer": "optimizer", "device": "device"}},
-                "validate": {"function": f"{__name__}.torch_validate", "params": {"model": "model", "data_loader": "data"}},
+                "validate": {"function": torch_validate, "params": {"model": "model", "data_loader": "data"}},
             },
             seed=1,
         )
@@ -246,6 +278,9 @@ def test_torch_runner_calls_the_functions_and_moves_weights_by_name() -> None:
         TorchInteractiveRunner(lambda: torch.nn.Linear(2, 2), lambda params: torch.optim.SGD(params, lr=0.1), {"train": {"function": torch_train}})
     with pytest.raises(AccordError, match="not a DataInterface"):
         runner.train(object())
+    named = {"function": f"{__name__}.torch_validate"}  # a path outside the workspace's src
+    with pytest.raises(AccordError, match="task_runner.settings.functions.validate.function is .* which is not allowed"):
+        TorchInteractiveRunner(lambda: torch.nn.Linear(2, 2), "torch.optim.SGD", {"train": {"function": torch_train}, "validate": named})
 
 
 def keras_model():
@@ -272,7 +307,7 @@ def test_keras_runner_calls_the_functions_and_carries_the_compiled_optimizer() -
 
     def make() -> KerasInteractiveRunner:
         return KerasInteractiveRunner(
-            f"{__name__}.keras_model",
+            keras_model,
             {
                 "train": {"function": keras_train, "params": {"model": "model", "data_loader": "data"}},
                 "validate": {"function": keras_validate, "params": {"model": "model", "data_loader": "data"}},

@@ -14,7 +14,7 @@ import inspect
 from typing import Any
 
 from accord.errors import AccordError
-from accord.imports import import_dotted
+from accord.plan.code_settings import import_code
 
 _PATH_FIX = "accept data_path in __init__ and pass it on: super().__init__(data_path, **kwargs)"
 
@@ -84,7 +84,7 @@ def creation_kwargs(data: DataInterface) -> dict[str, Any]:
 
 def site_data(data_path: str, interface: str, kwargs: dict[str, Any] | None = None) -> DataInterface:
     """The plan's data loader at a site: ``interface(data_path=data_path, **kwargs)``."""
-    cls = import_dotted(interface, "data_loader.settings.interface")
+    cls = import_code("data_loader.settings.interface", interface)
     if not (isinstance(cls, type) and issubclass(cls, DataInterface)):
         raise AccordError(
             f"data_loader.settings.interface {interface!r} is not a DataInterface subclass",

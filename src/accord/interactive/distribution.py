@@ -18,7 +18,7 @@ from typing import Any, Iterable, Mapping
 import yaml
 
 from accord.errors import AccordError
-from accord.imports import import_dotted
+from accord.plan.code_settings import import_code
 from accord.interactive.data import DataInterface, creation_kwargs
 from accord.interactive.model import ModelInterface
 from accord.interactive.source import collect_module, import_path
@@ -79,7 +79,7 @@ def write_distribution(
     _write_plan(plan_path, apply_overrides(raw, settings.get("overrides") or {}), experiment)
     plan = load_plan(plan_path, workspace=workspace)
     initialize_model(plan)  # imports the generated code: a missing import fails here, not at the sites
-    import_dotted(plan.model.data_loader.settings["interface"], "data_loader.settings.interface")
+    import_code("data_loader.settings.interface", plan.model.data_loader.settings["interface"])
     freeze_plan(plan_path, workspace)
     return export_workspace(workspace, output, force=True)
 

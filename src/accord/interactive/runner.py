@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, Mapping
 
 from accord.errors import AccordError
-from accord.imports import import_dotted
+from accord.plan.code_settings import import_code
 from accord.interactive.data import DataInterface
 from accord.interactive.tasks import KINDS, RUNNER_OBJECTS
 from accord.runners.base import TaskOutput
@@ -25,7 +25,7 @@ _PREPARE_FIX = "prepare the workspace again from the notebook (FLExperiment.prep
 
 def resolve(value: Any, setting: str) -> Callable[..., Any]:
     """A callable given as itself or as a dotted path from the plan."""
-    found = import_dotted(value, setting) if isinstance(value, str) else value
+    found = import_code(setting, value) if isinstance(value, str) else value
     if not callable(found):
         raise AccordError(f"{setting} is {found!r}, which is not callable", _PREPARE_FIX)
     return found

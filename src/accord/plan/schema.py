@@ -7,6 +7,7 @@ from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from accord.plan.code_settings import code_problem, named_code
 from accord.plan.templates import template_problem
 
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
@@ -148,6 +149,16 @@ class Section(Strict):
         if why:
             raise ValueError(why)
         return value
+
+    @field_validator("settings")
+    @classmethod
+    def _named_code(cls, settings: Any) -> Any:
+        """Settings that name code may name only what plan/code_settings.py allows."""
+        for setting, value in named_code(cls.KIND, settings) if cls.KIND else ():
+            why = code_problem(setting, value)
+            if why:
+                raise ValueError(why)
+        return settings
 
 
 class DataLoaderSection(Section):

@@ -9,7 +9,7 @@ from typing import Any, Callable, ContextManager, Iterator
 import numpy as np
 
 from accord.errors import AccordError
-from accord.imports import import_dotted
+from accord.plan.code_settings import import_code
 
 MODEL_FIX = "check task_runner.settings.model in the plan and that the workspace's src/ is on the path"
 
@@ -17,7 +17,7 @@ MODEL_FIX = "check task_runner.settings.model in the plan and that the workspace
 def build_model(model: Any, kwargs: dict[str, Any], model_type: type, type_name: str) -> Any:
     """The model itself: an instance of ``model_type``, a builder called with ``kwargs``, or its dotted path."""
     if isinstance(model, str):
-        model = import_dotted(model, "task_runner.settings.model", MODEL_FIX)
+        model = import_code("task_runner.settings.model", model, MODEL_FIX)
     if not isinstance(model, model_type):
         if not callable(model):
             raise AccordError(f"model {model!r} is neither {type_name} nor callable", MODEL_FIX)

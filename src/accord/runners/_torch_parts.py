@@ -11,7 +11,7 @@ import torch.nn.functional as F
 
 from accord.errors import AccordError
 from accord.runners.base import OPTIMIZER_PREFIX
-from accord.imports import import_dotted
+from accord.plan.code_settings import import_code
 
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 BUILTIN_LOSSES: tuple[str, ...] = ("cross_entropy", "mse", "bce_with_logits")
@@ -75,7 +75,7 @@ def make_loss(loss: str | LossFn) -> tuple[LossFn, str]:
             f"unknown loss {loss!r}; expected {', '.join(BUILTIN_LOSSES)} or a dotted path",
             "set task_runner.settings.loss in the plan",
         )
-    fn = import_dotted(str(loss), "task_runner.settings.loss")
+    fn = import_code("task_runner.settings.loss", str(loss))
     if not callable(fn):
         raise AccordError(
             f"loss {loss!r} is not callable", "point task_runner.settings.loss at a function"

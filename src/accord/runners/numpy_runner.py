@@ -13,7 +13,7 @@ import numpy as np
 
 from accord.data.base import DataLoader
 from accord.errors import AccordError
-from accord.imports import import_dotted
+from accord.plan.code_settings import import_code
 from accord.runners.base import TaskOutput
 from accord.tensors.state import ModelState
 
@@ -159,7 +159,7 @@ def _make_estimator(estimator: Any, kwargs: dict[str, Any], seed: int) -> Any:
     if not isinstance(estimator, str):
         return clone(estimator)
     if "." in estimator:
-        factory = import_dotted(estimator, "task_runner.settings.estimator")
+        factory = import_code("task_runner.settings.estimator", estimator)
     else:
         import sklearn.linear_model
 
