@@ -149,20 +149,29 @@ def test_a_site_refuses_an_aggregator_that_names_another_workspace_or_plan(tmp_p
 MARKER_MODULE = "from pathlib import Path\nPath(__file__).with_name('IMPORTED').touch()\nsystem = print\n"
 
 
-@pytest.mark.parametrize("template", ["os.system", "subprocess.run", "evil.system", "src/../evil.system"])
-def test_a_plan_naming_foreign_code_is_refused_by_every_command_before_any_import(tmp_path: Path, template: str) -> None:
+@pytest.mark.parametrize(
+    "key, value",
+    [
+        *(("task_runner.template", t) for t in ("os.system", "subprocess.run", "evil.system", "src/../evil.system")),
+        ("task_runner.settings.model", "os.system"),
+        ("task_runner.settings.model", "evil.system"),
+        ("task_runner.settings.loss", "subprocess.run"),
+        ("data_loader.settings.interface", "evil.system"),
+    ],
+)
+def test_a_plan_naming_foreign_code_is_refused_by_every_command_before_any_import(tmp_path: Path, key: str, value: str) -> None:
     plan = prepare_workspace(tmp_path / "ws", collaborators=1, rounds=1, overrides=FAST)
     ws = plan.workspace
     (ws / "evil.py").write_text(MARKER_MODULE)  # importable from the workspace root: it must never be
     (ws / "plan" / "plan.yaml").chmod(0o644)
-    update_plan_file(plan.path, {"task_runner.template": template})
+    update_plan_file(plan.path, {key: value})
     for command in (
         ("plan", "initialize", "-w", str(ws), "-a", "localhost"),
         ("aggregator", "start", "-w", str(ws)),
         ("collaborator", "start", "-n", "collaborator1", "-w", str(ws)),
     ):
         line = refused_in_one_line(fx(*command))
-        assert "task_runner.template" in line and "not allowed" in line and template in line, line
+        assert key in line and "not allowed" in line and repr(value) in line, line
     assert not (ws / "IMPORTED").exists()
 
 
