@@ -34,6 +34,7 @@ MARKER_MODULE = "from pathlib import Path\nPath(__file__).with_name('IMPORTED').
         (MODEL, "keras.models.load_model"),
         (MODEL, "torch.nn.utils.x"),  # one name directly under the namespace, no deeper
         (MODEL, "torch.nn..Linear"),
+        (LOSS, "torch.nn.functional._Any"),  # public names only
         (MODEL, "accord.cli.main.main"),  # Accord's, but no model builder
         (MODEL, "mlp"),  # a model is always a path: no built-in names
         (MODEL, "src.build_model"),  # a module is needed: src.module.name
@@ -147,3 +148,14 @@ def test_every_site_that_imports_a_setting_checks_it_first(tmp_path: Path, monke
             attempt()
     assert not (tmp_path / "IMPORTED").exists()
     assert import_code(MODEL, "torch.nn.Linear").__name__ == "Linear"
+
+
+def test_a_name_the_namespace_only_imports_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    import os
+
+    import torch.nn.functional
+
+    monkeypatch.setattr(torch.nn.functional, "system", os.system, raising=False)
+    assert code_problem(LOSS, "torch.nn.functional.system") is None  # the name alone looks fine
+    with pytest.raises(PlanError, match="torch.nn.functional.system', which is not allowed: it is (posix|nt)'s, not torch's"):
+        import_code(LOSS, "torch.nn.functional.system")

@@ -31,7 +31,8 @@ from accord.plan.templates import WORKSPACE_TEMPLATE
 class Allowed:
     """What one setting may name besides the workspace's ``src`` package."""
 
-    #: ``ns``: ``ns.<name>``, exactly one identifier below it (``torch.nn.Linear``, not ``torch.nn.utils.x``).
+    #: ``ns``: ``ns.<name>``, exactly one public identifier below it (``torch.nn.Linear``, not
+    #: ``torch.nn.utils.x`` or ``torch.nn._x``), defined in the framework itself (checked on import).
     namespaces: tuple[str, ...] = ()
     #: a value without a dot is a built-in name the runner knows, not an import path.
     builtin_names: bool = False
@@ -59,7 +60,7 @@ def _allowed_here(rule: Allowed, value: str) -> bool:
     if WORKSPACE_TEMPLATE.fullmatch(value):
         return True
     namespace, _, name = value.rpartition(".")
-    return name.isidentifier() and name.isascii() and namespace in rule.namespaces
+    return name.isidentifier() and name.isascii() and not name.startswith("_") and namespace in rule.namespaces
 
 
 def code_problem(setting: str, value: Any) -> str | None:
@@ -95,6 +96,18 @@ def named_code(section: str, settings: Any) -> Iterator[tuple[str, Any]]:
 
 
 def import_code(setting: str, value: str, fix: str | None = None) -> Any:
-    """The object ``value`` names, checked against ``setting``'s allowed names before importing."""
+    """The object ``value`` names, checked against ``setting``'s allowed names before importing.
+
+    A name under a framework namespace must also be the framework's own (not, say, a function
+    of ``os`` that the namespace happens to import).
+    """
     check_code(setting, value)
-    return import_dotted(value, setting, fix)
+    found = import_dotted(value, setting, fix)
+    root = value.split(".")[0]
+    home = str(getattr(found, "__module__", None) or "")
+    if root != "src" and home != root and not home.startswith(f"{root}."):
+        raise PlanError(
+            f"{setting} is {value!r}, which is not allowed: it is {home or 'no module'}'s, not {root}'s",
+            f"set {setting} to an allowed name, or put the code in the workspace's src/ package",
+        )
+    return found
