@@ -118,3 +118,21 @@ def test_prepare_refuses_what_is_not_an_interface(tmp_path: Path) -> None:
         experiment.prepare_workspace_distribution(model, nb["TI"], [1, 2])
     with pytest.raises(AccordError, match="Data\\(\\.\\.\\.\\): .* is not a plain value"):
         experiment.prepare_workspace_distribution(model, nb["TI"], nb["Data"](scaler=object()))
+
+
+def model_from_another_module():
+    import torch
+
+    return torch.nn.Linear(64, 10)
+
+
+def test_prepare_refuses_code_the_sites_may_not_import(tmp_path: Path) -> None:
+    """A builder imported from a module of the operator's machine is not copied to src/: refused."""
+    nb: dict = {}
+    run_cell(NOTEBOOK, nb)
+    experiment = FLExperiment(Federation(tmp_path / "fed", port=free_port()), "x")
+    model = nb["ModelInterface"](model_from_another_module, nb["build_optimizer"])
+    with pytest.raises(AccordError, match=f"task_runner.settings.model is '{__name__}.model_from_another_module', "
+                                          "which is not allowed.*define it in the notebook"):
+        experiment.prepare_workspace_distribution(model, nb["TI"], nb["Data"]())
+    assert not list((tmp_path / "fed").rglob("plan.yaml"))

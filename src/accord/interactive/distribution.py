@@ -18,11 +18,11 @@ from typing import Any, Iterable, Mapping
 import yaml
 
 from accord.errors import AccordError
-from accord.plan.code_settings import import_code
 from accord.interactive.data import DataInterface, creation_kwargs
 from accord.interactive.model import ModelInterface
 from accord.interactive.source import collect_module, import_path
 from accord.interactive.tasks import FLTask, TaskInterface, plain_value
+from accord.plan.code_settings import code_problem, import_code, named_code
 from accord.plan.freeze import freeze_plan
 from accord.plan.loader import apply_overrides, load_plan, read_yaml
 from accord.workspace.archive import ExportResult, export_workspace
@@ -76,7 +76,9 @@ def write_distribution(
         "network": {"settings": dict(network)},
         "tasks": {"settings": _standard_tasks(train, validate)},
     }
-    _write_plan(plan_path, apply_overrides(raw, settings.get("overrides") or {}), experiment)
+    raw = apply_overrides(raw, settings.get("overrides") or {})
+    _check_named_code(raw)
+    _write_plan(plan_path, raw, experiment)
     plan = load_plan(plan_path, workspace=workspace)
     initialize_model(plan)  # imports the generated code: a missing import fails here, not at the sites
     import_code("data_loader.settings.interface", plan.model.data_loader.settings["interface"])
@@ -117,6 +119,15 @@ def _runner_settings(
         runner["device"] = settings["device"]
     runner["seed"] = settings["seed"]
     return runner
+
+
+def _check_named_code(raw: Mapping[str, Any]) -> None:
+    """The sites will import only the workspace's code and plan/code_settings.py's framework names."""
+    for section in ("data_loader", "task_runner"):
+        for setting, value in named_code(section, raw[section].get("settings")):
+            why = code_problem(setting, value)
+            if why:
+                raise AccordError(why, "define it in the notebook: its code is then written to the workspace's src/")
 
 
 def _standard_tasks(train: FLTask, validate: FLTask) -> dict[str, Any]:
