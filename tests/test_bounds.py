@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from accord.aggregation.bounds import UNBOUNDED, Update, UpdateBounds, bound_updates, change_norm, lower_median
+from accord.aggregation.bounds import UNBOUNDED, Update, UpdateBounds, bound_updates, lower_median
 from accord.aggregation.fedavg import FedAvg
 from accord.aggregator.runtime import AggregatorRuntime
 from accord.aggregator.metrics import read_metrics
@@ -55,9 +55,9 @@ def test_an_update_past_the_norm_bound_is_clipped_or_refused(mode) -> None:
     attacker = ("big", shifted(-100.0), 700)
     model, fedavg = average([*HONEST, attacker], UpdateBounds(norm_multiple=3.0, on_norm_exceeded=mode))
     [event] = fedavg.events
-    median = change_norm(GLOBAL, Update("h", shifted(1.02), 1, False, 0.0))
     assert event.collaborator == "big" and event.kind == ("clipped" if mode == "clip" else "refused")
-    assert event.value == pytest.approx(100 * np.sqrt(15)) and event.bound == pytest.approx(3 * median)
+    assert event.value == pytest.approx(100 * np.sqrt(15)) and event.bound == pytest.approx(3 * 1.02 * np.sqrt(15))
+    assert "2 of 2 tensors past norm_multiple 3 x the round's median norm of their change" in event.describe()
     honest_sum = sum((1.0 + 0.01 * i) * (700 + i) for i in range(5))
     if mode == "clip":  # scaled to 3x the median norm: -3.06 per element
         expected = (honest_sum - 3 * 1.02 * 700) / (sum(c for _, _, c in HONEST) + 700)
@@ -69,11 +69,19 @@ def test_an_update_past_the_norm_bound_is_clipped_or_refused(mode) -> None:
 
 
 def test_an_absolute_bound_applies_when_tighter() -> None:
-    updates = [Update(f"s{i}", shifted(1.0), 1, False, norm) for i, norm in enumerate([1.0, 2.0, 3.0])]
+    updates = [Update(f"s{i}", shifted(1.0), 1, False, {"w": norm}) for i, norm in enumerate([1.0, 2.0, 3.0])]
     weighted, events = bound_updates(updates, UpdateBounds(norm_multiple=3.0, max_update_norm=1.5))
-    assert [e.collaborator for e in events] == ["s1", "s2"] and {e.bound for e in events} == {1.5}
-    assert "max_update_norm 1.5" in events[0].describe()
-    assert [w.scale for w in weighted] == pytest.approx([1.0, 0.75, 0.5])
+    assert [e.collaborator for e in events] == ["s1", "s2"] and events[0].bound == pytest.approx(1.5)
+    assert "norm 2 past max_update_norm 1.5" in events[0].describe()
+    assert [w.scale("w") for w in weighted] == pytest.approx([1.0, 0.75, 0.5])
+
+
+def test_each_tensor_is_bounded_by_its_own_median_so_no_budget_moves_between_tensors() -> None:
+    honest = [Update(f"h{i}", {}, 10, False, {"step": 16.0, "weight": 0.1}) for i in range(4)]
+    attacker = Update("a", {}, 10, False, {"step": 0.0, "weight": 16.0})  # same total norm as the honest ones
+    weighted, [event] = bound_updates([*honest, attacker], UpdateBounds(norm_multiple=1.5))
+    assert event.collaborator == "a" and "'weight' 107x its bound" in event.describe()
+    assert weighted[-1].scale("weight") == pytest.approx(0.15 / 16.0) and weighted[-1].scale("step") == 1.0
 
 
 def test_values_near_float32_max_average_in_float64() -> None:

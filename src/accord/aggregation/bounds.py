@@ -1,12 +1,14 @@
 """Bounds on what one update can do to the average: its sample count and the norm of its change.
 
 A site with a valid certificate may lie. Its declared sample count is capped at a multiple of
-the round's median count, and the norm of its change (update - global for weights, the delta
-itself for deltas, over floating-point tensors, in float64) is bounded by a multiple of the
-round's median norm, or by an absolute bound; an update past the bound is clipped to it or
-refused. The medians are the *lower* medians: with an even number of updates, the smaller of
-the two middle values (the conservative choice). Every bound that bites is an event, naming
-the site, that the aggregator logs and records.
+the round's median count. Its change (update - global for weights, the delta itself for
+deltas; floating-point tensors, in float64) is bounded tensor by tensor: each tensor's change
+norm by a multiple of the round's median norm of that tensor's change, so a budget earned on
+one tensor (a step counter moves by the number of batches) cannot be spent on another (the
+weights); and the whole change's norm by an absolute bound, if the plan sets one. An update
+past a bound is clipped to it or refused. The medians are the *lower* medians: with an even
+number of updates, the smaller of the two middle values (the conservative choice). Every
+bound that bites is an event, naming the site, that the aggregator logs and records.
 """
 
 from __future__ import annotations
@@ -27,8 +29,8 @@ BoundKind = Literal["capped", "clipped", "refused", "dropped_non_finite"]
 class UpdateBounds:
     """The plan's ``aggregator.settings.update_bounds`` (None switches a bound off)."""
 
-    sample_count_multiple: float | None = 2.0
-    norm_multiple: float | None = 3.0
+    sample_count_multiple: float | None = 1.5
+    norm_multiple: float | None = 1.5
     max_update_norm: float | None = None
     on_norm_exceeded: Literal["clip", "refuse"] = "clip"
 
@@ -52,30 +54,39 @@ class BoundEvent:
         if self.kind == "capped":
             return f"{self.collaborator} declared {self.value:.0f} samples: counted as {self.bound:g} ({self.detail})"
         if self.kind == "clipped":
-            return f"{self.collaborator}'s update has norm {self.value:.4g}, over the bound {self.bound:.4g} ({self.detail}): scaled down to it"
+            return f"{self.collaborator}'s update (norm {self.value:.4g}) clipped to norm {self.bound:.4g}: {self.detail}"
         if self.kind == "refused":
-            return f"{self.collaborator}'s update has norm {self.value:.4g}, over the bound {self.bound:.4g} ({self.detail}): left out (on_norm_exceeded: refuse)"
+            return f"{self.collaborator}'s update (norm {self.value:.4g}) left out (on_norm_exceeded: refuse): {self.detail}"
         return f"{self.collaborator}'s update would make the global model non-finite ({self.detail}): dropped"
 
 
 @dataclass(frozen=True, eq=False)
 class Update:
-    """One accepted update: its tensors (a mapping, possibly a lazy view), declared count, norm."""
+    """One accepted update: its tensors (a mapping, possibly a lazy view), declared count, and
+    the norm of each floating-point tensor's change."""
 
     collaborator: str
     tensors: Mapping[str, np.ndarray]
     sample_count: float
     is_delta: bool
-    norm: float
+    norms: Mapping[str, float]
+
+    @property
+    def norm(self) -> float:
+        """The norm of the whole change."""
+        return math.sqrt(sum(n * n for n in self.norms.values()))
 
 
 @dataclass(frozen=True, eq=False)
 class Weighted:
-    """An update as the average takes it: ``weight`` (capped count) times ``scale`` x its change."""
+    """An update as the average takes it: ``weight`` (capped count) times ``scales[name]`` x its change."""
 
     update: Update
     weight: float
-    scale: float = 1.0
+    scales: Mapping[str, float]
+
+    def scale(self, name: str) -> float:
+        return self.scales.get(name, 1.0)
 
 
 def lower_median(values: Sequence[float]) -> float:
@@ -103,54 +114,70 @@ def change_block(update: Update, name: str, part: slice, reference: np.ndarray) 
     return np.subtract(values, reference[part], dtype=np.float64)
 
 
-def change_norm(global_model: Mapping[str, np.ndarray], update: Update) -> float:
-    """L2 norm of the update's change over the floating-point tensors, in float64."""
-    total = 0.0
+def change_norms(global_model: Mapping[str, np.ndarray], update: Update) -> dict[str, float]:
+    """L2 norm of the change of each floating-point tensor, in float64."""
+    norms = {}
     for name, reference in global_model.items():
         if reference.dtype.kind != "f":
             continue
-        ref = flat(reference)
+        ref, total = flat(reference), 0.0
         for part in blocks(ref.size):
             change = change_block(update, name, part, ref)
             total += float(np.dot(change, change))
-    return math.sqrt(total)
+        norms[name] = math.sqrt(total)
+    return norms
 
 
 def bound_updates(updates: Sequence[Update], bounds: UpdateBounds) -> tuple[list[Weighted], list[BoundEvent]]:
-    """Cap the counts and bound the norms of a round's updates; what bit is returned as events."""
+    """Cap the counts and bound the changes of a round's updates; what bit is returned as events."""
     events: list[BoundEvent] = []
     if not updates:
         return [], events
-    cap = math.inf
+    cap, cap_why = math.inf, ""
     if bounds.sample_count_multiple is not None:
         median = lower_median([u.sample_count for u in updates])
-        cap = bounds.sample_count_multiple * median
-        why = f"sample_count_multiple {bounds.sample_count_multiple:g} x the round's median {median:g}"
-    norm_bound, norm_why = _norm_bound(updates, bounds)
+        cap, cap_why = bounds.sample_count_multiple * median, f"sample_count_multiple {bounds.sample_count_multiple:g} x the round's median {median:g}"
+    limits = _tensor_limits(updates, bounds.norm_multiple)
     weighted = []
     for update in updates:
         weight = update.sample_count
         if weight > cap:
-            events.append(BoundEvent(update.collaborator, "capped", weight, cap, why))
+            events.append(BoundEvent(update.collaborator, "capped", weight, cap, cap_why))
             weight = cap
-        scale = 1.0
-        if update.norm > norm_bound:
-            if bounds.on_norm_exceeded == "refuse":
-                events.append(BoundEvent(update.collaborator, "refused", update.norm, norm_bound, norm_why))
-                continue
-            events.append(BoundEvent(update.collaborator, "clipped", update.norm, norm_bound, norm_why))
-            scale = norm_bound / update.norm
-        weighted.append(Weighted(update, weight, scale))
+        scales, why = _scales(update, limits, bounds)
+        if scales and bounds.on_norm_exceeded == "refuse":
+            events.append(BoundEvent(update.collaborator, "refused", update.norm, _clipped_norm(update, scales), why))
+            continue
+        if scales:
+            events.append(BoundEvent(update.collaborator, "clipped", update.norm, _clipped_norm(update, scales), why))
+        weighted.append(Weighted(update, weight, scales))
     return weighted, events
 
 
-def _norm_bound(updates: Sequence[Update], bounds: UpdateBounds) -> tuple[float, str]:
-    """The tighter of the adaptive bound (multiple x median norm) and the absolute one."""
-    limit, why = math.inf, ""
-    if bounds.norm_multiple is not None:
-        median = lower_median([u.norm for u in updates])
-        limit = bounds.norm_multiple * median
-        why = f"norm_multiple {bounds.norm_multiple:g} x the round's median norm {median:.4g}"
-    if bounds.max_update_norm is not None and bounds.max_update_norm < limit:
-        limit, why = bounds.max_update_norm, f"max_update_norm {bounds.max_update_norm:g}"
-    return limit, why
+def _tensor_limits(updates: Sequence[Update], multiple: float | None) -> dict[str, float]:
+    """name -> multiple x the round's median norm of that tensor's change (none without a multiple)."""
+    if multiple is None:
+        return {}
+    return {name: multiple * lower_median([u.norms[name] for u in updates]) for name in updates[0].norms}
+
+
+def _scales(update: Update, limits: Mapping[str, float], bounds: UpdateBounds) -> tuple[dict[str, float], str]:
+    """The factors that bring ``update`` within the bounds (empty when it is within), and why."""
+    scales = {name: limits[name] / norm for name, norm in update.norms.items() if name in limits and norm > limits[name]}
+    why = ""
+    if scales:
+        worst = min(scales, key=scales.__getitem__)
+        why = (
+            f"{len(scales)} of {len(update.norms)} tensors past norm_multiple {bounds.norm_multiple:g} x the round's "
+            f"median norm of their change; {worst!r} {1 / scales[worst]:.3g}x its bound"
+        )
+    total = _clipped_norm(update, scales)
+    if bounds.max_update_norm is not None and total > bounds.max_update_norm:
+        factor = bounds.max_update_norm / total
+        scales = {name: scales.get(name, 1.0) * factor for name in update.norms}
+        why = "; ".join(filter(None, [why, f"norm {total:.4g} past max_update_norm {bounds.max_update_norm:g}"]))
+    return scales, why
+
+
+def _clipped_norm(update: Update, scales: Mapping[str, float]) -> float:
+    return math.sqrt(sum((n * scales.get(name, 1.0)) ** 2 for name, n in update.norms.items()))

@@ -1,9 +1,9 @@
 """FedAvg with bounded updates, in float64, over updates kept as (lazy) mappings until the round closes.
 
-The bounds (aggregation/bounds.py) need the round's median count and norm, known only at the
+The bounds (aggregation/bounds.py) need the round's median counts and norms, known only at the
 close, so ``add`` keeps each update's tensors as given (the runtime hands a memory-mapped
-view of the file it saved, so memory stays O(model), not O(collaborators x model)) and its
-norm; ``result`` averages one block of one tensor at a time.
+view of the file it saved, so memory stays O(model), not O(collaborators x model)) and the
+norms of its changes; ``result`` averages one block of one tensor at a time.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from accord.aggregation.bounds import (
     blocks,
     bound_updates,
     change_block,
-    change_norm,
+    change_norms,
     flat,
 )
 from accord.tensors.state import ModelState
@@ -59,12 +59,11 @@ class FedAvg:
     ) -> None:
         """Take one collaborator's update with ``weight`` (its declared sample count).
 
-        Its norm is measured now, from ``update``; the average reads ``stored`` (the same
+        Its norms are measured now, from ``update``; the average reads ``stored`` (the same
         values, e.g. a lazy view of the saved file) or ``update`` itself.
         """
-        measured = Update(collaborator, update, weight, is_delta, 0.0)
-        norm = change_norm(self._global, measured)
-        self._updates.append(Update(collaborator, update if stored is None else stored, weight, is_delta, norm))
+        norms = change_norms(self._global, Update(collaborator, update, weight, is_delta, {}))
+        self._updates.append(Update(collaborator, update if stored is None else stored, weight, is_delta, norms))
 
     def result(self) -> ModelState:
         """The new global model; the input model unchanged if no update is left to average."""
@@ -91,7 +90,7 @@ def weighted_mean(global_model: Mapping[str, np.ndarray], weighted: Sequence[Wei
             if reference.dtype.kind == "f":
                 acc = np.zeros(part.stop - part.start, np.float64)
                 for w in weighted:
-                    acc += (w.weight * w.scale / total) * change_block(w.update, name, part, ref)
+                    acc += (w.weight * w.scale(name) / total) * change_block(w.update, name, part, ref)
                 acc += ref[part]
                 with np.errstate(over="ignore"):
                     out[part] = acc
@@ -115,7 +114,7 @@ def _non_finite_culprits(global_model: Mapping[str, np.ndarray], weighted: Seque
     culprits = []
     for index, w in enumerate(weighted):
         for part in blocks(ref.size):
-            own = ref[part] + w.scale * change_block(w.update, name, part, ref)
+            own = ref[part] + w.scale(name) * change_block(w.update, name, part, ref)
             with np.errstate(over="ignore"):
                 cast = own.astype(reference.dtype)
             largest[index] = max(largest[index], float(np.abs(own).max(initial=0.0)))

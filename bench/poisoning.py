@@ -1,0 +1,170 @@
+"""Poisoning table: one hostile site among 5 honest ones, with the update bounds on and off.
+
+Each row runs the torch_digits federation (IID shards of 6, 10 rounds by default) in this
+process through the real AggregatorRuntime and RoundEngine, every site on the in-process
+transport (the same codec checks and the same ``submit`` as behind the gRPC server). The
+hostile site trains on its own shard like the others, then replaces what it sends:
+
+- ``float32-max values``: every floating-point tensor filled with float32's largest value;
+- ``100x-norm update``: the global model minus 100 x its change (reversed, 100 times the norm);
+- ``10^12 samples``: the global model minus its change (reversed, honest norm), claiming 10^12 samples;
+- ``100x + 10^12 samples``: both at once.
+
+The accuracy is that of the final global model on the whole digits validation split,
+evaluated here (not what any site reports). The honest run is the 5 honest sites alone on the
+same shards. "bounds off" sets sample_count_multiple and norm_multiple to null (the float64
+mean and the finite check stay).
+
+    PYTHONPATH=src .venv/bin/python bench/poisoning.py [--rounds 10] [--attacks NAME ...]
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from accord.aggregator.runtime import AggregatorRuntime
+from accord.collaborator.site import build_collaborator
+from accord.data.builtin import DigitsDataLoader
+from accord.experiment.local import prepare_workspace
+from accord.messages import TaskResult
+from accord.plan.loader import load_plan, update_plan_file
+from accord.tensors.state import ModelState, load_state
+from accord.transport.inprocess import InProcessClient
+from accord.workspace.initialize import build_runner
+
+HONEST = [f"collaborator{i}" for i in range(1, 6)]
+HOSTILE = "collaborator6"
+FLOAT32_MAX = float(np.finfo(np.float32).max)
+OFF = {"sample_count_multiple": None, "norm_multiple": None}
+#: optimizer state does not travel (see the docstring)
+OPT_TREATMENT = "RESET"
+
+#: (what the site trained, the global model it got, the initial model) -> what it sends
+Craft = Callable[[ModelState, ModelState, ModelState], ModelState]
+
+
+def scaled_change(factor: float) -> Craft:
+    """global + factor x (trained - global), on floating-point tensors."""
+    return lambda trained, model, _: {
+        k: (model[k] + factor * (v - model[k])).astype(v.dtype) if v.dtype.kind == "f" else v for k, v in trained.items()
+    }
+
+
+def float32_max(trained: ModelState, model: ModelState, _: ModelState) -> ModelState:
+    return {k: np.full_like(v, FLOAT32_MAX) if v.dtype.kind == "f" else v for k, v in trained.items()}
+
+
+def initial(trained: ModelState, model: ModelState, init: ModelState) -> ModelState:
+    """The untrained model: the site tries to set the global model back to it every round."""
+    return dict(init)
+
+
+#: name -> (how the update is crafted, the sample count claimed or None for the honest one)
+ATTACKS: dict[str, tuple[Craft, int | None]] = {
+    "float32-max values": (float32_max, None),
+    "100x-norm update": (scaled_change(100.0), None),
+    "10^12 samples": (initial, 10**12),
+    "all three": (float32_max, 10**12),
+    "sign flip (in bounds)": (scaled_change(-1.0), None),
+    "sign flip x100, 10^12": (scaled_change(-100.0), 10**12),
+}
+
+
+def run(rounds: int, attack: str | None, bounds: dict | None, partition: str = "iid") -> tuple[float | None, str]:
+    """Final accuracy of one federation (None if it did not finish) and why not."""
+    names = HONEST + ([HOSTILE] if attack else [])
+    overrides = {
+        "data_loader.settings.collaborator_count": 6,
+        "data_loader.settings.partition": partition,
+        "straggler_handling_policy.settings.round_deadline_seconds": 30.0,
+        "collaborator.settings.opt_treatment": OPT_TREATMENT,
+        **({"aggregator.settings.update_bounds": bounds} if bounds is not None else {}),
+    }
+    plan = prepare_workspace(Path(tempfile.mkdtemp(prefix="accord-poison-")) / "ws", 5, rounds, overrides=overrides)
+    if attack:
+        update_plan_file(plan.path, {"collaborators": names})
+        (plan.workspace / "plan" / "data.yaml").write_text("".join(f"{n}: {i}\n" for i, n in enumerate(names, 1)))
+        plan = load_plan(plan.path, workspace=plan.workspace)
+    runtime = AggregatorRuntime(plan)
+    init = load_state(plan.resolve_path("save/init.safetensors"))
+    errors: dict[str, BaseException] = {}
+
+    def work(name: str) -> None:
+        client = InProcessClient(runtime, name, plan.hash, 5.0)
+        if name == HOSTILE:
+            client = HostileClient(runtime, name, plan.hash, 5.0, *ATTACKS[attack], init)
+        try:
+            build_collaborator(plan, name, client).run()
+        except BaseException as exc:  # reported in the table
+            errors[name] = exc
+
+    threads = [threading.Thread(target=work, args=(n,), daemon=True) for n in names]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(600)
+    runtime.close()
+    honest_errors = {n: e for n, e in errors.items() if n != HOSTILE}
+    if not runtime.finished or honest_errors:
+        why = next((f"{n}: {e}" for n, e in honest_errors.items()), "did not finish")
+        return None, why[:120]
+    runner = build_runner(plan)
+    runner.set_weights(load_state(plan.resolve_path("save/last.safetensors")), with_optimizer=True)
+    whole = DigitsDataLoader(data_path=1, collaborator_count=1, seed=0)
+    return float(runner.validate(whole).metrics["accuracy"]), ""
+
+
+class HostileClient(InProcessClient):
+    """The in-process transport, but the training result is crafted (``craft``, ``count``) before it is sent."""
+
+    def __init__(self, runtime: AggregatorRuntime, name: str, plan_hash: str, poll: float, craft: Craft, count: int | None, init: ModelState) -> None:
+        super().__init__(runtime, name, plan_hash, poll)
+        self.craft, self.count, self.init, self.model = craft, count, init, {}
+
+    def get_model(self, round_number: int) -> ModelState:
+        self.model = super().get_model(round_number)
+        return self.model
+
+    def send_result(self, result: TaskResult) -> None:
+        if result.tensors:
+            result.tensors = self.craft(result.tensors, self.model, self.init)
+            result.sample_count = self.count or result.sample_count
+        super().send_result(result)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=10)
+    parser.add_argument("--attacks", nargs="+", default=list(ATTACKS), choices=list(ATTACKS))
+    parser.add_argument("--partition", default="iid", choices=["iid", "dirichlet"], help="how the digits are sharded")
+    parser.add_argument("--count-multiple", type=float, help="sample_count_multiple of the bounded runs (default: the plan's)")
+    parser.add_argument("--norm-multiple", type=float, help="norm_multiple of the bounded runs (default: the plan's)")
+    args = parser.parse_args()
+    chosen = {"sample_count_multiple": args.count_multiple, "norm_multiple": args.norm_multiple}
+    bounds = {k: v for k, v in chosen.items() if v is not None} or None
+    logging.getLogger("accord").setLevel(logging.ERROR)
+
+    started = time.perf_counter()
+    honest, _ = run(args.rounds, None, bounds, args.partition)
+    honest_off, _ = run(args.rounds, None, OFF, args.partition)
+    assert honest is not None and honest_off is not None
+    print(f"honest run (5 sites): {honest:.4f} with the bounds, {honest_off:.4f} without")
+    print(f"{'attack':<24} {'final accuracy':>15} {'honest run':>11} {'difference':>11}   bounds off")
+    for attack in args.attacks:
+        bounded, why = run(args.rounds, attack, bounds, args.partition)
+        off, why_off = run(args.rounds, attack, OFF, args.partition)
+        shown = f"{bounded:15.4f} {honest:11.4f} {100 * (bounded - honest):+10.2f}pt" if bounded is not None else f"{'failed':>15} {honest:11.4f} ({why})"
+        print(f"{attack:<24} {shown}   {f'{off:.4f}' if off is not None else 'failed: ' + why_off}")
+    print(f"({args.rounds} rounds, 5 honest sites, {args.partition} shards of digits, {time.perf_counter() - started:.0f} s)")
+
+
+if __name__ == "__main__":
+    main()
