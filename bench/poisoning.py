@@ -30,6 +30,7 @@ from typing import Callable
 
 import numpy as np
 
+from accord.aggregator.metrics import read_metrics
 from accord.aggregator.runtime import AggregatorRuntime
 from accord.collaborator.site import build_collaborator
 from accord.data.builtin import DigitsDataLoader
@@ -44,8 +45,6 @@ HONEST = [f"collaborator{i}" for i in range(1, 6)]
 HOSTILE = "collaborator6"
 FLOAT32_MAX = float(np.finfo(np.float32).max)
 OFF = {"sample_count_multiple": None, "norm_multiple": None}
-#: optimizer state does not travel (see the docstring)
-OPT_TREATMENT = "RESET"
 
 #: (what the site trained, the global model it got, the initial model) -> what it sends
 Craft = Callable[[ModelState, ModelState, ModelState], ModelState]
@@ -78,14 +77,14 @@ ATTACKS: dict[str, tuple[Craft, int | None]] = {
 }
 
 
-def run(rounds: int, attack: str | None, bounds: dict | None, partition: str = "iid") -> tuple[float | None, str]:
-    """Final accuracy of one federation (None if it did not finish) and why not."""
+def run(rounds: int, attack: str | None, bounds: dict | None, partition: str = "iid", treatment: str = "RESET") -> tuple[float | None, str]:
+    """Final accuracy of one federation (None if it did not finish) and why not, or how often the bounds bit honest sites."""
     names = HONEST + ([HOSTILE] if attack else [])
     overrides = {
         "data_loader.settings.collaborator_count": 6,
         "data_loader.settings.partition": partition,
         "straggler_handling_policy.settings.round_deadline_seconds": 30.0,
-        "collaborator.settings.opt_treatment": OPT_TREATMENT,
+        "collaborator.settings.opt_treatment": treatment,
         **({"aggregator.settings.update_bounds": bounds} if bounds is not None else {}),
     }
     plan = prepare_workspace(Path(tempfile.mkdtemp(prefix="accord-poison-")) / "ws", 5, rounds, overrides=overrides)
@@ -119,7 +118,8 @@ def run(rounds: int, attack: str | None, bounds: dict | None, partition: str = "
     runner = build_runner(plan)
     runner.set_weights(load_state(plan.resolve_path("save/last.safetensors")), with_optimizer=True)
     whole = DigitsDataLoader(data_path=1, collaborator_count=1, seed=0)
-    return float(runner.validate(whole).metrics["accuracy"]), ""
+    bit = [r for r in read_metrics(plan.resolve_path("logs/metrics.jsonl")) if r.task == "aggregator/bounds" and r.origin in HONEST]
+    return float(runner.validate(whole).metrics["accuracy"]), f"the bounds bit honest sites {len(bit)} times"
 
 
 class HostileClient(InProcessClient):
@@ -145,6 +145,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=10)
     parser.add_argument("--attacks", nargs="+", default=list(ATTACKS), choices=list(ATTACKS))
     parser.add_argument("--partition", default="iid", choices=["iid", "dirichlet"], help="how the digits are sharded")
+    parser.add_argument("--opt-treatment", default="RESET", choices=["RESET", "CONTINUE_GLOBAL"], help="CONTINUE_GLOBAL averages the optimizer state too")
     parser.add_argument("--count-multiple", type=float, help="sample_count_multiple of the bounded runs (default: the plan's)")
     parser.add_argument("--norm-multiple", type=float, help="norm_multiple of the bounded runs (default: the plan's)")
     args = parser.parse_args()
@@ -153,14 +154,14 @@ def main() -> None:
     logging.getLogger("accord").setLevel(logging.ERROR)
 
     started = time.perf_counter()
-    honest, _ = run(args.rounds, None, bounds, args.partition)
-    honest_off, _ = run(args.rounds, None, OFF, args.partition)
+    honest, bit = run(args.rounds, None, bounds, args.partition, args.opt_treatment)
+    honest_off, _ = run(args.rounds, None, OFF, args.partition, args.opt_treatment)
     assert honest is not None and honest_off is not None
-    print(f"honest run (5 sites): {honest:.4f} with the bounds, {honest_off:.4f} without")
+    print(f"honest run (5 sites): {honest:.4f} with the bounds ({bit}), {honest_off:.4f} without")
     print(f"{'attack':<24} {'final accuracy':>15} {'honest run':>11} {'difference':>11}   bounds off")
     for attack in args.attacks:
-        bounded, why = run(args.rounds, attack, bounds, args.partition)
-        off, why_off = run(args.rounds, attack, OFF, args.partition)
+        bounded, why = run(args.rounds, attack, bounds, args.partition, args.opt_treatment)
+        off, why_off = run(args.rounds, attack, OFF, args.partition, args.opt_treatment)
         shown = f"{bounded:15.4f} {honest:11.4f} {100 * (bounded - honest):+10.2f}pt" if bounded is not None else f"{'failed':>15} {honest:11.4f} ({why})"
         print(f"{attack:<24} {shown}   {f'{off:.4f}' if off is not None else 'failed: ' + why_off}")
     print(f"({args.rounds} rounds, 5 honest sites, {args.partition} shards of digits, {time.perf_counter() - started:.0f} s)")
