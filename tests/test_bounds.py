@@ -184,3 +184,15 @@ def test_bounds_hold_through_the_runtime_and_a_restart_gives_the_same_model(work
     assert all(np.isfinite(v).all() for v in got.values())
     bounds = [(r.round, r.origin, r.metric) for r in read_metrics(plan.resolve_path("logs/metrics.jsonl")) if r.task == "aggregator/bounds"]
     assert bounds == [(0, "gamma", "capped"), (0, "gamma", "clipped"), (1, "gamma", "capped"), (1, "gamma", "clipped")]
+
+
+def test_optimizer_state_keeps_within_the_other_sites_range_coordinate_by_coordinate() -> None:
+    model = {"w": np.zeros(2, np.float32), "__opt__.w.exp_avg_sq": np.full(2, 1.0, np.float32)}
+    honest = [(f"h{i}", {"w": np.full(2, 0.1, np.float32), "__opt__.w.exp_avg_sq": np.array([1.0 + i, 2.0], np.float32)}, 10) for i in range(3)]
+    hostile = ("neg", {"w": np.full(2, 0.1, np.float32), "__opt__.w.exp_avg_sq": np.array([-1e6, 2.0], np.float32)}, 10)
+    new, _ = average([*honest, hostile], UNBOUNDED, model=model)
+    # the hostile -1e6 is clamped to the second smallest value (1.0), then everything is averaged
+    np.testing.assert_allclose(new["__opt__.w.exp_avg_sq"], [(1.0 + 1.0 + 2.0 + 1.0) / 4, 2.0])
+    np.testing.assert_allclose(new["w"], 0.1)
+    two, _ = average([honest[0], hostile], UNBOUNDED, model=model)  # fewer than 3: the plain mean
+    np.testing.assert_allclose(two["__opt__.w.exp_avg_sq"], [(1.0 - 1e6) / 2, 2.0])

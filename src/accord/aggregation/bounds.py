@@ -112,10 +112,10 @@ def lower_median(values: Sequence[float]) -> float:
     return ordered[(len(ordered) - 1) // 2]
 
 
-def blocks(size: int) -> Iterator[slice]:
-    """Slices of at most BLOCK elements covering ``range(size)``."""
-    for start in range(0, size, BLOCK):
-        yield slice(start, min(start + BLOCK, size))
+def blocks(size: int, length: int = BLOCK) -> Iterator[slice]:
+    """Slices of at most ``length`` elements covering ``range(size)``."""
+    for start in range(0, size, length):
+        yield slice(start, min(start + length, size))
 
 
 def flat(array: np.ndarray) -> np.ndarray:

@@ -13,6 +13,7 @@ from typing import Mapping, Sequence
 import numpy as np
 
 from accord.aggregation.bounds import (
+    BLOCK,
     UNBOUNDED,
     BoundEvent,
     Update,
@@ -24,6 +25,7 @@ from accord.aggregation.bounds import (
     change_norms,
     flat,
 )
+from accord.runners.base import OPTIMIZER_PREFIX
 from accord.tensors.state import ModelState
 
 
@@ -80,27 +82,43 @@ class FedAvg:
 
 
 def weighted_mean(global_model: Mapping[str, np.ndarray], weighted: Sequence[Weighted]) -> tuple[ModelState, str | None]:
-    """The weighted mean of the updates, or the name of the first tensor that is not finite in its dtype."""
+    """The new model, or the name of the first tensor that is not finite in its dtype.
+
+    Model tensors: the weighted mean of the bounded changes added to the global model.
+    Optimizer state (``__opt__.*``), from 3 updates on: the same mean, each change first
+    clamped, coordinate by coordinate, between the second smallest and the second largest
+    (so one site's value never leaves the others' range: within the norm bounds, a plain mean
+    can be pushed to second moments near zero beside nonzero first moments, and every site's
+    Adam step would then explode). Counters and masks: the weighted mean of the values, rounded.
+    """
     total = sum(w.weight for w in weighted)
     model: ModelState = {}
     for name, reference in global_model.items():
         ref = flat(reference)
         out = np.empty(ref.size, reference.dtype)
-        for part in blocks(ref.size):
-            if reference.dtype.kind == "f":
-                acc = np.zeros(part.stop - part.start, np.float64)
-                for w in weighted:
-                    acc += (w.weight * w.scale(name) / total) * change_block(w.update, name, part, ref)
-                acc += ref[part]
-                with np.errstate(over="ignore"):
-                    out[part] = acc
-                if not np.isfinite(out[part]).all():
-                    return model, name
-            else:  # counters and masks: the mean of the values, rounded
+        robust = name.startswith(OPTIMIZER_PREFIX)
+        for part in blocks(ref.size, max(BLOCK // len(weighted), 1024) if robust else BLOCK):
+            if reference.dtype.kind != "f":
                 acc = np.zeros(part.stop - part.start, np.float64)
                 for w in weighted:
                     acc += (w.weight / total) * flat(w.update.tensors[name])[part]
                 out[part] = np.rint(acc)
+                continue
+            if robust and len(weighted) >= 3:
+                changes = np.stack([w.scale(name) * change_block(w.update, name, part, ref) for w in weighted])
+                ranked = np.partition(changes, [1, len(weighted) - 2], axis=0)
+                np.clip(changes, ranked[1], ranked[-2], out=changes)
+                factors = np.array([w.weight / total for w in weighted])
+                acc = factors @ changes
+            else:
+                acc = np.zeros(part.stop - part.start, np.float64)
+                for w in weighted:
+                    acc += (w.weight * w.scale(name) / total) * change_block(w.update, name, part, ref)
+            acc += ref[part]
+            with np.errstate(over="ignore"):
+                out[part] = acc
+            if not np.isfinite(out[part]).all():
+                return model, name
         model[name] = out.reshape(reference.shape)
     return model, None
 
