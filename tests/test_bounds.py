@@ -191,8 +191,8 @@ def test_optimizer_state_keeps_within_the_other_sites_range_coordinate_by_coordi
     honest = [(f"h{i}", {"w": np.full(2, 0.1, np.float32), "__opt__.w.exp_avg_sq": np.array([1.0 + i, 2.0], np.float32)}, 10) for i in range(3)]
     hostile = ("neg", {"w": np.full(2, 0.1, np.float32), "__opt__.w.exp_avg_sq": np.array([-1e6, 2.0], np.float32)}, 10)
     new, _ = average([*honest, hostile], UNBOUNDED, model=model)
-    # the hostile -1e6 is clamped to the second smallest value (1.0), then everything is averaged
-    np.testing.assert_allclose(new["__opt__.w.exp_avg_sq"], [(1.0 + 1.0 + 2.0 + 1.0) / 4, 2.0])
+    # changes 0, 1, 2 and -1e6-1 are clamped between the second smallest (0) and second largest (1)
+    np.testing.assert_allclose(new["__opt__.w.exp_avg_sq"], [1.0 + (0 + 1 + 1 + 0) / 4, 2.0])
     np.testing.assert_allclose(new["w"], 0.1)
     two, _ = average([honest[0], hostile], UNBOUNDED, model=model)  # fewer than 3: the plain mean
     np.testing.assert_allclose(two["__opt__.w.exp_avg_sq"], [(1.0 - 1e6) / 2, 2.0])
