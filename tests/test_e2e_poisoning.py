@@ -30,8 +30,8 @@ pytestmark = pytest.mark.e2e
 
 HOSTILE = Path(__file__).with_name("hostile_site.py")
 HONEST = ("collaborator1", "collaborator2", "collaborator3")
-#: RESET: shared optimizer state (CONTINUE_GLOBAL) is not protected by the bounds (docs/failure-model.md)
-SETTINGS = {**FAST, "tasks.settings.train.kwargs": {"epochs": 3}, "collaborator.settings.opt_treatment": "RESET"}
+#: the template's CONTINUE_GLOBAL: the optimizer state travels and is averaged too
+SETTINGS = {**FAST, "tasks.settings.train.kwargs": {"epochs": 3}}
 
 
 def federate(tmp_path: Path, attacks: str, rounds: int, **overrides) -> tuple[str, dict[str, str], object]:
@@ -107,8 +107,11 @@ def test_capped_and_clipped_updates_and_forged_log_lines_leave_the_model_accurat
     assert all(origin == "collaborator4" for _, origin, _ in bit)
 
     last = load_state(plan.workspace / "save" / "last.safetensors")
-    assert all(np.isfinite(v).all() and np.abs(v).max() < 100 for v in last.values() if v.dtype.kind == "f")
-    assert final_accuracy(plan) >= honest_accuracy(tmp_path, rounds=3) - 0.05
+    assert all(np.isfinite(v).all() for v in last.values())
+    assert all(np.abs(v).max() < 100 for k, v in last.items() if not k.startswith("__opt__."))
+    attacked, honest = final_accuracy(plan), honest_accuracy(tmp_path, rounds=3)
+    print(f"final accuracy {attacked:.4f} with the hostile site, {honest:.4f} without")
+    assert attacked >= honest - 0.05, (attacked, honest)
 
 
 def test_an_update_past_the_norm_bound_is_refused_when_the_plan_says_so(tmp_path: Path) -> None:
@@ -116,4 +119,5 @@ def test_an_update_past_the_norm_bound_is_refused_when_the_plan_says_so(tmp_path
     assert "round 0: update bound: collaborator4's update (norm" in out and "left out (on_norm_exceeded: refuse)" in out
     assert (0, "collaborator4", "refused") in bounds_records(plan)
     last = load_state(plan.workspace / "save" / "last.safetensors")
-    assert all(np.isfinite(v).all() and np.abs(v).max() < 100 for v in last.values() if v.dtype.kind == "f")
+    assert all(np.isfinite(v).all() for v in last.values())
+    assert all(np.abs(v).max() < 100 for k, v in last.items() if not k.startswith("__opt__."))
