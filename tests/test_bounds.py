@@ -7,8 +7,9 @@ import pytest
 
 from accord.aggregation.bounds import UNBOUNDED, Update, UpdateBounds, bound_updates, lower_median
 from accord.aggregation.fedavg import FedAvg
-from accord.aggregator.runtime import AggregatorRuntime
 from accord.aggregator.metrics import read_metrics
+from accord.aggregator.runtime import AggregatorRuntime
+from accord.aggregator.status import describe, read_status
 from accord.errors import RefusedError
 from accord.messages import TaskResult
 from accord.tensors.state import StateView, load_state, save_state
@@ -175,6 +176,8 @@ def test_bounds_hold_through_the_runtime_and_a_restart_gives_the_same_model(work
     first = AggregatorRuntime(plan)
     run_hostile(first, plan, stop_after=17)  # round 1, with gamma's train result saved
     first.close()
+    shown = describe(read_status(plan))
+    assert "update bounds that bit in the previous round: gamma: capped, gamma: clipped" in shown
     second = AggregatorRuntime(plan)
     run_hostile(second, plan)
     second.close()
