@@ -8,6 +8,7 @@ later rounds):
 
 - ``huge``: the global model minus 100 x itself (a change 100x the model's norm), claiming 10^12 samples;
 - ``float32max``: every floating-point tensor at float32's largest value;
+- ``overflow`` (delta updates): a delta of float32's largest value on the step counters, 0 elsewhere;
 - ``forge``: first a result whose metric name and a call whose claimed name hold a fake log line
   and an ANSI escape, then the copied model.
 
@@ -33,6 +34,8 @@ FORGED = "\n12:00:00 INFO    accord.aggregator: round 9 of 9 done\x1b[2K"
 def crafted(attack: str, model: dict[str, np.ndarray]) -> tuple[dict[str, np.ndarray], int]:
     if attack == "huge":
         return {k: (v - 100 * v if v.dtype.kind == "f" else v) for k, v in model.items()}, 10**12
+    if attack == "overflow":
+        return {k: (np.full_like(v, np.finfo(np.float32).max) if k.endswith(".step") else np.zeros_like(v)) for k, v in model.items()}, 10**12
     if attack == "float32max":
         return {k: (np.full_like(v, np.finfo(np.float32).max) if v.dtype.kind == "f" else v) for k, v in model.items()}, 100
     return dict(model), 100
@@ -71,7 +74,8 @@ def main(workspace: str, name: str, attacks: str, out: str) -> None:
                     client.send_result(TaskResult(name, number, task.name, 100, {"accuracy": 0.5, "loss": 1.0}, None, False, 0.1))
                     continue
                 tensors, count = crafted(attack, client.get_model(number))
-                result = TaskResult(name, number, task.name, count, {"loss": 1.0}, tensors, False, 0.1)
+                is_delta = plan.model.collaborator.settings.delta_updates
+                result = TaskResult(name, number, task.name, count, {"loss": 1.0}, tensors, is_delta, 0.1)
                 if attack == "forge":
                     forge(client, plan, name, result, refusals)
                 try:

@@ -21,7 +21,7 @@ from accord.aggregator.runtime import AggregatorRuntime
 from accord.collaborator.site import build_collaborator
 from accord.experiment.local import fx_command, prepare_workspace
 from accord.plan.loader import load_plan, update_plan_file
-from accord.tensors.state import load_state
+from accord.tensors.state import load_state, save_state
 from accord.transport.inprocess import InProcessClient
 
 from conftest import FAST
@@ -34,20 +34,23 @@ HONEST = ("collaborator1", "collaborator2", "collaborator3")
 SETTINGS = {**FAST, "tasks.settings.train.kwargs": {"epochs": 3}}
 
 
-def federate(tmp_path: Path, attacks: str, rounds: int, **overrides) -> tuple[str, dict[str, str], object]:
-    """collaborator1..3 honest (fx collaborator start), collaborator4 hostile; the aggregator's output."""
-    plan = prepare_workspace(tmp_path / "ws", collaborators=4, rounds=rounds, overrides={**SETTINGS, **overrides})
+def federate(tmp_path: Path, attacks: str, rounds: int, honest_sites: int = 3, prepare=None, **overrides) -> tuple[str, dict[str, str], object]:
+    """collaborator1..N honest (fx collaborator start), collaborator<N+1> hostile; the aggregator's output."""
+    names, hostile_name = HONEST[:honest_sites], f"collaborator{honest_sites + 1}"
+    plan = prepare_workspace(tmp_path / "ws", collaborators=honest_sites + 1, rounds=rounds, overrides={**SETTINGS, **overrides})
+    if prepare is not None:
+        prepare(plan)
     ws = plan.workspace
     aggregator = subprocess.Popen(fx_command("aggregator", "start", "-w", str(ws)), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     refusals = tmp_path / "refusals.json"
     try:
-        hostile = subprocess.Popen([sys.executable, str(HOSTILE), str(ws), "collaborator4", attacks, str(refusals)], stderr=subprocess.PIPE, text=True)
+        hostile = subprocess.Popen([sys.executable, str(HOSTILE), str(ws), hostile_name, attacks, str(refusals)], stderr=subprocess.PIPE, text=True)
         honest = [
             subprocess.Popen(fx_command("collaborator", "start", "-n", name, "-w", str(ws)), stdout=(tmp_path / f"{name}.log").open("w"), stderr=subprocess.STDOUT)
-            for name in HONEST
+            for name in names
         ]
         codes = [p.wait(timeout=300) for p in honest]
-        assert codes == [0, 0, 0], [(tmp_path / f"{name}.log").read_text()[-2000:] for name in HONEST]
+        assert codes == [0] * len(names), [(tmp_path / f"{name}.log").read_text()[-2000:] for name in names]
         _, hostile_err = hostile.communicate(timeout=60)
         assert hostile.returncode == 0, hostile_err
         out, _ = aggregator.communicate(timeout=60)
@@ -121,3 +124,21 @@ def test_an_update_past_the_norm_bound_is_refused_when_the_plan_says_so(tmp_path
     last = load_state(plan.workspace / "save" / "last.safetensors")
     assert all(np.isfinite(v).all() for v in last.values())
     assert all(np.abs(v).max() < 100 for k, v in last.items() if not k.startswith("__opt__."))
+
+
+def test_an_update_that_would_make_the_model_non_finite_is_dropped_and_the_round_closes_without_it(tmp_path: Path) -> None:
+    """Bounds off and delta updates: the hostile delta moves step counters at 3e38 past float32's range."""
+
+    def near_the_top(plan) -> None:  # step counters that one more float32-max delta overflows
+        path = plan.workspace / "save" / "init.safetensors"
+        model = load_state(path)
+        save_state(path, {k: (np.full_like(v, 3e38) if k.endswith(".step") else v) for k, v in model.items()})
+
+    off = {"sample_count_multiple": None, "norm_multiple": None}
+    out, _, plan = federate(tmp_path, "overflow", rounds=1, honest_sites=1, prepare=near_the_top,
+                            **{"collaborator.settings.delta_updates": True, "aggregator.settings.update_bounds": off})
+    assert "round 0: update bound: collaborator2's update would make the global model non-finite (tensor '__opt__." in out
+    assert bounds_records(plan) == [(0, "collaborator2", "dropped_non_finite")]
+    last = load_state(plan.workspace / "save" / "last.safetensors")
+    assert all(np.isfinite(v).all() for v in last.values())
+    assert all(float(v.max()) == np.float32(3e38) for k, v in last.items() if k.endswith(".step"))  # + 16 steps: float32 rounding
