@@ -109,12 +109,13 @@ class StateView(Mapping[str, np.ndarray]):
             header = json.loads(handle.read(size))
         header.pop("__metadata__", None)
         self._start = 8 + size
-        self._entries = {name: (np.dtype(_NUMPY_DTYPES[e["dtype"]]).newbyteorder("<"), tuple(e["shape"]), int(e["data_offsets"][0]))
-                         for name, e in header.items()}
+        self._entries = {
+            name: (np.dtype(_NUMPY_DTYPES[e["dtype"]]).newbyteorder("<"), tuple(e["shape"]), int(e["data_offsets"][0]), int(e["data_offsets"][1]) - int(e["data_offsets"][0]))
+            for name, e in header.items()
+        }
 
     def __getitem__(self, name: str) -> np.ndarray:
-        dtype, shape, offset = self._entries[name]
-        size = dtype.itemsize * int(np.prod(shape))
+        dtype, shape, offset, size = self._entries[name]
         if size >= self.MAPPED_BYTES:
             return np.memmap(str(self.path), dtype=dtype, mode="r", offset=self._start + offset, shape=shape)
         with self.path.open("rb") as handle:
