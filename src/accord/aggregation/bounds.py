@@ -33,7 +33,7 @@ BoundKind = Literal["capped", "clipped", "refused", "dropped_non_finite"]
 class UpdateBounds:
     """The plan's ``aggregator.settings.update_bounds`` (None switches a bound off)."""
 
-    sample_count_multiple: float | None = 1.5
+    sample_count_multiple: float | None = 1.1
     norm_multiple: float | None = 1.5
     max_update_norm: float | None = None
     on_norm_exceeded: Literal["clip", "refuse"] = "clip"

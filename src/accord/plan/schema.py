@@ -22,7 +22,7 @@ class UpdateBoundsSettings(Strict):
 
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
-    sample_count_multiple: float | None = Field(1.5, ge=1)
+    sample_count_multiple: float | None = Field(1.1, ge=1)
     norm_multiple: float | None = Field(1.5, ge=1)
     max_update_norm: float | None = Field(None, gt=0)
     on_norm_exceeded: Literal["clip", "refuse"] = "clip"
