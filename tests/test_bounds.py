@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from accord.aggregation.bounds import UNBOUNDED, Update, UpdateBounds, bound_updates, lower_median
+from accord.aggregation.bounds import UNBOUNDED, Update, UpdateBounds, bound_updates, change_norms, lower_median
 from accord.aggregation.fedavg import FedAvg
 from accord.aggregator.metrics import read_metrics
 from accord.aggregator.runtime import AggregatorRuntime
@@ -58,7 +58,7 @@ def test_an_update_past_the_norm_bound_is_clipped_or_refused(mode) -> None:
     [event] = fedavg.events
     assert event.collaborator == "big" and event.kind == ("clipped" if mode == "clip" else "refused")
     assert event.value == pytest.approx(100 * np.sqrt(15)) and event.bound == pytest.approx(3 * 1.02 * np.sqrt(15))
-    assert "2 of 2 parts past norm_multiple 3 x the round's median norm of their change; 'w' 32.7x its bound" in event.describe()
+    assert "2 of 2 tensors past norm_multiple 3 x the round's median norm of their change; 'w' 32.7x its bound" in event.describe()
     honest_sum = sum((1.0 + 0.01 * i) * (700 + i) for i in range(5))
     if mode == "clip":  # scaled to 3x the median norm: -3.06 per element
         expected = (honest_sum - 3 * 1.02 * 700) / (sum(c for _, _, c in HONEST) + 700)
@@ -77,12 +77,15 @@ def test_an_absolute_bound_applies_when_tighter() -> None:
     assert [w.scale("w") for w in weighted] == pytest.approx([1.0, 0.75, 0.5])
 
 
-def test_each_part_is_bounded_by_its_own_median_so_no_budget_moves_from_the_optimizer_to_the_weights() -> None:
-    honest = [Update(f"h{i}", {}, 10, False, {"__opt__.w.step": 16.0, "w": 0.1, "b": 0.0}) for i in range(4)]
-    attacker = Update("a", {}, 10, False, {"__opt__.w.step": 0.0, "w": 16.0, "b": 0.0})  # the honest total norm
+def test_each_tensor_is_bounded_by_its_own_median_and_optimizer_state_by_none() -> None:
+    honest = [Update(f"h{i}", {}, 10, False, {"w": 0.1, "b": 16.0}) for i in range(4)]
+    attacker = Update("a", {}, 10, False, {"w": 16.0, "b": 0.1})  # the honest total norm, spent on w
     weighted, [event] = bound_updates([*honest, attacker], UpdateBounds(norm_multiple=1.5))
-    assert event.collaborator == "a" and "1 of 3 parts past" in event.describe() and "'w' 107x its bound" in event.describe()
-    assert weighted[-1].scale("w") == pytest.approx(0.15 / 16.0) and weighted[-1].scale("b") == 1.0 and weighted[-1].scale("__opt__.w.step") == 1.0
+    assert event.collaborator == "a" and "1 of 2 tensors past" in event.describe() and "'w' 107x its bound" in event.describe()
+    assert weighted[-1].scale("w") == pytest.approx(0.15 / 16.0) and weighted[-1].scale("b") == 1.0
+    model = {"w": np.zeros(2, np.float32), "__opt__.w.step": np.zeros((), np.float32)}
+    norms = change_norms(model, Update("s", {"w": np.ones(2, np.float32), "__opt__.w.step": np.array(16.0, np.float32)}, 1, False, {}))
+    assert norms == {"w": pytest.approx(np.sqrt(2))}
 
 
 def test_values_near_float32_max_average_in_float64() -> None:

@@ -2,12 +2,12 @@
 
 A site with a valid certificate may lie. Its declared sample count is capped at a multiple of
 the round's median count. Its change (update - global for weights, the delta itself for
-deltas; floating-point tensors, in float64) is bounded part by part: each of the model's own
-tensors, and each kind of optimizer state that travels with it (``__opt__.*.step``,
-``__opt__.*.exp_avg_sq``, ...), by a multiple of the round's median norm of that part's
-change, so a budget earned on one part (a step counter moves by the number of batches) cannot
-be spent on another (the weights); and the whole change's norm by an absolute bound, if the
-plan sets one. An update
+deltas; the model's floating-point tensors, in float64) is bounded tensor by tensor, by a
+multiple of the round's median norm of that tensor's change, so a budget earned on one tensor
+cannot be spent on another; and the whole change's norm by an absolute bound, if the plan
+sets one. Optimizer state that travels with the model (``__opt__.*``) is not bounded by
+norm (its honest changes differ by more than any useful multiple); fedavg.py clamps it to
+the other sites' range instead. An update
 past a bound is clipped to it or refused. The medians are the *lower* medians: with an even
 number of updates, the smaller of the two middle values (the conservative choice). Every
 bound that bites is an event, naming the site, that the aggregator logs and records.
@@ -93,19 +93,6 @@ class Weighted:
         return self.scales.get(name, 1.0)
 
 
-def part_of(name: str) -> str:
-    """The part a tensor's change is bounded with: the tensor itself, or ``optimizer <key>`` for ``__opt__.<param>.<key>``."""
-    return f"optimizer {name.rsplit('.', 1)[-1]}" if name.startswith(OPTIMIZER_PREFIX) else name
-
-
-def part_norms(update: Update) -> dict[str, float]:
-    """The norm of the change of each part of ``update``."""
-    squares: dict[str, float] = {}
-    for name, norm in update.norms.items():
-        squares[part_of(name)] = squares.get(part_of(name), 0.0) + norm * norm
-    return {part: math.sqrt(total) for part, total in squares.items()}
-
-
 def lower_median(values: Sequence[float]) -> float:
     """The median; for an even count the smaller middle value."""
     ordered = sorted(values)
@@ -132,10 +119,10 @@ def change_block(update: Update, name: str, part: slice, reference: np.ndarray) 
 
 
 def change_norms(global_model: Mapping[str, np.ndarray], update: Update) -> dict[str, float]:
-    """L2 norm of the change of each floating-point tensor, in float64."""
+    """L2 norm of the change of each floating-point tensor of the model (not the optimizer state), in float64."""
     norms = {}
     for name, reference in global_model.items():
-        if reference.dtype.kind != "f":
+        if reference.dtype.kind != "f" or name.startswith(OPTIMIZER_PREFIX):
             continue
         ref, total = flat(reference), 0.0
         for part in blocks(ref.size):
@@ -154,15 +141,14 @@ def bound_updates(updates: Sequence[Update], bounds: UpdateBounds) -> tuple[list
     if bounds.sample_count_multiple is not None:
         median = lower_median([u.sample_count for u in updates])
         cap, cap_why = bounds.sample_count_multiple * median, f"sample_count_multiple {bounds.sample_count_multiple:g} x the round's median {median:g}"
-    parts = [part_norms(u) for u in updates]
-    limits = _part_limits(parts, bounds.norm_multiple)
+    limits = _tensor_limits(updates, bounds.norm_multiple)
     weighted = []
-    for update, norms in zip(updates, parts):
+    for update in updates:
         weight = update.sample_count
         if weight > cap:
             events.append(BoundEvent(update.collaborator, "capped", weight, cap, cap_why))
             weight = cap
-        scales, why = _scales(update, norms, limits, bounds)
+        scales, why = _scales(update, limits, bounds)
         if scales and bounds.on_norm_exceeded == "refuse":
             events.append(BoundEvent(update.collaborator, "refused", update.norm, _clipped_norm(update, scales), why))
             continue
@@ -172,23 +158,22 @@ def bound_updates(updates: Sequence[Update], bounds: UpdateBounds) -> tuple[list
     return weighted, events
 
 
-def _part_limits(parts: Sequence[Mapping[str, float]], multiple: float | None) -> dict[str, float]:
-    """part -> multiple x the round's median norm of that part's change (none without a multiple)."""
-    if multiple is None or not parts:
+def _tensor_limits(updates: Sequence[Update], multiple: float | None) -> dict[str, float]:
+    """name -> multiple x the round's median norm of that tensor's change (none without a multiple)."""
+    if multiple is None or not updates:
         return {}
-    return {part: multiple * lower_median([p[part] for p in parts]) for part in parts[0]}
+    return {name: multiple * lower_median([u.norms[name] for u in updates]) for name in updates[0].norms}
 
 
-def _scales(update: Update, norms: Mapping[str, float], limits: Mapping[str, float], bounds: UpdateBounds) -> tuple[dict[str, float], str]:
+def _scales(update: Update, limits: Mapping[str, float], bounds: UpdateBounds) -> tuple[dict[str, float], str]:
     """Tensor name -> the factor that brings ``update`` within the bounds (empty when it is within), and why."""
-    over = {part: limits[part] / norm for part, norm in norms.items() if part in limits and norm > limits[part]}
-    scales = {name: over[part_of(name)] for name in update.norms if part_of(name) in over}
+    scales = {name: limits[name] / norm for name, norm in update.norms.items() if name in limits and norm > limits[name]}
     why = ""
-    if over:
-        worst = min(over, key=over.__getitem__)
+    if scales:
+        worst = min(scales, key=scales.__getitem__)
         why = (
-            f"{len(over)} of {len(norms)} parts past norm_multiple {bounds.norm_multiple:g} x the round's "
-            f"median norm of their change; {worst!r} {1 / over[worst]:.3g}x its bound"
+            f"{len(scales)} of {len(update.norms)} tensors past norm_multiple {bounds.norm_multiple:g} x the round's "
+            f"median norm of their change; {worst!r} {1 / scales[worst]:.3g}x its bound"
         )
     total = _clipped_norm(update, scales)
     if bounds.max_update_norm is not None and total > bounds.max_update_norm:
