@@ -1,4 +1,9 @@
-"""Logging set-up: rich output on a terminal, plain timestamped lines otherwise."""
+"""Logging set-up: rich output on a terminal, plain timestamped lines otherwise.
+
+Every message is one line: control characters (newlines, carriage returns, ANSI escapes,
+other non-printables) are shown escaped, so a string a peer sent (a metric name, a claimed
+name, a refusal reason) can never start a line of its own or repaint the terminal.
+"""
 
 from __future__ import annotations
 
@@ -21,7 +26,25 @@ def configure_logging(level: str = "INFO") -> None:
     else:
         handler = _StdoutHandler()
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s", "%H:%M:%S"))
+    handler.addFilter(EscapeControl())
     root.addHandler(handler)
+
+
+def escape_control(text: str) -> str:
+    """``text`` with every non-printable character written as its Python escape (``\\n``, ``\\x1b``)."""
+    if text.isprintable():
+        return text
+    return "".join(ch if ch.isprintable() else repr(ch)[1:-1] for ch in text)
+
+
+class EscapeControl(logging.Filter):
+    """Escapes control characters in a record's formatted message (tracebacks keep their lines)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        if not message.isprintable():
+            record.msg, record.args = escape_control(message), None
+        return True
 
 
 def ensure_logging(level: str = "INFO") -> None:

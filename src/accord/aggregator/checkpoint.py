@@ -21,7 +21,7 @@ from typing import Any, Iterator
 from accord.errors import AccordError
 from accord.files import atomic_write
 from accord.messages import TaskResult
-from accord.tensors.state import ModelState, load_state, save_state
+from accord.tensors.state import ModelState, StateView, load_state, save_state
 
 STATE_FILE = "state.json"
 FORMAT = 1
@@ -118,6 +118,10 @@ class Checkpoint:
         name = f"result-{uuid.uuid4().hex}.safetensors"
         save_state(self.directory / name, result.tensors, durable=True)
         return name
+
+    def view(self, staged: str | None) -> StateView | None:
+        """A lazy, memory-mapped view of tensors that ``stage`` wrote (None for none)."""
+        return None if staged is None else StateView(self.directory / staged)
 
     def discard(self, staged: str | None) -> None:
         """Remove the tensors of a result that was not accepted."""

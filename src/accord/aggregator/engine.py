@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass, field
 from typing import Callable, Mapping, Sequence
 
+from accord.aggregation.bounds import BoundEvent
 from accord.aggregation.fedavg import FedAvg
 from accord.aggregator.assigner import Assigner
 from accord.aggregator.metrics import MetricRecord, WeightedMetrics
@@ -19,6 +21,8 @@ from accord.tensors.state import ModelState, check_update
 MAX_SAMPLE_COUNT = 10**12
 #: a result with more metrics than this is refused.
 MAX_METRICS = 64
+#: what a metric name may be: it is logged and written to metrics.jsonl.
+METRIC_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.:+-]{0,127}")
 
 
 class RoundDeadlineError(AccordError):
@@ -38,6 +42,8 @@ class RoundOutcome:
     wall_seconds: float
     slowest_task_seconds: float
     stragglers: tuple[str, ...] = ()
+    #: what the update bounds did: counts capped, updates clipped, refused or dropped
+    bounds: tuple[BoundEvent, ...] = ()
 
     @property
     def overhead_seconds(self) -> float:
@@ -182,8 +188,12 @@ class RoundEngine:
             )
         return owed
 
-    def submit(self, result: TaskResult) -> RoundOutcome | None:
-        """Take one task result; returns the outcome when it completes the round."""
+    def submit(self, result: TaskResult, stored: Mapping | None = None) -> RoundOutcome | None:
+        """Take one task result; returns the outcome when it completes the round.
+
+        ``stored`` is the same tensors as the aggregation should keep them until the round
+        closes (a lazy view of the saved copy); by default ``result.tensors``.
+        """
         owed = self.expect(result.collaborator, result.round_number, result.task)
         current = self._round
         assert current is not None
@@ -191,7 +201,7 @@ class RoundEngine:
         spec = self.tasks[result.task]
         if spec.returns_model:
             assert result.tensors is not None
-            self.aggregation.add(result.tensors, float(result.sample_count), result.is_delta)
+            self.aggregation.add(result.tensors, float(result.sample_count), result.is_delta, result.collaborator, stored)
         for metric, value in result.metrics.items():
             current.metrics.add(result.task, metric, value, result.sample_count)
             current.records.append(
@@ -245,8 +255,12 @@ class RoundEngine:
         if len(result.metrics) > MAX_METRICS:
             raise RefusedError(f"result from {origin} carries {len(result.metrics)} metrics; at most {MAX_METRICS}", kind="payload")
         for metric, value in result.metrics.items():
-            if not metric or len(metric) > 128:
-                raise RefusedError(f"result from {origin}: metric name {metric[:40]!r} must be 1..128 characters", kind="payload")
+            if not METRIC_NAME.fullmatch(metric):
+                raise RefusedError(
+                    f"result from {origin}: metric name {metric[:64]!r} must match {METRIC_NAME.pattern} "
+                    "(letters, digits and _ . : + -, at most 128)",
+                    kind="payload",
+                )
             if not math.isfinite(value):
                 raise RefusedError(f"result from {origin}: metric {metric!r} is {value}", kind="payload")
         spec = self.tasks[result.task]
@@ -299,6 +313,7 @@ class RoundEngine:
             wall_seconds=self.clock() - current.opened_at,
             slowest_task_seconds=max(current.task_seconds.values(), default=0.0),
             stragglers=tuple(c for c in current.assigned if current.outstanding.get(c)),
+            bounds=tuple(self.aggregation.events),
         )
         self.round_number += 1
         self._open_round(self.round_number)

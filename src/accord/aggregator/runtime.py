@@ -16,6 +16,8 @@ from contextlib import AbstractContextManager
 from dataclasses import asdict
 from typing import Any, Callable
 
+from accord.aggregation.bounds import UpdateBounds
+from accord.aggregation.fedavg import FedAvg
 from accord.aggregator.assigner import Assigner
 from accord.aggregator.checkpoint import Checkpoint, SavedRound
 from accord.aggregator.engine import RoundDeadlineError, RoundEngine, RoundOutcome
@@ -86,6 +88,7 @@ class AggregatorRuntime:
             final_validation=settings.final_validation,
             delta_updates=plan.model.collaborator.settings.delta_updates,
             policy=StragglerPolicy.from_settings(plan.model.straggler_handling_policy.settings),
+            aggregator=FedAvg(UpdateBounds(**settings.update_bounds.model_dump())),
             round_number=saved.round_number if saved else 0,
             best_score=saved.best_score if saved else None,
         )
@@ -97,6 +100,7 @@ class AggregatorRuntime:
         self._told_to_quit: set[str] = set()
         self._opened_at = time.time()
         self._stragglers: tuple[str, ...] = ()
+        self._bounded: tuple[str, ...] = ()
         self._failure: AccordError | None = None
         self._closed = False
         with self._cond:
@@ -206,7 +210,7 @@ class AggregatorRuntime:
             staged = self.checkpoint.stage(result)
             with self._cond:
                 self._check_serving()
-                outcome = self.engine.submit(result)
+                outcome = self.engine.submit(result, self.checkpoint.view(staged))
                 self._log_result(result)
                 if outcome is None:
                     self._persist(lambda: self.checkpoint.add_result(result, staged, self._status()))
@@ -315,8 +319,8 @@ class AggregatorRuntime:
             len(names),
             f" ({', '.join(names)})" if names else "",
         )
-        for result in saved.received():
-            outcome = self.engine.submit(result)
+        for entry, result in zip(saved.results, saved.received()):
+            outcome = self.engine.submit(result, self.checkpoint.view(entry["tensors"]))
             if outcome is not None:
                 self._finish_round(outcome)
 
@@ -339,6 +343,7 @@ class AggregatorRuntime:
             "outstanding": {c: list(t) for c, t in current.outstanding.items() if t} if current else {},
             "policy": asdict(engine.policy),
             "previous_stragglers": list(self._stragglers),
+            "previous_bounds": list(self._bounded),
         }
 
     # -- reporting --------------------------------------------------------------
@@ -355,6 +360,12 @@ class AggregatorRuntime:
             result.task_seconds,
         )
 
+    def _log_bounds(self, outcome: RoundOutcome) -> None:
+        """Warn of every update bound that bit in the round, naming the site."""
+        self._bounded = tuple(f"{e.collaborator}: {e.kind}" for e in outcome.bounds)
+        for event in outcome.bounds:
+            log.warning("round %d: update bound: %s", outcome.round_number, event.describe())
+
     def _finish_round(self, outcome: RoundOutcome) -> None:
         settings = self.settings
         if outcome.stragglers:
@@ -366,6 +377,7 @@ class AggregatorRuntime:
                 self.engine.policy.policy,
             )
         self._stragglers = outcome.stragglers
+        self._log_bounds(outcome)
         self._opened_at = time.time()
         save_state(self.plan.resolve_path(settings.last_state_path), outcome.model)
         if outcome.best_model is not None:
@@ -374,6 +386,7 @@ class AggregatorRuntime:
         records = list(outcome.records)
         records += [MetricRecord(outcome.round_number, "aggregator", *key.split("/", 1), value) for key, value in outcome.metrics.items()]
         records += [MetricRecord(outcome.round_number, "aggregator", "round", k, v) for k, v in timing.items()]
+        records += [MetricRecord(outcome.round_number, e.collaborator, "aggregator/bounds", e.kind, e.value) for e in outcome.bounds]
         self.metrics_log.write(records)
         shown = "  ".join(f"{k}={v:.4f}" for k, v in sorted(outcome.metrics.items()))
         best = f"  new best {settings.best_metric}={outcome.best_score:.4f}" if outcome.best_model is not None else ""

@@ -53,6 +53,8 @@ def describe(state: dict[str, Any], now: float | None = None) -> str:
     lines.append(("late:        " if late else "waiting for: ") + (", ".join(waiting) or "nobody"))
     if status["previous_stragglers"]:
         lines.append("left out of the previous round: " + ", ".join(status["previous_stragglers"]))
+    if status.get("previous_bounds"):
+        lines.append("update bounds that bit in the previous round: " + ", ".join(status["previous_bounds"]))
     return "\n".join(lines)
 
 

@@ -9,7 +9,7 @@ import click
 from accord import __version__
 from accord.cli.options import OrderedGroup
 from accord.errors import AccordError
-from accord.logs import configure_logging
+from accord.logs import configure_logging, escape_control
 
 
 @click.group(cls=OrderedGroup, context_settings={"help_option_names": ["-h", "--help"]})
@@ -61,7 +61,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         fx.main(args=argv, prog_name="fx", standalone_mode=False)
     except AccordError as exc:
-        click.echo(f"fx: error: {exc}", err=True)
+        click.echo(f"fx: error: {escape_control(str(exc))}", err=True)
         return 2
     except click.exceptions.Abort:
         click.echo("fx: aborted", err=True)

@@ -20,6 +20,17 @@ class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+class UpdateBoundsSettings(Strict):
+    """What one site's update can weigh: see docs/failure-model.md (null switches a bound off)."""
+
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+    sample_count_multiple: float | None = Field(1.1, ge=1)
+    norm_multiple: float | None = Field(1.5, ge=1)
+    max_update_norm: float | None = Field(None, gt=0)
+    on_norm_exceeded: Literal["clip", "refuse"] = "clip"
+
+
 class AggregatorSettings(Strict):
     rounds_to_train: int = Field(10, ge=1)
     init_state_path: str = "save/init.safetensors"
@@ -31,6 +42,7 @@ class AggregatorSettings(Strict):
     state_dir: str = "save/state"
     max_concurrent_uploads: int = Field(2, ge=1)
     final_validation: bool = True
+    update_bounds: UpdateBoundsSettings = Field(default_factory=UpdateBoundsSettings)
 
     @field_validator("best_metric")
     @classmethod

@@ -1,0 +1,187 @@
+"""Bounds on what one update can do to the average: its sample count and the norm of its change.
+
+A site with a valid certificate may lie. Its declared sample count is capped at a multiple of
+the round's median count. Its change (update - global for weights, the delta itself for
+deltas; the model's floating-point tensors, in float64) is bounded tensor by tensor, by a
+multiple of the round's median norm of that tensor's change, so a budget earned on one tensor
+cannot be spent on another; and the whole change's norm by an absolute bound, if the plan
+sets one. Optimizer state that travels with the model (``__opt__.*``) is not bounded by
+norm (its honest changes differ by more than any useful multiple); fedavg.py clamps it to
+the other sites' range instead. An update
+past a bound is clipped to it or refused. The medians are the *lower* medians: with an even
+number of updates, the smaller of the two middle values (the conservative choice). Every
+bound that bites is an event, naming the site, that the aggregator logs and records.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Iterator, Literal, Mapping, Sequence
+
+import numpy as np
+
+from accord.runners.base import OPTIMIZER_PREFIX
+
+#: floating-point elements read at a time: temporaries stay a few MB whatever the tensor size.
+BLOCK = 1 << 20
+
+BoundKind = Literal["capped", "clipped", "refused", "dropped_non_finite"]
+
+
+@dataclass(frozen=True)
+class UpdateBounds:
+    """The plan's ``aggregator.settings.update_bounds`` (None switches a bound off)."""
+
+    sample_count_multiple: float | None = 1.1
+    norm_multiple: float | None = 1.5
+    max_update_norm: float | None = None
+    on_norm_exceeded: Literal["clip", "refuse"] = "clip"
+
+
+#: no cap and no norm bound (the float64 mean and the finite check still apply).
+UNBOUNDED = UpdateBounds(sample_count_multiple=None, norm_multiple=None)
+
+
+@dataclass(frozen=True)
+class BoundEvent:
+    """One bound that bit: which site, what happened, the value it had and the bound applied."""
+
+    collaborator: str
+    kind: BoundKind
+    value: float
+    bound: float
+    detail: str = ""
+
+    def describe(self) -> str:
+        """One line for the aggregator's log."""
+        if self.kind == "capped":
+            return f"{self.collaborator} declared {self.value:.0f} samples: counted as {self.bound:g} ({self.detail})"
+        if self.kind == "clipped":
+            return f"{self.collaborator}'s update (norm {self.value:.4g}) clipped to norm {self.bound:.4g}: {self.detail}"
+        if self.kind == "refused":
+            return f"{self.collaborator}'s update (norm {self.value:.4g}) left out (on_norm_exceeded: refuse): {self.detail}"
+        return f"{self.collaborator}'s update would make the global model non-finite ({self.detail}): dropped"
+
+
+@dataclass(frozen=True, eq=False)
+class Update:
+    """One accepted update: its tensors (a mapping, possibly a lazy view), declared count, and
+    the norm of each floating-point tensor's change."""
+
+    collaborator: str
+    tensors: Mapping[str, np.ndarray]
+    sample_count: float
+    is_delta: bool
+    norms: Mapping[str, float]
+
+    @property
+    def norm(self) -> float:
+        """The norm of the whole change."""
+        return math.sqrt(sum(n * n for n in self.norms.values()))
+
+
+@dataclass(frozen=True, eq=False)
+class Weighted:
+    """An update as the average takes it: ``weight`` (capped count) times ``scales[name]`` x its change."""
+
+    update: Update
+    weight: float
+    scales: Mapping[str, float]
+
+    def scale(self, name: str) -> float:
+        return self.scales.get(name, 1.0)
+
+
+def lower_median(values: Sequence[float]) -> float:
+    """The median; for an even count the smaller middle value."""
+    ordered = sorted(values)
+    return ordered[(len(ordered) - 1) // 2]
+
+
+def blocks(size: int, length: int = BLOCK) -> Iterator[slice]:
+    """Slices of at most ``length`` elements covering ``range(size)``."""
+    for start in range(0, size, length):
+        yield slice(start, min(start + length, size))
+
+
+def flat(array: np.ndarray) -> np.ndarray:
+    """A 1-D view of ``array`` (no copy for contiguous arrays and memory maps)."""
+    return np.asarray(array).reshape(-1)
+
+
+def change_block(update: Update, name: str, part: slice, reference: np.ndarray) -> np.ndarray:
+    """float64 change of ``update``'s tensor ``name`` over ``part`` (``reference`` is the global's, flat)."""
+    values = flat(update.tensors[name])[part]
+    if update.is_delta:
+        return values.astype(np.float64)
+    return np.subtract(values, reference[part], dtype=np.float64)
+
+
+def change_norms(global_model: Mapping[str, np.ndarray], update: Update) -> dict[str, float]:
+    """L2 norm of the change of each floating-point tensor of the model (not the optimizer state), in float64."""
+    norms = {}
+    for name, reference in global_model.items():
+        if reference.dtype.kind != "f" or name.startswith(OPTIMIZER_PREFIX):
+            continue
+        ref, total = flat(reference), 0.0
+        for part in blocks(ref.size):
+            change = change_block(update, name, part, ref)
+            total += float(np.dot(change, change))
+        norms[name] = math.sqrt(total)
+    return norms
+
+
+def bound_updates(updates: Sequence[Update], bounds: UpdateBounds) -> tuple[list[Weighted], list[BoundEvent]]:
+    """Cap the counts and bound the changes of a round's updates; what bit is returned as events."""
+    events: list[BoundEvent] = []
+    if not updates:
+        return [], events
+    cap, cap_why = math.inf, ""
+    if bounds.sample_count_multiple is not None:
+        median = lower_median([u.sample_count for u in updates])
+        cap, cap_why = bounds.sample_count_multiple * median, f"sample_count_multiple {bounds.sample_count_multiple:g} x the round's median {median:g}"
+    limits = _tensor_limits(updates, bounds.norm_multiple)
+    weighted = []
+    for update in updates:
+        weight = update.sample_count
+        if weight > cap:
+            events.append(BoundEvent(update.collaborator, "capped", weight, cap, cap_why))
+            weight = cap
+        scales, why = _scales(update, limits, bounds)
+        if scales and bounds.on_norm_exceeded == "refuse":
+            events.append(BoundEvent(update.collaborator, "refused", update.norm, _clipped_norm(update, scales), why))
+            continue
+        if scales:
+            events.append(BoundEvent(update.collaborator, "clipped", update.norm, _clipped_norm(update, scales), why))
+        weighted.append(Weighted(update, weight, scales))
+    return weighted, events
+
+
+def _tensor_limits(updates: Sequence[Update], multiple: float | None) -> dict[str, float]:
+    """name -> multiple x the round's median norm of that tensor's change (none without a multiple)."""
+    if multiple is None or not updates:
+        return {}
+    return {name: multiple * lower_median([u.norms[name] for u in updates]) for name in updates[0].norms}
+
+
+def _scales(update: Update, limits: Mapping[str, float], bounds: UpdateBounds) -> tuple[dict[str, float], str]:
+    """Tensor name -> the factor that brings ``update`` within the bounds (empty when it is within), and why."""
+    scales = {name: limits[name] / norm for name, norm in update.norms.items() if name in limits and norm > limits[name]}
+    why = ""
+    if scales:
+        worst = min(scales, key=scales.__getitem__)
+        why = (
+            f"{len(scales)} of {len(update.norms)} tensors past norm_multiple {bounds.norm_multiple:g} x the round's "
+            f"median norm of their change; {worst!r} {1 / scales[worst]:.3g}x its bound"
+        )
+    total = _clipped_norm(update, scales)
+    if bounds.max_update_norm is not None and total > bounds.max_update_norm:
+        factor = bounds.max_update_norm / total
+        scales = {name: scales.get(name, 1.0) * factor for name in update.norms}
+        why = "; ".join(filter(None, [why, f"norm {total:.4g} past max_update_norm {bounds.max_update_norm:g}"]))
+    return scales, why
+
+
+def _clipped_norm(update: Update, scales: Mapping[str, float]) -> float:
+    return math.sqrt(sum((n * scales.get(name, 1.0)) ** 2 for name, n in update.norms.items()))

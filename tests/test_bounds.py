@@ -1,0 +1,204 @@
+"""Update bounds: capped sample counts, bounded norms, float64 means, non-finite results dropped."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from accord.aggregation.bounds import UNBOUNDED, Update, UpdateBounds, bound_updates, change_norms, lower_median
+from accord.aggregation.fedavg import FedAvg
+from accord.aggregator.metrics import read_metrics
+from accord.aggregator.runtime import AggregatorRuntime
+from accord.aggregator.status import describe, read_status
+from accord.errors import RefusedError
+from accord.messages import TaskResult
+from accord.tensors.state import StateView, load_state, save_state
+from accord.workspace.initialize import initialize_model
+
+from test_engine import make_engine, result
+
+GLOBAL = {"w": np.zeros((4, 3), np.float32), "b": np.zeros(3, np.float32), "steps": np.array(10, np.int64)}
+
+
+def shifted(value: float, steps: int = 10) -> dict[str, np.ndarray]:
+    return {"w": np.full((4, 3), value, np.float32), "b": np.full(3, value, np.float32), "steps": np.array(steps, np.int64)}
+
+
+def average(updates, bounds, model=GLOBAL, is_delta=False) -> tuple[dict, FedAvg]:
+    fedavg = FedAvg(bounds)
+    fedavg.start_round(model)
+    for name, tensors, count in updates:
+        fedavg.add(tensors, count, is_delta, name)
+    return fedavg.result(), fedavg
+
+
+HONEST = [(f"h{i}", shifted(1.0 + 0.01 * i), 700 + i) for i in range(5)]
+
+
+def test_lower_median() -> None:
+    assert lower_median([4, 1, 3, 2]) == 2 and lower_median([5]) == 5 and lower_median([3, 1, 2]) == 2
+
+
+def test_a_huge_sample_count_is_capped_at_a_multiple_of_the_median() -> None:
+    model, fedavg = average([*HONEST, ("liar", shifted(-1.0), 10**12)], UpdateBounds(sample_count_multiple=2.0, norm_multiple=None))
+    [event] = fedavg.events
+    assert (event.collaborator, event.kind, event.value, event.bound) == ("liar", "capped", 10**12, 2 * 702)
+    assert "liar declared 1000000000000 samples: counted as 1404" in event.describe()
+    honest = sum(c for _, _, c in HONEST)
+    expected = (sum((1.0 + 0.01 * i) * (700 + i) for i in range(5)) - 1404) / (honest + 1404)
+    np.testing.assert_allclose(model["w"], expected, rtol=1e-6)
+    unbounded, _ = average([*HONEST, ("liar", shifted(-1.0), 10**12)], UNBOUNDED)
+    assert float(unbounded["w"][0, 0]) == pytest.approx(-1.0, abs=1e-6)  # the attack is real without the cap
+
+
+@pytest.mark.parametrize("mode", ["clip", "refuse"])
+def test_an_update_past_the_norm_bound_is_clipped_or_refused(mode) -> None:
+    attacker = ("big", shifted(-100.0), 700)
+    model, fedavg = average([*HONEST, attacker], UpdateBounds(norm_multiple=3.0, on_norm_exceeded=mode))
+    [event] = fedavg.events
+    assert event.collaborator == "big" and event.kind == ("clipped" if mode == "clip" else "refused")
+    assert event.value == pytest.approx(100 * np.sqrt(15)) and event.bound == pytest.approx(3 * 1.02 * np.sqrt(15))
+    assert "2 of 2 tensors past norm_multiple 3 x the round's median norm of their change; 'w' 32.7x its bound" in event.describe()
+    honest_sum = sum((1.0 + 0.01 * i) * (700 + i) for i in range(5))
+    if mode == "clip":  # scaled to 3x the median norm: -3.06 per element
+        expected = (honest_sum - 3 * 1.02 * 700) / (sum(c for _, _, c in HONEST) + 700)
+    else:
+        expected = honest_sum / sum(c for _, _, c in HONEST)
+    np.testing.assert_allclose(model["w"], expected, rtol=1e-5)
+    assert int(model["steps"]) == 10  # counters are not clipped and keep their dtype
+    assert model["steps"].dtype == np.int64
+
+
+def test_an_absolute_bound_applies_when_tighter() -> None:
+    updates = [Update(f"s{i}", shifted(1.0), 1, False, {"w": norm}) for i, norm in enumerate([1.0, 2.0, 3.0])]
+    weighted, events = bound_updates(updates, UpdateBounds(norm_multiple=3.0, max_update_norm=1.5))
+    assert [e.collaborator for e in events] == ["s1", "s2"] and events[0].bound == pytest.approx(1.5)
+    assert "norm 2 past max_update_norm 1.5" in events[0].describe()
+    assert [w.scale("w") for w in weighted] == pytest.approx([1.0, 0.75, 0.5])
+
+
+def test_each_tensor_is_bounded_by_its_own_median_and_optimizer_state_by_none() -> None:
+    honest = [Update(f"h{i}", {}, 10, False, {"w": 0.1, "b": 16.0}) for i in range(4)]
+    attacker = Update("a", {}, 10, False, {"w": 16.0, "b": 0.1})  # the honest total norm, spent on w
+    weighted, [event] = bound_updates([*honest, attacker], UpdateBounds(norm_multiple=1.5))
+    assert event.collaborator == "a" and "1 of 2 tensors past" in event.describe() and "'w' 107x its bound" in event.describe()
+    assert weighted[-1].scale("w") == pytest.approx(0.15 / 16.0) and weighted[-1].scale("b") == 1.0
+    model = {"w": np.zeros(2, np.float32), "__opt__.w.step": np.zeros((), np.float32)}
+    norms = change_norms(model, Update("s", {"w": np.ones(2, np.float32), "__opt__.w.step": np.array(16.0, np.float32)}, 1, False, {}))
+    assert norms == {"w": pytest.approx(np.sqrt(2))}
+
+
+def test_values_near_float32_max_average_in_float64() -> None:
+    huge = np.finfo(np.float32).max
+    updates = [(f"s{i}", shifted(huge), 10**12) for i in range(3)]
+    model, fedavg = average(updates, UNBOUNDED)
+    assert np.isfinite(model["w"]).all() and float(model["w"][0, 0]) == huge  # float32 sums would overflow
+    assert fedavg.events == []
+
+
+def test_a_delta_that_makes_the_model_non_finite_is_dropped_and_the_round_closes_with_the_rest() -> None:
+    model = {"w": np.full(3, 60000.0, np.float16)}
+    honest = [(f"h{i}", {"w": np.full(3, 1.0, np.float16)}, 10) for i in range(3)]
+    attack = ("overflow", {"w": np.full(3, 65504.0, np.float16)}, 10**12)
+    new, fedavg = average([*honest, attack], UNBOUNDED, model=model, is_delta=True)
+    [event] = fedavg.events
+    assert event.collaborator == "overflow" and event.kind == "dropped_non_finite" and "'w'" in event.describe()
+    np.testing.assert_array_equal(new["w"], np.full(3, 60001.0, np.float16))
+    alone, fedavg = average([attack], UNBOUNDED, model=model, is_delta=True)
+    assert alone["w"] is model["w"] and [e.kind for e in fedavg.events] == ["dropped_non_finite"]  # the previous model
+
+
+def test_a_lazy_view_of_the_saved_file_averages_like_the_arrays(tmp_path) -> None:
+    files = []
+    for index, (name, tensors, count) in enumerate(HONEST):
+        files.append(save_state(tmp_path / f"u{index}.safetensors", {**tensors, "empty": np.zeros((0, 2), np.float32)}))
+    view = StateView(files[0])
+    assert list(view) == ["w", "b", "steps", "empty"] and view["steps"].shape == () and view["empty"].shape == (0, 2)
+    np.testing.assert_array_equal(view["w"], HONEST[0][1]["w"])
+    reference = {**GLOBAL, "empty": np.zeros((0, 2), np.float32)}
+    direct = FedAvg(UpdateBounds())
+    lazy = FedAvg(UpdateBounds())
+    for fedavg in (direct, lazy):
+        fedavg.start_round(reference)
+    for (name, tensors, count), path in zip(HONEST, files):
+        tensors = {**tensors, "empty": np.zeros((0, 2), np.float32)}
+        direct.add(tensors, count, False, name)
+        lazy.add(tensors, count, False, name, stored=StateView(path))
+    expected, got = direct.result(), lazy.result()
+    assert all(np.array_equal(expected[k], got[k]) for k in expected)
+
+
+def test_the_round_outcome_carries_the_events_and_metric_names_are_strict() -> None:
+    engine = make_engine(rounds=1)
+    engine.aggregation = FedAvg(UpdateBounds())
+    engine.aggregation.start_round(engine.model)
+    for name in ("a", "b"):
+        engine.submit(result(name, "aggregated_model_validation", metrics={"accuracy": 0.5}))
+    with pytest.raises(RefusedError) as refused:
+        engine.submit(result("a", "train", metrics={"loss\n[INFO] round 9 done\x1b[2J": 0.1}, tensors={"w": np.ones((2, 2), np.float32), "b": np.ones(2, np.float32)}))
+    assert "'loss\\n[INFO] round 9 done\\x1b[2J'" in refused.value.message
+    engine.submit(result("a", "train", n=10, tensors={"w": np.ones((2, 2), np.float32), "b": np.ones(2, np.float32)}))
+    engine.submit(result("b", "train", n=10**9, tensors={"w": np.ones((2, 2), np.float32), "b": np.ones(2, np.float32)}))
+    engine.submit(result("a", "locally_tuned_model_validation"))
+    outcome = engine.submit(result("b", "locally_tuned_model_validation"))
+    assert [(e.collaborator, e.kind) for e in outcome.bounds] == [("b", "capped")]
+
+
+NAMES = ["alpha", "beta", "gamma"]
+
+
+def hostile_round(runtime: AggregatorRuntime) -> list[TaskResult]:
+    """One round: alpha and beta honest, gamma claims 10^12 samples with a 100x change."""
+    number = runtime.engine.round_number
+    out = []
+    for name, shift, count in (("alpha", 0.01, 100), ("beta", 0.02, 120), ("gamma", -1.0, 10**12)):
+        model = {k: (v + shift if v.dtype.kind == "f" else v) for k, v in runtime.engine.model.items()}
+        for task in (t.name for t in runtime.engine.assignment(name).tasks):
+            tensors = model if task == "train" else None
+            out.append(TaskResult(name, number, task, count, {"accuracy": 0.5}, tensors, False, 0.1))
+    return out
+
+
+def run_hostile(runtime: AggregatorRuntime, plan, stop_after: int | None = None) -> None:
+    sent = 0
+    while not runtime.finished:
+        for item in hostile_round(runtime):
+            if sent == stop_after:
+                return
+            runtime.submit(item, plan.hash)
+            sent += 1
+
+
+def test_bounds_hold_through_the_runtime_and_a_restart_gives_the_same_model(workspace_factory) -> None:
+    reference_plan, plan = (workspace_factory(NAMES, rounds=2) for _ in range(2))
+    for each in (reference_plan, plan):
+        initialize_model(each)
+    reference = AggregatorRuntime(reference_plan)
+    run_hostile(reference, reference_plan)
+    reference.close()
+    first = AggregatorRuntime(plan)
+    run_hostile(first, plan, stop_after=17)  # round 1, with gamma's train result saved
+    first.close()
+    shown = describe(read_status(plan))
+    assert "update bounds that bit in the previous round: gamma: capped, gamma: clipped" in shown
+    second = AggregatorRuntime(plan)
+    run_hostile(second, plan)
+    second.close()
+    expected = load_state(reference_plan.resolve_path("save/last.safetensors"))
+    got = load_state(plan.resolve_path("save/last.safetensors"))
+    assert all(np.array_equal(expected[k], got[k]) for k in expected)
+    assert all(np.isfinite(v).all() for v in got.values())
+    bounds = [(r.round, r.origin, r.metric) for r in read_metrics(plan.resolve_path("logs/metrics.jsonl")) if r.task == "aggregator/bounds"]
+    assert bounds == [(0, "gamma", "capped"), (0, "gamma", "clipped"), (1, "gamma", "capped"), (1, "gamma", "clipped")]
+
+
+def test_optimizer_state_keeps_within_the_other_sites_range_coordinate_by_coordinate() -> None:
+    model = {"w": np.zeros(2, np.float32), "__opt__.w.exp_avg_sq": np.full(2, 1.0, np.float32)}
+    honest = [(f"h{i}", {"w": np.full(2, 0.1, np.float32), "__opt__.w.exp_avg_sq": np.array([1.0 + i, 2.0], np.float32)}, 10) for i in range(3)]
+    hostile = ("neg", {"w": np.full(2, 0.1, np.float32), "__opt__.w.exp_avg_sq": np.array([-1e6, 2.0], np.float32)}, 10)
+    new, _ = average([*honest, hostile], UNBOUNDED, model=model)
+    # changes 0, 1, 2 and -1e6-1 are clamped between the second smallest (0) and second largest (1)
+    np.testing.assert_allclose(new["__opt__.w.exp_avg_sq"], [1.0 + (0 + 1 + 1 + 0) / 4, 2.0])
+    np.testing.assert_allclose(new["w"], 0.1)
+    two, _ = average([honest[0], hostile], UNBOUNDED, model=model)  # fewer than 3: the plain mean
+    np.testing.assert_allclose(two["__opt__.w.exp_avg_sq"], [(1.0 - 1e6) / 2, 2.0])
