@@ -32,7 +32,10 @@ def results_of(runtime: AggregatorRuntime, name: str, shift: float) -> list[Task
     number = runtime.engine.round_number
     model = {k: (v + shift if v.dtype.kind == "f" else v) for k, v in runtime.engine.model.items()}
     return [
-        TaskResult(name, number, task, 10 + len(name), {"accuracy": shift % 1}, model if task == "train" else None, False, 0.1)
+        TaskResult(
+            name, number, task, 10 + len(name), {"accuracy": shift % 1}, model if task == "train" else None, False, 0.1,
+            model_digest=runtime.engine.model_digest,
+        )
         for task in TASKS
         if task in (t.name for t in runtime.engine.assignment(name).tasks)
     ]
@@ -71,7 +74,10 @@ def test_a_restart_resumes_the_open_round_and_ends_with_the_same_model(plan, wor
     second = AggregatorRuntime(plan)
     assert second.engine.round_number == 1
     assert [t.name for t in second.engine.assignment("beta").tasks] == ["locally_tuned_model_validation"]
-    duplicate = TaskResult("alpha", 1, "aggregated_model_validation", 5, {"accuracy": 0.5}, None, False, 0.1)
+    duplicate = TaskResult(
+        "alpha", 1, "aggregated_model_validation", 5, {"accuracy": 0.5}, None, False, 0.1,
+        model_digest=second.engine.model_digest,
+    )
     with pytest.raises(RefusedError, match="already received"):
         second.submit(duplicate, plan.hash)
     run_all(second, plan)

@@ -151,7 +151,8 @@ def peer_text(text: str, limit: int) -> str:
     """``text`` from a peer, safe for one log line: control characters (newlines included)
     escaped, at most ``limit`` characters (cut short with a mark)."""
     safe = "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in text[: limit * 2])
-    return safe if len(safe) <= limit else safe[: limit - 15] + " ... (cut short)"
+    mark = " ... (cut short)"
+    return safe if len(safe) <= limit else safe[: limit - len(mark)] + mark
 
 
 def model_bytes(expected: Mapping[str, tuple[str, tuple[int, ...]]]) -> int:
