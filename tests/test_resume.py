@@ -116,10 +116,48 @@ def test_orphans_are_removed_and_damage_is_reported(plan) -> None:
     AggregatorRuntime(plan).close()
     assert not orphan.exists()
     (state_dir / STATE_FILE).write_text("{not json")
-    with pytest.raises(AccordError, match="state.json cannot be read") as damaged:
+    with pytest.raises(AccordError, match="state.json cannot be read.*state.prev.json cannot be read") as damaged:
+        (state_dir / "state.prev.json").write_text("{not json either")
         AggregatorRuntime(plan)
     assert "--fresh" in damaged.value.fix
     assert AggregatorRuntime(plan, fresh=True).engine.round_number == 0
+    assert not (state_dir / "state.prev.json").exists()
+
+
+def test_a_damaged_state_rolls_back_to_the_previous_commit_with_its_files(plan, caplog) -> None:
+    runtime = AggregatorRuntime(plan)
+    run_all(runtime, plan, stop_after=len(NAMES) * 3 + 2)  # round 0 closed; two results of round 1
+    runtime.close()
+    state_dir = plan.resolve_path("save/state")
+    previous = json.loads((state_dir / "state.prev.json").read_text())
+    assert previous["round"] == 1 and len(previous["results"]) == 1
+    damaged = (state_dir / STATE_FILE).read_text()[:-40]  # cut short
+    (state_dir / STATE_FILE).write_text(damaged)
+    with caplog.at_level("WARNING", logger="accord.aggregator"):
+        resumed = AggregatorRuntime(plan)
+    assert resumed.engine.round_number == 1 and len(resumed.checkpoint.load().results) == 1
+    assert "state.json cannot be read" in caplog.text and "rolled back to the previous saved state" in caplog.text
+    assert "state.prev.json" in caplog.text
+    assert [p.name for p in state_dir.glob("state.json.damaged-*")] and (state_dir / STATE_FILE).is_file()
+    run_all(resumed, plan)
+    resumed.close()
+    rounds = [r.round for r in read_metrics(plan.resolve_path("logs/metrics.jsonl")) if r.metric == "round_seconds"]
+    assert rounds == sorted(set(rounds)) == list(range(resumed.engine.total_rounds))  # each round once
+
+
+def test_the_previous_state_keeps_its_files_until_the_next_commit(plan) -> None:
+    runtime = AggregatorRuntime(plan)
+    run_all(runtime, plan, stop_after=len(NAMES) * 3)  # round 0 closed: round 1 opened
+    state_dir = plan.resolve_path("save/state")
+    previous = json.loads((state_dir / "state.prev.json").read_text())
+    assert previous["round"] == 0
+    named = [previous["model"], *(r["tensors"] for r in previous["results"] if r["tensors"])]
+    assert all((state_dir / name).is_file() for name in named)
+    run_all(runtime, plan, stop_after=len(NAMES) * 3)  # round 2 opened: round 0's files are done with
+    runtime.close()
+    assert not (state_dir / previous["model"]).exists()
+    assert json.loads((state_dir / "state.prev.json").read_text())["round"] == 1
+    assert (state_dir / "model-00001.safetensors").is_file()  # named by the previous state
 
 
 def test_the_state_of_another_plan_is_not_resumed(plan, workspace_factory) -> None:
