@@ -102,7 +102,7 @@ class Collaborator:
                 raise SiteFailure(self.data_error.message, self.data_error.fix)
             return self.run_task(round_number, task)
         except SiteFailure as failure:
-            log.error("%s: task %s of round %d failed at this site: %s", self.name, task.name, round_number, failure)
+            log.warning("%s: task %s of round %d failed at this site; telling the aggregator", self.name, task.name, round_number)
             report = TaskResult(self.name, round_number, task.name, 0, {}, failure=failure.message)
             try:
                 self.client.send_result(report)
