@@ -180,3 +180,33 @@ def test_killing_the_aggregator_twice_mid_round_changes_nothing(tmp_path: Path) 
     assert list(got) == list(expected)
     for name in expected:
         np.testing.assert_allclose(got[name], expected[name], rtol=1e-6, atol=1e-7, err_msg=name)
+
+
+def test_a_damaged_state_rolls_back_to_the_previous_commit_and_the_federation_finishes(tmp_path: Path) -> None:
+    """kill -9 the aggregator in round 2, cut its state.json short, start it again: it resumes
+    from the previous committed state (a warning names both files), every round logged once."""
+    plan = slow_workspace(tmp_path / "ws", 2, 4)
+    sites = Sites(plan)
+    try:
+        sites.start("aggregator")
+        sites.start("collaborator1", SLOW_SECONDS="1.0")
+        sites.start("collaborator2")
+        wait_for(
+            lambda: saved_state(plan).get("round") == 2 and bool(saved_state(plan).get("results")),
+            what="results of round 2",
+        )
+        sites.kill("aggregator")
+        state = plan.resolve_path("save/state/state.json")
+        state.write_bytes(state.read_bytes()[:-50])
+        sites.start("aggregator")
+        codes = sites.wait_all()
+    finally:
+        sites.close()
+    restarted = sites.log("aggregator", 2)
+    assert codes == {"aggregator": 0, "collaborator1": 0, "collaborator2": 0}, restarted
+    assert "state.json cannot be read" in restarted and "rolled back to the previous saved state" in restarted
+    assert "state.prev.json" in restarted and "--fresh" not in restarted
+    assert "resuming round 2 from" in restarted and "federation finished: 4 rounds" in restarted
+    rounds = [r.round for r in read_metrics(plan.resolve_path("logs/metrics.jsonl")) if r.metric == "round_seconds"]
+    assert rounds == [0, 1, 2, 3, 4]
+    assert all(trained_rounds(plan, name) == {0, 1, 2, 3} for name in ("collaborator1", "collaborator2"))
