@@ -242,7 +242,7 @@ def test_a_result_must_carry_the_digest_of_its_rounds_model() -> None:
         stale = dataclasses.replace(result("a", "aggregated_model_validation", 1, 5, {"accuracy": 0.5}), model_digest=digest)
         with pytest.raises(RefusedError, match="computed from another model.*replayed or stale") as refused:
             engine.submit(stale)
-        assert refused.value.kind == "payload"
+        assert refused.value.kind == "state"
     assert engine.current.outstanding["a"] == list(TASKS)  # nothing was taken
 
 

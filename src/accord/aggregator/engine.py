@@ -202,9 +202,9 @@ class RoundEngine:
                 f"result from {collaborator} for {task[:64]!r} of round {round_number} was computed from "
                 f"another model (digest {model_digest[:16]!r}) than this round's global model (digest "
                 f"{current.model_digest[:16]}...): a replayed or stale result, dropped",
-                "an honest collaborator sends the digest of the model it received (tensors/digest.py): "
-                "update Accord at the site to the aggregator's version",
-                kind="payload",
+                "nothing to do for an honest collaborator: it fetches this round's model again "
+                "(the aggregator may have rolled back to an earlier saved state)",
+                kind="state",
             )
         return owed
 

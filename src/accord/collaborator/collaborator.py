@@ -91,6 +91,7 @@ class Collaborator:
                 if exc.kind != "state":
                     raise
                 log.warning("%s: %s; asking for the current tasks", self.name, exc.message)
+                self._global_round = self._loaded_round = -1  # the aggregator may have rolled back: fetch again
                 continue
             worked += 1
 
