@@ -244,7 +244,7 @@ def test_a_state_that_cannot_be_saved_stops_the_aggregator(plan, monkeypatch) ->
     def disk_full(*args, **kwargs):
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(checkpoint_module, "atomic_write", disk_full)
+    monkeypatch.setattr(checkpoint_module, "atomic_path", disk_full)
     with pytest.raises(AccordError, match="could not save its state and stops.*No space left"):
         runtime.submit(result, plan.hash)
     with pytest.raises(AccordError, match="could not save its state"):
@@ -254,3 +254,19 @@ def test_a_state_that_cannot_be_saved_stops_the_aggregator(plan, monkeypatch) ->
     runtime.close()
     monkeypatch.undo()
     assert AggregatorRuntime(plan).checkpoint.load().results == ()  # nothing half-saved
+
+
+def test_a_save_cut_short_between_its_renames_resumes_from_the_previous_state(plan) -> None:
+    """Killed after state.json became state.prev.json and before the new one took its place."""
+    runtime = AggregatorRuntime(plan)
+    run_all(runtime, plan, stop_after=2)
+    runtime.close()
+    state_dir = plan.resolve_path("save/state")
+    (state_dir / STATE_FILE).unlink()
+    resumed = AggregatorRuntime(plan)
+    assert resumed.engine.round_number == 0 and len(resumed.checkpoint.load().results) == 1
+    assert (state_dir / STATE_FILE).is_file()
+    assert not os.path.samefile(state_dir / STATE_FILE, state_dir / "state.prev.json")  # never one file
+    run_all(resumed, plan)
+    resumed.close()
+    assert resumed.finished

@@ -7,11 +7,14 @@ atomically replaced to name it, so ``state.json`` is the commit point: what it n
 complete, what it does not name is an orphan removed on the next start. Nothing here is
 ever unpickled: JSON and safetensors only.
 
-The previous committed state stays beside it as ``state.prev.json`` (a hard link to the old
-file, so keeping it costs no copy), with every file it names, until the next commit
+The previous committed state stays beside it as ``state.prev.json`` (a commit writes the
+new state to a temporary file, renames the old ``state.json`` to ``state.prev.json``, then
+renames the new one into place: no copy), with every file it names, until the next commit
 succeeds. If ``state.json`` is damaged (unreadable, malformed, or naming a missing file),
 ``load`` rolls back to ``state.prev.json`` with a warning naming both files, keeping every
-earlier round; the damaged file is kept aside as ``state.json.damaged-<time>``.
+earlier round; the damaged file is kept aside as ``state.json.damaged-<time>``. If it is
+missing beside a ``state.prev.json`` (a commit cut short between its renames), the previous
+state is the committed one and is resumed.
 """
 
 from __future__ import annotations
@@ -26,7 +29,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from accord.errors import AccordError
-from accord.files import atomic_write
+from accord.files import atomic_path, atomic_write
 from accord.messages import TaskResult
 from accord.tensors.state import ModelState, load_state, save_state
 
@@ -99,7 +102,9 @@ class Checkpoint:
         try:
             saved = self._read(self.path)
         except AccordError as damage:
-            saved = self._roll_back(damage)
+            saved = self._restore_previous(damage)
+        if saved is None and self.previous_path.is_file():
+            saved = self._restore_previous(None)
         if saved is None:
             return None
         self._round, self._best, self._model_file = saved.round_number, saved.best_score, saved.model_file
@@ -111,27 +116,33 @@ class Checkpoint:
             partial.unlink(missing_ok=True)
         return saved
 
-    def _roll_back(self, damage: AccordError) -> SavedRound:
-        """The previous committed state, made current again; ``damage`` if there is none whole."""
+    def _restore_previous(self, damage: AccordError | None) -> SavedRound:
+        """The previous committed state, made current again (a copy: the two never share a
+        file); ``damage`` says why state.json cannot be used (None: it is missing)."""
         try:
             saved = self._read(self.previous_path)
         except AccordError as also:
+            if damage is None:
+                raise
             raise AccordError(f"{damage.message}; the previous state cannot be used either: {also.message}", FRESH_FIX) from None
         if saved is None:
+            assert damage is not None
             raise damage
-        aside = self.directory / f"{STATE_FILE}.damaged-{time.strftime('%Y%m%dT%H%M%S')}"
-        if self.path.exists():
+        if damage is None:
+            log.info("%s is missing (a save was cut short): resuming from %s", self.path, self.previous_path)
+        else:
+            aside = self.directory / f"{STATE_FILE}.damaged-{time.strftime('%Y%m%dT%H%M%S')}"
             os.replace(self.path, aside)
-        _link_into_place(self.previous_path, self.path)
-        log.warning(
-            "%s; rolled back to the previous saved state %s (round %d, %d results): the work committed "
-            "after it is redone (the damaged file is kept as %s)",
-            damage.message,
-            self.previous_path,
-            saved.round_number,
-            len(saved.results),
-            aside.name,
-        )
+            log.warning(
+                "%s; rolled back to the previous saved state %s (round %d, %d results): the work committed "
+                "after it is redone (the damaged file is kept as %s)",
+                damage.message,
+                self.previous_path,
+                saved.round_number,
+                len(saved.results),
+                aside.name,
+            )
+        atomic_write(self.path, self.previous_path.read_bytes())
         return saved
 
     def _read(self, path: Path) -> SavedRound | None:
@@ -225,9 +236,13 @@ class Checkpoint:
             "updated_at": time.time(),
             "status": status,
         }
-        if self._committed:  # the committed state becomes the previous one (a hard link: no copy)
-            _link_into_place(self.path, self.previous_path)
-        atomic_write(self.path, json.dumps(data, indent=1).encode("utf-8"))
+        with atomic_path(self.path) as partial:
+            with partial.open("wb") as handle:
+                handle.write(json.dumps(data, indent=1).encode("utf-8"))
+                handle.flush()
+                os.fsync(handle.fileno())
+            if self._committed:  # the committed state becomes the previous one (a rename: no copy)
+                os.replace(self.path, self.previous_path)
         self._results = results
         if self._committed:
             self._previous = self._committed
@@ -254,17 +269,6 @@ class Checkpoint:
 def _names(model_file: str, results: Any) -> set[str]:
     """The files a state names: its round's model and the tensors of its results."""
     return {model_file, *(r["tensors"] for r in results if r["tensors"])} - {""}
-
-
-def _link_into_place(source: Path, target: Path) -> None:
-    """Make ``target`` another name of ``source``'s file, atomically replacing any old ``target``."""
-    partial = target.with_name(f".{target.name}.{uuid.uuid4().hex}.tmp")
-    os.link(source, partial)
-    try:
-        os.replace(partial, target)
-    except BaseException:
-        partial.unlink(missing_ok=True)
-        raise
 
 
 def _load(path: Path) -> ModelState:
