@@ -482,10 +482,19 @@ def test_in_process_client_copies_and_checks_like_the_wire():
     model = client.get_model(2)
     assert_state_equal(model, service.model)
     assert not any(np.shares_memory(model[k], service.model[k]) for k in model)
-    result = a_result(model)
+    result = a_result(model, model_digest="cd" * 32)
     client.send_result(result)
     (got, _), = service.submissions
-    assert got.collaborator == "col1"
+    assert got.collaborator == "col1" and got.model_digest == "cd" * 32
+    assert service.expected == [("cd" * 32, "")]  # the header was checked first, as over gRPC
+    with pytest.raises(RefusedError, match="is not owed"):
+        client.send_result(a_result(model, task="not-owed"))
+    own = {name: (value.dtype.name, value.shape) for name, value in service.model.items()}
+    assert_state_equal(client.get_model(2, expected=own), service.model)
+    with pytest.raises(RefusedError, match=r"lacks tensors \['extra'\] of this site's model"):
+        client.get_model(2, expected={**own, "extra": ("float32", (1,))})
+    with pytest.raises(RefusedError, match="'dense.weight' is float32\\[64, 32\\], expected float32\\[8, 8\\]"):
+        client.get_model(2, expected={**own, "dense.weight": ("float32", (8, 8))})
     assert not any(np.shares_memory(got.tensors[k], result.tensors[k]) for k in model)
     with pytest.raises(RefusedError, match="expected float32"):
         client.send_result(a_result(model, tensors={"dense.bias": np.zeros(32)}))

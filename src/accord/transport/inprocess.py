@@ -61,7 +61,11 @@ class InProcessClient:
         return complete_model(_copy_through_codec(state, expected, limit), expected)
 
     def send_result(self, result: TaskResult) -> None:
-        """Submit a copy of ``result`` under this client's name, as the gRPC server would."""
+        """Submit a copy of ``result`` under this client's name, as the gRPC server would: refused
+        from its header (not owed, another round's model) before its tensors are copied."""
+        self._service.expect(
+            self.name, self.plan_hash, result.round_number, result.task, result.model_digest, result.failure
+        )
         with self._service.upload_slot():
             tensors = None
             if result.tensors:
