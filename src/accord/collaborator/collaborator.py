@@ -81,6 +81,8 @@ class Collaborator:
             assignment = self.client.get_tasks()
             if assignment.action is Action.QUIT:
                 log.info("%s: the federation has finished", self.name)
+                if self.data_error is not None:  # never asked to work, but its data is still broken
+                    raise SiteFailure(self.data_error.message, self.data_error.fix)
                 return worked
             if assignment.action is Action.WAIT:
                 continue
