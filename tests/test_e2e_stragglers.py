@@ -72,3 +72,30 @@ def test_a_frozen_and_a_killed_collaborator_under_the_cutoff_policy(tmp_path: Pa
     assert [r.round for r in records if r.metric == "round_seconds"] == [0, 1, 2]  # 2 rounds and the final validation, once each
     round1 = {r.origin for r in records if r.round == 1 and r.origin != "aggregator"}
     assert "collaborator2" in round1  # thawed, it took part in round 1 (its validation of the global model)
+
+
+def test_percentage_closes_each_round_when_its_share_reported(tmp_path: Path) -> None:
+    """percentage 0.6 of 3 (2 reports): collaborator3 is frozen in round 0's training; rounds
+    0 and 1 close as soon as the other two reported; thawed, its late result is dropped."""
+    policy = {"policy": "percentage", "percentage": 0.6, "min_reports": 1}
+    plan = slow_workspace(tmp_path / "ws", 3, 2, **{"straggler_handling_policy.settings": policy})
+    frozen = tmp_path / "collaborator3-training"
+    sites = Sites(plan)
+    try:
+        sites.start("aggregator")
+        sites.start("collaborator1")
+        sites.start("collaborator2")
+        sites.start("collaborator3", SLOW_SECONDS="1", SLOW_CALLS="1", SLOW_MARKER=str(frozen))
+        wait_for(frozen.exists, what="collaborator3 to start training")
+        sites.procs["collaborator3"].send_signal(signal.SIGSTOP)
+        wait_for(lambda: saved_state(plan).get("round", 0) >= 2, what="rounds 0 and 1 to close")
+        sites.procs["collaborator3"].send_signal(signal.SIGCONT)
+        codes = sites.wait_all()
+    finally:
+        sites.close()
+    log = sites.log("aggregator")
+    assert codes == {"aggregator": 0, "collaborator1": 0, "collaborator2": 0, "collaborator3": 0}, log
+    assert "round 0 closed without the reports of collaborator3 (straggler policy percentage)" in log
+    assert "round 1 closed without the reports of collaborator3 (straggler policy percentage)" in log
+    assert "came after that round closed" in sites.log("collaborator3")
+    assert trained_by_round(plan) == {0: {"collaborator1", "collaborator2"}, 1: {"collaborator1", "collaborator2"}}

@@ -176,11 +176,11 @@ class RoundEngine:
         tensors/digest.py); returns the collaborator's outstanding tasks."""
         self.check_member(collaborator)
         current = self._round
-        if current is not None and round_number < current.number:
+        if round_number < self.round_number:
+            now = "the federation has finished" if current is None else f"the current round is {current.number}"
             raise RefusedError(
                 f"result from {collaborator} for {task[:64]!r} of round {round_number} came after that "
-                f"round closed (the current round is {current.number}): dropped, unless an earlier "
-                "copy was received in time",
+                f"round closed ({now}): dropped, unless an earlier copy was received in time",
                 "nothing to do: the collaborator goes on with the current round",
                 kind="state",
             )
