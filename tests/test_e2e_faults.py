@@ -40,6 +40,9 @@ class SlowRunner(TorchTaskRunner):
             if os.environ.get("SLOW_MARKER"):
                 Path(os.environ["SLOW_MARKER"]).touch()
             time.sleep(float(os.environ.get("SLOW_SECONDS", "0")))
+        gate = os.environ.get("LATER_TRAINING_WAITS_FOR")  # from the second training on
+        while gate and SlowRunner.calls > 1 and not Path(gate).exists():
+            time.sleep(0.05)
         return super().train(data, **kwargs)
 '''
 
@@ -112,7 +115,9 @@ def trained_rounds(plan: Plan, name: str) -> set[int]:
 
 def test_a_killed_and_a_slow_collaborator_do_not_stop_the_rounds(tmp_path: Path) -> None:
     """Cut-off policy: collaborator3 is killed mid-train and comes back; collaborator2's first
-    training outlasts the cut-off, so its late result is dropped and it goes on."""
+    training outlasts the cut-off, so its late result is dropped and it goes on. The others'
+    later trainings wait until collaborator3 has rejoined, however slowly it restarts (else
+    every round could close at its cut-off before it is back)."""
     plan = slow_workspace(
         tmp_path / "ws",
         3,
@@ -121,17 +126,19 @@ def test_a_killed_and_a_slow_collaborator_do_not_stop_the_rounds(tmp_path: Path)
             "straggler_handling_policy.settings": {"policy": "cutoff_time", "cutoff_seconds": 4.0, "min_reports": 1},
         },
     )
-    marker = tmp_path / "collaborator3-training"
+    marker, rejoined = tmp_path / "collaborator3-training", tmp_path / "collaborator3-rejoined"
     sites = Sites(plan)
     try:
         sites.start("aggregator")
-        sites.start("collaborator1", SLOW_SECONDS="1.0")
-        sites.start("collaborator2", SLOW_SECONDS="7.0", SLOW_CALLS="1")
+        sites.start("collaborator1", SLOW_SECONDS="1.0", LATER_TRAINING_WAITS_FOR=str(rejoined))
+        sites.start("collaborator2", SLOW_SECONDS="7.0", SLOW_CALLS="1", LATER_TRAINING_WAITS_FOR=str(rejoined))
         sites.start("collaborator3", SLOW_SECONDS="60", SLOW_MARKER=str(marker))
         wait_for(marker.exists, what="collaborator3 to start training")
         sites.kill("collaborator3")
         wait_for(lambda: saved_state(plan).get("round", 0) >= 1, what="round 0 to close under the cut-off")
         sites.start("collaborator3")
+        wait_for(lambda: sites.log("aggregator").count("collaborator collaborator3 joined") == 2, what="collaborator3 to rejoin")
+        rejoined.touch()
         codes = sites.wait_all()
     finally:
         sites.close()
@@ -180,3 +187,38 @@ def test_killing_the_aggregator_twice_mid_round_changes_nothing(tmp_path: Path) 
     assert list(got) == list(expected)
     for name in expected:
         np.testing.assert_allclose(got[name], expected[name], rtol=1e-6, atol=1e-7, err_msg=name)
+
+
+def test_a_damaged_state_rolls_back_to_the_previous_commit_and_the_federation_finishes(tmp_path: Path) -> None:
+    """kill -9 the aggregator in round 2, cut its state.json short, start it again: it resumes
+    from the previous committed state (a warning names both files), every round logged once."""
+    plan = slow_workspace(tmp_path / "ws", 2, 4)
+    sites = Sites(plan)
+    try:
+        sites.start("aggregator")
+        sites.start("collaborator1", SLOW_SECONDS="1.0")
+        sites.start("collaborator2")
+        wait_for(
+            lambda: saved_state(plan).get("round") == 2 and bool(saved_state(plan).get("results")),
+            what="results of round 2",
+        )
+        sites.kill("aggregator")
+        state = plan.resolve_path("save/state/state.json")
+        cut_between_renames = not state.is_file()  # the kill landed inside a save: nothing to damage
+        if not cut_between_renames:
+            state.write_bytes(state.read_bytes()[:-50])
+        sites.start("aggregator")
+        codes = sites.wait_all()
+    finally:
+        sites.close()
+    restarted = sites.log("aggregator", 2)
+    assert codes == {"aggregator": 0, "collaborator1": 0, "collaborator2": 0}, restarted
+    if cut_between_renames:
+        assert "is missing (a save was cut short): resuming from" in restarted
+    else:
+        assert "state.json cannot be read" in restarted and "rolled back to the previous saved state" in restarted
+    assert "state.prev.json" in restarted and "--fresh" not in restarted
+    assert "resuming round 2 from" in restarted and "federation finished: 4 rounds" in restarted
+    rounds = [r.round for r in read_metrics(plan.resolve_path("logs/metrics.jsonl")) if r.metric == "round_seconds"]
+    assert rounds == [0, 1, 2, 3, 4]
+    assert all(trained_rounds(plan, name) == {0, 1, 2, 3} for name in ("collaborator1", "collaborator2"))

@@ -13,6 +13,7 @@ from accord.collaborator.site import grpc_client
 from accord.errors import AccordError, RefusedError
 from accord.experiment.local import fx_command, prepare_workspace
 from accord.messages import Action, TaskResult
+from accord.tensors.digest import model_digest
 
 from conftest import FAST
 
@@ -29,7 +30,8 @@ def hostile_results(model: dict[str, np.ndarray]) -> dict[str, tuple[TaskResult,
 
     def train(tensors=None, **changes) -> TaskResult:
         fields = dict(collaborator="collaborator2", round_number=0, task="train", sample_count=100,
-                      metrics={"loss": 0.5}, tensors=tensors or dict(model), is_delta=False, task_seconds=1.0)
+                      metrics={"loss": 0.5}, tensors=tensors or dict(model), is_delta=False, task_seconds=1.0,
+                      model_digest=model_digest(model, 0))
         return TaskResult(**{**fields, **changes})
 
     def replaced(value: np.ndarray) -> dict[str, np.ndarray]:
@@ -48,6 +50,8 @@ def hostile_results(model: dict[str, np.ndarray]) -> dict[str, tuple[TaskResult,
         "NaN metric": (train(metrics={"loss": float("nan")}), "metric 'loss' is nan"),
         "task not assigned": (train(task="steal_weights"), "was not assigned"),
         "another round": (train(round_number=7), "current round is 0"),
+        "another round's model": (train(model_digest=model_digest(model, 1)), "computed from another model"),
+        "no model digest": (train(model_digest=""), "computed from another model"),
     }
 
 
@@ -70,11 +74,17 @@ def test_each_hostile_update_is_refused_and_the_round_goes_on(tmp_path: Path) ->
                 assert refused.value.kind in ("payload", "state"), name
                 assert reason in refused.value.message, (name, refused.value.message)
                 refusals[name] = reason
-            honest = TaskResult("collaborator2", 0, "aggregated_model_validation", 50, {"accuracy": 0.5}, None, False, 0.1)
+            honest = TaskResult(
+                "collaborator2", 0, "aggregated_model_validation", 50, {"accuracy": 0.5}, None, False, 0.1,
+                model_digest=model_digest(model, 0),
+            )
             client.send_result(honest)
             with pytest.raises(RefusedError, match="already received"):
                 client.send_result(honest)
-            oversized = TaskResult("collaborator2", 0, "train", 100, {}, {**model, "huge": np.zeros(1 << 20, np.float32)}, False, 1.0)
+            oversized = TaskResult(
+                "collaborator2", 0, "train", 100, {}, {**model, "huge": np.zeros(1 << 20, np.float32)}, False, 1.0,
+                model_digest=model_digest(model, 0),
+            )
             client._chunk_bytes = 8 << 20  # one 4 MiB message, over the plan's 1 MiB chunk limit (+1 MiB)
             with pytest.raises(AccordError, match="RESOURCE_EXHAUSTED"):
                 client.send_result(oversized)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 
@@ -45,13 +47,18 @@ def result(name, task, round_number=0, n=10, metrics=None, tensors=None, seconds
     return TaskResult(name, round_number, task, n, metrics or {}, tensors, False, seconds)
 
 
+def honest(engine, result):
+    """Submit ``result`` as an honest collaborator would: carrying the digest of the round's model."""
+    return engine.submit(dataclasses.replace(result, model_digest=engine.model_digest))
+
+
 def full_round(engine, values, round_number=0, acc=None):
     outcome = None
     for name, (value, n) in values.items():
-        outcome = engine.submit(result(name, "aggregated_model_validation", round_number, n, {"accuracy": (acc or {}).get(name, 0.5)})) or outcome
+        outcome = honest(engine, result(name, "aggregated_model_validation", round_number, n, {"accuracy": (acc or {}).get(name, 0.5)})) or outcome
         tensors = {"w": np.full((2, 2), value, np.float32), "b": np.full(2, value, np.float32)}
-        outcome = engine.submit(result(name, "train", round_number, n, {"loss": 1.0}, tensors)) or outcome
-        outcome = engine.submit(result(name, "locally_tuned_model_validation", round_number, n, {"accuracy": 0.9})) or outcome
+        outcome = honest(engine, result(name, "train", round_number, n, {"loss": 1.0}, tensors)) or outcome
+        outcome = honest(engine, result(name, "locally_tuned_model_validation", round_number, n, {"accuracy": 0.9})) or outcome
     return outcome
 
 
@@ -106,23 +113,23 @@ def test_integer_tensors_are_rounded_back() -> None:
 def test_bad_updates_are_refused_and_round_goes_on(bad, reason) -> None:
     engine = make_engine(rounds=1)
     with pytest.raises(RefusedError, match=reason):
-        engine.submit(result("a", "train", 0, 5, {}, bad))
+        honest(engine, result("a", "train", 0, 5, {}, bad))
     assert "train" in [t.name for t in engine.assignment("a").tasks]  # still owed
 
 
 def test_refusals_of_state_and_identity() -> None:
     engine = make_engine(rounds=2)
     with pytest.raises(RefusedError, match="not in the plan"):
-        engine.submit(result("mallory", "train"))
+        honest(engine, result("mallory", "train"))
     with pytest.raises(RefusedError, match="current round is 0"):
-        engine.submit(result("a", "aggregated_model_validation", round_number=1))
+        honest(engine, result("a", "aggregated_model_validation", round_number=1))
     with pytest.raises(RefusedError, match="sample count 0"):
-        engine.submit(result("a", "aggregated_model_validation", n=0))
+        honest(engine, result("a", "aggregated_model_validation", n=0))
     with pytest.raises(RefusedError, match="nan"):
-        engine.submit(result("a", "aggregated_model_validation", metrics={"accuracy": float("nan")}))
-    engine.submit(result("a", "aggregated_model_validation", metrics={"accuracy": 0.5}))
+        honest(engine, result("a", "aggregated_model_validation", metrics={"accuracy": float("nan")}))
+    honest(engine, result("a", "aggregated_model_validation", metrics={"accuracy": 0.5}))
     with pytest.raises(RefusedError, match="already received"):
-        engine.submit(result("a", "aggregated_model_validation", metrics={"accuracy": 0.5}))
+        honest(engine, result("a", "aggregated_model_validation", metrics={"accuracy": 0.5}))
 
 
 def test_best_model_is_the_validated_global_model() -> None:
@@ -142,13 +149,13 @@ def test_best_model_is_the_validated_global_model() -> None:
 def test_overhead_is_wall_minus_slowest_collaborator() -> None:
     clock = FakeClock()
     engine = make_engine(rounds=1, clock=clock)
-    engine.submit(result("a", "aggregated_model_validation", seconds=1.0))
-    engine.submit(result("b", "aggregated_model_validation", seconds=2.0))
+    honest(engine, result("a", "aggregated_model_validation", seconds=1.0))
+    honest(engine, result("b", "aggregated_model_validation", seconds=2.0))
     for name in ("a", "b"):
-        engine.submit(result(name, "train", tensors={"w": np.zeros((2, 2), np.float32), "b": np.zeros(2, np.float32)}, seconds=1.0))
+        honest(engine, result(name, "train", tensors={"w": np.zeros((2, 2), np.float32), "b": np.zeros(2, np.float32)}, seconds=1.0))
     clock.now = 3.5
-    engine.submit(result("a", "locally_tuned_model_validation"))
-    outcome = engine.submit(result("b", "locally_tuned_model_validation"))
+    honest(engine, result("a", "locally_tuned_model_validation"))
+    outcome = honest(engine, result("b", "locally_tuned_model_validation"))
     assert outcome.slowest_task_seconds == pytest.approx(3.0)
     assert outcome.overhead_seconds == pytest.approx(0.5)
 
@@ -190,8 +197,8 @@ def test_final_validation_round_validates_the_last_model_only() -> None:
     assert not engine.finished
     final = engine.assignment("a")
     assert final.round_number == 1 and [t.name for t in final.tasks] == ["aggregated_model_validation"]
-    engine.submit(result("a", "aggregated_model_validation", 1, 1, {"accuracy": 0.9}))
-    outcome = engine.submit(result("b", "aggregated_model_validation", 1, 1, {"accuracy": 0.9}))
+    honest(engine, result("a", "aggregated_model_validation", 1, 1, {"accuracy": 0.9}))
+    outcome = honest(engine, result("b", "aggregated_model_validation", 1, 1, {"accuracy": 0.9}))
     assert engine.finished and engine.assignment("b").action is Action.QUIT
     np.testing.assert_array_equal(outcome.model["w"], np.full((2, 2), 2.0))  # unchanged by validation
     np.testing.assert_array_equal(outcome.best_model["w"], np.full((2, 2), 2.0))
@@ -219,4 +226,38 @@ def test_a_delta_flag_against_the_plan_is_refused() -> None:
     )
     update = TaskResult("a", 0, "train", 5, {}, {"w": np.ones(2, np.float32)}, is_delta=True)
     with pytest.raises(RefusedError, match="delta_updates=False"):
-        engine.submit(update)
+        honest(engine, update)
+
+
+def test_a_result_must_carry_the_digest_of_its_rounds_model() -> None:
+    """The digest binds a result to one round's model: another round's, or none, is refused."""
+    from accord.tensors.digest import model_digest
+
+    engine = make_engine()
+    first = engine.model_digest
+    assert first == model_digest(engine.model, 0) and first != model_digest(engine.model, 1)
+    full_round(engine, {"a": (1.0, 1), "b": (3.0, 1)})
+    assert engine.round_number == 1 and engine.model_digest == model_digest(engine.model, 1)
+    for digest in (first, "", "0" * 64):
+        stale = dataclasses.replace(result("a", "aggregated_model_validation", 1, 5, {"accuracy": 0.5}), model_digest=digest)
+        with pytest.raises(RefusedError, match="computed from another model.*replayed or stale") as refused:
+            engine.submit(stale)
+        assert refused.value.kind == "state"
+    assert engine.current.outstanding["a"] == list(TASKS)  # nothing was taken
+
+
+def test_the_digest_covers_names_dtypes_shapes_and_bytes() -> None:
+    from accord.tensors.digest import model_digest
+
+    base = {"w": np.zeros((2, 2), np.float32), "b": np.zeros(2, np.float32)}
+    variants = [
+        {"w": np.zeros((4,), np.float32), "b": base["b"]},
+        {"w": np.zeros((2, 2), np.int32), "b": base["b"]},
+        {"v": base["w"], "b": base["b"]},
+        {"w": np.eye(2, dtype=np.float32), "b": base["b"]},
+        {"w": base["w"]},
+    ]
+    digests = {model_digest(v, 0) for v in variants}
+    assert len(digests) == len(variants) and model_digest(base, 0) not in digests
+    assert model_digest(dict(reversed(list(base.items()))), 0) == model_digest(base, 0)  # canonical order
+    assert model_digest({k: v.astype(">f4") for k, v in base.items()}, 0) == model_digest(base, 0)  # byte order

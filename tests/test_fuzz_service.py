@@ -33,6 +33,7 @@ from accord.aggregator.memory import limit_malloc_arenas
 from accord.aggregator.runtime import AggregatorRuntime
 from accord.messages import Action, FederationInfo, TaskResult
 from accord.pki import make_federation_pki
+from accord.tensors.digest import model_digest
 from accord.tensors.state import ALLOWED_DTYPES
 from accord.transport import wire
 from accord.transport.grpc_client import GrpcAggregatorClient
@@ -289,7 +290,7 @@ stream_defects = {  # None: only the header is spoiled
 
 
 @st.composite
-def uploads(draw, plan_hash: str, chunkings: st.SearchStrategy[list], spare: list) -> list[bytes]:
+def uploads(draw, plan_hash: str, digest: str, chunkings: st.SearchStrategy[list], spare: list) -> list[bytes]:
     """A SendResult stream (header, then tensor chunks) with one to three defects, serialized."""
     task = draw(st.sampled_from(TASKS))
     chunks = draw(chunkings) if task == TRAIN else []
@@ -301,7 +302,7 @@ def uploads(draw, plan_hash: str, chunkings: st.SearchStrategy[list], spare: lis
         layout = LAYOUT_DEFECTS[defect](draw, layout, spare)
     head = pb.ResultHeader(
         header=wire.header(ME, plan_hash), round_number=0, task=task, sample_count=draw(st.integers(1, 10**6)),
-        metrics={"accuracy": 0.5}, task_seconds=1.0,
+        metrics={"accuracy": 0.5}, task_seconds=1.0, model_digest=digest,
         tensor_count=len({c.name for c in layout if isinstance(c, pb.TensorChunk)}),
     )
     for name in draw(header_defects[defect is None]):
@@ -314,9 +315,10 @@ def attacks(agg: Aggregator) -> dict[str, st.SearchStrategy[Attack]]:
     """A strategy for each kind of request in MIX."""
     chunkings = st.sampled_from([list(wire.tensor_pb_chunks(agg.model, n)) for n in (512, 4096)])
     spare = list(wire.tensor_pb_chunks(agg.model, 512))
-    upload = uploads(agg.plan.hash, chunkings, spare).map(lambda messages: Attack("SendResult", messages, "upload"))
+    digest = model_digest(agg.model, 0)
+    upload = uploads(agg.plan.hash, digest, chunkings, spare).map(lambda messages: Attack("SendResult", messages, "upload"))
     header = wire.header(ME, agg.plan.hash)
-    start = pb.ResultHeader(header=header, task=TRAIN, sample_count=1, tensor_count=len(agg.model))
+    start = pb.ResultHeader(header=header, task=TRAIN, sample_count=1, tensor_count=len(agg.model), model_digest=digest)
     parts = [pb.ResultChunk(header=start)] + [pb.ResultChunk(tensor=c) for c in spare]
     well_formed = [part.SerializeToString() for part in parts]
     cancel = st.integers(1, len(well_formed) - 1).map(  # never the whole model
@@ -386,9 +388,10 @@ def test_malformed_messages_harm_nothing(aggregator: Aggregator) -> None:
             assignment = client.get_tasks()
             assert assignment.action is Action.RUN and [t.name for t in assignment.tasks] == list(TASKS)
             model = client.get_model(0)
+            digest = model_digest(model, 0)
             for task in assignment.tasks:
                 tensors = model if task.returns_model else None
-                client.send_result(TaskResult(name, 0, task.name, 10, {"accuracy": 0.5}, tensors))
+                client.send_result(TaskResult(name, 0, task.name, 10, {"accuracy": 0.5}, tensors, model_digest=digest))
     assert agg.runtime.engine.round_number == 1
     for name, value in agg.runtime.engine.model.items():
         np.testing.assert_allclose(value, agg.model[name], rtol=1e-6)

@@ -82,3 +82,46 @@ def test_runtime_refuses_wrong_plan_or_workspace_hash_and_unknown_name(workspace
             runtime.join("alpha", plan.hash, theirs)
         assert info.value.kind == "plan" and shown in info.value.message and ours[:16] in info.value.message
     runtime.close()
+
+
+def test_an_exception_in_a_sites_task_code_is_reported_and_the_round_goes_on(workspace_factory, caplog) -> None:
+    """beta's training raises in round 1: the aggregator is told (the round closes with alpha
+    at once, under wait_for_all), beta stops with a SiteFailure naming the error and its loader."""
+    from accord.collaborator.collaborator import SiteFailure
+
+    names = ["alpha", "beta"]
+    plan = workspace_factory(names, rounds=2, overrides={"aggregator.settings.final_validation": False})
+    initialize_model(plan)
+    runtime = AggregatorRuntime(plan)
+    alpha = build_collaborator(plan, "alpha", InProcessClient(runtime, "alpha", plan.hash, 5.0))
+    beta = build_collaborator(plan, "beta", InProcessClient(runtime, "beta", plan.hash, 5.0))
+    train, calls = beta.runner.train, []
+
+    def broken(data, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            raise ValueError("batch 3 has 63 features, expected 64")
+        return train(data, **kwargs)
+
+    beta.runner.train = broken
+    failures: list[BaseException] = []
+
+    def run_beta() -> None:
+        try:
+            beta.run()
+        except BaseException as exc:
+            failures.append(exc)
+
+    thread = threading.Thread(target=run_beta, daemon=True)
+    thread.start()
+    with caplog.at_level("WARNING", logger="accord.aggregator"):
+        assert alpha.run() == 2
+    thread.join(60)
+    runtime.close()
+    assert runtime.finished
+    (failure,) = failures
+    assert isinstance(failure, SiteFailure)
+    assert "task train failed with ValueError: batch 3 has 63 features, expected 64 (data loader DigitsDataLoader" in str(failure)
+    assert "round 1  beta failed train at its site: task train failed with ValueError" in caplog.text
+    trained = {(r.round, r.origin) for r in read_metrics(plan.resolve_path("logs/metrics.jsonl")) if r.task == "train"}
+    assert ("beta", 1) not in {(o, n) for n, o in trained} and (1, "alpha") in trained and (0, "beta") in trained

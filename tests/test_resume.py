@@ -32,7 +32,10 @@ def results_of(runtime: AggregatorRuntime, name: str, shift: float) -> list[Task
     number = runtime.engine.round_number
     model = {k: (v + shift if v.dtype.kind == "f" else v) for k, v in runtime.engine.model.items()}
     return [
-        TaskResult(name, number, task, 10 + len(name), {"accuracy": shift % 1}, model if task == "train" else None, False, 0.1)
+        TaskResult(
+            name, number, task, 10 + len(name), {"accuracy": shift % 1}, model if task == "train" else None, False, 0.1,
+            model_digest=runtime.engine.model_digest,
+        )
         for task in TASKS
         if task in (t.name for t in runtime.engine.assignment(name).tasks)
     ]
@@ -71,7 +74,10 @@ def test_a_restart_resumes_the_open_round_and_ends_with_the_same_model(plan, wor
     second = AggregatorRuntime(plan)
     assert second.engine.round_number == 1
     assert [t.name for t in second.engine.assignment("beta").tasks] == ["locally_tuned_model_validation"]
-    duplicate = TaskResult("alpha", 1, "aggregated_model_validation", 5, {"accuracy": 0.5}, None, False, 0.1)
+    duplicate = TaskResult(
+        "alpha", 1, "aggregated_model_validation", 5, {"accuracy": 0.5}, None, False, 0.1,
+        model_digest=second.engine.model_digest,
+    )
     with pytest.raises(RefusedError, match="already received"):
         second.submit(duplicate, plan.hash)
     run_all(second, plan)
@@ -110,10 +116,48 @@ def test_orphans_are_removed_and_damage_is_reported(plan) -> None:
     AggregatorRuntime(plan).close()
     assert not orphan.exists()
     (state_dir / STATE_FILE).write_text("{not json")
-    with pytest.raises(AccordError, match="state.json cannot be read") as damaged:
+    with pytest.raises(AccordError, match="state.json cannot be read.*state.prev.json cannot be read") as damaged:
+        (state_dir / "state.prev.json").write_text("{not json either")
         AggregatorRuntime(plan)
     assert "--fresh" in damaged.value.fix
     assert AggregatorRuntime(plan, fresh=True).engine.round_number == 0
+    assert not (state_dir / "state.prev.json").exists()
+
+
+def test_a_damaged_state_rolls_back_to_the_previous_commit_with_its_files(plan, caplog) -> None:
+    runtime = AggregatorRuntime(plan)
+    run_all(runtime, plan, stop_after=len(NAMES) * 3 + 2)  # round 0 closed; two results of round 1
+    runtime.close()
+    state_dir = plan.resolve_path("save/state")
+    previous = json.loads((state_dir / "state.prev.json").read_text())
+    assert previous["round"] == 1 and len(previous["results"]) == 1
+    damaged = (state_dir / STATE_FILE).read_text()[:-40]  # cut short
+    (state_dir / STATE_FILE).write_text(damaged)
+    with caplog.at_level("WARNING", logger="accord.aggregator"):
+        resumed = AggregatorRuntime(plan)
+    assert resumed.engine.round_number == 1 and len(resumed.checkpoint.load().results) == 1
+    assert "state.json cannot be read" in caplog.text and "rolled back to the previous saved state" in caplog.text
+    assert "state.prev.json" in caplog.text
+    assert [p.name for p in state_dir.glob("state.json.damaged-*")] and (state_dir / STATE_FILE).is_file()
+    run_all(resumed, plan)
+    resumed.close()
+    rounds = [r.round for r in read_metrics(plan.resolve_path("logs/metrics.jsonl")) if r.metric == "round_seconds"]
+    assert rounds == sorted(set(rounds)) == list(range(resumed.engine.total_rounds))  # each round once
+
+
+def test_the_previous_state_keeps_its_files_until_the_next_commit(plan) -> None:
+    runtime = AggregatorRuntime(plan)
+    run_all(runtime, plan, stop_after=len(NAMES) * 3)  # round 0 closed: round 1 opened
+    state_dir = plan.resolve_path("save/state")
+    previous = json.loads((state_dir / "state.prev.json").read_text())
+    assert previous["round"] == 0
+    named = [previous["model"], *(r["tensors"] for r in previous["results"] if r["tensors"])]
+    assert all((state_dir / name).is_file() for name in named)
+    run_all(runtime, plan, stop_after=len(NAMES) * 3)  # round 2 opened: round 0's files are done with
+    runtime.close()
+    assert not (state_dir / previous["model"]).exists()
+    assert json.loads((state_dir / "state.prev.json").read_text())["round"] == 1
+    assert (state_dir / "model-00001.safetensors").is_file()  # named by the previous state
 
 
 def test_the_state_of_another_plan_is_not_resumed(plan, workspace_factory) -> None:
@@ -200,7 +244,7 @@ def test_a_state_that_cannot_be_saved_stops_the_aggregator(plan, monkeypatch) ->
     def disk_full(*args, **kwargs):
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(checkpoint_module, "atomic_write", disk_full)
+    monkeypatch.setattr(checkpoint_module, "atomic_path", disk_full)
     with pytest.raises(AccordError, match="could not save its state and stops.*No space left"):
         runtime.submit(result, plan.hash)
     with pytest.raises(AccordError, match="could not save its state"):
@@ -210,3 +254,19 @@ def test_a_state_that_cannot_be_saved_stops_the_aggregator(plan, monkeypatch) ->
     runtime.close()
     monkeypatch.undo()
     assert AggregatorRuntime(plan).checkpoint.load().results == ()  # nothing half-saved
+
+
+def test_a_save_cut_short_between_its_renames_resumes_from_the_previous_state(plan) -> None:
+    """Killed after state.json became state.prev.json and before the new one took its place."""
+    runtime = AggregatorRuntime(plan)
+    run_all(runtime, plan, stop_after=2)
+    runtime.close()
+    state_dir = plan.resolve_path("save/state")
+    (state_dir / STATE_FILE).unlink()
+    resumed = AggregatorRuntime(plan)
+    assert resumed.engine.round_number == 0 and len(resumed.checkpoint.load().results) == 1
+    assert (state_dir / STATE_FILE).is_file()
+    assert not os.path.samefile(state_dir / STATE_FILE, state_dir / "state.prev.json")  # never one file
+    run_all(resumed, plan)
+    resumed.close()
+    assert resumed.finished

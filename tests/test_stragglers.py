@@ -8,9 +8,9 @@ import pytest
 from accord.aggregator.engine import RoundDeadlineError
 from accord.aggregator.stragglers import Decision, StragglerPolicy
 from accord.errors import PlanError, RefusedError
-from accord.messages import Action
+from accord.messages import Action, TaskResult
 from accord.plan.loader import validate_plan
-from test_engine import FakeClock, full_round, make_engine, result
+from test_engine import FakeClock, full_round, honest, make_engine, result
 
 CUTOFF = StragglerPolicy("cutoff_time", cutoff_seconds=10.0, min_reports=2, round_deadline_seconds=100.0)
 
@@ -51,7 +51,7 @@ def engine_with(policy, names=("a", "b", "c"), rounds=2):
 def test_cutoff_closes_the_round_without_the_straggler_who_then_gets_the_next_round() -> None:
     engine, clock = engine_with(CUTOFF)
     assert full_round(engine, {"a": (1.0, 1), "b": (3.0, 3)}) is None
-    engine.submit(result("c", "aggregated_model_validation", 0, 5, {"accuracy": 0.1}))
+    honest(engine, result("c", "aggregated_model_validation", 0, 5, {"accuracy": 0.1}))
     clock.now = 9.0
     assert engine.tick() is None
     assert engine.next_deadline() == 10.0
@@ -61,7 +61,7 @@ def test_cutoff_closes_the_round_without_the_straggler_who_then_gets_the_next_ro
     np.testing.assert_allclose(outcome.model["w"], 2.5)  # c's train never came: not averaged
     assert outcome.metrics["aggregated_model_validation/accuracy"] == pytest.approx((0.5 * 4 + 0.1 * 5) / 9)
     with pytest.raises(RefusedError, match="came after that round closed") as late:
-        engine.submit(result("c", "train", 0, 5, {}, {"w": np.ones((2, 2), np.float32), "b": np.ones(2, np.float32)}))
+        honest(engine, result("c", "train", 0, 5, {}, {"w": np.ones((2, 2), np.float32), "b": np.ones(2, np.float32)}))
     assert late.value.kind == "state"
     assert engine.assignment("c").action is Action.RUN and engine.assignment("c").round_number == 1
 
@@ -97,34 +97,96 @@ def test_the_plan_checks_policy_settings(tmp_path) -> None:
         AggregatorRuntime(plan)
 
 
-def test_the_runtime_closes_a_round_at_the_cutoff_and_fails_at_the_deadline(workspace_factory) -> None:
-    import time
-
+def runtime_with(workspace_factory, **policy):
     from accord.aggregator.runtime import AggregatorRuntime
-    from accord.messages import TaskResult
     from accord.workspace.initialize import initialize_model
 
-    policy = {"policy": "cutoff_time", "cutoff_seconds": 0.2, "min_reports": 1, "round_deadline_seconds": 0.5}
     plan = workspace_factory(["alpha", "beta"], rounds=2, overrides={"straggler_handling_policy.settings": policy})
     initialize_model(plan)
-    runtime = AggregatorRuntime(plan)
-    model = runtime.engine.model
+    return AggregatorRuntime(plan)
+
+
+def report(runtime, name: str) -> None:
+    """``name``'s three results of the open round, as an honest collaborator sends them."""
+    from accord.messages import TaskResult
+
+    number, digest, model = runtime.engine.round_number, runtime.engine.model_digest, runtime.engine.model
     for task in ("aggregated_model_validation", "train", "locally_tuned_model_validation"):
         tensors = dict(model) if task == "train" else None
-        runtime.submit(TaskResult("alpha", 0, task, 10, {"accuracy": 0.5}, tensors, False, 0.1), plan.hash)
-    for _ in range(200):  # the watcher thread closes round 0 at the cut-off
-        if runtime.engine.round_number == 1:
-            break
+        result = TaskResult(name, number, task, 10, {"accuracy": 0.5}, tensors, False, 0.1, model_digest=digest)
+        runtime.submit(result, runtime.plan.hash)
+
+
+def wait_for_round(runtime, number: int) -> None:
+    import time
+
+    for _ in range(400):
+        if runtime.engine.round_number >= number:
+            return
         time.sleep(0.05)
-    assert runtime.engine.round_number == 1
-    with pytest.raises(RoundDeadlineError, match="round 1 reached its deadline"):
-        runtime.wait_until_done(timeout=30)  # nobody reports in round 1
-    runtime.close()
+    raise AssertionError(f"round {number} did not open (at round {runtime.engine.round_number})")
+
+
+def test_the_watcher_closes_at_the_cutoff_though_the_deadline_is_far_also_in_a_round_opened_meanwhile(
+    workspace_factory,
+) -> None:
+    """Round 0 closes on its last report while the watcher sleeps towards round 0's one-hour
+    deadline; round 1 must still close at its own cut-off, without its straggler."""
+    runtime = runtime_with(
+        workspace_factory, policy="cutoff_time", cutoff_seconds=0.3, min_reports=1, round_deadline_seconds=3600
+    )
+    try:
+        report(runtime, "alpha")
+        report(runtime, "beta")
+        assert runtime.engine.round_number == 1  # closed by beta's last result, not by time
+        report(runtime, "alpha")
+        wait_for_round(runtime, 2)  # beta never reports round 1: closed at the cut-off
+        assert runtime._stragglers == ("beta",)
+    finally:
+        runtime.close()
+
+
+def test_the_runtime_fails_at_the_deadline_with_too_few_reports(workspace_factory) -> None:
+    runtime = runtime_with(
+        workspace_factory, policy="cutoff_time", cutoff_seconds=0.2, min_reports=1, round_deadline_seconds=0.5
+    )
+    try:
+        report(runtime, "alpha")
+        wait_for_round(runtime, 1)  # closed at the cut-off (or the deadline) without beta
+        with pytest.raises(RoundDeadlineError, match="round 1 reached its deadline"):
+            runtime.wait_until_done(timeout=30)  # nobody reports in round 1
+    finally:
+        runtime.close()
+
+
+def test_failed_sites_owe_nothing_and_count_as_not_reported() -> None:
+    """A site's failure ends its part in the round; min_reports counts successful reports only."""
+    engine, clock = engine_with(StragglerPolicy(min_reports=2, round_deadline_seconds=100.0))
+    full_round(engine, {"a": (1.0, 1)})
+    failure = TaskResult("c", 0, "aggregated_model_validation", 0, {}, failure="data file /x does not exist")
+    assert honest(engine, failure) is None
+    assert engine.assignment("c").action is Action.WAIT  # nothing more owed
+    assert engine.reported() == ["a"]
+    outcome = full_round(engine, {"b": (3.0, 1)})
+    assert outcome is not None and outcome.failed == ("c",) and outcome.stragglers == ()
+    np.testing.assert_allclose(outcome.model["w"], 2.0)
+
+
+def test_a_round_that_can_no_longer_reach_min_reports_fails_at_once() -> None:
+    engine, _ = engine_with(StragglerPolicy(min_reports=2, round_deadline_seconds=100.0))
+    full_round(engine, {"a": (1.0, 1)})
+    for name in ("b", "c"):
+        honest(engine, TaskResult(name, 0, "train", 0, {}, failure=f"{name} broke"))
+    with pytest.raises(RoundDeadlineError, match=r"round 0 cannot close .*1 of 3 reports.*b failed: b broke; c failed: c broke"):
+        engine.tick()
+    with pytest.raises(RefusedError, match="reports a failure but carries data"):
+        engine2, _ = engine_with(StragglerPolicy())
+        honest(engine2, TaskResult("a", 0, "train", 0, {"loss": 1.0}, failure="x"))
 
 
 def test_a_result_after_the_deadline_is_taken_and_only_tick_fails() -> None:
     engine, clock = engine_with(StragglerPolicy(min_reports=3, round_deadline_seconds=30.0))
     clock.now = 31.0
-    assert engine.submit(result("a", "aggregated_model_validation", 0, 5, {"accuracy": 0.5})) is None
+    assert honest(engine, result("a", "aggregated_model_validation", 0, 5, {"accuracy": 0.5})) is None
     with pytest.raises(RoundDeadlineError):
         engine.tick()

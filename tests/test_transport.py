@@ -47,6 +47,7 @@ class FakeService:
         self.model = model
         self.calls: list[tuple[str, str]] = []
         self.submissions: list[tuple[TaskResult, str]] = []
+        self.expected: list[tuple[str, str]] = []  # (model_digest, failure) of each result header
         self.cond = threading.Condition()
         self.round_open = False
         self.slots_in_use = 0
@@ -85,8 +86,11 @@ class FakeService:
         self._check("get_model", collaborator, plan_hash)
         return self.model
 
-    def expect(self, collaborator: str, plan_hash: str, round_number: int, task: str) -> None:
+    def expect(
+        self, collaborator: str, plan_hash: str, round_number: int, task: str, model_digest: str, failure: str = ""
+    ) -> None:
         self._check("expect", collaborator, plan_hash)
+        self.expected.append((model_digest, failure))
         if task == "not-owed":
             raise RefusedError(f"task {task!r} of round {round_number} is not owed", kind="state")
 
@@ -481,16 +485,38 @@ def test_in_process_client_copies_and_checks_like_the_wire():
     model = client.get_model(2)
     assert_state_equal(model, service.model)
     assert not any(np.shares_memory(model[k], service.model[k]) for k in model)
-    result = a_result(model)
+    result = a_result(model, model_digest="cd" * 32)
     client.send_result(result)
     (got, _), = service.submissions
-    assert got.collaborator == "col1"
+    assert got.collaborator == "col1" and got.model_digest == "cd" * 32
+    assert service.expected == [("cd" * 32, "")]  # the header was checked first, as over gRPC
+    with pytest.raises(RefusedError, match="is not owed"):
+        client.send_result(a_result(model, task="not-owed"))
+    own = {name: (value.dtype.name, value.shape) for name, value in service.model.items()}
+    assert_state_equal(client.get_model(2, expected=own), service.model)
+    with pytest.raises(RefusedError, match=r"lacks tensors \['extra'\] of this site's model"):
+        client.get_model(2, expected={**own, "extra": ("float32", (1,))})
+    with pytest.raises(RefusedError, match="'dense.weight' is float32\\[64, 32\\], expected float32\\[8, 8\\]"):
+        client.get_model(2, expected={**own, "dense.weight": ("float32", (8, 8))})
     assert not any(np.shares_memory(got.tensors[k], result.tensors[k]) for k in model)
     with pytest.raises(RefusedError, match="expected float32"):
         client.send_result(a_result(model, tensors={"dense.bias": np.zeros(32)}))
     with pytest.raises(RefusedError, match="differs"):
         InProcessClient(service, "col1", "other").join()
     assert len(service.submissions) == 1
+
+
+def test_the_result_header_carries_the_model_digest_and_a_failure_escaped(federation) -> None:
+    client = federation.client("col1")
+    client.send_result(a_result(federation.service.model, model_digest="ab" * 32))
+    failure = "data file /x does not exist\n[12:00] INFO forged line\x1b[2J" + "y" * 2000
+    client.send_result(a_result(federation.service.model, tensors=None, metrics={}, failure=failure))
+    assert federation.service.expected == [("ab" * 32, ""), ("", failure)]  # expect() sees the header's fields
+    (first, _), (second, _) = federation.service.submissions
+    assert first.model_digest == "ab" * 32 and first.failure == ""
+    assert second.failure.startswith("data file /x does not exist\\n[12:00] INFO forged line\\x1b[2J")
+    assert "\n" not in second.failure and len(second.failure) <= wire.MAX_FAILURE_CHARS
+    assert second.failure.endswith("(cut short)")
 
 
 def test_a_result_not_owed_is_refused_before_an_upload_slot_is_taken(pki) -> None:

@@ -6,11 +6,21 @@ as safetensors. Every file is written whole and flushed before ``state.json`` is
 atomically replaced to name it, so ``state.json`` is the commit point: what it names is
 complete, what it does not name is an orphan removed on the next start. Nothing here is
 ever unpickled: JSON and safetensors only.
+
+The previous committed state stays beside it as ``state.prev.json`` (a commit writes the
+new state to a temporary file, renames the old ``state.json`` to ``state.prev.json``, then
+renames the new one into place: no copy), with every file it names, until the next commit
+succeeds. If ``state.json`` is damaged (unreadable, malformed, or naming a missing file),
+``load`` rolls back to ``state.prev.json`` with a warning naming both files, keeping every
+earlier round; the damaged file is kept aside as ``state.json.damaged-<time>``. If it is
+missing beside a ``state.prev.json`` (a commit cut short between its renames), the previous
+state is the committed one and is resumed.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import os
 import time
 import uuid
@@ -19,13 +29,16 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from accord.errors import AccordError
-from accord.files import atomic_write
+from accord.files import atomic_path, atomic_write
 from accord.messages import TaskResult
 from accord.tensors.state import ModelState, StateView, load_state, save_state
 
 STATE_FILE = "state.json"
+PREVIOUS_FILE = "state.prev.json"
 FORMAT = 1
 FRESH_FIX = "start over with `fx aggregator start --fresh` (the rounds run so far are discarded)"
+
+log = logging.getLogger("accord.aggregator")
 
 
 @dataclass(frozen=True)
@@ -68,14 +81,73 @@ class Checkpoint:
         self._best: float | None = None
         self._model_file = ""
         self._results: list[dict[str, Any]] = []
+        #: files named by state.json, and by the previous committed state (state.prev.json),
+        #: which are kept until the next commit
+        self._committed: set[str] = set()
+        self._previous: set[str] = set()
 
     @property
     def path(self) -> Path:
         return self.directory / STATE_FILE
 
+    @property
+    def previous_path(self) -> Path:
+        return self.directory / PREVIOUS_FILE
+
     def load(self) -> SavedRound | None:
-        """The federation saved here (unfinished, or finished), or None when there is none."""
-        data = read_state(self.path)
+        """The federation saved here (unfinished, or finished), or None when there is none.
+
+        A damaged state.json rolls back to the previous committed state, if it is whole.
+        """
+        try:
+            saved = self._read(self.path)
+        except AccordError as damage:
+            saved = self._restore_previous(damage)
+        if saved is None and self.previous_path.is_file():
+            saved = self._restore_previous(None)
+        if saved is None:
+            return None
+        self._round, self._best, self._model_file = saved.round_number, saved.best_score, saved.model_file
+        self._results = list(saved.results)
+        self._committed = _names(saved.model_file, saved.results)
+        self._previous = self._named_by(self.previous_path)
+        self._remove_orphans()
+        for partial in self._partial_files():
+            partial.unlink(missing_ok=True)
+        return saved
+
+    def _restore_previous(self, damage: AccordError | None) -> SavedRound:
+        """The previous committed state, made current again (a copy: the two never share a
+        file); ``damage`` says why state.json cannot be used (None: it is missing)."""
+        try:
+            saved = self._read(self.previous_path)
+        except AccordError as also:
+            if damage is None:
+                raise
+            raise AccordError(f"{damage.message}; the previous state cannot be used either: {also.message}", FRESH_FIX) from None
+        if saved is None:
+            assert damage is not None
+            raise damage
+        if damage is None:
+            log.info("%s is missing (a save was cut short): resuming from %s", self.path, self.previous_path)
+        else:
+            aside = self.directory / f"{STATE_FILE}.damaged-{time.strftime('%Y%m%dT%H%M%S')}"
+            os.replace(self.path, aside)
+            log.warning(
+                "%s; rolled back to the previous saved state %s (round %d, %d results): the work committed "
+                "after it is redone (the damaged file is kept as %s)",
+                damage.message,
+                self.previous_path,
+                saved.round_number,
+                len(saved.results),
+                aside.name,
+            )
+        atomic_write(self.path, self.previous_path.read_bytes())
+        return saved
+
+    def _read(self, path: Path) -> SavedRound | None:
+        """The state saved in ``path`` (None if absent), refused if damaged or of another plan."""
+        data = read_state(path)
         if data is None:
             return None
         if data.get("plan_hash") != self.plan_hash:
@@ -94,13 +166,19 @@ class Checkpoint:
                 bool(data["finished"]),
             )
         except (KeyError, TypeError, ValueError) as exc:
-            raise AccordError(f"{self.path} is damaged: {exc!r}", FRESH_FIX) from None
-        self._round, self._best, self._model_file = saved.round_number, saved.best_score, saved.model_file
-        self._results = list(saved.results)
-        self._remove_orphans()
-        for partial in self._partial_files():
-            partial.unlink(missing_ok=True)
+            raise AccordError(f"{path} is damaged: {exc!r}", FRESH_FIX) from None
+        missing = [name for name in _names(saved.model_file, saved.results) if not (self.directory / name).is_file()]
+        if missing:
+            raise AccordError(f"{path} is damaged: it names {missing[:3]}, which are missing", FRESH_FIX)
         return saved
+
+    def _named_by(self, path: Path) -> set[str]:
+        """The files a readable state file names (none if it is absent or unreadable)."""
+        try:
+            saved = self._read(path)
+        except AccordError:
+            return set()
+        return set() if saved is None else _names(saved.model_file, saved.results)
 
     def open_round(
         self, round_number: int, model: ModelState, best_score: float | None, status: dict[str, Any], finished: bool = False
@@ -143,8 +221,9 @@ class Checkpoint:
 
     def clear(self) -> None:
         """Forget any saved federation (a fresh start)."""
-        for path in [self.path, *self._own_files(), *self._partial_files()]:
+        for path in [self.path, self.previous_path, *self._own_files(), *self._partial_files()]:
             path.unlink(missing_ok=True)
+        self._committed, self._previous = set(), set()
 
     def _commit(self, status: dict[str, Any], finished: bool, results: list[dict[str, Any]] | None = None) -> None:
         """Replace state.json; the new results list is kept only once it is on disk."""
@@ -161,8 +240,17 @@ class Checkpoint:
             "updated_at": time.time(),
             "status": status,
         }
-        atomic_write(self.path, json.dumps(data, indent=1).encode("utf-8"))
+        with atomic_path(self.path) as partial:
+            with partial.open("wb") as handle:
+                handle.write(json.dumps(data, indent=1).encode("utf-8"))
+                handle.flush()
+                os.fsync(handle.fileno())
+            if self._committed:  # the committed state becomes the previous one (a rename: no copy)
+                os.replace(self.path, self.previous_path)
         self._results = results
+        if self._committed:
+            self._previous = self._committed
+        self._committed = _names(self._model_file, results)
         if not self._results:  # a round opened or the federation finished: older files are done with
             self._remove_orphans()
 
@@ -172,13 +260,19 @@ class Checkpoint:
 
     def _partial_files(self) -> list[Path]:
         """Temporary files of writes cut short (by a kill) in an earlier run."""
-        return [p for p in self.directory.glob(".*.tmp") if p.name.startswith((".model-", ".result-", f".{STATE_FILE}."))]
+        prefixes = (".model-", ".result-", f".{STATE_FILE}.", f".{PREVIOUS_FILE}.")
+        return [p for p in self.directory.glob(".*.tmp") if p.name.startswith(prefixes)]
 
     def _remove_orphans(self) -> None:
-        named = {self._model_file, *(r["tensors"] for r in self._results if r["tensors"])}
+        named = _names(self._model_file, self._results) | self._previous
         for path in self._own_files():
             if path.name not in named:
                 path.unlink(missing_ok=True)
+
+
+def _names(model_file: str, results: Any) -> set[str]:
+    """The files a state names: its round's model and the tensors of its results."""
+    return {model_file, *(r["tensors"] for r in results if r["tensors"])} - {""}
 
 
 def _load(path: Path) -> ModelState:

@@ -15,6 +15,7 @@ from accord.aggregator.stragglers import Decision, StragglerPolicy
 from accord.errors import AccordError, RefusedError
 from accord.messages import Action, Task, TaskAssignment, TaskResult
 from accord.plan.schema import TaskSpec
+from accord.tensors.digest import model_digest
 from accord.tensors.state import ModelState, check_update
 
 #: a sample count above this is refused as absurd.
@@ -44,6 +45,7 @@ class RoundOutcome:
     stragglers: tuple[str, ...] = ()
     #: what the update bounds did: counts capped, updates clipped, refused or dropped
     bounds: tuple[BoundEvent, ...] = ()
+    failed: tuple[str, ...] = ()
 
     @property
     def overhead_seconds(self) -> float:
@@ -57,6 +59,10 @@ class _Round:
     opened_at: float
     outstanding: dict[str, list[str]]
     assigned: tuple[str, ...] = ()
+    #: digest of this round's global model (tensors/digest.py); a result must carry it
+    model_digest: str = ""
+    #: collaborator -> why its task failed at its site (it owes nothing more this round)
+    failed: dict[str, str] = field(default_factory=dict)
     metrics: WeightedMetrics = field(default_factory=WeightedMetrics)
     records: list[MetricRecord] = field(default_factory=list)
     task_seconds: dict[str, float] = field(default_factory=dict)
@@ -122,19 +128,26 @@ class RoundEngine:
         return self._round
 
     def reported(self) -> list[str]:
-        """Collaborators assigned to the open round who have sent all their results."""
+        """Collaborators assigned to the open round who have sent all their results (a site
+        whose task failed owes nothing more but has not reported)."""
         current = self._round
         if current is None:
             return []
-        return [c for c in current.assigned if not current.outstanding.get(c)]
+        return [c for c in current.assigned if not current.outstanding.get(c) and c not in current.failed]
+
+    @property
+    def model_digest(self) -> str:
+        """Digest of the open round's global model, which each of its results must carry."""
+        return "" if self._round is None else self._round.model_digest
 
     def next_deadline(self) -> float | None:
-        """Clock time at which ``tick`` may close (or fail) the open round; None when finished."""
+        """Clock time of the open round's next cut-off or deadline still ahead (its
+        ``opened_at`` plus that mark; now, once both passed); None when finished."""
         current = self._round
         if current is None:
             return None
-        elapsed = self.clock() - current.opened_at
-        return self.clock() + self.policy.next_check(elapsed)
+        now = self.clock()
+        return now + self.policy.next_check(now - current.opened_at)
 
     def check_member(self, collaborator: str) -> None:
         """Refuse a name that the plan does not list."""
@@ -161,15 +174,19 @@ class RoundEngine:
 
     # -- commands --------------------------------------------------------------
 
-    def expect(self, collaborator: str, round_number: int, task: str) -> list[str]:
-        """Refuse a result that is not owed now; returns the collaborator's outstanding tasks."""
+    def expect(
+        self, collaborator: str, round_number: int, task: str, model_digest: str, failure: bool = False
+    ) -> list[str]:
+        """Refuse a result that is not owed now, or (unless it reports a ``failure``, which
+        carries no update) was not computed from this round's global model (``model_digest``:
+        tensors/digest.py); returns the collaborator's outstanding tasks."""
         self.check_member(collaborator)
         current = self._round
-        if current is not None and round_number < current.number:
+        if round_number < self.round_number:
+            now = "the federation has finished" if current is None else f"the current round is {current.number}"
             raise RefusedError(
                 f"result from {collaborator} for {task[:64]!r} of round {round_number} came after that "
-                f"round closed (the current round is {current.number}): dropped, unless an earlier "
-                "copy was received in time",
+                f"round closed ({now}): dropped, unless an earlier copy was received in time",
                 "nothing to do: the collaborator goes on with the current round",
                 kind="state",
             )
@@ -186,17 +203,36 @@ class RoundEngine:
                 f"{round_number} was not assigned or was already received",
                 kind="state",
             )
+        if not failure and model_digest != current.model_digest:
+            raise RefusedError(
+                f"result from {collaborator} for {task[:64]!r} of round {round_number} was computed from "
+                f"another model (digest {model_digest[:16]!r}) than this round's global model (digest "
+                f"{current.model_digest[:16]}...): a replayed or stale result, dropped",
+                "nothing to do for an honest collaborator: it fetches this round's model again "
+                "(the aggregator may have rolled back to an earlier saved state)",
+                kind="state",
+            )
         return owed
 
     def submit(self, result: TaskResult, stored: Mapping | None = None) -> RoundOutcome | None:
         """Take one task result; returns the outcome when it completes the round.
 
         ``stored`` is the same tensors as the aggregation should keep them until the round
-        closes (a lazy view of the saved copy); by default ``result.tensors``.
+        closes (a lazy view of the saved copy); by default ``result.tensors``. A result
+        reporting a ``failure`` at the site ends that collaborator's part in the round: it
+        owes nothing more and counts as not reported (what it sent before stays).
         """
-        owed = self.expect(result.collaborator, result.round_number, result.task)
+        owed = self.expect(
+            result.collaborator, result.round_number, result.task, result.model_digest, bool(result.failure)
+        )
         current = self._round
         assert current is not None
+        if result.failure:
+            if result.tensors or result.metrics:
+                raise RefusedError(f"result from {result.collaborator} reports a failure but carries data", kind="payload")
+            current.failed[result.collaborator] = result.failure
+            owed.clear()
+            return self._apply_policy(may_fail=False)
         self._check_payload(result)
         spec = self.tasks[result.task]
         if spec.returns_model:
@@ -225,18 +261,27 @@ class RoundEngine:
         so a result that just came is acknowledged (it is saved) before the aggregator stops."""
         current = self._round
         assert current is not None
-        decision = self.policy.decide(self.clock() - current.opened_at, len(self.reported()), len(current.assigned))
+        reported = len(self.reported())
+        decision = self.policy.decide(
+            self.clock() - current.opened_at, reported, len(current.assigned), len(current.failed)
+        )
         if decision is Decision.CLOSE:
             return self._close_round()
         if decision is Decision.FAIL and may_fail:
             waiting = sorted(c for c in current.assigned if current.outstanding.get(c))
+            failed = "; ".join(f"{c} failed: {why}" for c, why in sorted(current.failed.items()))
+            when = (
+                f"reached its deadline of {self.policy.round_deadline_seconds:g} s"
+                if waiting
+                else "cannot close (nobody owes anything more)"
+            )
             raise RoundDeadlineError(
-                f"round {current.number} reached its deadline of "
-                f"{self.policy.round_deadline_seconds:g} s with {len(self.reported())} of "
-                f"{len(current.assigned)} reports (at least {self.policy.needed(len(current.assigned))} "
-                f"needed); still waiting for {', '.join(waiting)}",
-                "bring the missing collaborators back and restart the aggregator (it resumes this "
-                "round), or lower straggler_handling_policy.settings.min_reports",
+                f"round {current.number} {when} with {reported} of {len(current.assigned)} reports "
+                f"(at least {self.policy.needed(len(current.assigned))} needed)"
+                + (f"; still waiting for {', '.join(waiting)}" if waiting else "")
+                + (f"; {failed}" if failed else ""),
+                "bring the missing collaborators back (fix the failed ones) and restart the aggregator "
+                "(it resumes this round), or lower straggler_handling_policy.settings.min_reports",
             )
         return None
 
@@ -287,7 +332,13 @@ class RoundEngine:
             self._round = None
             return
         assigned = tuple(c for c, names in outstanding.items() if names)
-        self._round = _Round(number=number, opened_at=self.clock(), outstanding=outstanding, assigned=assigned)
+        self._round = _Round(
+            number=number,
+            opened_at=self.clock(),
+            outstanding=outstanding,
+            assigned=assigned,
+            model_digest=model_digest(self.model, number),
+        )
         self.aggregation.start_round(self.model)
 
     def _tasks_of(self, collaborator: str, number: int) -> list[str]:
@@ -314,6 +365,7 @@ class RoundEngine:
             slowest_task_seconds=max(current.task_seconds.values(), default=0.0),
             stragglers=tuple(c for c in current.assigned if current.outstanding.get(c)),
             bounds=tuple(self.aggregation.events),
+            failed=tuple(sorted(current.failed)),
         )
         self.round_number += 1
         self._open_round(self.round_number)

@@ -13,7 +13,7 @@ import logging
 import threading
 import time
 from contextlib import AbstractContextManager
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from typing import Any, Callable
 
 from accord.aggregation.bounds import UpdateBounds
@@ -28,7 +28,7 @@ from accord.messages import Action, FederationInfo, TaskAssignment, TaskResult
 from accord.plan.identity import shown_hash
 from accord.plan.loader import Plan
 from accord.plan.objects import build
-from accord.tensors.state import ModelState, load_state, save_state
+from accord.tensors.state import ModelState, load_state, save_state, tensor_specs
 
 log = logging.getLogger("accord.aggregator")
 
@@ -185,12 +185,15 @@ class AggregatorRuntime:
                 )
             return self.engine.model
 
-    def expect(self, collaborator: str, plan_hash: str, round_number: int, task: str) -> None:
-        """Refuse, before any tensor is received, a result that is not owed now."""
+    def expect(
+        self, collaborator: str, plan_hash: str, round_number: int, task: str, model_digest: str, failure: str = ""
+    ) -> None:
+        """Refuse, before any tensor is received, a result that is not owed now or was not
+        computed from this round's global model (its ``model_digest``; a ``failure`` has none)."""
         try:
             self._check(collaborator, plan_hash)
             with self._cond:
-                self.engine.expect(collaborator, round_number, task)
+                self.engine.expect(collaborator, round_number, task, model_digest, bool(failure))
         except RefusedError as exc:
             log.warning("refused result from %s: %s", collaborator, exc.message)
             raise
@@ -206,22 +209,48 @@ class AggregatorRuntime:
             self._check(result.collaborator, plan_hash)
             with self._cond:
                 self._check_serving()
-                self.engine.expect(result.collaborator, result.round_number, result.task)
-            staged = self.checkpoint.stage(result)
+                self.engine.expect(
+                    result.collaborator, result.round_number, result.task, result.model_digest, bool(result.failure)
+                )
+            staged = self._stage(result)
             with self._cond:
                 self._check_serving()
                 outcome = self.engine.submit(result, self.checkpoint.view(staged))
                 self._log_result(result)
-                if outcome is None:
+                if outcome is not None:
+                    self._persist(lambda: self._finish_round(outcome))
+                elif result.failure:  # not saved: after a restart the site owes its tasks again
+                    self._cond.notify_all()  # the watcher applies the policy (it may fail the round)
+                else:
                     self._persist(lambda: self.checkpoint.add_result(result, staged, self._status()))
                     staged = None
-                else:
-                    self._persist(lambda: self._finish_round(outcome))
         except RefusedError as exc:
             log.warning("refused result from %s: %s", result.collaborator, exc.message)
             raise
         finally:
             self.checkpoint.discard(staged)
+
+    def _stage(self, result: TaskResult) -> str | None:
+        """Write the result's tensors; a full disk (or a file-size limit) is a retryable
+        refusal: nothing was accepted, the aggregator serves on and the site sends it again."""
+        try:
+            return self.checkpoint.stage(result)
+        except OSError as exc:
+            reason = f"{exc.strerror or exc} ({exc.filename})" if exc.filename else f"{exc.strerror or exc}"
+            log.error(
+                "cannot save the %s result of %s for round %d: %s; refused for now, the site will "
+                "send it again (free space in %s)",
+                result.task,
+                result.collaborator,
+                result.round_number,
+                reason,
+                self.checkpoint.directory,
+            )
+            raise RefusedError(
+                f"the aggregator cannot save this result now ({reason})",
+                "nothing to do at the site: it sends the result again; the aggregator's operator frees disk space",
+                kind="busy",
+            ) from None
 
     def _check_serving(self) -> None:
         if self._closed or self._failure is not None:
@@ -252,7 +281,7 @@ class AggregatorRuntime:
 
     def expected_tensors(self) -> dict[str, tuple[str, tuple[int, ...]]]:
         """name -> (dtype, shape) of the global model."""
-        return {name: (str(t.dtype), tuple(t.shape)) for name, t in self.engine.model.items()}
+        return tensor_specs(self.engine.model)
 
     # -- lifecycle --------------------------------------------------------------
 
@@ -288,26 +317,26 @@ class AggregatorRuntime:
         self._watch.join()
 
     def _watch_deadlines(self) -> None:
-        """Ask the engine to apply the straggler policy whenever a round's deadline passes."""
+        """Apply the straggler policy at each wake-up, then sleep until the open round's next
+        cut-off or deadline. Every change (a result in, a round opened) notifies ``_cond``, so
+        the watcher never sleeps past the earliest pending deadline, whatever round it is."""
         with self._cond:
             while not self._closed and self._failure is None:
-                due = self.engine.next_deadline()
-                if due is None:
-                    return
-                wait = due - self.engine.clock()
-                if wait > 0:
-                    self._cond.wait(wait)
-                    continue
                 try:
                     outcome = self.engine.tick()
                     if outcome is not None:
                         self._persist(lambda: self._finish_round(outcome))
+                        continue
                 except AccordError as exc:
                     if self._failure is None:
                         log.error("%s", exc)
                         self._failure = exc
                     self._cond.notify_all()
                     return
+                due = self.engine.next_deadline()
+                if due is None:
+                    return
+                self._cond.wait(max(due - self.engine.clock(), 0.0))
 
     def _replay(self, saved: SavedRound) -> None:
         """Feed the saved results of the open round back into the engine, in their order."""
@@ -320,7 +349,9 @@ class AggregatorRuntime:
             f" ({', '.join(names)})" if names else "",
         )
         for entry, result in zip(saved.results, saved.received()):
-            outcome = self.engine.submit(result, self.checkpoint.view(entry["tensors"]))
+            # each was checked against this round's model when it came
+            stamped = replace(result, model_digest=self.engine.model_digest)
+            outcome = self.engine.submit(stamped, self.checkpoint.view(entry["tensors"]))
             if outcome is not None:
                 self._finish_round(outcome)
 
@@ -349,6 +380,15 @@ class AggregatorRuntime:
     # -- reporting --------------------------------------------------------------
 
     def _log_result(self, result: TaskResult) -> None:
+        if result.failure:
+            log.warning(
+                "round %d  %s failed %s at its site: %s (it owes nothing more this round)",
+                result.round_number,
+                result.collaborator,
+                result.task,
+                result.failure,
+            )
+            return
         shown = "  ".join(f"{k}={v:.4f}" for k, v in result.metrics.items())
         log.info(
             "round %d  %-12s %-32s %s  (n=%d, %.2fs)",

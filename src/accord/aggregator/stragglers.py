@@ -1,7 +1,8 @@
 """Straggler policies: when a round may close without every collaborator's report.
 
-Pure decisions over (seconds since the round opened, reports in, collaborators assigned);
-the engine asks, the runtime's timer makes sure it is asked when a deadline passes.
+Pure decisions over (seconds since the round opened, reports in, collaborators assigned,
+collaborators whose task failed at their site); the engine asks, the runtime's watcher makes
+sure it is asked when a deadline passes.
 """
 
 from __future__ import annotations
@@ -23,8 +24,10 @@ class Decision(enum.Enum):
 class StragglerPolicy:
     """One of ``wait_for_all``, ``cutoff_time`` or ``percentage``, with the plan's limits.
 
-    A collaborator *reports* when all its tasks of the round are in. Every policy closes a
-    round when everyone reported. Besides:
+    A collaborator *reports* when all its tasks of the round are in; one whose task failed at
+    its site owes nothing more but is not a report (``min_reports`` and ``percentage`` count
+    successful reports only). Every policy closes a round when nobody owes anything more, if
+    ``min_reports`` reported (else FAIL at once: nothing more can come). Besides:
 
     - ``cutoff_time``: after ``cutoff_seconds``, closes as soon as ``min_reports`` reported;
     - ``percentage``: closes when ``max(min_reports, ceil(percentage x assigned))`` reported;
@@ -46,11 +49,12 @@ class StragglerPolicy:
         """Reports without which a round never closes (at most everyone assigned)."""
         return min(self.min_reports, assigned)
 
-    def decide(self, elapsed: float, reported: int, assigned: int) -> Decision:
-        """Whether a round with ``reported`` of ``assigned`` reports after ``elapsed`` s may close."""
-        if reported >= assigned:
-            return Decision.CLOSE
+    def decide(self, elapsed: float, reported: int, assigned: int, failed: int = 0) -> Decision:
+        """Whether a round with ``reported`` of ``assigned`` reports (and ``failed`` sites that
+        owe nothing more) after ``elapsed`` s may close."""
         enough = reported >= self.needed(assigned)
+        if reported + failed >= assigned:
+            return Decision.CLOSE if enough else Decision.FAIL
         if elapsed >= self.round_deadline_seconds:
             return Decision.CLOSE if enough else Decision.FAIL
         if self.policy == "cutoff_time" and self.cutoff_seconds is not None:
@@ -61,7 +65,8 @@ class StragglerPolicy:
         return Decision.WAIT
 
     def next_check(self, elapsed: float) -> float:
-        """Seconds from now until the passing of time alone may change the decision."""
+        """Seconds from now until the passing of time alone may change the decision: the next
+        of the cut-off and the round deadline still ahead (0 once both have passed)."""
         marks = [self.round_deadline_seconds]
         if self.policy == "cutoff_time" and self.cutoff_seconds is not None:
             marks.append(self.cutoff_seconds)

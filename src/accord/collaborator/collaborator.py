@@ -13,12 +13,18 @@ from accord.errors import AccordError, RefusedError
 from accord.messages import Action, Task, TaskResult
 from accord.plan.schema import TaskSpec, validates_global
 from accord.runners.base import TaskOutput, TaskRunner
-from accord.tensors.state import ModelState
-from accord.transport.base import AggregatorClient
+from accord.tensors.digest import model_digest
+from accord.tensors.state import ModelState, tensor_specs
+from accord.transport.base import AggregatorClient, TensorSpecs
 
 log = logging.getLogger("accord.collaborator")
 
 OPT_TREATMENTS = ("RESET", "CONTINUE_LOCAL", "CONTINUE_GLOBAL")
+
+
+class SiteFailure(AccordError):
+    """A task failed at this site (its data loader or task code): reported to the aggregator,
+    then the collaborator stops (exit code 2)."""
 
 
 class Collaborator:
@@ -28,6 +34,9 @@ class Collaborator:
     CONTINUE_LOCAL keeps this site's optimizer state across rounds; CONTINUE_GLOBAL
     ships optimizer state with the model so it is aggregated too.
     ``delta_updates``: send (trained - global) instead of the trained weights.
+    ``data_error``: why this site's data loader could not be built (``data`` is then None):
+    the collaborator still joins, reports it as the failure of its first task, and stops.
+    Each result carries the digest of the round's global model (tensors/digest.py).
     """
 
     def __init__(
@@ -35,11 +44,12 @@ class Collaborator:
         name: str,
         client: AggregatorClient,
         runner: TaskRunner,
-        data: DataLoader,
+        data: DataLoader | None,
         opt_treatment: str = "RESET",
         delta_updates: bool = False,
         clock: Callable[[], float] = time.perf_counter,
         tasks: Mapping[str, TaskSpec] | None = None,
+        data_error: AccordError | None = None,
     ) -> None:
         if opt_treatment not in OPT_TREATMENTS:
             raise AccordError(f"opt_treatment {opt_treatment!r} is not one of {OPT_TREATMENTS}")
@@ -51,9 +61,12 @@ class Collaborator:
         self.delta_updates = delta_updates
         self.clock = clock
         self.tasks = tasks
+        self.data_error = data_error
         self._global: ModelState | None = None
         self._global_round = -1
+        self._global_digest = ""
         self._loaded_round = -1
+        self._own_specs: TensorSpecs | None = None
 
     @property
     def with_optimizer(self) -> bool:
@@ -68,18 +81,53 @@ class Collaborator:
             assignment = self.client.get_tasks()
             if assignment.action is Action.QUIT:
                 log.info("%s: the federation has finished", self.name)
+                if self.data_error is not None:  # never asked to work, but its data is still broken
+                    raise SiteFailure(self.data_error.message, self.data_error.fix)
                 return worked
             if assignment.action is Action.WAIT:
                 continue
             try:
                 for task in assignment.tasks:
-                    self.client.send_result(self.run_task(assignment.round_number, task))
+                    self.client.send_result(self._run_or_report(assignment.round_number, task))
             except RefusedError as exc:
                 if exc.kind != "state":
                     raise
                 log.warning("%s: %s; asking for the current tasks", self.name, exc.message)
+                self._global_round = self._loaded_round = -1  # the aggregator may have rolled back: fetch again
                 continue
             worked += 1
+
+    def _run_or_report(self, round_number: int, task: Task) -> TaskResult:
+        """``run_task``; if the site's data or task code fails, the aggregator is told (so the
+        round need not wait for this site) and SiteFailure is raised."""
+        try:
+            if self.data_error is not None:
+                raise SiteFailure(self.data_error.message, self.data_error.fix)
+            return self.run_task(round_number, task)
+        except SiteFailure as failure:
+            log.warning("%s: task %s of round %d failed at this site; telling the aggregator", self.name, task.name, round_number)
+            report = TaskResult(self.name, round_number, task.name, 0, {}, failure=failure.message)
+            try:
+                self.client.send_result(report)
+            except AccordError as exc:
+                log.warning("%s: the aggregator was not told of the failure: %s", self.name, exc.message)
+            raise
+
+    def _compute(self, what: str, call: Callable[[], TaskOutput]) -> TaskOutput:
+        """Run the site's task code; its error becomes a SiteFailure naming the loader and path."""
+        try:
+            return call()
+        except AccordError as exc:
+            raise SiteFailure(f"{what}: {exc.message}", exc.fix) from exc
+        except Exception as exc:
+            loader = type(self.data).__name__
+            path = getattr(self.data, "data_path", None)
+            raise SiteFailure(
+                f"{what} failed with {type(exc).__name__}: {str(exc)[:300]} (data loader {loader}"
+                + (f", data path {path})" if path is not None else ")"),
+                f"check this site's data at that path and the task code (runner {type(self.runner).__name__}); "
+                "then start the collaborator again",
+            ) from exc
 
     def run_task(self, round_number: int, task: Task) -> TaskResult:
         """Run one task of ``round_number`` and build its result.
@@ -94,12 +142,15 @@ class Collaborator:
             self._load_global(round_number)
             if self.opt_treatment == "RESET":
                 self.runner.reset_optimizer()
-            output = self.runner.train(self.data, **task.kwargs)
+            output = self._compute(f"task {task.name}", lambda: self.runner.train(self.data, **task.kwargs))
             tensors = self._trained_tensors()
         elif task.function == "validate":
             if validates_global(task.function, task.kwargs):
                 self._load_global(round_number)
-            output = self.runner.validate(self.data, **_without(task.kwargs, "apply"))
+            else:
+                self._fetch_global(round_number)  # for its digest: the result belongs to this round's model
+            kwargs = _without(task.kwargs, "apply")
+            output = self._compute(f"task {task.name}", lambda: self.runner.validate(self.data, **kwargs))
         else:
             raise AccordError(f"task {task.name!r} asks for unknown function {task.function!r}")
         return self._result(round_number, task, output, tensors, self.clock() - started)
@@ -116,10 +167,19 @@ class Collaborator:
             )
         return Task(task.name, spec.function, dict(spec.kwargs), spec.returns_model)
 
+    def _fetch_global(self, round_number: int) -> None:
+        """Receive the global model of ``round_number`` (once), checked against this site's own
+        model's tensors before anything is allocated, and compute its digest."""
+        if self._global_round == round_number:
+            return
+        if self._own_specs is None:
+            self._own_specs = tensor_specs(self.runner.get_weights(with_optimizer=self.with_optimizer))
+        self._global = self.client.get_model(round_number, expected=self._own_specs)
+        self._global_digest = model_digest(self._global, round_number)
+        self._global_round = round_number
+
     def _load_global(self, round_number: int) -> None:
-        if self._global_round != round_number:
-            self._global = self.client.get_model(round_number)
-            self._global_round = round_number
+        self._fetch_global(round_number)
         if self._loaded_round != round_number:
             assert self._global is not None
             self.runner.set_weights(self._global, with_optimizer=self.with_optimizer)
@@ -143,6 +203,7 @@ class Collaborator:
             tensors=tensors,
             is_delta=self.delta_updates and tensors is not None,
             task_seconds=seconds,
+            model_digest=self._global_digest,
         )
 
 

@@ -41,16 +41,30 @@ def build_data_loader(plan: Plan, name: str) -> DataLoader:
 
 
 def build_collaborator(plan: Plan, name: str, client: AggregatorClient) -> Collaborator:
-    """A Collaborator wired to ``client``, with the plan's runner and this site's data."""
+    """A Collaborator wired to ``client``, with the plan's runner and this site's data.
+
+    If the data loader cannot be built (a missing data path, say), the collaborator is built
+    without data: it joins and reports that failure, so the round need not wait for it.
+    """
     settings = plan.model.collaborator.settings
+    data: DataLoader | None = None
+    data_error: AccordError | None = None
+    try:
+        data = build_data_loader(plan, name)
+    except AccordError as exc:
+        data_error = AccordError(
+            f"data loader {plan.model.data_loader.template} cannot load the data of {name}: {exc.message}",
+            exc.fix or "check this site's data path in plan/data.yaml",
+        )
     return Collaborator(
         name,
         client,
         build_runner(plan),
-        build_data_loader(plan, name),
+        data,
         opt_treatment=settings.opt_treatment,
         delta_updates=settings.delta_updates,
         tasks=plan.model.tasks.settings,
+        data_error=data_error,
     )
 
 

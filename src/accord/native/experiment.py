@@ -17,7 +17,7 @@ from typing import Any, Mapping, Sequence
 
 from accord.aggregator.metrics import read_metrics
 from accord.aggregator.runtime import AggregatorRuntime
-from accord.collaborator.collaborator import Collaborator
+from accord.collaborator.collaborator import Collaborator, SiteFailure
 from accord.errors import AccordError, PlanError
 from accord.experiment.local import FederationReport
 from accord.logs import configure_logging, ensure_logging
@@ -179,7 +179,8 @@ def _run_sites(runtime: AggregatorRuntime, plan: Plan, sites: dict[str, Federate
                 raise AccordError(f"collaborator {name!r} has no data", "use FederatedModel.setup() or fx.setup()")
             Collaborator(name, client, site.runner, site.data_loader, settings.opt_treatment, settings.delta_updates).run()
         except BaseException as exc:  # raised in the caller's thread by _federate
-            errors.setdefault(name, exc)
+            cause = exc.__cause__ if isinstance(exc, SiteFailure) else None  # the task code's own error
+            errors.setdefault(name, cause or exc)
             stop.set()
 
     threads = [threading.Thread(target=work, args=item, name=f"accord-{item[0]}", daemon=True) for item in sites.items()]

@@ -157,3 +157,8 @@ def check_update(
             )
         if got.dtype.kind == "f" and not np.isfinite(got).all():
             raise RefusedError(f"update from {origin}: tensor {name!r} holds NaN or Inf values")
+
+
+def tensor_specs(state: Mapping[str, np.ndarray]) -> dict[str, tuple[str, tuple[int, ...]]]:
+    """name -> (dtype name, shape) of each tensor of ``state``: what a stream of it must declare."""
+    return {name: (np.asarray(t).dtype.name, tuple(np.shape(t))) for name, t in state.items()}

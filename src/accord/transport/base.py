@@ -8,6 +8,9 @@ from typing import Protocol
 from accord.messages import FederationInfo, TaskAssignment, TaskResult
 from accord.tensors.state import ModelState
 
+#: name -> (dtype, shape) of each tensor of a model
+TensorSpecs = dict[str, tuple[str, tuple[int, ...]]]
+
 
 class AggregatorClient(Protocol):
     """What a collaborator uses to talk to the aggregator (gRPC client or in-process)."""
@@ -18,8 +21,9 @@ class AggregatorClient(Protocol):
     def get_tasks(self) -> TaskAssignment:
         """Ask for work; may block until a round opens (long-poll), never sleeps on a timer."""
 
-    def get_model(self, round_number: int) -> ModelState:
-        """Fetch the global model of ``round_number``."""
+    def get_model(self, round_number: int, expected: TensorSpecs | None = None) -> ModelState:
+        """Fetch the global model of ``round_number``; with ``expected`` (this site's own
+        model: name -> (dtype, shape)), a tensor that differs is refused before it is allocated."""
 
     def send_result(self, result: TaskResult) -> None:
         """Send one task's metrics (and tensors for a training task); RefusedError if refused."""
@@ -43,13 +47,16 @@ class AggregatorService(Protocol):
 
     def get_model(self, collaborator: str, plan_hash: str, round_number: int) -> ModelState: ...
 
-    def expect(self, collaborator: str, plan_hash: str, round_number: int, task: str) -> None:
-        """Refuse a result that is not owed now, before its tensors are received."""
+    def expect(
+        self, collaborator: str, plan_hash: str, round_number: int, task: str, model_digest: str, failure: str = ""
+    ) -> None:
+        """Refuse a result that is not owed now, or not computed from the current round's
+        model (``model_digest``, unless it reports a ``failure``), before its tensors are received."""
 
     def submit(self, result: TaskResult, plan_hash: str) -> None: ...
 
     def upload_slot(self) -> AbstractContextManager[None]:
         """Held while a result's tensors are being received, bounding buffered uploads."""
 
-    def expected_tensors(self) -> dict[str, tuple[str, tuple[int, ...]]]:
+    def expected_tensors(self) -> TensorSpecs:
         """name -> (dtype, shape) of the global model, to refuse a bad stream early."""

@@ -16,6 +16,7 @@ from accord.plan.identity import shown_hash
 from accord.tensors.codec import TensorAssembler
 from accord.tensors.state import ALLOWED_DTYPES, ModelState
 from accord.transport import wire
+from accord.transport.base import TensorSpecs
 from accord.transport.proto import accord_pb2 as pb
 from accord.transport.proto import accord_pb2_grpc as pb_grpc
 from accord.transport.tls import ClientTLS
@@ -235,25 +236,34 @@ class GrpcAggregatorClient:
         except (ValueError, KeyError) as exc:
             raise AccordError(f"the aggregator sent malformed tasks: {exc}") from None
 
-    def get_model(self, round_number: int) -> ModelState:
-        """Stream the global model of ``round_number`` into freshly allocated arrays."""
+    def get_model(self, round_number: int, expected: TensorSpecs | None = None) -> ModelState:
+        """Stream the global model of ``round_number`` into freshly allocated arrays.
+
+        With ``expected`` (this site's own model), a tensor whose name, dtype or shape differs,
+        or a model that lacks one, is refused before any memory is allocated for it.
+        """
         what = f"the model request for round {round_number}"
         request = pb.ModelRequest(header=self._header(), round_number=round_number)
         try:
-            return self._retrying(what, lambda: self._receive_model(request))
+            return self._retrying(what, lambda: self._receive_model(request, expected))
         except grpc.RpcError as exc:
             self._fail(exc, what)
 
-    def _receive_model(self, request: pb.ModelRequest) -> ModelState:
-        assembler = TensorAssembler(expected=None, max_total_bytes=wire.MAX_MODEL_BYTES)
+    def _receive_model(self, request: pb.ModelRequest, expected: TensorSpecs | None) -> ModelState:
+        limit = wire.MAX_MODEL_BYTES if expected is None else wire.model_bytes(expected)
+        assembler = TensorAssembler(expected, max_total_bytes=limit)
         call = self._stub.GetModel(request, timeout=self._transfer_timeout)
         try:
             for chunk in call:
                 assembler.add(chunk.name, chunk.dtype, tuple(chunk.shape), chunk.offset, chunk.data)
-            return assembler.finish()
+            return wire.complete_model(assembler.finish(), expected)
         except RefusedError as exc:
             call.cancel()
-            raise AccordError(f"the aggregator sent a malformed model: {exc.message}") from None
+            raise AccordError(
+                f"the aggregator at {self._address} sent a model that is not this site's model: {exc.message}",
+                "check that the plan's agg_addr/agg_port point at this federation's aggregator and that "
+                "both sides run the same plan; the site stopped before using it",
+            ) from None
 
     def send_result(self, result: TaskResult) -> None:
         """Stream the result's header, then its tensors chunk by chunk (made lazily)."""

@@ -253,7 +253,7 @@ class _Servicer(pb_grpc.AggregatorServicer):
 
     def _receive(self, name: str, head: pb.ResultHeader, chunks: Iterator[pb.ResultChunk]) -> None:
         """Assemble the tensors inside an upload slot, then submit the whole result."""
-        self._service.expect(name, head.header.plan_hash, head.round_number, head.task)
+        self._service.expect(name, head.header.plan_hash, head.round_number, head.task, head.model_digest, head.failure)
         with self._service.upload_slot():
             expected = self._service.expected_tensors()
             limit = wire.upload_limit(expected, self._max_update_bytes)

@@ -15,8 +15,8 @@ import numpy as np
 from accord.messages import FederationInfo, TaskAssignment, TaskResult
 from accord.tensors.codec import TensorAssembler, iter_tensor_chunks
 from accord.tensors.state import ModelState
-from accord.transport.base import AggregatorService
-from accord.transport.wire import MAX_MODEL_BYTES, upload_limit
+from accord.transport.base import AggregatorService, TensorSpecs
+from accord.transport.wire import MAX_MODEL_BYTES, complete_model, model_bytes, upload_limit
 
 # one chunk per tensor: the codec's checks and a single copy, no slicing
 _WHOLE_TENSOR = 1 << 62
@@ -55,12 +55,17 @@ class InProcessClient:
     def get_tasks(self) -> TaskAssignment:
         return self._service.get_tasks(self.name, self.plan_hash, timeout=self._long_poll)
 
-    def get_model(self, round_number: int) -> ModelState:
+    def get_model(self, round_number: int, expected: TensorSpecs | None = None) -> ModelState:
         state = self._service.get_model(self.name, self.plan_hash, round_number)
-        return _copy_through_codec(state, None, MAX_MODEL_BYTES)
+        limit = MAX_MODEL_BYTES if expected is None else model_bytes(expected)
+        return complete_model(_copy_through_codec(state, expected, limit), expected)
 
     def send_result(self, result: TaskResult) -> None:
-        """Submit a copy of ``result`` under this client's name, as the gRPC server would."""
+        """Submit a copy of ``result`` under this client's name, as the gRPC server would: refused
+        from its header (not owed, another round's model) before its tensors are copied."""
+        self._service.expect(
+            self.name, self.plan_hash, result.round_number, result.task, result.model_digest, result.failure
+        )
         with self._service.upload_slot():
             tensors = None
             if result.tensors:

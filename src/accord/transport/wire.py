@@ -23,6 +23,8 @@ MAX_MODEL_BYTES = 64 * 1024**3
 UPLOAD_SLACK_BYTES = 16 * MIB
 #: trailing-metadata key carrying RefusedError.kind from server to client
 REFUSAL_KIND_KEY = "accord-refusal-kind"
+#: a site's failure text (peer text) is cut to this many characters
+MAX_FAILURE_CHARS = 500
 
 _ACTION_TO_PB = {
     Action.RUN: pb.TasksResponse.RUN,
@@ -118,6 +120,8 @@ def result_stream(
             is_delta=result.is_delta,
             task_seconds=result.task_seconds,
             tensor_count=len(tensors),
+            model_digest=result.model_digest,
+            failure=result.failure,
         )
     )
     for chunk in tensor_pb_chunks(tensors, chunk_bytes):
@@ -142,12 +146,36 @@ def result_from_pb(
         tensors=tensors or None,
         is_delta=message.is_delta,
         task_seconds=message.task_seconds,
+        model_digest=message.model_digest,
+        failure=peer_text(message.failure, MAX_FAILURE_CHARS),
     )
+
+
+def peer_text(text: str, limit: int) -> str:
+    """``text`` from a peer, safe for one log line: control characters (newlines included)
+    escaped, at most ``limit`` characters (cut short with a mark)."""
+    safe = "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in text[: limit * 2])
+    mark = " ... (cut short)"
+    return safe if len(safe) <= limit else safe[: limit - len(mark)] + mark
+
+
+def model_bytes(expected: Mapping[str, tuple[str, tuple[int, ...]]]) -> int:
+    """Bytes of a model whose tensors are ``expected`` (name -> (dtype, shape))."""
+    return sum(math.prod(shape) * np.dtype(dtype).itemsize for dtype, shape in expected.values())
 
 
 def upload_limit(expected: Mapping[str, tuple[str, tuple[int, ...]]], max_update_bytes: int | None) -> int:
     """The most bytes one uploaded result may declare: the configured limit, or twice the model plus slack."""
     if max_update_bytes:
         return max_update_bytes
-    model = sum(math.prod(shape) * np.dtype(dtype).itemsize for dtype, shape in expected.values())
-    return 2 * model + UPLOAD_SLACK_BYTES
+    return 2 * model_bytes(expected) + UPLOAD_SLACK_BYTES
+
+
+def complete_model(
+    state: dict[str, np.ndarray], expected: Mapping[str, tuple[str, tuple[int, ...]]] | None
+) -> dict[str, np.ndarray]:
+    """``state`` as received, refused if it lacks a tensor of ``expected`` (the site's own model)."""
+    missing = [] if expected is None else [name for name in expected if name not in state]
+    if missing:
+        raise RefusedError(f"the model lacks tensors {missing[:5]} of this site's model", kind="payload")
+    return state

@@ -1,0 +1,44 @@
+"""The digest that binds a result to the global model of one round.
+
+``model_digest(state, round_number)`` is BLAKE2b-256 (hex) over, in this order:
+the tag ``accord-model-v1``, the round number, the tensor count, then for each tensor in
+sorted name order its UTF-8 name, its dtype name (``float32``...), its shape and its bytes
+in C order, little-endian. Every variable-length field is preceded by its length as 8
+little-endian bytes, so no two different models (or rounds) hash the same input.
+
+The round number is part of it, so a result trained in round r cannot pass for one of
+round r+1 even when the two rounds' models are equal. The aggregator computes it once per
+round; a collaborator computes it over the model it received.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Mapping
+
+import numpy as np
+
+from accord.tensors.state import little_endian
+
+DIGEST_TAG = b"accord-model-v1"
+
+
+def model_digest(state: Mapping[str, np.ndarray], round_number: int) -> str:
+    """Hex BLAKE2b-256 of ``state`` as the global model of ``round_number`` (see the module)."""
+    h = hashlib.blake2b(digest_size=32)
+    _field(h, DIGEST_TAG)
+    h.update(int(round_number).to_bytes(8, "little", signed=True))
+    h.update(len(state).to_bytes(8, "little"))
+    for name in sorted(state):
+        array = little_endian(np.asarray(state[name]))
+        _field(h, name.encode("utf-8"))
+        _field(h, array.dtype.name.encode("ascii"))
+        _field(h, b"".join(int(d).to_bytes(8, "little") for d in array.shape))
+        h.update(array.nbytes.to_bytes(8, "little"))
+        h.update(memoryview(array.reshape(-1)).cast("B"))
+    return h.hexdigest()
+
+
+def _field(h: "hashlib._Hash", data: bytes) -> None:
+    h.update(len(data).to_bytes(8, "little"))
+    h.update(data)
