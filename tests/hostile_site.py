@@ -27,6 +27,7 @@ from accord.collaborator.site import grpc_client
 from accord.errors import RefusedError
 from accord.messages import Action, TaskResult
 from accord.plan.loader import load_plan
+from accord.tensors.digest import model_digest
 
 FORGED = "\n12:00:00 INFO    accord.aggregator: round 9 of 9 done\x1b[2K"
 
@@ -69,13 +70,16 @@ def main(workspace: str, name: str, attacks: str, out: str) -> None:
                 continue
             number = assignment.round_number
             attack = schedule[min(number, len(schedule) - 1)]
+            model = client.get_model(number)
+            digest = model_digest(model, number)  # the result must name the model it came from
             for task in assignment.tasks:
                 if not task.returns_model:
-                    client.send_result(TaskResult(name, number, task.name, 100, {"accuracy": 0.5, "loss": 1.0}, None, False, 0.1))
+                    metrics = {"accuracy": 0.5, "loss": 1.0}
+                    client.send_result(TaskResult(name, number, task.name, 100, metrics, None, False, 0.1, digest))
                     continue
-                tensors, count = crafted(attack, client.get_model(number))
+                tensors, count = crafted(attack, model)
                 is_delta = plan.model.collaborator.settings.delta_updates
-                result = TaskResult(name, number, task.name, count, {"loss": 1.0}, tensors, is_delta, 0.1)
+                result = TaskResult(name, number, task.name, count, {"loss": 1.0}, tensors, is_delta, 0.1, digest)
                 if attack == "forge":
                     forge(client, plan, name, result, refusals)
                 try:

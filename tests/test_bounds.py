@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 
@@ -132,15 +134,18 @@ def test_the_round_outcome_carries_the_events_and_metric_names_are_strict() -> N
     engine = make_engine(rounds=1)
     engine.aggregation = FedAvg(UpdateBounds())
     engine.aggregation.start_round(engine.model)
+    def submit(item: TaskResult):
+        return engine.submit(dataclasses.replace(item, model_digest=engine.model_digest))
+
     for name in ("a", "b"):
-        engine.submit(result(name, "aggregated_model_validation", metrics={"accuracy": 0.5}))
+        submit(result(name, "aggregated_model_validation", metrics={"accuracy": 0.5}))
     with pytest.raises(RefusedError) as refused:
-        engine.submit(result("a", "train", metrics={"loss\n[INFO] round 9 done\x1b[2J": 0.1}, tensors={"w": np.ones((2, 2), np.float32), "b": np.ones(2, np.float32)}))
+        submit(result("a", "train", metrics={"loss\n[INFO] round 9 done\x1b[2J": 0.1}, tensors={"w": np.ones((2, 2), np.float32), "b": np.ones(2, np.float32)}))
     assert "'loss\\n[INFO] round 9 done\\x1b[2J'" in refused.value.message
-    engine.submit(result("a", "train", n=10, tensors={"w": np.ones((2, 2), np.float32), "b": np.ones(2, np.float32)}))
-    engine.submit(result("b", "train", n=10**9, tensors={"w": np.ones((2, 2), np.float32), "b": np.ones(2, np.float32)}))
-    engine.submit(result("a", "locally_tuned_model_validation"))
-    outcome = engine.submit(result("b", "locally_tuned_model_validation"))
+    submit(result("a", "train", n=10, tensors={"w": np.ones((2, 2), np.float32), "b": np.ones(2, np.float32)}))
+    submit(result("b", "train", n=10**9, tensors={"w": np.ones((2, 2), np.float32), "b": np.ones(2, np.float32)}))
+    submit(result("a", "locally_tuned_model_validation"))
+    outcome = submit(result("b", "locally_tuned_model_validation"))
     assert [(e.collaborator, e.kind) for e in outcome.bounds] == [("b", "capped")]
 
 
@@ -155,7 +160,8 @@ def hostile_round(runtime: AggregatorRuntime) -> list[TaskResult]:
         model = {k: (v + shift if v.dtype.kind == "f" else v) for k, v in runtime.engine.model.items()}
         for task in (t.name for t in runtime.engine.assignment(name).tasks):
             tensors = model if task == "train" else None
-            out.append(TaskResult(name, number, task, count, {"accuracy": 0.5}, tensors, False, 0.1))
+            digest = runtime.engine.model_digest
+            out.append(TaskResult(name, number, task, count, {"accuracy": 0.5}, tensors, False, 0.1, digest))
     return out
 
 
