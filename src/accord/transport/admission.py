@@ -19,8 +19,10 @@ from accord.pki.install import renew_fix
 
 Revoked = Callable[[], AbstractSet[int]]
 
-#: a suppressed run of "busy" refusals of one identity is summed up at most this often
-BUSY_LOG_SECONDS = 10.0
+#: the same refusal of the same caller is logged at most this often (with the count left out)
+REPEAT_LOG_SECONDS = 10.0
+#: callers whose last refusal is remembered (a bound: refused callers need not be plan members)
+REPEAT_MEMORY = 10_000
 
 
 @dataclass(frozen=True)
@@ -91,7 +93,6 @@ class Admission:
         self._limits = limits
         self._calls: dict[str, int] = {}
         self._total = 0
-        self._busy: dict[str, tuple[float, int]] = {}  # identity -> (last logged, refusals since)
 
     def enter(self, name: str) -> None:
         """Count a call of ``name``; RefusedError(kind="busy") when a limit is reached."""
@@ -120,20 +121,29 @@ class Admission:
         if held:
             self._calls[name] = held
 
-    def should_log_busy(self, name: str, now: float | None = None) -> int | None:
-        """None to stay quiet about this busy refusal of ``name``, else how many went unlogged before it.
-
-        A site that floods would otherwise write a log line per refused call. ``name`` is a
-        plan member (checked before ``enter``), so this map stays as small as the plan.
-        """
-        now = time.monotonic() if now is None else now
-        last, quiet = self._busy.get(name, (-BUSY_LOG_SECONDS, 0))
-        if now - last < BUSY_LOG_SECONDS:
-            self._busy[name] = (last, quiet + 1)
-            return None
-        self._busy[name] = (now, 0)
-        return quiet
-
     @property
     def in_progress(self) -> int:
         return self._total
+
+
+class RepeatFilter:
+    """Says which refusals to log: the first of each reason for a caller, then one per REPEAT_LOG_SECONDS.
+
+    A site that floods would otherwise write a log line per refused call.
+    """
+
+    def __init__(self) -> None:
+        self._seen: dict[tuple[str, str], tuple[float, int]] = {}  # (caller, reason) -> (last logged, left out since)
+
+    def admit(self, who: str, reason: str, now: float | None = None) -> int | None:
+        """None to leave this refusal out of the log, else how many were left out before it."""
+        now = time.monotonic() if now is None else now
+        key = (who, reason)
+        last, quiet = self._seen.get(key, (-REPEAT_LOG_SECONDS, 0))
+        if now - last < REPEAT_LOG_SECONDS:
+            self._seen[key] = (last, quiet + 1)
+            return None
+        if len(self._seen) >= REPEAT_MEMORY:
+            self._seen.clear()
+        self._seen[key] = (now, 0)
+        return quiet

@@ -24,7 +24,7 @@ from google.protobuf.message import DecodeError, Message
 
 from accord.errors import AccordError, RefusedError
 from accord.transport import wire
-from accord.transport.admission import Admission, CallLimits, Revoked, check_claim, peer_name
+from accord.transport.admission import Admission, CallLimits, RepeatFilter, Revoked, check_claim, peer_name
 from accord.transport.base import AggregatorService
 from accord.transport.proto import accord_pb2 as pb
 from accord.transport.tls import ServerTLS
@@ -40,6 +40,8 @@ MAX_REASON_CHARS = 1024
 #: how long a second upload from one collaborator waits for its first to end
 UPLOAD_WAIT_SECONDS = 60.0
 SERVICE = "accord.v1.Aggregator"
+#: HTTP/2 streams one connection may have open at once (a site needs two; the rest wait at the caller)
+MAX_STREAMS_PER_CONNECTION = 100
 
 _STATUS_FOR_KIND = {
     "identity": grpc.StatusCode.PERMISSION_DENIED,
@@ -127,6 +129,7 @@ class _Servicer:
         self._on_refusal = on_refusal
         self._limits = limits
         self._admission = Admission(limits)
+        self._repeats = RepeatFilter()
         self._uploading: dict[str, asyncio.Lock] = {}
         self._changed = asyncio.Event()
         self._executor = concurrent.futures.ThreadPoolExecutor(workers, thread_name_prefix="accord-rpc")
@@ -160,7 +163,10 @@ class _Servicer:
                 await self._refuse(context, name, exc)
             except _Stalled as exc:
                 await self._end(context, name, grpc.StatusCode.DEADLINE_EXCEEDED, f"{what} cut: {exc}")
-            except (grpc.aio.AbortError, asyncio.CancelledError):
+            except grpc.aio.AbortError:
+                raise
+            except asyncio.CancelledError:
+                logger.info("%s from %s broke off (the caller cancelled, or the server stops); nothing was kept", what, name)
                 raise
             except AccordError as exc:
                 logger.error("%s for %s failed: %s", what, name, exc)
@@ -182,13 +188,10 @@ class _Servicer:
 
     async def _refuse(self, context: grpc.aio.ServicerContext, who: str, error: RefusedError) -> NoReturn:
         """Log, report and end the RPC with the status matching the refusal's kind."""
-        quiet = self._admission.should_log_busy(who) if error.kind == "busy" else 0
         reason = str(error)  # the message, and its fix when there is one
         if len(reason) > MAX_REASON_CHARS:
             reason = reason[: MAX_REASON_CHARS - 15] + " ... (cut short)"
-        if quiet is not None:
-            logger.warning("refused %s: %s%s", who, reason, f" ({quiet} more such refusals not logged)" if quiet else "")
-        await self._end(context, who, _STATUS_FOR_KIND[error.kind], reason, error.kind, log=False)
+        await self._end(context, who, _STATUS_FOR_KIND[error.kind], reason, error.kind)
 
     async def _end(
         self,
@@ -197,17 +200,20 @@ class _Servicer:
         code: grpc.StatusCode,
         reason: str,
         kind: str | None = None,
-        log: bool = True,
     ) -> NoReturn:
-        """Report the refusal and end the call with ``code`` (and the refusal kind in trailing metadata)."""
-        if log:
-            logger.warning("refused %s: %s", who, reason)
+        """Log and report the refusal, and end the call with ``code`` (and the refusal kind in trailing metadata).
+
+        A refusal repeated by the same caller is logged once per REPEAT_LOG_SECONDS, with the count left out.
+        """
+        quiet = self._repeats.admit(who, reason)
+        if quiet is not None:
+            logger.warning("refused %s: %s%s", who, reason, f" ({quiet} more such refusals not logged)" if quiet else "")
         if self._on_refusal is not None:
             try:
                 self._on_refusal(reason)
             except Exception:  # a faulty hook must not turn a refusal into a crash
                 logger.exception("on_refusal hook failed")
-        await context.abort(code, reason, ((wire.REFUSAL_KIND_KEY, kind),) if kind else None)
+        await context.abort(code, reason, ((wire.REFUSAL_KIND_KEY, kind),) if kind else ())
         raise AssertionError("unreachable")  # context.abort raises
 
     async def _read(self, context: grpc.aio.ServicerContext, first: bool) -> Any:
@@ -229,6 +235,8 @@ class _Servicer:
         if request is None:
             raise RefusedError("the call carries no request", kind="payload")
         check_claim(request.header.sender, name)
+        if await self._read(context, first=True) is not None:  # the end of the stream comes with the request
+            raise RefusedError("the call carries more than one request", kind="payload")
         return request
 
     def _blocking(self, fn: Callable[[], T]) -> "asyncio.Future[T]":
@@ -432,7 +440,11 @@ class GrpcAggregatorServer:
     async def _start(self) -> int:
         servicer = self._servicer = _Servicer(*self._servicer_args)
         server = self._server = grpc.aio.server(
-            options=[*wire.channel_options(self._chunk_bytes), ("grpc.so_reuseport", 0)]
+            options=[
+                *wire.channel_options(self._chunk_bytes),
+                ("grpc.so_reuseport", 0),  # a second aggregator on the port fails to bind
+                ("grpc.max_concurrent_streams", MAX_STREAMS_PER_CONNECTION),
+            ]
         )
         handlers = _method_handlers(servicer)
         server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE, handlers),))
