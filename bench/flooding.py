@@ -24,6 +24,8 @@ from accord.transport.tls import ClientTLS
 SERVICE = "/accord.v1.Aggregator/"
 #: the outcome of an unread GetModel call still open when its flood ended
 HELD = "held to the end"
+#: a flood opens one connection per this many calls (the server takes 100 streams per connection)
+CALLS_PER_CONNECTION = 50
 #: no flood call may last longer than this (the server should end each far sooner)
 CALL_TIMEOUT = 120.0
 
@@ -75,19 +77,25 @@ async def _flood(address: str, flood: Flood, seconds: float, reopen: float) -> C
     end = loop.time() + seconds
     done = asyncio.Event()
     loop.call_later(seconds, done.set)
-    async with grpc.aio.secure_channel(address, flood.tls.credentials()) as channel:
-        call = _CALLS[flood.kind](channel, wire.header(flood.sender, flood.plan_hash), done)
+    credentials = flood.tls.credentials()
+    channels = [grpc.aio.secure_channel(address, credentials) for _ in range(-(-flood.count // CALLS_PER_CONNECTION))]
+    calls = [_CALLS[flood.kind](channel, wire.header(flood.sender, flood.plan_hash), done) for channel in channels]
 
-        async def keep_one(index: int) -> None:
-            while loop.time() < end:
-                try:
-                    outcome = await call(index)
-                    codes[outcome if isinstance(outcome, str) else "OK"] += 1
-                except grpc.aio.AioRpcError as exc:
-                    codes[exc.code().name] += 1
-                await asyncio.sleep(reopen)
+    async def keep_one(index: int) -> None:
+        call = calls[index % len(calls)]
+        while loop.time() < end:
+            try:
+                outcome = await call(index)
+                codes[outcome if isinstance(outcome, str) else "OK"] += 1
+            except grpc.aio.AioRpcError as exc:
+                codes[exc.code().name] += 1
+            await asyncio.sleep(reopen)
 
+    try:
         await asyncio.gather(*(keep_one(i) for i in range(flood.count)))
+    finally:
+        for channel in channels:
+            await channel.close()
     return codes
 
 

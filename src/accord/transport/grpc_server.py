@@ -412,6 +412,7 @@ class GrpcAggregatorServer:
         self._port = port
         self._tls = tls
         self._chunk_bytes = chunk_bytes
+        self._limits = limits
         self._servicer_args = (
             service, chunk_bytes, long_poll_seconds, max_update_bytes, on_refusal, revoked, max_upload_seconds, limits, max_workers
         )
@@ -439,11 +440,16 @@ class GrpcAggregatorServer:
 
     async def _start(self) -> int:
         servicer = self._servicer = _Servicer(*self._servicer_args)
+        limits = self._limits
         server = self._server = grpc.aio.server(
             options=[
                 *wire.channel_options(self._chunk_bytes),
                 ("grpc.so_reuseport", 0),  # a second aggregator on the port fails to bind
                 ("grpc.max_concurrent_streams", MAX_STREAMS_PER_CONNECTION),
+                # calls not yet taken by a handler; past the soft limit gRPC cancels some at random
+                # (its default, 1000, cancels honest calls when a thousand sites long-poll)
+                ("grpc.server.max_pending_requests", limits.max_concurrent_calls),
+                ("grpc.server.max_pending_requests_hard_limit", 2 * limits.max_concurrent_calls),
             ]
         )
         handlers = _method_handlers(servicer)
