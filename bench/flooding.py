@@ -79,7 +79,10 @@ async def _flood(address: str, flood: Flood, seconds: float, reopen: float) -> C
     loop.call_later(seconds, done.set)
     credentials = flood.tls.credentials()
     channels = [grpc.aio.secure_channel(address, credentials) for _ in range(-(-flood.count // CALLS_PER_CONNECTION))]
-    calls = [_CALLS[flood.kind](channel, wire.header(flood.sender, flood.plan_hash), done) for channel in channels]
+    header = wire.header(flood.sender, flood.plan_hash)
+    now = _Round()
+    calls = [_CALLS[flood.kind](channel, header, done, now) for channel in channels]
+    follow = asyncio.ensure_future(now.follow(channels[0], header, done))
 
     async def keep_one(index: int) -> None:
         call = calls[index % len(calls)]
@@ -94,20 +97,40 @@ async def _flood(address: str, flood: Flood, seconds: float, reopen: float) -> C
     try:
         await asyncio.gather(*(keep_one(i) for i in range(flood.count)))
     finally:
+        follow.cancel()
         for channel in channels:
             await channel.close()
     return codes
 
 
-def _stalled_results(channel: grpc.aio.Channel, header: pb.Header, done: asyncio.Event) -> Callable[[int], Awaitable[Any]]:
-    """Even calls send nothing at all; odd ones send a header, then nothing."""
+class _Round:
+    """The aggregator's current round, as a Join answers it, refreshed while the flood runs."""
+
+    def __init__(self) -> None:
+        self.number = 0
+
+    async def follow(self, channel: grpc.aio.Channel, header: pb.Header, done: asyncio.Event) -> None:
+        join = channel.unary_unary(SERVICE + "Join", pb.JoinRequest.SerializeToString, pb.JoinResponse.FromString)
+        while not done.is_set():
+            try:
+                self.number = (await join(pb.JoinRequest(header=header), timeout=10)).round_number
+            except grpc.aio.AioRpcError:
+                pass  # refused (revoked, busy): the round stays as it was
+            await asyncio.sleep(0.1)
+
+
+def _stalled_results(
+    channel: grpc.aio.Channel, header: pb.Header, done: asyncio.Event, now: _Round
+) -> Callable[[int], Awaitable[Any]]:
+    """Even calls send nothing at all; odd ones send the header of a training result owed now, then nothing."""
     send = channel.stream_unary(SERVICE + "SendResult", pb.ResultChunk.SerializeToString, pb.ResultAck.FromString)
-    first = pb.ResultChunk(header=pb.ResultHeader(header=header, round_number=0, task="train", sample_count=1, tensor_count=1))
 
     def call(index: int) -> Awaitable[Any]:
+        head = pb.ResultHeader(header=header, round_number=now.number, task="train", sample_count=1, tensor_count=1)
+
         async def stream():  # type: ignore[no-untyped-def]
             if index % 2:
-                yield first
+                yield pb.ResultChunk(header=head)
             await done.wait()
 
         return send(stream(), timeout=CALL_TIMEOUT)
@@ -115,8 +138,10 @@ def _stalled_results(channel: grpc.aio.Channel, header: pb.Header, done: asyncio
     return call
 
 
-def _unread_models(channel: grpc.aio.Channel, header: pb.Header, done: asyncio.Event) -> Callable[[int], Awaitable[Any]]:
-    """Ask for the model of round 0 and never read a chunk; hold the call until the server ends it or the flood ends.
+def _unread_models(
+    channel: grpc.aio.Channel, header: pb.Header, done: asyncio.Event, now: _Round
+) -> Callable[[int], Awaitable[Any]]:
+    """Ask for the current round's model and never read a chunk; hold the call until the server ends it or the flood ends.
 
     (A client sees the status only after reading every message, so "held to the end" counts
     the calls whose end it cannot see; the server may have ended them long before.)
@@ -124,7 +149,7 @@ def _unread_models(channel: grpc.aio.Channel, header: pb.Header, done: asyncio.E
     get = channel.unary_stream(SERVICE + "GetModel", pb.ModelRequest.SerializeToString, pb.TensorChunk.FromString)
 
     async def call(_: int) -> str | None:
-        stream = get(pb.ModelRequest(header=header, round_number=0), timeout=CALL_TIMEOUT)
+        stream = get(pb.ModelRequest(header=header, round_number=now.number), timeout=CALL_TIMEOUT)
         ending = asyncio.ensure_future(stream.code())
         await asyncio.wait([ending, asyncio.ensure_future(done.wait())], return_when=asyncio.FIRST_COMPLETED)
         if not ending.done():
@@ -135,7 +160,9 @@ def _unread_models(channel: grpc.aio.Channel, header: pb.Header, done: asyncio.E
     return call
 
 
-def _long_polls(channel: grpc.aio.Channel, header: pb.Header, done: asyncio.Event) -> Callable[[int], Awaitable[Any]]:
+def _long_polls(
+    channel: grpc.aio.Channel, header: pb.Header, done: asyncio.Event, now: _Round
+) -> Callable[[int], Awaitable[Any]]:
     poll = channel.unary_unary(SERVICE + "GetTasks", pb.TasksRequest.SerializeToString, pb.TasksResponse.FromString)
     return lambda _: poll(pb.TasksRequest(header=header), timeout=CALL_TIMEOUT)
 
