@@ -136,6 +136,10 @@ class _Servicer:
         # entering an upload slot may wait: one thread does it, so the waits never take the executor
         self._slots = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="accord-slots")
 
+    @property
+    def calls_in_progress(self) -> int:
+        return self._admission.in_progress
+
     def wake(self) -> None:
         """A round opened or the federation ended: every waiting long poll looks again (on the loop)."""
         self._changed.set()
@@ -482,6 +486,11 @@ class GrpcAggregatorServer:
     @property
     def port(self) -> int:
         return self._port
+
+    @property
+    def calls_in_progress(self) -> int:
+        """Calls admitted and not yet ended (a reading for tests and operators)."""
+        return 0 if self._servicer is None else self._servicer.calls_in_progress
 
     def stop(self, grace: float | None = None) -> None:
         """Stop serving; in-flight RPCs get ``grace`` seconds, then are cancelled."""
