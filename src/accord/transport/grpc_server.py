@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import errno
 import logging
 import socket
 import threading
@@ -371,17 +372,49 @@ def _who(context: grpc.aio.ServicerContext, name: str | None) -> str:
     return repr(names[0].decode("utf-8", "replace"))[1:-1][:64] if names else f"{context.peer()} (no common name)"
 
 
-def _bind_addresses(host: str) -> list[str]:
-    """Each address ``host`` resolves to, as gRPC writes it (IPv6 in brackets), in order and once each."""
+def _bind_addresses(host: str, port: int) -> list[str]:
+    """Each address of this machine that ``host`` resolves to, as gRPC writes it (IPv6 in brackets).
+
+    An address that is not this machine's (``::1`` where IPv6 is off) is left out: nothing can
+    listen there. Every other one must be free on ``port`` (AccordError naming it otherwise),
+    checked before gRPC binds any, so that a failed start leaves nothing bound.
+    """
     try:
-        infos = socket.getaddrinfo(host, None, type=socket.SOCK_STREAM, flags=socket.AI_ADDRCONFIG)
+        infos = socket.getaddrinfo(host, None, type=socket.SOCK_STREAM)
     except socket.gaierror as exc:
         raise AccordError(
             f"the aggregator cannot listen on {host!r}: the name does not resolve ({exc})",
             "set `network.settings.agg_addr` in the plan to this machine's name or address",
         ) from None
-    addresses = [f"[{info[4][0]}]" if info[0] == socket.AF_INET6 else info[4][0] for info in infos]
-    return list(dict.fromkeys(addresses))
+    addresses = []
+    for family, _, _, _, sockaddr in infos:
+        address = f"[{sockaddr[0]}]" if family == socket.AF_INET6 else sockaddr[0]
+        try:
+            with socket.socket(family, socket.SOCK_STREAM) as probe:
+                probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as gRPC binds: a closed socket's TIME_WAIT is no owner
+                probe.bind((sockaddr[0], port))
+        except OSError as exc:
+            if exc.errno in (errno.EADDRNOTAVAIL, errno.EAFNOSUPPORT):
+                logger.info("not listening on %s (from %r): not an address of this machine", sockaddr[0], host)
+                continue
+            raise _cannot_listen(f"{address}:{port}", host, exc) from None
+        if address not in addresses:
+            addresses.append(address)
+    if not addresses:
+        raise AccordError(
+            f"the aggregator cannot listen on {host!r}: none of its addresses is this machine's",
+            "set `network.settings.agg_addr` in the plan to this machine's name or address",
+        )
+    return addresses
+
+
+def _cannot_listen(address: str, host: str, error: BaseException | None) -> AccordError:
+    return AccordError(
+        f"the aggregator cannot listen on {address} (from `network.settings.agg_addr` {host!r})"
+        + (f": {error}" if error else "")
+        + ": another process (another aggregator?) holds the port, or the address is not this machine's",
+        "stop the other process, or change `network.settings.agg_port` (or agg_addr) in the plan",
+    )
 
 
 class GrpcAggregatorServer:
@@ -461,7 +494,7 @@ class GrpcAggregatorServer:
         server.add_registered_method_handlers(SERVICE, handlers)
         credentials = self._tls.credentials()
         port = self._port
-        for address in _bind_addresses(self._host):
+        for address in _bind_addresses(self._host, port):
             port = self._bind(server, f"{address}:{port}", credentials)
         loop = asyncio.get_running_loop()
         self._unwatch = self._service.watch(lambda: loop.call_soon_threadsafe(servicer.wake))
@@ -475,12 +508,7 @@ class GrpcAggregatorServer:
         except RuntimeError as exc:
             bound, error = 0, exc
         if not bound:
-            raise AccordError(
-                f"the aggregator cannot listen on {address} (from `network.settings.agg_addr` {self._host!r})"
-                + (f": {error}" if error else "")
-                + ": another process (another aggregator?) holds the port, or the address is not this machine's",
-                "stop the other process, or change `network.settings.agg_port` (or agg_addr) in the plan",
-            )
+            raise _cannot_listen(address, self._host, error)
         return bound
 
     @property
