@@ -9,7 +9,6 @@ import os
 import signal
 import socket
 import subprocess
-import time
 from pathlib import Path
 
 import pytest
@@ -22,7 +21,7 @@ from accord.transport.grpc_server import GrpcAggregatorServer
 from accord.transport.tls import ServerTLS
 from accord.pki.layout import CertLayout
 
-from conftest import FAST
+from conftest import FAST, wait_listening
 
 pytestmark = pytest.mark.e2e
 
@@ -35,17 +34,6 @@ def start(plan: Plan, log: Path) -> subprocess.Popen:
             stderr=subprocess.STDOUT,
             env={**os.environ, "PYTHONUNBUFFERED": "1"},
         )
-
-
-def wait_listening(plan: Plan, proc: subprocess.Popen, log: Path) -> None:
-    deadline = time.monotonic() + 60
-    while True:
-        try:
-            socket.create_connection(("127.0.0.1", plan.model.network.settings.agg_port), timeout=1).close()
-            return
-        except OSError:
-            assert proc.poll() is None and time.monotonic() < deadline, log.read_text()
-            time.sleep(0.1)
 
 
 def fx(*args: str) -> subprocess.CompletedProcess:
@@ -66,7 +54,7 @@ def plan(tmp_path: Path) -> Plan:
 def test_a_second_aggregator_on_the_same_workspace_fails_with_a_clear_line(plan: Plan, tmp_path: Path) -> None:
     first = start(plan, tmp_path / "first.log")
     try:
-        wait_listening(plan, first, tmp_path / "first.log")
+        wait_listening(plan.model.network.settings.agg_port, first, tmp_path / "first.log")
         state = (plan.workspace / "save" / "state" / "state.json").read_bytes()
         second = fx("aggregator", "start", "-w", str(plan.workspace))
         assert second.returncode == 2, second.stdout + second.stderr
@@ -85,7 +73,7 @@ def test_a_second_aggregator_on_the_same_port_fails_with_a_clear_line(plan: Plan
     update_plan_file(other.path, {"network.settings.agg_port": port})
     first = start(plan, tmp_path / "first.log")
     try:
-        wait_listening(plan, first, tmp_path / "first.log")
+        wait_listening(plan.model.network.settings.agg_port, first, tmp_path / "first.log")
         second = fx("aggregator", "start", "-w", str(other.workspace))
         assert second.returncode == 2, second.stdout + second.stderr
         assert f"the aggregator cannot listen on 127.0.0.1:{port}" in second.stderr
@@ -123,14 +111,14 @@ def status(plan: Plan) -> str:
 def test_status_reports_the_live_aggregator_after_a_kill_and_a_restart(plan: Plan, tmp_path: Path) -> None:
     first = start(plan, tmp_path / "first.log")
     try:
-        wait_listening(plan, first, tmp_path / "first.log")
+        wait_listening(plan.model.network.settings.agg_port, first, tmp_path / "first.log")
         assert f"aggregator running (pid {first.pid})" in status(plan)
         first.send_signal(signal.SIGKILL)
         first.wait()
         assert f"aggregator NOT running (pid {first.pid} gone" in status(plan)
         second = start(plan, tmp_path / "second.log")
         try:
-            wait_listening(plan, second, tmp_path / "second.log")
+            wait_listening(plan.model.network.settings.agg_port, second, tmp_path / "second.log")
             shown = status(plan)
             assert f"aggregator running (pid {second.pid})" in shown, shown  # state.json still names the first
             assert str(first.pid) not in shown

@@ -35,7 +35,7 @@ from accord.transport.proto import accord_pb2 as pb
 from accord.transport.tls import ClientTLS, ServerTLS
 from accord.workspace.initialize import initialize_model
 
-from conftest import FAST, make_workspace
+from conftest import FAST, make_workspace, wait_listening
 
 sys.path.insert(0, str(Path(__file__).parents[1] / "bench"))
 from flooding import HELD, Flood, process_reading, run_flood_in_background  # noqa: E402
@@ -273,3 +273,61 @@ def test_unread_model_streams_are_bounded_and_cut(make, caplog) -> None:
     assert "refused alpha: alpha already has 4 calls in progress" in caplog.text
     assert "refused alpha: get_model cut: the reader took no chunk for 1 s (network.settings.chunk_idle_seconds)" in caplog.text
     assert agg.runtime.engine.round_number == 0  # alpha's own tasks are still owed; beta's and gamma's are in
+
+
+# -- real processes -----------------------------------------------------------------------------
+
+
+def test_floods_against_a_real_aggregator_are_refused_while_an_honest_federation_finishes(tmp_path: Path) -> None:
+    """`fx aggregator start` and two `fx collaborator start`; an enrolled third site (no process) and
+    a revoked certificate flood it all along. The rounds close with the honest sites' reports."""
+    policy = {"policy": "percentage", "percentage": 0.66, "min_reports": 2}
+    plan = prepare_workspace(
+        tmp_path / "ws",
+        collaborators=3,
+        rounds=3,
+        overrides={**FAST, "straggler_handling_policy.settings": policy, "network.settings.first_message_seconds": 2.0},
+    )
+    layout = CertLayout(plan.workspace / "cert")
+    certify(layout.cert_dir, "collaborator", "outsider")
+    revoke(layout.cert_dir, "outsider")
+    tls = {n: ClientTLS(layout.collaborator_cert(n), layout.collaborator_key(n), layout.chain) for n in ("collaborator3", "outsider")}
+    floods = [
+        Flood("stalled_results", 40, tls["collaborator3"], "collaborator3", plan.hash),
+        Flood("stalled_results", 16, tls["outsider"], "outsider", plan.hash),
+        Flood("unread_models", 40, tls["collaborator3"], "collaborator3", plan.hash),
+        Flood("long_polls", 200, tls["collaborator3"], "collaborator3", plan.hash),
+    ]
+    address = f"localhost:{plan.model.network.settings.agg_port}"
+    logs = plan.workspace / "logs"
+    logs.mkdir(exist_ok=True)
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+
+    def spawn(name: str, *args: str) -> subprocess.Popen:
+        with (logs / f"{name}.out").open("w") as out:
+            return subprocess.Popen(fx_command(*args, "-w", str(plan.workspace)), stdout=out, stderr=subprocess.STDOUT, env=env)
+
+    procs = {"aggregator": spawn("aggregator", "aggregator", "start")}
+    try:
+        wait_listening(plan.model.network.settings.agg_port, procs["aggregator"], logs / "aggregator.out")
+        joins = [run_flood_in_background(address, flood, 15.0, reopen=0.2) for flood in floods]
+        for name in ("collaborator1", "collaborator2"):
+            procs[name] = spawn(name, "collaborator", "start", "-n", name)
+        codes = {name: proc.wait(timeout=300) for name, proc in procs.items()}
+        outcomes = [join() for join in joins]
+    finally:
+        for proc in procs.values():
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+    out = (logs / "aggregator.out").read_text()
+    assert codes == {"aggregator": 0, "collaborator1": 0, "collaborator2": 0}, out[-3000:]
+    assert "federation finished" in out
+    assert "refused collaborator3: collaborator3 already has 4 calls in progress" in out
+    assert "refused collaborator3: send_result cut: no message within 2 s (network.settings.first_message_seconds)" in out
+    assert "refused outsider: the certificate of 'outsider'" in out and "has been revoked" in out
+    stalled, revoked, unread, polls = outcomes
+    assert stalled["RESOURCE_EXHAUSTED"] and stalled["DEADLINE_EXCEEDED"], stalled
+    assert revoked["PERMISSION_DENIED"] and set(revoked) <= {"PERMISSION_DENIED", "UNAVAILABLE"}, revoked
+    assert unread["RESOURCE_EXHAUSTED"] and polls["RESOURCE_EXHAUSTED"], (unread, polls)
+
