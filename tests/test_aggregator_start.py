@@ -16,7 +16,7 @@ import pytest
 from accord.errors import AccordError
 from accord.experiment.local import free_port, fx_command, prepare_workspace
 from accord.plan.loader import Plan, load_plan, update_plan_file
-from accord.transport import grpc_server
+from accord.transport import binding
 from accord.transport.grpc_server import GrpcAggregatorServer
 from accord.transport.tls import ServerTLS
 from accord.pki.layout import CertLayout
@@ -88,7 +88,7 @@ def test_every_resolved_address_must_be_bound(plan: Plan, monkeypatch) -> None:
     """A name resolving to two addresses (as localhost to 127.0.0.1 and ::1), one of them taken."""
     real = socket.getaddrinfo
     two = [(socket.AF_INET, socket.SOCK_STREAM, 6, "", ("127.0.0.1", 0)), (socket.AF_INET, socket.SOCK_STREAM, 6, "", ("127.0.0.2", 0))]
-    monkeypatch.setattr(grpc_server.socket, "getaddrinfo", lambda host, *a, **k: two if host == "twofold" else real(host, *a, **k))
+    monkeypatch.setattr(binding.socket, "getaddrinfo", lambda host, *a, **k: two if host == "twofold" else real(host, *a, **k))
     port = free_port()
     layout = CertLayout(plan.workspace / "cert")
     tls = ServerTLS(layout.aggregator_cert("localhost"), layout.aggregator_key("localhost"), layout.chain)

@@ -13,20 +13,18 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
-import errno
 import logging
-import socket
 import threading
 from contextlib import AbstractContextManager
 from typing import Any, Awaitable, Callable, NoReturn, TypeVar
 
 import grpc
-from google.protobuf.message import DecodeError, Message
 
 from accord.errors import AccordError, RefusedError
 from accord.transport import wire
 from accord.transport.admission import Admission, CallLimits, RepeatFilter, Revoked, check_claim, peer_name
 from accord.transport.base import AggregatorService
+from accord.transport.binding import bind, bind_addresses
 from accord.transport.proto import accord_pb2 as pb
 from accord.transport.tls import ServerTLS
 from accord.tensors.codec import TensorAssembler
@@ -53,35 +51,8 @@ _STATUS_FOR_KIND = {
 }
 
 
-class _Undecodable:
-    """Stands for a request body that is not the expected protobuf message."""
-
-    def __init__(self, expected: str, error: str) -> None:
-        self.expected = expected
-        self.error = error
-
-    def refusal(self) -> RefusedError:
-        return RefusedError(f"the request is not a valid accord.v1.{self.expected}: {self.error[:200]}", kind="payload")
-
-
 class _Stalled(Exception):
     """A peer let a bound pass (first message, chunk idle time): the call is cut."""
-
-
-def _lenient(message: type[Message]) -> Callable[[bytes], Any]:
-    """A deserializer that returns _Undecodable instead of raising.
-
-    When a deserializer raises, grpcio's server aborts the call twice and never frees it
-    (about 16 KB per bad body): a collaborator could grow the aggregator's memory at will.
-    """
-
-    def parse(data: bytes) -> Any:
-        try:
-            return message.FromString(data)
-        except DecodeError as exc:
-            return _Undecodable(message.DESCRIPTOR.name, str(exc))
-
-    return parse
 
 
 def _method_handlers(servicer: "_Servicer") -> dict[str, grpc.RpcMethodHandler]:
@@ -92,16 +63,16 @@ def _method_handlers(servicer: "_Servicer") -> dict[str, grpc.RpcMethodHandler]:
     """
     return {
         "Join": grpc.stream_unary_rpc_method_handler(
-            servicer.rpc("join", servicer.join), _lenient(pb.JoinRequest), pb.JoinResponse.SerializeToString
+            servicer.rpc("join", servicer.join), wire.lenient(pb.JoinRequest), pb.JoinResponse.SerializeToString
         ),
         "GetTasks": grpc.stream_unary_rpc_method_handler(
-            servicer.rpc("get_tasks", servicer.get_tasks), _lenient(pb.TasksRequest), pb.TasksResponse.SerializeToString
+            servicer.rpc("get_tasks", servicer.get_tasks), wire.lenient(pb.TasksRequest), pb.TasksResponse.SerializeToString
         ),
         "GetModel": grpc.stream_stream_rpc_method_handler(
-            servicer.rpc("get_model", servicer.get_model), _lenient(pb.ModelRequest), pb.TensorChunk.SerializeToString
+            servicer.rpc("get_model", servicer.get_model), wire.lenient(pb.ModelRequest), pb.TensorChunk.SerializeToString
         ),
         "SendResult": grpc.stream_unary_rpc_method_handler(
-            servicer.rpc("send_result", servicer.send_result), _lenient(pb.ResultChunk), pb.ResultAck.SerializeToString
+            servicer.rpc("send_result", servicer.send_result), wire.lenient(pb.ResultChunk), pb.ResultAck.SerializeToString
         ),
     }
 
@@ -230,7 +201,7 @@ class _Servicer:
         except TimeoutError:
             key = "first_message_seconds" if first else "chunk_idle_seconds"
             raise _Stalled(f"no {'message' if first else 'further chunk'} within {seconds:g} s (network.settings.{key})") from None
-        if isinstance(message, _Undecodable):
+        if isinstance(message, wire.Undecodable):
             raise message.refusal()
         return None if message is grpc.aio.EOF else message
 
@@ -372,51 +343,6 @@ def _who(context: grpc.aio.ServicerContext, name: str | None) -> str:
     return repr(names[0].decode("utf-8", "replace"))[1:-1][:64] if names else f"{context.peer()} (no common name)"
 
 
-def _bind_addresses(host: str, port: int) -> list[str]:
-    """Each address of this machine that ``host`` resolves to, as gRPC writes it (IPv6 in brackets).
-
-    An address that is not this machine's (``::1`` where IPv6 is off) is left out: nothing can
-    listen there. Every other one must be free on ``port`` (AccordError naming it otherwise),
-    checked before gRPC binds any, so that a failed start leaves nothing bound.
-    """
-    try:
-        infos = socket.getaddrinfo(host, None, type=socket.SOCK_STREAM)
-    except socket.gaierror as exc:
-        raise AccordError(
-            f"the aggregator cannot listen on {host!r}: the name does not resolve ({exc})",
-            "set `network.settings.agg_addr` in the plan to this machine's name or address",
-        ) from None
-    addresses = []
-    for family, _, _, _, sockaddr in infos:
-        address = f"[{sockaddr[0]}]" if family == socket.AF_INET6 else sockaddr[0]
-        try:
-            with socket.socket(family, socket.SOCK_STREAM) as probe:
-                probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as gRPC binds: a closed socket's TIME_WAIT is no owner
-                probe.bind((sockaddr[0], port))
-        except OSError as exc:
-            if exc.errno in (errno.EADDRNOTAVAIL, errno.EAFNOSUPPORT):
-                logger.info("not listening on %s (from %r): not an address of this machine", sockaddr[0], host)
-                continue
-            raise _cannot_listen(f"{address}:{port}", host, exc) from None
-        if address not in addresses:
-            addresses.append(address)
-    if not addresses:
-        raise AccordError(
-            f"the aggregator cannot listen on {host!r}: none of its addresses is this machine's",
-            "set `network.settings.agg_addr` in the plan to this machine's name or address",
-        )
-    return addresses
-
-
-def _cannot_listen(address: str, host: str, error: BaseException | None) -> AccordError:
-    return AccordError(
-        f"the aggregator cannot listen on {address} (from `network.settings.agg_addr` {host!r})"
-        + (f": {error}" if error else "")
-        + ": another process (another aggregator?) holds the port, or the address is not this machine's",
-        "stop the other process, or change `network.settings.agg_port` (or agg_addr) in the plan",
-    )
-
-
 class GrpcAggregatorServer:
     """Serves an AggregatorService over gRPC with mutual TLS (there is no insecure mode).
 
@@ -494,22 +420,12 @@ class GrpcAggregatorServer:
         server.add_registered_method_handlers(SERVICE, handlers)
         credentials = self._tls.credentials()
         port = self._port
-        for address in _bind_addresses(self._host, port):
-            port = self._bind(server, f"{address}:{port}", credentials)
+        for address in bind_addresses(self._host, port):
+            port = bind(server, f"{address}:{port}", credentials, self._host)
         loop = asyncio.get_running_loop()
         self._unwatch = self._service.watch(lambda: loop.call_soon_threadsafe(servicer.wake))
         await server.start()
         return port
-
-    def _bind(self, server: grpc.aio.Server, address: str, credentials: grpc.ServerCredentials) -> int:
-        """Bind ``address`` or raise an AccordError naming it."""
-        try:
-            bound, error = server.add_secure_port(address, credentials), None
-        except RuntimeError as exc:
-            bound, error = 0, exc
-        if not bound:
-            raise _cannot_listen(address, self._host, error)
-        return bound
 
     @property
     def port(self) -> int:
