@@ -187,7 +187,7 @@ def main() -> None:
     parser.add_argument("--window", type=float, default=20.0, help="seconds per measured window")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--collaborators", type=int, default=2, help="honest collaborators")
-    parser.add_argument("--reopen", type=float, default=0.2, help="seconds a flood waits before replacing an ended call")
+    parser.add_argument("--reopen", type=float, default=1.0, help="seconds a flood waits before replacing an ended or refused call")
     args = parser.parse_args()
     pin()
 
