@@ -21,6 +21,7 @@ the processes are stopped at the end.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import signal
@@ -34,6 +35,7 @@ import time
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 sys.path.insert(0, str(Path(__file__).parent))
 
@@ -60,7 +62,7 @@ class Window:
 class Federation:
     """The aggregator and honest collaborators of a fresh workspace, as processes."""
 
-    def __init__(self, root: Path, honest: int) -> None:
+    def __init__(self, root: Path, honest: int, cpus: tuple[set[int], set[int]] | None) -> None:
         from accord.experiment.local import fx_command, prepare_workspace
         from accord.pki import certify, revoke
 
@@ -83,7 +85,7 @@ class Federation:
                 stdout=out,
                 stderr=subprocess.STDOUT,
                 env=env,
-                preexec_fn=_on_federation_cpus,
+                preexec_fn=_pinned(cpus and cpus[0]),
             )
         self._wait_listening()
         self.collaborators = []
@@ -95,7 +97,7 @@ class Federation:
                         stdout=out,
                         stderr=subprocess.STDOUT,
                         env=env,
-                        preexec_fn=_on_federation_cpus,
+                        preexec_fn=_pinned(cpus and cpus[1]),
                     )
                 )
 
@@ -167,19 +169,19 @@ class Federation:
                 proc.wait()
 
 
-def pin() -> None:
-    """With several CPUs, the flooder (this process) gets the last and the federation the others,
-    as an attacker's CPU is not the aggregator's; the aggregator's own cost of each flood call stays."""
+def cpu_plan() -> tuple[set[int], set[int]] | None:
+    """With several CPUs: the aggregator alone on the first, the honest sites and the flooder on the others.
+
+    The flooder (this process) runs niced there, so it takes only CPU the honest sites leave:
+    it stands for an attacker's own machine, which cannot slow the sites' training. The
+    aggregator pays for every flood call on its own CPU, as on its own host.
+    """
     cpus = sorted(os.sched_getaffinity(0))
-    if len(cpus) > 1:
-        os.environ["ACCORD_BENCH_CPUS"] = ",".join(map(str, cpus[:-1]))
-        print(f"federation on CPUs {cpus[:-1]}, flooder on CPU {cpus[-1]}", file=sys.stderr)
+    return ({cpus[0]}, set(cpus[1:])) if len(cpus) > 1 else None
 
 
-def _on_federation_cpus() -> None:
-    cpus = os.environ.get("ACCORD_BENCH_CPUS")
-    if cpus:
-        os.sched_setaffinity(0, {int(c) for c in cpus.split(",")})
+def _pinned(cpus: set[int] | None) -> Callable[[], None] | None:
+    return None if cpus is None else functools.partial(os.sched_setaffinity, 0, cpus)
 
 
 def main() -> None:
@@ -189,12 +191,14 @@ def main() -> None:
     parser.add_argument("--collaborators", type=int, default=2, help="honest collaborators")
     parser.add_argument("--reopen", type=float, default=1.0, help="seconds a flood waits before replacing an ended or refused call")
     args = parser.parse_args()
-    pin()
+    plan = cpu_plan()
+    if plan is not None:
+        print(f"aggregator on CPU {sorted(plan[0])}; honest sites and the (niced) flooder on CPUs {sorted(plan[1])}", file=sys.stderr)
 
-    federation = Federation(Path(tempfile.mkdtemp(prefix="accord-floods-")), args.collaborators)
-    cpus = os.environ.get("ACCORD_BENCH_CPUS")
-    if cpus:
-        os.sched_setaffinity(0, set(os.sched_getaffinity(0)) - {int(c) for c in cpus.split(",")})
+    federation = Federation(Path(tempfile.mkdtemp(prefix="accord-floods-")), args.collaborators, plan)
+    if plan is not None:
+        os.sched_setaffinity(0, plan[1])
+        os.nice(10)
     try:
         while federation.round() < 2:  # joined, and past the first round's start-up
             time.sleep(0.2)
