@@ -15,7 +15,7 @@ import pytest
 
 from accord.errors import AccordError
 from accord.experiment.local import free_port, fx_command, prepare_workspace
-from accord.plan.loader import Plan, load_plan, update_plan_file
+from accord.plan.loader import Plan, update_plan_file
 from accord.transport import binding
 from accord.transport.grpc_server import GrpcAggregatorServer
 from accord.transport.tls import ServerTLS

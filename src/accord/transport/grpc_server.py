@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import functools
 import logging
 import threading
 from contextlib import AbstractContextManager
@@ -234,7 +235,7 @@ class _Servicer:
         while True:
             changed = self._changed  # taken before looking, so that no change is missed
             final = loop.time() >= deadline
-            assignment = await self._blocking(lambda: self._service.poll_tasks(name, request.header.plan_hash, final))
+            assignment = await self._blocking(functools.partial(self._service.poll_tasks, name, request.header.plan_hash, final))
             if assignment is not None:
                 return wire.assignment_to_pb(assignment)
             try:
