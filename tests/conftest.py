@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import itertools
 import linecache
+import socket
+import subprocess
+import time
 from pathlib import Path
 from typing import Any
 
@@ -74,3 +77,16 @@ def workspace_factory(tmp_path: Path):
         return make_workspace(tmp_path / f"ws{next(counter)}", names, rounds, overrides)
 
     return factory
+
+
+def wait_listening(port: int, proc: subprocess.Popen, log: Path | None = None, timeout: float = 60.0) -> None:
+    """Block until a process started to serve on 127.0.0.1:``port`` accepts TCP connections."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1.0).close()
+            return
+        except OSError:
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise AssertionError(f"nothing listens on port {port}" + (f":\n{log.read_text()}" if log else "")) from None
+            time.sleep(0.1)

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from accord.aggregator.checkpoint import STATE_FILE
+from accord.aggregator.lock import StateLock
 from accord.aggregator.metrics import read_metrics
 from accord.aggregator.runtime import AggregatorRuntime
 from accord.errors import AccordError, RefusedError
@@ -179,18 +180,20 @@ def test_fx_aggregator_status_shows_the_round_the_reports_and_the_waits(plan, ca
 
     assert main(["aggregator", "status", "-w", str(plan.workspace)]) == 2
     assert "has not started a federation yet" in capsys.readouterr().err
-    runtime = AggregatorRuntime(plan)
-    run_all(runtime, plan, stop_after=4)  # alpha's three results and beta's first
-    runtime.close()
-    assert main(["aggregator", "status", "-w", str(plan.workspace)]) == 0
-    shown = capsys.readouterr().out
+    with StateLock(plan.resolve_path("save/state")):  # as `fx aggregator start` holds it while it serves
+        runtime = AggregatorRuntime(plan)
+        run_all(runtime, plan, stop_after=4)  # alpha's three results and beta's first
+        runtime.close()
+        assert main(["aggregator", "status", "-w", str(plan.workspace)]) == 0
+        shown = capsys.readouterr().out
     assert "round 0 of 2 (1/3)" in shown
-    assert f"aggregator running (pid {os.getpid()})" in shown  # this process saved the state
+    assert f"aggregator running (pid {os.getpid()})" in shown  # this process holds the workspace's lock
     assert "reported:    alpha" in shown
     assert "waiting for: beta (train, locally_tuned_model_validation)" in shown
     assert "straggler policy: wait_for_all" in shown
-    assert main(["aggregator", "status", "-w", str(plan.workspace), "--json"]) == 0
+    assert main(["aggregator", "status", "-w", str(plan.workspace), "--json"]) == 0  # the lock is released
     saved = json.loads(capsys.readouterr().out)
+    assert saved["running"] is False
     assert saved["status"]["outstanding"] == {"beta": ["train", "locally_tuned_model_validation"]}
 
 

@@ -50,6 +50,7 @@ class FakeService:
         self.expected: list[tuple[str, str]] = []  # (model_digest, failure) of each result header
         self.cond = threading.Condition()
         self.round_open = False
+        self.listeners: list = []
         self.slots_in_use = 0
         self.slot_entered = threading.Event()
         self.slot_released = threading.Event()
@@ -61,6 +62,10 @@ class FakeService:
             raise RefusedError(f"collaborator {name!r} is not in the plan", kind="identity")
         if plan_hash != PLAN:
             raise RefusedError(f"plan hash {plan_hash!r} differs from the aggregator's", kind="plan")
+
+    def check_member(self, collaborator: str) -> None:
+        if collaborator not in MEMBERS:
+            raise RefusedError(f"collaborator {collaborator!r} is not in the plan", kind="identity")
 
     def join(self, collaborator: str, plan_hash: str, workspace_hash: str | None = None) -> FederationInfo:
         self._check("join", collaborator, plan_hash)
@@ -77,10 +82,24 @@ class FakeService:
         )
         return TaskAssignment(Action.RUN, 2, tasks)
 
+    def poll_tasks(self, collaborator: str, plan_hash: str, final: bool) -> TaskAssignment | None:
+        with self.cond:
+            if not self.round_open and not final:
+                self._check("poll_tasks", collaborator, plan_hash)
+                return None
+        return self.get_tasks(collaborator, plan_hash, 0)
+
+    def watch(self, listener):
+        with self.cond:
+            self.listeners.append(listener)
+        return lambda: self.listeners.remove(listener)
+
     def open_round(self) -> None:
         with self.cond:
             self.round_open = True
             self.cond.notify_all()
+            for listener in self.listeners:
+                listener()
 
     def get_model(self, collaborator: str, plan_hash: str, round_number: int) -> dict[str, np.ndarray]:
         self._check("get_model", collaborator, plan_hash)

@@ -103,6 +103,7 @@ class AggregatorRuntime:
         self._bounded: tuple[str, ...] = ()
         self._failure: AccordError | None = None
         self._closed = False
+        self._listeners: list[Callable[[], None]] = []
         with self._cond:
             if saved is None:
                 self._commit_round()
@@ -114,6 +115,7 @@ class AggregatorRuntime:
                 )
             else:
                 self._replay(saved)
+            self._epoch = (self.engine.round_number, self.engine.finished)
         self._watch = threading.Thread(target=self._watch_deadlines, name="accord-deadlines", daemon=True)
         self._watch.start()
 
@@ -157,21 +159,62 @@ class AggregatorRuntime:
                 self.plan.hash, self.engine.rounds_to_train, self.engine.round_number, self.workspace_hash
             )
 
+    def check_member(self, collaborator: str) -> None:
+        """Refuse (RefusedError) a name that the plan does not list."""
+        self.engine.check_member(collaborator)
+
     def get_tasks(self, collaborator: str, plan_hash: str, timeout: float) -> TaskAssignment:
         """Tasks for the current round, waiting up to ``timeout`` for a round to open."""
         self._check(collaborator, plan_hash)
         deadline = time.monotonic() + timeout
         with self._cond:
             while True:
-                assignment = self.engine.assignment(collaborator)
                 remaining = deadline - time.monotonic()
-                if assignment.action is not Action.WAIT or remaining <= 0:
-                    break
+                assignment = self._assignment_now(collaborator, final=remaining <= 0)
+                if assignment is not None:
+                    return assignment
                 self._cond.wait(remaining)
-            if assignment.action is Action.QUIT:
-                self._told_to_quit.add(collaborator)
-                self._cond.notify_all()
-            return assignment
+
+    def poll_tasks(self, collaborator: str, plan_hash: str, final: bool) -> TaskAssignment | None:
+        """The tasks of the current round without waiting: None while it says WAIT, unless ``final``.
+
+        With ``watch`` this lets a server long-poll without holding a thread.
+        """
+        self._check(collaborator, plan_hash)
+        with self._cond:
+            return self._assignment_now(collaborator, final)
+
+    def watch(self, listener: Callable[[], None]) -> Callable[[], None]:
+        """Call ``listener`` whenever a round opens or the federation ends; returns the unsubscribe.
+
+        It is called under the runtime's lock, from whichever thread made the change: it must
+        not block (e.g. ``loop.call_soon_threadsafe``).
+        """
+        with self._cond:
+            self._listeners.append(listener)
+        return lambda: self._unwatch(listener)
+
+    def _unwatch(self, listener: Callable[[], None]) -> None:
+        with self._cond:
+            self._listeners.remove(listener)
+
+    def _assignment_now(self, collaborator: str, final: bool) -> TaskAssignment | None:
+        assignment = self.engine.assignment(collaborator)
+        if assignment.action is Action.WAIT and not final:
+            return None
+        if assignment.action is Action.QUIT:
+            self._told_to_quit.add(collaborator)
+            self._notify()
+        return assignment
+
+    def _notify(self) -> None:
+        """Wake the runtime's waiters; tell the listeners when the round or the end changed."""
+        self._cond.notify_all()
+        epoch = (self.engine.round_number, self.engine.finished)
+        if epoch != self._epoch:
+            self._epoch = epoch
+            for listener in self._listeners:
+                listener()
 
     def get_model(self, collaborator: str, plan_hash: str, round_number: int) -> ModelState:
         """The global model of the current round (read-only: the engine never mutates it)."""
@@ -273,7 +316,7 @@ class AggregatorRuntime:
             log.error("%s", self._failure)
             raise self._failure from exc
         finally:
-            self._cond.notify_all()
+            self._notify()
 
     def upload_slot(self) -> AbstractContextManager[None]:
         """Bounds how many updates are buffered at once (memory O(model), not O(collaborators))."""
@@ -313,7 +356,7 @@ class AggregatorRuntime:
         """Stop taking results and stop the deadline watcher (the saved state stays for a restart)."""
         with self._cond:
             self._closed = True
-            self._cond.notify_all()
+            self._notify()
         self._watch.join()
 
     def _watch_deadlines(self) -> None:
@@ -331,7 +374,7 @@ class AggregatorRuntime:
                     if self._failure is None:
                         log.error("%s", exc)
                         self._failure = exc
-                    self._cond.notify_all()
+                    self._notify()
                     return
                 due = self.engine.next_deadline()
                 if due is None:

@@ -6,6 +6,7 @@ import logging
 import threading
 from typing import TYPE_CHECKING
 
+from accord.aggregator.lock import StateLock
 from accord.aggregator.memory import limit_malloc_arenas
 from accord.aggregator.runtime import AggregatorRuntime
 from accord.plan.loader import Plan
@@ -24,7 +25,8 @@ def start_aggregator(
 
     An unfinished federation saved in the workspace is resumed at its open round unless
     ``fresh``; one stopped early resumes the same way. Raises RoundDeadlineError when a
-    round's deadline passes with too few reports.
+    round's deadline passes with too few reports, and AccordError when another aggregator
+    serves the workspace (its state directory is locked) or holds the port.
     """
     from accord.pki.install import check_own_certificate
     from accord.pki.layout import CertLayout
@@ -35,11 +37,12 @@ def start_aggregator(
     layout = CertLayout(plan.resolve_path(net.cert_dir))
     check_own_certificate(layout.cert_dir, "aggregator", net.agg_addr, plan.workspace)
     tls = ServerTLS(layout.aggregator_cert(net.agg_addr), layout.aggregator_key(net.agg_addr), layout.chain)
-    runtime = AggregatorRuntime(plan, fresh=fresh)
-    try:
-        _serve(runtime, plan, layout, tls, quit_grace, stop)
-    finally:
-        runtime.close()
+    with StateLock(plan.resolve_path(plan.model.aggregator.settings.state_dir)):
+        runtime = AggregatorRuntime(plan, fresh=fresh)
+        try:
+            _serve(runtime, plan, layout, tls, quit_grace, stop)
+        finally:
+            runtime.close()
     return runtime
 
 
@@ -48,6 +51,7 @@ def _serve(
 ) -> None:
     """Serve ``runtime`` over mutual-TLS gRPC until every round ran (or a round failed)."""
     from accord.pki.records import RevocationWatch
+    from accord.transport.admission import CallLimits
     from accord.transport.grpc_server import GrpcAggregatorServer
 
     net = plan.model.network.settings
@@ -58,10 +62,13 @@ def _serve(
         tls,
         chunk_bytes=net.chunk_bytes,
         long_poll_seconds=net.long_poll_seconds,
-        max_workers=max(net.max_workers, 2 * len(plan.model.collaborators) + 4),
+        max_workers=net.max_workers,
         max_update_bytes=net.max_update_bytes,
         revoked=RevocationWatch(layout.cert_dir),
         max_upload_seconds=net.transfer_timeout_seconds,
+        limits=CallLimits(
+            net.first_message_seconds, net.chunk_idle_seconds, net.max_calls_per_collaborator, net.max_concurrent_calls
+        ),
     )
     port = server.start()
     log.info(

@@ -2,25 +2,33 @@
 
 from __future__ import annotations
 
-import os
 import time
 from typing import Any
 
 from accord.aggregator.checkpoint import STATE_FILE, read_state
+from accord.aggregator.lock import holder_pid
 from accord.errors import AccordError
 from accord.plan.loader import Plan
 
 
 def read_status(plan: Plan) -> dict[str, Any]:
-    """The aggregator's saved state for ``plan``, with whether its process is alive."""
-    path = plan.resolve_path(plan.model.aggregator.settings.state_dir) / STATE_FILE
+    """The aggregator's saved state for ``plan``, with whether an aggregator serves it now.
+
+    An aggregator serves it while it holds the state directory's lock (aggregator/lock.py):
+    the lock names the live process even after a restart that has not saved anything yet.
+    """
+    directory = plan.resolve_path(plan.model.aggregator.settings.state_dir)
+    path = directory / STATE_FILE
     state = read_state(path)
     if state is None:
         raise AccordError(
             f"{path} does not exist: this aggregator has not started a federation yet",
             "start it with `fx aggregator start`",
         )
-    state["running"] = not state["finished"] and _alive(int(state.get("pid", 0)))
+    holder = holder_pid(directory)
+    state["running"] = not state["finished"] and holder is not None
+    if holder:
+        state["pid"] = holder
     state["matches_plan"] = state.get("plan_hash") == plan.hash
     return state
 
@@ -70,15 +78,3 @@ def _policy(policy: dict[str, Any]) -> str:
     if policy["policy"] == "percentage":
         return f"percentage ({policy['percentage']:.0%} of collaborators, {limits})"
     return f"wait_for_all ({limits})"
-
-
-def _alive(pid: int) -> bool:
-    if pid <= 0:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True

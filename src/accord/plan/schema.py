@@ -69,6 +69,10 @@ class NetworkSettings(Strict):
     transfer_timeout_seconds: float = Field(3600.0, gt=0)
     max_update_bytes: int | None = Field(None, ge=1)
     max_workers: int = Field(32, ge=4)
+    first_message_seconds: float = Field(10.0, gt=0)
+    chunk_idle_seconds: float = Field(30.0, gt=0)
+    max_calls_per_collaborator: int = Field(4, ge=2)
+    max_concurrent_calls: int = Field(4096, ge=8)
 
 
 class TaskGroup(Strict):

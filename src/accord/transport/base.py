@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from contextlib import AbstractContextManager
-from typing import Protocol
+from typing import Callable, Protocol
 
 from accord.messages import FederationInfo, TaskAssignment, TaskResult
 from accord.tensors.state import ModelState
@@ -40,10 +40,21 @@ class AggregatorService(Protocol):
     Methods raise RefusedError with a reason the caller is told.
     """
 
+    def check_member(self, collaborator: str) -> None:
+        """Refuse a name the plan does not list (checked as a call arrives, before its request)."""
+
     def join(self, collaborator: str, plan_hash: str, workspace_hash: str | None = None) -> FederationInfo:
         """Admit ``collaborator``; ``workspace_hash`` is the one it sent (None: the transport has none)."""
 
-    def get_tasks(self, collaborator: str, plan_hash: str, timeout: float) -> TaskAssignment: ...
+    def get_tasks(self, collaborator: str, plan_hash: str, timeout: float) -> TaskAssignment:
+        """Wait up to ``timeout`` for tasks (a blocking long poll, for the in-process transport)."""
+
+    def poll_tasks(self, collaborator: str, plan_hash: str, final: bool) -> TaskAssignment | None:
+        """The tasks now, without waiting: None while the answer would be WAIT, unless ``final``."""
+
+    def watch(self, listener: Callable[[], None]) -> Callable[[], None]:
+        """Have ``listener`` called (it must not block) when ``poll_tasks`` may answer otherwise;
+        returns the function that stops it."""
 
     def get_model(self, collaborator: str, plan_hash: str, round_number: int) -> ModelState: ...
 

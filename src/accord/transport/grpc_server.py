@@ -1,42 +1,47 @@
-"""The aggregator's gRPC server: mutual TLS, identity checks, chunked tensor streams.
+"""The aggregator's gRPC server: mutual TLS, identity checked on arrival, bounded calls.
 
-A thin adapter over an AggregatorService. Every RPC first checks that the caller's
-certificate is not revoked and that the claimed sender equals its common name; the
-service then sees only the authenticated name.
+An asyncio server (grpc.aio) on its own event loop in one thread, so that a waiting call
+(a long poll, a stalled stream, a slow reader) costs no thread. Every RPC first takes the
+caller's identity from its TLS certificate (revocation, kind, plan membership) and counts
+it against the per-identity and total call limits, before reading any message; each
+message must then come within a bound (network.settings). The AggregatorService's
+blocking methods run on a small bounded executor; the service then sees only the
+authenticated name.
 """
 
 from __future__ import annotations
 
+import asyncio
+import concurrent.futures
 import functools
 import logging
 import threading
-from concurrent.futures import ThreadPoolExecutor
-from typing import AbstractSet, Any, Callable, Iterator, NoReturn, TypeVar
+from contextlib import AbstractContextManager
+from typing import Any, Awaitable, Callable, NoReturn, TypeVar
 
 import grpc
-from cryptography import x509
-from google.protobuf.message import DecodeError, Message
 
 from accord.errors import AccordError, RefusedError
-from accord.pki.install import renew_fix
 from accord.transport import wire
+from accord.transport.admission import Admission, CallLimits, RepeatFilter, Revoked, check_claim, peer_name
 from accord.transport.base import AggregatorService
+from accord.transport.binding import bind, bind_addresses
 from accord.transport.proto import accord_pb2 as pb
-from accord.transport.proto import accord_pb2_grpc as pb_grpc
 from accord.transport.tls import ServerTLS
 from accord.tensors.codec import TensorAssembler
 
 logger = logging.getLogger("accord.transport")
 
 T = TypeVar("T")
-
-Revoked = Callable[[], AbstractSet[int]]
+Handler = Callable[[Any, grpc.aio.ServicerContext], Awaitable[Any]]
 
 #: a refusal's reason is cut to this many characters (gRPC's status trailer holds ~16 KiB)
 MAX_REASON_CHARS = 1024
 #: how long a second upload from one collaborator waits for its first to end
 UPLOAD_WAIT_SECONDS = 60.0
 SERVICE = "accord.v1.Aggregator"
+#: HTTP/2 streams one connection may have open at once (a site needs two; the rest wait at the caller)
+MAX_STREAMS_PER_CONNECTION = 100
 
 _STATUS_FOR_KIND = {
     "identity": grpc.StatusCode.PERMISSION_DENIED,
@@ -47,53 +52,34 @@ _STATUS_FOR_KIND = {
 }
 
 
-class _Undecodable:
-    """Stands for a request body that is not the expected protobuf message."""
-
-    def __init__(self, expected: str, error: str) -> None:
-        self.expected = expected
-        self.error = error
-
-    def refusal(self) -> RefusedError:
-        return RefusedError(f"the request is not a valid accord.v1.{self.expected}: {self.error[:200]}", kind="payload")
-
-
-def _lenient(message: type[Message]) -> Callable[[bytes], Any]:
-    """A deserializer that returns _Undecodable instead of raising.
-
-    When a deserializer raises, grpcio's server aborts the call twice and never frees it
-    (about 16 KB per bad body): a collaborator could grow the aggregator's memory at will.
-    """
-
-    def parse(data: bytes) -> Any:
-        try:
-            return message.FromString(data)
-        except DecodeError as exc:
-            return _Undecodable(message.DESCRIPTOR.name, str(exc))
-
-    return parse
+class _Stalled(Exception):
+    """A peer let a bound pass (first message, chunk idle time): the call is cut."""
 
 
 def _method_handlers(servicer: "_Servicer") -> dict[str, grpc.RpcMethodHandler]:
-    """The accord.v1.Aggregator methods, with lenient deserializers."""
+    """The accord.v1.Aggregator methods, with lenient deserializers.
+
+    Every method is served as a client stream (the wire is the same as for a unary call),
+    so that the caller is identified and admitted before its request is read.
+    """
     return {
-        "Join": grpc.unary_unary_rpc_method_handler(
-            servicer.Join, _lenient(pb.JoinRequest), pb.JoinResponse.SerializeToString
+        "Join": grpc.stream_unary_rpc_method_handler(
+            servicer.rpc("join", servicer.join), wire.lenient(pb.JoinRequest), pb.JoinResponse.SerializeToString
         ),
-        "GetTasks": grpc.unary_unary_rpc_method_handler(
-            servicer.GetTasks, _lenient(pb.TasksRequest), pb.TasksResponse.SerializeToString
+        "GetTasks": grpc.stream_unary_rpc_method_handler(
+            servicer.rpc("get_tasks", servicer.get_tasks), wire.lenient(pb.TasksRequest), pb.TasksResponse.SerializeToString
         ),
-        "GetModel": grpc.unary_stream_rpc_method_handler(
-            servicer.GetModel, _lenient(pb.ModelRequest), pb.TensorChunk.SerializeToString
+        "GetModel": grpc.stream_stream_rpc_method_handler(
+            servicer.rpc("get_model", servicer.get_model), wire.lenient(pb.ModelRequest), pb.TensorChunk.SerializeToString
         ),
         "SendResult": grpc.stream_unary_rpc_method_handler(
-            servicer.SendResult, _lenient(pb.ResultChunk), pb.ResultAck.SerializeToString
+            servicer.rpc("send_result", servicer.send_result), wire.lenient(pb.ResultChunk), pb.ResultAck.SerializeToString
         ),
     }
 
 
-class _Servicer(pb_grpc.AggregatorServicer):
-    """Implements the accord.v1.Aggregator RPCs over an AggregatorService."""
+class _Servicer:
+    """Implements the accord.v1.Aggregator RPCs over an AggregatorService; runs on one event loop."""
 
     def __init__(
         self,
@@ -102,8 +88,10 @@ class _Servicer(pb_grpc.AggregatorServicer):
         long_poll_seconds: float,
         max_update_bytes: int | None,
         on_refusal: Callable[[str], None] | None,
-        revoked: Revoked | None = None,
-        max_upload_seconds: float | None = None,
+        revoked: Revoked | None,
+        max_upload_seconds: float | None,
+        limits: CallLimits,
+        workers: int,
     ) -> None:
         self._service = service
         self._revoked = revoked
@@ -112,121 +100,172 @@ class _Servicer(pb_grpc.AggregatorServicer):
         self._long_poll = long_poll_seconds
         self._max_update_bytes = max_update_bytes
         self._on_refusal = on_refusal
-        self._uploading: dict[str, threading.Lock] = {}
-        self._uploading_guard = threading.Lock()
+        self._limits = limits
+        self._admission = Admission(limits)
+        self._repeats = RepeatFilter()
+        self._uploading: dict[str, asyncio.Lock] = {}
+        self._changed = asyncio.Event()
+        self._executor = concurrent.futures.ThreadPoolExecutor(workers, thread_name_prefix="accord-rpc")
+        # entering an upload slot may wait: one thread does it, so the waits never take the executor
+        self._slots = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="accord-slots")
 
-    # -- helpers -------------------------------------------------------------------------
+    @property
+    def calls_in_progress(self) -> int:
+        return self._admission.in_progress
 
-    def _refuse(self, context: grpc.ServicerContext, who: str, error: RefusedError) -> NoReturn:
+    def wake(self) -> None:
+        """A round opened or the federation ended: every waiting long poll looks again (on the loop)."""
+        self._changed.set()
+        self._changed = asyncio.Event()
+
+    def shutdown(self) -> None:
+        self._executor.shutdown(wait=True)
+        self._slots.shutdown(wait=True)
+
+    # -- the frame of every call -------------------------------------------------------
+
+    def rpc(self, what: str, body: Callable[[str, grpc.aio.ServicerContext], Awaitable[T]]) -> Handler:
+        """``body`` behind the checks on arrival; its refusals and failures end the call with a fitting status."""
+
+        async def handler(_requests: Any, context: grpc.aio.ServicerContext) -> T:
+            name: str | None = None
+            try:
+                name = self._identify(context)
+                self._admission.enter(name)
+            except RefusedError as exc:
+                await self._refuse(context, _who(context, name), exc)
+            try:
+                return await body(name, context)
+            except RefusedError as exc:
+                await self._refuse(context, name, exc)
+            except _Stalled as exc:
+                await self._end(context, name, grpc.StatusCode.DEADLINE_EXCEEDED, f"{what} cut: {exc}")
+            except grpc.aio.AbortError:
+                raise
+            except asyncio.CancelledError:
+                logger.info("%s from %s broke off (the caller cancelled, or the server stops); nothing was kept", what, name)
+                raise
+            except AccordError as exc:
+                logger.error("%s for %s failed: %s", what, name, exc)
+                await context.abort(grpc.StatusCode.INTERNAL, f"the aggregator failed during {what}: {exc}")
+            except Exception:
+                logger.exception("%s for %s failed", what, name)
+                await context.abort(grpc.StatusCode.INTERNAL, f"internal aggregator error during {what}; see the aggregator log")
+            finally:
+                self._admission.leave(name)
+            raise AssertionError("unreachable")  # every branch above returns or aborts
+
+        return handler
+
+    def _identify(self, context: grpc.aio.ServicerContext) -> str:
+        """The caller's certificate name, refused unless it is a current collaborator of the plan."""
+        name = peer_name(context.auth_context(), self._revoked)
+        self._service.check_member(name)
+        return name
+
+    async def _refuse(self, context: grpc.aio.ServicerContext, who: str, error: RefusedError) -> NoReturn:
         """Log, report and end the RPC with the status matching the refusal's kind."""
         reason = str(error)  # the message, and its fix when there is one
         if len(reason) > MAX_REASON_CHARS:
             reason = reason[: MAX_REASON_CHARS - 15] + " ... (cut short)"
-        logger.warning("refused %s: %s", who, reason)
+        await self._end(context, who, _STATUS_FOR_KIND[error.kind], reason, error.kind)
+
+    async def _end(
+        self,
+        context: grpc.aio.ServicerContext,
+        who: str,
+        code: grpc.StatusCode,
+        reason: str,
+        kind: str | None = None,
+    ) -> NoReturn:
+        """Log and report the refusal, and end the call with ``code`` (and the refusal kind in trailing metadata).
+
+        A refusal repeated by the same caller is logged once per REPEAT_LOG_SECONDS, with the count left out.
+        """
+        quiet = self._repeats.admit(who, reason)
+        if quiet is not None:
+            logger.warning("refused %s: %s%s", who, reason, f" ({quiet} more such refusals not logged)" if quiet else "")
         if self._on_refusal is not None:
             try:
                 self._on_refusal(reason)
             except Exception:  # a faulty hook must not turn a refusal into a crash
                 logger.exception("on_refusal hook failed")
-        context.set_trailing_metadata(((wire.REFUSAL_KIND_KEY, error.kind),))
-        context.abort(_STATUS_FOR_KIND[error.kind], reason)
+        await context.abort(code, reason, ((wire.REFUSAL_KIND_KEY, kind),) if kind else ())
         raise AssertionError("unreachable")  # context.abort raises
 
-    def _decoded(self, request: Any, context: grpc.ServicerContext) -> Any:
-        """``request``, unless its body did not decode: then the RPC is refused."""
-        if isinstance(request, _Undecodable):
-            self._refuse(context, context.peer(), request.refusal())
+    async def _read(self, context: grpc.aio.ServicerContext, first: bool) -> Any:
+        """The next message, or None at the end of the stream; _Stalled if it does not come in time."""
+        limits = self._limits
+        seconds = limits.first_message_seconds if first else limits.chunk_idle_seconds
+        try:
+            message = await asyncio.wait_for(context.read(), seconds)
+        except TimeoutError:
+            key = "first_message_seconds" if first else "chunk_idle_seconds"
+            raise _Stalled(f"no {'message' if first else 'further chunk'} within {seconds:g} s (network.settings.{key})") from None
+        if isinstance(message, wire.Undecodable):
+            raise message.refusal()
+        return None if message is grpc.aio.EOF else message
+
+    async def _request(self, context: grpc.aio.ServicerContext, name: str) -> Any:
+        """The request of a unary call, whose header must name the certificate's owner."""
+        request = await self._read(context, first=True)
+        if request is None:
+            raise RefusedError("the call carries no request", kind="payload")
+        check_claim(request.header.sender, name)
+        if await self._read(context, first=True) is not None:  # the end of the stream comes with the request
+            raise RefusedError("the call carries more than one request", kind="payload")
         return request
 
-    def _authenticate(self, header: pb.Header, context: grpc.ServicerContext) -> str:
-        """The caller's certificate common name, refused unless it equals ``header.sender``."""
-        claimed = header.sender
-        names = context.auth_context().get("x509_common_name") or []
-        common_name = names[0].decode("utf-8", "replace") if names else None
-        if common_name == claimed and claimed:
-            self._check_certificate(claimed, context)
-            return claimed
-        if common_name is None:
-            reason = f"the connection presents no certificate common name (claimed collaborator {claimed[:64]!r})"
-        else:
-            reason = f"certificate common name {common_name!r} does not match claimed collaborator {claimed[:64]!r}"
-        who = f"{context.peer()} ({common_name or 'no common name'})"
-        self._refuse(context, who, RefusedError(reason, kind="identity"))
-
-    def _check_certificate(self, name: str, context: grpc.ServicerContext) -> None:
-        """Refuse a caller whose certificate is not a collaborator's, or is revoked now."""
-        pems = context.auth_context().get("x509_pem_cert") or []
-        peer = _peer_of(pems[0]) if pems else None
-        if peer is None:
-            reason = f"the certificate of {name!r} cannot be read to check its kind and revocation"
-            self._refuse(context, name, RefusedError(reason, kind="identity"))
-        serial, server_cert = peer
-        if server_cert:
-            reason = f"{name!r} presents a server (aggregator) certificate; only collaborator certificates may call"
-            self._refuse(context, name, RefusedError(reason, kind="identity"))
-        if self._revoked is not None and serial in self._revoked():
-            reason = f"the certificate of {name!r} (serial {serial:x}) has been revoked by the federation's CA"
-            self._refuse(context, name, RefusedError(reason, renew_fix("collaborator", name), kind="identity"))
-
-    def _call(self, context: grpc.ServicerContext, name: str, what: str, fn: Callable[[], T]) -> T:
-        """Run ``fn``; a RefusedError or failure ends the RPC with a fitting status."""
-        try:
-            return fn()
-        except RefusedError as exc:
-            refusal = exc
-        except grpc.RpcError:
-            logger.info("%s from %s broke off; nothing was kept", what, name)
-            raise
-        except AccordError as exc:
-            logger.error("%s for %s failed: %s", what, name, exc)
-            context.abort(grpc.StatusCode.INTERNAL, f"the aggregator failed during {what}: {exc}")
-        except Exception:
-            logger.exception("%s for %s failed", what, name)
-            context.abort(grpc.StatusCode.INTERNAL, f"internal aggregator error during {what}; see the aggregator log")
-        self._refuse(context, name, refusal)
+    def _blocking(self, fn: Callable[[], T]) -> "asyncio.Future[T]":
+        """``fn()`` on the bounded executor (it may wait on the runtime's lock or write to disk)."""
+        return asyncio.get_running_loop().run_in_executor(self._executor, fn)
 
     # -- RPCs ----------------------------------------------------------------------------
 
-    def Join(self, request: pb.JoinRequest, context: grpc.ServicerContext) -> pb.JoinResponse:
-        name = self._authenticate(self._decoded(request, context).header, context)
-        info = self._call(context, name, "join", lambda: self._service.join(name, request.header.plan_hash, request.header.workspace_hash))
+    async def join(self, name: str, context: grpc.aio.ServicerContext) -> pb.JoinResponse:
+        request = await self._request(context, name)
+        header = request.header
+        info = await self._blocking(lambda: self._service.join(name, header.plan_hash, header.workspace_hash))
         return wire.info_to_pb(info)
 
-    def GetTasks(self, request: pb.TasksRequest, context: grpc.ServicerContext) -> pb.TasksResponse:
-        name = self._authenticate(self._decoded(request, context).header, context)
-        assignment = self._call(
-            context,
-            name,
-            "get_tasks",
-            lambda: self._service.get_tasks(name, request.header.plan_hash, timeout=self._long_poll),
-        )
-        return wire.assignment_to_pb(assignment)
+    async def get_tasks(self, name: str, context: grpc.aio.ServicerContext) -> pb.TasksResponse:
+        """A long poll that holds no thread: it looks again only when the runtime says a round opened."""
+        request = await self._request(context, name)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self._long_poll
+        while True:
+            changed = self._changed  # taken before looking, so that no change is missed
+            final = loop.time() >= deadline
+            assignment = await self._blocking(functools.partial(self._service.poll_tasks, name, request.header.plan_hash, final))
+            if assignment is not None:
+                return wire.assignment_to_pb(assignment)
+            try:
+                await asyncio.wait_for(changed.wait(), max(0.0, deadline - loop.time()))
+            except TimeoutError:
+                pass
 
-    def GetModel(self, request: pb.ModelRequest, context: grpc.ServicerContext) -> Iterator[pb.TensorChunk]:
-        name = self._authenticate(self._decoded(request, context).header, context)
-        state = self._call(
-            context,
-            name,
-            "get_model",
-            lambda: self._service.get_model(name, request.header.plan_hash, request.round_number),
-        )
-        yield from wire.tensor_pb_chunks(state, self._chunk_bytes)
+    async def get_model(self, name: str, context: grpc.aio.ServicerContext) -> None:
+        """Stream the model; a reader that takes no chunk for chunk_idle_seconds is cut."""
+        request = await self._request(context, name)
+        state = await self._blocking(lambda: self._service.get_model(name, request.header.plan_hash, request.round_number))
+        seconds = self._limits.chunk_idle_seconds
+        for chunk in wire.tensor_pb_chunks(state, self._chunk_bytes):
+            try:
+                await asyncio.wait_for(context.write(chunk), seconds)
+            except TimeoutError:
+                raise _Stalled(f"the reader took no chunk for {seconds:g} s (network.settings.chunk_idle_seconds)") from None
 
-    def SendResult(self, request_iterator: Iterator[pb.ResultChunk], context: grpc.ServicerContext) -> pb.ResultAck:
-        first = self._decoded(next(request_iterator, None), context)
+    async def send_result(self, name: str, context: grpc.aio.ServicerContext) -> pb.ResultAck:
+        self._check_deadline(context)
+        first = await self._read(context, first=True)
         if first is None or first.WhichOneof("part") != "header":
-            self._refuse(
-                context,
-                context.peer(),
-                RefusedError("a result stream must start with its header", kind="payload"),
-            )
+            raise RefusedError("a result stream must start with its header", kind="payload")
         head = first.header
-        name = self._authenticate(head.header, context)
-        self._check_deadline(name, context)
-        self._call(context, name, "send_result", lambda: self._receive_one(name, head, request_iterator))
+        check_claim(head.header.sender, name)
+        await self._receive_one(name, head, context)
         return pb.ResultAck(accepted=True)
 
-    def _check_deadline(self, name: str, context: grpc.ServicerContext) -> None:
+    def _check_deadline(self, context: grpc.aio.ServicerContext) -> None:
         """Refuse an upload whose deadline is missing or later than allowed (it could hold a slot for ever)."""
         limit = self._max_upload_seconds
         remaining = context.time_remaining()
@@ -234,33 +273,36 @@ class _Servicer(pb_grpc.AggregatorServicer):
             return
         has = "none" if remaining is None else f"{remaining:.0f} s"
         reason = f"an upload must carry a deadline of at most {limit:g} s (network.settings.transfer_timeout_seconds); this one has {has}"
-        self._refuse(context, name, RefusedError(reason, kind="payload"))
+        raise RefusedError(reason, kind="payload")
 
-    def _receive_one(self, name: str, head: pb.ResultHeader, chunks: Iterator[pb.ResultChunk]) -> None:
+    async def _receive_one(self, name: str, head: pb.ResultHeader, context: grpc.aio.ServicerContext) -> None:
         """One upload per collaborator at a time: a stalled stream holds at most one upload slot."""
-        with self._uploading_guard:
-            lock = self._uploading.setdefault(name, threading.Lock())
-        if not lock.acquire(timeout=UPLOAD_WAIT_SECONDS):
+        lock = self._uploading.setdefault(name, asyncio.Lock())  # names are plan members: a bounded map
+        try:
+            await asyncio.wait_for(lock.acquire(), UPLOAD_WAIT_SECONDS)
+        except TimeoutError:
             raise RefusedError(
                 f"an earlier upload from {name} is still in progress after {UPLOAD_WAIT_SECONDS:g} s",
                 "send results one at a time",
                 kind="state",
-            )
+            ) from None
         try:
-            self._receive(name, head, chunks)
+            await self._receive(name, head, context)
         finally:
             lock.release()
 
-    def _receive(self, name: str, head: pb.ResultHeader, chunks: Iterator[pb.ResultChunk]) -> None:
+    async def _receive(self, name: str, head: pb.ResultHeader, context: grpc.aio.ServicerContext) -> None:
         """Assemble the tensors inside an upload slot, then submit the whole result."""
-        self._service.expect(name, head.header.plan_hash, head.round_number, head.task, head.model_digest, head.failure)
-        with self._service.upload_slot():
+        plan_hash = head.header.plan_hash
+        await self._blocking(
+            lambda: self._service.expect(name, plan_hash, head.round_number, head.task, head.model_digest, head.failure)
+        )
+        slot = await self._enter_slot()
+        held_by: asyncio.Future[None] | None = None  # a submit still running keeps the slot until it ends
+        try:
             expected = self._service.expected_tensors()
-            limit = wire.upload_limit(expected, self._max_update_bytes)
-            assembler = TensorAssembler(expected, max_total_bytes=limit)
-            for message in chunks:
-                if isinstance(message, _Undecodable):
-                    raise message.refusal()
+            assembler = TensorAssembler(expected, max_total_bytes=wire.upload_limit(expected, self._max_update_bytes))
+            while (message := await self._read(context, first=False)) is not None:
                 if message.WhichOneof("part") != "tensor":
                     raise RefusedError("a result stream holds one header, then only tensor chunks", kind="payload")
                 t = message.tensor
@@ -271,33 +313,50 @@ class _Servicer(pb_grpc.AggregatorServicer):
                         kind="payload",
                     )
             result = wire.result_from_pb(name, head, assembler.finish())
-            self._service.submit(result, head.header.plan_hash)
+            held_by = self._blocking(lambda: self._service.submit(result, plan_hash))
+            await asyncio.shield(held_by)
+        finally:
+            if held_by is None or held_by.done():
+                slot.__exit__(None, None, None)
+            else:
+                held_by.add_done_callback(lambda _: slot.__exit__(None, None, None))
         logger.debug("result of %s for round %d received from %s", head.task, head.round_number, name)
 
+    async def _enter_slot(self) -> AbstractContextManager[None]:
+        """The service's upload slot, entered without blocking the loop; released even if the call ends first."""
+        slot = self._service.upload_slot()
+        entering = self._slots.submit(slot.__enter__)
+        try:
+            await asyncio.wrap_future(entering)
+        except BaseException:
+            entering.add_done_callback(lambda f: _exit_if_entered(slot, f))
+            raise
+        return slot
 
-@functools.lru_cache(maxsize=1024)
-def _peer_of(pem: bytes) -> tuple[int, bool] | None:
-    """(serial, is a server certificate) of a peer's PEM certificate, parsed once per certificate."""
-    try:
-        cert = x509.load_pem_x509_certificate(pem)
-    except ValueError:
-        return None
-    try:
-        usages = cert.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
-    except x509.ExtensionNotFound:
-        return cert.serial_number, False
-    return cert.serial_number, x509.oid.ExtendedKeyUsageOID.SERVER_AUTH in usages
+
+def _exit_if_entered(slot: AbstractContextManager[None], entering: concurrent.futures.Future[Any]) -> None:
+    if not entering.cancelled() and entering.exception() is None:
+        slot.__exit__(None, None, None)
+
+
+def _who(context: grpc.aio.ServicerContext, name: str | None) -> str:
+    """The caller as a log line names it: its certificate name, else its address."""
+    if name is not None:
+        return name
+    names = context.auth_context().get("x509_common_name") or []
+    return repr(names[0].decode("utf-8", "replace"))[1:-1][:64] if names else f"{context.peer()} (no common name)"
 
 
 class GrpcAggregatorServer:
     """Serves an AggregatorService over gRPC with mutual TLS (there is no insecure mode).
 
-    ``on_refusal`` is called with the reason of every refused request (identity, plan
-    hash or payload), e.g. to count them. ``revoked`` returns the serials refused right
-    now; it is called on every RPC, so a revocation takes effect without a restart.
-    ``max_workers`` bounds concurrent RPCs, long polls included: give it more than the
-    number of collaborators. ``max_upload_seconds``, when set, refuses an upload whose
-    deadline is missing or later, so a stalled stream cannot hold an upload slot for ever.
+    ``on_refusal`` is called with the reason of every refused or cut call. ``revoked``
+    returns the serials refused right now; it is called on every RPC as it arrives, so a
+    revocation takes effect without a restart. ``max_workers`` bounds the threads that run
+    the service's blocking calls; waiting calls hold none. ``limits`` bound each call and
+    the calls in progress. ``max_upload_seconds``, when set, refuses an upload whose
+    deadline is missing or later. The port is bound exclusively (no SO_REUSEPORT) on every
+    address ``host`` resolves to, or not at all.
     """
 
     def __init__(
@@ -313,54 +372,89 @@ class GrpcAggregatorServer:
         on_refusal: Callable[[str], None] | None = None,
         revoked: Revoked | None = None,
         max_upload_seconds: float | None = None,
+        limits: CallLimits = CallLimits(),
     ) -> None:
+        self._service = service
         self._host = host
         self._port = port
         self._tls = tls
         self._chunk_bytes = chunk_bytes
-        self._max_workers = max_workers
-        self._servicer = _Servicer(
-            service, chunk_bytes, long_poll_seconds, max_update_bytes, on_refusal, revoked, max_upload_seconds
+        self._limits = limits
+        self._servicer_args = (
+            service, chunk_bytes, long_poll_seconds, max_update_bytes, on_refusal, revoked, max_upload_seconds, limits, max_workers
         )
-        self._server: grpc.Server | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+        self._server: grpc.aio.Server | None = None
+        self._servicer: _Servicer | None = None
+        self._unwatch: Callable[[], None] | None = None
 
     def start(self) -> int:
         """Bind and start serving; returns the bound port (``port=0`` picks a free one)."""
-        if self._server is not None:
+        if self._loop is not None:
             raise RuntimeError("server already started")
-        credentials = self._tls.credentials()
-        server = grpc.server(
-            ThreadPoolExecutor(max_workers=self._max_workers, thread_name_prefix="accord-rpc"),
-            options=wire.channel_options(self._chunk_bytes),
+        loop = asyncio.new_event_loop()
+        thread = threading.Thread(target=loop.run_forever, name="accord-grpc", daemon=True)
+        thread.start()
+        self._loop, self._thread = loop, thread
+        try:
+            self._port = asyncio.run_coroutine_threadsafe(self._start(), loop).result()
+        except BaseException:
+            self.stop(0)
+            raise
+        logger.info("aggregator listening on %s:%d (mutual TLS)", self._host, self._port)
+        return self._port
+
+    async def _start(self) -> int:
+        servicer = self._servicer = _Servicer(*self._servicer_args)
+        limits = self._limits
+        server = self._server = grpc.aio.server(
+            options=[
+                *wire.channel_options(self._chunk_bytes),
+                ("grpc.so_reuseport", 0),  # a second aggregator on the port fails to bind
+                ("grpc.max_concurrent_streams", MAX_STREAMS_PER_CONNECTION),
+                # calls not yet taken by a handler; past the soft limit gRPC cancels some at random
+                # (its default, 1000, cancels honest calls when a thousand sites long-poll)
+                ("grpc.server.max_pending_requests", limits.max_concurrent_calls),
+                ("grpc.server.max_pending_requests_hard_limit", 2 * limits.max_concurrent_calls),
+            ]
         )
-        handlers = _method_handlers(self._servicer)
+        handlers = _method_handlers(servicer)
         server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE, handlers),))
         server.add_registered_method_handlers(SERVICE, handlers)
-        address = f"[{self._host}]:{self._port}" if ":" in self._host else f"{self._host}:{self._port}"
-        try:
-            bound = server.add_secure_port(address, credentials)
-        except RuntimeError as exc:
-            bound, error = 0, exc
-        else:
-            error = None
-        if not bound:
-            raise AccordError(
-                f"the aggregator cannot listen on {address}" + (f": {error}" if error else ""),
-                "free the port or change `network.settings.agg_port` in the plan",
-            )
-        server.start()
-        self._server = server
-        self._port = bound
-        logger.info("aggregator listening on %s:%d (mutual TLS)", self._host, bound)
-        return bound
+        credentials = self._tls.credentials()
+        port = self._port
+        for address in bind_addresses(self._host, port):
+            port = bind(server, f"{address}:{port}", credentials, self._host)
+        loop = asyncio.get_running_loop()
+        self._unwatch = self._service.watch(lambda: loop.call_soon_threadsafe(servicer.wake))
+        await server.start()
+        return port
 
     @property
     def port(self) -> int:
         return self._port
 
+    @property
+    def calls_in_progress(self) -> int:
+        """Calls admitted and not yet ended (a reading for tests and operators)."""
+        return 0 if self._servicer is None else self._servicer.calls_in_progress
+
     def stop(self, grace: float | None = None) -> None:
         """Stop serving; in-flight RPCs get ``grace`` seconds, then are cancelled."""
-        if self._server is None:
+        loop, thread = self._loop, self._thread
+        if loop is None or thread is None:
             return
-        server, self._server = self._server, None
-        server.stop(grace).wait()
+        self._loop = self._thread = None
+        if self._unwatch is not None:
+            self._unwatch()
+            self._unwatch = None
+        if self._server is not None:
+            asyncio.run_coroutine_threadsafe(self._server.stop(grace), loop).result()
+            self._server = None
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join()
+        loop.close()
+        if self._servicer is not None:
+            self._servicer.shutdown()
+            self._servicer = None
