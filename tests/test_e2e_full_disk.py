@@ -24,17 +24,23 @@ PAGE = 4096
 
 
 @pytest.fixture
-def small_disk(tmp_path: Path):
-    """A 1 MiB tmpfs mounted on a fresh folder (needs root; skipped where mounting is not allowed)."""
-    mount_point = tmp_path / "state"
-    mount_point.mkdir()
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mount_point)], capture_output=True, text=True)
-    if done.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.strip()}")
+def small_disk():
+    """Mounts a 1 MiB tmpfs on a folder (needs root; skipped where mounting is not allowed)."""
+    mounted: list[Path] = []
+
+    def mount(mount_point: Path) -> Path:
+        mount_point.mkdir(parents=True, exist_ok=True)
+        done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mount_point)], capture_output=True, text=True)
+        if done.returncode != 0:
+            pytest.skip(f"cannot mount a tmpfs here: {done.stderr.strip()}")
+        mounted.append(mount_point)
+        return mount_point
+
     try:
-        yield mount_point
+        yield mount
     finally:
-        subprocess.run(["umount", "-l", str(mount_point)], check=False)
+        for mount_point in mounted:
+            subprocess.run(["umount", "-l", str(mount_point)], check=False)
 
 
 def fill(folder: Path, leave: int) -> Path:
@@ -53,10 +59,9 @@ def fill(folder: Path, leave: int) -> Path:
     return filler
 
 
-def test_a_full_disk_while_staging_a_result_is_a_retryable_refusal(tmp_path: Path, small_disk: Path) -> None:
-    plan = prepare_workspace(
-        tmp_path / "ws", 2, 2, overrides={**FAST, "aggregator.settings.state_dir": str(small_disk)}
-    )
+def test_a_full_disk_while_staging_a_result_is_a_retryable_refusal(tmp_path: Path, small_disk) -> None:
+    plan = prepare_workspace(tmp_path / "ws", 2, 2, overrides=FAST)
+    small_disk = small_disk(plan.resolve_path(plan.model.aggregator.settings.state_dir))  # inside the workspace
     sites = Sites(plan)
     try:
         sites.start("aggregator")
