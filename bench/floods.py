@@ -33,13 +33,13 @@ import tempfile
 import threading
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from flooding import Flood, process_reading, run_flood  # noqa: E402
+from flooding import Flood, process_reading, run_flood
 
 SMALL = {  # 38k parameters (150 KB): more than an unread stream's flow-control window
     "task_runner.settings.model_kwargs": {"in_features": 64, "hidden": 512, "num_classes": 10},

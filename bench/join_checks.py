@@ -19,8 +19,8 @@ import argparse
 import statistics
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 
 def timed(fn: Callable[[], object], repeats: int, count: int) -> list[float]:

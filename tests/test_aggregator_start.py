@@ -12,16 +12,15 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from conftest import FAST, wait_listening
 
 from accord.errors import AccordError
 from accord.experiment.local import free_port, fx_command, prepare_workspace
+from accord.pki.layout import CertLayout
 from accord.plan.loader import Plan, update_plan_file
 from accord.transport import binding
 from accord.transport.grpc_server import GrpcAggregatorServer
 from accord.transport.tls import ServerTLS
-from accord.pki.layout import CertLayout
-
-from conftest import FAST, wait_listening
 
 pytestmark = pytest.mark.e2e
 

@@ -6,6 +6,7 @@ import dataclasses
 
 import numpy as np
 import pytest
+from test_engine import make_engine, result
 
 from accord.aggregation.bounds import UNBOUNDED, Update, UpdateBounds, bound_updates, change_norms, lower_median
 from accord.aggregation.fedavg import FedAvg
@@ -16,8 +17,6 @@ from accord.errors import RefusedError
 from accord.messages import TaskResult
 from accord.tensors.state import StateView, load_state, save_state
 from accord.workspace.initialize import initialize_model
-
-from test_engine import make_engine, result
 
 GLOBAL = {"w": np.zeros((4, 3), np.float32), "b": np.zeros(3, np.float32), "steps": np.array(10, np.int64)}
 

@@ -246,7 +246,7 @@ def test_certify_needs_exactly_one_package(ca_ws: Path, capsys) -> None:
 def test_revoke_and_list_certificates(ca_ws: Path, capsys) -> None:
     cert_dir = ca_ws / "cert"
     certify(cert_dir, "collaborator", NAME)
-    certify(cert_dir, "collaborator", "old", now=dt.datetime.now(dt.timezone.utc) - dt.timedelta(days=400))
+    certify(cert_dir, "collaborator", "old", now=dt.datetime.now(dt.UTC) - dt.timedelta(days=400))
     serial = format(load_pem_cert(CertLayout(cert_dir).collaborator_cert(NAME)).serial_number, "x")
     code, out, _ = fx(capsys, "workspace", "certificates", "-w", ca_ws)
     rows = {line.split()[1]: line.split() for line in out.splitlines()[1:] if len(line.split()) == 5}
@@ -267,7 +267,7 @@ def test_revoke_and_list_certificates(ca_ws: Path, capsys) -> None:
 def test_own_certificate_check_names_the_file_and_the_fix(ca_ws: Path, tmp_path: Path) -> None:
     cert_dir = ca_ws / "cert"
     layout = CertLayout(cert_dir)
-    certify(cert_dir, "collaborator", NAME, days=1, now=dt.datetime.now(dt.timezone.utc) - dt.timedelta(days=10))
+    certify(cert_dir, "collaborator", NAME, days=1, now=dt.datetime.now(dt.UTC) - dt.timedelta(days=10))
     with pytest.raises(PKIError, match=rf"certificate cert/client/col_{NAME}.crt expired on .*fx collaborator generate-cert-request -n {NAME}, then fx collaborator certify"):
         check_own_certificate(cert_dir, "collaborator", NAME, ca_ws)
 

@@ -8,11 +8,10 @@ from pathlib import Path
 
 import pytest
 import yaml
+from conftest import FAST
 
 from accord.cli.main import main
 from accord.plan.loader import load_plan, read_yaml, update_plan_file
-
-from conftest import FAST
 
 
 @pytest.fixture

@@ -7,18 +7,17 @@ import os
 import signal
 import subprocess
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import pytest
+from conftest import FAST
 
 from accord.aggregator.metrics import read_metrics
 from accord.experiment.local import fx_command, prepare_workspace, run_processes
 from accord.plan.loader import Plan, load_plan, update_plan_file
 from accord.tensors.state import load_state
-
-from conftest import FAST
 
 pytestmark = pytest.mark.e2e
 

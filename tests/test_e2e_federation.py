@@ -8,12 +8,11 @@ from pathlib import Path
 
 import pytest
 import yaml
+from conftest import FAST
 
 from accord.experiment.local import fx_command, prepare_workspace, run_processes
 from accord.pki import certify, create_ca
 from accord.pki.layout import CertLayout
-
-from conftest import FAST
 
 pytestmark = pytest.mark.e2e
 

@@ -14,11 +14,12 @@ import os
 import subprocess
 import sys
 import threading
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import grpc
 import pytest
+from conftest import FAST, make_workspace, wait_listening
 
 from accord.aggregator.runtime import AggregatorRuntime
 from accord.errors import RefusedError
@@ -35,10 +36,8 @@ from accord.transport.proto import accord_pb2 as pb
 from accord.transport.tls import ClientTLS, ServerTLS
 from accord.workspace.initialize import initialize_model
 
-from conftest import FAST, make_workspace, wait_listening
-
 sys.path.insert(0, str(Path(__file__).parents[1] / "bench"))
-from flooding import HELD, Flood, process_reading, run_flood_in_background  # noqa: E402
+from flooding import HELD, Flood, process_reading, run_flood_in_background
 
 pytestmark = pytest.mark.e2e
 

@@ -11,12 +11,11 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from conftest import FAST
+from test_e2e_faults import Sites, wait_for
 
 from accord.aggregator.metrics import read_metrics
 from accord.experiment.local import prepare_workspace
-
-from conftest import FAST
-from test_e2e_faults import Sites, wait_for
 
 pytestmark = pytest.mark.e2e
 

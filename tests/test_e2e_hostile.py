@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import FAST
 
 from accord.aggregator.metrics import read_metrics
 from accord.collaborator.site import grpc_client
@@ -14,8 +15,6 @@ from accord.errors import AccordError, RefusedError
 from accord.experiment.local import fx_command, prepare_workspace
 from accord.messages import Action, TaskResult
 from accord.tensors.digest import model_digest
-
-from conftest import FAST
 
 pytestmark = pytest.mark.e2e
 

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import grpc
 import pytest
+from conftest import FAST
 
 from accord.experiment.local import fx_command, prepare_workspace
 from accord.pki.layout import CertLayout
@@ -18,8 +19,6 @@ from accord.transport import wire
 from accord.transport.grpc_server import SERVICE
 from accord.transport.proto import accord_pb2 as pb
 from accord.transport.tls import ServerTLS
-
-from conftest import FAST
 
 pytestmark = pytest.mark.e2e
 

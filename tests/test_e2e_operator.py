@@ -9,11 +9,10 @@ import zipfile
 from pathlib import Path
 
 import pytest
+from conftest import FAST
 
 from accord.experiment.local import free_port, fx_command
 from accord.plan.loader import update_plan_file
-
-from conftest import FAST
 
 pytestmark = pytest.mark.e2e
 

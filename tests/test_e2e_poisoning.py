@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import FAST
 
 from accord.aggregator.metrics import read_metrics
 from accord.aggregator.runtime import AggregatorRuntime
@@ -23,8 +24,6 @@ from accord.experiment.local import fx_command, prepare_workspace
 from accord.plan.loader import load_plan, update_plan_file
 from accord.tensors.state import load_state, save_state
 from accord.transport.inprocess import InProcessClient
-
-from conftest import FAST
 
 pytestmark = pytest.mark.e2e
 

@@ -8,14 +8,13 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from conftest import FAST
 
 from accord.collaborator.site import build_collaborator, grpc_client
 from accord.errors import RefusedError
 from accord.experiment.local import fx_command, prepare_workspace
 from accord.messages import Action
 from accord.tensors.digest import model_digest
-
-from conftest import FAST
 
 pytestmark = pytest.mark.e2e
 

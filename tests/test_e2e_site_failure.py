@@ -6,12 +6,11 @@ from pathlib import Path
 
 import pytest
 import yaml
+from conftest import FAST, write_digits_shards
+from test_e2e_faults import Sites
 
 from accord.aggregator.metrics import read_metrics
 from accord.experiment.local import prepare_workspace
-
-from conftest import FAST, write_digits_shards
-from test_e2e_faults import Sites
 
 pytestmark = pytest.mark.e2e
 

@@ -8,11 +8,10 @@ import time
 from pathlib import Path
 
 import pytest
+from test_e2e_faults import Sites, saved_state, slow_workspace, wait_for
 
 from accord.aggregator.metrics import read_metrics
 from accord.plan.loader import Plan
-
-from test_e2e_faults import Sites, saved_state, slow_workspace, wait_for
 
 pytestmark = pytest.mark.e2e
 

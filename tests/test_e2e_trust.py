@@ -14,6 +14,7 @@ import zipfile
 from pathlib import Path
 
 import pytest
+from conftest import FAST
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
@@ -22,8 +23,6 @@ from accord.messages import FederationInfo
 from accord.pki import load_pem_cert
 from accord.pki.layout import CertLayout
 from accord.plan.loader import Plan, load_plan, read_yaml, update_plan_file
-
-from conftest import FAST
 
 pytestmark = pytest.mark.e2e
 

@@ -19,13 +19,14 @@ import math
 import os
 import threading
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
 
 import grpc
 import numpy as np
 import pytest
+from conftest import make_workspace
 from hypothesis import HealthCheck, Phase, assume, given, settings
 from hypothesis import strategies as st
 
@@ -41,8 +42,6 @@ from accord.transport.grpc_server import GrpcAggregatorServer
 from accord.transport.proto import accord_pb2 as pb
 from accord.transport.tls import ClientTLS, ServerTLS
 from accord.workspace.initialize import initialize_model
-
-from conftest import make_workspace
 
 ME, OTHER = "alpha", "beta"  # the fuzzing client holds alpha's certificate
 TRAIN = "train"

@@ -9,12 +9,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import run_cell, write_digits_shards
 
 from accord.errors import AccordError
 from accord.experiment.local import free_port, fx_command
 from accord.interactive import Federation, FLExperiment
-
-from conftest import run_cell, write_digits_shards
 
 pytestmark = pytest.mark.e2e
 

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from conftest import run_cell
 
 from accord.errors import AccordError, PKIError
 from accord.experiment.local import free_port
@@ -14,8 +15,6 @@ from accord.interactive import Federation, FLExperiment
 from accord.pki import generate_csr
 from accord.pki.packages import write_request_package
 from accord.plan.freeze import is_frozen
-
-from conftest import run_cell
 
 NOTEBOOK = '''
 import torch

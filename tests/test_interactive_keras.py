@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from conftest import run_cell, write_digits_shards
+
 from accord.aggregator.metrics import read_metrics
 from accord.aggregator.runtime import AggregatorRuntime
 from accord.collaborator.data_config import record_data_path
@@ -14,8 +16,6 @@ from accord.plan.loader import load_plan
 from accord.tensors.state import load_state
 from accord.transport.inprocess import InProcessClient
 from accord.workspace.archive import import_workspace
-
-from conftest import run_cell, write_digits_shards
 
 ROUNDS = 3
 

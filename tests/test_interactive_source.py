@@ -5,11 +5,10 @@ from __future__ import annotations
 import json
 
 import pytest
+from conftest import run_cell
 
 from accord.errors import AccordError
 from accord.interactive.source import collect_module, find_definition, import_path, is_literal, referenced_globals
-
-from conftest import run_cell
 
 IMPORTS = '''
 import json

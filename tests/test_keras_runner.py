@@ -218,10 +218,11 @@ def test_runner_works_on_the_torch_backend(tmp_path: Path) -> None:
 
 
 def test_federation_on_the_keras_template(tmp_path: Path) -> None:
+    from test_inprocess_federation import run_federation
+
     from accord.plan.loader import load_plan, update_plan_file
     from accord.tensors.state import load_state
     from accord.workspace.create import create_workspace
-    from test_inprocess_federation import run_federation
 
     names = ["alpha", "beta"]
     workspace = create_workspace(tmp_path / "ws", "keras_cnn_digits")

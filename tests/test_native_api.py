@@ -89,7 +89,7 @@ def test_collaborator_exception_surfaces_without_hanging(tmp_path: Path) -> None
     def run() -> None:
         try:
             fx.run_experiment({"good": good, "bad": bad}, {"aggregator.settings.rounds_to_train": 3}, workspace=tmp_path)
-        except BaseException as exc:  # noqa: BLE001 - handed to the test thread
+        except BaseException as exc:
             raised.append(exc)
 
     runner = threading.Thread(target=run, daemon=True)

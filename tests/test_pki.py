@@ -171,7 +171,7 @@ def test_foreign_cert_refused(federation: CertLayout, other_federation: CertLayo
 def test_expired_and_not_yet_valid_refused(tmp_path: Path) -> None:
     layout = create_ca(tmp_path / "cert")
     csr_path, _ = generate_csr(layout.cert_dir, "collaborator", "alice")
-    past = dt.datetime.now(dt.timezone.utc) - dt.timedelta(days=30)
+    past = dt.datetime.now(dt.UTC) - dt.timedelta(days=30)
     old = sign_csr(layout.cert_dir, csr_path.read_bytes(), "collaborator", days=2, now=past)
     with pytest.raises(PKIError, match="expired"):
         verify_peer_certificate(old, layout.chain)

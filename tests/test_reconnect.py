@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Iterator
 
 import pytest
+from test_transport import MEMBERS, PLAN, FakeService, pki, small_model  # noqa: F401  (pki is a fixture)
 
 from accord.errors import AccordError
 from accord.experiment.local import free_port
@@ -15,7 +16,6 @@ from accord.messages import Action
 from accord.transport import grpc_client
 from accord.transport.grpc_client import GrpcAggregatorClient
 from accord.transport.grpc_server import GrpcAggregatorServer
-from test_transport import MEMBERS, PLAN, FakeService, pki, small_model  # noqa: F401  (pki is a fixture)
 
 
 @contextmanager

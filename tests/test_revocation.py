@@ -12,18 +12,16 @@ import time
 from pathlib import Path
 
 import pytest
+from conftest import FAST
 
 from accord.errors import AccordError, RefusedError
 from accord.experiment.local import fx_command, prepare_workspace
-from accord.pki import certify, load_pem_cert, make_federation_pki, revoke
-from accord.pki import records
+from accord.pki import certify, load_pem_cert, make_federation_pki, records, revoke
 from accord.pki.layout import CertLayout
 from accord.pki.records import RevocationWatch
 from accord.plan.loader import Plan
 from accord.transport.grpc_client import GrpcAggregatorClient
 from accord.transport.tls import ClientTLS
-
-from conftest import FAST
 
 
 def test_the_revocation_watch_rereads_only_when_the_list_changes(tmp_path: Path, monkeypatch, caplog) -> None:
@@ -146,7 +144,7 @@ def test_a_certificate_revoked_while_the_aggregator_runs_is_refused(tmp_path: Pa
 def test_an_expired_certificate_is_refused_before_connecting_and_in_the_handshake(tmp_path: Path) -> None:
     plan = prepare_workspace(tmp_path / "ws", collaborators=1, rounds=1, overrides=FAST)
     layout = CertLayout(plan.workspace / "cert")
-    past = dt.datetime.now(dt.timezone.utc) - dt.timedelta(days=30)
+    past = dt.datetime.now(dt.UTC) - dt.timedelta(days=30)
     certify(layout.cert_dir, "collaborator", "collaborator1", days=2, now=past, overwrite=True)
     log = tmp_path / "aggregator.log"
     aggregator = _aggregator(plan, log)

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from test_engine import FakeClock, full_round, honest, make_engine, result
 
 from accord.aggregator.engine import RoundDeadlineError
 from accord.aggregator.stragglers import Decision, StragglerPolicy
 from accord.errors import PlanError, RefusedError
 from accord.messages import Action, TaskResult
 from accord.plan.loader import validate_plan
-from test_engine import FakeClock, full_round, honest, make_engine, result
 
 CUTOFF = StragglerPolicy("cutoff_time", cutoff_seconds=10.0, min_reports=2, round_deadline_seconds=100.0)
 

@@ -16,14 +16,13 @@ import pytest
 
 from accord.errors import AccordError, PKIError, RefusedError
 from accord.messages import Action, FederationInfo, Task, TaskAssignment, TaskResult
+from accord.pki import load_pem_cert, make_federation_pki
+from accord.transport import wire
 from accord.transport.grpc_client import GrpcAggregatorClient
 from accord.transport.grpc_server import GrpcAggregatorServer
 from accord.transport.inprocess import InProcessClient
 from accord.transport.proto import accord_pb2 as pb
 from accord.transport.tls import ClientTLS, ServerTLS
-from accord.transport import wire
-
-from accord.pki import load_pem_cert, make_federation_pki
 
 PLAN = "plan-hash-1"
 MEMBERS = ("col1", "col2")

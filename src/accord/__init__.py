@@ -6,6 +6,6 @@ modules that use them.
 
 __version__ = "0.1.0"
 
-from accord.errors import AccordError  # noqa: E402
+from accord.errors import AccordError
 
 __all__ = ["AccordError", "__version__"]

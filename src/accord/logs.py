@@ -57,7 +57,7 @@ class _StdoutHandler(logging.StreamHandler):
     """Writes to whatever ``sys.stdout`` is at the time of each record (it may be replaced)."""
 
     @property  # type: ignore[override]
-    def stream(self):  # noqa: D102
+    def stream(self):
         return sys.stdout
 
     @stream.setter

@@ -16,8 +16,9 @@ bound that bites is an event, naming the site, that the aggregator logs and reco
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Iterator, Literal, Mapping, Sequence
+from typing import Literal
 
 import numpy as np
 

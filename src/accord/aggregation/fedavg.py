@@ -8,7 +8,7 @@ norms of its changes; ``result`` averages one block of one tensor at a time.
 
 from __future__ import annotations
 
-from typing import Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 

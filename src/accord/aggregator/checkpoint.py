@@ -24,9 +24,10 @@ import logging
 import os
 import time
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from accord.errors import AccordError
 from accord.files import atomic_path, atomic_write

@@ -12,15 +12,16 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable
 from contextlib import AbstractContextManager
 from dataclasses import asdict, replace
-from typing import Any, Callable
+from typing import Any
 
 from accord.aggregation.bounds import UpdateBounds
 from accord.aggregation.fedavg import FedAvg
 from accord.aggregator.assigner import Assigner
 from accord.aggregator.checkpoint import Checkpoint, SavedRound
-from accord.aggregator.engine import RoundDeadlineError, RoundEngine, RoundOutcome
+from accord.aggregator.engine import RoundEngine, RoundOutcome
 from accord.aggregator.metrics import MetricRecord, MetricsLog
 from accord.aggregator.stragglers import StragglerPolicy
 from accord.errors import AccordError, PlanError, RefusedError

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Iterator
+from collections.abc import Iterator
 
 import numpy as np
 
@@ -43,12 +43,12 @@ class ArrayDataLoader:
     @property
     def train_size(self) -> int:
         """Number of training samples in this shard."""
-        return int(len(self._y_train))
+        return len(self._y_train)
 
     @property
     def valid_size(self) -> int:
         """Number of validation samples in this shard."""
-        return int(len(self._y_valid))
+        return len(self._y_valid)
 
     @property
     def num_classes(self) -> int:

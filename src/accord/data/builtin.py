@@ -6,7 +6,7 @@ takes its own shard of each, so the union of all validation shards is the valida
 
 from __future__ import annotations
 
-from functools import lru_cache
+from functools import cache
 
 import numpy as np
 
@@ -17,7 +17,7 @@ from accord.errors import AccordError
 BUILTIN_SETS: tuple[str, ...] = ("digits", "breast_cancer")
 
 
-@lru_cache(maxsize=None)
+@cache
 def _raw(name: str) -> tuple[np.ndarray, np.ndarray]:
     """The whole set as (x float64, y int64), read-only; digits x is (n, 8, 8) in [0, 1]."""
     from sklearn import datasets  # lazy: `import accord.data` stays light

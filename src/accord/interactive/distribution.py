@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import stat
 import sys
+from collections.abc import Iterable, Mapping
 from importlib.metadata import packages_distributions, version
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Any
 
 import yaml
 

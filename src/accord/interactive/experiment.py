@@ -13,8 +13,9 @@ import logging
 import os
 import re
 import threading
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 from accord.aggregator.metrics import MetricRecord, read_metrics
 from accord.errors import AccordError

@@ -6,7 +6,8 @@ plan's seed, and the initial global model is written from the same builder.
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from accord.errors import AccordError
 

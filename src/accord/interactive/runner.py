@@ -11,13 +11,14 @@ and delta updates work as for every runner.
 from __future__ import annotations
 
 import inspect
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, Callable, Mapping
+from typing import Any
 
 from accord.errors import AccordError
-from accord.plan.code_settings import import_code
 from accord.interactive.data import DataInterface
 from accord.interactive.tasks import KINDS, RUNNER_OBJECTS
+from accord.plan.code_settings import import_code
 from accord.runners.base import TaskOutput
 
 _PREPARE_FIX = "prepare the workspace again from the notebook (FLExperiment.prepare_workspace_distribution)"

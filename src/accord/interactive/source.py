@@ -26,9 +26,10 @@ import linecache
 import symtable
 import sys
 import textwrap
+from collections.abc import Iterable
 from dataclasses import dataclass
 from types import ModuleType
-from typing import Any, Iterable
+from typing import Any
 
 from accord.errors import AccordError
 

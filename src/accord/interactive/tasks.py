@@ -25,8 +25,9 @@ go into the plan's tasks section (hashed, so every site agrees on them).
 from __future__ import annotations
 
 import inspect
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable, TypeVar
+from typing import Any, TypeVar
 
 from accord.errors import AccordError
 

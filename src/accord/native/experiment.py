@@ -11,9 +11,10 @@ import logging
 import tempfile
 import threading
 import time
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 from accord.aggregator.metrics import read_metrics
 from accord.aggregator.runtime import AggregatorRuntime

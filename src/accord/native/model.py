@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import copy
 import sys
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from accord.data.base import DataLoader
 from accord.errors import AccordError

@@ -4,13 +4,13 @@ every collaborator, all ECDSA P-384 (or RSA-3072) with SHA-384 signatures.
 Files lie under a workspace's ``cert`` folder as :class:`CertLayout` describes.
 """
 
-from accord.pki.ca import create_ca, certify, make_federation_pki, sign_csr
+from accord.pki.ca import certify, create_ca, make_federation_pki, sign_csr
 from accord.pki.csr import csr_fingerprint, generate_csr
+from accord.pki.install import check_own_certificate, install_certificate
 from accord.pki.keys import generate_private_key, load_pem_cert, load_private_key, read_pem_bytes
 from accord.pki.layout import CertLayout, validate_collaborator_name, validate_fqdn
 from accord.pki.records import RevocationWatch, cert_fingerprint, issued, revoke, revoked_serials
 from accord.pki.verify import CertificateRejected, common_name, verify_peer_certificate
-from accord.pki.install import check_own_certificate, install_certificate
 
 __all__ = [
     "CertLayout",

@@ -20,12 +20,12 @@ log = logging.getLogger("accord.pki")
 
 def utc_now() -> dt.datetime:
     """The current time, timezone-aware UTC, to the second."""
-    return dt.datetime.now(dt.timezone.utc).replace(microsecond=0)
+    return dt.datetime.now(dt.UTC).replace(microsecond=0)
 
 
 def iso(moment: dt.datetime) -> str:
     """ISO 8601 UTC text of ``moment`` (``2025-01-31T12:00:00Z``)."""
-    return moment.astimezone(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return moment.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def serial_hex(serial: int) -> str:

@@ -107,7 +107,7 @@ def verify_peer_certificate(
         raise CertificateRejected(
             f"certificate {subject!r} is a CA certificate, not a participant's", _PEER_FIX, reason="ca"
         )
-    moment = (now or dt.datetime.now(dt.timezone.utc)).astimezone(dt.timezone.utc)
+    moment = (now or dt.datetime.now(dt.UTC)).astimezone(dt.UTC)
     if moment < cert.not_valid_before_utc:
         raise CertificateRejected(
             f"certificate {subject!r} is not valid until {iso(cert.not_valid_before_utc)}",

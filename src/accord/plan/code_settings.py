@@ -19,8 +19,9 @@ The plan schema checks every such setting when the plan loads (``fx plan initial
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
-from typing import Any, Iterator, Mapping
+from typing import Any
 
 from accord.errors import PlanError
 from accord.imports import import_dotted

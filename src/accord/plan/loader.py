@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import copy
-import io
 import hashlib
+import io
 import json
 import os
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Any
 
 import yaml
 from pydantic import ValidationError

@@ -124,7 +124,7 @@ class StragglerSettings(Strict):
     round_deadline_seconds: float = Field(86400.0, gt=0)
 
     @model_validator(mode="after")
-    def _complete(self) -> "StragglerSettings":
+    def _complete(self) -> StragglerSettings:
         if self.policy == "cutoff_time" and self.cutoff_seconds is None:
             raise ValueError("policy cutoff_time needs cutoff_seconds (how long a round waits for stragglers)")
         if self.policy == "percentage" and self.percentage is None:
@@ -238,7 +238,7 @@ class PlanModel(Strict):
         return names
 
     @model_validator(mode="after")
-    def _cross_checks(self) -> "PlanModel":
+    def _cross_checks(self) -> PlanModel:
         known = set(self.tasks.settings)
         for group in self.assigner.settings.task_groups:
             unknown = [t for t in group.tasks if t not in known]

@@ -8,7 +8,7 @@ from typing import Any
 
 from accord.runners.base import OPTIMIZER_PREFIX, TaskOutput, TaskRunner
 
-__all__ = ["KerasTaskRunner", "OPTIMIZER_PREFIX", "TaskOutput", "TaskRunner", "TorchTaskRunner"]
+__all__ = ["OPTIMIZER_PREFIX", "KerasTaskRunner", "TaskOutput", "TaskRunner", "TorchTaskRunner"]
 
 
 def __getattr__(name: str) -> Any:

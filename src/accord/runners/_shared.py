@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager, nullcontext
-from typing import Any, Callable, ContextManager, Iterator
+from typing import Any, ContextManager
 
 import numpy as np
 

@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 import warnings
-from typing import Any, Callable, Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 from accord.errors import AccordError
-from accord.runners.base import OPTIMIZER_PREFIX
 from accord.plan.code_settings import import_code
+from accord.runners.base import OPTIMIZER_PREFIX
 
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 BUILTIN_LOSSES: tuple[str, ...] = ("cross_entropy", "mse", "bce_with_logits")

@@ -13,6 +13,7 @@ import torch
 from torch import nn
 
 from accord.errors import AccordError
+from accord.runners._shared import build_model
 from accord.runners._torch_parts import (
     load_optimizer_state,
     materialize_optimizer,
@@ -20,7 +21,6 @@ from accord.runners._torch_parts import (
     tensor_to_numpy,
     to_tensor,
 )
-from accord.runners._shared import build_model
 from accord.runners.base import OPTIMIZER_PREFIX
 from accord.tensors.state import ModelState, name_mismatch
 

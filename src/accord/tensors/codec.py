@@ -8,8 +8,8 @@ them into buffers allocated once per tensor. Nothing is ever unpickled.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
-from typing import Iterator, Mapping
 
 import numpy as np
 

@@ -14,7 +14,7 @@ round; a collaborator computes it over the model it received.
 from __future__ import annotations
 
 import hashlib
-from typing import Mapping
+from collections.abc import Mapping
 
 import numpy as np
 
@@ -39,6 +39,6 @@ def model_digest(state: Mapping[str, np.ndarray], round_number: int) -> str:
     return h.hexdigest()
 
 
-def _field(h: "hashlib._Hash", data: bytes) -> None:
+def _field(h: hashlib._Hash, data: bytes) -> None:
     h.update(len(data).to_bytes(8, "little"))
     h.update(data)

@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import functools
 import time
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import AbstractSet, Callable, Mapping, Sequence
+from typing import AbstractSet
 
 from cryptography import x509
 

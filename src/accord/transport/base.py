@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from contextlib import AbstractContextManager
-from typing import Callable, Protocol
+from typing import Protocol
 
 from accord.messages import FederationInfo, TaskAssignment, TaskResult
 from accord.tensors.state import ModelState

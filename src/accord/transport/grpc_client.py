@@ -5,7 +5,8 @@ from __future__ import annotations
 import logging
 import random
 import time
-from typing import Callable, Iterator, NoReturn, TypeVar
+from collections.abc import Callable, Iterator
+from typing import NoReturn, TypeVar
 
 import grpc
 import numpy as np

@@ -16,19 +16,20 @@ import concurrent.futures
 import functools
 import logging
 import threading
+from collections.abc import Awaitable, Callable
 from contextlib import AbstractContextManager
-from typing import Any, Awaitable, Callable, NoReturn, TypeVar
+from typing import Any, NoReturn, TypeVar
 
 import grpc
 
 from accord.errors import AccordError, RefusedError
+from accord.tensors.codec import TensorAssembler
 from accord.transport import wire
 from accord.transport.admission import Admission, CallLimits, RepeatFilter, Revoked, check_claim, peer_name
 from accord.transport.base import AggregatorService
 from accord.transport.binding import bind, bind_addresses
 from accord.transport.proto import accord_pb2 as pb
 from accord.transport.tls import ServerTLS
-from accord.tensors.codec import TensorAssembler
 
 logger = logging.getLogger("accord.transport")
 
@@ -56,7 +57,7 @@ class _Stalled(Exception):
     """A peer let a bound pass (first message, chunk idle time): the call is cut."""
 
 
-def _method_handlers(servicer: "_Servicer") -> dict[str, grpc.RpcMethodHandler]:
+def _method_handlers(servicer: _Servicer) -> dict[str, grpc.RpcMethodHandler]:
     """The accord.v1.Aggregator methods, with lenient deserializers.
 
     Every method is served as a client stream (the wire is the same as for a unary call),
@@ -216,7 +217,7 @@ class _Servicer:
             raise RefusedError("the call carries more than one request", kind="payload")
         return request
 
-    def _blocking(self, fn: Callable[[], T]) -> "asyncio.Future[T]":
+    def _blocking(self, fn: Callable[[], T]) -> asyncio.Future[T]:
         """``fn()`` on the bounded executor (it may wait on the runtime's lock or write to disk)."""
         return asyncio.get_running_loop().run_in_executor(self._executor, fn)
 

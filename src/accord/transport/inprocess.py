@@ -8,7 +8,7 @@ payload refused over gRPC is refused here too.
 from __future__ import annotations
 
 import dataclasses
-from typing import Mapping
+from collections.abc import Mapping
 
 import numpy as np
 

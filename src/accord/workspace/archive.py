@@ -12,21 +12,20 @@ verifies the manifest and the plan hash there, and only then moves the workspace
 from __future__ import annotations
 
 import json
-import os
 import re
 import shutil
 import stat
 import tempfile
 import zipfile
 import zlib
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from typing import Iterable
 
 from accord import __version__
 from accord.collaborator.data_config import HEADER as DATA_CONFIG_HEADER
-from accord.files import atomic_path
 from accord.errors import AccordError
+from accord.files import atomic_path
 from accord.pki.secrets import private_key_problem
 from accord.plan.identity import file_digest, source_files
 from accord.plan.loader import SECTIONS, Plan, load_plan, read_yaml
