@@ -410,7 +410,7 @@ def check_last_model(workspace: Path, names: list[str]) -> tuple[bool, float]:
     ) as last:
         if set(init.keys()) != set(last.keys()):
             return False, float("inf")
-        for key in init.keys():
+        for key in init:
             got = last.get_tensor(key)
             base = init.get_tensor(key)
             # sum_i w_i (x + o_i) / W  ==  x + sum_i w_i o_i / W   (offsets added in float32, as sent)

@@ -9,6 +9,7 @@ loop that stops by itself. It returns how the calls ended, by status code.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
 from collections import Counter
 from collections.abc import Awaitable, Callable
@@ -113,10 +114,8 @@ class _Round:
     async def follow(self, channel: grpc.aio.Channel, header: pb.Header, done: asyncio.Event) -> None:
         join = channel.unary_unary(SERVICE + "Join", pb.JoinRequest.SerializeToString, pb.JoinResponse.FromString)
         while not done.is_set():
-            try:
+            with contextlib.suppress(grpc.aio.AioRpcError):  # refused (revoked, busy): the round stays as it was
                 self.number = (await join(pb.JoinRequest(header=header), timeout=10)).round_number
-            except grpc.aio.AioRpcError:
-                pass  # refused (revoked, busy): the round stays as it was
             await asyncio.sleep(0.1)
 
 

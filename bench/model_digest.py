@@ -39,14 +39,14 @@ def main() -> None:
         model = {f"layer{i}.weight": rng.standard_normal(floats // 8, dtype=np.float32) for i in range(8)}
         specs = tensor_specs(model)
 
-        def receive() -> None:
+        def receive(specs=specs, mib=mib, model=model) -> None:
             assembler = TensorAssembler(specs, max_total_bytes=mib * 1024 * 1024)
             for name, dtype, shape, offset, data in iter_tensor_chunks(model, 1024 * 1024):
                 assembler.add(name, dtype, shape, offset, data)
             assembler.finish()
 
         codec = timed(receive, args.repeat)
-        digest = timed(lambda: model_digest(model, 3), args.repeat)
+        digest = timed(lambda model=model: model_digest(model, 3), args.repeat)
         print(
             f"{mib:4d} MiB model: digest min {1000 * min(digest):7.1f} ms median {1000 * statistics.median(digest):7.1f} ms; "
             f"codec receive min {1000 * min(codec):7.1f} ms median {1000 * statistics.median(codec):7.1f} ms; "

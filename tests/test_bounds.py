@@ -111,7 +111,7 @@ def test_a_delta_that_makes_the_model_non_finite_is_dropped_and_the_round_closes
 
 def test_a_lazy_view_of_the_saved_file_averages_like_the_arrays(tmp_path) -> None:
     files = []
-    for index, (name, tensors, count) in enumerate(HONEST):
+    for index, (_name, tensors, _count) in enumerate(HONEST):
         files.append(save_state(tmp_path / f"u{index}.safetensors", {**tensors, "empty": np.zeros((0, 2), np.float32)}))
     view = StateView(files[0])
     assert list(view) == ["w", "b", "steps", "empty"] and view["steps"].shape == () and view["empty"].shape == (0, 2)

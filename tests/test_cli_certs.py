@@ -256,7 +256,7 @@ def test_revoke_and_list_certificates(ca_ws: Path, capsys) -> None:
     code, out, _ = fx(capsys, "workspace", "revoke", NAME, "-w", ca_ws, "--reason", "laptop stolen")
     assert code == 0 and serial in out
     code, out, _ = fx(capsys, "workspace", "certificates", "-w", ca_ws)
-    assert [line for line in out.splitlines() if line.startswith(serial)][0].endswith("revoked")
+    assert next(line for line in out.splitlines() if line.startswith(serial)).endswith("revoked")
     code, _, err = fx(capsys, "workspace", "revoke", "nobody", "-w", ca_ws)
     assert code == 2 and "nobody" in err
 
@@ -268,7 +268,8 @@ def test_own_certificate_check_names_the_file_and_the_fix(ca_ws: Path, tmp_path:
     cert_dir = ca_ws / "cert"
     layout = CertLayout(cert_dir)
     certify(cert_dir, "collaborator", NAME, days=1, now=dt.datetime.now(dt.UTC) - dt.timedelta(days=10))
-    with pytest.raises(PKIError, match=rf"certificate cert/client/col_{NAME}.crt expired on .*fx collaborator generate-cert-request -n {NAME}, then fx collaborator certify"):
+    expired = rf"certificate cert/client/col_{NAME}.crt expired on .*fx collaborator generate-cert-request -n {NAME}, then fx collaborator certify"
+    with pytest.raises(PKIError, match=expired):
         check_own_certificate(cert_dir, "collaborator", NAME, ca_ws)
 
     create_ca(tmp_path / "other")

@@ -157,5 +157,5 @@ def test_a_name_the_namespace_only_imports_is_refused(monkeypatch: pytest.Monkey
 
     monkeypatch.setattr(torch.nn.functional, "system", os.system, raising=False)
     assert code_problem(LOSS, "torch.nn.functional.system") is None  # the name alone looks fine
-    with pytest.raises(PlanError, match="torch.nn.functional.system', which is not allowed: it is (posix|nt)'s, not torch's"):
+    with pytest.raises(PlanError, match=r"torch.nn.functional.system', which is not allowed: it is (posix|nt)'s, not torch's"):
         import_code(LOSS, "torch.nn.functional.system")

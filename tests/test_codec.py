@@ -75,7 +75,7 @@ def test_chunks_share_memory_with_contiguous_little_endian_input():
 
 def test_big_endian_input_travels_little_endian():
     values = np.arange(6, dtype=">i4").reshape(2, 3)
-    (name, dtype, shape, offset, data), = iter_tensor_chunks({"b": values}, 1 << 20)
+    (_name, dtype, shape, _offset, data), = iter_tensor_chunks({"b": values}, 1 << 20)
     assert dtype == "int32" and shape == (2, 3)
     assert bytes(data) == np.arange(6, dtype="<i4").tobytes()
     out = roundtrip({"b": values}, 5)

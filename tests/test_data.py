@@ -87,7 +87,7 @@ def test_bad_shard_arguments_raise_accord_error(kwargs: dict, word: str) -> None
 
 def test_split_train_valid_is_stratified_and_deterministic() -> None:
     x = np.arange(len(LABELS), dtype=np.float32)[:, None]
-    xt, yt, xv, yv = split_train_valid(x, LABELS, 0.2, seed=1)
+    xt, _yt, xv, yv = split_train_valid(x, LABELS, 0.2, seed=1)
     assert len(xv) == 100 and len(xt) == 400
     assert np.array_equal(np.bincount(yv), np.full(10, 10))
     assert set(xt[:, 0]).isdisjoint(set(xv[:, 0]))
@@ -120,9 +120,9 @@ def test_array_loader_batches() -> None:
 def test_digits_shards_union_is_the_full_validation_split() -> None:
     xt, yt, xv, yv = load_full("digits")
     loaders = [DigitsDataLoader(str(i), collaborator_count=3) for i in (1, 2, 3)]
-    assert sum(l.valid_size for l in loaders) == len(yv)
-    assert sum(l.train_size for l in loaders) == len(yt)
-    union = np.concatenate([np.concatenate([b[0] for b in l.valid_batches()]) for l in loaders])
+    assert sum(loader.valid_size for loader in loaders) == len(yv)
+    assert sum(loader.train_size for loader in loaders) == len(yt)
+    union = np.concatenate([np.concatenate([b[0] for b in loader.valid_batches()]) for loader in loaders])
     key = lambda a: np.lexsort(a.T[::-1])  # noqa: E731 - sort rows for a set comparison
     assert np.array_equal(union[key(union)], xv[key(xv)])
     assert loaders[0].feature_shape == (64,) and loaders[0].num_classes == 10
@@ -185,7 +185,7 @@ def test_npz_round_trip(tmp_path) -> None:  # type: ignore[no-untyped-def]
 
 def test_npz_missing_file_and_key(tmp_path) -> None:  # type: ignore[no-untyped-def]
     missing = tmp_path / "nowhere.npz"
-    with pytest.raises(AccordError, match="plan/data.yaml") as info:
+    with pytest.raises(AccordError, match=r"plan/data.yaml") as info:
         NpzDataLoader(str(missing))
     assert str(missing) in str(info.value)
     path = tmp_path / "partial.npz"

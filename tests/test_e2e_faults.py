@@ -167,7 +167,7 @@ def test_killing_the_aggregator_twice_mid_round_changes_nothing(tmp_path: Path) 
         sites.start("collaborator2")
         for round_number in (1, 3):
             wait_for(
-                lambda: saved_state(faulty).get("round") == round_number and bool(saved_state(faulty).get("results")),
+                lambda round_number=round_number: saved_state(faulty).get("round") == round_number and bool(saved_state(faulty).get("results")),
                 what=f"results of round {round_number}",
             )
             sites.kill("aggregator")

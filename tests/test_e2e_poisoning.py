@@ -45,7 +45,9 @@ def federate(tmp_path: Path, attacks: str, rounds: int, honest_sites: int = 3, p
     try:
         hostile = subprocess.Popen([sys.executable, str(HOSTILE), str(ws), hostile_name, attacks, str(refusals)], stderr=subprocess.PIPE, text=True)
         honest = [
-            subprocess.Popen(fx_command("collaborator", "start", "-n", name, "-w", str(ws)), stdout=(tmp_path / f"{name}.log").open("w"), stderr=subprocess.STDOUT)
+            subprocess.Popen(
+                fx_command("collaborator", "start", "-n", name, "-w", str(ws)), stdout=(tmp_path / f"{name}.log").open("w"), stderr=subprocess.STDOUT
+            )
             for name in names
         ]
         codes = [p.wait(timeout=300) for p in honest]

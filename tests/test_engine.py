@@ -240,7 +240,7 @@ def test_a_result_must_carry_the_digest_of_its_rounds_model() -> None:
     assert engine.round_number == 1 and engine.model_digest == model_digest(engine.model, 1)
     for digest in (first, "", "0" * 64):
         stale = dataclasses.replace(result("a", "aggregated_model_validation", 1, 5, {"accuracy": 0.5}), model_digest=digest)
-        with pytest.raises(RefusedError, match="computed from another model.*replayed or stale") as refused:
+        with pytest.raises(RefusedError, match=r"computed from another model.*replayed or stale") as refused:
             engine.submit(stale)
         assert refused.value.kind == "state"
     assert engine.current.outstanding["a"] == list(TASKS)  # nothing was taken

@@ -209,7 +209,7 @@ def _spoiled(draw, chunks: list, spoil) -> list:
     twin = pb.TensorChunk()
     twin.CopyFrom(chunks[i])
     spoil(draw, twin)
-    return chunks[:i] + [twin] + chunks[i + 1 :]
+    return [*chunks[:i], twin, *chunks[i + 1:]]
 
 
 def _wrong(field: str):
@@ -244,7 +244,7 @@ def _tensor(draw, chunks: list) -> tuple[list, list]:
 
 def _insert(draw, layout: list, part) -> list:
     i = draw(st.integers(1, len(layout)))
-    return layout[:i] + [part] + layout[i:]
+    return [*layout[:i], part, *layout[i:]]
 
 
 CHUNK_DEFECTS = {  # a training result's tensor chunks, spoiled

@@ -49,7 +49,7 @@ def test_federation_trains_and_writes_files(workspace_factory, treatment, delta)
         rounds=3,
         overrides={"collaborator.settings.opt_treatment": treatment, "collaborator.settings.delta_updates": delta},
     )
-    runtime, worked = run_federation(plan, names)
+    _runtime, worked = run_federation(plan, names)
     assert worked == {"alpha": 4, "beta": 4}  # 3 training rounds + the final validation
     settings = plan.model.aggregator.settings
     last = load_state(plan.resolve_path(settings.last_state_path))

@@ -64,13 +64,13 @@ def test_federation_signs_sites_and_a_new_preparation_keeps_them(tmp_path: Path)
     assert again.root_fingerprint == federation.root_fingerprint  # the CA is reused, not replaced
 
     package, fingerprint = request(tmp_path / "site", "hospital1")
-    with pytest.raises(AccordError, match="no plan in .* yet to add hospital1"):
+    with pytest.raises(AccordError, match=r"no plan in .* yet to add hospital1"):
         federation.certify_collaborator(package)
 
     experiment = FLExperiment(federation, "first")
     model = nb["ModelInterface"](nb["build_model"], nb["build_optimizer"])
     first = experiment.prepare_workspace_distribution(model, nb["TI"], nb["Data"](batch_size=8), rounds_to_train=2)
-    with pytest.raises(PKIError, match="not the 0000000000000000... the site gave"):
+    with pytest.raises(PKIError, match=r"not the 0000000000000000... the site gave"):
         federation.certify_collaborator(package, fingerprint="0" * 96)
     signed = federation.certify_collaborator(package, output=tmp_path, fingerprint=fingerprint.upper())
     assert signed == tmp_path / "agg_to_col_hospital1_signed_cert.zip" and signed.is_file()
@@ -115,7 +115,7 @@ def test_prepare_refuses_what_is_not_an_interface(tmp_path: Path) -> None:
         experiment.prepare_workspace_distribution(nb["build_model"], nb["TI"], nb["Data"]())
     with pytest.raises(AccordError, match="data_loader is a list, not a DataInterface"):
         experiment.prepare_workspace_distribution(model, nb["TI"], [1, 2])
-    with pytest.raises(AccordError, match="Data\\(\\.\\.\\.\\): .* is not a plain value"):
+    with pytest.raises(AccordError, match=r"Data\(\.\.\.\): .* is not a plain value"):
         experiment.prepare_workspace_distribution(model, nb["TI"], nb["Data"](scaler=object()))
 
 

@@ -179,9 +179,9 @@ def test_a_global_that_cannot_travel_is_refused_by_name(cell: str, message: str,
 
 def test_lambdas_nested_definitions_and_instances_are_refused() -> None:
     nb = notebook("build = lambda: 1\n\ndef outer():\n    def inner():\n        return 1\n    return inner\n")
-    with pytest.raises(AccordError, match="lambda.*has no source"):
+    with pytest.raises(AccordError, match=r"lambda.*has no source"):
         collect_module([nb["build"]], "m")
-    with pytest.raises(AccordError, match="outer.<locals>.inner is defined inside another function"):
+    with pytest.raises(AccordError, match=r"outer.<locals>.inner is defined inside another function"):
         collect_module([nb["outer"]()], "m")
 
 

@@ -70,12 +70,12 @@ def test_incomplete_or_ambiguous_registrations_are_refused() -> None:
     ti = TaskInterface()
     ti.register_fl_task(model="net", data_loader="loader", optimizer="opt")(train)  # nothing gives dev
     with pytest.raises(AccordError, match=r"train\(\) needs \['dev'\]"):
-        ti.tasks
+        _ = ti.tasks
     ti = TaskInterface()
     ti.register_fl_task(model="net", data_loader="loader")(validate)
     with pytest.raises(AccordError, match="0 train tasks"):
         ti.task("train")
-    ti.register_fl_task(model="m", data_loader="l")(lambda m, l: {})
+    ti.register_fl_task(model="m", data_loader="loader")(lambda m, loader: {})
     with pytest.raises(AccordError, match="2 validate tasks"):
         ti.task("validate")
 
@@ -171,7 +171,7 @@ def test_site_data_builds_the_workspaces_interface_with_the_sites_path(tmp_path)
     finally:
         for name in [n for n in sys.modules if n == "src" or n.startswith("src.")]:
             del sys.modules[name]
-    with pytest.raises(AccordError, match="data_loader.settings.interface is .*Shard', which is not allowed"):
+    with pytest.raises(AccordError, match=r"data_loader.settings.interface is .*Shard', which is not allowed"):
         site_data("x", f"{__name__}.Shard")  # code outside the workspace's src is never imported
 
 
@@ -272,14 +272,16 @@ def test_torch_runner_calls_the_functions_and_moves_weights_by_name() -> None:
     assert all(np.array_equal(v, other.get_weights(with_optimizer=True)[k]) for k, v in trained.items())
     runner.reset_optimizer()
     assert float(runner.get_weights(with_optimizer=True)["__opt__.0.weight.step"]) == 0.0
-    with pytest.raises(AccordError, match="not a torch.optim.Optimizer"):
-        TorchInteractiveRunner(lambda: torch.nn.Linear(2, 2), lambda params: "sgd", {"train": {"function": torch_train}, "validate": {"function": torch_validate}})
+    with pytest.raises(AccordError, match=r"not a torch.optim.Optimizer"):
+        TorchInteractiveRunner(
+            lambda: torch.nn.Linear(2, 2), lambda params: "sgd", {"train": {"function": torch_train}, "validate": {"function": torch_validate}}
+        )
     with pytest.raises(AccordError, match="must name exactly"):
         TorchInteractiveRunner(lambda: torch.nn.Linear(2, 2), lambda params: torch.optim.SGD(params, lr=0.1), {"train": {"function": torch_train}})
     with pytest.raises(AccordError, match="not a DataInterface"):
         runner.train(object())
     named = {"function": f"{__name__}.torch_validate"}  # a path outside the workspace's src
-    with pytest.raises(AccordError, match="task_runner.settings.functions.validate.function is .* which is not allowed"):
+    with pytest.raises(AccordError, match=r"task_runner.settings.functions.validate.function is .* which is not allowed"):
         TorchInteractiveRunner(lambda: torch.nn.Linear(2, 2), "torch.optim.SGD", {"train": {"function": torch_train}, "validate": named})
 
 

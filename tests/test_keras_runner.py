@@ -101,9 +101,9 @@ def test_set_weights_rejects_wrong_names_and_shapes() -> None:
     weights = runner.get_weights()
     missing = dict(weights)
     missing.pop("dense/bias")
-    with pytest.raises(AccordError, match="missing.*dense/bias"):
+    with pytest.raises(AccordError, match=r"missing.*dense/bias"):
         runner.set_weights(missing)
-    with pytest.raises(AccordError, match="unexpected.*extra/kernel"):
+    with pytest.raises(AccordError, match=r"unexpected.*extra/kernel"):
         runner.set_weights({**weights, "extra/kernel": np.zeros(3, np.float32)})
     with pytest.raises(AccordError, match="'dense/bias' has shape"):
         runner.set_weights({**weights, "dense/bias": np.zeros(5, np.float32)})
@@ -165,7 +165,7 @@ def test_single_sigmoid_output_accuracy() -> None:
 def test_bad_model_path(path: str) -> None:
     from accord.runners.keras_runner import KerasTaskRunner
 
-    with pytest.raises(AccordError, match="task_runner.settings.model") as info:
+    with pytest.raises(AccordError, match=r"task_runner.settings.model") as info:
         KerasTaskRunner(path)
     assert "src/" in str(info.value)
 

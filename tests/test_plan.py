@@ -53,7 +53,7 @@ def test_error_names_file_key_and_expectation(tmp_path: Path) -> None:
 
 
 def test_unknown_key_is_refused(tmp_path: Path) -> None:
-    with pytest.raises(PlanError, match="aggregator.settings.round_to_train"):
+    with pytest.raises(PlanError, match=r"aggregator.settings.round_to_train"):
         validate_plan({"aggregator": {"settings": {"round_to_train": 3}}}, tmp_path)
 
 
@@ -130,7 +130,13 @@ def test_reserved_sections_must_stay_empty(tmp_path: Path) -> None:
 
 
 def test_apply_must_be_global_or_local(tmp_path: Path) -> None:
-    tasks = {"settings": {"aggregated_model_validation": {"function": "validate", "kwargs": {"apply": "Global"}}, "train": {"function": "train"}, "locally_tuned_model_validation": {"function": "validate", "kwargs": {"apply": "local"}}}}
+    tasks = {
+        "settings": {
+            "aggregated_model_validation": {"function": "validate", "kwargs": {"apply": "Global"}},
+            "train": {"function": "train"},
+            "locally_tuned_model_validation": {"function": "validate", "kwargs": {"apply": "local"}},
+        }
+    }
     with pytest.raises(PlanError, match="apply must be"):
         validate_plan({"tasks": tasks}, tmp_path)
 

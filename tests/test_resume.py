@@ -117,7 +117,7 @@ def test_orphans_are_removed_and_damage_is_reported(plan) -> None:
     AggregatorRuntime(plan).close()
     assert not orphan.exists()
     (state_dir / STATE_FILE).write_text("{not json")
-    with pytest.raises(AccordError, match="state.json cannot be read.*state.prev.json cannot be read") as damaged:
+    with pytest.raises(AccordError, match=r"state.json cannot be read.*state.prev.json cannot be read") as damaged:
         (state_dir / "state.prev.json").write_text("{not json either")
         AggregatorRuntime(plan)
     assert "--fresh" in damaged.value.fix
@@ -248,7 +248,7 @@ def test_a_state_that_cannot_be_saved_stops_the_aggregator(plan, monkeypatch) ->
         raise OSError(28, "No space left on device")
 
     monkeypatch.setattr(checkpoint_module, "atomic_path", disk_full)
-    with pytest.raises(AccordError, match="could not save its state and stops.*No space left"):
+    with pytest.raises(AccordError, match=r"could not save its state and stops.*No space left"):
         runtime.submit(result, plan.hash)
     with pytest.raises(AccordError, match="could not save its state"):
         runtime.wait_until_done(timeout=5)

@@ -161,7 +161,7 @@ def test_the_runtime_fails_at_the_deadline_with_too_few_reports(workspace_factor
 
 def test_failed_sites_owe_nothing_and_count_as_not_reported() -> None:
     """A site's failure ends its part in the round; min_reports counts successful reports only."""
-    engine, clock = engine_with(StragglerPolicy(min_reports=2, round_deadline_seconds=100.0))
+    engine, _clock = engine_with(StragglerPolicy(min_reports=2, round_deadline_seconds=100.0))
     full_round(engine, {"a": (1.0, 1)})
     failure = TaskResult("c", 0, "aggregated_model_validation", 0, {}, failure="data file /x does not exist")
     assert honest(engine, failure) is None

@@ -196,7 +196,7 @@ def test_model_forms() -> None:
     "path", ["no_such_pkg.models.net", "accord.runners.torch_models.nothing", "mlp"]
 )
 def test_bad_model_path(path: str) -> None:
-    with pytest.raises(AccordError, match="task_runner.settings.model") as info:
+    with pytest.raises(AccordError, match=r"task_runner.settings.model") as info:
         TorchTaskRunner(path)
     assert "src/" in str(info.value)
 

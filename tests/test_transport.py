@@ -514,7 +514,7 @@ def test_in_process_client_copies_and_checks_like_the_wire():
     assert_state_equal(client.get_model(2, expected=own), service.model)
     with pytest.raises(RefusedError, match=r"lacks tensors \['extra'\] of this site's model"):
         client.get_model(2, expected={**own, "extra": ("float32", (1,))})
-    with pytest.raises(RefusedError, match="'dense.weight' is float32\\[64, 32\\], expected float32\\[8, 8\\]"):
+    with pytest.raises(RefusedError, match=r"'dense.weight' is float32\[64, 32\], expected float32\[8, 8\]"):
         client.get_model(2, expected={**own, "dense.weight": ("float32", (8, 8))})
     assert not any(np.shares_memory(got.tensors[k], result.tensors[k]) for k in model)
     with pytest.raises(RefusedError, match="expected float32"):

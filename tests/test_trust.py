@@ -81,7 +81,7 @@ def test_a_built_assigner_must_follow_the_protocol(tmp_path: Path) -> None:
     (tmp_path / "src").mkdir()
     (tmp_path / "src" / "__init__.py").write_text("")
     (tmp_path / "src" / "assign.py").write_text("class Nope:\n    def __init__(self, collaborators):\n        pass\n")
-    with pytest.raises(PlanError, match="src.assign.Nope built a Nope, which is not a Assigner: it lacks tasks_for"):
+    with pytest.raises(PlanError, match=r"src.assign.Nope built a Nope, which is not a Assigner: it lacks tasks_for"):
         build("assigner", "src.assign.Nope", {}, tmp_path, expect=Assigner, collaborators=["a"])
 
 
@@ -210,7 +210,7 @@ def test_the_crl_is_signed_by_the_signing_ca_and_never_goes_back(tmp_path: Path)
     other = make_federation_pki(tmp_path / "other", "localhost", [])
     with pytest.raises(PKIError, match="not signed by this federation's signing CA"):
         install_crl(site, write_crl(other.cert_dir).pem, "foreign.pem")
-    with pytest.raises(PKIError, match="is not an X.509 CRL"):
+    with pytest.raises(PKIError, match=r"is not an X.509 CRL"):
         install_crl(site, b"-----BEGIN X509 CRL-----\nAAAA\n-----END X509 CRL-----\n", "junk.pem")
 
     der = aggregator.public_bytes(serialization.Encoding.DER)

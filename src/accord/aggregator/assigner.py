@@ -51,7 +51,7 @@ class RandomGroupedAssigner:
             table, start, cumulative = {}, 0, 0.0
             for index, (_, percentage, tasks) in enumerate(self.groups):
                 cumulative += percentage
-                end = len(order) if index == len(self.groups) - 1 else int(round(cumulative * len(order)))
+                end = len(order) if index == len(self.groups) - 1 else round(cumulative * len(order))
                 for name in order[start:end]:
                     table[name] = tasks
                 start = end

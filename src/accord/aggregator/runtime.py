@@ -9,6 +9,7 @@ same object.
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 import time
@@ -262,7 +263,7 @@ class AggregatorRuntime:
                 outcome = self.engine.submit(result, self.checkpoint.view(staged))
                 self._log_result(result)
                 if outcome is not None:
-                    self._persist(lambda: self._finish_round(outcome))
+                    self._persist(functools.partial(self._finish_round, outcome))
                 elif result.failure:  # not saved: after a restart the site owes its tasks again
                     self._cond.notify_all()  # the watcher applies the policy (it may fail the round)
                 else:
@@ -369,7 +370,7 @@ class AggregatorRuntime:
                 try:
                     outcome = self.engine.tick()
                     if outcome is not None:
-                        self._persist(lambda: self._finish_round(outcome))
+                        self._persist(functools.partial(self._finish_round, outcome))
                         continue
                 except AccordError as exc:
                     if self._failure is None:

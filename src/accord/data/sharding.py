@@ -25,7 +25,7 @@ def split_indices(y: np.ndarray, valid_fraction: float, seed: int) -> tuple[np.n
     valid_parts: list[np.ndarray] = []
     for label in np.unique(labels):
         members = rng.permutation(np.flatnonzero(labels == label))
-        n_valid = int(round(len(members) * float(valid_fraction)))
+        n_valid = round(len(members) * float(valid_fraction))
         if len(members) >= 2:  # keep at least one sample of a class on each side
             n_valid = min(max(n_valid, 1), len(members) - 1)
         valid_parts.append(members[:n_valid])

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import stat
 from pathlib import Path
-from typing import Literal, Union
+from typing import Literal
 
 from cryptography import x509
 from cryptography.exceptions import UnsupportedAlgorithm
@@ -17,7 +17,7 @@ from accord.files import atomic_write
 from accord.pki.layout import fix_for_path
 
 KeyType = Literal["ec", "rsa"]
-PrivateKey = Union[ec.EllipticCurvePrivateKey, rsa.RSAPrivateKey]
+PrivateKey = ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey
 
 KEY_MODE = 0o600
 PUBLIC_MODE = 0o644

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager, nullcontext
-from typing import Any, ContextManager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
+from typing import Any
 
 import numpy as np
 
@@ -41,7 +41,7 @@ def show_progress(progress: bool | None) -> bool:
     return sys.stdout.isatty() if progress is None else bool(progress)
 
 
-def progress_bar(show: bool, total: int) -> ContextManager[Callable[[], None]]:
+def progress_bar(show: bool, total: int) -> AbstractContextManager[Callable[[], None]]:
     """A rich progress bar over ``total`` local batches when ``show``; otherwise a no-op."""
     if not show:
         return nullcontext(lambda: None)

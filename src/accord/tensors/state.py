@@ -110,7 +110,12 @@ class StateView(Mapping[str, np.ndarray]):
         header.pop("__metadata__", None)
         self._start = 8 + size
         self._entries = {
-            name: (np.dtype(_NUMPY_DTYPES[e["dtype"]]).newbyteorder("<"), tuple(e["shape"]), int(e["data_offsets"][0]), int(e["data_offsets"][1]) - int(e["data_offsets"][0]))
+            name: (
+                np.dtype(_NUMPY_DTYPES[e["dtype"]]).newbyteorder("<"),
+                tuple(e["shape"]),
+                int(e["data_offsets"][0]),
+                int(e["data_offsets"][1]) - int(e["data_offsets"][0]),
+            )
             for name, e in header.items()
         }
 

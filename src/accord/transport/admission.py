@@ -9,16 +9,15 @@ from __future__ import annotations
 
 import functools
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence, Set
 from dataclasses import dataclass
-from typing import AbstractSet
 
 from cryptography import x509
 
 from accord.errors import RefusedError
 from accord.pki.install import renew_fix
 
-Revoked = Callable[[], AbstractSet[int]]
+Revoked = Callable[[], Set[int]]
 
 #: the same refusal of the same caller is logged at most this often (with the count left out)
 REPEAT_LOG_SECONDS = 10.0

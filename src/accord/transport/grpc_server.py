@@ -17,7 +17,7 @@ import functools
 import logging
 import threading
 from collections.abc import Awaitable, Callable
-from contextlib import AbstractContextManager
+from contextlib import AbstractContextManager, suppress
 from typing import Any, NoReturn, TypeVar
 
 import grpc
@@ -240,10 +240,8 @@ class _Servicer:
             assignment = await self._blocking(functools.partial(self._service.poll_tasks, name, request.header.plan_hash, final))
             if assignment is not None:
                 return wire.assignment_to_pb(assignment)
-            try:
+            with suppress(TimeoutError):
                 await asyncio.wait_for(changed.wait(), max(0.0, deadline - loop.time()))
-            except TimeoutError:
-                pass
 
     async def get_model(self, name: str, context: grpc.aio.ServicerContext) -> None:
         """Stream the model; a reader that takes no chunk for chunk_idle_seconds is cut."""
