@@ -56,7 +56,7 @@ def ensure_logging(level: str = "INFO") -> None:
 class _StdoutHandler(logging.StreamHandler):
     """Writes to whatever ``sys.stdout`` is at the time of each record (it may be replaced)."""
 
-    @property  # type: ignore[override]
+    @property
     def stream(self):
         return sys.stdout
 

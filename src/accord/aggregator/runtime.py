@@ -469,7 +469,9 @@ class AggregatorRuntime:
             save_state(self.plan.resolve_path(settings.best_state_path), outcome.best_model)
         timing = {"round_seconds": outcome.wall_seconds, "overhead_seconds": outcome.overhead_seconds}
         records = list(outcome.records)
-        records += [MetricRecord(outcome.round_number, "aggregator", *key.split("/", 1), value) for key, value in outcome.metrics.items()]
+        for key, value in outcome.metrics.items():
+            task, metric = key.split("/", 1)  # WeightedMetrics keys are task/metric
+            records.append(MetricRecord(outcome.round_number, "aggregator", task, metric, value))
         records += [MetricRecord(outcome.round_number, "aggregator", "round", k, v) for k, v in timing.items()]
         records += [MetricRecord(outcome.round_number, e.collaborator, "aggregator/bounds", e.kind, e.value) for e in outcome.bounds]
         self.metrics_log.write(records)

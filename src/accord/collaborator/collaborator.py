@@ -113,6 +113,12 @@ class Collaborator:
                 log.warning("%s: the aggregator was not told of the failure: %s", self.name, exc.message)
             raise
 
+    def _site_data(self) -> DataLoader:
+        """The site's data loader; it is None only with data_error, which is reported before any task runs."""
+        if self.data is None:
+            raise AccordError("this site has no data loader", "check this site's data path in plan/data.yaml")
+        return self.data
+
     def _compute(self, what: str, call: Callable[[], TaskOutput]) -> TaskOutput:
         """Run the site's task code; its error becomes a SiteFailure naming the loader and path."""
         try:
@@ -142,7 +148,7 @@ class Collaborator:
             self._load_global(round_number)
             if self.opt_treatment == "RESET":
                 self.runner.reset_optimizer()
-            output = self._compute(f"task {task.name}", lambda: self.runner.train(self.data, **task.kwargs))
+            output = self._compute(f"task {task.name}", lambda: self.runner.train(self._site_data(), **task.kwargs))
             tensors = self._trained_tensors()
         elif task.function == "validate":
             if validates_global(task.function, task.kwargs):
@@ -150,7 +156,7 @@ class Collaborator:
             else:
                 self._fetch_global(round_number)  # for its digest: the result belongs to this round's model
             kwargs = _without(task.kwargs, "apply")
-            output = self._compute(f"task {task.name}", lambda: self.runner.validate(self.data, **kwargs))
+            output = self._compute(f"task {task.name}", lambda: self.runner.validate(self._site_data(), **kwargs))
         else:
             raise AccordError(f"task {task.name!r} asks for unknown function {task.function!r}")
         return self._result(round_number, task, output, tensors, self.clock() - started)

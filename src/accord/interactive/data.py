@@ -26,6 +26,8 @@ class DataInterface:
     the functions on a local file); ``kwargs`` are the keyword arguments it was created with.
     """
 
+    _accord_call: tuple[tuple[Any, ...], dict[str, Any]]
+
     def __new__(cls, *args: Any, **kwargs: Any) -> DataInterface:
         instance = super().__new__(cls)
         instance._accord_call = (args, kwargs)  # what it was created with, whatever __init__ keeps

@@ -169,4 +169,4 @@ class ExperimentRun:
             raise AccordError(f"no {which} model yet ({path})", "wait() for the run first" + needs)
         runner = build_runner(self.plan)  # the workspace's own code, as the sites run it
         runner.set_weights(load_state(path))
-        return runner.model
+        return runner.model  # type: ignore[attr-defined]  # the interactive runners hold .model; TaskRunner does not require it

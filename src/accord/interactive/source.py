@@ -256,19 +256,24 @@ def _anchors(obj: Any) -> list[tuple[str, int, dict[str, Any]]]:
             code = function.__code__
             found.append((code.co_filename, code.co_firstlineno, function.__globals__))
     module = sys.modules.get(obj.__module__)
-    if isinstance(module, ModuleType) and getattr(module, "__file__", None):  # a script: its last class NAME
-        found.append((module.__file__, 0, vars(module)))
+    file = getattr(module, "__file__", None)
+    if isinstance(module, ModuleType) and file:  # a script: its last class NAME
+        found.append((file, 0, vars(module)))
     return found
 
 
-def _node_at(lines: list[str], name: str, line: int, kind: str) -> ast.AST | None:
+_Definition = ast.ClassDef | ast.FunctionDef | ast.AsyncFunctionDef
+
+
+def _node_at(lines: list[str], name: str, line: int, kind: str) -> _Definition | None:
     """The innermost def (or class) named ``name`` whose lines hold ``line`` (0: the last one)."""
     try:
         tree = ast.parse("".join(lines))
     except SyntaxError:
         return None
     types = (ast.ClassDef,) if kind == "class" else (ast.FunctionDef, ast.AsyncFunctionDef)
-    best, best_start = None, -1
+    best: _Definition | None = None
+    best_start = -1
     for node in ast.walk(tree):
         if isinstance(node, types) and node.name == name:
             start = _first_line(node)
@@ -277,11 +282,11 @@ def _node_at(lines: list[str], name: str, line: int, kind: str) -> ast.AST | Non
     return best
 
 
-def _first_line(node: ast.AST) -> int:
+def _first_line(node: _Definition) -> int:
     return min([d.lineno for d in getattr(node, "decorator_list", [])] + [node.lineno])
 
 
-def _node_source(lines: list[str], node: ast.AST) -> str:
+def _node_source(lines: list[str], node: _Definition) -> str:
     """The node's lines without the omitted decorators, dedented."""
     dropped: set[int] = set()
     for decorator in getattr(node, "decorator_list", []):

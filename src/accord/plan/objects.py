@@ -84,7 +84,7 @@ def build(
         pass
     built = factory(**extra, **settings)
     missing = _missing_members(built, expect) if expect is not None and workspace_code else []
-    if missing:
+    if expect is not None and missing:
         raise PlanError(
             f"{section_name}.template {template} built a {type(built).__name__}, which is not "
             f"a {expect.__name__}: it lacks {', '.join(missing)}",

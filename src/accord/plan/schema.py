@@ -192,20 +192,20 @@ class StragglerSection(Strict):
 
 
 class AggregatorSection(Section):
-    settings: AggregatorSettings = Field(default_factory=AggregatorSettings)
+    settings: AggregatorSettings = Field(default_factory=AggregatorSettings)  # type: ignore[assignment]  # pydantic: validated as this model
 
 
 class CollaboratorSection(Section):
-    settings: CollaboratorSettings = Field(default_factory=CollaboratorSettings)
+    settings: CollaboratorSettings = Field(default_factory=CollaboratorSettings)  # type: ignore[assignment]  # pydantic: validated as this model
 
 
 class NetworkSection(Section):
-    settings: NetworkSettings = Field(default_factory=NetworkSettings)
+    settings: NetworkSettings = Field(default_factory=NetworkSettings)  # type: ignore[assignment]  # pydantic: validated as this model
 
 
 class AssignerSection(Section):
     KIND: ClassVar[str] = "assigner"
-    settings: AssignerSettings
+    settings: AssignerSettings  # type: ignore[assignment]  # pydantic: validated as this model
 
 
 class TasksSection(Section):

@@ -123,7 +123,8 @@ class SklearnLinearRunner:
                 self.classes = _as_classes(data.num_classes)
         if self.n_features is None or (self.is_classifier and self.classes is None):
             return
-        rows = (1 if len(self.classes) == 2 else len(self.classes)) if self.is_classifier else 0
+        classes = self.classes if self.is_classifier else None  # a classifier has its classes by now
+        rows = 0 if classes is None else 1 if len(classes) == 2 else len(classes)
         self.model.coef_ = np.zeros((rows, self.n_features) if rows else (self.n_features,))
         self.model.intercept_ = np.zeros(max(rows, 1))
         if self.is_classifier:

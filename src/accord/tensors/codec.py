@@ -48,7 +48,7 @@ def iter_tensor_chunks(state: Mapping[str, np.ndarray], chunk_bytes: int) -> Ite
                 f"convert it to one of {', '.join(sorted(ALLOWED_DTYPES))}",
             )
         shape = tuple(int(d) for d in array.shape)
-        raw = memoryview(array.reshape(-1).view(np.uint8))
+        raw = array.reshape(-1).view(np.uint8).data
         if raw.nbytes == 0:
             yield name, dtype, shape, 0, raw
             continue

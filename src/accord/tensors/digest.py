@@ -35,10 +35,10 @@ def model_digest(state: Mapping[str, np.ndarray], round_number: int) -> str:
         _field(h, array.dtype.name.encode("ascii"))
         _field(h, b"".join(int(d).to_bytes(8, "little") for d in array.shape))
         h.update(array.nbytes.to_bytes(8, "little"))
-        h.update(memoryview(array.reshape(-1)).cast("B"))
+        h.update(array.reshape(-1).data.cast("B"))
     return h.hexdigest()
 
 
-def _field(h: hashlib._Hash, data: bytes) -> None:
+def _field(h: hashlib.blake2b, data: bytes) -> None:
     h.update(len(data).to_bytes(8, "little"))
     h.update(data)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import functools
 import time
-from collections.abc import Callable, Mapping, Sequence, Set
+from collections.abc import Callable, Iterable, Mapping, Set
 from dataclasses import dataclass
 
 from cryptography import x509
@@ -39,13 +39,13 @@ class CallLimits:
     max_concurrent_calls: int = 4096
 
 
-def peer_name(auth: Mapping[str, Sequence[bytes]], revoked: Revoked | None) -> str:
+def peer_name(auth: Mapping[str, Iterable[bytes]], revoked: Revoked | None) -> str:
     """The caller's certificate common name; RefusedError unless it is a current collaborator certificate."""
-    names = auth.get("x509_common_name") or []
+    names = list(auth.get("x509_common_name") or [])
     if not names:
         raise RefusedError("the connection presents no certificate common name", kind="identity")
     name = names[0].decode("utf-8", "replace")
-    pems = auth.get("x509_pem_cert") or []
+    pems = list(auth.get("x509_pem_cert") or [])
     peer = _peer_of(pems[0]) if pems else None
     if peer is None:
         raise RefusedError(f"the certificate of {name!r} cannot be read to check its kind and revocation", kind="identity")

@@ -32,9 +32,9 @@ def bind_addresses(host: str, port: int) -> list[str]:
             f"the aggregator cannot listen on {host!r}: the name does not resolve ({exc})",
             "set `network.settings.agg_addr` in the plan to this machine's name or address",
         ) from None
-    addresses = []
+    addresses: list[str] = []
     for family, _, _, _, sockaddr in infos:
-        address = f"[{sockaddr[0]}]" if family == socket.AF_INET6 else sockaddr[0]
+        address = f"[{sockaddr[0]}]" if family == socket.AF_INET6 else str(sockaddr[0])
         try:
             with socket.socket(family, socket.SOCK_STREAM) as probe:
                 probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as gRPC binds: a closed socket's TIME_WAIT is no owner

@@ -118,11 +118,11 @@ class GrpcAggregatorClient:
         """Turn a gRPC error into a RefusedError or AccordError the user can act on."""
         code = error.code() if isinstance(error, grpc.Call) else None
         details = (error.details() if isinstance(error, grpc.Call) else None) or str(error)
-        if code in _REFUSAL_CODES or (code is grpc.StatusCode.RESOURCE_EXHAUSTED and _retryable(error)):
+        if code is not None and (code in _REFUSAL_CODES or (code is grpc.StatusCode.RESOURCE_EXHAUSTED and _retryable(error))):
             kind = _REFUSAL_CODES.get(code, "busy")
-            trailing = (error.trailing_metadata() or ()) if isinstance(error, grpc.Call) else ()
+            trailing: tuple[tuple[str, str | bytes], ...] = (error.trailing_metadata() or ()) if isinstance(error, grpc.Call) else ()
             for key, value in trailing:
-                if key == wire.REFUSAL_KIND_KEY and value in RefusedError.KINDS:
+                if key == wire.REFUSAL_KIND_KEY and isinstance(value, str) and value in RefusedError.KINDS:
                     kind = value
             raise RefusedError(f"the aggregator refused {what}: {details}", kind=kind) from None
         if code == grpc.StatusCode.UNAVAILABLE:

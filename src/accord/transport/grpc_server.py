@@ -342,7 +342,7 @@ def _who(context: grpc.aio.ServicerContext, name: str | None) -> str:
     """The caller as a log line names it: its certificate name, else its address."""
     if name is not None:
         return name
-    names = context.auth_context().get("x509_common_name") or []
+    names = list(context.auth_context().get("x509_common_name") or [])
     return repr(names[0].decode("utf-8", "replace"))[1:-1][:64] if names else f"{context.peer()} (no common name)"
 
 
@@ -426,7 +426,11 @@ class GrpcAggregatorServer:
         for address in bind_addresses(self._host, port):
             port = bind(server, f"{address}:{port}", credentials, self._host)
         loop = asyncio.get_running_loop()
-        self._unwatch = self._service.watch(lambda: loop.call_soon_threadsafe(servicer.wake))
+
+        def wake() -> None:
+            loop.call_soon_threadsafe(servicer.wake)
+
+        self._unwatch = self._service.watch(wake)
         await server.start()
         return port
 
