@@ -42,6 +42,9 @@ class SlowRunner(TorchTaskRunner):
         gate = os.environ.get("LATER_TRAINING_WAITS_FOR")  # from the second training on
         while gate and SlowRunner.calls > 1 and not Path(gate).exists():
             time.sleep(0.05)
+        gate = os.environ.get("TRAINING_WAITS_FOR")  # every training
+        while gate and not Path(gate).exists():
+            time.sleep(0.05)
         return super().train(data, **kwargs)
 '''
 

@@ -28,6 +28,7 @@ from accord.messages import Action, TaskResult
 from accord.pki import certify, make_federation_pki, revoke
 from accord.pki.layout import CertLayout
 from accord.pki.records import RevocationWatch
+from accord.tensors.digest import model_digest
 from accord.transport import wire
 from accord.transport.admission import CallLimits
 from accord.transport.grpc_client import GrpcAggregatorClient
@@ -75,7 +76,8 @@ class Aggregator:
         return ClientTLS(self.pki.collaborator_cert(name), self.pki.collaborator_key(name), self.pki.chain)
 
     def client(self, name: str, **kwargs) -> GrpcAggregatorClient:
-        return GrpcAggregatorClient(name, self.plan.hash, "localhost", self.port, self.tls(name), **kwargs)
+        identity = self.runtime.workspace_hash
+        return GrpcAggregatorClient(name, self.plan.hash, "localhost", self.port, self.tls(name), workspace_hash=identity, **kwargs)
 
     def send_result_stub(self, name: str):
         channel = grpc.secure_channel(f"localhost:{self.port}", self.tls(name).credentials())
@@ -84,7 +86,16 @@ class Aggregator:
 
     def head(self, name: str, task: str = "train") -> pb.ResultChunk:
         count = len(self.runtime.engine.model)
-        return pb.ResultChunk(header=pb.ResultHeader(header=wire.header(name, self.plan.hash), task=task, sample_count=1, tensor_count=count))
+        engine = self.runtime.engine
+        head = pb.ResultHeader(
+            header=wire.header(name, self.plan.hash, self.runtime.workspace_hash),
+            round_number=engine.round_number,
+            task=task,
+            sample_count=1,
+            tensor_count=count,
+            model_digest=engine.model_digest,
+        )
+        return pb.ResultChunk(header=head)
 
     def honest_round(self, names: list[str]) -> None:
         """Each of ``names`` does its tasks of the open round through a real client."""
@@ -93,10 +104,12 @@ class Aggregator:
                 client.join()
                 assignment = client.get_tasks()
                 assert assignment.action is Action.RUN
-                model = client.get_model(assignment.round_number)
+                number = assignment.round_number
+                model = client.get_model(number)
+                digest = model_digest(model, number)
                 for task in assignment.tasks:
                     tensors = model if task.returns_model else None
-                    client.send_result(TaskResult(name, assignment.round_number, task.name, 10, {"accuracy": 0.5}, tensors))
+                    client.send_result(TaskResult(name, number, task.name, 10, {"accuracy": 0.5}, tensors, model_digest=digest))
 
     def upload_slots_free(self) -> bool:
         slots = self.runtime.settings.max_concurrent_uploads

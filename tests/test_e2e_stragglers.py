@@ -82,9 +82,10 @@ def test_percentage_closes_each_round_when_its_share_reported(tmp_path: Path) ->
     sites = Sites(plan)
     try:
         sites.start("aggregator")
-        sites.start("collaborator1")
-        sites.start("collaborator2")
-        sites.start("collaborator3", SLOW_SECONDS="1", SLOW_CALLS="1", SLOW_MARKER=str(frozen))
+        # the others train only once collaborator3 is training round 0, so it is a straggler of that round
+        sites.start("collaborator1", TRAINING_WAITS_FOR=str(frozen))
+        sites.start("collaborator2", TRAINING_WAITS_FOR=str(frozen))
+        sites.start("collaborator3", SLOW_SECONDS="5", SLOW_CALLS="1", SLOW_MARKER=str(frozen))
         wait_for(frozen.exists, what="collaborator3 to start training")
         sites.procs["collaborator3"].send_signal(signal.SIGSTOP)
         wait_for(lambda: saved_state(plan).get("round", 0) >= 2, what="rounds 0 and 1 to close")

@@ -56,6 +56,10 @@ Code = grpc.StatusCode
 REFUSALS = frozenset({Code.INVALID_ARGUMENT, Code.PERMISSION_DENIED, Code.FAILED_PRECONDITION})
 #: gRPC's own answer, known by a phrase of its details: a message over the 2 MiB limit
 GRPC_ANSWERS = {"larger than max": (Code.RESOURCE_EXHAUSTED, "over 2 MiB")}
+#: the aggregator's own "busy": a call that arrives while this collaborator's earlier ones
+#: (just cancelled, not yet wound down on the server) still fill its call limit
+BUSY = ("calls in progress", (Code.RESOURCE_EXHAUSTED, "busy"))
+GRPC_ANSWERS.update([BUSY])
 SERVED = {code.name for code in REFUSALS}  # answers from the service's refusals
 MIX = {"raw": 2_400, "request": 1_500, "upload": 5_700, "cancel": 600}  # requests of each kind (multiples of 10 x BATCH)
 BATCH = 30  # requests per hypothesis example, which costs a few milliseconds of its own
@@ -321,7 +325,7 @@ def attacks(agg: Aggregator) -> dict[str, st.SearchStrategy[Attack]]:
     parts = [pb.ResultChunk(header=start)] + [pb.ResultChunk(tensor=c) for c in spare]
     well_formed = [part.SerializeToString() for part in parts]
     cancel = st.integers(1, len(well_formed) - 1).map(  # never the whole model
-        lambda n: Attack("SendResult", well_formed[:n], "cancel", frozenset({Code.CANCELLED}))
+        lambda n: Attack("SendResult", well_formed[:n], "cancel", frozenset({Code.CANCELLED, Code.RESOURCE_EXHAUSTED}))
     )
     return {"raw": raw_attacks(), "request": request_attacks(agg.plan.hash), "upload": upload, "cancel": cancel}
 
