@@ -19,7 +19,8 @@ NPZ = "accord.data.npz.NpzDataLoader"
 
 def test_a_site_with_a_missing_data_path_reports_it_and_the_round_closes_without_waiting(tmp_path: Path) -> None:
     """wait_for_all, 3 sites: collaborator3's data file does not exist. It joins, reports the
-    failure of its first task and exits 2 with one line naming the loader, the path and the fix;
+    failure of its first task (to the aggregator: the loader's class and the error's type only,
+    never the path nor the error's text) and exits 2 with one line naming the loader, the path and the fix;
     round 0 closes with the other two at once (no deadline). Fixed and started again, it takes
     part in round 1."""
     plan = prepare_workspace(tmp_path / "ws", 3, 2, overrides={**FAST, "data_loader.template": NPZ})
@@ -46,7 +47,8 @@ def test_a_site_with_a_missing_data_path_reports_it_and_the_round_closes_without
     assert f"data loader {NPZ} cannot load the data of collaborator3: data file {missing} does not exist" in errors[0]
     assert "(fix: set this collaborator's data path in plan/data.yaml" in errors[0]
     assert "Traceback" not in sites.log("collaborator3", 1)
-    assert f"collaborator3 failed aggregated_model_validation at its site: data loader {NPZ}" in log
+    assert "collaborator3 failed aggregated_model_validation at its site: data loader NpzDataLoader could not be built (" in log
+    assert str(missing) not in log and "does not exist" not in log  # the site's path and error text stay at the site
     assert "round 0 closed without" not in log  # it closed because nobody owed anything, not by a policy
     records = read_metrics(plan.resolve_path("logs/metrics.jsonl"))
     trained = {(r.round, r.origin) for r in records if r.task == "train" and r.origin != "aggregator"}

@@ -86,7 +86,9 @@ def test_runtime_refuses_wrong_plan_or_workspace_hash_and_unknown_name(workspace
 
 def test_an_exception_in_a_sites_task_code_is_reported_and_the_round_goes_on(workspace_factory, caplog) -> None:
     """beta's training raises in round 1: the aggregator is told (the round closes with alpha
-    at once, under wait_for_all), beta stops with a SiteFailure naming the error and its loader."""
+    at once, under wait_for_all), beta stops with a SiteFailure naming the error and its loader.
+    The aggregator learns only the task and the error's type: the error's text (here quoting a
+    patient's name from the site's data) and the site's data path never leave the site."""
     from accord.collaborator.collaborator import SiteFailure
 
     names = ["alpha", "beta"]
@@ -100,7 +102,7 @@ def test_an_exception_in_a_sites_task_code_is_reported_and_the_round_goes_on(wor
     def broken(data, **kwargs):
         calls.append(1)
         if len(calls) == 2:
-            raise ValueError("batch 3 has 63 features, expected 64")
+            raise ValueError("could not convert string to float: 'Jane Doe'")
         return train(data, **kwargs)
 
     beta.runner.train = broken
@@ -121,7 +123,9 @@ def test_an_exception_in_a_sites_task_code_is_reported_and_the_round_goes_on(wor
     assert runtime.finished
     (failure,) = failures
     assert isinstance(failure, SiteFailure)
-    assert "task train failed with ValueError: batch 3 has 63 features, expected 64 (data loader DigitsDataLoader" in str(failure)
-    assert "round 1  beta failed train at its site: task train failed with ValueError" in caplog.text
+    assert "task train failed with ValueError: could not convert string to float: 'Jane Doe' (data loader DigitsDataLoader" in str(failure)
+    aggregator_log = "\n".join(r.getMessage() for r in caplog.records if r.name.startswith("accord.aggregator"))
+    assert "round 1  beta failed train at its site: task train failed (ValueError) (it owes nothing" in aggregator_log
+    assert "Jane Doe" not in aggregator_log and "could not convert" not in aggregator_log
     trained = {(r.round, r.origin) for r in read_metrics(plan.resolve_path("logs/metrics.jsonl")) if r.task == "train"}
     assert ("beta", 1) not in {(o, n) for n, o in trained} and (1, "alpha") in trained and (0, "beta") in trained

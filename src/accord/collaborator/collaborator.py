@@ -24,7 +24,16 @@ OPT_TREATMENTS = ("RESET", "CONTINUE_LOCAL", "CONTINUE_GLOBAL")
 
 class SiteFailure(AccordError):
     """A task failed at this site (its data loader or task code): reported to the aggregator,
-    then the collaborator stops (exit code 2)."""
+    then the collaborator stops (exit code 2).
+
+    ``message`` and ``fix`` stay at the site (its console and log: they may name local paths
+    and quote its data); the aggregator is sent ``report`` only: a category naming the loader
+    class or the task and the exception's type, never its text.
+    """
+
+    def __init__(self, message: str, fix: str | None = None, *, report: str = "the task failed at the site") -> None:
+        super().__init__(message, fix)
+        self.report = report
 
 
 class Collaborator:
@@ -35,7 +44,8 @@ class Collaborator:
     ships optimizer state with the model so it is aggregated too.
     ``delta_updates``: send (trained - global) instead of the trained weights.
     ``data_error``: why this site's data loader could not be built (``data`` is then None):
-    the collaborator still joins, reports it as the failure of its first task, and stops.
+    the collaborator still joins, reports it (its ``report`` only) as the failure of its
+    first task, and stops.
     Each result carries the digest of the round's global model (tensors/digest.py).
     """
 
@@ -49,7 +59,7 @@ class Collaborator:
         delta_updates: bool = False,
         clock: Callable[[], float] = time.perf_counter,
         tasks: Mapping[str, TaskSpec] | None = None,
-        data_error: AccordError | None = None,
+        data_error: SiteFailure | None = None,
     ) -> None:
         if opt_treatment not in OPT_TREATMENTS:
             raise AccordError(f"opt_treatment {opt_treatment!r} is not one of {OPT_TREATMENTS}")
@@ -82,7 +92,7 @@ class Collaborator:
             if assignment.action is Action.QUIT:
                 log.info("%s: the federation has finished", self.name)
                 if self.data_error is not None:  # never asked to work, but its data is still broken
-                    raise SiteFailure(self.data_error.message, self.data_error.fix)
+                    raise self.data_error
                 return worked
             if assignment.action is Action.WAIT:
                 continue
@@ -102,11 +112,17 @@ class Collaborator:
         round need not wait for this site) and SiteFailure is raised."""
         try:
             if self.data_error is not None:
-                raise SiteFailure(self.data_error.message, self.data_error.fix)
+                raise self.data_error
             return self.run_task(round_number, task)
         except SiteFailure as failure:
-            log.warning("%s: task %s of round %d failed at this site; telling the aggregator", self.name, task.name, round_number)
-            report = TaskResult(self.name, round_number, task.name, 0, {}, failure=failure.message)
+            log.warning(
+                "%s: task %s of round %d failed at this site; telling the aggregator only: %s",
+                self.name,
+                task.name,
+                round_number,
+                failure.report,
+            )
+            report = TaskResult(self.name, round_number, task.name, 0, {}, failure=failure.report)
             try:
                 self.client.send_result(report)
             except AccordError as exc:
@@ -120,11 +136,12 @@ class Collaborator:
         return self.data
 
     def _compute(self, what: str, call: Callable[[], TaskOutput]) -> TaskOutput:
-        """Run the site's task code; its error becomes a SiteFailure naming the loader and path."""
+        """Run the site's task code; its error becomes a SiteFailure naming the loader and path
+        (for the site) and reporting only ``what`` and the error's type (to the aggregator)."""
         try:
             return call()
         except AccordError as exc:
-            raise SiteFailure(f"{what}: {exc.message}", exc.fix) from exc
+            raise SiteFailure(f"{what}: {exc.message}", exc.fix, report=f"{what} failed ({type(exc).__name__})") from exc
         except Exception as exc:
             loader = type(self.data).__name__
             path = getattr(self.data, "data_path", None)
@@ -133,6 +150,7 @@ class Collaborator:
                 + (f", data path {path})" if path is not None else ")"),
                 f"check this site's data at that path and the task code (runner {type(self.runner).__name__}); "
                 "then start the collaborator again",
+                report=f"{what} failed ({type(exc).__name__})",
             ) from exc
 
     def run_task(self, round_number: int, task: Task) -> TaskResult:

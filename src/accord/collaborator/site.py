@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 
-from accord.collaborator.collaborator import Collaborator
+from accord.collaborator.collaborator import Collaborator, SiteFailure
 from accord.data.base import DataLoader
 from accord.errors import AccordError
 from accord.plan.loader import Plan, read_yaml
@@ -48,13 +48,15 @@ def build_collaborator(plan: Plan, name: str, client: AggregatorClient) -> Colla
     """
     settings = plan.model.collaborator.settings
     data: DataLoader | None = None
-    data_error: AccordError | None = None
+    data_error: SiteFailure | None = None
     try:
         data = build_data_loader(plan, name)
     except AccordError as exc:
-        data_error = AccordError(
-            f"data loader {plan.model.data_loader.template} cannot load the data of {name}: {exc.message}",
+        template = plan.model.data_loader.template or "(none)"
+        data_error = SiteFailure(
+            f"data loader {template} cannot load the data of {name}: {exc.message}",
             exc.fix or "check this site's data path in plan/data.yaml",
+            report=f"data loader {template.rsplit('.', 1)[-1]} could not be built ({type(exc.__cause__ or exc).__name__})",
         )
     return Collaborator(
         name,
