@@ -83,6 +83,7 @@ def test_a_full_disk_while_staging_a_result_is_a_retryable_refusal(tmp_path: Pat
     assert "No space left on device" in log and "refused for now, the site will send it again" in log
     sites_log = sites.log("collaborator1") + sites.log("collaborator2")
     assert "the aggregator cannot save this result now (No space left on device)" in sites_log
+    assert str(small_disk) not in sites_log  # the aggregator's paths stay in its own log
     records = read_metrics(plan.resolve_path("logs/metrics.jsonl"))
     assert [r.round for r in records if r.metric == "round_seconds"] == [0, 1, 2]
     trained = {(r.round, r.origin) for r in records if r.task == "train" and r.origin != "aggregator"}

@@ -259,6 +259,25 @@ def test_a_state_that_cannot_be_saved_stops_the_aggregator(plan, monkeypatch) ->
     assert AggregatorRuntime(plan).checkpoint.load().results == ()  # nothing half-saved
 
 
+def test_a_result_that_cannot_be_staged_is_refused_busy_without_the_aggregators_paths(plan, monkeypatch, caplog) -> None:
+    """The site hears a generic reason; the aggregator's own log names the file."""
+    runtime = AggregatorRuntime(plan)
+    train = next(r for r in results_of(runtime, "alpha", 0.5) if r.tensors)
+    secret = str(runtime.checkpoint.directory / ".result-x.safetensors.tmp")
+
+    def disk_full(result):
+        raise OSError(28, "No space left on device", secret)
+
+    monkeypatch.setattr(runtime.checkpoint, "stage", disk_full)
+    with caplog.at_level("ERROR", logger="accord.aggregator"):
+        with pytest.raises(RefusedError) as refused:
+            runtime.submit(train, plan.hash)
+    assert refused.value.kind == "busy" and "No space left on device" in refused.value.message
+    assert str(runtime.checkpoint.directory) not in str(refused.value)
+    assert secret in caplog.text and "refused for now" in caplog.text
+    runtime.close()
+
+
 def test_a_save_cut_short_between_its_renames_resumes_from_the_previous_state(plan) -> None:
     """Killed after state.json became state.prev.json and before the new one took its place."""
     runtime = AggregatorRuntime(plan)

@@ -281,14 +281,14 @@ class AggregatorRuntime:
         try:
             return self.checkpoint.stage(result)
         except OSError as exc:
-            reason = f"{exc.strerror or exc} ({exc.filename})" if exc.filename else f"{exc.strerror or exc}"
+            reason = exc.strerror or type(exc).__name__  # the site is told this much: no local path
             log.error(
                 "cannot save the %s result of %s for round %d: %s; refused for now, the site will "
                 "send it again (free space in %s)",
                 result.task,
                 result.collaborator,
                 result.round_number,
-                reason,
+                f"{reason} ({exc.filename})" if exc.filename else reason,
                 self.checkpoint.directory,
             )
             raise RefusedError(
