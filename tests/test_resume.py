@@ -146,6 +146,28 @@ def test_a_damaged_state_rolls_back_to_the_previous_commit_with_its_files(plan, 
     assert rounds == sorted(set(rounds)) == list(range(resumed.engine.total_rounds))  # each round once
 
 
+def test_a_truncated_file_named_by_the_state_rolls_back_to_the_previous_commit(plan, caplog) -> None:
+    """state.json itself is whole, but the tensors of its last result were cut short on disk."""
+    runtime = AggregatorRuntime(plan)
+    run_all(runtime, plan, stop_after=len(NAMES) * 3 + 2)  # round 1: alpha's validation, then its training
+    runtime.close()
+    state_dir = plan.resolve_path("save/state")
+    last = json.loads((state_dir / STATE_FILE).read_text())["results"][-1]["tensors"]
+    assert last is not None
+    data = (state_dir / last).read_bytes()
+    (state_dir / last).write_bytes(data[: len(data) // 2])
+    with caplog.at_level("WARNING", logger="accord.aggregator"):
+        resumed = AggregatorRuntime(plan)
+    assert resumed.engine.round_number == 1 and len(resumed.checkpoint.load().results) == 1
+    assert f"the file it names {last} is {len(data) // 2} bytes, its header says {len(data)}" in caplog.text
+    assert "rolled back to the previous saved state" in caplog.text and "state.prev.json" in caplog.text
+    assert not (state_dir / last).exists()  # the damaged file is an orphan now
+    run_all(resumed, plan)
+    resumed.close()
+    rounds = [r.round for r in read_metrics(plan.resolve_path("logs/metrics.jsonl")) if r.metric == "round_seconds"]
+    assert rounds == list(range(resumed.engine.total_rounds))
+
+
 def test_the_previous_state_keeps_its_files_until_the_next_commit(plan) -> None:
     runtime = AggregatorRuntime(plan)
     run_all(runtime, plan, stop_after=len(NAMES) * 3)  # round 0 closed: round 1 opened

@@ -10,7 +10,8 @@ ever unpickled: JSON and safetensors only.
 The previous committed state stays beside it as ``state.prev.json`` (a commit writes the
 new state to a temporary file, renames the old ``state.json`` to ``state.prev.json``, then
 renames the new one into place: no copy), with every file it names, until the next commit
-succeeds. If ``state.json`` is damaged (unreadable, malformed, or naming a missing file),
+succeeds. If ``state.json`` is damaged (unreadable, malformed, or naming a missing file or
+one that is not whole: a safetensors file whose size is not the one its header implies),
 ``load`` rolls back to ``state.prev.json`` with a warning naming both files, keeping every
 earlier round; the damaged file is kept aside as ``state.json.damaged-<time>``. If it is
 missing beside a ``state.prev.json`` (a commit cut short between its renames), the previous
@@ -171,6 +172,10 @@ class Checkpoint:
         missing = [name for name in _names(saved.model_file, saved.results) if not (self.directory / name).is_file()]
         if missing:
             raise AccordError(f"{path} is damaged: it names {missing[:3]}, which are missing", FRESH_FIX)
+        for name in sorted(_names(saved.model_file, saved.results)):
+            damage = _not_whole(self.directory / name)
+            if damage is not None:
+                raise AccordError(f"{path} is damaged: the file it names {name} {damage}", FRESH_FIX)
         return saved
 
     def _named_by(self, path: Path) -> set[str]:
@@ -282,6 +287,23 @@ def _load(path: Path) -> ModelState:
         return load_state(path)
     except AccordError as exc:
         raise AccordError(f"the aggregator's saved state is damaged: {exc.message}", FRESH_FIX) from None
+
+
+def _not_whole(path: Path) -> str | None:
+    """Why a safetensors file is not whole (None when its header parses and its size is the
+    one the header implies): a truncated or cut-short file. Only the header is read."""
+    try:
+        with path.open("rb") as handle:
+            size = int.from_bytes(handle.read(8), "little")
+            length = os.fstat(handle.fileno()).st_size
+            if not 0 < size <= length - 8:
+                return f"is cut short ({length} bytes, header of {size})"
+            header = json.loads(handle.read(size))
+        ends = [int(entry["data_offsets"][1]) for key, entry in header.items() if key != "__metadata__"]
+    except (OSError, ValueError, KeyError, TypeError, IndexError, AttributeError) as exc:
+        return f"has an unreadable header ({exc.__class__.__name__})"
+    expected = 8 + size + max(ends, default=0)
+    return None if length == expected else f"is {length} bytes, its header says {expected}"
 
 
 def read_state(path: Path) -> dict[str, Any] | None:
