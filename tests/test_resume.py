@@ -219,6 +219,24 @@ def test_fx_aggregator_status_shows_the_round_the_reports_and_the_waits(plan, ca
     assert saved["status"]["outstanding"] == {"beta": ["train", "locally_tuned_model_validation"]}
 
 
+def test_each_result_updates_the_saved_status_without_walking_the_sites(plan, monkeypatch) -> None:
+    """The status saved with a result is updated in O(1) (RoundStatus), never rebuilt from every
+    assigned site, and says the same as a rebuild."""
+    from accord.aggregator.status import RoundStatus
+
+    runtime = AggregatorRuntime(plan)
+    results = sequence(runtime)[:4]  # alpha's three results and beta's first
+    monkeypatch.setattr(runtime.engine, "reported", lambda: pytest.fail("a result walked every site"))
+    for result in results:
+        runtime.submit(result, plan.hash)
+    saved = json.loads(plan.resolve_path("save/state/state.json").read_text())["status"]
+    monkeypatch.undo()
+    rebuilt = RoundStatus(runtime.engine, saved["opened_at"], (), ()).data
+    assert saved == rebuilt and saved["reported"] == ["alpha"]
+    assert saved["outstanding"] == {"beta": ["train", "locally_tuned_model_validation"]}
+    runtime.close()
+
+
 def test_status_calls_waiting_collaborators_late_after_the_cutoff_and_notes_a_dead_aggregator() -> None:
     from accord.aggregator.status import describe
 

@@ -190,3 +190,19 @@ def test_a_result_after_the_deadline_is_taken_and_only_tick_fails() -> None:
     assert honest(engine, result("a", "aggregated_model_validation", 0, 5, {"accuracy": 0.5})) is None
     with pytest.raises(RoundDeadlineError):
         engine.tick()
+
+
+def test_the_policy_counts_reports_without_walking_the_sites(monkeypatch) -> None:
+    """Each result updates the open round's counters in O(1): ``reported()`` (which walks every
+    assigned site) is never called while results come in, and the round still closes on time."""
+    engine, clock = engine_with(CUTOFF)
+    monkeypatch.setattr(engine, "reported", lambda: pytest.fail("reported() walked every site on a result"))
+    assert full_round(engine, {"a": (1.0, 1)}) is None
+    assert engine.current is not None and engine.current.reported_count == 1
+    honest(engine, TaskResult("c", 0, "aggregated_model_validation", 0, {}, failure="c broke"))
+    assert engine.current.reported_count == 1 and len(engine.current.failed) == 1
+    clock.now = 10.0
+    assert engine.tick() is None  # the cut-off passed with one report of the two needed
+    outcome = full_round(engine, {"b": (3.0, 3)})  # nobody owes anything more
+    assert outcome is not None and outcome.failed == ("c",) and outcome.stragglers == ()
+    assert engine.current is not None and engine.current.reported_count == 0  # round 1 opened

@@ -63,6 +63,8 @@ class _Round:
     model_digest: str = ""
     #: collaborator -> why its task failed at its site (it owes nothing more this round)
     failed: dict[str, str] = field(default_factory=dict)
+    #: how many assigned collaborators have sent all their results (kept per result: O(1))
+    reported_count: int = 0
     metrics: WeightedMetrics = field(default_factory=WeightedMetrics)
     records: list[MetricRecord] = field(default_factory=list)
     task_seconds: dict[str, float] = field(default_factory=dict)
@@ -95,6 +97,7 @@ class RoundEngine:
         policy: StragglerPolicy | None = None,
     ) -> None:
         self.collaborators = tuple(collaborators)
+        self._members = frozenset(self.collaborators)
         self.tasks = dict(tasks)
         self.assigner = assigner
         self.rounds_to_train = rounds_to_train
@@ -129,7 +132,8 @@ class RoundEngine:
 
     def reported(self) -> list[str]:
         """Collaborators assigned to the open round who have sent all their results (a site
-        whose task failed owes nothing more but has not reported)."""
+        whose task failed owes nothing more but has not reported). O(collaborators): for a
+        status shown at round boundaries; the policy uses the open round's ``reported_count``."""
         current = self._round
         if current is None:
             return []
@@ -151,7 +155,7 @@ class RoundEngine:
 
     def check_member(self, collaborator: str) -> None:
         """Refuse a name that the plan does not list."""
-        if collaborator not in self.collaborators:
+        if collaborator not in self._members:
             raise RefusedError(
                 f"collaborator {collaborator!r} is not in the plan's collaborators list",
                 "have the federation operator add it (fx collaborator certify) and share the plan",
@@ -244,6 +248,8 @@ class RoundEngine:
                 MetricRecord(current.number, result.collaborator, result.task, metric, value)
             )
         owed.remove(result.task)
+        if not owed:
+            current.reported_count += 1
         current.task_seconds[result.collaborator] = (
             current.task_seconds.get(result.collaborator, 0.0) + max(result.task_seconds, 0.0)
         )
@@ -261,7 +267,7 @@ class RoundEngine:
         so a result that just came is acknowledged (it is saved) before the aggregator stops."""
         current = self._round
         assert current is not None
-        reported = len(self.reported())
+        reported = current.reported_count
         decision = self.policy.decide(
             self.clock() - current.opened_at, reported, len(current.assigned), len(current.failed)
         )

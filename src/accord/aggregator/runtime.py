@@ -15,8 +15,7 @@ import threading
 import time
 from collections.abc import Callable
 from contextlib import AbstractContextManager
-from dataclasses import asdict, replace
-from typing import Any
+from dataclasses import replace
 
 from accord.aggregation.bounds import UpdateBounds
 from accord.aggregation.fedavg import FedAvg
@@ -24,6 +23,7 @@ from accord.aggregator.assigner import Assigner
 from accord.aggregator.checkpoint import Checkpoint, SavedRound
 from accord.aggregator.engine import RoundEngine, RoundOutcome
 from accord.aggregator.metrics import MetricRecord, MetricsLog
+from accord.aggregator.status import RoundStatus
 from accord.aggregator.stragglers import StragglerPolicy
 from accord.errors import AccordError, PlanError, RefusedError
 from accord.messages import Action, FederationInfo, TaskAssignment, TaskResult
@@ -106,6 +106,7 @@ class AggregatorRuntime:
         self._failure: AccordError | None = None
         self._closed = False
         self._listeners: list[Callable[[], None]] = []
+        self._status = self._round_status()
         with self._cond:
             if saved is None:
                 self._commit_round()
@@ -117,6 +118,7 @@ class AggregatorRuntime:
                 )
             else:
                 self._replay(saved)
+                self._status = self._round_status()
             self._epoch = (self.engine.round_number, self.engine.finished)
         self._watch = threading.Thread(target=self._watch_deadlines, name="accord-deadlines", daemon=True)
         self._watch.start()
@@ -265,9 +267,11 @@ class AggregatorRuntime:
                 if outcome is not None:
                     self._persist(functools.partial(self._finish_round, outcome))
                 elif result.failure:  # not saved: after a restart the site owes its tasks again
+                    self._status.failed(result.collaborator)
                     self._cond.notify_all()  # the watcher applies the policy (it may fail the round)
                 else:
-                    self._persist(lambda: self.checkpoint.add_result(result, staged, self._status()))
+                    self._status.accepted(result.collaborator, result.task)
+                    self._persist(lambda: self.checkpoint.add_result(result, staged, self._status.data))
                     staged = None
         except RefusedError as exc:
             log.warning("refused result from %s: %s", result.collaborator, exc.message)
@@ -403,24 +407,12 @@ class AggregatorRuntime:
     def _commit_round(self) -> None:
         """Save the open round's start (or that the federation finished)."""
         engine = self.engine
-        self.checkpoint.open_round(engine.round_number, engine.model, engine.best_score, self._status(), engine.finished)
+        self._status = self._round_status()
+        self.checkpoint.open_round(engine.round_number, engine.model, engine.best_score, self._status.data, engine.finished)
 
-    def _status(self) -> dict[str, Any]:
-        """What ``fx aggregator status`` shows: the round, who reported, who is still owed."""
-        engine = self.engine
-        current = engine.current
-        return {
-            "rounds_to_train": engine.rounds_to_train,
-            "total_rounds": engine.total_rounds,
-            "round": engine.round_number,
-            "opened_at": self._opened_at,
-            "assigned": list(current.assigned) if current else [],
-            "reported": engine.reported(),
-            "outstanding": {c: list(t) for c, t in current.outstanding.items() if t} if current else {},
-            "policy": asdict(engine.policy),
-            "previous_stragglers": list(self._stragglers),
-            "previous_bounds": list(self._bounded),
-        }
+    def _round_status(self) -> RoundStatus:
+        """What ``fx aggregator status`` shows of the open round, as it is now."""
+        return RoundStatus(self.engine, self._opened_at, self._stragglers, self._bounded)
 
     # -- reporting --------------------------------------------------------------
 

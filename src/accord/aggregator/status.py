@@ -1,14 +1,56 @@
-"""``fx aggregator status``: the round, who reported and who is late, read from state.json."""
+"""``fx aggregator status``: the round, who reported and who is late, read from state.json
+(RoundStatus keeps what the aggregator writes there)."""
 
 from __future__ import annotations
 
 import time
-from typing import Any
+from collections.abc import Iterable
+from dataclasses import asdict
+from typing import TYPE_CHECKING, Any
 
 from accord.aggregator.checkpoint import STATE_FILE, read_state
 from accord.aggregator.lock import holder_pid
 from accord.errors import AccordError
 from accord.plan.loader import Plan
+
+if TYPE_CHECKING:
+    from accord.aggregator.engine import RoundEngine
+
+
+class RoundStatus:
+    """What ``fx aggregator status`` shows of the open round, saved with each commit.
+
+    Built in O(collaborators) when a round opens (or resumes); each result then updates it
+    in O(1): per-result work does not grow with the number of sites.
+    """
+
+    def __init__(self, engine: RoundEngine, opened_at: float, stragglers: Iterable[str], bounded: Iterable[str]) -> None:
+        current = engine.current
+        self.data: dict[str, Any] = {
+            "rounds_to_train": engine.rounds_to_train,
+            "total_rounds": engine.total_rounds,
+            "round": engine.round_number,
+            "opened_at": opened_at,
+            "assigned": list(current.assigned) if current else [],
+            "reported": engine.reported(),
+            "outstanding": {c: list(t) for c, t in current.outstanding.items() if t} if current else {},
+            "policy": asdict(engine.policy),
+            "previous_stragglers": list(stragglers),
+            "previous_bounds": list(bounded),
+        }
+
+    def accepted(self, collaborator: str, task: str) -> None:
+        """``collaborator``'s result for ``task`` was accepted; with its last one, it has reported."""
+        outstanding = self.data["outstanding"]
+        owed = outstanding.get(collaborator, [])
+        if task in owed:
+            owed.remove(task)
+        if not owed and outstanding.pop(collaborator, None) is not None:
+            self.data["reported"].append(collaborator)
+
+    def failed(self, collaborator: str) -> None:
+        """``collaborator``'s task failed at its site: it owes nothing more (and has not reported)."""
+        self.data["outstanding"].pop(collaborator, None)
 
 
 def read_status(plan: Plan) -> dict[str, Any]:
