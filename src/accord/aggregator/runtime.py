@@ -22,9 +22,11 @@ from accord.aggregation.fedavg import FedAvg
 from accord.aggregator.assigner import Assigner
 from accord.aggregator.checkpoint import Checkpoint, SavedRound
 from accord.aggregator.engine import RoundEngine, RoundOutcome
-from accord.aggregator.metrics import MetricRecord, MetricsLog
+from accord.aggregator.metrics import MetricsLog
+from accord.aggregator.reporting import log_result, log_round, round_records, warn_left_out
 from accord.aggregator.status import RoundStatus
 from accord.aggregator.stragglers import StragglerPolicy
+from accord.aggregator.watch import Watchers
 from accord.errors import AccordError, PlanError, RefusedError
 from accord.messages import Action, FederationInfo, TaskAssignment, TaskResult
 from accord.plan.identity import shown_hash
@@ -105,7 +107,7 @@ class AggregatorRuntime:
         self._bounded: tuple[str, ...] = ()
         self._failure: AccordError | None = None
         self._closed = False
-        self._listeners: list[Callable[[], None]] = []
+        self._watchers = Watchers()
         self._status = self._round_status()
         with self._cond:
             if saved is None:
@@ -119,7 +121,7 @@ class AggregatorRuntime:
             else:
                 self._replay(saved)
                 self._status = self._round_status()
-            self._epoch = (self.engine.round_number, self.engine.finished)
+            self._watchers.moved_to((self.engine.round_number, self.engine.finished))
         self._watch = threading.Thread(target=self._watch_deadlines, name="accord-deadlines", daemon=True)
         self._watch.start()
 
@@ -195,12 +197,12 @@ class AggregatorRuntime:
         not block (e.g. ``loop.call_soon_threadsafe``).
         """
         with self._cond:
-            self._listeners.append(listener)
-        return lambda: self._unwatch(listener)
+            key = self._watchers.add(listener)
+        return lambda: self._unwatch(key)
 
-    def _unwatch(self, listener: Callable[[], None]) -> None:
+    def _unwatch(self, key: int) -> None:
         with self._cond:
-            self._listeners.remove(listener)
+            self._watchers.remove(key)
 
     def _assignment_now(self, collaborator: str, final: bool) -> TaskAssignment | None:
         assignment = self.engine.assignment(collaborator)
@@ -214,11 +216,7 @@ class AggregatorRuntime:
     def _notify(self) -> None:
         """Wake the runtime's waiters; tell the listeners when the round or the end changed."""
         self._cond.notify_all()
-        epoch = (self.engine.round_number, self.engine.finished)
-        if epoch != self._epoch:
-            self._epoch = epoch
-            for listener in self._listeners:
-                listener()
+        self._watchers.moved_to((self.engine.round_number, self.engine.finished))
 
     def get_model(self, collaborator: str, plan_hash: str, round_number: int) -> ModelState:
         """The global model of the current round (read-only: the engine never mutates it)."""
@@ -263,7 +261,7 @@ class AggregatorRuntime:
             with self._cond:
                 self._check_serving()
                 outcome = self.engine.submit(result, self.checkpoint.view(staged))
-                self._log_result(result)
+                log_result(result)
                 if outcome is not None:
                     self._persist(functools.partial(self._finish_round, outcome))
                 elif result.failure:  # not saved: after a restart the site owes its tasks again
@@ -414,74 +412,22 @@ class AggregatorRuntime:
         """What ``fx aggregator status`` shows of the open round, as it is now."""
         return RoundStatus(self.engine, self._opened_at, self._stragglers, self._bounded)
 
-    # -- reporting --------------------------------------------------------------
-
-    def _log_result(self, result: TaskResult) -> None:
-        if result.failure:
-            log.warning(
-                "round %d  %s failed %s at its site: %s (it owes nothing more this round)",
-                result.round_number,
-                result.collaborator,
-                result.task,
-                result.failure,
-            )
-            return
-        shown = "  ".join(f"{k}={v:.4f}" for k, v in result.metrics.items())
-        log.info(
-            "round %d  %-12s %-32s %s  (n=%d, %.2fs)",
-            result.round_number,
-            result.collaborator,
-            result.task,
-            shown,
-            result.sample_count,
-            result.task_seconds,
-        )
-
-    def _log_bounds(self, outcome: RoundOutcome) -> None:
-        """Warn of every update bound that bit in the round, naming the site."""
-        self._bounded = tuple(f"{e.collaborator}: {e.kind}" for e in outcome.bounds)
-        for event in outcome.bounds:
-            log.warning("round %d: update bound: %s", outcome.round_number, event.describe())
-
     def _finish_round(self, outcome: RoundOutcome) -> None:
+        """Report a closed round, write its models and metrics, and save the next one's start."""
         settings = self.settings
-        if outcome.stragglers:
-            log.warning(
-                "round %d closed without the reports of %s (straggler policy %s); their late results "
-                "will be dropped and they get the next round's tasks",
-                outcome.round_number,
-                ", ".join(outcome.stragglers),
-                self.engine.policy.policy,
-            )
         self._stragglers = outcome.stragglers
-        self._log_bounds(outcome)
+        self._bounded = warn_left_out(outcome, self.engine.policy.policy)
         self._opened_at = time.time()
         save_state(self.plan.resolve_path(settings.last_state_path), outcome.model)
         if outcome.best_model is not None:
             save_state(self.plan.resolve_path(settings.best_state_path), outcome.best_model)
-        timing = {"round_seconds": outcome.wall_seconds, "overhead_seconds": outcome.overhead_seconds}
-        records = list(outcome.records)
-        for key, value in outcome.metrics.items():
-            task, metric = key.split("/", 1)  # WeightedMetrics keys are task/metric
-            records.append(MetricRecord(outcome.round_number, "aggregator", task, metric, value))
-        records += [MetricRecord(outcome.round_number, "aggregator", "round", k, v) for k, v in timing.items()]
-        records += [MetricRecord(outcome.round_number, e.collaborator, "aggregator/bounds", e.kind, e.value) for e in outcome.bounds]
-        self.metrics_log.write(records)
-        shown = "  ".join(f"{k}={v:.4f}" for k, v in sorted(outcome.metrics.items()))
-        best = f"  new best {settings.best_metric}={outcome.best_score:.4f}" if outcome.best_model is not None else ""
+        self.metrics_log.write(round_records(outcome))
         label = (
             "final validation of the last model"
             if self.engine.is_final_validation(outcome.round_number)
             else f"round {outcome.round_number} of {self.engine.rounds_to_train}"
         )
-        log.info(
-            "%s done in %.3fs (overhead %.3fs): %s%s",
-            label,
-            outcome.wall_seconds,
-            outcome.overhead_seconds,
-            shown,
-            best,
-        )
+        log_round(outcome, label, settings.best_metric)
         self._commit_round()
         if self.on_round is not None:
             self.on_round(outcome)
