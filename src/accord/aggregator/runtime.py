@@ -17,21 +17,17 @@ from collections.abc import Callable
 from contextlib import AbstractContextManager
 from dataclasses import replace
 
-from accord.aggregation.bounds import UpdateBounds
-from accord.aggregation.fedavg import FedAvg
-from accord.aggregator.assigner import Assigner
 from accord.aggregator.checkpoint import Checkpoint, SavedRound
-from accord.aggregator.engine import RoundEngine, RoundOutcome
+from accord.aggregator.engine import RoundOutcome
 from accord.aggregator.metrics import MetricsLog
+from accord.aggregator.plan_engine import assigner_for, engine_for
 from accord.aggregator.reporting import log_result, log_round, round_records, warn_left_out
 from accord.aggregator.status import RoundStatus
-from accord.aggregator.stragglers import StragglerPolicy
 from accord.aggregator.watch import Watchers
-from accord.errors import AccordError, PlanError, RefusedError
+from accord.errors import AccordError, RefusedError
 from accord.messages import Action, FederationInfo, TaskAssignment, TaskResult
 from accord.plan.identity import shown_hash
 from accord.plan.loader import Plan
-from accord.plan.objects import build
 from accord.tensors.state import ModelState, load_state, save_state, tensor_specs
 
 log = logging.getLogger("accord.aggregator")
@@ -51,28 +47,7 @@ class AggregatorRuntime:
         self.plan = plan
         settings = plan.model.aggregator.settings
         self.settings = settings
-        collaborators = plan.model.collaborators
-        if not collaborators:
-            raise RefusedError(
-                "the plan lists no collaborators",
-                "add names under `collaborators:` in the plan (fx collaborator certify does it)",
-                kind="identity",
-            )
-        problem = plan.model.membership_problem()
-        if problem:
-            raise PlanError(
-                f"{plan.path or 'the plan'}: {problem}",
-                "certify the missing collaborators (fx collaborator certify) or change the plan",
-            )
-        assigner_section = plan.model.assigner
-        assigner = build(
-            "assigner",
-            assigner_section.template,
-            assigner_section.settings.model_dump(),
-            plan.workspace,
-            expect=Assigner,
-            collaborators=collaborators,
-        )
+        assigner = assigner_for(plan)
         self.workspace_hash = plan.workspace_hash()  # once: the code does not change while serving
         log.info("workspace hash %s (plan + src/ + requirements.txt; every site must have the same)", self.workspace_hash)
         self.checkpoint = Checkpoint(plan.resolve_path(settings.state_dir), plan.hash)
@@ -80,22 +55,7 @@ class AggregatorRuntime:
         if saved is None:
             self.checkpoint.clear()
         initial = model if model is not None else (saved.model() if saved else load_state(plan.resolve_path(settings.init_state_path)))
-        self.engine = RoundEngine(
-            collaborators=collaborators,
-            tasks=plan.model.tasks.settings,
-            assigner=assigner,
-            rounds_to_train=settings.rounds_to_train,
-            model=initial,
-            clock=clock,
-            best_metric=settings.best_metric,
-            maximize=settings.best_direction == "maximize",
-            final_validation=settings.final_validation,
-            delta_updates=plan.model.collaborator.settings.delta_updates,
-            policy=StragglerPolicy.from_settings(plan.model.straggler_handling_policy.settings),
-            aggregator=FedAvg(UpdateBounds(**settings.update_bounds.model_dump())),
-            round_number=saved.round_number if saved else 0,
-            best_score=saved.best_score if saved else None,
-        )
+        self.engine = engine_for(plan, assigner, initial, clock, saved)
         self.metrics_log = MetricsLog(plan.resolve_path(settings.metrics_path))
         self.metrics_log.keep_before(saved.round_number if saved else 0)
         self.on_round = on_round

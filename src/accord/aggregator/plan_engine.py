@@ -1,0 +1,65 @@
+"""The RoundEngine a plan describes: its members checked, its assigner, policy and bounds built."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from accord.aggregation.bounds import UpdateBounds
+from accord.aggregation.fedavg import FedAvg
+from accord.aggregator.assigner import Assigner
+from accord.aggregator.checkpoint import SavedRound
+from accord.aggregator.engine import RoundEngine
+from accord.aggregator.stragglers import StragglerPolicy
+from accord.errors import PlanError, RefusedError
+from accord.plan.loader import Plan
+from accord.plan.objects import build
+from accord.tensors.state import ModelState
+
+
+def assigner_for(plan: Plan) -> Assigner:
+    """The plan's task assigner, once its collaborators list is checked (none listed, or one
+    without a certificate, is refused before any saved state is touched)."""
+    collaborators = plan.model.collaborators
+    if not collaborators:
+        raise RefusedError(
+            "the plan lists no collaborators",
+            "add names under `collaborators:` in the plan (fx collaborator certify does it)",
+            kind="identity",
+        )
+    problem = plan.model.membership_problem()
+    if problem:
+        raise PlanError(
+            f"{plan.path or 'the plan'}: {problem}",
+            "certify the missing collaborators (fx collaborator certify) or change the plan",
+        )
+    section = plan.model.assigner
+    assigner: Assigner = build(
+        "assigner",
+        section.template,
+        section.settings.model_dump(),
+        plan.workspace,
+        expect=Assigner,
+        collaborators=collaborators,
+    )
+    return assigner
+
+
+def engine_for(plan: Plan, assigner: Assigner, model: ModelState, clock: Callable[[], float], saved: SavedRound | None) -> RoundEngine:
+    """The plan's RoundEngine starting from ``model``, at the ``saved`` round (or round 0)."""
+    settings = plan.model.aggregator.settings
+    return RoundEngine(
+        collaborators=plan.model.collaborators,
+        tasks=plan.model.tasks.settings,
+        assigner=assigner,
+        rounds_to_train=settings.rounds_to_train,
+        model=model,
+        clock=clock,
+        best_metric=settings.best_metric,
+        maximize=settings.best_direction == "maximize",
+        final_validation=settings.final_validation,
+        delta_updates=plan.model.collaborator.settings.delta_updates,
+        policy=StragglerPolicy.from_settings(plan.model.straggler_handling_policy.settings),
+        aggregator=FedAvg(UpdateBounds(**settings.update_bounds.model_dump())),
+        round_number=saved.round_number if saved else 0,
+        best_score=saved.best_score if saved else None,
+    )
