@@ -191,23 +191,35 @@ def test_killing_the_aggregator_twice_mid_round_changes_nothing(tmp_path: Path) 
         np.testing.assert_allclose(got[name], expected[name], rtol=1e-6, atol=1e-7, err_msg=name)
 
 
-def test_a_damaged_state_rolls_back_to_the_previous_commit_and_the_federation_finishes(tmp_path: Path) -> None:
-    """kill -9 the aggregator in round 2, cut its state.json short, start it again: it resumes
-    from the previous committed state (a warning names both files), every round logged once."""
+@pytest.mark.parametrize("damaged", ["state.json", "its last result file"])
+def test_a_damaged_state_rolls_back_to_the_previous_commit_and_the_federation_finishes(tmp_path: Path, damaged: str) -> None:
+    """kill -9 the aggregator in round 2, cut its state.json (or the tensors of the last result
+    it names) short, start it again: it resumes from the previous committed state (a warning
+    names both files), every round logged once."""
     plan = slow_workspace(tmp_path / "ws", 2, 4)
     sites = Sites(plan)
+
+    def last_result_has_tensors() -> bool:
+        results = saved_state(plan).get("results") or [{}]
+        return saved_state(plan).get("round") == 2 and bool(results[-1].get("tensors"))
+
     try:
         sites.start("aggregator")
         sites.start("collaborator1", SLOW_SECONDS="1.0")
         sites.start("collaborator2")
         wait_for(
-            lambda: saved_state(plan).get("round") == 2 and bool(saved_state(plan).get("results")),
+            lambda: saved_state(plan).get("round") == 2 and bool(saved_state(plan).get("results"))
+            and (damaged == "state.json" or last_result_has_tensors()),
             what="results of round 2",
         )
         sites.kill("aggregator")
         state = plan.resolve_path("save/state/state.json")
         cut_between_renames = not state.is_file()  # the kill landed inside a save: nothing to damage
-        if not cut_between_renames:
+        tensors = None if cut_between_renames else saved_state(plan)["results"][-1]["tensors"]
+        if damaged != "state.json" and tensors:  # (the kill may have come after a later validation result)
+            result_file = state.parent / tensors
+            result_file.write_bytes(result_file.read_bytes()[:-50])
+        elif not cut_between_renames:
             state.write_bytes(state.read_bytes()[:-50])
         sites.start("aggregator")
         codes = sites.wait_all()
@@ -218,7 +230,11 @@ def test_a_damaged_state_rolls_back_to_the_previous_commit_and_the_federation_fi
     if cut_between_renames:
         assert "is missing (a save was cut short): resuming from" in restarted
     else:
-        assert "state.json cannot be read" in restarted and "rolled back to the previous saved state" in restarted
+        assert "rolled back to the previous saved state" in restarted
+        if damaged != "state.json" and tensors:
+            assert f"the file it names {tensors} is" in restarted and "its header says" in restarted
+        else:
+            assert "state.json cannot be read" in restarted
     assert "state.prev.json" in restarted and "--fresh" not in restarted
     assert "resuming round 2 from" in restarted and "federation finished: 4 rounds" in restarted
     rounds = [r.round for r in read_metrics(plan.resolve_path("logs/metrics.jsonl")) if r.metric == "round_seconds"]
