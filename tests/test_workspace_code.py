@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import py_compile
+import subprocess
 import sys
 from pathlib import Path
 
@@ -15,7 +16,10 @@ from accord.plan.objects import use_workspace
 
 
 @pytest.fixture
-def workspace(tmp_path: Path):
+def workspace(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.setattr(sys, "dont_write_bytecode", sys.dont_write_bytecode)  # restored afterwards
+    monkeypatch.setenv("PYTHONDONTWRITEBYTECODE", "")  # so that teardown restores the variable as it was
+    monkeypatch.delenv("PYTHONDONTWRITEBYTECODE")
     ws = tmp_path / "ws"
     (ws / "src").mkdir(parents=True)
     (ws / "src" / "__init__.py").write_text("")
@@ -69,3 +73,10 @@ def test_import_code_refuses_a_name_the_workspace_module_only_imports(workspace:
     use_workspace(workspace)
     with pytest.raises(AccordError, match=r"not src's"):
         import_code("task_runner.settings.model", "src.model.system")
+
+
+def test_a_python_process_started_afterwards_writes_no_bytecode_into_src(workspace: Path) -> None:
+    use_workspace(workspace)
+    done = subprocess.run([sys.executable, "-c", "import src.model"], cwd=workspace, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert not (workspace / "src" / "__pycache__").exists()

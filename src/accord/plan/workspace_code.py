@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import importlib.abc
 import importlib.machinery
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -66,8 +67,15 @@ _FINDER = _WorkspaceFinder()
 
 
 def activate(root: Path) -> None:
-    """From now on, ``src`` is ``root``'s own package, imported from its source only."""
+    """From now on, ``src`` is ``root``'s own package, imported from its source only.
+
+    No bytecode is written by this process or the Python processes it starts (a worker that
+    imports ``src`` without this finder would otherwise write ``src/__pycache__``, which the
+    workspace hash refuses at the next start); existing caches of other packages still load.
+    """
     _FINDER.root = root.resolve()
+    sys.dont_write_bytecode = True
+    os.environ["PYTHONDONTWRITEBYTECODE"] = "1"
     if _FINDER not in sys.meta_path:
         sys.meta_path.insert(0, _FINDER)
 
