@@ -224,7 +224,11 @@ def _zip_of(name: str, data: bytes) -> bytes:
     return buffer.getvalue()
 
 
-def test_import_refuses_a_private_key_in_der_or_inside_a_nested_archive(tmp_path: Path) -> None:
+def test_import_refuses_a_private_key_in_der_pkcs12_base64_or_inside_a_nested_archive(tmp_path: Path) -> None:
+    import base64
+
+    from cryptography.hazmat.primitives.serialization import pkcs12
+
     ws = tmp_path / "ws"
     assert fx("workspace", "create", "--prefix", str(ws), "--template", "torch_digits").returncode == 0
     exported = fx("workspace", "export", "-w", str(ws), "--output", str(tmp_path / "clean.zip"))
@@ -236,6 +240,11 @@ def test_import_refuses_a_private_key_in_der_or_inside_a_nested_archive(tmp_path
         "src/weights.bin": (der, "private key (DER)"),
         "src/assets.zip": (_zip_of("inner/id.txt", pem), "private key (PEM), in its member 'inner/id.txt'"),
         "src/nested.zip": (_zip_of("deeper.zip", _zip_of("k", der)), "in its member 'deeper.zip'"),
+        "src/bundle.bin": (
+            pkcs12.serialize_key_and_certificates(b"k", key, None, None, serialization.BestAvailableEncryption(b"pw")),
+            "PKCS#12 bundle that needs a password",
+        ),
+        "src/keys.py": (f"KEY = {base64.b64encode(der).decode()!r}\n".encode(), "base64 text that is a private key (DER)"),
     }
     for name, (data, why) in cases.items():
         archive = _with_member(tmp_path / "clean.zip", name, data, tmp_path / f"{Path(name).stem}.zip")
