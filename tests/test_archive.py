@@ -33,8 +33,6 @@ def workspace(tmp_path: Path) -> Path:
     (ws / "data" / "patients.csv").write_text("id,diagnosis\n1,x\n")
     (ws / "save" / "init.safetensors").write_bytes(b"weights")
     (ws / "logs" / "metrics.jsonl").write_text("{}\n")
-    (ws / "src" / "__pycache__").mkdir()
-    (ws / "src" / "__pycache__" / "model.cpython-311.pyc").write_bytes(b"bytecode")
     return ws
 
 
@@ -61,6 +59,17 @@ def test_export_holds_exactly_what_sites_need(workspace: Path, tmp_path: Path, c
             assert b"PRIVATE KEY" not in data
             assert manifest["files"][name] == hashlib.sha256(data).hexdigest()
     assert manifest["plan_hash"] == plan_hash and set(manifest["files"]) == EXPECTED - {"manifest.json"}
+
+
+@pytest.mark.parametrize("name", ["__pycache__/model.cpython-311.pyc", "model.pyc", "fast.cpython-311-x86_64-linux-gnu.so", "x.pth"])
+def test_export_refuses_compiled_code_under_src(workspace: Path, tmp_path: Path, capsys, name: str) -> None:
+    planted = workspace / "src" / name
+    planted.parent.mkdir(exist_ok=True)
+    planted.write_bytes(b"compiled")
+    assert main(["workspace", "export", "-w", str(workspace), "--output", str(tmp_path / "ws.zip")]) == 2
+    err = capsys.readouterr().err
+    assert "the workspace hash does not cover it" in err and "delete it" in err
+    assert not (tmp_path / "ws.zip").exists()
 
 
 def test_export_default_path_beside_the_workspace_and_no_overwrite(workspace: Path, capsys) -> None:

@@ -224,7 +224,11 @@ def _zip_of(name: str, data: bytes) -> bytes:
     return buffer.getvalue()
 
 
-def test_import_refuses_a_private_key_in_der_or_inside_a_nested_archive(tmp_path: Path) -> None:
+def test_import_refuses_a_private_key_in_der_pkcs12_base64_or_inside_a_nested_archive(tmp_path: Path) -> None:
+    import base64
+
+    from cryptography.hazmat.primitives.serialization import pkcs12
+
     ws = tmp_path / "ws"
     assert fx("workspace", "create", "--prefix", str(ws), "--template", "torch_digits").returncode == 0
     exported = fx("workspace", "export", "-w", str(ws), "--output", str(tmp_path / "clean.zip"))
@@ -236,6 +240,11 @@ def test_import_refuses_a_private_key_in_der_or_inside_a_nested_archive(tmp_path
         "src/weights.bin": (der, "private key (DER)"),
         "src/assets.zip": (_zip_of("inner/id.txt", pem), "private key (PEM), in its member 'inner/id.txt'"),
         "src/nested.zip": (_zip_of("deeper.zip", _zip_of("k", der)), "in its member 'deeper.zip'"),
+        "src/bundle.bin": (
+            pkcs12.serialize_key_and_certificates(b"k", key, None, None, serialization.BestAvailableEncryption(b"pw")),
+            "PKCS#12 bundle that needs a password",
+        ),
+        "src/keys.py": (f"KEY = {base64.b64encode(der).decode()!r}\n".encode(), "base64 text that is a private key (DER)"),
     }
     for name, (data, why) in cases.items():
         archive = _with_member(tmp_path / "clean.zip", name, data, tmp_path / f"{Path(name).stem}.zip")
@@ -314,3 +323,46 @@ def test_a_plan_with_min_reports_2_enrols_its_sites_one_at_a_time(tmp_path: Path
         if number == 1:  # one site is not enough for min_reports 2: the aggregator says so when it starts
             line = refused_in_one_line(fx("aggregator", "start", "-w", str(agg)))
             assert "min_reports is 2, but the plan lists only 1 collaborators" in line
+
+
+# -- bytecode and compiled code: never outside the workspace hash -----------------------------------
+
+
+EVIL_MODEL = "from pathlib import Path\nPath(__file__).resolve().parents[2].joinpath('EVIL_RAN').touch()\n"
+
+
+def _unchecked_pyc(source: str, where: Path) -> bytes:
+    """Bytecode of ``source`` in PEP 552's unchecked-hash mode: Python uses it without reading the .py."""
+    import py_compile
+
+    where.mkdir(parents=True, exist_ok=True)
+    (where / "model.py").write_text(source)
+    out = py_compile.compile(
+        str(where / "model.py"), cfile=str(where / "model.pyc"), doraise=True,
+        invalidation_mode=py_compile.PycInvalidationMode.UNCHECKED_HASH,
+    )
+    return Path(out).read_bytes()
+
+
+def test_bytecode_beside_the_honest_source_is_refused_at_import_and_at_start_and_never_runs(tmp_path: Path) -> None:
+    import sys
+
+    plan = prepare_workspace(tmp_path / "ws", collaborators=1, rounds=1, overrides=FAST)
+    exported = fx("workspace", "export", "-w", str(plan.workspace), "--output", str(tmp_path / "clean.zip"))
+    assert exported.returncode == 0, exported.stderr
+    tag = sys.implementation.cache_tag
+    pyc_name = f"src/__pycache__/model.{tag}.pyc"
+    pyc = _unchecked_pyc(EVIL_MODEL, tmp_path / "evil")
+    crafted = _with_member(tmp_path / "clean.zip", pyc_name, pyc, tmp_path / "crafted.zip")
+    line = refused_in_one_line(fx("workspace", "import", "--archive", str(crafted), "--prefix", str(tmp_path / "bad")))
+    assert pyc_name in line and "__pycache__" in line and "nothing was written" in line, line
+    assert not (tmp_path / "bad").exists()
+
+    site = site_copy(plan, tmp_path / "site")  # an honest site, which then finds bytecode planted beside model.py
+    (site.workspace / "src" / "__pycache__").mkdir(exist_ok=True)
+    (site.workspace / pyc_name).write_bytes(pyc)
+    line = refused_in_one_line(fx("collaborator", "start", "-n", "collaborator1", "-w", str(site.workspace), "--connect-timeout", "5"))
+    assert "__pycache__" in line and "workspace hash does not cover it" in line and "delete it" in line, line
+    line = refused_in_one_line(fx("aggregator", "start", "-w", str(site.workspace)))
+    assert "__pycache__" in line, line
+    assert not (site.workspace / "EVIL_RAN").exists()

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import gzip
 import io
+import re
 import tarfile
+import tempfile
 import zipfile
 from pathlib import Path
 
@@ -102,13 +104,12 @@ def test_an_absolute_path_inside_the_workspace_is_fine(tmp_path: Path) -> None:
 
 
 def test_the_workspace_hash_covers_the_plan_code_and_requirements_only(tmp_path: Path) -> None:
-    (tmp_path / "src" / "__pycache__").mkdir(parents=True)
+    (tmp_path / "src").mkdir(parents=True)
     (tmp_path / "src" / "model.py").write_text("x = 1\n")
     first = workspace_hash("p" * 96, tmp_path)
-    (tmp_path / "src" / "__pycache__" / "model.cpython-311.pyc").write_bytes(b"cache")
     (tmp_path / "save").mkdir()
     (tmp_path / "save" / "last.safetensors").write_bytes(b"weights")
-    assert workspace_hash("p" * 96, tmp_path) == first  # caches, models: not code
+    assert workspace_hash("p" * 96, tmp_path) == first  # models: not code
     assert workspace_hash("q" * 96, tmp_path) != first
     (tmp_path / "requirements.txt").write_text("torch\n")
     second = workspace_hash("p" * 96, tmp_path)
@@ -118,6 +119,16 @@ def test_the_workspace_hash_covers_the_plan_code_and_requirements_only(tmp_path:
     (tmp_path / "src" / "link.py").symlink_to(tmp_path / "src" / "model.py")
     with pytest.raises(Exception, match="symbolic link"):
         workspace_hash("p" * 96, tmp_path)
+    (tmp_path / "src" / "link.py").unlink()
+    for planted in ("__pycache__/model.cpython-311.pyc", "model.pyc", "ext.abi3.so", "ext.pyd", "hook.pth"):
+        (tmp_path / "src" / planted).parent.mkdir(exist_ok=True)
+        (tmp_path / "src" / planted).write_bytes(b"compiled")
+        with pytest.raises(Exception, match="the workspace hash does not cover it"):
+            workspace_hash("p" * 96, tmp_path)  # code Python runs without its source: refused, not skipped
+        (tmp_path / "src" / planted).unlink()
+        if (tmp_path / "src" / "__pycache__").is_dir():
+            (tmp_path / "src" / "__pycache__").rmdir()
+    assert workspace_hash("p" * 96, tmp_path) not in (first, second)
 
 
 def test_a_peers_hash_is_quoted_only_when_it_is_one() -> None:
@@ -176,14 +187,56 @@ def test_the_detector_finds_keys_in_every_encoding_and_nested_archive() -> None:
     assert "too large, deep or damaged" in private_key_problem(deep)
 
 
+def test_the_detector_finds_pkcs12_base64_jwk_and_appended_keys() -> None:
+    import base64
+    import textwrap
+
+    from cryptography.hazmat.primitives.serialization import pkcs12
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    der = _keys()["der traditional"]
+    bundle = {
+        "plain": pkcs12.serialize_key_and_certificates(b"n", key, None, None, serialization.NoEncryption()),
+        "encrypted": pkcs12.serialize_key_and_certificates(b"n", key, None, None, serialization.BestAvailableEncryption(b"pw")),
+    }
+    b64 = base64.b64encode(der).decode()
+    cases = {
+        "pkcs12 plain (src/bundle.bin)": (bundle["plain"], "PKCS#12|private key"),
+        "pkcs12 encrypted": (bundle["encrypted"], "PKCS#12|private key"),
+        "base64 DER in a .py": (f'KEY = "{b64}"\n'.encode(), "base64"),
+        "base64 DER, wrapped lines": (('KEY = """\n' + "\n".join(textwrap.wrap(b64, 64)) + '\n"""\n').encode(), "base64"),
+        "base64 url-safe DER": (f"k = '{base64.urlsafe_b64encode(der).decode()}'\n".encode(), "base64"),
+        "base64 PKCS#12": (base64.b64encode(bundle["encrypted"]), "base64"),
+        "DER appended": (b"\x89PNG\r\n" + bytes(range(256)) * 40 + der, "DER"),
+        "JWK": (b'{"kty": "EC", "crv": "P-256", "x": "f83O", "y": "x_FE", "d": "jpsQ"}', "JWK"),
+        "JWK, d first": (b"jwk = {'d': 'jpsQ', 'kty': 'OKP'}", "JWK"),
+    }
+    for label, (data, why) in cases.items():
+        found = private_key_problem(data)
+        assert found and re.search(why, found), (label, found)
+
+
 def test_the_detector_lets_ordinary_files_through() -> None:
     import numpy as np
 
     cert = b"-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n"
     npz = io.BytesIO()
     np.savez(npz, x=np.arange(10))
-    for data in (b"", b"print('hello')\n", cert, b"\x30\x03\x02\x01\x01", npz.getvalue(), _zip_of("a.py", b"x = 1\n")):
-        assert private_key_problem(data) is None
+    import base64
+
+    from cryptography.hazmat.primitives.serialization import pkcs12
+
+    real_cert = load_pem_cert(make_federation_pki(Path(tempfile.mkdtemp()) / "ca", "localhost", []).root_cert)
+    cert_der = real_cert.public_bytes(serialization.Encoding.DER)
+    certs_only = pkcs12.serialize_key_and_certificates(None, None, None, [real_cert], serialization.NoEncryption())
+    public_jwk = b'{"kty": "EC", "crv": "P-256", "x": "f83O", "y": "x_FE"}'
+    ordinary = (
+        b"", b"print('hello')\n", cert, b"\x30\x03\x02\x01\x01", npz.getvalue(), _zip_of("a.py", b"x = 1\n"),
+        cert_der, base64.b64encode(cert_der) * 3, certs_only, public_jwk, b"if jwk['d']:\n    kty = jwk['kty']\n",
+        np.random.default_rng(0).bytes(1 << 20), ("A" * 5000).encode(),
+    )
+    for data in ordinary:
+        assert private_key_problem(data) is None, data[:60]
 
 
 # -- the revocation list -----------------------------------------------------------------------------

@@ -19,13 +19,16 @@ The plan schema checks every such setting when the plan loads (``fx plan initial
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from accord.errors import PlanError
 from accord.imports import import_dotted
 from accord.plan.templates import WORKSPACE_TEMPLATE
+from accord.plan.workspace_code import active_workspace
 
 
 @dataclass(frozen=True)
@@ -100,15 +103,30 @@ def import_code(setting: str, value: str, fix: str | None = None) -> Any:
     """The object ``value`` names, checked against ``setting``'s allowed names before importing.
 
     A name under a framework namespace must also be the framework's own (not, say, a function
-    of ``os`` that the namespace happens to import).
+    of ``os`` that the namespace happens to import); a ``src.*`` name must be an object defined
+    in a source file of the workspace in use (plan/workspace_code.py), and only then is imported.
     """
     check_code(setting, value)
-    found = import_dotted(value, setting, fix)
     root = value.split(".")[0]
+    workspace = active_workspace()
+    if root == "src" and workspace is None:
+        raise PlanError(
+            f"{setting} is {value!r}, workspace code, but no workspace is in use",
+            "build the plan's objects with accord.plan.objects.build, which uses its workspace",
+        )
+    found = import_dotted(value, setting, fix)
     home = str(getattr(found, "__module__", None) or "")
-    if root != "src" and home != root and not home.startswith(f"{root}."):
+    if home != root and not home.startswith(f"{root}."):
         raise PlanError(
             f"{setting} is {value!r}, which is not allowed: it is {home or 'no module'}'s, not {root}'s",
             f"set {setting} to an allowed name, or put the code in the workspace's src/ package",
+        )
+    module_file = getattr(sys.modules.get(home), "__file__", None)
+    if workspace is not None and root == "src" and not (
+        module_file and Path(module_file).resolve().is_relative_to(workspace / "src")
+    ):
+        raise PlanError(
+            f"{setting} is {value!r}, but {home} is not a file of the workspace's src package ({workspace})",
+            f"put {home.replace('.', '/')}.py under {workspace / 'src'} or fix {setting}",
         )
     return found

@@ -6,10 +6,13 @@ requirements it runs, so two operators who compare it know that the same code wi
     SHA-384 of the canonical JSON (sorted keys, no spaces) of
     {"plan": <plan hash>, "files": {<path>: <SHA-384 hex of the file's bytes>, ...}}
 
-where the files are every file under ``src/`` (``__pycache__`` folders and ``.pyc``/``.pyo``
-files left out) and ``requirements.txt`` if present, each named by its path relative to the
-workspace with ``/`` separators. These are exactly the code files ``fx workspace export``
-ships. A symbolic link under ``src/`` is refused (an archive carries plain files only).
+where the files are every file under ``src/`` and ``requirements.txt`` if present, each named
+by its path relative to the workspace with ``/`` separators. These are exactly the code files
+``fx workspace export`` ships. A symbolic link under ``src/`` is refused (an archive carries
+plain files only), and so is code Python runs without its source (``__pycache__`` folders,
+``.pyc``/``.pyo`` bytecode, ``.so``/``.pyd`` extension modules, ``.pth`` files): a site that
+has one refuses to start rather than run what the hash does not describe. Accord itself
+never writes bytecode under ``src/`` (plan/workspace_code.py).
 """
 
 from __future__ import annotations
@@ -18,29 +21,53 @@ import hashlib
 import json
 import os
 import re
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 from accord.errors import AccordError
 
-SKIPPED_DIRS = frozenset({"__pycache__"})
-SKIPPED_SUFFIXES = frozenset({".pyc", ".pyo"})
+BYTECODE_DIR = "__pycache__"
+COMPILED_SUFFIXES = {
+    ".pyc": "Python bytecode",
+    ".pyo": "Python bytecode",
+    ".so": "a compiled extension module",
+    ".pyd": "a compiled extension module",
+    ".dll": "a compiled library",
+    ".dylib": "a compiled library",
+    ".pth": "a .pth file (Python runs its import lines)",
+}
 REQUIREMENTS = "requirements.txt"
 _CHUNK = 1024 * 1024
 
 
+def compiled_code_problem(name: str) -> str | None:
+    """Why the file or folder ``name`` holds code Python may run without its source, or None."""
+    path = PurePosixPath(name)
+    if BYTECODE_DIR in path.parts:
+        return f"a {BYTECODE_DIR} folder (bytecode Python may run instead of the source)"
+    kind = COMPILED_SUFFIXES.get(path.suffix.lower())
+    return f"{kind}, which Python runs without its source" if kind else None
+
+
 def source_files(workspace: Path) -> list[Path]:
-    """Every file under ``workspace/src`` except caches, sorted; a symbolic link is refused."""
+    """Every file under ``workspace/src``, sorted; a symbolic link or compiled code is refused."""
     root = Path(workspace) / "src"
     files: list[Path] = []
     for dirpath, dirnames, filenames in os.walk(root):
-        dirnames[:] = sorted(d for d in dirnames if d not in SKIPPED_DIRS)
+        dirnames.sort()
         for entry in [*dirnames, *filenames]:
-            if (Path(dirpath) / entry).is_symlink():
+            path = Path(dirpath) / entry
+            if path.is_symlink():
                 raise AccordError(
-                    f"{Path(dirpath) / entry} is a symbolic link; a workspace's code is plain files only",
+                    f"{path} is a symbolic link; a workspace's code is plain files only",
                     "replace it with the file itself",
                 )
-        files.extend(Path(dirpath) / f for f in sorted(filenames) if Path(f).suffix not in SKIPPED_SUFFIXES)
+            why = compiled_code_problem(entry)
+            if why:
+                raise AccordError(
+                    f"{path} is {why}; the workspace hash does not cover it, so this workspace will not run",
+                    f"delete it (rm -r {path}): Accord never writes it; python or a tool run in the workspace did",
+                )
+        files.extend(Path(dirpath) / f for f in sorted(filenames))
     return files
 
 

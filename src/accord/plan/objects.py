@@ -10,15 +10,18 @@ from typing import Any
 from accord.errors import PlanError
 from accord.imports import import_dotted
 from accord.plan.templates import WORKSPACE_TEMPLATE, check_template
+from accord.plan.workspace_code import activate
 
 
 def use_workspace(workspace: Path) -> None:
     """Make ``workspace``'s own packages (``src``) importable first, forgetting another workspace's.
 
     Two workspaces used in one process both have a ``src`` package; without this the
-    second would silently get the first one's model code.
+    second would silently get the first one's model code. Its ``src`` is imported from the
+    source files alone (plan/workspace_code.py): no bytecode is read or written for it.
     """
     root = workspace.resolve()
+    activate(root)
     if str(root) in sys.path:
         sys.path.remove(str(root))
     sys.path.insert(0, str(root))

@@ -27,7 +27,7 @@ from accord.collaborator.data_config import HEADER as DATA_CONFIG_HEADER
 from accord.errors import AccordError
 from accord.files import atomic_path
 from accord.pki.secrets import private_key_problem
-from accord.plan.identity import file_digest, source_files
+from accord.plan.identity import compiled_code_problem, file_digest, source_files
 from accord.plan.loader import SECTIONS, Plan, load_plan, read_yaml
 from accord.workspace.create import LAYOUT
 
@@ -180,7 +180,7 @@ def _check_name(name: str) -> str | None:
         return f"outside the allowed folders ({', '.join(sorted(TOP_DIRS))})"
     if name == DATA_CONFIG:
         return "plan/data.yaml is per site and never travels"
-    return None
+    return compiled_code_problem(name)
 
 
 def _check_entry(info: zipfile.ZipInfo) -> str | None:
