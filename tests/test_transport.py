@@ -615,6 +615,23 @@ def test_stop_returns_while_a_cancelled_submit_holds_the_slot_and_another_upload
     assert service.slots_in_use == 0
 
 
+def test_an_aggregator_failure_reaches_the_site_as_an_incident_id_and_its_detail_stays_in_the_log(pki, caplog) -> None:
+    class Failing(FakeService):
+        def join(self, collaborator: str, plan_hash: str, workspace_hash: str | None = None) -> FederationInfo:
+            raise AccordError("cannot read /srv/secret/aggregator/state.json", "fix the disk")
+
+    fed = Federation(pki, small_model(), Failing(small_model()))
+    try:
+        with caplog.at_level(logging.ERROR, "accord.transport"), pytest.raises(AccordError) as failed:
+            fed.client("col1").join()
+    finally:
+        fed.close()
+    told = str(failed.value)
+    assert "/srv/secret" not in told and "aggregator failed during join (incident " in told
+    incident = told.split("(incident ")[1][:8]
+    assert any(incident in r.getMessage() and "/srv/secret" in r.getMessage() for r in caplog.records)
+
+
 def test_a_trickling_upload_is_cut_at_its_length_bound_while_an_honest_one_completes(pki, caplog) -> None:
     """Four bytes every 0.1 s never lets chunk_idle_seconds pass; the minimum rate cuts it."""
     from accord.transport.admission import CallLimits

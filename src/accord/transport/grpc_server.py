@@ -15,6 +15,7 @@ import asyncio
 import concurrent.futures
 import functools
 import logging
+import secrets
 import threading
 from collections.abc import Awaitable, Callable
 from typing import Any, NoReturn, TypeVar
@@ -138,12 +139,8 @@ class _Servicer:
             except asyncio.CancelledError:
                 logger.info("%s from %s broke off (the caller cancelled, or the server stops); nothing was kept", what, name)
                 raise
-            except AccordError as exc:
-                logger.error("%s for %s failed: %s", what, name, exc)
-                await context.abort(grpc.StatusCode.INTERNAL, f"the aggregator failed during {what}: {exc}")
-            except Exception:
-                logger.exception("%s for %s failed", what, name)
-                await context.abort(grpc.StatusCode.INTERNAL, f"internal aggregator error during {what}; see the aggregator log")
+            except Exception as exc:
+                await _fail(context, what, name, exc)
             finally:
                 self._admission.leave(name)
             raise AssertionError("unreachable")  # every branch above returns or aborts
@@ -237,6 +234,18 @@ class _Servicer:
     async def send_result(self, name: str, context: grpc.aio.ServicerContext) -> pb.ResultAck:
         await self._uploads.receive(name, context, await self._read(context))
         return pb.ResultAck(accepted=True)
+
+
+async def _fail(context: grpc.aio.ServicerContext, what: str, name: str, error: Exception) -> NoReturn:
+    """End a call the aggregator failed: the detail (paths, state) stays in its log, the site gets an incident id."""
+    incident = secrets.token_hex(4)
+    if isinstance(error, AccordError):
+        logger.error("%s for %s failed (incident %s): %s", what, name, incident, error)
+    else:
+        logger.exception("%s for %s failed (incident %s)", what, name, incident)
+    reason = f"the aggregator failed during {what} (incident {incident}); its operator finds the cause in the aggregator log"
+    await context.abort(grpc.StatusCode.INTERNAL, reason)
+    raise AssertionError("unreachable")  # context.abort raises
 
 
 async def _cancel_other_tasks() -> None:
