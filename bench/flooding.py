@@ -19,6 +19,8 @@ from typing import Any
 
 import grpc
 
+from accord.tensors.codec import TensorAssembler
+from accord.tensors.digest import model_digest
 from accord.transport import wire
 from accord.transport.proto import accord_pb2 as pb
 from accord.transport.tls import ClientTLS
@@ -41,6 +43,8 @@ class Flood:
     tls: ClientTLS
     sender: str
     plan_hash: str
+    #: the workspace hash a Join must carry (plan.workspace_hash()); without it the flood cannot follow the rounds
+    workspace_hash: str = ""
 
     @property
     def label(self) -> str:
@@ -48,7 +52,7 @@ class Flood:
 
 
 KINDS = {
-    "stalled_results": "header-less or stalled SendResult streams",
+    "stalled_results": "header-less or stalled SendResult streams (a valid header, then nothing)",
     "unread_models": "unread GetModel streams",
     "long_polls": "long polls",
 }
@@ -62,11 +66,21 @@ def run_flood(address: str, flood: Flood, seconds: float, reopen: float = 0.05) 
 def run_flood_in_background(address: str, flood: Flood, seconds: float, reopen: float = 0.05) -> Callable[[], Counter[str]]:
     """Start ``run_flood`` in a thread; returns the function that waits for it and gives its codes."""
     out: list[Counter[str]] = []
-    thread = threading.Thread(target=lambda: out.append(run_flood(address, flood, seconds, reopen)), daemon=True)
+    failed: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            out.append(run_flood(address, flood, seconds, reopen))
+        except BaseException as exc:  # handed to join
+            failed.append(exc)
+
+    thread = threading.Thread(target=run, daemon=True)
     thread.start()
 
     def join() -> Counter[str]:
         thread.join(seconds + CALL_TIMEOUT + 30)
+        if failed:
+            raise failed[0]
         assert out, "the flood did not end"
         return out[0]
 
@@ -81,8 +95,9 @@ async def _flood(address: str, flood: Flood, seconds: float, reopen: float) -> C
     loop.call_later(seconds, done.set)
     credentials = flood.tls.credentials()
     channels = [grpc.aio.secure_channel(address, credentials) for _ in range(-(-flood.count // CALLS_PER_CONNECTION))]
-    header = wire.header(flood.sender, flood.plan_hash)
+    header = wire.header(flood.sender, flood.plan_hash, flood.workspace_hash)
     now = _Round()
+    await now.refresh(channels[0], header)  # before the flood takes the site's calls
     calls = [_CALLS[flood.kind](channel, header, done, now) for channel in channels]
     follow = asyncio.ensure_future(now.follow(channels[0], header, done))
 
@@ -106,17 +121,34 @@ async def _flood(address: str, flood: Flood, seconds: float, reopen: float) -> C
 
 
 class _Round:
-    """The aggregator's current round, as a Join answers it, refreshed while the flood runs."""
+    """The aggregator's current round, as a Join answers it, and its model's digest, refreshed while the flood runs.
+
+    The flooder is an enrolled site: it may fetch each round's model once, so its stalled
+    results carry the digest the aggregator checks first, and really stall after a valid header.
+    """
 
     def __init__(self) -> None:
         self.number = 0
+        self.digest = ""
+        self._digest_round: int | None = None
 
     async def follow(self, channel: grpc.aio.Channel, header: pb.Header, done: asyncio.Event) -> None:
-        join = channel.unary_unary(SERVICE + "Join", pb.JoinRequest.SerializeToString, pb.JoinResponse.FromString)
         while not done.is_set():
-            with contextlib.suppress(grpc.aio.AioRpcError):  # refused (revoked, busy): the round stays as it was
-                self.number = (await join(pb.JoinRequest(header=header), timeout=10)).round_number
+            await self.refresh(channel, header)
             await asyncio.sleep(0.1)
+
+    async def refresh(self, channel: grpc.aio.Channel, header: pb.Header) -> None:
+        """Ask the round (and, once per round, its model); a refused call (revoked, busy) leaves both as they were."""
+        join = channel.unary_unary(SERVICE + "Join", pb.JoinRequest.SerializeToString, pb.JoinResponse.FromString)
+        get = channel.unary_stream(SERVICE + "GetModel", pb.ModelRequest.SerializeToString, pb.TensorChunk.FromString)
+        with contextlib.suppress(grpc.aio.AioRpcError):
+            self.number = (await join(pb.JoinRequest(header=header), timeout=10)).round_number
+            if self._digest_round != self.number:
+                number = self.number
+                assembler = TensorAssembler(None, max_total_bytes=wire.MAX_MODEL_BYTES)
+                async for chunk in get(pb.ModelRequest(header=header, round_number=number), timeout=CALL_TIMEOUT):
+                    assembler.add(chunk.name, chunk.dtype, tuple(chunk.shape), chunk.offset, chunk.data)
+                self.digest, self._digest_round = model_digest(assembler.finish(), number), number
 
 
 def _stalled_results(
@@ -126,7 +158,9 @@ def _stalled_results(
     send = channel.stream_unary(SERVICE + "SendResult", pb.ResultChunk.SerializeToString, pb.ResultAck.FromString)
 
     def call(index: int) -> Awaitable[Any]:
-        head = pb.ResultHeader(header=header, round_number=now.number, task="train", sample_count=1, tensor_count=1)
+        head = pb.ResultHeader(
+            header=header, round_number=now.number, task="train", sample_count=1, tensor_count=1, model_digest=now.digest
+        )
 
         async def stream():  # type: ignore[no-untyped-def]
             if index % 2:

@@ -5,7 +5,8 @@ real certificates; honest `fx collaborator start` processes train a small model 
 after round. A third enrolled site, which runs no collaborator, and a revoked certificate
 flood the aggregator from this process, one flood per window:
 
-- 200 header-less or stalled SendResult streams from the enrolled site;
+- 200 SendResult streams from the enrolled site, half header-less, half stalled after a valid
+  header (the round's model digest, from one GetModel per round);
 - 64 such streams from the revoked certificate;
 - 200 GetModel streams from the enrolled site that never read a chunk;
 - 2,000 long polls from the enrolled site.
@@ -208,7 +209,7 @@ def main() -> None:
             quiet.append(federation.measure(args.window, None, args.reopen))
             for index, (kind, count, who) in enumerate(FLOODS):
                 sender, tls = federation.tls(who)
-                flood = Flood(kind, count, tls, sender, federation.plan.hash)
+                flood = Flood(kind, count, tls, sender, federation.plan.hash, federation.plan.workspace_hash())
                 flooded[index].append(federation.measure(args.window, flood, args.reopen))
             print(f"repeat {repeat + 1}/{args.repeats} done", file=sys.stderr, flush=True)
     finally:

@@ -43,8 +43,13 @@ def test_a_header_must_name_the_certificate_owner() -> None:
 def test_the_plan_bounds_are_strict() -> None:
     defaults = NetworkSettings()
     assert CallLimits() == CallLimits(
-        defaults.first_message_seconds, defaults.chunk_idle_seconds, defaults.max_calls_per_collaborator, defaults.max_concurrent_calls
+        defaults.first_message_seconds,
+        defaults.chunk_idle_seconds,
+        defaults.max_calls_per_collaborator,
+        defaults.max_concurrent_calls,
+        defaults.min_upload_bytes_per_second,
     )
-    for key, value in [("max_calls_per_collaborator", 1), ("first_message_seconds", 0), ("chunk_idle_seconds", "soon")]:
+    bad = [("max_calls_per_collaborator", 1), ("first_message_seconds", 0), ("chunk_idle_seconds", "soon"), ("min_upload_bytes_per_second", 0)]
+    for key, value in bad:
         with pytest.raises(ValueError, match=key):
             NetworkSettings(**{key: value})

@@ -152,9 +152,9 @@ def pki(tmp_path_factory) -> dict[str, object]:
 class Federation:
     """A fake service served over gRPC on 127.0.0.1, and a factory of clients."""
 
-    def __init__(self, pki, model, **server_kwargs) -> None:
+    def __init__(self, pki, model, service: FakeService | None = None, **server_kwargs) -> None:
         self.pki = pki
-        self.service = FakeService(model)
+        self.service = FakeService(model) if service is None else service
         self.refusals: list[str] = []
         self.server = GrpcAggregatorServer(
             self.service, "127.0.0.1", 0, pki["server"], on_refusal=self.refusals.append, **server_kwargs
@@ -431,10 +431,10 @@ def test_a_client_stream_that_fails_mid_way_leaves_nothing(federation):
     assert federation.service.submissions == [] and federation.service.slots_in_use == 0
 
 
-def stalling_upload(federation, sent: threading.Event, release: threading.Event):
+def stalling_upload(federation, sent: threading.Event, release: threading.Event, sender: str = "col1"):
     """An upload that sends its header and a first chunk, then waits for ``release``."""
     weight = federation.service.model["dense.weight"].tobytes()
-    yield _header(1)
+    yield _header(1, sender)
     yield _chunk("dense.weight", "float32", (64, 32), 0, weight[:1000])
     sent.set()
     release.wait(30)
@@ -453,9 +453,9 @@ def test_a_cancelled_upload_leaves_nothing(federation):
 
 
 def test_a_stalled_upload_holds_one_slot_and_blocks_only_its_own_sender(federation, monkeypatch):
-    from accord.transport import grpc_server
+    from accord.transport import uploads
 
-    monkeypatch.setattr(grpc_server, "UPLOAD_WAIT_SECONDS", 1.0)
+    monkeypatch.setattr(uploads, "UPLOAD_WAIT_SECONDS", 1.0)
     sent, release = threading.Event(), threading.Event()
     stalled = federation.client("col1")._stub.SendResult.future(stalling_upload(federation, sent, release))
     try:
@@ -569,3 +569,95 @@ def test_an_aggregator_certificate_cannot_act_as_a_collaborator(pki, tmp_path) -
         assert federation.service.calls == []  # refused before the service was called
     finally:
         federation.close()
+
+
+class _GatedService(FakeService):
+    """One upload slot, and a submit that waits for ``gate``."""
+
+    def __init__(self, model) -> None:
+        super().__init__(model)
+        self.gate = threading.Event()
+        self.submitting = threading.Event()
+        self._one = threading.BoundedSemaphore(1)
+
+    def submit(self, result: TaskResult, plan_hash: str) -> None:
+        self.submitting.set()
+        self.gate.wait(30)
+        super().submit(result, plan_hash)
+
+    @contextlib.contextmanager
+    def upload_slot(self):
+        with self._one, super().upload_slot():
+            yield
+
+
+def test_stop_returns_while_a_cancelled_submit_holds_the_slot_and_another_upload_waits_for_it(pki) -> None:
+    """The slot of a cancelled call's running submit is released even once the event loop is closed."""
+    service = _GatedService(small_model())
+    fed = Federation(pki, service.model, service)
+    closing = fed.client("col1")._stub.SendResult.future(wire.result_stream(a_result(service.model), "col1", PLAN, CHUNK))
+    assert service.submitting.wait(10)
+    closing.cancel()  # the submit runs on, holding the one slot
+    service.slot_entered.clear()
+    sent, release = threading.Event(), threading.Event()
+    waiting = fed.client("col2")._stub.SendResult.future(stalling_upload(fed, sent, release, "col2"))
+    time.sleep(0.5)  # col2's upload is now inside the slot thread's acquire
+    loop = fed.server._loop
+    stopping = threading.Thread(target=fed.server.stop, args=(0,), daemon=True)
+    stopping.start()
+    while not loop.is_closed() and stopping.is_alive():
+        time.sleep(0.05)
+    service.gate.set()  # the submit ends after the loop closed
+    stopping.join(20)
+    release.set()
+    waiting.cancel()
+    assert not stopping.is_alive(), "stop() hung on the upload slot"
+    assert service.slots_in_use == 0
+
+
+def test_an_aggregator_failure_reaches_the_site_as_an_incident_id_and_its_detail_stays_in_the_log(pki, caplog) -> None:
+    class Failing(FakeService):
+        def join(self, collaborator: str, plan_hash: str, workspace_hash: str | None = None) -> FederationInfo:
+            raise AccordError("cannot read /srv/secret/aggregator/state.json", "fix the disk")
+
+    fed = Federation(pki, small_model(), Failing(small_model()))
+    try:
+        with caplog.at_level(logging.ERROR, "accord.transport"), pytest.raises(AccordError) as failed:
+            fed.client("col1").join()
+    finally:
+        fed.close()
+    told = str(failed.value)
+    assert "/srv/secret" not in told and "aggregator failed during join (incident " in told
+    incident = told.split("(incident ")[1][:8]
+    assert any(incident in r.getMessage() and "/srv/secret" in r.getMessage() for r in caplog.records)
+
+
+def test_a_trickling_upload_is_cut_at_its_length_bound_while_an_honest_one_completes(pki, caplog) -> None:
+    """Four bytes every 0.1 s never lets chunk_idle_seconds pass; the minimum rate cuts it."""
+    from accord.transport.admission import CallLimits
+
+    limits = CallLimits(first_message_seconds=1.0, chunk_idle_seconds=30.0, min_upload_bytes_per_second=1024 * 1024)
+    fed = Federation(pki, small_model(), limits=limits)
+    weight = fed.service.model["dense.weight"].tobytes()
+    done = threading.Event()
+
+    def trickle():
+        yield _header(1)
+        for offset in range(0, len(weight), 4):
+            if done.wait(0.1):
+                return
+            yield _chunk("dense.weight", "float32", (64, 32), offset, weight[offset : offset + 4])
+
+    try:
+        with caplog.at_level(logging.WARNING, "accord.transport"):
+            trickling = fed.client("col1")._stub.SendResult.future(trickle(), timeout=600)
+            fed.client("col2").send_result(a_result(fed.service.model))  # an honest upload beside it
+            with pytest.raises(grpc.RpcError) as cut:
+                trickling.result(timeout=60)
+    finally:
+        done.set()
+        fed.close()
+    assert cut.value.code() is grpc.StatusCode.DEADLINE_EXCEEDED
+    assert "network.settings.min_upload_bytes_per_second" in cut.value.details()
+    assert any("refused col1: send_result cut: the upload did not end within 1.0 s" in r.getMessage() for r in caplog.records)
+    assert [r.collaborator for r, _ in fed.service.submissions] == ["col2"]

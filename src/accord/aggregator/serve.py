@@ -67,7 +67,11 @@ def _serve(
         revoked=RevocationWatch(layout.cert_dir),
         max_upload_seconds=net.transfer_timeout_seconds,
         limits=CallLimits(
-            net.first_message_seconds, net.chunk_idle_seconds, net.max_calls_per_collaborator, net.max_concurrent_calls
+            net.first_message_seconds,
+            net.chunk_idle_seconds,
+            net.max_calls_per_collaborator,
+            net.max_concurrent_calls,
+            net.min_upload_bytes_per_second,
         ),
     )
     port = server.start()

@@ -73,6 +73,7 @@ class NetworkSettings(Strict):
     chunk_idle_seconds: float = Field(30.0, gt=0)
     max_calls_per_collaborator: int = Field(4, ge=2)
     max_concurrent_calls: int = Field(4096, ge=8)
+    min_upload_bytes_per_second: float = Field(1024 * 1024, gt=0)
 
 
 class TaskGroup(Strict):

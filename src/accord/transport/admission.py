@@ -37,6 +37,8 @@ class CallLimits:
     max_calls_per_collaborator: int = 4
     #: concurrent calls in all
     max_concurrent_calls: int = 4096
+    #: an upload holding a slot must end within first_message_seconds + the model's bytes at this rate
+    min_upload_bytes_per_second: float = 1024 * 1024
 
 
 def peer_name(auth: Mapping[str, Iterable[bytes]], revoked: Revoked | None) -> str:

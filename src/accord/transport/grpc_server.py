@@ -15,21 +15,24 @@ import asyncio
 import concurrent.futures
 import functools
 import logging
+import secrets
 import threading
 from collections.abc import Awaitable, Callable
-from contextlib import AbstractContextManager, suppress
 from typing import Any, NoReturn, TypeVar
 
 import grpc
 
 from accord.errors import AccordError, RefusedError
-from accord.tensors.codec import TensorAssembler
+from accord.messages import TaskAssignment
 from accord.transport import wire
 from accord.transport.admission import Admission, CallLimits, RepeatFilter, Revoked, check_claim, peer_name
 from accord.transport.base import AggregatorService
 from accord.transport.binding import bind, bind_addresses
+from accord.transport.long_poll import LongPoll
 from accord.transport.proto import accord_pb2 as pb
+from accord.transport.streams import Stalled, read_within
 from accord.transport.tls import ServerTLS
+from accord.transport.uploads import Uploads
 
 logger = logging.getLogger("accord.transport")
 
@@ -38,8 +41,6 @@ Handler = Callable[[Any, grpc.aio.ServicerContext], Awaitable[Any]]
 
 #: a refusal's reason is cut to this many characters (gRPC's status trailer holds ~16 KiB)
 MAX_REASON_CHARS = 1024
-#: how long a second upload from one collaborator waits for its first to end
-UPLOAD_WAIT_SECONDS = 60.0
 SERVICE = "accord.v1.Aggregator"
 #: HTTP/2 streams one connection may have open at once (a site needs two; the rest wait at the caller)
 MAX_STREAMS_PER_CONNECTION = 100
@@ -51,10 +52,6 @@ _STATUS_FOR_KIND = {
     "state": grpc.StatusCode.FAILED_PRECONDITION,
     "busy": grpc.StatusCode.RESOURCE_EXHAUSTED,
 }
-
-
-class _Stalled(Exception):
-    """A peer let a bound pass (first message, chunk idle time): the call is cut."""
 
 
 def _method_handlers(servicer: _Servicer) -> dict[str, grpc.RpcMethodHandler]:
@@ -96,19 +93,15 @@ class _Servicer:
     ) -> None:
         self._service = service
         self._revoked = revoked
-        self._max_upload_seconds = max_upload_seconds
         self._chunk_bytes = chunk_bytes
-        self._long_poll = long_poll_seconds
-        self._max_update_bytes = max_update_bytes
+        self._long_poll_seconds = long_poll_seconds
         self._on_refusal = on_refusal
         self._limits = limits
         self._admission = Admission(limits)
         self._repeats = RepeatFilter()
-        self._uploading: dict[str, asyncio.Lock] = {}
-        self._changed = asyncio.Event()
         self._executor = concurrent.futures.ThreadPoolExecutor(workers, thread_name_prefix="accord-rpc")
-        # entering an upload slot may wait: one thread does it, so the waits never take the executor
-        self._slots = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="accord-slots")
+        self._long_poll = LongPoll()
+        self._uploads = Uploads(service, self._executor, limits, max_update_bytes, max_upload_seconds)
 
     @property
     def calls_in_progress(self) -> int:
@@ -116,12 +109,12 @@ class _Servicer:
 
     def wake(self) -> None:
         """A round opened or the federation ended: every waiting long poll looks again (on the loop)."""
-        self._changed.set()
-        self._changed = asyncio.Event()
+        self._long_poll.wake()
 
     def shutdown(self) -> None:
-        self._executor.shutdown(wait=True)
-        self._slots.shutdown(wait=True)
+        """End the blocking work: queued jobs are dropped, running ones end (each submit releases its slot first)."""
+        self._executor.shutdown(wait=True, cancel_futures=True)
+        self._uploads.shutdown()
 
     # -- the frame of every call -------------------------------------------------------
 
@@ -139,19 +132,15 @@ class _Servicer:
                 return await body(name, context)
             except RefusedError as exc:
                 await self._refuse(context, name, exc)
-            except _Stalled as exc:
+            except Stalled as exc:
                 await self._end(context, name, grpc.StatusCode.DEADLINE_EXCEEDED, f"{what} cut: {exc}")
             except grpc.aio.AbortError:
                 raise
             except asyncio.CancelledError:
                 logger.info("%s from %s broke off (the caller cancelled, or the server stops); nothing was kept", what, name)
                 raise
-            except AccordError as exc:
-                logger.error("%s for %s failed: %s", what, name, exc)
-                await context.abort(grpc.StatusCode.INTERNAL, f"the aggregator failed during {what}: {exc}")
-            except Exception:
-                logger.exception("%s for %s failed", what, name)
-                await context.abort(grpc.StatusCode.INTERNAL, f"internal aggregator error during {what}; see the aggregator log")
+            except Exception as exc:
+                await _fail(context, what, name, exc)
             finally:
                 self._admission.leave(name)
             raise AssertionError("unreachable")  # every branch above returns or aborts
@@ -194,26 +183,18 @@ class _Servicer:
         await context.abort(code, reason, ((wire.REFUSAL_KIND_KEY, kind),) if kind else ())
         raise AssertionError("unreachable")  # context.abort raises
 
-    async def _read(self, context: grpc.aio.ServicerContext, first: bool) -> Any:
-        """The next message, or None at the end of the stream; _Stalled if it does not come in time."""
-        limits = self._limits
-        seconds = limits.first_message_seconds if first else limits.chunk_idle_seconds
-        try:
-            message = await asyncio.wait_for(context.read(), seconds)
-        except TimeoutError:
-            key = "first_message_seconds" if first else "chunk_idle_seconds"
-            raise _Stalled(f"no {'message' if first else 'further chunk'} within {seconds:g} s (network.settings.{key})") from None
-        if isinstance(message, wire.Undecodable):
-            raise message.refusal()
-        return None if message is grpc.aio.EOF else message
+    async def _read(self, context: grpc.aio.ServicerContext) -> Any:
+        """A call's first (or, for a unary call, closing) message, within first_message_seconds."""
+        seconds = self._limits.first_message_seconds
+        return await read_within(context, seconds, f"no message within {seconds:g} s (network.settings.first_message_seconds)")
 
     async def _request(self, context: grpc.aio.ServicerContext, name: str) -> Any:
         """The request of a unary call, whose header must name the certificate's owner."""
-        request = await self._read(context, first=True)
+        request = await self._read(context)
         if request is None:
             raise RefusedError("the call carries no request", kind="payload")
         check_claim(request.header.sender, name)
-        if await self._read(context, first=True) is not None:  # the end of the stream comes with the request
+        if await self._read(context) is not None:  # the end of the stream comes with the request
             raise RefusedError("the call carries more than one request", kind="payload")
         return request
 
@@ -232,16 +213,12 @@ class _Servicer:
     async def get_tasks(self, name: str, context: grpc.aio.ServicerContext) -> pb.TasksResponse:
         """A long poll that holds no thread: it looks again only when the runtime says a round opened."""
         request = await self._request(context, name)
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + self._long_poll
-        while True:
-            changed = self._changed  # taken before looking, so that no change is missed
-            final = loop.time() >= deadline
-            assignment = await self._blocking(functools.partial(self._service.poll_tasks, name, request.header.plan_hash, final))
-            if assignment is not None:
-                return wire.assignment_to_pb(assignment)
-            with suppress(TimeoutError):
-                await asyncio.wait_for(changed.wait(), max(0.0, deadline - loop.time()))
+        plan_hash = request.header.plan_hash
+
+        def look(final: bool) -> Awaitable[TaskAssignment | None]:
+            return self._blocking(functools.partial(self._service.poll_tasks, name, plan_hash, final))
+
+        return wire.assignment_to_pb(await self._long_poll.wait(look, self._long_poll_seconds))
 
     async def get_model(self, name: str, context: grpc.aio.ServicerContext) -> None:
         """Stream the model; a reader that takes no chunk for chunk_idle_seconds is cut."""
@@ -252,90 +229,31 @@ class _Servicer:
             try:
                 await asyncio.wait_for(context.write(chunk), seconds)
             except TimeoutError:
-                raise _Stalled(f"the reader took no chunk for {seconds:g} s (network.settings.chunk_idle_seconds)") from None
+                raise Stalled(f"the reader took no chunk for {seconds:g} s (network.settings.chunk_idle_seconds)") from None
 
     async def send_result(self, name: str, context: grpc.aio.ServicerContext) -> pb.ResultAck:
-        self._check_deadline(context)
-        first = await self._read(context, first=True)
-        if first is None or first.WhichOneof("part") != "header":
-            raise RefusedError("a result stream must start with its header", kind="payload")
-        head = first.header
-        check_claim(head.header.sender, name)
-        await self._receive_one(name, head, context)
+        await self._uploads.receive(name, context, await self._read(context))
         return pb.ResultAck(accepted=True)
 
-    def _check_deadline(self, context: grpc.aio.ServicerContext) -> None:
-        """Refuse an upload whose deadline is missing or later than allowed (it could hold a slot for ever)."""
-        limit = self._max_upload_seconds
-        remaining = context.time_remaining()
-        if limit is None or (remaining is not None and remaining <= limit + 60.0):  # gRPC adds a few s
-            return
-        has = "none" if remaining is None else f"{remaining:.0f} s"
-        reason = f"an upload must carry a deadline of at most {limit:g} s (network.settings.transfer_timeout_seconds); this one has {has}"
-        raise RefusedError(reason, kind="payload")
 
-    async def _receive_one(self, name: str, head: pb.ResultHeader, context: grpc.aio.ServicerContext) -> None:
-        """One upload per collaborator at a time: a stalled stream holds at most one upload slot."""
-        lock = self._uploading.setdefault(name, asyncio.Lock())  # names are plan members: a bounded map
-        try:
-            await asyncio.wait_for(lock.acquire(), UPLOAD_WAIT_SECONDS)
-        except TimeoutError:
-            raise RefusedError(
-                f"an earlier upload from {name} is still in progress after {UPLOAD_WAIT_SECONDS:g} s",
-                "send results one at a time",
-                kind="state",
-            ) from None
-        try:
-            await self._receive(name, head, context)
-        finally:
-            lock.release()
-
-    async def _receive(self, name: str, head: pb.ResultHeader, context: grpc.aio.ServicerContext) -> None:
-        """Assemble the tensors inside an upload slot, then submit the whole result."""
-        plan_hash = head.header.plan_hash
-        await self._blocking(
-            lambda: self._service.expect(name, plan_hash, head.round_number, head.task, head.model_digest, head.failure)
-        )
-        slot = await self._enter_slot()
-        held_by: asyncio.Future[None] | None = None  # a submit still running keeps the slot until it ends
-        try:
-            expected = self._service.expected_tensors()
-            assembler = TensorAssembler(expected, max_total_bytes=wire.upload_limit(expected, self._max_update_bytes))
-            while (message := await self._read(context, first=False)) is not None:
-                if message.WhichOneof("part") != "tensor":
-                    raise RefusedError("a result stream holds one header, then only tensor chunks", kind="payload")
-                t = message.tensor
-                assembler.add(t.name, t.dtype, tuple(t.shape), t.offset, t.data)
-                if len(assembler) > head.tensor_count:
-                    raise RefusedError(
-                        f"more tensors arrived than the {head.tensor_count} the result header announces",
-                        kind="payload",
-                    )
-            result = wire.result_from_pb(name, head, assembler.finish())
-            held_by = self._blocking(lambda: self._service.submit(result, plan_hash))
-            await asyncio.shield(held_by)
-        finally:
-            if held_by is None or held_by.done():
-                slot.__exit__(None, None, None)
-            else:
-                held_by.add_done_callback(lambda _: slot.__exit__(None, None, None))
-        logger.debug("result of %s for round %d received from %s", head.task, head.round_number, name)
-
-    async def _enter_slot(self) -> AbstractContextManager[None]:
-        """The service's upload slot, entered without blocking the loop; released even if the call ends first."""
-        slot = self._service.upload_slot()
-        entering = self._slots.submit(slot.__enter__)
-        try:
-            await asyncio.wrap_future(entering)
-        except BaseException:
-            entering.add_done_callback(lambda f: _exit_if_entered(slot, f))
-            raise
-        return slot
+async def _fail(context: grpc.aio.ServicerContext, what: str, name: str, error: Exception) -> NoReturn:
+    """End a call the aggregator failed: the detail (paths, state) stays in its log, the site gets an incident id."""
+    incident = secrets.token_hex(4)
+    if isinstance(error, AccordError):
+        logger.error("%s for %s failed (incident %s): %s", what, name, incident, error)
+    else:
+        logger.exception("%s for %s failed (incident %s)", what, name, incident)
+    reason = f"the aggregator failed during {what} (incident {incident}); its operator finds the cause in the aggregator log"
+    await context.abort(grpc.StatusCode.INTERNAL, reason)
+    raise AssertionError("unreachable")  # context.abort raises
 
 
-def _exit_if_entered(slot: AbstractContextManager[None], entering: concurrent.futures.Future[Any]) -> None:
-    if not entering.cancelled() and entering.exception() is None:
-        slot.__exit__(None, None, None)
+async def _cancel_other_tasks() -> None:
+    """Cancel every task of the running loop but this one, and wait for them to end."""
+    tasks = [task for task in asyncio.all_tasks() if task is not asyncio.current_task()]
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
 
 
 def _who(context: grpc.aio.ServicerContext, name: str | None) -> str:
@@ -455,6 +373,8 @@ class GrpcAggregatorServer:
         if self._server is not None:
             asyncio.run_coroutine_threadsafe(self._server.stop(grace), loop).result()
             self._server = None
+        # a call gRPC left running ends here, so that every upload slot it holds is released
+        asyncio.run_coroutine_threadsafe(_cancel_other_tasks(), loop).result()
         loop.call_soon_threadsafe(loop.stop)
         thread.join()
         loop.close()

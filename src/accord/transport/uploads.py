@@ -1,0 +1,159 @@
+"""Receiving one uploaded result: one upload per site at a time, inside a bounded upload slot.
+
+A slot is the service's (it bounds the updates buffered at once). Entering one may wait, so
+one thread of its own does that; the submit that ends an upload runs on the bounded
+executor and releases the slot when it ends, in that thread (or when it is cancelled
+unstarted), so no release ever depends on the event loop, which may be closed by then.
+An upload must keep a minimum rate once it holds a slot: a site trickling a byte per chunk
+bound cannot hold a slot for the whole transfer timeout.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import logging
+from contextlib import AbstractContextManager
+from typing import Any
+
+import grpc
+
+from accord.errors import RefusedError
+from accord.tensors.codec import TensorAssembler
+from accord.transport import wire
+from accord.transport.admission import CallLimits, check_claim
+from accord.transport.base import AggregatorService
+from accord.transport.proto import accord_pb2 as pb
+from accord.transport.streams import read_within
+
+logger = logging.getLogger("accord.transport")
+
+#: how long a second upload from one collaborator waits for its first to end
+UPLOAD_WAIT_SECONDS = 60.0
+#: gRPC adds a few seconds to the deadline a client sets
+DEADLINE_SLACK_SECONDS = 60.0
+
+
+class Uploads:
+    """The SendResult receive path of the gRPC server (runs on its event loop)."""
+
+    def __init__(
+        self,
+        service: AggregatorService,
+        executor: concurrent.futures.ThreadPoolExecutor,
+        limits: CallLimits,
+        max_update_bytes: int | None,
+        max_upload_seconds: float | None,
+    ) -> None:
+        self._service = service
+        self._executor = executor
+        self._limits = limits
+        self._max_update_bytes = max_update_bytes
+        self._max_upload_seconds = max_upload_seconds
+        self._uploading: dict[str, asyncio.Lock] = {}
+        # entering an upload slot may wait: one thread does it, so the waits never take the executor
+        self._slots = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="accord-slots")
+
+    def shutdown(self) -> None:
+        """Stop entering slots (call it once the executor is shut down, so that every submit released its slot)."""
+        self._slots.shutdown(wait=True, cancel_futures=True)
+
+    async def receive(self, name: str, context: grpc.aio.ServicerContext, first: Any) -> None:
+        """Check ``first`` (the stream's first message) and receive and submit the result it heads."""
+        self._check_deadline(context)
+        if first is None or first.WhichOneof("part") != "header":
+            raise RefusedError("a result stream must start with its header", kind="payload")
+        head = first.header
+        check_claim(head.header.sender, name)
+        lock = self._uploading.setdefault(name, asyncio.Lock())  # names are plan members: a bounded map
+        try:
+            await asyncio.wait_for(lock.acquire(), UPLOAD_WAIT_SECONDS)
+        except TimeoutError:
+            raise RefusedError(
+                f"an earlier upload from {name} is still in progress after {UPLOAD_WAIT_SECONDS:g} s",
+                "send results one at a time",
+                kind="state",
+            ) from None
+        try:
+            await self._receive(name, head, context)
+        finally:
+            lock.release()
+
+    def _check_deadline(self, context: grpc.aio.ServicerContext) -> None:
+        """Refuse an upload whose deadline is missing or later than allowed (it could hold a slot for ever)."""
+        limit = self._max_upload_seconds
+        remaining = context.time_remaining()
+        if limit is None or (remaining is not None and remaining <= limit + DEADLINE_SLACK_SECONDS):
+            return
+        has = "none" if remaining is None else f"{remaining:.0f} s"
+        reason = f"an upload must carry a deadline of at most {limit:g} s (network.settings.transfer_timeout_seconds); this one has {has}"
+        raise RefusedError(reason, kind="payload")
+
+    async def _receive(self, name: str, head: pb.ResultHeader, context: grpc.aio.ServicerContext) -> None:
+        """Assemble the tensors inside an upload slot, then submit the whole result."""
+        plan_hash = head.header.plan_hash
+        service = self._service
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(
+            self._executor,
+            lambda: service.expect(name, plan_hash, head.round_number, head.task, head.model_digest, head.failure),
+        )
+        slot = await self._enter_slot()
+        submitting: concurrent.futures.Future[None] | None = None
+        try:
+            expected = service.expected_tensors()
+            assembler = TensorAssembler(expected, max_total_bytes=wire.upload_limit(expected, self._max_update_bytes))
+            length = self._length_bound(wire.model_bytes(expected))
+            ends = loop.time() + length
+            while (message := await self._next_chunk(context, ends - loop.time(), length)) is not None:
+                if message.WhichOneof("part") != "tensor":
+                    raise RefusedError("a result stream holds one header, then only tensor chunks", kind="payload")
+                t = message.tensor
+                assembler.add(t.name, t.dtype, tuple(t.shape), t.offset, t.data)
+                if len(assembler) > head.tensor_count:
+                    raise RefusedError(
+                        f"more tensors arrived than the {head.tensor_count} the result header announces",
+                        kind="payload",
+                    )
+            result = wire.result_from_pb(name, head, assembler.finish())
+            submitting = self._executor.submit(service.submit, result, plan_hash)
+            # the slot is released as the submit ends (or is cancelled unstarted), in that thread, not on this loop
+            submitting.add_done_callback(lambda _: slot.__exit__(None, None, None))
+            await asyncio.shield(asyncio.wrap_future(submitting))
+        finally:
+            if submitting is None:
+                slot.__exit__(None, None, None)
+        logger.debug("result of %s for round %d received from %s", head.task, head.round_number, name)
+
+    def _length_bound(self, model_bytes: int) -> float:
+        """Seconds an upload of a model of ``model_bytes`` may take once it holds a slot."""
+        limits = self._limits
+        return limits.first_message_seconds + model_bytes / limits.min_upload_bytes_per_second
+
+    async def _next_chunk(self, context: grpc.aio.ServicerContext, left: float, length: float) -> Any:
+        """The next chunk within chunk_idle_seconds and the upload's length bound (``left`` of ``length`` s)."""
+        idle = self._limits.chunk_idle_seconds
+        if left <= idle:
+            rate = self._limits.min_upload_bytes_per_second
+            missing = (
+                f"the upload did not end within {length:.1f} s, the bound for this model at "
+                f"{rate:g} bytes/s (network.settings.min_upload_bytes_per_second)"
+            )
+            return await read_within(context, max(0.0, left), missing)
+        return await read_within(context, idle, f"no further chunk within {idle:g} s (network.settings.chunk_idle_seconds)")
+
+    async def _enter_slot(self) -> AbstractContextManager[None]:
+        """The service's upload slot, entered without blocking the loop; released even if the call ends first."""
+        slot = self._service.upload_slot()
+        entering = self._slots.submit(slot.__enter__)
+        try:
+            await asyncio.wrap_future(entering)
+        except BaseException:
+            entering.add_done_callback(lambda f: _exit_if_entered(slot, f))
+            raise
+        return slot
+
+
+def _exit_if_entered(slot: AbstractContextManager[None], entering: concurrent.futures.Future[Any]) -> None:
+    if not entering.cancelled() and entering.exception() is None:
+        slot.__exit__(None, None, None)
