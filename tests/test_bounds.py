@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 
 import numpy as np
 import pytest
@@ -10,7 +11,7 @@ from test_engine import make_engine, result
 
 from accord.aggregation.bounds import UNBOUNDED, Update, UpdateBounds, bound_updates, change_norms, lower_median
 from accord.aggregation.fedavg import FedAvg
-from accord.aggregator.metrics import read_metrics
+from accord.aggregator.metrics import WeightedMetrics, read_metrics
 from accord.aggregator.runtime import AggregatorRuntime
 from accord.aggregator.status import describe, read_status
 from accord.errors import RefusedError
@@ -291,3 +292,34 @@ def test_a_failed_read_at_the_close_keeps_the_updates_for_another_try() -> None:
         fedavg.result()
     again = fedavg.result()
     np.testing.assert_allclose(again["w"], np.average([1.0, 1.01, 1.02, 1.0], weights=[700, 701, 702, 700]), rtol=1e-6)
+
+
+def test_metrics_are_weighted_by_the_capped_count_and_absurd_values_refused(workspace_factory) -> None:
+    plan = workspace_factory(NAMES, rounds=1)
+    initialize_model(plan)
+    runtime = AggregatorRuntime(plan)
+    items = hostile_round(runtime)
+    for item in items:
+        if item.collaborator == "gamma" and item.task == "aggregated_model_validation":
+            with pytest.raises(RefusedError, match=r"metric 'accuracy' is 1e[+]300; expected a finite value of magnitude at most 1e[+]12"):
+                runtime.submit(dataclasses.replace(item, metrics={"accuracy": 1e300}), plan.hash)
+            item = dataclasses.replace(item, metrics={"accuracy": 1.0})
+        runtime.submit(item, plan.hash)
+    runtime.close()
+    # gamma's 10^12 samples count as 1.1 x the median 120: (0.5 x 100 + 0.5 x 120 + 1.0 x 132) / 352
+    def strict(text: str):
+        return json.loads(text, parse_constant=lambda constant: pytest.fail(f"{constant} in the JSON"))
+
+    state = strict(runtime.checkpoint.path.read_text())
+    assert state["best_score"] == pytest.approx((0.5 * 100 + 0.5 * 120 + 132) / 352)
+    lines = plan.resolve_path("logs/metrics.jsonl").read_text().splitlines()
+    records = [strict(line) for line in lines]
+    assert {"round": 0, "origin": "aggregator", "task": "aggregated_model_validation", "metric": "accuracy", "value": state["best_score"]} in records
+
+
+def test_weighted_metrics_cap_each_count_at_the_multiple_of_the_lower_median() -> None:
+    metrics = WeightedMetrics(1.1)
+    for value, count in ((0.5, 100), (0.5, 120), (1e12, 10**12)):
+        metrics.add("v", "accuracy", value, count)
+    assert metrics.means() == {"v/accuracy": pytest.approx((0.5 * 220 + 1e12 * 132) / 352)}
+    assert WeightedMetrics().means() == {}
