@@ -14,7 +14,7 @@ from accord.aggregation.fedavg import FedAvg
 from accord.aggregator.metrics import WeightedMetrics, read_metrics
 from accord.aggregator.runtime import AggregatorRuntime
 from accord.aggregator.status import describe, read_status
-from accord.errors import RefusedError
+from accord.errors import AccordError, RefusedError
 from accord.messages import TaskResult
 from accord.tensors.state import StateView, load_state, save_state
 from accord.workspace.initialize import initialize_model
@@ -323,3 +323,29 @@ def test_weighted_metrics_cap_each_count_at_the_multiple_of_the_lower_median() -
         metrics.add("v", "accuracy", value, count)
     assert metrics.means() == {"v/accuracy": pytest.approx((0.5 * 220 + 1e12 * 132) / 352)}
     assert WeightedMetrics().means() == {}
+
+
+def test_a_close_that_cannot_read_an_update_stops_the_aggregator_and_a_restart_closes_the_round(workspace_factory, monkeypatch, caplog) -> None:
+    plan = workspace_factory(NAMES, rounds=1)
+    initialize_model(plan)
+    runtime = AggregatorRuntime(plan)
+    items = hostile_round(runtime)
+    for item in items[:-1]:
+        runtime.submit(item, plan.hash)
+
+    def unreadable(self, name):
+        raise OSError(5, "Input/output error", str(self.path))
+
+    with monkeypatch.context() as patch:
+        patch.setattr(StateView, "mapped", unreadable)
+        with pytest.raises(AccordError, match="could not close round 0 and stops: OSError") as stopped:
+            runtime.submit(items[-1], plan.hash)
+    assert not isinstance(stopped.value, RefusedError)
+    assert "could not close round 0 and stops" in caplog.text
+    with pytest.raises(RefusedError, match="stopping"):
+        runtime.submit(items[-1], plan.hash)
+    runtime.close()
+    again = AggregatorRuntime(plan)  # resumes round 0 with what was saved; the last site sends again
+    again.submit(items[-1], plan.hash)
+    assert again.engine.round_number == 1  # round 0 closed
+    again.close()
