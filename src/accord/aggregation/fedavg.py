@@ -37,7 +37,8 @@ class FedAvg:
     passes the plan's ``update_bounds``); the mean accumulates in
     float64, and a result that would not be finite in the model's dtype drops the updates
     that make it so. Deltas apply to floating-point tensors; other tensors (counters, masks)
-    always travel as values. The updates' arrays are never modified.
+    always travel as values and take a median (``weighted_mean``). The updates' arrays are
+    never modified.
     """
 
     def __init__(self, bounds: UpdateBounds | None = None) -> None:
