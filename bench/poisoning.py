@@ -44,6 +44,7 @@ from accord.experiment.local import prepare_workspace
 from accord.messages import TaskResult
 from accord.plan.loader import load_plan, update_plan_file
 from accord.tensors.state import ModelState, load_state
+from accord.transport.base import TensorSpecs
 from accord.transport.inprocess import InProcessClient
 from accord.workspace.initialize import build_runner
 
@@ -117,6 +118,8 @@ def run(rounds: int, attack: str | None, bounds: dict | None, partition: str = "
     for thread in threads:
         thread.join(600)
     runtime.close()
+    if HOSTILE in errors:  # an attacker that crashed measured nothing
+        return None, f"the hostile site failed: {errors[HOSTILE]!r}"[:120]
     honest_errors = {n: e for n, e in errors.items() if n != HOSTILE}
     if not runtime.finished or honest_errors:
         why = next((f"{n}: {e}" for n, e in honest_errors.items()), "did not finish")
@@ -135,8 +138,8 @@ class HostileClient(InProcessClient):
         super().__init__(runtime, name, plan_hash, poll)
         self.craft, self.count, self.init, self.model = craft, count, init, {}
 
-    def get_model(self, round_number: int) -> ModelState:
-        self.model = super().get_model(round_number)
+    def get_model(self, round_number: int, expected: TensorSpecs | None = None) -> ModelState:
+        self.model = super().get_model(round_number, expected)
         return self.model
 
     def send_result(self, result: TaskResult) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 
 import numpy as np
 import pytest
@@ -10,10 +11,10 @@ from test_engine import make_engine, result
 
 from accord.aggregation.bounds import UNBOUNDED, Update, UpdateBounds, bound_updates, change_norms, lower_median
 from accord.aggregation.fedavg import FedAvg
-from accord.aggregator.metrics import read_metrics
+from accord.aggregator.metrics import WeightedMetrics, read_metrics
 from accord.aggregator.runtime import AggregatorRuntime
 from accord.aggregator.status import describe, read_status
-from accord.errors import RefusedError
+from accord.errors import AccordError, RefusedError
 from accord.messages import TaskResult
 from accord.tensors.state import StateView, load_state, save_state
 from accord.workspace.initialize import initialize_model
@@ -205,5 +206,146 @@ def test_optimizer_state_keeps_within_the_other_sites_range_coordinate_by_coordi
     # changes 0, 1, 2 and -1e6-1 are clamped between the second smallest (0) and second largest (1)
     np.testing.assert_allclose(new["__opt__.w.exp_avg_sq"], [1.0 + (0 + 1 + 1 + 0) / 4, 2.0])
     np.testing.assert_allclose(new["w"], 0.1)
-    two, _ = average([honest[0], hostile], UNBOUNDED, model=model)  # fewer than 3: the plain mean
-    np.testing.assert_allclose(two["__opt__.w.exp_avg_sq"], [(1.0 - 1e6) / 2, 2.0])
+
+
+
+def test_with_two_updates_the_global_votes_on_optimizer_state_and_with_one_it_is_kept() -> None:
+    model = {"w": np.zeros(2, np.float32), "__opt__.w.exp_avg_sq": np.array([1.0, 4.0], np.float32)}
+    honest = ("h", {"w": np.full(2, 0.1, np.float32), "__opt__.w.exp_avg_sq": np.array([2.0, 3.0], np.float32)}, 10)
+    hostile = ("neg", {"w": np.full(2, 0.1, np.float32), "__opt__.w.exp_avg_sq": np.full(2, -3e38, np.float32)}, 10)
+    two, fedavg = average([honest, hostile], UNBOUNDED, model=model)
+    # the median of the global's, the honest and the hostile value: never the hostile one
+    np.testing.assert_allclose(two["__opt__.w.exp_avg_sq"], [1.0, 3.0])
+    assert [(e.collaborator, e.kind) for e in fedavg.events] == [("h", "held"), ("neg", "held")]
+    assert "median of the global's and the 2 updates'" in fedavg.events[0].describe()
+    one, fedavg = average([hostile], UNBOUNDED, model=model)
+    np.testing.assert_array_equal(one["__opt__.w.exp_avg_sq"], model["__opt__.w.exp_avg_sq"])
+    np.testing.assert_allclose(one["w"], 0.1)
+    assert [e.kind for e in fedavg.events] == ["held"]
+    three, fedavg = average([honest, honest, hostile], UNBOUNDED, model=model)
+    assert fedavg.events == [] and (three["__opt__.w.exp_avg_sq"] > 0).all()
+
+
+def test_integer_and_boolean_tensors_take_the_lower_median_of_the_sites_values() -> None:
+    model = {
+        "w": np.zeros(3, np.float32),
+        "pos": np.arange(3, dtype=np.int64),
+        "mask": np.array([True, False, True]),
+        "__opt__.iteration": np.array(100, np.int64),
+    }
+
+    def site(pos, mask, iteration) -> dict[str, np.ndarray]:
+        return {"w": np.full(3, 0.1, np.float32), "pos": np.array(pos, np.int64), "mask": np.array(mask), "__opt__.iteration": np.array(iteration, np.int64)}
+
+    honest = [(f"h{i}", site([0, 1, 2], [True, False, True], 110 + i), 10) for i in range(5)]
+    hostile = ("big", site([-(2**62), 2**62, 7], [False, True, False], -(2**62)), 10**6)
+    new, _ = average([*honest, hostile], UpdateBounds(), model=model)
+    np.testing.assert_array_equal(new["pos"], [0, 1, 2])
+    np.testing.assert_array_equal(new["mask"], [True, False, True])
+    assert new["__opt__.iteration"] == 111  # the lower median of 110..114 and -2**62
+    assert new["pos"].dtype == np.int64 and new["mask"].dtype == bool
+    two, _ = average([honest[0], hostile], UpdateBounds(), model=model)  # the global votes too
+    np.testing.assert_array_equal(two["pos"], [0, 1, 2])
+    assert two["__opt__.iteration"] == 100
+    agreeing, _ = average([honest[0], honest[0]], UpdateBounds(), model=model)
+    assert agreeing["__opt__.iteration"] == 110
+
+
+class _Counting(dict):
+    """Tensors that count their lookups and fail the first ``failures`` of them (a flaky disk)."""
+
+    def __init__(self, tensors: dict, failures: int = 0) -> None:
+        super().__init__(tensors)
+        self.lookups, self.failures = 0, failures
+
+    def __getitem__(self, name: str) -> np.ndarray:
+        self.lookups += 1
+        if self.failures:
+            self.failures -= 1
+            raise OSError(5, "Input/output error")
+        return super().__getitem__(name)
+
+
+def test_the_close_fetches_each_updates_tensor_once_whatever_the_number_of_sites() -> None:
+    size = 1 << 16  # several blocks of BLOCK // 40 elements on the robust path
+    model = {"w": np.zeros(4, np.float32), "__opt__.m": np.zeros(size, np.float32), "n": np.zeros(size, np.int32)}
+    fedavg = FedAvg(UpdateBounds())
+    fedavg.start_round(model)
+    sites = [_Counting({"w": np.full(4, 0.1, np.float32), "__opt__.m": np.full(size, i, np.float32), "n": np.full(size, i, np.int32)}) for i in range(40)]
+    for i, tensors in enumerate(sites):
+        fedavg.add(tensors, 10, collaborator=f"s{i}")
+    before = [s.lookups for s in sites]
+    new = fedavg.result()
+    assert [s.lookups - b for s, b in zip(sites, before)] == [3] * 40
+    assert float(new["__opt__.m"][0]) == pytest.approx(19.5) and int(new["n"][0]) == 19
+
+
+def test_a_failed_read_at_the_close_keeps_the_updates_for_another_try() -> None:
+    fedavg = FedAvg(UpdateBounds())
+    fedavg.start_round(GLOBAL)
+    flaky = _Counting(shifted(1.0))
+    for name, tensors, count in HONEST[:3]:
+        fedavg.add(tensors, count, collaborator=name)
+    fedavg.add(shifted(1.0), 700, collaborator="flaky", stored=flaky)
+    flaky.failures = 1
+    with pytest.raises(OSError):
+        fedavg.result()
+    again = fedavg.result()
+    np.testing.assert_allclose(again["w"], np.average([1.0, 1.01, 1.02, 1.0], weights=[700, 701, 702, 700]), rtol=1e-6)
+
+
+def test_metrics_are_weighted_by_the_capped_count_and_absurd_values_refused(workspace_factory) -> None:
+    plan = workspace_factory(NAMES, rounds=1)
+    initialize_model(plan)
+    runtime = AggregatorRuntime(plan)
+    items = hostile_round(runtime)
+    for item in items:
+        if item.collaborator == "gamma" and item.task == "aggregated_model_validation":
+            with pytest.raises(RefusedError, match=r"metric 'accuracy' is 1e[+]300; expected a finite value of magnitude at most 1e[+]12"):
+                runtime.submit(dataclasses.replace(item, metrics={"accuracy": 1e300}), plan.hash)
+            item = dataclasses.replace(item, metrics={"accuracy": 1.0})
+        runtime.submit(item, plan.hash)
+    runtime.close()
+    # gamma's 10^12 samples count as 1.1 x the median 120: (0.5 x 100 + 0.5 x 120 + 1.0 x 132) / 352
+    def strict(text: str):
+        return json.loads(text, parse_constant=lambda constant: pytest.fail(f"{constant} in the JSON"))
+
+    state = strict(runtime.checkpoint.path.read_text())
+    assert state["best_score"] == pytest.approx((0.5 * 100 + 0.5 * 120 + 132) / 352)
+    lines = plan.resolve_path("logs/metrics.jsonl").read_text().splitlines()
+    records = [strict(line) for line in lines]
+    assert {"round": 0, "origin": "aggregator", "task": "aggregated_model_validation", "metric": "accuracy", "value": state["best_score"]} in records
+
+
+def test_weighted_metrics_cap_each_count_at_the_multiple_of_the_lower_median() -> None:
+    metrics = WeightedMetrics(1.1)
+    for value, count in ((0.5, 100), (0.5, 120), (1e12, 10**12)):
+        metrics.add("v", "accuracy", value, count)
+    assert metrics.means() == {"v/accuracy": pytest.approx((0.5 * 220 + 1e12 * 132) / 352)}
+    assert WeightedMetrics().means() == {}
+
+
+def test_a_close_that_cannot_read_an_update_stops_the_aggregator_and_a_restart_closes_the_round(workspace_factory, monkeypatch, caplog) -> None:
+    plan = workspace_factory(NAMES, rounds=1)
+    initialize_model(plan)
+    runtime = AggregatorRuntime(plan)
+    items = hostile_round(runtime)
+    for item in items[:-1]:
+        runtime.submit(item, plan.hash)
+
+    def unreadable(self, name):
+        raise OSError(5, "Input/output error", str(self.path))
+
+    with monkeypatch.context() as patch:
+        patch.setattr(StateView, "mapped", unreadable)
+        with pytest.raises(AccordError, match="could not close round 0 and stops: OSError") as stopped:
+            runtime.submit(items[-1], plan.hash)
+    assert not isinstance(stopped.value, RefusedError)
+    assert "could not close round 0 and stops" in caplog.text
+    with pytest.raises(RefusedError, match="stopping"):
+        runtime.submit(items[-1], plan.hash)
+    runtime.close()
+    again = AggregatorRuntime(plan)  # resumes round 0 with what was saved; the last site sends again
+    again.submit(items[-1], plan.hash)
+    assert again.engine.round_number == 1  # round 0 closed
+    again.close()

@@ -27,7 +27,7 @@ from accord.runners.base import OPTIMIZER_PREFIX
 #: floating-point elements read at a time: temporaries stay a few MB whatever the tensor size.
 BLOCK = 1 << 20
 
-BoundKind = Literal["capped", "clipped", "refused", "dropped_non_finite"]
+BoundKind = Literal["capped", "clipped", "refused", "dropped_non_finite", "held"]
 
 
 @dataclass(frozen=True)
@@ -62,6 +62,8 @@ class BoundEvent:
             return f"{self.collaborator}'s update (norm {self.value:.4g}) clipped to norm {self.bound:.4g}: {self.detail}"
         if self.kind == "refused":
             return f"{self.collaborator}'s update (norm {self.value:.4g}) left out (on_norm_exceeded: refuse): {self.detail}"
+        if self.kind == "held":
+            return f"{self.collaborator}'s update: {self.detail}"
         return f"{self.collaborator}'s update would make the global model non-finite ({self.detail}): dropped"
 
 
@@ -113,10 +115,14 @@ def flat(array: np.ndarray) -> np.ndarray:
 
 def change_block(update: Update, name: str, part: slice, reference: np.ndarray) -> np.ndarray:
     """float64 change of ``update``'s tensor ``name`` over ``part`` (``reference`` is the global's, flat)."""
-    values = flat(update.tensors[name])[part]
-    if update.is_delta:
+    return change_of(flat(update.tensors[name])[part], update.is_delta, reference[part])
+
+
+def change_of(values: np.ndarray, is_delta: bool, reference: np.ndarray) -> np.ndarray:
+    """float64 change of ``values`` (a delta, or weights) from ``reference`` (the global's, same shape)."""
+    if is_delta:
         return values.astype(np.float64)
-    return np.subtract(values, reference[part], dtype=np.float64)
+    return np.subtract(values, reference, dtype=np.float64)
 
 
 def change_norms(global_model: Mapping[str, np.ndarray], update: Update) -> dict[str, float]:

@@ -20,6 +20,9 @@ from accord.tensors.state import ModelState, check_update
 
 #: a sample count above this is refused as absurd.
 MAX_SAMPLE_COUNT = 10**12
+#: a metric value of a larger magnitude is refused as absurd (so aggregated metrics and the
+#: best score stay finite; losses in squared units may honestly be large, hence not smaller).
+MAX_METRIC_MAGNITUDE = 1e12
 #: a result with more metrics than this is refused.
 MAX_METRICS = 64
 #: what a metric name may be: it is logged and written to metrics.jsonl.
@@ -312,8 +315,12 @@ class RoundEngine:
                     "(letters, digits and _ . : + -, at most 128)",
                     kind="payload",
                 )
-            if not math.isfinite(value):
-                raise RefusedError(f"result from {origin}: metric {metric!r} is {value}", kind="payload")
+            if not math.isfinite(value) or abs(value) > MAX_METRIC_MAGNITUDE:
+                raise RefusedError(
+                    f"result from {origin}: metric {metric!r} is {value}; expected a finite value of magnitude "
+                    f"at most {MAX_METRIC_MAGNITUDE:g}",
+                    kind="payload",
+                )
         spec = self.tasks[result.task]
         if spec.returns_model:
             if not result.tensors:
@@ -344,6 +351,7 @@ class RoundEngine:
             outstanding=outstanding,
             assigned=assigned,
             model_digest=model_digest(self.model, number),
+            metrics=WeightedMetrics(self.aggregation.bounds.sample_count_multiple),
         )
         self.aggregation.start_round(self.model)
 

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from accord.aggregation.bounds import lower_median
 from accord.errors import AccordError
 from accord.files import atomic_write
 
@@ -23,18 +25,29 @@ class MetricRecord:
 
 
 class WeightedMetrics:
-    """Accumulates ``task/metric`` values weighted by sample count."""
+    """A round's ``task/metric`` values, averaged weighted by sample count, each count capped as
+    the model's are: at ``sample_count_multiple`` x the lower median of that metric's counts
+    (none without a multiple). One ``(value, count)`` is kept per result: O(sites x metrics)."""
 
-    def __init__(self) -> None:
-        self._sums: dict[str, list[float]] = {}
+    def __init__(self, sample_count_multiple: float | None = None) -> None:
+        self.sample_count_multiple = sample_count_multiple
+        self._values: dict[str, list[tuple[float, float]]] = {}
 
     def add(self, task: str, metric: str, value: float, weight: float) -> None:
-        entry = self._sums.setdefault(f"{task}/{metric}", [0.0, 0.0])
-        entry[0] += value * weight
-        entry[1] += weight
+        self._values.setdefault(f"{task}/{metric}", []).append((value, weight))
 
     def means(self) -> dict[str, float]:
-        return {key: total / weight for key, (total, weight) in self._sums.items() if weight > 0}
+        """``task/metric`` -> its weighted mean (within the values' range: finite for finite values)."""
+        means = {}
+        for key, entries in self._values.items():
+            cap = math.inf
+            if self.sample_count_multiple is not None:
+                cap = self.sample_count_multiple * lower_median([count for _, count in entries])
+            weights = [min(count, cap) for _, count in entries]
+            total = math.fsum(weights)
+            if total > 0:
+                means[key] = math.fsum(value * (weight / total) for (value, _), weight in zip(entries, weights))
+        return means
 
 
 class MetricsLog:

@@ -220,7 +220,7 @@ class AggregatorRuntime:
             staged = self._stage(result)
             with self._cond:
                 self._check_serving()
-                outcome = self.engine.submit(result, self.checkpoint.view(staged))
+                outcome = self._take(result, staged)
                 log_result(result)
                 if outcome is not None:
                     self._persist(functools.partial(self._finish_round, outcome))
@@ -259,6 +259,27 @@ class AggregatorRuntime:
                 kind="busy",
             ) from None
 
+    def _take(self, result: TaskResult, staged: str | None) -> RoundOutcome | None:
+        """``engine.submit``; if closing the round fails (an update's file unreadable, memory
+        short), the aggregator stops as on a failed save: a restart closes the round again."""
+        try:
+            return self.engine.submit(result, self.checkpoint.view(staged))
+        except RefusedError:
+            raise
+        except Exception as exc:
+            raise self._stop(exc, f"the aggregator could not close round {self.engine.round_number} and stops") from exc
+
+    def _stop(self, exc: Exception, what: str) -> AccordError:
+        """Record why the aggregator stops serving (it stops taking results) and log it."""
+        failure = exc if isinstance(exc, AccordError) else AccordError(f"{exc!r}")
+        self._failure = AccordError(
+            f"{what}: {failure.message}",
+            "fix the cause (disk full? permissions?) and start it again: it resumes from the last saved point",
+        )
+        log.error("%s", self._failure)
+        self._notify()
+        return self._failure
+
     def _check_serving(self) -> None:
         if self._closed or self._failure is not None:
             raise RefusedError("the aggregator is stopping; its saved state is where a restart resumes", kind="state")
@@ -272,13 +293,7 @@ class AggregatorRuntime:
         try:
             action()
         except Exception as exc:
-            failure = exc if isinstance(exc, AccordError) else AccordError(f"{exc!r}")
-            self._failure = AccordError(
-                f"the aggregator could not save its state and stops: {failure.message}",
-                "fix the cause (disk full? permissions?) and start it again: it resumes from the last saved point",
-            )
-            log.error("%s", self._failure)
-            raise self._failure from exc
+            raise self._stop(exc, "the aggregator could not save its state and stops") from exc
         finally:
             self._notify()
 
@@ -339,6 +354,9 @@ class AggregatorRuntime:
                         log.error("%s", exc)
                         self._failure = exc
                     self._notify()
+                    return
+                except Exception as exc:  # closing the round failed (see _take)
+                    self._stop(exc, f"the aggregator could not close round {self.engine.round_number} and stops")
                     return
                 due = self.engine.next_deadline()
                 if due is None:

@@ -122,10 +122,18 @@ class StateView(Mapping[str, np.ndarray]):
     def __getitem__(self, name: str) -> np.ndarray:
         dtype, shape, offset, size = self._entries[name]
         if size >= self.MAPPED_BYTES:
-            return np.memmap(str(self.path), dtype=dtype, mode="r", offset=self._start + offset, shape=shape)
+            return self.mapped(name)
         with self.path.open("rb") as handle:
             handle.seek(self._start + offset)
             return np.frombuffer(handle.read(size), dtype).reshape(shape)
+
+    def mapped(self, name: str) -> np.ndarray:
+        """Tensor ``name`` mapped from the file whatever its size: for a reader that indexes it
+        many times (each lookup by name reads a small tensor again)."""
+        dtype, shape, offset, size = self._entries[name]
+        if size == 0:
+            return np.empty(shape, dtype)
+        return np.memmap(str(self.path), dtype=dtype, mode="r", offset=self._start + offset, shape=shape)
 
     def __iter__(self) -> Iterator[str]:
         return iter(self._entries)
