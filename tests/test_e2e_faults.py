@@ -199,24 +199,24 @@ def test_a_damaged_state_rolls_back_to_the_previous_commit_and_the_federation_fi
     plan = slow_workspace(tmp_path / "ws", 2, 4)
     sites = Sites(plan)
 
-    def last_result_has_tensors() -> bool:
-        results = saved_state(plan).get("results") or [{}]
-        return saved_state(plan).get("round") == 2 and bool(results[-1].get("tensors"))
+    def named_tensors() -> list[str]:
+        return [r["tensors"] for r in saved_state(plan).get("results") or [] if r.get("tensors")]
 
     try:
         sites.start("aggregator")
-        sites.start("collaborator1", SLOW_SECONDS="1.0")
+        # collaborator1 trains for 3 s: round 2 stays open well after collaborator2's update is saved
+        sites.start("collaborator1", SLOW_SECONDS="3.0")
         sites.start("collaborator2")
         wait_for(
             lambda: saved_state(plan).get("round") == 2 and bool(saved_state(plan).get("results"))
-            and (damaged == "state.json" or last_result_has_tensors()),
+            and (damaged == "state.json" or bool(named_tensors())),
             what="results of round 2",
         )
         sites.kill("aggregator")
         state = plan.resolve_path("save/state/state.json")
         cut_between_renames = not state.is_file()  # the kill landed inside a save: nothing to damage
-        tensors = None if cut_between_renames else saved_state(plan)["results"][-1]["tensors"]
-        if damaged != "state.json" and tensors:  # (the kill may have come after a later validation result)
+        tensors = None if cut_between_renames or not named_tensors() else named_tensors()[-1]
+        if damaged != "state.json" and tensors:
             result_file = state.parent / tensors
             result_file.write_bytes(result_file.read_bytes()[:-50])
         elif not cut_between_renames:
