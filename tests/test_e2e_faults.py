@@ -215,7 +215,12 @@ def test_a_damaged_state_rolls_back_to_the_previous_commit_and_the_federation_fi
         sites.kill("aggregator")
         state = plan.resolve_path("save/state/state.json")
         cut_between_renames = not state.is_file()  # the kill landed inside a save: nothing to damage
-        tensors = None if cut_between_renames or not named_tensors() else named_tensors()[-1]
+        previous = state.parent / "state.prev.json"
+        older = {r.get("tensors") for r in json.loads(previous.read_text())["results"]} if previous.is_file() else set()
+        # a result file named by state.json only (the previous commit must stay whole to roll back to);
+        # if the last commit added no tensors, state.json itself is cut instead
+        fresh = [] if cut_between_renames else [name for name in named_tensors() if name not in older]
+        tensors = fresh[-1] if fresh else None
         if damaged != "state.json" and tensors:
             result_file = state.parent / tensors
             result_file.write_bytes(result_file.read_bytes()[:-50])
