@@ -7,10 +7,10 @@ import json
 
 import numpy as np
 import pytest
+from mean_helper import Mean
 from test_engine import make_engine, result
 
 from accord.aggregation.bounds import UNBOUNDED, Update, UpdateBounds, bound_updates, change_norms, lower_median
-from accord.aggregation.fedavg import FedAvg
 from accord.aggregator.metrics import WeightedMetrics, read_metrics
 from accord.aggregator.runtime import AggregatorRuntime
 from accord.aggregator.status import describe, read_status
@@ -26,8 +26,8 @@ def shifted(value: float, steps: int = 10) -> dict[str, np.ndarray]:
     return {"w": np.full((4, 3), value, np.float32), "b": np.full(3, value, np.float32), "steps": np.array(steps, np.int64)}
 
 
-def average(updates, bounds, model=GLOBAL, is_delta=False) -> tuple[dict, FedAvg]:
-    fedavg = FedAvg(bounds)
+def average(updates, bounds, model=GLOBAL, is_delta=False) -> tuple[dict, Mean]:
+    fedavg = Mean(bounds)
     fedavg.start_round(model)
     for name, tensors, count in updates:
         fedavg.add(tensors, count, is_delta, name)
@@ -118,8 +118,8 @@ def test_a_lazy_view_of_the_saved_file_averages_like_the_arrays(tmp_path) -> Non
     assert list(view) == ["w", "b", "steps", "empty"] and view["steps"].shape == () and view["empty"].shape == (0, 2)
     np.testing.assert_array_equal(view["w"], HONEST[0][1]["w"])
     reference = {**GLOBAL, "empty": np.zeros((0, 2), np.float32)}
-    direct = FedAvg(UpdateBounds())
-    lazy = FedAvg(UpdateBounds())
+    direct = Mean(UpdateBounds())
+    lazy = Mean(UpdateBounds())
     for fedavg in (direct, lazy):
         fedavg.start_round(reference)
     for (name, tensors, count), path in zip(HONEST, files):
@@ -131,9 +131,7 @@ def test_a_lazy_view_of_the_saved_file_averages_like_the_arrays(tmp_path) -> Non
 
 
 def test_the_round_outcome_carries_the_events_and_metric_names_are_strict() -> None:
-    engine = make_engine(rounds=1)
-    engine.aggregation = FedAvg(UpdateBounds())
-    engine.aggregation.start_round(engine.model)
+    engine = make_engine(rounds=1, bounds=UpdateBounds())
     def submit(item: TaskResult):
         return engine.submit(dataclasses.replace(item, model_digest=engine.model_digest))
 
@@ -269,7 +267,7 @@ class _Counting(dict):
 def test_the_close_fetches_each_updates_tensor_once_whatever_the_number_of_sites() -> None:
     size = 1 << 16  # several blocks of BLOCK // 40 elements on the robust path
     model = {"w": np.zeros(4, np.float32), "__opt__.m": np.zeros(size, np.float32), "n": np.zeros(size, np.int32)}
-    fedavg = FedAvg(UpdateBounds())
+    fedavg = Mean(UpdateBounds())
     fedavg.start_round(model)
     sites = [_Counting({"w": np.full(4, 0.1, np.float32), "__opt__.m": np.full(size, i, np.float32), "n": np.full(size, i, np.int32)}) for i in range(40)]
     for i, tensors in enumerate(sites):
@@ -281,7 +279,7 @@ def test_the_close_fetches_each_updates_tensor_once_whatever_the_number_of_sites
 
 
 def test_a_failed_read_at_the_close_keeps_the_updates_for_another_try() -> None:
-    fedavg = FedAvg(UpdateBounds())
+    fedavg = Mean(UpdateBounds())
     fedavg.start_round(GLOBAL)
     flaky = _Counting(shifted(1.0))
     for name, tensors, count in HONEST[:3]:

@@ -38,6 +38,11 @@ class TaskAssignment:
     action: Action
     round_number: int
     tasks: tuple[Task, ...] = ()
+    #: the strategy's per-round config (e.g. FedProx's ``proximal_mu``); a site takes only the
+    #: keys its own plan's strategy declares, for its training tasks
+    config: dict[str, bool | int | float | str] = field(default_factory=dict)
+    #: the round's phase (one phase, ``train``, until a strategy needs more)
+    phase: str = "train"
 
 
 @dataclass(frozen=True)

@@ -1,6 +1,5 @@
-"""Aggregation functions: combine collaborators' updates into the next global model."""
+"""Aggregation maths: update bounds and the bounded float64 mean, over (lazy) mappings of tensors."""
 
 from accord.aggregation.bounds import UNBOUNDED, BoundEvent, UpdateBounds
-from accord.aggregation.fedavg import FedAvg
 
-__all__ = ["UNBOUNDED", "BoundEvent", "FedAvg", "UpdateBounds"]
+__all__ = ["UNBOUNDED", "BoundEvent", "UpdateBounds"]

@@ -33,6 +33,7 @@ from typing import Any
 from accord.errors import AccordError
 from accord.files import atomic_path, atomic_write
 from accord.messages import TaskResult
+from accord.strategies.seam import StrategyState
 from accord.tensors.state import ModelState, StateView, load_state, save_state
 
 STATE_FILE = "state.json"
@@ -53,6 +54,8 @@ class SavedRound:
     model_file: str
     results: tuple[dict[str, Any], ...]
     finished: bool = False
+    #: the strategy's state at the round's start (None: not saved)
+    strategy: StrategyState | None = None
 
     def model(self) -> ModelState:
         return _load(self.directory / self.model_file)

@@ -5,16 +5,18 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
-from accord.aggregation.bounds import BoundEvent
-from accord.aggregation.fedavg import FedAvg
+from accord.aggregation.bounds import UNBOUNDED, BoundEvent, UpdateBounds
 from accord.aggregator.assigner import Assigner
 from accord.aggregator.metrics import MetricRecord, WeightedMetrics
 from accord.aggregator.stragglers import Decision, StragglerPolicy
 from accord.errors import AccordError, RefusedError
 from accord.messages import Action, Task, TaskAssignment, TaskResult
 from accord.plan.schema import TaskSpec
+from accord.strategies.base import Strategy
+from accord.strategies.fedavg import FedAvg
+from accord.strategies.seam import EVERYONE, Accumulator, ClientSampling, ConfigValue, Reply, RoundContext
 from accord.tensors.digest import model_digest
 from accord.tensors.state import ModelState, check_update
 
@@ -71,6 +73,12 @@ class _Round:
     metrics: WeightedMetrics = field(default_factory=WeightedMetrics)
     records: list[MetricRecord] = field(default_factory=list)
     task_seconds: dict[str, float] = field(default_factory=dict)
+    #: what the strategy knows of the round, the accumulator folding its replies, its config
+    context: RoundContext | None = None
+    accumulator: Accumulator | None = None
+    config: dict[str, ConfigValue] = field(default_factory=dict)
+    #: replies the strategy needs (the straggler policy's min_reports is raised to it)
+    min_replies: int = 1
 
 
 class RoundEngine:
@@ -92,7 +100,9 @@ class RoundEngine:
         clock: Callable[[], float],
         best_metric: str = "aggregated_model_validation/accuracy",
         maximize: bool = True,
-        aggregator: FedAvg | None = None,
+        strategy: Strategy | None = None,
+        bounds: UpdateBounds = UNBOUNDED,
+        sampling: ClientSampling = EVERYONE,
         round_number: int = 0,
         best_score: float | None = None,
         final_validation: bool = True,
@@ -110,7 +120,9 @@ class RoundEngine:
         self.maximize = maximize
         self.best_score = best_score
         self.delta_updates = delta_updates
-        self.aggregation = aggregator or FedAvg()
+        self.strategy = strategy or FedAvg()
+        self.bounds = bounds
+        self.sampling = sampling
         self.policy = policy or StragglerPolicy()
         self.round_number = round_number
         self.total_rounds = rounds_to_train + (1 if final_validation else 0)
@@ -177,7 +189,7 @@ class RoundEngine:
             Task(n, self.tasks[n].function, dict(self.tasks[n].kwargs), self.tasks[n].returns_model)
             for n in names
         )
-        return TaskAssignment(Action.RUN, self.round_number, tasks)
+        return TaskAssignment(Action.RUN, self.round_number, tasks, dict(self._round.config))
 
     # -- commands --------------------------------------------------------------
 
@@ -243,8 +255,8 @@ class RoundEngine:
         self._check_payload(result)
         spec = self.tasks[result.task]
         if spec.returns_model:
-            assert result.tensors is not None
-            self.aggregation.add(result.tensors, float(result.sample_count), result.is_delta, result.collaborator, stored)
+            assert result.tensors is not None and current.accumulator is not None
+            current.accumulator.add(Reply(result.collaborator, result.tensors, float(result.sample_count), result.is_delta, stored))
         for metric, value in result.metrics.items():
             current.metrics.add(result.task, metric, value, result.sample_count)
             current.records.append(
@@ -271,7 +283,8 @@ class RoundEngine:
         current = self._round
         assert current is not None
         reported = current.reported_count
-        decision = self.policy.decide(
+        policy = replace(self.policy, min_reports=max(self.policy.min_reports, current.min_replies))
+        decision = policy.decide(
             self.clock() - current.opened_at, reported, len(current.assigned), len(current.failed)
         )
         if decision is Decision.CLOSE:
@@ -280,13 +293,13 @@ class RoundEngine:
             waiting = sorted(c for c in current.assigned if current.outstanding.get(c))
             failed = "; ".join(f"{c} failed: {why}" for c, why in sorted(current.failed.items()))
             when = (
-                f"reached its deadline of {self.policy.round_deadline_seconds:g} s"
+                f"reached its deadline of {policy.round_deadline_seconds:g} s"
                 if waiting
                 else "cannot close (nobody owes anything more)"
             )
             raise RoundDeadlineError(
                 f"round {current.number} {when} with {reported} of {len(current.assigned)} reports "
-                f"(at least {self.policy.needed(len(current.assigned))} needed)"
+                f"(at least {policy.needed(len(current.assigned))} needed)"
                 + (f"; still waiting for {', '.join(waiting)}" if waiting else "")
                 + (f"; {failed}" if failed else ""),
                 "bring the missing collaborators back (fix the failed ones) and restart the aggregator "
@@ -337,7 +350,7 @@ class RoundEngine:
 
     def _open_round(self, number: int) -> None:
         while number < self.total_rounds:
-            outstanding = {c: self._tasks_of(c, number) for c in self.collaborators}
+            outstanding = self._cohort_tasks(number)
             if any(outstanding.values()):
                 break
             number = self.round_number = number + 1
@@ -345,15 +358,36 @@ class RoundEngine:
             self._round = None
             return
         assigned = tuple(c for c, names in outstanding.items() if names)
+        config = {} if self.is_final_validation(number) else self.strategy.configure(number)
+        undeclared = sorted(set(config) - set(self.strategy.config_schema))
+        if undeclared:
+            raise AccordError(
+                f"strategy {type(self.strategy).__name__} sends config keys {undeclared} that its config_schema does not declare",
+                "declare every key the strategy's configure() returns in its config_schema",
+            )
+        context = RoundContext(number, self.model, self.bounds, assigned)
         self._round = _Round(
             number=number,
             opened_at=self.clock(),
             outstanding=outstanding,
             assigned=assigned,
             model_digest=model_digest(self.model, number),
-            metrics=WeightedMetrics(self.aggregation.bounds.sample_count_multiple),
+            metrics=WeightedMetrics(self.bounds.sample_count_multiple),
+            context=context,
+            accumulator=self.strategy.accumulator(context),
+            config=config,
+            min_replies=self.strategy.min_replies(len(assigned)),
         )
-        self.aggregation.start_round(self.model)
+
+    def _cohort_tasks(self, number: int) -> dict[str, list[str]]:
+        """Each collaborator's tasks of round ``number``: the strategy's cohort of those the
+        assigner gives tasks (every one of them in the final validation), the others none."""
+        outstanding = {c: self._tasks_of(c, number) for c in self.collaborators}
+        if self.is_final_validation(number):
+            return outstanding
+        candidates = [c for c, names in outstanding.items() if names]
+        cohort = frozenset(self.strategy.select(number, candidates, self.sampling))
+        return {c: (names if c in cohort else []) for c, names in outstanding.items()}
 
     def _tasks_of(self, collaborator: str, number: int) -> list[str]:
         names = list(self.assigner.tasks_for(collaborator, number))
@@ -365,7 +399,9 @@ class RoundEngine:
         current = self._round
         assert current is not None
         previous = self.model
-        self.model = self.aggregation.result()
+        assert current.accumulator is not None and current.context is not None
+        aggregate = current.accumulator.result()
+        self.model = self.strategy.finish(current.context, aggregate)
         aggregated = current.metrics.means()
         best_model, best_score = self._judge_best(aggregated, previous)
         outcome = RoundOutcome(
@@ -378,7 +414,7 @@ class RoundEngine:
             wall_seconds=self.clock() - current.opened_at,
             slowest_task_seconds=max(current.task_seconds.values(), default=0.0),
             stragglers=tuple(c for c in current.assigned if current.outstanding.get(c)),
-            bounds=tuple(self.aggregation.events),
+            bounds=tuple(aggregate.events),
             failed=tuple(sorted(current.failed)),
         )
         self.round_number += 1

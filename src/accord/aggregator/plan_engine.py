@@ -1,11 +1,11 @@
-"""The RoundEngine a plan describes: its members checked, its assigner, policy and bounds built."""
+"""The RoundEngine a plan describes: its members checked, its assigner, policy, bounds, sampling
+and strategy built (the strategy's state restored from the saved round, if any)."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 
 from accord.aggregation.bounds import UpdateBounds
-from accord.aggregation.fedavg import FedAvg
 from accord.aggregator.assigner import Assigner
 from accord.aggregator.checkpoint import SavedRound
 from accord.aggregator.engine import RoundEngine
@@ -13,6 +13,8 @@ from accord.aggregator.stragglers import StragglerPolicy
 from accord.errors import PlanError, RefusedError
 from accord.plan.loader import Plan
 from accord.plan.objects import build
+from accord.strategies.base import Strategy
+from accord.strategies.seam import ClientSampling
 from accord.tensors.state import ModelState
 
 
@@ -47,6 +49,9 @@ def assigner_for(plan: Plan) -> Assigner:
 def engine_for(plan: Plan, assigner: Assigner, model: ModelState, clock: Callable[[], float], saved: SavedRound | None) -> RoundEngine:
     """The plan's RoundEngine starting from ``model``, at the ``saved`` round (or round 0)."""
     settings = plan.model.aggregator.settings
+    strategy = strategy_for(plan)
+    if saved is not None and saved.strategy is not None:
+        strategy.restore(saved.strategy)
     return RoundEngine(
         collaborators=plan.model.collaborators,
         tasks=plan.model.tasks.settings,
@@ -59,7 +64,26 @@ def engine_for(plan: Plan, assigner: Assigner, model: ModelState, clock: Callabl
         final_validation=settings.final_validation,
         delta_updates=plan.model.collaborator.settings.delta_updates,
         policy=StragglerPolicy.from_settings(plan.model.straggler_handling_policy.settings),
-        aggregator=FedAvg(UpdateBounds(**settings.update_bounds.model_dump())),
+        strategy=strategy,
+        bounds=UpdateBounds(**settings.update_bounds.model_dump()),
+        sampling=ClientSampling(**settings.sampling.model_dump()),
         round_number=saved.round_number if saved else 0,
         best_score=saved.best_score if saved else None,
     )
+
+
+def strategy_for(plan: Plan) -> Strategy:
+    """The plan's strategy, refused if the federation is too small for it (Krum needs n >= 2f+3)."""
+    strategy: Strategy = plan.strategy()
+    sites = len(plan.model.collaborators)
+    sampling = ClientSampling(**plan.model.aggregator.settings.sampling.model_dump())
+    cohort = len(sampling.sample(0, plan.model.collaborators))
+    needed = strategy.min_replies(cohort)
+    if needed > cohort:
+        raise PlanError(
+            f"{plan.path or 'the plan'}: strategy {type(strategy).__name__} needs at least {needed} replies a round, "
+            f"but a round asks {cohort} of the {sites} collaborators",
+            "certify more collaborators, sample more of them (aggregator.settings.sampling), or change "
+            "aggregator.settings.strategy's settings",
+        )
+    return strategy

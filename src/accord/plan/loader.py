@@ -183,6 +183,12 @@ class Plan:
     def rounds(self) -> int:
         return self.model.aggregator.settings.rounds_to_train
 
+    def strategy(self) -> Any:
+        """A fresh instance of the plan's aggregation strategy (plan/strategy.py)."""
+        from accord.plan.strategy import build_strategy
+
+        return build_strategy(self.model.aggregator.settings.strategy.model_dump(), self.workspace)
+
 
 #: every path-valued plan setting; each must stay inside the workspace (data paths are the
 #: site's own, in data.yaml, not the plan's: they may point anywhere).
@@ -237,7 +243,9 @@ def validate_plan(
             f"now {digest[:16]}...)",
             "restore the frozen plan, or remove its hash and run `fx plan freeze` again",
         )
-    return Plan(model=model, workspace=workspace, path=path, hash=digest)
+    plan = Plan(model=model, workspace=workspace, path=path, hash=digest)
+    plan.strategy()  # built once now, so a wrong strategy or setting fails when the plan loads
+    return plan
 
 
 def load_plan(

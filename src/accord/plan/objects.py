@@ -59,6 +59,9 @@ def build(
     settings: dict[str, Any],
     workspace: Path,
     expect: type | None = None,
+    subclass_of: type | None = None,
+    kind: str | None = None,
+    typed: bool = False,
     **extra: Any,
 ) -> Any:
     """Instantiate a section's template with its settings (plus ``extra`` keyword arguments).
@@ -66,16 +69,24 @@ def build(
     The template is checked against the allowed ones (plan/templates.py) before anything is
     imported; a ``src.*`` one must be a module of the workspace's own ``src`` package, which
     is importable first. An object built from the workspace's code must have every member of
-    the ``expect`` protocol (Accord's own templates are known to).
+    the ``expect`` protocol (Accord's own templates are known to). ``subclass_of``: what the
+    template names must be a class derived from it (checked before it is called). ``kind``:
+    the template allow-list to check (default: ``section_name``'s). ``typed``: the settings
+    are validated against the factory's type annotations too (pydantic).
     """
     if template is None:
         raise PlanError(f"plan section {section_name} has no template", f"set {section_name}.template")
-    check_template(section_name, template)
+    check_template(kind or section_name, template)
     workspace_code = WORKSPACE_TEMPLATE.fullmatch(template) is not None
     if workspace_code:
         _check_workspace_module(section_name, template, workspace)
     use_workspace(workspace)
     factory = import_dotted(template, f"{section_name}.template")
+    if subclass_of is not None and not (isinstance(factory, type) and issubclass(factory, subclass_of)):
+        raise PlanError(
+            f"{section_name}.template {template} is not a {subclass_of.__name__} class",
+            f"name a class derived from {subclass_of.__module__}.{subclass_of.__name__}",
+        )
     try:
         inspect.signature(factory).bind(**extra, **settings)
     except TypeError as exc:
@@ -85,7 +96,7 @@ def build(
         ) from exc
     except ValueError:  # no signature to check (some builtins): let the call decide
         pass
-    built = factory(**extra, **settings)
+    built = _typed_call(section_name, template, factory, extra, settings) if typed else factory(**extra, **settings)
     missing = _missing_members(built, expect) if expect is not None and workspace_code else []
     if expect is not None and missing:
         raise PlanError(
@@ -94,3 +105,29 @@ def build(
             f"give {template} the {expect.__name__} members ({expect.__module__})",
         )
     return built
+
+
+def _typed_call(section_name: str, template: str, factory: Any, extra: dict[str, Any], settings: dict[str, Any]) -> Any:
+    """``factory(**extra, **settings)`` with each setting validated against the annotation of
+    the constructor's parameter of that name (pydantic; e.g. ``"abc"`` for a float fails)."""
+    import typing
+
+    from pydantic import ConfigDict, TypeAdapter, ValidationError
+
+    init = getattr(factory, "__init__", None)
+    hints = typing.get_type_hints(init) if isinstance(factory, type) and init is not object.__init__ else {}
+    checked = dict(settings)
+    problems = []
+    for name, value in settings.items():
+        if name not in hints:
+            continue
+        try:
+            checked[name] = TypeAdapter(hints[name], config=ConfigDict(arbitrary_types_allowed=True)).validate_python(value)
+        except ValidationError as exc:
+            problems += [f"{name}: {e['msg']} (got {value!r:.80})" for e in exc.errors()[:1]]
+    if problems:
+        raise PlanError(
+            f"{section_name}: {template} settings are wrong: {'; '.join(problems)}",
+            f"check {section_name}.settings against {template}'s arguments",
+        )
+    return factory(**extra, **checked)

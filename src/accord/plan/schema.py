@@ -31,6 +31,31 @@ class UpdateBoundsSettings(Strict):
     on_norm_exceeded: Literal["clip", "refuse"] = "clip"
 
 
+class StrategySettings(Strict):
+    """The aggregation algorithm: a Strategy class and its constructor's arguments (built and
+    type-checked when the plan loads: plan/strategy.py). A wrapper (NormClipping) takes the
+    strategy it wraps as its ``strategy`` setting, itself a ``{template, settings}`` mapping."""
+
+    template: str = "accord.strategies.FedAvg"
+    settings: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("template")
+    @classmethod
+    def _allowed(cls, value: str) -> str:
+        why = template_problem("strategy", value)
+        if why:
+            raise ValueError(why)
+        return value
+
+
+class SamplingSettings(Strict):
+    """Client sampling: a seeded random ``fraction`` or ``count`` of the sites each round."""
+
+    fraction: float | None = Field(None, gt=0, le=1)
+    count: int | None = Field(None, ge=1)
+    seed: int = 0
+
+
 class AggregatorSettings(Strict):
     rounds_to_train: int = Field(10, ge=1)
     init_state_path: str = "save/init.safetensors"
@@ -43,6 +68,8 @@ class AggregatorSettings(Strict):
     max_concurrent_uploads: int = Field(2, ge=1)
     final_validation: bool = True
     update_bounds: UpdateBoundsSettings = Field(default_factory=UpdateBoundsSettings)
+    strategy: StrategySettings = Field(default_factory=StrategySettings)
+    sampling: SamplingSettings = Field(default_factory=SamplingSettings)
 
     @field_validator("best_metric")
     @classmethod

@@ -46,9 +46,20 @@ ACCORD_TEMPLATES: dict[str, frozenset[str]] = {
 #: ``src.module[.sub...].Name``: identifiers only, so no ``..``, slashes or odd characters.
 WORKSPACE_TEMPLATE = re.compile(r"src(\.[A-Za-z_][A-Za-z0-9_]*){2,}")
 
+#: Accord's strategies: ``accord.strategies.Name`` or ``accord.strategies.module.Name``; the
+#: builder (plan/strategy.py) also checks that what it imports is a Strategy class.
+ACCORD_STRATEGY = re.compile(r"accord\.strategies(\.[a-z_][a-z0-9_]*)?\.[A-Z][A-Za-z0-9]*")
+
 
 def template_problem(section: str, template: str) -> str | None:
     """Why ``template`` may not be ``section``'s template, or None if it may."""
+    if section == "strategy":
+        if ACCORD_STRATEGY.fullmatch(template) or WORKSPACE_TEMPLATE.fullmatch(template):
+            return None
+        return (
+            f"{template!r} is not allowed: a strategy template names one of Accord's "
+            "(accord.strategies.Name, e.g. accord.strategies.FedAvg) or a class in the workspace's src package (src.module.Class)"
+        )
     allowed = ACCORD_TEMPLATES.get(section)
     if allowed is None:
         return f"the {section} section is not built from a template; remove the key"

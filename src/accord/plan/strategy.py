@@ -1,0 +1,33 @@
+"""Build the plan's aggregation strategy (``aggregator.settings.strategy``), type-checked.
+
+The template is checked against the allowed ones (plan/templates.py) before anything is
+imported; what it names must be a class derived from ``accord.strategies.base.Strategy``
+(checked before it is called); its settings are bound to its constructor's signature and
+validated against the constructor's type annotations (pydantic), so an unknown setting, a
+missing one or a wrongly typed one fails when the plan loads, in one line naming it. A
+wrapper's ``strategy`` setting (a ``{template, settings}`` mapping) is built the same way.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from accord.errors import PlanError
+from accord.imports import import_dotted
+from accord.plan.objects import build
+
+WHERE = "aggregator.settings.strategy"
+
+
+def build_strategy(spec: Mapping[str, Any], workspace: Path, where: str = WHERE) -> Any:
+    """A fresh Strategy (accord.strategies.base) from a ``{template, settings}`` mapping."""
+    settings = dict(spec.get("settings") or {})
+    inner = settings.get("strategy")
+    if isinstance(inner, Mapping):
+        if set(inner) - {"template", "settings"} or "template" not in inner:
+            raise PlanError(f"{where}.settings.strategy must be a mapping with template (and settings)")
+        settings["strategy"] = build_strategy(inner, workspace, f"{where}.settings.strategy")
+    base = import_dotted("accord.strategies.base.Strategy", "the strategy base class")
+    return build(where, str(spec["template"]), settings, workspace, subclass_of=base, kind="strategy", typed=True)

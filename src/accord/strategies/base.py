@@ -1,0 +1,60 @@
+"""The strategy seam: what an aggregation algorithm decides, and what the engine hands it.
+
+The engine (aggregator/engine.py) owns the protocol: who owes what, deadlines, admission,
+replay after a restart. A :class:`Strategy` owns the algorithm: whom to ask each round
+(``select``), what per-round config to send them (``configure``, keys declared in
+``config_schema``), how to fold their replies (``accumulator``), how many replies it needs
+(``min_replies``), the step from the folded replies to the next model (``finish``), and its
+own state (``snapshot``/``restore``, journaled so a restart resumes it exactly).
+
+An algorithm is one small file: subclass :class:`Strategy` and override the hooks it needs.
+Every hook is pure (no I/O, threads or clocks), so the engine stays pure too.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import ClassVar
+
+from accord.strategies.mean import BoundedMean
+from accord.strategies.seam import EVERYONE, Accumulator, Aggregate, ClientSampling, ConfigValue, RoundContext, StrategyState
+from accord.tensors.state import ModelState
+
+
+class Strategy:
+    """FedAvg's behaviour by default: everyone sampled, no config, the bounded sample-weighted
+    mean, one reply needed, no state. Subclasses override the hooks their algorithm changes."""
+
+    #: per-round config keys this strategy sends, with their types; a site accepts only these
+    config_schema: ClassVar[Mapping[str, type]] = {}
+    #: whether the algorithm needs each update on its own (robust ones): secure aggregation,
+    #: which reveals only the sum, refuses such strategies
+    needs_individual_updates: ClassVar[bool] = False
+
+    def select(self, round_number: int, candidates: Sequence[str], sampling: ClientSampling = EVERYONE) -> Sequence[str]:
+        """The collaborators asked to train in ``round_number``: the plan's ``sampling`` of the
+        ``candidates`` (those the assigner gives a training task)."""
+        return sampling.sample(round_number, candidates)
+
+    def configure(self, round_number: int) -> dict[str, ConfigValue]:
+        """The per-round config sent with the training tasks (keys of ``config_schema``)."""
+        return {}
+
+    def accumulator(self, context: RoundContext) -> Accumulator:
+        """A fresh accumulator for the round ``context`` describes."""
+        return BoundedMean(context)
+
+    def min_replies(self, cohort_size: int) -> int:
+        """Replies without which the round does not close (the straggler policy respects it)."""
+        return 1
+
+    def finish(self, context: RoundContext, aggregate: Aggregate) -> ModelState:
+        """The next global model from the folded replies (a server optimizer steps here)."""
+        return aggregate.model
+
+    def snapshot(self) -> StrategyState:
+        """The state a restart needs (saved with each round's start)."""
+        return StrategyState()
+
+    def restore(self, state: StrategyState) -> None:
+        """Take back what ``snapshot`` returned."""

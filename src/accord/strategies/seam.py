@@ -1,0 +1,106 @@
+"""The values that cross the strategy seam (strategies/base.py): the round's context, the
+replies an accumulator folds, what it returns, a strategy's saved state, client sampling."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import numpy as np
+
+from accord.aggregation.bounds import UNBOUNDED, BoundEvent, UpdateBounds
+from accord.tensors.state import ModelState
+
+#: a per-round config value: what travels to the sites (typed on the wire).
+ConfigValue = bool | int | float | str
+
+
+@dataclass(frozen=True)
+class ClientSampling:
+    """The plan's ``aggregator.settings.sampling``: ask a seeded random ``fraction`` or ``count``
+    of the candidates each round (neither: all of them). Reproducible: the same seed, round
+    and candidates give the same cohort."""
+
+    fraction: float | None = None
+    count: int | None = None
+    seed: int = 0
+
+    def sample(self, round_number: int, candidates: Sequence[str]) -> tuple[str, ...]:
+        """The sampled cohort of ``round_number``, in the candidates' order."""
+        size = len(candidates)
+        if self.count is not None:
+            size = min(self.count, size)
+        if self.fraction is not None:
+            size = min(size, max(1, int(np.ceil(self.fraction * len(candidates) - 1e-9))))
+        if size >= len(candidates):
+            return tuple(candidates)
+        rng = np.random.default_rng([self.seed, round_number])
+        chosen = np.sort(rng.choice(len(candidates), size=size, replace=False))
+        return tuple(candidates[int(i)] for i in chosen)
+
+
+#: every candidate, every round.
+EVERYONE = ClientSampling()
+
+
+@dataclass(frozen=True)
+class RoundContext:
+    """What a strategy knows of the round it aggregates."""
+
+    round_number: int
+    #: the round's global model (read-only: never modify its arrays)
+    global_model: Mapping[str, np.ndarray]
+    #: the plan's ``aggregator.settings.update_bounds`` (count caps, norm bounds)
+    bounds: UpdateBounds = UNBOUNDED
+    #: the collaborators asked to train this round
+    cohort: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, eq=False)
+class Reply:
+    """One accepted training result, as an accumulator receives it.
+
+    ``update`` is what arrived (read it now, e.g. to measure norms); ``stored`` holds the same
+    values as a lazy, memory-mapped view of the copy saved on disk: keep that one to read at
+    the round's close, so memory stays O(model) whatever the number of replies.
+    """
+
+    collaborator: str
+    update: Mapping[str, np.ndarray]
+    weight: float
+    is_delta: bool = False
+    stored: Mapping[str, np.ndarray] | None = None
+
+    @property
+    def kept(self) -> Mapping[str, np.ndarray]:
+        """The tensors to keep until the close: the saved copy's view, else the update itself."""
+        return self.update if self.stored is None else self.stored
+
+
+@dataclass
+class Aggregate:
+    """What an accumulator folded: the combined model and what its bounds did."""
+
+    model: ModelState
+    events: list[BoundEvent] = field(default_factory=list)
+
+
+class Accumulator(Protocol):
+    """Folds one round's replies; ``result`` is called once, at the close."""
+
+    def add(self, reply: Reply) -> None:
+        """Take one reply (it was checked: the model's tensor names, shapes and dtypes, finite)."""
+
+    def result(self) -> Aggregate:
+        """The combined model (the global model unchanged when no reply is usable)."""
+
+
+@dataclass
+class StrategyState:
+    """A strategy's state that must survive a restart: JSON ``values`` and ``tensors``."""
+
+    values: dict[str, Any] = field(default_factory=dict)
+    tensors: ModelState = field(default_factory=dict)
+
+
