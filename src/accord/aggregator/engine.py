@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-import math
-import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 
-from accord.aggregation.bounds import UNBOUNDED, BoundEvent, UpdateBounds
+from accord.aggregation.bounds import UNBOUNDED, UpdateBounds
 from accord.aggregator.assigner import Assigner
+from accord.aggregator.events import EventBus, ResultAccepted, ResultFailed, RoundClosed, RoundOpened, RoundOutcome
 from accord.aggregator.metrics import MetricRecord, WeightedMetrics
+from accord.aggregator.result_checks import check_result
 from accord.aggregator.stragglers import Decision, StragglerPolicy
 from accord.errors import AccordError, RefusedError
 from accord.messages import Action, Task, TaskAssignment, TaskResult
@@ -18,44 +18,11 @@ from accord.strategies.base import Strategy
 from accord.strategies.fedavg import FedAvg
 from accord.strategies.seam import EVERYONE, Accumulator, ClientSampling, ConfigValue, Reply, RoundContext
 from accord.tensors.digest import model_digest
-from accord.tensors.state import ModelState, check_update
-
-#: a sample count above this is refused as absurd.
-MAX_SAMPLE_COUNT = 10**12
-#: a metric value of a larger magnitude is refused as absurd (so aggregated metrics and the
-#: best score stay finite; losses in squared units may honestly be large, hence not smaller).
-MAX_METRIC_MAGNITUDE = 1e12
-#: a result with more metrics than this is refused.
-MAX_METRICS = 64
-#: what a metric name may be: it is logged and written to metrics.jsonl.
-METRIC_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.:+-]{0,127}")
+from accord.tensors.state import ModelState
 
 
 class RoundDeadlineError(AccordError):
     """A round reached its deadline with fewer reports than the straggler policy's minimum."""
-
-
-@dataclass
-class RoundOutcome:
-    """What closing a round produced: the new model, its metrics and timings."""
-
-    round_number: int
-    model: ModelState
-    metrics: dict[str, float]
-    records: list[MetricRecord]
-    best_model: ModelState | None
-    best_score: float | None
-    wall_seconds: float
-    slowest_task_seconds: float
-    stragglers: tuple[str, ...] = ()
-    #: what the update bounds did: counts capped, updates clipped, refused or dropped
-    bounds: tuple[BoundEvent, ...] = ()
-    failed: tuple[str, ...] = ()
-
-    @property
-    def overhead_seconds(self) -> float:
-        """Round wall time minus the slowest collaborator's task time: the framework's own cost."""
-        return max(self.wall_seconds - self.slowest_task_seconds, 0.0)
 
 
 @dataclass
@@ -126,6 +93,8 @@ class RoundEngine:
         self.policy = policy or StragglerPolicy()
         self.round_number = round_number
         self.total_rounds = rounds_to_train + (1 if final_validation else 0)
+        #: subscribe sinks here (aggregator/events.py); round ``round_number`` opens before any can
+        self.events = EventBus()
         self._round: _Round | None = None
         self._open_round(round_number)
 
@@ -251,8 +220,9 @@ class RoundEngine:
                 raise RefusedError(f"result from {result.collaborator} reports a failure but carries data", kind="payload")
             current.failed[result.collaborator] = result.failure
             owed.clear()
+            self.events.emit(ResultFailed(current.number, result.collaborator, result.failure))
             return self._apply_policy(may_fail=False)
-        self._check_payload(result)
+        check_result(result, self.tasks[result.task], self.model, self.delta_updates)
         spec = self.tasks[result.task]
         if spec.returns_model:
             assert result.tensors is not None and current.accumulator is not None
@@ -263,6 +233,7 @@ class RoundEngine:
                 MetricRecord(current.number, result.collaborator, result.task, metric, value)
             )
         owed.remove(result.task)
+        self.events.emit(ResultAccepted(current.number, result.collaborator, result.task, result.sample_count, dict(result.metrics)))
         if not owed:
             current.reported_count += 1
         current.task_seconds[result.collaborator] = (
@@ -309,45 +280,6 @@ class RoundEngine:
 
     # -- internals -------------------------------------------------------------
 
-    def _check_payload(self, result: TaskResult) -> None:
-        origin = result.collaborator
-        if not 0 < result.sample_count <= MAX_SAMPLE_COUNT:
-            raise RefusedError(
-                f"result from {origin} for {result.task!r} has sample count {result.sample_count}; "
-                f"expected 1..{MAX_SAMPLE_COUNT}",
-                kind="payload",
-            )
-        if not math.isfinite(result.task_seconds):
-            raise RefusedError(f"result from {origin}: task time is {result.task_seconds}", kind="payload")
-        if len(result.metrics) > MAX_METRICS:
-            raise RefusedError(f"result from {origin} carries {len(result.metrics)} metrics; at most {MAX_METRICS}", kind="payload")
-        for metric, value in result.metrics.items():
-            if not METRIC_NAME.fullmatch(metric):
-                raise RefusedError(
-                    f"result from {origin}: metric name {metric[:64]!r} must match {METRIC_NAME.pattern} "
-                    "(letters, digits and _ . : + -, at most 128)",
-                    kind="payload",
-                )
-            if not math.isfinite(value) or abs(value) > MAX_METRIC_MAGNITUDE:
-                raise RefusedError(
-                    f"result from {origin}: metric {metric!r} is {value}; expected a finite value of magnitude "
-                    f"at most {MAX_METRIC_MAGNITUDE:g}",
-                    kind="payload",
-                )
-        spec = self.tasks[result.task]
-        if spec.returns_model:
-            if not result.tensors:
-                raise RefusedError(f"result from {origin} for {result.task!r} carries no model", kind="payload")
-            if self.delta_updates is not None and result.is_delta != self.delta_updates:
-                said = "deltas" if result.is_delta else "weights"
-                raise RefusedError(f"result from {origin} sends {said}, but the plan says delta_updates={self.delta_updates}", kind="payload")
-            check_update(self.model, result.tensors, origin)
-        elif result.tensors:
-            raise RefusedError(
-                f"result from {origin} for {result.task!r} carries tensors, but that task returns none",
-                kind="payload",
-            )
-
     def _open_round(self, number: int) -> None:
         while number < self.total_rounds:
             outstanding = self._cohort_tasks(number)
@@ -378,6 +310,7 @@ class RoundEngine:
             config=config,
             min_replies=self.strategy.min_replies(len(assigned)),
         )
+        self.events.emit(RoundOpened(number, assigned, dict(config), self.is_final_validation(number)))
 
     def _cohort_tasks(self, number: int) -> dict[str, list[str]]:
         """Each collaborator's tasks of round ``number``: the strategy's cohort of those the
@@ -419,6 +352,7 @@ class RoundEngine:
         )
         self.round_number += 1
         self._open_round(self.round_number)
+        self.events.emit(RoundClosed(outcome))
         return outcome
 
     def _judge_best(self, aggregated: dict[str, float], previous: ModelState) -> tuple[ModelState | None, float | None]:

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import logging
 
-from accord.aggregator.engine import RoundOutcome
-from accord.aggregator.metrics import MetricRecord
+from accord.aggregator.events import EngineEvent, RoundClosed, RoundOutcome, Sink
+from accord.aggregator.metrics import MetricRecord, MetricsLog
 from accord.messages import TaskResult
 
 log = logging.getLogger("accord.aggregator")
@@ -63,6 +63,16 @@ def round_records(outcome: RoundOutcome) -> list[MetricRecord]:
     records += [MetricRecord(number, "aggregator", "round", k, v) for k, v in timing.items()]
     records += [MetricRecord(number, e.collaborator, "aggregator/bounds", e.kind, e.value) for e in outcome.bounds]
     return records
+
+
+def metrics_sink(metrics_log: MetricsLog) -> Sink:
+    """The sink that appends each closed round's records to ``metrics_log`` (logs/metrics.jsonl)."""
+
+    def write(event: EngineEvent) -> None:
+        if isinstance(event, RoundClosed):
+            metrics_log.write(round_records(event.outcome))
+
+    return write
 
 
 def log_round(outcome: RoundOutcome, label: str, best_metric: str) -> None:

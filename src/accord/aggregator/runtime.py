@@ -1,7 +1,8 @@
 """AggregatorRuntime: the thread-safe service around the pure RoundEngine.
 
 It checks plan hashes, wakes long-polling collaborators when a round opens, bounds
-concurrent uploads, logs metrics, writes the best/last model files, applies the straggler
+concurrent uploads, subscribes the metrics sinks to the engine's events (``sinks``: more of
+them), writes the best/last model files, applies the straggler
 policy's deadlines and saves its state (aggregator/checkpoint.py) so that a restart
 resumes the open round. Both the gRPC server and the in-process transport serve this
 same object.
@@ -13,15 +14,15 @@ import functools
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import replace
 
 from accord.aggregator.checkpoint import Checkpoint, SavedRound
-from accord.aggregator.engine import RoundOutcome
+from accord.aggregator.events import RoundOutcome, Sink
 from accord.aggregator.metrics import MetricsLog
 from accord.aggregator.plan_engine import assigner_for, engine_for
-from accord.aggregator.reporting import log_result, log_round, round_records, warn_left_out
+from accord.aggregator.reporting import log_result, log_round, metrics_sink, warn_left_out
 from accord.aggregator.status import RoundStatus
 from accord.aggregator.watch import Watchers
 from accord.errors import AccordError, RefusedError
@@ -41,7 +42,7 @@ class AggregatorRuntime:
         plan: Plan,
         model: ModelState | None = None,
         clock: Callable[[], float] = time.monotonic,
-        on_round: Callable[[RoundOutcome], None] | None = None,
+        sinks: Sequence[Sink] = (),
         fresh: bool = False,
     ) -> None:
         self.plan = plan
@@ -58,7 +59,8 @@ class AggregatorRuntime:
         self.engine = engine_for(plan, assigner, initial, clock, saved)
         self.metrics_log = MetricsLog(plan.resolve_path(settings.metrics_path))
         self.metrics_log.keep_before(saved.round_number if saved else 0)
-        self.on_round = on_round
+        for sink in (metrics_sink(self.metrics_log), *sinks):  # engine events (aggregator/events.py)
+            self.engine.events.subscribe(sink)
         self._cond = threading.Condition()
         self._uploads = threading.BoundedSemaphore(settings.max_concurrent_uploads)
         self._told_to_quit: set[str] = set()
@@ -399,7 +401,6 @@ class AggregatorRuntime:
         save_state(self.plan.resolve_path(settings.last_state_path), outcome.model)
         if outcome.best_model is not None:
             save_state(self.plan.resolve_path(settings.best_state_path), outcome.best_model)
-        self.metrics_log.write(round_records(outcome))
         label = (
             "final validation of the last model"
             if self.engine.is_final_validation(outcome.round_number)
@@ -407,8 +408,6 @@ class AggregatorRuntime:
         )
         log_round(outcome, label, settings.best_metric)
         self._commit_round()
-        if self.on_round is not None:
-            self.on_round(outcome)
 
 
 class _Slot(AbstractContextManager[None]):

@@ -1,0 +1,74 @@
+"""The engine through the strategy seam: events to sinks, config to sites, the strategy's
+minimum replies held by the straggler policy, a strategy's finish step; no network, no threads."""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+import numpy as np
+import pytest
+from test_engine import FakeClock, full_round, make_engine
+
+from accord.aggregator.events import ResultAccepted, RoundClosed, RoundOpened
+from accord.aggregator.stragglers import StragglerPolicy
+from accord.errors import AccordError
+from accord.strategies import Aggregate, ClientSampling, RoundContext, Strategy
+
+
+class Halving(Strategy):
+    """Sends a config key, needs every reply, and moves the global halfway to the mean."""
+
+    config_schema: ClassVar = {"proximal_mu": float}
+
+    def configure(self, round_number: int) -> dict:
+        return {"proximal_mu": 0.5 + round_number}
+
+    def min_replies(self, cohort_size: int) -> int:
+        return cohort_size
+
+    def finish(self, context: RoundContext, aggregate: Aggregate) -> dict:
+        return {k: (context.global_model[k] + v) / 2 for k, v in aggregate.model.items()}
+
+
+def test_sinks_hear_every_event_in_order() -> None:
+    engine = make_engine(collaborators=("a", "b"), rounds=1)
+    heard: list = []
+    engine.events.subscribe(heard.append)
+    outcome = full_round(engine, {"a": (1.0, 1), "b": (3.0, 3)})
+    assert [type(e).__name__ for e in heard] == ["ResultAccepted"] * 6 + ["RoundClosed"]
+    assert heard[1] == ResultAccepted(0, "a", "train", 1, {"loss": 1.0})
+    assert isinstance(heard[-1], RoundClosed) and heard[-1].outcome is outcome
+
+
+def test_the_next_round_is_announced_with_its_cohort_and_config() -> None:
+    engine = make_engine(collaborators=("a", "b", "c"), rounds=2, strategy=Halving(), sampling=ClientSampling(count=2, seed=3))
+    heard: list = []
+    engine.events.subscribe(heard.append)
+    first = engine.current.assigned
+    assert len(first) == 2 and engine.assignment(first[0]).config == {"proximal_mu": 0.5}
+    left_out = ({"a", "b", "c"} - set(first)).pop()
+    assert not engine.assignment(left_out).tasks  # not in the cohort: nothing to do this round
+    full_round(engine, {name: (2.0, 1) for name in first})
+    opened = [e for e in heard if isinstance(e, RoundOpened)]
+    assert len(opened) == 1 and opened[0].round_number == 1 and opened[0].config == {"proximal_mu": 1.5}
+    assert len(opened[0].cohort) == 2
+
+
+def test_finish_steps_from_the_aggregate_and_min_replies_hold_the_cutoff() -> None:
+    clock = FakeClock()
+    engine = make_engine(collaborators=("a", "b"), rounds=1, clock=clock, strategy=Halving())
+    engine.policy = StragglerPolicy(policy="cutoff_time", cutoff_seconds=1.0)
+    full_round(engine, {"a": (2.0, 1)})
+    clock.now = 5.0
+    assert engine.tick() is None  # past the cut-off, but the strategy needs both replies
+    outcome = full_round(engine, {"b": (2.0, 1)})
+    np.testing.assert_allclose(outcome.model["w"], np.full((2, 2), 1.0))  # halfway from 0 to the mean 2
+
+
+def test_a_config_key_the_strategy_does_not_declare_is_an_error_at_the_aggregator() -> None:
+    class Undeclared(Strategy):
+        def configure(self, round_number: int) -> dict:
+            return {"lr": 0.1}
+
+    with pytest.raises(AccordError, match=r"config keys \['lr'\].*config_schema"):
+        make_engine(strategy=Undeclared())
