@@ -91,7 +91,11 @@ class EventBus:
         """Call ``sink`` with every event from now on; returns the unsubscribe."""
         key, self._next = self._next, self._next + 1
         self._sinks[key] = sink
-        return lambda: self._sinks.pop(key, None)
+
+        def unsubscribe() -> None:
+            self._sinks.pop(key, None)
+
+        return unsubscribe
 
     def emit(self, event: EngineEvent) -> None:
         for sink in list(self._sinks.values()):
