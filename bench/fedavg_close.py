@@ -1,4 +1,4 @@
-"""How the round close (``FedAvg.result``) grows with the number of sites, on the robust path.
+"""How the round close (``BoundedMean.result``, FedAvg's accumulator) grows with the number of sites, on the robust path.
 
 Each site's update is a saved safetensors file read through a lazy ``StateView``, as in the
 aggregator; the model is one small weight tensor and one 3.6 MB optimizer-state tensor
@@ -21,7 +21,8 @@ from pathlib import Path
 import numpy as np
 
 from accord.aggregation.bounds import UpdateBounds
-from accord.aggregation.fedavg import FedAvg
+from accord.strategies.mean import BoundedMean
+from accord.strategies.seam import Reply, RoundContext
 from accord.tensors.state import StateView, save_state
 
 ELEMENTS = 900_000  # 3.6 MB of float32: under StateView.MAPPED_BYTES, so a lookup reads it
@@ -37,11 +38,9 @@ def close_seconds(directory: Path, sites: int, repeat: int) -> list[float]:
         paths.append(path)
     times = []
     for _ in range(repeat):
-        fedavg = FedAvg(UpdateBounds())
-        fedavg.start_round(model)
+        fedavg = BoundedMean(RoundContext(0, model, UpdateBounds()))
         for index, path in enumerate(paths):
-            view = StateView(path)
-            fedavg.add(view, 100.0, collaborator=f"s{index}")
+            fedavg.add(Reply(f"s{index}", StateView(path), 100.0))
         start = time.perf_counter()
         fedavg.result()
         times.append(time.perf_counter() - start)
