@@ -177,6 +177,8 @@ class Section(Strict):
     """A plan section; ``KIND`` names what its template builds (plan/templates.py), if anything."""
 
     KIND: ClassVar[str] = ""
+    #: why a template key is refused in a section built from none
+    NO_TEMPLATE: ClassVar[str] = "Accord builds nothing from this section's template; remove the key"
 
     defaults: str | None = None
     template: str | None = None
@@ -188,7 +190,7 @@ class Section(Strict):
         if value is None:
             return value
         if not cls.KIND:
-            raise ValueError("Accord builds nothing from this section's template; remove the key")
+            raise ValueError(cls.NO_TEMPLATE)
         why = template_problem(cls.KIND, value)
         if why:
             raise ValueError(why)
@@ -220,6 +222,10 @@ class StragglerSection(Strict):
 
 
 class AggregatorSection(Section):
+    NO_TEMPLATE: ClassVar[str] = (
+        "the aggregator is built from no template: choose the aggregation algorithm with "
+        "aggregator.settings.strategy.template (e.g. accord.strategies.FedAdam) and remove aggregator.template"
+    )
     settings: AggregatorSettings = Field(default_factory=AggregatorSettings)  # type: ignore[assignment]  # pydantic: validated as this model
 
 
