@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from test_engine import full_round, honest, make_engine, result
 
 from accord.aggregator.assigner import RandomGroupedAssigner
 from accord.aggregator.engine import RoundEngine
@@ -221,3 +222,17 @@ def test_the_plan_builds_each_by_name_with_typed_settings(tmp_path: Path, name: 
     raw["aggregator"]["settings"]["strategy"]["settings"] = {"momentum" if name == "FedAvgM" else "eta": "fast"}
     with pytest.raises(PlanError, match="settings are wrong"):
         validate_plan(raw, tmp_path).strategy()
+
+
+@pytest.mark.parametrize("rule, cls, params", CASES, ids=[c[0] for c in CASES])
+def test_the_final_validation_round_takes_no_step(rule, cls, params) -> None:
+    """The last model is the one the sites validated: no step on the momentum after it."""
+    strategy = cls(**params)
+    eng = make_engine(("a", "b"), rounds=1, final_validation=True, strategy=strategy)
+    full_round(eng, {"a": (1.0, 1), "b": (3.0, 3)})
+    trained, saved = eng.model, strategy.snapshot()
+    assert eng.is_final_validation(eng.round_number)
+    for name in ("a", "b"):
+        honest(eng, result(name, "aggregated_model_validation", 1, 10, {"accuracy": 0.5}))
+    assert eng.finished and eng.model is trained
+    assert strategy.snapshot().values == saved.values == {"rounds": 1}
