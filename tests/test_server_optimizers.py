@@ -17,8 +17,9 @@ from accord.messages import TaskResult
 from accord.plan.loader import validate_plan
 from accord.plan.schema import TaskSpec
 from accord.strategies import FedAdagrad, FedAdam, FedAvg, FedAvgM, FedYogi, Strategy, StrategyState
+from accord.strategies.fedopt import STEP_BLOCK
 from accord.strategies.mean import BoundedMean
-from accord.strategies.seam import Reply, RoundContext
+from accord.strategies.seam import Aggregate, Reply, RoundContext
 
 TASKS = {"train": TaskSpec(function="train")}
 SITES = ("a", "b", "c")
@@ -236,3 +237,24 @@ def test_the_final_validation_round_takes_no_step(rule, cls, params) -> None:
         honest(eng, result(name, "aggregated_model_validation", 1, 10, {"accuracy": 0.5}))
     assert eng.finished and eng.model is trained
     assert strategy.snapshot().values == saved.values == {"rounds": 1}
+
+
+def test_moments_restored_for_another_model_are_refused_by_name() -> None:
+    strategy = FedAdam()
+    strategy.restore(StrategyState({"rounds": 1}, {"m.w": np.zeros((4, 3)), "v.w": np.ones((4, 3))}))
+    with pytest.raises(AccordError, match=r"saved m\.w is float64\[4, 3\], but the model's w needs float64\[3, 4\]"):
+        run(strategy, initial(), rounds=1)
+
+
+def test_moments_are_stepped_block_by_block_across_a_large_tensor() -> None:
+    """A tensor of several blocks (STEP_BLOCK) gives the whole-tensor maths."""
+    model = {"w": np.linspace(-1, 1, 2 * STEP_BLOCK + 5)}
+    context = RoundContext(0, model, cohort=("a",))
+    target = {"w": model["w"] * 0.5 + 0.1}
+    strategy = FedAdam(eta=0.1, tau=0.01)
+    for _ in range(2):
+        out = strategy.finish(context, Aggregate(target))
+    delta = target["w"] - model["w"]
+    m1, v1 = 0.1 * delta, 0.99 * 1e-4 + 0.01 * delta**2
+    m2, v2 = 0.9 * m1 + 0.1 * delta, 0.99 * v1 + 0.01 * delta**2
+    np.testing.assert_allclose(out["w"], model["w"] + 0.1 * m2 / (np.sqrt(v2) + 0.01), rtol=1e-12, atol=1e-15)

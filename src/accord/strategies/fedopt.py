@@ -18,11 +18,15 @@ from typing import ClassVar
 
 import numpy as np
 
+from accord.aggregation.bounds import BLOCK, blocks, flat
 from accord.aggregation.fedavg import robust_tensor
 from accord.errors import AccordError
 from accord.strategies.base import Strategy
 from accord.strategies.seam import Aggregate, RoundContext, StrategyState
 from accord.tensors.state import ModelState
+
+#: elements stepped at a time: the float64 temporaries of one block (a dozen) stay ~6 MB
+STEP_BLOCK = BLOCK // 16
 
 
 def stepped(name: str, reference: np.ndarray) -> bool:
@@ -42,31 +46,50 @@ class ServerOptimizer(Strategy):
         #: rounds stepped so far
         self.rounds = 0
 
-    def initial(self, moment: str, reference: np.ndarray) -> np.ndarray:
-        """A moment's value before the first round (zeros; float64)."""
-        return np.zeros(reference.shape, np.float64)
+    def initial(self, moment: str) -> float:
+        """A moment's value before the first round."""
+        return 0.0
 
     def step(self, change: np.ndarray, buffers: dict[str, np.ndarray]) -> np.ndarray:
         """The change to add to the global tensor, from ``change`` (mean - global) and the
-        tensor's moments (float64, updated in place or replaced in ``buffers``)."""
+        tensor's moments (float64 blocks, updated in place or replaced in ``buffers``)."""
         raise NotImplementedError
 
     def finish(self, context: RoundContext, aggregate: Aggregate) -> ModelState:
-        """The global model plus the optimizer's step, tensor by tensor."""
+        """The global model plus the optimizer's step, one block of one tensor at a time (so
+        the float64 temporaries stay a few MB whatever the model's size)."""
         model = dict(aggregate.model)
         for name, reference in context.global_model.items():
             if not stepped(name, reference):
                 continue
-            kept = np.promote_types(reference.dtype, np.float32)
-            saved = {m: self._buffers[m].get(name) for m in self.moments}
-            buffers = {m: self.initial(m, reference) if b is None else b.astype(np.float64) for m, b in saved.items()}
-            start = reference.astype(np.float64)
-            change = self.step(np.asarray(aggregate.model[name], np.float64) - start, buffers)
-            for moment in self.moments:
-                self._buffers[moment][name] = buffers[moment].astype(kept)
-            model[name] = (start + change).astype(reference.dtype)
+            saved = {m: flat(self._moment(m, name, reference)) for m in self.moments}
+            start, mean = flat(reference), flat(aggregate.model[name])
+            out = np.empty(start.size, reference.dtype)
+            for part in blocks(start.size, STEP_BLOCK):
+                here = start[part].astype(np.float64)
+                buffers = {m: saved[m][part].astype(np.float64) for m in self.moments}
+                change = self.step(mean[part].astype(np.float64) - here, buffers)
+                for moment in self.moments:
+                    saved[moment][part] = buffers[moment]
+                out[part] = here + change
+            model[name] = out.reshape(reference.shape)
         self.rounds += 1
         return model
+
+    def _moment(self, moment: str, name: str, reference: np.ndarray) -> np.ndarray:
+        """Tensor ``name``'s ``moment`` (made at its initial value in the first round), in the
+        tensor's precision (at least float32); one restored for another model is refused."""
+        kept = np.promote_types(reference.dtype, np.float32)
+        array = self._buffers[moment].get(name)
+        if array is None:
+            array = self._buffers[moment][name] = np.full(reference.shape, self.initial(moment), kept)
+        if array.shape != reference.shape or array.dtype != kept:
+            raise AccordError(
+                f"strategy {type(self).__name__}'s saved {moment}.{name} is {array.dtype}{list(array.shape)}, but the model's "
+                f"{name} needs {kept}{list(reference.shape)}",
+                "the saved round was written for another model: start the federation afresh",
+            )
+        return array
 
     def snapshot(self) -> StrategyState:
         """The rounds stepped and every moment (copies), as ``<moment>.<tensor name>``."""
@@ -83,7 +106,7 @@ class ServerOptimizer(Strategy):
                     f"saved state of strategy {type(self).__name__} has tensor {key!r}; expected {'/'.join(self.moments)}.<tensor>",
                     "the saved round was written by another strategy: restore it with that one, or start the federation afresh",
                 )
-            buffers[moment][name] = np.array(array)
+            buffers[moment][name] = np.array(array, order="C")  # flat views of it are updated in place
         self._buffers = buffers
         self.rounds = int(state.values.get("rounds", 0))
 
@@ -105,8 +128,8 @@ class AdaptiveOptimizer(ServerOptimizer):
         super().__init__()
         self.eta, self.beta1, self.beta2, self.tau = eta, beta1, beta2, tau
 
-    def initial(self, moment: str, reference: np.ndarray) -> np.ndarray:
-        return np.full(reference.shape, self.tau**2 if moment == "v" else 0.0, np.float64)
+    def initial(self, moment: str) -> float:
+        return self.tau**2 if moment == "v" else 0.0
 
     def second_moment(self, v: np.ndarray, squared: np.ndarray) -> np.ndarray:
         """The new ``v`` from the previous one and ``Δ²`` (the update rule that names the method)."""
