@@ -220,9 +220,13 @@ def test_out_of_range_settings_are_refused(cls, settings) -> None:
 def test_the_plan_builds_each_by_name_with_typed_settings(tmp_path: Path, name: str) -> None:
     raw = {"collaborators": ["a"], "aggregator": {"settings": {"strategy": {"template": f"accord.strategies.{name}", "settings": {}}}}}
     assert type(validate_plan(raw, tmp_path).strategy()).__name__ == name.split(".")[-1]
-    raw["aggregator"]["settings"]["strategy"]["settings"] = {"momentum" if name == "FedAvgM" else "eta": "fast"}
-    with pytest.raises(PlanError, match="settings are wrong"):
-        validate_plan(raw, tmp_path).strategy()
+    key = "momentum" if name == "FedAvgM" else "beta1"
+    raw["aggregator"]["settings"]["strategy"]["settings"] = {key: "fast"}
+    with pytest.raises(PlanError, match=rf"settings are wrong: {key}"):
+        validate_plan(raw, tmp_path)
+    raw["aggregator"]["settings"]["strategy"]["settings"] = {key: 1.5}  # well typed, out of range
+    with pytest.raises(AccordError, match=rf"{key}=1\.5.*expected.*fix aggregator\.settings\.strategy\.settings"):
+        validate_plan(raw, tmp_path)
 
 
 @pytest.mark.parametrize("rule, cls, params", CASES, ids=[c[0] for c in CASES])
