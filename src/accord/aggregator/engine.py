@@ -16,7 +16,7 @@ from accord.messages import Action, Task, TaskAssignment, TaskResult
 from accord.plan.schema import TaskSpec
 from accord.strategies.base import Strategy
 from accord.strategies.fedavg import FedAvg
-from accord.strategies.seam import EVERYONE, Accumulator, ClientSampling, ConfigValue, Reply, RoundContext
+from accord.strategies.seam import EVERYONE, Accumulator, Aggregate, ClientSampling, ConfigValue, Reply, RoundContext
 from accord.tensors.digest import model_digest
 from accord.tensors.state import ModelState
 
@@ -333,8 +333,11 @@ class RoundEngine:
         assert current is not None
         previous = self.model
         assert current.accumulator is not None and current.context is not None
-        aggregate = current.accumulator.result()
-        self.model = self.strategy.finish(current.context, aggregate)
+        if self.is_final_validation(current.number):  # nothing trained: the strategy takes no step
+            aggregate = Aggregate(previous)
+        else:
+            aggregate = current.accumulator.result()
+            self.model = self.strategy.finish(current.context, aggregate)
         aggregated = current.metrics.means()
         best_model, best_score = self._judge_best(aggregated, previous)
         outcome = RoundOutcome(

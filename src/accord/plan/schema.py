@@ -53,7 +53,7 @@ class SamplingSettings(Strict):
 
     fraction: float | None = Field(None, gt=0, le=1)
     count: int | None = Field(None, ge=1)
-    seed: int = 0
+    seed: int = Field(0, ge=0)
 
 
 class AggregatorSettings(Strict):
@@ -112,7 +112,7 @@ class TaskGroup(Strict):
 
 class AssignerSettings(Strict):
     task_groups: list[TaskGroup] = Field(min_length=1)
-    seed: int = 0
+    seed: int = Field(0, ge=0)
 
 
 class TaskSpec(Strict):
