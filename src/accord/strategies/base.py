@@ -33,7 +33,7 @@ class Strategy:
 
     def select(self, round_number: int, candidates: Sequence[str], sampling: ClientSampling = EVERYONE) -> Sequence[str]:
         """The collaborators asked to train in ``round_number``: the plan's ``sampling`` of the
-        ``candidates`` (those the assigner gives a training task)."""
+        ``candidates`` (those the assigner gives any task this round)."""
         return sampling.sample(round_number, candidates)
 
     def configure(self, round_number: int) -> dict[str, ConfigValue]:
