@@ -2,7 +2,29 @@
 (``aggregator.settings.strategy.template``) and from the Python APIs. See docs/strategies.md."""
 
 from accord.strategies.base import Strategy
+from accord.strategies.bulyan import Bulyan
+from accord.strategies.clipping import NormClipping
 from accord.strategies.fedavg import FedAvg
+from accord.strategies.geometric_median import GeometricMedian
+from accord.strategies.krum import Krum, MultiKrum
+from accord.strategies.median import CoordinateMedian
 from accord.strategies.seam import Accumulator, Aggregate, ClientSampling, Reply, RoundContext, StrategyState
+from accord.strategies.trimmed_mean import TrimmedMean
 
-__all__ = ["Accumulator", "Aggregate", "ClientSampling", "FedAvg", "Reply", "RoundContext", "Strategy", "StrategyState"]
+__all__ = [
+    "Accumulator",
+    "Aggregate",
+    "Bulyan",
+    "ClientSampling",
+    "CoordinateMedian",
+    "FedAvg",
+    "GeometricMedian",
+    "Krum",
+    "MultiKrum",
+    "NormClipping",
+    "Reply",
+    "RoundContext",
+    "Strategy",
+    "StrategyState",
+    "TrimmedMean",
+]
