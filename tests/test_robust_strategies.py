@@ -3,6 +3,7 @@ they do with too few, the bounds and NormClipping, and that they keep views, not
 
 from __future__ import annotations
 
+import re
 import tracemalloc
 from pathlib import Path
 
@@ -27,6 +28,7 @@ from accord.strategies import (
     Reply,
     RoundContext,
     Strategy,
+    StrategyState,
     TrimmedMean,
 )
 from accord.tensors.state import StateView, save_state
@@ -233,16 +235,17 @@ def test_minimum_replies() -> None:
 @pytest.mark.parametrize(
     "make, problem",
     [
-        (lambda: Krum(-1), "Krum: byzantine is -1"),
-        (lambda: MultiKrum(1, keep=0), "MultiKrum: keep is 0"),
-        (lambda: Bulyan(-2), "Bulyan: byzantine is -2"),
-        (lambda: TrimmedMean(0.5), "TrimmedMean: beta is 0.5"),
-        (lambda: GeometricMedian(max_iterations=0), "GeometricMedian: max_iterations 0"),
-        (lambda: NormClipping(FedAvg(), 0.0), "NormClipping: max_norm is 0.0"),
+        (lambda: Krum(-1), "strategy Krum: byzantine is -1; expected at least 0"),
+        (lambda: MultiKrum(1, keep=0), "strategy MultiKrum: keep is 0; expected at least 1"),
+        (lambda: Bulyan(-2), "strategy Bulyan: byzantine is -2"),
+        (lambda: TrimmedMean(0.5), "strategy TrimmedMean: beta is 0.5; expected 0 <= beta < 0.5"),
+        (lambda: GeometricMedian(max_iterations=0), "strategy GeometricMedian: max_iterations is 0"),
+        (lambda: GeometricMedian(tolerance=-1.0), "strategy GeometricMedian: tolerance is -1.0"),
+        (lambda: NormClipping(FedAvg(), 0.0), "strategy NormClipping: max_norm is 0.0"),
     ],
 )
 def test_settings_out_of_range_are_refused(make, problem: str) -> None:
-    with pytest.raises(PlanError, match=problem):
+    with pytest.raises(PlanError, match=re.escape(problem)):
         make()
 
 
@@ -319,6 +322,52 @@ def test_norm_clipping_is_the_inner_strategy_on_clipped_changes(inner: Strategy,
     assert sorted(e.collaborator for e in clips) == [f"c{i}" for i in range(5) if norms[i] > limit]
     assert all(e.bound == limit and e.value > limit for e in clips)
     assert [e.collaborator for e in got.events if e.kind != "clipped"] == [e.collaborator for e in expected.events]
+
+
+class Momentum(Strategy):
+    """A stateful strategy with a per-round config, to see that NormClipping hands every hook to it."""
+
+    config_schema = {"mu": float}
+
+    def __init__(self) -> None:
+        self.rounds = 0
+
+    def configure(self, round_number: int) -> dict:
+        return {"mu": 0.5 + round_number}
+
+    def select(self, round_number, candidates, sampling=None):
+        return candidates[: round_number + 1]
+
+    def min_replies(self, cohort_size: int) -> int:
+        return cohort_size - 1
+
+    def finish(self, context, aggregate):
+        self.rounds += 1
+        return {name: value + 1 for name, value in aggregate.model.items()}
+
+    def snapshot(self) -> StrategyState:
+        return StrategyState({"rounds": self.rounds})
+
+    def restore(self, state: StrategyState) -> None:
+        self.rounds = state.values["rounds"]
+
+
+def test_norm_clipping_hands_every_other_hook_to_the_wrapped_strategy() -> None:
+    inner = Momentum()
+    wrapped = NormClipping(inner, 1.0)
+    assert wrapped.config_schema == {"mu": float} and wrapped.configure(2) == {"mu": 2.5}
+    assert wrapped.select(1, ["a", "b", "c"]) == ["a", "b"] and wrapped.min_replies(4) == 3
+    model = {"w": np.zeros(2, np.float32)}
+    context = RoundContext(0, model, UNBOUNDED, ("a",))
+    accumulator = wrapped.accumulator(context)
+    accumulator.add(Reply("a", {"w": np.array([3.0, 4.0], np.float32)}, 1.0))
+    aggregate = accumulator.result()
+    np.testing.assert_allclose(aggregate.model["w"], [0.6, 0.8], rtol=1e-6)  # FedAvg's mean of the clipped change
+    np.testing.assert_allclose(wrapped.finish(context, aggregate)["w"], [1.6, 1.8], rtol=1e-6)
+    assert wrapped.snapshot() == StrategyState({"rounds": 1})
+    wrapped.restore(StrategyState({"rounds": 7}))
+    assert inner.rounds == 7
+    assert [(e.collaborator, e.kind, e.value, e.bound) for e in aggregate.events] == [("a", "clipped", 5.0, 1.0)]
 
 
 STRATEGIES = [CoordinateMedian(), TrimmedMean(0.2), GeometricMedian(), Krum(1), MultiKrum(1), Bulyan(1), NormClipping(Krum(1), 2.0)]

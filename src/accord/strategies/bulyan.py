@@ -8,9 +8,8 @@ import numpy as np
 
 from accord.aggregation.bounds import Weighted
 from accord.aggregation.robust import Rule, gram_matrix, squared_distances
-from accord.errors import PlanError
 from accord.strategies.krum import krum_scores, not_selected
-from accord.strategies.robust import RobustStrategy, Rules
+from accord.strategies.robust import RobustStrategy, Rules, require
 
 
 def closest_to_median_mean(chosen: Sequence[int], count: int) -> Rule:
@@ -33,11 +32,7 @@ class Bulyan(RobustStrategy):
     wise median of all updates (strategies/robust.py)."""
 
     def __init__(self, byzantine: int = 1) -> None:
-        if byzantine < 0:
-            raise PlanError(
-                f"Bulyan: byzantine is {byzantine}; expected at least 0",
-                "set the strategy's byzantine to the number of hostile sites to tolerate",
-            )
+        require(byzantine >= 0, "Bulyan", "byzantine", byzantine, "at least 0 (the hostile sites tolerated)")
         self.byzantine = byzantine
 
     def min_replies(self, cohort_size: int) -> int:

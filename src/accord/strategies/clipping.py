@@ -6,8 +6,8 @@ import math
 from collections.abc import Mapping, Sequence
 
 from accord.aggregation.bounds import BoundEvent, ScaledChanges, Update, change_norms
-from accord.errors import PlanError
 from accord.strategies.base import Strategy
+from accord.strategies.robust import require
 from accord.strategies.seam import (
     EVERYONE,
     Accumulator,
@@ -32,11 +32,7 @@ class NormClipping(Strategy):
     saved copy: nothing more is held than the wrapped strategy holds."""
 
     def __init__(self, strategy: Strategy, max_norm: float) -> None:
-        if not 0 < max_norm < math.inf:
-            raise PlanError(
-                f"NormClipping: max_norm is {max_norm}; expected a positive number",
-                "set the strategy's max_norm to the L2 norm a change is clipped to",
-            )
+        require(0 < max_norm < math.inf, "NormClipping", "max_norm", max_norm, "a positive number (the L2 norm a change is clipped to)")
         self.strategy = strategy
         self.max_norm = max_norm
 

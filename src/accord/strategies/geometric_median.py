@@ -8,8 +8,7 @@ import numpy as np
 
 from accord.aggregation.bounds import Weighted
 from accord.aggregation.robust import combination, gram_matrix
-from accord.errors import PlanError
-from accord.strategies.robust import RobustStrategy, Rules
+from accord.strategies.robust import RobustStrategy, Rules, require
 
 #: RFA's smoothing: a distance to the median below it counts as it (no division by zero)
 SMOOTHING = 1e-6
@@ -51,11 +50,8 @@ class GeometricMedian(RobustStrategy):
     the optimizer state takes the coordinate-wise median (strategies/robust.py)."""
 
     def __init__(self, max_iterations: int = 100, tolerance: float = 1e-6) -> None:
-        if max_iterations < 1 or not tolerance >= 0:
-            raise PlanError(
-                f"GeometricMedian: max_iterations {max_iterations} and tolerance {tolerance}; expected at least 1 and at least 0",
-                "set the strategy's max_iterations and tolerance (defaults 100 and 1e-6)",
-            )
+        require(max_iterations >= 1, "GeometricMedian", "max_iterations", max_iterations, "at least 1")
+        require(tolerance >= 0, "GeometricMedian", "tolerance", tolerance, "at least 0")
         self.max_iterations = max_iterations
         self.tolerance = tolerance
 

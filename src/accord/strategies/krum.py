@@ -8,8 +8,7 @@ import numpy as np
 
 from accord.aggregation.bounds import BoundEvent, Weighted
 from accord.aggregation.robust import combination, gram_matrix, squared_distances
-from accord.errors import PlanError
-from accord.strategies.robust import RobustStrategy, Rules
+from accord.strategies.robust import RobustStrategy, Rules, require
 
 
 def neighbours(count: int, byzantine: int) -> int:
@@ -38,11 +37,7 @@ class Krum(RobustStrategy):
     a site may send an honest-looking model beside hostile optimizer state."""
 
     def __init__(self, byzantine: int = 1) -> None:
-        if byzantine < 0:
-            raise PlanError(
-                f"{type(self).__name__}: byzantine is {byzantine}; expected at least 0",
-                "set the strategy's byzantine to the number of hostile sites to tolerate",
-            )
+        require(byzantine >= 0, type(self).__name__, "byzantine", byzantine, "at least 0 (the hostile sites tolerated)")
         self.byzantine = byzantine
 
     def min_replies(self, cohort_size: int) -> int:
@@ -69,11 +64,7 @@ class MultiKrum(Krum):
 
     def __init__(self, byzantine: int = 1, keep: int | None = None) -> None:
         super().__init__(byzantine)
-        if keep is not None and keep < 1:
-            raise PlanError(
-                f"MultiKrum: keep is {keep}; expected at least 1 (or null: n - byzantine)",
-                "set the strategy's keep to the number of updates averaged",
-            )
+        require(keep is None or keep >= 1, "MultiKrum", "keep", keep, "at least 1, or null for n - byzantine (the updates averaged)")
         self.keep = keep
 
     def kept(self, count: int) -> int:

@@ -23,11 +23,21 @@ import numpy as np
 
 from accord.aggregation.bounds import BoundEvent, Update, Weighted, bound_updates, change_norms
 from accord.aggregation.robust import Rule, median_rule, robust_model
+from accord.errors import PlanError
 from accord.strategies.base import Strategy
 from accord.strategies.seam import Accumulator, Aggregate, Reply, RoundContext
 
 #: updates needed for a rule to outvote one of them
 ROBUST_VOTERS = 3
+
+
+def require(ok: bool, strategy: str, setting: str, value: object, expected: str) -> None:
+    """Refuse a strategy's setting out of its range, naming it as the plan does."""
+    if not ok:
+        raise PlanError(
+            f"strategy {strategy}: {setting} is {value!r}; expected {expected}",
+            f"set {setting} in aggregator.settings.strategy.settings (or the strategy's constructor) to {expected}",
+        )
 
 
 @dataclass

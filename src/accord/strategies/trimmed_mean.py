@@ -9,8 +9,7 @@ import numpy as np
 
 from accord.aggregation.bounds import Weighted
 from accord.aggregation.robust import Rule
-from accord.errors import PlanError
-from accord.strategies.robust import ROBUST_VOTERS, RobustStrategy, Rules
+from accord.strategies.robust import ROBUST_VOTERS, RobustStrategy, Rules, require
 
 
 def trimmed_mean_rule(trimmed: int) -> Rule:
@@ -30,11 +29,7 @@ class TrimmedMean(RobustStrategy):
     are hostile; it needs the replies that trim at least one value a side (10 for beta 0.1)."""
 
     def __init__(self, beta: float = 0.1) -> None:
-        if not 0 <= beta < 0.5:
-            raise PlanError(
-                f"TrimmedMean: beta is {beta}; expected 0 <= beta < 0.5",
-                "set the strategy's beta to the fraction trimmed at each end, e.g. 0.1",
-            )
+        require(0 <= beta < 0.5, "TrimmedMean", "beta", beta, "0 <= beta < 0.5 (the fraction trimmed at each end)")
         self.beta = beta
 
     def trimmed(self, count: int) -> int:
