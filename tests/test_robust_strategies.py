@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import re
 import tracemalloc
+from collections.abc import Mapping
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 import pytest
@@ -327,7 +329,7 @@ def test_norm_clipping_is_the_inner_strategy_on_clipped_changes(inner: Strategy,
 class Momentum(Strategy):
     """A stateful strategy with a per-round config, to see that NormClipping hands every hook to it."""
 
-    config_schema = {"mu": float}
+    config_schema: ClassVar[Mapping[str, type]] = {"mu": float}
 
     def __init__(self) -> None:
         self.rounds = 0
