@@ -27,7 +27,9 @@ def block_length(count: int) -> int:
 
 def median_rule(changes: np.ndarray) -> np.ndarray:
     """The coordinate-wise median (for an even count, the mean of the two middle values)."""
-    return np.median(changes, axis=0)
+    ordered = np.sort(changes, axis=0)  # faster than np.median's partition across this axis
+    count = len(ordered)
+    return ordered[count // 2] if count % 2 else 0.5 * (ordered[count // 2 - 1] + ordered[count // 2])
 
 
 def combination(coefficients: np.ndarray) -> Rule:
