@@ -65,10 +65,11 @@ def updates(rng: np.random.Generator, model: dict, count: int, is_delta: bool, o
 
 
 def aggregate(strategy: Strategy, model: dict, sent: list[dict], is_delta: bool, bounds: UpdateBounds = UNBOUNDED, stored=None):
-    """One round through the strategy's accumulator, collaborators c0, c1, ... (added in reverse order)."""
-    accumulator = strategy.accumulator(RoundContext(0, model, bounds, tuple(f"c{i}" for i in range(len(sent)))))
+    """One round through the strategy's accumulator, collaborators c00, c01, ... (added in reverse order; their
+    names sort as their indices, so ties go to the lower index, as in the references)."""
+    accumulator = strategy.accumulator(RoundContext(0, model, bounds, tuple(f"c{i:02d}" for i in range(len(sent)))))
     for index in reversed(range(len(sent))):
-        accumulator.add(Reply(f"c{index}", sent[index], 10.0 * (index + 1), is_delta, None if stored is None else stored[index]))
+        accumulator.add(Reply(f"c{index:02d}", sent[index], 10.0 * (index + 1), is_delta, None if stored is None else stored[index]))
     return accumulator.result()
 
 
@@ -139,7 +140,7 @@ def split(model: dict, vector: np.ndarray) -> dict[str, np.ndarray]:
 def test_coordinate_median_and_trimmed_mean_match_numpy(is_delta: bool) -> None:
     rng = np.random.default_rng(1)
     model = global_model(rng)
-    for count in (7, 10):  # odd and even counts
+    for count in (7, 10, 21):  # odd and even counts; from 16 on, sorted by a transposed copy
         sent = updates(rng, model, count, is_delta, outliers=2)
         got = aggregate(CoordinateMedian(), model, sent, is_delta)
         assert_models(got.model, reference(model, sent, is_delta, lambda c: np.median(c, axis=0)))
@@ -178,17 +179,17 @@ def test_krum_and_multi_krum_select_as_the_pairwise_reference_does(is_delta: boo
     if not is_delta:
         assert all(np.array_equal(got.model[n], sent[best][n]) for n in FLOATS)  # Krum returns a site's model
     left_out = {e.collaborator: e for e in got.events}
-    assert set(left_out) == {f"c{i}" for i in range(8)} - {f"c{best}"}
+    assert set(left_out) == {f"c{i:02d}" for i in range(8)} - {f"c{best:02d}"}
     assert all(e.kind == "not_selected" for e in got.events)
-    assert left_out["c7"].value == pytest.approx(scores[7]) and left_out["c7"].bound == pytest.approx(scores[best])
-    assert "not selected: Krum(byzantine=2) kept the 1 of 8 updates" in left_out["c7"].describe()
+    assert left_out["c07"].value == pytest.approx(scores[7]) and left_out["c07"].bound == pytest.approx(scores[best])
+    assert "not selected: Krum(byzantine=2) kept the 1 of 8 updates" in left_out["c07"].describe()
 
     for keep, m in ((None, 6), (3, 3)):
         chosen = np.argsort(scores, kind="stable")[:m]
         assert set(chosen) <= set(range(6))  # the two outliers are never among them
         multi = aggregate(MultiKrum(byzantine=2, keep=keep), model, sent, is_delta)
         assert_models(multi.model, reference(model, sent, is_delta, lambda c, chosen=chosen: c[chosen].mean(axis=0)))
-        assert {e.collaborator for e in multi.events} == {f"c{i}" for i in set(range(8)) - set(chosen)}
+        assert {e.collaborator for e in multi.events} == {f"c{i:02d}" for i in set(range(8)) - set(chosen)}
 
 
 def bulyan_reference(x: np.ndarray, f: int) -> list[int]:
@@ -211,15 +212,16 @@ def closest_mean(values: np.ndarray, beta: int) -> np.ndarray:
 
 
 @pytest.mark.parametrize("is_delta", [False, True], ids=["weights", "deltas"])
-def test_bulyan_matches_the_reference(is_delta: bool) -> None:
+@pytest.mark.parametrize("count, f", [(9, 1), (24, 2)])  # 24 - 2f = 20 selected: sorted by a transposed copy
+def test_bulyan_matches_the_reference(is_delta: bool, count: int, f: int) -> None:
     rng = np.random.default_rng(4)
     model = global_model(rng)
-    sent = updates(rng, model, 9, is_delta, outliers=2)
-    chosen = bulyan_reference(flat_changes(model, sent, is_delta), 1)
-    assert not {7, 8} & set(chosen)
-    got = aggregate(Bulyan(byzantine=1), model, sent, is_delta)
-    assert_models(got.model, reference(model, sent, is_delta, lambda c: closest_mean(c[chosen], len(chosen) - 2)))
-    assert {e.collaborator for e in got.events} == {f"c{i}" for i in set(range(9)) - set(chosen)}
+    sent = updates(rng, model, count, is_delta, outliers=2)
+    chosen = bulyan_reference(flat_changes(model, sent, is_delta), f)
+    assert not {count - 2, count - 1} & set(chosen)
+    got = aggregate(Bulyan(byzantine=f), model, sent, is_delta)
+    assert_models(got.model, reference(model, sent, is_delta, lambda c: closest_mean(c[chosen], len(chosen) - 2 * f)))
+    assert {e.collaborator for e in got.events} == {f"c{i:02d}" for i in set(range(count)) - set(chosen)}
     assert all(e.kind == "not_selected" for e in got.events)
 
 
@@ -257,14 +259,14 @@ def test_with_too_few_updates_the_global_model_is_kept_and_each_site_is_told() -
     sent = updates(rng, model, 4, False)
     got = aggregate(Krum(byzantine=1), model, sent, False)
     assert all(np.array_equal(got.model[n], model[n]) for n in model)
-    assert [(e.collaborator, e.kind, e.value, e.bound) for e in got.events] == [(f"c{i}", "held", 4, 5) for i in range(4)]
+    assert [(e.collaborator, e.kind, e.value, e.bound) for e in got.events] == [(f"c{i:02d}", "held", 4, 5) for i in range(4)]
     assert "only 4 updates left after the bounds, Krum(byzantine=1) needs 5: the global model is kept" in got.events[0].describe()
     assert aggregate(CoordinateMedian(), model, [], False).model == dict(model)
 
 
 def test_the_round_waits_for_the_replies_krum_needs() -> None:
     """Cut-off passed and min_reports 1: the round still waits for Krum's 2f + 3 = 5 reports."""
-    names = tuple(f"c{i}" for i in range(6))
+    names = tuple(f"c{i:02d}" for i in range(6))
     clock = FakeClock()
     engine = RoundEngine(
         collaborators=names, tasks=TASKS, assigner=RandomGroupedAssigner(names, ALL), rounds_to_train=1,
@@ -278,8 +280,8 @@ def test_the_round_waits_for_the_replies_krum_needs() -> None:
         for task in TASKS:
             tensors = {"w": np.full(3, value, np.float32)} if task == "train" else None
             outcome = honest(engine, result(name, task, tensors=tensors)) or outcome
-    assert outcome is not None and outcome.stragglers == ("c5",)
-    assert {e.collaborator for e in outcome.bounds} == {"c0", "c1", "c3", "c4"}  # Krum kept c2's, the middle one
+    assert outcome is not None and outcome.stragglers == ("c05",)
+    assert {e.collaborator for e in outcome.bounds} == {"c00", "c01", "c03", "c04"}  # Krum kept c02's, the middle one
     np.testing.assert_array_equal(outcome.model["w"], np.full(3, 2.0, np.float32))
 
 
@@ -294,7 +296,7 @@ def test_norm_bounds_apply_first_and_sample_counts_buy_nothing() -> None:
     clipped = [{n: (v * scales[i]).astype(v.dtype) if n in FLOATS else v for n, v in u.items()} for i, u in enumerate(sent)]
     assert_models(got.model, reference(model, clipped, True, lambda c: np.median(c, axis=0)))
     assert {e.kind for e in got.events} == {"clipped"}  # no "capped": c4's 50 samples weigh nothing
-    assert {e.collaborator for e in got.events} == {f"c{i}" for i in range(5) if norms[i] > 3.0}
+    assert {e.collaborator for e in got.events} == {f"c{i:02d}" for i in range(5) if norms[i] > 3.0}
 
 
 @pytest.mark.parametrize("inner", [FedAvg(), CoordinateMedian(), Krum(1)], ids=repr)
@@ -321,7 +323,7 @@ def test_norm_clipping_is_the_inner_strategy_on_clipped_changes(inner: Strategy,
     expected = aggregate(inner, model, clipped, is_delta)
     assert_models(got.model, expected.model)
     clips = [e for e in got.events if e.kind == "clipped"]
-    assert sorted(e.collaborator for e in clips) == [f"c{i}" for i in range(5) if norms[i] > limit]
+    assert sorted(e.collaborator for e in clips) == [f"c{i:02d}" for i in range(5) if norms[i] > limit]
     assert all(e.bound == limit and e.value > limit for e in clips)
     assert [e.collaborator for e in got.events if e.kind != "clipped"] == [e.collaborator for e in expected.events]
 
@@ -386,7 +388,7 @@ def test_the_accumulator_keeps_the_saved_copies_not_the_arrays(strategy: Strateg
     arrived = [{n: v.copy() for n, v in u.items()} for u in sent]
     accumulator = strategy.accumulator(RoundContext(0, model, UNBOUNDED, ()))
     for index, update in enumerate(arrived):
-        accumulator.add(Reply(f"c{index}", update, 1.0, False, stored[index]))
+        accumulator.add(Reply(f"c{index:02d}", update, 1.0, False, stored[index]))
         for array in update.values():
             array[...] = 0
     assert_models(accumulator.result().model, expected)
@@ -404,7 +406,7 @@ def test_memory_stays_near_the_model_whatever_the_number_of_replies(strategy: St
         for index in range(12):
             update = {"w": np.full(4 << 20, float(index), np.float32), "__opt__.w": np.zeros(1024, np.float32)}
             view = StateView(save_state(tmp_path / f"c{index}.safetensors", update))
-            accumulator.add(Reply(f"c{index}", update, 1.0, False, view))
+            accumulator.add(Reply(f"c{index:02d}", update, 1.0, False, view))
             del update
         held, _ = tracemalloc.get_traced_memory()
         tracemalloc.reset_peak()
@@ -426,7 +428,7 @@ def test_the_result_is_independent_of_the_order_of_arrival() -> None:
     for strategy in (GeometricMedian(), Bulyan(1), MultiKrum(1)):
         forward = strategy.accumulator(RoundContext(0, model, UNBOUNDED, ()))
         for index, update in enumerate(sent):
-            forward.add(Reply(f"c{index}", update, 1.0, False))
+            forward.add(Reply(f"c{index:02d}", update, 1.0, False))
         assert_models(forward.result().model, aggregate(strategy, model, sent, False).model)
 
 

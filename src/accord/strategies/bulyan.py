@@ -7,7 +7,7 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 
 from accord.aggregation.bounds import Weighted
-from accord.aggregation.robust import Rule, gram_matrix, median_rule, squared_distances
+from accord.aggregation.robust import Rule, across, gram_matrix, median_rule, squared_distances
 from accord.strategies.krum import krum_scores, not_selected
 from accord.strategies.robust import RobustStrategy, Rules, require
 
@@ -18,7 +18,7 @@ def closest_to_median_mean(chosen: Sequence[int], count: int) -> Rule:
 
     def rule(changes: np.ndarray) -> np.ndarray:
         values = changes[rows]
-        nearest = np.argsort(np.abs(values - median_rule(values)), axis=0, kind="stable")[:count]
+        nearest = across(np.abs(values - median_rule(values)), np.argsort)[:count]
         return np.take_along_axis(values, nearest, axis=0).mean(axis=0)
 
     return rule

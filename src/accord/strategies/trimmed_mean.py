@@ -8,7 +8,7 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 
 from accord.aggregation.bounds import Weighted
-from accord.aggregation.robust import Rule
+from accord.aggregation.robust import Rule, across
 from accord.strategies.robust import ROBUST_VOTERS, RobustStrategy, Rules, require
 
 
@@ -16,7 +16,7 @@ def trimmed_mean_rule(trimmed: int) -> Rule:
     """The coordinate-wise mean without the ``trimmed`` largest and ``trimmed`` smallest values."""
 
     def rule(changes: np.ndarray) -> np.ndarray:
-        ordered = np.sort(changes, axis=0)
+        ordered = across(changes)
         return ordered[trimmed : len(ordered) - trimmed].mean(axis=0)
 
     return rule
