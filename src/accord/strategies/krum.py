@@ -25,8 +25,9 @@ def krum_scores(distances: np.ndarray, byzantine: int) -> np.ndarray:
 
 def not_selected(weighted: Sequence[Weighted], scores: np.ndarray, chosen: Sequence[int], detail: str) -> list[BoundEvent]:
     """One event per update left out, with its Krum score and the highest selected one."""
-    worst = float(max(scores[i] for i in chosen))
-    return [BoundEvent(w.update.collaborator, "not_selected", float(scores[i]), worst, detail) for i, w in enumerate(weighted) if i not in chosen]
+    kept = set(chosen)
+    worst = float(max(scores[i] for i in kept))
+    return [BoundEvent(w.update.collaborator, "not_selected", float(scores[i]), worst, detail) for i, w in enumerate(weighted) if i not in kept]
 
 
 class Krum(RobustStrategy):
