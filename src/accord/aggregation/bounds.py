@@ -23,11 +23,12 @@ from typing import Literal
 import numpy as np
 
 from accord.runners.base import OPTIMIZER_PREFIX
+from accord.tensors.state import StateView
 
 #: floating-point elements read at a time: temporaries stay a few MB whatever the tensor size.
 BLOCK = 1 << 20
 
-BoundKind = Literal["capped", "clipped", "refused", "dropped_non_finite", "held"]
+BoundKind = Literal["capped", "clipped", "refused", "dropped_non_finite", "held", "not_selected"]
 
 
 @dataclass(frozen=True)
@@ -64,6 +65,8 @@ class BoundEvent:
             return f"{self.collaborator}'s update (norm {self.value:.4g}) left out (on_norm_exceeded: refuse): {self.detail}"
         if self.kind == "held":
             return f"{self.collaborator}'s update: {self.detail}"
+        if self.kind == "not_selected":
+            return f"{self.collaborator}'s update (score {self.value:.4g}) not selected: {self.detail}"
         return f"{self.collaborator}'s update would make the global model non-finite ({self.detail}): dropped"
 
 
@@ -113,9 +116,61 @@ def flat(array: np.ndarray) -> np.ndarray:
     return np.asarray(array).reshape(-1)
 
 
+def normed(name: str, reference: np.ndarray) -> bool:
+    """Whether tensor ``name`` (the global's is ``reference``) has its change measured and bounded
+    by norm: the model's floating-point tensors, not the optimizer state."""
+    return reference.dtype.kind == "f" and not name.startswith(OPTIMIZER_PREFIX)
+
+
+class ScaledChanges(Mapping[str, np.ndarray]):
+    """One update's tensors with the change of each normed tensor scaled by ``scale``: the
+    global's values plus ``scale`` x (values - global's) for weights, ``scale`` x the values for
+    deltas; the other tensors (optimizer state, non-float ones) as they are.
+
+    Lazy: ``base`` may be a memory-mapped view of a saved copy. A lookup computes one tensor;
+    the block readers (``change_block``, ``source``) scale blocks of ``base`` instead.
+    """
+
+    def __init__(self, base: Mapping[str, np.ndarray], global_model: Mapping[str, np.ndarray], scale: float, is_delta: bool) -> None:
+        self.base, self.global_model, self.scale, self.is_delta = base, global_model, scale, is_delta
+
+    def factor(self, name: str) -> float:
+        """What the change of tensor ``name`` is multiplied by."""
+        return self.scale if normed(name, self.global_model[name]) else 1.0
+
+    def __getitem__(self, name: str) -> np.ndarray:
+        values, factor = self.base[name], self.factor(name)
+        if factor == 1.0:
+            return values
+        reference = np.asarray(self.global_model[name])
+        scaled = factor * change_of(np.asarray(values), self.is_delta, reference)
+        return (scaled if self.is_delta else scaled + reference).astype(reference.dtype)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.base)
+
+    def __len__(self) -> int:
+        return len(self.base)
+
+
+def source(tensors: Mapping[str, np.ndarray], name: str) -> tuple[np.ndarray, float]:
+    """Tensor ``name`` of ``tensors``, flat and fetched once for the whole tensor (mapped from a
+    saved file, not read), and the factor its change is scaled by (``ScaledChanges``)."""
+    factor = 1.0
+    while isinstance(tensors, ScaledChanges):
+        factor *= tensors.factor(name)
+        tensors = tensors.base
+    return flat(tensors.mapped(name) if isinstance(tensors, StateView) else tensors[name]), factor
+
+
 def change_block(update: Update, name: str, part: slice, reference: np.ndarray) -> np.ndarray:
     """float64 change of ``update``'s tensor ``name`` over ``part`` (``reference`` is the global's, flat)."""
-    return change_of(flat(update.tensors[name])[part], update.is_delta, reference[part])
+    tensors, factor = update.tensors, 1.0
+    while isinstance(tensors, ScaledChanges):
+        factor *= tensors.factor(name)
+        tensors = tensors.base
+    change = change_of(flat(tensors[name])[part], update.is_delta, reference[part])
+    return change if factor == 1.0 else factor * change
 
 
 def change_of(values: np.ndarray, is_delta: bool, reference: np.ndarray) -> np.ndarray:
@@ -129,7 +184,7 @@ def change_norms(global_model: Mapping[str, np.ndarray], update: Update) -> dict
     """L2 norm of the change of each floating-point tensor of the model (not the optimizer state), in float64."""
     norms = {}
     for name, reference in global_model.items():
-        if reference.dtype.kind != "f" or name.startswith(OPTIMIZER_PREFIX):
+        if not normed(name, reference):
             continue
         ref, total = flat(reference), 0.0
         for part in blocks(ref.size):

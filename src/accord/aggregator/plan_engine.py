@@ -3,6 +3,7 @@ and strategy built (the strategy's state restored from the saved round, if any).
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 
 from accord.aggregation.bounds import UpdateBounds
@@ -16,6 +17,8 @@ from accord.plan.objects import build
 from accord.strategies.base import Strategy
 from accord.strategies.seam import ClientSampling
 from accord.tensors.state import ModelState
+
+log = logging.getLogger("accord.aggregator")
 
 
 def assigner_for(plan: Plan) -> Assigner:
@@ -86,4 +89,6 @@ def strategy_for(plan: Plan) -> Strategy:
             "certify more collaborators, sample more of them (aggregator.settings.sampling), or change "
             "aggregator.settings.strategy's settings",
         )
+    spec = plan.model.aggregator.settings.strategy
+    log.info("aggregation strategy %s %s (at least %d replies a round)", spec.template, spec.settings or "", needed)
     return strategy

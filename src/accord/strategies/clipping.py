@@ -1,0 +1,92 @@
+"""NormClipping: each reply's change clipped to an L2 norm before any strategy folds it."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+
+from accord.aggregation.bounds import BoundEvent, ScaledChanges, Update, change_norms
+from accord.strategies.base import Strategy
+from accord.strategies.robust import require
+from accord.strategies.seam import (
+    EVERYONE,
+    Accumulator,
+    Aggregate,
+    ClientSampling,
+    ConfigValue,
+    Reply,
+    RoundContext,
+    StrategyState,
+)
+from accord.tensors.state import ModelState
+
+
+class NormClipping(Strategy):
+    """Wraps ``strategy``: each reply's change (update - global for weights, the delta itself
+    for deltas) over the model's floating-point tensors is scaled down to L2 norm ``max_norm``
+    if it is longer, before ``strategy``'s accumulator sees the reply; every other hook is
+    ``strategy``'s. The optimizer state (``__opt__.*``) and the non-float tensors are not
+    clipped: honest optimizer state changes by more than any useful norm, and the wrapped
+    strategy's own rule judges it (FedAvg clamps it to the other sites' range, the robust
+    strategies take a median). The clipped reply is a lazy view of what arrived and of its
+    saved copy: nothing more is held than the wrapped strategy holds."""
+
+    def __init__(self, strategy: Strategy, max_norm: float) -> None:
+        require(0 < max_norm < math.inf, "NormClipping", "max_norm", max_norm, "a positive number (the L2 norm a change is clipped to)")
+        self.strategy = strategy
+        self.max_norm = max_norm
+
+    @property
+    def config_schema(self) -> Mapping[str, type]:  # type: ignore[override]
+        return self.strategy.config_schema
+
+    @property
+    def needs_individual_updates(self) -> bool:  # type: ignore[override]
+        return self.strategy.needs_individual_updates
+
+    def select(self, round_number: int, candidates: Sequence[str], sampling: ClientSampling = EVERYONE) -> Sequence[str]:
+        return self.strategy.select(round_number, candidates, sampling)
+
+    def configure(self, round_number: int) -> dict[str, ConfigValue]:
+        return self.strategy.configure(round_number)
+
+    def accumulator(self, context: RoundContext) -> Accumulator:
+        return ClippedReplies(self.strategy.accumulator(context), context, self.max_norm)
+
+    def min_replies(self, cohort_size: int) -> int:
+        return self.strategy.min_replies(cohort_size)
+
+    def finish(self, context: RoundContext, aggregate: Aggregate) -> ModelState:
+        return self.strategy.finish(context, aggregate)
+
+    def snapshot(self) -> StrategyState:
+        return self.strategy.snapshot()
+
+    def restore(self, state: StrategyState) -> None:
+        self.strategy.restore(state)
+
+    def __repr__(self) -> str:
+        return f"NormClipping(strategy={self.strategy!r}, max_norm={self.max_norm!r})"
+
+
+class ClippedReplies:
+    """Clips each reply, then hands it to the wrapped accumulator; its events come first."""
+
+    def __init__(self, inner: Accumulator, context: RoundContext, max_norm: float) -> None:
+        self.inner, self.context, self.max_norm = inner, context, max_norm
+        self._events: list[BoundEvent] = []
+
+    def add(self, reply: Reply) -> None:
+        global_model = self.context.global_model
+        norms = change_norms(global_model, Update(reply.collaborator, reply.update, reply.weight, reply.is_delta, {}))
+        norm = math.sqrt(sum(n * n for n in norms.values()))
+        if norm > self.max_norm:
+            scale = self.max_norm / norm
+            self._events.append(BoundEvent(reply.collaborator, "clipped", norm, self.max_norm, f"NormClipping max_norm {self.max_norm:g}"))
+            stored = None if reply.stored is None else ScaledChanges(reply.stored, global_model, scale, reply.is_delta)
+            reply = Reply(reply.collaborator, ScaledChanges(reply.update, global_model, scale, reply.is_delta), reply.weight, reply.is_delta, stored)
+        self.inner.add(reply)
+
+    def result(self) -> Aggregate:
+        aggregate = self.inner.result()
+        return Aggregate(aggregate.model, self._events + aggregate.events)
