@@ -71,3 +71,5 @@ class TaskResult:
     model_digest: str = ""
     #: non-empty when the task failed at the site: why (then no tensors and no metrics)
     failure: str = ""
+    #: the phase of the round this result belongs to (the assignment's)
+    phase: str = "train"
