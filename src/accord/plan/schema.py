@@ -79,10 +79,28 @@ class AggregatorSettings(Strict):
         return value
 
 
+class ModSettings(Strict):
+    """One client mod: a Mod class (accord.mods.Name or the workspace's src.module.Class) and its
+    constructor's arguments, type-checked against it when the site builds it (collaborator/site.py)."""
+
+    template: str
+    settings: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("template")
+    @classmethod
+    def _allowed(cls, value: str) -> str:
+        why = template_problem("mod", value)
+        if why:
+            raise ValueError(why)
+        return value
+
+
 class CollaboratorSettings(Strict):
     opt_treatment: Literal["RESET", "CONTINUE_LOCAL", "CONTINUE_GLOBAL"] = "RESET"
     delta_updates: bool = False
     data_config_path: str = "plan/data.yaml"
+    #: the site's chain of client mods; a reply passes through them in this order
+    mods: list[ModSettings] = Field(default_factory=list)
 
 
 class NetworkSettings(Strict):
