@@ -108,6 +108,20 @@ def count_correct(out: torch.Tensor, y: torch.Tensor, kind: str) -> int | None:
     return None
 
 
+class ProximalTerm:
+    """FedProx's ``mu / 2 * ||w - w_global||^2`` over the trainable parameters, ``w_global``
+    being their values when the term is made (the task's start: the global model)."""
+
+    def __init__(self, parameters: Iterator[torch.nn.Parameter], mu: float) -> None:
+        self.mu = float(mu)
+        self._pairs = [(p, p.detach().clone()) for p in parameters if p.requires_grad]
+
+    def __call__(self) -> torch.Tensor:
+        """The term at the parameters' current values (differentiable)."""
+        squares = [torch.sum((p - anchor) ** 2) for p, anchor in self._pairs]
+        return (self.mu / 2) * torch.stack(squares).sum() if squares else torch.zeros(())
+
+
 #: state entries whose fresh value is not what one zero-gradient step leaves behind.
 _FRESH_VALUES: dict[str, float] = {"step": 0.0, "mu_product": 1.0}
 

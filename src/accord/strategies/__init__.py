@@ -3,6 +3,7 @@
 
 from accord.strategies.base import Strategy
 from accord.strategies.fedavg import FedAvg
+from accord.strategies.fedprox import FedProx
 from accord.strategies.seam import Accumulator, Aggregate, ClientSampling, Reply, RoundContext, StrategyState
 
-__all__ = ["Accumulator", "Aggregate", "ClientSampling", "FedAvg", "Reply", "RoundContext", "Strategy", "StrategyState"]
+__all__ = ["Accumulator", "Aggregate", "ClientSampling", "FedAvg", "FedProx", "Reply", "RoundContext", "Strategy", "StrategyState"]
