@@ -27,14 +27,8 @@ def change_norm(before: dict, after: dict) -> float:
     return float(np.sqrt(sum(np.sum((after[n].astype(np.float64) - before[n]) ** 2) for n in names)))
 
 
-def test_a_plans_clip_update_bounds_every_update_the_aggregator_receives(tmp_path: Path) -> None:
-    """Two sites, two rounds, both clipping their updates to norm 0.01 (FedAvg, weights and
-    optimizer state sent: CONTINUE_GLOBAL; the optimizer state is not clipped):
-    each round's mean of clipped changes is within 0.01 of the model it started from, so the
-    final model is within 0.02 of the initial one, though one epoch of Adam moves it much further."""
-    mods = [{"template": "accord.mods.ClipUpdate", "settings": {"max_norm": MAX_NORM}}]
-    plan = prepare_workspace(tmp_path / "ws", 2, 2, overrides={**FAST, "collaborator.settings.mods": mods})
-    initial = load_state(plan.resolve_path("save/init.safetensors"))
+def federate(plan) -> Sites:
+    """Run the aggregator and both collaborators to the end; each must exit 0."""
     sites = Sites(plan)
     try:
         for name in ("aggregator", "collaborator1", "collaborator2"):
@@ -43,6 +37,18 @@ def test_a_plans_clip_update_bounds_every_update_the_aggregator_receives(tmp_pat
     finally:
         sites.close()
     assert codes == {"aggregator": 0, "collaborator1": 0, "collaborator2": 0}, sites.log("aggregator")
+    return sites
+
+
+def test_a_plans_clip_update_bounds_every_update_the_aggregator_receives(tmp_path: Path) -> None:
+    """Two sites, two rounds, both clipping their updates to norm 0.01 (FedAvg, weights and
+    optimizer state sent: CONTINUE_GLOBAL; the optimizer state is not clipped):
+    each round's mean of clipped changes is within 0.01 of the model it started from, so the
+    final model is within 0.02 of the initial one, though one epoch of Adam moves it much further."""
+    mods = [{"template": "accord.mods.ClipUpdate", "settings": {"max_norm": MAX_NORM}}]
+    plan = prepare_workspace(tmp_path / "ws", 2, 2, overrides={**FAST, "collaborator.settings.mods": mods})
+    initial = load_state(plan.resolve_path("save/init.safetensors"))
+    sites = federate(plan)
     final = load_state(plan.resolve_path("save/last.safetensors"))
     moved = change_norm(initial, final)
     assert 0 < moved <= 2 * MAX_NORM * (1 + 1e-4), moved
@@ -55,14 +61,7 @@ def test_a_plans_clip_update_bounds_every_update_the_aggregator_receives(tmp_pat
 def test_fedprox_sends_mu_and_the_sites_train_with_the_proximal_term(tmp_path: Path) -> None:
     strategy = {"template": "accord.strategies.FedProx", "settings": {"proximal_mu": 0.01}}
     plan = prepare_workspace(tmp_path / "ws", 2, 1, overrides={**FAST, "aggregator.settings.strategy": strategy})
-    sites = Sites(plan)
-    try:
-        for name in ("aggregator", "collaborator1", "collaborator2"):
-            sites.start(name)
-        codes = sites.wait_all()
-    finally:
-        sites.close()
-    assert codes == {"aggregator": 0, "collaborator1": 0, "collaborator2": 0}, sites.log("aggregator")
+    sites = federate(plan)
     for name in ("collaborator1", "collaborator2"):
         assert "round 0 config proximal_mu=0.01" in sites.log(name)
     records = read_metrics(plan.resolve_path("logs/metrics.jsonl"))

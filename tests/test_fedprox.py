@@ -56,7 +56,7 @@ def test_fedprox_sends_its_declared_mu_and_aggregates_as_fedavg() -> None:
     assert isinstance(strategy, Strategy) and strategy.config_schema == {"proximal_mu": float}
     assert strategy.configure(3) == {"proximal_mu": 0.01}
     assert type(strategy).accumulator is FedAvg.accumulator and type(strategy).finish is FedAvg.finish
-    with pytest.raises(AccordError, match="proximal_mu is -1.0; it must be a finite number >= 0"):
+    with pytest.raises(AccordError, match=r"proximal_mu is -1\.0; it must be a finite number >= 0"):
         FedProx(-1.0)
 
 
@@ -99,7 +99,7 @@ def test_the_torch_step_with_the_proximal_term_equals_the_hand_computed_one(mu: 
 
 def test_the_torch_runner_refuses_a_negative_or_infinite_mu() -> None:
     for mu in (-0.1, float("inf"), float("nan")):
-        with pytest.raises(AccordError, match="proximal_mu is .*; it must be a finite number >= 0"):
+        with pytest.raises(AccordError, match=r"proximal_mu is .*; it must be a finite number >= 0"):
             torch_runner().train(TwoBatches(), proximal_mu=mu)
 
 

@@ -86,9 +86,9 @@ def test_clip_update_and_noise_leave_validation_replies_alone_and_refuse_bad_set
     validation = reply_with(None)
     for mod in (ClipUpdate(1.0), LocalGaussianNoise(1.0, seed=1)):
         assert mod(instruction(Task("v", "validate", {})), validation).tensors is None
-    with pytest.raises(AccordError, match="max_norm is 0.0; it must be a finite number > 0"):
+    with pytest.raises(AccordError, match=r"max_norm is 0\.0; it must be a finite number > 0"):
         ClipUpdate(0.0)
-    with pytest.raises(AccordError, match="std is -1.0"):
+    with pytest.raises(AccordError, match=r"std is -1\.0"):
         LocalGaussianNoise(-1.0)
 
 

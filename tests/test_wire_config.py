@@ -6,13 +6,13 @@ from __future__ import annotations
 import dataclasses
 
 import pytest
+from test_transport import PLAN, FakeService, Federation, a_result, pki, small_model  # noqa: F401  (pki is a fixture)
 
 from accord.errors import AccordError, RefusedError
 from accord.messages import Action, TaskAssignment
 from accord.transport import wire
 from accord.transport.inprocess import InProcessClient
 from accord.transport.proto import accord_pb2 as pb
-from test_transport import PLAN, FakeService, Federation, a_result, pki, small_model  # noqa: F401  (pki is a fixture)
 
 CONFIG = {"proximal_mu": 0.01, "local_epochs": 3, "warm": True, "schedule": "cosine", "zero": 0}
 
