@@ -4,7 +4,7 @@ model (trained - global, or the delta itself) over float tensors other than opti
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator
 
 import numpy as np
 
@@ -27,11 +27,12 @@ def changes(instruction: Instruction, result: TaskResult) -> Iterator[tuple[str,
         yield name, value if result.is_delta else value - instruction.global_model[name]
 
 
-def with_changes(instruction: Instruction, result: TaskResult, new: Mapping[str, np.ndarray]) -> TaskResult:
-    """The reply with the ``new`` changes of those tensors (in their own dtypes), the rest as they were."""
+def with_changes(instruction: Instruction, result: TaskResult, new: Iterable[tuple[str, np.ndarray]]) -> TaskResult:
+    """The reply with the ``new`` (name, change) of those tensors (in their own dtypes), the rest
+    as they were; taken one at a time, so a generator keeps one float64 tensor alive at most."""
     assert result.tensors is not None
     tensors = dict(result.tensors)
-    for name, change in new.items():
+    for name, change in new:
         value = change if result.is_delta else instruction.global_model[name] + change
         tensors[name] = np.asarray(value).astype(np.asarray(result.tensors[name]).dtype)
     return dataclasses.replace(result, tensors=tensors)

@@ -37,4 +37,4 @@ class ClipUpdate(Mod):
         log.info(
             "%s: the %s update's norm %.6g is clipped to %.6g", instruction.collaborator, instruction.task.name, norm, self.max_norm
         )
-        return with_changes(instruction, result, {name: change * scale for name, change in changes(instruction, result)})
+        return with_changes(instruction, result, ((name, change * scale) for name, change in changes(instruction, result)))

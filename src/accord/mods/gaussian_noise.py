@@ -49,9 +49,10 @@ class LocalGaussianNoise(Mod):
         if not instruction.trains or not result.tensors or self.std == 0:
             return result
         rng = self.rng(instruction)
-        noisy = {name: change + rng.normal(0.0, self.std, change.shape) for name, change in changes(instruction, result)}
+        noisy = ((name, change + rng.normal(0.0, self.std, change.shape)) for name, change in changes(instruction, result))
+        noised = with_changes(instruction, result, noisy)
         log.info("%s: Gaussian noise (std %.6g) added to the %s update", instruction.collaborator, self.std, instruction.task.name)
-        return with_changes(instruction, result, noisy)
+        return noised
 
 
 def _word(text: str) -> int:
