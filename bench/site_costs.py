@@ -1,7 +1,8 @@
 """What the site's new work costs, as ratios to a baseline measured in the same run.
 
-1. FedProx's proximal term: one local epoch of the torch runner on a digits shard with
-   proximal_mu = 0.01 against the same epoch with mu = 0 (FedAvg).
+1. FedProx's proximal term: one local epoch of the torch runner and of the Keras runner
+   (its default backend) on a digits shard with proximal_mu = 0.01, against the same epoch
+   of a runner that trains without it (FedAvg).
 2. The client mods on a ~50 MB model (float32): ClipUpdate (two passes over the update)
    and LocalGaussianNoise, each against one copy of the model (np.copy of every tensor).
 
@@ -58,6 +59,37 @@ def fedprox(repeats: int) -> None:
     show("torch epoch, FedProx mu=0.01", timed(epoch(0.01), repeats), base)
 
 
+def fedprox_keras(repeats: int) -> None:
+    import keras
+
+    from accord.data.builtin import DigitsDataLoader
+    from accord.runners.keras_runner import KerasTaskRunner
+
+    def net() -> keras.Model:
+        inputs = keras.Input(shape=(64,))
+        x = keras.layers.Dense(128, activation="relu")(inputs)
+        x = keras.layers.Dense(128, activation="relu")(x)
+        return keras.Model(inputs, keras.layers.Dense(10, activation="softmax")(x))
+
+    data = DigitsDataLoader(data_path=1, collaborator_count=2, batch_size=32)
+    plain, prox = KerasTaskRunner(net()), KerasTaskRunner(net())  # the first never installs the term
+
+    def epoch(runner: KerasTaskRunner, mu: float) -> Callable[[], object]:
+        start = runner.get_weights()
+
+        def run() -> object:
+            runner.set_weights(start)
+            return runner.train(data, epochs=1, proximal_mu=mu)
+
+        return run
+
+    epoch(plain, 0.0)()
+    epoch(prox, 0.01)()  # warm up (traces)
+    base = timed(epoch(plain, 0.0), repeats)
+    show(f"keras ({keras.backend.backend()}) epoch, FedAvg (baseline)", base, base)
+    show("keras epoch, FedProx mu=0.01", timed(epoch(prox, 0.01), repeats), base)
+
+
 def mods(repeats: int, model_mb: int) -> None:
     from accord.collaborator.executor import read_only
     from accord.messages import Task, TaskResult
@@ -84,6 +116,7 @@ def main() -> None:
     parser.add_argument("--model-mb", type=int, default=50)
     args = parser.parse_args()
     fedprox(args.repeats)
+    fedprox_keras(args.repeats)
     mods(args.repeats, args.model_mb)
 
 

@@ -167,7 +167,8 @@ def count_correct(outputs: np.ndarray, y: np.ndarray) -> int | None:
 
 class ProximalTerm:
     """FedProx's ``mu / 2 * ||w - w_global||^2`` over a Keras model's trainable variables, added
-    to the loss of each training step (not to validation's), on any backend.
+    to the loss of each training step (not to validation's); tested on the TensorFlow and torch
+    backends.
 
     Installed once, on first use: the model's ``compute_loss`` is wrapped on the instance and
     its train function rebuilt. ``w_global`` and ``mu`` live in non-trainable variables of their
@@ -183,6 +184,8 @@ class ProximalTerm:
             for i, v in enumerate(self._trainable)
         ]
         self._mu = keras.Variable(0.0, trainable=False, dtype="float32", name="accord_proximal_mu")
+        #: the term of the last training step, at that step's weights (its loss minus this is the data loss)
+        self.last = keras.Variable(0.0, trainable=False, dtype="float32", name="accord_proximal_last")
         self._install()
 
     def anchor(self, mu: float) -> None:
@@ -209,7 +212,11 @@ class ProximalTerm:
 
         def compute_loss(x: Any = None, y: Any = None, y_pred: Any = None, sample_weight: Any = None, training: bool = True) -> Any:
             loss = plain(x, y, y_pred, sample_weight, training=training) if takes_training else plain(x, y, y_pred, sample_weight)
-            return loss + self._ops.cast(self.value(), loss.dtype) if training else loss
+            if not training:
+                return loss
+            term = self.value()
+            self.last.assign(self._ops.stop_gradient(term))
+            return loss + self._ops.cast(term, loss.dtype)
 
         self._model.compute_loss = compute_loss
         self._model._compute_loss_has_training_arg = True  # so validation steps say training=False

@@ -82,8 +82,8 @@ class KerasTaskRunner(KerasWeights):
                 self._epochs_run += 1
                 loss_sum, count = 0.0, 0
                 for x, y in data.train_batches(seed=epoch_seed):
-                    term = active.current() if active is not None else 0.0  # at the step's weights
                     logs = self.model.train_on_batch(x, y, return_dict=True)
+                    term = float(active.last.numpy()) if active is not None else 0.0  # at the step's weights
                     loss_sum += (float(logs["loss"]) - term) * len(y)
                     count += len(y)
                     advance()

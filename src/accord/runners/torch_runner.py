@@ -101,8 +101,7 @@ class TorchTaskRunner(TorchWeights):
         if "accuracy" in wanted and scored:
             result["accuracy"] = correct / scored
         if proximal is not None:
-            with torch.no_grad():
-                result["proximal_term"] = float(proximal())
+            result["proximal_term"] = proximal.value()
         return TaskOutput(metrics=result, sample_count=int(data.train_size))
 
     def validate(self, data: DataLoader, **ignored: Any) -> TaskOutput:
@@ -138,7 +137,9 @@ class TorchTaskRunner(TorchWeights):
             self.optimizer.zero_grad(set_to_none=True)
             out = self.model(xb)
             loss = self._loss(out, yb)
-            (loss + proximal() if proximal is not None else loss).backward()
+            loss.backward()
+            if proximal is not None:
+                proximal.add_gradient()
             self.optimizer.step()
             loss_sum += float(loss.detach()) * len(yb)
             count += len(yb)
