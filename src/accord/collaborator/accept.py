@@ -6,8 +6,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from accord.errors import RefusedError
-from accord.messages import TaskAssignment
-from accord.mods.base import ConfigValue
+from accord.messages import ConfigValue, TaskAssignment
 
 #: the phases this site's collaborator runs
 PHASES = frozenset({"train"})

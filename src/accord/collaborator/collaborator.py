@@ -10,8 +10,8 @@ from accord.collaborator.accept import Refused, accept
 from accord.collaborator.executor import Executor, SiteFailure, chain, read_only, stamp
 from accord.data.base import DataLoader
 from accord.errors import AccordError, RefusedError
-from accord.messages import Action, Task, TaskAssignment, TaskResult
-from accord.mods.base import ConfigValue, Instruction, Mod
+from accord.messages import Action, ConfigValue, Task, TaskAssignment, TaskResult
+from accord.mods.base import Instruction, Mod
 from accord.plan.schema import TaskSpec
 from accord.runners.base import TaskRunner
 from accord.tensors.digest import model_digest
@@ -100,8 +100,7 @@ class Collaborator:
                 if exc.kind != "state":
                     raise
                 log.warning("%s: %s; asking for the current tasks", self.name, exc.message)
-                self._global_round = -1  # the aggregator may have rolled back: fetch again
-                self.executor.forget()
+                self._global_round = -1  # the aggregator may have rolled back: fetch again (and load it)
                 continue
             worked += 1
 

@@ -13,10 +13,8 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
-from accord.messages import Task, TaskResult
+from accord.messages import ConfigValue, Task, TaskResult
 from accord.tensors.state import ModelState
-
-ConfigValue = bool | int | float | str
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,7 @@ import numpy as np
 from google.protobuf.message import DecodeError, Message
 
 from accord.errors import RefusedError
-from accord.messages import Action, FederationInfo, Task, TaskAssignment, TaskResult
+from accord.messages import Action, ConfigValue, FederationInfo, Task, TaskAssignment, TaskResult
 from accord.tensors.codec import iter_tensor_chunks
 from accord.transport.proto import accord_pb2 as pb
 
@@ -40,8 +40,6 @@ DEFAULT_PHASE = "train"
 #: the only tensor encoding defined yet: raw little-endian bytes
 RAW_ENCODING = ""
 _INT64 = (-(2**63), 2**63 - 1)
-
-ConfigValue = bool | int | float | str
 
 _ACTION_TO_PB = {
     Action.RUN: pb.TasksResponse.RUN,
