@@ -181,6 +181,7 @@ wrong_values = {  # for a tensor chunk's fields (every tensor is float32; no nam
         st.lists(st.integers(-(2**63), 2**63 - 1), max_size=40), st.integers(33, 100_000).map(lambda n: [1] * n)
     ),
     "offset": st.integers(0, 2**64 - 1),
+    "encoding": st.one_of(st.sampled_from(["zstd", "fp16", "raw"]), texts.map("~{}".format), huge_texts),
 }
 
 
@@ -280,6 +281,7 @@ HEADER_DEFECTS = {
     "many metrics": lambda d, h: h.metrics.update({f"m{i}": 0.5 for i in range(d(st.integers(65, 10_000)))}),
     "metric name": lambda d, h: h.metrics.update({d(st.sampled_from([0, 129, MIB]).map("m".__mul__)): 0.5}),
     "task time": lambda d, h: setattr(h, "task_seconds", d(not_finite)),
+    "phase": lambda d, h: setattr(h, "phase", d(st.one_of(texts.map("~{}".format), huge_texts, st.just("Train")))),
     "tensor count": lambda d, h: setattr(h, "tensor_count", (h.tensor_count + d(st.integers(1, 2**32 - 1))) % 2**32),
 }
 header_defects = {  # keyed by "the stream is otherwise well-formed": then one to three, else one at most

@@ -12,6 +12,9 @@ from typing import Any
 
 from accord.tensors.state import ModelState
 
+#: a value of a strategy's per-round config (typed on the wire: a bool stays a bool)
+ConfigValue = bool | int | float | str
+
 
 class Action(str, enum.Enum):
     """What a collaborator should do after asking for tasks."""
@@ -40,7 +43,7 @@ class TaskAssignment:
     tasks: tuple[Task, ...] = ()
     #: the strategy's per-round config (e.g. FedProx's ``proximal_mu``); a site takes only the
     #: keys its own plan's strategy declares, for its training tasks
-    config: dict[str, bool | int | float | str] = field(default_factory=dict)
+    config: dict[str, ConfigValue] = field(default_factory=dict)
     #: the round's phase (one phase, ``train``, until a strategy needs more)
     phase: str = "train"
 
@@ -71,3 +74,5 @@ class TaskResult:
     model_digest: str = ""
     #: non-empty when the task failed at the site: why (then no tensors and no metrics)
     failure: str = ""
+    #: the phase of the round this result belongs to (the assignment's)
+    phase: str = "train"

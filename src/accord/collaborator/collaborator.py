@@ -4,15 +4,16 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 
-import numpy as np
-
+from accord.collaborator.accept import Refused, accept
+from accord.collaborator.executor import Executor, SiteFailure, chain, read_only, stamp
 from accord.data.base import DataLoader
 from accord.errors import AccordError, RefusedError
-from accord.messages import Action, Task, TaskResult
-from accord.plan.schema import TaskSpec, validates_global
-from accord.runners.base import TaskOutput, TaskRunner
+from accord.messages import Action, ConfigValue, Task, TaskAssignment, TaskResult
+from accord.mods.base import Instruction, Mod
+from accord.plan.schema import TaskSpec
+from accord.runners.base import TaskRunner
 from accord.tensors.digest import model_digest
 from accord.tensors.state import ModelState, tensor_specs
 from accord.transport.base import AggregatorClient, TensorSpecs
@@ -21,28 +22,23 @@ log = logging.getLogger("accord.collaborator")
 
 OPT_TREATMENTS = ("RESET", "CONTINUE_LOCAL", "CONTINUE_GLOBAL")
 
-
-class SiteFailure(AccordError):
-    """A task failed at this site (its data loader or task code): reported to the aggregator,
-    then the collaborator stops (exit code 2).
-
-    ``message`` and ``fix`` stay at the site (its console and log: they may name local paths
-    and quote its data); the aggregator is sent ``report`` only: a category naming the loader
-    class or the task and the exception's type, never its text.
-    """
-
-    def __init__(self, message: str, fix: str | None = None, *, report: str = "the task failed at the site") -> None:
-        super().__init__(message, fix)
-        self.report = report
+__all__ = ["OPT_TREATMENTS", "Collaborator", "SiteFailure"]
 
 
 class Collaborator:
     """Runs the tasks the aggregator assigns, round after round, until told to quit.
 
+    Each task goes in as an Instruction (the site's own definition of the task, the round's
+    accepted config, its global model) through the chain of client ``mods`` to the Executor
+    (collaborator/executor.py), and its reply goes back to the aggregator.
     ``opt_treatment``: RESET clears the optimizer before each training task;
     CONTINUE_LOCAL keeps this site's optimizer state across rounds; CONTINUE_GLOBAL
     ships optimizer state with the model so it is aggregated too.
     ``delta_updates``: send (trained - global) instead of the trained weights.
+    ``config_schema``: the per-round config keys (and types) this site accepts, its own plan's
+    strategy's; an assignment with another key, or a wrongly typed value, is refused
+    (RefusedError kind ``plan``, the aggregator told) before anything runs. ``strategy`` names
+    that strategy in the refusal.
     ``data_error``: why this site's data loader could not be built (``data`` is then None):
     the collaborator still joins, reports it (its ``report`` only) as the failure of its
     first task, and stops.
@@ -60,27 +56,27 @@ class Collaborator:
         clock: Callable[[], float] = time.perf_counter,
         tasks: Mapping[str, TaskSpec] | None = None,
         data_error: SiteFailure | None = None,
+        config_schema: Mapping[str, type] | None = None,
+        mods: Sequence[Mod] = (),
+        strategy: str = "FedAvg",
     ) -> None:
         if opt_treatment not in OPT_TREATMENTS:
             raise AccordError(f"opt_treatment {opt_treatment!r} is not one of {OPT_TREATMENTS}")
         self.name = name
         self.client = client
         self.runner = runner
-        self.data = data
-        self.opt_treatment = opt_treatment
-        self.delta_updates = delta_updates
         self.clock = clock
         self.tasks = tasks
         self.data_error = data_error
+        self.config_schema = dict(config_schema or {})
+        self.strategy = strategy
+        self.executor = Executor(runner, data, opt_treatment, delta_updates)
+        self._execute = chain(self.executor.execute, mods)
+        self._with_optimizer = opt_treatment == "CONTINUE_GLOBAL"
         self._global: ModelState | None = None
         self._global_round = -1
         self._global_digest = ""
-        self._loaded_round = -1
         self._own_specs: TensorSpecs | None = None
-
-    @property
-    def with_optimizer(self) -> bool:
-        return self.opt_treatment == "CONTINUE_GLOBAL"
 
     def run(self) -> int:
         """Join, then run rounds until QUIT; returns the number of rounds this site worked in."""
@@ -96,24 +92,39 @@ class Collaborator:
                 return worked
             if assignment.action is Action.WAIT:
                 continue
+            config = self._accepted(assignment)
             try:
                 for task in assignment.tasks:
-                    self.client.send_result(self._run_or_report(assignment.round_number, task))
+                    self.client.send_result(self._run_or_report(assignment.round_number, task, config))
             except RefusedError as exc:
                 if exc.kind != "state":
                     raise
                 log.warning("%s: %s; asking for the current tasks", self.name, exc.message)
-                self._global_round = self._loaded_round = -1  # the aggregator may have rolled back: fetch again
+                self._global_round = -1  # the aggregator may have rolled back: fetch again (and load it)
                 continue
             worked += 1
 
-    def _run_or_report(self, round_number: int, task: Task) -> TaskResult:
-        """``run_task``; if the site's data or task code fails, the aggregator is told (so the
-        round need not wait for this site) and SiteFailure is raised."""
+    def _accepted(self, assignment: TaskAssignment) -> dict[str, ConfigValue]:
+        """The assignment's config as this site accepts it; if refused, the aggregator is told
+        (as the failure of the first task, so the round need not wait) and Refused is raised."""
+        try:
+            config = accept(assignment, self.config_schema, self.strategy)
+        except Refused as refusal:
+            log.error("%s: round %d refused: %s", self.name, assignment.round_number, refusal.message)
+            if assignment.tasks:
+                self._tell_failure(assignment.round_number, assignment.tasks[0], refusal.report)
+            raise
+        if config:
+            log.info("%s: round %d config %s", self.name, assignment.round_number, _shown(config))
+        return config
+
+    def _run_or_report(self, round_number: int, task: Task, config: Mapping[str, ConfigValue]) -> TaskResult:
+        """``run_task``; if the site's data, task code or a mod fails, the aggregator is told (so
+        the round need not wait for this site) and SiteFailure is raised."""
         try:
             if self.data_error is not None:
                 raise self.data_error
-            return self.run_task(round_number, task)
+            return self.run_task(round_number, task, config)
         except SiteFailure as failure:
             log.warning(
                 "%s: task %s of round %d failed at this site; telling the aggregator only: %s",
@@ -122,62 +133,36 @@ class Collaborator:
                 round_number,
                 failure.report,
             )
-            report = TaskResult(self.name, round_number, task.name, 0, {}, failure=failure.report)
-            try:
-                self.client.send_result(report)
-            except AccordError as exc:
-                log.warning("%s: the aggregator was not told of the failure: %s", self.name, exc.message)
+            self._tell_failure(round_number, task, failure.report)
             raise
 
-    def _site_data(self) -> DataLoader:
-        """The site's data loader; it is None only with data_error, which is reported before any task runs."""
-        if self.data is None:
-            raise AccordError("this site has no data loader", "check this site's data path in plan/data.yaml")
-        return self.data
-
-    def _compute(self, what: str, call: Callable[[], TaskOutput]) -> TaskOutput:
-        """Run the site's task code; its error becomes a SiteFailure naming the loader and path
-        (for the site) and reporting only ``what`` and the error's type (to the aggregator)."""
+    def _tell_failure(self, round_number: int, task: Task, report: str) -> None:
         try:
-            return call()
+            self.client.send_result(TaskResult(self.name, round_number, task.name, 0, {}, failure=report))
         except AccordError as exc:
-            raise SiteFailure(f"{what}: {exc.message}", exc.fix, report=f"{what} failed ({type(exc).__name__})") from exc
-        except Exception as exc:
-            loader = type(self.data).__name__
-            path = getattr(self.data, "data_path", None)
-            raise SiteFailure(
-                f"{what} failed with {type(exc).__name__}: {str(exc)[:300]} (data loader {loader}"
-                + (f", data path {path})" if path is not None else ")"),
-                f"check this site's data at that path and the task code (runner {type(self.runner).__name__}); "
-                "then start the collaborator again",
-                report=f"{what} failed ({type(exc).__name__})",
-            ) from exc
+            log.warning("%s: the aggregator was not told of the failure: %s", self.name, exc.message)
 
-    def run_task(self, round_number: int, task: Task) -> TaskResult:
-        """Run one task of ``round_number`` and build its result.
+    def run_task(self, round_number: int, task: Task, config: Mapping[str, ConfigValue] | None = None) -> TaskResult:
+        """Run one task of ``round_number`` through the mods and the executor and build its result.
 
         With the site's own task definitions (``tasks``), only the task's name is taken from
-        the aggregator: function and arguments come from this site's plan.
+        the aggregator: function and arguments come from this site's plan. ``config`` (already
+        accepted) reaches training tasks only.
         """
         task = self._local(task)
         started = self.clock()
-        tensors: ModelState | None = None
-        if task.function == "train":
-            self._load_global(round_number)
-            if self.opt_treatment == "RESET":
-                self.runner.reset_optimizer()
-            output = self._compute(f"task {task.name}", lambda: self.runner.train(self._site_data(), **task.kwargs))
-            tensors = self._trained_tensors()
-        elif task.function == "validate":
-            if validates_global(task.function, task.kwargs):
-                self._load_global(round_number)
-            else:
-                self._fetch_global(round_number)  # for its digest: the result belongs to this round's model
-            kwargs = _without(task.kwargs, "apply")
-            output = self._compute(f"task {task.name}", lambda: self.runner.validate(self._site_data(), **kwargs))
-        else:
-            raise AccordError(f"task {task.name!r} asks for unknown function {task.function!r}")
-        return self._result(round_number, task, output, tensors, self.clock() - started)
+        self._fetch_global(round_number)  # every result carries the digest of this round's model
+        assert self._global is not None
+        instruction = Instruction(
+            collaborator=self.name,
+            round_number=round_number,
+            task=task,
+            global_model=read_only(self._global),
+            model_digest=self._global_digest,
+            config=dict(config or {}) if task.function == "train" else {},
+        )
+        reply = self._execute(instruction)
+        return stamp(reply, instruction, self.clock() - started)
 
     def _local(self, task: Task) -> Task:
         if self.tasks is None:
@@ -197,46 +182,13 @@ class Collaborator:
         if self._global_round == round_number:
             return
         if self._own_specs is None:
-            self._own_specs = tensor_specs(self.runner.get_weights(with_optimizer=self.with_optimizer))
+            self._own_specs = tensor_specs(self.runner.get_weights(with_optimizer=self._with_optimizer))
         self._global = self.client.get_model(round_number, expected=self._own_specs)
         self._global_digest = model_digest(self._global, round_number)
         self._global_round = round_number
-
-    def _load_global(self, round_number: int) -> None:
-        self._fetch_global(round_number)
-        if self._loaded_round != round_number:
-            assert self._global is not None
-            self.runner.set_weights(self._global, with_optimizer=self.with_optimizer)
-            self._loaded_round = round_number
-
-    def _trained_tensors(self) -> ModelState:
-        trained = self.runner.get_weights(with_optimizer=self.with_optimizer)
-        self._loaded_round = -1
-        if not self.delta_updates:
-            return trained
-        assert self._global is not None
-        return {name: _delta(value, self._global[name]) for name, value in trained.items()}
-
-    def _result(self, round_number: int, task: Task, output: TaskOutput, tensors: ModelState | None, seconds: float) -> TaskResult:
-        return TaskResult(
-            collaborator=self.name,
-            round_number=round_number,
-            task=task.name,
-            sample_count=int(output.sample_count),
-            metrics={k: float(v) for k, v in output.metrics.items()},
-            tensors=tensors,
-            is_delta=self.delta_updates and tensors is not None,
-            task_seconds=seconds,
-            model_digest=self._global_digest,
-        )
+        self.executor.forget()  # a new round's model: load it when a task needs it
 
 
-def _without(kwargs: dict, key: str) -> dict:
-    return {k: v for k, v in kwargs.items() if k != key}
-
-
-def _delta(trained: np.ndarray, reference: np.ndarray) -> np.ndarray:
-    """trained - reference for floating-point tensors; other tensors travel as values."""
-    return np.subtract(trained, reference, dtype=trained.dtype) if trained.dtype.kind == "f" else trained
-
-
+def _shown(config: Mapping[str, ConfigValue]) -> str:
+    """``key=value`` pairs for the site's log (e.g. ``proximal_mu=0.01``)."""
+    return ", ".join(f"{key}={value!r}" if isinstance(value, str) else f"{key}={value}" for key, value in sorted(config.items()))

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import re
-from typing import Any, ClassVar, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from accord.plan.code_settings import code_problem, named_code
 from accord.plan.templates import template_problem
@@ -79,10 +79,27 @@ class AggregatorSettings(Strict):
         return value
 
 
+def _mod_template(value: str) -> str:
+    why = template_problem("mod", value)
+    if why:
+        raise ValueError(why)
+    return value
+
+
+class ModSettings(Strict):
+    """One client mod: a Mod class (accord.mods.Name or the workspace's src.module.Class) and its
+    constructor's arguments, type-checked against it when the site builds it (collaborator/site.py)."""
+
+    template: Annotated[str, AfterValidator(_mod_template)]
+    settings: dict[str, Any] = Field(default_factory=dict)
+
+
 class CollaboratorSettings(Strict):
     opt_treatment: Literal["RESET", "CONTINUE_LOCAL", "CONTINUE_GLOBAL"] = "RESET"
     delta_updates: bool = False
     data_config_path: str = "plan/data.yaml"
+    #: the site's chain of client mods; a reply passes through them in this order
+    mods: list[ModSettings] = Field(default_factory=list)
 
 
 class NetworkSettings(Strict):

@@ -51,14 +51,26 @@ WORKSPACE_TEMPLATE = re.compile(r"src(\.[A-Za-z_][A-Za-z0-9_]*){2,}")
 ACCORD_STRATEGY = re.compile(r"accord\.strategies(\.[a-z_][a-z0-9_]*)?\.[A-Z][A-Za-z0-9]*")
 
 
+#: Accord's client mods: ``accord.mods.Name`` or ``accord.mods.module.Name``; the builder
+#: (collaborator/site.py) also checks that what it imports is a Mod class.
+ACCORD_MOD = re.compile(r"accord\.mods(\.[a-z_][a-z0-9_]*)?\.[A-Z][A-Za-z0-9]*")
+
+#: the kinds whose Accord templates are named by pattern, with an example for the refusal
+_PATTERNS: dict[str, tuple[re.Pattern[str], str]] = {
+    "strategy": (ACCORD_STRATEGY, "accord.strategies.Name, e.g. accord.strategies.FedAvg"),
+    "mod": (ACCORD_MOD, "accord.mods.Name, e.g. accord.mods.ClipUpdate"),
+}
+
+
 def template_problem(section: str, template: str) -> str | None:
     """Why ``template`` may not be ``section``'s template, or None if it may."""
-    if section == "strategy":
-        if ACCORD_STRATEGY.fullmatch(template) or WORKSPACE_TEMPLATE.fullmatch(template):
+    if section in _PATTERNS:
+        pattern, example = _PATTERNS[section]
+        if pattern.fullmatch(template) or WORKSPACE_TEMPLATE.fullmatch(template):
             return None
         return (
-            f"{template!r} is not allowed: a strategy template names one of Accord's "
-            "(accord.strategies.Name, e.g. accord.strategies.FedAvg) or a class in the workspace's src package (src.module.Class)"
+            f"{template!r} is not allowed: a {section} template names one of Accord's "
+            f"({example}) or a class in the workspace's src package (src.module.Class)"
         )
     allowed = ACCORD_TEMPLATES.get(section)
     if allowed is None:

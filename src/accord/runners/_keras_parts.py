@@ -5,6 +5,7 @@ Nothing here imports Keras at module import; ``import_keras`` does, on first use
 
 from __future__ import annotations
 
+import inspect
 import os
 import sys
 from collections.abc import Iterator, Sequence
@@ -162,3 +163,61 @@ def count_correct(outputs: np.ndarray, y: np.ndarray) -> int | None:
         predicted = (outputs.reshape(-1) > 0.5).astype(np.int64)
         return int((predicted == y.reshape(-1).astype(np.int64)).sum())
     return None
+
+
+class ProximalTerm:
+    """FedProx's ``mu / 2 * ||w - w_global||^2`` over a Keras model's trainable variables, added
+    to the loss of each training step (not to validation's); tested on the TensorFlow and torch
+    backends.
+
+    Installed once, on first use: the model's ``compute_loss`` is wrapped on the instance and
+    its train function rebuilt. ``w_global`` and ``mu`` live in non-trainable variables of their
+    own (not the model's), so each task's ``anchor`` changes their values without a retrace.
+    """
+
+    def __init__(self, keras: Any, model: Any) -> None:
+        self._ops = keras.ops
+        self._model = model
+        self._trainable = list(model.trainable_variables)
+        self._anchors = [
+            keras.Variable(to_numpy(v), trainable=False, dtype=_dtype_name(v), name=f"accord_proximal_anchor_{i}")
+            for i, v in enumerate(self._trainable)
+        ]
+        self._mu = keras.Variable(0.0, trainable=False, dtype="float32", name="accord_proximal_mu")
+        #: the term of the last training step, at that step's weights (its loss minus this is the data loss)
+        self.last = keras.Variable(0.0, trainable=False, dtype="float32", name="accord_proximal_last")
+        self._install()
+
+    def anchor(self, mu: float) -> None:
+        """Hold the model near its current weights (the task's start) with ``mu``."""
+        for anchor, variable in zip(self._anchors, self._trainable):
+            anchor.assign(variable.value)
+        self._mu.assign(mu)
+
+    def value(self) -> Any:
+        """The term at the variables' current values (a backend tensor)."""
+        ops = self._ops
+        total = ops.convert_to_tensor(0.0, "float32")
+        for anchor, variable in zip(self._anchors, self._trainable):
+            total = total + ops.sum(ops.square(ops.cast(variable.value, "float32") - ops.cast(anchor.value, "float32")))
+        return self._mu.value * 0.5 * total
+
+    def current(self) -> float:
+        """The term's value now, as a number (no gradient kept)."""
+        return float(self._ops.convert_to_numpy(self.value()))
+
+    def _install(self) -> None:
+        plain = self._model.compute_loss
+        takes_training = "training" in inspect.signature(plain).parameters  # Keras < 3.3 overrides lack it
+
+        def compute_loss(x: Any = None, y: Any = None, y_pred: Any = None, sample_weight: Any = None, training: bool = True) -> Any:
+            loss = plain(x, y, y_pred, sample_weight, training=training) if takes_training else plain(x, y, y_pred, sample_weight)
+            if not training:
+                return loss
+            term = self.value()
+            self.last.assign(self._ops.stop_gradient(term))
+            return loss + self._ops.cast(term, loss.dtype)
+
+        self._model.compute_loss = compute_loss
+        self._model._compute_loss_has_training_arg = True  # so validation steps say training=False
+        self._model.make_train_function(force=True)

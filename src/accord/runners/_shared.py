@@ -1,7 +1,8 @@
-"""Framework-neutral pieces shared by the task runners: model building, epoch seeds, a progress bar."""
+"""Framework-neutral pieces shared by the task runners: model building, epoch seeds, a progress bar, FedProx's mu."""
 
 from __future__ import annotations
 
+import math
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager, nullcontext
@@ -68,3 +69,14 @@ def progress_bar(show: bool, total: int) -> AbstractContextManager[Callable[[], 
 def batches_per_epoch(train_size: int, batch_size: int) -> int:
     """How many batches one epoch over ``train_size`` samples has."""
     return -(-int(train_size) // max(int(batch_size), 1))
+
+
+def check_proximal_mu(value: float) -> float:
+    """``value`` as FedProx's proximal mu: AccordError unless it is a finite number >= 0."""
+    mu = float(value)
+    if not (math.isfinite(mu) and mu >= 0):
+        raise AccordError(
+            f"proximal_mu is {value}; it must be a finite number >= 0",
+            "set aggregator.settings.strategy.settings.proximal_mu (FedProx) in the plan",
+        )
+    return mu

@@ -108,6 +108,30 @@ def count_correct(out: torch.Tensor, y: torch.Tensor, kind: str) -> int | None:
     return None
 
 
+class ProximalTerm:
+    """FedProx's ``mu / 2 * ||w - w_global||^2`` over the trainable parameters, ``w_global``
+    being their values when the term is made (the task's start: the global model).
+
+    ``add_gradient`` adds the term's gradient, ``mu * (w - w_global)``, to each parameter's
+    gradient after ``backward()``: the step of the loss with the term added, without building
+    the term into the autograd graph at every step."""
+
+    def __init__(self, parameters: Iterator[torch.nn.Parameter], mu: float) -> None:
+        self.mu = float(mu)
+        self._pairs = [(p, p.detach().clone()) for p in parameters if p.requires_grad]
+
+    def add_gradient(self) -> None:
+        with torch.no_grad():
+            for param, anchor in self._pairs:
+                if param.grad is not None:
+                    param.grad.add_(param - anchor, alpha=self.mu)
+
+    def value(self) -> float:
+        """The term at the parameters' current values."""
+        with torch.no_grad():
+            return self.mu / 2 * sum(float(torch.sum((p - anchor) ** 2)) for p, anchor in self._pairs)
+
+
 #: state entries whose fresh value is not what one zero-gradient step leaves behind.
 _FRESH_VALUES: dict[str, float] = {"step": 0.0, "mu_product": 1.0}
 

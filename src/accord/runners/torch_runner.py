@@ -11,8 +11,16 @@ from torch import nn
 
 from accord.data.base import DataLoader
 from accord.errors import AccordError
-from accord.runners._shared import batches_per_epoch, derive_seed, progress_bar, show_progress
-from accord.runners._torch_parts import LossFn, build_optimizer, count_correct, make_loss, resolve_device, to_tensor
+from accord.runners._shared import batches_per_epoch, check_proximal_mu, derive_seed, progress_bar, show_progress
+from accord.runners._torch_parts import (
+    LossFn,
+    ProximalTerm,
+    build_optimizer,
+    count_correct,
+    make_loss,
+    resolve_device,
+    to_tensor,
+)
 from accord.runners.base import TaskOutput
 from accord.runners.torch_weights import TorchWeights, build_torch_model
 
@@ -56,9 +64,14 @@ class TorchTaskRunner(TorchWeights):
         data: DataLoader,
         epochs: int = 1,
         metrics: Iterable[str] | None = None,
+        proximal_mu: float = 0.0,
         **ignored: Any,
     ) -> TaskOutput:
-        """Train ``epochs`` local epochs; metrics are means over the last epoch."""
+        """Train ``epochs`` local epochs; metrics are means over the last epoch.
+
+        ``proximal_mu`` > 0 (FedProx's per-round config): ``mu / 2 * ||w - w_global||^2`` is
+        added to the loss at each step, ``w_global`` the weights at the task's start; ``loss``
+        stays the data loss and ``proximal_term`` is the term at the end of the task."""
         epochs = int(epochs)
         if epochs < 1:
             raise AccordError(
@@ -71,6 +84,8 @@ class TorchTaskRunner(TorchWeights):
                 f"unknown train metrics {unknown}; expected some of {', '.join(TRAIN_METRICS)}",
                 "fix the train task's metrics in the plan",
             )
+        mu = check_proximal_mu(proximal_mu)
+        proximal = ProximalTerm(self.model.parameters(), mu) if mu > 0 else None
         self.model.train()
         total = epochs * batches_per_epoch(data.train_size, getattr(data, "batch_size", 1))
         totals = (0.0, 0, 0, 0)
@@ -80,11 +95,13 @@ class TorchTaskRunner(TorchWeights):
                 self._epochs_run += 1
                 with torch.random.fork_rng(devices=self._rng_devices()):
                     torch.manual_seed(epoch_seed)  # dropout etc. reproducible, global RNG untouched
-                    totals = self._run_epoch(data.train_batches(seed=epoch_seed), advance)
+                    totals = self._run_epoch(data.train_batches(seed=epoch_seed), advance, proximal)
         loss_sum, correct, scored, count = totals
         result = {"loss": loss_sum / count if count else 0.0}
         if "accuracy" in wanted and scored:
             result["accuracy"] = correct / scored
+        if proximal is not None:
+            result["proximal_term"] = proximal.value()
         return TaskOutput(metrics=result, sample_count=int(data.train_size))
 
     def validate(self, data: DataLoader, **ignored: Any) -> TaskOutput:
@@ -109,7 +126,10 @@ class TorchTaskRunner(TorchWeights):
     # -- internals ---------------------------------------------------------------------
 
     def _run_epoch(
-        self, batches: Iterator[tuple[np.ndarray, np.ndarray]], advance: Callable[[], None]
+        self,
+        batches: Iterator[tuple[np.ndarray, np.ndarray]],
+        advance: Callable[[], None],
+        proximal: ProximalTerm | None = None,
     ) -> tuple[float, int, int, int]:
         loss_sum, correct, scored, count = 0.0, 0, 0, 0
         for x, y in batches:
@@ -118,6 +138,8 @@ class TorchTaskRunner(TorchWeights):
             out = self.model(xb)
             loss = self._loss(out, yb)
             loss.backward()
+            if proximal is not None:
+                proximal.add_gradient()
             self.optimizer.step()
             loss_sum += float(loss.detach()) * len(yb)
             count += len(yb)

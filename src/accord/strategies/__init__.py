@@ -8,6 +8,7 @@ from accord.strategies.fedadagrad import FedAdagrad
 from accord.strategies.fedadam import FedAdam
 from accord.strategies.fedavg import FedAvg
 from accord.strategies.fedavgm import FedAvgM
+from accord.strategies.fedprox import FedProx
 from accord.strategies.fedyogi import FedYogi
 from accord.strategies.geometric_median import GeometricMedian
 from accord.strategies.krum import Krum, MultiKrum

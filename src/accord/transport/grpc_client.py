@@ -235,7 +235,11 @@ class GrpcAggregatorClient:
         try:
             return wire.assignment_from_pb(response)
         except (ValueError, KeyError) as exc:
-            raise AccordError(f"the aggregator sent malformed tasks: {exc}") from None
+            raise AccordError(
+                f"the aggregator at {self._address} sent malformed tasks: {exc}",
+                "check that the plan's agg_addr/agg_port point at this federation's aggregator "
+                "and that both sides run the same version of Accord",
+            ) from None
 
     def get_model(self, round_number: int, expected: TensorSpecs | None = None) -> ModelState:
         """Stream the global model of ``round_number`` into freshly allocated arrays.
@@ -256,7 +260,7 @@ class GrpcAggregatorClient:
         call = self._stub.GetModel(request, timeout=self._transfer_timeout)
         try:
             for chunk in call:
-                assembler.add(chunk.name, chunk.dtype, tuple(chunk.shape), chunk.offset, chunk.data)
+                assembler.add(*wire.chunk_fields(chunk))
             return wire.complete_model(assembler.finish(), expected)
         except RefusedError as exc:
             call.cancel()

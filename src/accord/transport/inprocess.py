@@ -16,7 +16,15 @@ from accord.messages import FederationInfo, TaskAssignment, TaskResult
 from accord.tensors.codec import TensorAssembler, iter_tensor_chunks
 from accord.tensors.state import ModelState
 from accord.transport.base import AggregatorService, TensorSpecs
-from accord.transport.wire import MAX_MODEL_BYTES, complete_model, model_bytes, upload_limit
+from accord.transport.wire import (
+    MAX_MODEL_BYTES,
+    check_config,
+    complete_model,
+    model_bytes,
+    phase_from_wire,
+    result_phase,
+    upload_limit,
+)
 
 # one chunk per tensor: the codec's checks and a single copy, no slicing
 _WHOLE_TENSOR = 1 << 62
@@ -53,7 +61,11 @@ class InProcessClient:
         return self._service.join(self.name, self.plan_hash)
 
     def get_tasks(self) -> TaskAssignment:
-        return self._service.get_tasks(self.name, self.plan_hash, timeout=self._long_poll)
+        """The service's assignment with its config and phase checked and copied as the wire would."""
+        assignment = self._service.get_tasks(self.name, self.plan_hash, timeout=self._long_poll)
+        return dataclasses.replace(
+            assignment, config=check_config(assignment.config), phase=phase_from_wire(assignment.phase)
+        )
 
     def get_model(self, round_number: int, expected: TensorSpecs | None = None) -> ModelState:
         state = self._service.get_model(self.name, self.plan_hash, round_number)
@@ -62,7 +74,8 @@ class InProcessClient:
 
     def send_result(self, result: TaskResult) -> None:
         """Submit a copy of ``result`` under this client's name, as the gRPC server would: refused
-        from its header (not owed, another round's model) before its tensors are copied."""
+        from its header (not owed, another round's model, a malformed phase) before its tensors are copied."""
+        phase = result_phase(result.phase)
         self._service.expect(
             self.name, self.plan_hash, result.round_number, result.task, result.model_digest, result.failure
         )
@@ -76,6 +89,7 @@ class InProcessClient:
                 collaborator=self.name,
                 metrics={str(k): float(v) for k, v in result.metrics.items()},
                 tensors=tensors,
+                phase=phase,
             )
             self._service.submit(copy, self.plan_hash)
 

@@ -65,6 +65,7 @@ class Uploads:
             raise RefusedError("a result stream must start with its header", kind="payload")
         head = first.header
         check_claim(head.header.sender, name)
+        wire.result_phase(head.phase)  # a malformed phase is refused from the header, before any tensor
         lock = self._uploading.setdefault(name, asyncio.Lock())  # names are plan members: a bounded map
         try:
             await asyncio.wait_for(lock.acquire(), UPLOAD_WAIT_SECONDS)
@@ -108,8 +109,7 @@ class Uploads:
             while (message := await self._next_chunk(context, ends - loop.time(), length)) is not None:
                 if message.WhichOneof("part") != "tensor":
                     raise RefusedError("a result stream holds one header, then only tensor chunks", kind="payload")
-                t = message.tensor
-                assembler.add(t.name, t.dtype, tuple(t.shape), t.offset, t.data)
+                assembler.add(*wire.chunk_fields(message.tensor))
                 if len(assembler) > head.tensor_count:
                     raise RefusedError(
                         f"more tensors arrived than the {head.tensor_count} the result header announces",

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
@@ -12,7 +13,7 @@ import numpy as np
 from google.protobuf.message import DecodeError, Message
 
 from accord.errors import RefusedError
-from accord.messages import Action, FederationInfo, Task, TaskAssignment, TaskResult
+from accord.messages import Action, ConfigValue, FederationInfo, Task, TaskAssignment, TaskResult
 from accord.tensors.codec import iter_tensor_chunks
 from accord.transport.proto import accord_pb2 as pb
 
@@ -27,6 +28,18 @@ UPLOAD_SLACK_BYTES = 16 * MIB
 REFUSAL_KIND_KEY = "accord-refusal-kind"
 #: a site's failure text (peer text) is cut to this many characters
 MAX_FAILURE_CHARS = 500
+#: bounds on a per-round config received from the aggregator (a hostile one gets no further)
+MAX_CONFIG_KEYS = 64
+MAX_CONFIG_KEY_CHARS = 64
+MAX_CONFIG_STRING_CHARS = 1024
+#: a config key is a keyword argument's name
+CONFIG_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+#: a phase is a short lower-case name; an empty one on the wire reads as the default
+PHASE = re.compile(r"[a-z][a-z0-9_]{0,31}")
+DEFAULT_PHASE = "train"
+#: the only tensor encoding defined yet: raw little-endian bytes
+RAW_ENCODING = ""
+_INT64 = (-(2**63), 2**63 - 1)
 
 _ACTION_TO_PB = {
     Action.RUN: pb.TasksResponse.RUN,
@@ -72,6 +85,85 @@ def info_from_pb(message: pb.JoinResponse) -> FederationInfo:
     )
 
 
+def check_config(config: Mapping[str, Any]) -> dict[str, ConfigValue]:
+    """A copy of a per-round config within the wire's bounds, or ValueError saying what is wrong:
+    at most MAX_CONFIG_KEYS keys, each an identifier of at most MAX_CONFIG_KEY_CHARS characters;
+    values bool, int (64-bit), finite float or str of at most MAX_CONFIG_STRING_CHARS characters."""
+    if len(config) > MAX_CONFIG_KEYS:
+        raise ValueError(f"the config has {len(config)} keys; at most {MAX_CONFIG_KEYS} are accepted")
+    checked: dict[str, ConfigValue] = {}
+    for key, value in config.items():
+        if not isinstance(key, str) or len(key) > MAX_CONFIG_KEY_CHARS or not CONFIG_KEY.fullmatch(key):
+            raise ValueError(
+                f"config key {peer_text(str(key), 80)!r} is not an identifier of at most {MAX_CONFIG_KEY_CHARS} characters"
+            )
+        if isinstance(value, bool):
+            pass
+        elif isinstance(value, int):
+            if not _INT64[0] <= value <= _INT64[1]:
+                raise ValueError(f"config key {key!r}: the integer {value} does not fit in 64 bits")
+        elif isinstance(value, float):
+            if not math.isfinite(value):
+                raise ValueError(f"config key {key!r}: the float {value} is not finite")
+        elif isinstance(value, str):
+            if len(value) > MAX_CONFIG_STRING_CHARS:
+                raise ValueError(f"config key {key!r}: the string has {len(value)} characters; at most {MAX_CONFIG_STRING_CHARS}")
+        else:
+            raise ValueError(f"config key {key!r}: a {type(value).__name__} is not a bool, int, float or str")
+        checked[key] = value
+    return checked
+
+
+def config_to_pb(config: Mapping[str, ConfigValue]) -> dict[str, pb.ConfigValue]:
+    """Each value as the ConfigValue of its kind (bool before int: a bool is an int in Python)."""
+    entries: dict[str, pb.ConfigValue] = {}
+    for key, value in check_config(config).items():
+        if isinstance(value, bool):
+            entries[key] = pb.ConfigValue(bool_value=value)
+        elif isinstance(value, int):
+            entries[key] = pb.ConfigValue(int_value=value)
+        elif isinstance(value, float):
+            entries[key] = pb.ConfigValue(float_value=value)
+        else:
+            entries[key] = pb.ConfigValue(string_value=value)
+    return entries
+
+
+def config_from_pb(entries: Mapping[str, pb.ConfigValue]) -> dict[str, ConfigValue]:
+    """The config a TasksResponse carries, checked (check_config); a value with no kind set is refused."""
+    if len(entries) > MAX_CONFIG_KEYS:  # before any value is read
+        raise ValueError(f"the config has {len(entries)} keys; at most {MAX_CONFIG_KEYS} are accepted")
+    values: dict[str, Any] = {}
+    for key, entry in entries.items():
+        kind = entry.WhichOneof("kind")
+        if kind is None:
+            raise ValueError(f"config key {peer_text(key, 80)!r} carries no value")
+        values[key] = getattr(entry, kind)
+    return check_config(values)
+
+
+def phase_from_wire(text: str) -> str:
+    """A phase name from a peer ("" = the default, train), or ValueError if it is not a short lower-case name."""
+    if not text:
+        return DEFAULT_PHASE
+    if not PHASE.fullmatch(text):
+        raise ValueError(f"phase {peer_text(text, 40)!r} is not a lower-case name of at most 32 characters")
+    return text
+
+
+def chunk_fields(chunk: pb.TensorChunk) -> tuple[str, str, tuple[int, ...], int, bytes]:
+    """A received chunk's (name, dtype, shape, offset, data) for the assembler, refused
+    (RefusedError, kind payload) unless its encoding is raw, the only one defined yet."""
+    if chunk.encoding != RAW_ENCODING:
+        raise RefusedError(
+            f"tensor {peer_text(chunk.name, 80)!r} arrived in encoding {peer_text(chunk.encoding, 40)!r}; "
+            "only raw little-endian bytes (an empty encoding) are accepted yet",
+            "send tensors unencoded: no encoding is defined in this version of Accord",
+            kind="payload",
+        )
+    return chunk.name, chunk.dtype, tuple(chunk.shape), chunk.offset, chunk.data
+
+
 def assignment_to_pb(assignment: TaskAssignment) -> pb.TasksResponse:
     return pb.TasksResponse(
         action=_ACTION_TO_PB[Action(assignment.action)],
@@ -85,11 +177,14 @@ def assignment_to_pb(assignment: TaskAssignment) -> pb.TasksResponse:
             )
             for task in assignment.tasks
         ],
+        config=config_to_pb(assignment.config),
+        phase=assignment.phase,
     )
 
 
 def assignment_from_pb(message: pb.TasksResponse) -> TaskAssignment:
-    """Rebuild a TaskAssignment; kwargs are JSON (never unpickled) and must be an object."""
+    """Rebuild a TaskAssignment; kwargs are JSON (never unpickled) and must be an object; the
+    config and phase are checked (check_config, phase_from_wire). ValueError if malformed."""
     tasks = []
     for spec in message.tasks:
         kwargs = json.loads(spec.kwargs_json) if spec.kwargs_json else {}
@@ -97,7 +192,11 @@ def assignment_from_pb(message: pb.TasksResponse) -> TaskAssignment:
             raise ValueError(f"task {spec.name!r}: kwargs must be a JSON object")
         tasks.append(Task(spec.name, spec.function, kwargs, spec.returns_model))
     return TaskAssignment(
-        action=_ACTION_FROM_PB[message.action], round_number=message.round_number, tasks=tuple(tasks)
+        action=_ACTION_FROM_PB[message.action],
+        round_number=message.round_number,
+        tasks=tuple(tasks),
+        config=config_from_pb(message.config),
+        phase=phase_from_wire(message.phase),
     )
 
 
@@ -124,6 +223,7 @@ def result_stream(
             tensor_count=len(tensors),
             model_digest=result.model_digest,
             failure=result.failure,
+            phase=result.phase,
         )
     )
     for chunk in tensor_pb_chunks(tensors, chunk_bytes):
@@ -150,7 +250,16 @@ def result_from_pb(
         task_seconds=message.task_seconds,
         model_digest=message.model_digest,
         failure=peer_text(message.failure, MAX_FAILURE_CHARS),
+        phase=result_phase(message.phase),
     )
+
+
+def result_phase(phase: str) -> str:
+    """The phase a result header names, refused (RefusedError, kind payload) if malformed."""
+    try:
+        return phase_from_wire(phase)
+    except ValueError as exc:
+        raise RefusedError(f"the result header's {exc}", kind="payload") from None
 
 
 def peer_text(text: str, limit: int) -> str:

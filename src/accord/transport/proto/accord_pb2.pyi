@@ -53,8 +53,20 @@ class TaskSpec(_message.Message):
     returns_model: bool
     def __init__(self, name: _Optional[str] = ..., function: _Optional[str] = ..., kwargs_json: _Optional[str] = ..., returns_model: _Optional[bool] = ...) -> None: ...
 
+class ConfigValue(_message.Message):
+    __slots__ = ("bool_value", "int_value", "float_value", "string_value")
+    BOOL_VALUE_FIELD_NUMBER: _ClassVar[int]
+    INT_VALUE_FIELD_NUMBER: _ClassVar[int]
+    FLOAT_VALUE_FIELD_NUMBER: _ClassVar[int]
+    STRING_VALUE_FIELD_NUMBER: _ClassVar[int]
+    bool_value: bool
+    int_value: int
+    float_value: float
+    string_value: str
+    def __init__(self, bool_value: _Optional[bool] = ..., int_value: _Optional[int] = ..., float_value: _Optional[float] = ..., string_value: _Optional[str] = ...) -> None: ...
+
 class TasksResponse(_message.Message):
-    __slots__ = ("action", "round_number", "tasks")
+    __slots__ = ("action", "round_number", "tasks", "config", "phase")
     class Action(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
         __slots__ = ()
         RUN: _ClassVar[TasksResponse.Action]
@@ -63,13 +75,24 @@ class TasksResponse(_message.Message):
     RUN: TasksResponse.Action
     WAIT: TasksResponse.Action
     QUIT: TasksResponse.Action
+    class ConfigEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: ConfigValue
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[_Union[ConfigValue, _Mapping]] = ...) -> None: ...
     ACTION_FIELD_NUMBER: _ClassVar[int]
     ROUND_NUMBER_FIELD_NUMBER: _ClassVar[int]
     TASKS_FIELD_NUMBER: _ClassVar[int]
+    CONFIG_FIELD_NUMBER: _ClassVar[int]
+    PHASE_FIELD_NUMBER: _ClassVar[int]
     action: TasksResponse.Action
     round_number: int
     tasks: _containers.RepeatedCompositeFieldContainer[TaskSpec]
-    def __init__(self, action: _Optional[_Union[TasksResponse.Action, str]] = ..., round_number: _Optional[int] = ..., tasks: _Optional[_Iterable[_Union[TaskSpec, _Mapping]]] = ...) -> None: ...
+    config: _containers.MessageMap[str, ConfigValue]
+    phase: str
+    def __init__(self, action: _Optional[_Union[TasksResponse.Action, str]] = ..., round_number: _Optional[int] = ..., tasks: _Optional[_Iterable[_Union[TaskSpec, _Mapping]]] = ..., config: _Optional[_Mapping[str, ConfigValue]] = ..., phase: _Optional[str] = ...) -> None: ...
 
 class ModelRequest(_message.Message):
     __slots__ = ("header", "round_number")
@@ -80,21 +103,23 @@ class ModelRequest(_message.Message):
     def __init__(self, header: _Optional[_Union[Header, _Mapping]] = ..., round_number: _Optional[int] = ...) -> None: ...
 
 class TensorChunk(_message.Message):
-    __slots__ = ("name", "dtype", "shape", "offset", "data")
+    __slots__ = ("name", "dtype", "shape", "offset", "data", "encoding")
     NAME_FIELD_NUMBER: _ClassVar[int]
     DTYPE_FIELD_NUMBER: _ClassVar[int]
     SHAPE_FIELD_NUMBER: _ClassVar[int]
     OFFSET_FIELD_NUMBER: _ClassVar[int]
     DATA_FIELD_NUMBER: _ClassVar[int]
+    ENCODING_FIELD_NUMBER: _ClassVar[int]
     name: str
     dtype: str
     shape: _containers.RepeatedScalarFieldContainer[int]
     offset: int
     data: bytes
-    def __init__(self, name: _Optional[str] = ..., dtype: _Optional[str] = ..., shape: _Optional[_Iterable[int]] = ..., offset: _Optional[int] = ..., data: _Optional[bytes] = ...) -> None: ...
+    encoding: str
+    def __init__(self, name: _Optional[str] = ..., dtype: _Optional[str] = ..., shape: _Optional[_Iterable[int]] = ..., offset: _Optional[int] = ..., data: _Optional[bytes] = ..., encoding: _Optional[str] = ...) -> None: ...
 
 class ResultHeader(_message.Message):
-    __slots__ = ("header", "round_number", "task", "sample_count", "metrics", "is_delta", "task_seconds", "tensor_count", "model_digest", "failure")
+    __slots__ = ("header", "round_number", "task", "sample_count", "metrics", "is_delta", "task_seconds", "tensor_count", "model_digest", "failure", "phase")
     class MetricsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -112,6 +137,7 @@ class ResultHeader(_message.Message):
     TENSOR_COUNT_FIELD_NUMBER: _ClassVar[int]
     MODEL_DIGEST_FIELD_NUMBER: _ClassVar[int]
     FAILURE_FIELD_NUMBER: _ClassVar[int]
+    PHASE_FIELD_NUMBER: _ClassVar[int]
     header: Header
     round_number: int
     task: str
@@ -122,7 +148,8 @@ class ResultHeader(_message.Message):
     tensor_count: int
     model_digest: str
     failure: str
-    def __init__(self, header: _Optional[_Union[Header, _Mapping]] = ..., round_number: _Optional[int] = ..., task: _Optional[str] = ..., sample_count: _Optional[int] = ..., metrics: _Optional[_Mapping[str, float]] = ..., is_delta: _Optional[bool] = ..., task_seconds: _Optional[float] = ..., tensor_count: _Optional[int] = ..., model_digest: _Optional[str] = ..., failure: _Optional[str] = ...) -> None: ...
+    phase: str
+    def __init__(self, header: _Optional[_Union[Header, _Mapping]] = ..., round_number: _Optional[int] = ..., task: _Optional[str] = ..., sample_count: _Optional[int] = ..., metrics: _Optional[_Mapping[str, float]] = ..., is_delta: _Optional[bool] = ..., task_seconds: _Optional[float] = ..., tensor_count: _Optional[int] = ..., model_digest: _Optional[str] = ..., failure: _Optional[str] = ..., phase: _Optional[str] = ...) -> None: ...
 
 class ResultChunk(_message.Message):
     __slots__ = ("header", "tensor")
