@@ -26,6 +26,7 @@ __all__ = [
     "FedAdam",
     "FedAvg",
     "FedAvgM",
+    "FedProx",
     "FedYogi",
     "GeometricMedian",
     "Krum",
