@@ -72,3 +72,28 @@ def test_a_config_key_the_strategy_does_not_declare_is_an_error_at_the_aggregato
 
     with pytest.raises(AccordError, match=r"config keys \['lr'\].*config_schema"):
         make_engine(strategy=Undeclared())
+
+
+def test_a_config_value_of_another_type_than_declared_is_an_error_at_the_aggregator() -> None:
+    class NumpyValue(Strategy):
+        config_schema: ClassVar = {"proximal_mu": float}
+
+        def configure(self, round_number: int) -> dict:
+            return {"proximal_mu": np.float32(0.1)}
+
+    with pytest.raises(AccordError, match=r"config key 'proximal_mu' as a float32; its config_schema declares a float"):
+        make_engine(strategy=NumpyValue())
+
+
+def test_a_result_for_another_phase_is_refused() -> None:
+    import dataclasses
+
+    from test_engine import result
+
+    from accord.errors import RefusedError
+
+    engine = make_engine(rounds=1)
+    stray = dataclasses.replace(result("a", "aggregated_model_validation", metrics={"accuracy": 0.5}), phase="unmask", model_digest=engine.model_digest)
+    with pytest.raises(RefusedError, match="phase 'unmask' of round 0, which is in phase 'train'") as refused:
+        engine.submit(stray)
+    assert refused.value.kind == "state" and engine.current.reported_count == 0

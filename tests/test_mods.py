@@ -272,14 +272,12 @@ def test_accepted_config_reaches_training_tasks_on_top_of_the_plans_kwargs_and_m
 
 
 def test_the_plans_mods_are_built_in_order_with_typed_settings(workspace_factory) -> None:
-    from accord.collaborator.site import build_mods
-
     mods = [
         {"template": "accord.mods.ClipUpdate", "settings": {"max_norm": 2}},
         {"template": "accord.mods.gaussian_noise.LocalGaussianNoise", "settings": {"std": 0.1, "seed": 3}},
     ]
     plan = workspace_factory(["a"], overrides={"collaborator.settings.mods": mods})
-    clip, noise = build_mods(plan)
+    clip, noise = plan.mods()
     assert isinstance(clip, ClipUpdate) and clip.max_norm == 2.0
     assert isinstance(noise, LocalGaussianNoise) and (noise.std, noise.seed) == (0.1, 3)
 
@@ -296,7 +294,5 @@ def test_the_plans_mods_are_built_in_order_with_typed_settings(workspace_factory
     ],
 )
 def test_a_wrong_mod_in_the_plan_is_refused_in_one_line(workspace_factory, mod, match) -> None:
-    from accord.collaborator.site import build_mods
-
-    with pytest.raises(AccordError, match=match):
-        build_mods(workspace_factory(["a"], overrides={"collaborator.settings.mods": [mod]}))
+    with pytest.raises(AccordError, match=match):  # when the plan loads
+        workspace_factory(["a"], overrides={"collaborator.settings.mods": [mod]})

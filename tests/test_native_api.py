@@ -136,3 +136,25 @@ print("rounds ok", fx.last_run.final("aggregated_model_validation/accuracy"))
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=180, cwd=tmp_path)
     assert done.returncode == 0, done.stderr[-3000:]
     assert "rounds ok" in done.stdout
+
+
+def test_a_strategy_and_its_per_round_config_reach_native_sites(tmp_path) -> None:
+    """FedProx chosen by a plan override: the native sites accept its proximal_mu (their plan's
+    strategy declares it) and train with the proximal term; the plan's client mods run too."""
+    torch = pytest.importorskip("torch")
+    fx.init("torch_digits", log_level="WARNING")
+    model = fx.FederatedModel(lambda: torch.nn.Sequential(torch.nn.Linear(3, 8), torch.nn.ReLU(), torch.nn.Linear(8, 4)), data_loader=_data())
+    initial = model.runner.get_weights()
+    overrides = {
+        "aggregator.settings.rounds_to_train": 2,
+        "aggregator.settings.strategy": {"template": "accord.strategies.FedProx", "settings": {"proximal_mu": 0.5}},
+        "collaborator.settings.mods": [{"template": "accord.mods.ClipUpdate", "settings": {"max_norm": 1e-6}}],
+    }
+    fx.run_experiment(fx.setup(num_collaborators=2, model=model), override_config=overrides, workspace=tmp_path)
+    result = fx.last_run
+    assert result is not None and not result.errors and result.model is not None
+    terms = [r.value for r in result.records if r.task == "train" and r.metric == "proximal_term" and r.origin != "aggregator"]
+    assert len(terms) == 4  # each site's training reported its proximal term, both rounds
+    final = result.model.runner.get_weights()
+    moved = np.sqrt(sum(float(np.sum((final[k].astype(np.float64) - initial[k]) ** 2)) for k in final))
+    assert 0 < moved <= 2.1e-6  # each round's mean of updates clipped to norm 1e-6 at the sites

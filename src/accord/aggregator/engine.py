@@ -12,11 +12,11 @@ from accord.aggregator.metrics import MetricRecord, WeightedMetrics
 from accord.aggregator.result_checks import check_result
 from accord.aggregator.stragglers import Decision, StragglerPolicy
 from accord.errors import AccordError, RefusedError
-from accord.messages import Action, Task, TaskAssignment, TaskResult
+from accord.messages import Action, ConfigValue, Task, TaskAssignment, TaskResult
 from accord.plan.schema import TaskSpec
 from accord.strategies.base import Strategy
 from accord.strategies.fedavg import FedAvg
-from accord.strategies.seam import EVERYONE, Accumulator, Aggregate, ClientSampling, ConfigValue, Reply, RoundContext
+from accord.strategies.seam import EVERYONE, Accumulator, Aggregate, ClientSampling, Reply, RoundContext
 from accord.tensors.digest import model_digest
 from accord.tensors.state import ModelState
 
@@ -44,6 +44,8 @@ class _Round:
     context: RoundContext | None = None
     accumulator: Accumulator | None = None
     config: dict[str, ConfigValue] = field(default_factory=dict)
+    #: the round's phase (every round has one, ``train``, until a strategy needs more)
+    phase: str = "train"
     #: replies the strategy needs (the straggler policy's min_reports is raised to it)
     min_replies: int = 1
 
@@ -215,6 +217,12 @@ class RoundEngine:
         )
         current = self._round
         assert current is not None
+        if result.phase != current.phase:
+            raise RefusedError(
+                f"result from {result.collaborator} is for phase {result.phase[:32]!r} of round {current.number}, "
+                f"which is in phase {current.phase!r}",
+                kind="state",
+            )
         if result.failure:
             if result.tensors or result.metrics:
                 raise RefusedError(f"result from {result.collaborator} reports a failure but carries data", kind="payload")
@@ -291,12 +299,7 @@ class RoundEngine:
             return
         assigned = tuple(c for c, names in outstanding.items() if names)
         config = {} if self.is_final_validation(number) else self.strategy.configure(number)
-        undeclared = sorted(set(config) - set(self.strategy.config_schema))
-        if undeclared:
-            raise AccordError(
-                f"strategy {type(self.strategy).__name__} sends config keys {undeclared} that its config_schema does not declare",
-                "declare every key the strategy's configure() returns in its config_schema",
-            )
+        self._check_config(config)
         context = RoundContext(number, self.model, self.bounds, assigned)
         self._round = _Round(
             number=number,
@@ -311,6 +314,24 @@ class RoundEngine:
             min_replies=self.strategy.min_replies(len(assigned)),
         )
         self.events.emit(RoundOpened(number, assigned, dict(config), self.is_final_validation(number)))
+
+    def _check_config(self, config: Mapping[str, object]) -> None:
+        """What ``configure`` returned must be of the types its ``config_schema`` declares (a
+        site refuses anything else; an int passes for a float): a strategy's bug, said here."""
+        schema, name = self.strategy.config_schema, type(self.strategy).__name__
+        undeclared = sorted(set(config) - set(schema))
+        if undeclared:
+            raise AccordError(
+                f"strategy {name} sends config keys {undeclared} that its config_schema does not declare",
+                "declare every key the strategy's configure() returns in its config_schema",
+            )
+        for key, value in config.items():
+            wanted = schema[key]
+            if type(value) is not wanted and not (wanted is float and type(value) is int):
+                raise AccordError(
+                    f"strategy {name} sends config key {key!r} as a {type(value).__name__}; its config_schema declares a {wanted.__name__}",
+                    "return plain Python values of the declared types from configure() (float(x), not a NumPy scalar)",
+                )
 
     def _cohort_tasks(self, number: int) -> dict[str, list[str]]:
         """Each collaborator's tasks of round ``number``: the strategy's cohort of those the

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 from accord.collaborator.collaborator import Collaborator, SiteFailure
 from accord.data.base import DataLoader
 from accord.errors import AccordError
-from accord.mods.base import Mod
 from accord.plan.loader import Plan, read_yaml
 from accord.plan.objects import build
 from accord.transport.base import AggregatorClient
@@ -41,17 +41,6 @@ def build_data_loader(plan: Plan, name: str) -> DataLoader:
     )
 
 
-def build_mods(plan: Plan) -> list[Mod]:
-    """The plan's client mods (``collaborator.settings.mods``), in order: each template
-    allow-listed (plan/templates.py, kind ``mod``) before it is imported, a Mod subclass, its
-    settings type-checked against its constructor."""
-    mods = []
-    for i, spec in enumerate(plan.model.collaborator.settings.mods):
-        where = f"collaborator.settings.mods[{i}]"
-        mods.append(build(where, spec.template, dict(spec.settings), plan.workspace, subclass_of=Mod, kind="mod", typed=True))
-    return mods
-
-
 def build_collaborator(plan: Plan, name: str, client: AggregatorClient) -> Collaborator:
     """A Collaborator wired to ``client``, with the plan's runner, client mods and this site's
     data, accepting only the per-round config its own plan's strategy declares.
@@ -59,9 +48,6 @@ def build_collaborator(plan: Plan, name: str, client: AggregatorClient) -> Colla
     If the data loader cannot be built (a missing data path, say), the collaborator is built
     without data: it joins and reports that failure, so the round need not wait for it.
     """
-    settings = plan.model.collaborator.settings
-    strategy = plan.strategy()  # this site's own plan's: which config it accepts
-    mods = build_mods(plan)
     data: DataLoader | None = None
     data_error: SiteFailure | None = None
     try:
@@ -78,14 +64,24 @@ def build_collaborator(plan: Plan, name: str, client: AggregatorClient) -> Colla
         client,
         build_runner(plan),
         data,
-        opt_treatment=settings.opt_treatment,
-        delta_updates=settings.delta_updates,
-        tasks=plan.model.tasks.settings,
         data_error=data_error,
-        config_schema=strategy.config_schema,
-        mods=mods,
-        strategy=type(strategy).__name__,
+        **site_options(plan),
     )
+
+
+def site_options(plan: Plan) -> dict[str, Any]:
+    """The Collaborator's options from this site's own plan: optimizer treatment, deltas, its
+    task definitions, its client mods, and the per-round config its strategy declares."""
+    settings = plan.model.collaborator.settings
+    strategy = plan.strategy()  # this site's own plan's: which config it accepts
+    return {
+        "opt_treatment": settings.opt_treatment,
+        "delta_updates": settings.delta_updates,
+        "tasks": plan.model.tasks.settings,
+        "config_schema": strategy.config_schema,
+        "mods": plan.mods(),
+        "strategy": type(strategy).__name__,
+    }
 
 
 def grpc_client(plan: Plan, name: str, connect_timeout: float | None = None) -> AggregatorClient:

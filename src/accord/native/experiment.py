@@ -19,6 +19,7 @@ from typing import Any
 from accord.aggregator.metrics import read_metrics
 from accord.aggregator.runtime import AggregatorRuntime
 from accord.collaborator.collaborator import Collaborator, SiteFailure
+from accord.collaborator.site import site_options
 from accord.errors import AccordError, PlanError
 from accord.experiment.local import FederationReport
 from accord.logs import configure_logging, ensure_logging
@@ -169,7 +170,6 @@ def _federate(plan: Plan, sites: dict[str, FederatedModel], timeout: float | Non
 
 def _run_sites(runtime: AggregatorRuntime, plan: Plan, sites: dict[str, FederatedModel], timeout: float | None) -> dict[str, BaseException]:
     """One Collaborator thread per site; the first failure tells the others to quit."""
-    settings = plan.model.collaborator.settings
     stop = threading.Event()
     errors: dict[str, BaseException] = {}
 
@@ -178,7 +178,7 @@ def _run_sites(runtime: AggregatorRuntime, plan: Plan, sites: dict[str, Federate
         try:
             if site.data_loader is None:
                 raise AccordError(f"collaborator {name!r} has no data", "use FederatedModel.setup() or fx.setup()")
-            Collaborator(name, client, site.runner, site.data_loader, settings.opt_treatment, settings.delta_updates).run()
+            Collaborator(name, client, site.runner, site.data_loader, **site_options(plan)).run()
         except BaseException as exc:  # raised in the caller's thread by _federate
             cause = exc.__cause__ if isinstance(exc, SiteFailure) else None  # the task code's own error
             errors.setdefault(name, cause or exc)

@@ -189,6 +189,12 @@ class Plan:
 
         return build_strategy(self.model.aggregator.settings.strategy.model_dump(), self.workspace)
 
+    def mods(self) -> list[Any]:
+        """Fresh instances of the plan's client mods, in order (plan/mods.py)."""
+        from accord.plan.mods import build_mods
+
+        return build_mods(self.model.collaborator.settings.mods, self.workspace)
+
 
 #: every path-valued plan setting; each must stay inside the workspace (data paths are the
 #: site's own, in data.yaml, not the plan's: they may point anywhere).
@@ -244,7 +250,8 @@ def validate_plan(
             "restore the frozen plan, or remove its hash and run `fx plan freeze` again",
         )
     plan = Plan(model=model, workspace=workspace, path=path, hash=digest)
-    plan.strategy()  # built once now, so a wrong strategy or setting fails when the plan loads
+    plan.strategy()  # built once now, so a wrong strategy, mod or setting fails when the plan loads
+    plan.mods()
     return plan
 
 

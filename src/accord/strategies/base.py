@@ -16,8 +16,9 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import ClassVar
 
+from accord.messages import ConfigValue
 from accord.strategies.mean import BoundedMean
-from accord.strategies.seam import EVERYONE, Accumulator, Aggregate, ClientSampling, ConfigValue, RoundContext, StrategyState
+from accord.strategies.seam import EVERYONE, Accumulator, Aggregate, ClientSampling, RoundContext, StrategyState
 from accord.tensors.state import ModelState
 
 

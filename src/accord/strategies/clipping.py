@@ -6,6 +6,7 @@ import math
 from collections.abc import Mapping, Sequence
 
 from accord.aggregation.bounds import BoundEvent, ScaledChanges, Update, change_norms
+from accord.messages import ConfigValue
 from accord.strategies.base import Strategy
 from accord.strategies.robust import require
 from accord.strategies.seam import (
@@ -13,7 +14,6 @@ from accord.strategies.seam import (
     Accumulator,
     Aggregate,
     ClientSampling,
-    ConfigValue,
     Reply,
     RoundContext,
     StrategyState,

@@ -13,8 +13,8 @@ from collections.abc import Mapping
 from typing import ClassVar
 
 from accord.errors import PlanError
+from accord.messages import ConfigValue
 from accord.strategies.base import Strategy
-from accord.strategies.seam import ConfigValue
 
 
 class FedProx(Strategy):

@@ -12,9 +12,6 @@ import numpy as np
 from accord.aggregation.bounds import UNBOUNDED, BoundEvent, UpdateBounds
 from accord.tensors.state import ModelState
 
-#: a per-round config value: what travels to the sites (typed on the wire).
-ConfigValue = bool | int | float | str
-
 
 @dataclass(frozen=True)
 class ClientSampling:
