@@ -220,13 +220,13 @@ class AggregatorRuntime:
                 self._check_serving()
                 outcome = self._take(result, staged)
                 log_result(result)
+                if not result.failure:  # recorded even when it closes the round: a rollback replays it
+                    self._persist(lambda: self.journal.add_result(result, staged))
+                    staged = None
                 if outcome is not None:
                     self._persist(functools.partial(self._finish_round, outcome))
                 elif result.failure:  # for the status only: after a restart the site owes its tasks again
                     self._persist(lambda: self.journal.add_failure(result.collaborator))
-                else:
-                    self._persist(lambda: self.journal.add_result(result, staged))
-                    staged = None
         except RefusedError as exc:
             log.warning("refused result from %s: %s", result.collaborator, exc.message)
             raise
@@ -354,7 +354,7 @@ class AggregatorRuntime:
             outcome = self.engine.submit(stamped, self.journal.view(entry["tensors"]))
             if outcome is not None:
                 self._finish_round(outcome)
-        if not self.engine.finished:
+        if self.engine.round_number == saved.round_number:  # not closed by the replay
             self.journal.mark_resumed()
 
     def _commit_round(self) -> None:
