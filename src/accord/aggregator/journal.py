@@ -19,6 +19,7 @@ names (orphans) and the temporary files of cut-short writes are removed on load.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -305,10 +306,8 @@ class Journal:
         try:
             _write_durably(self._fd, line)
         except BaseException:
-            try:
+            with contextlib.suppress(OSError):  # else a restart cuts the torn record off
                 os.ftruncate(self._fd, self._size)
-            except OSError:
-                pass  # a restart cuts the torn record off
             raise
         self._size += len(line)
 

@@ -174,8 +174,8 @@ def results_of(entries: list[dict[str, Any]]) -> tuple[dict[str, Any], ...]:
 def names_of(data: dict[str, Any], entries: list[dict[str, Any]]) -> set[str]:
     """The files a snapshot and its records name (the snapshot and journal files included)."""
     number = data["round"]
-    named = {snapshot_name(number), journal_name(number), data["model"], data["strategy"]["tensors"]}
-    return (named | {e.get("tensors") for e in entries}) - {None, ""}
+    named = [snapshot_name(number), journal_name(number), data["model"], data["strategy"]["tensors"]]
+    return {name for name in [*named, *(e.get("tensors") for e in entries)] if name}
 
 
 def load_named(path: Path) -> ModelState:
