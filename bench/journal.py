@@ -15,6 +15,7 @@ ratio of the baseline's late median to the journal's.
 
     .venv/bin/python bench/journal.py [--repeats 3] [--sizes 10,100,1000,2000]
     .venv/bin/python bench/journal.py --submit-only   # runtime.submit alone, for any Accord version
+    .venv/bin/python bench/journal.py --no-fsync      # without the disk flushes (a shared, busy disk)
 """
 
 from __future__ import annotations
@@ -160,7 +161,12 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--sizes", default="10,100,1000,2000")
     parser.add_argument("--submit-only", action="store_true", help="time runtime.submit alone (any Accord version)")
+    parser.add_argument(
+        "--no-fsync", action="store_true", help="make os.fsync a no-op on both sides: the work that grows with N, without the disk"
+    )
     args = parser.parse_args()
+    if args.no_fsync:
+        os.fsync = lambda fd: None
     sizes = [int(s) for s in args.sizes.split(",")]
     logging.getLogger("accord").setLevel(logging.ERROR)  # per-result log lines are not what is timed
     if args.submit_only:

@@ -330,9 +330,9 @@ def _readable_names(snapshot: Path) -> set[str]:
     """The files a readable snapshot and its journal's whole records name (none if unreadable)."""
     try:
         data = disk.read_snapshot(snapshot)
+        return disk.names_of(data, disk.read_records(snapshot.with_name(disk.journal_name(data["round"]))).entries)
     except AccordError:
         return set()
-    return disk.names_of(data, disk.read_records(snapshot.with_name(disk.journal_name(data["round"]))).entries)
 
 
 def _set_aside(path: Path) -> Path:

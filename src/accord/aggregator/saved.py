@@ -135,14 +135,15 @@ def read_snapshot(path: Path) -> dict[str, Any]:
 
 
 def read_records(path: Path, directory: Path | None = None) -> Records:
-    """The records of the journal ``path`` (none if it is absent). With ``directory``, a
-    record naming a file there that is missing or not whole ends the whole prefix."""
+    """The records of the journal ``path`` (none if it is absent; a clear error if it cannot be
+    read). With ``directory``, a record naming a file there that is missing or not whole ends
+    the whole prefix."""
     try:
         data = path.read_bytes()
     except FileNotFoundError:
         return Records([], 0)
     except OSError as exc:
-        return Records([], 0, damage=f"{path} cannot be read: {exc}")
+        raise AccordError(f"{path} cannot be read: {exc}", FRESH_FIX) from None
     entries: list[dict[str, Any]] = []
     start = 0
     while (end := data.find(b"\n", start)) >= 0:
