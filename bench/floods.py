@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import functools
-import json
 import os
 import signal
 import socket
@@ -119,12 +118,15 @@ class Federation:
 
     def round(self) -> int:
         """The round the aggregator's saved state names (its commit point)."""
+        from accord.aggregator.status import read_status
+        from accord.errors import AccordError
+
         for _ in range(50):
             try:
-                return int(json.loads((self.plan.resolve_path("save/state") / "state.json").read_text())["round"])
-            except (OSError, ValueError, KeyError):
+                return int(read_status(self.plan)["round"])
+            except (OSError, ValueError, KeyError, AccordError):
                 time.sleep(0.02)
-        raise SystemExit("the aggregator's state.json cannot be read")
+        raise SystemExit("the aggregator's saved round cannot be read")
 
     def tls(self, who: str):  # -> ClientTLS
         from accord.pki.layout import CertLayout

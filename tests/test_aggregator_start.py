@@ -54,14 +54,15 @@ def test_a_second_aggregator_on_the_same_workspace_fails_with_a_clear_line(plan:
     first = start(plan, tmp_path / "first.log")
     try:
         wait_listening(plan.model.network.settings.agg_port, first, tmp_path / "first.log")
-        state = (plan.workspace / "save" / "state" / "state.json").read_bytes()
+        saved = [plan.workspace / "save" / "state" / name for name in ("snapshot-00000.json", "journal-00000.jsonl")]
+        state = [path.read_bytes() for path in saved]
         second = fx("aggregator", "start", "-w", str(plan.workspace))
         assert second.returncode == 2, second.stdout + second.stderr
         assert f"another aggregator (pid {first.pid}) is already serving this workspace" in second.stderr
         assert "aggregator.lock" in second.stderr and "stop that aggregator first" in second.stderr
         assert "Traceback" not in second.stderr
         assert first.poll() is None  # the first goes on, its saved state untouched
-        assert (plan.workspace / "save" / "state" / "state.json").read_bytes() == state
+        assert [path.read_bytes() for path in saved] == state
     finally:
         stop(first)
 
@@ -119,7 +120,7 @@ def test_status_reports_the_live_aggregator_after_a_kill_and_a_restart(plan: Pla
         try:
             wait_listening(plan.model.network.settings.agg_port, second, tmp_path / "second.log")
             shown = status(plan)
-            assert f"aggregator running (pid {second.pid})" in shown, shown  # state.json still names the first
+            assert f"aggregator running (pid {second.pid})" in shown, shown  # the snapshot still names the first
             assert str(first.pid) not in shown
         finally:
             stop(second)

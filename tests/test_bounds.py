@@ -308,7 +308,7 @@ def test_metrics_are_weighted_by_the_capped_count_and_absurd_values_refused(work
     def strict(text: str):
         return json.loads(text, parse_constant=lambda constant: pytest.fail(f"{constant} in the JSON"))
 
-    state = strict(runtime.checkpoint.path.read_text())
+    state = strict(runtime.journal.path.read_text())  # the snapshot of the federation's end
     assert state["best_score"] == pytest.approx((0.5 * 100 + 0.5 * 120 + 132) / 352)
     lines = plan.resolve_path("logs/metrics.jsonl").read_text().splitlines()
     records = [strict(line) for line in lines]

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
@@ -15,6 +14,8 @@ import pytest
 from conftest import FAST
 
 from accord.aggregator.metrics import read_metrics
+from accord.aggregator.status import read_status
+from accord.errors import AccordError
 from accord.experiment.local import fx_command, prepare_workspace, run_processes
 from accord.plan.loader import Plan, load_plan, update_plan_file
 from accord.tensors.state import load_state
@@ -104,10 +105,10 @@ def wait_for(condition: Callable[[], bool], timeout: float = 120.0, what: str = 
 
 
 def saved_state(plan: Plan) -> dict:
-    path = plan.resolve_path("save/state/state.json")
+    """The saved round (its snapshot, with ``results``: the journal's result records), {} if none yet."""
     try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
+        return read_status(plan)
+    except AccordError:
         return {}
 
 
@@ -182,6 +183,12 @@ def test_killing_the_aggregator_twice_mid_round_changes_nothing(tmp_path: Path) 
     for count, round_number in ((2, 1), (3, 3)):
         assert f"resuming round {round_number} from" in sites.log("aggregator", count)
     assert "federation finished: 4 rounds" in sites.log("aggregator", 3)
+    assert_same_federation(reference, faulty)
+
+
+def assert_same_federation(reference: Plan, faulty: Plan) -> None:
+    """Each of 4 rounds and the final validation logged once, and the final weights of a run
+    without faults (rtol 1e-6)."""
     rounds = [r.round for r in read_metrics(faulty.resolve_path("logs/metrics.jsonl")) if r.metric == "round_seconds"]
     assert rounds == [0, 1, 2, 3, 4]
     expected = load_state(reference.resolve_path("save/last.safetensors"))
@@ -191,12 +198,14 @@ def test_killing_the_aggregator_twice_mid_round_changes_nothing(tmp_path: Path) 
         np.testing.assert_allclose(got[name], expected[name], rtol=1e-6, atol=1e-7, err_msg=name)
 
 
-@pytest.mark.parametrize("damaged", ["state.json", "its last result file"])
+@pytest.mark.parametrize("damaged", ["the snapshot", "the last record", "its last result file"])
 def test_a_damaged_state_rolls_back_to_the_previous_commit_and_the_federation_finishes(tmp_path: Path, damaged: str) -> None:
-    """kill -9 the aggregator in round 2, cut its state.json (or the tensors of the last result
-    it names) short, start it again: it resumes from the previous committed state (a warning
-    names both files), every round logged once."""
+    """kill -9 the aggregator in round 2, damage what it saved, start it again: a damaged
+    snapshot rolls back to the previous round's (a warning names both files), a record cut
+    short is cut off, a record naming a cut-short file cuts the journal back to the records
+    before it (a warning names the file); the federation finishes, every round logged once."""
     plan = slow_workspace(tmp_path / "ws", 2, 4)
+    state_dir = plan.resolve_path("save/state")
     sites = Sites(plan)
 
     def named_tensors() -> list[str]:
@@ -209,39 +218,34 @@ def test_a_damaged_state_rolls_back_to_the_previous_commit_and_the_federation_fi
         sites.start("collaborator2")
         wait_for(
             lambda: saved_state(plan).get("round") == 2 and bool(saved_state(plan).get("results"))
-            and (damaged == "state.json" or bool(named_tensors())),
+            and (damaged != "its last result file" or bool(named_tensors())),
             what="results of round 2",
         )
         sites.kill("aggregator")
-        state = plan.resolve_path("save/state/state.json")
-        cut_between_renames = not state.is_file()  # the kill landed inside a save: nothing to damage
-        previous = state.parent / "state.prev.json"
-        older = {r.get("tensors") for r in json.loads(previous.read_text())["results"]} if previous.is_file() else set()
-        # a result file named by state.json only (the previous commit must stay whole to roll back to);
-        # if the last commit added no tensors, state.json itself is cut instead
-        fresh = [] if cut_between_renames else [name for name in named_tensors() if name not in older]
-        tensors = fresh[-1] if fresh else None
-        if damaged != "state.json" and tensors:
-            result_file = state.parent / tensors
-            result_file.write_bytes(result_file.read_bytes()[:-50])
-        elif not cut_between_renames:
-            state.write_bytes(state.read_bytes()[:-50])
+        if damaged == "the snapshot":
+            cut = state_dir / "snapshot-00002.json"
+        elif damaged == "the last record":
+            cut = state_dir / "journal-00002.jsonl"
+        else:
+            cut = state_dir / named_tensors()[-1]
+        cut.write_bytes(cut.read_bytes()[:-30])
         sites.start("aggregator")
         codes = sites.wait_all()
     finally:
         sites.close()
     restarted = sites.log("aggregator", 2)
     assert codes == {"aggregator": 0, "collaborator1": 0, "collaborator2": 0}, restarted
-    if cut_between_renames:
-        assert "is missing (a save was cut short): resuming from" in restarted
+    if damaged == "the snapshot":
+        assert "snapshot-00002.json cannot be read" in restarted and "rolled back to the previous saved state" in restarted
+        assert "snapshot-00001.json" in restarted and "resuming round 1 from" in restarted  # which closes round 1 again
+    elif damaged == "the last record":
+        assert "the last record of" in restarted and "journal-00002.jsonl was cut short" in restarted
+        assert "resuming round 2 from" in restarted
     else:
-        assert "rolled back to the previous saved state" in restarted
-        if damaged != "state.json" and tensors:
-            assert f"the file it names {tensors} is" in restarted and "its header says" in restarted
-        else:
-            assert "state.json cannot be read" in restarted
-    assert "state.prev.json" in restarted and "--fresh" not in restarted
-    assert "resuming round 2 from" in restarted and "federation finished: 4 rounds" in restarted
+        assert f"the file it names {cut.name} is" in restarted and "its header says" in restarted
+        assert "journal-00002.jsonl is damaged" in restarted and "rolled back to the previous saved state" in restarted
+        assert "resuming round 2 from" in restarted
+    assert "--fresh" not in restarted and "federation finished: 4 rounds" in restarted
     rounds = [r.round for r in read_metrics(plan.resolve_path("logs/metrics.jsonl")) if r.metric == "round_seconds"]
     assert rounds == [0, 1, 2, 3, 4]
     assert all(trained_rounds(plan, name) == {0, 1, 2, 3} for name in ("collaborator1", "collaborator2"))

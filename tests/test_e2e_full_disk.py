@@ -5,7 +5,6 @@ aggregator keeps serving and, once there is room, loses nothing."""
 from __future__ import annotations
 
 import errno
-import json
 import os
 import subprocess
 from pathlib import Path
@@ -15,6 +14,7 @@ from conftest import FAST
 from test_e2e_faults import Sites, wait_for
 
 from accord.aggregator.metrics import read_metrics
+from accord.aggregator.saved import read_snapshot
 from accord.experiment.local import prepare_workspace
 
 pytestmark = pytest.mark.e2e
@@ -64,15 +64,15 @@ def test_a_full_disk_while_staging_a_result_is_a_retryable_refusal(tmp_path: Pat
     sites = Sites(plan)
     try:
         sites.start("aggregator")
-        wait_for(lambda: (small_disk / "state.json").is_file(), what="round 0 to be saved")
+        wait_for(lambda: (small_disk / "snapshot-00000.json").is_file(), what="round 0 to be saved")
         model_bytes = (small_disk / "model-00000.safetensors").stat().st_size
-        assert model_bytes > 2 * PAGE  # a result does not fit in what is left; state.json does
+        assert model_bytes > 2 * PAGE  # a result does not fit in what is left; a journal record does
         filler = fill(small_disk, leave=2 * PAGE)
         sites.start("collaborator1")
         sites.start("collaborator2")
         wait_for(lambda: "cannot save the train result" in sites.log("aggregator"), what="a refused staging")
         wait_for(lambda: "cannot take it now" in sites.log("collaborator1") + sites.log("collaborator2"), what="a site to wait")
-        assert json.loads((small_disk / "state.json").read_text())["round"] == 0
+        assert read_snapshot(small_disk / "snapshot-00000.json")["round"] == 0 and not list(small_disk.glob("snapshot-00001*"))
         assert all(p.poll() is None for p in sites.procs.values())  # nobody exited
         filler.unlink()  # the operator frees space: the sites' next attempts go through
         codes = sites.wait_all()

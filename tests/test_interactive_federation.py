@@ -88,7 +88,7 @@ def test_federation_signs_sites_and_a_new_preparation_keeps_them(tmp_path: Path)
     assert not run.wait(timeout=0.5)
     run.stop()
     assert run.done and run.wait(0)
-    saved = json.loads((federation.workspace / "save" / "state" / "state.json").read_text())
+    saved = json.loads((federation.workspace / "save" / "state" / "snapshot-00000.json").read_text())
     assert saved["round"] == 0 and not saved["finished"]
 
 

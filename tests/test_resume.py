@@ -8,10 +8,12 @@ import os
 import numpy as np
 import pytest
 
-from accord.aggregator.checkpoint import STATE_FILE
+from accord.aggregator import journal as journal_module
 from accord.aggregator.lock import StateLock
 from accord.aggregator.metrics import read_metrics
 from accord.aggregator.runtime import AggregatorRuntime
+from accord.aggregator.saved import read_records, read_snapshot
+from accord.aggregator.status import read_status
 from accord.errors import AccordError, RefusedError
 from accord.messages import Action, TaskResult
 from accord.tensors.state import load_state
@@ -69,7 +71,7 @@ def test_a_restart_resumes_the_open_round_and_ends_with_the_same_model(plan, wor
     first = AggregatorRuntime(plan)
     assert run_all(first, plan, stop_after=11) == 11  # round 1, after alpha's three results and beta's first two
     first.close()
-    state = json.loads((plan.resolve_path("save/state") / STATE_FILE).read_text())
+    state = read_status(plan)
     assert state["round"] == 1 and [r["collaborator"] for r in state["results"]] == ["alpha"] * 3 + ["beta"] * 2
 
     second = AggregatorRuntime(plan)
@@ -109,58 +111,99 @@ def test_metrics_of_the_open_round_are_not_written_twice(plan) -> None:
 
 def test_orphans_are_removed_and_damage_is_reported(plan) -> None:
     runtime = AggregatorRuntime(plan)
-    run_all(runtime, plan, stop_after=2)
+    run_all(runtime, plan, stop_after=len(NAMES) * 3 + 2)  # round 0 closed; two results of round 1
     runtime.close()
     state_dir = plan.resolve_path("save/state")
-    orphan = state_dir / "result-0123.safetensors"
-    orphan.write_bytes(b"half written")
+    orphans = [state_dir / "result-0123.safetensors", state_dir / "snapshot-00007.json.damaged-x", state_dir / "model-00042.safetensors"]
+    for orphan in orphans:
+        orphan.write_bytes(b"half written")
     AggregatorRuntime(plan).close()
-    assert not orphan.exists()
-    (state_dir / STATE_FILE).write_text("{not json")
-    with pytest.raises(AccordError, match=r"state.json cannot be read.*state.prev.json cannot be read") as damaged:
-        (state_dir / "state.prev.json").write_text("{not json either")
+    assert [p.exists() for p in orphans] == [False, True, False]  # a damaged file set aside stays
+    (state_dir / "snapshot-00001.json").write_text("{not json")
+    (state_dir / "snapshot-00000.json").write_text("{not json either")
+    with pytest.raises(AccordError, match=r"snapshot-00001.json cannot be read.*snapshot-00000.json cannot be read") as damaged:
         AggregatorRuntime(plan)
     assert "--fresh" in damaged.value.fix
     assert AggregatorRuntime(plan, fresh=True).engine.round_number == 0
-    assert not (state_dir / "state.prev.json").exists()
+    assert sorted(p.name for p in state_dir.glob("snapshot-*.json")) == ["snapshot-00000.json"]
 
 
-def test_a_damaged_state_rolls_back_to_the_previous_commit_with_its_files(plan, caplog) -> None:
+def test_a_record_cut_short_by_a_kill_is_ignored_and_cut_off(plan, caplog) -> None:
+    runtime = AggregatorRuntime(plan)
+    run_all(runtime, plan, stop_after=len(NAMES) * 3 + 2)  # round 1: alpha's validation, then its training
+    runtime.close()
+    journal = plan.resolve_path("save/state/journal-00001.jsonl")
+    lines = journal.read_bytes().splitlines(keepends=True)
+    assert [json.loads(line)["kind"] for line in lines] == ["result", "result"]
+    journal.write_bytes(lines[0] + lines[1][:-40])  # the kill landed inside the second append
+    with caplog.at_level("INFO", logger="accord.aggregator"):
+        resumed = AggregatorRuntime(plan)
+    assert resumed.engine.round_number == 1 and len(resumed.journal.load().results) == 1
+    assert "the last record of" in caplog.text and "journal-00001.jsonl was cut short" in caplog.text
+    assert journal.read_bytes().startswith(lines[0]) and b"resumed" in journal.read_bytes().splitlines()[1]
+    assert "rolled back" not in caplog.text  # an unacknowledged record is no damage
+    run_all(resumed, plan)
+    resumed.close()
+    rounds = [r.round for r in read_metrics(plan.resolve_path("logs/metrics.jsonl")) if r.metric == "round_seconds"]
+    assert rounds == list(range(resumed.engine.total_rounds))
+
+
+def test_a_damaged_record_cuts_the_journal_back_to_the_records_before_it(plan, caplog) -> None:
+    runtime = AggregatorRuntime(plan)
+    run_all(runtime, plan, stop_after=4)  # alpha's three results and beta's first
+    runtime.close()
+    journal = plan.resolve_path("save/state/journal-00000.jsonl")
+    lines = journal.read_bytes().splitlines(keepends=True)
+    journal.write_bytes(b"".join([lines[0], b'{"kind": "result", "garbage\n', *lines[2:]]))
+    with caplog.at_level("WARNING", logger="accord.aggregator"):
+        resumed = AggregatorRuntime(plan)
+    assert [r["task"] for r in resumed.journal.load().results] == ["aggregated_model_validation"]
+    assert "journal-00000.jsonl is damaged at record 2" in caplog.text and "rolled back to the previous saved state" in caplog.text
+    aside = list(journal.parent.glob("journal-00000.jsonl.damaged-*"))
+    assert len(aside) == 1 and aside[0].read_bytes().startswith(b'{"kind": "result", "garbage')
+    run_all(resumed, plan)
+    resumed.close()
+    assert resumed.finished
+
+
+def test_a_damaged_snapshot_rolls_back_to_the_previous_one_with_its_files(plan, caplog) -> None:
     runtime = AggregatorRuntime(plan)
     run_all(runtime, plan, stop_after=len(NAMES) * 3 + 2)  # round 0 closed; two results of round 1
     runtime.close()
     state_dir = plan.resolve_path("save/state")
-    previous = json.loads((state_dir / "state.prev.json").read_text())
-    assert previous["round"] == 1 and len(previous["results"]) == 1
-    damaged = (state_dir / STATE_FILE).read_text()[:-40]  # cut short
-    (state_dir / STATE_FILE).write_text(damaged)
+    previous = read_snapshot(state_dir / "snapshot-00000.json")
+    assert previous["round"] == 0 and len(read_records(state_dir / "journal-00000.jsonl").entries) == 6  # the 6th closed it
+    snapshot = state_dir / "snapshot-00001.json"
+    snapshot.write_text(snapshot.read_text()[:-40])  # cut short
     with caplog.at_level("WARNING", logger="accord.aggregator"):
         resumed = AggregatorRuntime(plan)
-    assert resumed.engine.round_number == 1 and len(resumed.checkpoint.load().results) == 1
-    assert "state.json cannot be read" in caplog.text and "rolled back to the previous saved state" in caplog.text
-    assert "state.prev.json" in caplog.text
-    assert [p.name for p in state_dir.glob("state.json.damaged-*")] and (state_dir / STATE_FILE).is_file()
+    assert resumed.engine.round_number == 1 and resumed.journal.load().results == ()  # round 0 closed again
+    assert "snapshot-00001.json cannot be read" in caplog.text and "rolled back to the previous saved state" in caplog.text
+    assert "snapshot-00000.json" in caplog.text
+    assert [p.name for p in state_dir.glob("snapshot-00001.json.damaged-*")]
+    assert read_snapshot(snapshot)["round"] == 1  # written again as round 0 closed
+    assert read_records(state_dir / "journal-00001.jsonl").entries == []  # the damaged round's records went
     run_all(resumed, plan)
     resumed.close()
     rounds = [r.round for r in read_metrics(plan.resolve_path("logs/metrics.jsonl")) if r.metric == "round_seconds"]
     assert rounds == sorted(set(rounds)) == list(range(resumed.engine.total_rounds))  # each round once
 
 
-def test_a_truncated_file_named_by_the_state_rolls_back_to_the_previous_commit(plan, caplog) -> None:
-    """state.json itself is whole, but the tensors of its last result were cut short on disk."""
+def test_a_truncated_file_named_by_a_record_cuts_the_journal_back_to_the_records_before_it(plan, caplog) -> None:
+    """The journal itself is whole, but the tensors of its last result were cut short on disk."""
     runtime = AggregatorRuntime(plan)
     run_all(runtime, plan, stop_after=len(NAMES) * 3 + 2)  # round 1: alpha's validation, then its training
     runtime.close()
     state_dir = plan.resolve_path("save/state")
-    last = json.loads((state_dir / STATE_FILE).read_text())["results"][-1]["tensors"]
+    last = read_status(plan)["results"][-1]["tensors"]
     assert last is not None
     data = (state_dir / last).read_bytes()
     (state_dir / last).write_bytes(data[: len(data) // 2])
     with caplog.at_level("WARNING", logger="accord.aggregator"):
         resumed = AggregatorRuntime(plan)
-    assert resumed.engine.round_number == 1 and len(resumed.checkpoint.load().results) == 1
+    assert resumed.engine.round_number == 1 and len(resumed.journal.load().results) == 1
     assert f"the file it names {last} is {len(data) // 2} bytes, its header says {len(data)}" in caplog.text
-    assert "rolled back to the previous saved state" in caplog.text and "state.prev.json" in caplog.text
+    assert "rolled back to the previous saved state" in caplog.text and "journal-00001.jsonl" in caplog.text
     assert not (state_dir / last).exists()  # the damaged file is an orphan now
     run_all(resumed, plan)
     resumed.close()
@@ -172,15 +215,17 @@ def test_the_previous_state_keeps_its_files_until_the_next_commit(plan) -> None:
     runtime = AggregatorRuntime(plan)
     run_all(runtime, plan, stop_after=len(NAMES) * 3)  # round 0 closed: round 1 opened
     state_dir = plan.resolve_path("save/state")
-    previous = json.loads((state_dir / "state.prev.json").read_text())
+    previous = read_snapshot(state_dir / "snapshot-00000.json")
     assert previous["round"] == 0
-    named = [previous["model"], *(r["tensors"] for r in previous["results"] if r["tensors"])]
-    assert all((state_dir / name).is_file() for name in named)
+    records = read_records(state_dir / "journal-00000.jsonl").entries
+    named = [previous["model"], *(r["tensors"] for r in records if r["tensors"])]
+    assert len(named) == 3 and all((state_dir / name).is_file() for name in named)  # the model, two updates
     run_all(runtime, plan, stop_after=len(NAMES) * 3)  # round 2 opened: round 0's files are done with
     runtime.close()
-    assert not (state_dir / previous["model"]).exists()
-    assert json.loads((state_dir / "state.prev.json").read_text())["round"] == 1
-    assert (state_dir / "model-00001.safetensors").is_file()  # named by the previous state
+    assert not any((state_dir / name).exists() for name in named)
+    assert not (state_dir / "snapshot-00000.json").exists() and not (state_dir / "journal-00000.jsonl").exists()
+    assert sorted(p.name for p in state_dir.glob("snapshot-*")) == ["snapshot-00001.json", "snapshot-00002.json"]
+    assert (state_dir / "model-00001.safetensors").is_file()  # named by the previous snapshot
 
 
 def test_the_state_of_another_plan_is_not_resumed(plan, workspace_factory) -> None:
@@ -220,8 +265,8 @@ def test_fx_aggregator_status_shows_the_round_the_reports_and_the_waits(plan, ca
 
 
 def test_each_result_updates_the_saved_status_without_walking_the_sites(plan, monkeypatch) -> None:
-    """The status saved with a result is updated in O(1) (RoundStatus), never rebuilt from every
-    assigned site, and says the same as a rebuild."""
+    """A result costs no status work (the status is its round's snapshot with the journal's
+    records applied when it is read), and the status read says the same as a rebuild."""
     from accord.aggregator.status import RoundStatus
 
     runtime = AggregatorRuntime(plan)
@@ -229,7 +274,7 @@ def test_each_result_updates_the_saved_status_without_walking_the_sites(plan, mo
     monkeypatch.setattr(runtime.engine, "reported", lambda: pytest.fail("a result walked every site"))
     for result in results:
         runtime.submit(result, plan.hash)
-    saved = json.loads(plan.resolve_path("save/state/state.json").read_text())["status"]
+    saved = read_status(plan)["status"]  # the snapshot's status with the journal's records applied
     monkeypatch.undo()
     rebuilt = RoundStatus(runtime.engine, saved["opened_at"], (), ()).data
     assert saved == rebuilt and saved["reported"] == ["alpha"]
@@ -266,28 +311,29 @@ def test_a_metrics_line_cut_short_by_a_kill_is_left_out(tmp_path) -> None:
 
 
 def test_the_state_folder_may_hold_other_files_and_partial_writes_are_cleaned(plan) -> None:
-    from accord.aggregator.checkpoint import Checkpoint
+    from accord.aggregator.journal import Journal
+    from accord.strategies.seam import StrategyState
 
     folder = plan.resolve_path("save")  # state_dir shared with init/best/last
-    checkpoint = Checkpoint(folder, plan.hash)
-    checkpoint.clear()
-    checkpoint.open_round(0, load_state(folder / "init.safetensors"), None, {})
-    partial = folder / ".result-abc.safetensors.x1.tmp"
-    partial.write_bytes(b"cut short")
-    assert Checkpoint(folder, plan.hash).load() is not None
-    assert (folder / "init.safetensors").is_file() and not partial.exists()
+    journal = Journal(folder, plan.hash)
+    journal.clear()
+    journal.open_round(0, load_state(folder / "init.safetensors"), None, {}, StrategyState())
+    journal.close()
+    partials = [folder / ".result-abc.safetensors.x1.tmp", folder / ".snapshot-00001.json.x2.tmp"]
+    for partial in partials:
+        partial.write_bytes(b"cut short")
+    assert Journal(folder, plan.hash).load() is not None
+    assert (folder / "init.safetensors").is_file() and not any(p.exists() for p in partials)
 
 
 def test_a_state_that_cannot_be_saved_stops_the_aggregator(plan, monkeypatch) -> None:
-    from accord.aggregator import checkpoint as checkpoint_module
-
     runtime = AggregatorRuntime(plan)
     result = results_of(runtime, "alpha", 0.5)[0]
 
     def disk_full(*args, **kwargs):
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(checkpoint_module, "atomic_path", disk_full)
+    monkeypatch.setattr(journal_module, "_write_durably", disk_full)
     with pytest.raises(AccordError, match=r"could not save its state and stops.*No space left"):
         runtime.submit(result, plan.hash)
     with pytest.raises(AccordError, match="could not save its state"):
@@ -296,39 +342,48 @@ def test_a_state_that_cannot_be_saved_stops_the_aggregator(plan, monkeypatch) ->
         runtime.submit(results_of(runtime, "beta", 0.5)[0], plan.hash)
     runtime.close()
     monkeypatch.undo()
-    assert AggregatorRuntime(plan).checkpoint.load().results == ()  # nothing half-saved
+    journal = plan.resolve_path("save/state/journal-00000.jsonl")
+    assert b'"kind":"result"' not in journal.read_bytes()  # the failed append was cut back off
+    assert AggregatorRuntime(plan).journal.load().results == ()  # nothing half-saved
 
 
 def test_a_result_that_cannot_be_staged_is_refused_busy_without_the_aggregators_paths(plan, monkeypatch, caplog) -> None:
     """The site hears a generic reason; the aggregator's own log names the file."""
     runtime = AggregatorRuntime(plan)
     train = next(r for r in results_of(runtime, "alpha", 0.5) if r.tensors)
-    secret = str(runtime.checkpoint.directory / ".result-x.safetensors.tmp")
+    secret = str(runtime.journal.directory / ".result-x.safetensors.tmp")
 
-    def disk_full(result):
+    def disk_full(*args, **kwargs):
         raise OSError(28, "No space left on device", secret)
 
-    monkeypatch.setattr(runtime.checkpoint, "stage", disk_full)
+    monkeypatch.setattr(journal_module, "save_state", disk_full)
     with caplog.at_level("ERROR", logger="accord.aggregator"):
         with pytest.raises(RefusedError) as refused:
             runtime.submit(train, plan.hash)
     assert refused.value.kind == "busy" and "No space left on device" in refused.value.message
-    assert str(runtime.checkpoint.directory) not in str(refused.value)
+    assert str(runtime.journal.directory) not in str(refused.value)
+    assert not list(runtime.journal.directory.glob("result-*"))
     assert secret in caplog.text and "refused for now" in caplog.text
     runtime.close()
 
 
-def test_a_save_cut_short_between_its_renames_resumes_from_the_previous_state(plan) -> None:
-    """Killed after state.json became state.prev.json and before the new one took its place."""
+def test_a_snapshot_cut_short_before_its_rename_resumes_from_the_previous_one(plan) -> None:
+    """Killed after the next round's model was written, before its snapshot took its place."""
     runtime = AggregatorRuntime(plan)
-    run_all(runtime, plan, stop_after=2)
+    run_all(runtime, plan, stop_after=len(NAMES) * 3)  # round 0 closed: round 1 opened
     runtime.close()
     state_dir = plan.resolve_path("save/state")
-    (state_dir / STATE_FILE).unlink()
+    snapshot = state_dir / "snapshot-00001.json"
+    partial = state_dir / ".snapshot-00001.json.abc.tmp"
+    partial.write_bytes(snapshot.read_bytes()[:100])
+    snapshot.unlink()
+    (state_dir / "journal-00001.jsonl").unlink()
     resumed = AggregatorRuntime(plan)
-    assert resumed.engine.round_number == 0 and len(resumed.checkpoint.load().results) == 1
-    assert (state_dir / STATE_FILE).is_file()
-    assert not os.path.samefile(state_dir / STATE_FILE, state_dir / "state.prev.json")  # never one file
+    assert not partial.exists()
+    assert resumed.engine.round_number == 1 and (state_dir / "snapshot-00001.json").is_file()  # round 0 closed again
+    assert [t.name for t in resumed.engine.assignment("beta").tasks] == list(TASKS)
     run_all(resumed, plan)
     resumed.close()
     assert resumed.finished
+    rounds = [r.round for r in read_metrics(plan.resolve_path("logs/metrics.jsonl")) if r.metric == "round_seconds"]
+    assert rounds == list(range(resumed.engine.total_rounds))

@@ -167,10 +167,21 @@ class RoundEngine:
     def expect(
         self, collaborator: str, round_number: int, task: str, model_digest: str, failure: bool = False
     ) -> list[str]:
+        """Refuse a result from a name the plan does not list, or one ``check_owed`` refuses;
+        returns the collaborator's outstanding tasks."""
+        self.check_member(collaborator)
+        return self.check_owed(collaborator, round_number, task, model_digest, failure)
+
+    def check_owed(
+        self, collaborator: str, round_number: int, task: str, model_digest: str, failure: bool = False
+    ) -> list[str]:
         """Refuse a result that is not owed now, or (unless it reports a ``failure``, which
         carries no update) was not computed from this round's global model (``model_digest``:
-        tensors/digest.py); returns the collaborator's outstanding tasks."""
-        self.check_member(collaborator)
+        tensors/digest.py); returns the collaborator's outstanding tasks.
+
+        Membership is the caller's admission check (``check_member``), not repeated here: a
+        name the plan does not list has no entry in the round, and is refused as at admission.
+        """
         current = self._round
         if round_number < self.round_number:
             now = "the federation has finished" if current is None else f"the current round is {current.number}"
@@ -186,7 +197,10 @@ class RoundEngine:
                 f"but the current round is {self.round_number}",
                 kind="state",
             )
-        owed = current.outstanding.get(collaborator, [])
+        owed = current.outstanding.get(collaborator)
+        if owed is None:  # every member has an entry
+            self.check_member(collaborator)
+            owed = []
         if task not in owed:
             raise RefusedError(
                 f"result from {collaborator} for task {task[:64]!r} of round "
@@ -207,12 +221,16 @@ class RoundEngine:
     def submit(self, result: TaskResult, stored: Mapping | None = None) -> RoundOutcome | None:
         """Take one task result; returns the outcome when it completes the round.
 
+        What may have changed since the result was admitted is checked again (``check_owed``:
+        the round may have closed, the task been received meanwhile); identity is the
+        caller's check, once, where the result came in.
+
         ``stored`` is the same tensors as the aggregation should keep them until the round
         closes (a lazy view of the saved copy); by default ``result.tensors``. A result
         reporting a ``failure`` at the site ends that collaborator's part in the round: it
         owes nothing more and counts as not reported (what it sent before stays).
         """
-        owed = self.expect(
+        owed = self.check_owed(
             result.collaborator, result.round_number, result.task, result.model_digest, bool(result.failure)
         )
         current = self._round

@@ -3,7 +3,7 @@
 The lock (``fcntl.flock``) is held while the aggregator serves and is released by the
 kernel when the process ends, however it ends (kill -9 included), so a stale lock file
 never blocks a restart. The file holds the holder's pid, which ``fx aggregator status``
-reads: a held lock means a live aggregator, whatever state.json's pid says.
+reads: a held lock means a live aggregator, whatever the saved snapshot's pid says.
 """
 
 from __future__ import annotations

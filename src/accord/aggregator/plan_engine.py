@@ -8,8 +8,8 @@ from collections.abc import Callable
 
 from accord.aggregation.bounds import UpdateBounds
 from accord.aggregator.assigner import Assigner
-from accord.aggregator.checkpoint import SavedRound
 from accord.aggregator.engine import RoundEngine
+from accord.aggregator.saved import SavedRound
 from accord.aggregator.stragglers import StragglerPolicy
 from accord.errors import PlanError, RefusedError
 from accord.plan.loader import Plan

@@ -3,7 +3,7 @@
 It checks plan hashes, wakes long-polling collaborators when a round opens, bounds
 concurrent uploads, subscribes the metrics sinks to the engine's events (``sinks``: more of
 them), writes the best/last model files, applies the straggler
-policy's deadlines and saves its state (aggregator/checkpoint.py) so that a restart
+policy's deadlines and journals its state (aggregator/journal.py) so that a restart
 resumes the open round. Both the gRPC server and the in-process transport serve this
 same object.
 """
@@ -18,11 +18,12 @@ from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import replace
 
-from accord.aggregator.checkpoint import Checkpoint, SavedRound
 from accord.aggregator.events import RoundOutcome, Sink
+from accord.aggregator.journal import Journal
 from accord.aggregator.metrics import MetricsLog
 from accord.aggregator.plan_engine import assigner_for, engine_for
 from accord.aggregator.reporting import log_result, log_round, metrics_sink, warn_left_out
+from accord.aggregator.saved import SavedRound
 from accord.aggregator.status import RoundStatus
 from accord.aggregator.watch import Watchers
 from accord.errors import AccordError, RefusedError
@@ -51,10 +52,10 @@ class AggregatorRuntime:
         assigner = assigner_for(plan)
         self.workspace_hash = plan.workspace_hash()  # once: the code does not change while serving
         log.info("workspace hash %s (plan + src/ + requirements.txt; every site must have the same)", self.workspace_hash)
-        self.checkpoint = Checkpoint(plan.resolve_path(settings.state_dir), plan.hash)
-        saved = None if fresh or model is not None else self.checkpoint.load()
+        self.journal = Journal(plan.resolve_path(settings.state_dir), plan.hash)
+        saved = None if fresh or model is not None else self.journal.load()
         if saved is None:
-            self.checkpoint.clear()
+            self.journal.clear()
         initial = model if model is not None else (saved.model() if saved else load_state(plan.resolve_path(settings.init_state_path)))
         self.engine = engine_for(plan, assigner, initial, clock, saved)
         self.metrics_log = MetricsLog(plan.resolve_path(settings.metrics_path))
@@ -70,7 +71,6 @@ class AggregatorRuntime:
         self._failure: AccordError | None = None
         self._closed = False
         self._watchers = Watchers()
-        self._status = self._round_status()
         with self._cond:
             if saved is None:
                 self._commit_round()
@@ -78,11 +78,10 @@ class AggregatorRuntime:
                 log.info(
                     "the federation saved in %s has finished: collaborators are told so "
                     "(fx aggregator start --fresh runs it again)",
-                    self.checkpoint.path,
+                    self.journal.path,
                 )
             else:
                 self._replay(saved)
-                self._status = self._round_status()
             self._watchers.moved_to((self.engine.round_number, self.engine.finished))
         self._watch = threading.Thread(target=self._watch_deadlines, name="accord-deadlines", daemon=True)
         self._watch.start()
@@ -200,7 +199,7 @@ class AggregatorRuntime:
         try:
             self._check(collaborator, plan_hash)
             with self._cond:
-                self.engine.expect(collaborator, round_number, task, model_digest, bool(failure))
+                self.engine.check_owed(collaborator, round_number, task, model_digest, bool(failure))
         except RefusedError as exc:
             log.warning("refused result from %s: %s", collaborator, exc.message)
             raise
@@ -208,64 +207,39 @@ class AggregatorRuntime:
     def submit(self, result: TaskResult, plan_hash: str) -> None:
         """Take a task result; closes the round (and wakes waiters) when it is the last one.
 
-        The result is on disk before it is acknowledged: its tensors are written outside the
-        lock, then state.json names them when the engine has accepted the result.
+        Identity and plan hash are checked here, once; whether the result is owed is checked
+        by the engine as it takes it (the round may have closed meanwhile). The result is on
+        disk before it is acknowledged: its tensors are written outside the lock, then a
+        journal record names them once the engine has accepted the result.
         """
         staged = None
         try:
             self._check(result.collaborator, plan_hash)
             with self._cond:
                 self._check_serving()
-                self.engine.expect(
-                    result.collaborator, result.round_number, result.task, result.model_digest, bool(result.failure)
-                )
-            staged = self._stage(result)
+            staged = self.journal.stage(result)
             with self._cond:
                 self._check_serving()
                 outcome = self._take(result, staged)
                 log_result(result)
+                if not result.failure:  # recorded even when it closes the round: a rollback replays it
+                    self._persist(lambda: self.journal.add_result(result, staged))
+                    staged = None
                 if outcome is not None:
                     self._persist(functools.partial(self._finish_round, outcome))
-                elif result.failure:  # not saved: after a restart the site owes its tasks again
-                    self._status.failed(result.collaborator)
-                    self._cond.notify_all()  # the watcher applies the policy (it may fail the round)
-                else:
-                    self._status.accepted(result.collaborator, result.task)
-                    self._persist(lambda: self.checkpoint.add_result(result, staged, self._status.data))
-                    staged = None
+                elif result.failure:  # for the status only: after a restart the site owes its tasks again
+                    self._persist(lambda: self.journal.add_failure(result.collaborator))
         except RefusedError as exc:
             log.warning("refused result from %s: %s", result.collaborator, exc.message)
             raise
         finally:
-            self.checkpoint.discard(staged)
-
-    def _stage(self, result: TaskResult) -> str | None:
-        """Write the result's tensors; a full disk (or a file-size limit) is a retryable
-        refusal: nothing was accepted, the aggregator serves on and the site sends it again."""
-        try:
-            return self.checkpoint.stage(result)
-        except OSError as exc:
-            reason = exc.strerror or type(exc).__name__  # the site is told this much: no local path
-            log.error(
-                "cannot save the %s result of %s for round %d: %s; refused for now, the site will "
-                "send it again (free space in %s)",
-                result.task,
-                result.collaborator,
-                result.round_number,
-                f"{reason} ({exc.filename})" if exc.filename else reason,
-                self.checkpoint.directory,
-            )
-            raise RefusedError(
-                f"the aggregator cannot save this result now ({reason})",
-                "nothing to do at the site: it sends the result again; the aggregator's operator frees disk space",
-                kind="busy",
-            ) from None
+            self.journal.discard(staged)
 
     def _take(self, result: TaskResult, staged: str | None) -> RoundOutcome | None:
         """``engine.submit``; if closing the round fails (an update's file unreadable, memory
         short), the aggregator stops as on a failed save: a restart closes the round again."""
         try:
-            return self.engine.submit(result, self.checkpoint.view(staged))
+            return self.engine.submit(result, self.journal.view(staged))
         except RefusedError:
             raise
         except Exception as exc:
@@ -339,6 +313,7 @@ class AggregatorRuntime:
             self._closed = True
             self._notify()
         self._watch.join()
+        self.journal.close()
 
     def _watch_deadlines(self) -> None:
         """Apply the straggler policy at each wake-up, then sleep until the open round's next
@@ -371,26 +346,26 @@ class AggregatorRuntime:
         log.info(
             "resuming round %d from %s with %d results already received%s",
             saved.round_number,
-            self.checkpoint.path,
+            self.journal.path,
             len(names),
             f" ({', '.join(names)})" if names else "",
         )
         for entry, result in zip(saved.results, saved.received()):
             # each was checked against this round's model when it came
             stamped = replace(result, model_digest=self.engine.model_digest)
-            outcome = self.engine.submit(stamped, self.checkpoint.view(entry["tensors"]))
+            outcome = self.engine.submit(stamped, self.journal.view(entry["tensors"]))
             if outcome is not None:
                 self._finish_round(outcome)
+        if self.engine.round_number == saved.round_number:  # not closed by the replay
+            self.journal.mark_resumed()
 
     def _commit_round(self) -> None:
-        """Save the open round's start (or that the federation finished)."""
+        """Save the open round's start with the strategy's state (or that the federation finished)."""
         engine = self.engine
-        self._status = self._round_status()
-        self.checkpoint.open_round(engine.round_number, engine.model, engine.best_score, self._status.data, engine.finished)
-
-    def _round_status(self) -> RoundStatus:
-        """What ``fx aggregator status`` shows of the open round, as it is now."""
-        return RoundStatus(self.engine, self._opened_at, self._stragglers, self._bounded)
+        status = RoundStatus(engine, self._opened_at, self._stragglers, self._bounded)
+        self.journal.open_round(
+            engine.round_number, engine.model, engine.best_score, status.data, engine.strategy.snapshot(), engine.finished
+        )
 
     def _finish_round(self, outcome: RoundOutcome) -> None:
         """Report a closed round, write its models and metrics, and save the next one's start."""
