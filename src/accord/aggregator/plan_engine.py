@@ -49,10 +49,11 @@ def assigner_for(plan: Plan) -> Assigner:
     return assigner
 
 
-def engine_for(plan: Plan, assigner: Assigner, model: ModelState, clock: Callable[[], float], saved: SavedRound | None) -> RoundEngine:
+def engine_for(
+    plan: Plan, assigner: Assigner, strategy: Strategy, model: ModelState, clock: Callable[[], float], saved: SavedRound | None
+) -> RoundEngine:
     """The plan's RoundEngine starting from ``model``, at the ``saved`` round (or round 0)."""
     settings = plan.model.aggregator.settings
-    strategy = strategy_for(plan)
     if saved is not None and saved.strategy is not None:
         strategy.restore(saved.strategy)
     return RoundEngine(

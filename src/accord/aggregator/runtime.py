@@ -21,7 +21,7 @@ from dataclasses import replace
 from accord.aggregator.events import RoundOutcome, Sink
 from accord.aggregator.journal import Journal
 from accord.aggregator.metrics import MetricsLog
-from accord.aggregator.plan_engine import assigner_for, engine_for
+from accord.aggregator.plan_engine import assigner_for, engine_for, strategy_for
 from accord.aggregator.reporting import log_result, log_round, metrics_sink, warn_left_out
 from accord.aggregator.saved import SavedRound
 from accord.aggregator.status import RoundStatus
@@ -50,6 +50,7 @@ class AggregatorRuntime:
         settings = plan.model.aggregator.settings
         self.settings = settings
         assigner = assigner_for(plan)
+        strategy = strategy_for(plan)  # refused before any saved state is touched
         self.workspace_hash = plan.workspace_hash()  # once: the code does not change while serving
         log.info("workspace hash %s (plan + src/ + requirements.txt; every site must have the same)", self.workspace_hash)
         self.journal = Journal(plan.resolve_path(settings.state_dir), plan.hash)
@@ -57,7 +58,7 @@ class AggregatorRuntime:
         if saved is None:
             self.journal.clear()
         initial = model if model is not None else (saved.model() if saved else load_state(plan.resolve_path(settings.init_state_path)))
-        self.engine = engine_for(plan, assigner, initial, clock, saved)
+        self.engine = engine_for(plan, assigner, strategy, initial, clock, saved)
         self.metrics_log = MetricsLog(plan.resolve_path(settings.metrics_path))
         self.metrics_log.keep_before(saved.round_number if saved else 0)
         for sink in (metrics_sink(self.metrics_log), *sinks):  # engine events (aggregator/events.py)
