@@ -1,6 +1,7 @@
-"""A strategy's own state is journaled with each round's start: a custom strategy from the
-workspace's ``src/`` (server momentum with a round counter) is killed with its aggregator
-(kill -9) mid-federation and ends with the weights of a run without faults."""
+"""A strategy's own state is journaled with each round's start: FedAdam (its moments), and a
+custom strategy from the workspace's ``src/`` (server momentum with a round counter), are
+killed with their aggregator (kill -9) mid-federation and end with the weights of a run
+without faults."""
 
 from __future__ import annotations
 
@@ -53,18 +54,26 @@ class Momentum(Strategy):
 '''
 
 
-def momentum_workspace(root: Path) -> Plan:
+#: (strategy, whether the workspace's src/strategies.py defines it)
+STRATEGIES = {
+    "workspace_momentum": ({"template": "src.strategies.Momentum", "settings": {"beta": 0.5}}, True),
+    "fedadam": ({"template": "accord.strategies.FedAdam", "settings": {"eta": 0.01}}, False),
+}
+
+
+def strategy_workspace(root: Path, case: str) -> Plan:
     plan = slow_workspace(root, 2, 4)
-    (plan.workspace / "src" / "strategies.py").write_text(MOMENTUM)
-    update_plan_file(
-        plan.path, {"aggregator.settings.strategy": {"template": "src.strategies.Momentum", "settings": {"beta": 0.5}}}
-    )
+    strategy, own_code = STRATEGIES[case]
+    if own_code:
+        (plan.workspace / "src" / "strategies.py").write_text(MOMENTUM)
+    update_plan_file(plan.path, {"aggregator.settings.strategy": strategy})
     return load_plan(plan.path, workspace=plan.workspace)
 
 
-def test_a_custom_strategys_state_survives_a_killed_aggregator(tmp_path: Path) -> None:
-    reference = momentum_workspace(tmp_path / "reference")
-    faulty = momentum_workspace(tmp_path / "faulty")
+@pytest.mark.parametrize("case", sorted(STRATEGIES))
+def test_a_strategys_state_survives_a_killed_aggregator(tmp_path: Path, case: str) -> None:
+    reference = strategy_workspace(tmp_path / "reference", case)
+    faulty = strategy_workspace(tmp_path / "faulty", case)
     faulty.resolve_path("save/init.safetensors").write_bytes(reference.resolve_path("save/init.safetensors").read_bytes())
     report = run_processes(reference, timeout=300)
     assert report.ok, report.returncodes
