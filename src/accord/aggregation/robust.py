@@ -52,11 +52,15 @@ def across(values: np.ndarray, sort: Callable[..., np.ndarray] = np.sort) -> np.
     return sort(np.ascontiguousarray(values.T), axis=1).T
 
 
-def median_rule(changes: np.ndarray) -> np.ndarray:
-    """The coordinate-wise median (for an even count, the mean of the two middle values)."""
-    ordered = across(changes)
+def middle(ordered: np.ndarray) -> np.ndarray:
+    """The median of values already sorted across the updates (even count: the mean of the two middle ones)."""
     count = len(ordered)
     return ordered[count // 2] if count % 2 else 0.5 * (ordered[count // 2 - 1] + ordered[count // 2])
+
+
+def median_rule(changes: np.ndarray) -> np.ndarray:
+    """The coordinate-wise median."""
+    return middle(across(changes))
 
 
 def combination(coefficients: np.ndarray) -> Rule:

@@ -7,19 +7,26 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 
 from accord.aggregation.bounds import Weighted
-from accord.aggregation.robust import Rule, across, gram_matrix, median_rule, squared_distances
+from accord.aggregation.robust import Rule, across, gram_matrix, middle, squared_distances
 from accord.strategies.krum import krum_scores, not_selected
 from accord.strategies.robust import RobustStrategy, Rules, require
 
 
 def closest_to_median_mean(chosen: Sequence[int], count: int) -> Rule:
-    """The coordinate-wise mean of the ``count`` values of the ``chosen`` updates nearest their median."""
+    """The coordinate-wise mean of the ``count`` values of the ``chosen`` updates nearest their median.
+
+    Sorted, those values are a run: of the runs of ``count``, the one whose farther end is
+    nearest the median (the first of equals), its mean taken from prefix sums.
+    """
     rows = np.asarray(chosen)
 
     def rule(changes: np.ndarray) -> np.ndarray:
-        values = changes[rows]
-        nearest = across(np.abs(values - median_rule(values)), np.argsort)[:count]
-        return np.take_along_axis(values, nearest, axis=0).mean(axis=0)
+        ordered = across(changes[rows])
+        median = middle(ordered)
+        reach = np.stack([np.maximum(median - ordered[k], ordered[k + count - 1] - median) for k in range(len(ordered) - count + 1)])
+        start = np.argmin(reach, axis=0)[None]
+        sums = np.concatenate([np.zeros((1, ordered.shape[1])), np.cumsum(ordered, axis=0)])
+        return (np.take_along_axis(sums, start + count, axis=0)[0] - np.take_along_axis(sums, start, axis=0)[0]) / count
 
     return rule
 
