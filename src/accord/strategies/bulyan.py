@@ -15,18 +15,21 @@ from accord.strategies.robust import RobustStrategy, Rules, require
 def closest_to_median_mean(chosen: Sequence[int], count: int) -> Rule:
     """The coordinate-wise mean of the ``count`` values of the ``chosen`` updates nearest their median.
 
-    Sorted, those values are a run: of the runs of ``count``, the one whose farther end is
-    nearest the median (the first of equals), its mean taken from prefix sums.
+    Sorted, those values are a run: of the runs of ``count`` (2f + 1 of them), the one whose
+    farther end is nearest the median (the first of equals); each run's sum is the previous
+    one's with one value out and one in.
     """
     rows = np.asarray(chosen)
 
     def rule(changes: np.ndarray) -> np.ndarray:
         ordered = across(changes[rows])
         median = middle(ordered)
-        reach = np.stack([np.maximum(median - ordered[k], ordered[k + count - 1] - median) for k in range(len(ordered) - count + 1)])
-        start = np.argmin(reach, axis=0)[None]
-        sums = np.concatenate([np.zeros((1, ordered.shape[1])), np.cumsum(ordered, axis=0)])
-        return (np.take_along_axis(sums, start + count, axis=0)[0] - np.take_along_axis(sums, start, axis=0)[0]) / count
+        runs = range(len(ordered) - count + 1)
+        reach = np.stack([np.maximum(median - ordered[k], ordered[k + count - 1] - median) for k in runs])
+        sums = [ordered[:count].sum(axis=0)]
+        for k in runs[1:]:
+            sums.append(sums[-1] - ordered[k - 1] + ordered[k + count - 1])
+        return np.take_along_axis(np.stack(sums), np.argmin(reach, axis=0)[None], axis=0)[0] / count
 
     return rule
 
