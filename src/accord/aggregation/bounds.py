@@ -153,22 +153,25 @@ class ScaledChanges(Mapping[str, np.ndarray]):
         return len(self.base)
 
 
-def source(tensors: Mapping[str, np.ndarray], name: str) -> tuple[np.ndarray, float]:
-    """Tensor ``name`` of ``tensors``, flat and fetched once for the whole tensor (mapped from a
-    saved file, not read), and the factor its change is scaled by (``ScaledChanges``)."""
+def unscaled(tensors: Mapping[str, np.ndarray], name: str) -> tuple[Mapping[str, np.ndarray], float]:
+    """The tensors under any ``ScaledChanges`` views, and the factor they scale ``name``'s change by."""
     factor = 1.0
     while isinstance(tensors, ScaledChanges):
         factor *= tensors.factor(name)
         tensors = tensors.base
-    return flat(tensors.mapped(name) if isinstance(tensors, StateView) else tensors[name]), factor
+    return tensors, factor
+
+
+def source(tensors: Mapping[str, np.ndarray], name: str) -> tuple[np.ndarray, float]:
+    """Tensor ``name`` of ``tensors``, flat and fetched once for the whole tensor (mapped from a
+    saved file, not read), and the factor its change is scaled by (``ScaledChanges``)."""
+    base, factor = unscaled(tensors, name)
+    return flat(base.mapped(name) if isinstance(base, StateView) else base[name]), factor
 
 
 def change_block(update: Update, name: str, part: slice, reference: np.ndarray) -> np.ndarray:
     """float64 change of ``update``'s tensor ``name`` over ``part`` (``reference`` is the global's, flat)."""
-    tensors, factor = update.tensors, 1.0
-    while isinstance(tensors, ScaledChanges):
-        factor *= tensors.factor(name)
-        tensors = tensors.base
+    tensors, factor = unscaled(update.tensors, name)
     change = change_of(flat(tensors[name])[part], update.is_delta, reference[part])
     return change if factor == 1.0 else factor * change
 

@@ -7,19 +7,29 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 
 from accord.aggregation.bounds import Weighted
-from accord.aggregation.robust import Rule, across, gram_matrix, median_rule, squared_distances
+from accord.aggregation.robust import Rule, across, gram_matrix, middle, squared_distances
 from accord.strategies.krum import krum_scores, not_selected
 from accord.strategies.robust import RobustStrategy, Rules, require
 
 
 def closest_to_median_mean(chosen: Sequence[int], count: int) -> Rule:
-    """The coordinate-wise mean of the ``count`` values of the ``chosen`` updates nearest their median."""
+    """The coordinate-wise mean of the ``count`` values of the ``chosen`` updates nearest their median.
+
+    Sorted, those values are a run: of the runs of ``count`` (2f + 1 of them), the one whose
+    farther end is nearest the median (the first of equals); each run's sum is the previous
+    one's with one value out and one in.
+    """
     rows = np.asarray(chosen)
 
     def rule(changes: np.ndarray) -> np.ndarray:
-        values = changes[rows]
-        nearest = across(np.abs(values - median_rule(values)), np.argsort)[:count]
-        return np.take_along_axis(values, nearest, axis=0).mean(axis=0)
+        ordered = across(changes[rows])
+        median = middle(ordered)
+        runs = range(len(ordered) - count + 1)
+        reach = np.stack([np.maximum(median - ordered[k], ordered[k + count - 1] - median) for k in runs])
+        sums = [ordered[:count].sum(axis=0)]
+        for k in runs[1:]:
+            sums.append(sums[-1] - ordered[k - 1] + ordered[k + count - 1])
+        return np.take_along_axis(np.stack(sums), np.argmin(reach, axis=0)[None], axis=0)[0] / count
 
     return rule
 

@@ -22,7 +22,7 @@ from typing import ClassVar
 import numpy as np
 
 from accord.aggregation.bounds import BoundEvent, Update, Weighted, bound_updates, change_norms
-from accord.aggregation.robust import Rule, median_rule, robust_model
+from accord.aggregation.robust import Rule, median_rule, one_blas_thread, robust_model
 from accord.errors import PlanError
 from accord.strategies.base import Strategy
 from accord.strategies.seam import Accumulator, Aggregate, Reply, RoundContext
@@ -95,9 +95,10 @@ class KeptUpdates:
         if len(weighted) < needed:
             detail = f"only {len(weighted)} updates left after the bounds, {self.strategy!r} needs {needed}: the global model is kept"
             return Aggregate(dict(global_model), events + [BoundEvent(w.update.collaborator, "held", len(weighted), needed, detail) for w in weighted])
-        rules = self.strategy.rules(global_model, weighted)
+        with one_blas_thread():
+            rules = self.strategy.rules(global_model, weighted)
+            model, offending = robust_model(global_model, weighted, rules.model, rules.optimizer)
         events += rules.events
-        model, offending = robust_model(global_model, weighted, rules.model, rules.optimizer)
         if offending is not None:
             detail = f"{self.strategy!r} of the updates is not finite in tensor {offending!r}'s dtype: the global model is kept"
             events += [BoundEvent(w.update.collaborator, "held", len(weighted), needed, detail) for w in weighted]
