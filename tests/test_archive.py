@@ -270,3 +270,28 @@ def test_zip_slip_refused_by_a_real_fx_process(good_zip: Path, tmp_path: Path) -
     assert "../evil.py" in done.stderr and "Traceback" not in done.stderr
     assert done.stderr.strip().count("\n") == 0
     assert not list(run_dir.iterdir()) and not (tmp_path / "evil.py").exists()
+
+
+def test_import_and_plan_commands_never_run_the_archives_code(workspace: Path, tmp_path: Path) -> None:
+    """A plan naming the workspace's own strategy and mod: importing the archive, freezing and
+    reading the plan only allow-list those names; the code runs at start, once approved."""
+    marker = tmp_path / "ran.txt"
+    (workspace / "src" / "evil.py").write_text(
+        f"from pathlib import Path\nPath({str(marker)!r}).write_text('ran')\n"
+        "from accord.strategies import FedAvg\nfrom accord.mods.base import Mod\n"
+        "class Evil(FedAvg):\n    pass\nclass EvilMod(Mod):\n    pass\n"
+    )
+    from accord.plan.loader import update_plan_file
+
+    update_plan_file(
+        workspace / "plan" / "plan.yaml",
+        {"aggregator.settings.strategy": {"template": "src.evil.Evil"}, "collaborator.settings.mods": [{"template": "src.evil.EvilMod"}]},
+    )
+    out = export(workspace, tmp_path / "evil.zip")
+    site = tmp_path / "site"
+    assert main(["workspace", "import", "--archive", str(out), "--prefix", str(site)]) == 0
+    assert main(["plan", "freeze", "-w", str(site)]) == 0
+    load_plan(site / "plan" / "plan.yaml")
+    assert not marker.exists()
+    assert type(load_plan(site / "plan" / "plan.yaml", workspace=site).strategy()).__name__ == "Evil"  # where it runs
+    assert marker.exists()

@@ -70,13 +70,16 @@ def test_fedprox_sends_mu_and_the_sites_train_with_the_proximal_term(tmp_path: P
 
 
 WRONG_STRATEGY = '''
+import os
+
 from accord.strategies import FedAvg
 
 
 class WrongTypedMu(FedAvg):
-    """Declares proximal_mu a float, then sends a string: an honest bug the site must catch."""
+    """Declares proximal_mu a float and sends a string, except where ACCORD_TAMPERED is set: an
+    aggregator whose code was changed to declare (and so pass its own check of) a string."""
 
-    config_schema = {"proximal_mu": float}
+    config_schema = {"proximal_mu": str if os.environ.get("ACCORD_TAMPERED") else float}
 
     def configure(self, round_number):
         return {"proximal_mu": "0.01"}
@@ -95,7 +98,7 @@ def test_a_config_the_sites_plan_does_not_allow_is_refused_at_the_site_and_repor
     plan = load_plan(plan.path, workspace=plan.workspace)
     sites = Sites(plan)
     try:
-        sites.start("aggregator")
+        sites.start("aggregator", ACCORD_TAMPERED="1")  # the engine's own check would refuse it first
         site = sites.start("collaborator1")
         assert site.wait(timeout=180) == 2
         wait_for(lambda: "refused by the site" in sites.log("aggregator"), what="the aggregator to log the refusal")

@@ -97,3 +97,39 @@ def test_a_result_for_another_phase_is_refused() -> None:
     with pytest.raises(RefusedError, match="phase 'unmask' of round 0, which is in phase 'train'") as refused:
         engine.submit(stray)
     assert refused.value.kind == "state" and engine.current.reported_count == 0
+
+
+def test_a_step_that_overflows_keeps_the_rounds_input_model_and_says_so() -> None:
+    class Overshoot(Strategy):
+        def finish(self, context: RoundContext, aggregate: Aggregate) -> dict:
+            return {k: np.full_like(v, np.inf) if k == "w" else v for k, v in aggregate.model.items()}
+
+    engine = make_engine(collaborators=("a", "b"), rounds=1, strategy=Overshoot())
+    before = engine.model
+    outcome = full_round(engine, {"a": (1.0, 1), "b": (3.0, 3)})
+    assert outcome.model is before and np.isfinite(outcome.model["w"]).all()
+    [event] = outcome.bounds
+    assert event.kind == "held" and "strategy Overshoot's update: its step made tensor 'w' non-finite" in event.describe()
+
+
+def test_the_saved_strategy_state_is_taken_before_the_next_round_is_configured() -> None:
+    class Counting(Strategy):
+        """Changes its state in configure: a restart from the saved state must redo it once."""
+
+        config_schema: ClassVar = {"proximal_mu": float}
+
+        def __init__(self) -> None:
+            self.calls = 0
+
+        def configure(self, round_number: int) -> dict:
+            self.calls += 1
+            return {"proximal_mu": float(self.calls)}
+
+        def snapshot(self):
+            from accord.strategies import StrategyState
+
+            return StrategyState({"calls": self.calls})
+
+    engine = make_engine(collaborators=("a", "b"), rounds=2, strategy=Counting())
+    full_round(engine, {"a": (1.0, 1), "b": (3.0, 3)})
+    assert engine.strategy.calls == 2 and engine.strategy_state.values == {"calls": 1}

@@ -439,3 +439,17 @@ def test_a_result_not_finite_in_the_model_dtype_keeps_the_global_model() -> None
     np.testing.assert_array_equal(got.model["w"], model["w"])
     assert [e.kind for e in got.events] == ["held"] * 3
     assert "CoordinateMedian() of the updates is not finite in tensor 'w''s dtype: the global model is kept" in got.events[0].describe()
+
+
+@pytest.mark.parametrize("strategy", [Bulyan(byzantine=1), GeometricMedian(), Krum(byzantine=1)], ids=lambda s: type(s).__name__)
+def test_an_update_whose_norm_overflows_float64_is_left_out_not_chosen(strategy: Strategy) -> None:
+    """Finite values near float64's limit overflow the Gram matrix: that update is infinitely
+    far from the others (never a NaN that an argmin would pick, nor one that stalls Weiszfeld)."""
+    rng = np.random.default_rng(7)
+    model = {"w": np.zeros(8)}
+    sent = [{"w": rng.normal(scale=0.1, size=8)} for _ in range(6)] + [{"w": np.full(8, 1e305)}]
+    out = aggregate(strategy, model, sent, is_delta=False)
+    assert np.isfinite(out.model["w"]).all() and np.abs(out.model["w"]).max() < 1.0
+    assert not [e for e in out.events if e.kind == "held"]
+    if not isinstance(strategy, GeometricMedian):
+        assert "c06" in {e.collaborator for e in out.events if e.kind == "not_selected"}

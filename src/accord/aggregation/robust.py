@@ -96,14 +96,29 @@ def gram_matrix(global_model: Mapping[str, np.ndarray], weighted: Sequence[Weigh
         ref, sources = flat(reference), _sources(weighted, name)
         for part in blocks(ref.size, block_length(count)):
             changes = _changes(sources, part, ref)
-            gram += changes @ changes.T
+            with np.errstate(over="ignore", invalid="ignore"):  # an overflow is an update infinitely far
+                gram += changes @ changes.T
     return gram
 
 
 def squared_distances(gram: np.ndarray) -> np.ndarray:
-    """The updates' pairwise squared L2 distances from their Gram matrix (never below zero)."""
+    """The updates' pairwise squared L2 distances from their Gram matrix (never below zero). An
+    update whose squared norm overflowed float64 (finite values near its limit) is infinitely
+    far from every other, never NaN: a NaN would win an ``argmin``."""
     diagonal = np.diag(gram)
-    return np.maximum(diagonal[:, None] + diagonal[None, :] - 2.0 * gram, 0.0)
+    with np.errstate(over="ignore", invalid="ignore"):
+        distances = np.maximum(diagonal[:, None] + diagonal[None, :] - 2.0 * gram, 0.0)
+    far = ~finite_points(gram)
+    distances[far, :] = np.inf
+    distances[:, far] = np.inf
+    distances[np.isnan(distances)] = np.inf
+    np.fill_diagonal(distances, 0.0)
+    return distances
+
+
+def finite_points(gram: np.ndarray) -> np.ndarray:
+    """Which updates' squared norms are finite (then, by Cauchy-Schwarz, their dot products too)."""
+    return np.isfinite(np.diag(gram))
 
 
 def robust_model(global_model: Mapping[str, np.ndarray], weighted: Sequence[Weighted], model_rule: Rule, optimizer_rule: Rule) -> tuple[ModelState, str | None]:

@@ -5,7 +5,9 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 
-from accord.aggregation.bounds import UNBOUNDED, UpdateBounds
+import numpy as np
+
+from accord.aggregation.bounds import UNBOUNDED, BoundEvent, UpdateBounds
 from accord.aggregator.assigner import Assigner
 from accord.aggregator.events import EventBus, ResultAccepted, ResultFailed, RoundClosed, RoundOpened, RoundOutcome
 from accord.aggregator.metrics import MetricRecord, WeightedMetrics
@@ -98,6 +100,9 @@ class RoundEngine:
         #: subscribe sinks here (aggregator/events.py); round ``round_number`` opens before any can
         self.events = EventBus()
         self._round: _Round | None = None
+        #: the strategy's state as of the open round's start, before its ``select`` and
+        #: ``configure`` ran (a restart restores it and runs them again): what the runtime saves
+        self.strategy_state = self.strategy.snapshot()
         self._open_round(round_number)
 
     # -- queries ---------------------------------------------------------------
@@ -376,7 +381,8 @@ class RoundEngine:
             aggregate = Aggregate(previous)
         else:
             aggregate = current.accumulator.result()
-            self.model = self.strategy.finish(current.context, aggregate)
+            self.model = self._finished(current, aggregate)
+        self.strategy_state = self.strategy.snapshot()
         aggregated = current.metrics.means()
         best_model, best_score = self._judge_best(aggregated, previous)
         outcome = RoundOutcome(
@@ -396,6 +402,19 @@ class RoundEngine:
         self._open_round(self.round_number)
         self.events.emit(RoundClosed(outcome))
         return outcome
+
+    def _finished(self, current: _Round, aggregate: Aggregate) -> ModelState:
+        """The strategy's next model; the round's input model, with an event, if a float tensor
+        of it is not finite (a server step can overflow where the mean did not)."""
+        assert current.context is not None
+        model = self.strategy.finish(current.context, aggregate)
+        for name, tensor in model.items():
+            array = np.asarray(tensor)
+            if array.dtype.kind == "f" and not np.isfinite(array).all():
+                detail = f"its step made tensor {name!r} non-finite: the round's input model is kept"
+                aggregate.events.append(BoundEvent(f"strategy {type(self.strategy).__name__}", "held", 0.0, 0.0, detail))
+                return self.model
+        return model
 
     def _judge_best(self, aggregated: dict[str, float], previous: ModelState) -> tuple[ModelState | None, float | None]:
         score = aggregated.get(self.best_metric)

@@ -365,7 +365,7 @@ class AggregatorRuntime:
         engine = self.engine
         status = RoundStatus(engine, self._opened_at, self._stragglers, self._bounded)
         self.journal.open_round(
-            engine.round_number, engine.model, engine.best_score, status.data, engine.strategy.snapshot(), engine.finished
+            engine.round_number, engine.model, engine.best_score, status.data, engine.strategy_state, engine.finished
         )
 
     def _finish_round(self, outcome: RoundOutcome) -> None:

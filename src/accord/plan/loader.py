@@ -17,6 +17,7 @@ from pydantic import ValidationError
 
 from accord.errors import PlanError
 from accord.plan.schema import PlanModel
+from accord.plan.templates import WORKSPACE_TEMPLATE
 
 SECTIONS = (
     "aggregator",
@@ -250,9 +251,20 @@ def validate_plan(
             "restore the frozen plan, or remove its hash and run `fx plan freeze` again",
         )
     plan = Plan(model=model, workspace=workspace, path=path, hash=digest)
-    plan.strategy()  # built once now, so a wrong strategy, mod or setting fails when the plan loads
-    plan.mods()
+    check_objects(plan)
     return plan
+
+
+def check_objects(plan: Plan) -> None:
+    """Build the plan's strategy and client mods once, so a wrong template or setting fails when
+    the plan loads: only Accord's own; the workspace's code (``src.*``) is never imported by
+    loading a plan (it may come from an archive not yet approved), only allow-listed by name."""
+    from accord.plan.strategy import names_workspace_code
+
+    if not names_workspace_code(plan.model.aggregator.settings.strategy.model_dump()):
+        plan.strategy()
+    if not any(WORKSPACE_TEMPLATE.fullmatch(mod.template) for mod in plan.model.collaborator.settings.mods):
+        plan.mods()
 
 
 def load_plan(

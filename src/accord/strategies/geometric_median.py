@@ -7,7 +7,7 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 
 from accord.aggregation.bounds import Weighted
-from accord.aggregation.robust import combination, gram_matrix
+from accord.aggregation.robust import combination, finite_points, gram_matrix
 from accord.strategies.robust import RobustStrategy, Rules, require
 
 #: RFA's smoothing: a distance to the median below it counts as it (no division by zero)
@@ -23,6 +23,14 @@ def weiszfeld(gram: np.ndarray, max_iterations: int, tolerance: float, smoothing
     It starts from the mean and stops once the objective (the sum of the distances) moves by
     at most ``tolerance`` times itself.
     """
+    finite = finite_points(gram)
+    if not finite.any():
+        return np.zeros(len(gram)), 0
+    if not finite.all():  # a point whose norm overflowed float64 is infinitely far: it gets no weight
+        inner, iterations = weiszfeld(gram[np.ix_(finite, finite)], max_iterations, tolerance, smoothing)
+        coefficients = np.zeros(len(gram))
+        coefficients[finite] = inner
+        return coefficients, iterations
     count = len(gram)
     coefficients = np.full(count, 1.0 / count)
 
