@@ -82,6 +82,11 @@ def build(
         _check_workspace_module(section_name, template, workspace)
     use_workspace(workspace)
     factory = import_dotted(template, f"{section_name}.template")
+    if subclass_of is not None and isinstance(factory, type) and inspect.isabstract(factory):
+        raise PlanError(
+            f"{section_name}.template {template} is an abstract base class, not a {subclass_of.__name__} to run",
+            f"name a concrete class derived from {template}",
+        )
     if subclass_of is not None and not (isinstance(factory, type) and issubclass(factory, subclass_of)):
         raise PlanError(
             f"{section_name}.template {template} is not a {subclass_of.__name__} class",
@@ -107,22 +112,37 @@ def build(
     return built
 
 
+def _strict() -> Any:
+    from pydantic import ConfigDict
+
+    return ConfigDict(strict=True, allow_inf_nan=False, arbitrary_types_allowed=True)
+
+
 def _typed_call(section_name: str, template: str, factory: Any, extra: dict[str, Any], settings: dict[str, Any]) -> Any:
     """``factory(**extra, **settings)`` with each setting validated against the annotation of
-    the constructor's parameter of that name (pydantic; e.g. ``"abc"`` for a float fails)."""
+    the constructor's parameter of that name, strictly (pydantic strict mode: ``"2"`` or ``true``
+    for an int fail, an int passes for a float; no infinite or NaN float)."""
     import typing
 
-    from pydantic import ConfigDict, TypeAdapter, ValidationError
+    from pydantic import TypeAdapter, ValidationError
+
+    strict = _strict()
 
     init = getattr(factory, "__init__", None)
-    hints = typing.get_type_hints(init) if isinstance(factory, type) and init is not object.__init__ else {}
+    try:
+        hints = typing.get_type_hints(init) if isinstance(factory, type) and init is not object.__init__ else {}
+    except Exception as exc:  # an annotation that names what its module imports only for type checkers
+        raise PlanError(
+            f"{section_name}: {template}'s constructor annotations cannot be resolved ({type(exc).__name__}: {exc})",
+            f"import at run time every type {template}'s __init__ annotates its arguments with",
+        ) from None
     checked = dict(settings)
     problems = []
     for name, value in settings.items():
         if name not in hints:
             continue
         try:
-            checked[name] = TypeAdapter(hints[name], config=ConfigDict(arbitrary_types_allowed=True)).validate_python(value)
+            checked[name] = TypeAdapter(hints[name], config=strict).validate_python(value)
         except ValidationError as exc:
             problems += [f"{name}: {e['msg']} (got {value!r:.80})" for e in exc.errors()[:1]]
     if problems:

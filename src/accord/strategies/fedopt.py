@@ -14,6 +14,7 @@ a restart resumes the optimizer exactly.
 
 from __future__ import annotations
 
+import abc
 from typing import ClassVar
 
 import numpy as np
@@ -34,7 +35,7 @@ def stepped(name: str, reference: np.ndarray) -> bool:
     return not robust_tensor(name, reference)
 
 
-class ServerOptimizer(Strategy):
+class ServerOptimizer(Strategy, abc.ABC):
     """A strategy whose ``finish`` steps a server optimizer; subclasses name their ``moments``
     and write ``step`` (the update rule of their paper)."""
 
@@ -50,10 +51,10 @@ class ServerOptimizer(Strategy):
         """A moment's value before the first round."""
         return 0.0
 
+    @abc.abstractmethod
     def step(self, change: np.ndarray, buffers: dict[str, np.ndarray]) -> np.ndarray:
         """The change to add to the global tensor, from ``change`` (mean - global) and the
         tensor's moments (float64 blocks, updated in place or replaced in ``buffers``)."""
-        raise NotImplementedError
 
     def finish(self, context: RoundContext, aggregate: Aggregate) -> ModelState:
         """The global model plus the optimizer's step, one block of one tensor at a time (so
@@ -131,9 +132,9 @@ class AdaptiveOptimizer(ServerOptimizer):
     def initial(self, moment: str) -> float:
         return self.tau**2 if moment == "v" else 0.0
 
+    @abc.abstractmethod
     def second_moment(self, v: np.ndarray, squared: np.ndarray) -> np.ndarray:
         """The new ``v`` from the previous one and ``Δ²`` (the update rule that names the method)."""
-        raise NotImplementedError
 
     def step(self, change: np.ndarray, buffers: dict[str, np.ndarray]) -> np.ndarray:
         m = buffers["m"] = self.beta1 * buffers["m"] + (1 - self.beta1) * change

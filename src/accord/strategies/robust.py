@@ -15,6 +15,7 @@ result does not depend on the order the replies arrived in.
 
 from __future__ import annotations
 
+import abc
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import ClassVar
@@ -52,7 +53,7 @@ class Rules:
     events: list[BoundEvent] = field(default_factory=list)
 
 
-class RobustStrategy(Strategy):
+class RobustStrategy(Strategy, abc.ABC):
     """A strategy whose ``rules`` judge every update of the round against the others."""
 
     needs_individual_updates: ClassVar[bool] = True
@@ -63,9 +64,9 @@ class RobustStrategy(Strategy):
     def min_replies(self, cohort_size: int) -> int:
         return ROBUST_VOTERS
 
+    @abc.abstractmethod
     def rules(self, global_model: Mapping[str, np.ndarray], weighted: Sequence[Weighted]) -> Rules:
         """The rules for these updates (at least ``min_replies`` of them), in the collaborators' order."""
-        raise NotImplementedError
 
     def __repr__(self) -> str:
         settings = ", ".join(f"{k}={v!r}" for k, v in vars(self).items())
