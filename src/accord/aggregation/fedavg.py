@@ -18,9 +18,10 @@ from accord.aggregation.bounds import (
     change_block,
     change_of,
     flat,
+    source,
 )
 from accord.runners.base import OPTIMIZER_PREFIX
-from accord.tensors.state import ModelState, StateView
+from accord.tensors.state import ModelState
 
 #: updates needed for the robust tensors to be judged among the updates alone; with fewer, the
 #: global's value is one of the voters (with 2) or the value kept (with 1).
@@ -30,11 +31,6 @@ ROBUST_VOTERS = 3
 def robust_tensor(name: str, reference: np.ndarray) -> bool:
     """Whether tensor ``name`` is averaged robustly: optimizer state and every non-float tensor."""
     return reference.dtype.kind != "f" or name.startswith(OPTIMIZER_PREFIX)
-
-
-def _whole(tensors: Mapping[str, np.ndarray], name: str) -> np.ndarray:
-    """Tensor ``name`` of ``tensors``, flat, fetched once for the whole tensor (mapped from a saved file, not read)."""
-    return flat(tensors.mapped(name) if isinstance(tensors, StateView) else tensors[name])
 
 
 def weighted_mean(global_model: Mapping[str, np.ndarray], weighted: Sequence[Weighted]) -> tuple[ModelState, str | None]:
@@ -71,7 +67,7 @@ def weighted_mean(global_model: Mapping[str, np.ndarray], weighted: Sequence[Wei
             model[name] = out.reshape(reference.shape)
             continue
         voters = len(weighted) + extra
-        arrays = [_whole(w.update.tensors, name) for w in weighted]
+        arrays = [source(w.update.tensors, name)[0] for w in weighted]  # factor 1: these are never clipped
         out = np.empty(ref.size, reference.dtype)
         for part in blocks(ref.size, max(BLOCK // voters, 1024)):
             if reference.dtype.kind != "f":

@@ -88,7 +88,8 @@ def _mod_template(value: str) -> str:
 
 class ModSettings(Strict):
     """One client mod: a Mod class (accord.mods.Name or the workspace's src.module.Class) and its
-    constructor's arguments, type-checked against it when the site builds it (collaborator/site.py)."""
+    constructor's arguments, type-checked against it when it is built (plan/mods.py: Accord's own
+    when the plan loads, the workspace's when the site starts)."""
 
     template: Annotated[str, AfterValidator(_mod_template)]
     settings: dict[str, Any] = Field(default_factory=dict)

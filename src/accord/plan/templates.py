@@ -52,7 +52,7 @@ ACCORD_STRATEGY = re.compile(r"accord\.strategies(\.[a-z_][a-z0-9_]*)?\.[A-Z][A-
 
 
 #: Accord's client mods: ``accord.mods.Name`` or ``accord.mods.module.Name``; the builder
-#: (collaborator/site.py) also checks that what it imports is a Mod class.
+#: (plan/mods.py) also checks that what it imports is a Mod class.
 ACCORD_MOD = re.compile(r"accord\.mods(\.[a-z_][a-z0-9_]*)?\.[A-Z][A-Za-z0-9]*")
 
 #: the kinds whose Accord templates are named by pattern, with an example for the refusal

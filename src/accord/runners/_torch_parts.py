@@ -123,7 +123,9 @@ class ProximalTerm:
     def add_gradient(self) -> None:
         with torch.no_grad():
             for param, anchor in self._pairs:
-                if param.grad is not None:
+                if param.grad is None:  # no data gradient this step (an unused layer): the pull alone
+                    param.grad = self.mu * (param - anchor)
+                else:
                     param.grad.add_(param - anchor, alpha=self.mu)
 
     def value(self) -> float:

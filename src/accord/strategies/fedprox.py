@@ -8,12 +8,11 @@ in the per-round config; the torch and Keras runners apply it (docs/runners.md).
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping
 from typing import ClassVar
 
-from accord.errors import PlanError
 from accord.messages import ConfigValue
+from accord.runners._shared import check_proximal_mu
 from accord.strategies.base import Strategy
 
 
@@ -23,12 +22,7 @@ class FedProx(Strategy):
     config_schema: ClassVar[Mapping[str, type]] = {"proximal_mu": float}
 
     def __init__(self, proximal_mu: float = 0.01) -> None:
-        if not (math.isfinite(proximal_mu) and proximal_mu >= 0):
-            raise PlanError(
-                f"FedProx proximal_mu is {proximal_mu}; it must be a finite number >= 0",
-                "set aggregator.settings.strategy.settings.proximal_mu (e.g. 0.01)",
-            )
-        self.proximal_mu = float(proximal_mu)
+        self.proximal_mu = check_proximal_mu(proximal_mu)  # the check each site makes of what it receives
 
     def configure(self, round_number: int) -> dict[str, ConfigValue]:
         return {"proximal_mu": self.proximal_mu}

@@ -14,15 +14,9 @@ from accord.aggregation.fedavg import ROBUST_VOTERS, non_finite_culprits, robust
 from accord.strategies.seam import Aggregate, Reply, RoundContext
 
 
-class BoundedMean:
-    """Sample-weighted mean of the replies' models (or of their deltas added to the global model).
-
-    Counts are capped and changes bounded as ``context.bounds`` says; the mean accumulates in
-    float64, and a result that would not be finite in the model's dtype drops the updates
-    that make it so. Deltas apply to floating-point tensors; other tensors (counters, masks)
-    always travel as values and take a median (``weighted_mean``). The replies' arrays are
-    never modified.
-    """
+class MeasuredReplies:
+    """What an accumulator keeps of each reply: its change norms, measured from what arrived,
+    and its saved copy's view (``Reply.kept``), read only at the close."""
 
     def __init__(self, context: RoundContext) -> None:
         self.context = context
@@ -32,6 +26,17 @@ class BoundedMean:
         """Measure the reply's change norms now; keep its saved copy for the close."""
         norms = change_norms(self.context.global_model, Update(reply.collaborator, reply.update, reply.weight, reply.is_delta, {}))
         self._updates.append(Update(reply.collaborator, reply.kept, reply.weight, reply.is_delta, norms))
+
+
+class BoundedMean(MeasuredReplies):
+    """Sample-weighted mean of the replies' models (or of their deltas added to the global model).
+
+    Counts are capped and changes bounded as ``context.bounds`` says; the mean accumulates in
+    float64, and a result that would not be finite in the model's dtype drops the updates
+    that make it so. Deltas apply to floating-point tensors; other tensors (counters, masks)
+    always travel as values and take a median (``weighted_mean``). The replies' arrays are
+    never modified.
+    """
 
     def result(self) -> Aggregate:
         """The mean; the global model unchanged if no update is left to average.

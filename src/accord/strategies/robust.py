@@ -22,14 +22,13 @@ from typing import ClassVar
 
 import numpy as np
 
-from accord.aggregation.bounds import BoundEvent, Update, Weighted, bound_updates, change_norms
+from accord.aggregation.bounds import BoundEvent, Weighted, bound_updates
+from accord.aggregation.fedavg import ROBUST_VOTERS
 from accord.aggregation.robust import Rule, median_rule, one_blas_thread, robust_model
 from accord.errors import PlanError
 from accord.strategies.base import Strategy
-from accord.strategies.seam import Accumulator, Aggregate, Reply, RoundContext
-
-#: updates needed for a rule to outvote one of them
-ROBUST_VOTERS = 3
+from accord.strategies.mean import MeasuredReplies
+from accord.strategies.seam import Accumulator, Aggregate, RoundContext
 
 
 def require(ok: bool, strategy: str, setting: str, value: object, expected: str) -> None:
@@ -73,18 +72,12 @@ class RobustStrategy(Strategy, abc.ABC):
         return f"{type(self).__name__}({settings})"
 
 
-class KeptUpdates:
+class KeptUpdates(MeasuredReplies):
     """The robust strategies' accumulator: the replies' saved copies, read at the close."""
 
     def __init__(self, context: RoundContext, strategy: RobustStrategy) -> None:
-        self.context = context
+        super().__init__(context)
         self.strategy = strategy
-        self._updates: list[Update] = []
-
-    def add(self, reply: Reply) -> None:
-        """Measure the reply's change norms from what arrived; keep only its saved copy's view."""
-        norms = change_norms(self.context.global_model, Update(reply.collaborator, reply.update, reply.weight, reply.is_delta, {}))
-        self._updates.append(Update(reply.collaborator, reply.kept, reply.weight, reply.is_delta, norms))
 
     def result(self) -> Aggregate:
         """The strategy's rule over the bounded updates; the global model unchanged if too few

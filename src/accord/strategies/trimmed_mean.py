@@ -8,8 +8,9 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 
 from accord.aggregation.bounds import Weighted
+from accord.aggregation.fedavg import ROBUST_VOTERS
 from accord.aggregation.robust import Rule, across
-from accord.strategies.robust import ROBUST_VOTERS, RobustStrategy, Rules, require
+from accord.strategies.robust import RobustStrategy, Rules, require
 
 
 def trimmed_mean_rule(trimmed: int) -> Rule:
