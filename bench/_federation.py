@@ -65,8 +65,8 @@ class StrategyChoice:
         with tempfile.TemporaryDirectory() as workspace:
             try:
                 build_strategy(self.spec, Path(workspace))
-            except AccordError as exc:
-                return f"not available: {exc.message}"
+            except AccordError as exc:  # "cannot import 'T' (where): why" says why last
+                return f"not available: {exc.message.rsplit('): ', 1)[-1]}"
         return None
 
 
