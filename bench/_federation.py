@@ -6,11 +6,8 @@ checks and the same ``submit`` as behind the gRPC server), each site in a thread
 may give some sites a client of its own (:class:`HostileClient` crafts what a site sends).
 The accuracy reported is that of the final global model (save/last.safetensors) on the whole
 digits validation split, evaluated here, not what any site reports.
-
-Strategies are named as the plan names them (``aggregator.settings.strategy``); one whose
-template does not import or whose settings its constructor refuses is "not available", with
-why, so a bench runs whichever strategies exist. A bench script imports this module as
-``from _federation import ...`` (its own folder is on ``sys.path``).
+A bench script imports this module as ``from _federation import ...`` (its own folder is on
+``sys.path``).
 """
 
 from __future__ import annotations
@@ -19,20 +16,16 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-
-import numpy as np
 
 from accord.aggregator.runtime import AggregatorRuntime
 from accord.collaborator.site import build_collaborator
 from accord.data.builtin import DigitsDataLoader
-from accord.errors import AccordError
 from accord.experiment.local import prepare_workspace
 from accord.messages import TaskResult
 from accord.plan.loader import Plan
-from accord.plan.strategy import build_strategy
 from accord.tensors.state import ModelState, load_state
 from accord.transport.base import AggregatorClient, TensorSpecs
 from accord.transport.inprocess import InProcessClient
@@ -42,32 +35,6 @@ from accord.workspace.initialize import build_runner
 BOUNDS_OFF = {"sample_count_multiple": None, "norm_multiple": None}
 #: seconds an in-process site waits for its next task before asking again
 POLL = 5.0
-
-
-@dataclass(frozen=True)
-class StrategyChoice:
-    """A strategy as the plan selects it: ``accord.strategies.<name>`` with ``settings``."""
-
-    label: str
-    name: str
-    settings: Mapping[str, Any] = field(default_factory=dict)
-    #: shown beside the row (e.g. why a setting differs from the others')
-    note: str = ""
-
-    @property
-    def spec(self) -> dict[str, Any]:
-        """The plan's ``aggregator.settings.strategy`` mapping."""
-        return {"template": f"accord.strategies.{self.name}", "settings": dict(self.settings)}
-
-    def unavailable(self) -> str | None:
-        """Why this strategy cannot be built now (its template does not import, its settings are
-        refused), or None: built exactly as the plan builds it when it loads."""
-        with tempfile.TemporaryDirectory() as workspace:
-            try:
-                build_strategy(self.spec, Path(workspace))
-            except AccordError as exc:  # "cannot import 'T' (where): why" says why last
-                return f"not available: {exc.message.rsplit('): ', 1)[-1]}"
-        return None
 
 
 def digits_plan(sites: int, rounds: int, overrides: Mapping[str, Any] | None = None, prefix: str = "accord-bench-") -> Plan:
@@ -171,13 +138,3 @@ def scaled_change(factor: float) -> Callable[[ModelState, ModelState], ModelStat
     return lambda trained, model: {
         k: (model[k] + factor * (v - model[k])).astype(v.dtype) if v.dtype.kind == "f" else v for k, v in trained.items()
     }
-
-
-def ratio(value: float | None, base: float | None) -> str:
-    """``value / base`` for a table cell, or a dash when either is missing."""
-    return "-" if value is None or not base else f"{value / base:.3f}"
-
-
-def is_float(array: np.ndarray) -> bool:
-    """Whether a tensor is floating-point (the ones an attack changes and an update bounds)."""
-    return array.dtype.kind == "f"

@@ -33,7 +33,8 @@ import logging
 import time
 
 import numpy as np
-from _federation import BOUNDS_OFF, StrategyChoice, digits_plan, run_federation, whole_validation
+from _federation import BOUNDS_OFF, digits_plan, run_federation, whole_validation
+from _strategies import CATALOG, SERVER_OPTIMIZERS, StrategyChoice
 from _table import Column, Table
 
 from accord.data.arrays import ArrayDataLoader
@@ -42,21 +43,7 @@ from accord.data.sharding import shard_indices
 from accord.plan.loader import Plan
 from accord.workspace.initialize import build_runner
 
-#: the server optimizers, whose lr ``--server-lr`` and ``--lr-grid`` set
-SERVER_OPTIMIZERS = ("FedAdam", "FedYogi", "FedAdagrad")
-
-STRATEGIES: dict[str, StrategyChoice] = {
-    s.name: s
-    for s in (
-        StrategyChoice("FedAvg", "FedAvg"),
-        StrategyChoice("FedAvgM", "FedAvgM", {"server_lr": 1.0, "momentum": 0.9}),
-        StrategyChoice("FedProx", "FedProx", {"proximal_mu": 0.01}),
-        StrategyChoice("FedAdam", "FedAdam"),
-        StrategyChoice("FedYogi", "FedYogi"),
-        StrategyChoice("FedAdagrad", "FedAdagrad"),
-        StrategyChoice("SCAFFOLD", "Scaffold", note="the stretch: may not exist"),
-    )
-}
+STRATEGIES = {name: CATALOG[name] for name in ("FedAvg", "FedAvgM", "FedProx", "FedAdam", "FedYogi", "FedAdagrad", "Scaffold")}
 DEFAULT = ["FedAvg", "FedAvgM", "FedProx", "FedAdam", "FedYogi", "Scaffold"]
 
 
@@ -69,7 +56,7 @@ def choices(names: list[str], server_lr: float | None, grid: list[float] | None)
         if name not in SERVER_OPTIMIZERS or lrs == [None]:
             rows.append(base)
             continue
-        rows += [StrategyChoice(f"{base.label} lr={lr:g}", base.name, {**base.settings, "lr": lr}) for lr in lrs]
+        rows += [base.but(f"{base.label} lr={lr:g}", lr=lr) for lr in lrs]
     return rows
 
 
