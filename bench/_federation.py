@@ -23,6 +23,7 @@ from typing import Any
 from accord.aggregator.runtime import AggregatorRuntime
 from accord.collaborator.site import build_collaborator
 from accord.data.builtin import DigitsDataLoader
+from accord.errors import AccordError
 from accord.experiment.local import prepare_workspace
 from accord.messages import TaskResult
 from accord.plan.loader import Plan
@@ -35,6 +36,8 @@ from accord.workspace.initialize import build_runner
 BOUNDS_OFF = {"sample_count_multiple": None, "norm_multiple": None}
 #: seconds an in-process site waits for its next task before asking again
 POLL = 5.0
+#: seconds a federation may run
+TIMEOUT = 1800.0
 
 
 def digits_plan(sites: int, rounds: int, overrides: Mapping[str, Any] | None = None, prefix: str = "accord-bench-") -> Plan:
@@ -82,15 +85,21 @@ def run_federation(plan: Plan, client: ClientFactory = honest_client, hostile: f
     threads = [threading.Thread(target=work, args=(name,), daemon=True) for name in plan.model.collaborators]
     for thread in threads:
         thread.start()
-    for thread in threads:
-        thread.join(1800)
+    stopped = ""
+    try:
+        runtime.wait_until_done(timeout=TIMEOUT)
+    except AccordError as exc:  # the aggregator stopped (a strategy failed at a close, say)
+        stopped = exc.message
     runtime.close()
+    end = time.monotonic() + POLL + 10.0
+    for thread in threads:  # a site of a stopped aggregator may wait on (a daemon thread: left behind)
+        thread.join(max(0.0, end - time.monotonic()))
     seconds = time.perf_counter() - started
     failed_hostile = sorted(set(errors) & hostile)
-    if failed_hostile:
+    if failed_hostile and not stopped:
         return Outcome(None, f"the hostile site failed: {errors[failed_hostile[0]]!r}"[:160], seconds)
-    if errors or not runtime.finished:
-        why = next((f"{name}: {exc}" for name, exc in errors.items()), "did not finish")
+    if stopped or errors or not runtime.finished:
+        why = stopped or next((f"{name}: {exc}" for name, exc in errors.items()), "did not finish")
         return Outcome(None, why[:160], seconds)
     return Outcome(final_accuracy(plan), "", seconds)
 

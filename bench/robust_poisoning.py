@@ -23,7 +23,7 @@ measures the strategies; ``--bounds on`` keeps the defaults), the sites reset th
 each round. A strategy whose template does not import yet is shown "not available".
 
     PYTHONPATH=src .venv/bin/python bench/robust_poisoning.py [--rounds 10] [--attacks NAME ...]
-        [--strategies NAME ...] [--noise-scale 10] [--max-norm 2.0] [--bounds on|off]
+        [--strategies LABEL ...] [--noise-scale 10] [--max-norm 2.0] [--alie-z Z] [--bounds on|off]
 """
 
 from __future__ import annotations
@@ -166,6 +166,8 @@ class Scene:
     plan: Plan
     board: Board
     noise_scale: float
+    #: ALIE's z (the paper's z_max for n = 10, m = 2 unless ``--alie-z`` sets it)
+    z: float
 
 
 def alie_z(n: int, m: int) -> float:
@@ -208,7 +210,7 @@ def model_replacement(scene: Scene, name: str) -> Craft:
 
 
 def alie(scene: Scene, name: str) -> Craft:
-    z = alie_z(SITES, len(ATTACKERS))
+    z = scene.z
 
     def craft(trained: ModelState, model: ModelState, round_number: int) -> ModelState:
         honest = scene.board.honest_models(round_number)
@@ -230,7 +232,7 @@ ATTACKS: dict[str, Callable[[Scene, str], Craft]] = {
 }
 
 
-def run(choice: StrategyChoice, attack: str | None, rounds: int, bounds: bool, noise_scale: float) -> float | str:
+def run(choice: StrategyChoice, attack: str | None, rounds: int, bounds: bool, noise_scale: float, z: float) -> float | str:
     """The final accuracy of one federation, or why it has none."""
     overrides = {
         "collaborator.settings.opt_treatment": "RESET",
@@ -241,7 +243,7 @@ def run(choice: StrategyChoice, attack: str | None, rounds: int, bounds: bool, n
     if attack is None:
         outcome = run_federation(plan)
     else:
-        scene = Scene(plan, Board(SITES - len(ATTACKERS)), noise_scale)
+        scene = Scene(plan, Board(SITES - len(ATTACKERS)), noise_scale, z)
         crafts = {name: ATTACKS[attack](scene, name) for name in ATTACKERS}
 
         def client(runtime: AggregatorRuntime, name: str, plan: Plan) -> AggregatorClient:
@@ -261,14 +263,16 @@ def main() -> None:
     parser.add_argument("--strategies", nargs="+", default=list(rows), choices=list(rows), metavar="LABEL")
     parser.add_argument("--attacks", nargs="+", default=list(ATTACKS), choices=list(ATTACKS))
     parser.add_argument("--noise-scale", type=float, default=10.0, help="gaussian: sigma in units of the honest change's RMS")
+    parser.add_argument("--alie-z", type=float, help="ALIE's z (default: the paper's z_max for n = 10, m = 2)")
     parser.add_argument("--bounds", default="off", choices=["on", "off"], help="the plan's default update bounds, or none")
     args = parser.parse_args()
     rows = strategies(args.max_norm)
+    z = alie_z(SITES, len(ATTACKERS)) if args.alie_z is None else args.alie_z
     logging.getLogger("accord").setLevel(logging.ERROR)
     warnings.filterwarnings("ignore", category=RuntimeWarning)  # the attacks' overflows
 
     started = time.perf_counter()
-    print(f"{SITES} sites, {sorted(ATTACKERS)} malicious, {args.rounds} rounds, ALIE z = {alie_z(SITES, len(ATTACKERS)):.3f}, bounds {args.bounds}")
+    print(f"{SITES} sites, {sorted(ATTACKERS)} malicious, {args.rounds} rounds, ALIE z = {z:.3f}, bounds {args.bounds}")
     table = Table(Column("strategy", 18), Column("clean", 7), *(Column(a, max(9, len(a))) for a in args.attacks), Column("  holds within 3 points", 0))
     verdicts: list[str] = []
     for label in args.strategies:
@@ -277,8 +281,9 @@ def main() -> None:
         if missing:
             table.row(label, "-", *["-"] * len(args.attacks), f"  {missing}")
             continue
-        clean = run(choice, None, args.rounds, args.bounds == "on", args.noise_scale)
-        cells = [run(choice, attack, args.rounds, args.bounds == "on", args.noise_scale) for attack in args.attacks]
+        settings = (args.rounds, args.bounds == "on", args.noise_scale, z)
+        clean = run(choice, None, *settings)
+        cells = [run(choice, attack, *settings) for attack in args.attacks]
         held = [a for a, c in zip(args.attacks, cells) if isinstance(c, float) and isinstance(clean, float) and 100 * (clean - c) <= HOLDS_POINTS]
         failed = [f"{a}: {c}" for a, c in zip(args.attacks, cells) if isinstance(c, str)] + ([f"clean: {clean}"] if isinstance(clean, str) else [])
         table.row(label, *(c if isinstance(c, float) else "failed" for c in (clean, *cells)), "  " + (", ".join(held) or "none"))
