@@ -73,5 +73,7 @@ CATALOG: dict[str, StrategyChoice] = {
     )
 }
 
-#: the server optimizers, whose ``lr`` a bench may set
+#: the server optimizers (strategies/fedopt.py), whose server learning rate a bench may set
 SERVER_OPTIMIZERS = ("FedAdam", "FedYogi", "FedAdagrad")
+#: the name of that setting (eta in Reddi et al. 2021)
+SERVER_LR = "eta"

@@ -19,8 +19,8 @@ are off by default (``--bounds on`` keeps the defaults): the table measures the 
 the default count cap (1.1 x the round's median sample count) down-weights the large shards that
 a skewed partition makes (FedAvg at alpha = 0.1 loses about 10 points with it, measured). The server optimizers
 (FedAdam, FedYogi, FedAdagrad) take their constructor's default settings unless
-``--server-lr`` sets their ``lr``; ``--lr-grid`` runs each of them once per ``lr`` in the grid
-(one row each). A strategy whose template does not import yet is shown "not available".
+``--server-lr`` sets their server learning rate (``eta``); ``--lr-grid`` runs each of them once
+per ``eta`` in the grid (one row each). A strategy whose template does not import yet is shown "not available".
 
     PYTHONPATH=src .venv/bin/python bench/non_iid.py [--rounds 30] [--alphas 0.1 0.5] [--sites 10]
         [--strategies FedAvg FedProx ...] [--server-lr X | --lr-grid X Y ...] [--bounds on|off]
@@ -34,7 +34,7 @@ import time
 
 import numpy as np
 from _federation import BOUNDS_OFF, digits_plan, run_federation, whole_validation
-from _strategies import CATALOG, SERVER_OPTIMIZERS, StrategyChoice
+from _strategies import CATALOG, SERVER_LR, SERVER_OPTIMIZERS, StrategyChoice
 from _table import Column, Table
 
 from accord.data.arrays import ArrayDataLoader
@@ -56,7 +56,7 @@ def choices(names: list[str], server_lr: float | None, grid: list[float] | None)
         if name not in SERVER_OPTIMIZERS or lrs == [None]:
             rows.append(base)
             continue
-        rows += [base.but(f"{base.label} lr={lr:g}", lr=lr) for lr in lrs]
+        rows += [base.but(f"{base.label} {SERVER_LR}={lr:g}", **{SERVER_LR: lr}) for lr in lrs]
     return rows
 
 
@@ -98,8 +98,8 @@ def main() -> None:
     parser.add_argument("--alphas", type=float, nargs="+", default=[0.1, 0.5])
     parser.add_argument("--strategies", nargs="+", default=DEFAULT, choices=list(STRATEGIES))
     lr = parser.add_mutually_exclusive_group()
-    lr.add_argument("--server-lr", type=float, help="the lr of FedAdam, FedYogi and FedAdagrad (default: theirs)")
-    lr.add_argument("--lr-grid", type=float, nargs="+", help="run each server optimizer once per lr")
+    lr.add_argument("--server-lr", type=float, help="the eta of FedAdam, FedYogi and FedAdagrad (default: theirs)")
+    lr.add_argument("--lr-grid", type=float, nargs="+", help="run each server optimizer once per eta")
     parser.add_argument("--bounds", default="off", choices=["on", "off"], help="the plan's default update bounds, or none")
     args = parser.parse_args()
     logging.getLogger("accord").setLevel(logging.ERROR)
@@ -111,7 +111,7 @@ def main() -> None:
     print(f"centralized: {central:.4f} ({epochs} epochs on the pooled training data of the {args.sites} sites)")
     for alpha in args.alphas:
         print(skew(reference, args.sites, alpha))
-    columns = [Column("strategy", 18)]
+    columns = [Column("strategy", 20)]
     for alpha in args.alphas:
         columns += [Column(f"a={alpha:g} acc", 9), Column("/ central", 9, ".3f")]
     table = Table(*columns, Column("s", 5, ".0f"), Column("  settings", 0))
