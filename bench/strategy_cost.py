@@ -52,8 +52,13 @@ BAR, BARRED = 2.0, ("CoordinateMedian", "Krum")
 BIG = 4  # tensors of 12 MB, memory-mapped
 NUMPY = "numpy mean (in memory)"
 
-#: the catalog's strategies; NormClipping's bound clips every update here (their change norms are ~35 at 50 MB)
-STRATEGIES = {name: c.but(max_norm=10.0) if name == "NormClipping" else c for name, c in CATALOG.items()}
+#: the catalog's strategies; NormClipping's bound clips every update here (their change norms are ~35 at 50 MB),
+#: TrimmedMean trims one a side at N = 8 (beta 0.1 needs 10 replies)
+STRATEGIES = {
+    **CATALOG,
+    "NormClipping": CATALOG["NormClipping"].but(max_norm=10.0),
+    "TrimmedMean": CATALOG["TrimmedMean"].but(beta=0.2),
+}
 
 
 def model_tensors(size_mb: float) -> dict[str, tuple[int, ...]]:
@@ -76,7 +81,8 @@ def write_files(directory: Path, size_mb: float, count: int) -> int:
 
 
 def close_case(directory: Path, label: str, sites: int, repeat: int) -> dict[str, Any]:
-    """One strategy's adds and closes of a round of ``sites`` replies (in this process)."""
+    """One strategy's adds and closes of a round of ``sites`` replies (in this process), or
+    ``{"skip": why}`` if it needs more replies."""
     from accord.aggregation.bounds import UpdateBounds
     from accord.plan.strategy import build_strategy
     from accord.strategies.seam import Reply, RoundContext
@@ -84,6 +90,8 @@ def close_case(directory: Path, label: str, sites: int, repeat: int) -> dict[str
 
     global_model = load_state(directory / "global.safetensors")
     strategy = build_strategy(STRATEGIES[label].spec, directory)
+    if strategy.min_replies(sites) > sites:  # the engine refuses such a federation at start
+        return {"skip": f"needs {strategy.min_replies(sites)} replies"}
     names = tuple(f"site{i}" for i in range(sites))
     figures: dict[str, list[float]] = {"add_s": [], "close_s": [], "rss_kb": [], "anon_kb": []}
     for round_number in range(repeat):
@@ -133,7 +141,8 @@ def run_child(directory: Path, label: str, sites: int, repeat: int, timeout: flo
     lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
     if done.returncode != 0 or not lines:
         return f"failed ({done.returncode}): {(done.stderr.strip().splitlines() or ['?'])[-1]}"
-    return json.loads(lines[-1])
+    figures = json.loads(lines[-1])
+    return figures.get("skip", figures)
 
 
 def main() -> None:
