@@ -197,12 +197,12 @@ def main() -> None:
                     verdicts[label, sites] = case
                 else:
                     anon = row(table, label, sites, case, base, model_bytes)
-                    verdicts[label, sites] = f"peak anon {anon:.2f} x model: {'meets' if anon <= BAR else 'misses'} the bar"
+                    verdicts[label, sites] = f"peak anon {anon:.2f} x model: {'meets' if anon <= BAR else 'misses'} the bar (<= {BAR:g} x model)"
     finally:
         shutil.rmtree(directory, ignore_errors=True)
     for (label, sites), verdict in verdicts.items():
         if label in BARRED:
-            print(f"{label} N={sites}: {verdict} (<= {BAR:g} x model)")
+            print(f"{label} N={sites}: {verdict}")
     print(f"({time.perf_counter() - started:.0f} s)")
 
 
