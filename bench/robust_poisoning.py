@@ -72,7 +72,7 @@ HOLDS_POINTS = 3.0
 #: what the literature leads one to expect of each strategy against these attacks
 EXPECTED = {
     "FedAvg": "no defence: one site can move a mean anywhere (Blanchard et al. 2017); ALIE's shift is small on a mean",
-    "CoordinateMedian": "holds large outliers for m < n/2 (Yin et al. 2018); ALIE beats it (Baruch et al. 2019)",
+    "CoordinateMedian": "holds large outliers for m < n/2 (Yin et al. 2018); ALIE is built to pass coordinate-wise rules (Baruch et al. 2019)",
     "TrimmedMean": "holds large outliers if beta >= m/n (Yin et al. 2018); ALIE beats it (Baruch et al. 2019)",
     "Krum": "holds large outliers for n >= 2f+3 (Blanchard et al. 2017); ALIE beats it (Baruch et al. 2019)",
     "MultiKrum": "as Krum, averaging the m best-scored (Blanchard et al. 2017); ALIE beats Krum-style selection",
