@@ -37,6 +37,7 @@ from pathlib import Path
 from typing import IO, TYPE_CHECKING
 
 import numpy as np
+from _memory import RSSSampler, proc_status_kb, reset_peak
 
 if TYPE_CHECKING:
     from accord.plan.loader import Plan
@@ -65,39 +66,7 @@ def plan_file(workspace: Path) -> Path:
     return workspace / "plan" / "plan.yaml"
 
 
-def proc_status_kb(field: str) -> int:
-    """A ``kB`` field (VmRSS, VmHWM) of /proc/self/status."""
-    with open("/proc/self/status", encoding="ascii") as status:
-        for line in status:
-            if line.startswith(field + ":"):
-                return int(line.split()[1])
-    raise RuntimeError(f"/proc/self/status has no {field}")
-
-
 # -- the aggregator (child process) ---------------------------------------------------------------
-
-
-class RSSSampler(threading.Thread):
-    """Reads VmRSS every ``interval`` seconds and keeps the highest value."""
-
-    def __init__(self, interval: float = 0.005) -> None:
-        super().__init__(name="rss-sampler", daemon=True)
-        self.interval = interval
-        self.peak_kb = 0
-        #: the same for RssAnon: VmRSS less the pages of mapped files (page cache)
-        self.anon_peak_kb = 0
-        self._halt = threading.Event()
-
-    def run(self) -> None:
-        while not self._halt.is_set():
-            self.peak_kb = max(self.peak_kb, proc_status_kb("VmRSS"))
-            self.anon_peak_kb = max(self.anon_peak_kb, proc_status_kb("RssAnon"))
-            self._halt.wait(self.interval)
-
-    def stop(self) -> int:
-        self._halt.set()
-        self.join(timeout=1.0)
-        return max(self.peak_kb, proc_status_kb("VmRSS"))
 
 
 def listening(port: int) -> bool:
@@ -170,12 +139,7 @@ def serve(workspace: Path, timeout: float) -> int:
             time.sleep(0.005)
         gc.collect()
         baseline = proc_status_kb("VmRSS")
-        try:
-            with open("/proc/self/clear_refs", "w", encoding="ascii") as refs:
-                refs.write("5")  # resets VmHWM to the current RSS
-            hwm_reset = proc_status_kb("VmHWM") <= proc_status_kb("VmRSS") + 1024
-        except OSError:
-            hwm_reset = False
+        hwm_reset = reset_peak()
         measured["hwm_reset"] = hwm_reset
         sampler.start()
         print(f"READY baseline_kb={baseline} hwm_reset={hwm_reset}", flush=True)

@@ -16,11 +16,12 @@ Prints min and median over the repeats, and the ratio to the baseline.
 from __future__ import annotations
 
 import argparse
-import statistics
 import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
+
+from _table import Column, min_median_table
 
 
 def timed(fn: Callable[[], object], repeats: int, count: int) -> list[float]:
@@ -84,11 +85,7 @@ def main() -> None:
     finally:
         server.stop(0)
         runtime.close()
-    base = statistics.median(figures["join (baseline)"])
-    print(f"{'':24} {'min ms':>8} {'median ms':>10} {'x baseline':>11}")
-    for label, runs in figures.items():
-        median = statistics.median(runs)
-        print(f"{label:24} {min(runs):8.2f} {median:10.2f} {median / base:11.2f}")
+    min_median_table(Column("", 24), "ms", figures, "join (baseline)")
 
 
 if __name__ == "__main__":

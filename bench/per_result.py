@@ -17,10 +17,10 @@ from __future__ import annotations
 
 import argparse
 import gc
-import statistics
 import time
 
 import numpy as np
+from _table import Column, min_median_table
 
 
 def per_result_us(sites: int, repeats: int) -> list[float]:
@@ -62,11 +62,7 @@ def main() -> None:
     args = parser.parse_args()
     sizes = [int(s) for s in args.sizes.split(",")]
     figures = {size: per_result_us(size, args.repeats) for size in sizes}
-    base = statistics.median(figures[sizes[0]])
-    print(f"{'sites':>8} {'min us':>8} {'median us':>10} {'x baseline':>11}")
-    for size, runs in figures.items():
-        median = statistics.median(runs)
-        print(f"{size:8d} {min(runs):8.2f} {median:10.2f} {median / base:11.2f}")
+    min_median_table(Column("sites", 8), "us", figures, sizes[0])
 
 
 if __name__ == "__main__":
