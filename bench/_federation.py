@@ -12,6 +12,8 @@ A bench script imports this module as ``from _federation import ...`` (its own f
 
 from __future__ import annotations
 
+import atexit
+import shutil
 import tempfile
 import threading
 import time
@@ -42,9 +44,12 @@ TIMEOUT = 1800.0
 
 def digits_plan(sites: int, rounds: int, overrides: Mapping[str, Any] | None = None, prefix: str = "accord-bench-") -> Plan:
     """A fresh torch_digits workspace of ``sites`` sites (collaborator1..N, shard i for site i)
-    and ``rounds`` rounds, with the plan ``overrides`` (dotted keys) applied."""
+    and ``rounds`` rounds, with the plan ``overrides`` (dotted keys) applied; removed when the
+    bench exits."""
     settings = {"straggler_handling_policy.settings.round_deadline_seconds": 60.0, **(overrides or {})}
-    return prepare_workspace(Path(tempfile.mkdtemp(prefix=prefix)) / "ws", sites, rounds, overrides=settings)
+    root = Path(tempfile.mkdtemp(prefix=prefix))
+    atexit.register(shutil.rmtree, root, ignore_errors=True)
+    return prepare_workspace(root / "ws", sites, rounds, overrides=settings)
 
 
 #: (the runtime, the site's name, the plan) -> the client the site talks through

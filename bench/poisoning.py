@@ -78,6 +78,7 @@ def run(rounds: int, attack: str | None, bounds: dict | None, partition: str = "
     """Final accuracy of one federation (None if it did not finish) and why not, or how often the bounds bit honest sites."""
     overrides = {
         "data_loader.settings.collaborator_count": 6,
+        "straggler_handling_policy.settings.round_deadline_seconds": 30.0,
         "data_loader.settings.partition": partition,
         "collaborator.settings.opt_treatment": treatment,
         **({"aggregator.settings.update_bounds": bounds} if bounds is not None else {}),
