@@ -16,6 +16,15 @@ from accord.tensors.state import ModelState
 ConfigValue = bool | int | float | str
 
 
+def as_declared(value: object, declared: type) -> ConfigValue | None:
+    """``value`` as a config value of the ``declared`` type (``Strategy.config_schema``), or
+    None if it is not one: exactly that type, except that an int passes for a float (and
+    becomes one); a bool is not an int, nor a NumPy scalar a float."""
+    if declared is float and type(value) is int:
+        return float(value)
+    return value if type(value) is declared and isinstance(value, bool | int | float | str) else None
+
+
 class Action(str, enum.Enum):
     """What a collaborator should do after asking for tasks."""
 

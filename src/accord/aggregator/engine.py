@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -14,7 +14,7 @@ from accord.aggregator.metrics import MetricRecord, WeightedMetrics
 from accord.aggregator.result_checks import check_result
 from accord.aggregator.stragglers import Decision, StragglerPolicy
 from accord.errors import AccordError, RefusedError
-from accord.messages import Action, ConfigValue, Task, TaskAssignment, TaskResult
+from accord.messages import Action, ConfigValue, Task, TaskAssignment, TaskResult, as_declared
 from accord.plan.schema import TaskSpec
 from accord.strategies.base import Strategy
 from accord.strategies.fedavg import FedAvg
@@ -32,6 +32,9 @@ class _Round:
     number: int
     opened_at: float
     outstanding: dict[str, list[str]]
+    #: what the strategy knows of the round, and the accumulator folding its replies
+    context: RoundContext
+    accumulator: Accumulator
     assigned: tuple[str, ...] = ()
     #: digest of this round's global model (tensors/digest.py); a result must carry it
     model_digest: str = ""
@@ -42,9 +45,7 @@ class _Round:
     metrics: WeightedMetrics = field(default_factory=WeightedMetrics)
     records: list[MetricRecord] = field(default_factory=list)
     task_seconds: dict[str, float] = field(default_factory=dict)
-    #: what the strategy knows of the round, the accumulator folding its replies, its config
-    context: RoundContext | None = None
-    accumulator: Accumulator | None = None
+    #: the strategy's config for the round
     config: dict[str, ConfigValue] = field(default_factory=dict)
     #: the round's phase (every round has one, ``train``, until a strategy needs more)
     phase: str = "train"
@@ -253,10 +254,10 @@ class RoundEngine:
             owed.clear()
             self.events.emit(ResultFailed(current.number, result.collaborator, result.failure))
             return self._apply_policy(may_fail=False)
-        check_result(result, self.tasks[result.task], self.model, self.delta_updates)
         spec = self.tasks[result.task]
+        check_result(result, spec, self.model, self.delta_updates)
         if spec.returns_model:
-            assert result.tensors is not None and current.accumulator is not None
+            assert result.tensors is not None
             current.accumulator.add(Reply(result.collaborator, result.tensors, float(result.sample_count), result.is_delta, stored))
         for metric, value in result.metrics.items():
             current.metrics.add(result.task, metric, value, result.sample_count)
@@ -285,9 +286,8 @@ class RoundEngine:
         current = self._round
         assert current is not None
         reported = current.reported_count
-        policy = replace(self.policy, min_reports=max(self.policy.min_reports, current.min_replies))
-        decision = policy.decide(
-            self.clock() - current.opened_at, reported, len(current.assigned), len(current.failed)
+        decision = self.policy.decide(
+            self.clock() - current.opened_at, reported, len(current.assigned), len(current.failed), current.min_replies
         )
         if decision is Decision.CLOSE:
             return self._close_round()
@@ -295,13 +295,13 @@ class RoundEngine:
             waiting = sorted(c for c in current.assigned if current.outstanding.get(c))
             failed = "; ".join(f"{c} failed: {why}" for c, why in sorted(current.failed.items()))
             when = (
-                f"reached its deadline of {policy.round_deadline_seconds:g} s"
+                f"reached its deadline of {self.policy.round_deadline_seconds:g} s"
                 if waiting
                 else "cannot close (nobody owes anything more)"
             )
             raise RoundDeadlineError(
                 f"round {current.number} {when} with {reported} of {len(current.assigned)} reports "
-                f"(at least {policy.needed(len(current.assigned))} needed)"
+                f"(at least {self.policy.needed(len(current.assigned), current.min_replies)} needed)"
                 + (f"; still waiting for {', '.join(waiting)}" if waiting else "")
                 + (f"; {failed}" if failed else ""),
                 "bring the missing collaborators back (fix the failed ones) and restart the aggregator "
@@ -350,7 +350,7 @@ class RoundEngine:
             )
         for key, value in config.items():
             wanted = schema[key]
-            if type(value) is not wanted and not (wanted is float and type(value) is int):
+            if as_declared(value, wanted) is None:
                 raise AccordError(
                     f"strategy {name} sends config key {key!r} as a {type(value).__name__}; its config_schema declares a {wanted.__name__}",
                     "return plain Python values of the declared types from configure() (float(x), not a NumPy scalar)",
@@ -376,7 +376,6 @@ class RoundEngine:
         current = self._round
         assert current is not None
         previous = self.model
-        assert current.accumulator is not None and current.context is not None
         if self.is_final_validation(current.number):  # nothing trained: the strategy takes no step
             aggregate = Aggregate(previous)
         else:
@@ -406,7 +405,6 @@ class RoundEngine:
     def _finished(self, current: _Round, aggregate: Aggregate) -> ModelState:
         """The strategy's next model; the round's input model, with an event, if a float tensor
         of it is not finite (a server step can overflow where the mean did not)."""
-        assert current.context is not None
         model = self.strategy.finish(current.context, aggregate)
         for name, tensor in model.items():
             array = np.asarray(tensor)

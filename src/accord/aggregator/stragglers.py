@@ -45,14 +45,17 @@ class StragglerPolicy:
     def from_settings(cls, settings: StragglerSettings) -> StragglerPolicy:
         return cls(**settings.model_dump())
 
-    def needed(self, assigned: int) -> int:
-        """Reports without which a round never closes (at most everyone assigned)."""
-        return min(self.min_reports, assigned)
+    def needed(self, assigned: int, at_least: int = 1) -> int:
+        """Reports without which a round never closes: ``min_reports``, or the strategy's
+        ``at_least`` if more (at most everyone assigned)."""
+        return min(max(self.min_reports, at_least), assigned)
 
-    def decide(self, elapsed: float, reported: int, assigned: int, failed: int = 0) -> Decision:
+    def decide(self, elapsed: float, reported: int, assigned: int, failed: int = 0, at_least: int = 1) -> Decision:
         """Whether a round with ``reported`` of ``assigned`` reports (and ``failed`` sites that
-        owe nothing more) after ``elapsed`` s may close."""
-        enough = reported >= self.needed(assigned)
+        owe nothing more) after ``elapsed`` s may close; ``at_least``: the replies the round's
+        strategy needs (``Strategy.min_replies``), which raise ``min_reports``."""
+        needed = self.needed(assigned, at_least)
+        enough = reported >= needed
         if reported + failed >= assigned:
             return Decision.CLOSE if enough else Decision.FAIL
         if elapsed >= self.round_deadline_seconds:
@@ -60,7 +63,7 @@ class StragglerPolicy:
         if self.policy == "cutoff_time" and self.cutoff_seconds is not None:
             return Decision.CLOSE if enough and elapsed >= self.cutoff_seconds else Decision.WAIT
         if self.policy == "percentage" and self.percentage is not None:
-            share = max(self.needed(assigned), math.ceil(self.percentage * assigned - 1e-9))
+            share = max(needed, math.ceil(self.percentage * assigned - 1e-9))
             return Decision.CLOSE if reported >= share else Decision.WAIT
         return Decision.WAIT
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from accord.errors import RefusedError
-from accord.messages import ConfigValue, TaskAssignment
+from accord.messages import ConfigValue, TaskAssignment, as_declared
 
 #: the phases this site's collaborator runs
 PHASES = frozenset({"train"})
@@ -41,13 +41,12 @@ def accept(assignment: TaskAssignment, schema: Mapping[str, type], strategy: str
                 f"(it declares {sorted(schema) or 'none'})",
                 f"config key {key!r} refused by the site: its plan's strategy does not declare it",
             )
-        if wanted is float and type(value) is int:
-            value = float(value)
-        if type(value) is not wanted:
+        taken = as_declared(value, wanted)
+        if taken is None:
             raise Refused(
                 f"the aggregator sent config key {key!r} as a {type(value).__name__}; this site's plan's strategy "
                 f"{strategy} declares it a {wanted.__name__}",
                 f"config key {key!r} refused by the site: not a {wanted.__name__}",
             )
-        accepted[key] = value
+        accepted[key] = taken
     return accepted
