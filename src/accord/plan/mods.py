@@ -20,6 +20,15 @@ def build_mods(specs: list[Any], workspace: Path) -> list[Any]:
         return []
     base = import_dotted("accord.mods.base.Mod", "the client mod base class")
     return [
-        build(f"collaborator.settings.mods[{i}]", spec.template, dict(spec.settings), workspace, subclass_of=base, kind="mod", typed=True)
+        build(
+            f"collaborator.settings.mods[{i}]",
+            spec.template,
+            dict(spec.settings),
+            workspace,
+            subclass_of=base,
+            kind="mod",
+            typed=True,
+            imports_workspace=False,
+        )
         for i, spec in enumerate(specs)
     ]

@@ -62,6 +62,7 @@ def build(
     subclass_of: type | None = None,
     kind: str | None = None,
     typed: bool = False,
+    imports_workspace: bool = True,
     **extra: Any,
 ) -> Any:
     """Instantiate a section's template with its settings (plus ``extra`` keyword arguments).
@@ -73,6 +74,8 @@ def build(
     template names must be a class derived from it (checked before it is called). ``kind``:
     the template allow-list to check (default: ``section_name``'s). ``typed``: the settings
     are validated against the factory's type annotations too (pydantic).
+    ``imports_workspace``: whether one of Accord's templates may import the workspace's code (a
+    runner's model): if not (strategies, mods), building it leaves the import path alone.
     """
     if template is None:
         raise PlanError(f"plan section {section_name} has no template", f"set {section_name}.template")
@@ -80,7 +83,8 @@ def build(
     workspace_code = WORKSPACE_TEMPLATE.fullmatch(template) is not None
     if workspace_code:
         _check_workspace_module(section_name, template, workspace)
-    use_workspace(workspace)
+    if workspace_code or imports_workspace:
+        use_workspace(workspace)
     factory = import_dotted(template, f"{section_name}.template")
     if subclass_of is not None and isinstance(factory, type) and inspect.isabstract(factory):
         raise PlanError(

@@ -37,7 +37,7 @@ def build_strategy(spec: Mapping[str, Any], workspace: Path, where: str = WHERE)
             raise PlanError(f"{where}.settings.strategy must be a mapping with template (and settings)")
         settings["strategy"] = build_strategy(inner, workspace, f"{where}.settings.strategy")
     base = import_dotted("accord.strategies.base.Strategy", "the strategy base class")
-    return build(where, str(spec["template"]), settings, workspace, subclass_of=base, kind="strategy", typed=True)
+    return build(where, str(spec["template"]), settings, workspace, subclass_of=base, kind="strategy", typed=True, imports_workspace=False)
 
 
 def names_workspace_code(spec: Mapping[str, Any]) -> bool:
