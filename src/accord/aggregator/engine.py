@@ -14,7 +14,7 @@ from accord.aggregator.metrics import MetricRecord, WeightedMetrics
 from accord.aggregator.result_checks import check_result
 from accord.aggregator.stragglers import Decision, StragglerPolicy
 from accord.errors import AccordError, RefusedError
-from accord.messages import Action, ConfigValue, Task, TaskAssignment, TaskResult, as_declared
+from accord.messages import Action, ConfigValue, Task, TaskAssignment, TaskResult
 from accord.plan.schema import TaskSpec
 from accord.strategies.base import Strategy
 from accord.strategies.fedavg import FedAvg
@@ -321,8 +321,7 @@ class RoundEngine:
             self._round = None
             return
         assigned = tuple(c for c, names in outstanding.items() if names)
-        config = {} if self.is_final_validation(number) else self.strategy.configure(number)
-        self._check_config(config)
+        config = {} if self.is_final_validation(number) else self.strategy.checked_config(number)
         context = RoundContext(number, self.model, self.bounds, assigned)
         self._round = _Round(
             number=number,
@@ -337,24 +336,6 @@ class RoundEngine:
             min_replies=self.strategy.min_replies(len(assigned)),
         )
         self.events.emit(RoundOpened(number, assigned, dict(config), self.is_final_validation(number)))
-
-    def _check_config(self, config: Mapping[str, object]) -> None:
-        """What ``configure`` returned must be of the types its ``config_schema`` declares (a
-        site refuses anything else; an int passes for a float): a strategy's bug, said here."""
-        schema, name = self.strategy.config_schema, type(self.strategy).__name__
-        undeclared = sorted(set(config) - set(schema))
-        if undeclared:
-            raise AccordError(
-                f"strategy {name} sends config keys {undeclared} that its config_schema does not declare",
-                "declare every key the strategy's configure() returns in its config_schema",
-            )
-        for key, value in config.items():
-            wanted = schema[key]
-            if as_declared(value, wanted) is None:
-                raise AccordError(
-                    f"strategy {name} sends config key {key!r} as a {type(value).__name__}; its config_schema declares a {wanted.__name__}",
-                    "return plain Python values of the declared types from configure() (float(x), not a NumPy scalar)",
-                )
 
     def _cohort_tasks(self, number: int) -> dict[str, list[str]]:
         """Each collaborator's tasks of round ``number``: the strategy's cohort of those the

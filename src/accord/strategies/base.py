@@ -16,7 +16,8 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import ClassVar
 
-from accord.messages import ConfigValue
+from accord.errors import AccordError
+from accord.messages import ConfigValue, as_declared
 from accord.strategies.mean import BoundedMean
 from accord.strategies.seam import EVERYONE, Accumulator, Aggregate, ClientSampling, RoundContext, StrategyState
 from accord.tensors.state import ModelState
@@ -40,6 +41,26 @@ class Strategy:
     def configure(self, round_number: int) -> dict[str, ConfigValue]:
         """The per-round config sent with the training tasks (keys of ``config_schema``)."""
         return {}
+
+    def checked_config(self, round_number: int) -> dict[str, ConfigValue]:
+        """``configure``'s config, refused (AccordError) unless every key is declared in
+        ``config_schema`` with its value's type (an int passes for a float): a site refuses
+        anything else, so a strategy's bug is said here, at the aggregator. Not to override."""
+        config = self.configure(round_number)
+        schema, name = self.config_schema, type(self).__name__
+        undeclared = sorted(set(config) - set(schema))
+        if undeclared:
+            raise AccordError(
+                f"strategy {name} sends config keys {undeclared} that its config_schema does not declare",
+                "declare every key the strategy's configure() returns in its config_schema",
+            )
+        for key, value in config.items():
+            if as_declared(value, schema[key]) is None:
+                raise AccordError(
+                    f"strategy {name} sends config key {key!r} as a {type(value).__name__}; its config_schema declares a {schema[key].__name__}",
+                    "return plain Python values of the declared types from configure() (float(x), not a NumPy scalar)",
+                )
+        return config
 
     def accumulator(self, context: RoundContext) -> Accumulator:
         """A fresh accumulator for the round ``context`` describes."""
