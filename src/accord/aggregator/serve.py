@@ -73,6 +73,7 @@ def _serve(
             net.max_concurrent_calls,
             net.min_upload_bytes_per_second,
         ),
+        compression=plan.model.compression_pipeline.settings,
     )
     port = server.start()
     log.info(

@@ -12,7 +12,8 @@ from accord.data.base import DataLoader
 from accord.errors import AccordError, RefusedError
 from accord.messages import Action, ConfigValue, Task, TaskAssignment, TaskResult
 from accord.mods.base import Instruction, Mod
-from accord.plan.schema import TaskSpec
+from accord.plan.schema import NO_COMPRESSION, CompressionSettings, TaskSpec
+from accord.tensors.compression import Encoded, UpdateEncoder
 from accord.runners.base import TaskRunner
 from accord.tensors.digest import model_digest
 from accord.tensors.state import ModelState, tensor_specs
@@ -43,6 +44,9 @@ class Collaborator:
     the collaborator still joins, reports it (its ``report`` only) as the failure of its
     first task, and stops.
     Each result carries the digest of the round's global model (tensors/digest.py).
+    ``compression``: the plan's pipeline; a training result is encoded after the mods (they see
+    full precision), its float tensors as changes from the round's global model, and the
+    site's error-feedback residuals live in this object (tensors/compression.py).
     """
 
     def __init__(
@@ -59,6 +63,7 @@ class Collaborator:
         config_schema: Mapping[str, type] | None = None,
         mods: Sequence[Mod] = (),
         strategy: str = "FedAvg",
+        compression: CompressionSettings = NO_COMPRESSION,
     ) -> None:
         if opt_treatment not in OPT_TREATMENTS:
             raise AccordError(f"opt_treatment {opt_treatment!r} is not one of {OPT_TREATMENTS}")
@@ -77,6 +82,7 @@ class Collaborator:
         self._global_round = -1
         self._global_digest = ""
         self._own_specs: TensorSpecs | None = None
+        self._encoder = UpdateEncoder(compression) if compression.upload else None
 
     def run(self) -> int:
         """Join, then run rounds until QUIT; returns the number of rounds this site worked in."""
@@ -95,7 +101,7 @@ class Collaborator:
             config = self._accepted(assignment)
             try:
                 for task in assignment.tasks:
-                    self.client.send_result(self._run_or_report(assignment.round_number, task, config))
+                    self._send(self._run_or_report(assignment.round_number, task, config))
             except RefusedError as exc:
                 if exc.kind != "state":
                     raise
@@ -118,13 +124,24 @@ class Collaborator:
             log.info("%s: round %d config %s", self.name, assignment.round_number, _shown(config))
         return config
 
-    def _run_or_report(self, round_number: int, task: Task, config: Mapping[str, ConfigValue]) -> TaskResult:
-        """``run_task``; if the site's data, task code or a mod fails, the aggregator is told (so
-        the round need not wait for this site) and SiteFailure is raised."""
+    def _send(self, sent: tuple[TaskResult, Encoded | None]) -> None:
+        result, encoded = sent
+        if encoded is None:
+            self.client.send_result(result)
+        else:
+            self.client.send_result(result, encoded)
+
+    def _run_or_report(
+        self, round_number: int, task: Task, config: Mapping[str, ConfigValue]
+    ) -> tuple[TaskResult, Encoded | None]:
+        """``run_task`` and the result's encoding (None: raw); if the site's data, task code, a mod
+        or the encoding fails, the aggregator is told (so the round need not wait for this site)
+        and SiteFailure is raised."""
         try:
             if self.data_error is not None:
                 raise self.data_error
-            return self.run_task(round_number, task, config)
+            result = self.run_task(round_number, task, config)
+            return result, self._encoded(result)
         except SiteFailure as failure:
             log.warning(
                 "%s: task %s of round %d failed at this site; telling the aggregator only: %s",
@@ -135,6 +152,16 @@ class Collaborator:
             )
             self._tell_failure(round_number, task, failure.report)
             raise
+
+    def _encoded(self, result: TaskResult) -> Encoded | None:
+        """The result's tensors encoded by the plan's pipeline (None: raw, or no tensors)."""
+        if self._encoder is None or not result.tensors:
+            return None
+        assert self._global is not None
+        try:
+            return self._encoder.encode(result.tensors, self._global, result.is_delta)
+        except AccordError as exc:
+            raise SiteFailure(exc.message, exc.fix, report="the update could not be encoded (compression_pipeline)") from exc
 
     def _tell_failure(self, round_number: int, task: Task, report: str) -> None:
         try:

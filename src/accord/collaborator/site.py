@@ -71,7 +71,8 @@ def build_collaborator(plan: Plan, name: str, client: AggregatorClient) -> Colla
 
 def site_options(plan: Plan) -> dict[str, Any]:
     """The Collaborator's options from this site's own plan: optimizer treatment, deltas, its
-    task definitions, its client mods, and the per-round config its strategy declares."""
+    task definitions, its client mods, the per-round config its strategy declares, and its
+    compression pipeline."""
     settings = plan.model.collaborator.settings
     strategy = plan.strategy()  # this site's own plan's: which config it accepts
     return {
@@ -81,6 +82,7 @@ def site_options(plan: Plan) -> dict[str, Any]:
         "config_schema": strategy.config_schema,
         "mods": plan.mods(),
         "strategy": type(strategy).__name__,
+        "compression": plan.model.compression_pipeline.settings,
     }
 
 
@@ -116,6 +118,7 @@ def grpc_client(plan: Plan, name: str, connect_timeout: float | None = None) -> 
         transfer_timeout=net.transfer_timeout_seconds,
         workspace_hash=plan.workspace_hash(),
         check_server=lambda der: check_aggregator_certificate(der, layout.cert_dir, f"{net.agg_addr}:{net.agg_port}"),
+        compression=plan.model.compression_pipeline.settings,
     )
 
 

@@ -2,7 +2,8 @@
 
 ``iter_tensor_chunks`` cuts a state into pieces without copying (memoryview slices of
 each array's buffer); ``TensorAssembler`` checks the pieces as they arrive and copies
-them into buffers allocated once per tensor. Nothing is ever unpickled.
+them into buffers allocated once per tensor, decoding an encoded piece (tensors/encodings.py)
+straight into its place. Nothing is ever unpickled.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from accord.errors import AccordError, RefusedError
+from accord.tensors.encodings import RAW, RAW_ONLY, Decoding, Encoding, chunk_count, decode_into
 from accord.tensors.state import ALLOWED_DTYPES, little_endian
 
 #: (name, dtype, shape, offset, data) — one piece of one tensor.
@@ -62,6 +64,7 @@ class _Pending:
 
     dtype: str
     shape: tuple[int, ...]
+    encoding: str
     array: np.ndarray
     raw: np.ndarray
     received: int = 0
@@ -76,7 +79,9 @@ class TensorAssembler:
 
     ``expected`` (name -> (dtype, shape)), when given, refuses unknown names and
     mismatched dtypes or shapes. ``max_total_bytes`` bounds the memory the declared
-    tensors may take together. Every refusal is a RefusedError(kind="payload").
+    tensors may take together. ``decoding`` says which encoding each tensor must come in
+    (default: raw only) and the global model a lossy change is added to.
+    Every refusal is a RefusedError(kind="payload").
     """
 
     def __init__(
@@ -84,7 +89,9 @@ class TensorAssembler:
         expected: dict[str, tuple[str, tuple[int, ...]]] | None,
         max_total_bytes: int,
         max_tensors: int = 1_000_000,
+        decoding: Decoding = RAW_ONLY,
     ) -> None:
+        self._decoding = decoding
         self._expected = (
             None
             if expected is None
@@ -111,12 +118,13 @@ class TensorAssembler:
         shape: tuple[int, ...] | list[int],
         offset: int,
         data: bytes | memoryview,
+        encoding: str = RAW,
     ) -> None:
-        """Check one chunk and copy its bytes into place."""
+        """Check one chunk and copy (or decode) its bytes into place."""
         shape = tuple(int(d) for d in shape)
         pending = self._tensors.get(name)
         if pending is None:
-            pending = self._start(name, dtype, shape)
+            pending = self._start(name, dtype, shape, encoding)
         elif pending.complete:
             raise RefusedError(f"tensor {name!r} was sent twice", kind="payload")
         elif (dtype, shape) != (pending.dtype, pending.shape):
@@ -125,13 +133,18 @@ class TensorAssembler:
                 f"to {_shown(dtype, shape)} in the middle of its stream",
                 kind="payload",
             )
+        elif encoding != pending.encoding:
+            raise RefusedError(f"tensor {name!r} changed encoding in the middle of its stream", kind="payload")
         if offset != pending.received:
             raise RefusedError(
                 f"tensor {name!r}: chunk at byte {offset}, expected byte {pending.received} "
                 "(chunks missing, repeated or out of order)",
                 kind="payload",
             )
+        itemsize = pending.array.itemsize
         size = len(data) if isinstance(data, bytes) else memoryview(data).nbytes
+        if encoding != RAW:
+            size = chunk_count(data, name) * itemsize
         end = offset + size
         if end > pending.raw.nbytes:
             raise RefusedError(
@@ -139,11 +152,16 @@ class TensorAssembler:
                 f"{pending.raw.nbytes} its dtype and shape declare",
                 kind="payload",
             )
-        if size:
+        if encoding != RAW:
+            decoder = Encoding.parse(encoding)
+            start = offset // itemsize
+            base = self._decoding.base_of(name, start, size // itemsize) if decoder.lossy else None
+            decode_into(decoder, data, pending.array.reshape(-1)[start : start + size // itemsize], base, name)
+        elif size:
             pending.raw[offset:end] = np.frombuffer(data, dtype=np.uint8)
         pending.received = end
 
-    def _start(self, name: str, dtype: str, shape: tuple[int, ...]) -> _Pending:
+    def _start(self, name: str, dtype: str, shape: tuple[int, ...], encoding: str) -> _Pending:
         if not name or len(name) > MAX_NAME_CHARS:
             raise RefusedError(f"tensor name {name[:64]!r} is empty or too long", kind="payload")
         if len(self._tensors) >= self._max_tensors:
@@ -166,6 +184,14 @@ class TensorAssembler:
             raise RefusedError(f"tensor {name!r} has an invalid shape {list(shape)[:MAX_NDIM + 1]}", kind="payload")
         np_dtype = np.dtype(dtype).newbyteorder("<")
         nbytes = math.prod(shape) * np_dtype.itemsize
+        wanted = self._decoding.expected(dtype, nbytes)
+        if encoding != wanted:
+            raise RefusedError(
+                f"tensor {name!r} arrived in encoding {encoding[:40]!r}; the plan's {self._decoding.source} "
+                f"sends a {dtype} tensor as {wanted or 'raw'!r}",
+                "run the same plan at both ends (its compression_pipeline section is part of the plan hash)",
+                kind="payload",
+            )
         if self._total + nbytes > self._max_total:
             raise RefusedError(
                 f"tensor {name!r} of shape {list(shape)} would bring the stream to "
@@ -173,7 +199,7 @@ class TensorAssembler:
                 kind="payload",
             )
         array = np.empty(shape, dtype=np_dtype)
-        pending = _Pending(dtype, shape, array, array.reshape(-1).view(np.uint8))
+        pending = _Pending(dtype, shape, encoding, array, array.reshape(-1).view(np.uint8))
         self._tensors[name] = pending
         self._total += nbytes
         return pending

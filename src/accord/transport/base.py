@@ -7,6 +7,7 @@ from contextlib import AbstractContextManager
 from typing import Protocol
 
 from accord.messages import FederationInfo, TaskAssignment, TaskResult
+from accord.tensors.compression import Encoded
 from accord.tensors.state import ModelState
 
 #: name -> (dtype, shape) of each tensor of a model
@@ -26,8 +27,9 @@ class AggregatorClient(Protocol):
         """Fetch the global model of ``round_number``; with ``expected`` (this site's own
         model: name -> (dtype, shape)), a tensor that differs is refused before it is allocated."""
 
-    def send_result(self, result: TaskResult) -> None:
-        """Send one task's metrics (and tensors for a training task); RefusedError if refused."""
+    def send_result(self, result: TaskResult, encoded: Encoded | None = None) -> None:
+        """Send one task's metrics (and tensors for a training task; ``encoded``: as the plan's
+        compression pipeline encoded them); RefusedError if refused."""
 
     def close(self) -> None:
         """Release the channel."""

@@ -14,7 +14,10 @@ import numpy as np
 from accord.errors import AccordError, PKIError, RefusedError
 from accord.messages import FederationInfo, TaskAssignment, TaskResult
 from accord.plan.identity import shown_hash
+from accord.plan.schema import NO_COMPRESSION, CompressionSettings
 from accord.tensors.codec import TensorAssembler
+from accord.tensors.compression import Encoded
+from accord.tensors.encodings import Decoding
 from accord.tensors.state import ALLOWED_DTYPES, ModelState
 from accord.transport import wire
 from accord.transport.base import TensorSpecs
@@ -71,6 +74,7 @@ class GrpcAggregatorClient:
     Every header carries ``workspace_hash``; ``join`` refuses an aggregator whose answer
     names another plan or workspace hash. ``check_server`` (e.g. the revocation check) gets
     the aggregator's DER certificate before the first call and again after an outage.
+    ``compression`` is the plan's pipeline: the only encoding a downloaded model may come in.
     """
 
     def __init__(
@@ -87,8 +91,10 @@ class GrpcAggregatorClient:
         transfer_timeout: float = 3600.0,
         workspace_hash: str = "",
         check_server: Callable[[bytes], None] | None = None,
+        compression: CompressionSettings = NO_COMPRESSION,
     ) -> None:
         self.name = name
+        self._compression = compression
         self.plan_hash = plan_hash
         self.workspace_hash = workspace_hash
         self._check_server = check_server
@@ -256,7 +262,7 @@ class GrpcAggregatorClient:
 
     def _receive_model(self, request: pb.ModelRequest, expected: TensorSpecs | None) -> ModelState:
         limit = wire.MAX_MODEL_BYTES if expected is None else wire.model_bytes(expected)
-        assembler = TensorAssembler(expected, max_total_bytes=limit)
+        assembler = TensorAssembler(expected, max_total_bytes=limit, decoding=Decoding.download(self._compression))
         call = self._stub.GetModel(request, timeout=self._transfer_timeout)
         try:
             for chunk in call:
@@ -270,8 +276,9 @@ class GrpcAggregatorClient:
                 "both sides run the same plan; the site stopped before using it",
             ) from None
 
-    def send_result(self, result: TaskResult) -> None:
-        """Stream the result's header, then its tensors chunk by chunk (made lazily)."""
+    def send_result(self, result: TaskResult, encoded: Encoded | None = None) -> None:
+        """Stream the result's header, then its tensors chunk by chunk (made lazily): raw, or as
+        ``encoded`` (the plan's compression pipeline) cuts them."""
         tensors = result.tensors or {}
         for tensor_name, value in tensors.items():
             dtype = np.asarray(value).dtype.name
@@ -284,7 +291,7 @@ class GrpcAggregatorClient:
 
         def stream() -> Iterator[pb.ResultChunk]:
             try:
-                yield from wire.result_stream(result, self.name, self.plan_hash, self._chunk_bytes)
+                yield from wire.result_stream(result, self.name, self.plan_hash, self._chunk_bytes, encoded)
             except Exception as exc:  # re-raised below instead of gRPC's "Exception iterating requests!"
                 failure.append(exc)
                 raise

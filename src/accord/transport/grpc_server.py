@@ -24,6 +24,8 @@ import grpc
 
 from accord.errors import AccordError, RefusedError
 from accord.messages import TaskAssignment
+from accord.plan.schema import NO_COMPRESSION, CompressionSettings
+from accord.tensors.compression import lossless
 from accord.transport import wire
 from accord.transport.admission import Admission, CallLimits, RepeatFilter, Revoked, check_claim, peer_name
 from accord.transport.base import AggregatorService
@@ -90,8 +92,10 @@ class _Servicer:
         max_upload_seconds: float | None,
         limits: CallLimits,
         workers: int,
+        compression: CompressionSettings,
     ) -> None:
         self._service = service
+        self._compression = compression
         self._revoked = revoked
         self._chunk_bytes = chunk_bytes
         self._long_poll_seconds = long_poll_seconds
@@ -101,7 +105,7 @@ class _Servicer:
         self._repeats = RepeatFilter()
         self._executor = concurrent.futures.ThreadPoolExecutor(workers, thread_name_prefix="accord-rpc")
         self._long_poll = LongPoll()
-        self._uploads = Uploads(service, self._executor, limits, max_update_bytes, max_upload_seconds)
+        self._uploads = Uploads(service, self._executor, limits, max_update_bytes, max_upload_seconds, compression)
 
     @property
     def calls_in_progress(self) -> int:
@@ -225,7 +229,8 @@ class _Servicer:
         request = await self._request(context, name)
         state = await self._blocking(lambda: self._service.get_model(name, request.header.plan_hash, request.round_number))
         seconds = self._limits.chunk_idle_seconds
-        for chunk in wire.tensor_pb_chunks(state, self._chunk_bytes):
+        encoded = lossless(state, self._compression) if self._compression.download_encoding else None
+        for chunk in wire.tensor_pb_chunks(state, self._chunk_bytes, encoded):
             try:
                 await asyncio.wait_for(context.write(chunk), seconds)
             except TimeoutError:
@@ -272,7 +277,8 @@ class GrpcAggregatorServer:
     revocation takes effect without a restart. ``max_workers`` bounds the threads that run
     the service's blocking calls; waiting calls hold none. ``limits`` bound each call and
     the calls in progress. ``max_upload_seconds``, when set, refuses an upload whose
-    deadline is missing or later. The port is bound exclusively (no SO_REUSEPORT) on every
+    deadline is missing or later. ``compression`` is the plan's pipeline: the encoding of
+    downloads, and what uploads may be encoded in. The port is bound exclusively (no SO_REUSEPORT) on every
     address ``host`` resolves to, or not at all.
     """
 
@@ -290,6 +296,7 @@ class GrpcAggregatorServer:
         revoked: Revoked | None = None,
         max_upload_seconds: float | None = None,
         limits: CallLimits = CallLimits(),
+        compression: CompressionSettings = NO_COMPRESSION,
     ) -> None:
         self._service = service
         self._host = host
@@ -298,7 +305,8 @@ class GrpcAggregatorServer:
         self._chunk_bytes = chunk_bytes
         self._limits = limits
         self._servicer_args = (
-            service, chunk_bytes, long_poll_seconds, max_update_bytes, on_refusal, revoked, max_upload_seconds, limits, max_workers
+            service, chunk_bytes, long_poll_seconds, max_update_bytes, on_refusal, revoked, max_upload_seconds, limits, max_workers,
+            compression,
         )
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None

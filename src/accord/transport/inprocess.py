@@ -8,12 +8,15 @@ payload refused over gRPC is refused here too.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 import numpy as np
 
 from accord.messages import FederationInfo, TaskAssignment, TaskResult
+from accord.plan.schema import NO_COMPRESSION, CompressionSettings
 from accord.tensors.codec import TensorAssembler, iter_tensor_chunks
+from accord.tensors.compression import Encoded, lossless
+from accord.tensors.encodings import RAW, RAW_ONLY, Decoding
 from accord.tensors.state import ModelState
 from accord.transport.base import AggregatorService, TensorSpecs
 from accord.transport.wire import (
@@ -28,22 +31,39 @@ from accord.transport.wire import (
 
 # one chunk per tensor: the codec's checks and a single copy, no slicing
 _WHOLE_TENSOR = 1 << 62
+# encoded chunks as on the wire by default (network.settings.chunk_bytes)
+_ENCODED_CHUNK = 1 << 20
 
 
 def _copy_through_codec(
     state: Mapping[str, np.ndarray],
     expected: dict[str, tuple[str, tuple[int, ...]]] | None,
     max_total_bytes: int,
+    encoded: Encoded | None = None,
+    decoding: Decoding = RAW_ONLY,
+    counted: Callable[[int], None] | None = None,
 ) -> ModelState:
-    """Copy ``state`` as the wire would: little-endian, allowed dtypes, checked against ``expected``."""
-    assembler = TensorAssembler(expected, max_total_bytes=max_total_bytes)
-    for name, dtype, shape, offset, data in iter_tensor_chunks(state, _WHOLE_TENSOR):
-        assembler.add(name, dtype, shape, offset, data)
+    """Copy ``state`` as the wire would: little-endian, allowed dtypes, checked against ``expected``;
+    raw, or through ``encoded``'s chunks and ``decoding``. ``counted`` is told each chunk's bytes."""
+    if encoded is None:
+        chunks = ((*chunk, RAW) for chunk in iter_tensor_chunks(state, _WHOLE_TENSOR))
+    else:
+        chunks = ((n, d, s, o, x, e) for n, d, s, o, e, x in encoded.chunks(_ENCODED_CHUNK))
+    assembler = TensorAssembler(expected, max_total_bytes=max_total_bytes, decoding=decoding)
+    for name, dtype, shape, offset, data, encoding in chunks:
+        if counted is not None:
+            counted(memoryview(data).nbytes)
+        assembler.add(name, dtype, shape, offset, data, encoding)
     return assembler.finish()
 
 
 class InProcessClient:
-    """AggregatorClient that calls an AggregatorService in the same process."""
+    """AggregatorClient that calls an AggregatorService in the same process.
+
+    ``compression`` is the plan's pipeline: models and encoded results pass through its
+    encodings as over gRPC (``counted`` is told the bytes of each chunk: ("download" or
+    "upload", bytes)).
+    """
 
     def __init__(
         self,
@@ -51,8 +71,12 @@ class InProcessClient:
         name: str,
         plan_hash: str,
         long_poll_seconds: float = 30.0,
+        compression: CompressionSettings = NO_COMPRESSION,
+        counted: Callable[[str, int], None] | None = None,
     ) -> None:
         self.name = name
+        self._compression = compression
+        self._counted = counted
         self.plan_hash = plan_hash
         self._service = service
         self._long_poll = long_poll_seconds
@@ -70,9 +94,16 @@ class InProcessClient:
     def get_model(self, round_number: int, expected: TensorSpecs | None = None) -> ModelState:
         state = self._service.get_model(self.name, self.plan_hash, round_number)
         limit = MAX_MODEL_BYTES if expected is None else model_bytes(expected)
-        return complete_model(_copy_through_codec(state, expected, limit), expected)
+        compression = self._compression
+        encoded = lossless(state, compression) if compression.download_encoding else None
+        copy = _copy_through_codec(state, expected, limit, encoded, Decoding.download(compression), self._count("download"))
+        return complete_model(copy, expected)
 
-    def send_result(self, result: TaskResult) -> None:
+    def _count(self, direction: str) -> Callable[[int], None] | None:
+        counted = self._counted
+        return None if counted is None else lambda size: counted(direction, size)
+
+    def send_result(self, result: TaskResult, encoded: Encoded | None = None) -> None:
         """Submit a copy of ``result`` under this client's name, as the gRPC server would: refused
         from its header (not owed, another round's model, a malformed phase) before its tensors are copied."""
         phase = result_phase(result.phase)
@@ -83,7 +114,11 @@ class InProcessClient:
             tensors = None
             if result.tensors:
                 expected = self._service.expected_tensors()
-                tensors = _copy_through_codec(result.tensors, expected, upload_limit(expected, None))
+                lossy = self._compression.lossy_upload and not result.is_delta
+                base = self._service.get_model(self.name, self.plan_hash, result.round_number) if lossy else None
+                decoding = Decoding.upload(self._compression, base)
+                limit = upload_limit(expected, None)
+                tensors = _copy_through_codec(result.tensors, expected, limit, encoded, decoding, self._count("upload"))
             copy = dataclasses.replace(
                 result,
                 collaborator=self.name,

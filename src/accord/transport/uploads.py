@@ -19,7 +19,9 @@ from typing import Any
 import grpc
 
 from accord.errors import RefusedError
+from accord.plan.schema import CompressionSettings
 from accord.tensors.codec import TensorAssembler
+from accord.tensors.encodings import Decoding
 from accord.transport import wire
 from accord.transport.admission import CallLimits, check_claim
 from accord.transport.base import AggregatorService
@@ -44,8 +46,10 @@ class Uploads:
         limits: CallLimits,
         max_update_bytes: int | None,
         max_upload_seconds: float | None,
+        compression: CompressionSettings,
     ) -> None:
         self._service = service
+        self._compression = compression
         self._executor = executor
         self._limits = limits
         self._max_update_bytes = max_update_bytes
@@ -99,11 +103,13 @@ class Uploads:
             self._executor,
             lambda: service.expect(name, plan_hash, head.round_number, head.task, head.model_digest, head.failure),
         )
+        decoding = await loop.run_in_executor(self._executor, lambda: self._decoding(name, head))
         slot = await self._enter_slot()
         submitting: concurrent.futures.Future[None] | None = None
         try:
             expected = service.expected_tensors()
-            assembler = TensorAssembler(expected, max_total_bytes=wire.upload_limit(expected, self._max_update_bytes))
+            limit = wire.upload_limit(expected, self._max_update_bytes)
+            assembler = TensorAssembler(expected, max_total_bytes=limit, decoding=decoding)
             length = self._length_bound(wire.model_bytes(expected))
             ends = loop.time() + length
             while (message := await self._next_chunk(context, ends - loop.time(), length)) is not None:
@@ -124,6 +130,13 @@ class Uploads:
             if submitting is None:
                 slot.__exit__(None, None, None)
         logger.debug("result of %s for round %d received from %s", head.task, head.round_number, name)
+
+    def _decoding(self, name: str, head: pb.ResultHeader) -> Decoding:
+        """What the plan's pipeline lets this upload's chunks be; a lossy change of weights is
+        added back to the round's global model (the one ``expect`` bound the result to)."""
+        lossy = self._compression.lossy_upload and not head.is_delta and not head.failure
+        base = self._service.get_model(name, head.header.plan_hash, head.round_number) if lossy else None
+        return Decoding.upload(self._compression, base)
 
     def _length_bound(self, model_bytes: int) -> float:
         """Seconds an upload of a model of ``model_bytes`` may take once it holds a slot."""

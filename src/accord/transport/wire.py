@@ -15,6 +15,7 @@ from google.protobuf.message import DecodeError, Message
 from accord.errors import RefusedError
 from accord.messages import Action, ConfigValue, FederationInfo, Task, TaskAssignment, TaskResult
 from accord.tensors.codec import iter_tensor_chunks
+from accord.tensors.compression import Encoded
 from accord.transport.proto import accord_pb2 as pb
 
 MIB = 1024 * 1024
@@ -37,8 +38,6 @@ CONFIG_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 #: a phase is a short lower-case name; an empty one on the wire reads as the default
 PHASE = re.compile(r"[a-z][a-z0-9_]{0,31}")
 DEFAULT_PHASE = "train"
-#: the only tensor encoding defined yet: raw little-endian bytes
-RAW_ENCODING = ""
 _INT64 = (-(2**63), 2**63 - 1)
 
 _ACTION_TO_PB = {
@@ -151,17 +150,10 @@ def phase_from_wire(text: str) -> str:
     return text
 
 
-def chunk_fields(chunk: pb.TensorChunk) -> tuple[str, str, tuple[int, ...], int, bytes]:
-    """A received chunk's (name, dtype, shape, offset, data) for the assembler, refused
-    (RefusedError, kind payload) unless its encoding is raw, the only one defined yet."""
-    if chunk.encoding != RAW_ENCODING:
-        raise RefusedError(
-            f"tensor {peer_text(chunk.name, 80)!r} arrived in encoding {peer_text(chunk.encoding, 40)!r}; "
-            "only raw little-endian bytes (an empty encoding) are accepted yet",
-            "send tensors unencoded: no encoding is defined in this version of Accord",
-            kind="payload",
-        )
-    return chunk.name, chunk.dtype, tuple(chunk.shape), chunk.offset, chunk.data
+def chunk_fields(chunk: pb.TensorChunk) -> tuple[str, str, tuple[int, ...], int, bytes, str]:
+    """A received chunk's (name, dtype, shape, offset, data, encoding) for the assembler, which
+    refuses an encoding the plan's compression_pipeline does not send."""
+    return chunk.name, chunk.dtype, tuple(chunk.shape), chunk.offset, chunk.data, chunk.encoding
 
 
 def assignment_to_pb(assignment: TaskAssignment) -> pb.TasksResponse:
@@ -200,16 +192,22 @@ def assignment_from_pb(message: pb.TasksResponse) -> TaskAssignment:
     )
 
 
-def tensor_pb_chunks(state: Mapping[str, np.ndarray], chunk_bytes: int) -> Iterator[pb.TensorChunk]:
-    """The state as TensorChunk messages, made one at a time."""
-    for name, dtype, shape, offset, data in iter_tensor_chunks(state, chunk_bytes):
-        yield pb.TensorChunk(name=name, dtype=dtype, shape=shape, offset=offset, data=bytes(data))
+def tensor_pb_chunks(
+    state: Mapping[str, np.ndarray], chunk_bytes: int, encoded: Encoded | None = None
+) -> Iterator[pb.TensorChunk]:
+    """The state as TensorChunk messages, made one at a time: raw, or as ``encoded`` cuts it."""
+    if encoded is None:
+        for name, dtype, shape, offset, data in iter_tensor_chunks(state, chunk_bytes):
+            yield pb.TensorChunk(name=name, dtype=dtype, shape=shape, offset=offset, data=bytes(data))
+        return
+    for name, dtype, shape, offset, encoding, data in encoded.chunks(chunk_bytes):
+        yield pb.TensorChunk(name=name, dtype=dtype, shape=shape, offset=offset, data=bytes(data), encoding=encoding)
 
 
 def result_stream(
-    result: TaskResult, sender: str, plan_hash: str, chunk_bytes: int
+    result: TaskResult, sender: str, plan_hash: str, chunk_bytes: int, encoded: Encoded | None = None
 ) -> Iterator[pb.ResultChunk]:
-    """A SendResult request stream: the header, then each tensor's chunks."""
+    """A SendResult request stream: the header, then each tensor's chunks (raw, or ``encoded``'s)."""
     tensors = result.tensors or {}
     yield pb.ResultChunk(
         header=pb.ResultHeader(
@@ -226,7 +224,7 @@ def result_stream(
             phase=result.phase,
         )
     )
-    for chunk in tensor_pb_chunks(tensors, chunk_bytes):
+    for chunk in tensor_pb_chunks(tensors, chunk_bytes, encoded):
         yield pb.ResultChunk(tensor=chunk)
 
 
