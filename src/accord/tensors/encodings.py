@@ -117,7 +117,8 @@ def from_bf16(bits: np.ndarray) -> np.ndarray:
 
 def dequantize(codes: np.ndarray, low: np.float32, step: np.float32) -> np.ndarray:
     """``low + code * step`` in float32: the site computes exactly what the receiver will."""
-    return low + codes.astype(np.float32) * step
+    with np.errstate(over="ignore"):  # a hostile scale overflows to inf: refused by the caller
+        return low + codes.astype(np.float32) * step
 
 
 def pack_values(kind: str, codes: np.ndarray, low: float = 0.0, step: float = 0.0) -> bytes:
@@ -235,7 +236,7 @@ def _inflate(body: memoryview, most: int, name: str) -> bytes:
                 break
             out += more
     except zstandard.ZstdError as exc:
-        raise _refuse(name, f"its zstd frame does not decompress: {str(exc)[:120]}") from None
+        raise _refuse(name, f"its zstd frame does not decompress within {most} bytes, the most its count can need: {str(exc)[:120]}") from None
     if len(out) > most:
         raise _refuse(name, f"its zstd frame inflates past {most} bytes, the most its count can need")
     return out
