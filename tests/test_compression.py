@@ -89,7 +89,7 @@ def test_half_precision_changes_are_within_their_rounding(stage: str, relative: 
 
 @pytest.mark.parametrize(("stage", "levels"), [("q8", 255), ("q4", 15), ("q8+zstd", 255)])
 def test_quantized_changes_are_within_one_step_of_their_scale(stage: str, levels: int) -> None:
-    trained, got, chunks, model = round_trip(stage.split("+"))
+    trained, got, _, model = round_trip(stage.split("+"))
     for name in ("w", "b", "h"):
         change = trained[name].astype(np.float64) - model[name].astype(np.float64)
         step = (change.max() - change.min()) / levels

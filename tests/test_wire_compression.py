@@ -114,7 +114,11 @@ def test_an_upload_in_an_encoding_the_plan_does_not_name_is_refused_from_its_fir
 @pytest.mark.parametrize(
     ("encoding", "data", "why"),
     [
-        ("q8", struct.pack("<Qff", 2048, 0.0, 1.0) + bytes(2048), r"arrived in encoding 'q8'; the plan's compression_pipeline.download sends a float32 tensor as 'zstd'"),
+        (
+            "q8",
+            struct.pack("<Qff", 2048, 0.0, 1.0) + bytes(2048),
+            r"arrived in encoding 'q8'; the plan's compression_pipeline.download sends a float32 tensor as 'zstd'",
+        ),
         ("zstd", struct.pack("<Q", 2048) + zstandard.ZstdCompressor().compress(bytes(1 << 26)), "does not decompress within 8192 bytes"),
     ],
 )
@@ -126,6 +130,6 @@ def test_a_hostile_aggregators_download_is_refused_at_the_site(served, monkeypat
 
     monkeypatch.setattr(wire, "tensor_pb_chunks", hostile)
     specs = federation.service.expected_tensors()
-    with pytest.raises(AccordError, match="sent a model that is not this site's model: tensor 'dense.weight'") as refused:
+    with pytest.raises(AccordError, match=r"sent a model that is not this site's model: tensor 'dense\.weight'") as refused:
         federation.client("col1", compression=UPLOAD).get_model(2, expected=specs)
     assert refused.match(why)

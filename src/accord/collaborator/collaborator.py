@@ -13,8 +13,8 @@ from accord.errors import AccordError, RefusedError
 from accord.messages import Action, ConfigValue, Task, TaskAssignment, TaskResult
 from accord.mods.base import Instruction, Mod
 from accord.plan.schema import NO_COMPRESSION, CompressionSettings, TaskSpec
-from accord.tensors.compression import Encoded, UpdateEncoder
 from accord.runners.base import TaskRunner
+from accord.tensors.compression import Encoded, UpdateEncoder
 from accord.tensors.digest import model_digest
 from accord.tensors.state import ModelState, tensor_specs
 from accord.transport.base import AggregatorClient, TensorSpecs

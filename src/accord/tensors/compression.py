@@ -14,11 +14,12 @@ from __future__ import annotations
 import math
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+import numpy.typing as npt
 
 from accord.errors import AccordError
-from accord.plan.schema import CompressionSettings
 from accord.tensors.codec import iter_tensor_chunks
 from accord.tensors.encodings import (
     LEVELS,
@@ -33,6 +34,9 @@ from accord.tensors.encodings import (
     to_bf16,
 )
 from accord.tensors.state import little_endian
+
+if TYPE_CHECKING:  # the plan's settings are only read here: the codec needs no pydantic
+    from accord.plan.schema import CompressionSettings
 
 #: (name, dtype, shape, byte offset, encoding, data): one chunk of one tensor
 EncodedChunk = tuple[str, str, tuple[int, ...], int, str, bytes | memoryview]
@@ -133,11 +137,12 @@ class UpdateEncoder:
 
     def _lossy_tensor(self, name: str, array: np.ndarray, global_model: Mapping[str, np.ndarray], is_delta: bool) -> _Tensor:
         work = np.float64 if array.dtype == np.float64 else np.float32
-        change = array.reshape(-1).astype(work)
+        change: npt.NDArray[np.floating[Any]] = array.reshape(-1).astype(work)
         if not is_delta:
             if name not in global_model:
                 raise AccordError(f"tensor {name!r} of the update is not in the round's global model")
-            change = change - np.asarray(global_model[name], dtype=work).reshape(-1)
+            base: npt.NDArray[np.floating[Any]] = np.asarray(global_model[name]).reshape(-1).astype(work)
+            change = change - base
         residual = self._residuals.pop(name, None)
         if residual is not None and residual.shape == change.shape:
             change = change + residual
@@ -156,7 +161,7 @@ class UpdateEncoder:
         codes, low, step, decoded = self._values(values, array.dtype)
         sent = decoded if settings.quantization_feedback else values
         if (encoding.sparse and settings.error_feedback) or (settings.quantization_feedback and encoding.values):
-            left = change.copy()
+            left: npt.NDArray[np.floating[Any]] = change.copy()
             if indices is None:
                 left -= sent
             else:

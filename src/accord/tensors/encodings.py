@@ -26,11 +26,14 @@ from __future__ import annotations
 import struct
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from accord.errors import AccordError, RefusedError
-from accord.plan.schema import CompressionSettings
+
+if TYPE_CHECKING:  # the plan's settings are only read here: the codec needs no pydantic
+    from accord.plan.schema import CompressionSettings
 
 RAW = ""
 COUNT = struct.Struct("<Q")
@@ -242,7 +245,7 @@ def _inflate(body: memoryview, most: int, name: str) -> bytes:
     return out
 
 
-def _zstandard():  # type: ignore[no-untyped-def]  # an optional module
+def _zstandard() -> Any:  # an optional module: untyped
     try:
         import zstandard
     except ImportError:

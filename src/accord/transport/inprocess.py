@@ -8,7 +8,7 @@ payload refused over gRPC is refused here too.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 
 import numpy as np
 
@@ -45,6 +45,7 @@ def _copy_through_codec(
 ) -> ModelState:
     """Copy ``state`` as the wire would: little-endian, allowed dtypes, checked against ``expected``;
     raw, or through ``encoded``'s chunks and ``decoding``. ``counted`` is told each chunk's bytes."""
+    chunks: Iterator[tuple[str, str, tuple[int, ...], int, bytes | memoryview, str]]
     if encoded is None:
         chunks = ((*chunk, RAW) for chunk in iter_tensor_chunks(state, _WHOLE_TENSOR))
     else:

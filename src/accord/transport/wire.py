@@ -200,8 +200,8 @@ def tensor_pb_chunks(
         for name, dtype, shape, offset, data in iter_tensor_chunks(state, chunk_bytes):
             yield pb.TensorChunk(name=name, dtype=dtype, shape=shape, offset=offset, data=bytes(data))
         return
-    for name, dtype, shape, offset, encoding, data in encoded.chunks(chunk_bytes):
-        yield pb.TensorChunk(name=name, dtype=dtype, shape=shape, offset=offset, data=bytes(data), encoding=encoding)
+    for name, dtype, shape, offset, encoding, payload in encoded.chunks(chunk_bytes):
+        yield pb.TensorChunk(name=name, dtype=dtype, shape=shape, offset=offset, data=bytes(payload), encoding=encoding)
 
 
 def result_stream(
