@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import zstandard
 
+from accord.cli.main import main
 from accord.errors import AccordError, PlanError, RefusedError
 from accord.plan.loader import load_plan, update_plan_file
 from accord.plan.schema import CompressionSettings
@@ -283,6 +284,14 @@ def test_zstd_without_its_package_names_the_extra(workspace_factory, monkeypatch
     monkeypatch.setattr(schema, "_zstd_installed", lambda: False)
     with pytest.raises(PlanError, match=r"the zstd stage needs the zstandard package, which is not installed: pip install 'accord\[zstd\]'"):
         load_plan(plan.path, workspace=plan.workspace)
+
+
+def test_fx_refuses_a_bad_pipeline_in_one_line_and_exits_2(workspace_factory, capsys) -> None:
+    plan = workspace_factory(["a", "b"])
+    update_plan_file(plan.path, {"compression_pipeline.settings.download": ["q4"]})
+    assert main(["plan", "print", "-w", str(plan.workspace)]) == 2
+    errors = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert len(errors) == 1 and "compression_pipeline.settings.download: Value error, download stage 'q4' is lossy" in errors[0]
 
 
 def test_the_pipeline_is_part_of_the_plan_hash(workspace_factory) -> None:
