@@ -56,7 +56,7 @@ def test_the_sites_residual_carries_what_topk_left_out_into_the_next_round() -> 
     client = EncodingClient(2)
     site = Collaborator("site1", client, FakeRunner(), data=object(), compression=plan)
     site.run()
-    (first, one), (_, two) = client.encoded
+    (_, one), (_, two) = client.encoded
     sent_first = decoded(plan, one)["w"] - GLOBAL["w"]
     sent_second = decoded(plan, two)["w"] - GLOBAL["w"]
     assert (sent_first != 0).sum() == 2
