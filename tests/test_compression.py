@@ -142,6 +142,27 @@ def test_topk_sends_the_largest_changes_and_keeps_the_rest_as_residual() -> None
     assert sum(len(c[5]) for c in chunks if c[0] == "w") < 0.06 * trained["w"].nbytes
 
 
+def test_quantization_feedback_keeps_the_rounding_error_as_residual() -> None:
+    plan = CompressionSettings(upload=["q4"], quantization_feedback=True)
+    model = a_model()
+    trained = trained_from(model)
+    encoder = UpdateEncoder(plan, seed=2)
+    got = through(plan, encoder.encode(trained, model, False).chunks(1 << 20), model, model)
+    change = trained["w"].astype(np.float32) - model["w"]
+    sent = got["w"].astype(np.float32) - model["w"]
+    assert np.allclose(encoder.residuals["w"].reshape(change.shape), change - sent, atol=1e-6)
+    assert set(encoder.residuals) == {"w", "b", "h"}  # float tensors only
+
+
+def test_a_delta_is_encoded_as_it_is_and_kept_a_delta() -> None:
+    plan = CompressionSettings(upload=["q8", "zstd"])
+    model = a_model()
+    delta = {k: (v - model[k]).astype(v.dtype) if v.dtype.kind == "f" else v for k, v in trained_from(model).items()}
+    got = through(plan, UpdateEncoder(plan, seed=0).encode(delta, model, is_delta=True).chunks(4096), model, None)
+    step = (delta["w"].max() - delta["w"].min()) / 255
+    assert np.abs(got["w"] - delta["w"]).max() <= step * (1 + 1e-4)  # no global model added at either end
+
+
 def _averaging(feedback: bool, rounds: int = 400) -> list[float]:
     """Four sites step towards their own targets; their mean is c, but on two coordinates they
     pull hard in opposite directions, so plain top-k (2 of 100) only ever sends those."""
