@@ -14,14 +14,17 @@ apart. The figures, per row:
 - ``up %``: uploads as % of the fp32 row's (the baseline, run in the same seeds, interleaved);
 - ``down %``: the same for downloads (lossless only: zstd or raw);
 - ``accuracy`` median and min: the final global model on the whole digits validation split;
-- ``delta``: the median's difference from fp32's median, in points of accuracy.
+- ``delta``: the median's difference from fp32's median, as a fraction of accuracy.
+
+Every row keeps the site's top-k error feedback on, except ``topk no-feedback`` (plain
+top-k, for contrast; asked for by name: ``--rows "topk no-feedback" topk``).
 
 The rows are interleaved: for each seed (the task runner's: initial weights and batch
 order) every pipeline runs once, so a slower moment of the shared machine falls on all.
 The anchors (NVIDIA FLARE): 25% / 14% of fp32 bytes at 8 / 4 bits.
 
     PYTHONPATH=src .venv/bin/python bench/compression.py [--rounds 20] [--sites 10] [--alpha 0.5]
-        [--repeat 3] [--ratio 0.01] [--rows fp32 fp16 ...]
+        [--repeat 3] [--ratio 0.01] [--rows fp16 q8 "topk no-feedback" ...]
 """
 
 from __future__ import annotations
@@ -41,19 +44,22 @@ from accord.aggregator.runtime import AggregatorRuntime
 from accord.plan.loader import Plan
 from accord.transport.inprocess import InProcessClient
 
-#: row -> (upload stages, download stages)
-ROWS: dict[str, tuple[list[str], list[str]]] = {
-    "fp32": ([], []),
-    "fp16": (["fp16"], []),
-    "bf16": (["bf16"], []),
-    "q8": (["q8"], []),
-    "q4": (["q4"], []),
-    "q8+zstd": (["q8", "zstd"], []),
-    "topk": (["topk"], []),
-    "topk+q8": (["topk", "q8"], []),
-    "topk+q8+zstd": (["topk", "q8", "zstd"], ["zstd"]),
-    "zstd": (["zstd"], ["zstd"]),
+#: row -> (upload stages, download stages, error_feedback)
+ROWS: dict[str, tuple[list[str], list[str], bool]] = {
+    "fp32": ([], [], True),
+    "fp16": (["fp16"], [], True),
+    "bf16": (["bf16"], [], True),
+    "q8": (["q8"], [], True),
+    "q4": (["q4"], [], True),
+    "q8+zstd": (["q8", "zstd"], [], True),
+    "topk": (["topk"], [], True),
+    "topk no-feedback": (["topk"], [], False),
+    "topk+q8": (["topk", "q8"], [], True),
+    "topk+q8+zstd": (["topk", "q8", "zstd"], ["zstd"], True),
+    "zstd": (["zstd"], ["zstd"], True),
 }
+#: what runs unless --rows says otherwise (the no-feedback contrast is asked for by name)
+DEFAULT_ROWS = [row for row in ROWS if row != "topk no-feedback"]
 
 
 class Counter:
@@ -69,7 +75,7 @@ class Counter:
 
 
 def plan_for(row: str, sites: int, rounds: int, alpha: float, ratio: float, seed: int) -> Plan:
-    upload, download = ROWS[row]
+    upload, download, feedback = ROWS[row]
     overrides = {
         "task_runner.settings.seed": seed,
         "data_loader.settings.partition": "dirichlet",
@@ -79,6 +85,7 @@ def plan_for(row: str, sites: int, rounds: int, alpha: float, ratio: float, seed
         "compression_pipeline.settings.upload": upload,
         "compression_pipeline.settings.download": download,
         "compression_pipeline.settings.topk_ratio": ratio,
+        "compression_pipeline.settings.error_feedback": feedback,
     }
     return digits_plan(sites, rounds, overrides, prefix="accord-compression-")
 
@@ -101,7 +108,7 @@ def main() -> None:
     parser.add_argument("--alpha", type=float, default=0.5)
     parser.add_argument("--ratio", type=float, default=0.01, help="the top-k fraction (topk_ratio)")
     parser.add_argument("--repeat", type=int, default=3, help="runs a row, with task_runner seeds 0, 1, ...")
-    parser.add_argument("--rows", nargs="+", default=list(ROWS), choices=list(ROWS))
+    parser.add_argument("--rows", nargs="+", default=DEFAULT_ROWS, choices=list(ROWS))
     args = parser.parse_args()
     logging.getLogger("accord").setLevel(logging.ERROR)
     rows = ["fp32", *[r for r in args.rows if r != "fp32"]]
@@ -126,7 +133,7 @@ def main() -> None:
     base_down = statistics.median(sent["fp32"]["download"])
     base_accuracy = statistics.median(accuracy["fp32"])
     table = Table(
-        Column("pipeline", 14),
+        Column("pipeline", 16),
         Column("up MB", 8, ".3f"),
         Column("up %", 6, ".1f"),
         Column("down MB", 8, ".3f"),
