@@ -125,6 +125,7 @@ class Collaborator:
         return config
 
     def _send(self, sent: tuple[TaskResult, Encoded | None]) -> None:
+        """Send a result, with its encoding when it has one (raw: called as by any client)."""
         result, encoded = sent
         if encoded is None:
             self.client.send_result(result)
