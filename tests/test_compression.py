@@ -11,8 +11,8 @@ import zstandard
 
 from accord.cli.main import main
 from accord.errors import AccordError, PlanError, RefusedError
+from accord.plan.compression import CompressionSettings
 from accord.plan.loader import load_plan, update_plan_file
-from accord.plan.schema import CompressionSettings
 from accord.tensors.codec import TensorAssembler
 from accord.tensors.compression import UpdateEncoder, lossless
 from accord.tensors.encodings import Decoding, Encoding
@@ -298,11 +298,11 @@ def test_bad_compression_settings_are_one_line_naming_the_key(workspace_factory,
 
 
 def test_zstd_without_its_package_names_the_extra(workspace_factory, monkeypatch) -> None:
-    from accord.plan import schema
+    from accord.plan import compression
 
     plan = workspace_factory(["a", "b"])
     update_plan_file(plan.path, {"compression_pipeline.settings.upload": ["q8", "zstd"]})
-    monkeypatch.setattr(schema, "_zstd_installed", lambda: False)
+    monkeypatch.setattr(compression, "_zstd_installed", lambda: False)
     with pytest.raises(PlanError, match=r"the zstd stage needs the zstandard package, which is not installed: pip install 'accord\[zstd\]'"):
         load_plan(plan.path, workspace=plan.workspace)
 

@@ -10,7 +10,7 @@ from test_mods import GLOBAL, FakeClient, FakeRunner, assigned
 from accord.collaborator.collaborator import Collaborator, SiteFailure
 from accord.messages import Action, TaskAssignment, TaskResult
 from accord.mods.clip_update import ClipUpdate
-from accord.plan.schema import CompressionSettings
+from accord.plan.compression import CompressionSettings
 from accord.tensors.codec import TensorAssembler
 from accord.tensors.compression import Encoded
 from accord.tensors.encodings import Decoding

@@ -12,7 +12,7 @@ import zstandard
 from test_transport import FakeService, Federation, a_result, pki, small_model  # noqa: F401  (pki is a fixture)
 
 from accord.errors import AccordError, RefusedError
-from accord.plan.schema import CompressionSettings
+from accord.plan.compression import CompressionSettings
 from accord.tensors.compression import UpdateEncoder
 from accord.transport import wire
 from accord.transport.proto import accord_pb2 as pb

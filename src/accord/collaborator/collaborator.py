@@ -12,7 +12,8 @@ from accord.data.base import DataLoader
 from accord.errors import AccordError, RefusedError
 from accord.messages import Action, ConfigValue, Task, TaskAssignment, TaskResult
 from accord.mods.base import Instruction, Mod
-from accord.plan.schema import NO_COMPRESSION, CompressionSettings, TaskSpec
+from accord.plan.compression import NO_COMPRESSION, CompressionSettings
+from accord.plan.schema import TaskSpec
 from accord.runners.base import TaskRunner
 from accord.tensors.compression import Encoded, UpdateEncoder
 from accord.tensors.digest import model_digest

@@ -36,7 +36,7 @@ from accord.tensors.encodings import (
 from accord.tensors.state import little_endian
 
 if TYPE_CHECKING:  # the plan's settings are only read here: the codec needs no pydantic
-    from accord.plan.schema import CompressionSettings
+    from accord.plan.compression import CompressionSettings
 
 #: (name, dtype, shape, byte offset, encoding, data): one chunk of one tensor
 EncodedChunk = tuple[str, str, tuple[int, ...], int, str, bytes | memoryview]

@@ -33,7 +33,7 @@ import numpy as np
 from accord.errors import AccordError, RefusedError
 
 if TYPE_CHECKING:  # the plan's settings are only read here: the codec needs no pydantic
-    from accord.plan.schema import CompressionSettings
+    from accord.plan.compression import CompressionSettings
 
 RAW = ""
 COUNT = struct.Struct("<Q")

@@ -13,8 +13,8 @@ import numpy as np
 
 from accord.errors import AccordError, PKIError, RefusedError
 from accord.messages import FederationInfo, TaskAssignment, TaskResult
+from accord.plan.compression import NO_COMPRESSION, CompressionSettings
 from accord.plan.identity import shown_hash
-from accord.plan.schema import NO_COMPRESSION, CompressionSettings
 from accord.tensors.codec import TensorAssembler
 from accord.tensors.compression import Encoded
 from accord.tensors.encodings import Decoding

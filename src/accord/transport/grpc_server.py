@@ -24,7 +24,7 @@ import grpc
 
 from accord.errors import AccordError, RefusedError
 from accord.messages import TaskAssignment
-from accord.plan.schema import NO_COMPRESSION, CompressionSettings
+from accord.plan.compression import NO_COMPRESSION, CompressionSettings
 from accord.tensors.compression import lossless
 from accord.transport import wire
 from accord.transport.admission import Admission, CallLimits, RepeatFilter, Revoked, check_claim, peer_name

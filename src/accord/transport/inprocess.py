@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterator, Mapping
 import numpy as np
 
 from accord.messages import FederationInfo, TaskAssignment, TaskResult
-from accord.plan.schema import NO_COMPRESSION, CompressionSettings
+from accord.plan.compression import NO_COMPRESSION, CompressionSettings
 from accord.tensors.codec import TensorAssembler, iter_tensor_chunks
 from accord.tensors.compression import Encoded, lossless
 from accord.tensors.encodings import RAW, RAW_ONLY, Decoding

@@ -19,7 +19,7 @@ from typing import Any
 import grpc
 
 from accord.errors import RefusedError
-from accord.plan.schema import CompressionSettings
+from accord.plan.compression import CompressionSettings
 from accord.tensors.codec import TensorAssembler
 from accord.tensors.encodings import Decoding
 from accord.transport import wire
