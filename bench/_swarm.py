@@ -175,6 +175,12 @@ class Site:
                 self.tally.results += 1
             self.tally.rounds[self.name] += 1
 
+    def _noise(self, tensor: np.ndarray) -> np.ndarray:
+        """A random change of norm NOISE x sqrt(size): every site's change of a tensor has the
+        same norm, so the update bounds (norm_multiple x the median) clip none of them."""
+        noise = self._rng.standard_normal(tensor.shape)
+        return (noise * (NOISE * np.sqrt(noise.size) / max(np.linalg.norm(noise), 1e-12))).astype(tensor.dtype)
+
     async def _model(self, stub: pb_grpc.AggregatorStub, number: int) -> ModelState:
         assembler = TensorAssembler(None, max_total_bytes=wire.MAX_MODEL_BYTES)
         async for chunk in stub.GetModel(pb.ModelRequest(header=self._header(), round_number=number), timeout=600.0):
@@ -185,7 +191,7 @@ class Site:
         """A plausible result: the global model plus noise for training, metrics for a validation."""
         samples = SAMPLES + self.index % 8
         if task.returns_model:
-            tensors = {k: v + self._rng.normal(0.0, NOISE, v.shape).astype(v.dtype) for k, v in model.items()}
+            tensors = {k: v + self._noise(v) for k, v in model.items()}
             metrics = {"loss": float(1.0 / (number + 2) + self._rng.uniform(0, 0.01))}
         else:
             tensors, metrics = None, {"accuracy": float(min(0.5 + 0.1 * number + self._rng.uniform(0, 0.05), 1.0))}

@@ -81,8 +81,9 @@ def listening(port: int) -> bool:
 
 
 def workspace_for(root: Path, names: list[str], rounds: int, cert_dir: Path, long_poll: float) -> Path:
-    """A torch_digits workspace for ``names`` using the shared ``cert_dir``, with an init model."""
+    """A torch_digits workspace for ``names`` with a copy of the certificates in ``cert_dir``, and an init model."""
     workspace = create_workspace(root, "torch_digits")
+    shutil.copytree(cert_dir, workspace / "cert", dirs_exist_ok=True)
     update_plan_file(
         workspace / "plan" / "plan.yaml",
         {
@@ -93,7 +94,6 @@ def workspace_for(root: Path, names: list[str], rounds: int, cert_dir: Path, lon
             "task_runner.settings.model_kwargs": {"in_features": 64, "hidden": 64, "num_classes": 10},
             "network.settings.agg_addr": "localhost",
             "network.settings.agg_port": free_port(),
-            "network.settings.cert_dir": str(cert_dir),
             "network.settings.long_poll_seconds": long_poll,
         },
     )
@@ -133,15 +133,19 @@ class Run:
         return 60.0 / statistics.median(self.steady) if self.steady else float("nan")
 
 
-def run_one(root: Path, cert_dir: Path, names: list[str], args: argparse.Namespace, profile: Path | None) -> Run:
-    """A federation of ``names`` against one real aggregator process."""
+def run_one(
+    root: Path, cert_dir: Path, names: list[str], args: argparse.Namespace, profile: Path | None, bare: bool = False
+) -> Run:
+    """A federation of ``names`` against one real aggregator process (``bare``: the bare gRPC floor)."""
     workspace = workspace_for(root, names, args.rounds, cert_dir, args.long_poll)
     plan = load_plan(workspace / "plan" / "plan.yaml", workspace=workspace)
     port = plan.model.network.settings.agg_port
     metrics = plan.resolve_path(plan.model.aggregator.settings.metrics_path)
     command = [sys.executable, "-m", "accord.cli.main", "aggregator", "start", "-w", str(workspace)]
+    if bare:
+        command = [sys.executable, str(HERE / "_bare_aggregator.py"), str(workspace)]
     if profile is not None:
-        command = [args.py_spy, "record", "--threads", "--idle", "-f", "raw", "-r", "50", "-o", str(profile), "--", *command]
+        command = [args.py_spy, "record", "--threads", "--gil", "-f", "raw", "-r", "50", "-o", str(profile), "--", *command]
     log = open(root / "aggregator.log", "wb")
     aggregator = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
     run = Run(len(names))
@@ -212,32 +216,36 @@ def mm(values: list[float], spec: str) -> str:
     return f"{format(min(values), spec)} / {format(statistics.median(values), spec)}" if values else "-"
 
 
-def report(runs: dict[int, list[Run]], baseline: int) -> None:
-    base = [r for r in runs[baseline] if r.ok]
-    base_rpm = statistics.median([r.rounds_per_minute for r in base]) if base else float("nan")
-    base_cpu = statistics.median([r.cpu_ms_per_result for r in base]) if base else float("nan")
+def _median(runs: list[Run], figure: str) -> float:
+    values = [getattr(r, figure) for r in runs if r.ok and r.steady]
+    return statistics.median(values) if values else float("nan")
+
+
+def report(runs: dict[tuple[str, int], list[Run]], baseline: int) -> None:
+    """One row per server and N; the ratios to Accord at the baseline N and to the bare floor at the same N."""
+    base_rpm = _median(runs[("accord", baseline)], "rounds_per_minute")
+    base_cpu = _median(runs[("accord", baseline)], "cpu_ms_per_result")
     print()
-    print(f"{'N':>6} {'first round s':>15} {'round s':>15} {'rounds/min':>15} {'CPU s/round':>15} {'CPU ms/result':>15} "
-          f"{'RSS MB':>11} {'peak MB':>11} {'base MB':>9} {'rpm ratio':>10} {'CPU/res ratio':>14}")
-    for sites, all_runs in runs.items():
-        done = [r for r in all_runs if r.ok]
+    print(f"{'server':>7} {'N':>5} {'first round s':>14} {'round s':>13} {'rounds/min':>13} {'CPU s/round':>13} "
+          f"{'CPU ms/result':>14} {'RSS MB':>9} {'peak MB':>9} {'base MB':>8} {'rpm/base':>9} {'CPU/res/base':>13} "
+          f"{'CPU/res/bare':>13}")
+    for (server, sites), all_runs in sorted(runs.items(), key=lambda kv: (kv[0][1], kv[0][0])):
+        done = [r for r in all_runs if r.ok and r.steady]
         if not done:
-            print(f"{sites:>6}  FAILED ({len(all_runs)} runs)")
+            print(f"{server:>7} {sites:>5}  FAILED ({len(all_runs)} runs)")
             continue
-        first = [r.round_seconds[0] for r in done]
-        steady = [statistics.median(r.steady) for r in done if r.steady]
-        rpm = [r.rounds_per_minute for r in done if r.steady]
-        cpu = [r.cpu_per_round for r in done]
-        per = [r.cpu_ms_per_result for r in done]
-        rss = [r.rss_at_close[-1] * 1024 / MB for r in done]
-        hwm = [r.hwm_kb * 1024 / MB for r in done]
-        bl = [r.baseline_kb * 1024 / MB for r in done]
+        per = _median(done, "cpu_ms_per_result")
+        bare = _median(runs.get(("bare", sites), []), "cpu_ms_per_result")
         print(
-            f"{sites:>6} {mm(first, '.2f'):>15} {mm(steady, '.2f'):>15} {mm(rpm, '.1f'):>15} {mm(cpu, '.2f'):>15} "
-            f"{mm(per, '.2f'):>15} {mm(rss, '.0f'):>11} {mm(hwm, '.0f'):>11} {statistics.median(bl):>9.0f} "
-            f"{statistics.median(rpm) / base_rpm:>10.3f} {statistics.median(per) / base_cpu:>14.2f}"
+            f"{server:>7} {sites:>5} {mm([r.round_seconds[0] for r in done], '.2f'):>14} "
+            f"{mm([statistics.median(r.steady) for r in done], '.2f'):>13} {mm([r.rounds_per_minute for r in done], '.1f'):>13} "
+            f"{mm([r.cpu_per_round for r in done], '.2f'):>13} {mm([r.cpu_ms_per_result for r in done], '.2f'):>14} "
+            f"{mm([r.rss_at_close[-1] * 1024 / MB for r in done], '.0f'):>9} {mm([r.hwm_kb * 1024 / MB for r in done], '.0f'):>9} "
+            f"{statistics.median([r.baseline_kb * 1024 / MB for r in done]):>8.0f} "
+            f"{_median(done, 'rounds_per_minute') / base_rpm:>9.3f} {per / base_cpu:>13.2f} {per / bare:>13.2f}"
         )
-    print(f"(min / median over the repeats; ratios are medians over those at N={baseline}, measured in the same run)")
+    print(f"(min / median over the repeats; rpm/base and CPU/res/base: over Accord at N={baseline}; CPU/res/bare: "
+          "over the bare gRPC server at the same N; medians, all measured in this run)")
 
 
 def profile_top(path: Path, rows: int = 25) -> None:
@@ -271,6 +279,7 @@ def main() -> None:
     parser.add_argument("--timeout", type=float, default=900.0, help="seconds one federation may take")
     parser.add_argument("--profile", action="store_true", help="profile the aggregator of the largest N (py-spy)")
     parser.add_argument("--py-spy", default=shutil.which("py-spy") or "py-spy")
+    parser.add_argument("--no-bare", action="store_true", help="skip the bare gRPC server (bench/_bare_aggregator.py)")
     parser.add_argument("--keep", action="store_true")
     args = parser.parse_args()
     sizes = [int(s) for s in args.sizes.split(",")]
@@ -282,15 +291,17 @@ def main() -> None:
         print(f"{len(names)} collaborator certificates (own EC keys, signed by the federation's CA) in "
               f"{time.perf_counter() - started:.1f} s; {args.rounds} rounds a federation, 3 tasks a site a round, "
               f"mutual TLS on 127.0.0.1, swarm of up to {args.swarm_processes} processes", flush=True)
-        runs: dict[int, list[Run]] = {n: [] for n in sizes}
+        servers = ["accord"] + ([] if args.no_bare else ["bare"])
+        runs: dict[tuple[str, int], list[Run]] = {(server, n): [] for server in servers for n in sizes}
         for repeat in range(args.repeat):
             for n in sizes:
-                profiled = root / "profile.txt" if args.profile and repeat == 0 and n == max(sizes) else None
-                run = run_one(root / f"r{repeat}-n{n}", root / "cert", names[:n], args, profiled)
-                runs[n].append(run)
-                shown = "  ".join(f"{s:.2f}" for s in run.round_seconds)
-                print(f"  repeat {repeat + 1} N={n}: rounds {shown} s; CPU {run.cpu_per_round:.2f} s/round; "
-                      f"peak {run.hwm_kb / 1000:.0f} MB; {' | '.join(run.swarm[:1])}", flush=True)
+                for server in servers:
+                    profiled = root / "profile.txt" if args.profile and server == "accord" and repeat == 0 and n == max(sizes) else None
+                    run = run_one(root / f"r{repeat}-{server}-n{n}", root / "cert", names[:n], args, profiled, server == "bare")
+                    runs[(server, n)].append(run)
+                    shown = "  ".join(f"{s:.2f}" for s in run.round_seconds)
+                    print(f"  repeat {repeat + 1} {server} N={n}: rounds {shown} s; CPU {run.cpu_per_round:.2f} s/round; "
+                          f"peak {run.hwm_kb * 1024 / MB:.0f} MB; {' | '.join(run.swarm[:1])}", flush=True)
         report(runs, sizes[0])
         if args.profile and (root / "profile.txt").exists():
             profile_top(root / "profile.txt")
