@@ -93,7 +93,7 @@ class Bare(pb_grpc.AggregatorServicer):
         return pb.ResultAck(accepted=True)
 
     def _close(self) -> None:
-        record = {"round": self.round, "collaborator": "aggregator", "task": "round", "metric": "round_seconds",
+        record = {"round": self.round, "origin": "aggregator", "task": "round", "metric": "round_seconds",
                   "value": time.monotonic() - self.opened}
         with self.metrics.open("a") as out:
             out.write(json.dumps(record) + "\n")

@@ -227,7 +227,8 @@ class _Servicer:
         seconds = self._limits.chunk_idle_seconds
         for chunk in wire.tensor_pb_chunks(state, self._chunk_bytes):
             try:
-                await asyncio.wait_for(context.write(chunk), seconds)
+                async with asyncio.timeout(seconds):
+                    await context.write(chunk)
             except TimeoutError:
                 raise Stalled(f"the reader took no chunk for {seconds:g} s (network.settings.chunk_idle_seconds)") from None
 
