@@ -38,6 +38,9 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
+
+import yaml
 
 from _swarm import make_certificates, write_model
 
@@ -80,7 +83,9 @@ def listening(port: int) -> bool:
     return False
 
 
-def workspace_for(root: Path, names: list[str], rounds: int, cert_dir: Path, long_poll: float) -> Path:
+def workspace_for(
+    root: Path, names: list[str], rounds: int, cert_dir: Path, long_poll: float, overrides: dict[str, Any] | None = None
+) -> Path:
     """A torch_digits workspace for ``names`` with a copy of the certificates in ``cert_dir``, and an init model."""
     workspace = create_workspace(root, "torch_digits")
     shutil.copytree(cert_dir, workspace / "cert", dirs_exist_ok=True)
@@ -95,6 +100,7 @@ def workspace_for(root: Path, names: list[str], rounds: int, cert_dir: Path, lon
             "network.settings.agg_addr": "localhost",
             "network.settings.agg_port": free_port(),
             "network.settings.long_poll_seconds": long_poll,
+            **(overrides or {}),
         },
     )
     plan = load_plan(workspace / "plan" / "plan.yaml", workspace=workspace)
@@ -137,7 +143,7 @@ def run_one(
     root: Path, cert_dir: Path, names: list[str], args: argparse.Namespace, profile: Path | None, bare: bool = False
 ) -> Run:
     """A federation of ``names`` against one real aggregator process (``bare``: the bare gRPC floor)."""
-    workspace = workspace_for(root, names, args.rounds, cert_dir, args.long_poll)
+    workspace = workspace_for(root, names, args.rounds, cert_dir, args.long_poll, dict(args.set))
     plan = load_plan(workspace / "plan" / "plan.yaml", workspace=workspace)
     port = plan.model.network.settings.agg_port
     metrics = plan.resolve_path(plan.model.aggregator.settings.metrics_path)
@@ -268,6 +274,11 @@ def profile_top(path: Path, rows: int = 25) -> None:
         print(f"  {100 * n / samples:5.1f}% own  {100 * total.get(frame, n) / samples:5.1f}% total  {frame[:150]}")
 
 
+def _setting(text: str) -> tuple[str, Any]:
+    key, _, value = text.partition("=")
+    return key, yaml.safe_load(value)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", default="10,100,300,1000", help="numbers of collaborators; the first is the baseline")
@@ -279,6 +290,8 @@ def main() -> None:
     parser.add_argument("--timeout", type=float, default=900.0, help="seconds one federation may take")
     parser.add_argument("--profile", action="store_true", help="profile the aggregator of the largest N (py-spy)")
     parser.add_argument("--py-spy", default=shutil.which("py-spy") or "py-spy")
+    parser.add_argument("--set", action="append", default=[], type=_setting, metavar="KEY=YAML",
+                        help="a plan setting for every federation, e.g. network.settings.max_workers=8 (repeatable)")
     parser.add_argument("--no-bare", action="store_true", help="skip the bare gRPC server (bench/_bare_aggregator.py)")
     parser.add_argument("--keep", action="store_true")
     args = parser.parse_args()
