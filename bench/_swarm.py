@@ -26,6 +26,7 @@ import argparse
 import asyncio
 import collections
 import concurrent.futures
+import functools
 import random
 import sys
 import time
@@ -166,12 +167,12 @@ class Site:
             if tasks.action == pb.TasksResponse.WAIT:
                 continue
             number = tasks.round_number
-            model = await self._call("get_model", lambda: self._model(stub, number))
+            model = await self._call("get_model", functools.partial(self._model, stub, number))
             digest = model_digest(model, number)
             for task in tasks.tasks:
                 result = self._result(number, task, model, digest, tasks.phase)
                 chunks = list(wire.result_stream(result, self.name, self.plan_hash, self.chunk_bytes))
-                await self._call("send_result", lambda: stub.SendResult(iter(chunks), timeout=600.0))
+                await self._call("send_result", functools.partial(self._send, stub, chunks))
                 self.tally.results += 1
             self.tally.rounds[self.name] += 1
 
@@ -180,6 +181,9 @@ class Site:
         same norm, so the update bounds (norm_multiple x the median) clip none of them."""
         noise = self._rng.standard_normal(tensor.shape)
         return (noise * (NOISE * np.sqrt(noise.size) / max(np.linalg.norm(noise), 1e-12))).astype(tensor.dtype)
+
+    def _send(self, stub: pb_grpc.AggregatorStub, chunks: list[pb.ResultChunk]) -> Any:
+        return stub.SendResult(iter(chunks), timeout=600.0)
 
     async def _model(self, stub: pb_grpc.AggregatorStub, number: int) -> ModelState:
         assembler = TensorAssembler(None, max_total_bytes=wire.MAX_MODEL_BYTES)

@@ -41,8 +41,8 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-
 from _swarm import make_certificates, write_model
+from fedavg_memory import listening
 
 from accord.experiment.local import free_port
 from accord.plan.loader import load_plan, update_plan_file
@@ -66,21 +66,6 @@ def proc_cpu(pid: int) -> float:
     with open(f"/proc/{pid}/stat", encoding="ascii") as stat:
         fields = stat.read().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def listening(port: int) -> bool:
-    """Does a socket listen on TCP ``port``? Read from /proc, without connecting."""
-    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
-        try:
-            with open(table, encoding="ascii") as rows:
-                next(rows, None)
-                for row in rows:
-                    parts = row.split()
-                    if len(parts) > 3 and parts[3] == "0A" and int(parts[1].rsplit(":", 1)[1], 16) == port:
-                        return True
-        except OSError:
-            continue
-    return False
 
 
 def workspace_for(
@@ -152,8 +137,8 @@ def run_one(
         command = [sys.executable, str(HERE / "_bare_aggregator.py"), str(workspace)]
     if profile is not None:
         command = [args.py_spy, "record", "--threads", "--gil", "-f", "raw", "-r", "50", "-o", str(profile), "--", *command]
-    log = open(root / "aggregator.log", "wb")
-    aggregator = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
+    with (root / "aggregator.log").open("wb") as log:  # the child holds its own copy
+        aggregator = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
     run = Run(len(names))
     swarms: list[subprocess.Popen[bytes]] = []
     try:
@@ -181,7 +166,6 @@ def run_one(
             if process.poll() is None:
                 process.kill()
                 process.wait()
-        log.close()
     if not run.ok:
         print(f"  FAILED at N={len(names)}: {run.swarm}\n{(root / 'aggregator.log').read_text()[-3000:]}", flush=True)
     return run

@@ -64,7 +64,7 @@ def test_the_plan_bounds_are_strict() -> None:
 def test_a_federation_of_thousands_calling_in_turn_finds_every_certificate_parsed() -> None:
     """Sites call in turn: an LRU cache smaller than the federation would miss on every call."""
     key = ec.generate_private_key(ec.SECP256R1())
-    start = dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc)
+    start = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
 
     def pem(serial: int) -> bytes:
         name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, f"site{serial}")])
