@@ -18,11 +18,16 @@ Figures per N (min / median over the repeats), read from outside the aggregator 
 - CPU s/round and CPU ms/result: the aggregator's user+system CPU over those rounds, per
   round and per result taken (3 a site a round);
 - RSS MB at the end, peak MB (VmHWM), baseline MB (RSS once it listens).
-Ratios to the baseline of the same run (the smallest N, default 10 connections): rounds/min
-and CPU per result at N over the same at the baseline. Per-result work flat in N shows as a
-CPU-per-result ratio near 1; rounds/min then falls as 1/N (a round has N times the work).
-``--profile`` runs the aggregator of the largest N under py-spy (``--py-spy PATH``) and
-prints its top functions.
+Each federation also runs against bench/_bare_aggregator.py, a bare grpc.aio server on the
+same protocol and TLS that only answers (no checks, journal or aggregation), interleaved
+with Accord's. Ratios, all to figures of the same run: rpm/base and CPU/res/base, Accord's
+rounds/min and CPU per result at N over Accord's at the smallest N (default 10 connections):
+per-result work flat in N shows as CPU/res/base near 1, and rounds/min then falls as 1/N
+(a round has N times the work); CPU/res/bare, Accord's CPU per result over the bare
+server's at the same N (what the framework costs above gRPC's own per-call work).
+``--set KEY=YAML`` sets a plan setting for every federation (e.g. network.settings.max_workers=8);
+``--profile`` runs Accord's aggregator of the largest N under ``py-spy record --gil``
+(``--py-spy PATH``) and prints its top functions.
 """
 
 from __future__ import annotations
