@@ -1,5 +1,6 @@
-"""What the aggregator tells its operator of results and closed rounds: log lines and the
-metrics records of a round (pure formatting: the runtime decides when)."""
+"""What the aggregator tells its operator of results and closed rounds: log lines (a bounded
+number per round, whatever the number of sites) and the metrics records of a round (the
+runtime decides when)."""
 
 from __future__ import annotations
 
