@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+import datetime as dt
+
 import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
 
 from accord.errors import RefusedError
 from accord.plan.schema import NetworkSettings
-from accord.transport.admission import REPEAT_LOG_SECONDS, Admission, CallLimits, RepeatFilter, check_claim
+from accord.transport.admission import REPEAT_LOG_SECONDS, Admission, CallLimits, RepeatFilter, _peer_of, check_claim
 
 
 def test_calls_are_limited_per_identity_and_in_total() -> None:
@@ -53,3 +59,24 @@ def test_the_plan_bounds_are_strict() -> None:
     for key, value in bad:
         with pytest.raises(ValueError, match=key):
             NetworkSettings(**{key: value})
+
+
+def test_a_federation_of_thousands_calling_in_turn_finds_every_certificate_parsed() -> None:
+    """Sites call in turn: an LRU cache smaller than the federation would miss on every call."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    start = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
+
+    def pem(serial: int) -> bytes:
+        name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, f"site{serial}")])
+        cert = (
+            x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+            .serial_number(serial).not_valid_before(start).not_valid_after(start + dt.timedelta(days=1))
+            .sign(key, hashes.SHA256())
+        )
+        return cert.public_bytes(serialization.Encoding.PEM)
+
+    pems = [pem(serial) for serial in range(1, 2001)]
+    _peer_of.cache_clear()
+    for _ in range(2):
+        assert [_peer_of(p) for p in pems] == [(serial, False) for serial in range(1, 2001)]
+    assert _peer_of.cache_info().hits == len(pems)  # the second turn parsed nothing again

@@ -1,9 +1,12 @@
-"""What the aggregator tells its operator of results and closed rounds: log lines and the
-metrics records of a round (pure formatting: the runtime decides when)."""
+"""What the aggregator tells its operator of results and closed rounds: log lines (a bounded
+number per round, whatever the number of sites) and the metrics records of a round (the
+runtime decides when)."""
 
 from __future__ import annotations
 
 import logging
+import time
+from collections.abc import Callable
 
 from accord.aggregator.events import EngineEvent, RoundClosed, RoundOutcome, Sink
 from accord.aggregator.metrics import MetricRecord, MetricsLog
@@ -12,19 +15,60 @@ from accord.messages import TaskResult
 log = logging.getLogger("accord.aggregator")
 
 
-def log_result(result: TaskResult) -> None:
-    """One line per result taken: its metrics, or that its task failed at the site."""
-    if result.failure:
-        log.warning(
-            "round %d  %s failed %s at its site: %s (it owes nothing more this round)",
-            result.round_number,
-            result.collaborator,
-            result.task,
-            result.failure,
-        )
-        return
+#: the results of a round logged a line each; after them, one progress line per PROGRESS_SECONDS
+RESULT_LINES = 32
+PROGRESS_SECONDS = 5.0
+
+
+class ResultLog:
+    """The log lines of the results taken: every failure at a site, a line for each of the
+    first RESULT_LINES results of a round, then at most one progress line per PROGRESS_SECONDS
+    (each result still at DEBUG), so a round of a thousand sites writes tens of lines, not
+    three thousand. O(1) per result. Not thread-safe: the runtime calls it under its lock."""
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self._clock = clock
+        self._round = -1
+        self._taken = 0
+        self._next_progress = 0.0
+
+    def took(self, result: TaskResult) -> None:
+        """Log ``result``, just taken by the engine."""
+        if result.failure:
+            log.warning(
+                "round %d  %s failed %s at its site: %s (it owes nothing more this round)",
+                result.round_number,
+                result.collaborator,
+                result.task,
+                result.failure,
+            )
+            return
+        if result.round_number != self._round:
+            self._round, self._taken = result.round_number, 0
+        self._taken += 1
+        if self._taken <= RESULT_LINES:
+            _log_result(logging.INFO, result)
+            self._next_progress = self._clock() + PROGRESS_SECONDS
+            return
+        now = self._clock()
+        if now >= self._next_progress:
+            self._next_progress = now + PROGRESS_SECONDS
+            log.info(
+                "round %d: %d results taken so far (one line each for the first %d, then at DEBUG); the last: %s %s",
+                result.round_number,
+                self._taken,
+                RESULT_LINES,
+                result.collaborator,
+                result.task,
+            )
+        if log.isEnabledFor(logging.DEBUG):
+            _log_result(logging.DEBUG, result)
+
+
+def _log_result(level: int, result: TaskResult) -> None:
     shown = "  ".join(f"{k}={v:.4f}" for k, v in result.metrics.items())
-    log.info(
+    log.log(
+        level,
         "round %d  %-12s %-32s %s  (n=%d, %.2fs)",
         result.round_number,
         result.collaborator,

@@ -22,7 +22,7 @@ from accord.aggregator.events import RoundOutcome, Sink
 from accord.aggregator.journal import Journal
 from accord.aggregator.metrics import MetricsLog
 from accord.aggregator.plan_engine import assigner_for, engine_for, strategy_for
-from accord.aggregator.reporting import log_result, log_round, metrics_sink, warn_left_out
+from accord.aggregator.reporting import ResultLog, log_round, metrics_sink, warn_left_out
 from accord.aggregator.saved import SavedRound
 from accord.aggregator.status import RoundStatus
 from accord.aggregator.watch import Watchers
@@ -72,6 +72,7 @@ class AggregatorRuntime:
         self._failure: AccordError | None = None
         self._closed = False
         self._watchers = Watchers()
+        self._result_log = ResultLog()
         with self._cond:
             if saved is None:
                 self._commit_round()
@@ -222,7 +223,7 @@ class AggregatorRuntime:
             with self._cond:
                 self._check_serving()
                 outcome = self._take(result, staged)
-                log_result(result)
+                self._result_log.took(result)
                 if not result.failure:  # recorded even when it closes the round: a rollback replays it
                     self._persist(lambda: self.journal.add_result(result, staged))
                     staged = None

@@ -232,7 +232,8 @@ class _Servicer:
         encoded = lossless(state, self._compression) if self._compression.download_encoding else None
         for chunk in wire.tensor_pb_chunks(state, self._chunk_bytes, encoded):
             try:
-                await asyncio.wait_for(context.write(chunk), seconds)
+                async with asyncio.timeout(seconds):
+                    await context.write(chunk)
             except TimeoutError:
                 raise Stalled(f"the reader took no chunk for {seconds:g} s (network.settings.chunk_idle_seconds)") from None
 

@@ -31,4 +31,5 @@ class LongPoll:
             if answer is not None:
                 return answer
             with suppress(TimeoutError):
-                await asyncio.wait_for(changed.wait(), max(0.0, deadline - loop.time()))
+                async with asyncio.timeout_at(deadline):
+                    await changed.wait()

@@ -17,7 +17,8 @@ class Stalled(Exception):
 async def read_within(context: grpc.aio.ServicerContext, seconds: float, missing: str) -> Any:
     """The next message, or None at the end of the stream; Stalled saying ``missing`` if it does not come in time."""
     try:
-        message = await asyncio.wait_for(context.read(), seconds)
+        async with asyncio.timeout(seconds):  # no task of its own per message, unlike wait_for
+            message = await context.read()
     except TimeoutError:
         raise Stalled(missing) from None
     if isinstance(message, wire.Undecodable):
