@@ -17,6 +17,7 @@ import pytest
 from accord.errors import AccordError, PKIError, RefusedError
 from accord.messages import Action, FederationInfo, Task, TaskAssignment, TaskResult
 from accord.pki import load_pem_cert, make_federation_pki
+from accord.tensors.codec import InMemory
 from accord.transport import wire
 from accord.transport.grpc_client import GrpcAggregatorClient
 from accord.transport.grpc_server import GrpcAggregatorServer
@@ -130,6 +131,9 @@ class FakeService:
             with self.cond:
                 self.slots_in_use -= 1
             self.slot_released.set()
+
+    def receiving(self, collaborator: str, round_number: int, task: str) -> InMemory:
+        return InMemory()
 
     def expected_tensors(self) -> dict[str, tuple[str, tuple[int, ...]]]:
         return {name: (value.dtype.name, value.shape) for name, value in self.model.items()}

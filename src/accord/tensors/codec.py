@@ -2,7 +2,9 @@
 
 ``iter_tensor_chunks`` cuts a state into pieces without copying (memoryview slices of
 each array's buffer); ``TensorAssembler`` checks the pieces as they arrive and copies
-them into buffers allocated once per tensor. Nothing is ever unpickled.
+them into buffers allocated once per tensor by its ``Destination``: arrays in memory by
+default, or the file a receiver saves them in (aggregator/staging.py). Nothing is ever
+unpickled.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
+from typing import Protocol
 
 import numpy as np
 
@@ -56,19 +59,66 @@ def iter_tensor_chunks(state: Mapping[str, np.ndarray], chunk_bytes: int) -> Ite
             yield name, dtype, shape, offset, raw[offset : offset + chunk_bytes]
 
 
+class Buffer(Protocol):
+    """Where one tensor's bytes go as they arrive."""
+
+    def write(self, offset: int, data: bytes | memoryview) -> None:
+        """Copy ``data`` to byte ``offset`` of the tensor (the assembler checked the bounds)."""
+
+
+class Destination(Protocol):
+    """Allocates each tensor's buffer once its name, dtype and shape are checked, and gives
+    the tensors back once every chunk has arrived."""
+
+    def allocate(self, name: str, dtype: np.dtype, shape: tuple[int, ...]) -> Buffer:
+        """The buffer for tensor ``name`` (``dtype`` little-endian)."""
+
+    def finish(self, names: list[str]) -> Mapping[str, np.ndarray]:
+        """The tensors ``names`` (those that arrived, each whole), in arrival order."""
+
+    def discard(self) -> None:
+        """Release what was allocated (a stream refused, cut or cancelled; idempotent)."""
+
+
+class _ArrayBuffer:
+    def __init__(self, array: np.ndarray) -> None:
+        self.array = array
+        self._raw = array.reshape(-1).view(np.uint8)
+
+    def write(self, offset: int, data: bytes | memoryview) -> None:
+        self._raw[offset : offset + memoryview(data).nbytes] = np.frombuffer(data, dtype=np.uint8)
+
+
+class InMemory:
+    """The default Destination: one array per tensor, allocated when its first chunk arrives."""
+
+    def __init__(self) -> None:
+        self._buffers: dict[str, _ArrayBuffer] = {}
+
+    def allocate(self, name: str, dtype: np.dtype, shape: tuple[int, ...]) -> Buffer:
+        buffer = self._buffers[name] = _ArrayBuffer(np.empty(shape, dtype=dtype))
+        return buffer
+
+    def finish(self, names: list[str]) -> dict[str, np.ndarray]:
+        return {name: self._buffers[name].array for name in names}
+
+    def discard(self) -> None:
+        self._buffers.clear()
+
+
 @dataclass
 class _Pending:
-    """One tensor being received: its typed buffer, a byte view of it, bytes so far."""
+    """One tensor being received: its buffer, its size, bytes so far."""
 
     dtype: str
     shape: tuple[int, ...]
-    array: np.ndarray
-    raw: np.ndarray
+    buffer: Buffer
+    nbytes: int
     received: int = 0
 
     @property
     def complete(self) -> bool:
-        return self.received == self.raw.nbytes
+        return self.received == self.nbytes
 
 
 class TensorAssembler:
@@ -77,6 +127,7 @@ class TensorAssembler:
     ``expected`` (name -> (dtype, shape)), when given, refuses unknown names and
     mismatched dtypes or shapes. ``max_total_bytes`` bounds the memory the declared
     tensors may take together. Every refusal is a RefusedError(kind="payload").
+    ``destination`` allocates the tensors (by default arrays in memory: ``InMemory``).
     """
 
     def __init__(
@@ -84,6 +135,7 @@ class TensorAssembler:
         expected: dict[str, tuple[str, tuple[int, ...]]] | None,
         max_total_bytes: int,
         max_tensors: int = 1_000_000,
+        destination: Destination | None = None,
     ) -> None:
         self._expected = (
             None
@@ -94,6 +146,7 @@ class TensorAssembler:
         self._max_tensors = int(max_tensors)
         self._tensors: dict[str, _Pending] = {}
         self._total = 0
+        self._destination = InMemory() if destination is None else destination
 
     def __len__(self) -> int:
         """How many distinct tensors have started arriving."""
@@ -133,14 +186,14 @@ class TensorAssembler:
             )
         size = len(data) if isinstance(data, bytes) else memoryview(data).nbytes
         end = offset + size
-        if end > pending.raw.nbytes:
+        if end > pending.nbytes:
             raise RefusedError(
                 f"tensor {name!r}: {end} bytes received, more than the "
-                f"{pending.raw.nbytes} its dtype and shape declare",
+                f"{pending.nbytes} its dtype and shape declare",
                 kind="payload",
             )
         if size:
-            pending.raw[offset:end] = np.frombuffer(data, dtype=np.uint8)
+            pending.buffer.write(offset, data)
         pending.received = end
 
     def _start(self, name: str, dtype: str, shape: tuple[int, ...]) -> _Pending:
@@ -172,18 +225,17 @@ class TensorAssembler:
                 f"{self._total + nbytes} bytes, over the limit of {self._max_total}",
                 kind="payload",
             )
-        array = np.empty(shape, dtype=np_dtype)
-        pending = _Pending(dtype, shape, array, array.reshape(-1).view(np.uint8))
+        pending = _Pending(dtype, shape, self._destination.allocate(name, np_dtype, shape), nbytes)
         self._tensors[name] = pending
         self._total += nbytes
         return pending
 
-    def finish(self) -> dict[str, np.ndarray]:
-        """Every started tensor, in arrival order; refused if any is incomplete."""
+    def finish(self) -> Mapping[str, np.ndarray]:
+        """Every started tensor, in arrival order, from the destination; refused if any is incomplete."""
         for name, pending in self._tensors.items():
             if not pending.complete:
                 raise RefusedError(
-                    f"tensor {name!r} is truncated: {pending.received} of {pending.raw.nbytes} bytes arrived",
+                    f"tensor {name!r} is truncated: {pending.received} of {pending.nbytes} bytes arrived",
                     kind="payload",
                 )
-        return {name: pending.array for name, pending in self._tensors.items()}
+        return self._destination.finish(list(self._tensors))

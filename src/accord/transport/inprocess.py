@@ -13,7 +13,7 @@ from collections.abc import Mapping
 import numpy as np
 
 from accord.messages import FederationInfo, TaskAssignment, TaskResult
-from accord.tensors.codec import TensorAssembler, iter_tensor_chunks
+from accord.tensors.codec import Destination, TensorAssembler, iter_tensor_chunks
 from accord.tensors.state import ModelState
 from accord.transport.base import AggregatorService, TensorSpecs
 from accord.transport.wire import (
@@ -34,9 +34,11 @@ def _copy_through_codec(
     state: Mapping[str, np.ndarray],
     expected: dict[str, tuple[str, tuple[int, ...]]] | None,
     max_total_bytes: int,
-) -> ModelState:
-    """Copy ``state`` as the wire would: little-endian, allowed dtypes, checked against ``expected``."""
-    assembler = TensorAssembler(expected, max_total_bytes=max_total_bytes)
+    destination: Destination | None = None,
+) -> Mapping[str, np.ndarray]:
+    """Copy ``state`` as the wire would: little-endian, allowed dtypes, checked against ``expected``,
+    into ``destination`` (by default arrays in memory)."""
+    assembler = TensorAssembler(expected, max_total_bytes=max_total_bytes, destination=destination)
     for name, dtype, shape, offset, data in iter_tensor_chunks(state, _WHOLE_TENSOR):
         assembler.add(name, dtype, shape, offset, data)
     return assembler.finish()
@@ -80,18 +82,23 @@ class InProcessClient:
             self.name, self.plan_hash, result.round_number, result.task, result.model_digest, result.failure
         )
         with self._service.upload_slot():
-            tensors = None
-            if result.tensors:
-                expected = self._service.expected_tensors()
-                tensors = _copy_through_codec(result.tensors, expected, upload_limit(expected, None))
-            copy = dataclasses.replace(
-                result,
-                collaborator=self.name,
-                metrics={str(k): float(v) for k, v in result.metrics.items()},
-                tensors=tensors,
-                phase=phase,
-            )
-            self._service.submit(copy, self.plan_hash)
+            tensors = destination = None
+            try:
+                if result.tensors:  # received as the gRPC server receives them, into the service's destination
+                    expected = self._service.expected_tensors()
+                    destination = self._service.receiving(self.name, result.round_number, result.task)
+                    tensors = _copy_through_codec(result.tensors, expected, upload_limit(expected, None), destination)
+                copy = dataclasses.replace(
+                    result,
+                    collaborator=self.name,
+                    metrics={str(k): float(v) for k, v in result.metrics.items()},
+                    tensors=tensors,
+                    phase=phase,
+                )
+                self._service.submit(copy, self.plan_hash)
+            finally:
+                if destination is not None:
+                    destination.discard()  # a no-op once the submit committed them
 
     def close(self) -> None:
         """Nothing to release."""

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import functools
 import logging
 from contextlib import AbstractContextManager
 from typing import Any
@@ -19,7 +20,7 @@ from typing import Any
 import grpc
 
 from accord.errors import RefusedError
-from accord.tensors.codec import TensorAssembler
+from accord.tensors.codec import Destination, TensorAssembler
 from accord.transport import wire
 from accord.transport.admission import CallLimits, check_claim
 from accord.transport.base import AggregatorService
@@ -100,10 +101,13 @@ class Uploads:
             lambda: service.expect(name, plan_hash, head.round_number, head.task, head.model_digest, head.failure),
         )
         slot = await self._enter_slot()
+        destination: Destination | None = None
         submitting: concurrent.futures.Future[None] | None = None
         try:
             expected = service.expected_tensors()
-            assembler = TensorAssembler(expected, max_total_bytes=wire.upload_limit(expected, self._max_update_bytes))
+            destination = service.receiving(name, head.round_number, head.task)
+            limit = wire.upload_limit(expected, self._max_update_bytes)
+            assembler = TensorAssembler(expected, max_total_bytes=limit, destination=destination)
             length = self._length_bound(wire.model_bytes(expected))
             ends = loop.time() + length
             while (message := await self._next_chunk(context, ends - loop.time(), length)) is not None:
@@ -117,11 +121,14 @@ class Uploads:
                     )
             result = wire.result_from_pb(name, head, assembler.finish())
             submitting = self._executor.submit(service.submit, result, plan_hash)
-            # the slot is released as the submit ends (or is cancelled unstarted), in that thread, not on this loop
-            submitting.add_done_callback(lambda _: slot.__exit__(None, None, None))
+            # the slot is released as the submit ends (or is cancelled unstarted), in that thread, not on this loop;
+            # so are the received tensors, unless the submit committed them
+            submitting.add_done_callback(functools.partial(_release, slot, destination))
             await asyncio.shield(asyncio.wrap_future(submitting))
         finally:
             if submitting is None:
+                if destination is not None:
+                    destination.discard()
                 slot.__exit__(None, None, None)
         logger.debug("result of %s for round %d received from %s", head.task, head.round_number, name)
 
@@ -152,6 +159,13 @@ class Uploads:
             entering.add_done_callback(lambda f: _exit_if_entered(slot, f))
             raise
         return slot
+
+
+def _release(slot: AbstractContextManager[None], destination: Destination, _: concurrent.futures.Future[Any]) -> None:
+    try:
+        destination.discard()  # a no-op once the submit committed the tensors: the journal owns them
+    finally:
+        slot.__exit__(None, None, None)
 
 
 def _exit_if_entered(slot: AbstractContextManager[None], entering: concurrent.futures.Future[Any]) -> None:
