@@ -330,6 +330,10 @@ class GrpcAggregatorServer:
                 *wire.channel_options(self._chunk_bytes),
                 ("grpc.so_reuseport", 0),  # a second aggregator on the port fails to bind
                 ("grpc.max_concurrent_streams", MAX_STREAMS_PER_CONNECTION),
+                # no BDP probing: a stream's receive window stays at its initial 64 KiB unless a
+                # read is pending (then it grows to the message being read), so an upload waiting
+                # for a slot holds ~1-2 MB inside gRPC, not a window grown to 8-18 MB (failure-model.md)
+                ("grpc.http2.bdp_probe", 0),
                 # calls not yet taken by a handler; past the soft limit gRPC cancels some at random
                 # (its default, 1000, cancels honest calls when a thousand sites long-poll)
                 ("grpc.server.max_pending_requests", limits.max_concurrent_calls),

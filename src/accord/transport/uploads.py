@@ -20,7 +20,7 @@ from typing import Any
 import grpc
 
 from accord.errors import RefusedError
-from accord.tensors.codec import Destination, TensorAssembler
+from accord.tensors.codec import Destination, InMemory, TensorAssembler
 from accord.transport import wire
 from accord.transport.admission import CallLimits, check_claim
 from accord.transport.base import AggregatorService
@@ -105,7 +105,8 @@ class Uploads:
         submitting: concurrent.futures.Future[None] | None = None
         try:
             expected = service.expected_tensors()
-            destination = service.receiving(name, head.round_number, head.task)
+            # a result without tensors (a validation) needs no file; one whose count lies is refused at its first tensor
+            destination = service.receiving(name, head.round_number, head.task) if head.tensor_count else InMemory()
             limit = wire.upload_limit(expected, self._max_update_bytes)
             assembler = TensorAssembler(expected, max_total_bytes=limit, destination=destination)
             length = self._length_bound(wire.model_bytes(expected))
