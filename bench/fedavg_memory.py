@@ -219,13 +219,14 @@ def collaborate(workspace: Path, name: str, index: int, verify: bool, deadline_s
 class Child:
     """A child process whose stdout lines go to a queue and whose stderr goes to a file."""
 
-    def __init__(self, label: str, args: list[str], lines: queue.Queue, log_dir: Path) -> None:
+    def __init__(self, label: str, args: list[str], lines: queue.Queue, log_dir: Path, script: Path, stdin: bool = False) -> None:
         self.label = label
         self.log = log_dir / f"{label}.stderr"
         self._stderr: IO[str] = self.log.open("w", encoding="utf-8")
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
         self.process = subprocess.Popen(
-            [sys.executable, str(Path(__file__).resolve()), *args],
+            [sys.executable, str(script), *args],
+            stdin=subprocess.PIPE if stdin else subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=self._stderr,
             text=True,
@@ -261,19 +262,28 @@ def fields(line: str) -> dict[str, str]:
 class Federation:
     """The children of one run and the lines they printed."""
 
-    def __init__(self, workspace: Path) -> None:
+    def __init__(self, workspace: Path, script: str = __file__) -> None:
+        """``script``: the bench whose modes the children run (this one by default)."""
         self.workspace = workspace
+        self.script = Path(script).resolve()
         self.lines: queue.Queue = queue.Queue()
         self.children: dict[str, Child] = {}
         self.seen: list[tuple[str, str]] = []
         self.log_dir = workspace / "logs"
 
-    def start(self, label: str, *args: str) -> None:
-        self.children[label] = Child(label, list(args), self.lines, self.log_dir)
+    def start(self, label: str, *args: str, stdin: bool = False) -> None:
+        self.children[label] = Child(label, list(args), self.lines, self.log_dir, self.script, stdin)
 
-    def wait_for(self, prefix: str, labels: set[str], timeout: float) -> dict[str, dict[str, str]]:
-        """Wait until each of ``labels`` printed a line starting with ``prefix``."""
-        found = {label: fields(line) for label, line in self.seen if label in labels and line.startswith(prefix)}
+    def tell(self, label: str, line: str) -> None:
+        """Write ``line`` to the stdin of child ``label`` (started with ``stdin=True``)."""
+        stdin = self.children[label].process.stdin
+        assert stdin is not None
+        stdin.write(line + "\n")
+        stdin.flush()
+
+    def wait_for(self, prefix: str, labels: set[str], timeout: float, since: int = 0) -> dict[str, dict[str, str]]:
+        """Wait until each of ``labels`` printed a line starting with ``prefix`` (after the first ``since`` lines seen)."""
+        found = {label: fields(line) for label, line in self.seen[since:] if label in labels and line.startswith(prefix)}
         deadline = time.monotonic() + timeout
         while not labels <= set(found):
             remaining = deadline - time.monotonic()
@@ -326,7 +336,7 @@ def write_init_model(path: Path, size_mb: float) -> dict[str, np.ndarray]:
     return state
 
 
-def make_federation(root: Path, names: list[str], size_mb: float) -> tuple[Plan, int]:
+def make_federation(root: Path, names: list[str], size_mb: float, rounds: int = 1) -> tuple[Plan, int]:
     """Workspace, plan, PKI and init model; returns (the plan, model bytes)."""
     from accord.experiment.local import free_port
     from accord.pki import make_federation_pki
@@ -338,7 +348,7 @@ def make_federation(root: Path, names: list[str], size_mb: float) -> tuple[Plan,
         plan_file(workspace),
         {
             "collaborators": names,
-            "aggregator.settings.rounds_to_train": 1,
+            "aggregator.settings.rounds_to_train": rounds,
             "aggregator.settings.final_validation": False,
             "aggregator.settings.best_metric": "train/loss",
             "aggregator.settings.best_direction": "minimize",
