@@ -579,17 +579,14 @@ def run(args: argparse.Namespace) -> int:
 
 def light_round(root: Path, count: int, args: argparse.Namespace) -> dict[str, float]:
     """One federation of ``count`` lightweight sites (``--light``): its memory figures, in MB and x the model."""
-    from safetensors import safe_open
-
     from accord.tensors.digest import model_digest
-    from accord.tensors.state import save_state
+    from accord.tensors.state import StateView, load_state, save_state
 
     names = [f"c{i}" for i in range(1, count + 1)]
     plan, model_bytes = make_federation(root, names, args.size_mb)
     workspace = plan.workspace
     settings = plan.model.aggregator.settings
-    with safe_open(str(plan.resolve_path(settings.init_state_path)), framework="np") as init:
-        state = {key: init.get_tensor(key) for key in init.keys()}
+    state = load_state(plan.resolve_path(settings.init_state_path))
     digest = model_digest(state, 0)
     save_state(workspace / UPDATE_FILE, {key: value + offset(1, key) for key, value in state.items()})
     del state
@@ -611,10 +608,8 @@ def light_round(root: Path, count: int, args: argparse.Namespace) -> dict[str, f
         quits = federation.lines_of("QUIT")
     finally:
         federation.stop_all()
-    with safe_open(str(plan.resolve_path(settings.last_state_path)), framework="np") as last, safe_open(
-        str(workspace / UPDATE_FILE), framework="np"
-    ) as update:
-        last_ok = all(np.allclose(last.get_tensor(key), update.get_tensor(key), rtol=1e-6, atol=1e-6) for key in update.keys())
+    last, update = StateView(plan.resolve_path(settings.last_state_path)), StateView(workspace / UPDATE_FILE)
+    last_ok = list(last) == list(update) and all(np.allclose(last[key], update[key], rtol=1e-6, atol=1e-6) for key in update)
     exact = last_ok and len(uploads) == len(quits) == count and all(u["equal"] == "True" for u in uploads)
     if not exact or any(codes.values()):
         print(

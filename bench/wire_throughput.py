@@ -86,10 +86,9 @@ def raw_send(cert_dir: Path, name: str, port: int, payload: memoryview) -> float
 def serve(workspace: Path) -> int:
     import logging
 
+    from accord.aggregator.runtime import AggregatorRuntime
     from accord.aggregator.serve import start_aggregator
     from accord.plan.loader import load_plan
-
-    from accord.aggregator.runtime import AggregatorRuntime
 
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr, format="aggregator %(levelname)s %(name)s: %(message)s")
     plan = load_plan(plan_file(workspace), workspace=workspace)

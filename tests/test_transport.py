@@ -15,10 +15,10 @@ import grpc
 import numpy as np
 import pytest
 
+from accord.aggregator.staging import StagedFile
 from accord.errors import AccordError, PKIError, RefusedError
 from accord.messages import Action, FederationInfo, Task, TaskAssignment, TaskResult
 from accord.pki import load_pem_cert, make_federation_pki
-from accord.aggregator.staging import StagedFile
 from accord.tensors.codec import InMemory
 from accord.tensors.state import safetensors_header
 from accord.transport import wire

@@ -24,8 +24,8 @@ import json
 import logging
 import os
 import time
-from pathlib import Path
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 from accord.aggregator import saved as disk

@@ -231,7 +231,7 @@ def result_stream(
 
 
 def result_from_pb(
-    collaborator: str, message: pb.ResultHeader, tensors: dict[str, np.ndarray]
+    collaborator: str, message: pb.ResultHeader, tensors: Mapping[str, np.ndarray]
 ) -> TaskResult:
     """The TaskResult a header describes, from the authenticated ``collaborator``."""
     if len(tensors) != message.tensor_count:
@@ -283,13 +283,13 @@ def upload_limit(expected: Mapping[str, tuple[str, tuple[int, ...]]], max_update
 
 
 def complete_model(
-    state: dict[str, np.ndarray], expected: Mapping[str, tuple[str, tuple[int, ...]]] | None
+    state: Mapping[str, np.ndarray], expected: Mapping[str, tuple[str, tuple[int, ...]]] | None
 ) -> dict[str, np.ndarray]:
     """``state`` as received, refused if it lacks a tensor of ``expected`` (the site's own model)."""
     missing = [] if expected is None else [name for name in expected if name not in state]
     if missing:
         raise RefusedError(f"the model lacks tensors {missing[:5]} of this site's model", kind="payload")
-    return state
+    return dict(state)
 
 
 class Undecodable:
