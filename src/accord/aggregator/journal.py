@@ -1,7 +1,8 @@
 """The aggregator's journal: enough to resume the open round after a crash or kill -9.
 
-Layout and commit points: aggregator/saved.py. Per accepted result the aggregator writes
-its tensors to a file of their own (flushed, and the folder too) and appends one record to
+Layout and commit points: aggregator/saved.py. Per accepted result the aggregator has its
+tensors in a file of their own, written while they arrived (aggregator/staging.py; flushed,
+and the folder too, before the engine takes the result), and appends one record to
 the round's journal (flushed to disk before the result is acknowledged): O(1) work and bytes
 in the number of sites. At each round's start it writes the round's model, the strategy's
 tensors and a snapshot, then removes the files of the round before the previous one.
