@@ -483,7 +483,7 @@ def test_an_upload_is_written_to_its_staged_file_as_it_arrives(federation, tmp_p
         release.wait(30)
         yield _chunk("dense.weight", "float32", (64, 32), 1000, weight[1000:])
         rest = {name: value for name, value in service.model.items() if name != "dense.weight"}
-        yield from (pb.ResultChunk(tensor=chunk) for chunk in wire.tensor_pb_chunks(rest, CHUNK))
+        yield from wire.encoded_tensor_chunks(rest, CHUNK, in_result=True)
 
     def first_chunk_in_file() -> bool:
         partial = list(tmp_path.glob(".result-*.tmp"))

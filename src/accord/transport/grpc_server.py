@@ -68,7 +68,7 @@ def _method_handlers(servicer: _Servicer) -> dict[str, grpc.RpcMethodHandler]:
             servicer.rpc("get_tasks", servicer.get_tasks), wire.lenient(pb.TasksRequest), pb.TasksResponse.SerializeToString
         ),
         "GetModel": grpc.stream_stream_rpc_method_handler(
-            servicer.rpc("get_model", servicer.get_model), wire.lenient(pb.ModelRequest), pb.TensorChunk.SerializeToString
+            servicer.rpc("get_model", servicer.get_model), wire.lenient(pb.ModelRequest), wire.serialize
         ),
         "SendResult": grpc.stream_unary_rpc_method_handler(
             servicer.rpc("send_result", servicer.send_result), wire.lenient(pb.ResultChunk), pb.ResultAck.SerializeToString
@@ -225,7 +225,7 @@ class _Servicer:
         request = await self._request(context, name)
         state = await self._blocking(lambda: self._service.get_model(name, request.header.plan_hash, request.round_number))
         seconds = self._limits.chunk_idle_seconds
-        for chunk in wire.tensor_pb_chunks(state, self._chunk_bytes):
+        for chunk in wire.encoded_tensor_chunks(state, self._chunk_bytes):
             try:
                 await asyncio.wait_for(context.write(chunk), seconds)
             except TimeoutError:
