@@ -117,6 +117,7 @@ def serve(workspace: Path, timeout: float, same_update: bool = False) -> int:
     # Compare every upload with what its sender must have sent (global model + its offset)
     # before FedAvg scales the arrays in place; slice by slice, so it allocates ~4 MB.
     real_submit = AggregatorRuntime.submit
+    printing = threading.Lock()
 
     def checked_submit(runtime: AggregatorRuntime, result: TaskResult, plan_hash: str) -> None:
         started = time.perf_counter()
@@ -134,7 +135,8 @@ def serve(workspace: Path, timeout: float, same_update: bool = False) -> int:
                 if not equal:
                     break
         seconds = time.perf_counter() - started
-        print(f"UPLOAD name={result.collaborator} equal={equal} check_s={seconds:.4f}", flush=True)
+        with printing:  # uploads are taken on several threads: one whole line each
+            print(f"UPLOAD name={result.collaborator} equal={equal} check_s={seconds:.4f}", flush=True)
         real_submit(runtime, result, plan_hash)
 
     AggregatorRuntime.submit = checked_submit  # type: ignore[method-assign]
