@@ -128,6 +128,7 @@ class StagedFile(StateView):
             self._committed = True
             sync_directory(self.directory)  # the name is on disk before a record names it
         except OSError as exc:
+            self._committed = False  # nothing names it yet: removed under whichever name it has
             self.discard()
             raise self._refusal(exc) from None
         return self.name
