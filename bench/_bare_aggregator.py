@@ -26,6 +26,7 @@ import grpc
 
 from accord.pki.layout import CertLayout
 from accord.plan.loader import load_plan
+from accord.tensors.codec import iter_tensor_chunks
 from accord.tensors.state import load_state
 from accord.transport import wire
 from accord.transport.proto import accord_pb2 as pb
@@ -77,8 +78,8 @@ class Bare(pb_grpc.AggregatorServicer):
                 return pb.TasksResponse(action=pb.TasksResponse.WAIT, round_number=self.round)
 
     async def GetModel(self, request: pb.ModelRequest, context: Any) -> Any:
-        for chunk in wire.tensor_pb_chunks(self.model, self.chunk_bytes):
-            yield chunk
+        for name, dtype, shape, offset, data in iter_tensor_chunks(self.model, self.chunk_bytes):
+            yield pb.TensorChunk(name=name, dtype=dtype, shape=shape, offset=offset, data=bytes(data))
 
     async def SendResult(self, request_iterator: Any, context: Any) -> pb.ResultAck:
         header = None

@@ -22,6 +22,21 @@ def proc_status_kb(field: str) -> int:
     raise RuntimeError(f"/proc/self/status has no {field}")
 
 
+def code_kb() -> int:
+    """Resident kB of the process's mapped executables and shared libraries (/proc/self/smaps):
+    code paged in on first use (OpenBLAS at the first np.dot...), which RSS counts, not data."""
+    total, code = 0, False
+    with open("/proc/self/smaps", encoding="utf-8", errors="replace") as smaps:
+        for line in smaps:
+            head = line.split(maxsplit=6)
+            if len(head) >= 5 and "-" in head[0] and not line.startswith(("Rss:", "Pss:")):
+                path = head[5].strip() if len(head) > 5 else ""
+                code = ".so" in path or path.endswith(("/python", "python3")) or "/bin/python" in path
+            elif line.startswith("Rss:") and code:
+                total += int(line.split()[1])
+    return total
+
+
 def reset_peak() -> bool:
     """Reset VmHWM to the current RSS; whether the kernel did."""
     try:

@@ -78,6 +78,11 @@ class Attack:
         return f"Attack({self.rpc}, {self.kind}, {len(self.messages)} messages: {shown})"
 
 
+def tensor_chunks(state: dict[str, np.ndarray], chunk_bytes: int) -> list[pb.TensorChunk]:
+    """The state's chunks as the wire carries them, as messages."""
+    return [pb.TensorChunk.FromString(data) for data in wire.encoded_tensor_chunks(state, chunk_bytes)]
+
+
 def rss() -> int:
     """Resident bytes, once free heap memory is handed back (glibc keeps freed blocks)."""
     gc.collect()
@@ -318,8 +323,8 @@ def uploads(draw, plan_hash: str, digest: str, chunkings: st.SearchStrategy[list
 
 def attacks(agg: Aggregator) -> dict[str, st.SearchStrategy[Attack]]:
     """A strategy for each kind of request in MIX."""
-    chunkings = st.sampled_from([list(wire.tensor_pb_chunks(agg.model, n)) for n in (512, 4096)])
-    spare = list(wire.tensor_pb_chunks(agg.model, 512))
+    chunkings = st.sampled_from([tensor_chunks(agg.model, n) for n in (512, 4096)])
+    spare = tensor_chunks(agg.model, 512)
     digest = model_digest(agg.model, 0)
     upload = uploads(agg.plan.hash, digest, chunkings, spare).map(lambda messages: Attack("SendResult", messages, "upload"))
     header = wire.header(ME, agg.plan.hash)

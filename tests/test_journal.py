@@ -14,6 +14,8 @@ from accord.aggregator.status import status_after
 from accord.errors import AccordError
 from accord.messages import TaskResult
 from accord.strategies.seam import StrategyState
+from accord.tensors.codec import TensorAssembler, iter_tensor_chunks
+from accord.tensors.state import save_state, tensor_specs
 
 MODEL = {"w": np.arange(4, dtype=np.float32)}
 HASH = "ab" * 48
@@ -95,3 +97,33 @@ def test_a_state_of_the_accord_before_the_journal_is_refused_with_the_way_out(tm
     with pytest.raises(AccordError, match="saved by an earlier Accord") as refused:
         Journal(tmp_path, HASH).load()
     assert "--fresh" in refused.value.fix
+
+
+def test_a_result_received_chunk_by_chunk_is_the_file_save_state_writes(tmp_path: Path) -> None:
+    """The staged file is laid out from the model's specs and written at each chunk's offset,
+    in any tensor order: byte for byte what save_state writes of the same tensors."""
+    model = {"a": np.arange(1000, dtype=np.float32), "b": np.ones((3, 5), np.int64), "c": np.zeros((0, 2), np.float16)}
+    journal = Journal(tmp_path, HASH)
+    staged = journal.receiving(tensor_specs(model), "a test result")
+    assembler = TensorAssembler(tensor_specs(model), max_total_bytes=1 << 20, destination=staged)
+    for chunk in iter_tensor_chunks({name: model[name] for name in ("b", "c", "a")}, 300):
+        assembler.add(*chunk)
+    assert assembler.finish() is staged
+    name = staged.commit()
+    save_state(tmp_path / "reference.safetensors", model)
+    assert (tmp_path / name).read_bytes() == (tmp_path / "reference.safetensors").read_bytes()
+    assert all(np.array_equal(journal.view(name)[key], value) for key, value in model.items())
+
+
+def test_a_result_missing_a_tensor_is_not_read_as_zeros_and_its_partial_file_goes_on_load(tmp_path: Path) -> None:
+    journal = Journal(tmp_path, HASH)
+    journal.open_round(0, MODEL, None, {}, StrategyState())
+    specs = {"w": ("float32", (4,)), "v": ("float32", (2,))}
+    staged = journal.receiving(specs, "a test result")
+    assembler = TensorAssembler(specs, max_total_bytes=1 << 20, destination=staged)
+    assembler.add("w", "float32", (4,), 0, MODEL["w"].tobytes())
+    assert list(assembler.finish()) == ["w"]  # "v" never came: the engine refuses the names
+    journal.close()
+    assert len(list(tmp_path.glob(".result-*.tmp"))) == 1  # as a kill would leave it
+    Journal(tmp_path, HASH).load()
+    assert not list(tmp_path.glob(".result-*"))

@@ -356,13 +356,14 @@ def test_a_result_that_cannot_be_staged_is_refused_busy_without_the_aggregators_
     def disk_full(*args, **kwargs):
         raise OSError(28, "No space left on device", secret)
 
-    monkeypatch.setattr(journal_module, "save_state", disk_full)
+    monkeypatch.setattr(os, "posix_fallocate", disk_full)  # the staged file reserves its size first
     with caplog.at_level("ERROR", logger="accord.aggregator"):
         with pytest.raises(RefusedError) as refused:
             runtime.submit(train, plan.hash)
     assert refused.value.kind == "busy" and "No space left on device" in refused.value.message
     assert str(runtime.journal.directory) not in str(refused.value)
     assert not list(runtime.journal.directory.glob("result-*"))
+    assert not list(runtime.journal.directory.glob(".result-*"))  # nor a partial file
     assert secret in caplog.text and "refused for now" in caplog.text
     runtime.close()
 

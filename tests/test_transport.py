@@ -9,14 +9,18 @@ import contextlib
 import logging
 import threading
 import time
+from pathlib import Path
 
 import grpc
 import numpy as np
 import pytest
 
+from accord.aggregator.staging import StagedFile
 from accord.errors import AccordError, PKIError, RefusedError
 from accord.messages import Action, FederationInfo, Task, TaskAssignment, TaskResult
 from accord.pki import load_pem_cert, make_federation_pki
+from accord.tensors.codec import InMemory
+from accord.tensors.state import safetensors_header
 from accord.transport import wire
 from accord.transport.grpc_client import GrpcAggregatorClient
 from accord.transport.grpc_server import GrpcAggregatorServer
@@ -51,6 +55,7 @@ class FakeService:
         self.round_open = False
         self.listeners: list = []
         self.slots_in_use = 0
+        self.stage_dir: Path | None = None
         self.slot_entered = threading.Event()
         self.slot_released = threading.Event()
 
@@ -116,6 +121,8 @@ class FakeService:
         self._check("submit", result.collaborator, plan_hash)
         if result.round_number != 2:
             raise RefusedError(f"round {result.round_number} is not open", kind="state")
+        if isinstance(result.tensors, StagedFile):
+            result.tensors.commit()
         with self.cond:
             self.submissions.append((result, plan_hash))
 
@@ -130,6 +137,12 @@ class FakeService:
             with self.cond:
                 self.slots_in_use -= 1
             self.slot_released.set()
+
+    def receiving(self, collaborator: str, round_number: int, task: str) -> InMemory | StagedFile:
+        """In memory; into a staged file of ``stage_dir`` once a test sets it."""
+        if self.stage_dir is None:
+            return InMemory()
+        return StagedFile(self.stage_dir, self.expected_tensors(), f"the {task} result of {collaborator}")
 
     def expected_tensors(self) -> dict[str, tuple[str, tuple[int, ...]]]:
         return {name: (value.dtype.name, value.shape) for name, value in self.model.items()}
@@ -450,6 +463,71 @@ def test_a_cancelled_upload_leaves_nothing(federation):
     release.set()
     assert federation.service.slot_released.wait(5)
     assert federation.service.submissions == [] and federation.service.slots_in_use == 0
+
+
+def test_an_upload_is_written_to_its_staged_file_as_it_arrives(federation, tmp_path):
+    """The first chunk is in the file (at its tensor's offset) while the rest has not been sent;
+    the committed file holds exactly what was sent."""
+    service = federation.service
+    service.stage_dir = tmp_path
+    weight = service.model["dense.weight"].tobytes()
+    _, starts = safetensors_header(service.expected_tensors())
+    sent, release = threading.Event(), threading.Event()
+
+    def upload():
+        head = _header(len(service.model))
+        head.header.round_number = 2
+        yield head
+        yield _chunk("dense.weight", "float32", (64, 32), 0, weight[:1000])
+        sent.set()
+        release.wait(30)
+        yield _chunk("dense.weight", "float32", (64, 32), 1000, weight[1000:])
+        rest = {name: value for name, value in service.model.items() if name != "dense.weight"}
+        yield from wire.encoded_tensor_chunks(rest, CHUNK, in_result=True)
+
+    def first_chunk_in_file() -> bool:
+        partial = list(tmp_path.glob(".result-*.tmp"))
+        at = starts["dense.weight"]
+        return len(partial) == 1 and partial[0].read_bytes()[at : at + 1000] == weight[:1000]
+
+    future = federation.client("col1")._stub.SendResult.future(upload())
+    assert sent.wait(5)
+    wait_until(first_chunk_in_file)
+    release.set()
+    assert future.result(10).accepted
+    ((result, _),) = service.submissions
+    assert isinstance(result.tensors, StagedFile) and list(result.tensors) == list(service.model)
+    assert all(np.array_equal(result.tensors[name], value) for name, value in service.model.items())
+    assert [p.name for p in tmp_path.iterdir()] == [result.tensors.name]  # committed, no partial file left
+
+
+def wait_until(condition, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.02)
+
+
+def test_a_cancelled_or_refused_upload_removes_its_partial_file(federation, tmp_path):
+    federation.service.stage_dir = tmp_path
+    sent, release = threading.Event(), threading.Event()
+    future = federation.client("col1")._stub.SendResult.future(stalling_upload(federation, sent, release))
+    assert sent.wait(5)
+    wait_until(lambda: len(list(tmp_path.glob(".result-*.tmp"))) == 1)
+    future.cancel()
+    release.set()
+    assert federation.service.slot_released.wait(5)
+    wait_until(lambda: not list(tmp_path.iterdir()))
+
+    def out_of_order():
+        yield _header(1)
+        yield _chunk("dense.weight", "float32", (64, 32), 4, b"\0" * 8)
+
+    with pytest.raises(grpc.RpcError) as refused:
+        federation.client("col1")._stub.SendResult(out_of_order(), timeout=10)
+    assert refused.value.code() is grpc.StatusCode.INVALID_ARGUMENT and "expected byte 0" in refused.value.details()
+    assert any("expected byte 0" in reason for reason in federation.refusals)
+    assert not list(tmp_path.iterdir()) and federation.service.submissions == []
 
 
 def test_a_stalled_upload_holds_one_slot_and_blocks_only_its_own_sender(federation, monkeypatch):

@@ -85,15 +85,16 @@ def test_a_hostile_upload_chunk_is_refused_and_nothing_submitted(served, monkeyp
     federation = served(UPLOAD)
     model = federation.service.model
     result, encoded = encoded_result(model)
-    plain = wire.tensor_pb_chunks
+    plain = wire.encoded_tensor_chunks
 
-    def hostile(state, chunk_bytes, encoded=None):
-        for chunk in plain(state, chunk_bytes, encoded):
+    def hostile(state, chunk_bytes, in_result=False, encoded=None):
+        for data in plain(state, chunk_bytes, False, encoded):
+            chunk = pb.TensorChunk.FromString(data)
             if chunk.name == "dense.weight":
                 chunk.data = craft(2048)
-            yield chunk
+            yield pb.ResultChunk(tensor=chunk).SerializeToString() if in_result else chunk.SerializeToString()
 
-    monkeypatch.setattr(wire, "tensor_pb_chunks", hostile)
+    monkeypatch.setattr(wire, "encoded_tensor_chunks", hostile)
     with pytest.raises(RefusedError, match=why) as refused:
         federation.client("col1", compression=UPLOAD).send_result(result, encoded)
     assert refused.value.kind == "payload"
@@ -125,10 +126,11 @@ def test_an_upload_in_an_encoding_the_plan_does_not_name_is_refused_from_its_fir
 def test_a_hostile_aggregators_download_is_refused_at_the_site(served, monkeypatch, encoding, data, why) -> None:
     federation = served(UPLOAD)
 
-    def hostile(state, chunk_bytes, encoded=None):
-        yield pb.TensorChunk(name="dense.weight", dtype="float32", shape=[64, 32], offset=0, data=data, encoding=encoding)
+    def hostile(state, chunk_bytes, in_result=False, encoded=None):
+        chunk = pb.TensorChunk(name="dense.weight", dtype="float32", shape=[64, 32], offset=0, data=data, encoding=encoding)
+        yield chunk.SerializeToString()
 
-    monkeypatch.setattr(wire, "tensor_pb_chunks", hostile)
+    monkeypatch.setattr(wire, "encoded_tensor_chunks", hostile)
     specs = federation.service.expected_tensors()
     with pytest.raises(AccordError, match=r"sent a model that is not this site's model: tensor 'dense\.weight'") as refused:
         federation.client("col1", compression=UPLOAD).get_model(2, expected=specs)

@@ -116,14 +116,15 @@ def test_a_hostile_aggregators_config_is_refused_at_the_site_in_one_line(serve, 
 
 def test_a_model_chunk_in_an_unknown_encoding_is_refused_at_the_site(serve, monkeypatch) -> None:
     federation = serve(ConfigService({}))
-    plain = wire.tensor_pb_chunks
+    plain = wire.encoded_tensor_chunks
 
-    def encoded(state, chunk_bytes, encoded=None):
-        for chunk in plain(state, chunk_bytes, encoded):
+    def encoded(state, chunk_bytes, in_result=False, encoded=None):
+        for data in plain(state, chunk_bytes, in_result, encoded):
+            chunk = pb.TensorChunk.FromString(data)
             chunk.encoding = "zstd"
-            yield chunk
+            yield chunk.SerializeToString()
 
-    monkeypatch.setattr(wire, "tensor_pb_chunks", encoded)
+    monkeypatch.setattr(wire, "encoded_tensor_chunks", encoded)
     with pytest.raises(AccordError, match=r"arrived in encoding 'zstd'; the plan's compression_pipeline.download sends a \w+ tensor as 'raw'"):
         federation.client("col1").get_model(2)
 
@@ -134,7 +135,8 @@ def test_an_upload_in_an_unknown_encoding_is_refused_and_nothing_submitted(serve
 
     def encoded(*args, **kwargs):
         for message in plain(*args, **kwargs):
-            if message.WhichOneof("part") == "tensor":
+            if isinstance(message, bytes):  # a tensor chunk, serialized
+                message = pb.ResultChunk.FromString(message)
                 message.tensor.encoding = "fp16"
             yield message
 

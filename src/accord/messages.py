@@ -7,10 +7,11 @@ The same dataclasses travel in simulation (in-process transport) and in deployme
 from __future__ import annotations
 
 import enum
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from accord.tensors.state import ModelState
+import numpy as np
 
 #: a value of a strategy's per-round config (typed on the wire: a bool stays a bool)
 ConfigValue = bool | int | float | str
@@ -76,7 +77,8 @@ class TaskResult:
     task: str
     sample_count: int
     metrics: dict[str, float]
-    tensors: ModelState | None = None
+    #: name -> array; at the aggregator, a read-only view of the file the tensors were received into
+    tensors: Mapping[str, np.ndarray] | None = None
     is_delta: bool = False
     task_seconds: float = 0.0
     #: digest of the global model the task ran on; a result for another model is refused

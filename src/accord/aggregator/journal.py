@@ -1,7 +1,8 @@
 """The aggregator's journal: enough to resume the open round after a crash or kill -9.
 
-Layout and commit points: aggregator/saved.py. Per accepted result the aggregator writes
-its tensors to a file of their own (flushed, and the folder too) and appends one record to
+Layout and commit points: aggregator/saved.py. Per accepted result the aggregator has its
+tensors in a file of their own, written while they arrived (aggregator/staging.py; flushed,
+and the folder too, before the engine takes the result), and appends one record to
 the round's journal (flushed to disk before the result is acknowledged): O(1) work and bytes
 in the number of sites. At each round's start it writes the round's model, the strategy's
 tensors and a snapshot, then removes the files of the round before the previous one.
@@ -24,13 +25,14 @@ import json
 import logging
 import os
 import time
-import uuid
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from accord.aggregator import saved as disk
 from accord.aggregator.saved import FRESH_FIX, SavedRound
-from accord.errors import AccordError, RefusedError
+from accord.aggregator.staging import StagedFile, sync_directory
+from accord.errors import AccordError
 from accord.files import atomic_write
 from accord.messages import TaskResult
 from accord.strategies.seam import StrategyState
@@ -182,7 +184,7 @@ class Journal:
         if strategy.tensors:
             tensors = f"strategy-{round_number:05d}.safetensors"
             save_state(self.directory / tensors, strategy.tensors, durable=True)
-        _sync_directory(self.directory)  # the files are on disk before the snapshot names them
+        sync_directory(self.directory)  # the files are on disk before the snapshot names them
         data = {
             "format": disk.FORMAT,
             "plan_hash": self.plan_hash,
@@ -208,42 +210,31 @@ class Journal:
         atomic_write(snapshot, body)
         if not finished:
             self._open_journal(round_number, fresh=True)
-        _sync_directory(self.directory)
+        sync_directory(self.directory)
         self._previous = self._names if self._snapshot is not None and self._snapshot != snapshot else set()
         self._snapshot = snapshot
         self._names = disk.names_of(data, [])
         self._remove_orphans()
 
+    def receiving(self, specs: Mapping[str, tuple[str, tuple[int, ...]]], what: str) -> StagedFile:
+        """The file a result's tensors ``specs`` are written to as they arrive (aggregator/staging.py);
+        ``what`` names the result in a log line. A busy RefusedError if it cannot be created."""
+        return StagedFile(self.directory, specs, what)
+
     def stage(self, result: TaskResult) -> str | None:
-        """Write a result's tensors to a file of their own (before the result is accepted).
+        """Commit a result's tensors to a file of their own (before the result is accepted): the
+        file they were received into, or one written now for tensors held in memory.
 
         A full disk (or a file-size limit) is a retryable refusal: nothing was accepted, the
         aggregator serves on and the site sends it again.
         """
-        if not result.tensors:
+        tensors = result.tensors
+        if not tensors:
             return None
-        name = f"result-{uuid.uuid4().hex}.safetensors"
-        try:
-            save_state(self.directory / name, result.tensors, durable=True)
-            _sync_directory(self.directory)  # the file's name is on disk before a record names it
-        except OSError as exc:
-            (self.directory / name).unlink(missing_ok=True)
-            reason = exc.strerror or type(exc).__name__  # the site is told this much: no local path
-            log.error(
-                "cannot save the %s result of %s for round %d: %s; refused for now, the site will "
-                "send it again (free space in %s)",
-                result.task,
-                result.collaborator,
-                result.round_number,
-                f"{reason} ({exc.filename})" if exc.filename else reason,
-                self.directory,
-            )
-            raise RefusedError(
-                f"the aggregator cannot save this result now ({reason})",
-                "nothing to do at the site: it sends the result again; the aggregator's operator frees disk space",
-                kind="busy",
-            ) from None
-        return name
+        if isinstance(tensors, StagedFile) and tensors.directory == self.directory:
+            return tensors.commit()
+        what = f"the {result.task} result of {result.collaborator} for round {result.round_number}"
+        return StagedFile.of(self.directory, tensors, what).commit()
 
     def view(self, staged: str | None) -> StateView | None:
         """A lazy, memory-mapped view of tensors that ``stage`` wrote (None for none)."""
@@ -347,12 +338,3 @@ def _write_durably(fd: int, data: bytes) -> None:
     while view:
         view = view[os.write(fd, view) :]
     os.fsync(fd)
-
-
-def _sync_directory(directory: Path) -> None:
-    """Flush a folder's entries (a file created or renamed in it) to disk."""
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

@@ -24,6 +24,7 @@ from accord.aggregator.metrics import MetricsLog
 from accord.aggregator.plan_engine import assigner_for, engine_for, strategy_for
 from accord.aggregator.reporting import ResultLog, log_round, metrics_sink, warn_left_out
 from accord.aggregator.saved import SavedRound
+from accord.aggregator.staging import StagedFile
 from accord.aggregator.status import RoundStatus
 from accord.aggregator.watch import Watchers
 from accord.errors import AccordError, RefusedError
@@ -220,6 +221,8 @@ class AggregatorRuntime:
             with self._cond:
                 self._check_serving()
             staged = self.journal.stage(result)
+            if staged is not None:  # the engine reads the tensors from their saved file
+                result = replace(result, tensors=self.journal.view(staged))
             with self._cond:
                 self._check_serving()
                 outcome = self._take(result, staged)
@@ -278,6 +281,10 @@ class AggregatorRuntime:
     def upload_slot(self) -> AbstractContextManager[None]:
         """Bounds how many updates are buffered at once (memory O(model), not O(collaborators))."""
         return _Slot(self._uploads)
+
+    def receiving(self, collaborator: str, round_number: int, task: str) -> StagedFile:
+        """The file an upload's tensors are written to as they arrive (aggregator/staging.py)."""
+        return self.journal.receiving(self.expected_tensors(), f"the {task} result of {collaborator} for round {round_number}")
 
     def expected_tensors(self) -> dict[str, tuple[str, tuple[int, ...]]]:
         """name -> (dtype, shape) of the global model."""

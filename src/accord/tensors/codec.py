@@ -2,8 +2,9 @@
 
 ``iter_tensor_chunks`` cuts a state into pieces without copying (memoryview slices of
 each array's buffer); ``TensorAssembler`` checks the pieces as they arrive and copies
-them into buffers allocated once per tensor, decoding an encoded piece (tensors/encodings.py)
-straight into its place. Nothing is ever unpickled.
+them into buffers allocated once per tensor by its ``Destination`` (arrays in memory by
+default, or the file a receiver saves them in: aggregator/staging.py), decoding an encoded
+piece (tensors/encodings.py) before it goes into place. Nothing is ever unpickled.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
+from typing import Protocol
 
 import numpy as np
 
@@ -58,20 +60,67 @@ def iter_tensor_chunks(state: Mapping[str, np.ndarray], chunk_bytes: int) -> Ite
             yield name, dtype, shape, offset, raw[offset : offset + chunk_bytes]
 
 
+class Buffer(Protocol):
+    """Where one tensor's bytes go as they arrive."""
+
+    def write(self, offset: int, data: bytes | memoryview) -> None:
+        """Copy ``data`` to byte ``offset`` of the tensor (the assembler checked the bounds)."""
+
+
+class Destination(Protocol):
+    """Allocates each tensor's buffer once its name, dtype and shape are checked, and gives
+    the tensors back once every chunk has arrived."""
+
+    def allocate(self, name: str, dtype: np.dtype, shape: tuple[int, ...]) -> Buffer:
+        """The buffer for tensor ``name`` (``dtype`` little-endian)."""
+
+    def finish(self, names: list[str]) -> Mapping[str, np.ndarray]:
+        """The tensors ``names`` (those that arrived, each whole), in arrival order."""
+
+    def discard(self) -> None:
+        """Release what was allocated (a stream refused, cut or cancelled; idempotent)."""
+
+
+class _ArrayBuffer:
+    def __init__(self, array: np.ndarray) -> None:
+        self.array = array
+        self._raw = array.reshape(-1).view(np.uint8)
+
+    def write(self, offset: int, data: bytes | memoryview) -> None:
+        self._raw[offset : offset + memoryview(data).nbytes] = np.frombuffer(data, dtype=np.uint8)
+
+
+class InMemory:
+    """The default Destination: one array per tensor, allocated when its first chunk arrives."""
+
+    def __init__(self) -> None:
+        self._buffers: dict[str, _ArrayBuffer] = {}
+
+    def allocate(self, name: str, dtype: np.dtype, shape: tuple[int, ...]) -> Buffer:
+        buffer = self._buffers[name] = _ArrayBuffer(np.empty(shape, dtype=dtype))
+        return buffer
+
+    def finish(self, names: list[str]) -> dict[str, np.ndarray]:
+        return {name: self._buffers[name].array for name in names}
+
+    def discard(self) -> None:
+        self._buffers.clear()
+
+
 @dataclass
 class _Pending:
-    """One tensor being received: its typed buffer, a byte view of it, bytes so far."""
+    """One tensor being received: its buffer, its size, bytes so far."""
 
     dtype: str
     shape: tuple[int, ...]
     encoding: str
-    array: np.ndarray
-    raw: np.ndarray
+    buffer: Buffer
+    nbytes: int
     received: int = 0
 
     @property
     def complete(self) -> bool:
-        return self.received == self.raw.nbytes
+        return self.received == self.nbytes
 
 
 class TensorAssembler:
@@ -80,7 +129,8 @@ class TensorAssembler:
     ``expected`` (name -> (dtype, shape)), when given, refuses unknown names and
     mismatched dtypes or shapes. ``max_total_bytes`` bounds the memory the declared
     tensors may take together. ``decoding`` says which encoding each tensor must come in
-    (default: raw only) and the global model a lossy change is added to.
+    (default: raw only) and the global model a lossy change is added to. ``destination``
+    allocates the tensors (by default arrays in memory: ``InMemory``).
     Every refusal is a RefusedError(kind="payload").
     """
 
@@ -90,6 +140,7 @@ class TensorAssembler:
         max_total_bytes: int,
         max_tensors: int = 1_000_000,
         decoding: Decoding = RAW_ONLY,
+        destination: Destination | None = None,
     ) -> None:
         self._decoding = decoding
         self._expected = (
@@ -101,6 +152,7 @@ class TensorAssembler:
         self._max_tensors = int(max_tensors)
         self._tensors: dict[str, _Pending] = {}
         self._total = 0
+        self._destination = InMemory() if destination is None else destination
 
     def __len__(self) -> int:
         """How many distinct tensors have started arriving."""
@@ -141,24 +193,27 @@ class TensorAssembler:
                 "(chunks missing, repeated or out of order)",
                 kind="payload",
             )
-        itemsize = pending.array.itemsize
+        itemsize = np.dtype(pending.dtype).itemsize
         size = len(data) if isinstance(data, bytes) else memoryview(data).nbytes
         if encoding != RAW:
             size = chunk_count(data, name) * itemsize
         end = offset + size
-        if end > pending.raw.nbytes:
+        if end > pending.nbytes:
             raise RefusedError(
                 f"tensor {name!r}: {end} bytes received, more than the "
-                f"{pending.raw.nbytes} its dtype and shape declare",
+                f"{pending.nbytes} its dtype and shape declare",
                 kind="payload",
             )
         if encoding != RAW:
+            # decoded beside the buffer (one chunk's elements), then written into place like raw bytes
             decoder = Encoding.parse(encoding)
-            start = offset // itemsize
-            base = self._decoding.base_of(name, start, size // itemsize) if decoder.lossy else None
-            decode_into(decoder, data, pending.array.reshape(-1)[start : start + size // itemsize], base, name)
+            start, count = offset // itemsize, size // itemsize
+            base = self._decoding.base_of(name, start, count) if decoder.lossy else None
+            decoded = np.empty(count, dtype=np.dtype(pending.dtype).newbyteorder("<"))
+            decode_into(decoder, data, decoded, base, name)
+            pending.buffer.write(offset, decoded.view(np.uint8).data)
         elif size:
-            pending.raw[offset:end] = np.frombuffer(data, dtype=np.uint8)
+            pending.buffer.write(offset, data)
         pending.received = end
 
     def _start(self, name: str, dtype: str, shape: tuple[int, ...], encoding: str) -> _Pending:
@@ -198,18 +253,17 @@ class TensorAssembler:
                 f"{self._total + nbytes} bytes, over the limit of {self._max_total}",
                 kind="payload",
             )
-        array = np.empty(shape, dtype=np_dtype)
-        pending = _Pending(dtype, shape, encoding, array, array.reshape(-1).view(np.uint8))
+        pending = _Pending(dtype, shape, encoding, self._destination.allocate(name, np_dtype, shape), nbytes)
         self._tensors[name] = pending
         self._total += nbytes
         return pending
 
-    def finish(self) -> dict[str, np.ndarray]:
-        """Every started tensor, in arrival order; refused if any is incomplete."""
+    def finish(self) -> Mapping[str, np.ndarray]:
+        """Every started tensor, in arrival order, from the destination; refused if any is incomplete."""
         for name, pending in self._tensors.items():
             if not pending.complete:
                 raise RefusedError(
-                    f"tensor {name!r} is truncated: {pending.received} of {pending.raw.nbytes} bytes arrived",
+                    f"tensor {name!r} is truncated: {pending.received} of {pending.nbytes} bytes arrived",
                     kind="payload",
                 )
-        return {name: pending.array for name, pending in self._tensors.items()}
+        return self._destination.finish(list(self._tensors))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import sys
 from collections.abc import Iterable, Iterator, Mapping
@@ -45,21 +46,8 @@ def save_state(path: str | os.PathLike, state: Mapping[str, np.ndarray], durable
     """
     target = Path(path)
     arrays = {name: little_endian(np.asarray(value)) for name, value in state.items()}
-    header: dict[str, object] = {}
-    offset = 0
-    for name, array in arrays.items():
-        if array.dtype.name not in _SAFETENSORS_DTYPES:
-            raise AccordError(f"tensor {name!r} has dtype {array.dtype}, which cannot be saved")
-        header[name] = {
-            "dtype": _SAFETENSORS_DTYPES[array.dtype.name],
-            "shape": list(array.shape),
-            "data_offsets": [offset, offset + array.nbytes],
-        }
-        offset += array.nbytes
-    encoded = json.dumps(header, separators=(",", ":")).encode("utf-8")
-    encoded += b" " * (-len(encoded) % 8)
+    encoded, _ = safetensors_header(tensor_specs(arrays))
     with atomic_path(target) as partial, partial.open("wb") as handle:
-        handle.write(len(encoded).to_bytes(8, "little"))
         handle.write(encoded)
         for array in arrays.values():
             if array.nbytes:
@@ -68,6 +56,25 @@ def save_state(path: str | os.PathLike, state: Mapping[str, np.ndarray], durable
             handle.flush()
             os.fsync(handle.fileno())
     return target
+
+
+def safetensors_header(specs: Mapping[str, tuple[str, tuple[int, ...]]]) -> tuple[bytes, dict[str, int]]:
+    """The start of a safetensors file holding tensors ``specs`` (name -> (dtype, shape)) in
+    their order: its 8-byte length and header; and each tensor's offset in the file."""
+    header: dict[str, object] = {}
+    starts: dict[str, int] = {}
+    offset = 0
+    for name, (dtype, shape) in specs.items():
+        if dtype not in _SAFETENSORS_DTYPES:
+            raise AccordError(f"tensor {name!r} has dtype {dtype}, which cannot be saved")
+        nbytes = math.prod(shape) * np.dtype(dtype).itemsize
+        header[name] = {"dtype": _SAFETENSORS_DTYPES[dtype], "shape": list(shape), "data_offsets": [offset, offset + nbytes]}
+        starts[name] = offset
+        offset += nbytes
+    encoded = json.dumps(header, separators=(",", ":")).encode("utf-8")
+    encoded += b" " * (-len(encoded) % 8)
+    start = 8 + len(encoded)
+    return len(encoded).to_bytes(8, "little") + encoded, {name: start + at for name, at in starts.items()}
 
 
 def load_state(path: str | os.PathLike) -> ModelState:

@@ -7,6 +7,7 @@ from contextlib import AbstractContextManager
 from typing import Protocol
 
 from accord.messages import FederationInfo, TaskAssignment, TaskResult
+from accord.tensors.codec import Destination
 from accord.tensors.compression import Encoded
 from accord.tensors.state import ModelState
 
@@ -71,6 +72,10 @@ class AggregatorService(Protocol):
 
     def upload_slot(self) -> AbstractContextManager[None]:
         """Held while a result's tensors are being received, bounding buffered uploads."""
+
+    def receiving(self, collaborator: str, round_number: int, task: str) -> Destination:
+        """Where the tensors of an upload expected now go as they arrive (``expected_tensors``);
+        ``submit`` takes the result whose tensors it holds. RefusedError (busy) if it cannot be made now."""
 
     def expected_tensors(self) -> TensorSpecs:
         """name -> (dtype, shape) of the global model, to refuse a bad stream early."""

@@ -110,6 +110,10 @@ class GrpcAggregatorClient:
         target = f"[{host}]:{port}" if ":" in host and not host.startswith("[") else self._address
         self._channel = grpc.secure_channel(target, tls.credentials(), options=wire.channel_options(chunk_bytes))
         self._stub = pb_grpc.AggregatorStub(self._channel)
+        # the tensor chunks of a result stream come serialized already (wire.encoded_tensor_chunks)
+        self._stub.SendResult = self._channel.stream_unary(
+            "/accord.v1.Aggregator/SendResult", request_serializer=wire.serialize, response_deserializer=pb.ResultAck.FromString
+        )
 
     def __enter__(self) -> GrpcAggregatorClient:
         return self
@@ -289,7 +293,7 @@ class GrpcAggregatorClient:
                 )
         failure: list[BaseException] = []
 
-        def stream() -> Iterator[pb.ResultChunk]:
+        def stream() -> Iterator[pb.ResultChunk | bytes]:
             try:
                 yield from wire.result_stream(result, self.name, self.plan_hash, self._chunk_bytes, encoded)
             except Exception as exc:  # re-raised below instead of gRPC's "Exception iterating requests!"

@@ -70,7 +70,7 @@ def _method_handlers(servicer: _Servicer) -> dict[str, grpc.RpcMethodHandler]:
             servicer.rpc("get_tasks", servicer.get_tasks), wire.lenient(pb.TasksRequest), pb.TasksResponse.SerializeToString
         ),
         "GetModel": grpc.stream_stream_rpc_method_handler(
-            servicer.rpc("get_model", servicer.get_model), wire.lenient(pb.ModelRequest), pb.TensorChunk.SerializeToString
+            servicer.rpc("get_model", servicer.get_model), wire.lenient(pb.ModelRequest), wire.serialize
         ),
         "SendResult": grpc.stream_unary_rpc_method_handler(
             servicer.rpc("send_result", servicer.send_result), wire.lenient(pb.ResultChunk), pb.ResultAck.SerializeToString
@@ -230,7 +230,7 @@ class _Servicer:
         state = await self._blocking(lambda: self._service.get_model(name, request.header.plan_hash, request.round_number))
         seconds = self._limits.chunk_idle_seconds
         encoded = lossless(state, self._compression) if self._compression.download_encoding else None
-        for chunk in wire.tensor_pb_chunks(state, self._chunk_bytes, encoded):
+        for chunk in wire.encoded_tensor_chunks(state, self._chunk_bytes, encoded=encoded):
             try:
                 async with asyncio.timeout(seconds):
                     await context.write(chunk)
@@ -339,6 +339,10 @@ class GrpcAggregatorServer:
                 *wire.channel_options(self._chunk_bytes),
                 ("grpc.so_reuseport", 0),  # a second aggregator on the port fails to bind
                 ("grpc.max_concurrent_streams", MAX_STREAMS_PER_CONNECTION),
+                # no BDP probing: a stream's receive window stays at its initial 64 KiB unless a
+                # read is pending (then it grows to the message being read), so an upload waiting
+                # for a slot holds ~1-2 MB inside gRPC, not a window grown to 8-18 MB (failure-model.md)
+                ("grpc.http2.bdp_probe", 0),
                 # calls not yet taken by a handler; past the soft limit gRPC cancels some at random
                 # (its default, 1000, cancels honest calls when a thousand sites long-poll)
                 ("grpc.server.max_pending_requests", limits.max_concurrent_calls),

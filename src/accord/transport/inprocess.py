@@ -14,7 +14,7 @@ import numpy as np
 
 from accord.messages import FederationInfo, TaskAssignment, TaskResult
 from accord.plan.compression import NO_COMPRESSION, CompressionSettings
-from accord.tensors.codec import TensorAssembler, iter_tensor_chunks
+from accord.tensors.codec import Destination, TensorAssembler, iter_tensor_chunks
 from accord.tensors.compression import Encoded, lossless
 from accord.tensors.encodings import RAW, RAW_ONLY, Decoding
 from accord.tensors.state import ModelState
@@ -42,15 +42,17 @@ def _copy_through_codec(
     encoded: Encoded | None = None,
     decoding: Decoding = RAW_ONLY,
     counted: Callable[[int], None] | None = None,
-) -> ModelState:
+    destination: Destination | None = None,
+) -> Mapping[str, np.ndarray]:
     """Copy ``state`` as the wire would: little-endian, allowed dtypes, checked against ``expected``;
-    raw, or through ``encoded``'s chunks and ``decoding``. ``counted`` is told each chunk's bytes."""
+    raw, or through ``encoded``'s chunks and ``decoding``, into ``destination`` (by default arrays
+    in memory). ``counted`` is told each chunk's bytes."""
     chunks: Iterator[tuple[str, str, tuple[int, ...], int, bytes | memoryview, str]]
     if encoded is None:
         chunks = ((*chunk, RAW) for chunk in iter_tensor_chunks(state, _WHOLE_TENSOR))
     else:
         chunks = ((n, d, s, o, x, e) for n, d, s, o, e, x in encoded.chunks(_ENCODED_CHUNK))
-    assembler = TensorAssembler(expected, max_total_bytes=max_total_bytes, decoding=decoding)
+    assembler = TensorAssembler(expected, max_total_bytes=max_total_bytes, decoding=decoding, destination=destination)
     for name, dtype, shape, offset, data, encoding in chunks:
         if counted is not None:
             counted(memoryview(data).nbytes)
@@ -112,22 +114,29 @@ class InProcessClient:
             self.name, self.plan_hash, result.round_number, result.task, result.model_digest, result.failure
         )
         with self._service.upload_slot():
-            tensors = None
-            if result.tensors:
-                expected = self._service.expected_tensors()
-                lossy = self._compression.lossy_upload and not result.is_delta
-                base = self._service.get_model(self.name, self.plan_hash, result.round_number) if lossy else None
-                decoding = Decoding.upload(self._compression, base)
-                limit = upload_limit(expected, None)
-                tensors = _copy_through_codec(result.tensors, expected, limit, encoded, decoding, self._count("upload"))
-            copy = dataclasses.replace(
-                result,
-                collaborator=self.name,
-                metrics={str(k): float(v) for k, v in result.metrics.items()},
-                tensors=tensors,
-                phase=phase,
-            )
-            self._service.submit(copy, self.plan_hash)
+            tensors = destination = None
+            try:
+                if result.tensors:  # received as the gRPC server receives them, into the service's destination
+                    expected = self._service.expected_tensors()
+                    lossy = self._compression.lossy_upload and not result.is_delta
+                    base = self._service.get_model(self.name, self.plan_hash, result.round_number) if lossy else None
+                    decoding = Decoding.upload(self._compression, base)
+                    destination = self._service.receiving(self.name, result.round_number, result.task)
+                    limit = upload_limit(expected, None)
+                    tensors = _copy_through_codec(
+                        result.tensors, expected, limit, encoded, decoding, self._count("upload"), destination
+                    )
+                copy = dataclasses.replace(
+                    result,
+                    collaborator=self.name,
+                    metrics={str(k): float(v) for k, v in result.metrics.items()},
+                    tensors=tensors,
+                    phase=phase,
+                )
+                self._service.submit(copy, self.plan_hash)
+            finally:
+                if destination is not None:
+                    destination.discard()  # a no-op once the submit committed them
 
     def close(self) -> None:
         """Nothing to release."""

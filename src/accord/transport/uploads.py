@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import functools
 import logging
 from contextlib import AbstractContextManager
 from typing import Any
@@ -20,7 +21,7 @@ import grpc
 
 from accord.errors import RefusedError
 from accord.plan.compression import CompressionSettings
-from accord.tensors.codec import TensorAssembler
+from accord.tensors.codec import Destination, InMemory, TensorAssembler
 from accord.tensors.encodings import Decoding
 from accord.transport import wire
 from accord.transport.admission import CallLimits, check_claim
@@ -105,11 +106,14 @@ class Uploads:
         )
         decoding = await loop.run_in_executor(self._executor, lambda: self._decoding(name, head))
         slot = await self._enter_slot()
+        destination: Destination | None = None
         submitting: concurrent.futures.Future[None] | None = None
         try:
             expected = service.expected_tensors()
+            # a result without tensors (a validation) needs no file; one whose count lies is refused at its first tensor
+            destination = service.receiving(name, head.round_number, head.task) if head.tensor_count else InMemory()
             limit = wire.upload_limit(expected, self._max_update_bytes)
-            assembler = TensorAssembler(expected, max_total_bytes=limit, decoding=decoding)
+            assembler = TensorAssembler(expected, max_total_bytes=limit, decoding=decoding, destination=destination)
             length = self._length_bound(wire.model_bytes(expected))
             ends = loop.time() + length
             while (message := await self._next_chunk(context, ends - loop.time(), length)) is not None:
@@ -123,11 +127,14 @@ class Uploads:
                     )
             result = wire.result_from_pb(name, head, assembler.finish())
             submitting = self._executor.submit(service.submit, result, plan_hash)
-            # the slot is released as the submit ends (or is cancelled unstarted), in that thread, not on this loop
-            submitting.add_done_callback(lambda _: slot.__exit__(None, None, None))
+            # the slot is released as the submit ends (or is cancelled unstarted), in that thread, not on this loop;
+            # so are the received tensors, unless the submit committed them
+            submitting.add_done_callback(functools.partial(_release, slot, destination))
             await asyncio.shield(asyncio.wrap_future(submitting))
         finally:
             if submitting is None:
+                if destination is not None:
+                    destination.discard()
                 slot.__exit__(None, None, None)
         logger.debug("result of %s for round %d received from %s", head.task, head.round_number, name)
 
@@ -165,6 +172,13 @@ class Uploads:
             entering.add_done_callback(lambda f: _exit_if_entered(slot, f))
             raise
         return slot
+
+
+def _release(slot: AbstractContextManager[None], destination: Destination, _: concurrent.futures.Future[Any]) -> None:
+    try:
+        destination.discard()  # a no-op once the submit committed the tensors: the journal owns them
+    finally:
+        slot.__exit__(None, None, None)
 
 
 def _exit_if_entered(slot: AbstractContextManager[None], entering: concurrent.futures.Future[Any]) -> None:

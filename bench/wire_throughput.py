@@ -1,0 +1,237 @@
+"""send_result and get_model through the real aggregator, against a raw TLS socket, in one run.
+
+    .venv/bin/python bench/wire_throughput.py [--size-mb 200] [--repeats 3]
+
+Every figure is MB/s (10^6 bytes) of one model's bytes on loopback, over mutual TLS with the
+federation's own certificates, between separate processes, interleaved round by round:
+
+- ``raw TLS``: the baseline. A Python ``ssl`` sender (the collaborator's certificate) writes
+  the model's bytes to a receiver (the aggregator's certificate, client certificates
+  required) that reads them into a preallocated buffer and answers one byte; timed from
+  the end of the handshake to that byte.
+- ``send_result``: collaborator c1 uploads its update (the model plus an offset) through
+  ``GrpcAggregatorClient.send_result`` to ``accord.aggregator.serve.start_aggregator``,
+  until the acknowledgement: the aggregator has written it to its staged file while it
+  arrived, flushed that file to disk, checked it and taken it into FedAvg. c1's result
+  does not close the round (c2's does, after it), so the round's close is not in it.
+- ``send_result (closing)``: c2's upload, which closes the round: the close (the new
+  model, its files) is in its time.
+- ``get_model``: c1 fetching the round's global model (``GrpcAggregatorClient.get_model``),
+  alone on the wire.
+
+It prints min and median over ``--repeats`` rounds of each, and the ratios of the medians
+(and of the minima) to raw TLS. ``--raw-recv``, ``--serve`` and ``--client`` are the modes
+the script starts itself in.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import socket
+import ssl
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+from fedavg_memory import MB, Federation, make_federation, offset, plan_file, weight
+
+# -- the raw TLS baseline -------------------------------------------------------------------------
+
+
+def raw_receive(cert_dir: Path, fqdn: str, nbytes: int) -> int:
+    """Accept one mutual-TLS connection, read ``nbytes`` into a buffer, answer one byte; print the port first."""
+    from accord.pki.layout import CertLayout
+
+    layout = CertLayout(cert_dir)
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(layout.aggregator_cert(fqdn), layout.aggregator_key(fqdn))
+    context.load_verify_locations(layout.chain)
+    context.verify_mode = ssl.CERT_REQUIRED
+    buffer = memoryview(bytearray(nbytes))
+    with socket.create_server(("127.0.0.1", 0)) as server:
+        print(f"PORT port={server.getsockname()[1]}", flush=True)
+        connection, _ = server.accept()
+        with context.wrap_socket(connection, server_side=True) as tls:
+            got = 0
+            while got < nbytes:
+                got += tls.recv_into(buffer[got:], min(nbytes - got, 1 << 24))
+            tls.sendall(b"k")
+    return 0
+
+
+def raw_send(cert_dir: Path, name: str, port: int, payload: memoryview) -> float:
+    """Seconds to send ``payload`` over a fresh mutual-TLS connection, from the handshake's end to the answer."""
+    from accord.pki.layout import CertLayout
+
+    layout = CertLayout(cert_dir)
+    context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=str(layout.chain))
+    context.load_cert_chain(layout.collaborator_cert(name), layout.collaborator_key(name))
+    context.check_hostname = False
+    with socket.create_connection(("127.0.0.1", port)) as connection, context.wrap_socket(connection) as tls:
+        tls.do_handshake()
+        started = time.perf_counter()
+        tls.sendall(payload)
+        if tls.recv(1) != b"k":
+            raise RuntimeError("the raw TLS receiver did not answer")
+        return time.perf_counter() - started
+
+
+# -- the federation's children ------------------------------------------------------------------
+
+
+def serve(workspace: Path) -> int:
+    import logging
+
+    from accord.aggregator.runtime import AggregatorRuntime
+    from accord.aggregator.serve import start_aggregator
+    from accord.plan.loader import load_plan
+
+    logging.basicConfig(level=logging.WARNING, stream=sys.stderr, format="aggregator %(levelname)s %(name)s: %(message)s")
+    plan = load_plan(plan_file(workspace), workspace=workspace)
+    real_submit = AggregatorRuntime.submit
+
+    def timed_submit(runtime: AggregatorRuntime, result, plan_hash: str) -> None:
+        started = time.perf_counter()
+        real_submit(runtime, result, plan_hash)
+        print(f"SUBMIT name={result.collaborator} s={time.perf_counter() - started:.4f}", flush=True)
+
+    AggregatorRuntime.submit = timed_submit  # type: ignore[method-assign]
+    runtime = start_aggregator(plan, quit_grace=15.0)
+    return 0 if runtime.finished else 1
+
+
+def collaborate(workspace: Path, name: str, index: int, timeout: float) -> int:
+    """Each round, once told GO on stdin: fetch the model, add the offset, send it; print TIMING."""
+    from accord.collaborator.site import grpc_client
+    from accord.messages import Action, TaskResult
+    from accord.plan.loader import load_plan
+    from accord.tensors.digest import model_digest
+
+    plan = load_plan(plan_file(workspace), workspace=workspace)
+    deadline = time.monotonic() + timeout
+    with grpc_client(plan, name, connect_timeout=60.0) as client:
+        client.join()
+        print(f"JOINED name={name}", flush=True)
+        for line in sys.stdin:
+            if line.strip() != "GO":
+                break
+            assignment = client.get_tasks()
+            while assignment.action is Action.WAIT and time.monotonic() < deadline:
+                assignment = client.get_tasks()
+            if assignment.action is not Action.RUN:
+                print(f"ERROR {name}: expected RUN, got {assignment.action.value}", flush=True)
+                return 1
+            started = time.perf_counter()
+            model = client.get_model(assignment.round_number)
+            get_s = time.perf_counter() - started
+            digest = model_digest(model, assignment.round_number)
+            for key, array in model.items():
+                array += offset(index, key)
+            result = TaskResult(
+                name, assignment.round_number, "train", weight(index), {"loss": 1.0}, tensors=model, model_digest=digest
+            )
+            started = time.perf_counter()
+            client.send_result(result)
+            send_s = time.perf_counter() - started
+            del result, model
+            print(f"TIMING name={name} round={assignment.round_number} get_s={get_s:.4f} send_s={send_s:.4f}", flush=True)
+        while time.monotonic() < deadline:
+            if client.get_tasks().action is Action.QUIT:
+                return 0
+    return 1
+
+
+# -- the parent -------------------------------------------------------------------------------------
+
+
+def summary(label: str, mbps: list[float], baseline: list[float]) -> str:
+    med, low = statistics.median(mbps), min(mbps)
+    ratio = f"  = {med / statistics.median(baseline):.2f}x raw TLS (median), {low / min(baseline):.2f}x (min)" if baseline is not mbps else ""
+    return f"   {label:24s} min {low:7.0f}  median {med:7.0f} MB/s{ratio}"
+
+
+def run(args: argparse.Namespace) -> int:
+    root = Path(tempfile.mkdtemp(prefix="accord-wire-"))
+    federation: Federation | None = None
+    try:
+        plan, model_bytes = make_federation(root / "ws", ["c1", "c2"], args.size_mb, rounds=args.repeats)
+        workspace = plan.workspace
+        cert_dir = plan.resolve_path(plan.model.network.settings.cert_dir)
+        payload = memoryview(np.random.default_rng(1).integers(0, 255, model_bytes, dtype=np.uint8))
+        print(f"model: {model_bytes / MB:.1f} MB, {args.repeats} rounds, mutual TLS on 127.0.0.1, separate processes", flush=True)
+        federation = Federation(workspace, __file__)
+        federation.start("aggregator", "--serve", str(workspace))
+        for index, name in enumerate(("c1", "c2"), start=1):
+            federation.start(name, "--client", str(workspace), name, str(index), "--timeout", str(args.timeout), stdin=True)
+        federation.wait_for("JOINED", {"c1", "c2"}, timeout=args.timeout)
+        figures: dict[str, list[float]] = {"raw TLS": [], "send_result": [], "send_result (closing)": [], "get_model": []}
+        submits: list[float] = []
+        for round_number in range(args.repeats):
+            label = f"raw{round_number}"
+            federation.start(label, "--raw-recv", str(cert_dir), "localhost", str(model_bytes))
+            port = int(federation.wait_for("PORT", {label}, timeout=60)[label]["port"])
+            figures["raw TLS"].append(model_bytes / MB / raw_send(cert_dir, "c1", port, payload))
+            for name in ("c1", "c2"):  # one after the other: each alone on the wire
+                mark = len(federation.seen)
+                federation.tell(name, "GO")
+                timing = federation.wait_for("TIMING", {name}, timeout=args.timeout, since=mark)[name]
+                if name == "c1":
+                    figures["get_model"].append(model_bytes / MB / float(timing["get_s"]))
+                    figures["send_result"].append(model_bytes / MB / float(timing["send_s"]))
+                    submit = federation.wait_for("SUBMIT", {"aggregator"}, timeout=60, since=mark)["aggregator"]
+                    submits.append(float(submit["s"]) / float(timing["send_s"]))
+                else:
+                    figures["send_result (closing)"].append(model_bytes / MB / float(timing["send_s"]))
+        for name in ("c1", "c2"):
+            federation.tell(name, "END")
+        codes = federation.wait_exit(["aggregator", "c1", "c2"], timeout=120)
+    except BaseException as exc:
+        print(f"FAILED: {exc}", flush=True)
+        if federation is not None:
+            for label, child in federation.children.items():
+                if tail := child.stderr_tail():
+                    print(f"--- {label} stderr (tail) ---\n{tail}", flush=True)
+        return 1
+    finally:
+        if federation is not None:
+            federation.stop_all()
+        shutil.rmtree(root, ignore_errors=True)
+    baseline = figures["raw TLS"]
+    print()
+    for label, mbps in figures.items():
+        print(summary(label, mbps, baseline))
+    print(
+        f"   (of c1's send_result, the aggregator's submit, once the last chunk is in its file: flush to disk, "
+        f"checks, FedAvg's norms: median {statistics.median(submits):.0%})"
+    )
+    clean = all(code == 0 for code in codes.values())
+    print(f"   every process exited cleanly: {'OK' if clean else 'FAILED'}")
+    return 0 if clean else 1
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--size-mb", type=float, default=200.0, help="model size in MB (10^6 bytes)")
+    parser.add_argument("--repeats", type=int, default=3, help="rounds, each measuring every figure once")
+    parser.add_argument("--timeout", type=float, default=300.0, help="seconds any one phase may take")
+    parser.add_argument("--serve", metavar="WS", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--client", nargs=3, metavar=("WS", "NAME", "INDEX"), help=argparse.SUPPRESS)
+    parser.add_argument("--raw-recv", nargs=3, metavar=("CERTS", "FQDN", "BYTES"), help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.serve is not None:
+        sys.exit(serve(args.serve))
+    if args.client is not None:
+        workspace, name, index = args.client
+        sys.exit(collaborate(Path(workspace), name, int(index), args.timeout))
+    if args.raw_recv is not None:
+        certs, fqdn, nbytes = args.raw_recv
+        sys.exit(raw_receive(Path(certs), fqdn, int(nbytes)))
+    sys.exit(run(args))
+
+
+if __name__ == "__main__":
+    main()
