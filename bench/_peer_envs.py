@@ -22,7 +22,8 @@ CONSTRAINTS = REPO / "scripts" / "constraints.txt"
 #: peer -> the packages its venv installs (the workloads train a torch MLP on scikit-learn's digits)
 PEERS: dict[str, tuple[str, ...]] = {
     "flower": ("flwr[simulation]==1.42.0", "torch==2.13.0", "scikit-learn", "psutil"),
-    "openfl": ("openfl==1.9", "torch==2.13.0", "scikit-learn", "psutil"),
+    # OpenFL 1.9 calls np.reshape(..., newshape=...), which NumPy 2.4 removed
+    "openfl": ("openfl==1.9", "numpy<2.4", "torch==2.13.0", "scikit-learn", "psutil"),
 }
 
 
