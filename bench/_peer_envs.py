@@ -27,6 +27,10 @@ PEERS: dict[str, tuple[str, ...]] = {
 }
 
 
+class PeerInstallError(RuntimeError):
+    """A peer's venv could not be made; the message names the peer, the step and the error."""
+
+
 def envs_root() -> Path:
     """Where the peers' venvs live."""
     return Path(os.environ.get("ACCORD_PEER_ENVS", Path.home() / ".cache" / "accord-peers"))
@@ -46,8 +50,18 @@ def peer_python(peer: str) -> Path:
     venv.parent.mkdir(parents=True, exist_ok=True)
     print(f"making the {peer} venv in {venv} ({', '.join(packages)}) ...", file=sys.stderr, flush=True)
     base = shutil.which("python3.11") or sys.executable
-    subprocess.run([base, "-m", "venv", str(venv)], check=True)
-    subprocess.run([str(python), "-m", "pip", "install", "-q", "--upgrade", "pip"], check=True)
-    subprocess.run([str(python), "-m", "pip", "install", "-q", "-c", str(CONSTRAINTS), *packages], check=True)
+    steps = (
+        [base, "-m", "venv", str(venv)],
+        [str(python), "-m", "pip", "install", "-q", "--upgrade", "pip"],
+        [str(python), "-m", "pip", "install", "-q", "-c", str(CONSTRAINTS), *packages],
+    )
+    for step in steps:
+        try:
+            subprocess.run(step, check=True, timeout=1800)
+        except (OSError, subprocess.SubprocessError) as exc:
+            shutil.rmtree(venv, ignore_errors=True)
+            raise PeerInstallError(
+                f"could not make the {peer} venv in {venv}: `{' '.join([Path(step[0]).name, *step[1:]])}` failed ({exc}); its output is above"
+            ) from exc
     stamp.write_text(stamp_value)
     return python

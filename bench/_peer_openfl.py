@@ -93,13 +93,3 @@ def run_openfl(work: Workload, data: Path, root: Path, timeout: float) -> Run:
         run.accuracy = accuracy_of({k: arrays[k] for k in arrays.files}, data)
     return run
 
-
-def openfl_available() -> str:
-    """'' if OpenFL's venv is (or can be) made, else why not."""
-    try:
-        peer_python("openfl")
-    except Exception as exc:  # noqa: BLE001 (any failure of pip is reported as one line)
-        return f"OpenFL 1.9 could not be installed: {exc}"
-    if not Path(peer_python("openfl").parent / "fx").exists():
-        raise BenchError("OpenFL's venv has no fx")
-    return ""

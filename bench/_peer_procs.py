@@ -192,3 +192,8 @@ class TreePeak(threading.Thread):
         self._halt.set()
         self.join(timeout=2.0)
         return sum(self.hwm_kb.values()) / 1024.0
+
+
+def children_matching(parent: int, text: str) -> list[int]:
+    """The children of ``parent`` whose command line contains ``text``."""
+    return [pid for pid in _children().get(parent, []) if text in cmdline(pid)]
