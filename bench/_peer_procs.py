@@ -7,6 +7,7 @@ A bench script imports this as ``from _peer_procs import ...`` (its own folder i
 from __future__ import annotations
 
 import atexit
+import contextlib
 import os
 import signal
 import subprocess
@@ -33,10 +34,8 @@ def _kill_group(proc: subprocess.Popen, grace: float = 3.0) -> None:
             break
         try:
             proc.wait(timeout=wait)
-            try:  # the leader exited; members of its group may live on
+            with contextlib.suppress(ProcessLookupError):  # the leader exited; members of its group may live on
                 os.killpg(proc.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
             break
         except subprocess.TimeoutExpired:
             continue
@@ -120,7 +119,8 @@ def run_step(cmd: Sequence[str], cwd: Path, log: Path, env: Mapping[str, str] | 
         finally:
             _kill_group(proc, grace=1.0)
     if code != 0:
-        raise BenchError(f"`{' '.join(Path(c).name if i == 0 else c for i, c in enumerate(cmd))}` {'timed out' if code is None else f'exited with {code}'}; see {log}")
+        what = "timed out" if code is None else f"exited with {code}"
+        raise BenchError(f"`{' '.join([Path(cmd[0]).name, *cmd[1:]])}` {what}; see {log}")
 
 
 def _status_kb(pid: int, field: str) -> int:
