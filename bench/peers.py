@@ -36,6 +36,7 @@ import argparse
 import os
 import re
 import shutil
+import signal
 import statistics
 import sys
 import tempfile
@@ -127,6 +128,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--timeout", type=float, default=900.0, help="seconds one federation may run")
     parser.add_argument("--keep", action="store_true", help="keep the temp folders (workspaces, logs)")
     args = parser.parse_args(argv)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # unwind: every process group is killed at exit
     frameworks = [f for f in FRAMEWORKS if f in args.frameworks]
     for peer in frameworks[1:] if frameworks[0] == "accord" else frameworks:
         try:
