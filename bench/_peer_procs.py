@@ -81,9 +81,21 @@ def start(cmd: Sequence[str], cwd: Path, log: Path, env: Mapping[str, str] | Non
 
 
 def stop(procs: Sequence[subprocess.Popen]) -> None:
-    """Kill the process groups of ``procs`` (those still alive, and whatever they left behind)."""
+    """Kill the process groups of ``procs``, then any descendant that had moved to a group or
+    session of its own (Flower's SuperExec does) and outlived its parent's exit."""
+    tree = _children()
+    descendants: dict[int, str] = {}
+    todo = [proc.pid for proc in procs]
+    while todo:
+        children = tree.get(todo.pop(), [])
+        descendants.update((pid, cmdline(pid)) for pid in children)
+        todo += children
     for proc in procs:
         _kill_group(proc)
+    for pid, line in descendants.items():
+        if line and cmdline(pid) == line:  # still the same process, not a new one with its pid
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(pid, signal.SIGKILL)
 
 
 def wait_all(procs: Mapping[str, subprocess.Popen], deadline: float, logs: Path, first: str) -> None:

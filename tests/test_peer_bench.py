@@ -68,9 +68,11 @@ def test_the_tree_peak_sees_a_child_s_peak(tmp_path: Path) -> None:
     assert mb >= 150, (mb, peak.names)
 
 
-def test_a_process_group_is_killed_whole(tmp_path: Path) -> None:
+@pytest.mark.parametrize("own_session", [False, True])
+def test_a_process_group_is_killed_whole(tmp_path: Path, own_session: bool) -> None:
+    """Its members die with it, and so does a child that moved to a session of its own."""
     marker = f"sleep-marker-{time.time_ns()}"
-    child = f"subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(300)', '{marker}'])"
+    child = f"subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(300)', '{marker}'], start_new_session={own_session})"
     script = f"import subprocess, sys, time; {child}; print('up', flush=True); time.sleep(300)"
     parent, lines = start([sys.executable, "-c", script], tmp_path, tmp_path / "g.log")
     deadline = time.time() + 30
