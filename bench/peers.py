@@ -22,8 +22,11 @@ Figures per run, then min / median per framework and the peer/Accord ratio of me
   the sites' start-up); a round end is Accord's "round N of R done" line, OpenFL's "Saving
   round N model" line, the time Flower's FedAvg calls its evaluate_fn after the round.
 - wall s: the first process started -> Accord's/OpenFL's processes all exited, Flower's
-  ServerApp wrote its results (its SuperLink and SuperNodes are long-running services).
-- setup s: the workspace, plan and PKI before that (OpenFL: 4 + 2 x sites ``fx`` commands).
+  ServerApp wrote its results (its SuperLink and SuperNodes are long-running services); it
+  holds every process's start-up (imports of torch and the framework), which on a loaded
+  machine can outweigh the rounds.
+- setup s: the workspace, plan and PKI before that (OpenFL: 4 + 2 x sites ``fx`` commands,
+  the sites' four at a time; not part of wall s).
 - agg MB: the aggregator's peak memory: the sum of VmHWM over the aggregator process and its
   descendants (Accord's and OpenFL's: one process; Flower's: the superlink, its SuperExec and
   the flwr-serverapp process), read every 50 ms.
