@@ -22,8 +22,13 @@ CONSTRAINTS = REPO / "scripts" / "constraints.txt"
 #: peer -> the packages its venv installs (the workloads train a torch MLP on scikit-learn's digits)
 PEERS: dict[str, tuple[str, ...]] = {
     "flower": ("flwr[simulation]==1.42.0", "torch==2.13.0", "scikit-learn", "psutil"),
-    "openfl": ("openfl==1.9", "torch==2.13.0", "scikit-learn", "psutil"),
+    # OpenFL 1.9 calls np.reshape(..., newshape=...), which NumPy 2.4 removed
+    "openfl": ("openfl==1.9", "numpy<2.4", "torch==2.13.0", "scikit-learn", "psutil"),
 }
+
+
+class PeerInstallError(RuntimeError):
+    """A peer's venv could not be made; the message names the peer, the step and the error."""
 
 
 def envs_root() -> Path:
@@ -45,8 +50,18 @@ def peer_python(peer: str) -> Path:
     venv.parent.mkdir(parents=True, exist_ok=True)
     print(f"making the {peer} venv in {venv} ({', '.join(packages)}) ...", file=sys.stderr, flush=True)
     base = shutil.which("python3.11") or sys.executable
-    subprocess.run([base, "-m", "venv", str(venv)], check=True)
-    subprocess.run([str(python), "-m", "pip", "install", "-q", "--upgrade", "pip"], check=True)
-    subprocess.run([str(python), "-m", "pip", "install", "-q", "-c", str(CONSTRAINTS), *packages], check=True)
+    steps = (
+        [base, "-m", "venv", str(venv)],
+        [str(python), "-m", "pip", "install", "-q", "--upgrade", "pip"],
+        [str(python), "-m", "pip", "install", "-q", "-c", str(CONSTRAINTS), *packages],
+    )
+    for step in steps:
+        try:
+            subprocess.run(step, check=True, timeout=1800)
+        except (OSError, subprocess.SubprocessError) as exc:
+            shutil.rmtree(venv, ignore_errors=True)
+            raise PeerInstallError(
+                f"could not make the {peer} venv in {venv}: `{' '.join([Path(step[0]).name, *step[1:]])}` failed ({exc}); its output is above"
+            ) from exc
     stamp.write_text(stamp_value)
     return python

@@ -1,0 +1,1 @@
+"""Accord's peer bench: the digits workload as a Flower ServerApp and ClientApp."""
