@@ -77,3 +77,11 @@ def test_after_an_outage_the_aggregators_certificate_is_checked_again(pki, refus
         else:
             assert client.get_tasks().action is Action.RUN
     assert seen and set(seen) == {load_pem_cert(pki["server"].cert_path).serial_number}
+
+
+def test_a_site_started_long_before_its_aggregator_joins_once_it_listens(pki) -> None:
+    """gRPC's own reconnect backoff grows to 120 s: a site waiting 30 s for its aggregator would try
+    next only ~43 s (+-20%) after it started, past this connect timeout; Accord caps it at 5 s."""
+    with late_server(pki, 30.0) as port:
+        with GrpcAggregatorClient(MEMBERS[0], PLAN, "localhost", port, pki[MEMBERS[0]], connect_timeout=40) as client:
+            assert client.join().plan_hash == PLAN

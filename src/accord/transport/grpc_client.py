@@ -50,6 +50,11 @@ class _Unverified(grpc.RpcError):
         return str(self)
 
 
+#: a site started before its aggregator (or during an outage) tries to connect again at least every
+#: 5 s: gRPC's own backoff grows to 120 s, so a site could join minutes after the aggregator is up
+RECONNECT_OPTIONS = [("grpc.initial_reconnect_backoff_ms", 500), ("grpc.max_reconnect_backoff_ms", 5_000)]
+
+
 def _retryable(error: grpc.RpcError) -> bool:
     """The aggregator is unreachable or slow, or refused the call for now (a "busy" refusal:
     too many calls at once, a full disk). A message over gRPC's size limit is not retried."""
@@ -108,7 +113,7 @@ class GrpcAggregatorClient:
         self._reconnect_timeout = reconnect_timeout
         self._transfer_timeout = transfer_timeout
         target = f"[{host}]:{port}" if ":" in host and not host.startswith("[") else self._address
-        self._channel = grpc.secure_channel(target, tls.credentials(), options=wire.channel_options(chunk_bytes))
+        self._channel = grpc.secure_channel(target, tls.credentials(), options=[*wire.channel_options(chunk_bytes), *RECONNECT_OPTIONS])
         self._stub = pb_grpc.AggregatorStub(self._channel)
         # the tensor chunks of a result stream come serialized already (wire.encoded_tensor_chunks)
         self._stub.SendResult = self._channel.stream_unary(
