@@ -25,13 +25,14 @@ import logging
 import os
 import time
 import uuid
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from accord.aggregator import saved as disk
 from accord.aggregator.saved import FRESH_FIX, SavedRound
 from accord.errors import AccordError, RefusedError
-from accord.files import atomic_write
+from accord.files import atomic_write, link_or_copy
 from accord.messages import TaskResult
 from accord.strategies.seam import StrategyState
 from accord.tensors.state import ModelState, StateView, save_state
@@ -54,6 +55,8 @@ class Journal:
         self._snapshot: Path | None = None
         self._names: set[str] = set()
         self._previous: set[str] = set()
+        #: the open round's model file (None before one is loaded or written)
+        self._model_file: str | None = None
 
     @property
     def path(self) -> Path | None:
@@ -159,6 +162,7 @@ class Journal:
     def _adopt(self, saved: SavedRound) -> None:
         self.close()
         self._snapshot = self.directory / saved.snapshot
+        self._model_file = saved.model_file
         self._names, self._previous = set(saved.names), set()
         if not saved.finished:
             self._open_journal(saved.round_number)
@@ -173,9 +177,15 @@ class Journal:
         status: dict[str, Any],
         strategy: StrategyState,
         finished: bool = False,
+        links: Mapping[Path, bool] | None = None,
     ) -> None:
         """Commit the start of ``round_number`` with its global model and the strategy's state
-        (or, ``finished``, the end); the files of the round before the previous one go."""
+        (or, ``finished``, the end); the files of the round before the previous one go.
+
+        The model's bytes are written once, here. ``links`` maps each file to publish (the
+        plan's ``last`` and ``best``) to True for this model, False for the model of the round
+        this one follows (the open round's, before this call): each becomes a hard link to
+        the saved file (a copy where links fail), in place before the snapshot commits."""
         model_file = f"model-{round_number:05d}.safetensors"
         save_state(self.directory / model_file, model, durable=True)
         tensors = None
@@ -183,6 +193,7 @@ class Journal:
             tensors = f"strategy-{round_number:05d}.safetensors"
             save_state(self.directory / tensors, strategy.tensors, durable=True)
         _sync_directory(self.directory)  # the files are on disk before the snapshot names them
+        self._publish(model_file, links or {})
         data = {
             "format": disk.FORMAT,
             "plan_hash": self.plan_hash,
@@ -209,10 +220,24 @@ class Journal:
         if not finished:
             self._open_journal(round_number, fresh=True)
         _sync_directory(self.directory)
+        # only what the round before the previous one named goes: a result staged meanwhile for
+        # the new round (named by no record yet) stays
+        dropped = self._previous | self._names
         self._previous = self._names if self._snapshot is not None and self._snapshot != snapshot else set()
         self._snapshot = snapshot
         self._names = disk.names_of(data, [])
-        self._remove_orphans()
+        self._model_file = model_file
+        for name in dropped - self._previous - self._names:
+            (self.directory / name).unlink(missing_ok=True)
+
+    def _publish(self, model_file: str, links: Mapping[Path, bool]) -> None:
+        """Point each of ``links`` at the new ``model_file`` (True) or the open round's (False),
+        flushed to disk (the snapshot, committed next, must not name a best it has not saved)."""
+        for target, new in links.items():
+            source = model_file if new or self._model_file is None else self._model_file
+            link_or_copy(self.directory / source, target)
+        for folder in {target.parent for target in links}:
+            _sync_directory(folder)
 
     def stage(self, result: TaskResult) -> str | None:
         """Write a result's tensors to a file of their own (before the result is accepted).
@@ -286,7 +311,7 @@ class Journal:
         legacy = [self.directory / disk.LEGACY_FILE, self.directory / "state.prev.json"]
         for path in [*legacy, *self._own_files(), *self._partial_files()]:
             path.unlink(missing_ok=True)
-        self._snapshot, self._names, self._previous = None, set(), set()
+        self._snapshot, self._names, self._previous, self._model_file = None, set(), set(), None
 
     def close(self) -> None:
         """Close the open round's journal (what it holds stays)."""
