@@ -1,7 +1,7 @@
 """Round time of a real Accord federation at N sites, as a ratio to the same FedAvg work done
 with no framework in one process, measured in the same run, interleaved.
 
-    .venv/bin/python bench/round_time.py [--sites 8] [--rounds 8] [--repeats 3]
+    .venv/bin/python bench/round_time.py [--sites 8] [--rounds 8] [--repeats 3] [--before SRC]
 
 Workload: the torch_digits template as `fx quickstart` makes it (digits MLP 64-128-128-10,
 Adam lr 0.003 with its state averaged too (CONTINUE_GLOBAL), 2 local epochs of batch 32, IID
@@ -25,12 +25,16 @@ thread a process).
   slowest site's summed task time).
 
 Each repeat runs the baseline, then a federation; the ratio is per repeat (accord median /
-baseline median of that repeat), reported as min and median over the repeats.
+baseline median of that repeat), reported as min and median over the repeats. With
+``--before SRC`` (the ``src`` folder of another Accord checkout, e.g. main's), each repeat
+also runs a federation from those sources (its processes get SRC first on PYTHONPATH), so
+the two versions are compared in the same run, each as a ratio to the same baseline.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import tempfile
 import time
@@ -126,13 +130,23 @@ def baseline_rounds(sites: list[Site], rounds: int) -> list[float]:
     return seconds
 
 
-def accord_rounds(sites: int, rounds: int) -> tuple[list[float], list[float]]:
-    """Round and overhead seconds of a real federation, the first round left out."""
+def accord_rounds(sites: int, rounds: int, source: str | None = None) -> tuple[list[float], list[float]]:
+    """Round and overhead seconds of a real federation (its processes run Accord from
+    ``source`` when given), the first round and the final validation left out."""
     from accord.experiment.local import prepare_workspace, run_processes
 
     workspace = Path(tempfile.mkdtemp(prefix="accord-round-time-")) / "ws"
     plan = prepare_workspace(workspace, sites, rounds)
-    report = run_processes(plan)
+    saved = os.environ.get("PYTHONPATH")
+    if source is not None:
+        os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (source, saved) if p)
+    try:
+        report = run_processes(plan)
+    finally:
+        if saved is None:
+            os.environ.pop("PYTHONPATH", None)
+        else:
+            os.environ["PYTHONPATH"] = saved
     if not report.ok:
         raise SystemExit(f"the federation failed: {report.returncodes} (logs in {workspace / 'logs'})")
     return report.aggregated("round/round_seconds")[1:rounds], report.aggregated("round/overhead_seconds")[1:rounds]
@@ -143,28 +157,32 @@ def main() -> None:
     parser.add_argument("--sites", type=int, default=8)
     parser.add_argument("--rounds", type=int, default=8)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--before", help="the src folder of another Accord checkout, run interleaved for comparison")
     args = parser.parse_args()
 
     import torch
 
     torch.set_num_threads(1)  # as each site's runner (task_runner.settings.num_threads)
     sites = [Site(shard, args.sites) for shard in range(1, args.sites + 1)]
-    ratios = []
+    versions = {"accord": None, **({"before": args.before} if args.before else {})}
+    ratios: dict[str, list[float]] = {name: [] for name in versions}
     for repeat in range(1, args.repeats + 1):
         base = baseline_rounds(sites, args.rounds)
-        fed, overhead = accord_rounds(args.sites, args.rounds + 1)
-        ratio = statistics.median(fed) / statistics.median(base)
-        ratios.append(ratio)
+        line = f"repeat {repeat}: baseline round median {1000 * statistics.median(base):.1f} ms (min {1000 * min(base):.1f})"
+        for name, source in versions.items():
+            fed, overhead = accord_rounds(args.sites, args.rounds + 1, source)
+            ratio = statistics.median(fed) / statistics.median(base)
+            ratios[name].append(ratio)
+            line += (
+                f"; {name} round median {1000 * statistics.median(fed):.1f} ms (min {1000 * min(fed):.1f}), "
+                f"overhead median {1000 * statistics.median(overhead):.1f} ms, ratio {ratio:.2f}x"
+            )
+        print(line, flush=True)
+    for name, values in ratios.items():
         print(
-            f"repeat {repeat}: baseline round median {1000 * statistics.median(base):.1f} ms (min {1000 * min(base):.1f}); "
-            f"accord round median {1000 * statistics.median(fed):.1f} ms (min {1000 * min(fed):.1f}), "
-            f"overhead median {1000 * statistics.median(overhead):.1f} ms; ratio {ratio:.2f}x",
-            flush=True,
+            f"{name}: {args.sites} sites, {args.rounds} rounds a run: round time / no-framework round time "
+            f"min {min(values):.2f}x, median {statistics.median(values):.2f}x over {args.repeats} repeats"
         )
-    print(
-        f"{args.sites} sites, {args.rounds} rounds a run: accord / no-framework round time "
-        f"min {min(ratios):.2f}x, median {statistics.median(ratios):.2f}x over {args.repeats} repeats"
-    )
 
 
 if __name__ == "__main__":
