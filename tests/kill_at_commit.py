@@ -16,6 +16,7 @@ import signal
 import sys
 import threading
 
+from accord.aggregator.committer import Committer
 from accord.aggregator.runtime import AggregatorRuntime
 from accord.cli.main import main
 from accord.tensors.state import save_state
@@ -24,7 +25,7 @@ from accord.tensors.state import save_state
 def install(closing: int, expected: str) -> None:
     fetched: set[str] = set()
     everyone = threading.Event()
-    get_model, write = AggregatorRuntime.get_model, AggregatorRuntime._write
+    get_model, write = AggregatorRuntime.get_model, Committer.write
 
     def counting_get_model(self, collaborator, plan_hash, round_number):
         model = get_model(self, collaborator, plan_hash, round_number)
@@ -43,7 +44,7 @@ def install(closing: int, expected: str) -> None:
         write(self, commit)
 
     AggregatorRuntime.get_model = counting_get_model
-    AggregatorRuntime._write = killed_write
+    Committer.write = killed_write
 
 
 if __name__ == "__main__":

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from accord.aggregator.journal import Journal
 from accord.strategies.seam import StrategyState
 from accord.tensors.state import ModelState
 
@@ -39,7 +40,7 @@ class RoundCommit:
 
 
 class Committer:
-    """Writes each ``RoundCommit`` handed to it, one at a time, with ``write``.
+    """Writes each ``RoundCommit`` handed to it to ``journal``, one at a time, in its thread.
 
     ``cond`` is the runtime's condition: ``hand`` and ``busy`` are called under it, and it is
     notified when a commit is done. A failed write calls ``failed(exc)`` under it and the
@@ -49,11 +50,11 @@ class Committer:
     def __init__(
         self,
         cond: threading.Condition,
-        write: Callable[[RoundCommit], None],
+        journal: Journal,
         failed: Callable[[Exception], None],
     ) -> None:
         self._cond = cond
-        self._write = write
+        self._journal = journal
         self._failed = failed
         self._pending: RoundCommit | None = None
         self._stopping = False
@@ -64,6 +65,12 @@ class Committer:
     def busy(self) -> bool:
         """A closed round's files are not committed yet (call under the condition)."""
         return self._pending is not None
+
+    def write(self, commit: RoundCommit) -> None:
+        """Write ``commit`` now, in the calling thread (a fresh start's first round, a replayed close)."""
+        self._journal.open_round(
+            commit.round_number, commit.model, commit.best_score, commit.status, commit.strategy, commit.finished, commit.links
+        )
 
     def hand(self, commit: RoundCommit) -> None:
         """Queue ``commit`` (call under the condition; the previous one must be done)."""
@@ -87,7 +94,7 @@ class Committer:
             if commit is None:
                 return
             try:
-                self._write(commit)
+                self.write(commit)
             except Exception as exc:
                 with self._cond:
                     self._failed(exc)

@@ -5,8 +5,8 @@ concurrent uploads, subscribes the metrics sinks to the engine's events (``sinks
 them), writes the best/last model files, applies the straggler
 policy's deadlines and journals its state (aggregator/journal.py) so that a restart
 resumes the open round: each result is on disk before it is acknowledged; a closed round's
-files are written after, by the committer thread (aggregator/committer.py). Both the gRPC server and the in-process transport serve this
-same object.
+files are written after, by the committer thread (aggregator/committer.py). Both the gRPC
+server and the in-process transport serve this same object.
 """
 
 from __future__ import annotations
@@ -74,9 +74,10 @@ class AggregatorRuntime:
         self._failure: AccordError | None = None
         self._closed = False
         self._watchers = Watchers()
+        self._committer = Committer(self._cond, self.journal, self._commit_failed)
         with self._cond:
             if saved is None:
-                self._write(self._round_commit())
+                self._committer.write(self._round_commit())
             elif saved.finished:
                 log.info(
                     "the federation saved in %s has finished: collaborators are told so "
@@ -86,7 +87,6 @@ class AggregatorRuntime:
             else:
                 self._replay(saved)
             self._watchers.moved_to((self.engine.round_number, self.engine.finished))
-        self._committer = Committer(self._cond, self._write, self._commit_failed)
         self._watch = threading.Thread(target=self._watch_deadlines, name="accord-deadlines", daemon=True)
         self._watch.start()
 
@@ -376,7 +376,7 @@ class AggregatorRuntime:
             stamped = replace(result, model_digest=self.engine.model_digest)
             outcome = self.engine.submit(stamped, self.journal.view(entry["tensors"]))
             if outcome is not None:
-                self._finish_round(outcome, self._write)
+                self._finish_round(outcome, self._committer.write)
         if self.engine.round_number == saved.round_number:  # not closed by the replay
             self.journal.mark_resumed()
 
@@ -394,15 +394,10 @@ class AggregatorRuntime:
             engine.round_number, engine.model, engine.best_score, status.data, engine.strategy_state, engine.finished, links
         )
 
-    def _write(self, commit: RoundCommit) -> None:
-        self.journal.open_round(
-            commit.round_number, commit.model, commit.best_score, commit.status, commit.strategy, commit.finished, commit.links
-        )
-
     def _finish_round(self, outcome: RoundOutcome, commit: Callable[[RoundCommit], None]) -> None:
         """Report a closed round (its metrics are written by the engine's sink) and have
-        ``commit`` save the next one's start with the models (the committer's ``hand``, or
-        ``_write`` at once while replaying)."""
+        ``commit`` save the next one's start with the models (the committer's ``hand``, or its
+        ``write`` at once while replaying)."""
         self._stragglers = outcome.stragglers
         self._bounded = warn_left_out(outcome, self.engine.policy.policy)
         self._opened_at = time.time()

@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
 
 from accord.collaborator.accept import Refused, accept
 from accord.collaborator.executor import Executor, SiteFailure, chain, read_only, stamp
@@ -43,8 +42,7 @@ class Collaborator:
     ``data_error``: why this site's data loader could not be built (``data`` is then None):
     the collaborator still joins, reports it (its ``report`` only) as the failure of its
     first task, and stops.
-    Each result carries the digest of the round's global model (tensors/digest.py), and is
-    sent while the next task of the round runs (one send at a time, in the tasks' order).
+    Each result carries the digest of the round's global model (tensors/digest.py).
     """
 
     def __init__(
@@ -79,8 +77,6 @@ class Collaborator:
         self._global_round = -1
         self._global_digest = ""
         self._own_specs: TensorSpecs | None = None
-        #: the send of the last result, still under way while the next task runs
-        self._sending: Future[None] | None = None
 
     def run(self) -> int:
         """Join, then run rounds until QUIT; returns the number of rounds this site worked in."""
@@ -98,7 +94,8 @@ class Collaborator:
                 continue
             config = self._accepted(assignment)
             try:
-                self._run_assignment(assignment, config)
+                for task in assignment.tasks:
+                    self.client.send_result(self._run_or_report(assignment.round_number, task, config))
             except RefusedError as exc:
                 if exc.kind != "state":
                     raise
@@ -106,25 +103,6 @@ class Collaborator:
                 self._global_round = -1  # the aggregator may have rolled back: fetch again (and load it)
                 continue
             worked += 1
-
-    def _run_assignment(self, assignment: TaskAssignment, config: Mapping[str, ConfigValue]) -> None:
-        """Run the tasks in order; each result is sent while the next task runs, and every
-        send has ended (its refusal raised) before this returns."""
-        with ThreadPoolExecutor(1, thread_name_prefix="accord-send") as sender:
-            try:
-                for task in assignment.tasks:
-                    result = self._run_or_report(assignment.round_number, task, config)
-                    self._drain()
-                    self._sending = sender.submit(self.client.send_result, result)
-                self._drain()
-            finally:
-                self._sending = None
-
-    def _drain(self) -> None:
-        """Wait for the send under way, if any; its error is raised here."""
-        sending, self._sending = self._sending, None
-        if sending is not None:
-            sending.result()
 
     def _accepted(self, assignment: TaskAssignment) -> dict[str, ConfigValue]:
         """The assignment's config as this site accepts it; if refused, the aggregator is told
@@ -159,10 +137,6 @@ class Collaborator:
             raise
 
     def _tell_failure(self, round_number: int, task: Task, report: str) -> None:
-        try:
-            self._drain()  # the results before the failure arrive first
-        except AccordError as exc:
-            log.warning("%s: an earlier result of round %d was not taken: %s", self.name, round_number, exc.message)
         try:
             self.client.send_result(TaskResult(self.name, round_number, task.name, 0, {}, failure=report))
         except AccordError as exc:
