@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -38,3 +39,20 @@ def atomic_write(path: Path, data: bytes, mode: int = 0o644) -> Path:
             handle.flush()
             os.fsync(handle.fileno())
     return Path(path)
+
+
+def link_or_copy(source: Path, target: Path) -> Path:
+    """Make ``target`` a hard link to ``source``, atomically (a temporary link renamed over
+    it); a copy, flushed to disk, where the file system refuses links (another device, no
+    link support). A link shares the file: replace ``target`` (as every writer here does),
+    never write into it."""
+    with atomic_path(Path(target)) as partial:
+        partial.unlink()
+        try:
+            os.link(source, partial)
+        except OSError:
+            with Path(source).open("rb") as src, partial.open("wb") as dst:
+                shutil.copyfileobj(src, dst, 1 << 20)
+                dst.flush()
+                os.fsync(dst.fileno())
+    return Path(target)

@@ -33,7 +33,7 @@ from accord.aggregator import saved as disk
 from accord.aggregator.saved import FRESH_FIX, SavedRound
 from accord.aggregator.staging import StagedFile, sync_directory
 from accord.errors import AccordError
-from accord.files import atomic_write
+from accord.files import atomic_write, link_or_copy
 from accord.messages import TaskResult
 from accord.strategies.seam import StrategyState
 from accord.tensors.state import ModelState, StateView, save_state
@@ -56,6 +56,8 @@ class Journal:
         self._snapshot: Path | None = None
         self._names: set[str] = set()
         self._previous: set[str] = set()
+        #: the open round's model file (None before one is loaded or written)
+        self._model_file: str | None = None
 
     @property
     def path(self) -> Path | None:
@@ -161,6 +163,7 @@ class Journal:
     def _adopt(self, saved: SavedRound) -> None:
         self.close()
         self._snapshot = self.directory / saved.snapshot
+        self._model_file = saved.model_file
         self._names, self._previous = set(saved.names), set()
         if not saved.finished:
             self._open_journal(saved.round_number)
@@ -175,9 +178,15 @@ class Journal:
         status: dict[str, Any],
         strategy: StrategyState,
         finished: bool = False,
+        links: Mapping[Path, bool] | None = None,
     ) -> None:
         """Commit the start of ``round_number`` with its global model and the strategy's state
-        (or, ``finished``, the end); the files of the round before the previous one go."""
+        (or, ``finished``, the end); the files of the round before the previous one go.
+
+        The model's bytes are written once, here. ``links`` maps each file to publish (the
+        plan's ``last`` and ``best``) to True for this model, False for the model of the round
+        this one follows (the open round's, before this call): each becomes a hard link to
+        the saved file (a copy where links fail), in place before the snapshot commits."""
         model_file = f"model-{round_number:05d}.safetensors"
         save_state(self.directory / model_file, model, durable=True)
         tensors = None
@@ -185,6 +194,7 @@ class Journal:
             tensors = f"strategy-{round_number:05d}.safetensors"
             save_state(self.directory / tensors, strategy.tensors, durable=True)
         sync_directory(self.directory)  # the files are on disk before the snapshot names them
+        self._publish(model_file, links or {})
         data = {
             "format": disk.FORMAT,
             "plan_hash": self.plan_hash,
@@ -211,10 +221,24 @@ class Journal:
         if not finished:
             self._open_journal(round_number, fresh=True)
         sync_directory(self.directory)
+        # only what the round before the previous one named goes: a result staged meanwhile for
+        # the new round (named by no record yet) stays
+        dropped = self._previous | self._names
         self._previous = self._names if self._snapshot is not None and self._snapshot != snapshot else set()
         self._snapshot = snapshot
         self._names = disk.names_of(data, [])
-        self._remove_orphans()
+        self._model_file = model_file
+        for name in dropped - self._previous - self._names:
+            (self.directory / name).unlink(missing_ok=True)
+
+    def _publish(self, model_file: str, links: Mapping[Path, bool]) -> None:
+        """Point each of ``links`` at the new ``model_file`` (True) or the open round's (False),
+        flushed to disk (the snapshot, committed next, must not name a best it has not saved)."""
+        for target, new in links.items():
+            source = model_file if new or self._model_file is None else self._model_file
+            link_or_copy(self.directory / source, target)
+        for folder in {target.parent for target in links}:
+            sync_directory(folder)
 
     def receiving(self, specs: Mapping[str, tuple[str, tuple[int, ...]]], what: str) -> StagedFile:
         """The file a result's tensors ``specs`` are written to as they arrive (aggregator/staging.py);
@@ -277,7 +301,7 @@ class Journal:
         legacy = [self.directory / disk.LEGACY_FILE, self.directory / "state.prev.json"]
         for path in [*legacy, *self._own_files(), *self._partial_files()]:
             path.unlink(missing_ok=True)
-        self._snapshot, self._names, self._previous = None, set(), set()
+        self._snapshot, self._names, self._previous, self._model_file = None, set(), set(), None
 
     def close(self) -> None:
         """Close the open round's journal (what it holds stays)."""

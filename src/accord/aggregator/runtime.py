@@ -4,8 +4,9 @@ It checks plan hashes, wakes long-polling collaborators when a round opens, boun
 concurrent uploads, subscribes the metrics sinks to the engine's events (``sinks``: more of
 them), writes the best/last model files, applies the straggler
 policy's deadlines and journals its state (aggregator/journal.py) so that a restart
-resumes the open round. Both the gRPC server and the in-process transport serve this
-same object.
+resumes the open round: each result is on disk before it is acknowledged; a closed round's
+files are written after, by the committer thread (aggregator/committer.py). Both the gRPC
+server and the in-process transport serve this same object.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import replace
 
+from accord.aggregator.committer import Committer, RoundCommit
 from accord.aggregator.events import RoundOutcome, Sink
 from accord.aggregator.journal import Journal
 from accord.aggregator.metrics import MetricsLog
@@ -31,7 +33,7 @@ from accord.errors import AccordError, RefusedError
 from accord.messages import Action, FederationInfo, TaskAssignment, TaskResult
 from accord.plan.identity import shown_hash
 from accord.plan.loader import Plan
-from accord.tensors.state import ModelState, load_state, save_state, tensor_specs
+from accord.tensors.state import ModelState, load_state, tensor_specs
 
 log = logging.getLogger("accord.aggregator")
 
@@ -74,9 +76,10 @@ class AggregatorRuntime:
         self._closed = False
         self._watchers = Watchers()
         self._result_log = ResultLog()
+        self._committer = Committer(self._cond, self.journal, self._commit_failed)
         with self._cond:
             if saved is None:
-                self._commit_round()
+                self._committer.write(self._round_commit())
             elif saved.finished:
                 log.info(
                     "the federation saved in %s has finished: collaborators are told so "
@@ -213,7 +216,9 @@ class AggregatorRuntime:
         Identity and plan hash are checked here, once; whether the result is owed is checked
         by the engine as it takes it (the round may have closed meanwhile). The result is on
         disk before it is acknowledged: its tensors are written outside the lock, then a
-        journal record names them once the engine has accepted the result.
+        journal record names them once the engine has accepted the result. A result that
+        closes a round is acknowledged once its record is: the close's files are the
+        committer's; a result of the next round waits here until they are committed.
         """
         staged = None
         try:
@@ -224,6 +229,7 @@ class AggregatorRuntime:
             if staged is not None:  # the engine reads the tensors from their saved file
                 result = replace(result, tensors=self.journal.view(staged))
             with self._cond:
+                self._wait_committed()
                 self._check_serving()
                 outcome = self._take(result, staged)
                 self._result_log.took(result)
@@ -231,7 +237,7 @@ class AggregatorRuntime:
                     self._persist(lambda: self.journal.add_result(result, staged))
                     staged = None
                 if outcome is not None:
-                    self._persist(functools.partial(self._finish_round, outcome))
+                    self._persist(functools.partial(self._finish_round, outcome, self._committer.hand))
                 elif result.failure:  # for the status only: after a restart the site owes its tasks again
                     self._persist(lambda: self.journal.add_failure(result.collaborator))
         except RefusedError as exc:
@@ -260,6 +266,15 @@ class AggregatorRuntime:
         log.error("%s", self._failure)
         self._notify()
         return self._failure
+
+    def _wait_committed(self) -> None:
+        """Wait (under the lock) until the last closed round's files are committed, or the
+        aggregator stops."""
+        while self._committer.busy and self._failure is None and not self._closed:
+            self._cond.wait()
+
+    def _commit_failed(self, exc: Exception) -> None:
+        self._stop(exc, "the aggregator could not save its state and stops")
 
     def _check_serving(self) -> None:
         if self._closed or self._failure is not None:
@@ -303,7 +318,7 @@ class AggregatorRuntime:
         """
         deadline = None if timeout is None else time.monotonic() + timeout
         with self._cond:
-            while not self.engine.finished:
+            while not self.engine.finished or self._committer.busy:  # the end committed too
                 if self._failure is not None:
                     raise self._failure
                 remaining = None if deadline is None else deadline - time.monotonic()
@@ -317,10 +332,12 @@ class AggregatorRuntime:
         return True
 
     def close(self) -> None:
-        """Stop taking results and stop the deadline watcher (the saved state stays for a restart)."""
+        """Stop taking results, commit the last closed round, stop the deadline watcher (the
+        saved state stays for a restart)."""
         with self._cond:
             self._closed = True
             self._notify()
+        self._committer.stop()
         self._watch.join()
         self.journal.close()
 
@@ -330,10 +347,13 @@ class AggregatorRuntime:
         the watcher never sleeps past the earliest pending deadline, whatever round it is."""
         with self._cond:
             while not self._closed and self._failure is None:
+                if self._committer.busy:  # the open round's policy applies once it is saved
+                    self._cond.wait()
+                    continue
                 try:
                     outcome = self.engine.tick()
                     if outcome is not None:
-                        self._persist(functools.partial(self._finish_round, outcome))
+                        self._persist(functools.partial(self._finish_round, outcome, self._committer.hand))
                         continue
                 except AccordError as exc:
                     if self._failure is None:
@@ -364,34 +384,38 @@ class AggregatorRuntime:
             stamped = replace(result, model_digest=self.engine.model_digest)
             outcome = self.engine.submit(stamped, self.journal.view(entry["tensors"]))
             if outcome is not None:
-                self._finish_round(outcome)
+                self._finish_round(outcome, self._committer.write)
         if self.engine.round_number == saved.round_number:  # not closed by the replay
             self.journal.mark_resumed()
 
-    def _commit_round(self) -> None:
-        """Save the open round's start with the strategy's state (or that the federation finished)."""
-        engine = self.engine
+    def _round_commit(self, outcome: RoundOutcome | None = None) -> RoundCommit:
+        """The open round's start with the strategy's state (or that the federation finished),
+        and, after ``outcome``, the ``last`` and ``best`` model files to publish with it."""
+        engine, settings = self.engine, self.settings
+        links = {}
+        if outcome is not None:
+            links[self.plan.resolve_path(settings.last_state_path)] = True  # outcome.model is engine.model
+            if outcome.best_model is not None:  # the new model, or the one the round validated
+                links[self.plan.resolve_path(settings.best_state_path)] = outcome.best_model is outcome.model
         status = RoundStatus(engine, self._opened_at, self._stragglers, self._bounded)
-        self.journal.open_round(
-            engine.round_number, engine.model, engine.best_score, status.data, engine.strategy_state, engine.finished
+        return RoundCommit(
+            engine.round_number, engine.model, engine.best_score, status.data, engine.strategy_state, engine.finished, links
         )
 
-    def _finish_round(self, outcome: RoundOutcome) -> None:
-        """Report a closed round, write its models and metrics, and save the next one's start."""
-        settings = self.settings
+    def _finish_round(self, outcome: RoundOutcome, commit: Callable[[RoundCommit], None]) -> None:
+        """Report a closed round (its metrics are written by the engine's sink) and have
+        ``commit`` save the next one's start with the models (the committer's ``hand``, or its
+        ``write`` at once while replaying)."""
         self._stragglers = outcome.stragglers
         self._bounded = warn_left_out(outcome, self.engine.policy.policy)
         self._opened_at = time.time()
-        save_state(self.plan.resolve_path(settings.last_state_path), outcome.model)
-        if outcome.best_model is not None:
-            save_state(self.plan.resolve_path(settings.best_state_path), outcome.best_model)
         label = (
             "final validation of the last model"
             if self.engine.is_final_validation(outcome.round_number)
             else f"round {outcome.round_number} of {self.engine.rounds_to_train}"
         )
-        log_round(outcome, label, settings.best_metric)
-        self._commit_round()
+        log_round(outcome, label, self.settings.best_metric)
+        commit(self._round_commit(outcome))
 
 
 class _Slot(AbstractContextManager[None]):
