@@ -412,7 +412,7 @@ def test_malformed_streams_are_refused(federation):
     cases = {
         "must start with its header": [_chunk("dense.bias", "float32", (32,), 0, bias)],
         "announces 2 tensors but 1 arrived": [_header(2), _chunk("dense.bias", "float32", (32,), 0, bias)],
-        "more tensors arrived than the 0": [_header(0), _chunk("dense.bias", "float32", (32,), 0, bias)],
+        "a tensor arrived in a result whose header announces none": [_header(0), _chunk("dense.bias", "float32", (32,), 0, bias)],
         "truncated: 64 of 128": [_header(1), _chunk("dense.bias", "float32", (32,), 0, bias[:64])],
         "only tensor chunks": [_header(1), _header(1)],
         "dtype 'object'": [_header(1), _chunk("dense.bias", "object", (32,), 0, bias)],
@@ -739,3 +739,13 @@ def test_a_trickling_upload_is_cut_at_its_length_bound_while_an_honest_one_compl
     assert "network.settings.min_upload_bytes_per_second" in cut.value.details()
     assert any("refused col1: send_result cut: the upload did not end within 1.0 s" in r.getMessage() for r in caplog.records)
     assert [r.collaborator for r, _ in fed.service.submissions] == ["col2"]
+
+
+def test_a_result_without_tensors_takes_no_upload_slot(federation):
+    """Validation results and failures buffer nothing: they never wait behind the model uploads."""
+    client = federation.client("col1")
+    client.send_result(a_result(federation.service.model, task="validate", tensors=None, is_delta=False))
+    assert len(federation.service.submissions) == 1
+    assert not federation.service.slot_entered.is_set()
+    client.send_result(a_result(federation.service.model))
+    assert federation.service.slot_entered.is_set()

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable, Iterator, Mapping
+from contextlib import nullcontext
 
 import numpy as np
 
@@ -113,7 +114,7 @@ class InProcessClient:
         self._service.expect(
             self.name, self.plan_hash, result.round_number, result.task, result.model_digest, result.failure
         )
-        with self._service.upload_slot():
+        with self._service.upload_slot() if result.tensors else nullcontext():  # metrics only: no slot
             tensors = destination = None
             try:
                 if result.tensors:  # received as the gRPC server receives them, into the service's destination

@@ -14,7 +14,7 @@ import asyncio
 import concurrent.futures
 import functools
 import logging
-from contextlib import AbstractContextManager
+from contextlib import AbstractContextManager, nullcontext
 from typing import Any
 
 import grpc
@@ -100,12 +100,9 @@ class Uploads:
         plan_hash = head.header.plan_hash
         service = self._service
         loop = asyncio.get_running_loop()
-        await loop.run_in_executor(
-            self._executor,
-            lambda: service.expect(name, plan_hash, head.round_number, head.task, head.model_digest, head.failure),
-        )
-        decoding = await loop.run_in_executor(self._executor, lambda: self._decoding(name, head))
-        slot = await self._enter_slot()
+        decoding = await loop.run_in_executor(self._executor, lambda: self._expect(name, head))
+        # a result without tensors (metrics only: a validation, a failure) buffers nothing: it takes no slot
+        slot = await self._enter_slot() if head.tensor_count else nullcontext()
         destination: Destination | None = None
         submitting: concurrent.futures.Future[None] | None = None
         try:
@@ -119,6 +116,8 @@ class Uploads:
             while (message := await self._next_chunk(context, ends - loop.time(), length)) is not None:
                 if message.WhichOneof("part") != "tensor":
                     raise RefusedError("a result stream holds one header, then only tensor chunks", kind="payload")
+                if not head.tensor_count:  # it holds no slot: nothing of it is received
+                    raise RefusedError("a tensor arrived in a result whose header announces none", kind="payload")
                 assembler.add(*wire.chunk_fields(message.tensor))
                 if len(assembler) > head.tensor_count:
                     raise RefusedError(
@@ -138,9 +137,11 @@ class Uploads:
                 slot.__exit__(None, None, None)
         logger.debug("result of %s for round %d received from %s", head.task, head.round_number, name)
 
-    def _decoding(self, name: str, head: pb.ResultHeader) -> Decoding:
-        """What the plan's pipeline lets this upload's chunks be; a lossy change of weights is
-        added back to the round's global model (the one ``expect`` bound the result to)."""
+    def _expect(self, name: str, head: pb.ResultHeader) -> Decoding:
+        """Refuse a result that is not owed now (``service.expect``), else say what the plan's
+        pipeline lets its chunks be; a lossy change of weights is added back to the round's
+        global model (the one ``expect`` bound the result to). Blocking: runs on the executor."""
+        self._service.expect(name, head.header.plan_hash, head.round_number, head.task, head.model_digest, head.failure)
         lossy = self._compression.lossy_upload and not head.is_delta and not head.failure
         base = self._service.get_model(name, head.header.plan_hash, head.round_number) if lossy else None
         return Decoding.upload(self._compression, base)
