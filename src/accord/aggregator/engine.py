@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from accord.aggregation.bounds import UNBOUNDED, BoundEvent, UpdateBounds
-from accord.aggregator.assigner import Assigner
+from accord.aggregator.assigner import Assigner, uniform_tasks
 from accord.aggregator.events import EventBus, ResultAccepted, ResultFailed, RoundClosed, RoundOpened, RoundOutcome
 from accord.aggregator.metrics import MetricRecord, WeightedMetrics
 from accord.aggregator.result_checks import check_result
@@ -31,6 +31,7 @@ class RoundDeadlineError(AccordError):
 class _Round:
     number: int
     opened_at: float
+    #: the tasks still owed by each collaborator of the round (its cohort): O(cohort)
     outstanding: dict[str, list[str]]
     #: what the strategy knows of the round, and the accumulator folding its replies
     context: RoundContext
@@ -204,7 +205,7 @@ class RoundEngine:
                 kind="state",
             )
         owed = current.outstanding.get(collaborator)
-        if owed is None:  # every member has an entry
+        if owed is None:  # a member outside the round's cohort (or a name the plan does not list)
             self.check_member(collaborator)
             owed = []
         if task not in owed:
@@ -338,14 +339,21 @@ class RoundEngine:
         self.events.emit(RoundOpened(number, assigned, dict(config), self.is_final_validation(number)))
 
     def _cohort_tasks(self, number: int) -> dict[str, list[str]]:
-        """Each collaborator's tasks of round ``number``: the strategy's cohort of those the
-        assigner gives tasks (every one of them in the final validation), the others none."""
+        """The tasks of round ``number`` of each collaborator who has any: the strategy's cohort
+        of those the assigner gives tasks (every one of them in the final validation).
+
+        When the assigner gives every collaborator the same tasks (``uniform_tasks``), the
+        cohort is drawn from the members themselves: O(cohort), not O(members)."""
+        shared = None if self.is_final_validation(number) else uniform_tasks(self.assigner, number)
+        if shared is not None:
+            cohort = self.strategy.select(number, self.collaborators if shared else (), self.sampling)
+            return {c: list(shared) for c in cohort}
         outstanding = {c: self._tasks_of(c, number) for c in self.collaborators}
         if self.is_final_validation(number):
-            return outstanding
+            return {c: names for c, names in outstanding.items() if names}
         candidates = [c for c, names in outstanding.items() if names]
         cohort = frozenset(self.strategy.select(number, candidates, self.sampling))
-        return {c: (names if c in cohort else []) for c, names in outstanding.items()}
+        return {c: names for c, names in outstanding.items() if names and c in cohort}
 
     def _tasks_of(self, collaborator: str, number: int) -> list[str]:
         names = list(self.assigner.tasks_for(collaborator, number))
