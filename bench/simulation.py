@@ -1,0 +1,226 @@
+"""Accord's simulation against Flower 1.42's, on the same workload, interleaved and repeated.
+
+    .venv/bin/python bench/simulation.py [--clients 10000] [--flower-clients 10000] [--rounds 1]
+        [--repeats 3] [--cohorts 1000,2000,5000,10000] [--registered 1000000] [--sampled 1000]
+
+The workload (bench/_digits_workload.py): a torch MLP (64-128-10) on scikit-learn's digits;
+client ``cid`` trains 1 epoch on its own 16 samples (batches of 8, SGD) and evaluates on 8,
+every client every round, FedAvg. Accord runs ``accord.simulation.run_simulation`` with a
+NumpyClient on the threads backend (one thread per core); Flower runs ``flwr.simulation.
+run_simulation`` in its own venv (bench/_peer_envs.py) on its Ray backend with one CPU per
+client (bench/_flower_sim.py). Each run is a child process; its memory is the peak of the
+proportional set size (PSS) summed over the child's whole process tree (Ray's workers too),
+sampled every 0.25 s.
+
+Figures:
+- per framework and repeat: clients/s (clients of a round / its seconds, the best round of
+  the run), round seconds, peak memory (MB); then min and median over the repeats and the
+  ratios Accord/Flower (clients/s: higher is better; memory: lower is better);
+- cohort scaling (Accord): a round's seconds per client at each cohort size, and its ratio
+  to the smallest cohort's (1.0 = linear);
+- registered (Accord): ``--registered`` clients registered, ``--sampled`` of them sampled a
+  round: round seconds, setup seconds (the engine over every name), peak memory; beside the
+  same cohort with only ``--sampled`` registered (ratio 1.0 = nothing per round grows with
+  the registered clients).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+BENCH = Path(__file__).resolve().parent
+sys.path.insert(0, str(BENCH))
+
+
+def _tree_pss_mb(pid: int) -> float:
+    import psutil
+
+    try:
+        root = psutil.Process(pid)
+        procs = [root, *root.children(recursive=True)]
+    except psutil.Error:
+        return 0.0
+    total = 0
+    for proc in procs:
+        try:
+            total += proc.memory_full_info().pss
+        except psutil.Error:
+            pass
+    return total / 2**20
+
+
+def _measured(command: list[str], timeout: float) -> tuple[dict, float]:
+    """Run ``command``; its last JSON line and the peak PSS of its process tree (MB)."""
+    child = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, cwd=BENCH)
+    peak = [0.0]
+    halt = threading.Event()
+
+    def sample() -> None:
+        while not halt.is_set():
+            peak[0] = max(peak[0], _tree_pss_mb(child.pid))
+            halt.wait(0.25)
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    try:
+        out, _ = child.communicate(timeout=timeout)
+    finally:
+        halt.set()
+        sampler.join()
+        if child.poll() is None:
+            child.kill()
+    lines = [line for line in out.splitlines() if line.startswith("{")]
+    if child.returncode != 0 or not lines:
+        raise SystemExit(f"{command[:3]} failed (exit {child.returncode}): {out[-2000:]}")
+    return json.loads(lines[-1]), peak[0]
+
+
+# -- the Accord child --------------------------------------------------------------------
+
+
+class DigitsClient:
+    """The workload as an Accord NumpyClient."""
+
+    def __init__(self, cid: str) -> None:
+        self.cid = int(cid)
+
+    def fit(self, parameters, config):
+        import _digits_workload as work
+
+        weights, samples, loss = work.fit([parameters[n] for n in work.NAMES], self.cid)
+        return dict(zip(work.NAMES, weights)), samples, {"loss": loss}
+
+    def evaluate(self, parameters, config):
+        import _digits_workload as work
+
+        samples, loss, accuracy = work.evaluate([parameters[n] for n in work.NAMES], self.cid)
+        return samples, {"loss": loss, "accuracy": accuracy}
+
+
+def accord_child(clients: int, rounds: int, sampled: int | None) -> None:
+    import logging
+
+    import _digits_workload as work
+
+    from accord.plan.loader import apply_overrides, read_yaml, validate_plan
+    from accord.simulation import run_simulation
+    from accord.workspace.create import TEMPLATES_DIR
+
+    logging.basicConfig(level=logging.ERROR)
+    overrides = {
+        "aggregator.settings.rounds_to_train": rounds,
+        "aggregator.settings.final_validation": False,
+        "collaborator.settings.opt_treatment": "RESET",
+        "assigner.settings.task_groups": [
+            {"name": "fit_and_evaluate", "percentage": 1.0, "tasks": ["aggregated_model_validation", "train"]}
+        ],
+    }
+    if sampled is not None:
+        overrides["aggregator.settings.sampling"] = {"count": sampled}
+    raw = read_yaml(TEMPLATES_DIR / "torch_digits" / "plan" / "plan.yaml")
+    plan = validate_plan(apply_overrides(raw, overrides), Path(tempfile.mkdtemp(prefix="accord-sim-bench-")))
+    started = time.perf_counter()
+    result = run_simulation(plan, DigitsClient, clients, initial=dict(zip(work.NAMES, work.initial_weights())))
+    wall = time.perf_counter() - started
+    rounds_s = [r.seconds for r in result.rounds]
+    print(json.dumps({"framework": "accord", "clients": result.rounds[0].clients, "round_seconds": rounds_s,
+                      "setup_seconds": wall - sum(rounds_s), "failed": result.failed_clients,
+                      "accuracy": [r.metrics.get("aggregated_model_validation/accuracy") for r in result.rounds]}), flush=True)
+
+
+# -- the parent ------------------------------------------------------------------------------
+
+
+def _accord(clients: int, rounds: int, sampled: int | None = None, timeout: float = 3600) -> tuple[dict, float]:
+    command = [sys.executable, str(Path(__file__).resolve()), "--child", "--clients", str(clients), "--rounds", str(rounds)]
+    if sampled is not None:
+        command += ["--sampled", str(sampled)]
+    return _measured(command, timeout)
+
+
+def _flower(clients: int, rounds: int, timeout: float = 3600) -> tuple[dict, float]:
+    from _peer_envs import peer_python
+
+    return _measured([str(peer_python("flower")), str(BENCH / "_flower_sim.py"), "--clients", str(clients), "--rounds", str(rounds)], timeout)
+
+
+def _rate(run: dict) -> float:
+    return run["clients"] / min(run["round_seconds"])
+
+
+def _line(label: str, values: list[float], unit: str) -> str:
+    return f"  {label:<34} min {min(values):10.2f}  median {statistics.median(values):10.2f}  {unit}"
+
+
+def compare(args: argparse.Namespace) -> None:
+    print(f"Accord ({args.clients} clients) vs Flower 1.42 ({args.flower_clients} clients), {args.rounds} round(s), "
+          f"{args.repeats} repeats, interleaved")
+    rates: dict[str, list[float]] = {"accord": [], "flower": []}
+    memory: dict[str, list[float]] = {"accord": [], "flower": []}
+    for repeat in range(1, args.repeats + 1):
+        for name, run in (("accord", lambda: _accord(args.clients, args.rounds)), ("flower", lambda: _flower(args.flower_clients, args.rounds))):
+            result, peak = run()
+            rates[name].append(_rate(result))
+            memory[name].append(peak)
+            print(f"  repeat {repeat} {name:<7} {_rate(result):9.1f} clients/s  rounds {['%.2f' % s for s in result['round_seconds']]} s  "
+                  f"peak {peak:8.1f} MB  accuracy {result['accuracy'][-1]}", flush=True)
+    for name in rates:
+        print(_line(f"{name} clients/s", rates[name], "clients/s"))
+        print(_line(f"{name} peak memory (process tree)", memory[name], "MB"))
+    speed = [a / f for a, f in zip(rates["accord"], rates["flower"])]
+    mem = [a / f for a, f in zip(memory["accord"], memory["flower"])]
+    print(_line("ratio clients/s accord/flower", speed, "x (target >= 10)"))
+    print(_line("ratio memory accord/flower", mem, "x (target <= 0.25)"))
+
+
+def cohorts(args: argparse.Namespace) -> None:
+    sizes = [int(s) for s in args.cohorts.split(",") if s]
+    print(f"Accord cohort scaling (1 round, every client sampled, {args.repeats} repeats)")
+    base = None
+    for size in sizes:
+        costs = [min(_accord(size, 1)[0]["round_seconds"]) / size * 1e3 for _ in range(args.repeats)]
+        base = base or statistics.median(costs)
+        print(f"  cohort {size:>7}: {min(costs):.3f} ms/client min, {statistics.median(costs):.3f} median, "
+              f"{statistics.median(costs) / base:.2f}x the smallest cohort's", flush=True)
+
+
+def registered(args: argparse.Namespace) -> None:
+    print(f"Accord: {args.registered} registered, {args.sampled} sampled a round, 3 rounds (vs {args.sampled} registered)")
+    for count in (args.sampled, args.registered):
+        result, peak = _accord(count, 3, args.sampled)
+        print(f"  registered {count:>8}: rounds {['%.2f' % s for s in result['round_seconds']]} s, setup "
+              f"{result['setup_seconds']:.2f} s, peak {peak:.1f} MB, {result['clients']} clients a round", flush=True)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--clients", type=int, default=10_000)
+    parser.add_argument("--flower-clients", type=int, default=None, help="default: --clients")
+    parser.add_argument("--rounds", type=int, default=1)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--cohorts", default="1000,2000,5000,10000")
+    parser.add_argument("--registered", type=int, default=1_000_000)
+    parser.add_argument("--sampled", type=int, default=None)
+    parser.add_argument("--only", choices=["compare", "cohorts", "registered"], default=None)
+    parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        accord_child(args.clients, args.rounds, args.sampled)
+        return
+    args.flower_clients = args.flower_clients or args.clients
+    args.sampled = args.sampled or 1000
+    for part in ("compare", "cohorts", "registered"):
+        if args.only in (None, part):
+            globals()[part](args)
+
+
+if __name__ == "__main__":
+    main()
