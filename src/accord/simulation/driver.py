@@ -35,6 +35,10 @@ class Stopped(AccordError):
     """A client failed and the simulation was told to stop at the first failure."""
 
 
+class TimedOut(AccordError):
+    """The simulation passed its timeout."""
+
+
 @dataclass
 class ClientErrors:
     """The first error of each failed client (up to ``_ERRORS_KEPT`` of them) and their count."""
@@ -92,7 +96,7 @@ class RoundDriver:
                 done, pending = wait(pending, timeout=max(ahead, 0.0), return_when=FIRST_COMPLETED)
                 if not done:
                     if deadline is not None and self.clock() >= deadline:
-                        raise AccordError("the simulation did not finish in time", "raise its timeout")
+                        raise TimedOut("the simulation did not finish in time", "raise its timeout")
                     outcome = engine.tick()  # RoundDeadlineError when too few reported in time
                     if outcome is not None:
                         return self._closed(outcome)

@@ -1,6 +1,6 @@
 """Replies kept on disk until their round closes, as the aggregator keeps them (its staged
-copies): one unlinked, append-only file per round, read back through memory-mapped views, so
-a round's memory is O(model) whatever its cohort (page cache, not the process's own memory)."""
+copies): one unlinked, append-only file per round, each tensor read back through a memory map
+of its own pages made when it is asked for, so a round's memory is O(model) whatever its cohort."""
 
 from __future__ import annotations
 
@@ -41,24 +41,29 @@ class _RoundFile:
     def __init__(self, folder: str | Path | None) -> None:
         self._file = tempfile.TemporaryFile(prefix="accord-round-", dir=folder)  # unlinked at once
         self._size = 0
-        self._map: mmap.mmap | None = None
+        self._flushed = True
 
     def write(self, value: np.ndarray) -> _Place:
         array = np.ascontiguousarray(value)
         place = (self._size, array.dtype, array.shape)
         if array.nbytes:
             self._file.write(memoryview(array).cast("B"))
+            self._flushed = False
         self._size += array.nbytes
         return place
 
     def read(self, offset: int, dtype: np.dtype, shape: tuple[int, ...]) -> np.ndarray:
+        """The array at ``offset``, mapped on its own: its pages are resident only while it is
+        used (a slice of it maps in only the slice's pages)."""
         count = int(np.prod(shape, dtype=np.int64))
         if count == 0:
             return np.empty(shape, dtype)
-        if self._map is None or offset + count * dtype.itemsize > len(self._map):
+        if not self._flushed:
             self._file.flush()
-            self._map = mmap.mmap(self._file.fileno(), 0, access=mmap.ACCESS_READ)
-        return np.frombuffer(self._map, dtype, count, offset).reshape(shape)
+            self._flushed = True
+        start = offset - offset % mmap.ALLOCATIONGRANULARITY
+        mapped = mmap.mmap(self._file.fileno(), offset - start + count * dtype.itemsize, offset=start, access=mmap.ACCESS_READ)
+        return np.frombuffer(mapped, dtype, count, offset - start).reshape(shape)
 
 
 class SpooledState(Mapping[str, np.ndarray]):
