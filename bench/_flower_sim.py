@@ -13,12 +13,12 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-import _digits_workload as work  # noqa: E402
-from flwr.client import ClientApp, NumPyClient  # noqa: E402
-from flwr.common import Context, ndarrays_to_parameters  # noqa: E402
-from flwr.server import ServerApp, ServerAppComponents, ServerConfig  # noqa: E402
-from flwr.server.strategy import FedAvg  # noqa: E402
-from flwr.simulation import run_simulation  # noqa: E402
+import _digits_workload as work
+from flwr.client import ClientApp, NumPyClient
+from flwr.common import Context, ndarrays_to_parameters
+from flwr.server import ServerApp, ServerAppComponents, ServerConfig
+from flwr.server.strategy import FedAvg
+from flwr.simulation import run_simulation
 
 
 class DigitsClient(NumPyClient):

@@ -27,6 +27,7 @@ Figures:
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import statistics
 import subprocess
@@ -50,10 +51,8 @@ def _tree_pss_mb(pid: int) -> float:
         return 0.0
     total = 0
     for proc in procs:
-        try:
+        with contextlib.suppress(psutil.Error):
             total += proc.memory_full_info().pss
-        except psutil.Error:
-            pass
     return total / 2**20
 
 
@@ -156,6 +155,10 @@ def _rate(run: dict) -> float:
     return run["clients"] / min(run["round_seconds"])
 
 
+def _seconds(run: dict) -> str:
+    return " ".join(f"{s:.2f}" for s in run["round_seconds"])
+
+
 def _line(label: str, values: list[float], unit: str) -> str:
     return f"  {label:<34} min {min(values):10.2f}  median {statistics.median(values):10.2f}  {unit}"
 
@@ -170,7 +173,7 @@ def compare(args: argparse.Namespace) -> None:
             result, peak = run()
             rates[name].append(_rate(result))
             memory[name].append(peak)
-            print(f"  repeat {repeat} {name:<7} {_rate(result):9.1f} clients/s  rounds {['%.2f' % s for s in result['round_seconds']]} s  "
+            print(f"  repeat {repeat} {name:<7} {_rate(result):9.1f} clients/s  rounds {_seconds(result)} s  "
                   f"peak {peak:8.1f} MB  accuracy {result['accuracy'][-1]}", flush=True)
     for name in rates:
         print(_line(f"{name} clients/s", rates[name], "clients/s"))
@@ -196,7 +199,7 @@ def registered(args: argparse.Namespace) -> None:
     print(f"Accord: {args.registered} registered, {args.sampled} sampled a round, 3 rounds (vs {args.sampled} registered)")
     for count in (args.sampled, args.registered):
         result, peak = _accord(count, 3, args.sampled)
-        print(f"  registered {count:>8}: rounds {['%.2f' % s for s in result['round_seconds']]} s, setup "
+        print(f"  registered {count:>8}: rounds {_seconds(result)} s, setup "
               f"{result['setup_seconds']:.2f} s, peak {peak:.1f} MB, {result['clients']} clients a round", flush=True)
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import threading
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -20,7 +20,7 @@ class Counted:
     alive = 0
     most_alive = 0
     most_threads = 0
-    seen: list[str] = []
+    seen: ClassVar[list[str]] = []
 
     def __init__(self, cid: str) -> None:
         self.cid = cid

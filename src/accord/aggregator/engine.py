@@ -346,14 +346,12 @@ class RoundEngine:
         cohort is drawn from the members themselves: O(cohort), not O(members)."""
         shared = None if self.is_final_validation(number) else uniform_tasks(self.assigner, number)
         if shared is not None:
-            cohort = self.strategy.select(number, self.collaborators if shared else (), self.sampling)
-            return {c: list(shared) for c in cohort}
-        outstanding = {c: self._tasks_of(c, number) for c in self.collaborators}
+            return {c: list(shared) for c in self.strategy.select(number, self.collaborators if shared else (), self.sampling)}
+        outstanding = {c: names for c in self.collaborators if (names := self._tasks_of(c, number))}
         if self.is_final_validation(number):
-            return {c: names for c, names in outstanding.items() if names}
-        candidates = [c for c, names in outstanding.items() if names]
-        cohort = frozenset(self.strategy.select(number, candidates, self.sampling))
-        return {c: names for c, names in outstanding.items() if names and c in cohort}
+            return outstanding
+        cohort = frozenset(self.strategy.select(number, list(outstanding), self.sampling))
+        return {c: names for c, names in outstanding.items() if c in cohort}
 
     def _tasks_of(self, collaborator: str, number: int) -> list[str]:
         names = list(self.assigner.tasks_for(collaborator, number))

@@ -39,7 +39,7 @@ class _RoundFile:
     """One round's unlinked file: arrays appended, then read through one memory map."""
 
     def __init__(self, folder: str | Path | None) -> None:
-        self._file = tempfile.TemporaryFile(prefix="accord-round-", dir=folder)  # unlinked at once
+        self._file = tempfile.TemporaryFile(prefix="accord-round-", dir=folder)  # noqa: SIM115 (unlinked at once; lives with the round)
         self._size = 0
         self._flushed = True
 
@@ -47,7 +47,7 @@ class _RoundFile:
         array = np.ascontiguousarray(value)
         place = (self._size, array.dtype, array.shape)
         if array.nbytes:
-            self._file.write(memoryview(array).cast("B"))
+            self._file.write(array.data.cast("B"))
             self._flushed = False
         self._size += array.nbytes
         return place
