@@ -1,12 +1,14 @@
 """The simulation benches' workload, the same for Accord and Flower: a torch MLP (64-128-10,
 the torch_digits template's) on scikit-learn's digits; client ``cid`` (1-based) holds 16
 training and 8 validation samples drawn (seeded by its number) from the train and validation
-splits, trains 1 epoch in batches of 8 with SGD, and evaluates. Pure torch / NumPy / sklearn,
-so both frameworks' venvs import it (``sys.path`` holds bench/)."""
+splits, trains 1 epoch in batches of 8 with SGD, and evaluates. Pure torch / NumPy (the data
+file is scikit-learn's), so both frameworks' venvs import it (``sys.path`` holds bench/)."""
 
 from __future__ import annotations
 
 import functools
+import importlib.util
+import os
 
 import numpy as np
 import torch
@@ -17,9 +19,10 @@ torch.set_num_threads(1)
 
 @functools.cache
 def _splits() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    from sklearn.datasets import load_digits
-
-    x, y = load_digits(return_X_y=True)
+    # scikit-learn's digits file, read without importing scikit-learn (and SciPy: ~80 MB a process)
+    folder = importlib.util.find_spec("sklearn").submodule_search_locations[0]  # type: ignore[union-attr]
+    data = np.loadtxt(os.path.join(folder, "datasets", "data", "digits.csv.gz"), delimiter=",")
+    x, y = data[:, :-1], data[:, -1].astype(np.int64)
     order = np.random.default_rng(0).permutation(len(y))
     x, y = (x[order] / 16.0).astype(np.float32), y[order].astype(np.int64)
     cut = int(0.8 * len(y))

@@ -8,14 +8,18 @@ client ``cid`` trains 1 epoch on its own 16 samples (batches of 8, SGD) and eval
 every client every round, FedAvg. Accord runs ``accord.simulation.run_simulation`` with a
 NumpyClient on the threads backend (one thread per core); Flower runs ``flwr.simulation.
 run_simulation`` in its own venv (bench/_peer_envs.py) on its Ray backend with one CPU per
-client (bench/_flower_sim.py). Each run is a child process; its memory is the peak of the
-proportional set size (PSS) summed over the child's whole process tree (Ray's workers too),
-sampled every 0.25 s.
+client (bench/_flower_sim.py). Each run is a child process, both with ``MALLOC_ARENA_MAX=2``
+(glibc's per-thread arenas otherwise fragment under many short-lived clients, in both); its
+memory is the peak of the proportional set size (PSS) summed over the child's whole process
+tree (Ray's workers too), sampled every 0.25 s. A round's clients/s is its clients over its
+seconds; a run's is its best round's (Flower's first round also starts its Ray workers).
 
 Figures:
-- per framework and repeat: clients/s (clients of a round / its seconds, the best round of
-  the run), round seconds, peak memory (MB); then min and median over the repeats and the
-  ratios Accord/Flower (clients/s: higher is better; memory: lower is better);
+- per framework and repeat: clients/s, round seconds, peak memory (MB); then min and median
+  over the repeats and the ratios Accord/Flower of each repeat (clients/s: higher is better;
+  memory: lower is better). ``--flower-clients`` may be smaller than ``--clients`` so that
+  Flower's runs finish in reasonable time (then Flower holds fewer results in memory than it
+  would at Accord's count: the memory ratio is conservative);
 - cohort scaling (Accord): a round's seconds per client at each cohort size, and its ratio
   to the smallest cohort's (1.0 = linear);
 - registered (Accord): ``--registered`` clients registered, ``--sampled`` of them sampled a
@@ -29,6 +33,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import os
 import statistics
 import subprocess
 import sys
@@ -58,7 +63,8 @@ def _tree_pss_mb(pid: int) -> float:
 
 def _measured(command: list[str], timeout: float) -> tuple[dict, float]:
     """Run ``command``; its last JSON line and the peak PSS of its process tree (MB)."""
-    child = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, cwd=BENCH)
+    env = {**os.environ, "MALLOC_ARENA_MAX": "2"}  # the same for both frameworks' processes
+    child = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, cwd=BENCH, env=env)
     peak = [0.0]
     halt = threading.Event()
 

@@ -8,6 +8,7 @@ a ``concurrent.futures.Future`` of each batch's runs. Values used by every batch
 from __future__ import annotations
 
 import os
+import socket
 from collections.abc import Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, Protocol
@@ -65,6 +66,8 @@ class RayBackend:
             raise AccordError("the Ray backend needs Ray installed", "pip install 'accord[ray]'") from exc
         self._ray = ray
         self._started = not ray.is_initialized()
+        if self._started and address not in (None, "auto", "local") and "://" not in address:
+            _check_reachable(address)
         if self._started:
             init.setdefault("include_dashboard", False)
             init.setdefault("log_to_driver", True)
@@ -87,6 +90,18 @@ class RayBackend:
     def close(self) -> None:
         if self._started:
             self._ray.shutdown()
+
+
+def _check_reachable(address: str) -> None:
+    """AccordError unless something listens at ``host:port`` (Ray itself waits minutes)."""
+    host, _, port = address.rpartition(":")
+    try:
+        socket.create_connection((host, int(port)), timeout=5).close()
+    except (OSError, ValueError) as exc:
+        raise AccordError(
+            f"no Ray cluster answers at {address!r} ({exc})",
+            "start one there (ray start --head --port=PORT) or pass another Ray address",
+        ) from None
 
 
 def make_backend(name: str, workers: int | None = None, address: str | None = None, **init: Any) -> Backend:
