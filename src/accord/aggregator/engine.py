@@ -31,8 +31,7 @@ class RoundDeadlineError(AccordError):
 class _Round:
     number: int
     opened_at: float
-    #: the tasks still owed by each collaborator of the round (its cohort): O(cohort)
-    outstanding: dict[str, list[str]]
+    outstanding: dict[str, list[str]]  # the cohort's owed tasks: O(cohort), not O(members)
     #: what the strategy knows of the round, and the accumulator folding its replies
     context: RoundContext
     accumulator: Accumulator
@@ -339,11 +338,9 @@ class RoundEngine:
         self.events.emit(RoundOpened(number, assigned, dict(config), self.is_final_validation(number)))
 
     def _cohort_tasks(self, number: int) -> dict[str, list[str]]:
-        """The tasks of round ``number`` of each collaborator who has any: the strategy's cohort
-        of those the assigner gives tasks (every one of them in the final validation).
-
-        When the assigner gives every collaborator the same tasks (``uniform_tasks``), the
-        cohort is drawn from the members themselves: O(cohort), not O(members)."""
+        """The tasks of round ``number`` of the strategy's cohort of those the assigner gives tasks
+        (all of them in the final validation); drawn from the members themselves, in O(cohort),
+        when the assigner gives everyone the same tasks (``uniform_tasks``)."""
         shared = None if self.is_final_validation(number) else uniform_tasks(self.assigner, number)
         if shared is not None:
             return {c: list(shared) for c in self.strategy.select(number, self.collaborators if shared else (), self.sampling)}
