@@ -57,3 +57,13 @@ def tiny_plan(workspace: Path, rounds: int = 1, **overrides: Any) -> Plan:
         **overrides,
     }
     return validate_plan(apply_overrides(raw, settings), workspace)
+
+
+class Slow(Counted):
+    """A client whose training takes a while."""
+
+    def fit(self, parameters: Any, config: Any) -> tuple[dict[str, np.ndarray], int, dict[str, float]]:
+        import time
+
+        time.sleep(0.5)
+        return super().fit(parameters, config)

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from simulation_clients import Counted, tiny_plan
+from simulation_clients import Counted, Slow, tiny_plan
 
 from accord.aggregator.assigner import RandomGroupedAssigner
 from accord.aggregator.engine import RoundEngine
@@ -21,6 +21,7 @@ from accord.aggregator.metrics import read_metrics
 from accord.cli.main import main
 from accord.plan.schema import TaskSpec
 from accord.simulation import run_simulation
+from accord.simulation.driver import TimedOut
 from accord.strategies.seam import ClientSampling
 
 TESTS = Path(__file__).resolve().parent
@@ -87,6 +88,22 @@ def test_a_failing_client_is_reported_and_the_round_goes_on(tmp_path: Path) -> N
     assert _cohorts(plan)[1] == {"a", "c"}
     stopped = run_simulation(tiny_plan(tmp_path / "again", rounds=2), Counted, ["a", "bad"], stop_on_error=True)
     assert not stopped.finished and "bad" in stopped.errors
+
+
+def test_a_simulation_past_its_timeout_stops_with_a_clear_error(tmp_path: Path) -> None:
+    with pytest.raises(TimedOut, match="did not finish in time"):
+        run_simulation(tiny_plan(tmp_path, rounds=3), Slow, 40, workers=2, timeout=1.0)
+
+
+def test_an_unreachable_ray_cluster_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    pytest.importorskip("ray")
+    workspace = tmp_path / "ws"
+    assert main(["workspace", "create", "--prefix", str(workspace), "--template", "torch_digits"]) == 0
+    port = _free_port()
+    capsys.readouterr()
+    assert main(["simulate", "-w", str(workspace), "--clients", "3", "--backend", "ray", "--ray-address", f"127.0.0.1:{port}"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and f"no Ray cluster answers at '127.0.0.1:{port}'" in err[0]
 
 
 def test_fx_simulate_runs_the_workspaces_own_runner_and_data(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

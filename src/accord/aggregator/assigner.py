@@ -98,8 +98,9 @@ class StaticGroupedAssigner:
         self._uniform = kinds.pop() if len(kinds) == 1 else None
         missing = [c for c in collaborators if c not in self.table]
         if missing:
+            shown = ", ".join(missing[:10]) + (f" and {len(missing) - 10} more" if len(missing) > 10 else "")
             raise PlanError(
-                f"collaborators {missing} are in no StaticGroupedAssigner group",
+                f"collaborators {shown} are in no StaticGroupedAssigner group",
                 "add them to assigner.settings.task_groups[*].collaborators",
             )
 

@@ -30,8 +30,9 @@ class Backend(Protocol):
     def run(self, client_fn: Any, setup: Any, job: ClientJob, model: Any, cids: Sequence[str]) -> Future[list[ClientRun]]:
         """The runs of ``cids``' tasks of ``job`` (``client_fn``, ``setup``, ``model``: shared handles)."""
 
-    def close(self) -> None:
-        """Stop the workers (a Ray cluster this backend did not start is left running)."""
+    def close(self, wait: bool = True) -> None:
+        """Stop the workers, after the batches running now unless not ``wait`` (a Ray cluster
+        this backend did not start is left running)."""
 
 
 class ThreadBackend:
@@ -47,8 +48,8 @@ class ThreadBackend:
     def run(self, client_fn: Any, setup: Any, job: ClientJob, model: Any, cids: Sequence[str]) -> Future[list[ClientRun]]:
         return self._pool.submit(run_clients, client_fn, setup, job, model, cids)
 
-    def close(self) -> None:
-        self._pool.shutdown(wait=False, cancel_futures=True)
+    def close(self, wait: bool = True) -> None:
+        self._pool.shutdown(wait=wait, cancel_futures=True)
 
 
 class RayBackend:
@@ -87,7 +88,7 @@ class RayBackend:
     def run(self, client_fn: Any, setup: Any, job: ClientJob, model: Any, cids: Sequence[str]) -> Future[list[ClientRun]]:
         return self._task.remote(client_fn, setup, job, model, list(cids)).future()
 
-    def close(self) -> None:
+    def close(self, wait: bool = True) -> None:
         if self._started:
             self._ray.shutdown()
 

@@ -16,7 +16,7 @@ from accord.errors import AccordError, PlanError
 from accord.plan.loader import Plan, load_plan
 from accord.simulation.backends import make_backend
 from accord.simulation.clients import ClientFn, SiteSetup, initial_weights
-from accord.simulation.driver import RoundDriver, Stopped
+from accord.simulation.driver import RoundDriver, Stopped, TimedOut
 from accord.simulation.plan_clients import PlanClients
 from accord.simulation.spool import RoundSpool
 from accord.tensors.state import ModelState, load_state, save_state
@@ -110,6 +110,7 @@ def run_simulation(
     driver = RoundDriver(engine, runner, client_fn, setup, spool, stop_on_error=stop_on_error)
     deadline = None if timeout is None else time.monotonic() + timeout
     best: ModelState | None = None
+    timed_out = False
     try:
         while engine.current is not None:
             cohort, final = len(engine.current.assigned), engine.is_final_validation(engine.round_number)
@@ -119,8 +120,11 @@ def run_simulation(
         result.finished = True
     except Stopped:
         pass
+    except TimedOut:
+        timed_out = True  # a client may hang: its thread is not waited for
+        raise
     finally:
-        runner.close()
+        runner.close(wait=not timed_out)
         result.errors, result.failed_clients = dict(driver.errors.first), driver.errors.count
     result.model, result.best_score = engine.model, engine.best_score
     save_state(plan.resolve_path(settings.last_state_path), engine.model)
