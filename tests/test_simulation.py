@@ -185,3 +185,11 @@ def test_the_ray_backend_runs_clients_on_a_ray_cluster(tmp_path: Path, ray_clust
     assert np.array_equal(result.model["w"], np.full(4, 2.0, np.float32))
     pids = {r.value for r in read_metrics(plan.resolve_path(plan.model.aggregator.settings.metrics_path)) if r.metric == "pid"}
     assert pids and float(os.getpid()) not in pids  # the clients ran in the cluster's workers
+
+
+def test_a_round_without_enough_reports_names_the_failed_clients(tmp_path: Path) -> None:
+    from accord.aggregator.engine import RoundDeadlineError
+
+    plan = tiny_plan(tmp_path, rounds=1, **{"straggler_handling_policy.settings.min_reports": 2})
+    with pytest.raises(RoundDeadlineError, match="bad failed"):
+        run_simulation(plan, Counted, ["a", "bad"])

@@ -91,7 +91,10 @@ class RoundDriver:
                 ahead = (engine.next_deadline() or self.clock()) - self.clock()
                 if deadline is not None:
                     ahead = min(ahead, deadline - self.clock())
-                if not pending:
+                if not pending:  # everyone ran: the policy closes the round, or says why it cannot
+                    outcome = engine.tick()
+                    if outcome is not None:
+                        return self._closed(outcome)
                     raise AccordError(f"round {current.number} cannot close: every client ran and it still waits")
                 done, pending = wait(pending, timeout=max(ahead, 0.0), return_when=FIRST_COMPLETED)
                 if not done:
