@@ -1,7 +1,8 @@
 """Flower 1.42's simulation of bench/_digits_workload.py (run by Flower's own venv, from
 bench/simulation.py): FedAvg over every one of ``--clients`` supernodes each round (fit and
 evaluate), on Flower's Ray backend with one CPU per client. Prints one JSON line: the
-seconds of each round (from configure_fit to the end of aggregate_evaluate)."""
+seconds of each round (from configure_fit to the end of aggregate_evaluate) and its start
+and end (Unix time, so the bench can read the CPU time spent in it)."""
 
 from __future__ import annotations
 
@@ -44,14 +45,14 @@ class TimedFedAvg(FedAvg):
         self.accuracy: dict[int, float] = {}
 
     def configure_fit(self, server_round, parameters, client_manager):
-        self.starts[server_round] = time.perf_counter()
+        self.starts[server_round] = time.time()
         return super().configure_fit(server_round, parameters, client_manager)
 
     def aggregate_evaluate(self, server_round, results, failures):
         out = super().aggregate_evaluate(server_round, results, failures)
         total = sum(r.num_examples for _, r in results)
         self.accuracy[server_round] = sum(r.metrics["accuracy"] * r.num_examples for _, r in results) / max(total, 1)
-        self.ends[server_round] = time.perf_counter()
+        self.ends[server_round] = time.time()
         return out
 
 
@@ -84,8 +85,10 @@ def main() -> None:
         backend_config={"client_resources": {"num_cpus": 1, "num_gpus": 0.0}},
     )
     rounds = [strategy.ends[r] - strategy.starts[r] for r in sorted(strategy.ends)]
+    windows = [[strategy.starts[r], strategy.ends[r]] for r in sorted(strategy.ends)]
     accuracy = [strategy.accuracy[r] for r in sorted(strategy.accuracy)]
-    print(json.dumps({"framework": "flower", "clients": n, "round_seconds": rounds, "accuracy": accuracy,
+    print(json.dumps({"framework": "flower", "clients": n, "round_seconds": rounds, "round_windows": windows,
+                      "accuracy": accuracy,
                       "wall_seconds": time.perf_counter() - started}), flush=True)
 
 

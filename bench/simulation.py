@@ -1,7 +1,7 @@
 """Accord's simulation against Flower 1.42's, on the same workload, interleaved and repeated.
 
-    .venv/bin/python bench/simulation.py [--clients 10000] [--flower-clients 10000] [--rounds 1]
-        [--repeats 3] [--cohorts 1000,2000,5000,10000] [--registered 1000000] [--sampled 1000]
+    .venv/bin/python bench/simulation.py [--clients 10000] [--flower-clients 10000] [--rounds 2]
+        [--accord-rounds 1] [--repeats 3] [--cohorts 1000,2000,5000,10000] [--registered 1000000] [--sampled 1000]
 
 The workload (bench/_digits_workload.py): a torch MLP (64-128-10) on scikit-learn's digits;
 client ``cid`` trains 1 epoch on its own 16 samples (batches of 8, SGD) and evaluates on 8,
@@ -15,13 +15,15 @@ tree (Ray's workers too), sampled every 0.25 s. A round's clients/s is its clien
 seconds; a run's is its best round's (Flower's first round also starts its Ray workers).
 
 Figures:
-- per framework and repeat: clients/s, round seconds, peak memory (MB); then min and median
+- per framework and repeat: clients/s, round seconds, CPU ms per client (the CPU time the
+  run's whole process tree spent during its best round, over that round's clients: robust to
+  other load on the machine, where wall time is not), peak memory (MB); then min and median
   over the repeats and the ratios Accord/Flower of each repeat (clients/s: higher is better;
   memory: lower is better). ``--flower-clients`` may be smaller than ``--clients`` so that
   Flower's runs finish in reasonable time (then Flower holds fewer results in memory than it
   would at Accord's count: the memory ratio is conservative);
-- cohort scaling (Accord): a round's seconds per client at each cohort size, and its ratio
-  to the smallest cohort's (1.0 = linear);
+- cohort scaling (Accord): a round's seconds per client and its CPU ms per client at
+  each cohort size, and the CPU figure's ratio to the smallest cohort's (1.0 = linear);
 - registered (Accord): ``--registered`` clients registered, ``--sampled`` of them sampled a
   round: round seconds, setup seconds (the engine over every name), peak memory; beside the
   same cohort with only ``--sampled`` registered (ratio 1.0 = nothing per round grows with
@@ -46,7 +48,8 @@ BENCH = Path(__file__).resolve().parent
 sys.path.insert(0, str(BENCH))
 
 
-def _tree_pss_mb(pid: int) -> float:
+def _tree_sample(pid: int, cpu: dict[int, float]) -> float:
+    """The PSS (MB) summed over ``pid``'s process tree; notes each process's CPU seconds in ``cpu``."""
     import psutil
 
     try:
@@ -58,19 +61,23 @@ def _tree_pss_mb(pid: int) -> float:
     for proc in procs:
         with contextlib.suppress(psutil.Error):
             total += proc.memory_full_info().pss
+            times = proc.cpu_times()
+            cpu[proc.pid] = times.user + times.system
     return total / 2**20
 
 
 def _measured(command: list[str], timeout: float) -> tuple[dict, float]:
-    """Run ``command``; its last JSON line and the peak PSS of its process tree (MB)."""
+    """Run ``command``; its last JSON line (with ``cpu_seconds``: the CPU time of its process
+    tree, as last sampled) and the peak PSS of its process tree (MB)."""
     env = {**os.environ, "MALLOC_ARENA_MAX": "2"}  # the same for both frameworks' processes
     child = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, cwd=BENCH, env=env)
-    peak = [0.0]
+    peak, cpu, timeline = [0.0], {}, []
     halt = threading.Event()
 
     def sample() -> None:
         while not halt.is_set():
-            peak[0] = max(peak[0], _tree_pss_mb(child.pid))
+            peak[0] = max(peak[0], _tree_sample(child.pid, cpu))
+            timeline.append((time.time(), sum(cpu.values())))
             halt.wait(0.25)
 
     sampler = threading.Thread(target=sample, daemon=True)
@@ -85,7 +92,19 @@ def _measured(command: list[str], timeout: float) -> tuple[dict, float]:
     lines = [line for line in out.splitlines() if line.startswith("{")]
     if child.returncode != 0 or not lines:
         raise SystemExit(f"{command[:3]} failed (exit {child.returncode}): {out[-2000:]}")
-    return json.loads(lines[-1]), peak[0]
+    result = json.loads(lines[-1])
+    best = min(range(len(result["round_seconds"])), key=lambda r: result["round_seconds"][r])
+    start, end = result["round_windows"][best]
+    result["round_cpu_seconds"] = _cpu_at(timeline, end) - _cpu_at(timeline, start)
+    return result, peak[0]
+
+
+def _cpu_at(timeline: list[tuple[float, float]], when: float) -> float:
+    """The tree's CPU seconds at time ``when``, interpolated between the samples around it."""
+    before = [(t, c) for t, c in timeline if t <= when] or timeline[:1]
+    after = [(t, c) for t, c in timeline if t >= when] or timeline[-1:]
+    (t0, c0), (t1, c1) = before[-1], after[0]
+    return c0 if t1 <= t0 else c0 + (c1 - c0) * (when - t0) / (t1 - t0)
 
 
 # -- the Accord child --------------------------------------------------------------------
@@ -134,10 +153,12 @@ def accord_child(clients: int, rounds: int, sampled: int | None) -> None:
     plan = validate_plan(apply_overrides(raw, overrides), Path(tempfile.mkdtemp(prefix="accord-sim-bench-")))
     started = time.perf_counter()
     result = run_simulation(plan, DigitsClient, clients, initial=dict(zip(work.NAMES, work.initial_weights())))
-    wall = time.perf_counter() - started
+    wall, now = time.perf_counter() - started, time.time()
     rounds_s = [r.seconds for r in result.rounds]
+    ends = [now - sum(rounds_s[i + 1 :]) for i in range(len(rounds_s))]  # the rounds ran back to back, then the end
     print(json.dumps({"framework": "accord", "clients": result.rounds[0].clients, "round_seconds": rounds_s,
                       "setup_seconds": wall - sum(rounds_s), "failed": result.failed_clients,
+                      "round_windows": [[end - seconds, end] for end, seconds in zip(ends, rounds_s)],
                       "accuracy": [r.metrics.get("aggregated_model_validation/accuracy") for r in result.rounds]}), flush=True)
 
 
@@ -170,23 +191,29 @@ def _line(label: str, values: list[float], unit: str) -> str:
 
 
 def compare(args: argparse.Namespace) -> None:
-    print(f"Accord ({args.clients} clients) vs Flower 1.42 ({args.flower_clients} clients), {args.rounds} round(s), "
+    print(f"Accord ({args.clients} clients, {args.accord_rounds} round(s)) vs Flower 1.42 ({args.flower_clients} clients, {args.rounds} rounds), "
           f"{args.repeats} repeats, interleaved")
     rates: dict[str, list[float]] = {"accord": [], "flower": []}
     memory: dict[str, list[float]] = {"accord": [], "flower": []}
+    cpu: dict[str, list[float]] = {"accord": [], "flower": []}
+    runs = {"accord": lambda: _accord(args.clients, args.accord_rounds), "flower": lambda: _flower(args.flower_clients, args.rounds)}
     for repeat in range(1, args.repeats + 1):
-        for name, run in (("accord", lambda: _accord(args.clients, args.rounds)), ("flower", lambda: _flower(args.flower_clients, args.rounds))):
+        for name, run in runs.items():
             result, peak = run()
             rates[name].append(_rate(result))
             memory[name].append(peak)
+            cpu[name].append(result["round_cpu_seconds"] / result["clients"] * 1e3)
             print(f"  repeat {repeat} {name:<7} {_rate(result):9.1f} clients/s  rounds {_seconds(result)} s  "
-                  f"peak {peak:8.1f} MB  accuracy {result['accuracy'][-1]}", flush=True)
+                  f"{cpu[name][-1]:7.2f} CPU ms/client  peak {peak:8.1f} MB  accuracy {result['accuracy'][-1]}", flush=True)
     for name in rates:
         print(_line(f"{name} clients/s", rates[name], "clients/s"))
+        print(_line(f"{name} CPU ms per client (best round)", cpu[name], "ms"))
         print(_line(f"{name} peak memory (process tree)", memory[name], "MB"))
     speed = [a / f for a, f in zip(rates["accord"], rates["flower"])]
+    work = [f / a for a, f in zip(cpu["accord"], cpu["flower"])]
     mem = [a / f for a, f in zip(memory["accord"], memory["flower"])]
     print(_line("ratio clients/s accord/flower", speed, "x (target >= 10)"))
+    print(_line("ratio CPU per client flower/accord", work, "x"))
     print(_line("ratio memory accord/flower", mem, "x (target <= 0.25)"))
 
 
@@ -195,10 +222,13 @@ def cohorts(args: argparse.Namespace) -> None:
     print(f"Accord cohort scaling (1 round, every client sampled, {args.repeats} repeats)")
     base = None
     for size in sizes:
-        costs = [min(_accord(size, 1)[0]["round_seconds"]) / size * 1e3 for _ in range(args.repeats)]
-        base = base or statistics.median(costs)
-        print(f"  cohort {size:>7}: {min(costs):.3f} ms/client min, {statistics.median(costs):.3f} median, "
-              f"{statistics.median(costs) / base:.2f}x the smallest cohort's", flush=True)
+        runs = [_accord(size, 1)[0] for _ in range(args.repeats)]
+        costs = [min(run["round_seconds"]) / size * 1e3 for run in runs]
+        cpu = [run["round_cpu_seconds"] / size * 1e3 for run in runs]
+        base = base or statistics.median(cpu)
+        print(f"  cohort {size:>7}: round {min(costs):.3f} ms/client min, {statistics.median(costs):.3f} median; "
+              f"CPU {min(cpu):.3f} ms/client min, {statistics.median(cpu):.3f} median, "
+              f"{statistics.median(cpu) / base:.2f}x the smallest cohort's", flush=True)
 
 
 def registered(args: argparse.Namespace) -> None:
@@ -213,7 +243,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--clients", type=int, default=10_000)
     parser.add_argument("--flower-clients", type=int, default=None, help="default: --clients")
-    parser.add_argument("--rounds", type=int, default=1)
+    parser.add_argument("--rounds", type=int, default=2, help="Flower's rounds (its first starts its Ray workers)")
+    parser.add_argument("--accord-rounds", type=int, default=1)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--cohorts", default="1000,2000,5000,10000")
     parser.add_argument("--registered", type=int, default=1_000_000)
