@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 import sys
@@ -158,3 +159,32 @@ def test_a_strategy_and_its_per_round_config_reach_native_sites(tmp_path) -> Non
     final = result.model.runner.get_weights()
     moved = np.sqrt(sum(float(np.sum((final[k].astype(np.float64) - initial[k]) ** 2)) for k in final))
     assert 0 < moved <= 2.1e-6  # each round's mean of updates clipped to norm 1e-6 at the sites
+
+
+def test_many_sites_run_on_a_few_threads_and_a_failure_still_surfaces(tmp_path: Path) -> None:
+    from accord.native.experiment import THREAD_PER_SITE_UP_TO
+
+    count = THREAD_PER_SITE_UP_TO + 24
+    model = fx.FederatedModel(runner=lambda: SklearnLinearRunner(classes=4, n_features=3), data_loader=_data())
+    sites = fx.setup(num_collaborators=count, model=model)
+    most = [threading.active_count()]
+    before = most[0]
+    train = SklearnLinearRunner.train
+
+    def counting(self, data, **kwargs):  # type: ignore[no-untyped-def]
+        most[0] = max(most[0], threading.active_count())
+        return train(self, data, **kwargs)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(SklearnLinearRunner, "train", counting)
+        fx.run_experiment(sites, {"aggregator.settings.rounds_to_train": 2}, workspace=tmp_path / "good")
+    result = fx.last_run
+    assert result is not None and not result.errors and result.model is not None
+    assert len(result.aggregated("aggregated_model_validation/accuracy")) == 3  # 2 rounds and the final validation
+    assert most[0] - before <= (os.cpu_count() or 1) + 1  # a pool of threads, not one per site
+
+    sites["collaborator7"] = fx.FederatedModel(runner=lambda: _Broken(classes=4, n_features=3), data_loader=_data())
+    with pytest.raises(RuntimeError, match="disk on fire") as raised:
+        fx.run_experiment(sites, {"aggregator.settings.rounds_to_train": 3}, workspace=tmp_path / "bad")
+    assert any("'collaborator7'" in note for note in getattr(raised.value, "__notes__", []))
+    assert fx.last_run is not None and set(fx.last_run.errors) == {"collaborator7"}

@@ -11,9 +11,21 @@ from accord.errors import PlanError
 
 
 class Assigner(Protocol):
-    """Maps (collaborator, round) to the names of the tasks it runs that round."""
+    """Maps (collaborator, round) to the names of the tasks it runs that round.
+
+    An assigner may also define ``uniform_tasks(round_number)``: the tasks every collaborator
+    runs that round when they are the same for all (None otherwise), so a round that samples
+    a cohort never asks it about every member (see :func:`uniform_tasks`).
+    """
 
     def tasks_for(self, collaborator: str, round_number: int) -> tuple[str, ...]: ...
+
+
+def uniform_tasks(assigner: Assigner, round_number: int) -> tuple[str, ...] | None:
+    """The tasks every collaborator gets in ``round_number`` if the assigner says they are the
+    same for all (its optional ``uniform_tasks``), else None."""
+    shared = getattr(assigner, "uniform_tasks", None)
+    return None if shared is None else shared(round_number)
 
 
 def _group_field(group: Any, key: str) -> Any:
@@ -61,6 +73,10 @@ class RandomGroupedAssigner:
     def tasks_for(self, collaborator: str, round_number: int) -> tuple[str, ...]:
         return self._round_table(round_number).get(collaborator, ())
 
+    def uniform_tasks(self, round_number: int) -> tuple[str, ...] | None:
+        """One group: everyone runs its tasks (no shuffle of the members needed)."""
+        return self.groups[0][2] if len(self.groups) == 1 and self.collaborators else None
+
 
 class StaticGroupedAssigner:
     """Named collaborators per group: ``task_groups: [{name, collaborators, tasks}]``."""
@@ -78,12 +94,19 @@ class StaticGroupedAssigner:
                 if name in self.table:
                     raise PlanError(f"collaborator {name!r} is in two StaticGroupedAssigner groups")
                 self.table[name] = tuple(_group_field(group, "tasks"))
+        kinds = set(self.table.values())
+        self._uniform = kinds.pop() if len(kinds) == 1 else None
         missing = [c for c in collaborators if c not in self.table]
         if missing:
+            shown = ", ".join(missing[:10]) + (f" and {len(missing) - 10} more" if len(missing) > 10 else "")
             raise PlanError(
-                f"collaborators {missing} are in no StaticGroupedAssigner group",
+                f"collaborators {shown} are in no StaticGroupedAssigner group",
                 "add them to assigner.settings.task_groups[*].collaborators",
             )
 
     def tasks_for(self, collaborator: str, round_number: int) -> tuple[str, ...]:
         return self.table.get(collaborator, ())
+
+    def uniform_tasks(self, round_number: int) -> tuple[str, ...] | None:
+        """Every group runs the same tasks: those (None if the groups differ)."""
+        return self._uniform

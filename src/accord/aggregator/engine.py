@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from accord.aggregation.bounds import UNBOUNDED, BoundEvent, UpdateBounds
-from accord.aggregator.assigner import Assigner
+from accord.aggregator.assigner import Assigner, uniform_tasks
 from accord.aggregator.events import EventBus, ResultAccepted, ResultFailed, RoundClosed, RoundOpened, RoundOutcome
 from accord.aggregator.metrics import MetricRecord, WeightedMetrics
 from accord.aggregator.result_checks import check_result
@@ -31,7 +31,7 @@ class RoundDeadlineError(AccordError):
 class _Round:
     number: int
     opened_at: float
-    outstanding: dict[str, list[str]]
+    outstanding: dict[str, list[str]]  # the cohort's owed tasks: O(cohort), not O(members)
     #: what the strategy knows of the round, and the accumulator folding its replies
     context: RoundContext
     accumulator: Accumulator
@@ -204,7 +204,7 @@ class RoundEngine:
                 kind="state",
             )
         owed = current.outstanding.get(collaborator)
-        if owed is None:  # every member has an entry
+        if owed is None:  # a member outside the round's cohort (or a name the plan does not list)
             self.check_member(collaborator)
             owed = []
         if task not in owed:
@@ -338,14 +338,17 @@ class RoundEngine:
         self.events.emit(RoundOpened(number, assigned, dict(config), self.is_final_validation(number)))
 
     def _cohort_tasks(self, number: int) -> dict[str, list[str]]:
-        """Each collaborator's tasks of round ``number``: the strategy's cohort of those the
-        assigner gives tasks (every one of them in the final validation), the others none."""
-        outstanding = {c: self._tasks_of(c, number) for c in self.collaborators}
+        """The tasks of round ``number`` of the strategy's cohort of those the assigner gives tasks
+        (all of them in the final validation); drawn from the members themselves, in O(cohort),
+        when the assigner gives everyone the same tasks (``uniform_tasks``)."""
+        shared = None if self.is_final_validation(number) else uniform_tasks(self.assigner, number)
+        if shared is not None:
+            return {c: list(shared) for c in self.strategy.select(number, self.collaborators if shared else (), self.sampling)}
+        outstanding = {c: names for c in self.collaborators if (names := self._tasks_of(c, number))}
         if self.is_final_validation(number):
             return outstanding
-        candidates = [c for c, names in outstanding.items() if names]
-        cohort = frozenset(self.strategy.select(number, candidates, self.sampling))
-        return {c: (names if c in cohort else []) for c, names in outstanding.items()}
+        cohort = frozenset(self.strategy.select(number, list(outstanding), self.sampling))
+        return {c: names for c, names in outstanding.items() if c in cohort}
 
     def _tasks_of(self, collaborator: str, number: int) -> list[str]:
         names = list(self.assigner.tasks_for(collaborator, number))

@@ -4,7 +4,7 @@ and strategy built (the strategy's state restored from the saved round, if any).
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 from accord.aggregation.bounds import UpdateBounds
 from accord.aggregator.assigner import Assigner
@@ -37,6 +37,12 @@ def assigner_for(plan: Plan) -> Assigner:
             f"{plan.path or 'the plan'}: {problem}",
             "certify the missing collaborators (fx collaborator certify) or change the plan",
         )
+    return plan_assigner(plan, collaborators)
+
+
+def plan_assigner(plan: Plan, collaborators: Sequence[str]) -> Assigner:
+    """The plan's task assigner over ``collaborators`` (no certificates asked: a simulation's
+    clients have none)."""
     section = plan.model.assigner
     assigner: Assigner = build(
         "assigner",
@@ -50,14 +56,21 @@ def assigner_for(plan: Plan) -> Assigner:
 
 
 def engine_for(
-    plan: Plan, assigner: Assigner, strategy: Strategy, model: ModelState, clock: Callable[[], float], saved: SavedRound | None
+    plan: Plan,
+    assigner: Assigner,
+    strategy: Strategy,
+    model: ModelState,
+    clock: Callable[[], float],
+    saved: SavedRound | None,
+    collaborators: Sequence[str] | None = None,
 ) -> RoundEngine:
-    """The plan's RoundEngine starting from ``model``, at the ``saved`` round (or round 0)."""
+    """The plan's RoundEngine starting from ``model``, at the ``saved`` round (or round 0);
+    ``collaborators`` are the plan's unless given (a simulation's clients)."""
     settings = plan.model.aggregator.settings
     if saved is not None and saved.strategy is not None:
         strategy.restore(saved.strategy)
     return RoundEngine(
-        collaborators=plan.model.collaborators,
+        collaborators=plan.model.collaborators if collaborators is None else collaborators,
         tasks=plan.model.tasks.settings,
         assigner=assigner,
         rounds_to_train=settings.rounds_to_train,
@@ -76,12 +89,14 @@ def engine_for(
     )
 
 
-def strategy_for(plan: Plan) -> Strategy:
-    """The plan's strategy, refused if the federation is too small for it (Krum needs n >= 2f+3)."""
+def strategy_for(plan: Plan, collaborators: Sequence[str] | None = None) -> Strategy:
+    """The plan's strategy, refused if the federation (the plan's ``collaborators`` unless
+    given) is too small for it (Krum needs n >= 2f+3)."""
     strategy: Strategy = plan.strategy()
-    sites = len(plan.model.collaborators)
+    members = plan.model.collaborators if collaborators is None else collaborators
+    sites = len(members)
     sampling = ClientSampling(**plan.model.aggregator.settings.sampling.model_dump())
-    cohort = len(sampling.sample(0, plan.model.collaborators))
+    cohort = len(sampling.sample(0, members))
     needed = strategy.min_replies(cohort)
     if needed > cohort:
         raise PlanError(

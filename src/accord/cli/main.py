@@ -35,12 +35,13 @@ def fx(log_level: str) -> None:
       (CA)    fx aggregator start -w WS     (site)  fx collaborator start -n NAME -w SITE
     Operators compare each CSR fingerprint by a second channel before signing.
     Manage certificates: fx workspace certificates, fx workspace revoke NAME_OR_SERIAL
+    Simulate many clients on this machine (or Ray):  fx simulate -w WS --clients 10000
     """
     configure_logging(log_level)
 
 
 def _register() -> None:
-    from accord.cli import aggregator, ca, collaborator, plan, quickstart, tutorial, workspace
+    from accord.cli import aggregator, ca, collaborator, plan, quickstart, simulate, tutorial, workspace
 
     workspace.workspace.add_command(ca.certify_cmd, "certify")
     workspace.workspace.add_command(ca.certificates_cmd, "certificates")
@@ -50,6 +51,7 @@ def _register() -> None:
     fx.add_command(plan.plan)
     fx.add_command(aggregator.aggregator)
     fx.add_command(collaborator.collaborator)
+    fx.add_command(simulate.simulate)
     fx.add_command(tutorial.tutorial)
 
 

@@ -1,8 +1,9 @@
 """init / setup / run_experiment: a whole federation in this process, as in OpenFL's native API.
 
-The plan is built in memory and validated like a workspace's; the real AggregatorRuntime
-serves one Collaborator thread per site over the in-process transport (the same codec
-checks as gRPC), so what runs here runs the same way across sites.
+The plan is built in memory and validated like a workspace's. Up to THREAD_PER_SITE_UP_TO
+sites, the real AggregatorRuntime serves one Collaborator thread per site over the in-process
+transport (the same codec checks as gRPC), so what runs here runs the same way across sites;
+more sites run on accord.simulation (the same RoundEngine and plan, a few threads in all).
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from accord.logs import configure_logging, ensure_logging
 from accord.messages import Action, TaskAssignment
 from accord.native.model import FederatedModel
 from accord.plan.loader import Plan, apply_overrides, read_yaml, resolve, validate_plan
-from accord.tensors.state import load_state, save_state
+from accord.tensors.state import ModelState, load_state, save_state
 from accord.transport.inprocess import InProcessClient
 from accord.workspace.create import TEMPLATES_DIR, list_templates
 
@@ -36,6 +37,9 @@ log = logging.getLogger("accord.native")
 PYTHON_SECTIONS = ("data_loader", "task_runner")
 #: how long a collaborator's get_tasks waits before asking again (bounds how fast it stops).
 _POLL_SECONDS = 1.0
+#: up to this many sites, one Collaborator thread each over the in-process transport; more
+#: run as simulated clients on a few threads (accord.simulation: no thread per site)
+THREAD_PER_SITE_UP_TO = 16
 
 
 @dataclass
@@ -147,11 +151,15 @@ def _federate(plan: Plan, sites: dict[str, FederatedModel], timeout: float | Non
     initial = first.runner.get_weights(with_optimizer=with_optimizer)
     agg = plan.model.aggregator.settings
     save_state(plan.resolve_path(agg.init_state_path), initial)
-    runtime = AggregatorRuntime(plan, model=initial)
-    try:
-        errors = _run_sites(runtime, plan, sites, timeout)
-    finally:
-        runtime.close()
+    if len(sites) > THREAD_PER_SITE_UP_TO:
+        errors, finished = _simulate_sites(plan, sites, initial, timeout)
+    else:
+        runtime = AggregatorRuntime(plan, model=initial)
+        try:
+            errors = _run_sites(runtime, plan, sites, timeout)
+        finally:
+            runtime.close()
+        finished = runtime.finished
     codes = {name: int(name in errors) for name in sites}
     result = ExperimentResult(plan.workspace, codes, read_metrics(plan.resolve_path(agg.metrics_path)),
                               time.perf_counter() - started, plan=plan, errors=errors)
@@ -160,12 +168,30 @@ def _federate(plan: Plan, sites: dict[str, FederatedModel], timeout: float | Non
         name, exc = next(iter(errors.items()))
         exc.add_note(f"raised by collaborator {name!r} during accord.native.run_experiment")
         raise exc
-    if not runtime.finished:
+    if not finished:
         raise AccordError(f"the federation did not finish within {timeout} s", "raise run_experiment's timeout")
     final = first.with_data(first.source_data)
     final.runner.set_weights(load_state(plan.resolve_path(agg.last_state_path)), with_optimizer=with_optimizer)
     result.model = final
     return result
+
+
+def _simulate_sites(
+    plan: Plan, sites: dict[str, FederatedModel], initial: ModelState, timeout: float | None
+) -> tuple[dict[str, BaseException], bool]:
+    """The sites run as simulated clients (accord.simulation, a thread per core): the first
+    failure stops the federation. Returns the errors and whether it finished."""
+    from accord.simulation import Site, run_simulation
+    from accord.simulation.driver import TimedOut
+
+    def client_fn(name: str) -> Site:
+        return Site(sites[name].runner, sites[name].data_loader)
+
+    try:
+        result = run_simulation(plan, client_fn, list(sites), initial=initial, timeout=timeout, stop_on_error=True)
+    except TimedOut:
+        return {}, False
+    return dict(result.errors), result.finished
 
 
 def _run_sites(runtime: AggregatorRuntime, plan: Plan, sites: dict[str, FederatedModel], timeout: float | None) -> dict[str, BaseException]:

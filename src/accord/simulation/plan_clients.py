@@ -1,0 +1,57 @@
+"""The client_fn of a workspace: each client is the plan's task runner on the plan's data
+loader for its data path (its plan/data.yaml entry if any, else its name: for Accord's
+built-in sets, the shard number)."""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+from accord.data.base import DataLoader
+from accord.plan.loader import Plan, read_yaml
+from accord.plan.objects import build
+from accord.runners.base import TaskRunner
+from accord.simulation.clients import Site
+from accord.workspace.initialize import build_runner
+
+
+class PlanClients:
+    """``client_fn`` of a plan: a new DataLoader per client; the TaskRunner (the model) is
+    built once per worker thread and reused, its weights (and, for CONTINUE_GLOBAL, optimizer
+    state) loaded from each round's global model, its optimizer reset for RESET. A plan with
+    ``opt_treatment: CONTINUE_LOCAL`` keeps no client's optimizer between rounds here."""
+
+    def __init__(self, plan: Plan) -> None:
+        self.plan = plan
+        path = plan.resolve_path(plan.model.collaborator.settings.data_config_path)
+        self.data_paths: dict[str, Any] = read_yaml(path, "data config") if path.is_file() else {}
+        self._local = threading.local()
+
+    def __call__(self, cid: str) -> Site:
+        return Site(self.runner(), self.data_loader(cid))
+
+    def runner(self) -> TaskRunner:
+        """This worker thread's task runner."""
+        runner = getattr(self._local, "runner", None)
+        if runner is None:
+            runner = self._local.runner = build_runner(self.plan)
+        return runner
+
+    def data_loader(self, cid: str) -> DataLoader:
+        """The plan's data loader for ``cid``'s data path."""
+        section = self.plan.model.data_loader
+        return build(
+            "data_loader",
+            section.template,
+            dict(section.settings),
+            self.plan.workspace,
+            expect=DataLoader,
+            data_path=str(self.data_paths.get(cid, cid)),
+        )
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {"plan": self.plan, "data_paths": self.data_paths}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._local = threading.local()
