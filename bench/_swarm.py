@@ -152,6 +152,7 @@ class Site:
         options = [*wire.channel_options(self.chunk_bytes), ("grpc.use_local_subchannel_pool", 1)]
         async with grpc.aio.secure_channel(self.target, self._credentials, options=options) as channel:
             stub = pb_grpc.AggregatorStub(channel)
+            stub.SendResult = wire.send_result_method(channel)
             joined = await self._call("join", lambda: stub.Join(pb.JoinRequest(header=self._header()), timeout=60.0))
             if joined.plan_hash != self.plan_hash:
                 raise RuntimeError(f"{self.name}: the aggregator serves another plan")
@@ -182,7 +183,7 @@ class Site:
         noise = self._rng.standard_normal(tensor.shape)
         return (noise * (NOISE * np.sqrt(noise.size) / max(np.linalg.norm(noise), 1e-12))).astype(tensor.dtype)
 
-    def _send(self, stub: pb_grpc.AggregatorStub, chunks: list[pb.ResultChunk]) -> Any:
+    def _send(self, stub: pb_grpc.AggregatorStub, chunks: list[pb.ResultChunk | bytes]) -> Any:
         return stub.SendResult(iter(chunks), timeout=600.0)
 
     async def _model(self, stub: pb_grpc.AggregatorStub, number: int) -> ModelState:

@@ -11,8 +11,6 @@ from pathlib import Path
 
 import numpy as np
 
-from accord.tensors.state import ModelState
-
 _Place = tuple[int, np.dtype, tuple[int, ...]]
 
 
@@ -26,7 +24,7 @@ class RoundSpool:
         self._round = -1
         self._file: _RoundFile | None = None
 
-    def keep(self, round_number: int, tensors: ModelState) -> Mapping[str, np.ndarray]:
+    def keep(self, round_number: int, tensors: Mapping[str, np.ndarray]) -> Mapping[str, np.ndarray]:
         """Write ``tensors`` to ``round_number``'s file (a new round starts a new one); their view.
 
         A round's file is dropped (its disk space freed) once nothing holds a view of it."""

@@ -115,10 +115,7 @@ class GrpcAggregatorClient:
         target = f"[{host}]:{port}" if ":" in host and not host.startswith("[") else self._address
         self._channel = grpc.secure_channel(target, tls.credentials(), options=[*wire.channel_options(chunk_bytes), *RECONNECT_OPTIONS])
         self._stub = pb_grpc.AggregatorStub(self._channel)
-        # the tensor chunks of a result stream come serialized already (wire.encoded_tensor_chunks)
-        self._stub.SendResult = self._channel.stream_unary(
-            "/accord.v1.Aggregator/SendResult", request_serializer=wire.serialize, response_deserializer=pb.ResultAck.FromString
-        )
+        self._stub.SendResult = wire.send_result_method(self._channel)
 
     def __enter__(self) -> GrpcAggregatorClient:
         return self

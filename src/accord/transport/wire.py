@@ -237,6 +237,14 @@ def serialize(message: Message | bytes) -> bytes:
     return message if isinstance(message, bytes) else message.SerializeToString()
 
 
+def send_result_method(channel: Any) -> Any:
+    """SendResult on ``channel`` (a grpc or grpc.aio channel) for ``result_stream``'s messages,
+    whose tensor chunks come serialized already (``encoded_tensor_chunks``)."""
+    return channel.stream_unary(
+        "/accord.v1.Aggregator/SendResult", request_serializer=serialize, response_deserializer=pb.ResultAck.FromString
+    )
+
+
 def result_stream(
     result: TaskResult, sender: str, plan_hash: str, chunk_bytes: int, encoded: Encoded | None = None
 ) -> Iterator[pb.ResultChunk | bytes]:
