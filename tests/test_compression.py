@@ -319,3 +319,57 @@ def test_the_pipeline_is_part_of_the_plan_hash(workspace_factory) -> None:
     plan = workspace_factory(["a", "b"])
     update_plan_file(plan.path, {"compression_pipeline.settings.upload": ["q8"]})
     assert load_plan(plan.path, workspace=plan.workspace).hash != plan.hash
+
+
+# -- decoding is bounded by one chunk, not by the tensor --------------------------------
+
+
+class _Discard:
+    """A destination that keeps nothing: what a decode allocates is the decode's own."""
+
+    def allocate(self, name, dtype, shape):
+        return self
+
+    def write(self, offset, data) -> None:
+        pass
+
+    def finish(self, names):
+        return {}
+
+    def discard(self) -> None:
+        pass
+
+
+def test_a_dense_chunk_counting_more_elements_than_one_chunk_holds_is_refused() -> None:
+    """A tiny zstd frame may not make the receiver inflate a whole (large) tensor at once."""
+    n = 1 << 22  # 16 MiB of float32
+    plan = CompressionSettings(upload=["q8", "zstd"])
+    assembler = TensorAssembler({"x": ("float32", (n,))}, BIG, decoding=Decoding.upload(plan, None, chunk_bytes=1 << 20), destination=_Discard())
+    bomb = struct.pack("<Q", n) + zstandard.ZstdCompressor().compress(struct.pack("<ff", 0.0, 1.0) + b"\0" * n)
+    with pytest.raises(RefusedError, match=r"chunk of 4194304 elements is more than the \d+ one chunk may hold") as refused:
+        assembler.add("x", "float32", (n,), 0, bomb, "q8+zstd")
+    assert refused.value.kind == "payload"
+
+
+def test_a_sparse_chunk_spanning_a_large_tensor_decodes_in_bounded_pieces() -> None:
+    import tracemalloc
+
+    n = 1 << 24  # 64 MiB of float32, one top-k chunk of 3 entries spans it all
+    plan = CompressionSettings(upload=["topk"])
+    written: list[tuple[int, int]] = []
+
+    class _Record(_Discard):
+        def write(self, offset, data) -> None:
+            chunk = np.frombuffer(data, dtype="<f4")
+            if chunk.any():
+                written.append((offset // 4 + int(np.flatnonzero(chunk)[0]), float(chunk[chunk != 0][0])))
+
+    assembler = TensorAssembler({"x": ("float32", (n,))}, BIG, decoding=Decoding.upload(plan, None, chunk_bytes=1 << 20), destination=_Record())
+    tracemalloc.start()
+    try:
+        assembler.add("x", "float32", (n,), 0, _sparse(n, [5, 1 << 22, n - 1], [1.0, 2.0, 3.0]), "topk")
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert written == [(5, 1.0), (1 << 22, 2.0), (n - 1, 3.0)]
+    assert peak < 8 << 20, f"decoding one sparse chunk allocated {peak} bytes"

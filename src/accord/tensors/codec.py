@@ -17,7 +17,7 @@ from typing import Protocol
 import numpy as np
 
 from accord.errors import AccordError, RefusedError
-from accord.tensors.encodings import RAW, RAW_ONLY, Decoding, Encoding, chunk_count, decode_into
+from accord.tensors.encodings import RAW, RAW_ONLY, Decoding, Encoding, chunk_count, decode_chunk
 from accord.tensors.state import ALLOWED_DTYPES, little_endian
 
 #: (name, dtype, shape, offset, data) — one piece of one tensor.
@@ -205,13 +205,14 @@ class TensorAssembler:
                 kind="payload",
             )
         if encoding != RAW:
-            # decoded beside the buffer (one chunk's elements), then written into place like raw bytes
+            # decoded beside the buffer (at most one chunk's elements at a time), then written into place like raw bytes
             decoder = Encoding.parse(encoding)
             start, count = offset // itemsize, size // itemsize
             base = self._decoding.base_of(name, start, count) if decoder.lossy else None
-            decoded = np.empty(count, dtype=np.dtype(pending.dtype).newbyteorder("<"))
-            decode_into(decoder, data, decoded, base, name)
-            pending.buffer.write(offset, decoded.view(np.uint8).data)
+            most = decoder.per_chunk(self._decoding.chunk_bytes, itemsize)
+            dtype = np.dtype(pending.dtype).newbyteorder("<")
+            for first, decoded in decode_chunk(decoder, data, count, dtype, base, most, name):
+                pending.buffer.write(offset + first * itemsize, decoded.view(np.uint8).data)
         elif size:
             pending.buffer.write(offset, data)
         pending.received = end

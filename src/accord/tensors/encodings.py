@@ -17,14 +17,16 @@ little-endian throughout::
 A lossy chunk carries a change: the receiver writes ``base + change`` (the round's global
 model) or the change itself (a delta), and elements a top-k chunk leaves out are no change.
 Decoding refuses (RefusedError, kind ``payload``) before writing: a size that does not match
-its count exactly, indices out of range or repeated, a scale or value that is not finite, and
-a zstd frame that would inflate past the most that ``count`` elements can need.
+its count exactly, indices out of range or repeated, a scale or value that is not finite, a
+dense chunk (or a top-k chunk's entries) past what one chunk of the plan's ``chunk_bytes`` may
+hold, and a zstd frame that would inflate past the most its count can need. A top-k chunk may
+span many more elements than it holds: it is decoded in pieces of one chunk's elements.
 """
 
 from __future__ import annotations
 
 import struct
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -47,6 +49,8 @@ _HALF_BYTES = {"": None, "fp16": 4, "bf16": 4, "q8": 2, "q4": 1}
 _ZSTD_SLACK = 128
 #: the most elements one top-k chunk may span (its indices are u32)
 MAX_SPAN = 2**32 - 1
+#: the largest chunk a plan may set (network.settings.chunk_bytes): a receiver's default bound
+MAX_CHUNK_BYTES = 64 * 1024 * 1024
 
 
 def _refuse(name: str, why: str) -> RefusedError:
@@ -188,37 +192,54 @@ def sparse_inner(kind: str, indices: np.ndarray, packed_values: bytes) -> bytes:
     return ENTRIES.pack(indices.size) + indices.astype("<u4").tobytes() + packed_values
 
 
-def decode_into(encoding: Encoding, data: bytes | memoryview, dest: np.ndarray, base: np.ndarray | None, name: str) -> None:
-    """Decode one chunk of ``dest.size`` elements into ``dest`` (a flat view of the tensor's buffer):
-    ``base + change`` when ``base`` (the same elements of the global model) is given, else the change."""
-    count = dest.size
+def decode_chunk(
+    encoding: Encoding,
+    data: bytes | memoryview,
+    count: int,
+    dtype: np.dtype,
+    base: np.ndarray | None,
+    most: int,
+    name: str,
+) -> Iterator[tuple[int, np.ndarray]]:
+    """Decode one chunk of ``count`` elements of ``dtype``: (first element, decoded values) for each
+    piece of at most ``most`` elements, ``base + change`` when ``base`` (the same elements of the
+    global model) is given, else the change. ``most`` is what one chunk may hold
+    (``Encoding.per_chunk``): a dense chunk, or a top-k chunk's entries, past it is refused, so
+    decoding allocates per chunk, never per tensor (a top-k chunk may span far more elements)."""
     body = memoryview(data)[COUNT.size :]
-    if encoding.zstd:
-        most = encoding.inner_bytes(count, count, dest.itemsize)
-        body = memoryview(_inflate(body, most, name))
     if not encoding.sparse:
-        _expect_size(name, len(body), encoding.inner_bytes(count, 0, dest.itemsize))
-        change = _values(encoding.values, body, count, dest.dtype, name)
+        if count > most:
+            raise _refuse(name, f"a chunk of {count} elements is more than the {most} one chunk may hold")
+        if encoding.zstd:
+            body = memoryview(_inflate(body, encoding.inner_bytes(count, 0, dtype.itemsize), name))
+        _expect_size(name, len(body), encoding.inner_bytes(count, 0, dtype.itemsize))
+        change = _values(encoding.values, body, count, dtype, name)
+        out = np.empty(count, dtype=dtype)
         if base is None:
-            dest[...] = change
+            out[...] = change
         else:
-            np.add(base, change, out=dest, casting="unsafe")
+            np.add(base, change, out=out, casting="unsafe")
+        yield 0, out
         return
+    if encoding.zstd:
+        body = memoryview(_inflate(body, encoding.inner_bytes(count, min(count, most), dtype.itemsize), name))
     if len(body) < ENTRIES.size:
         raise _refuse(name, "a top-k chunk lacks its entry count")
     (entries,) = ENTRIES.unpack_from(body)
-    if entries > count:
-        raise _refuse(name, f"a top-k chunk of {count} elements claims {entries} entries")
-    _expect_size(name, len(body), encoding.inner_bytes(count, entries, dest.itemsize))
+    if entries > min(count, most):
+        raise _refuse(name, f"a top-k chunk of {count} elements claims {entries} entries, more than the {min(count, most)} it may hold")
+    _expect_size(name, len(body), encoding.inner_bytes(count, entries, dtype.itemsize))
     indices = np.frombuffer(body, dtype="<u4", count=entries, offset=ENTRIES.size)
     if entries and (int(indices[-1]) >= count or not bool((indices[1:] > indices[:-1]).all())):
         raise _refuse(name, f"a top-k chunk's indices are not increasing, distinct and below its count {count}")
-    values = _values(encoding.values, body[ENTRIES.size + 4 * entries :], entries, dest.dtype, name)
-    if base is None:
-        dest[...] = 0
-    else:
-        dest[...] = base
-    dest[indices] += values.astype(dest.dtype)
+    values = _values(encoding.values, body[ENTRIES.size + 4 * entries :], entries, dtype, name).astype(dtype)
+    bounds = np.searchsorted(indices, np.arange(0, count + most, most).clip(max=count))
+    for piece, start in enumerate(range(0, count, most)):
+        n = min(most, count - start)
+        out = np.zeros(n, dtype=dtype) if base is None else np.array(base[start : start + n], dtype=dtype)
+        first, last = bounds[piece], bounds[piece + 1]
+        out[indices[first:last] - start] += values[first:last]
+        yield start, out
 
 
 def _expect_size(name: str, got: int, want: int) -> None:
@@ -259,23 +280,27 @@ def _zstandard() -> Any:  # an optional module: untyped
 @dataclass(frozen=True)
 class Decoding:
     """What a receiver accepts: float tensors in ``lossy`` (their changes are added to ``base``, if
-    given), every other tensor in ``lossless``; ``source`` names the plan key for a refusal."""
+    given), every other tensor in ``lossless``; ``source`` names the plan key for a refusal;
+    ``chunk_bytes`` is the plan's chunk size, which bounds what one encoded chunk may hold."""
 
     lossy: str
     lossless: str
     base: Mapping[str, np.ndarray] | None
     source: str
+    chunk_bytes: int = MAX_CHUNK_BYTES
 
     @classmethod
-    def upload(cls, settings: CompressionSettings, base: Mapping[str, np.ndarray] | None) -> Decoding:
+    def upload(
+        cls, settings: CompressionSettings, base: Mapping[str, np.ndarray] | None, chunk_bytes: int = MAX_CHUNK_BYTES
+    ) -> Decoding:
         """An uploaded result's: ``base`` is the round's global model (None for a delta)."""
-        return cls(settings.upload_encoding, settings.upload_lossless, base, "compression_pipeline.upload")
+        return cls(settings.upload_encoding, settings.upload_lossless, base, "compression_pipeline.upload", chunk_bytes)
 
     @classmethod
-    def download(cls, settings: CompressionSettings) -> Decoding:
+    def download(cls, settings: CompressionSettings, chunk_bytes: int = MAX_CHUNK_BYTES) -> Decoding:
         """A downloaded model's: lossless only, every tensor alike."""
         encoding = settings.download_encoding
-        return cls(encoding, encoding, None, "compression_pipeline.download")
+        return cls(encoding, encoding, None, "compression_pipeline.download", chunk_bytes)
 
     def expected(self, dtype: str, nbytes: int) -> str:
         """The encoding a tensor of ``dtype`` and ``nbytes`` must come in (an empty one travels raw)."""

@@ -268,7 +268,7 @@ class GrpcAggregatorClient:
 
     def _receive_model(self, request: pb.ModelRequest, expected: TensorSpecs | None) -> ModelState:
         limit = wire.MAX_MODEL_BYTES if expected is None else wire.model_bytes(expected)
-        assembler = TensorAssembler(expected, max_total_bytes=limit, decoding=Decoding.download(self._compression))
+        assembler = TensorAssembler(expected, max_total_bytes=limit, decoding=Decoding.download(self._compression, self._chunk_bytes))
         call = self._stub.GetModel(request, timeout=self._transfer_timeout)
         try:
             for chunk in call:

@@ -105,7 +105,7 @@ class _Servicer:
         self._repeats = RepeatFilter()
         self._executor = concurrent.futures.ThreadPoolExecutor(workers, thread_name_prefix="accord-rpc")
         self._long_poll = LongPoll()
-        self._uploads = Uploads(service, self._executor, limits, max_update_bytes, max_upload_seconds, compression)
+        self._uploads = Uploads(service, self._executor, limits, max_update_bytes, max_upload_seconds, compression, chunk_bytes)
 
     @property
     def calls_in_progress(self) -> int:

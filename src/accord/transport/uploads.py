@@ -48,9 +48,11 @@ class Uploads:
         max_update_bytes: int | None,
         max_upload_seconds: float | None,
         compression: CompressionSettings,
+        chunk_bytes: int,
     ) -> None:
         self._service = service
         self._compression = compression
+        self._chunk_bytes = chunk_bytes
         self._executor = executor
         self._limits = limits
         self._max_update_bytes = max_update_bytes
@@ -144,7 +146,7 @@ class Uploads:
         self._service.expect(name, head.header.plan_hash, head.round_number, head.task, head.model_digest, head.failure)
         lossy = self._compression.lossy_upload and not head.is_delta and not head.failure
         base = self._service.get_model(name, head.header.plan_hash, head.round_number) if lossy else None
-        return Decoding.upload(self._compression, base)
+        return Decoding.upload(self._compression, base, self._chunk_bytes)
 
     def _length_bound(self, model_bytes: int) -> float:
         """Seconds an upload of a model of ``model_bytes`` may take once it holds a slot."""
