@@ -18,6 +18,7 @@ from test_e2e_faults import Sites, wait_for
 from test_resume import NAMES, results_of, run_all, sequence
 
 from accord import files as files_module
+from accord.files import link_or_copy
 from accord.aggregator.journal import Journal
 from accord.aggregator.metrics import read_metrics
 from accord.aggregator.runtime import AggregatorRuntime
@@ -173,3 +174,14 @@ def test_a_kill_after_the_ack_and_before_the_commit_resumes_to_the_same_model(tm
     assert_same_model(load_state(plan.resolve_path("save/last.safetensors")), load_state(expected))
     rounds = [r.round for r in read_metrics(plan.resolve_path("logs/metrics.jsonl")) if r.metric == "round_seconds"]
     assert rounds == [0, 1]  # round 0 logged once, though it closed twice
+
+
+def test_linking_a_file_again_to_the_same_model_leaves_no_stray_link(tmp_path: Path) -> None:
+    """rename(2) of a hard link over another link of the same file does nothing: the temporary
+    link would stay, holding the model's disk space after the journal removed it."""
+    source, target = tmp_path / "model-00001.safetensors", tmp_path / "best.safetensors"
+    source.write_bytes(b"model")
+    link_or_copy(source, target)
+    link_or_copy(source, target)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["best.safetensors", "model-00001.safetensors"]
+    assert target.stat().st_ino == source.stat().st_ino

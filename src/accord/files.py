@@ -46,6 +46,8 @@ def link_or_copy(source: Path, target: Path) -> Path:
     it); a copy, flushed to disk, where the file system refuses links (another device, no
     link support). A link shares the file: replace ``target`` (as every writer here does),
     never write into it."""
+    if Path(target).exists() and os.path.samefile(source, target):
+        return Path(target)  # already that file (a rename of a link over it would do nothing, leaving the temporary link)
     with atomic_path(Path(target)) as partial:
         partial.unlink()
         try:
