@@ -210,8 +210,8 @@ class TensorAssembler:
             start, count = offset // itemsize, size // itemsize
             base = self._decoding.base_of(name, start, count) if decoder.lossy else None
             most = decoder.per_chunk(self._decoding.chunk_bytes, itemsize)
-            dtype = np.dtype(pending.dtype).newbyteorder("<")
-            for first, decoded in decode_chunk(decoder, data, count, dtype, base, most, name):
+            little = np.dtype(pending.dtype).newbyteorder("<")
+            for first, decoded in decode_chunk(decoder, data, count, little, base, most, name):
                 pending.buffer.write(offset + first * itemsize, decoded.view(np.uint8).data)
         elif size:
             pending.buffer.write(offset, data)
