@@ -33,7 +33,7 @@ from accord.errors import AccordError, RefusedError
 from accord.messages import Action, FederationInfo, TaskAssignment, TaskResult
 from accord.plan.identity import shown_hash
 from accord.plan.loader import Plan
-from accord.tensors.state import ModelState, load_state, tensor_specs
+from accord.tensors.state import ModelState, StateView, load_state, tensor_specs
 
 log = logging.getLogger("accord.aggregator")
 
@@ -226,12 +226,13 @@ class AggregatorRuntime:
             with self._cond:
                 self._check_serving()
             staged = self.journal.stage(result)
-            if staged is not None:  # the engine reads the tensors from their saved file
-                result = replace(result, tensors=self.journal.view(staged))
+            kept = self.journal.view(staged)
+            if kept is not None:  # the engine reads the tensors from their saved file
+                result = replace(result, tensors=kept)
             with self._cond:
                 self._wait_committed()
                 self._check_serving()
-                outcome = self._take(result, staged)
+                outcome = self._take(result, kept)
                 self._result_log.took(result)
                 if not result.failure:  # recorded even when it closes the round: a rollback replays it
                     self._persist(lambda: self.journal.add_result(result, staged))
@@ -246,11 +247,11 @@ class AggregatorRuntime:
         finally:
             self.journal.discard(staged)
 
-    def _take(self, result: TaskResult, staged: str | None) -> RoundOutcome | None:
+    def _take(self, result: TaskResult, kept: StateView | None) -> RoundOutcome | None:
         """``engine.submit``; if closing the round fails (an update's file unreadable, memory
         short), the aggregator stops as on a failed save: a restart closes the round again."""
         try:
-            return self.engine.submit(result, self.journal.view(staged))
+            return self.engine.submit(result, kept)
         except RefusedError:
             raise
         except Exception as exc:
