@@ -7,10 +7,14 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from accord.aggregator.events import EngineEvent, RoundClosed, RoundOutcome, Sink
 from accord.aggregator.metrics import MetricRecord, MetricsLog
 from accord.messages import TaskResult
+
+if TYPE_CHECKING:
+    from accord.aggregator.engine import RoundEngine
 
 log = logging.getLogger("accord.aggregator")
 
@@ -117,6 +121,19 @@ def metrics_sink(metrics_log: MetricsLog) -> Sink:
             metrics_log.write(round_records(event.outcome))
 
     return write
+
+
+def report_closed(engine: RoundEngine, outcome: RoundOutcome) -> tuple[str, ...]:
+    """Warn of what a closed round went without (``warn_left_out``) and log its line; returns
+    the update bounds that bit, as ``fx aggregator status`` shows them."""
+    bounded = warn_left_out(outcome, engine.policy.policy)
+    label = (
+        "final validation of the last model"
+        if engine.is_final_validation(outcome.round_number)
+        else f"round {outcome.round_number} of {engine.rounds_to_train}"
+    )
+    log_round(outcome, label, engine.best_metric)
+    return bounded
 
 
 def log_round(outcome: RoundOutcome, label: str, best_metric: str) -> None:

@@ -24,7 +24,7 @@ from accord.aggregator.events import RoundOutcome, Sink
 from accord.aggregator.journal import Journal
 from accord.aggregator.metrics import MetricsLog
 from accord.aggregator.plan_engine import assigner_for, engine_for, strategy_for
-from accord.aggregator.reporting import ResultLog, log_round, metrics_sink, warn_left_out
+from accord.aggregator.reporting import ResultLog, metrics_sink, report_closed
 from accord.aggregator.saved import SavedRound
 from accord.aggregator.staging import StagedFile
 from accord.aggregator.status import RoundStatus
@@ -408,14 +408,8 @@ class AggregatorRuntime:
         ``commit`` save the next one's start with the models (the committer's ``hand``, or its
         ``write`` at once while replaying)."""
         self._stragglers = outcome.stragglers
-        self._bounded = warn_left_out(outcome, self.engine.policy.policy)
+        self._bounded = report_closed(self.engine, outcome)
         self._opened_at = time.time()
-        label = (
-            "final validation of the last model"
-            if self.engine.is_final_validation(outcome.round_number)
-            else f"round {outcome.round_number} of {self.engine.rounds_to_train}"
-        )
-        log_round(outcome, label, self.settings.best_metric)
         commit(self._round_commit(outcome))
 
 

@@ -14,7 +14,7 @@ from typing import Any
 
 from accord.aggregator.engine import RoundEngine
 from accord.aggregator.events import RoundOutcome
-from accord.aggregator.reporting import log_round, warn_left_out
+from accord.aggregator.reporting import report_closed
 from accord.errors import AccordError, RefusedError
 from accord.messages import TaskResult
 from accord.simulation.backends import Backend
@@ -148,12 +148,5 @@ class RoundDriver:
         return None
 
     def _closed(self, outcome: RoundOutcome) -> RoundOutcome:
-        engine = self.engine
-        warn_left_out(outcome, engine.policy.policy)
-        label = (
-            "final validation of the last model"
-            if engine.is_final_validation(outcome.round_number)
-            else f"round {outcome.round_number} of {engine.rounds_to_train}"
-        )
-        log_round(outcome, label, engine.best_metric)
+        report_closed(self.engine, outcome)
         return outcome

@@ -87,7 +87,7 @@ class Encoded:
         for start, end in zip(starts, [*starts[1:], array.size]):
             first, last = np.searchsorted(indices, [start, end])
             values = pack_values(encoding.values, tensor.codes[first:last], tensor.low, tensor.step)
-            inner = sparse_inner(encoding.values, indices[first:last] - start, values)
+            inner = sparse_inner(indices[first:last] - start, values)
             yield *head, start * array.itemsize, encoding.name, pack_chunk(encoding, end - start, inner, self._level)
 
 

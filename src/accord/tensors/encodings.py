@@ -187,7 +187,7 @@ def pack_chunk(encoding: Encoding, count: int, inner: bytes, zstd_level: int) ->
     return COUNT.pack(count) + inner
 
 
-def sparse_inner(kind: str, indices: np.ndarray, packed_values: bytes) -> bytes:
+def sparse_inner(indices: np.ndarray, packed_values: bytes) -> bytes:
     """The inner payload of a top-k chunk: its entries, their indices (relative to the chunk), their values."""
     return ENTRIES.pack(indices.size) + indices.astype("<u4").tobytes() + packed_values
 
