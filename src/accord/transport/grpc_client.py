@@ -19,7 +19,7 @@ from accord.tensors.codec import TensorAssembler
 from accord.tensors.compression import Encoded
 from accord.tensors.encodings import Decoding
 from accord.tensors.state import ALLOWED_DTYPES, ModelState
-from accord.transport import wire
+from accord.transport import chunk_views, wire
 from accord.transport.base import TensorSpecs
 from accord.transport.proto import accord_pb2 as pb
 from accord.transport.proto import accord_pb2_grpc as pb_grpc
@@ -116,6 +116,11 @@ class GrpcAggregatorClient:
         self._channel = grpc.secure_channel(target, tls.credentials(), options=[*wire.channel_options(chunk_bytes), *RECONNECT_OPTIONS])
         self._stub = pb_grpc.AggregatorStub(self._channel)
         self._stub.SendResult = wire.send_result_method(self._channel)
+        self._stub.GetModel = self._channel.unary_stream(
+            "/accord.v1.Aggregator/GetModel",
+            request_serializer=pb.ModelRequest.SerializeToString,
+            response_deserializer=chunk_views.tensor_chunk,
+        )
 
     def __enter__(self) -> GrpcAggregatorClient:
         return self

@@ -26,7 +26,7 @@ from accord.errors import AccordError, RefusedError
 from accord.messages import TaskAssignment
 from accord.plan.compression import NO_COMPRESSION, CompressionSettings
 from accord.tensors.compression import lossless
-from accord.transport import wire
+from accord.transport import chunk_views, wire
 from accord.transport.admission import Admission, CallLimits, RepeatFilter, Revoked, check_claim, peer_name
 from accord.transport.base import AggregatorService
 from accord.transport.binding import bind, bind_addresses
@@ -73,7 +73,7 @@ def _method_handlers(servicer: _Servicer) -> dict[str, grpc.RpcMethodHandler]:
             servicer.rpc("get_model", servicer.get_model), wire.lenient(pb.ModelRequest), wire.serialize
         ),
         "SendResult": grpc.stream_unary_rpc_method_handler(
-            servicer.rpc("send_result", servicer.send_result), wire.lenient(pb.ResultChunk), pb.ResultAck.SerializeToString
+            servicer.rpc("send_result", servicer.send_result), chunk_views.result_chunk, pb.ResultAck.SerializeToString
         ),
     }
 

@@ -26,6 +26,7 @@ from accord.tensors.encodings import Decoding
 from accord.transport import wire
 from accord.transport.admission import CallLimits, check_claim
 from accord.transport.base import AggregatorService
+from accord.transport.chunk_views import ChunkView
 from accord.transport.proto import accord_pb2 as pb
 from accord.transport.streams import read_within
 
@@ -68,7 +69,7 @@ class Uploads:
     async def receive(self, name: str, context: grpc.aio.ServicerContext, first: Any) -> None:
         """Check ``first`` (the stream's first message) and receive and submit the result it heads."""
         self._check_deadline(context)
-        if first is None or first.WhichOneof("part") != "header":
+        if not isinstance(first, pb.ResultChunk) or first.WhichOneof("part") != "header":
             raise RefusedError("a result stream must start with its header", kind="payload")
         head = first.header
         check_claim(head.header.sender, name)
@@ -116,11 +117,11 @@ class Uploads:
             length = self._length_bound(wire.model_bytes(expected))
             ends = loop.time() + length
             while (message := await self._next_chunk(context, ends - loop.time(), length)) is not None:
-                if message.WhichOneof("part") != "tensor":
+                if not isinstance(message, ChunkView):
                     raise RefusedError("a result stream holds one header, then only tensor chunks", kind="payload")
                 if not head.tensor_count:  # it holds no slot: nothing of it is received
                     raise RefusedError("a tensor arrived in a result whose header announces none", kind="payload")
-                assembler.add(*wire.chunk_fields(message.tensor))
+                assembler.add(*wire.chunk_fields(message))
                 if len(assembler) > head.tensor_count:
                     raise RefusedError(
                         f"more tensors arrived than the {head.tensor_count} the result header announces",

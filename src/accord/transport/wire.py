@@ -151,9 +151,10 @@ def phase_from_wire(text: str) -> str:
     return text
 
 
-def chunk_fields(chunk: pb.TensorChunk) -> tuple[str, str, tuple[int, ...], int, bytes, str]:
-    """A received chunk's (name, dtype, shape, offset, data, encoding) for the assembler, which
-    refuses an encoding the plan's compression_pipeline does not send."""
+def chunk_fields(chunk: Any) -> tuple[str, str, tuple[int, ...], int, bytes | memoryview, str]:
+    """A received chunk's (a pb.TensorChunk or a chunk_views.ChunkView) name, dtype, shape,
+    offset, data and encoding for the assembler, which refuses an encoding the plan's
+    compression_pipeline does not send."""
     return chunk.name, chunk.dtype, tuple(chunk.shape), chunk.offset, chunk.data, chunk.encoding
 
 
