@@ -14,6 +14,9 @@ federation's own certificates, between separate processes, interleaved round by 
   until the acknowledgement: the aggregator has written it to its staged file while it
   arrived, flushed that file to disk, checked it and taken it into FedAvg. c1's result
   does not close the round (c2's does, after it), so the round's close is not in it.
+- ``send_result, transfer``: the same upload without the aggregator's submit (the time the
+  aggregator's ``AggregatorRuntime.submit`` took, from the last chunk in its file to the
+  acknowledgement, taken off): what the transport and the receive path reach on their own.
 - ``send_result (closing)``: c2's upload, which closes the round: the close (the new
   model, its files) is in its time.
 - ``get_model``: c1 fetching the round's global model (``GrpcAggregatorClient.get_model``),
@@ -27,6 +30,7 @@ the script starts itself in.
 from __future__ import annotations
 
 import argparse
+import os
 import shutil
 import socket
 import ssl
@@ -162,13 +166,19 @@ def run(args: argparse.Namespace) -> int:
         workspace = plan.workspace
         cert_dir = plan.resolve_path(plan.model.network.settings.cert_dir)
         payload = memoryview(np.random.default_rng(1).integers(0, 255, model_bytes, dtype=np.uint8))
-        print(f"model: {model_bytes / MB:.1f} MB, {args.repeats} rounds, mutual TLS on 127.0.0.1, separate processes", flush=True)
+        print(
+            f"model: {model_bytes / MB:.1f} MB, {args.repeats} rounds, mutual TLS on 127.0.0.1, separate processes; "
+            f"load average {os.getloadavg()[0]:.2f} on {os.cpu_count()} cores",
+            flush=True,
+        )
         federation = Federation(workspace, __file__)
         federation.start("aggregator", "--serve", str(workspace))
         for index, name in enumerate(("c1", "c2"), start=1):
             federation.start(name, "--client", str(workspace), name, str(index), "--timeout", str(args.timeout), stdin=True)
         federation.wait_for("JOINED", {"c1", "c2"}, timeout=args.timeout)
-        figures: dict[str, list[float]] = {"raw TLS": [], "send_result": [], "send_result (closing)": [], "get_model": []}
+        figures: dict[str, list[float]] = {
+            "raw TLS": [], "send_result": [], "send_result, transfer": [], "send_result (closing)": [], "get_model": []
+        }
         submits: list[float] = []
         for round_number in range(args.repeats):
             label = f"raw{round_number}"
@@ -184,6 +194,7 @@ def run(args: argparse.Namespace) -> int:
                     figures["send_result"].append(model_bytes / MB / float(timing["send_s"]))
                     submit = federation.wait_for("SUBMIT", {"aggregator"}, timeout=60, since=mark)["aggregator"]
                     submits.append(float(submit["s"]) / float(timing["send_s"]))
+                    figures["send_result, transfer"].append(model_bytes / MB / (float(timing["send_s"]) - float(submit["s"])))
                 else:
                     figures["send_result (closing)"].append(model_bytes / MB / float(timing["send_s"]))
         for name in ("c1", "c2"):
@@ -208,6 +219,7 @@ def run(args: argparse.Namespace) -> int:
         f"   (of c1's send_result, the aggregator's submit, once the last chunk is in its file: flush to disk, "
         f"checks, FedAvg's norms: median {statistics.median(submits):.0%})"
     )
+    print(f"   load average at the end: {os.getloadavg()[0]:.2f} (1 min); other work on the machine slows every figure")
     clean = all(code == 0 for code in codes.values())
     print(f"   every process exited cleanly: {'OK' if clean else 'FAILED'}")
     return 0 if clean else 1
