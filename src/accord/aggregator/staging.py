@@ -40,7 +40,7 @@ log = logging.getLogger("accord.aggregator")
 _SYNC_FILE_RANGE_WRITE = 2
 
 
-def _writeback_starter() -> Callable[[int, int, int], object] | None:
+def _writeback_starter() -> Callable[[int, int, int, int], object] | None:
     """libc's ``sync_file_range(fd, offset, nbytes, flags)`` on Linux, else None (then the
     flush at ``commit`` writes everything, as it would anyway)."""
     if not sys.platform.startswith("linux"):

@@ -30,7 +30,7 @@ _LENGTH_DELIMITED, _VARINT, _FIXED64, _FIXED32 = 2, 0, 1, 5
 class ChunkView:
     """One received TensorChunk: its fields, ``data`` a view of the received message (no copy)."""
 
-    __slots__ = ("name", "dtype", "shape", "offset", "data", "encoding")
+    __slots__ = ("data", "dtype", "encoding", "name", "offset", "shape")
 
     def __init__(self, meta: pb.TensorChunk, data: memoryview) -> None:
         self.name: str = meta.name
