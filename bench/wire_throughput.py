@@ -23,7 +23,11 @@ federation's own certificates, between separate processes, interleaved round by 
   alone on the wire.
 
 It prints min and median over ``--repeats`` rounds of each, and the ratios of the medians
-(and of the minima) to raw TLS. ``--raw-recv``, ``--serve`` and ``--client`` are the modes
+(and of the minima) to raw TLS. Then the CPU each end spent per GB (``time.process_time``
+of each process, all its threads), medians: a loaded machine slows every figure above but
+hardly changes these: the raw TLS receiver and sender; c1's upload at the aggregator (from
+the header's check, ``expect``, to the end of its submit) and the submit's share; c1's
+process for its send_result and for its get_model. ``--raw-recv``, ``--serve`` and ``--client`` are the modes
 the script starts itself in.
 """
 
@@ -59,29 +63,33 @@ def raw_receive(cert_dir: Path, fqdn: str, nbytes: int) -> int:
     with socket.create_server(("127.0.0.1", 0)) as server:
         print(f"PORT port={server.getsockname()[1]}", flush=True)
         connection, _ = server.accept()
+        started = time.process_time()
         with context.wrap_socket(connection, server_side=True) as tls:
             got = 0
             while got < nbytes:
                 got += tls.recv_into(buffer[got:], min(nbytes - got, 1 << 24))
             tls.sendall(b"k")
+    print(f"RAWCPU s={time.process_time() - started:.4f}", flush=True)
     return 0
 
 
-def raw_send(cert_dir: Path, name: str, port: int, payload: memoryview) -> float:
-    """Seconds to send ``payload`` over a fresh mutual-TLS connection, from the handshake's end to the answer."""
+def raw_send(cert_dir: Path, name: str, port: int, payload: memoryview) -> tuple[float, float]:
+    """Seconds to send ``payload`` over a fresh mutual-TLS connection, from the handshake's end to
+    the answer, and this process's CPU seconds from the handshake's start."""
     from accord.pki.layout import CertLayout
 
     layout = CertLayout(cert_dir)
     context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=str(layout.chain))
     context.load_cert_chain(layout.collaborator_cert(name), layout.collaborator_key(name))
     context.check_hostname = False
+    cpu = time.process_time()
     with socket.create_connection(("127.0.0.1", port)) as connection, context.wrap_socket(connection) as tls:
         tls.do_handshake()
         started = time.perf_counter()
         tls.sendall(payload)
         if tls.recv(1) != b"k":
             raise RuntimeError("the raw TLS receiver did not answer")
-        return time.perf_counter() - started
+        return time.perf_counter() - started, time.process_time() - cpu
 
 
 # -- the federation's children ------------------------------------------------------------------
@@ -96,14 +104,23 @@ def serve(workspace: Path) -> int:
 
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr, format="aggregator %(levelname)s %(name)s: %(message)s")
     plan = load_plan(plan_file(workspace), workspace=workspace)
-    real_submit = AggregatorRuntime.submit
+    real_submit, real_expect = AggregatorRuntime.submit, AggregatorRuntime.expect
+
+    def timed_expect(runtime: AggregatorRuntime, collaborator: str, *args) -> None:
+        print(f"EXPECT name={collaborator} cpu={time.process_time():.4f}", flush=True)
+        real_expect(runtime, collaborator, *args)
 
     def timed_submit(runtime: AggregatorRuntime, result, plan_hash: str) -> None:
-        started = time.perf_counter()
+        started, cpu = time.perf_counter(), time.process_time()
         real_submit(runtime, result, plan_hash)
-        print(f"SUBMIT name={result.collaborator} s={time.perf_counter() - started:.4f}", flush=True)
+        now = time.process_time()
+        print(
+            f"SUBMIT name={result.collaborator} s={time.perf_counter() - started:.4f} cpu={now:.4f} submit_cpu={now - cpu:.4f}",
+            flush=True,
+        )
 
     AggregatorRuntime.submit = timed_submit  # type: ignore[method-assign]
+    AggregatorRuntime.expect = timed_expect  # type: ignore[method-assign]
     runtime = start_aggregator(plan, quit_grace=15.0)
     return 0 if runtime.finished else 1
 
@@ -129,20 +146,24 @@ def collaborate(workspace: Path, name: str, index: int, timeout: float) -> int:
             if assignment.action is not Action.RUN:
                 print(f"ERROR {name}: expected RUN, got {assignment.action.value}", flush=True)
                 return 1
-            started = time.perf_counter()
+            started, cpu = time.perf_counter(), time.process_time()
             model = client.get_model(assignment.round_number)
-            get_s = time.perf_counter() - started
+            get_s, get_cpu = time.perf_counter() - started, time.process_time() - cpu
             digest = model_digest(model, assignment.round_number)
             for key, array in model.items():
                 array += offset(index, key)
             result = TaskResult(
                 name, assignment.round_number, "train", weight(index), {"loss": 1.0}, tensors=model, model_digest=digest
             )
-            started = time.perf_counter()
+            started, cpu = time.perf_counter(), time.process_time()
             client.send_result(result)
-            send_s = time.perf_counter() - started
+            send_s, send_cpu = time.perf_counter() - started, time.process_time() - cpu
             del result, model
-            print(f"TIMING name={name} round={assignment.round_number} get_s={get_s:.4f} send_s={send_s:.4f}", flush=True)
+            print(
+                f"TIMING name={name} round={assignment.round_number} get_s={get_s:.4f} send_s={send_s:.4f} "
+                f"get_cpu={get_cpu:.4f} send_cpu={send_cpu:.4f}",
+                flush=True,
+            )
         while time.monotonic() < deadline:
             if client.get_tasks().action is Action.QUIT:
                 return 0
@@ -180,11 +201,19 @@ def run(args: argparse.Namespace) -> int:
             "raw TLS": [], "send_result": [], "send_result, transfer": [], "send_result (closing)": [], "get_model": []
         }
         submits: list[float] = []
+        cpu: dict[str, list[float]] = {
+            "raw TLS receiver": [], "raw TLS sender": [], "send_result at the aggregator": [], "  of which its submit": [],
+            "send_result at the site": [], "get_model at the site": [],
+        }
+        per_gb = 1e9 / model_bytes
         for round_number in range(args.repeats):
             label = f"raw{round_number}"
             federation.start(label, "--raw-recv", str(cert_dir), "localhost", str(model_bytes))
             port = int(federation.wait_for("PORT", {label}, timeout=60)[label]["port"])
-            figures["raw TLS"].append(model_bytes / MB / raw_send(cert_dir, "c1", port, payload))
+            seconds, sender_cpu = raw_send(cert_dir, "c1", port, payload)
+            figures["raw TLS"].append(model_bytes / MB / seconds)
+            cpu["raw TLS sender"].append(sender_cpu * per_gb)
+            cpu["raw TLS receiver"].append(float(federation.wait_for("RAWCPU", {label}, timeout=60)[label]["s"]) * per_gb)
             for name in ("c1", "c2"):  # one after the other: each alone on the wire
                 mark = len(federation.seen)
                 federation.tell(name, "GO")
@@ -193,7 +222,12 @@ def run(args: argparse.Namespace) -> int:
                     figures["get_model"].append(model_bytes / MB / float(timing["get_s"]))
                     figures["send_result"].append(model_bytes / MB / float(timing["send_s"]))
                     submit = federation.wait_for("SUBMIT", {"aggregator"}, timeout=60, since=mark)["aggregator"]
+                    expect = federation.wait_for("EXPECT", {"aggregator"}, timeout=60, since=mark)["aggregator"]
                     submits.append(float(submit["s"]) / float(timing["send_s"]))
+                    cpu["send_result at the aggregator"].append((float(submit["cpu"]) - float(expect["cpu"])) * per_gb)
+                    cpu["  of which its submit"].append(float(submit["submit_cpu"]) * per_gb)
+                    cpu["send_result at the site"].append(float(timing["send_cpu"]) * per_gb)
+                    cpu["get_model at the site"].append(float(timing["get_cpu"]) * per_gb)
                     figures["send_result, transfer"].append(model_bytes / MB / (float(timing["send_s"]) - float(submit["s"])))
                 else:
                     figures["send_result (closing)"].append(model_bytes / MB / float(timing["send_s"]))
@@ -219,6 +253,9 @@ def run(args: argparse.Namespace) -> int:
         f"   (of c1's send_result, the aggregator's submit, once the last chunk is in its file: flush to disk, "
         f"checks, FedAvg's norms: median {statistics.median(submits):.0%})"
     )
+    print("   CPU seconds per GB (median, min):")
+    for label, seconds in cpu.items():
+        print(f"     {label:32s} {statistics.median(seconds):6.2f}  {min(seconds):6.2f}")
     print(f"   load average at the end: {os.getloadavg()[0]:.2f} (1 min); other work on the machine slows every figure")
     clean = all(code == 0 for code in codes.values())
     print(f"   every process exited cleanly: {'OK' if clean else 'FAILED'}")
