@@ -23,10 +23,10 @@ Rule = Callable[[np.ndarray], np.ndarray]
 
 @contextmanager
 def one_blas_thread() -> Iterator[None]:
-    """BLAS on one thread for the products of blocks (the Gram matrix, the combinations): its
-    threads spin-wait for each other, so on a busy machine each small product waits for the
-    scheduler (measured: Krum's close at 64 sites of 12 MB, 53 s on two busy cores, 3.8 s on one
-    BLAS thread)."""
+    """BLAS on one thread for the products of blocks (the Gram matrix, the combinations; the
+    aggregator serves under it: aggregator/serve.py): its threads spin-wait for each other, so on
+    a busy machine each small product waits for the scheduler (measured: Krum's close at 64 sites
+    of 12 MB, 53 s on two busy cores, 3.8 s on one BLAS thread)."""
     from threadpoolctl import threadpool_limits  # type: ignore[import-untyped]  # scikit-learn's dependency, so Accord's
 
     with threadpool_limits(limits=1, user_api="blas"):

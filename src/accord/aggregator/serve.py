@@ -6,6 +6,7 @@ import logging
 import threading
 from typing import TYPE_CHECKING
 
+from accord.aggregation.robust import one_blas_thread
 from accord.aggregator.lock import StateLock
 from accord.aggregator.memory import limit_malloc_arenas
 from accord.aggregator.runtime import AggregatorRuntime
@@ -37,7 +38,9 @@ def start_aggregator(
     layout = CertLayout(plan.resolve_path(net.cert_dir))
     check_own_certificate(layout.cert_dir, "aggregator", net.agg_addr, plan.workspace)
     tls = ServerTLS(layout.aggregator_cert(net.agg_addr), layout.aggregator_key(net.agg_addr), layout.chain)
-    with StateLock(plan.resolve_path(plan.model.aggregator.settings.state_dir)):
+    # BLAS on one thread while serving: its spinning threads made each update's change norms, on
+    # the acknowledgement's path, 2-3x slower on a busy machine (100 MB: 0.45 s -> 0.19 s, load 15)
+    with StateLock(plan.resolve_path(plan.model.aggregator.settings.state_dir)), one_blas_thread():
         runtime = AggregatorRuntime(plan, fresh=fresh)
         try:
             _serve(runtime, plan, layout, tls, quit_grace, stop)
