@@ -42,7 +42,7 @@ class ChunkView:
 
     @classmethod
     def of(cls, chunk: pb.TensorChunk) -> ChunkView:
-        """The view of a chunk protobuf parsed whole (its data copied once more into a view's keeping)."""
+        """The view of a chunk protobuf parsed whole (``data``: the copy protobuf makes as it is read)."""
         return cls(chunk, memoryview(chunk.data))
 
 
@@ -50,6 +50,9 @@ def tensor_chunk(data: bytes) -> ChunkView:
     """A GetModel response; DecodeError if it is not a TensorChunk (gRPC then ends the call)."""
     view = memoryview(data)
     return _fast(view, 0, len(view)) or ChunkView.of(pb.TensorChunk.FromString(data))
+
+
+_parse_result: Callable[[bytes], Any] = wire.lenient(pb.ResultChunk)
 
 
 def result_chunk(data: bytes) -> Any:
@@ -63,9 +66,6 @@ def result_chunk(data: bytes) -> Any:
     if isinstance(message, pb.ResultChunk) and message.WhichOneof("part") == "tensor":
         return ChunkView.of(message.tensor)
     return message
-
-
-_parse_result: Callable[[bytes], Any] = wire.lenient(pb.ResultChunk)
 
 
 def _result_tensor(view: memoryview) -> ChunkView | None:
