@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from typing import ClassVar
 
 from accord.messages import ConfigValue, Task, TaskResult
 from accord.tensors.state import ModelState
