@@ -91,3 +91,24 @@ def test_target_epsilon_stops_training_cleanly(tmp_path: Path) -> None:
     assert "training stops early: round 2 would take epsilon from" in log and "past the plan's target_epsilon 5" in log
     shown = summary(plan, report)
     assert "rounds completed" in shown and "2 of 4" in shown and "stopped early" in shown
+
+
+def test_local_dp_and_dp_sgd_report_each_sites_epsilon(tmp_path: Path) -> None:
+    plan = slow_workspace(tmp_path / "ws", 2, 2)
+    update_plan_file(
+        plan.path,
+        {
+            "collaborator.settings.mods": [{"template": "accord.mods.LocalDP", "settings": {"max_norm": 5.0, "epsilon": 50.0, "rounds": 2}}],
+            "task_runner.settings.dp_sgd": {"max_grad_norm": 1.0, "noise_multiplier": 1.0},
+        },
+    )
+    plan = load_plan(plan.path, workspace=plan.workspace)
+    report = run_processes(plan, timeout=300)
+    assert report.ok, report.returncodes
+    records = read_metrics(plan.resolve_path("logs/metrics.jsonl"))
+    for metric in ("local_dp_epsilon", "dp_sgd_epsilon"):
+        for site in ("collaborator1", "collaborator2"):
+            spent = [r.value for r in sorted(records, key=lambda r: r.round) if r.origin == site and r.task == "train" and r.metric == metric]
+            assert len(spent) == 2 and 0 < spent[0] < spent[1], (metric, site, spent)
+    local = [r.value for r in records if r.origin == "collaborator1" and r.metric == "local_dp_epsilon"]
+    assert local[-1] == pytest.approx(50.0, rel=1e-3)  # the whole budget spent over the planned rounds
