@@ -10,16 +10,18 @@ import pytest
 from test_engine import full_round, make_engine
 
 pytest.importorskip("dp_accounting")
-import dp_accounting  # noqa: E402
+import dp_accounting
 
-from accord.dp.accountant import RoundMechanism, Rounds, noise_multiplier_for  # noqa: E402
-from accord.errors import PlanError  # noqa: E402
-from accord.strategies import DPFedAvg, Krum, Reply, RoundContext  # noqa: E402
-from accord.strategies.seam import ClientSampling  # noqa: E402
+from accord.dp.accountant import RoundMechanism, Rounds, noise_multiplier_for
+from accord.errors import PlanError
+from accord.strategies import DPFedAvg, Krum, Reply, RoundContext
+from accord.strategies.seam import ClientSampling
 
 
 def context(size: int = 1000, cohort: int = 10, population: int = 100, round_number: int = 0) -> RoundContext:
-    return RoundContext(round_number, {"w": np.zeros(size, np.float32)}, cohort=tuple(f"s{i}" for i in range(cohort)), population=population)
+    return RoundContext(
+        round_number, {"w": np.zeros(size, np.float32)}, cohort=tuple(f"s{i}" for i in range(cohort)), population=population
+    )
 
 
 def noisy_mean(strategy: DPFedAvg, ctx: RoundContext, changes: list[np.ndarray]) -> np.ndarray:
@@ -85,7 +87,10 @@ def test_snapshot_restores_the_seed_clip_and_accountant() -> None:
     restarted.restore(strategy.snapshot())
     assert restarted.report() == strategy.report() and restarted.rounds.count == 3
     changes = [np.zeros(10)] * 10
-    np.testing.assert_array_equal(noisy_mean(restarted, context(size=10, round_number=3), changes), noisy_mean(strategy, context(size=10, round_number=3), changes))
+    np.testing.assert_array_equal(
+        noisy_mean(restarted, context(size=10, round_number=3), changes),
+        noisy_mean(strategy, context(size=10, round_number=3), changes),
+    )
 
 
 def test_adaptive_clip_converges_to_the_target_quantile() -> None:
@@ -158,15 +163,28 @@ def test_calibration_round_trips_through_the_accountant() -> None:
 def test_the_plan_builds_it_with_or_without_a_wrapped_strategy(tmp_path) -> None:
     from accord.plan.strategy import build_strategy
 
-    plain = build_strategy({"template": "accord.strategies.DPFedAvg", "settings": {"noise_multiplier": 1, "clip_norm": 0.5}}, tmp_path)
+    plain = build_strategy(
+        {"template": "accord.strategies.DPFedAvg", "settings": {"noise_multiplier": 1, "clip_norm": 0.5}}, tmp_path
+    )
     assert type(plain.strategy).__name__ == "FedAvg" and plain.noise_multiplier == 1.0
     wrapped = build_strategy(
         {
             "template": "accord.strategies.DPFedAvg",
-            "settings": {"noise_multiplier": 1.0, "clip_norm": 0.5, "target_epsilon": 3, "strategy": {"template": "accord.strategies.FedAvgM"}},
+            "settings": {
+                "noise_multiplier": 1.0,
+                "clip_norm": 0.5,
+                "target_epsilon": 3,
+                "strategy": {"template": "accord.strategies.FedAvgM"},
+            },
         },
         tmp_path,
     )
     assert type(wrapped.strategy).__name__ == "FedAvgM" and wrapped.target_epsilon == 3.0
     with pytest.raises(PlanError, match="noise_seed"):
-        build_strategy({"template": "accord.strategies.DPFedAvg", "settings": {"noise_multiplier": 1.0, "clip_norm": 0.5, "noise_seed": "x"}}, tmp_path)
+        build_strategy(
+            {
+                "template": "accord.strategies.DPFedAvg",
+                "settings": {"noise_multiplier": 1.0, "clip_norm": 0.5, "noise_seed": "x"},
+            },
+            tmp_path,
+        )

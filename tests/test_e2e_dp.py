@@ -19,7 +19,7 @@ from accord.experiment.summary import print_summary
 from accord.plan.loader import Plan, load_plan, update_plan_file
 
 pytest.importorskip("dp_accounting")
-from accord.dp.accountant import RoundMechanism, Rounds, noise_multiplier_for  # noqa: E402
+from accord.dp.accountant import RoundMechanism, Rounds, noise_multiplier_for
 
 pytestmark = pytest.mark.e2e
 
@@ -28,7 +28,10 @@ Z, CLIP = 0.3, 1.0
 
 def dp_workspace(root: Path, rounds: int = 4, **settings: object) -> Plan:
     plan = slow_workspace(root, 2, rounds)
-    strategy = {"template": "accord.strategies.DPFedAvg", "settings": {"noise_multiplier": Z, "clip_norm": CLIP, "noise_seed": 1234, **settings}}
+    strategy = {
+        "template": "accord.strategies.DPFedAvg",
+        "settings": {"noise_multiplier": Z, "clip_norm": CLIP, "noise_seed": 1234, **settings},
+    }
     update_plan_file(plan.path, {"aggregator.settings.strategy": strategy})
     return load_plan(plan.path, workspace=plan.workspace)
 
@@ -62,7 +65,9 @@ def test_dp_noise_and_accountant_survive_a_killed_aggregator(tmp_path: Path) -> 
         sites.start("aggregator")
         sites.start("collaborator1", SLOW_SECONDS="1.0")  # round 2 stays open after collaborator2's results
         sites.start("collaborator2")
-        wait_for(lambda: saved_state(faulty).get("round") == 2 and bool(saved_state(faulty).get("results")), what="results of round 2")
+        wait_for(
+            lambda: saved_state(faulty).get("round") == 2 and bool(saved_state(faulty).get("results")), what="results of round 2"
+        )
         sites.kill("aggregator")
         saved = read_snapshot(faulty.resolve_path("save/state") / "snapshot-00002.json")["strategy"]["values"]
         assert saved["rounds"] == [[2, 2, 2, [Z / 2]]] and saved["noise_seed"] == format(1234, "x")
@@ -98,7 +103,9 @@ def test_local_dp_and_dp_sgd_report_each_sites_epsilon(tmp_path: Path) -> None:
     update_plan_file(
         plan.path,
         {
-            "collaborator.settings.mods": [{"template": "accord.mods.LocalDP", "settings": {"max_norm": 5.0, "epsilon": 50.0, "rounds": 2}}],
+            "collaborator.settings.mods": [
+                {"template": "accord.mods.LocalDP", "settings": {"max_norm": 5.0, "epsilon": 50.0, "rounds": 2}}
+            ],
             "task_runner.settings.dp_sgd": {"max_grad_norm": 1.0, "noise_multiplier": 1.0},
         },
     )
@@ -108,7 +115,11 @@ def test_local_dp_and_dp_sgd_report_each_sites_epsilon(tmp_path: Path) -> None:
     records = read_metrics(plan.resolve_path("logs/metrics.jsonl"))
     for metric in ("local_dp_epsilon", "dp_sgd_epsilon"):
         for site in ("collaborator1", "collaborator2"):
-            spent = [r.value for r in sorted(records, key=lambda r: r.round) if r.origin == site and r.task == "train" and r.metric == metric]
+            spent = [
+                r.value
+                for r in sorted(records, key=lambda r: r.round)
+                if r.origin == site and r.task == "train" and r.metric == metric
+            ]
             assert len(spent) == 2 and 0 < spent[0] < spent[1], (metric, site, spent)
     local = [r.value for r in records if r.origin == "collaborator1" and r.metric == "local_dp_epsilon"]
     assert local[-1] == pytest.approx(50.0, rel=1e-3)  # the whole budget spent over the planned rounds

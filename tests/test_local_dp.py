@@ -11,13 +11,13 @@ import pytest
 from test_mods import GLOBAL, instruction, reply_with, trained
 
 pytest.importorskip("dp_accounting")
-import dp_accounting  # noqa: E402
+import dp_accounting
 
-from accord.errors import AccordError, PlanError  # noqa: E402
-from accord.messages import Task  # noqa: E402
-from accord.mods import ClipUpdate, LocalDP, LocalGaussianNoise  # noqa: E402
-from accord.plan.mods import build_mods  # noqa: E402
-from accord.plan.schema import ModSettings  # noqa: E402
+from accord.errors import AccordError, PlanError
+from accord.messages import Task
+from accord.mods import ClipUpdate, LocalDP, LocalGaussianNoise
+from accord.plan.mods import build_mods
+from accord.plan.schema import ModSettings
 
 
 def change(tensors: dict) -> np.ndarray:

@@ -66,7 +66,7 @@ def batchnorm_model(in_features: int = 64, num_classes: int = 10) -> torch.nn.Mo
 
 
 def test_a_batchnorm_model_is_refused_in_one_line() -> None:
-    with pytest.raises(AccordError, match="the model cannot train with DP-SGD \\(Opacus\\): .*BatchNorm") as info:
+    with pytest.raises(AccordError, match=r"the model cannot train with DP-SGD \(Opacus\): .*BatchNorm") as info:
         TorchTaskRunner(batchnorm_model, progress=False, dp_sgd={"max_grad_norm": 1.0, "noise_multiplier": 1.0})
     assert "\n" not in info.value.message and "GroupNorm" in info.value.fix
 

@@ -45,5 +45,10 @@ class Mod:
     subclasses override ``__call__``. Settings are the constructor's typed arguments (the
     plan's ``collaborator.settings.mods`` entries are type-checked against them)."""
 
+    #: it adds noise to the update: a clipping mod after it is refused (plan/mods.py)
+    adds_noise: ClassVar[bool] = False
+    #: it bounds the update's norm
+    clips: ClassVar[bool] = False
+
     def __call__(self, instruction: Instruction, call_next: CallNext) -> TaskResult:
         return call_next(instruction)

@@ -41,7 +41,9 @@ class LocalDP(Mod):
         seed: int | None = None,
     ) -> None:
         if (noise_multiplier is None) == (epsilon is None):
-            raise AccordError("LocalDP needs exactly one of noise_multiplier and epsilon", FIX + ": noise_multiplier, or epsilon with rounds")
+            raise AccordError(
+                "LocalDP needs exactly one of noise_multiplier and epsilon", FIX + ": noise_multiplier, or epsilon with rounds"
+            )
         if not 0 < delta < 1:
             raise AccordError(f"LocalDP delta is {delta}; it must be in (0, 1)", FIX + ": delta")
         if epsilon is not None:
@@ -53,7 +55,9 @@ class LocalDP(Mod):
             noise_multiplier = noise_multiplier_for(epsilon, delta, rounds, 1, 1)
         assert noise_multiplier is not None
         if not (math.isfinite(noise_multiplier) and noise_multiplier > 0):
-            raise AccordError(f"LocalDP noise_multiplier is {noise_multiplier}; it must be a finite number > 0", FIX + ": noise_multiplier")
+            raise AccordError(
+                f"LocalDP noise_multiplier is {noise_multiplier}; it must be a finite number > 0", FIX + ": noise_multiplier"
+            )
         self.clip = ClipUpdate(max_norm)
         self.noise = LocalGaussianNoise(noise_multiplier * self.clip.max_norm, seed)
         self.noise_multiplier, self.delta = noise_multiplier, delta

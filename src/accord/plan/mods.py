@@ -40,8 +40,8 @@ def build_mods(specs: list[Any], workspace: Path) -> list[Any]:
 def check_order(mods: list[Any]) -> None:
     """Refuse a clipping mod after a noise mod: a reply passes through the mods in the list's
     order, so it would clip the noised update, and the noise would bound nothing."""
-    noised = next((i for i, mod in enumerate(mods) if getattr(mod, "adds_noise", False)), None)
-    late = next((i for i, mod in enumerate(mods) if noised is not None and i > noised and getattr(mod, "clips", False)), None)
+    noised = next((i for i, mod in enumerate(mods) if mod.adds_noise), None)
+    late = next((i for i, mod in enumerate(mods) if noised is not None and i > noised and mod.clips), None)
     if noised is not None and late is not None:
         raise PlanError(
             f"collaborator.settings.mods[{late}] ({type(mods[late]).__name__}) comes after mods[{noised}] "

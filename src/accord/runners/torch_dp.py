@@ -64,19 +64,33 @@ class DPSGD:
         if unknown:
             raise AccordError(f"{WHERE} has unknown keys {unknown}", f"use some of {sorted(known)}")
         if "max_grad_norm" not in settings:
-            raise AccordError(f"{WHERE} needs max_grad_norm", f"set {WHERE}.max_grad_norm (the L2 norm each example's gradient is clipped to)")
+            raise AccordError(
+                f"{WHERE} needs max_grad_norm", f"set {WHERE}.max_grad_norm (the L2 norm each example's gradient is clipped to)"
+            )
         for key, value in settings.items():
             if key in ("rounds", "noise_seed"):
-                ok = value is None or (isinstance(value, int) and not isinstance(value, bool) and (key == "noise_seed" or value >= 1))
+                ok = value is None or (
+                    isinstance(value, int) and not isinstance(value, bool) and (key == "noise_seed" or value >= 1)
+                )
             else:
-                ok = value is None or (isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and value > 0)
+                ok = value is None or (
+                    isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and value > 0
+                )
             if not ok or (key == "delta" and not 0 < value < 1):
-                raise AccordError(f"{WHERE}.{key} is {value!r}", f"set {WHERE}.{key} to a positive {'integer' if key in ('rounds',) else 'number'}")
+                raise AccordError(
+                    f"{WHERE}.{key} is {value!r}",
+                    f"set {WHERE}.{key} to a positive {'integer' if key in ('rounds',) else 'number'}",
+                )
         chosen = cls(**settings)
         if (chosen.noise_multiplier is None) == (chosen.target_epsilon is None):
-            raise AccordError(f"{WHERE} needs exactly one of noise_multiplier and target_epsilon", f"set {WHERE}.noise_multiplier, or target_epsilon with rounds")
+            raise AccordError(
+                f"{WHERE} needs exactly one of noise_multiplier and target_epsilon",
+                f"set {WHERE}.noise_multiplier, or target_epsilon with rounds",
+            )
         if chosen.target_epsilon is not None and chosen.rounds is None:
-            raise AccordError(f"{WHERE}.target_epsilon needs rounds", f"set {WHERE}.rounds: the training tasks the budget is spread over")
+            raise AccordError(
+                f"{WHERE}.target_epsilon needs rounds", f"set {WHERE}.rounds: the training tasks the budget is spread over"
+            )
         return chosen
 
 
@@ -115,15 +129,27 @@ class PrivateTraining:
             s = self.settings
             assert s.target_epsilon is not None and s.rounds is not None
             get_noise = _opacus().accountants.utils.get_noise_multiplier
-            self._noise = float(get_noise(target_epsilon=s.target_epsilon, target_delta=s.delta, sample_rate=sample_rate, steps=s.rounds * steps_per_task, accountant="rdp"))
+            self._noise = float(
+                get_noise(
+                    target_epsilon=s.target_epsilon,
+                    target_delta=s.delta,
+                    sample_rate=sample_rate,
+                    steps=s.rounds * steps_per_task,
+                    accountant="rdp",
+                )
+            )
         return self._noise
 
     @contextmanager
-    def task(self, model: nn.Module, optimizer: torch.optim.Optimizer, data: DataLoader, epochs: int, seed: int) -> Iterator[Training]:
+    def task(
+        self, model: nn.Module, optimizer: torch.optim.Optimizer, data: DataLoader, epochs: int, seed: int
+    ) -> Iterator[Training]:
         """The private model, optimizer and an epoch's Poisson-sampled batches for one training task."""
         opacus = _opacus()
         x, y = _training_set(data, seed)
-        loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x, y), batch_size=max(1, int(getattr(data, "batch_size", 1))))
+        loader = torch.utils.data.DataLoader(
+            torch.utils.data.TensorDataset(x, y), batch_size=max(1, int(getattr(data, "batch_size", 1)))
+        )
         sampled = opacus.data_loader.DPDataLoader.from_data_loader(loader, generator=self.generator)
         sample_rate = 1 / len(sampled)
         with warnings.catch_warnings():  # "Secure RNG turned off": the noise has its own generator

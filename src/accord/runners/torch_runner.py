@@ -79,9 +79,7 @@ class TorchTaskRunner(TorchWeights):
         stays the data loss and ``proximal_term`` is the term at the end of the task."""
         epochs = int(epochs)
         if epochs < 1:
-            raise AccordError(
-                f"epochs is {epochs}; it must be >= 1", "set the train task's epochs in the plan"
-            )
+            raise AccordError(f"epochs is {epochs}; it must be >= 1", "set the train task's epochs in the plan")
         wanted = [metrics] if isinstance(metrics, str) else list(metrics or ["loss"])
         unknown = [m for m in wanted if m not in TRAIN_METRICS]
         if unknown:
@@ -99,7 +97,10 @@ class TorchTaskRunner(TorchWeights):
         self.model.train()
         total = epochs * batches_per_epoch(data.train_size, getattr(data, "batch_size", 1))
         totals = (0.0, 0, 0, 0)
-        with self._training(data, epochs) as (model, optimizer, batches), progress_bar(show_progress(self.progress), total) as advance:
+        with (
+            self._training(data, epochs) as (model, optimizer, batches),
+            progress_bar(show_progress(self.progress), total) as advance,
+        ):
             for _ in range(epochs):
                 epoch_seed = derive_seed(self.seed, self._epochs_run)
                 self._epochs_run += 1
@@ -185,4 +186,3 @@ class TorchTaskRunner(TorchWeights):
 
     def _rng_devices(self) -> list[Any]:
         return [self.device] if self.device.type == "cuda" else []
-

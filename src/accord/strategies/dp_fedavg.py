@@ -66,18 +66,36 @@ class DPFedAvg(Strategy):
         noise_seed: int | None = None,
     ) -> None:
         name = "DPFedAvg"
-        require(0 <= noise_multiplier < math.inf, name, "noise_multiplier", noise_multiplier, "a number >= 0 (noise std over the clip norm)")
-        require(0 < clip_norm < math.inf, name, "clip_norm", clip_norm, "a positive number (the L2 norm each change is clipped to)")
+        require(
+            0 <= noise_multiplier < math.inf,
+            name,
+            "noise_multiplier",
+            noise_multiplier,
+            "a number >= 0 (noise std over the clip norm)",
+        )
+        require(
+            0 < clip_norm < math.inf, name, "clip_norm", clip_norm, "a positive number (the L2 norm each change is clipped to)"
+        )
         require(0 < delta < 1, name, "delta", delta, "a number in (0, 1), below 1 / the number of sites")
-        require(target_epsilon is None or 0 < target_epsilon < math.inf, name, "target_epsilon", target_epsilon, "a positive number")
-        require(target_quantile is None or 0 < target_quantile < 1, name, "target_quantile", target_quantile, "a number in (0, 1)")
+        require(
+            target_epsilon is None or 0 < target_epsilon < math.inf, name, "target_epsilon", target_epsilon, "a positive number"
+        )
+        require(
+            target_quantile is None or 0 < target_quantile < 1, name, "target_quantile", target_quantile, "a number in (0, 1)"
+        )
         require(0 < clip_learning_rate < math.inf, name, "clip_learning_rate", clip_learning_rate, "a positive number")
         require(
             unclipped_count_stddev is None or 0 < unclipped_count_stddev < math.inf,
             name, "unclipped_count_stddev", unclipped_count_stddev, "a positive number",
         )  # fmt: skip
         inner = strategy or FedAvg()
-        require(not inner.needs_individual_updates, name, "strategy", type(inner).__name__, "a FedAvg-family strategy (robust ones need each update unnoised)")
+        require(
+            not inner.needs_individual_updates,
+            name,
+            "strategy",
+            type(inner).__name__,
+            "a FedAvg-family strategy (robust ones need each update unnoised)",
+        )
         self.strategy = inner
         self.noise_multiplier = noise_multiplier
         self.clip_norm = clip_norm
@@ -109,7 +127,7 @@ class DPFedAvg(Strategy):
         """What round ``context`` releases: its cohort of the population, its noise multipliers
         (under replace-one: 2 C is the sum's sensitivity, 1 the count's)."""
         size = len(context.cohort)
-        multipliers = (self.noise_multiplier / 2,)
+        multipliers: tuple[float, ...] = (self.noise_multiplier / 2,)
         if self.target_quantile is not None:
             multipliers += (self.count_stddev(size),)
         return RoundMechanism(size, max(context.population, size), multipliers)
@@ -133,7 +151,9 @@ class DPFedAvg(Strategy):
 
     def accumulator(self, context: RoundContext) -> Accumulator:
         seed = (self.noise_seed, context.round_number, 1)  # the cohort's draw is (seed, round)
-        return NoisySum(context, self.clip_norm, self.noise_multiplier, self.mechanism(context), seed, self.target_quantile is not None)
+        return NoisySum(
+            context, self.clip_norm, self.noise_multiplier, self.mechanism(context), seed, self.target_quantile is not None
+        )
 
     def finish(self, context: RoundContext, aggregate: Aggregate) -> ModelState:
         """Account the round, adapt the clip, then the wrapped strategy's step from the noisy mean."""
@@ -209,7 +229,7 @@ class NoisySum:
         self._unclipped = 0
 
     def add(self, reply: Reply) -> None:
-        clipped, norm = clip_reply(reply, self.context.global_model, self.clip_norm)
+        clipped, _ = clip_reply(reply, self.context.global_model, self.clip_norm)
         self._unclipped += clipped is reply
         self._replies.append(replace(clipped, update=clipped.kept, stored=None))
 
