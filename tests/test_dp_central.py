@@ -188,3 +188,16 @@ def test_the_plan_builds_it_with_or_without_a_wrapped_strategy(tmp_path) -> None
             },
             tmp_path,
         )
+
+
+def test_a_sampled_cohort_is_accounted_as_m_of_the_plans_sites() -> None:
+    strategy = DPFedAvg(noise_multiplier=1.0, clip_norm=1.0, noise_seed=4)
+    engine = make_engine(
+        collaborators=("a", "b", "c", "d"), rounds=2, strategy=strategy, sampling=ClientSampling(count=2, seed=0)
+    )
+    cohort = engine.current.assigned
+    assert len(cohort) == 2 and engine.current.context.population == 4
+    outcome = full_round(engine, {name: (0.5, 1) for name in cohort})
+    accountant = dp_accounting.rdp.RdpAccountant(neighboring_relation=dp_accounting.NeighboringRelation.REPLACE_ONE)
+    accountant.compose(dp_accounting.SampledWithoutReplacementDpEvent(4, 2, dp_accounting.GaussianDpEvent(0.5)))
+    assert outcome.metrics["privacy/epsilon"] == pytest.approx(accountant.get_epsilon(1e-5), rel=1e-12)
