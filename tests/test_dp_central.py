@@ -201,3 +201,23 @@ def test_a_sampled_cohort_is_accounted_as_m_of_the_plans_sites() -> None:
     accountant = dp_accounting.rdp.RdpAccountant(neighboring_relation=dp_accounting.NeighboringRelation.REPLACE_ONE)
     accountant.compose(dp_accounting.SampledWithoutReplacementDpEvent(4, 2, dp_accounting.GaussianDpEvent(0.5)))
     assert outcome.metrics["privacy/epsilon"] == pytest.approx(accountant.get_epsilon(1e-5), rel=1e-12)
+
+
+def test_a_simulation_of_many_clients_accounts_its_sampled_cohorts(tmp_path) -> None:
+    from simulation_clients import Counted, tiny_plan
+
+    from accord.aggregator.metrics import read_metrics
+    from accord.simulation import run_simulation
+
+    strategy = {"template": "accord.strategies.DPFedAvg", "settings": {"noise_multiplier": 1.0, "clip_norm": 1.0}}
+    plan = tiny_plan(
+        tmp_path, rounds=3, **{"aggregator.settings.sampling": {"count": 20}, "aggregator.settings.strategy": strategy}
+    )
+    result = run_simulation(plan, Counted, 400)
+    assert result.finished and [r.clients for r in result.rounds] == [20, 20, 20]
+    records = read_metrics(plan.resolve_path(plan.model.aggregator.settings.metrics_path))
+    spent = [r.value for r in sorted(records, key=lambda r: r.round) if r.task == "privacy" and r.metric == "epsilon"]
+    expected = Rounds()
+    for _ in range(3):
+        expected.add(RoundMechanism(20, 400, (0.5,)))
+    assert len(spent) == 3 and spent[-1] == pytest.approx(expected.epsilon(1e-5), rel=1e-12)
