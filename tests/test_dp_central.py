@@ -221,3 +221,22 @@ def test_a_simulation_of_many_clients_accounts_its_sampled_cohorts(tmp_path) -> 
     for _ in range(3):
         expected.add(RoundMechanism(20, 400, (0.5,)))
     assert len(spent) == 3 and spent[-1] == pytest.approx(expected.epsilon(1e-5), rel=1e-12)
+
+
+def test_a_stop_with_nothing_to_validate_finishes() -> None:
+    from test_engine import TASKS
+
+    from accord.aggregator.assigner import RandomGroupedAssigner
+    from accord.aggregator.engine import RoundEngine
+
+    train_only = {"train": TASKS["train"]}
+    engine = RoundEngine(
+        collaborators=("a", "b"),
+        tasks=train_only,
+        assigner=RandomGroupedAssigner(("a", "b"), [{"name": "all", "percentage": 1.0, "tasks": ["train"]}]),
+        rounds_to_train=3,
+        model={"w": np.zeros(2, np.float32)},
+        clock=lambda: 0.0,
+        strategy=DPFedAvg(noise_multiplier=0.1, clip_norm=1.0, target_epsilon=0.01),
+    )
+    assert engine.finished and engine.stopped
