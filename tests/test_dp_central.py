@@ -14,7 +14,7 @@ import dp_accounting
 
 from accord.dp.accountant import RoundMechanism, Rounds, noise_multiplier_for
 from accord.errors import PlanError
-from accord.strategies import DPFedAvg, Krum, Reply, RoundContext
+from accord.strategies import DPFedAvg, Krum, Reply, RoundContext, Strategy
 from accord.strategies.seam import ClientSampling
 
 
@@ -24,7 +24,7 @@ def context(size: int = 1000, cohort: int = 10, population: int = 100, round_num
     )
 
 
-def noisy_mean(strategy: DPFedAvg, ctx: RoundContext, changes: list[np.ndarray]) -> np.ndarray:
+def noisy_mean(strategy: Strategy, ctx: RoundContext, changes: list[np.ndarray]) -> np.ndarray:
     acc = strategy.accumulator(ctx)
     for i, change in enumerate(changes):
         acc.add(Reply(f"s{i}", {"w": change.astype(np.float32)}, 10.0))
@@ -240,3 +240,13 @@ def test_a_stop_with_nothing_to_validate_finishes() -> None:
         strategy=DPFedAvg(noise_multiplier=0.1, clip_norm=1.0, target_epsilon=0.01),
     )
     assert engine.finished and engine.stopped
+
+
+def test_wrapped_in_norm_clipping_it_still_accounts_and_adapts() -> None:
+    from accord.strategies import NormClipping
+
+    dp = DPFedAvg(noise_multiplier=1.0, clip_norm=1.0, target_quantile=0.5, noise_seed=2)
+    wrapped = NormClipping(dp, max_norm=100.0)
+    noisy_mean(wrapped, context(size=4, cohort=10), [np.full(4, 0.01)] * 10)
+    assert dp.rounds.count == 1 and dp.clip_norm != 1.0
+    assert wrapped.report()["privacy/epsilon"] == dp.report()["privacy/epsilon"] > 0
