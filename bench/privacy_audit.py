@@ -1,0 +1,302 @@
+"""The privacy audit: DP-FedAvg's accuracy on digits at eps ~ 1, 3 and 8, and what a
+membership-inference attack learns from the final model at each, beside no DP.
+
+    .venv/bin/python bench/privacy_audit.py [--quick] [--seeds 3] [--rounds 100] [--cohort 90]
+        [--shadows 8] [--eps 1,3,8] [--delta 1e-5] [--clip 1.0]
+
+The setting (chosen so the figures mean something). scikit-learn's digits (1,797 records)
+is split per seed into two random halves: the **members** (898 records) and the
+**non-members** (899, held out: the test set of the accuracy, and the attack's negatives).
+Each member record is one client (898 clients), so the unit central DP protects, the site,
+is here exactly one record: the site-level (user-level) guarantee of DP-FedAvg is a
+record-level one, and a membership-inference attack on a record audits it directly. A
+deployment whose sites hold many records gets the same eps per *site* (a stronger unit), not
+per record of a 10-site federation: with 10 sites, eps ~ 1 noise drowns the model (the
+noise's scale is set by one site's whole contribution, against a sum over 10).
+
+Each round samples ``--cohort`` clients (q = cohort / 898; Accord's seeded fixed-size
+sampling), each trains ``LOCAL_STEPS`` steps of SGD on its record from the global model (a
+NumPy MLP 64-32-10 run as an Accord NumpyClient through ``accord.simulation.run_simulation``,
+the deployment's RoundEngine and strategy), and the strategy folds the updates: plain FedAvg
+for "no DP"; helper dp's central DP (each update's change clipped to L2 ``--clip``, Gaussian
+noise N(0, (z C)^2) on the sum, over the fixed cohort size) for the DP rows, "clip only"
+being the same with z = 0 (the cost of clipping alone). The noise multiplier z of each target
+eps is calibrated with dp-accounting's RDP accountant, composing the subsampled Gaussian over
+``--rounds`` rounds at q, delta = ``--delta``; the row prints the eps the accountant gives
+for that z.
+
+The attacks audit the record-level leakage of the final model (only the final model: an
+attacker who saw every round's model could do more; the DP bound covers that attacker too):
+- loss threshold (Yeom et al. 2018): score = -loss of the record;
+- LiRA (Carlini et al. 2022, online, pooled variance): ``--shadows`` shadow federations, each
+  trained exactly like the target (same setting, noise included) on a random half of all
+  1,797 records, give each record's in/out distribution of phi = log(p/(1-p)).
+
+Figures, per setting: the test accuracy of the final model and, for each attack, the
+advantage (max over thresholds of TPR - FPR: 0 = the model reveals nothing about
+membership, 1 = everything), the AUC, and the TPR at FPR 1% and 0.1%; each as min / median
+over ``--seeds`` independent splits-and-federations. For reference, eps-DP bounds the
+advantage by (e^eps - 1 + 2 delta) / (e^eps + 1) (Humphries et al. 2023; Yeom et al.'s
+e^eps - 1 is looser), printed as ``bound``. ``--quick``: 1 seed, 30 rounds, no shadows, eps
+8 and no DP only (for development: the figures mean little).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import math
+import os
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from threadpoolctl import threadpool_limits
+
+BENCH = Path(__file__).resolve().parent
+sys.path.insert(0, str(BENCH))
+
+from _membership import AttackFigures, audit, logit_confidence, lira_scores, loss_scores  # noqa: E402
+from _table import Column, Table  # noqa: E402
+
+HIDDEN, LOCAL_STEPS, LOCAL_LR, SERVER_LR = 32, 4, 0.5, 1.0
+NAMES = ("w1", "b1", "w2", "b2")
+
+
+def digits() -> tuple[np.ndarray, np.ndarray]:
+    """All of scikit-learn's digits: features scaled to [0, 1], labels."""
+    import _digits_workload
+
+    xt, yt, xv, yv = _digits_workload._splits()
+    return np.concatenate([xt, xv]).astype(np.float64), np.concatenate([yt, yv])
+
+
+# -- the model: a NumPy MLP ------------------------------------------------------------------
+
+
+def initial_model(seed: int) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    return {"w1": rng.normal(0, 1 / 8, (64, HIDDEN)), "b1": np.zeros(HIDDEN),
+            "w2": rng.normal(0, 1 / math.sqrt(HIDDEN), (HIDDEN, 10)), "b2": np.zeros(10)}
+
+
+def probabilities(model: Mapping[str, np.ndarray], x: np.ndarray) -> np.ndarray:
+    """The model's class probabilities for each row of ``x``."""
+    hidden = np.maximum(x @ model["w1"] + model["b1"], 0)
+    logits = hidden @ model["w2"] + model["b2"]
+    logits -= logits.max(1, keepdims=True)
+    e = np.exp(logits)
+    return e / e.sum(1, keepdims=True)
+
+
+def sgd_steps(model: Mapping[str, np.ndarray], x: np.ndarray, y: np.ndarray, steps: int, lr: float) -> dict[str, np.ndarray]:
+    """``steps`` full-batch gradient steps of the cross-entropy on (``x``, ``y``)."""
+    w = {k: np.array(v, np.float64) for k, v in model.items()}
+    onehot = np.eye(10)[y]
+    for _ in range(steps):
+        pre = x @ w["w1"] + w["b1"]
+        hidden = np.maximum(pre, 0)
+        logits = hidden @ w["w2"] + w["b2"]
+        p = np.exp(logits - logits.max(1, keepdims=True))
+        p /= p.sum(1, keepdims=True)
+        g_logits = (p - onehot) / len(y)
+        g_hidden = (g_logits @ w["w2"].T) * (pre > 0)
+        w["w2"] -= lr * hidden.T @ g_logits
+        w["b2"] -= lr * g_logits.sum(0)
+        w["w1"] -= lr * x.T @ g_hidden
+        w["b1"] -= lr * g_hidden.sum(0)
+    return w
+
+
+class RecordClient:
+    """One client holding one record: ``LOCAL_STEPS`` SGD steps on it from the global model."""
+
+    def __init__(self, x: np.ndarray, y: np.ndarray) -> None:
+        self.x, self.y = x[None, :], np.array([y])
+
+    def fit(self, parameters, config):
+        trained = sgd_steps(parameters, self.x, self.y, LOCAL_STEPS, LOCAL_LR)
+        return {k: v.astype(np.float32) for k, v in trained.items()}, 1, {}
+
+    def evaluate(self, parameters, config):
+        return 1, {"accuracy": float(probabilities(parameters, self.x).argmax(1)[0] == self.y[0])}
+
+
+# -- the federation ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One row: its label, the noise multiplier (None: plain FedAvg) and the eps it gives."""
+
+    label: str
+    noise_multiplier: float | None
+    epsilon: float
+
+
+def strategy_overrides(setting: Setting, clip: float, delta: float, seed: int) -> dict[str, object]:
+    """The plan keys of ``setting``'s strategy: plain FedAvg, or central DP."""
+    if setting.noise_multiplier is None:
+        return {}
+    return {"aggregator.settings.strategy": {
+        "template": "accord.strategies.DPFedAvg",
+        "settings": {"clip_norm": clip, "noise_multiplier": setting.noise_multiplier, "delta": delta, "noise_seed": seed},
+    }}
+
+
+def federate(x: np.ndarray, y: np.ndarray, setting: Setting, args: argparse.Namespace, seed: int) -> dict[str, np.ndarray]:
+    """The final global model of a federation of one client per record of (``x``, ``y``)."""
+    from accord.plan.loader import apply_overrides, read_yaml, validate_plan
+    from accord.simulation import run_simulation
+    from accord.workspace.create import TEMPLATES_DIR
+
+    overrides = {
+        "aggregator.settings.rounds_to_train": args.rounds,
+        "aggregator.settings.final_validation": False,
+        "aggregator.settings.sampling": {"count": args.cohort, "seed": seed},
+        "collaborator.settings.opt_treatment": "RESET",
+        "assigner.settings.task_groups": [{"name": "train", "percentage": 1.0, "tasks": ["train"]}],
+        **strategy_overrides(setting, args.clip, args.delta, seed),
+    }
+    raw = read_yaml(TEMPLATES_DIR / "torch_digits" / "plan" / "plan.yaml")
+    with tempfile.TemporaryDirectory(prefix="accord-audit-") as folder:
+        plan = validate_plan(apply_overrides(raw, overrides), Path(folder))
+        initial = {k: v.astype(np.float32) for k, v in initial_model(seed).items()}
+        result = run_simulation(plan, lambda cid: RecordClient(x[int(cid) - 1], y[int(cid) - 1]), len(y),
+                                initial=initial, stop_on_error=True)
+    return {k: np.asarray(v, np.float64) for k, v in result.model.items()}
+
+
+# -- calibration -------------------------------------------------------------------------------
+
+
+def epsilon_of(noise_multiplier: float, q: float, rounds: int, delta: float) -> float:
+    """dp-accounting's RDP eps of ``rounds`` Poisson-subsampled Gaussian steps at ``q``."""
+    import dp_accounting
+    from dp_accounting.rdp import rdp_privacy_accountant
+
+    accountant = rdp_privacy_accountant.RdpAccountant()
+    accountant.compose(dp_accounting.PoissonSampledDpEvent(q, dp_accounting.GaussianDpEvent(noise_multiplier)), rounds)
+    return float(accountant.get_epsilon(delta))
+
+
+def calibrate(target: float, q: float, rounds: int, delta: float) -> float:
+    """The smallest noise multiplier (to 0.5%) whose eps is at most ``target``."""
+    low, high = 0.3, 64.0
+    while high / low > 1.005:
+        middle = math.sqrt(low * high)
+        low, high = (low, middle) if epsilon_of(middle, q, rounds, delta) <= target else (middle, high)
+    return high
+
+
+# -- one audit ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Outcome:
+    accuracy: float
+    loss_attack: AttackFigures
+    lira: AttackFigures | None
+
+
+def shadow_halves(records: int, shadows: int, seed: int) -> list[np.ndarray]:
+    """The shadows' training sets as masks over ``records``: pairs of a random half and its
+    complement (Carlini et al.), so each record is in exactly half of an even number of shadows."""
+    rng = np.random.default_rng([seed, records])
+    halves = []
+    for _ in range((shadows + 1) // 2):
+        inside = np.zeros(records, bool)
+        inside[rng.permutation(records)[: records // 2]] = True
+        halves += [inside, ~inside]
+    return halves[:shadows]
+
+
+def one_audit(x: np.ndarray, y: np.ndarray, setting: Setting, args: argparse.Namespace, seed: int) -> Outcome:
+    """Split, federate the members, attack the final model (and ``--shadows`` shadows)."""
+    rng = np.random.default_rng(1000 + seed)
+    member = np.zeros(len(y), bool)
+    member[rng.permutation(len(y))[: len(y) // 2]] = True
+    model = federate(x[member], y[member], setting, args, seed)
+    p = probabilities(model, x)
+    accuracy = float((p[~member].argmax(1) == y[~member]).mean())
+    scores = loss_scores(p, y)
+    loss_attack = audit(scores[member], scores[~member])
+    lira = None
+    if args.shadows:
+        shadow_phi, shadow_in = [], []
+        for k, inside in enumerate(shadow_halves(len(y), args.shadows, seed)):
+            shadow = federate(x[inside], y[inside], setting, args, 10_000 + 100 * seed + k)
+            shadow_phi.append(logit_confidence(probabilities(shadow, x), y))
+            shadow_in.append(inside)
+        ratio = lira_scores(logit_confidence(p, y), shadow_phi, shadow_in)
+        lira = audit(ratio[member], ratio[~member])
+    return Outcome(accuracy, loss_attack, lira)
+
+
+def advantage_bound(epsilon: float, delta: float) -> float:
+    """The most any attack's advantage can be against an (eps, delta)-DP mechanism."""
+    if math.isinf(epsilon):
+        return 1.0
+    return (math.exp(epsilon) - 1 + 2 * delta) / (math.exp(epsilon) + 1)
+
+
+def spread(values: Sequence[float]) -> str:
+    return f"{min(values):.3f}/{statistics.median(values):.3f}"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="1 seed, 30 rounds, no shadows, eps 8 only")
+    parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=100)
+    parser.add_argument("--cohort", type=int, default=90)
+    parser.add_argument("--shadows", type=int, default=8)
+    parser.add_argument("--eps", default="1,3,8")
+    parser.add_argument("--delta", type=float, default=1e-5)
+    parser.add_argument("--clip", type=float, default=1.0)
+    args = parser.parse_args()
+    if args.quick:
+        args.seeds, args.rounds, args.shadows, args.eps = 1, 30, 0, "8"
+    logging.basicConfig(level=logging.ERROR)
+    logging.getLogger("absl").setLevel(logging.ERROR)
+    with threadpool_limits(1):  # the matrices are small: BLAS threads only fight each other
+        run(args)
+
+
+def run(args: argparse.Namespace) -> None:
+    x, y = digits()
+    clients = len(y) // 2
+    q = args.cohort / clients
+    settings = [Setting("no DP", None, math.inf), Setting("clip only", 0.0, math.inf)]
+    for target in (float(e) for e in args.eps.split(",")):
+        z = calibrate(target, q, args.rounds, args.delta)
+        settings.append(Setting(f"eps {target:g}", z, epsilon_of(z, q, args.rounds, args.delta)))
+    print(f"{clients} clients of one record, {args.cohort} a round (q = {q:.4f}), {args.rounds} rounds, "
+          f"clip {args.clip}, delta {args.delta:g}, {args.seeds} seeds, {args.shadows} shadows; "
+          f"load average {os.getloadavg()[0]:.1f}")
+    table = Table(Column("setting", 10), Column("z", 6, ".3f"), Column("eps", 6, ".2f"), Column("bound", 6, ".3f"),
+                  Column("accuracy", 11), Column("loss adv", 11), Column("loss AUC", 11), Column("loss TPR@1%", 11),
+                  Column("LiRA adv", 11), Column("LiRA AUC", 11), Column("LiRA TPR@1%", 11), Column("LiRA @0.1%", 11),
+                  Column("s/seed", 6, ".0f"))
+    for setting in settings:
+        started = time.perf_counter()
+        outcomes = [one_audit(x, y, setting, args, seed) for seed in range(args.seeds)]
+        seconds = (time.perf_counter() - started) / args.seeds
+        lira = [o.lira for o in outcomes if o.lira is not None]
+        table.row(setting.label, setting.noise_multiplier if setting.noise_multiplier is not None else "-",
+                  setting.epsilon, advantage_bound(setting.epsilon, args.delta),
+                  spread([o.accuracy for o in outcomes]), spread([o.loss_attack.advantage for o in outcomes]),
+                  spread([o.loss_attack.auc for o in outcomes]), spread([o.loss_attack.tpr_at_fpr[0] for o in outcomes]),
+                  spread([f.advantage for f in lira]) if lira else "-", spread([f.auc for f in lira]) if lira else "-",
+                  spread([f.tpr_at_fpr[0] for f in lira]) if lira else "-",
+                  spread([f.tpr_at_fpr[1] for f in lira]) if lira else "-", seconds)
+    print("cells: min/median over the seeds; adv = max(TPR - FPR); bound = the most an attack can get at that eps")
+
+
+if __name__ == "__main__":
+    main()
