@@ -101,6 +101,8 @@ class RoundEngine:
         #: subscribe sinks here (aggregator/events.py); round ``round_number`` opens before any can
         self.events = EventBus()
         self._round: _Round | None = None
+        #: why the strategy stopped training early (a privacy budget spent), if it did
+        self.stopped: str | None = None
         #: the strategy's state as of the open round's start, before its ``select`` and
         #: ``configure`` ran (a restart restores it and runs them again): what the runtime saves
         self.strategy_state = self.strategy.snapshot()
@@ -314,15 +316,15 @@ class RoundEngine:
     def _open_round(self, number: int) -> None:
         while number < self.total_rounds:
             outstanding = self._cohort_tasks(number)
-            if any(outstanding.values()):
+            assigned = tuple(c for c, names in outstanding.items() if names)
+            context = RoundContext(number, self.model, self.bounds, assigned, len(self.collaborators))
+            if assigned and (self.is_final_validation(number) or not self._stops(context)):
                 break
-            number = self.round_number = number + 1
+            number = self.round_number = self.rounds_to_train if self.stopped else number + 1
         if number >= self.total_rounds:
             self._round = None
             return
-        assigned = tuple(c for c, names in outstanding.items() if names)
         config = {} if self.is_final_validation(number) else self.strategy.checked_config(number)
-        context = RoundContext(number, self.model, self.bounds, assigned)
         self._round = _Round(
             number=number,
             opened_at=self.clock(),
@@ -336,6 +338,11 @@ class RoundEngine:
             min_replies=self.strategy.min_replies(len(assigned)),
         )
         self.events.emit(RoundOpened(number, assigned, dict(config), self.is_final_validation(number)))
+
+    def _stops(self, context: RoundContext) -> bool:
+        """Whether the strategy stops training before this round (``stopped`` says why)."""
+        self.stopped = self.strategy.stop_reason(context)
+        return self.stopped is not None
 
     def _cohort_tasks(self, number: int) -> dict[str, list[str]]:
         """The tasks of round ``number`` of the strategy's cohort of those the assigner gives tasks
@@ -367,6 +374,8 @@ class RoundEngine:
             self.model = self._finished(current, aggregate)
         self.strategy_state = self.strategy.snapshot()
         aggregated = current.metrics.means()
+        if not self.is_final_validation(current.number):
+            aggregated.update(self.strategy.report())
         best_model, best_score = self._judge_best(aggregated, previous)
         outcome = RoundOutcome(
             round_number=current.number,

@@ -133,7 +133,14 @@ def report_closed(engine: RoundEngine, outcome: RoundOutcome) -> tuple[str, ...]
         else f"round {outcome.round_number} of {engine.rounds_to_train}"
     )
     log_round(outcome, label, engine.best_metric)
+    if engine.stopped and not engine.is_final_validation(outcome.round_number):
+        log_stop(engine.stopped)
     return bounded
+
+
+def log_stop(reason: str) -> None:
+    """The line that says the strategy stopped training early, and why."""
+    log.warning("training stops early: %s", reason)
 
 
 def log_round(outcome: RoundOutcome, label: str, best_metric: str) -> None:

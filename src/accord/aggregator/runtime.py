@@ -24,7 +24,7 @@ from accord.aggregator.events import RoundOutcome, Sink
 from accord.aggregator.journal import Journal
 from accord.aggregator.metrics import MetricsLog
 from accord.aggregator.plan_engine import assigner_for, engine_for, strategy_for
-from accord.aggregator.reporting import ResultLog, metrics_sink, report_closed
+from accord.aggregator.reporting import ResultLog, log_stop, metrics_sink, report_closed
 from accord.aggregator.saved import SavedRound
 from accord.aggregator.staging import StagedFile
 from accord.aggregator.status import RoundStatus
@@ -77,6 +77,8 @@ class AggregatorRuntime:
         self._watchers = Watchers()
         self._result_log = ResultLog()
         self._committer = Committer(self._cond, self.journal, self._commit_failed)
+        if self.engine.stopped:  # before round 0: a target epsilon that no round fits
+            log_stop(self.engine.stopped)
         with self._cond:
             if saved is None:
                 self._committer.write(self._round_commit())

@@ -12,7 +12,8 @@ from accord.plan.loader import Plan
 
 
 def print_summary(console: Console, plan: Plan, report: FederationReport) -> None:
-    """Rounds, final and best values of the plan's best metric, and where the files are."""
+    """Rounds, final and best values of the plan's best metric, the privacy spent (central DP),
+    and where the files are."""
     settings = plan.model.aggregator.settings
     key = settings.best_metric
     values = report.aggregated(key)
@@ -24,6 +25,12 @@ def print_summary(console: Console, plan: Plan, report: FederationReport) -> Non
         best = max(values) if settings.best_direction == "maximize" else min(values)
         table.add_row(f"final {key}", f"{values[-1]:.4f}")
         table.add_row(f"best {key}", f"{best:.4f}")
+    epsilon, delta = report.aggregated("privacy/epsilon"), report.aggregated("privacy/delta")
+    if epsilon and delta:
+        table.add_row("privacy spent (central DP)", f"epsilon {epsilon[-1]:.4f} at delta {delta[-1]:g}")
+    target = settings.strategy.settings.get("target_epsilon")
+    if target is not None and len(trained) < settings.rounds_to_train:
+        table.add_row("stopped early", f"the next round would have spent more than target_epsilon {target:g} (see the aggregator's log)")
     if overhead:
         table.add_row("framework overhead per round", f"{1000 * statistics.median(overhead):.1f} ms (median)")
     table.add_row("wall time", f"{report.seconds:.1f} s")

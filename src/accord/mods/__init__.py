@@ -4,5 +4,6 @@ selectable in the plan (``collaborator.settings.mods``). One mod a file; see doc
 from accord.mods.base import CallNext, Instruction, Mod
 from accord.mods.clip_update import ClipUpdate
 from accord.mods.gaussian_noise import LocalGaussianNoise
+from accord.mods.local_dp import LocalDP
 
-__all__ = ["CallNext", "ClipUpdate", "Instruction", "LocalGaussianNoise", "Mod"]
+__all__ = ["CallNext", "ClipUpdate", "Instruction", "LocalDP", "LocalGaussianNoise", "Mod"]

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from typing import ClassVar
 
 from accord.messages import ConfigValue, Task, TaskResult
 from accord.tensors.state import ModelState
@@ -43,6 +44,11 @@ class Mod:
     """A link of the site's chain. This base class passes everything through unchanged;
     subclasses override ``__call__``. Settings are the constructor's typed arguments (the
     plan's ``collaborator.settings.mods`` entries are type-checked against them)."""
+
+    #: it adds noise to the update: a clipping mod after it is refused (plan/mods.py)
+    adds_noise: ClassVar[bool] = False
+    #: it bounds the update's norm
+    clips: ClassVar[bool] = False
 
     def __call__(self, instruction: Instruction, call_next: CallNext) -> TaskResult:
         return call_next(instruction)

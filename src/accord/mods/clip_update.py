@@ -18,6 +18,8 @@ class ClipUpdate(Mod):
     optimizer state excluded) so that its L2 norm over all those tensors is at most
     ``max_norm``. An update already within the bound is sent unchanged, bit for bit."""
 
+    clips = True
+
     def __init__(self, max_norm: float) -> None:
         if not (math.isfinite(max_norm) and max_norm > 0):
             raise AccordError(

@@ -25,8 +25,10 @@ class LocalGaussianNoise(Mod):
     each time. An integer: reproducible noise, drawn from (seed, round, site name, task name),
     so two sites sharing the plan's seed still draw different noise. This adds the noise; the
     privacy it buys (epsilon, delta) depends on the clipping bound, ``std`` and the rounds, and
-    Accord does not account for it.
+    Accord does not account for it (LocalDP, mods/local_dp.py, does).
     """
+
+    adds_noise = True
 
     def __init__(self, std: float, seed: int | None = None) -> None:
         if not (math.isfinite(std) and std >= 0):

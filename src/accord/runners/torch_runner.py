@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import numpy as np
@@ -22,6 +23,7 @@ from accord.runners._torch_parts import (
     to_tensor,
 )
 from accord.runners.base import TaskOutput
+from accord.runners.torch_dp import DPSGD, PrivateTraining, Training
 from accord.runners.torch_weights import TorchWeights, build_torch_model
 
 DEFAULT_OPTIMIZER: dict[str, Any] = {"name": "Adam", "lr": 1e-3}
@@ -41,6 +43,7 @@ class TorchTaskRunner(TorchWeights):
         model_kwargs: dict[str, Any] | None = None,
         num_threads: int | None = None,
         progress: bool | None = None,
+        dp_sgd: dict[str, Any] | None = None,
     ) -> None:
         if num_threads is not None:
             torch.set_num_threads(int(num_threads))
@@ -52,6 +55,8 @@ class TorchTaskRunner(TorchWeights):
         self.model = build_torch_model(model, model_kwargs or {}, self.seed, self.device)
         self.optimizer = self._new_optimizer()
         self._epochs_run = 0
+        #: DP-SGD through Opacus (runners/torch_dp.py), when the plan asks for it
+        self.private = None if dp_sgd is None else PrivateTraining(DPSGD.from_plan(dp_sgd), self.model)
 
     def _new_optimizer(self) -> torch.optim.Optimizer:
         """A fresh optimizer from the plan's configuration."""
@@ -74,9 +79,7 @@ class TorchTaskRunner(TorchWeights):
         stays the data loss and ``proximal_term`` is the term at the end of the task."""
         epochs = int(epochs)
         if epochs < 1:
-            raise AccordError(
-                f"epochs is {epochs}; it must be >= 1", "set the train task's epochs in the plan"
-            )
+            raise AccordError(f"epochs is {epochs}; it must be >= 1", "set the train task's epochs in the plan")
         wanted = [metrics] if isinstance(metrics, str) else list(metrics or ["loss"])
         unknown = [m for m in wanted if m not in TRAIN_METRICS]
         if unknown:
@@ -85,23 +88,33 @@ class TorchTaskRunner(TorchWeights):
                 "fix the train task's metrics in the plan",
             )
         mu = check_proximal_mu(proximal_mu)
+        if mu > 0 and self.private is not None:
+            raise AccordError(
+                "FedProx's proximal_mu does not combine with task_runner.settings.dp_sgd (DP-SGD replaces the gradient)",
+                "use another strategy with dp_sgd, or remove dp_sgd",
+            )
         proximal = ProximalTerm(self.model.parameters(), mu) if mu > 0 else None
         self.model.train()
         total = epochs * batches_per_epoch(data.train_size, getattr(data, "batch_size", 1))
         totals = (0.0, 0, 0, 0)
-        with progress_bar(show_progress(self.progress), total) as advance:
+        with (
+            self._training(data, epochs) as (model, optimizer, batches),
+            progress_bar(show_progress(self.progress), total) as advance,
+        ):
             for _ in range(epochs):
                 epoch_seed = derive_seed(self.seed, self._epochs_run)
                 self._epochs_run += 1
                 with torch.random.fork_rng(devices=self._rng_devices()):
                     torch.manual_seed(epoch_seed)  # dropout etc. reproducible, global RNG untouched
-                    totals = self._run_epoch(data.train_batches(seed=epoch_seed), advance, proximal)
+                    totals = self._run_epoch(batches(epoch_seed), advance, proximal, model, optimizer)
         loss_sum, correct, scored, count = totals
         result = {"loss": loss_sum / count if count else 0.0}
         if "accuracy" in wanted and scored:
             result["accuracy"] = correct / scored
         if proximal is not None:
             result["proximal_term"] = proximal.value()
+        if self.private is not None:
+            result["dp_sgd_epsilon"] = self.private.epsilon()
         return TaskOutput(metrics=result, sample_count=int(data.train_size))
 
     def validate(self, data: DataLoader, **ignored: Any) -> TaskOutput:
@@ -125,22 +138,37 @@ class TorchTaskRunner(TorchWeights):
 
     # -- internals ---------------------------------------------------------------------
 
+    @contextmanager
+    def _training(self, data: DataLoader, epochs: int) -> Iterator[Training]:
+        """What a training task steps: the model and optimizer over the loader's batches, or
+        their private versions over Poisson-sampled ones (DP-SGD)."""
+        if self.private is None:
+            yield self.model, self.optimizer, lambda seed: data.train_batches(seed=seed)
+            return
+        with self.private.task(self.model, self.optimizer, data, epochs, derive_seed(self.seed, self._epochs_run)) as training:
+            yield training
+
     def _run_epoch(
         self,
         batches: Iterator[tuple[np.ndarray, np.ndarray]],
         advance: Callable[[], None],
-        proximal: ProximalTerm | None = None,
+        proximal: ProximalTerm | None,
+        model: nn.Module,
+        optimizer: torch.optim.Optimizer,
     ) -> tuple[float, int, int, int]:
         loss_sum, correct, scored, count = 0.0, 0, 0, 0
         for x, y in batches:
             xb, yb = self._tensors(x, y)
-            self.optimizer.zero_grad(set_to_none=True)
-            out = self.model(xb)
+            optimizer.zero_grad(set_to_none=True)
+            out = model(xb)
             loss = self._loss(out, yb)
             loss.backward()
             if proximal is not None:
                 proximal.add_gradient()
-            self.optimizer.step()
+            optimizer.step()
+            if not len(yb):  # a Poisson-sampled batch may be empty: a noise-only step
+                advance()
+                continue
             loss_sum += float(loss.detach()) * len(yb)
             count += len(yb)
             hits = count_correct(out.detach(), yb, self._loss_kind)
@@ -158,4 +186,3 @@ class TorchTaskRunner(TorchWeights):
 
     def _rng_devices(self) -> list[Any]:
         return [self.device] if self.device.type == "cuda" else []
-

@@ -4,6 +4,7 @@
 from accord.strategies.base import Strategy
 from accord.strategies.bulyan import Bulyan
 from accord.strategies.clipping import NormClipping
+from accord.strategies.dp_fedavg import DPFedAvg
 from accord.strategies.fedadagrad import FedAdagrad
 from accord.strategies.fedadam import FedAdam
 from accord.strategies.fedavg import FedAvg
@@ -22,6 +23,7 @@ __all__ = [
     "Bulyan",
     "ClientSampling",
     "CoordinateMedian",
+    "DPFedAvg",
     "FedAdagrad",
     "FedAdam",
     "FedAvg",

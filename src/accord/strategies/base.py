@@ -74,6 +74,16 @@ class Strategy:
         """The next global model from the folded replies (a server optimizer steps here)."""
         return aggregate.model
 
+    def stop_reason(self, context: RoundContext) -> str | None:
+        """Why training must stop before the round ``context`` describes (a privacy budget
+        spent), or None; the engine then goes to the final validation."""
+        return None
+
+    def report(self) -> dict[str, float]:
+        """Figures the strategy reports after each training round's ``finish``, as
+        ``group/name`` keys (``privacy/epsilon``): logged, in metrics.jsonl and the summary."""
+        return {}
+
     def snapshot(self) -> StrategyState:
         """The state a restart needs (saved with each round's start)."""
         return StrategyState()

@@ -5,6 +5,8 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 
+import numpy as np
+
 from accord.aggregation.bounds import BoundEvent, ScaledChanges, Update, change_norms
 from accord.messages import ConfigValue
 from accord.strategies.base import Strategy
@@ -59,6 +61,12 @@ class NormClipping(Strategy):
     def finish(self, context: RoundContext, aggregate: Aggregate) -> ModelState:
         return self.strategy.finish(context, aggregate)
 
+    def stop_reason(self, context: RoundContext) -> str | None:
+        return self.strategy.stop_reason(context)
+
+    def report(self) -> dict[str, float]:
+        return self.strategy.report()
+
     def snapshot(self) -> StrategyState:
         return self.strategy.snapshot()
 
@@ -77,16 +85,24 @@ class ClippedReplies:
         self._events: list[BoundEvent] = []
 
     def add(self, reply: Reply) -> None:
-        global_model = self.context.global_model
-        norms = change_norms(global_model, Update(reply.collaborator, reply.update, reply.weight, reply.is_delta, {}))
-        norm = math.sqrt(sum(n * n for n in norms.values()))
-        if norm > self.max_norm:
-            scale = self.max_norm / norm
+        clipped, norm = clip_reply(reply, self.context.global_model, self.max_norm)
+        if clipped is not reply:
             self._events.append(BoundEvent(reply.collaborator, "clipped", norm, self.max_norm, f"NormClipping max_norm {self.max_norm:g}"))
-            stored = None if reply.stored is None else ScaledChanges(reply.stored, global_model, scale, reply.is_delta)
-            reply = Reply(reply.collaborator, ScaledChanges(reply.update, global_model, scale, reply.is_delta), reply.weight, reply.is_delta, stored)
-        self.inner.add(reply)
+        self.inner.add(clipped)
 
     def result(self) -> Aggregate:
         aggregate = self.inner.result()
         return Aggregate(aggregate.model, self._events + aggregate.events)
+
+
+def clip_reply(reply: Reply, global_model: Mapping[str, np.ndarray], max_norm: float) -> tuple[Reply, float]:
+    """``reply`` with its change over the model's floating-point tensors (not the optimizer
+    state) scaled down to L2 norm ``max_norm`` if longer (lazily: views of what arrived and of
+    its saved copy), and that change's norm before clipping; ``reply`` itself if not longer."""
+    norms = change_norms(global_model, Update(reply.collaborator, reply.update, reply.weight, reply.is_delta, {}))
+    norm = math.sqrt(sum(n * n for n in norms.values()))
+    if norm <= max_norm:
+        return reply, norm
+    scale = max_norm / norm
+    stored = None if reply.stored is None else ScaledChanges(reply.stored, global_model, scale, reply.is_delta)
+    return Reply(reply.collaborator, ScaledChanges(reply.update, global_model, scale, reply.is_delta), reply.weight, reply.is_delta, stored), norm

@@ -52,6 +52,8 @@ class RoundContext:
     bounds: UpdateBounds = UNBOUNDED
     #: the collaborators asked to train this round
     cohort: tuple[str, ...] = ()
+    #: how many collaborators the plan lists (a privacy accountant's population)
+    population: int = 0
 
 
 @dataclass(frozen=True, eq=False)

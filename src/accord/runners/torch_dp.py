@@ -1,0 +1,187 @@
+"""DP-SGD for the torch runner through Opacus (the optional extra ``accord[opacus]``): the
+plan's ``task_runner.settings.dp_sgd`` makes each training task clip every example's gradient
+to ``max_grad_norm`` and add Gaussian noise to each batch's sum, over Poisson-sampled batches
+(Opacus's PrivacyEngine around the site's model, optimizer and a loader of its training set).
+
+The guarantee is record-level, at this site: (epsilon, delta) for one example of this site's
+data, against anyone who sees what the site sends (every round's update). The site reports its
+own epsilon after each training task (``dp_sgd_epsilon`` in the train metrics), by Opacus's RDP
+accountant over every DP-SGD step this process ran.
+
+The noise and the sampling draw from a generator of their own: seeded from OS entropy unless
+the plan sets ``noise_seed`` (the plan is shared, so a planned seed lets others remove the
+noise: tests only).
+"""
+
+from __future__ import annotations
+
+import math
+import secrets
+import warnings
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from accord.data.base import DataLoader
+from accord.errors import AccordError
+
+WHERE = "task_runner.settings.dp_sgd"
+#: what a training task trains: the model, its optimizer, and an epoch's batches (given its seed)
+Training = tuple[nn.Module, torch.optim.Optimizer, Callable[[int], Iterator[tuple[np.ndarray, np.ndarray]]]]
+INSTALL = "install the DP-SGD extra: pip install 'accord[opacus]' (opacus 1.6)"
+
+
+def _opacus() -> Any:
+    try:
+        import opacus
+    except ImportError:
+        raise AccordError("task_runner.settings.dp_sgd needs Opacus, which is not installed", INSTALL) from None
+    return opacus
+
+
+@dataclass(frozen=True)
+class DPSGD:
+    """The plan's ``dp_sgd``: ``max_grad_norm`` and either ``noise_multiplier`` or a budget,
+    ``target_epsilon`` over ``rounds`` training tasks of ``epochs`` epochs each."""
+
+    max_grad_norm: float
+    noise_multiplier: float | None = None
+    target_epsilon: float | None = None
+    rounds: int | None = None
+    delta: float = 1e-5
+    noise_seed: int | None = None
+
+    @classmethod
+    def from_plan(cls, settings: Mapping[str, Any]) -> DPSGD:
+        """Checked settings; one clear line naming the key otherwise."""
+        known = set(cls.__dataclass_fields__)
+        unknown = sorted(set(settings) - known)
+        if unknown:
+            raise AccordError(f"{WHERE} has unknown keys {unknown}", f"use some of {sorted(known)}")
+        if "max_grad_norm" not in settings:
+            raise AccordError(
+                f"{WHERE} needs max_grad_norm", f"set {WHERE}.max_grad_norm (the L2 norm each example's gradient is clipped to)"
+            )
+        for key, value in settings.items():
+            if key in ("rounds", "noise_seed"):
+                ok = value is None or (
+                    isinstance(value, int) and not isinstance(value, bool) and (key == "noise_seed" or value >= 1)
+                )
+            else:
+                ok = value is None or (
+                    isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and value > 0
+                )
+            if not ok or (key == "delta" and not 0 < value < 1):
+                raise AccordError(
+                    f"{WHERE}.{key} is {value!r}",
+                    f"set {WHERE}.{key} to a positive {'integer' if key in ('rounds',) else 'number'}",
+                )
+        chosen = cls(**settings)
+        if (chosen.noise_multiplier is None) == (chosen.target_epsilon is None):
+            raise AccordError(
+                f"{WHERE} needs exactly one of noise_multiplier and target_epsilon",
+                f"set {WHERE}.noise_multiplier, or target_epsilon with rounds",
+            )
+        if chosen.target_epsilon is not None and chosen.rounds is None:
+            raise AccordError(
+                f"{WHERE}.target_epsilon needs rounds", f"set {WHERE}.rounds: the training tasks the budget is spread over"
+            )
+        return chosen
+
+
+def check_model(model: nn.Module) -> None:
+    """Opacus's ModuleValidator's objections to ``model`` (BatchNorm, ...) as one clear line."""
+    validators = _opacus().validators
+    was_training = model.training
+    model.train()
+    try:
+        errors = validators.ModuleValidator.validate(model, strict=False)
+    finally:
+        model.train(was_training)
+    if errors:
+        said = "; ".join(dict.fromkeys(str(e).strip().replace("\n", " ") for e in errors))
+        raise AccordError(
+            f"the model cannot train with DP-SGD (Opacus): {said}",
+            "replace the modules named (BatchNorm by GroupNorm or LayerNorm: opacus.validators.ModuleValidator.fix) "
+            f"in task_runner.settings.model, or remove {WHERE}",
+        )
+
+
+class PrivateTraining:
+    """One site's DP-SGD: wraps the model and optimizer for a task, and keeps the accountant."""
+
+    def __init__(self, settings: DPSGD, model: nn.Module) -> None:
+        self.settings = settings
+        check_model(model)
+        seed = secrets.randbits(63) if settings.noise_seed is None else settings.noise_seed
+        self.generator = torch.Generator().manual_seed(seed)
+        self.accountant = _opacus().accountants.RDPAccountant()
+        self._noise: float | None = settings.noise_multiplier
+
+    def noise_multiplier(self, sample_rate: float, steps_per_task: int) -> float:
+        """The planned z, or the one whose ``rounds`` tasks spend ``target_epsilon`` (Opacus's calibration)."""
+        if self._noise is None:
+            s = self.settings
+            assert s.target_epsilon is not None and s.rounds is not None
+            get_noise = _opacus().accountants.utils.get_noise_multiplier
+            self._noise = float(
+                get_noise(
+                    target_epsilon=s.target_epsilon,
+                    target_delta=s.delta,
+                    sample_rate=sample_rate,
+                    steps=s.rounds * steps_per_task,
+                    accountant="rdp",
+                )
+            )
+        return self._noise
+
+    @contextmanager
+    def task(
+        self, model: nn.Module, optimizer: torch.optim.Optimizer, data: DataLoader, epochs: int, seed: int
+    ) -> Iterator[Training]:
+        """The private model, optimizer and an epoch's Poisson-sampled batches for one training task."""
+        opacus = _opacus()
+        x, y = _training_set(data, seed)
+        loader = torch.utils.data.DataLoader(
+            torch.utils.data.TensorDataset(x, y), batch_size=max(1, int(getattr(data, "batch_size", 1)))
+        )
+        sampled = opacus.data_loader.DPDataLoader.from_data_loader(loader, generator=self.generator)
+        sample_rate = 1 / len(sampled)
+        with warnings.catch_warnings():  # "Secure RNG turned off": the noise has its own generator
+            warnings.simplefilter("ignore", UserWarning)
+            engine = opacus.PrivacyEngine(accountant="rdp")
+        engine.accountant = self.accountant  # one accountant over every task of this site
+        private, dp_optimizer, _ = engine.make_private(
+            module=model,
+            optimizer=optimizer,
+            data_loader=sampled,
+            noise_multiplier=self.noise_multiplier(sample_rate, epochs * len(sampled)),
+            max_grad_norm=self.settings.max_grad_norm,
+            poisson_sampling=False,  # the loader is Poisson-sampled already, with our generator
+            noise_generator=self.generator,
+        )
+
+        def batches(_seed: int | None = None) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+            return ((bx.numpy(), by.numpy()) for bx, by in sampled)
+
+        try:
+            with warnings.catch_warnings():  # torch: the backward hooks fire on a model whose inputs need no gradient
+                warnings.filterwarnings("ignore", "Full backward hook is firing", UserWarning)
+                yield private, dp_optimizer, batches
+        finally:
+            private.to_standard_module()  # the hooks and per-example gradients removed
+
+    def epsilon(self) -> float:
+        """This site's epsilon at ``delta`` over every DP-SGD step run so far."""
+        return float(self.accountant.get_epsilon(self.settings.delta))
+
+
+def _training_set(data: DataLoader, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The site's whole training set, from one pass of its batches."""
+    xs, ys = zip(*data.train_batches(seed=seed), strict=True)
+    return torch.from_numpy(np.concatenate(xs)), torch.from_numpy(np.concatenate(ys))
