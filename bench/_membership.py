@@ -95,3 +95,17 @@ def lira_scores(target_phi: np.ndarray, shadow_phi: Sequence[np.ndarray], shadow
     log_in = -((target_phi - mean_in) ** 2) / (2 * var_in) - 0.5 * np.log(var_in)
     log_out = -((target_phi - mean_out) ** 2) / (2 * var_out) - 0.5 * np.log(var_out)
     return log_in - log_out
+
+
+def chance_advantage(scores: np.ndarray, is_member: np.ndarray, draws: int = 200, seed: int = 0) -> float:
+    """The advantage a blind attacker reaches by luck on these ``scores``: the 95th percentile
+    of the advantage over ``draws`` random relabellings of the same number of members (a
+    measured advantage below it is indistinguishable from none)."""
+    rng = np.random.default_rng(seed)
+    members = int(np.count_nonzero(is_member))
+    advantages = []
+    for _ in range(draws):
+        pick = np.zeros(len(scores), bool)
+        pick[rng.permutation(len(scores))[:members]] = True
+        advantages.append(audit(scores[pick], scores[~pick]).advantage)
+    return float(np.quantile(advantages, 0.95))

@@ -61,10 +61,10 @@ from threadpoolctl import threadpool_limits
 BENCH = Path(__file__).resolve().parent
 sys.path.insert(0, str(BENCH))
 
-from _membership import AttackFigures, audit, logit_confidence, lira_scores, loss_scores  # noqa: E402
+from _membership import AttackFigures, audit, chance_advantage, logit_confidence, lira_scores, loss_scores  # noqa: E402
 from _table import Column, Table  # noqa: E402
 
-HIDDEN, LOCAL_STEPS, LOCAL_LR, SERVER_LR = 32, 4, 0.5, 1.0
+LOCAL_STEPS, LOCAL_LR = 4, 0.5
 NAMES = ("w1", "b1", "w2", "b2")
 
 
@@ -79,10 +79,11 @@ def digits() -> tuple[np.ndarray, np.ndarray]:
 # -- the model: a NumPy MLP ------------------------------------------------------------------
 
 
-def initial_model(seed: int) -> dict[str, np.ndarray]:
+def initial_model(seed: int, hidden: int = 32) -> dict[str, np.ndarray]:
+    """The MLP 64-``hidden``-10's first weights (seeded)."""
     rng = np.random.default_rng(seed)
-    return {"w1": rng.normal(0, 1 / 8, (64, HIDDEN)), "b1": np.zeros(HIDDEN),
-            "w2": rng.normal(0, 1 / math.sqrt(HIDDEN), (HIDDEN, 10)), "b2": np.zeros(10)}
+    return {"w1": rng.normal(0, 1 / 8, (64, hidden)), "b1": np.zeros(hidden),
+            "w2": rng.normal(0, 1 / math.sqrt(hidden), (hidden, 10)), "b2": np.zeros(10)}
 
 
 def probabilities(model: Mapping[str, np.ndarray], x: np.ndarray) -> np.ndarray:
@@ -139,18 +140,22 @@ class Setting:
     epsilon: float
 
 
-def strategy_overrides(setting: Setting, clip: float, delta: float, seed: int) -> dict[str, object]:
-    """The plan keys of ``setting``'s strategy: plain FedAvg, or central DP."""
+def strategy_overrides(setting: Setting, args: argparse.Namespace, seed: int) -> dict[str, object]:
+    """The plan's strategy for ``setting``: FedAvgM (server momentum, as McMahan et al. 2018
+    run DP-FedAvg), alone or inside helper dp's central DP."""
+    server = {"template": "accord.strategies.FedAvgM", "settings": {"server_lr": args.server_lr, "momentum": args.momentum}}
     if setting.noise_multiplier is None:
-        return {}
+        return {"aggregator.settings.strategy": server}
     return {"aggregator.settings.strategy": {
         "template": "accord.strategies.DPFedAvg",
-        "settings": {"clip_norm": clip, "noise_multiplier": setting.noise_multiplier, "delta": delta, "noise_seed": seed},
+        "settings": {"clip_norm": args.clip, "noise_multiplier": setting.noise_multiplier, "delta": args.delta,
+                     "noise_seed": seed, "strategy": server},
     }}
 
 
-def federate(x: np.ndarray, y: np.ndarray, setting: Setting, args: argparse.Namespace, seed: int) -> dict[str, np.ndarray]:
-    """The final global model of a federation of one client per record of (``x``, ``y``)."""
+def federate(x: np.ndarray, y: np.ndarray, setting: Setting, args: argparse.Namespace, seed: int) -> tuple[dict[str, np.ndarray], float]:
+    """The final global model of a federation of one client per record of (``x``, ``y``), and
+    the epsilon its strategy's accountant reported after the last round (inf without DP)."""
     from accord.plan.loader import apply_overrides, read_yaml, validate_plan
     from accord.simulation import run_simulation
     from accord.workspace.create import TEMPLATES_DIR
@@ -158,40 +163,20 @@ def federate(x: np.ndarray, y: np.ndarray, setting: Setting, args: argparse.Name
     overrides = {
         "aggregator.settings.rounds_to_train": args.rounds,
         "aggregator.settings.final_validation": False,
-        "aggregator.settings.sampling": {"count": args.cohort, "seed": seed},
         "collaborator.settings.opt_treatment": "RESET",
         "assigner.settings.task_groups": [{"name": "train", "percentage": 1.0, "tasks": ["train"]}],
-        **strategy_overrides(setting, args.clip, args.delta, seed),
+        **strategy_overrides(setting, args, seed),
     }
+    if args.cohort < len(y):
+        overrides["aggregator.settings.sampling"] = {"count": args.cohort, "seed": seed}
     raw = read_yaml(TEMPLATES_DIR / "torch_digits" / "plan" / "plan.yaml")
     with tempfile.TemporaryDirectory(prefix="accord-audit-") as folder:
         plan = validate_plan(apply_overrides(raw, overrides), Path(folder))
-        initial = {k: v.astype(np.float32) for k, v in initial_model(seed).items()}
+        initial = {k: v.astype(np.float32) for k, v in initial_model(seed, args.hidden).items()}
         result = run_simulation(plan, lambda cid: RecordClient(x[int(cid) - 1], y[int(cid) - 1]), len(y),
                                 initial=initial, stop_on_error=True)
-    return {k: np.asarray(v, np.float64) for k, v in result.model.items()}
-
-
-# -- calibration -------------------------------------------------------------------------------
-
-
-def epsilon_of(noise_multiplier: float, q: float, rounds: int, delta: float) -> float:
-    """dp-accounting's RDP eps of ``rounds`` Poisson-subsampled Gaussian steps at ``q``."""
-    import dp_accounting
-    from dp_accounting.rdp import rdp_privacy_accountant
-
-    accountant = rdp_privacy_accountant.RdpAccountant()
-    accountant.compose(dp_accounting.PoissonSampledDpEvent(q, dp_accounting.GaussianDpEvent(noise_multiplier)), rounds)
-    return float(accountant.get_epsilon(delta))
-
-
-def calibrate(target: float, q: float, rounds: int, delta: float) -> float:
-    """The smallest noise multiplier (to 0.5%) whose eps is at most ``target``."""
-    low, high = 0.3, 64.0
-    while high / low > 1.005:
-        middle = math.sqrt(low * high)
-        low, high = (low, middle) if epsilon_of(middle, q, rounds, delta) <= target else (middle, high)
-    return high
+    epsilon = result.final("privacy/epsilon") if setting.noise_multiplier is not None else math.inf
+    return {k: np.asarray(v, np.float64) for k, v in result.model.items()}, epsilon
 
 
 # -- one audit ---------------------------------------------------------------------------------
@@ -200,6 +185,9 @@ def calibrate(target: float, q: float, rounds: int, delta: float) -> float:
 @dataclass(frozen=True)
 class Outcome:
     accuracy: float
+    epsilon: float
+    #: the advantage reached by luck on this split (chance_advantage)
+    chance: float
     loss_attack: AttackFigures
     lira: AttackFigures | None
 
@@ -220,22 +208,23 @@ def one_audit(x: np.ndarray, y: np.ndarray, setting: Setting, args: argparse.Nam
     """Split, federate the members, attack the final model (and ``--shadows`` shadows)."""
     rng = np.random.default_rng(1000 + seed)
     member = np.zeros(len(y), bool)
-    member[rng.permutation(len(y))[: len(y) // 2]] = True
-    model = federate(x[member], y[member], setting, args, seed)
+    member[rng.permutation(len(y))[: args.members]] = True
+    model, epsilon = federate(x[member], y[member], setting, args, seed)
     p = probabilities(model, x)
     accuracy = float((p[~member].argmax(1) == y[~member]).mean())
     scores = loss_scores(p, y)
     loss_attack = audit(scores[member], scores[~member])
+    chance = chance_advantage(scores, member, seed=seed)
     lira = None
     if args.shadows:
         shadow_phi, shadow_in = [], []
         for k, inside in enumerate(shadow_halves(len(y), args.shadows, seed)):
-            shadow = federate(x[inside], y[inside], setting, args, 10_000 + 100 * seed + k)
+            shadow, _ = federate(x[inside], y[inside], setting, args, 10_000 + 100 * seed + k)
             shadow_phi.append(logit_confidence(probabilities(shadow, x), y))
             shadow_in.append(inside)
         ratio = lira_scores(logit_confidence(p, y), shadow_phi, shadow_in)
         lira = audit(ratio[member], ratio[~member])
-    return Outcome(accuracy, loss_attack, lira)
+    return Outcome(accuracy, epsilon, chance, loss_attack, lira)
 
 
 def advantage_bound(epsilon: float, delta: float) -> float:
@@ -253,15 +242,19 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="1 seed, 30 rounds, no shadows, eps 8 only")
     parser.add_argument("--seeds", type=int, default=3)
-    parser.add_argument("--rounds", type=int, default=100)
-    parser.add_argument("--cohort", type=int, default=90)
+    parser.add_argument("--rounds", type=int, default=20)
+    parser.add_argument("--hidden", type=int, default=32, help="the MLP's hidden units")
+    parser.add_argument("--members", type=int, default=898, help="member records (= clients); the rest are held out")
+    parser.add_argument("--cohort", type=int, default=898, help="clients a round (at most --members: every one)")
     parser.add_argument("--shadows", type=int, default=8)
     parser.add_argument("--eps", default="1,3,8")
     parser.add_argument("--delta", type=float, default=1e-5)
     parser.add_argument("--clip", type=float, default=1.0)
+    parser.add_argument("--server-lr", type=float, default=1.0)
+    parser.add_argument("--momentum", type=float, default=0.9)
     args = parser.parse_args()
     if args.quick:
-        args.seeds, args.rounds, args.shadows, args.eps = 1, 30, 0, "8"
+        args.seeds, args.rounds, args.shadows, args.eps = 1, 10, 0, "8"
     logging.basicConfig(level=logging.ERROR)
     logging.getLogger("absl").setLevel(logging.ERROR)
     with threadpool_limits(1):  # the matrices are small: BLAS threads only fight each other
@@ -269,33 +262,38 @@ def main() -> None:
 
 
 def run(args: argparse.Namespace) -> None:
+    from accord.dp.accountant import noise_multiplier_for
+
     x, y = digits()
-    clients = len(y) // 2
-    q = args.cohort / clients
+    clients = args.members
+    cohort = min(args.cohort, clients)
     settings = [Setting("no DP", None, math.inf), Setting("clip only", 0.0, math.inf)]
     for target in (float(e) for e in args.eps.split(",")):
-        z = calibrate(target, q, args.rounds, args.delta)
-        settings.append(Setting(f"eps {target:g}", z, epsilon_of(z, q, args.rounds, args.delta)))
-    print(f"{clients} clients of one record, {args.cohort} a round (q = {q:.4f}), {args.rounds} rounds, "
-          f"clip {args.clip}, delta {args.delta:g}, {args.seeds} seeds, {args.shadows} shadows; "
-          f"load average {os.getloadavg()[0]:.1f}")
-    table = Table(Column("setting", 10), Column("z", 6, ".3f"), Column("eps", 6, ".2f"), Column("bound", 6, ".3f"),
+        settings.append(Setting(f"eps {target:g}", noise_multiplier_for(target, args.delta, args.rounds, cohort, clients), target))
+    print(f"{clients} clients of one record, {cohort} a round (q = {cohort / clients:.3f}), {args.rounds} rounds, "
+          f"MLP 64-{args.hidden}-10, clip {args.clip}, server lr {args.server_lr} momentum {args.momentum}, delta {args.delta:g}, "
+          f"{args.seeds} seeds, {args.shadows} shadows; load average {os.getloadavg()[0]:.1f}")
+    table = Table(Column("setting", 9), Column("z", 6, ".2f"), Column("eps", 5, ".2f"), Column("bound", 5, ".3f"),
                   Column("accuracy", 11), Column("loss adv", 11), Column("loss AUC", 11), Column("loss TPR@1%", 11),
-                  Column("LiRA adv", 11), Column("LiRA AUC", 11), Column("LiRA TPR@1%", 11), Column("LiRA @0.1%", 11),
-                  Column("s/seed", 6, ".0f"))
+                  Column("chance", 6, ".3f"), Column("LiRA adv", 11), Column("LiRA AUC", 11), Column("LiRA TPR@1%", 11),
+                  Column("LiRA @0.1%", 11), Column("s/seed", 6, ".0f"))
     for setting in settings:
         started = time.perf_counter()
         outcomes = [one_audit(x, y, setting, args, seed) for seed in range(args.seeds)]
         seconds = (time.perf_counter() - started) / args.seeds
         lira = [o.lira for o in outcomes if o.lira is not None]
+        epsilon = max(o.epsilon for o in outcomes)
         table.row(setting.label, setting.noise_multiplier if setting.noise_multiplier is not None else "-",
-                  setting.epsilon, advantage_bound(setting.epsilon, args.delta),
+                  epsilon if math.isfinite(epsilon) else "inf", advantage_bound(epsilon, args.delta),
                   spread([o.accuracy for o in outcomes]), spread([o.loss_attack.advantage for o in outcomes]),
                   spread([o.loss_attack.auc for o in outcomes]), spread([o.loss_attack.tpr_at_fpr[0] for o in outcomes]),
+                  max(o.chance for o in outcomes),
                   spread([f.advantage for f in lira]) if lira else "-", spread([f.auc for f in lira]) if lira else "-",
                   spread([f.tpr_at_fpr[0] for f in lira]) if lira else "-",
                   spread([f.tpr_at_fpr[1] for f in lira]) if lira else "-", seconds)
-    print("cells: min/median over the seeds; adv = max(TPR - FPR); bound = the most an attack can get at that eps")
+    print("cells: min/median over the seeds; adv = max(TPR - FPR); eps = what the federation's accountant reported "
+          "after its last round; bound = the most any attack's advantage can be at that eps; chance = the advantage "
+          "a blind attacker reaches by luck (95th percentile; the largest over the seeds)")
 
 
 if __name__ == "__main__":
