@@ -1,44 +1,57 @@
-"""The privacy audit: DP-FedAvg's accuracy on digits at eps ~ 1, 3 and 8, and what a
-membership-inference attack learns from the final model at each, beside no DP.
+"""The privacy audit: DP-FedAvg's accuracy on digits at eps ~ 1, 3 and 8 (delta 1e-5), and
+what a membership-inference attack learns from the final model at each, beside no DP.
 
-    .venv/bin/python bench/privacy_audit.py [--quick] [--seeds 3] [--rounds 100] [--cohort 90]
-        [--shadows 8] [--eps 1,3,8] [--delta 1e-5] [--clip 1.0]
+    .venv/bin/python bench/privacy_audit.py                      # setting "wide" (minutes)
+    .venv/bin/python bench/privacy_audit.py --members 200 --rounds 100 --hidden 128   # "overfit"
+    .venv/bin/python bench/privacy_audit.py --shadows 4 ...      # and LiRA (5x the time)
+    options: [--quick] [--seeds 3] [--eps 1,3,8] [--delta 1e-5] [--clip 1.0] [--cohort N]
+             [--server-lr 1.0] [--momentum 0.9]
 
-The setting (chosen so the figures mean something). scikit-learn's digits (1,797 records)
-is split per seed into two random halves: the **members** (898 records) and the
-**non-members** (899, held out: the test set of the accuracy, and the attack's negatives).
-Each member record is one client (898 clients), so the unit central DP protects, the site,
-is here exactly one record: the site-level (user-level) guarantee of DP-FedAvg is a
-record-level one, and a membership-inference attack on a record audits it directly. A
-deployment whose sites hold many records gets the same eps per *site* (a stronger unit), not
-per record of a 10-site federation: with 10 sites, eps ~ 1 noise drowns the model (the
-noise's scale is set by one site's whole contribution, against a sum over 10).
+**What unit is protected.** scikit-learn's digits (1,797 records) is split per seed into
+``--members`` random records (default 898, half) and the held-out rest (the test set of the
+accuracy, and the attack's non-members). Each member record is one client, so the unit that
+central DP protects, the site, is here exactly one record: DP-FedAvg's site-level (user-level)
+guarantee is a record-level one, and a membership-inference attack on a record audits it
+directly. (A deployment whose sites hold many records gets the same eps per *site*; with 10
+sites, eps ~ 1 noise drowns the model: its scale is set by one site's whole contribution,
+against a mean over 10.) The attacks audit the record-level leakage of the **final model**
+only; the DP bound also covers an observer of every round's model.
 
-Each round samples ``--cohort`` clients (q = cohort / 898; Accord's seeded fixed-size
-sampling), each trains ``LOCAL_STEPS`` steps of SGD on its record from the global model (a
-NumPy MLP 64-32-10 run as an Accord NumpyClient through ``accord.simulation.run_simulation``,
-the deployment's RoundEngine and strategy), and the strategy folds the updates: plain FedAvg
-for "no DP"; helper dp's central DP (each update's change clipped to L2 ``--clip``, Gaussian
-noise N(0, (z C)^2) on the sum, over the fixed cohort size) for the DP rows, "clip only"
-being the same with z = 0 (the cost of clipping alone). The noise multiplier z of each target
-eps is calibrated with dp-accounting's RDP accountant, composing the subsampled Gaussian over
-``--rounds`` rounds at q, delta = ``--delta``; the row prints the eps the accountant gives
-for that z.
+**The federation.** Each round asks ``--cohort`` clients (default: every member; fewer: Accord's
+fixed-size sampling, which dp's accountant charges as sampling without replacement); each trains
+``LOCAL_STEPS`` SGD steps on its record from the global model (a NumPy MLP 64-hidden-10 as an
+Accord NumpyClient through ``accord.simulation.run_simulation``: the deployment's RoundEngine and
+strategy), and the strategy folds the updates: FedAvgM (server momentum, as McMahan et al. 2018
+run DP-FedAvg) for "no DP"; ``accord.strategies.DPFedAvg`` around the same FedAvgM for the others
+(each change clipped to L2 ``--clip``, unweighted; N(0, (z C)^2) on the sum; over the cohort
+size), "clip only" being z = 0 (the cost of clipping alone). The noise multiplier z of each
+target eps comes from ``accord.dp.accountant.noise_multiplier_for`` (dp-accounting's RDP,
+replace-one, the accountant the strategy itself runs) for ``--rounds`` rounds; the ``eps`` column
+is what the federation's own accountant reported after its last round (``privacy/epsilon``).
+The DP noise seed is set per seed (``noise_seed``: reproducible figures; a deployment leaves it
+secret).
 
-The attacks audit the record-level leakage of the final model (only the final model: an
-attacker who saw every round's model could do more; the DP bound covers that attacker too):
+Two settings. "wide" (the default: 898 clients, 20 rounds, MLP 64-32-10) is where DP-FedAvg's
+accuracy means something; its no-DP model generalises well, and the loss attack gets no more
+than chance from it. "overfit" (200 clients, 100 rounds, MLP 64-128-10) is where the no-DP
+model leaks measurably, so the DP rows show what the noise takes away (at the cost of accuracy:
+200 units are few for DP).
+
+**The attacks** (bench/_membership.py):
 - loss threshold (Yeom et al. 2018): score = -loss of the record;
-- LiRA (Carlini et al. 2022, online, pooled variance): ``--shadows`` shadow federations, each
-  trained exactly like the target (same setting, noise included) on a random half of all
-  1,797 records, give each record's in/out distribution of phi = log(p/(1-p)).
+- LiRA (Carlini et al. 2022; online, pooled variance), with ``--shadows`` (even) shadow
+  federations trained exactly like the target (same setting, noise included) on paired random
+  halves of all 1,797 records: each record's in/out Gaussians of phi = log(p / (1 - p)).
 
-Figures, per setting: the test accuracy of the final model and, for each attack, the
-advantage (max over thresholds of TPR - FPR: 0 = the model reveals nothing about
-membership, 1 = everything), the AUC, and the TPR at FPR 1% and 0.1%; each as min / median
-over ``--seeds`` independent splits-and-federations. For reference, eps-DP bounds the
-advantage by (e^eps - 1 + 2 delta) / (e^eps + 1) (Humphries et al. 2023; Yeom et al.'s
-e^eps - 1 is looser), printed as ``bound``. ``--quick``: 1 seed, 30 rounds, no shadows, eps
-8 and no DP only (for development: the figures mean little).
+**Figures**, per setting: the test accuracy of the final model, and for each attack the
+advantage (max over thresholds of TPR - FPR: 0 = the model tells nothing about membership, 1 =
+everything), the AUC, the TPR at FPR 1% (and 0.1% for LiRA); each as min/median over
+``--seeds`` independent splits and federations. ``chance``: the advantage a blind attacker
+reaches by luck on the same scores (95th percentile over random relabellings; the largest over
+the seeds): an advantage below it is no evidence of leakage. ``bound``: the most any attack's
+advantage can be against an (eps, delta)-DP mechanism, (e^eps - 1 + 2 delta) / (e^eps + 1)
+(Kairouz et al. 2015's hypothesis-testing view). ``--quick``: 1 seed, 10 rounds, no shadows,
+eps 8 only (development; the figures mean little).
 """
 
 from __future__ import annotations
@@ -61,7 +74,7 @@ from threadpoolctl import threadpool_limits
 BENCH = Path(__file__).resolve().parent
 sys.path.insert(0, str(BENCH))
 
-from _membership import AttackFigures, audit, chance_advantage, logit_confidence, lira_scores, loss_scores  # noqa: E402
+from _membership import AttackFigures, audit, chance_advantage, lira_scores, logit_confidence, loss_scores  # noqa: E402
 from _table import Column, Table  # noqa: E402
 
 LOCAL_STEPS, LOCAL_LR = 4, 0.5
@@ -82,8 +95,12 @@ def digits() -> tuple[np.ndarray, np.ndarray]:
 def initial_model(seed: int, hidden: int = 32) -> dict[str, np.ndarray]:
     """The MLP 64-``hidden``-10's first weights (seeded)."""
     rng = np.random.default_rng(seed)
-    return {"w1": rng.normal(0, 1 / 8, (64, hidden)), "b1": np.zeros(hidden),
-            "w2": rng.normal(0, 1 / math.sqrt(hidden), (hidden, 10)), "b2": np.zeros(10)}
+    return {
+        "w1": rng.normal(0, 1 / 8, (64, hidden)),
+        "b1": np.zeros(hidden),
+        "w2": rng.normal(0, 1 / math.sqrt(hidden), (hidden, 10)),
+        "b2": np.zeros(10),
+    }
 
 
 def probabilities(model: Mapping[str, np.ndarray], x: np.ndarray) -> np.ndarray:
@@ -146,14 +163,23 @@ def strategy_overrides(setting: Setting, args: argparse.Namespace, seed: int) ->
     server = {"template": "accord.strategies.FedAvgM", "settings": {"server_lr": args.server_lr, "momentum": args.momentum}}
     if setting.noise_multiplier is None:
         return {"aggregator.settings.strategy": server}
-    return {"aggregator.settings.strategy": {
-        "template": "accord.strategies.DPFedAvg",
-        "settings": {"clip_norm": args.clip, "noise_multiplier": setting.noise_multiplier, "delta": args.delta,
-                     "noise_seed": seed, "strategy": server},
-    }}
+    return {
+        "aggregator.settings.strategy": {
+            "template": "accord.strategies.DPFedAvg",
+            "settings": {
+                "clip_norm": args.clip,
+                "noise_multiplier": setting.noise_multiplier,
+                "delta": args.delta,
+                "noise_seed": seed,
+                "strategy": server,
+            },
+        }
+    }
 
 
-def federate(x: np.ndarray, y: np.ndarray, setting: Setting, args: argparse.Namespace, seed: int) -> tuple[dict[str, np.ndarray], float]:
+def federate(
+    x: np.ndarray, y: np.ndarray, setting: Setting, args: argparse.Namespace, seed: int
+) -> tuple[dict[str, np.ndarray], float]:
     """The final global model of a federation of one client per record of (``x``, ``y``), and
     the epsilon its strategy's accountant reported after the last round (inf without DP)."""
     from accord.plan.loader import apply_overrides, read_yaml, validate_plan
@@ -173,8 +199,9 @@ def federate(x: np.ndarray, y: np.ndarray, setting: Setting, args: argparse.Name
     with tempfile.TemporaryDirectory(prefix="accord-audit-") as folder:
         plan = validate_plan(apply_overrides(raw, overrides), Path(folder))
         initial = {k: v.astype(np.float32) for k, v in initial_model(seed, args.hidden).items()}
-        result = run_simulation(plan, lambda cid: RecordClient(x[int(cid) - 1], y[int(cid) - 1]), len(y),
-                                initial=initial, stop_on_error=True)
+        result = run_simulation(
+            plan, lambda cid: RecordClient(x[int(cid) - 1], y[int(cid) - 1]), len(y), initial=initial, stop_on_error=True
+        )
     epsilon = result.final("privacy/epsilon") if setting.noise_multiplier is not None else math.inf
     return {k: np.asarray(v, np.float64) for k, v in result.model.items()}, epsilon
 
@@ -205,25 +232,28 @@ def shadow_halves(records: int, shadows: int, seed: int) -> list[np.ndarray]:
 
 
 def one_audit(x: np.ndarray, y: np.ndarray, setting: Setting, args: argparse.Namespace, seed: int) -> Outcome:
-    """Split, federate the members, attack the final model (and ``--shadows`` shadows)."""
-    rng = np.random.default_rng(1000 + seed)
+    """Draw the audit's pool (2 x ``--members`` records) and its members (half of it), federate
+    the members, attack the final model (and ``--shadows`` shadows trained on halves of the pool).
+    The accuracy is on every record the model did not train on."""
+    order = np.random.default_rng(1000 + seed).permutation(len(y))
+    pool = order[: 2 * args.members]
     member = np.zeros(len(y), bool)
-    member[rng.permutation(len(y))[: args.members]] = True
+    member[pool[: args.members]] = True
     model, epsilon = federate(x[member], y[member], setting, args, seed)
     p = probabilities(model, x)
     accuracy = float((p[~member].argmax(1) == y[~member]).mean())
-    scores = loss_scores(p, y)
-    loss_attack = audit(scores[member], scores[~member])
-    chance = chance_advantage(scores, member, seed=seed)
+    scores, is_member = loss_scores(p, y)[pool], member[pool]
+    loss_attack = audit(scores[is_member], scores[~is_member])
+    chance = chance_advantage(scores, is_member, seed=seed)
     lira = None
     if args.shadows:
         shadow_phi, shadow_in = [], []
-        for k, inside in enumerate(shadow_halves(len(y), args.shadows, seed)):
-            shadow, _ = federate(x[inside], y[inside], setting, args, 10_000 + 100 * seed + k)
-            shadow_phi.append(logit_confidence(probabilities(shadow, x), y))
+        for k, inside in enumerate(shadow_halves(len(pool), args.shadows, seed)):
+            shadow, _ = federate(x[pool[inside]], y[pool[inside]], setting, args, 10_000 + 100 * seed + k)
+            shadow_phi.append(logit_confidence(probabilities(shadow, x[pool]), y[pool]))
             shadow_in.append(inside)
-        ratio = lira_scores(logit_confidence(p, y), shadow_phi, shadow_in)
-        lira = audit(ratio[member], ratio[~member])
+        ratio = lira_scores(logit_confidence(p[pool], y[pool]), shadow_phi, shadow_in)
+        lira = audit(ratio[is_member], ratio[~is_member])
     return Outcome(accuracy, epsilon, chance, loss_attack, lira)
 
 
@@ -232,6 +262,11 @@ def advantage_bound(epsilon: float, delta: float) -> float:
     if math.isinf(epsilon):
         return 1.0
     return (math.exp(epsilon) - 1 + 2 * delta) / (math.exp(epsilon) + 1)
+
+
+def lira_cells(figures: Sequence[AttackFigures]) -> list[list[float]]:
+    """LiRA's columns over the seeds: advantage, AUC, TPR at FPR 1% and 0.1%."""
+    return [[f.advantage for f in figures], [f.auc for f in figures], *([f.tpr_at_fpr[i] for f in figures] for i in range(2))]
 
 
 def spread(values: Sequence[float]) -> str:
@@ -244,9 +279,9 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--rounds", type=int, default=20)
     parser.add_argument("--hidden", type=int, default=32, help="the MLP's hidden units")
-    parser.add_argument("--members", type=int, default=898, help="member records (= clients); the rest are held out")
+    parser.add_argument("--members", type=int, default=898, help="member records (= clients), at most 898")
     parser.add_argument("--cohort", type=int, default=898, help="clients a round (at most --members: every one)")
-    parser.add_argument("--shadows", type=int, default=8)
+    parser.add_argument("--shadows", type=int, default=0, help="LiRA's shadow federations (even; 0: no LiRA)")
     parser.add_argument("--eps", default="1,3,8")
     parser.add_argument("--delta", type=float, default=1e-5)
     parser.add_argument("--clip", type=float, default=1.0)
@@ -265,35 +300,61 @@ def run(args: argparse.Namespace) -> None:
     from accord.dp.accountant import noise_multiplier_for
 
     x, y = digits()
+    if not 0 < args.members <= len(y) // 2:
+        parser_error = f"--members must be in 1..{len(y) // 2} (the audit's pool is twice the members)"
+        raise SystemExit(parser_error)
     clients = args.members
     cohort = min(args.cohort, clients)
     settings = [Setting("no DP", None, math.inf), Setting("clip only", 0.0, math.inf)]
     for target in (float(e) for e in args.eps.split(",")):
-        settings.append(Setting(f"eps {target:g}", noise_multiplier_for(target, args.delta, args.rounds, cohort, clients), target))
-    print(f"{clients} clients of one record, {cohort} a round (q = {cohort / clients:.3f}), {args.rounds} rounds, "
-          f"MLP 64-{args.hidden}-10, clip {args.clip}, server lr {args.server_lr} momentum {args.momentum}, delta {args.delta:g}, "
-          f"{args.seeds} seeds, {args.shadows} shadows; load average {os.getloadavg()[0]:.1f}")
-    table = Table(Column("setting", 9), Column("z", 6, ".2f"), Column("eps", 5, ".2f"), Column("bound", 5, ".3f"),
-                  Column("accuracy", 11), Column("loss adv", 11), Column("loss AUC", 11), Column("loss TPR@1%", 11),
-                  Column("chance", 6, ".3f"), Column("LiRA adv", 11), Column("LiRA AUC", 11), Column("LiRA TPR@1%", 11),
-                  Column("LiRA @0.1%", 11), Column("s/seed", 6, ".0f"))
+        settings.append(
+            Setting(f"eps {target:g}", noise_multiplier_for(target, args.delta, args.rounds, cohort, clients), target)
+        )
+    print(
+        f"{clients} clients of one record, {cohort} a round (q = {cohort / clients:.3f}), {args.rounds} rounds, "
+        f"MLP 64-{args.hidden}-10, clip {args.clip}, server lr {args.server_lr} momentum {args.momentum}, delta {args.delta:g}, "
+        f"{args.seeds} seeds, {args.shadows} shadows; load average {os.getloadavg()[0]:.1f}"
+    )
+    table = Table(
+        Column("setting", 9),
+        Column("z", 6, ".2f"),
+        Column("eps", 5, ".2f"),
+        Column("bound", 5, ".3f"),
+        Column("accuracy", 11),
+        Column("loss adv", 11),
+        Column("loss AUC", 11),
+        Column("loss TPR@1%", 11),
+        Column("chance", 6, ".3f"),
+        Column("LiRA adv", 11),
+        Column("LiRA AUC", 11),
+        Column("LiRA TPR@1%", 11),
+        Column("LiRA @0.1%", 11),
+        Column("s/seed", 6, ".0f"),
+    )
     for setting in settings:
         started = time.perf_counter()
         outcomes = [one_audit(x, y, setting, args, seed) for seed in range(args.seeds)]
         seconds = (time.perf_counter() - started) / args.seeds
         lira = [o.lira for o in outcomes if o.lira is not None]
         epsilon = max(o.epsilon for o in outcomes)
-        table.row(setting.label, setting.noise_multiplier if setting.noise_multiplier is not None else "-",
-                  epsilon if math.isfinite(epsilon) else "inf", advantage_bound(epsilon, args.delta),
-                  spread([o.accuracy for o in outcomes]), spread([o.loss_attack.advantage for o in outcomes]),
-                  spread([o.loss_attack.auc for o in outcomes]), spread([o.loss_attack.tpr_at_fpr[0] for o in outcomes]),
-                  max(o.chance for o in outcomes),
-                  spread([f.advantage for f in lira]) if lira else "-", spread([f.auc for f in lira]) if lira else "-",
-                  spread([f.tpr_at_fpr[0] for f in lira]) if lira else "-",
-                  spread([f.tpr_at_fpr[1] for f in lira]) if lira else "-", seconds)
-    print("cells: min/median over the seeds; adv = max(TPR - FPR); eps = what the federation's accountant reported "
-          "after its last round; bound = the most any attack's advantage can be at that eps; chance = the advantage "
-          "a blind attacker reaches by luck (95th percentile; the largest over the seeds)")
+        table.row(
+            setting.label,
+            setting.noise_multiplier if setting.noise_multiplier is not None else "-",
+            epsilon if math.isfinite(epsilon) else "inf",
+            advantage_bound(epsilon, args.delta),
+            spread([o.accuracy for o in outcomes]),
+            spread([o.loss_attack.advantage for o in outcomes]),
+            spread([o.loss_attack.auc for o in outcomes]),
+            spread([o.loss_attack.tpr_at_fpr[0] for o in outcomes]),
+            max(o.chance for o in outcomes),
+            *(spread(values) if lira else "-" for values in lira_cells(lira)),
+            seconds,
+        )
+    print(
+        "cells: min/median over the seeds; adv = max(TPR - FPR); eps = what the federation's accountant reported "
+        "after its last round; bound = the most any attack's advantage can be at that eps; chance = the advantage "
+        "a blind attacker reaches by luck (95th percentile; the largest over the seeds)"
+    )
 
 
 if __name__ == "__main__":
