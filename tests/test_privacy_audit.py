@@ -13,8 +13,8 @@ from threadpoolctl import threadpool_limits
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
 
-import _membership as mia  # noqa: E402
-import privacy_audit  # noqa: E402
+import _membership as mia
+import privacy_audit
 
 
 def test_separated_scores_give_advantage_one_and_equal_scores_zero() -> None:
