@@ -51,7 +51,8 @@ reaches by luck on the same scores (95th percentile over random relabellings; th
 the seeds): an advantage below it is no evidence of leakage. ``bound``: the most any attack's
 advantage can be against an (eps, delta)-DP mechanism, (e^eps - 1 + 2 delta) / (e^eps + 1)
 (Kairouz et al. 2015's hypothesis-testing view). ``--quick``: 1 seed, 10 rounds, no shadows,
-eps 8 only (development; the figures mean little).
+eps 8 only (development; the figures mean little). Measured figures, with the load they ran
+under: docs/privacy.md, "The audit".
 """
 
 from __future__ import annotations

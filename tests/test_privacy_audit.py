@@ -106,3 +106,21 @@ def test_lira_needs_a_shadow_in_and_out_of_each_record() -> None:
     phi = [np.zeros(3), np.zeros(3)]
     with pytest.raises(ValueError, match="train more shadows"):
         mia.lira_scores(np.zeros(3), phi, [np.array([True, True, False]), np.array([True, False, False])])
+
+
+def test_an_audited_federation_reports_the_epsilon_it_was_calibrated_for() -> None:
+    """The bench's DP row end to end on a small federation: run_simulation with DPFedAvg at the
+    noise dp's accountant calibrates for eps 3 reports eps 3 after its last round, and the
+    audit's figures come out."""
+    import argparse
+
+    from accord.dp.accountant import noise_multiplier_for
+
+    x, y = privacy_audit.digits()
+    args = argparse.Namespace(
+        members=20, rounds=2, cohort=20, clip=1.0, delta=1e-5, server_lr=1.0, momentum=0.9, hidden=8, shadows=2
+    )
+    z = noise_multiplier_for(3.0, 1e-5, 2, 20, 20)
+    outcome = privacy_audit.one_audit(x, y, privacy_audit.Setting("eps 3", z, 3.0), args, seed=0)
+    assert outcome.epsilon == pytest.approx(3.0, rel=1e-3)
+    assert 0 <= outcome.loss_attack.advantage <= 1 and outcome.lira is not None and 0 <= outcome.accuracy <= 1
