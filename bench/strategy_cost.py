@@ -43,7 +43,7 @@ from typing import Any
 
 import numpy as np
 from _memory import PeakMemory
-from _strategies import CATALOG
+from _strategies import CATALOG, StrategyChoice
 from _table import Column, Table
 
 MB = 1_000_000
@@ -58,6 +58,8 @@ STRATEGIES = {
     **CATALOG,
     "NormClipping": CATALOG["NormClipping"].but(max_norm=10.0),
     "TrimmedMean": CATALOG["TrimmedMean"].but(beta=0.2),
+    #: central DP: the same clip as NormClipping, noise on the sum (its draw is most of its cost)
+    "DPFedAvg": StrategyChoice("DPFedAvg", "DPFedAvg", {"noise_multiplier": 1.0, "clip_norm": 10.0}, "FedAvg with central DP"),
 }
 
 

@@ -14,7 +14,7 @@ import dp_accounting
 
 from accord.dp.accountant import RoundMechanism, Rounds, noise_multiplier_for
 from accord.errors import PlanError
-from accord.strategies import DPFedAvg, Krum, Reply, RoundContext
+from accord.strategies import DPFedAvg, Krum, Reply, RoundContext, Strategy
 from accord.strategies.seam import ClientSampling
 
 
@@ -24,7 +24,7 @@ def context(size: int = 1000, cohort: int = 10, population: int = 100, round_num
     )
 
 
-def noisy_mean(strategy: DPFedAvg, ctx: RoundContext, changes: list[np.ndarray]) -> np.ndarray:
+def noisy_mean(strategy: Strategy, ctx: RoundContext, changes: list[np.ndarray]) -> np.ndarray:
     acc = strategy.accumulator(ctx)
     for i, change in enumerate(changes):
         acc.add(Reply(f"s{i}", {"w": change.astype(np.float32)}, 10.0))
@@ -188,3 +188,65 @@ def test_the_plan_builds_it_with_or_without_a_wrapped_strategy(tmp_path) -> None
             },
             tmp_path,
         )
+
+
+def test_a_sampled_cohort_is_accounted_as_m_of_the_plans_sites() -> None:
+    strategy = DPFedAvg(noise_multiplier=1.0, clip_norm=1.0, noise_seed=4)
+    engine = make_engine(
+        collaborators=("a", "b", "c", "d"), rounds=2, strategy=strategy, sampling=ClientSampling(count=2, seed=0)
+    )
+    cohort = engine.current.assigned
+    assert len(cohort) == 2 and engine.current.context.population == 4
+    outcome = full_round(engine, {name: (0.5, 1) for name in cohort})
+    accountant = dp_accounting.rdp.RdpAccountant(neighboring_relation=dp_accounting.NeighboringRelation.REPLACE_ONE)
+    accountant.compose(dp_accounting.SampledWithoutReplacementDpEvent(4, 2, dp_accounting.GaussianDpEvent(0.5)))
+    assert outcome.metrics["privacy/epsilon"] == pytest.approx(accountant.get_epsilon(1e-5), rel=1e-12)
+
+
+def test_a_simulation_of_many_clients_accounts_its_sampled_cohorts(tmp_path) -> None:
+    from simulation_clients import Counted, tiny_plan
+
+    from accord.aggregator.metrics import read_metrics
+    from accord.simulation import run_simulation
+
+    strategy = {"template": "accord.strategies.DPFedAvg", "settings": {"noise_multiplier": 1.0, "clip_norm": 1.0}}
+    plan = tiny_plan(
+        tmp_path, rounds=3, **{"aggregator.settings.sampling": {"count": 20}, "aggregator.settings.strategy": strategy}
+    )
+    result = run_simulation(plan, Counted, 400)
+    assert result.finished and [r.clients for r in result.rounds] == [20, 20, 20]
+    records = read_metrics(plan.resolve_path(plan.model.aggregator.settings.metrics_path))
+    spent = [r.value for r in sorted(records, key=lambda r: r.round) if r.task == "privacy" and r.metric == "epsilon"]
+    expected = Rounds()
+    for _ in range(3):
+        expected.add(RoundMechanism(20, 400, (0.5,)))
+    assert len(spent) == 3 and spent[-1] == pytest.approx(expected.epsilon(1e-5), rel=1e-12)
+
+
+def test_a_stop_with_nothing_to_validate_finishes() -> None:
+    from test_engine import TASKS
+
+    from accord.aggregator.assigner import RandomGroupedAssigner
+    from accord.aggregator.engine import RoundEngine
+
+    train_only = {"train": TASKS["train"]}
+    engine = RoundEngine(
+        collaborators=("a", "b"),
+        tasks=train_only,
+        assigner=RandomGroupedAssigner(("a", "b"), [{"name": "all", "percentage": 1.0, "tasks": ["train"]}]),
+        rounds_to_train=3,
+        model={"w": np.zeros(2, np.float32)},
+        clock=lambda: 0.0,
+        strategy=DPFedAvg(noise_multiplier=0.1, clip_norm=1.0, target_epsilon=0.01),
+    )
+    assert engine.finished and engine.stopped
+
+
+def test_wrapped_in_norm_clipping_it_still_accounts_and_adapts() -> None:
+    from accord.strategies import NormClipping
+
+    dp = DPFedAvg(noise_multiplier=1.0, clip_norm=1.0, target_quantile=0.5, noise_seed=2)
+    wrapped = NormClipping(dp, max_norm=100.0)
+    noisy_mean(wrapped, context(size=4, cohort=10), [np.full(4, 0.01)] * 10)
+    assert dp.rounds.count == 1 and dp.clip_norm != 1.0
+    assert wrapped.report()["privacy/epsilon"] == dp.report()["privacy/epsilon"] > 0

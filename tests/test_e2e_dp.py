@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 from rich.console import Console
-from test_e2e_faults import Sites, assert_same_federation, saved_state, slow_workspace, wait_for
+from test_e2e_faults import Sites, assert_same_federation, slow_workspace
+from test_e2e_strategy_state import kill_in_round_2
 
 from accord.aggregator.metrics import read_metrics
 from accord.aggregator.saved import read_snapshot
@@ -62,13 +63,7 @@ def test_dp_noise_and_accountant_survive_a_killed_aggregator(tmp_path: Path) -> 
 
     sites = Sites(faulty)
     try:
-        sites.start("aggregator")
-        sites.start("collaborator1", SLOW_SECONDS="1.0")  # round 2 stays open after collaborator2's results
-        sites.start("collaborator2")
-        wait_for(
-            lambda: saved_state(faulty).get("round") == 2 and bool(saved_state(faulty).get("results")), what="results of round 2"
-        )
-        sites.kill("aggregator")
+        kill_in_round_2(sites, faulty)
         saved = read_snapshot(faulty.resolve_path("save/state") / "snapshot-00002.json")["strategy"]["values"]
         assert saved["rounds"] == [[2, 2, 2, [Z / 2]]] and saved["noise_seed"] == format(1234, "x")
         sites.start("aggregator")

@@ -61,6 +61,16 @@ STRATEGIES = {
 }
 
 
+def kill_in_round_2(sites: Sites, plan: Plan) -> None:
+    """Start the aggregator and both collaborators; kill -9 the aggregator once round 2 has a
+    saved result (collaborator1 is slowed, so round 2 stays open after collaborator2's)."""
+    sites.start("aggregator")
+    sites.start("collaborator1", SLOW_SECONDS="1.0")
+    sites.start("collaborator2")
+    wait_for(lambda: saved_state(plan).get("round") == 2 and bool(saved_state(plan).get("results")), what="results of round 2")
+    sites.kill("aggregator")
+
+
 def strategy_workspace(root: Path, case: str) -> Plan:
     plan = slow_workspace(root, 2, 4)
     strategy, own_code = STRATEGIES[case]
@@ -81,14 +91,7 @@ def test_a_strategys_state_survives_a_killed_aggregator(tmp_path: Path, case: st
     state_dir = faulty.resolve_path("save/state")
     sites = Sites(faulty)
     try:
-        sites.start("aggregator")
-        sites.start("collaborator1", SLOW_SECONDS="1.0")  # round 2 stays open after collaborator2's results
-        sites.start("collaborator2")
-        wait_for(
-            lambda: saved_state(faulty).get("round") == 2 and bool(saved_state(faulty).get("results")),
-            what="results of round 2",
-        )
-        sites.kill("aggregator")
+        kill_in_round_2(sites, faulty)
         saved = read_snapshot(state_dir / "snapshot-00002.json")["strategy"]
         assert saved["values"] == {"rounds": 2} and saved["tensors"] == "strategy-00002.safetensors"
         velocity = load_state(state_dir / saved["tensors"])

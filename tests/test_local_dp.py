@@ -92,3 +92,20 @@ def test_the_plan_refuses_clipping_after_noise(tmp_path: Path) -> None:
     assert [type(m).__name__ for m in build_mods(right, tmp_path)] == ["ClipUpdate", "LocalGaussianNoise"]
     built = build_mods(specs(("accord.mods.LocalDP", {"max_norm": 1.0, "epsilon": 8, "rounds": 5})), tmp_path)
     assert built[0].epsilon_after(4) == pytest.approx(8.0, rel=1e-3)
+
+
+def test_fx_says_the_wrong_order_in_one_line_and_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    import json
+
+    from accord.cli.main import main
+
+    assert main(["workspace", "create", "--prefix", str(tmp_path / "ws"), "--template", "torch_digits"]) == 0
+    capsys.readouterr()
+    mods = [
+        {"template": "accord.mods.LocalGaussianNoise", "settings": {"std": 0.1}},
+        {"template": "accord.mods.ClipUpdate", "settings": {"max_norm": 1.0}},
+    ]
+    code = main(["plan", "print", "-w", str(tmp_path / "ws"), "-o", f"collaborator.settings.mods={json.dumps(mods)}"])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and "Traceback" not in err
+    assert "mods[1] (ClipUpdate) comes after mods[0] (LocalGaussianNoise)" in err and "list the clipping mod first" in err

@@ -320,7 +320,7 @@ class RoundEngine:
             context = RoundContext(number, self.model, self.bounds, assigned, len(self.collaborators))
             if assigned and (self.is_final_validation(number) or not self._stops(context)):
                 break
-            number = self.round_number = self.rounds_to_train if self.stopped else number + 1
+            number = self.round_number = max(number + 1, self.rounds_to_train) if self.stopped else number + 1
         if number >= self.total_rounds:
             self._round = None
             return

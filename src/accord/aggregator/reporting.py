@@ -145,6 +145,11 @@ def log_stop(reason: str) -> None:
 
 def log_round(outcome: RoundOutcome, label: str, best_metric: str) -> None:
     """The line that says a round (``label``) is done: its time, aggregated metrics and a new best."""
-    shown = "  ".join(f"{k}={v:.4f}" for k, v in sorted(outcome.metrics.items()))
+    shown = "  ".join(f"{k}={_figure(v)}" for k, v in sorted(outcome.metrics.items()))
     best = f"  new best {best_metric}={outcome.best_score:.4f}" if outcome.best_model is not None else ""
     log.info("%s done in %.3fs (overhead %.3fs): %s%s", label, outcome.wall_seconds, outcome.overhead_seconds, shown, best)
+
+
+def _figure(value: float) -> str:
+    """4 decimals; 3 significant digits below 0.001 (a delta of 1e-05 is not 0.0000)."""
+    return f"{value:.4f}" if value == 0 or abs(value) >= 1e-3 else f"{value:.3g}"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Mapping, Sequence
 
@@ -34,7 +35,13 @@ class NormClipping(Strategy):
     saved copy: nothing more is held than the wrapped strategy holds."""
 
     def __init__(self, strategy: Strategy, max_norm: float) -> None:
-        require(0 < max_norm < math.inf, "NormClipping", "max_norm", max_norm, "a positive number (the L2 norm a change is clipped to)")
+        require(
+            0 < max_norm < math.inf,
+            "NormClipping",
+            "max_norm",
+            max_norm,
+            "a positive number (the L2 norm a change is clipped to)",
+        )
         self.strategy = strategy
         self.max_norm = max_norm
 
@@ -87,12 +94,14 @@ class ClippedReplies:
     def add(self, reply: Reply) -> None:
         clipped, norm = clip_reply(reply, self.context.global_model, self.max_norm)
         if clipped is not reply:
-            self._events.append(BoundEvent(reply.collaborator, "clipped", norm, self.max_norm, f"NormClipping max_norm {self.max_norm:g}"))
+            self._events.append(
+                BoundEvent(reply.collaborator, "clipped", norm, self.max_norm, f"NormClipping max_norm {self.max_norm:g}")
+            )
         self.inner.add(clipped)
 
     def result(self) -> Aggregate:
         aggregate = self.inner.result()
-        return Aggregate(aggregate.model, self._events + aggregate.events)
+        return dataclasses.replace(aggregate, events=self._events + aggregate.events)  # keeps what else it carries
 
 
 def clip_reply(reply: Reply, global_model: Mapping[str, np.ndarray], max_norm: float) -> tuple[Reply, float]:
@@ -105,4 +114,6 @@ def clip_reply(reply: Reply, global_model: Mapping[str, np.ndarray], max_norm: f
         return reply, norm
     scale = max_norm / norm
     stored = None if reply.stored is None else ScaledChanges(reply.stored, global_model, scale, reply.is_delta)
-    return Reply(reply.collaborator, ScaledChanges(reply.update, global_model, scale, reply.is_delta), reply.weight, reply.is_delta, stored), norm
+    return Reply(
+        reply.collaborator, ScaledChanges(reply.update, global_model, scale, reply.is_delta), reply.weight, reply.is_delta, stored
+    ), norm

@@ -39,10 +39,8 @@ from accord.tensors.state import ModelState
 
 @dataclass
 class NoisyAggregate(Aggregate):
-    """The noisy mean, and what the round released (for the accountant and the adaptive clip)."""
+    """The noisy mean, and the noised count of unclipped replies (adaptive clipping only)."""
 
-    mechanism: RoundMechanism | None = None
-    #: the noised count of unclipped replies (adaptive clipping only)
     noisy_unclipped: float | None = None
 
 
@@ -157,12 +155,13 @@ class DPFedAvg(Strategy):
 
     def finish(self, context: RoundContext, aggregate: Aggregate) -> ModelState:
         """Account the round, adapt the clip, then the wrapped strategy's step from the noisy mean."""
-        if isinstance(aggregate, NoisyAggregate) and aggregate.mechanism is not None:
-            self.rounds.add(aggregate.mechanism)
-            if self.target_quantile is not None and aggregate.noisy_unclipped is not None:
-                fraction = aggregate.noisy_unclipped / max(aggregate.mechanism.sample_size, 1)
-                self._unclipped_fraction = fraction
-                self.clip_norm *= math.exp(-self.clip_learning_rate * (fraction - self.target_quantile))
+        mechanism = self.mechanism(context)
+        self.rounds.add(mechanism)  # whatever the aggregate: the round was released
+        noisy_unclipped = aggregate.noisy_unclipped if isinstance(aggregate, NoisyAggregate) else None
+        if self.target_quantile is not None and noisy_unclipped is not None:
+            fraction = noisy_unclipped / max(mechanism.sample_size, 1)
+            self._unclipped_fraction = fraction
+            self.clip_norm *= math.exp(-self.clip_learning_rate * (fraction - self.target_quantile))
         return self.strategy.finish(context, aggregate)
 
     def report(self) -> dict[str, float]:
@@ -254,4 +253,4 @@ class NoisySum:
             total /= cohort
             total += ref
             model[name] = total.astype(reference.dtype).reshape(reference.shape)
-        return NoisyAggregate(model, [], self.mechanism, noisy_unclipped)
+        return NoisyAggregate(model, [], noisy_unclipped)

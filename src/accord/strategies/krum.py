@@ -27,7 +27,11 @@ def not_selected(weighted: Sequence[Weighted], scores: np.ndarray, chosen: Seque
     """One event per update left out, with its Krum score and the highest selected one."""
     kept = set(chosen)
     worst = float(max(scores[i] for i in kept))
-    return [BoundEvent(w.update.collaborator, "not_selected", float(scores[i]), worst, detail) for i, w in enumerate(weighted) if i not in kept]
+    return [
+        BoundEvent(w.update.collaborator, "not_selected", float(scores[i]), worst, detail)
+        for i, w in enumerate(weighted)
+        if i not in kept
+    ]
 
 
 class Krum(RobustStrategy):
@@ -65,7 +69,9 @@ class MultiKrum(Krum):
 
     def __init__(self, byzantine: int = 1, keep: int | None = None) -> None:
         super().__init__(byzantine)
-        require(keep is None or keep >= 1, "MultiKrum", "keep", keep, "at least 1, or null for n - byzantine (the updates averaged)")
+        require(
+            keep is None or keep >= 1, "MultiKrum", "keep", keep, "at least 1, or null for n - byzantine (the updates averaged)"
+        )
         self.keep = keep
 
     def kept(self, count: int) -> int:

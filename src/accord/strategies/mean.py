@@ -24,7 +24,9 @@ class MeasuredReplies:
 
     def add(self, reply: Reply) -> None:
         """Measure the reply's change norms now; keep its saved copy for the close."""
-        norms = change_norms(self.context.global_model, Update(reply.collaborator, reply.update, reply.weight, reply.is_delta, {}))
+        norms = change_norms(
+            self.context.global_model, Update(reply.collaborator, reply.update, reply.weight, reply.is_delta, {})
+        )
         self._updates.append(Update(reply.collaborator, reply.kept, reply.weight, reply.is_delta, norms))
 
 
@@ -57,6 +59,9 @@ class BoundedMean(MeasuredReplies):
                 model = mean
                 break
             dropped = non_finite_culprits(global_model, weighted, offending)
-            events += [BoundEvent(w.update.collaborator, "dropped_non_finite", w.update.norm, 0.0, f"tensor {offending!r}") for w in dropped]
+            events += [
+                BoundEvent(w.update.collaborator, "dropped_non_finite", w.update.norm, 0.0, f"tensor {offending!r}")
+                for w in dropped
+            ]
             weighted = [w for w in weighted if w not in dropped]
         return Aggregate(model, events)

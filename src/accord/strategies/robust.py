@@ -87,8 +87,13 @@ class KeptUpdates(MeasuredReplies):
         weighted, events = bound_updates(updates, replace(self.context.bounds, sample_count_multiple=None))
         needed = self.strategy.min_replies(len(weighted))
         if len(weighted) < needed:
-            detail = f"only {len(weighted)} updates left after the bounds, {self.strategy!r} needs {needed}: the global model is kept"
-            return Aggregate(dict(global_model), events + [BoundEvent(w.update.collaborator, "held", len(weighted), needed, detail) for w in weighted])
+            detail = (
+                f"only {len(weighted)} updates left after the bounds, {self.strategy!r} needs {needed}: the global model is kept"
+            )
+            return Aggregate(
+                dict(global_model),
+                events + [BoundEvent(w.update.collaborator, "held", len(weighted), needed, detail) for w in weighted],
+            )
         with one_blas_thread():
             rules = self.strategy.rules(global_model, weighted)
             model, offending = robust_model(global_model, weighted, rules.model, rules.optimizer)

@@ -101,5 +101,3 @@ class StrategyState:
 
     values: dict[str, Any] = field(default_factory=dict)
     tensors: ModelState = field(default_factory=dict)
-
-
