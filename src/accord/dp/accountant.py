@@ -15,6 +15,8 @@ noise multipliers...)``, plain JSON, journaled with the strategy's snapshot.
 
 from __future__ import annotations
 
+import functools
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -72,12 +74,7 @@ class Rounds:
     def epsilon(self, delta: float, then: RoundMechanism | None = None) -> float:
         """Epsilon at ``delta`` of every round so far (and of one more, ``then``, if given)."""
         rows = self.rows + ([(1, then)] if then is not None else [])
-        if not rows:
-            return 0.0
-        accountant = new_accountant()
-        for count, mechanism in rows:
-            accountant.compose(mechanism.event(), count)
-        return float(accountant.get_epsilon(delta))
+        return _epsilon(tuple(rows), delta)
 
     def as_json(self) -> list[list[Any]]:
         """The rows as plain JSON (for the strategy's snapshot)."""
@@ -87,6 +84,20 @@ class Rounds:
     def from_json(cls, rows: Sequence[Sequence[Any]]) -> Rounds:
         """Rows that ``as_json`` wrote."""
         return cls([(int(c), RoundMechanism(int(m), int(n), tuple(float(z) for z in zs))) for c, m, n, zs in rows])
+
+
+@functools.lru_cache(maxsize=256)
+def _epsilon(rows: tuple[tuple[int, RoundMechanism], ...], delta: float) -> float:
+    """Epsilon at ``delta`` of ``rows``, computed once per distinct history (a round's stop
+    check and its report ask for the same one); a round released without noise has none."""
+    if not rows:
+        return 0.0
+    if any(z == 0 for _, mechanism in rows for z in mechanism.noise_multipliers):
+        return math.inf
+    accountant = new_accountant()
+    for count, mechanism in rows:
+        accountant.compose(mechanism.event(), count)
+    return float(accountant.get_epsilon(delta))
 
 
 def new_accountant() -> Any:
