@@ -20,7 +20,8 @@ from accord.strategies.base import Strategy
 from accord.strategies.fedavg import FedAvg
 from accord.strategies.seam import EVERYONE, Accumulator, Aggregate, ClientSampling, Reply, RoundContext
 from accord.tensors.digest import model_digest
-from accord.tensors.state import ModelState
+from accord.tensors.space import MEMORY, TensorSpace
+from accord.tensors.state import ModelState, all_finite
 
 
 class RoundDeadlineError(AccordError):
@@ -80,6 +81,7 @@ class RoundEngine:
         final_validation: bool = True,
         delta_updates: bool | None = None,
         policy: StragglerPolicy | None = None,
+        space: TensorSpace = MEMORY,
     ) -> None:
         self.collaborators = tuple(collaborators)
         self._members = frozenset(self.collaborators)
@@ -95,6 +97,8 @@ class RoundEngine:
         self.strategy = strategy or FedAvg()
         self.bounds = bounds
         self.sampling = sampling
+        #: where each round's strategy writes the models it computes (tensors/space.py)
+        self.space = space
         self.policy = policy or StragglerPolicy()
         self.round_number = round_number
         self.total_rounds = rounds_to_train + (1 if final_validation else 0)
@@ -322,7 +326,7 @@ class RoundEngine:
             return
         assigned = tuple(c for c, names in outstanding.items() if names)
         config = {} if self.is_final_validation(number) else self.strategy.checked_config(number)
-        context = RoundContext(number, self.model, self.bounds, assigned)
+        context = RoundContext(number, self.model, self.bounds, assigned, self.space)
         self._round = _Round(
             number=number,
             opened_at=self.clock(),
@@ -392,7 +396,7 @@ class RoundEngine:
         model = self.strategy.finish(current.context, aggregate)
         for name, tensor in model.items():
             array = np.asarray(tensor)
-            if array.dtype.kind == "f" and not np.isfinite(array).all():
+            if array.dtype.kind == "f" and not all_finite(array):
                 detail = f"its step made tensor {name!r} non-finite: the round's input model is kept"
                 aggregate.events.append(BoundEvent(f"strategy {type(self.strategy).__name__}", "held", 0.0, 0.0, detail))
                 return self.model

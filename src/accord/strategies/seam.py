@@ -10,6 +10,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from accord.aggregation.bounds import UNBOUNDED, BoundEvent, UpdateBounds
+from accord.tensors.space import MEMORY, TensorSpace
 from accord.tensors.state import ModelState
 
 
@@ -52,6 +53,9 @@ class RoundContext:
     bounds: UpdateBounds = UNBOUNDED
     #: the collaborators asked to train this round
     cohort: tuple[str, ...] = ()
+    #: where the models the strategy computes are written (the next model, a mean, moments):
+    #: memory, or files mapped from disk when the model is large (tensors/space.py)
+    space: TensorSpace = MEMORY
 
 
 @dataclass(frozen=True, eq=False)
