@@ -1,0 +1,47 @@
+"""Where the aggregator holds the global model and computes the next one: memory, or disk.
+
+A model of at most ``aggregator.settings.in_memory_limit_mb`` (its file's size) is loaded into
+memory and each round's next model is computed there (the fastest path). A larger one is
+memory-mapped from its file and every model a round computes (the mean, a server optimizer's
+step and moments) is written, block by block, into files in the state folder
+(``Journal.disk_space``, tensors/space.py), the one that becomes the next model renamed into
+place: the aggregator's anonymous memory stays a few blocks, whatever the model's size, and
+the model's pages are page cache, which the kernel writes back and evicts as it needs.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from accord.aggregator.journal import Journal
+from accord.aggregator.saved import SavedRound
+from accord.errors import AccordError
+from accord.tensors.space import MEMORY, TensorSpace
+from accord.tensors.state import ModelState, StateView, load_state
+
+log = logging.getLogger("accord.aggregator")
+
+MB = 1 << 20
+
+
+def initial_model(path: Path, saved: SavedRound | None, journal: Journal, limit_mb: int) -> tuple[ModelState, TensorSpace]:
+    """The model the aggregator starts from (the ``saved`` round's, else the file ``path``) and
+    the space its rounds compute in: in memory up to ``limit_mb``, else mapped from disk."""
+    source = saved.directory / saved.model_file if saved is not None else path
+    size = source.stat().st_size if source.is_file() else 0
+    if size <= limit_mb * MB:
+        return (saved.model() if saved is not None else load_state(path)), MEMORY
+    try:
+        model = dict(StateView(source))
+    except (OSError, ValueError, KeyError) as exc:
+        raise AccordError(f"model file {source} is not a readable safetensors file: {exc}") from None
+    log.info(
+        "the model (%d MB) is larger than aggregator.settings.in_memory_limit_mb (%d): it is read from %s and each "
+        "round's next model is computed on disk, in %s",
+        size // MB,
+        limit_mb,
+        source,
+        journal.directory,
+    )
+    return model, journal.disk_space()
