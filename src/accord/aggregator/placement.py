@@ -37,9 +37,9 @@ def initial_model(path: Path, saved: SavedRound | None, journal: Journal, limit_
     except (OSError, ValueError, KeyError) as exc:
         raise AccordError(f"model file {source} is not a readable safetensors file: {exc}") from None
     log.info(
-        "the model (%d MB) is larger than aggregator.settings.in_memory_limit_mb (%d): it is read from %s and each "
+        "the model (%.1f MB) is larger than aggregator.settings.in_memory_limit_mb (%d): it is read from %s and each "
         "round's next model is computed on disk, in %s",
-        size // MB,
+        size / MB,
         limit_mb,
         source,
         journal.directory,

@@ -1,0 +1,167 @@
+"""A model larger than the aggregator's memory budget aggregates from disk: the global model is
+mapped from its file, each round's models (the mean, a server optimizer's step and moments)
+are written into files (tensors/space.py), the next one renamed into place; the results are
+those of the in-memory path, bit for bit, and the aggregator's anonymous memory stays a few
+blocks whatever the model's size (bench/disk_aggregation.py, which the last test runs)."""
+
+from __future__ import annotations
+
+import logging
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from accord.aggregation.bounds import UNBOUNDED, UpdateBounds
+from accord.aggregator.runtime import AggregatorRuntime
+from accord.messages import TaskResult
+from accord.strategies.fedadam import FedAdam
+from accord.strategies.fedavg import FedAvg
+from accord.strategies.seam import Reply, RoundContext
+from accord.tensors.space import MEMORY, DiskSpace
+from accord.tensors.state import StateView, load_state, save_state
+
+BENCH = Path(__file__).resolve().parents[1] / "bench" / "disk_aggregation.py"
+
+
+def model_and_updates(seed: int = 0) -> tuple[dict[str, np.ndarray], list[dict[str, np.ndarray]]]:
+    rng = np.random.default_rng(seed)
+    model = {
+        "w": rng.standard_normal((300, 70), dtype=np.float32),
+        "b": rng.standard_normal(70).astype(np.float64),
+        "steps": np.arange(6, dtype=np.int64),
+        "__opt__.w.exp_avg": rng.standard_normal(40, dtype=np.float32),
+        "empty": np.zeros((0, 3), np.float32),
+    }
+    updates = []
+    for i in range(4):
+        update = {k: (v + rng.standard_normal(v.shape).astype(v.dtype) * 0.1 if v.dtype.kind == "f" else v + i) for k, v in model.items()}
+        updates.append(update)
+    return model, updates
+
+
+def saved_views(folder: Path, states: list[dict[str, np.ndarray]]) -> list[StateView]:
+    views = []
+    for i, state in enumerate(states):
+        save_state(folder / f"update{i}.safetensors", state)
+        views.append(StateView(folder / f"update{i}.safetensors"))
+    return views
+
+
+def fold(strategy, global_model, updates, space, bounds: UpdateBounds = UNBOUNDED):
+    context = RoundContext(0, global_model, bounds, tuple(f"c{i}" for i in range(len(updates))), space)
+    accumulator = strategy.accumulator(context)
+    for i, update in enumerate(updates):
+        accumulator.add(Reply(f"c{i}", update, 10.0 + i, False, update))
+    return strategy.finish(context, accumulator.result())
+
+
+def test_the_mean_computed_on_disk_is_the_in_memory_mean_bit_for_bit(tmp_path: Path) -> None:
+    model, updates = model_and_updates()
+    save_state(tmp_path / "global.safetensors", model)
+    global_view = dict(StateView(tmp_path / "global.safetensors"))
+    views = saved_views(tmp_path, updates)
+    bounds = UpdateBounds()  # the default caps and norm bounds
+    in_memory = fold(FedAvg(), model, updates, MEMORY, bounds)
+    space = DiskSpace(tmp_path)
+    on_disk = fold(FedAvg(), global_view, views, space, bounds)
+    assert list(on_disk) == list(model)
+    for name, expected in in_memory.items():
+        assert on_disk[name].dtype == expected.dtype and on_disk[name].shape == expected.shape
+        assert np.array_equal(on_disk[name], expected), name
+    assert isinstance(on_disk["w"], np.memmap)  # written to a file, not held in memory
+    assert space.adopt(on_disk, tmp_path / "next.safetensors")  # the file is the next model, renamed
+    assert not list(tmp_path.glob(".model-*.tmp"))
+    loaded = load_state(tmp_path / "next.safetensors")
+    assert all(np.array_equal(loaded[name], in_memory[name]) for name in model)
+
+
+def test_a_server_optimizer_steps_on_disk_as_in_memory_and_resumes_from_its_snapshot(tmp_path: Path) -> None:
+    model, updates = model_and_updates(1)
+    memory, disk = FedAdam(eta=0.05), FedAdam(eta=0.05)
+    space = DiskSpace(tmp_path)
+    global_memory, global_disk = model, model
+    for _ in range(2):
+        global_memory = fold(memory, global_memory, updates, MEMORY)
+        global_disk = fold(disk, global_disk, updates, space)
+        assert all(np.array_equal(global_disk[n], global_memory[n]) for n in model)
+    state = disk.snapshot()
+    assert set(state.tensors) == {f"{m}.{n}" for m in "mv" for n in ("w", "b", "empty")}
+    assert all(isinstance(array, np.memmap) for array in state.tensors.values() if array.size)  # the moments are files too
+    assert all(np.array_equal(state.tensors[k], memory.snapshot().tensors[k]) for k in state.tensors)
+    resumed = FedAdam(eta=0.05)
+    resumed.restore(state)
+    after_restore = fold(resumed, global_disk, updates, space)
+    after_memory = fold(memory, global_memory, updates, MEMORY)
+    assert all(np.array_equal(after_restore[n], after_memory[n]) for n in model)
+    space.release()  # what no commit adopted goes
+    assert not list(tmp_path.glob(".model-*.tmp"))
+
+
+def round_results(runtime: AggregatorRuntime, names: list[str]) -> list[TaskResult]:
+    results = []
+    for i, name in enumerate(names, start=1):
+        tensors = {k: (v + np.float32(0.01 * i)).astype(v.dtype) for k, v in runtime.engine.model.items()}
+        results.append(TaskResult(name, runtime.engine.round_number, "train", 10 * i, {"loss": 1.0 / i}, tensors, False, 0.1, model_digest=runtime.engine.model_digest))
+    return results
+
+
+def test_a_runtime_over_the_limit_aggregates_from_disk_renames_the_next_model_and_resumes(workspace_factory, caplog) -> None:
+    names = ["c1", "c2"]
+    settings = {
+        "aggregator.settings.final_validation": False,
+        "assigner.settings.task_groups": [{"name": "train_only", "percentage": 1.0, "tasks": ["train"]}],
+        "aggregator.settings.best_metric": "train/loss",
+        "aggregator.settings.best_direction": "minimize",
+    }
+    plans = {limit: workspace_factory(names, 2, {**settings, "aggregator.settings.in_memory_limit_mb": limit}) for limit in (0, 1024)}
+    model, _ = model_and_updates(2)
+    for plan in plans.values():
+        save_state(plan.resolve_path(plan.model.aggregator.settings.init_state_path), model)
+    with caplog.at_level(logging.INFO, logger="accord.aggregator"):
+        disk = AggregatorRuntime(plans[0])
+    assert "larger than aggregator.settings.in_memory_limit_mb (0)" in caplog.text
+    memory = AggregatorRuntime(plans[1024])
+    state_dir = plans[0].resolve_path(plans[0].model.aggregator.settings.state_dir)
+    for result in round_results(disk, names):
+        disk.submit(result, plans[0].hash)
+    for result in round_results(memory, names):
+        memory.submit(result, plans[1024].hash)
+    disk.close()  # commits round 1's start: the mean's file renamed to model-00001
+    memory.close()
+    assert disk.engine.model is not memory.engine.model
+    assert all(np.array_equal(disk.engine.model[n], memory.engine.model[n]) for n in memory.engine.model)
+    assert all(isinstance(t, np.memmap) for t in disk.engine.model.values() if t.size)
+    # the file the mean was written into is the next model, renamed (its maps follow the name)
+    assert str(state_dir / "model-00001.safetensors") in Path("/proc/self/maps").read_text()
+    assert not list(state_dir.glob(".*.tmp"))  # nothing the close computed is left behind
+    last = load_state(plans[0].resolve_path(plans[0].model.aggregator.settings.last_state_path))
+    assert all(np.array_equal(last[n], memory.engine.model[n]) for n in last)
+    again = AggregatorRuntime(plans[0])  # a restart maps the saved round's model and goes on
+    assert again.engine.round_number == 1 and again.engine.space is not MEMORY
+    for result in round_results(again, names):
+        again.submit(result, plans[0].hash)
+    again.close()
+    assert again.finished
+
+
+@pytest.mark.e2e
+def test_a_model_several_times_the_aggregators_anonymous_memory_aggregates_from_disk_exactly() -> None:
+    """A 200 MB model, 3 sites' results written as uploads are: the aggregator's anonymous
+    memory rises well under a quarter of the model, where the in-memory path of the same run
+    holds more than the model (so the measurement sees what it must); the last model is
+    FedAvg's mean bit for bit."""
+    done = subprocess.run(
+        [sys.executable, str(BENCH), "--size-mb", "200", "--sites", "3", "--repeats", "1", "--modes", "disk", "memory"],
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    figures = dict(re.findall(r"(\w+): peak anonymous [\d.]+ / [\d.]+ MB \(min/median\) = ([\d.]+)x the model", done.stdout))
+    assert float(figures["disk"]) < 0.25, done.stdout
+    assert float(figures["memory"]) > 1.0, done.stdout
+    assert "exact: OK" in done.stdout, done.stdout
