@@ -20,6 +20,9 @@ from accord.aggregator.runtime import AggregatorRuntime
 from accord.messages import TaskResult
 from accord.strategies.fedadam import FedAdam
 from accord.strategies.fedavg import FedAvg
+from accord.strategies.geometric_median import GeometricMedian
+from accord.strategies.krum import Krum
+from accord.strategies.trimmed_mean import TrimmedMean
 from accord.strategies.seam import Reply, RoundContext
 from accord.tensors.space import MEMORY, DiskSpace
 from accord.tensors.state import StateView, load_state, save_state
@@ -77,6 +80,17 @@ def test_the_mean_computed_on_disk_is_the_in_memory_mean_bit_for_bit(tmp_path: P
     assert not list(tmp_path.glob(".model-*.tmp"))
     loaded = load_state(tmp_path / "next.safetensors")
     assert all(np.array_equal(loaded[name], in_memory[name]) for name in model)
+
+
+@pytest.mark.parametrize("strategy", [TrimmedMean(beta=0.25), Krum(byzantine=1), GeometricMedian()], ids=repr)
+def test_a_robust_strategy_on_disk_is_the_in_memory_one_bit_for_bit(tmp_path: Path, strategy) -> None:
+    model, updates = model_and_updates(3)
+    updates = updates + [{k: v.copy() for k, v in updates[0].items()}]  # Krum(byzantine=1) needs 2f+3 = 5
+    views = saved_views(tmp_path, updates)
+    in_memory = fold(strategy, model, updates, MEMORY)
+    on_disk = fold(strategy, model, views, DiskSpace(tmp_path))
+    assert all(np.array_equal(on_disk[n], in_memory[n]) for n in model)
+    assert isinstance(on_disk["w"], np.memmap)
 
 
 def test_a_server_optimizer_steps_on_disk_as_in_memory_and_resumes_from_its_snapshot(tmp_path: Path) -> None:

@@ -91,7 +91,7 @@ class KeptUpdates(MeasuredReplies):
             return Aggregate(dict(global_model), events + [BoundEvent(w.update.collaborator, "held", len(weighted), needed, detail) for w in weighted])
         with one_blas_thread():
             rules = self.strategy.rules(global_model, weighted)
-            model, offending = robust_model(global_model, weighted, rules.model, rules.optimizer)
+            model, offending = robust_model(global_model, weighted, rules.model, rules.optimizer, self.context.space)
         events += rules.events
         if offending is not None:
             detail = f"{self.strategy!r} of the updates is not finite in tensor {offending!r}'s dtype: the global model is kept"
