@@ -167,9 +167,9 @@ def numpy_child(workspace: Path) -> int:
     """The baseline: the global and the updates in RAM, the float64 weighted mean per tensor."""
     from accord.tensors.state import load_state
 
+    sites = count_sites(workspace)
     peak = AnonPeak()
     global_model = load_state(workspace / "save" / "init.safetensors")
-    sites = count_sites(workspace)
     updates = [{n: update_block(i, k, a) for k, (n, a) in enumerate(global_model.items())} for i in range(1, sites + 1)]
     started = time.perf_counter()
     total = sum(weight(i) for i in range(1, sites + 1))
