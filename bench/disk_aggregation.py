@@ -216,7 +216,9 @@ def check_last(workspace: Path, sites: int) -> tuple[bool, float]:
 
 
 def run_child(mode: str, workspace: Path) -> dict[str, float]:
-    done = subprocess.run([sys.executable, __file__, "--child", mode, str(workspace)], capture_output=True, text=True, timeout=3600)
+    done = subprocess.run(
+        [sys.executable, __file__, "--child", mode, str(workspace)], capture_output=True, text=True, timeout=3600
+    )
     line = next((row for row in done.stdout.splitlines() if row.startswith("RESULT ")), None)
     if done.returncode != 0 or line is None:
         raise SystemExit(f"the {mode} run failed:\n{done.stdout}\n{done.stderr[-3000:]}")
@@ -237,7 +239,9 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="accord-disk-") as root:
         workspace = make_workspace(Path(root), args.size_mb, args.sites, args.strategy)
         model_mb = sum(f.stat().st_size for f in [workspace / "save" / "init.safetensors"]) / MB
-        print(f"model {model_mb:.0f} MB, {args.sites} sites, strategy {args.strategy}, {args.repeats} repeats (modes interleaved)")
+        print(
+            f"model {model_mb:.0f} MB, {args.sites} sites, strategy {args.strategy}, {args.repeats} repeats (modes interleaved)"
+        )
         runs: dict[str, list[dict[str, float]]] = {mode: [] for mode in args.modes}
         for _ in range(args.repeats):
             for mode in args.modes:
@@ -254,7 +258,9 @@ def main() -> None:
         if "disk" in runs and args.strategy == "FedAvg":
             run_child("disk", workspace)  # the last run's model is checked
             exact, worst = check_last(workspace, args.sites)
-            print(f"disk's last model is FedAvg's mean: exact: {'OK' if exact else 'FAILED'}; max relative difference from the naive float64 mean {worst:.2e}")
+            print(
+                f"disk's last model is FedAvg's mean: exact: {'OK' if exact else 'FAILED'}; max relative difference from the naive float64 mean {worst:.2e}"
+            )
             if not exact:
                 raise SystemExit(1)
 

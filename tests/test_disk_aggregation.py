@@ -22,8 +22,8 @@ from accord.strategies.fedadam import FedAdam
 from accord.strategies.fedavg import FedAvg
 from accord.strategies.geometric_median import GeometricMedian
 from accord.strategies.krum import Krum
-from accord.strategies.trimmed_mean import TrimmedMean
 from accord.strategies.seam import Reply, RoundContext
+from accord.strategies.trimmed_mean import TrimmedMean
 from accord.tensors.space import MEMORY, DiskSpace
 from accord.tensors.state import StateView, load_state, save_state
 
@@ -41,7 +41,10 @@ def model_and_updates(seed: int = 0) -> tuple[dict[str, np.ndarray], list[dict[s
     }
     updates = []
     for i in range(4):
-        update = {k: (v + rng.standard_normal(v.shape).astype(v.dtype) * 0.1 if v.dtype.kind == "f" else v + i) for k, v in model.items()}
+        update = {
+            k: (v + rng.standard_normal(v.shape).astype(v.dtype) * 0.1 if v.dtype.kind == "f" else v + i)
+            for k, v in model.items()
+        }
         updates.append(update)
     return model, updates
 
@@ -85,7 +88,7 @@ def test_the_mean_computed_on_disk_is_the_in_memory_mean_bit_for_bit(tmp_path: P
 @pytest.mark.parametrize("strategy", [TrimmedMean(beta=0.25), Krum(byzantine=1), GeometricMedian()], ids=repr)
 def test_a_robust_strategy_on_disk_is_the_in_memory_one_bit_for_bit(tmp_path: Path, strategy) -> None:
     model, updates = model_and_updates(3)
-    updates = updates + [{k: v.copy() for k, v in updates[0].items()}]  # Krum(byzantine=1) needs 2f+3 = 5
+    updates = [*updates, {k: v.copy() for k, v in updates[0].items()}]  # Krum(byzantine=1) needs 2f+3 = 5
     views = saved_views(tmp_path, updates)
     in_memory = fold(strategy, model, updates, MEMORY)
     on_disk = fold(strategy, model, views, DiskSpace(tmp_path))
@@ -119,7 +122,12 @@ def round_results(runtime: AggregatorRuntime, names: list[str]) -> list[TaskResu
     results = []
     for i, name in enumerate(names, start=1):
         tensors = {k: (v + np.float32(0.01 * i)).astype(v.dtype) for k, v in runtime.engine.model.items()}
-        results.append(TaskResult(name, runtime.engine.round_number, "train", 10 * i, {"loss": 1.0 / i}, tensors, False, 0.1, model_digest=runtime.engine.model_digest))
+        digest = runtime.engine.model_digest
+        results.append(
+            TaskResult(
+                name, runtime.engine.round_number, "train", 10 * i, {"loss": 1.0 / i}, tensors, False, 0.1, model_digest=digest
+            )
+        )
     return results
 
 
@@ -131,7 +139,9 @@ def test_a_runtime_over_the_limit_aggregates_from_disk_renames_the_next_model_an
         "aggregator.settings.best_metric": "train/loss",
         "aggregator.settings.best_direction": "minimize",
     }
-    plans = {limit: workspace_factory(names, 2, {**settings, "aggregator.settings.in_memory_limit_mb": limit}) for limit in (0, 1024)}
+    plans = {
+        limit: workspace_factory(names, 2, {**settings, "aggregator.settings.in_memory_limit_mb": limit}) for limit in (0, 1024)
+    }
     model, _ = model_and_updates(2)
     for plan in plans.values():
         save_state(plan.resolve_path(plan.model.aggregator.settings.init_state_path), model)
@@ -194,7 +204,9 @@ def test_a_real_aggregator_process_takes_a_round_from_disk_over_mutual_tls_in_an
         text=True,
         timeout=900,
     )
-    row = re.search(r"N =   4: model (\d+) MB, .* anonymous memory ([\d.]+)x\), round [\d.]+ s, results exact: (\w+)", done.stdout)
+    row = re.search(
+        r"N =   4: model (\d+) MB, .* anonymous memory ([\d.]+)x\), round [\d.]+ s, results exact: (\w+)", done.stdout
+    )
     assert row is not None, done.stdout + done.stderr
     assert float(row.group(2)) < 0.4, done.stdout
     assert row.group(3) == "OK", done.stdout
