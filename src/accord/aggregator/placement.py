@@ -12,11 +12,11 @@ the model's pages are page cache, which the kernel writes back and evicts as it 
 from __future__ import annotations
 
 import logging
-from pathlib import Path
 
 from accord.aggregator.journal import Journal
 from accord.aggregator.saved import SavedRound
 from accord.errors import AccordError
+from accord.plan.loader import Plan
 from accord.tensors.space import MEMORY, TensorSpace
 from accord.tensors.state import ModelState, StateView, load_state
 
@@ -25,9 +25,12 @@ log = logging.getLogger("accord.aggregator")
 MB = 1 << 20
 
 
-def initial_model(path: Path, saved: SavedRound | None, journal: Journal, limit_mb: int) -> tuple[ModelState, TensorSpace]:
-    """The model the aggregator starts from (the ``saved`` round's, else the file ``path``) and
-    the space its rounds compute in: in memory up to ``limit_mb``, else mapped from disk."""
+def initial_model(plan: Plan, saved: SavedRound | None, journal: Journal) -> tuple[ModelState, TensorSpace]:
+    """The model the aggregator starts from (the ``saved`` round's, else the plan's initial
+    model) and the space its rounds compute in: in memory up to the plan's
+    ``in_memory_limit_mb``, else mapped from disk."""
+    settings = plan.model.aggregator.settings
+    path, limit_mb = plan.resolve_path(settings.init_state_path), settings.in_memory_limit_mb
     source = saved.directory / saved.model_file if saved is not None else path
     size = source.stat().st_size if source.is_file() else 0
     if size <= limit_mb * MB:

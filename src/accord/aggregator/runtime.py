@@ -62,9 +62,7 @@ class AggregatorRuntime:
         saved = None if fresh or model is not None else self.journal.load()
         if saved is None:
             self.journal.clear()
-        initial, space = (model, MEMORY) if model is not None else initial_model(
-            plan.resolve_path(settings.init_state_path), saved, self.journal, settings.in_memory_limit_mb
-        )
+        initial, space = (model, MEMORY) if model is not None else initial_model(plan, saved, self.journal)
         self.engine = engine_for(plan, assigner, strategy, initial, clock, saved, space=space)
         self.metrics_log = MetricsLog(plan.resolve_path(settings.metrics_path))
         self.metrics_log.keep_before(saved.round_number if saved else 0)
