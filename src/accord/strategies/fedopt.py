@@ -8,8 +8,9 @@ does (the default accumulator, BoundedMean: bounded, sample-weighted), then trea
 Only floating-point model tensors step; optimizer state (``__opt__.*``) and non-float tensors
 (counters, masks) take the aggregate as it is. Each moment is one array per stepped tensor,
 kept in the model's precision (at least float32) and computed in float64: one model per
-moment, in the round's ``TensorSpace`` (memory, or files mapped from disk), and the moments are the strategy's state (``snapshot``/``restore``), journaled so
-a restart resumes the optimizer exactly.
+moment, in the round's ``TensorSpace`` (memory, or files mapped from disk), written anew each
+round; the moments are the strategy's state (``snapshot``/``restore``), journaled so a
+restart resumes the optimizer exactly.
 """
 
 from __future__ import annotations
