@@ -128,7 +128,7 @@ class ScaledChanges(Mapping[str, np.ndarray]):
     deltas; the other tensors (optimizer state, non-float ones) as they are.
 
     Lazy: ``base`` may be a memory-mapped view of a saved copy. A lookup computes one tensor;
-    the block reader (``source``) gives ``base`` and the factor, to scale blocks of it instead.
+    the block readers (``source``, ``block_of``) give ``base`` and the factor, to scale blocks of it instead.
     """
 
     def __init__(self, base: Mapping[str, np.ndarray], global_model: Mapping[str, np.ndarray], scale: float, is_delta: bool) -> None:
@@ -167,6 +167,14 @@ def source(tensors: Mapping[str, np.ndarray], name: str) -> tuple[np.ndarray, fl
     saved file, not read), and the factor its change is scaled by (``ScaledChanges``)."""
     base, factor = unscaled(tensors, name)
     return flat(base.mapped(name) if isinstance(base, StateView) else base[name]), factor
+
+
+def block_of(tensors: Mapping[str, np.ndarray], name: str, part: slice) -> tuple[np.ndarray, float]:
+    """Block ``part`` of tensor ``name`` of ``tensors`` (flat), fetched for this block alone (a
+    saved file's tensor is mapped per block, so a reader of many files keeps one block of each
+    in its resident pages, not whole tensors), and the factor its change is scaled by."""
+    base, factor = unscaled(tensors, name)
+    return flat(base[name])[part], factor
 
 
 def change_of(values: np.ndarray, is_delta: bool, reference: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:

@@ -12,7 +12,7 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
-from accord.aggregation.bounds import BLOCK, Weighted, blocks, change_of, flat, source
+from accord.aggregation.bounds import BLOCK, Weighted, block_of, blocks, change_of, flat, source
 from accord.runners.base import OPTIMIZER_PREFIX
 from accord.tensors.space import MEMORY, TensorSpace
 from accord.tensors.state import ModelState, tensor_specs
@@ -55,19 +55,20 @@ def weighted_mean(
             for part in blocks(ref.size):
                 out[part] = ref[part]
             continue
-        sources = [source(w.update.tensors, name) for w in weighted]  # each tensor fetched once
         if not robust:
             for part in blocks(ref.size):
                 acc = np.zeros(part.stop - part.start, np.float64)
-                for w, (values, factor) in zip(weighted, sources):
-                    change = change_of(values[part], w.update.is_delta, ref[part], buffer[: part.stop - part.start])
+                for w in weighted:
+                    values, factor = block_of(w.update.tensors, name, part)
+                    change = change_of(values, w.update.is_delta, ref[part], buffer[: part.stop - part.start])
                     change *= w.weight * w.scale(name) * factor / total
                     acc += change
-                if not _store(out, part, acc + ref[part]):
+                acc += ref[part]  # in place: the float64 temporaries stay two blocks
+                if not _store(out, part, acc):
                     return new.state(), name
             continue
         voters = len(weighted) + extra
-        arrays = [values for values, _ in sources]  # factor 1: these are never clipped
+        arrays = [source(w.update.tensors, name)[0] for w in weighted]  # factor 1: these are never clipped
         for part in blocks(ref.size, max(BLOCK // voters, 1024)):
             if reference.dtype.kind != "f":
                 values = np.stack([a[part] for a in arrays] + [ref[part]] * extra)
@@ -100,9 +101,9 @@ def non_finite_culprits(global_model: Mapping[str, np.ndarray], weighted: Sequen
     largest = np.zeros(len(weighted))
     culprits = []
     for index, w in enumerate(weighted):
-        values, factor = source(w.update.tensors, name)
         for part in blocks(ref.size):
-            own = ref[part] + (w.scale(name) * factor) * change_of(values[part], w.update.is_delta, ref[part])
+            values, factor = block_of(w.update.tensors, name, part)
+            own = ref[part] + (w.scale(name) * factor) * change_of(values, w.update.is_delta, ref[part])
             with np.errstate(over="ignore"):
                 cast = own.astype(reference.dtype)
             largest[index] = max(largest[index], float(np.abs(own).max(initial=0.0)))
