@@ -10,6 +10,7 @@ import logging
 import re
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -17,6 +18,8 @@ import pytest
 
 from accord.aggregation.bounds import UNBOUNDED, UpdateBounds
 from accord.aggregator.runtime import AggregatorRuntime
+from accord.aggregator.staging import StagedFile
+from accord.errors import AccordError
 from accord.messages import TaskResult
 from accord.strategies.fedadam import FedAdam
 from accord.strategies.fedavg import FedAvg
@@ -211,3 +214,44 @@ def test_a_real_aggregator_process_takes_a_round_from_disk_over_mutual_tls_in_an
     assert float(row.group(2)) < 0.4, done.stdout
     assert row.group(3) == "OK", done.stdout
     assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_a_full_disk_while_a_round_closes_on_disk_stops_the_aggregator_with_the_fix_and_a_restart_closes_it(
+    workspace_factory, monkeypatch, caplog
+) -> None:
+    names = ["c1", "c2"]
+    settings = {
+        "aggregator.settings.final_validation": False,
+        "assigner.settings.task_groups": [{"name": "train_only", "percentage": 1.0, "tasks": ["train"]}],
+        "aggregator.settings.best_metric": "train/loss",
+        "aggregator.settings.best_direction": "minimize",
+        "aggregator.settings.in_memory_limit_mb": 0,
+    }
+    plan = workspace_factory(names, 1, settings)
+    model, _ = model_and_updates(4)
+    save_state(plan.resolve_path(plan.model.aggregator.settings.init_state_path), model)
+    runtime = AggregatorRuntime(plan)
+    first, last = round_results(runtime, names)
+    runtime.submit(first, plan.hash)
+
+    def no_space(fd: int, offset: int, length: int) -> None:
+        raise OSError(28, "No space left on device")
+
+    received = StagedFile.of(runtime.journal.directory, last.tensors, "c2's result")  # it arrived before the disk filled
+    monkeypatch.setattr("accord.tensors.space.os.posix_fallocate", no_space)
+    with caplog.at_level(logging.ERROR, logger="accord.aggregator"), pytest.raises(AccordError) as stopped:
+        runtime.submit(replace(last, tensors=received), plan.hash)  # closing the round needs a file for the mean
+    assert "could not close round 0" in stopped.value.message and "No space left" in stopped.value.message
+    assert "disk full?" in (stopped.value.fix or "")
+    assert "could not close round 0" in caplog.text
+    runtime.close()
+    state_dir = plan.resolve_path(plan.model.aggregator.settings.state_dir)
+    assert not list(state_dir.glob(".model-*.tmp"))  # the file it could not reserve is gone
+    monkeypatch.undo()
+    again = AggregatorRuntime(plan)  # resumes round 0 with the first result; the last is sent again
+    again.submit(last, plan.hash)
+    again.close()
+    assert again.finished
+    expected = fold(FedAvg(), model, [first.tensors, last.tensors], MEMORY, UpdateBounds())
+    saved = load_state(plan.resolve_path(plan.model.aggregator.settings.last_state_path))
+    assert all(np.array_equal(saved[n], expected[n]) for n in model)
