@@ -255,3 +255,33 @@ def test_a_full_disk_while_a_round_closes_on_disk_stops_the_aggregator_with_the_
     expected = fold(FedAvg(), model, [first.tensors, last.tensors], MEMORY, UpdateBounds())
     saved = load_state(plan.resolve_path(plan.model.aggregator.settings.last_state_path))
     assert all(np.array_equal(saved[n], expected[n]) for n in model)
+
+
+@pytest.mark.parametrize("limit", [0, 1024])
+def test_a_restarted_server_optimizer_keeps_its_moments_mapped_from_disk_or_in_memory_as_the_model(
+    workspace_factory, limit
+) -> None:
+    names = ["c1", "c2"]
+    settings = {
+        "aggregator.settings.final_validation": False,
+        "assigner.settings.task_groups": [{"name": "train_only", "percentage": 1.0, "tasks": ["train"]}],
+        "aggregator.settings.best_metric": "train/loss",
+        "aggregator.settings.best_direction": "minimize",
+        "aggregator.settings.in_memory_limit_mb": limit,
+        "aggregator.settings.strategy": {"template": "accord.strategies.FedAdam", "settings": {}},
+    }
+    plan = workspace_factory(names, 2, settings)
+    model = {"big": np.linspace(-1, 1, 1_200_000, dtype=np.float32), "b": np.ones(7, np.float32)}  # big: past MAPPED_BYTES
+    save_state(plan.resolve_path(plan.model.aggregator.settings.init_state_path), model)
+    runtime = AggregatorRuntime(plan)
+    for result in round_results(runtime, names):
+        runtime.submit(result, plan.hash)
+    runtime.close()
+    again = AggregatorRuntime(plan)
+    moment = again.engine.strategy._buffers["m"]["big"]
+    assert moment.flags.owndata == (limit != 0)  # a view of strategy-00001's map, or read into memory
+    assert np.array_equal(moment, runtime.engine.strategy._buffers["m"]["big"])
+    for result in round_results(again, names):
+        again.submit(result, plan.hash)
+    again.close()
+    assert again.finished

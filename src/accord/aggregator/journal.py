@@ -140,7 +140,9 @@ class Journal:
         if problem is not None:
             raise AccordError(f"{path} is damaged: {problem}", FRESH_FIX)
         tensors = data["strategy"]["tensors"]
-        strategy = StrategyState(data["strategy"]["values"], disk.load_named(self.directory / tensors) if tensors else {})
+        # mapped, not read (their header and size were checked): a model too large for memory
+        # has moments as large; placement.initial_model copies them into memory for a small one
+        strategy = StrategyState(data["strategy"]["values"], dict(StateView(self.directory / tensors)) if tensors else {})
         records = self._repair(self.directory / disk.journal_name(data["round"]), data["round"])
         return SavedRound(
             self.directory,

@@ -6,12 +6,16 @@ memory-mapped from its file and every model a round computes (the mean, a server
 step and moments) is written, block by block, into files in the state folder
 (``Journal.disk_space``, tensors/space.py), the one that becomes the next model renamed into
 place: the aggregator's anonymous memory stays a few blocks, whatever the model's size, and
-the model's pages are page cache, which the kernel writes back and evicts as it needs.
+the model's pages are page cache, which the kernel writes back and evicts as it needs. A
+restarted aggregator's strategy tensors (a server optimizer's moments) stay mapped from their
+saved file in the second case, and are read into memory in the first.
 """
 
 from __future__ import annotations
 
 import logging
+
+import numpy as np
 
 from accord.aggregator.journal import Journal
 from accord.aggregator.saved import SavedRound
@@ -34,6 +38,8 @@ def initial_model(plan: Plan, saved: SavedRound | None, journal: Journal) -> tup
     source = saved.directory / saved.model_file if saved is not None else path
     size = source.stat().st_size if source.is_file() else 0
     if size <= limit_mb * MB:
+        if saved is not None and saved.strategy is not None:  # the journal maps them: held in memory here
+            saved.strategy.tensors = {name: np.array(array) for name, array in saved.strategy.tensors.items()}
         return (saved.model() if saved is not None else load_state(path)), MEMORY
     try:
         model = dict(StateView(source))
