@@ -31,6 +31,13 @@ from accord.tensors.space import MEMORY, DiskSpace
 from accord.tensors.state import StateView, load_state, save_state
 
 BENCH = Path(__file__).resolve().parents[1] / "bench" / "disk_aggregation.py"
+#: one training round after another, no final validation, the best judged on the training loss
+TRAIN_ONLY = {
+    "aggregator.settings.final_validation": False,
+    "assigner.settings.task_groups": [{"name": "train_only", "percentage": 1.0, "tasks": ["train"]}],
+    "aggregator.settings.best_metric": "train/loss",
+    "aggregator.settings.best_direction": "minimize",
+}
 
 
 def model_and_updates(seed: int = 0) -> tuple[dict[str, np.ndarray], list[dict[str, np.ndarray]]]:
@@ -136,12 +143,7 @@ def round_results(runtime: AggregatorRuntime, names: list[str]) -> list[TaskResu
 
 def test_a_runtime_over_the_limit_aggregates_from_disk_renames_the_next_model_and_resumes(workspace_factory, caplog) -> None:
     names = ["c1", "c2"]
-    settings = {
-        "aggregator.settings.final_validation": False,
-        "assigner.settings.task_groups": [{"name": "train_only", "percentage": 1.0, "tasks": ["train"]}],
-        "aggregator.settings.best_metric": "train/loss",
-        "aggregator.settings.best_direction": "minimize",
-    }
+    settings = TRAIN_ONLY
     plans = {
         limit: workspace_factory(names, 2, {**settings, "aggregator.settings.in_memory_limit_mb": limit}) for limit in (0, 1024)
     }
@@ -221,10 +223,7 @@ def test_a_full_disk_while_a_round_closes_on_disk_stops_the_aggregator_with_the_
 ) -> None:
     names = ["c1", "c2"]
     settings = {
-        "aggregator.settings.final_validation": False,
-        "assigner.settings.task_groups": [{"name": "train_only", "percentage": 1.0, "tasks": ["train"]}],
-        "aggregator.settings.best_metric": "train/loss",
-        "aggregator.settings.best_direction": "minimize",
+        **TRAIN_ONLY,
         "aggregator.settings.in_memory_limit_mb": 0,
     }
     plan = workspace_factory(names, 1, settings)
@@ -263,10 +262,7 @@ def test_a_restarted_server_optimizer_keeps_its_moments_mapped_from_disk_or_in_m
 ) -> None:
     names = ["c1", "c2"]
     settings = {
-        "aggregator.settings.final_validation": False,
-        "assigner.settings.task_groups": [{"name": "train_only", "percentage": 1.0, "tasks": ["train"]}],
-        "aggregator.settings.best_metric": "train/loss",
-        "aggregator.settings.best_direction": "minimize",
+        **TRAIN_ONLY,
         "aggregator.settings.in_memory_limit_mb": limit,
         "aggregator.settings.strategy": {"template": "accord.strategies.FedAdam", "settings": {}},
     }
