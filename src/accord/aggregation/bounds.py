@@ -128,7 +128,7 @@ class ScaledChanges(Mapping[str, np.ndarray]):
     deltas; the other tensors (optimizer state, non-float ones) as they are.
 
     Lazy: ``base`` may be a memory-mapped view of a saved copy. A lookup computes one tensor;
-    the block readers (``change_block``, ``source``) scale blocks of ``base`` instead.
+    the block readers (``source``, ``block_of``) give ``base`` and the factor, to scale blocks of it instead.
     """
 
     def __init__(self, base: Mapping[str, np.ndarray], global_model: Mapping[str, np.ndarray], scale: float, is_delta: bool) -> None:
@@ -169,18 +169,23 @@ def source(tensors: Mapping[str, np.ndarray], name: str) -> tuple[np.ndarray, fl
     return flat(base.mapped(name) if isinstance(base, StateView) else base[name]), factor
 
 
-def change_block(update: Update, name: str, part: slice, reference: np.ndarray) -> np.ndarray:
-    """float64 change of ``update``'s tensor ``name`` over ``part`` (``reference`` is the global's, flat)."""
-    tensors, factor = unscaled(update.tensors, name)
-    change = change_of(flat(tensors[name])[part], update.is_delta, reference[part])
-    return change if factor == 1.0 else factor * change
+def block_of(tensors: Mapping[str, np.ndarray], name: str, part: slice) -> tuple[np.ndarray, float]:
+    """Block ``part`` of tensor ``name`` of ``tensors`` (flat), fetched for this block alone (a
+    saved file's tensor is mapped per block, so a reader of many files keeps one block of each
+    in its resident pages, not whole tensors), and the factor its change is scaled by."""
+    base, factor = unscaled(tensors, name)
+    return flat(base[name])[part], factor
 
 
-def change_of(values: np.ndarray, is_delta: bool, reference: np.ndarray) -> np.ndarray:
-    """float64 change of ``values`` (a delta, or weights) from ``reference`` (the global's, same shape)."""
+def change_of(values: np.ndarray, is_delta: bool, reference: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+    """float64 change of ``values`` (a delta, or weights) from ``reference`` (the global's, same
+    shape), into ``out`` (a float64 buffer of that shape) when given."""
     if is_delta:
-        return values.astype(np.float64)
-    return np.subtract(values, reference, dtype=np.float64)
+        if out is None:
+            return values.astype(np.float64)
+        out[...] = values
+        return out
+    return np.subtract(values, reference, dtype=np.float64, out=out)
 
 
 def change_norms(global_model: Mapping[str, np.ndarray], update: Update) -> dict[str, float]:
@@ -198,11 +203,7 @@ def change_norms(global_model: Mapping[str, np.ndarray], update: Update) -> dict
         ref, total = flat(reference), 0.0
         values, factor = source(update.tensors, name)
         for part in blocks(ref.size):
-            change = buffer[: part.stop - part.start]
-            if update.is_delta:
-                change[...] = values[part]
-            else:
-                np.subtract(values[part], ref[part], dtype=np.float64, out=change)
+            change = change_of(values[part], update.is_delta, ref[part], buffer[: part.stop - part.start])
             with np.errstate(over="ignore"):  # a norm past float64's range is inf: the bounds judge it so
                 if factor != 1.0:
                     change *= factor

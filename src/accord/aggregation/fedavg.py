@@ -2,7 +2,8 @@
 
 The updates are (lazy) mappings, read one block of one tensor at a time, so temporaries stay
 a few MB whatever the model size (strategies/mean.py keeps memory-mapped views of the saved
-copies until the close).
+copies until the close); the mean is written, block by block, into a model that a
+``TensorSpace`` makes (in memory, or a file mapped from disk for a model larger than RAM).
 """
 
 from __future__ import annotations
@@ -11,17 +12,10 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
-from accord.aggregation.bounds import (
-    BLOCK,
-    Weighted,
-    blocks,
-    change_block,
-    change_of,
-    flat,
-    source,
-)
+from accord.aggregation.bounds import BLOCK, Weighted, block_of, blocks, change_of, flat, source
 from accord.runners.base import OPTIMIZER_PREFIX
-from accord.tensors.state import ModelState
+from accord.tensors.space import MEMORY, TensorSpace
+from accord.tensors.state import ModelState, tensor_specs
 
 #: updates needed for the robust tensors to be judged among the updates alone; with fewer, the
 #: global's value is one of the voters (with 2) or the value kept (with 1).
@@ -33,8 +27,11 @@ def robust_tensor(name: str, reference: np.ndarray) -> bool:
     return reference.dtype.kind != "f" or name.startswith(OPTIMIZER_PREFIX)
 
 
-def weighted_mean(global_model: Mapping[str, np.ndarray], weighted: Sequence[Weighted]) -> tuple[ModelState, str | None]:
-    """The new model, or the name of the first tensor that is not finite in its dtype.
+def weighted_mean(
+    global_model: Mapping[str, np.ndarray], weighted: Sequence[Weighted], space: TensorSpace = MEMORY
+) -> tuple[ModelState, str | None]:
+    """The new model (written into a model ``space`` makes), or the name of the first tensor
+    that is not finite in its dtype.
 
     Model tensors: the weighted mean of the bounded changes added to the global model.
     Optimizer state (``__opt__.*``): the same mean, each change first clamped, coordinate by
@@ -49,26 +46,29 @@ def weighted_mean(global_model: Mapping[str, np.ndarray], weighted: Sequence[Wei
     total = sum(w.weight for w in weighted)
     factors = np.array([w.weight / total for w in weighted])
     extra = 1 if len(weighted) < ROBUST_VOTERS else 0
-    model: ModelState = {}
+    new = space.new_model(tensor_specs(global_model))
+    buffer = np.empty(BLOCK, np.float64)
     for name, reference in global_model.items():
-        ref = flat(reference)
+        ref, out = flat(reference), flat(new.tensor(name))
         robust = robust_tensor(name, reference)
         if robust and len(weighted) == 1:
-            model[name] = np.array(reference)
+            for part in blocks(ref.size):
+                out[part] = ref[part]
             continue
         if not robust:
-            out = np.empty(ref.size, reference.dtype)
             for part in blocks(ref.size):
                 acc = np.zeros(part.stop - part.start, np.float64)
                 for w in weighted:
-                    acc += (w.weight * w.scale(name) / total) * change_block(w.update, name, part, ref)
-                if not _store(out, part, acc + ref[part]):
-                    return model, name
-            model[name] = out.reshape(reference.shape)
+                    values, factor = block_of(w.update.tensors, name, part)
+                    change = change_of(values, w.update.is_delta, ref[part], buffer[: part.stop - part.start])
+                    change *= w.weight * w.scale(name) * factor / total
+                    acc += change
+                acc += ref[part]  # in place: the float64 temporaries stay two blocks
+                if not _store(out, part, acc):
+                    return new.state(), name
             continue
         voters = len(weighted) + extra
         arrays = [source(w.update.tensors, name)[0] for w in weighted]  # factor 1: these are never clipped
-        out = np.empty(ref.size, reference.dtype)
         for part in blocks(ref.size, max(BLOCK // voters, 1024)):
             if reference.dtype.kind != "f":
                 values = np.stack([a[part] for a in arrays] + [ref[part]] * extra)
@@ -82,9 +82,8 @@ def weighted_mean(global_model: Mapping[str, np.ndarray], weighted: Sequence[Wei
             ranked = np.sort(changes, axis=0)  # faster than np.partition across this axis
             np.clip(changes, ranked[1], ranked[-2], out=changes)
             if not _store(out, part, factors @ changes[: len(weighted)] + ref[part]):
-                return model, name
-        model[name] = out.reshape(reference.shape)
-    return model, None
+                return new.state(), name
+    return new.state(), None
 
 
 def _store(out: np.ndarray, part: slice, values: np.ndarray) -> bool:
@@ -103,7 +102,8 @@ def non_finite_culprits(global_model: Mapping[str, np.ndarray], weighted: Sequen
     culprits = []
     for index, w in enumerate(weighted):
         for part in blocks(ref.size):
-            own = ref[part] + w.scale(name) * change_block(w.update, name, part, ref)
+            values, factor = block_of(w.update.tensors, name, part)
+            own = ref[part] + (w.scale(name) * factor) * change_of(values, w.update.is_delta, ref[part])
             with np.errstate(over="ignore"):
                 cast = own.astype(reference.dtype)
             largest[index] = max(largest[index], float(np.abs(own).max(initial=0.0)))

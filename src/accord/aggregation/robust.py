@@ -15,7 +15,8 @@ from contextlib import contextmanager
 import numpy as np
 
 from accord.aggregation.bounds import BLOCK, Weighted, blocks, change_of, flat, normed, source
-from accord.tensors.state import ModelState
+from accord.tensors.space import MEMORY, TensorSpace
+from accord.tensors.state import ModelState, tensor_specs
 
 #: a coordinate-wise rule: the (updates x coordinates) changes of one block to the block's change
 Rule = Callable[[np.ndarray], np.ndarray]
@@ -121,8 +122,15 @@ def finite_points(gram: np.ndarray) -> np.ndarray:
     return np.isfinite(np.diag(gram))
 
 
-def robust_model(global_model: Mapping[str, np.ndarray], weighted: Sequence[Weighted], model_rule: Rule, optimizer_rule: Rule) -> tuple[ModelState, str | None]:
-    """The new model, or the name of the first tensor that is not finite in its dtype.
+def robust_model(
+    global_model: Mapping[str, np.ndarray],
+    weighted: Sequence[Weighted],
+    model_rule: Rule,
+    optimizer_rule: Rule,
+    space: TensorSpace = MEMORY,
+) -> tuple[ModelState, str | None]:
+    """The new model (written into a model ``space`` makes), or the name of the first tensor
+    that is not finite in its dtype.
 
     The model's floating-point tensors: the global's plus ``model_rule`` of the bounded
     changes; the optimizer state (``__opt__.*``): the global's plus ``optimizer_rule`` of its
@@ -130,11 +138,11 @@ def robust_model(global_model: Mapping[str, np.ndarray], weighted: Sequence[Weig
     values, unweighted (a result some site sent).
     """
     count = len(weighted)
-    model: ModelState = {}
+    new = space.new_model(tensor_specs(global_model))
     for name, reference in global_model.items():
         ref, sources = flat(reference), _sources(weighted, name)
         rule = model_rule if normed(name, reference) else optimizer_rule
-        out = np.empty(ref.size, reference.dtype)
+        out = flat(new.tensor(name))
         for part in blocks(ref.size, block_length(count)):
             if reference.dtype.kind != "f":
                 values = across(np.stack([values[part] for values, _, _ in sources]))
@@ -143,6 +151,5 @@ def robust_model(global_model: Mapping[str, np.ndarray], weighted: Sequence[Weig
             with np.errstate(over="ignore"):
                 out[part] = rule(_changes(sources, part, ref)) + ref[part]
             if not np.isfinite(out[part]).all():
-                return model, name
-        model[name] = out.reshape(reference.shape)
-    return model, None
+                return new.state(), name
+    return new.state(), None

@@ -20,7 +20,8 @@ from accord.strategies.base import Strategy
 from accord.strategies.fedavg import FedAvg
 from accord.strategies.seam import EVERYONE, Accumulator, Aggregate, ClientSampling, Reply, RoundContext
 from accord.tensors.digest import model_digest
-from accord.tensors.state import ModelState
+from accord.tensors.space import MEMORY, TensorSpace
+from accord.tensors.state import ModelState, all_finite
 
 
 class RoundDeadlineError(AccordError):
@@ -80,6 +81,7 @@ class RoundEngine:
         final_validation: bool = True,
         delta_updates: bool | None = None,
         policy: StragglerPolicy | None = None,
+        space: TensorSpace = MEMORY,
     ) -> None:
         self.collaborators = tuple(collaborators)
         self._members = frozenset(self.collaborators)
@@ -95,6 +97,8 @@ class RoundEngine:
         self.strategy = strategy or FedAvg()
         self.bounds = bounds
         self.sampling = sampling
+        #: where each round's strategy writes the models it computes (tensors/space.py)
+        self.space = space
         self.policy = policy or StragglerPolicy()
         self.round_number = round_number
         self.total_rounds = rounds_to_train + (1 if final_validation else 0)
@@ -317,7 +321,7 @@ class RoundEngine:
         while number < self.total_rounds:
             outstanding = self._cohort_tasks(number)
             assigned = tuple(c for c, names in outstanding.items() if names)
-            context = RoundContext(number, self.model, self.bounds, assigned, len(self.collaborators))
+            context = RoundContext(number, self.model, self.bounds, assigned, len(self.collaborators), self.space)
             if assigned and (self.is_final_validation(number) or not self._stops(context)):
                 break
             number = self.round_number = max(number + 1, self.rounds_to_train) if self.stopped else number + 1
@@ -401,7 +405,7 @@ class RoundEngine:
         model = self.strategy.finish(current.context, aggregate)
         for name, tensor in model.items():
             array = np.asarray(tensor)
-            if array.dtype.kind == "f" and not np.isfinite(array).all():
+            if array.dtype.kind == "f" and not all_finite(array):
                 detail = f"its step made tensor {name!r} non-finite: the round's input model is kept"
                 aggregate.events.append(BoundEvent(f"strategy {type(self.strategy).__name__}", "held", 0.0, 0.0, detail))
                 return self.model

@@ -5,7 +5,9 @@ tensors in a file of their own, written while they arrived (aggregator/staging.p
 and the folder too, before the engine takes the result), and appends one record to
 the round's journal (flushed to disk before the result is acknowledged): O(1) work and bytes
 in the number of sites. At each round's start it writes the round's model, the strategy's
-tensors and a snapshot, then removes the files of the round before the previous one.
+tensors and a snapshot, then removes the files of the round before the previous one. A model
+too large for memory was computed into files of its ``disk_space`` (tensors/space.py): such
+a file is flushed and renamed into place instead of written again.
 
 The previous round's snapshot, journal and files stay until the next snapshot commits, so
 a damaged newest snapshot (unreadable, malformed, or naming a file that is missing or not
@@ -29,6 +31,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from accord.aggregator import saved as disk
 from accord.aggregator.saved import FRESH_FIX, SavedRound
 from accord.aggregator.staging import StagedFile, sync_directory
@@ -36,6 +40,7 @@ from accord.errors import AccordError
 from accord.files import atomic_write, link_or_copy
 from accord.messages import TaskResult
 from accord.strategies.seam import StrategyState
+from accord.tensors.space import DiskSpace
 from accord.tensors.state import ModelState, StateView, save_state
 
 log = logging.getLogger("accord.aggregator")
@@ -58,6 +63,15 @@ class Journal:
         self._previous: set[str] = set()
         #: the open round's model file (None before one is loaded or written)
         self._model_file: str | None = None
+        #: where a large model's next rounds are computed (None: in memory); ``disk_space``
+        self._space: DiskSpace | None = None
+
+    def disk_space(self) -> DiskSpace:
+        """The space, in this folder, where a model too large for memory is computed: the
+        files it makes are renamed into place as the next model (``open_round``)."""
+        if self._space is None:
+            self._space = DiskSpace(self.directory)
+        return self._space
 
     @property
     def path(self) -> Path | None:
@@ -126,7 +140,9 @@ class Journal:
         if problem is not None:
             raise AccordError(f"{path} is damaged: {problem}", FRESH_FIX)
         tensors = data["strategy"]["tensors"]
-        strategy = StrategyState(data["strategy"]["values"], disk.load_named(self.directory / tensors) if tensors else {})
+        # mapped, not read (their header and size were checked): a model too large for memory
+        # has moments as large; placement.initial_model copies them into memory for a small one
+        strategy = StrategyState(data["strategy"]["values"], dict(StateView(self.directory / tensors)) if tensors else {})
         records = self._repair(self.directory / disk.journal_name(data["round"]), data["round"])
         return SavedRound(
             self.directory,
@@ -188,11 +204,11 @@ class Journal:
         this one follows (the open round's, before this call): each becomes a hard link to
         the saved file (a copy where links fail), in place before the snapshot commits."""
         model_file = f"model-{round_number:05d}.safetensors"
-        save_state(self.directory / model_file, model, durable=True)
+        self._save(model_file, model)
         tensors = None
         if strategy.tensors:
             tensors = f"strategy-{round_number:05d}.safetensors"
-            save_state(self.directory / tensors, strategy.tensors, durable=True)
+            self._save(tensors, strategy.tensors)
         sync_directory(self.directory)  # the files are on disk before the snapshot names them
         self._publish(model_file, links or {})
         data = {
@@ -230,6 +246,14 @@ class Journal:
         self._model_file = model_file
         for name in dropped - self._previous - self._names:
             (self.directory / name).unlink(missing_ok=True)
+        if self._space is not None:  # what the close computed and did not become a file here
+            self._space.release()
+
+    def _save(self, name: str, tensors: Mapping[str, np.ndarray]) -> None:
+        """Write ``tensors`` to ``name``, flushed: the disk space's file that holds them renamed
+        into place, or their bytes written once."""
+        if self._space is None or not self._space.adopt(tensors, self.directory / name):
+            save_state(self.directory / name, tensors, durable=True)
 
     def _publish(self, model_file: str, links: Mapping[Path, bool]) -> None:
         """Point each of ``links`` at the new ``model_file`` (True) or the open round's (False),

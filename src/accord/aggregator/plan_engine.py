@@ -16,6 +16,7 @@ from accord.plan.loader import Plan
 from accord.plan.objects import build
 from accord.strategies.base import Strategy
 from accord.strategies.seam import ClientSampling
+from accord.tensors.space import MEMORY, TensorSpace
 from accord.tensors.state import ModelState
 
 log = logging.getLogger("accord.aggregator")
@@ -63,9 +64,11 @@ def engine_for(
     clock: Callable[[], float],
     saved: SavedRound | None,
     collaborators: Sequence[str] | None = None,
+    space: TensorSpace = MEMORY,
 ) -> RoundEngine:
     """The plan's RoundEngine starting from ``model``, at the ``saved`` round (or round 0);
-    ``collaborators`` are the plan's unless given (a simulation's clients)."""
+    ``collaborators`` are the plan's unless given (a simulation's clients); its rounds compute
+    the next model in ``space`` (memory, or files on disk: aggregator/placement.py)."""
     settings = plan.model.aggregator.settings
     if saved is not None and saved.strategy is not None:
         strategy.restore(saved.strategy)
@@ -86,6 +89,7 @@ def engine_for(
         sampling=ClientSampling(**settings.sampling.model_dump()),
         round_number=saved.round_number if saved else 0,
         best_score=saved.best_score if saved else None,
+        space=space,
     )
 
 

@@ -23,6 +23,7 @@ from accord.aggregator.committer import Committer, RoundCommit
 from accord.aggregator.events import RoundOutcome, Sink
 from accord.aggregator.journal import Journal
 from accord.aggregator.metrics import MetricsLog
+from accord.aggregator.placement import initial_model
 from accord.aggregator.plan_engine import assigner_for, engine_for, strategy_for
 from accord.aggregator.reporting import ResultLog, log_stop, metrics_sink, report_closed
 from accord.aggregator.saved import SavedRound
@@ -33,7 +34,8 @@ from accord.errors import AccordError, RefusedError
 from accord.messages import Action, FederationInfo, TaskAssignment, TaskResult
 from accord.plan.identity import shown_hash
 from accord.plan.loader import Plan
-from accord.tensors.state import ModelState, StateView, load_state, tensor_specs
+from accord.tensors.space import MEMORY
+from accord.tensors.state import ModelState, StateView, tensor_specs
 
 log = logging.getLogger("accord.aggregator")
 
@@ -60,8 +62,8 @@ class AggregatorRuntime:
         saved = None if fresh or model is not None else self.journal.load()
         if saved is None:
             self.journal.clear()
-        initial = model if model is not None else (saved.model() if saved else load_state(plan.resolve_path(settings.init_state_path)))
-        self.engine = engine_for(plan, assigner, strategy, initial, clock, saved)
+        initial, space = (model, MEMORY) if model is not None else initial_model(plan, saved, self.journal)
+        self.engine = engine_for(plan, assigner, strategy, initial, clock, saved, space=space)
         self.metrics_log = MetricsLog(plan.resolve_path(settings.metrics_path))
         self.metrics_log.keep_before(saved.round_number if saved else 0)
         for sink in (metrics_sink(self.metrics_log), *sinks):  # engine events (aggregator/events.py)

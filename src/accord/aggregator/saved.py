@@ -34,7 +34,7 @@ from typing import Any
 from accord.errors import AccordError
 from accord.messages import TaskResult
 from accord.strategies.seam import StrategyState
-from accord.tensors.state import ModelState, load_state
+from accord.tensors.state import ModelState, StateView, load_state
 
 FORMAT = 2
 FRESH_FIX = "start over with `fx aggregator start --fresh` (the rounds run so far are discarded)"
@@ -74,9 +74,10 @@ class SavedRound:
         return load_named(self.directory / self.model_file)
 
     def received(self) -> Iterator[TaskResult]:
-        """The results of the open round in the order they were accepted, tensors loaded one by one."""
+        """The results of the open round in the order they were accepted, their tensors lazy,
+        memory-mapped views of their files (whole: ``read_records`` checked their sizes)."""
         for entry in self.results:
-            tensors = load_named(self.directory / entry["tensors"]) if entry["tensors"] else None
+            tensors = StateView(self.directory / entry["tensors"]) if entry["tensors"] else None
             yield TaskResult(
                 collaborator=entry["collaborator"],
                 round_number=self.round_number,

@@ -67,6 +67,8 @@ class AggregatorSettings(Strict):
     metrics_path: str = "logs/metrics.jsonl"
     state_dir: str = "save/state"
     max_concurrent_uploads: int = Field(2, ge=1)
+    #: a model file larger than this (MB) is aggregated from disk (aggregator/placement.py); 0: always
+    in_memory_limit_mb: int = Field(1024, ge=0)
     final_validation: bool = True
     update_bounds: UpdateBoundsSettings = Field(default_factory=UpdateBoundsSettings)
     strategy: StrategySettings = Field(default_factory=StrategySettings)

@@ -7,9 +7,10 @@ does (the default accumulator, BoundedMean: bounded, sample-weighted), then trea
 
 Only floating-point model tensors step; optimizer state (``__opt__.*``) and non-float tensors
 (counters, masks) take the aggregate as it is. Each moment is one array per stepped tensor,
-kept in the model's precision (at least float32) and computed in float64: memory is one model
-per moment, and the moments are the strategy's state (``snapshot``/``restore``), journaled so
-a restart resumes the optimizer exactly.
+kept in the model's precision (at least float32) and computed in float64: one model per
+moment, in the round's ``TensorSpace`` (memory, or files mapped from disk), written anew each
+round; the moments are the strategy's state (``snapshot``/``restore``), journaled so a
+restart resumes the optimizer exactly.
 """
 
 from __future__ import annotations
@@ -24,10 +25,15 @@ from accord.aggregation.fedavg import robust_tensor
 from accord.errors import AccordError
 from accord.strategies.base import Strategy
 from accord.strategies.seam import Aggregate, RoundContext, StrategyState
-from accord.tensors.state import ModelState
+from accord.tensors.state import ModelState, tensor_specs
 
 #: elements stepped at a time: the float64 temporaries of one block (a dozen) stay ~6 MB
 STEP_BLOCK = BLOCK // 16
+
+
+def _kept(reference: np.ndarray) -> np.dtype:
+    """The precision a tensor's moments are kept in: the tensor's, at least float32."""
+    return np.promote_types(reference.dtype, np.float32)
 
 
 def stepped(name: str, reference: np.ndarray) -> bool:
@@ -58,33 +64,47 @@ class ServerOptimizer(Strategy, abc.ABC):
 
     def finish(self, context: RoundContext, aggregate: Aggregate) -> ModelState:
         """The global model plus the optimizer's step, one block of one tensor at a time (so
-        the float64 temporaries stay a few MB whatever the model's size)."""
-        model = dict(aggregate.model)
-        for name, reference in context.global_model.items():
+        the float64 temporaries stay a few MB whatever the model's size). The next model and
+        the new moments are written into models that ``context.space`` makes (memory, or files
+        mapped from disk), never in place: the moments a snapshot holds stay as they were."""
+        global_model = context.global_model
+        names = [name for name, reference in global_model.items() if stepped(name, reference)]
+        previous = {m: {name: self._moment(m, name, global_model[name]) for name in names} for m in self.moments}
+        moments = context.space.new_model(
+            {f"{m}.{name}": (_kept(global_model[name]).name, global_model[name].shape) for m in self.moments for name in names}
+        )
+        new = context.space.new_model(tensor_specs(global_model))
+        for name, reference in global_model.items():
+            start, mean, out = flat(reference), flat(aggregate.model[name]), flat(new.tensor(name))
             if not stepped(name, reference):
+                for part in blocks(start.size, STEP_BLOCK):
+                    out[part] = mean[part]
                 continue
-            saved = {m: flat(self._moment(m, name, reference)) for m in self.moments}
-            start, mean = flat(reference), flat(aggregate.model[name])
-            out = np.empty(start.size, reference.dtype)
+            written = {m: flat(moments.tensor(f"{m}.{name}")) for m in self.moments}
             for part in blocks(start.size, STEP_BLOCK):
                 here = start[part].astype(np.float64)
-                buffers = {m: saved[m][part].astype(np.float64) for m in self.moments}
+                buffers = {m: self._block(m, previous[m][name], part) for m in self.moments}
                 change = self.step(mean[part].astype(np.float64) - here, buffers)
                 for moment in self.moments:
-                    saved[moment][part] = buffers[moment]
+                    written[moment][part] = buffers[moment]
                 out[part] = here + change
-            model[name] = out.reshape(reference.shape)
+        made = moments.state()
+        self._buffers = {m: {name: made[f"{m}.{name}"] for name in names} for m in self.moments}
         self.rounds += 1
-        return model
+        return new.state()
 
-    def _moment(self, moment: str, name: str, reference: np.ndarray) -> np.ndarray:
-        """Tensor ``name``'s ``moment`` (made at its initial value in the first round), in the
-        tensor's precision (at least float32); one restored for another model is refused."""
-        kept = np.promote_types(reference.dtype, np.float32)
+    def _block(self, moment: str, saved: np.ndarray | None, part: slice) -> np.ndarray:
+        """float64 block ``part`` of a moment (its initial value before the first round)."""
+        if saved is None:
+            return np.full(part.stop - part.start, self.initial(moment))
+        return flat(saved)[part].astype(np.float64)
+
+    def _moment(self, moment: str, name: str, reference: np.ndarray) -> np.ndarray | None:
+        """Tensor ``name``'s ``moment`` (None before the first round), in the tensor's precision
+        (at least float32); one restored for another model is refused."""
         array = self._buffers[moment].get(name)
-        if array is None:
-            array = self._buffers[moment][name] = np.full(reference.shape, self.initial(moment), kept)
-        if array.shape != reference.shape or array.dtype != kept:
+        kept = _kept(reference)
+        if array is not None and (array.shape != reference.shape or array.dtype != kept):
             raise AccordError(
                 f"strategy {type(self).__name__}'s saved {moment}.{name} is {array.dtype}{list(array.shape)}, but the model's "
                 f"{name} needs {kept}{list(reference.shape)}",
@@ -93,8 +113,9 @@ class ServerOptimizer(Strategy, abc.ABC):
         return array
 
     def snapshot(self) -> StrategyState:
-        """The rounds stepped and every moment (copies), as ``<moment>.<tensor name>``."""
-        tensors = {f"{moment}.{name}": array.copy() for moment, arrays in self._buffers.items() for name, array in arrays.items()}
+        """The rounds stepped and every moment, as ``<moment>.<tensor name>`` (not copies:
+        ``finish`` writes new moments, never into these)."""
+        tensors = {f"{moment}.{name}": array for moment, arrays in self._buffers.items() for name, array in arrays.items()}
         return StrategyState(values={"rounds": self.rounds}, tensors=tensors)
 
     def restore(self, state: StrategyState) -> None:
@@ -107,7 +128,7 @@ class ServerOptimizer(Strategy, abc.ABC):
                     f"saved state of strategy {type(self).__name__} has tensor {key!r}; expected {'/'.join(self.moments)}.<tensor>",
                     "the saved round was written by another strategy: restore it with that one, or start the federation afresh",
                 )
-            buffers[moment][name] = np.array(array, order="C")  # flat views of it are updated in place
+            buffers[moment][name] = np.asarray(array)  # read, never written: finish writes new moments
         self._buffers = buffers
         self.rounds = int(state.values.get("rounds", 0))
 

@@ -4,7 +4,7 @@ The bounds (aggregation/bounds.py) need the round's median counts and norms, kno
 close, so ``add`` measures each reply's change norms from what arrived and keeps the lazy,
 memory-mapped view of its saved copy (``Reply.kept``): memory is O(model), not
 O(replies x model). ``result`` takes the mean in float64 one block of one tensor at a time
-(aggregation/fedavg.py).
+(aggregation/fedavg.py), into the model ``context.space`` makes (memory, or a file on disk).
 """
 
 from __future__ import annotations
@@ -54,7 +54,7 @@ class BoundedMean(MeasuredReplies):
             events += [BoundEvent(w.update.collaborator, "held", len(weighted), ROBUST_VOTERS, detail) for w in weighted]
         model = dict(global_model)
         while weighted:
-            mean, offending = weighted_mean(global_model, weighted)
+            mean, offending = weighted_mean(global_model, weighted, self.context.space)
             if offending is None:
                 model = mean
                 break

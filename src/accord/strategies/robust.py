@@ -96,7 +96,7 @@ class KeptUpdates(MeasuredReplies):
             )
         with one_blas_thread():
             rules = self.strategy.rules(global_model, weighted)
-            model, offending = robust_model(global_model, weighted, rules.model, rules.optimizer)
+            model, offending = robust_model(global_model, weighted, rules.model, rules.optimizer, self.context.space)
         events += rules.events
         if offending is not None:
             detail = f"{self.strategy!r} of the updates is not finite in tensor {offending!r}'s dtype: the global model is kept"

@@ -10,6 +10,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from accord.aggregation.bounds import UNBOUNDED, BoundEvent, UpdateBounds
+from accord.tensors.space import MEMORY, TensorSpace
 from accord.tensors.state import ModelState
 
 
@@ -54,6 +55,9 @@ class RoundContext:
     cohort: tuple[str, ...] = ()
     #: how many collaborators the plan lists (a privacy accountant's population)
     population: int = 0
+    #: where the models the strategy computes are written (the next model, a mean, moments):
+    #: memory, or files mapped from disk when the model is large (tensors/space.py)
+    space: TensorSpace = MEMORY
 
 
 @dataclass(frozen=True, eq=False)

@@ -175,8 +175,19 @@ def check_update(
             raise RefusedError(
                 f"update from {origin}: tensor {name!r} has dtype {got.dtype}, expected {expected.dtype}"
             )
-        if got.dtype.kind == "f" and not np.isfinite(got).all():
+        if got.dtype.kind == "f" and not all_finite(got):
             raise RefusedError(f"update from {origin}: tensor {name!r} holds NaN or Inf values")
+
+
+#: elements checked at a time: the check's temporaries stay ~1 MB whatever the tensor size
+_FINITE_BLOCK = 1 << 20
+
+
+def all_finite(array: np.ndarray) -> bool:
+    """Whether every value of ``array`` is finite, checked one block at a time (a memory-mapped
+    tensor larger than RAM is read through, never copied)."""
+    values = np.asarray(array).reshape(-1)
+    return all(bool(np.isfinite(values[at : at + _FINITE_BLOCK]).all()) for at in range(0, values.size, _FINITE_BLOCK))
 
 
 def tensor_specs(state: Mapping[str, np.ndarray]) -> dict[str, tuple[str, tuple[int, ...]]]:
