@@ -1,6 +1,7 @@
 """Flower 1.42's simulation of bench/_digits_workload.py (run by Flower's own venv, from
 bench/simulation.py): FedAvg over every one of ``--clients`` supernodes each round (fit and
-evaluate), on Flower's Ray backend with one CPU per client. Prints one JSON line: the
+evaluate), on Flower's Ray backend with ``--num-cpus`` CPUs per client (default 1: as many Ray actors
+as cores; Flower's own default is 2). Prints one JSON line: the
 seconds of each round (from configure_fit to the end of aggregate_evaluate) and its start
 and end (Unix time, so the bench can read the CPU time spent in it)."""
 
@@ -60,6 +61,7 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--clients", type=int, required=True)
     parser.add_argument("--rounds", type=int, default=1)
+    parser.add_argument("--num-cpus", type=float, default=1.0)
     args = parser.parse_args()
     n = args.clients
     strategy = TimedFedAvg(
@@ -82,7 +84,7 @@ def main() -> None:
         server_app=ServerApp(server_fn=server_fn),
         client_app=ClientApp(client_fn=client_fn),
         num_supernodes=n,
-        backend_config={"client_resources": {"num_cpus": 1, "num_gpus": 0.0}},
+        backend_config={"client_resources": {"num_cpus": args.num_cpus, "num_gpus": 0.0}},
     )
     rounds = [strategy.ends[r] - strategy.starts[r] for r in sorted(strategy.ends)]
     windows = [[strategy.starts[r], strategy.ends[r]] for r in sorted(strategy.ends)]

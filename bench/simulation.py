@@ -1,14 +1,17 @@
 """Accord's simulation against Flower 1.42's, on the same workload, interleaved and repeated.
 
     .venv/bin/python bench/simulation.py [--clients 10000] [--flower-clients 10000] [--rounds 2]
-        [--accord-rounds 1] [--repeats 3] [--cohorts 1000,2000,5000,10000] [--registered 1000000] [--sampled 1000]
+        [--accord-rounds 1] [--repeats 3] [--flower-cpus 1] [--cohorts 1000,2000,5000,10000]
+        [--registered 1000000] [--sampled 1000]
 
 The workload (bench/_digits_workload.py): a torch MLP (64-128-10) on scikit-learn's digits;
 client ``cid`` trains 1 epoch on its own 16 samples (batches of 8, SGD) and evaluates on 8,
-every client every round, FedAvg. Accord runs ``accord.simulation.run_simulation`` with a
+every client every round, FedAvg. Each worker (an Accord thread, a Flower Ray actor) builds the
+model once and loads each client's weights into it. Accord runs ``accord.simulation.run_simulation`` with a
 NumpyClient on the threads backend (one thread per core); Flower runs ``flwr.simulation.
-run_simulation`` in its own venv (bench/_peer_envs.py) on its Ray backend with one CPU per
-client (bench/_flower_sim.py). Each run is a child process, both with ``MALLOC_ARENA_MAX=2``
+run_simulation`` in its own venv (bench/_peer_envs.py) on its Ray backend with
+``--flower-cpus`` CPUs per client (bench/_flower_sim.py; default 1: one actor per core, the
+faster here of 1 and 0.5; Flower's own default is 2). Each run is a child process, both with ``MALLOC_ARENA_MAX=2``
 (glibc's per-thread arenas otherwise fragment under many short-lived clients, in both); its
 memory is the peak of the proportional set size (PSS) summed over the child's whole process
 tree (Ray's workers too), sampled every 0.25 s. A round's clients/s is its clients over its
@@ -172,10 +175,12 @@ def _accord(clients: int, rounds: int, sampled: int | None = None, timeout: floa
     return _measured(command, timeout)
 
 
-def _flower(clients: int, rounds: int, timeout: float = 3600) -> tuple[dict, float]:
+def _flower(clients: int, rounds: int, cpus: float, timeout: float = 3600) -> tuple[dict, float]:
     from _peer_envs import peer_python
 
-    return _measured([str(peer_python("flower")), str(BENCH / "_flower_sim.py"), "--clients", str(clients), "--rounds", str(rounds)], timeout)
+    command = [str(peer_python("flower")), str(BENCH / "_flower_sim.py"), "--clients", str(clients), "--rounds", str(rounds),
+               "--num-cpus", str(cpus)]
+    return _measured(command, timeout)
 
 
 def _rate(run: dict) -> float:
@@ -196,7 +201,7 @@ def compare(args: argparse.Namespace) -> None:
     rates: dict[str, list[float]] = {"accord": [], "flower": []}
     memory: dict[str, list[float]] = {"accord": [], "flower": []}
     cpu: dict[str, list[float]] = {"accord": [], "flower": []}
-    runs = {"accord": lambda: _accord(args.clients, args.accord_rounds), "flower": lambda: _flower(args.flower_clients, args.rounds)}
+    runs = {"accord": lambda: _accord(args.clients, args.accord_rounds), "flower": lambda: _flower(args.flower_clients, args.rounds, args.flower_cpus)}
     for repeat in range(1, args.repeats + 1):
         for name, run in runs.items():
             result, peak = run()
@@ -246,6 +251,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=2, help="Flower's rounds (its first starts its Ray workers)")
     parser.add_argument("--accord-rounds", type=int, default=1)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--flower-cpus", type=float, default=1.0, help="Flower's CPUs per client (Ray)")
     parser.add_argument("--cohorts", default="1000,2000,5000,10000")
     parser.add_argument("--registered", type=int, default=1_000_000)
     parser.add_argument("--sampled", type=int, default=None)
