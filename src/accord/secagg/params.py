@@ -11,6 +11,7 @@ cohort * max_weight * clip * 2^fraction_bits.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from accord.errors import AccordError
@@ -151,11 +152,11 @@ def _neighbourhood_size(cohort_size: int) -> int:
     return cohort_size - 1
 
 
-def check_session(params: SecAggParams, cohort: object, round_seed: object, length: object) -> tuple[str, ...]:
+def check_session(params: SecAggParams, cohort: Sequence[str], round_seed: bytes, length: int) -> tuple[str, ...]:
     """The cohort as a tuple of names, after checking a session's inputs (AccordError naming the fix)."""
-    if isinstance(cohort, str | bytes) or not all(isinstance(name, str) and name for name in cohort):  # type: ignore[attr-defined]
+    if isinstance(cohort, str | bytes) or not all(isinstance(name, str) and name for name in cohort):
         raise AccordError("the secure aggregation cohort must be a list of site names", "pass the names the round selected")
-    names = tuple(cohort)  # type: ignore[call-overload]
+    names = tuple(cohort)
     if len(set(names)) != len(names):
         raise AccordError("the secure aggregation cohort names a site twice", "pass each selected site once")
     if not isinstance(round_seed, bytes) or not 16 <= len(round_seed) <= 64:

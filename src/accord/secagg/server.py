@@ -17,7 +17,15 @@ import numpy as np
 
 from accord.secagg import crypto, encoding
 from accord.secagg.graph import Neighbourhood
-from accord.secagg.messages import SECRET_MASK_KEY, SECRET_SELF, Advert, SecAggRefused, decode_advert, decode_reveal, decode_sealed
+from accord.secagg.messages import (
+    SECRET_MASK_KEY,
+    SECRET_SELF,
+    Advert,
+    SecAggRefused,
+    decode_advert,
+    decode_reveal,
+    decode_sealed,
+)
 from accord.secagg.params import SecAggParams, check_session
 
 _ADVERTS, _SHARES, _MASKS, _REVEALS, _DONE = range(5)
@@ -157,13 +165,16 @@ class ServerSession:
             raise SecAggRefused(f"the reveals from {site!r} are not a mapping of site names to reveals", fix)
         taken: list[tuple[str, int, bytes]] = []
         for owner, data in reveals.items():
-            what = f"the reveal from {site!r} of {owner!r}'s share"
+            what = f"the reveal by {site!r} of a share of {owner!r}"
             if owner not in self._sharers or site not in self._inbox or owner not in self._inbox[site]:
                 raise SecAggRefused(f"{what}: {site!r} holds no share of {owner!r}", fix)
             reveal = decode_reveal(data, what)
             wanted = SECRET_SELF if owner in self._masked else SECRET_MASK_KEY
-            if reveal.secret != wanted or reveal.index != graph.index(owner, site):
-                raise SecAggRefused(f"{what} is of the wrong secret or index", fix)
+            if reveal.secret != wanted:
+                asked = "survivor (its self-mask seed)" if wanted == SECRET_SELF else "dropped (its mask-key seed)"
+                raise SecAggRefused(f"{what} is of the other secret; {owner!r} was named {asked}", fix)
+            if reveal.index != graph.index(owner, site):
+                raise SecAggRefused(f"{what} has index {reveal.index}; {site!r} holds index {graph.index(owner, site)}", fix)
             taken.append((owner, reveal.index, reveal.share))
         for owner, index, share in taken:
             self._revealed.setdefault(owner, {})[index] = share

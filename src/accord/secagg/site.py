@@ -87,10 +87,9 @@ class SiteSession:
             )
 
     def advertise(self) -> bytes:
-        """Phase 1: the advert message (c_pk for share encryption, s_pk for masks)."""
-        if self._phase > _ADVERTISED:
-            self._expect(_NEW, "advertise")
-        self._phase = _ADVERTISED
+        """Phase 1: the advert message (c_pk for share encryption, s_pk for masks); public, so any
+        later call returns it again."""
+        self._phase = max(self._phase, _ADVERTISED)
         return self._advert
 
     def share(self, roster: Mapping[str, bytes]) -> dict[str, bytes]:
@@ -110,7 +109,7 @@ class SiteSession:
         if strangers:
             raise SecAggRefused(f"the SecAgg roster names sites outside the cohort: {strangers[:5]}", fix)
         if roster.get(self.site) != self._advert:
-            raise SecAggRefused(f"the SecAgg roster does not carry site {self.site!r}'s own advert unchanged", fix)
+            raise SecAggRefused(f"the SecAgg roster changes or leaves out the advert of this site, {self.site!r}", fix)
         if len(roster) < self.params.threshold:
             raise SecAggRefused(
                 f"the SecAgg roster has {len(roster)} sites, fewer than the threshold {self.params.threshold}",
