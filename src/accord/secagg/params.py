@@ -19,6 +19,9 @@ from accord.errors import AccordError
 RING_BITS = 64
 """The ring is Z_{2^RING_BITS}; values are two's-complement int64 viewed as uint64."""
 
+MAX_DEGREE = 65_535
+"""The most neighbours a site may have: Shamir share indices travel as 16-bit numbers."""
+
 DROPOUT_FRACTION = 1 / 3
 """The share of a cohort ``for_cohort`` sizes the neighbourhoods to survive (dropping at random)."""
 
@@ -167,6 +170,11 @@ def check_session(params: SecAggParams, cohort: Sequence[str], round_seed: bytes
         raise AccordError(
             f"the cohort has {len(names)} sites, fewer than the secure aggregation threshold {params.threshold}",
             "select at least threshold sites per round, or lower the threshold",
+        )
+    if params.degree(len(names)) > MAX_DEGREE:
+        raise AccordError(
+            f"secure aggregation neighbours is {params.neighbours}: more than {MAX_DEGREE} neighbours per site",
+            f"set neighbours to at most {MAX_DEGREE} (SecAggParams.for_cohort picks a few hundred at most)",
         )
     params.check_capacity(len(names))
     return names

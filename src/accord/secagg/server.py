@@ -119,9 +119,6 @@ class ServerSession:
         """
         if self._phase == _SHARES:
             self._at_least(len(self._sharers), "shared")
-            for inbox in self._inbox.values():
-                for sender in set(inbox) - self._sharers:
-                    del inbox[sender]
             self._phase = _MASKS
         self._member(site, self._sharers, "one of the sites that shared")
         return dict(self._inbox[site])
