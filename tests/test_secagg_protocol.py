@@ -66,8 +66,10 @@ class Round:
             self.server.add_masked(name, self.sites[name].mask(shares, self.updates[name], self.weights[name]))
         survivors, dropped = self.server.unmask_request()
         self.survivors = survivors
+        assert not self.server.ready
         for name in live("reveal"):
             self.server.add_reveal(name, self.sites[name].unmask(survivors, dropped))
+        assert self.server.ready
         return self.server.result()
 
     def expected(self) -> tuple[np.ndarray, float]:
@@ -150,8 +152,11 @@ def test_below_threshold_is_refused_by_the_server_and_by_the_sites() -> None:
         site.unmask(federation.names[4:], [])
     # Fewer reveals than a site's share threshold: the sum stays masked.
     federation = Round(plain(9), 9, 8)
-    with pytest.raises(SecAggRefused, match="fewer than 5 revealed shares"):
+    with pytest.raises(AssertionError):  # run() checks ready before result()
         federation.run({"reveal": set(federation.names[:5])})
+    assert not federation.server.ready
+    with pytest.raises(SecAggRefused, match="fewer than 5 revealed shares"):
+        federation.server.result()
 
 
 def _masked_round(count: int = 9) -> tuple[Round, list[str], list[str]]:

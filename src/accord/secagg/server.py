@@ -51,6 +51,7 @@ class ServerSession:
         self._request: tuple[list[str], list[str]] | None = None
         self._revealers: set[str] = set()
         self._revealed: dict[str, dict[int, bytes]] = {}
+        self._short = 0
         self._result: tuple[np.ndarray, float] | None = None
 
     def _expect(self, phase: int, site: str, step: str) -> None:
@@ -146,6 +147,7 @@ class ServerSession:
         if self._request is None:
             self._at_least(len(self._masked), "sent masked updates")
             self._request = (sorted(self._masked), sorted(self._sharers - self._masked))
+            self._short = len(self._sharers)
             self._phase = _REVEALS
         return list(self._request[0]), list(self._request[1])
 
@@ -174,8 +176,18 @@ class ServerSession:
                 raise SecAggRefused(f"{what} has index {reveal.index}; {site!r} holds index {graph.index(owner, site)}", fix)
             taken.append((owner, reveal.index, reveal.share))
         for owner, index, share in taken:
-            self._revealed.setdefault(owner, {})[index] = share
+            shares = self._revealed.setdefault(owner, {})
+            shares[index] = share
+            if len(shares) == graph.share_threshold:
+                self._short -= 1
         self._revealers.add(site)
+
+    @property
+    def ready(self) -> bool:
+        """Whether ``result()`` can unmask now: every survivor's self-mask seed and every dropped
+        site's mask-key seed has its share threshold of reveals (the reveal phase may close
+        before every survivor answered)."""
+        return self._request is not None and self._short == 0
 
     def result(self) -> tuple[np.ndarray, float]:
         """(weighted sum as float64 of ``length`` values, total weight): the survivors' sum of
