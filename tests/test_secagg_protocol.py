@@ -108,6 +108,8 @@ def test_for_cohort_defaults() -> None:
     small, large = SecAggParams.for_cohort(100), SecAggParams.for_cohort(2000)
     assert (small.threshold, small.neighbours) == (67, 99)  # at 100 sites only plain SecAgg survives a third reliably
     assert large.threshold == 1334 and large.neighbours < 400 and large.neighbours % 2 == 0
+    fewer = SecAggParams.for_cohort(100, dropout=0.1)  # fewer dropouts expected: a smaller neighbourhood
+    assert (fewer.threshold, fewer.neighbours) == (90, 34)
     graph = Neighbourhood(large, [f"s{i}" for i in range(2000)], ROUND)
     assert all(len(graph.of(f"s{i}")) == large.neighbours for i in range(0, 2000, 97))
     assert all(f"s{i}" in graph.of(peer) for i in range(0, 2000, 97) for peer in graph.of(f"s{i}"))  # symmetric
@@ -388,6 +390,7 @@ def test_a_wrong_reveal_of_a_dropped_sites_key_is_detected() -> None:
         (lambda: SecAggParams(threshold=3, neighbours=4, clip=1.0, max_weight=0), "max_weight is 0"),
         (lambda: SecAggParams.for_cohort(100, clip=1000.0, fraction_bits=40), "cannot hold the sum"),
         (lambda: SecAggParams.for_cohort(2), "at least 3 sites"),
+        (lambda: SecAggParams.for_cohort(10, dropout=0.5), r"dropout is 0.5; it must be in \[0, 0.5\)"),
     ],
 )
 def test_bad_params_are_refused_with_a_fix(make: Callable[[], SecAggParams], message: str) -> None:
