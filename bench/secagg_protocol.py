@@ -2,10 +2,11 @@
 
 For each cohort size N (``--sizes``, default 10 50 100) and dropout share (``--dropouts``,
 default 0 and 0.3), one round of SecAgg+ runs in this process with the defaults
-``SecAggParams.for_cohort(N)`` (at N <= 100 that is plain SecAgg: every site neighbours every
-other) over a model of ``--length`` values (default 100,000). The dropped sites leave after
-sharing, before masking: the costliest case for the server, which must rebuild each one's mask
-key and remove its pairwise mask from each survivor's vector.
+``SecAggParams.for_cohort(N, dropout=--design-dropout)`` (by default a third: at N <= 100 that
+is plain SecAgg, every site neighbours every other; 0.1 gives SecAgg+'s smaller graphs) over a
+model of ``--length`` values (default 100,000). The dropped sites leave after sharing, before
+masking: the costliest case for the server, which must rebuild each one's mask key and remove
+its pairwise mask from each survivor's vector.
 
 Figures (CPU milliseconds, ``time.process_time``; min and median over ``--repeat`` rounds):
 
@@ -21,7 +22,7 @@ Also printed: the bytes one site sends (advert, sealed shares, the uint64 masked
 reveals) and receives (roster, shares for it), and their ratio to a float32 update of the model.
 
     PYTHONPATH=src .venv/bin/python bench/secagg_protocol.py [--sizes 10 50 100] [--length 100000]
-        [--dropouts 0 0.3] [--repeat 3]
+        [--dropouts 0 0.3] [--repeat 3] [--design-dropout 0.333]
 """
 
 from __future__ import annotations
@@ -56,9 +57,10 @@ def timed(call: Callable[[], Any]) -> tuple[Any, float]:
     return out, 1e3 * (time.process_time() - start)
 
 
-def one_round(count: int, length: int, dropout: float, seed: int) -> tuple[dict[str, float], dict[str, float], dict[str, int]]:
+def one_round(
+    params: SecAggParams, count: int, length: int, dropout: float, seed: int
+) -> tuple[dict[str, float], dict[str, float], dict[str, int]]:
     """(server CPU per phase, median site CPU per phase, bytes of one site) of one round."""
-    params = SecAggParams.for_cohort(count)
     names = [f"site{i:03d}" for i in range(count)]
     round_seed = seed.to_bytes(4, "big") * 8
     rng = np.random.default_rng(seed)
@@ -129,9 +131,10 @@ def main() -> None:
     parser.add_argument("--length", type=int, default=100_000)
     parser.add_argument("--dropouts", type=float, nargs="+", default=[0.0, 0.3])
     parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--design-dropout", type=float, default=1 / 3, help="for_cohort's dropout (sizes t and k)")
     args = parser.parse_args()
     for count in args.sizes:
-        params = SecAggParams.for_cohort(count)
+        params = SecAggParams.for_cohort(count, dropout=args.design_dropout)
         for dropout in args.dropouts:
             print(
                 f"\nN = {count} sites, {args.length:,} values, {dropout:.0%} dropping before masking "
@@ -140,7 +143,7 @@ def main() -> None:
             figures: dict[str, list[float]] = {"plain NumPy sum (server)": []}
             for repeat in range(args.repeat):
                 figures["plain NumPy sum (server)"].append(plain_sum(count, args.length, repeat))
-                serving, per_site, sizes = one_round(count, args.length, dropout, repeat)
+                serving, per_site, sizes = one_round(params, count, args.length, dropout, repeat)
                 for phase, cpu in serving.items():
                     figures.setdefault(f"server {phase}", []).append(cpu)
                 figures.setdefault("server total", []).append(sum(serving.values()))
