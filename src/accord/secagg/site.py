@@ -60,7 +60,7 @@ class SiteSession:
         seed: bytes | None = None,
     ) -> None:
         self.params = params
-        self.cohort = check_session(params, cohort, round_seed, length)
+        self.cohort = frozenset(check_session(params, cohort, round_seed, length))
         if site not in self.cohort:
             raise SecAggRefused(f"site {site!r} is not in this round's cohort", "start a session only for a selected site")
         self.site, self.round_seed, self.length = site, round_seed, length
