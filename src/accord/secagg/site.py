@@ -45,8 +45,9 @@ class SiteSession:
     ``site`` is this site's name, ``cohort`` the names the round selected, ``round_seed`` bytes
     every party agrees on for this round (e.g. derived from the plan hash and round number; it
     fixes the neighbourhood graph and binds every key derivation to the round), ``length`` the
-    number of model values the update holds. ``seed`` (tests only) makes the secrets
-    deterministic; None draws them from the OS's entropy.
+    number of model values the update holds. ``seed`` (tests only) makes the keys, seeds and
+    nonces deterministic; None draws them from the OS's entropy (``secrets``). The Shamir
+    polynomials' coefficients always come from pycryptodome's OS-entropy generator.
     """
 
     def __init__(
