@@ -8,6 +8,8 @@ from collections.abc import Callable
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from scipy import stats
 
 from accord.errors import AccordError
@@ -21,6 +23,7 @@ from accord.secagg.messages import (
     decode_advert,
     decode_map,
     decode_reveal,
+    decode_sealed,
     encode_advert,
     encode_map,
 )
@@ -451,3 +454,37 @@ def test_import_accord_does_not_import_the_crypto_libraries() -> None:
         "print(sorted(m for m in ('Crypto', 'cryptography.hazmat.primitives.ciphers') if m in sys.modules))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+def test_a_site_with_too_few_live_neighbours_refuses_to_mask() -> None:
+    federation, sent = _shared_round()
+    a = federation.names[0]
+    few = {sender: sent[sender][a] for sender in federation.names[1:3]}  # 2 of its 5 neighbours
+    with pytest.raises(SecAggRefused, match="got shares from 2 of its 5 neighbours, fewer than the 3"):
+        federation.sites[a].mask(few, np.zeros(4), 1)
+
+
+def test_the_server_takes_reveals_from_survivors_once() -> None:
+    federation, survivors, dropped = _masked_round(6)
+    server, site = federation.server, survivors[0]
+    reveals = federation.sites[site].unmask(survivors, dropped)
+    server.add_reveal(site, reveals)
+    with pytest.raises(SecAggRefused, match="already sent its reveals") as refused:
+        server.add_reveal(site, reveals)
+    assert refused.value.kind == "state"
+    with pytest.raises(SecAggRefused, match="'mallory' is not a survivor"):
+        server.add_reveal("mallory", reveals)
+    with pytest.raises(SecAggRefused, match="taking reveals, not taking masked updates"):
+        server.add_masked(survivors[1], np.zeros(9, dtype=np.uint64))
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=120), st.sampled_from(["advert", "sealed", "reveal", "map"]))
+def test_decoders_refuse_any_bytes_with_one_clear_error(data: bytes, kind: str) -> None:
+    decoders = {"advert": decode_advert, "sealed": decode_sealed, "reveal": decode_reveal, "map": decode_map}
+    code = {"advert": 1, "sealed": 2, "reveal": 3, "map": 4}[kind]
+    for blob in (data, b"ASG\x01" + data, b"ASG\x01" + bytes([code]) + data):
+        try:
+            decoders[kind](blob)
+        except SecAggRefused as refused:
+            assert refused.fix
