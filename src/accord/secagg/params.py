@@ -101,7 +101,8 @@ class SecAggParams:
         of k) is below 2^-20; when no k < n - 1 achieves that, k = n - 1 (plain SecAgg, which
         survives any third dropping). With a third dropping that is plain SecAgg up to about 300
         sites: the majority threshold needs k of a few hundred to tolerate a third reliably;
-        with 10% dropping, k is 34 at 100 sites and 42 at 10,000.
+        with 10% dropping, k is 34 at 100 sites and 42 at 10,000. Plain SecAgg survives
+        floor(n/3) sites dropping from 4 sites up; at 3 sites, none may drop.
         """
         if isinstance(cohort_size, bool) or not isinstance(cohort_size, int) or cohort_size < 3:
             raise AccordError(
