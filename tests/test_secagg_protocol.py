@@ -181,3 +181,10 @@ def test_a_wrong_reveal_of_a_dropped_sites_key_is_detected() -> None:
     # The forged share is among the first threshold shares used: the rebuilt key does not match.
     with pytest.raises(SecAggRefused, match="does not match its advert"):
         server.result()
+
+
+@pytest.mark.parametrize("count", [4, 5, 6, 7])
+@pytest.mark.parametrize("phase", ["mask", "reveal"])
+def test_small_cohorts_survive_a_third_dropping(count: int, phase: str) -> None:
+    federation = Round(plain(count), count, 16, seed=count)
+    federation.check(federation.run({phase: set(federation.names[: count // 3])}))
