@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from scipy import stats
 from secagg_round import PHASES, ROUND, Round, masked_round, plain
 
@@ -188,3 +190,16 @@ def test_a_wrong_reveal_of_a_dropped_sites_key_is_detected() -> None:
 def test_small_cohorts_survive_a_third_dropping(count: int, phase: str) -> None:
     federation = Round(plain(count), count, 16, seed=count)
     federation.check(federation.run({phase: set(federation.names[: count // 3])}))
+
+
+@settings(max_examples=25, deadline=None)
+@given(st.integers(6, 10), st.lists(st.sampled_from(PHASES), min_size=10, max_size=10), st.integers(0, 2**16))
+def test_any_third_dropping_over_any_phases_is_recovered(count: int, phases: list[str], seed: int) -> None:
+    """Plain SecAgg: any floor(n/3) sites, each dropping before any phase, leave the right sum."""
+    federation = Round(plain(count), count, 8, seed=seed % 256)
+    rng = np.random.default_rng(seed)
+    lost = rng.choice(federation.names, count // 3, replace=False)
+    drops: dict[str, set[str]] = {}
+    for name, phase in zip(lost, phases):
+        drops.setdefault(phase, set()).add(str(name))
+    federation.check(federation.run(drops))
