@@ -149,8 +149,12 @@ def test_a_revoked_certificate_no_longer_verifies(federation: Federation) -> Non
     from cryptography import x509
 
     serial = x509.load_pem_x509_certificate(site.credential).serial_number
-    revoking = CollaboratorVerifier(CertLayout(federation.cert_dir).chain, revoked={serial})
+    revoked: set[int] = set()
+    revoking = CollaboratorVerifier(CertLayout(federation.cert_dir).chain, revoked=lambda: revoked)
+    assert revoking("site002", site.credential, b"x", site.sign(b"x"))
+    revoked.add(serial)  # revoked after its certificate was checked once: refused from then on
     assert not revoking("site002", site.credential, b"x", site.sign(b"x"))
+    assert not CollaboratorVerifier(CertLayout(federation.cert_dir).chain, revoked=lambda: revoked)("site002", site.credential, b"x", site.sign(b"x"))
 
 
 def test_the_server_refuses_an_unsigned_or_forged_advert(federation: Federation) -> None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
@@ -62,20 +62,29 @@ def _is_collaborator(cert: x509.Certificate) -> bool:
 class CollaboratorVerifier:
     """``verifier(site, certificate, data, signature)``: whether ``certificate`` (DER or PEM) is
     a collaborator certificate of the federation (issued by the chain's signing CA, valid now,
-    not in ``revoked``) whose common name is ``site``, and ``signature`` its signature of ``data``.
-    The reason for a False is logged. Certificates that passed are remembered by their bytes."""
+    its serial not in ``revoked()``, asked on every call) whose common name is ``site``, and
+    ``signature`` its signature of ``data``. The reason for a False is logged. Certificates whose
+    chain and name passed are remembered by their bytes (one chain check per site)."""
 
-    def __init__(self, chain_path: str | os.PathLike[str], revoked: set[int] | None = None, now: dt.datetime | None = None) -> None:
+    def __init__(
+        self,
+        chain_path: str | os.PathLike[str],
+        revoked: Callable[[], Collection[int]] = frozenset,
+        now: dt.datetime | None = None,
+    ) -> None:
         self.chain_path, self.revoked, self.now = chain_path, revoked, now
         self._checked: dict[tuple[str, bytes], x509.Certificate] = {}
 
     def certificate(self, site: str, certificate: bytes) -> x509.Certificate | None:
-        """The parsed ``certificate`` if it is a valid collaborator certificate named ``site``, else None (logged)."""
+        """The parsed ``certificate`` if it is a valid, unrevoked collaborator certificate named ``site``, else None (logged)."""
         known = self._checked.get((site, certificate))
         if known is not None:
+            if known.serial_number in self.revoked():
+                log.warning("signature of %r refused: its certificate (serial %x) has been revoked", site, known.serial_number)
+                return None
             return known
         try:
-            cert = verify_peer_certificate(certificate, self.chain_path, self.revoked, self.now)
+            cert = verify_peer_certificate(certificate, self.chain_path, set(self.revoked()), self.now)
             name = common_name(cert)
         except PKIError as exc:
             log.warning("signature of %r refused: its certificate does not check out: %s", site, exc)
