@@ -149,3 +149,23 @@ def _neighbourhood_size(cohort_size: int) -> int:
         if cohort_size * tail < 2.0**FAILURE_LOG2:
             return k
     return cohort_size - 1
+
+
+def check_session(params: SecAggParams, cohort: object, round_seed: object, length: object) -> tuple[str, ...]:
+    """The cohort as a tuple of names, after checking a session's inputs (AccordError naming the fix)."""
+    if isinstance(cohort, str | bytes) or not all(isinstance(name, str) and name for name in cohort):  # type: ignore[attr-defined]
+        raise AccordError("the secure aggregation cohort must be a list of site names", "pass the names the round selected")
+    names = tuple(cohort)  # type: ignore[call-overload]
+    if len(set(names)) != len(names):
+        raise AccordError("the secure aggregation cohort names a site twice", "pass each selected site once")
+    if not isinstance(round_seed, bytes) or not 16 <= len(round_seed) <= 64:
+        raise AccordError("the secure aggregation round seed must be 16 to 64 bytes", "derive it from the plan hash and the round number")
+    if isinstance(length, bool) or not isinstance(length, int) or length < 1:
+        raise AccordError(f"the secure aggregation length is {length!r}; it must be a positive integer", "pass the number of model values")
+    if len(names) < params.threshold:
+        raise AccordError(
+            f"the cohort has {len(names)} sites, fewer than the secure aggregation threshold {params.threshold}",
+            "select at least threshold sites per round, or lower the threshold",
+        )
+    params.check_capacity(len(names))
+    return names

@@ -5,6 +5,9 @@ Phases, in order (each refuses out-of-order or malformed input with SecAggRefuse
 2. ``share(roster)``: sealed shares of its secrets for each neighbour.
 3. ``mask(shares_for_me, update, weight)``: the masked, fixed-point encoded weighted update.
 4. ``unmask(survivors, dropped)``: reveals, answered once, never both secrets of one site.
+
+A retried call with the same input gets the same answer (advertise, share, unmask); any other
+repeat is refused, so a transport may retry but an aggregator cannot ask twice differently.
 """
 
 from __future__ import annotations
@@ -13,7 +16,27 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
-from accord.secagg.params import SecAggParams
+from accord.secagg import crypto, encoding
+from accord.secagg.graph import Neighbourhood
+from accord.secagg.messages import (
+    SECRET_MASK_KEY,
+    SECRET_SELF,
+    SHARE_BYTES,
+    Advert,
+    Reveal,
+    SecAggRefused,
+    decode_advert,
+    decode_sealed,
+    decode_share_pair,
+    encode_advert,
+    encode_reveal,
+    encode_sealed,
+    encode_share_pair,
+)
+from accord.secagg.params import SecAggParams, check_session
+
+_NEW, _ADVERTISED, _SHARED, _MASKED, _REVEALED = range(5)
+_PHASES = ("new", "advertised", "shared", "masked", "revealed")
 
 
 class SiteSession:
@@ -36,11 +59,39 @@ class SiteSession:
         *,
         seed: bytes | None = None,
     ) -> None:
-        raise NotImplementedError
+        self.params = params
+        self.cohort = check_session(params, cohort, round_seed, length)
+        if site not in self.cohort:
+            raise SecAggRefused(f"site {site!r} is not in this round's cohort", "start a session only for a selected site")
+        self.site, self.round_seed, self.length = site, round_seed, length
+        self._drawer = crypto.Drawer(seed)
+        self._c_sk = crypto.X25519PrivateKey.from_private_bytes(self._drawer.draw(32))
+        self._s_seed = self._drawer.draw(SHARE_BYTES)
+        self._s_sk = crypto.mask_key_from_seed(self._s_seed)
+        self._b = self._drawer.draw(SHARE_BYTES)
+        self._advert = encode_advert(Advert(crypto.public_bytes(self._c_sk), crypto.public_bytes(self._s_sk)))
+        self._phase = _NEW
+        self._roster: dict[str, Advert] = {}
+        self._graph: Neighbourhood | None = None
+        self._shared: tuple[dict[str, bytes], dict[str, bytes]] | None = None
+        self._held: dict[str, tuple[int, bytes, bytes]] = {}
+        self._revealed: tuple[frozenset[str], frozenset[str], dict[str, bytes]] | None = None
+
+    def _expect(self, phase: int, step: str) -> None:
+        if self._phase != phase:
+            raise SecAggRefused(
+                f"site {self.site!r} cannot {step} now: its SecAgg session is {_PHASES[self._phase]}, "
+                f"this step needs it {_PHASES[phase]}",
+                "run the SecAgg phases in order, each once",
+                kind="state",
+            )
 
     def advertise(self) -> bytes:
         """Phase 1: the advert message (c_pk for share encryption, s_pk for masks)."""
-        raise NotImplementedError
+        if self._phase > _ADVERTISED:
+            self._expect(_NEW, "advertise")
+        self._phase = _ADVERTISED
+        return self._advert
 
     def share(self, roster: Mapping[str, bytes]) -> dict[str, bytes]:
         """Phase 2: given every advertised site's advert (``roster``, including this site's own,
@@ -49,7 +100,43 @@ class SiteSession:
         Refuses a roster smaller than the threshold, naming sites outside the cohort, or
         carrying a different advert for this site.
         """
-        raise NotImplementedError
+        if self._shared is not None and self._phase == _SHARED and dict(roster) == self._shared[0]:
+            return dict(self._shared[1])
+        self._expect(_ADVERTISED, "share")
+        fix = "the aggregator must send the adverts of the sites that advertised, unchanged"
+        if not isinstance(roster, Mapping):
+            raise SecAggRefused("the SecAgg roster is not a mapping of site names to adverts", fix)
+        strangers = sorted(name for name in roster if name not in self.cohort)
+        if strangers:
+            raise SecAggRefused(f"the SecAgg roster names sites outside the cohort: {strangers[:5]}", fix)
+        if roster.get(self.site) != self._advert:
+            raise SecAggRefused(f"the SecAgg roster does not carry site {self.site!r}'s own advert unchanged", fix)
+        if len(roster) < self.params.threshold:
+            raise SecAggRefused(
+                f"the SecAgg roster has {len(roster)} sites, fewer than the threshold {self.params.threshold}",
+                "wait for more sites to advertise, or end the round without secure aggregation",
+            )
+        adverts = {name: decode_advert(data, f"the advert of {name!r}") for name, data in roster.items()}
+        own = adverts[self.site]
+        copies = sorted(name for name, advert in adverts.items() if name != self.site and {own.c_pk, own.s_pk} & {advert.c_pk, advert.s_pk})
+        if copies:
+            raise SecAggRefused(f"the SecAgg roster gives sites {copies[:5]} the keys of site {self.site!r}", fix)
+        graph = Neighbourhood(self.params, adverts, self.round_seed)
+        neighbours = graph.of(self.site)
+        b_shares = crypto.split(self._b, graph.share_threshold, len(neighbours))
+        s_shares = crypto.split(self._s_seed, graph.share_threshold, len(neighbours))
+        sealed: dict[str, bytes] = {}
+        for peer, (index, b_share), (_, s_share) in zip(neighbours, b_shares, s_shares):
+            key = crypto.share_key(self._c_sk, adverts[peer].c_pk, self.site, peer, self.round_seed)
+            nonce = self._drawer.draw(12)
+            ciphertext = crypto.seal_share(
+                key, nonce, encode_share_pair(index, b_share, s_share), crypto.share_aad(self.round_seed, self.site, peer)
+            )
+            sealed[peer] = encode_sealed(nonce, ciphertext)
+        self._roster, self._graph = adverts, graph
+        self._shared = (dict(roster), sealed)
+        self._phase = _SHARED
+        return dict(sealed)
 
     def mask(self, shares_for_me: Mapping[str, bytes], update: np.ndarray, weight: int) -> np.ndarray:
         """Phase 3: the masked vector (uint64, ``length`` + 1 values: weight * clipped update in
@@ -59,7 +146,43 @@ class SiteSession:
         receiver, fewer than a majority of its neighbours (its update would be too weakly masked),
         an update of the wrong size or with NaN/inf, and a weight outside [1, max_weight].
         """
-        raise NotImplementedError
+        self._expect(_SHARED, "mask")
+        graph = self._graph
+        assert graph is not None
+        neighbours = graph.of(self.site)
+        fix = "the aggregator must forward each neighbour's sealed share to the site it names, unchanged"
+        if not isinstance(shares_for_me, Mapping):
+            raise SecAggRefused("the shares for this site are not a mapping of sender names to sealed shares", fix)
+        strangers = sorted(name for name in shares_for_me if name not in neighbours)
+        if strangers:
+            raise SecAggRefused(f"site {self.site!r} got shares from sites that are not its neighbours: {strangers[:5]}", fix)
+        if len(shares_for_me) < graph.share_threshold:
+            raise SecAggRefused(
+                f"site {self.site!r} got shares from {len(shares_for_me)} of its {len(neighbours)} neighbours, fewer than "
+                f"the {graph.share_threshold} its update needs to be masked",
+                "too many neighbours dropped: end the round without this site",
+            )
+        encoded = encoding.encode(self.params, update, weight, self.length)
+        held: dict[str, tuple[int, bytes, bytes]] = {}
+        for sender in sorted(shares_for_me):
+            what = f"the sealed share from {sender!r} to {self.site!r}"
+            nonce, ciphertext = decode_sealed(shares_for_me[sender], what)
+            key = crypto.share_key(self._c_sk, self._roster[sender].c_pk, self.site, sender, self.round_seed)
+            plain = crypto.open_share(key, nonce, ciphertext, crypto.share_aad(self.round_seed, sender, self.site), what)
+            index, b_share, s_share = decode_share_pair(plain)
+            if index != graph.index(sender, self.site):
+                raise SecAggRefused(f"{what} carries share index {index}, not this site's {graph.index(sender, self.site)}", fix)
+            held[sender] = (index, b_share, s_share)
+        masked = encoded + crypto.self_mask(self._b, self.site, self.round_seed, self.length + 1)
+        for peer in held:
+            mask = crypto.pair_mask(self._s_sk, self._roster[peer].s_pk, self.site, peer, self.round_seed, self.length + 1)
+            if self.site < peer:
+                masked += mask
+            else:
+                masked -= mask
+        self._held = held
+        self._phase = _MASKED
+        return masked
 
     def unmask(self, survivors: Sequence[str], dropped: Sequence[str]) -> dict[str, bytes]:
         """Phase 4: reveal messages (owner site -> bytes): its share of each surviving
@@ -69,4 +192,52 @@ class SiteSession:
         threshold, this site not among the survivors, names outside the roster, and a neighbour
         whose shares it holds named neither (every such site must be accounted for).
         """
-        raise NotImplementedError
+        live, gone = self._names(survivors, "survivors"), self._names(dropped, "dropped")
+        if self._revealed is not None:
+            if (live, gone) == self._revealed[:2]:
+                return dict(self._revealed[2])
+            raise SecAggRefused(
+                f"site {self.site!r} already answered an unmask request; it answers once",
+                "ask each site once, with the same survivors and dropped sites for all",
+                kind="state",
+            )
+        self._expect(_MASKED, "unmask")
+        fix = "name each site that masked as a survivor and each that shared but did not mask as dropped, never both"
+        both = sorted(live & gone)
+        if both:
+            raise SecAggRefused(
+                f"site {self.site!r} refuses to reveal: sites {both[:5]} are named both survivor and dropped "
+                "(that would give the aggregator both secrets of one site)",
+                fix,
+            )
+        if self.site not in live:
+            raise SecAggRefused(f"site {self.site!r} is asked to unmask but is not named a survivor", fix)
+        strangers = sorted((live | gone) - set(self._roster))
+        if strangers:
+            raise SecAggRefused(f"the unmask request names sites that did not advertise: {strangers[:5]}", fix)
+        if len(live) < self.params.threshold:
+            raise SecAggRefused(
+                f"site {self.site!r} refuses to reveal: {len(live)} survivors, fewer than the threshold {self.params.threshold}",
+                "end the round without secure aggregation; the sum of so few sites is not safe to unmask",
+            )
+        unnamed = sorted(set(self._held) - live - gone)
+        if unnamed:
+            raise SecAggRefused(f"the unmask request names neither survivor nor dropped sites {unnamed[:5]}, whose shares this site holds", fix)
+        reveals = {
+            owner: encode_reveal(
+                Reveal(SECRET_SELF, index, b_share) if owner in live else Reveal(SECRET_MASK_KEY, index, s_share)
+            )
+            for owner, (index, b_share, s_share) in self._held.items()
+        }
+        self._revealed = (live, gone, reveals)
+        self._phase = _REVEALED
+        return dict(reveals)
+
+    @staticmethod
+    def _names(names: Sequence[str], what: str) -> frozenset[str]:
+        if isinstance(names, str | bytes) or not all(isinstance(name, str) for name in names):
+            raise SecAggRefused(f"the unmask request's {what} is not a list of site names", "send lists of site names")
+        unique = frozenset(names)
+        if len(unique) != len(names):
+            raise SecAggRefused(f"the unmask request's {what} names a site twice", "name each site once")
+        return unique
