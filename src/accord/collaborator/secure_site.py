@@ -20,6 +20,7 @@ from accord.plan.secure_aggregation import secagg_params
 from accord.strategies.secure_phases import (
     ADVERTISE,
     MASKED,
+    MASKED_DTYPE,
     SHARE,
     UNMASK,
     decode_entries,
@@ -77,7 +78,7 @@ class SecureSite:
         session = self._current(reply.round_number, "mask")
         change = flatten_change(reply.tensors, global_model, reply.is_delta)
         vector = session.mask(decode_entries(payload, "the shares routed to this site"), change, int(reply.sample_count))
-        return dataclasses.replace(reply, tensors={MASKED: vector}, is_delta=False)
+        return dataclasses.replace(reply, tensors={MASKED: vector.view(MASKED_DTYPE)}, is_delta=False)
 
     def _open(self, round_number: int, payload: bytes, global_model: ModelState) -> bytes:
         from accord.secagg.site import SiteSession  # cryptography and pycryptodome: accord[secagg]

@@ -27,6 +27,7 @@ from accord.strategies.secure_phases import (
     ADVERTISE,
     MASK,
     MASKED,
+    MASKED_DTYPE,
     PHASES,
     SEED_BYTES,
     SHARE,
@@ -131,7 +132,7 @@ class SecurePhases:
         return self._request
 
     def tensor_specs(self) -> Mapping[str, tuple[str, tuple[int, ...]]]:
-        return {MASKED: ("uint64", (self.length + 1,))}
+        return {MASKED: (MASKED_DTYPE, (self.length + 1,))}
 
     def take(self, phase: str, collaborator: str, payload: bytes, tensors: Mapping[str, np.ndarray] | None, weight: float) -> None:
         if phase == ADVERTISE:
@@ -144,7 +145,7 @@ class SecurePhases:
                     f"the masked update of {collaborator} must be the one tensor {MASKED!r} and no payload",
                     kind="payload",
                 )
-            self.session.add_masked(collaborator, np.asarray(tensors[MASKED]))
+            self.session.add_masked(collaborator, np.asarray(tensors[MASKED]).view(np.uint64))
         else:
             self.session.add_reveal(collaborator, decode_entries(payload, f"the reveals of {collaborator}"))
 

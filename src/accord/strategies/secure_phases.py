@@ -25,8 +25,10 @@ ADVERTISE, SHARE, MASK, UNMASK = "advertise", "share", "mask", "unmask"
 PHASES = (ADVERTISE, SHARE, MASK, UNMASK)
 #: the phases whose reply is a payload only (MASK runs the tasks)
 REPLY_PHASES = (ADVERTISE, SHARE, UNMASK)
-#: the name of the masked update's tensor (uint64: the update's float values, then the weight)
+#: the name of the masked update's tensor: the ring's uint64 elements (the update's float
+#: values, then the weight) travel and are staged as int64, the same bits (safetensors has no U64)
 MASKED = "secagg.masked"
+MASKED_DTYPE = "int64"
 SEED_BYTES = 32
 #: the most sites a payload names (a cohort larger than this is refused by the site)
 MAX_SITES = 100_000
