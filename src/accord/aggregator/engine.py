@@ -9,7 +9,7 @@ import numpy as np
 
 from accord.aggregation.bounds import UNBOUNDED, BoundEvent, UpdateBounds
 from accord.aggregator.assigner import Assigner, uniform_tasks
-from accord.aggregator.events import EventBus, ResultAccepted, ResultFailed, RoundClosed, RoundOpened, RoundOutcome
+from accord.aggregator.events import EventBus, PhaseOpened, ResultAccepted, ResultFailed, RoundClosed, RoundOpened, RoundOutcome
 from accord.aggregator.metrics import MetricRecord, WeightedMetrics
 from accord.aggregator.result_checks import check_report, check_result
 from accord.aggregator.stragglers import Decision, StragglerPolicy
@@ -408,9 +408,9 @@ class RoundEngine:
             members=assigned,
             tasks=outstanding,
         )
+        self.events.emit(RoundOpened(number, assigned, dict(config), final))
         if current.phases is not None:
             self._begin_phase(current, 0, assigned)
-        self.events.emit(RoundOpened(number, assigned, dict(config), final))
 
     def _begin_phase(self, current: _Round, index: int, members: tuple[str, ...]) -> None:
         """Open phase ``index`` of a multi-phase round for ``members``: in the tasks phase each
@@ -424,6 +424,7 @@ class RoundEngine:
         current.phase_opened_at = self.clock()
         current.min_replies = phases.min_replies(name, len(members))
         phases.begin(name, members)
+        self.events.emit(PhaseOpened(current.number, name, members))
 
     def _end_phase(self, current: _Round) -> RoundOutcome | None:
         """The open phase ends (the policy said so): the next phase opens with those who

@@ -24,7 +24,7 @@ from accord.aggregator.events import RoundOutcome, Sink
 from accord.aggregator.journal import Journal
 from accord.aggregator.metrics import MetricsLog
 from accord.aggregator.plan_engine import assigner_for, engine_for, strategy_for
-from accord.aggregator.reporting import ResultLog, metrics_sink, report_closed
+from accord.aggregator.reporting import ResultLog, metrics_sink, phase_sink, report_closed
 from accord.aggregator.saved import SavedRound
 from accord.aggregator.staging import StagedFile
 from accord.aggregator.status import RoundStatus
@@ -64,7 +64,7 @@ class AggregatorRuntime:
         self.engine = engine_for(plan, assigner, strategy, initial, clock, saved)
         self.metrics_log = MetricsLog(plan.resolve_path(settings.metrics_path))
         self.metrics_log.keep_before(saved.round_number if saved else 0)
-        for sink in (metrics_sink(self.metrics_log), *sinks):  # engine events (aggregator/events.py)
+        for sink in (metrics_sink(self.metrics_log), phase_sink, *sinks):  # engine events (aggregator/events.py)
             self.engine.events.subscribe(sink)
         self._cond = threading.Condition()
         self._uploads = threading.BoundedSemaphore(settings.max_concurrent_uploads)
