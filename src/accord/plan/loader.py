@@ -270,6 +270,13 @@ def check_objects(plan: Plan) -> None:
             "sends each update masked (masked values do not compress)",
             "remove compression_pipeline.settings.upload, or set aggregator.settings.secure_aggregation.enabled: false",
         )
+    if secure.enabled and plan.model.collaborator.settings.opt_treatment == "CONTINUE_GLOBAL":
+        raise PlanError(
+            f"{plan.path or 'the plan'}: collaborator.settings.opt_treatment is CONTINUE_GLOBAL, but secure aggregation "
+            "sums the model's changes only (optimizer state, such as step counts, is not clipped and masked with them)",
+            "set collaborator.settings.opt_treatment to RESET or CONTINUE_LOCAL, or set "
+            "aggregator.settings.secure_aggregation.enabled: false",
+        )
     if not names_workspace_code(plan.model.aggregator.settings.strategy.model_dump()):
         plan.strategy()
     if not any(WORKSPACE_TEMPLATE.fullmatch(mod.template) for mod in plan.model.collaborator.settings.mods):
