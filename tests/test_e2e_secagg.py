@@ -98,14 +98,17 @@ def test_a_secure_round_gives_plain_fedavg_over_the_same_sites(tmp_path: Path) -
 
 
 def test_sites_killed_mid_round_leave_fedavg_over_the_survivors_under_the_cutoff(tmp_path: Path) -> None:
-    """4 sites, threshold 2, cutoff_time 4 s a phase. collaborator4 is killed -9 in its training
+    """4 sites, threshold 2, cutoff_time 20 s a phase. collaborator4 is killed -9 in its training
     (it advertised and shared, never masked); collaborator3 is killed -9 after its masked update
     was received, before the unmask request (its self mask is rebuilt from the others' shares,
     collaborator4's pairwise masks from its mask-key shares). The model is plain FedAvg over
     collaborators 1-3, as a plain run where collaborator4 never starts gives."""
-    policy = {"straggler_handling_policy.settings": {"policy": "cutoff_time", "cutoff_seconds": 4.0, "min_reports": 1}}
-    reference = workspace(tmp_path / "plain", 4, None, **policy)
-    secure = workspace(tmp_path / "secure", 4, {"threshold": 2}, **policy)
+    def cutoff(seconds: float, min_reports: int) -> dict:
+        return {"straggler_handling_policy.settings": {"policy": "cutoff_time", "cutoff_seconds": seconds, "min_reports": min_reports}}
+
+    reference = workspace(tmp_path / "plain", 4, None, **cutoff(4.0, 3))  # closes with collaborators 1-3
+    # each phase's cut-off counts from its opening: long enough for every site's process to join
+    secure = workspace(tmp_path / "secure", 4, {"threshold": 2}, **cutoff(20.0, 1))
     same_init(reference, secure)
 
     sites = Sites(reference)
