@@ -103,7 +103,7 @@ def one_round(sites: int, dropout: float, params: int, secure: bool, seed: int) 
     rng = np.random.default_rng(seed)
     model = model_of(params)
     updates = {n: {k: (v + rng.normal(0, 0.01, v.shape)).astype(np.float32) for k, v in model.items()} for n in names}
-    dropped = set(names[: int(round(dropout * sites))])
+    dropped = set(names[: round(dropout * sites)])
     settings = SecureAggregationSettings(enabled=True, clip=1.0)
     clock = Clock()
     engine = RoundEngine(

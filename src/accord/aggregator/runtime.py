@@ -33,7 +33,7 @@ from accord.errors import AccordError, RefusedError
 from accord.messages import Action, FederationInfo, TaskAssignment, TaskResult
 from accord.plan.identity import shown_hash
 from accord.plan.loader import Plan
-from accord.tensors.state import ModelState, StateView, load_state, tensor_specs
+from accord.tensors.state import ModelState, StateView, load_state
 
 log = logging.getLogger("accord.aggregator")
 

@@ -8,16 +8,16 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import TypeVar
 
 from accord.collaborator.accept import PHASES, Refused, accept
-from accord.collaborator.secure_site import SecureSite
 from accord.collaborator.executor import Executor, SiteFailure, chain, read_only, stamp
+from accord.collaborator.secure_site import SecureSite
 from accord.data.base import DataLoader
 from accord.errors import AccordError, RefusedError
 from accord.messages import Action, ConfigValue, Task, TaskAssignment, TaskResult
 from accord.mods.base import Instruction, Mod
 from accord.plan.compression import NO_COMPRESSION, CompressionSettings
 from accord.plan.schema import SecureAggregationSettings, TaskSpec
-from accord.strategies import secure_phases
 from accord.runners.base import TaskRunner
+from accord.strategies import secure_phases
 from accord.tensors.compression import Encoded, UpdateEncoder
 from accord.tensors.digest import model_digest
 from accord.tensors.state import ModelState, tensor_specs

@@ -46,7 +46,8 @@ class SecureSite:
         self.settings = settings
         self._session: SiteSession | None = None
         self._round = -1
-        self._revealed: set[int] = set()
+        #: round -> the session that revealed in it (the only one that may answer again: a retry)
+        self._revealed: dict[int, SiteSession] = {}
 
     def answer(self, phase: str, round_number: int, payload: bytes, global_model: ModelState) -> bytes:
         """This site's reply to ``phase`` (advertise, share or unmask) of ``round_number``;
@@ -57,16 +58,16 @@ class SecureSite:
         if phase == SHARE:
             return encode_entries(session.share(decode_entries(payload, "the roster")))
         if phase == UNMASK:
-            if round_number in self._revealed:
+            if self._revealed.get(round_number, session) is not session:
                 raise RefusedError(
-                    f"the aggregator asks this site to reveal shares for round {round_number} again: "
-                    "it answers one unmask request a round",
+                    f"the aggregator asks this site to reveal shares for round {round_number} again, in a new "
+                    "session of the round: it reveals in one session a round",
                     "nothing to do at the site; the aggregator's operator should check why it restarted the round",
                     kind="payload",
                 )
             survivors, dropped = decode_request(payload)
             reveals = session.unmask(survivors, dropped)
-            self._revealed.add(round_number)
+            self._revealed[round_number] = session
             log.info("%s: round %d: revealed shares for %d survivors and %d dropped sites", self.name, round_number, len(survivors), len(dropped))
             return encode_entries(reveals)
         raise RefusedError(f"phase {phase!r} carries no reply of its own", kind="payload")

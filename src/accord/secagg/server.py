@@ -17,7 +17,15 @@ import numpy as np
 
 from accord.secagg import crypto, encoding
 from accord.secagg.graph import Neighbourhood
-from accord.secagg.messages import SECRET_MASK_KEY, SECRET_SELF, Advert, SecAggRefused, decode_advert, decode_reveal, decode_sealed
+from accord.secagg.messages import (
+    SECRET_MASK_KEY,
+    SECRET_SELF,
+    Advert,
+    SecAggRefused,
+    decode_advert,
+    decode_reveal,
+    decode_sealed,
+)
 from accord.secagg.params import SecAggParams, check_session
 
 _ADVERTS, _SHARES, _MASKS, _REVEALS, _DONE = range(5)

@@ -23,6 +23,7 @@ from accord.plan.schema import SecureAggregationSettings
 from accord.plan.secure_aggregation import secagg_params
 from accord.secagg.params import SecAggParams
 from accord.strategies.base import Strategy
+from accord.strategies.seam import EVERYONE, Accumulator, Aggregate, ClientSampling, RoundContext, RoundPhases, StrategyState
 from accord.strategies.secure_phases import (
     ADVERTISE,
     MASK,
@@ -39,7 +40,6 @@ from accord.strategies.secure_phases import (
     encode_request,
     update_length,
 )
-from accord.strategies.seam import EVERYONE, Accumulator, Aggregate, ClientSampling, RoundContext, RoundPhases, StrategyState
 from accord.tensors.state import ModelState
 
 
