@@ -159,10 +159,10 @@ class Collaborator:
     def _phase_reply(self, assignment: TaskAssignment) -> TaskResult:
         """This site's reply to a secure aggregation phase beyond its tasks (its payload only);
         PhaseRefused if the site refuses what the aggregator asks."""
-        assert self._secure is not None
         self._fetch_global(assignment.round_number)  # the reply is bound to this round's model
-        assert self._global is not None
-        payload = self._secured(lambda: self._secure.answer(assignment.phase, assignment.round_number, assignment.payload, self._global))
+        secure, global_model = self._secure, self._global
+        assert secure is not None and global_model is not None
+        payload = self._secured(lambda: secure.answer(assignment.phase, assignment.round_number, assignment.payload, global_model))
         task = assignment.tasks[0].name if assignment.tasks else assignment.phase
         return TaskResult(
             self.name, assignment.round_number, task, 0, {}, model_digest=self._global_digest, phase=assignment.phase, payload=payload

@@ -99,8 +99,8 @@ class SecurePhases:
     """One round's SecAgg+ phases over the ServerSession (accord.secagg.server): it routes the
     sites' bytes and folds each masked update into a running sum (O(model) per result)."""
 
-    names = PHASES
-    tasks_phase = MASK
+    names: tuple[str, ...] = PHASES
+    tasks_phase: str = MASK
 
     def __init__(self, context: RoundContext, params: SecAggParams, seed: bytes) -> None:
         from accord.secagg.server import ServerSession  # cryptography and pycryptodome: accord[secagg]
