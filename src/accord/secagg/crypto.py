@@ -28,8 +28,6 @@ except ImportError as exc:  # pragma: no cover - exercised only without the extr
         "pip install 'accord[secagg]'",
     ) from exc
 
-__all__ = ["X25519PrivateKey", "agree", "combine", "derive_key", "mask_key_from_seed", "open_share", "prg", "seal_share", "split"]
-
 _CTR_ZERO = bytes(16)
 
 

@@ -11,6 +11,7 @@ cohort * max_weight * clip * 2^fraction_bits.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from accord.errors import AccordError
@@ -18,11 +19,14 @@ from accord.errors import AccordError
 RING_BITS = 64
 """The ring is Z_{2^RING_BITS}; values are two's-complement int64 viewed as uint64."""
 
+MAX_DEGREE = 65_535
+"""The most neighbours a site may have: Shamir share indices travel as 16-bit numbers."""
+
 DROPOUT_FRACTION = 1 / 3
-"""The share of a cohort ``for_cohort`` sizes the neighbourhoods to survive (dropping at random)."""
+"""The share of a cohort ``for_cohort`` sizes the threshold and neighbourhoods for by default (dropping at random)."""
 
 FAILURE_LOG2 = -20
-"""``for_cohort`` picks a neighbourhood where a third of random dropouts leaves some site with too
+"""``for_cohort`` picks a neighbourhood where its dropouts, at random, leave some site with too
 few live neighbours to unmask with probability below 2^FAILURE_LOG2 per round."""
 
 
@@ -81,24 +85,37 @@ class SecAggParams:
 
     @classmethod
     def for_cohort(
-        cls, cohort_size: int, *, clip: float = 1.0, fraction_bits: int = 24, max_weight: int = 1_000_000
+        cls,
+        cohort_size: int,
+        *,
+        clip: float = 1.0,
+        fraction_bits: int = 24,
+        max_weight: int = 1_000_000,
+        dropout: float = DROPOUT_FRACTION,
     ) -> SecAggParams:
-        """Defaults for a cohort of ``cohort_size`` sites.
+        """Defaults for a cohort of ``cohort_size`` sites, ``dropout`` of which may drop (a third).
 
-        threshold t = ceil(2n/3), so a third may drop. neighbours k: the smallest even k
-        (SecAgg+'s k = O(log n)) for which, with a third of the sites dropping at random, the
+        threshold t = ceil((1 - dropout) n), at least 2. neighbours k: the smallest even k
+        (SecAgg+'s k = O(log n)) for which, with ``dropout`` of the sites dropping at random, the
         chance that some site keeps fewer live neighbours than its share threshold (a majority
         of k) is below 2^-20; when no k < n - 1 achieves that, k = n - 1 (plain SecAgg, which
-        survives any third dropping). At n <= a few hundred that is plain SecAgg: the majority
-        threshold needs k well above 100 to tolerate a third dropping reliably.
+        survives any third dropping). With a third dropping that is plain SecAgg up to about 300
+        sites: the majority threshold needs k of a few hundred to tolerate a third reliably;
+        with 10% dropping, k is 34 at 100 sites and 42 at 10,000. Plain SecAgg survives
+        floor(n/3) sites dropping from 4 sites up; at 3 sites, none may drop.
         """
         if isinstance(cohort_size, bool) or not isinstance(cohort_size, int) or cohort_size < 3:
             raise AccordError(
                 f"secure aggregation needs a cohort of at least 3 sites, not {cohort_size!r}",
                 "select at least 3 sites per round for secure aggregation",
             )
-        threshold = max(2, math.ceil(2 * cohort_size / 3))
-        params = cls(threshold, _neighbourhood_size(cohort_size), clip, fraction_bits, max_weight)
+        if not isinstance(dropout, int | float) or not 0 <= dropout < 0.5:
+            raise AccordError(
+                f"secure aggregation dropout is {dropout!r}; it must be in [0, 0.5)",
+                "set the share of the cohort that may drop, e.g. 1/3 (a majority must survive to unmask)",
+            )
+        threshold = max(2, math.ceil((1 - dropout) * cohort_size - 1e-9))
+        params = cls(threshold, _neighbourhood_size(cohort_size, dropout), clip, fraction_bits, max_weight)
         params.check_capacity(cohort_size)
         return params
 
@@ -138,12 +155,12 @@ class SecAggParams:
             )
 
 
-def _neighbourhood_size(cohort_size: int) -> int:
+def _neighbourhood_size(cohort_size: int, dropout: float) -> int:
     """The smallest even k meeting ``for_cohort``'s failure bound, else cohort_size - 1."""
-    survive = 1 - DROPOUT_FRACTION
+    survive = 1 - dropout
     for k in range(2, cohort_size - 1, 2):
         need = SecAggParams.share_threshold(k)
-        # P(fewer than `need` of k neighbours survive), each surviving with probability 2/3; a union
+        # P(fewer than `need` of k neighbours survive), each surviving with probability 1 - dropout; a union
         # bound over the cohort's sites.
         tail = sum(math.comb(k, j) * survive**j * (1 - survive) ** (k - j) for j in range(need))
         if cohort_size * tail < 2.0**FAILURE_LOG2:
@@ -151,11 +168,11 @@ def _neighbourhood_size(cohort_size: int) -> int:
     return cohort_size - 1
 
 
-def check_session(params: SecAggParams, cohort: object, round_seed: object, length: object) -> tuple[str, ...]:
+def check_session(params: SecAggParams, cohort: Sequence[str], round_seed: bytes, length: int) -> tuple[str, ...]:
     """The cohort as a tuple of names, after checking a session's inputs (AccordError naming the fix)."""
-    if isinstance(cohort, str | bytes) or not all(isinstance(name, str) and name for name in cohort):  # type: ignore[attr-defined]
+    if isinstance(cohort, str | bytes) or not all(isinstance(name, str) and name for name in cohort):
         raise AccordError("the secure aggregation cohort must be a list of site names", "pass the names the round selected")
-    names = tuple(cohort)  # type: ignore[call-overload]
+    names = tuple(cohort)
     if len(set(names)) != len(names):
         raise AccordError("the secure aggregation cohort names a site twice", "pass each selected site once")
     if not isinstance(round_seed, bytes) or not 16 <= len(round_seed) <= 64:
@@ -166,6 +183,11 @@ def check_session(params: SecAggParams, cohort: object, round_seed: object, leng
         raise AccordError(
             f"the cohort has {len(names)} sites, fewer than the secure aggregation threshold {params.threshold}",
             "select at least threshold sites per round, or lower the threshold",
+        )
+    if params.degree(len(names)) > MAX_DEGREE:
+        raise AccordError(
+            f"secure aggregation neighbours is {params.neighbours}: more than {MAX_DEGREE} neighbours per site",
+            f"set neighbours to at most {MAX_DEGREE} (SecAggParams.for_cohort picks a few hundred at most)",
         )
     params.check_capacity(len(names))
     return names

@@ -51,6 +51,7 @@ class ServerSession:
         self._request: tuple[list[str], list[str]] | None = None
         self._revealers: set[str] = set()
         self._revealed: dict[str, dict[int, bytes]] = {}
+        self._short = 0
         self._result: tuple[np.ndarray, float] | None = None
 
     def _expect(self, phase: int, site: str, step: str) -> None:
@@ -119,9 +120,6 @@ class ServerSession:
         """
         if self._phase == _SHARES:
             self._at_least(len(self._sharers), "shared")
-            for inbox in self._inbox.values():
-                for sender in set(inbox) - self._sharers:
-                    del inbox[sender]
             self._phase = _MASKS
         self._member(site, self._sharers, "one of the sites that shared")
         return dict(self._inbox[site])
@@ -149,6 +147,7 @@ class ServerSession:
         if self._request is None:
             self._at_least(len(self._masked), "sent masked updates")
             self._request = (sorted(self._masked), sorted(self._sharers - self._masked))
+            self._short = len(self._sharers)
             self._phase = _REVEALS
         return list(self._request[0]), list(self._request[1])
 
@@ -165,17 +164,30 @@ class ServerSession:
             raise SecAggRefused(f"the reveals from {site!r} are not a mapping of site names to reveals", fix)
         taken: list[tuple[str, int, bytes]] = []
         for owner, data in reveals.items():
-            what = f"the reveal from {site!r} of {owner!r}'s share"
+            what = f"the reveal by {site!r} of a share of {owner!r}"
             if owner not in self._sharers or site not in self._inbox or owner not in self._inbox[site]:
                 raise SecAggRefused(f"{what}: {site!r} holds no share of {owner!r}", fix)
             reveal = decode_reveal(data, what)
             wanted = SECRET_SELF if owner in self._masked else SECRET_MASK_KEY
-            if reveal.secret != wanted or reveal.index != graph.index(owner, site):
-                raise SecAggRefused(f"{what} is of the wrong secret or index", fix)
+            if reveal.secret != wanted:
+                asked = "survivor (its self-mask seed)" if wanted == SECRET_SELF else "dropped (its mask-key seed)"
+                raise SecAggRefused(f"{what} is of the other secret; {owner!r} was named {asked}", fix)
+            if reveal.index != graph.index(owner, site):
+                raise SecAggRefused(f"{what} has index {reveal.index}; {site!r} holds index {graph.index(owner, site)}", fix)
             taken.append((owner, reveal.index, reveal.share))
         for owner, index, share in taken:
-            self._revealed.setdefault(owner, {})[index] = share
+            shares = self._revealed.setdefault(owner, {})
+            shares[index] = share
+            if len(shares) == graph.share_threshold:
+                self._short -= 1
         self._revealers.add(site)
+
+    @property
+    def ready(self) -> bool:
+        """Whether ``result()`` can unmask now: every survivor's self-mask seed and every dropped
+        site's mask-key seed has its share threshold of reveals (the reveal phase may close
+        before every survivor answered)."""
+        return self._request is not None and self._short == 0
 
     def result(self) -> tuple[np.ndarray, float]:
         """(weighted sum as float64 of ``length`` values, total weight): the survivors' sum of

@@ -45,8 +45,9 @@ class SiteSession:
     ``site`` is this site's name, ``cohort`` the names the round selected, ``round_seed`` bytes
     every party agrees on for this round (e.g. derived from the plan hash and round number; it
     fixes the neighbourhood graph and binds every key derivation to the round), ``length`` the
-    number of model values the update holds. ``seed`` (tests only) makes the secrets
-    deterministic; None draws them from the OS's entropy.
+    number of model values the update holds. ``seed`` (tests only) makes the keys, seeds and
+    nonces deterministic; None draws them from the OS's entropy (``secrets``). The Shamir
+    polynomials' coefficients always come from pycryptodome's OS-entropy generator.
     """
 
     def __init__(
@@ -60,7 +61,7 @@ class SiteSession:
         seed: bytes | None = None,
     ) -> None:
         self.params = params
-        self.cohort = check_session(params, cohort, round_seed, length)
+        self.cohort = frozenset(check_session(params, cohort, round_seed, length))
         if site not in self.cohort:
             raise SecAggRefused(f"site {site!r} is not in this round's cohort", "start a session only for a selected site")
         self.site, self.round_seed, self.length = site, round_seed, length
@@ -87,10 +88,9 @@ class SiteSession:
             )
 
     def advertise(self) -> bytes:
-        """Phase 1: the advert message (c_pk for share encryption, s_pk for masks)."""
-        if self._phase > _ADVERTISED:
-            self._expect(_NEW, "advertise")
-        self._phase = _ADVERTISED
+        """Phase 1: the advert message (c_pk for share encryption, s_pk for masks); public, so any
+        later call returns it again."""
+        self._phase = max(self._phase, _ADVERTISED)
         return self._advert
 
     def share(self, roster: Mapping[str, bytes]) -> dict[str, bytes]:
@@ -110,7 +110,7 @@ class SiteSession:
         if strangers:
             raise SecAggRefused(f"the SecAgg roster names sites outside the cohort: {strangers[:5]}", fix)
         if roster.get(self.site) != self._advert:
-            raise SecAggRefused(f"the SecAgg roster does not carry site {self.site!r}'s own advert unchanged", fix)
+            raise SecAggRefused(f"the SecAgg roster changes or leaves out the advert of this site, {self.site!r}", fix)
         if len(roster) < self.params.threshold:
             raise SecAggRefused(
                 f"the SecAgg roster has {len(roster)} sites, fewer than the threshold {self.params.threshold}",
