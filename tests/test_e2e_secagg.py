@@ -1,6 +1,6 @@
 """Secure aggregation with real processes (fx aggregator start, fx collaborator start, mutual
 TLS on 127.0.0.1): a SecAgg+ round gives plain FedAvg's model within the fixed-point error; two
-sites killed mid-round (one between its advert and its masked update, one after masking,
+of six sites killed mid-round (one between its advert and its masked update, one after masking,
 before revealing) leave a round that completes under cutoff_time with FedAvg over the
 survivors; a robust strategy is refused in the plan."""
 
@@ -100,53 +100,57 @@ def test_a_secure_round_gives_plain_fedavg_over_the_same_sites(tmp_path: Path) -
 
 
 def test_sites_killed_mid_round_leave_fedavg_over_the_survivors_under_the_cutoff(tmp_path: Path) -> None:
-    """4 sites, threshold 2, cutoff_time CUTOFF s a phase. collaborator4 is killed -9 in its training
-    (it advertised and shared, never masked); collaborator3 is killed -9 after its masked update
-    was received, before the unmask request (its self mask is rebuilt from the others' shares,
-    collaborator4's pairwise masks from its mask-key shares). The model is plain FedAvg over
-    collaborators 1-3, as a plain run where collaborator4 never starts gives."""
+    """6 sites (plain SecAgg: each shares with the 5 others, 3 shares rebuild a secret), the
+    default threshold 4, cutoff_time CUTOFF s a phase. collaborator6 is killed -9 in its
+    training (it advertised and shared, never masked); collaborator5 is killed -9 after its
+    masked update was received, before the unmask request (its self mask is rebuilt from the
+    others' shares, collaborator6's pairwise masks from its mask-key shares). The model is
+    plain FedAvg over collaborators 1-5, as a plain run where collaborator6 never starts gives."""
+
     def cutoff(seconds: float, min_reports: int) -> dict:
         return {"straggler_handling_policy.settings": {"policy": "cutoff_time", "cutoff_seconds": seconds, "min_reports": min_reports}}
 
     once = {"aggregator.settings.final_validation": False}
-    reference = workspace(tmp_path / "plain", 4, None, **cutoff(4.0, 3), **once)  # closes with collaborators 1-3
+    survivors = {f"collaborator{i}" for i in range(1, 6)}
+    reference = workspace(tmp_path / "plain", 6, None, **cutoff(4.0, 5), **once)  # closes with collaborators 1-5
     # each phase's cut-off counts from its opening (the first one's: the aggregator's start), so it
     # is long enough for every site's process to start and join on a loaded machine
-    secure = workspace(tmp_path / "secure", 4, {"threshold": 2}, **cutoff(CUTOFF, 1), **once)
+    secure = workspace(tmp_path / "secure", 6, {}, **cutoff(CUTOFF, 1), **once)
     same_init(reference, secure)
 
     sites = Sites(reference)
     try:
-        for name in ("aggregator", "collaborator1", "collaborator2", "collaborator3"):
+        for name in ("aggregator", *sorted(survivors)):
             sites.start(name)
         codes = sites.wait_all(timeout=300)
     finally:
         sites.close()
     assert set(codes.values()) == {0}, sites.log("aggregator")
-    assert trained_by_round(reference)[0] == {"collaborator1", "collaborator2", "collaborator3"}
+    assert trained_by_round(reference)[0] == survivors
 
-    in_training, after_masking = tmp_path / "collaborator4-training", tmp_path / "collaborator3-masked"
+    in_training, after_masking = tmp_path / "collaborator6-training", tmp_path / "collaborator5-masked"
     sites = Sites(secure)
     try:
         sites.start("aggregator")
-        sites.start("collaborator1")
-        sites.start("collaborator2")
-        sites.start("collaborator3", HANG_AFTER_MASKING=str(after_masking))
-        sites.start("collaborator4", HANG_IN_TRAINING=str(in_training))
-        wait_for(in_training.exists, timeout=2 * CUTOFF, what="collaborator4 to train (after its advert and shares)")
-        sites.kill("collaborator4")
-        wait_for(after_masking.exists, timeout=2 * CUTOFF, what="collaborator3 to send its masked update")
-        sites.kill("collaborator3")
-        codes = {name: proc.wait(timeout=4 * CUTOFF) for name, proc in sites.procs.items() if name in ("aggregator", "collaborator1", "collaborator2")}
+        for name in sorted(survivors - {"collaborator5"}):
+            sites.start(name)
+        sites.start("collaborator5", HANG_AFTER_MASKING=str(after_masking))
+        sites.start("collaborator6", HANG_IN_TRAINING=str(in_training))
+        wait_for(in_training.exists, timeout=2 * CUTOFF, what="collaborator6 to train (after its advert and shares)")
+        sites.kill("collaborator6")
+        wait_for(after_masking.exists, timeout=2 * CUTOFF, what="collaborator5 to send its masked update")
+        sites.kill("collaborator5")
+        alive = ("aggregator", *sorted(survivors - {"collaborator5"}))
+        codes = {name: sites.procs[name].wait(timeout=4 * CUTOFF) for name in alive}
     finally:
         sites.close()
     log = sites.log("aggregator")
-    assert codes == {"aggregator": 0, "collaborator1": 0, "collaborator2": 0}, log
-    assert "round 0: phase share opened for 4 sites" in log
-    assert "round 0: phase unmask opened for 2 sites" in log  # collaborator3 masked, but did not finish its tasks
-    assert "round 0 closed without the reports of collaborator3, collaborator4" in log, log
-    assert "revealed shares for 3 survivors and 1 dropped sites" in sites.log("collaborator1")
-    assert trained_by_round(secure)[0] == {"collaborator1", "collaborator2", "collaborator3"}
+    assert codes == dict.fromkeys(alive, 0), log
+    assert "round 0: phase share opened for 6 sites" in log
+    assert "round 0: phase unmask opened for 4 sites" in log  # collaborator5 masked, but did not finish its tasks
+    assert "round 0 closed without the reports of collaborator5, collaborator6" in log, log
+    assert "revealed shares for 5 survivors and 1 dropped sites" in sites.log("collaborator1")
+    assert trained_by_round(secure)[0] == survivors
     assert_models_close(reference, secure)
 
 

@@ -17,7 +17,7 @@ from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
 
-from accord.errors import PlanError, RefusedError
+from accord.errors import AccordError, PlanError, RefusedError
 from accord.messages import ConfigValue
 from accord.plan.schema import SecureAggregationSettings
 from accord.plan.secure_aggregation import secagg_params
@@ -150,5 +150,10 @@ class SecurePhases:
             self.session.add_reveal(collaborator, decode_entries(payload, f"the reveals of {collaborator}"))
 
     def result(self) -> Aggregate:
-        weighted_sum, total_weight = self.session.result()
+        """The unmasked mean change on the global model; AccordError (the aggregator stops, a
+        restart runs the round again) if too few shares were revealed to unmask."""
+        try:
+            weighted_sum, total_weight = self.session.result()
+        except RefusedError as exc:  # not the last revealer's fault: the round cannot close
+            raise AccordError(f"round {self.context.round_number} cannot be unmasked: {exc.message}", exc.fix) from None
         return Aggregate(apply_mean_change(self.context.global_model, weighted_sum / total_weight))
