@@ -71,8 +71,8 @@ def build_collaborator(plan: Plan, name: str, client: AggregatorClient) -> Colla
 
 def site_options(plan: Plan) -> dict[str, Any]:
     """The Collaborator's options from this site's own plan: optimizer treatment, deltas, its
-    task definitions, its client mods, the per-round config its strategy declares, and its
-    compression pipeline."""
+    task definitions, its client mods, the per-round config its strategy declares, its
+    compression pipeline and its secure aggregation."""
     settings = plan.model.collaborator.settings
     strategy = plan.strategy()  # this site's own plan's: which config it accepts
     return {
@@ -83,6 +83,7 @@ def site_options(plan: Plan) -> dict[str, Any]:
         "mods": plan.mods(),
         "strategy": type(strategy).__name__,
         "compression": plan.model.compression_pipeline.settings,
+        "secure": plan.model.aggregator.settings.secure_aggregation,
     }
 
 

@@ -1,0 +1,159 @@
+"""SecureAggregation: a FedAvg-family strategy whose rounds run SecAgg+ as phases, so the
+aggregator only ever sees the sum of the cohort's weighted updates (docs/privacy.md).
+
+Each training round has four phases (strategies/secure_phases.py): ``advertise`` (each site's
+two public keys), ``share`` (its secrets' sealed shares for its neighbours, routed by the
+aggregator), ``mask`` (the round's tasks: the training reply is the masked, fixed-point update
+with its weight inside) and ``unmask`` (the survivors' reveals). The engine owns who owes what
+in each phase and each phase's deadline; the wrapped strategy steps from the unmasked mean
+(FedAvgM's and FedAdam's server optimizers included). Robust strategies, which need every
+update on its own, are refused.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Callable, Mapping, Sequence
+
+import numpy as np
+
+from accord.errors import AccordError, PlanError, RefusedError
+from accord.messages import ConfigValue
+from accord.plan.schema import SecureAggregationSettings
+from accord.plan.secure_aggregation import secagg_params
+from accord.secagg.params import SecAggParams
+from accord.strategies.base import Strategy
+from accord.strategies.seam import EVERYONE, Accumulator, Aggregate, ClientSampling, RoundContext, RoundPhases, StrategyState
+from accord.strategies.secure_phases import (
+    ADVERTISE,
+    MASK,
+    MASKED,
+    MASKED_DTYPE,
+    PHASES,
+    SEED_BYTES,
+    SHARE,
+    UNMASK,
+    apply_mean_change,
+    decode_entries,
+    encode_entries,
+    encode_opening,
+    encode_request,
+    update_length,
+)
+from accord.tensors.state import ModelState
+
+
+class SecureAggregation(Strategy):
+    """Wraps ``strategy`` (FedAvg, FedProx, FedAvgM, FedAdam...): its cohort, config, minimum
+    replies and server step, over the mean SecAgg+ unmasks. ``entropy(n)`` draws each round's
+    seed (the OS's by default; a restarted round draws a fresh one)."""
+
+    def __init__(
+        self,
+        strategy: Strategy,
+        settings: SecureAggregationSettings,
+        entropy: Callable[[int], bytes] = secrets.token_bytes,
+    ) -> None:
+        if strategy.needs_individual_updates:
+            name = type(strategy).__name__
+            raise PlanError(
+                f"strategy {name} needs each site's update on its own, but secure aggregation reveals only their sum",
+                f"choose a FedAvg-family strategy (FedAvg, FedProx, FedAvgM, FedAdam...) or set "
+                f"aggregator.settings.secure_aggregation.enabled: false to keep {name}",
+            )
+        self.strategy = strategy
+        self.settings = settings
+        self.entropy = entropy
+
+    @property
+    def config_schema(self) -> Mapping[str, type]:  # type: ignore[override]
+        return self.strategy.config_schema
+
+    def select(self, round_number: int, candidates: Sequence[str], sampling: ClientSampling = EVERYONE) -> Sequence[str]:
+        return self.strategy.select(round_number, candidates, sampling)
+
+    def configure(self, round_number: int) -> dict[str, ConfigValue]:
+        return self.strategy.configure(round_number)
+
+    def accumulator(self, context: RoundContext) -> Accumulator:
+        return self.strategy.accumulator(context)
+
+    def min_replies(self, cohort_size: int) -> int:
+        """The wrapped strategy's, or the SecAgg+ threshold if more (every phase needs it)."""
+        return max(self.strategy.min_replies(cohort_size), secagg_params(self.settings, cohort_size).threshold)
+
+    def phased(self, context: RoundContext) -> RoundPhases:
+        return SecurePhases(context, secagg_params(self.settings, len(context.cohort)), self.entropy(SEED_BYTES))
+
+    def finish(self, context: RoundContext, aggregate: Aggregate) -> ModelState:
+        return self.strategy.finish(context, aggregate)
+
+    def snapshot(self) -> StrategyState:
+        return self.strategy.snapshot()
+
+    def restore(self, state: StrategyState) -> None:
+        self.strategy.restore(state)
+
+
+class SecurePhases:
+    """One round's SecAgg+ phases over the ServerSession (accord.secagg.server): it routes the
+    sites' bytes and folds each masked update into a running sum (O(model) per result)."""
+
+    names: tuple[str, ...] = PHASES
+    tasks_phase: str = MASK
+
+    def __init__(self, context: RoundContext, params: SecAggParams, seed: bytes) -> None:
+        from accord.secagg.server import ServerSession  # cryptography and pycryptodome: accord[secagg]
+
+        self.context = context
+        self.threshold = params.threshold
+        self.length = update_length(context.global_model)
+        self.session = ServerSession(params, context.cohort, seed, self.length)
+        self._opening = encode_opening(seed, context.cohort)
+        self._roster = b""
+        self._request = b""
+
+    def begin(self, phase: str, members: tuple[str, ...]) -> None:
+        if phase == SHARE:
+            self._roster = encode_entries(self.session.roster())
+        elif phase == UNMASK:
+            self._request = encode_request(*self.session.unmask_request())
+
+    def min_replies(self, phase: str, members: int) -> int:
+        return self.threshold
+
+    def payload(self, phase: str, collaborator: str) -> bytes:
+        if phase == ADVERTISE:
+            return self._opening
+        if phase == SHARE:
+            return self._roster
+        if phase == MASK:
+            return encode_entries(self.session.shares_for(collaborator))
+        return self._request
+
+    def tensor_specs(self) -> Mapping[str, tuple[str, tuple[int, ...]]]:
+        return {MASKED: (MASKED_DTYPE, (self.length + 1,))}
+
+    def take(self, phase: str, collaborator: str, payload: bytes, tensors: Mapping[str, np.ndarray] | None, weight: float) -> None:
+        if phase == ADVERTISE:
+            self.session.add_advert(collaborator, payload)
+        elif phase == SHARE:
+            self.session.add_shares(collaborator, decode_entries(payload, f"the shares of {collaborator}"))
+        elif phase == MASK:
+            if tensors is None or set(tensors) != {MASKED} or payload:
+                raise RefusedError(
+                    f"the masked update of {collaborator} must be the one tensor {MASKED!r} and no payload",
+                    kind="payload",
+                )
+            self.session.add_masked(collaborator, np.asarray(tensors[MASKED]).view(np.uint64))
+        else:
+            self.session.add_reveal(collaborator, decode_entries(payload, f"the reveals of {collaborator}"))
+
+    def result(self) -> Aggregate:
+        """The unmasked mean change on the global model; AccordError (the aggregator stops, a
+        restart runs the round again) if too few shares were revealed to unmask."""
+        try:
+            weighted_sum, total_weight = self.session.result()
+        except RefusedError as exc:  # not the last revealer's fault: the round cannot close
+            raise AccordError(f"round {self.context.round_number} cannot be unmasked: {exc.message}", exc.fix) from None
+        return Aggregate(apply_mean_change(self.context.global_model, weighted_sum / total_weight))
