@@ -189,7 +189,7 @@ def test_a_site_reveals_only_after_the_threshold_of_valid_confirmations(federati
     run = masked(federation)
     survivors, dropped, threshold = run.survivors, run.dropped, run.params.threshold
     site = run.sites["site000"]
-    with pytest.raises(SecAggRefused, match="cannot unmask now: its SecAgg session is masked, this step needs it confirmed"):
+    with pytest.raises(SecAggRefused, match="refuses to reveal before the consistency check: it has confirmed no survivor list"):
         site.unmask(survivors, dropped, {})
     confirmations = _confirmations(run, NAMES[: threshold - 1])
     with pytest.raises(SecAggRefused, match=rf"carries {threshold - 1} survivor signatures .* fewer than the threshold {threshold}"):

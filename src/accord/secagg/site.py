@@ -259,6 +259,11 @@ class SiteSession:
             self._expect(_MASKED, "unmask")
             self._check_request(live, gone)
         else:
+            if self._phase == _MASKED:
+                raise SecAggRefused(
+                    f"site {self.site!r} refuses to reveal before the consistency check: it has confirmed no survivor list",
+                    "run the confirm phase (each survivor signs the survivor list) before asking for reveals",
+                )
             self._expect(_CONFIRMED, "unmask")
             assert self._confirmed is not None
             if (live, gone) != self._confirmed[:2]:
