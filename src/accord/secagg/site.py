@@ -84,13 +84,9 @@ class SiteSession:
         self._s_seed = self._drawer.draw(SHARE_BYTES)
         self._s_sk = crypto.mask_key_from_seed(self._s_seed)
         self._b = self._drawer.draw(SHARE_BYTES)
-        advert = Advert(crypto.public_bytes(self._c_sk), crypto.public_bytes(self._s_sk))
+        self._keys = Advert(crypto.public_bytes(self._c_sk), crypto.public_bytes(self._s_sk))
+        self._advert = b""
         self.signing = signing
-        if signing is None:
-            self._advert = encode_advert(advert)
-        else:
-            signature = signing.sign(advert_statement(round_seed, site, advert))
-            self._advert = encode_signed_advert(SignedAdvert(advert, signing.credential, signature))
         self._credentials: dict[str, bytes] = {}
         self._confirmed: tuple[frozenset[str], frozenset[str], bytes] | None = None
         self._phase = _NEW
@@ -111,7 +107,13 @@ class SiteSession:
 
     def advertise(self) -> bytes:
         """Phase 1: the advert message (c_pk for share encryption, s_pk for masks); public, so any
-        later call returns it again."""
+        later call returns it again. A signing session signs it (with the round seed and its name)."""
+        if not self._advert:
+            if self.signing is None:
+                self._advert = encode_advert(self._keys)
+            else:
+                signature = self.signing.sign(advert_statement(self.round_seed, self.site, self._keys))
+                self._advert = encode_signed_advert(SignedAdvert(self._keys, self.signing.credential, signature))
         self._phase = max(self._phase, _ADVERTISED)
         return self._advert
 
