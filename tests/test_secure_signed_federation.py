@@ -10,14 +10,21 @@ import threading
 from pathlib import Path
 
 import numpy as np
+from test_secure_site import ScriptedAggregator
 
 from accord.aggregator.runtime import AggregatorRuntime
 from accord.aggregator.serve import site_verifier
 from accord.collaborator.secure_site import site_signing
 from accord.collaborator.site import build_collaborator
+from accord.messages import Action, Task, TaskAssignment
 from accord.pki.ca import make_federation_pki
+from accord.pki.keys import load_private_key
 from accord.pki.layout import CertLayout
-from accord.secagg.signing import Signing
+from accord.pki.signatures import signer_for
+from accord.secagg import crypto
+from accord.secagg.messages import Advert, SignedAdvert, encode_signed_advert
+from accord.secagg.signing import Signing, advert_statement
+from accord.strategies.secure_phases import encode_entries, encode_opening
 from accord.tensors.state import load_state
 from accord.transport.inprocess import InProcessClient
 from accord.workspace.initialize import initialize_model
@@ -89,3 +96,37 @@ def test_a_site_signing_under_another_sites_certificate_is_refused_and_the_round
     assert runtime.finished
     assert "round 0: phase confirm opened for 3 sites" in caplog.text
     assert "revealed shares for 3 survivors and 0 dropped sites" in caplog.text
+
+
+def test_a_signing_site_refuses_a_roster_with_the_aggregators_keys_for_a_neighbour(workspace_factory, caplog) -> None:
+    """A hostile aggregator puts X25519 keys of its own in collaborator2's place in the roster,
+    signed with the aggregator's own (valid) certificate: collaborator1 refuses to share, logs
+    why and tells the aggregator; no share leaves the site."""
+    plan, layout = signed_federation(workspace_factory)
+    seed, names = bytes(range(32)), NAMES[:3]
+    opening = encode_opening(seed, names)
+    mitm = Advert(crypto.public_bytes(crypto.X25519PrivateKey.generate()), crypto.public_bytes(crypto.X25519PrivateKey.generate()))
+    agg_cert, agg_key, _ = layout.leaf_paths("aggregator", "localhost")
+    forged = encode_signed_advert(
+        SignedAdvert(mitm, agg_cert.read_bytes(), signer_for(load_private_key(agg_key))(advert_statement(seed, "collaborator2", mitm)))
+    )
+
+    def script(sent):
+        if not sent:
+            return TaskAssignment(Action.RUN, 0, (Task("advertise", "phase"),), phase="advertise", payload=opening)
+        if len(sent) == 1:
+            roster = {"collaborator1": sent[0].payload, "collaborator2": forged, "collaborator3": forged}  # both neighbours
+            return TaskAssignment(Action.RUN, 0, (Task("share", "phase"),), phase="share", payload=encode_entries(roster))
+        return TaskAssignment(Action.QUIT, 1)
+
+    model = load_state(plan.resolve_path(plan.model.aggregator.settings.init_state_path))
+    client = ScriptedAggregator(model, script)
+    collaborator = build_collaborator(plan, "collaborator1", client, site_signing(layout.cert_dir, "collaborator1"))
+    with caplog.at_level(logging.WARNING):
+        collaborator.run()  # it refuses the roster, tells the aggregator, and serves on (to QUIT)
+    refusal = client.sent[-1]
+    assert refusal.phase == "share" and refusal.failure.startswith("refused by the site: "), refusal
+    assert "is not signed by a valid certificate of 'collaborator" in refusal.failure
+    assert not refusal.payload  # no share left the site
+    assert "its certificate names 'localhost'" in caplog.text  # the verifier's reason: the aggregator's certificate
+    assert "is not signed by a valid certificate" in caplog.text  # the site logs the refusal
