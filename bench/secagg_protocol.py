@@ -15,6 +15,11 @@ Figures (CPU milliseconds, ``time.process_time``; min and median over ``--repeat
 - server result: the unmasking (Shamir reconstructions, PRG expansions, decode);
 - server total: all of the above;
 - site advertise / share / mask / unmask: the median over the sites of that one call;
+- with ``--signed`` (the deployment's signed SecAgg+: accord.secagg.signing over a federation
+  PKI made for the run, ECDSA P-384 collaborator certificates): adverts are signed and checked
+  (by the server and by each site for its neighbours), and the consistency check runs: server
+  confirms (add_confirmation + confirmations) and site confirm; site unmask then includes
+  checking the threshold of confirmations;
 - baseline, in the same run, interleaved: plain NumPy FedAvg summing at the server
   (``total += weight * update`` over the N float64 updates). Ratios are to its median.
 
@@ -22,7 +27,7 @@ Also printed: the bytes one site sends (advert, sealed shares, the uint64 masked
 reveals) and receives (roster, shares for it), and their ratio to a float32 update of the model.
 
     PYTHONPATH=src .venv/bin/python bench/secagg_protocol.py [--sizes 10 50 100] [--length 100000]
-        [--dropouts 0 0.3] [--repeat 3] [--design-dropout 0.333]
+        [--dropouts 0 0.3] [--repeat 3] [--design-dropout 0.333] [--signed]
 """
 
 from __future__ import annotations
@@ -30,6 +35,7 @@ from __future__ import annotations
 import argparse
 import statistics
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -42,12 +48,23 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "src"))
 
 from _table import Column, min_median_table
 
+from accord.pki.signatures import CollaboratorVerifier
 from accord.secagg.params import SecAggParams
 from accord.secagg.server import ServerSession
+from accord.secagg.signing import Signing
 from accord.secagg.site import SiteSession
 
-SERVER_PHASES = ("adverts", "shares", "masked", "reveals", "result")
-SITE_PHASES = ("advertise", "share", "mask", "unmask")
+SERVER_PHASES = ("adverts", "shares", "masked", "confirms", "reveals", "result")
+SITE_PHASES = ("advertise", "share", "mask", "confirm", "unmask")
+
+
+def federation_signings(names: list[str], folder: str) -> dict[str, Signing]:
+    """A federation PKI in ``folder`` and each site's Signing over its own key and certificate."""
+    from accord.collaborator.secure_site import site_signing
+    from accord.pki.ca import make_federation_pki
+
+    make_federation_pki(folder, "localhost", names)
+    return {name: site_signing(folder, name) for name in names}
 
 
 def timed(call: Callable[[], Any]) -> tuple[Any, float]:
@@ -58,15 +75,20 @@ def timed(call: Callable[[], Any]) -> tuple[Any, float]:
 
 
 def one_round(
-    params: SecAggParams, count: int, length: int, dropout: float, seed: int
+    params: SecAggParams, count: int, length: int, dropout: float, seed: int, signings: dict[str, Signing] | None = None
 ) -> tuple[dict[str, float], dict[str, float], dict[str, int]]:
-    """(server CPU per phase, median site CPU per phase, bytes of one site) of one round."""
+    """(server CPU per phase, median site CPU per phase, bytes of one site) of one round,
+    signed if ``signings`` (site -> Signing) are given."""
     names = [f"site{i:03d}" for i in range(count)]
     round_seed = seed.to_bytes(4, "big") * 8
     rng = np.random.default_rng(seed)
     updates = {name: rng.uniform(-1, 1, length) for name in names}
-    server = ServerSession(params, names, round_seed, length)
-    sites = {name: SiteSession(params, name, names, round_seed, length) for name in names}
+    verify = None if signings is None else CollaboratorVerifier(Path(signings[names[0]].verify.chain_path))  # type: ignore[attr-defined]
+    server = ServerSession(params, names, round_seed, length, verify=verify)
+    sites = {
+        name: SiteSession(params, name, names, round_seed, length, signing=None if signings is None else signings[name])
+        for name in names
+    }
     gone = set(names[: round(dropout * count)])
     serving = dict.fromkeys(SERVER_PHASES, 0.0)
     site_cpu: dict[str, list[float]] = {phase: [] for phase in SITE_PHASES}
@@ -102,8 +124,14 @@ def one_round(
         if name == probe:
             sizes["shares in"], sizes["masked"] = sum(map(len, inbox.values())), masked.nbytes
     survivors, dropped = serve("masked", server.unmask_request)
+    confirmations = None
+    if signings is not None:
+        for name in survivors:
+            confirmation = site("confirm", lambda name=name: sites[name].confirm(survivors, dropped))
+            serve("confirms", lambda name=name, confirmation=confirmation: server.add_confirmation(name, confirmation))
+        confirmations = serve("confirms", server.confirmations)
     for name in survivors:
-        reveals = site("unmask", lambda name=name: sites[name].unmask(survivors, dropped))
+        reveals = site("unmask", lambda name=name: sites[name].unmask(survivors, dropped, confirmations))
         serve("reveals", lambda name=name, reveals=reveals: server.add_reveal(name, reveals))
         if name == probe:
             sizes["reveals"] = sum(map(len, reveals.values()))
@@ -111,7 +139,7 @@ def one_round(
     serving["result"] += cpu
     expected = sum(10 * updates[name] for name in survivors)
     assert weight == 10 * len(survivors) and np.abs(total - expected).max() < 1e-4, "the unmasked sum is wrong"
-    return serving, {phase: statistics.median(runs) for phase, runs in site_cpu.items()}, sizes
+    return serving, {phase: statistics.median(runs) for phase, runs in site_cpu.items() if runs}, sizes
 
 
 def plain_sum(count: int, length: int, seed: int) -> float:
@@ -132,7 +160,10 @@ def main() -> None:
     parser.add_argument("--dropouts", type=float, nargs="+", default=[0.0, 0.3])
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--design-dropout", type=float, default=1 / 3, help="for_cohort's dropout (sizes t and k)")
+    parser.add_argument("--signed", action="store_true", help="signed adverts and the consistency check (the deployment's)")
     args = parser.parse_args()
+    pki = tempfile.TemporaryDirectory(prefix="secagg-pki-")
+    signings = federation_signings([f"site{i:03d}" for i in range(max(args.sizes))], pki.name) if args.signed else None
     for count in args.sizes:
         params = SecAggParams.for_cohort(count, dropout=args.design_dropout)
         for dropout in args.dropouts:
@@ -143,8 +174,10 @@ def main() -> None:
             figures: dict[str, list[float]] = {"plain NumPy sum (server)": []}
             for repeat in range(args.repeat):
                 figures["plain NumPy sum (server)"].append(plain_sum(count, args.length, repeat))
-                serving, per_site, sizes = one_round(params, count, args.length, dropout, repeat)
+                serving, per_site, sizes = one_round(params, count, args.length, dropout, repeat, signings)
                 for phase, cpu in serving.items():
+                    if phase == "confirms" and signings is None:
+                        continue
                     figures.setdefault(f"server {phase}", []).append(cpu)
                 figures.setdefault("server total", []).append(sum(serving.values()))
                 for phase, cpu in per_site.items():

@@ -9,6 +9,7 @@ import numpy as np
 
 from accord.secagg.params import SecAggParams
 from accord.secagg.server import ServerSession
+from accord.secagg.signing import Signing, Verifier
 from accord.secagg.site import SiteSession
 
 ROUND = b"round-seed-0001-" * 2
@@ -21,14 +22,28 @@ def plain(count: int) -> SecAggParams:
 
 
 class Round:
-    """Sites ``site000``... with random updates and weights; each step takes the sites that skip it."""
+    """Sites ``site000``... with random updates and weights; each step takes the sites that skip it.
+    ``signings`` (site -> Signing) makes the sites sign, ``verify`` the server check signatures."""
 
-    def __init__(self, params: SecAggParams, count: int, length: int, seed: int = 0, round_seed: bytes = ROUND) -> None:
+    def __init__(
+        self,
+        params: SecAggParams,
+        count: int,
+        length: int,
+        seed: int = 0,
+        round_seed: bytes = ROUND,
+        *,
+        signings: dict[str, Signing] | None = None,
+        verify: Verifier | None = None,
+    ) -> None:
         self.params, self.length = params, length
         self.names = [f"site{i:03d}" for i in range(count)]
-        self.server = ServerSession(params, self.names, round_seed, length)
+        self.server = ServerSession(params, self.names, round_seed, length, verify=verify)
         self.sites = {
-            name: SiteSession(params, name, self.names, round_seed, length, seed=bytes([seed]) + name.encode())
+            name: SiteSession(
+                params, name, self.names, round_seed, length, seed=bytes([seed]) + name.encode(),
+                signing=(signings or {}).get(name),
+            )
             for name in self.names
         }
         rng = np.random.default_rng(seed)
@@ -64,15 +79,23 @@ class Round:
         self.survivors, self.dropped = self.server.unmask_request()
         return self.survivors, self.dropped
 
+    def confirm(self, skip: Iterable[str] = ()) -> dict[str, bytes]:
+        """The consistency check of a signed round: each live survivor confirms, the server closes it."""
+        for name in self._live(skip):
+            self.server.add_confirmation(name, self.sites[name].confirm(self.survivors, self.dropped))
+        return self.server.confirmations()
+
     def run(self, drops: dict[str, set[str]] | None = None) -> tuple[np.ndarray, float]:
-        """Every phase; sites in ``drops[phase]`` stop before that phase."""
+        """Every phase (the consistency check if the sites sign); sites in ``drops[phase]`` stop before that phase."""
         drops = drops or {}
         self.advertise(drops.get("advertise", ()))
         self.share(drops.get("share", ()))
         survivors, dropped = self.mask(drops.get("mask", ()))
+        signed = any(site.signing is not None for site in self.sites.values())
+        confirmations = self.confirm(drops.get("confirm", ())) if signed else None
         assert not self.server.ready
         for name in self._live(drops.get("reveal", ())):
-            self.server.add_reveal(name, self.sites[name].unmask(survivors, dropped))
+            self.server.add_reveal(name, self.sites[name].unmask(survivors, dropped, confirmations))
         assert self.server.ready
         return self.server.result()
 

@@ -98,7 +98,7 @@ def test_a_secure_round_gives_plain_fedavg_over_the_same_sites(tmp_path: Path) -
         report = run_processes(plan, timeout=300)
         assert report.ok, (report.returncodes, (plan.workspace / "logs" / "aggregator.log").read_text())
     log = (secure.workspace / "logs" / "aggregator.log").read_text()
-    for phase in ("share", "mask", "unmask"):
+    for phase in ("share", "mask", "confirm", "unmask"):  # signed: the consistency check before the reveals
         assert f"round 0: phase {phase} opened for 3 sites" in log, log
     assert trained_by_round(secure) == {0: {"collaborator1", "collaborator2", "collaborator3"}}
     assert_models_close(reference, secure)

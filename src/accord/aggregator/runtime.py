@@ -18,6 +18,7 @@ import time
 from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import replace
+from typing import TYPE_CHECKING
 
 from accord.aggregator.committer import Committer, RoundCommit
 from accord.aggregator.events import RoundOutcome, Sink
@@ -35,6 +36,9 @@ from accord.plan.identity import shown_hash
 from accord.plan.loader import Plan
 from accord.tensors.state import ModelState, StateView, load_state
 
+if TYPE_CHECKING:
+    from accord.secagg.signing import Verifier
+
 log = logging.getLogger("accord.aggregator")
 
 
@@ -48,12 +52,17 @@ class AggregatorRuntime:
         clock: Callable[[], float] = time.monotonic,
         sinks: Sequence[Sink] = (),
         fresh: bool = False,
+        verify_sites: Verifier | None = None,
     ) -> None:
         self.plan = plan
         settings = plan.model.aggregator.settings
         self.settings = settings
         assigner = assigner_for(plan)
         strategy = strategy_for(plan)  # refused before any saved state is touched
+        if verify_sites is not None:  # the deployment's: secure rounds signed (aggregator/serve.py)
+            from accord.strategies.secure import signed
+
+            strategy = signed(strategy, verify_sites)
         self.workspace_hash = plan.workspace_hash()  # once: the code does not change while serving
         log.info("workspace hash %s (plan + src/ + requirements.txt; every site must have the same)", self.workspace_hash)
         self.journal = Journal(plan.resolve_path(settings.state_dir), plan.hash)

@@ -13,6 +13,7 @@ from accord.plan.loader import Plan
 
 if TYPE_CHECKING:
     from accord.pki.layout import CertLayout
+    from accord.pki.signatures import CollaboratorVerifier
     from accord.transport.tls import ServerTLS
 
 log = logging.getLogger("accord.aggregator")
@@ -38,12 +39,21 @@ def start_aggregator(
     check_own_certificate(layout.cert_dir, "aggregator", net.agg_addr, plan.workspace)
     tls = ServerTLS(layout.aggregator_cert(net.agg_addr), layout.aggregator_key(net.agg_addr), layout.chain)
     with StateLock(plan.resolve_path(plan.model.aggregator.settings.state_dir)):
-        runtime = AggregatorRuntime(plan, fresh=fresh)
+        runtime = AggregatorRuntime(plan, fresh=fresh, verify_sites=site_verifier(layout))
         try:
             _serve(runtime, plan, layout, tls, quit_grace, stop)
         finally:
             runtime.close()
     return runtime
+
+
+def site_verifier(layout: CertLayout) -> CollaboratorVerifier:
+    """The check of a collaborator's signature (signed secure aggregation) against its
+    certificate, the federation's chain and the CA's revocations as they happen."""
+    from accord.pki.records import RevocationWatch
+    from accord.pki.signatures import CollaboratorVerifier
+
+    return CollaboratorVerifier(layout.chain, RevocationWatch(layout.cert_dir))
 
 
 def _serve(

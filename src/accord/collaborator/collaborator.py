@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 from accord.collaborator.accept import PHASES, Refused, accept
 from accord.collaborator.executor import Executor, SiteFailure, chain, read_only, stamp
@@ -22,6 +22,9 @@ from accord.tensors.compression import Encoded, UpdateEncoder
 from accord.tensors.digest import model_digest
 from accord.tensors.state import ModelState, tensor_specs
 from accord.transport.base import AggregatorClient, TensorSpecs
+
+if TYPE_CHECKING:
+    from accord.secagg.signing import Signing
 
 log = logging.getLogger("accord.collaborator")
 
@@ -54,7 +57,7 @@ class Collaborator:
     site's error-feedback residuals live in this object (tensors/compression.py).
     ``secure``: its plan's secure aggregation (enabled): the site runs secure aggregation's phases
     (collaborator/secure_site.py), masks its training reply after the mods, and refuses to send
-    an update in the clear.
+    an update in the clear; ``signing`` (the deployment's: secure_site.site_signing) signs them.
     """
 
     def __init__(
@@ -73,6 +76,7 @@ class Collaborator:
         strategy: str = "FedAvg",
         compression: CompressionSettings = NO_COMPRESSION,
         secure: SecureAggregationSettings | None = None,
+        signing: Signing | None = None,
     ) -> None:
         if opt_treatment not in OPT_TREATMENTS:
             raise AccordError(f"opt_treatment {opt_treatment!r} is not one of {OPT_TREATMENTS}")
@@ -92,8 +96,8 @@ class Collaborator:
         self._global_digest = ""
         self._own_specs: TensorSpecs | None = None
         self._encoder = UpdateEncoder(compression) if compression.upload else None
-        self._secure = SecureSite(name, secure) if secure is not None and secure.enabled else None
-        self._phases = PHASES | frozenset(secure_phases.PHASES) if self._secure is not None else PHASES
+        self._secure = SecureSite(name, secure, signing) if secure is not None and secure.enabled else None
+        self._phases = PHASES | frozenset(secure_phases.SIGNED_PHASES) if self._secure is not None else PHASES
 
     def run(self) -> int:
         """Join, then run rounds until QUIT; returns the number of rounds this site worked in."""

@@ -5,12 +5,18 @@ The training reply is masked after the client mods ran (ClipUpdate clips the cha
 as the last step before it leaves the site. The site reveals at most once per round, whatever
 the round's seed: an aggregator that restarts a round's phases cannot get a second set of
 reveals for the same update (docs/privacy.md, "Running it"); that memory is the process's.
+
+With ``signing`` (the deployment: ``site_signing``, over the site's own collaborator key and
+certificate and the federation's CA) the site signs its advert, checks its neighbours' and
+answers ``confirm``, the consistency check, revealing only after the threshold of valid
+survivor signatures on the lists it confirmed (accord.secagg.signing).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import logging
+import os
 from typing import TYPE_CHECKING
 
 from accord.errors import RefusedError
@@ -19,6 +25,7 @@ from accord.plan.schema import SecureAggregationSettings
 from accord.plan.secure_aggregation import secagg_params
 from accord.strategies.secure_phases import (
     ADVERTISE,
+    CONFIRM,
     MASKED,
     MASKED_DTYPE,
     SHARE,
@@ -33,30 +40,36 @@ from accord.strategies.secure_phases import (
 from accord.tensors.state import ModelState
 
 if TYPE_CHECKING:
+    from accord.secagg.signing import Signing
     from accord.secagg.site import SiteSession
 
 log = logging.getLogger("accord.collaborator")
 
 
 class SecureSite:
-    """Answers secure aggregation's phases for the site ``name`` under its own plan's ``settings``."""
+    """Answers secure aggregation's phases for the site ``name`` under its own plan's ``settings``
+    (signed with ``signing``, if given)."""
 
-    def __init__(self, name: str, settings: SecureAggregationSettings) -> None:
+    def __init__(self, name: str, settings: SecureAggregationSettings, signing: Signing | None = None) -> None:
         self.name = name
         self.settings = settings
+        self.signing = signing
         self._session: SiteSession | None = None
         self._round = -1
         #: round -> the session that revealed in it (the only one that may answer again: a retry)
         self._revealed: dict[int, SiteSession] = {}
 
     def answer(self, phase: str, round_number: int, payload: bytes, global_model: ModelState) -> bytes:
-        """This site's reply to ``phase`` (advertise, share or unmask) of ``round_number``;
+        """This site's reply to ``phase`` (advertise, share, confirm or unmask) of ``round_number``;
         RefusedError (a SecAggRefused) if the request is malformed, out of order or unsafe."""
         if phase == ADVERTISE:
             return self._open(round_number, payload, global_model)
         session = self._current(round_number, phase)
         if phase == SHARE:
             return encode_entries(session.share(decode_entries(payload, "the roster")))
+        if phase == CONFIRM:
+            survivors, dropped, _ = decode_request(payload)
+            return session.confirm(survivors, dropped)
         if phase == UNMASK:
             if self._revealed.get(round_number, session) is not session:
                 raise RefusedError(
@@ -65,8 +78,8 @@ class SecureSite:
                     "nothing to do at the site; the aggregator's operator should check why it restarted the round",
                     kind="payload",
                 )
-            survivors, dropped = decode_request(payload)
-            reveals = session.unmask(survivors, dropped)
+            survivors, dropped, confirmations = decode_request(payload)
+            reveals = session.unmask(survivors, dropped, confirmations)
             self._revealed[round_number] = session
             log.info("%s: round %d: revealed shares for %d survivors and %d dropped sites", self.name, round_number, len(survivors), len(dropped))
             return encode_entries(reveals)
@@ -88,7 +101,7 @@ class SecureSite:
         if self.name not in cohort:
             raise RefusedError(f"the aggregator asks {self.name} to advertise in a round whose cohort omits it", kind="payload")
         params = secagg_params(self.settings, len(cohort))
-        session = SiteSession(params, self.name, cohort, seed, update_length(global_model))
+        session = SiteSession(params, self.name, cohort, seed, update_length(global_model), signing=self.signing)
         self._session, self._round = session, round_number
         return session.advertise()
 
@@ -99,3 +112,22 @@ class SecureSite:
                 kind="state",
             )
         return self._session
+
+
+def site_signing(cert_dir: str | os.PathLike[str], name: str) -> Signing:
+    """The signing of collaborator ``name``: its own key and certificate in ``cert_dir``, and a
+    check of the other sites' certificates against the federation's chain there and its
+    installed revocation list (cert/crl.pem, read once: a CRL installed later counts from the
+    next start). PKIError naming the file if one is missing."""
+    from accord.pki.crl import installed_crl
+    from accord.pki.keys import load_private_key, read_pem_bytes
+    from accord.pki.layout import CertLayout, collaborator_fix
+    from accord.pki.signatures import CollaboratorVerifier, signer_for
+    from accord.secagg.signing import Signing
+
+    layout = CertLayout(cert_dir)
+    certificate = read_pem_bytes(layout.collaborator_cert(name), "collaborator certificate", collaborator_fix(name))
+    crl = installed_crl(layout.cert_dir)
+    serials = crl.serials if crl is not None else frozenset()
+    verifier = CollaboratorVerifier(layout.chain, lambda: serials)
+    return Signing(certificate, signer_for(load_private_key(layout.collaborator_key(name))), verifier)

@@ -13,6 +13,10 @@ fixed-size or length-prefixed (big-endian), bounded, and parsed strictly: anythi
 - map (kind 4): a site-name -> message mapping (rosters, share bundles, reveals) for a transport
   that carries one blob: count (u32) | per entry: name length (u16) | UTF-8 name | value length
   (u32) | value. Names are unique and sorted.
+- signed advert (kind 5): c_pk (32) | s_pk (32) | credential length (u16) | credential (the
+  site's certificate, opaque here) | signature length (u16) | signature over advert_statement.
+- confirmation (kind 6): signature length (u16) | signature over survivors_statement (the
+  consistency check: a survivor's signature on the survivor and dropped lists it was sent).
 """
 
 from __future__ import annotations
@@ -29,6 +33,8 @@ KIND_ADVERT = 1
 KIND_SEALED_SHARE = 2
 KIND_REVEAL = 3
 KIND_MAP = 4
+KIND_SIGNED_ADVERT = 5
+KIND_CONFIRMATION = 6
 
 SECRET_SELF = 1
 """A reveal of a share of the self-mask seed b (asked for surviving sites)."""
@@ -44,6 +50,8 @@ ADVERT_BYTES = 5 + 2 * KEY_BYTES
 SEALED_SHARE_BYTES = 5 + NONCE_BYTES + SHARE_PAIR_BYTES + TAG_BYTES
 REVEAL_BYTES = 5 + 1 + 2 + SHARE_BYTES
 MAX_NAME_BYTES = 255
+MAX_CREDENTIAL_BYTES = 8192
+MAX_SIGNATURE_BYTES = 1024
 MAX_MAP_ENTRIES = 1_000_000
 
 
@@ -61,6 +69,15 @@ class Advert:
 
     c_pk: bytes
     s_pk: bytes
+
+
+@dataclass(frozen=True)
+class SignedAdvert:
+    """An advert with its signer's credential (certificate) and signature; both empty if unsigned."""
+
+    advert: Advert
+    credential: bytes = b""
+    signature: bytes = b""
 
 
 @dataclass(frozen=True)
@@ -103,6 +120,54 @@ def decode_advert(data: bytes, what: str = "advert") -> Advert:
     """Parse an advert message (SecAggRefused naming ``what`` if malformed)."""
     data = _check_header(data, KIND_ADVERT, ADVERT_BYTES, what)
     return Advert(data[5 : 5 + KEY_BYTES], data[5 + KEY_BYTES :])
+
+
+def _field(data: bytes, at: int, limit: int, what: str, field: str) -> tuple[bytes, int]:
+    """The u16-length-prefixed ``field`` at ``at`` (1 to ``limit`` bytes) and the offset after it."""
+    if at + 2 > len(data):
+        raise SecAggRefused(f"{what} is truncated before its {field}", "send the bytes the SecAgg session produced")
+    (size,) = struct.unpack(">H", data[at : at + 2])
+    if not 0 < size <= limit or at + 2 + size > len(data):
+        raise SecAggRefused(f"{what} has a {field} of {size} bytes, empty, over {limit} or truncated", "send the bytes the SecAgg session produced")
+    return data[at + 2 : at + 2 + size], at + 2 + size
+
+
+def encode_signed_advert(signed: SignedAdvert) -> bytes:
+    """The signed-advert message of ``signed`` (its credential and signature must be non-empty)."""
+    advert = signed.advert
+    parts = [_header(KIND_SIGNED_ADVERT), advert.c_pk, advert.s_pk]
+    for field in (signed.credential, signed.signature):
+        parts += [struct.pack(">H", len(field)), field]
+    return b"".join(parts)
+
+
+def read_advert(data: bytes, what: str = "advert") -> SignedAdvert:
+    """Parse a plain (kind 1, credential and signature empty) or signed (kind 5) advert."""
+    kind = data[4] if isinstance(data, bytes | bytearray) and len(data) >= 5 else KIND_ADVERT
+    if kind != KIND_SIGNED_ADVERT:
+        return SignedAdvert(decode_advert(data, what))
+    data = _check_header(data, KIND_SIGNED_ADVERT, None, what)
+    if len(data) < ADVERT_BYTES:
+        raise SecAggRefused(f"{what} is truncated before its keys", "send the bytes the SecAgg session produced")
+    credential, at = _field(data, ADVERT_BYTES, MAX_CREDENTIAL_BYTES, what, "credential")
+    signature, at = _field(data, at, MAX_SIGNATURE_BYTES, what, "signature")
+    if at != len(data):
+        raise SecAggRefused(f"{what} has {len(data) - at} bytes after its signature", "send the bytes the SecAgg session produced")
+    return SignedAdvert(Advert(data[5 : 5 + KEY_BYTES], data[5 + KEY_BYTES : ADVERT_BYTES]), credential, signature)
+
+
+def encode_confirmation(signature: bytes) -> bytes:
+    """A confirmation message: a survivor's signature on the survivor list."""
+    return _header(KIND_CONFIRMATION) + struct.pack(">H", len(signature)) + signature
+
+
+def decode_confirmation(data: bytes, what: str = "confirmation") -> bytes:
+    """The signature a confirmation message carries (SecAggRefused naming ``what`` if malformed)."""
+    data = _check_header(data, KIND_CONFIRMATION, None, what)
+    signature, at = _field(data, 5, MAX_SIGNATURE_BYTES, what, "signature")
+    if at != len(data):
+        raise SecAggRefused(f"{what} has {len(data) - at} bytes after its signature", "send the bytes the SecAgg session produced")
+    return signature
 
 
 def encode_sealed(nonce: bytes, ciphertext: bytes) -> bytes:

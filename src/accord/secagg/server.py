@@ -2,7 +2,8 @@
 
 Phase by phase: ``add_advert`` until ``roster()`` closes the adverts; ``add_shares`` until the
 first ``shares_for`` closes the sharing; ``add_masked`` (a running sum in Z_{2^64}, O(model) per
-result) until ``unmask_request()`` closes the masking; ``add_reveal`` until ``result()``. Sites
+result) until ``unmask_request()`` closes the masking; in a signed round, ``add_confirmation``
+until ``confirmations()`` closes the consistency check; ``add_reveal`` until ``result()``. Sites
 may drop at every phase: one that advertised but did not share is left out of every mask (no
 site got its shares, so none masked with it), one that shared but did not mask has its pairwise
 masks removed with its mask-key seed rebuilt from its neighbours' shares, one that masked but did
@@ -22,20 +23,27 @@ from accord.secagg.messages import (
     SECRET_SELF,
     Advert,
     SecAggRefused,
-    decode_advert,
+    decode_confirmation,
     decode_reveal,
     decode_sealed,
+    read_advert,
 )
 from accord.secagg.params import SecAggParams, check_session
+from accord.secagg.signing import Verifier, check_advert, survivors_statement
 
-_ADVERTS, _SHARES, _MASKS, _REVEALS, _DONE = range(5)
-_PHASES = ("taking adverts", "taking shares", "taking masked updates", "taking reveals", "finished")
+_ADVERTS, _SHARES, _MASKS, _CONFIRMS, _REVEALS, _DONE = range(6)
+_PHASES = ("taking adverts", "taking shares", "taking masked updates", "taking confirmations", "taking reveals", "finished")
 
 
 class ServerSession:
-    """The aggregator's state for one SecAgg+ round over ``cohort`` (see SiteSession for the rest)."""
+    """The aggregator's state for one SecAgg+ round over ``cohort`` (see SiteSession for the rest).
 
-    def __init__(self, params: SecAggParams, cohort: Sequence[str], round_seed: bytes, length: int) -> None:
+    With ``verify`` (a signed federation) it refuses adverts and confirmations that are not
+    signed by a valid certificate of their sender, so one lying site cannot make the honest
+    sites refuse the round; the sites check them again (they trust no aggregator).
+    """
+
+    def __init__(self, params: SecAggParams, cohort: Sequence[str], round_seed: bytes, length: int, *, verify: Verifier | None = None) -> None:
         self.params = params
         self.cohort = frozenset(check_session(params, cohort, round_seed, length))
         self.round_seed, self.length = round_seed, length
@@ -49,6 +57,9 @@ class ServerSession:
         self._sum = np.zeros(length + 1, dtype=np.uint64)
         self._masked: set[str] = set()
         self._request: tuple[list[str], list[str]] | None = None
+        self._verify = verify
+        self._credentials: dict[str, bytes] = {}
+        self._confirmations: dict[str, bytes] = {}
         self._revealers: set[str] = set()
         self._revealed: dict[str, dict[int, bytes]] = {}
         self._short = 0
@@ -74,11 +85,12 @@ class ServerSession:
         self._member(site, self.cohort, "in the cohort")
         if site in self._adverts:
             raise SecAggRefused(f"site {site!r} already advertised other keys this round", "advertise once per round")
-        parsed = decode_advert(advert, f"the advert of {site!r}")
+        signed = read_advert(advert, f"the advert of {site!r}") if self._verify is None else check_advert(self._verify, self.round_seed, site, advert)
+        parsed = signed.advert
         reused = [self._keys[key] for key in (parsed.c_pk, parsed.s_pk) if key in self._keys]
         if reused or parsed.c_pk == parsed.s_pk:
             raise SecAggRefused(f"site {site!r} advertises keys already advertised (by {reused[:1]})", "each site draws fresh keys each round")
-        self._adverts[site], self._parsed[site] = bytes(advert), parsed
+        self._adverts[site], self._parsed[site], self._credentials[site] = bytes(advert), parsed, signed.credential
         self._keys[parsed.c_pk] = self._keys[parsed.s_pk] = site
 
     def roster(self) -> dict[str, bytes]:
@@ -148,12 +160,45 @@ class ServerSession:
             self._at_least(len(self._masked), "sent masked updates")
             self._request = (sorted(self._masked), sorted(self._sharers - self._masked))
             self._short = len(self._sharers)
-            self._phase = _REVEALS
+            self._phase = _CONFIRMS
         return list(self._request[0]), list(self._request[1])
+
+    def add_confirmation(self, site: str, confirmation: bytes) -> None:
+        """Take a survivor's confirmation of the unmask request (once; refused after
+        ``confirmations()``; with ``verify``, refused unless it is the site's valid signature)."""
+        if self._confirmations.get(site) == confirmation:
+            return
+        self._expect(_CONFIRMS, site, "a confirmation")
+        self._member(site, self._masked, "a survivor")
+        if site in self._confirmations:
+            raise SecAggRefused(f"site {site!r} already sent another confirmation this round", "confirm once per round", kind="state")
+        signature = decode_confirmation(confirmation, f"the confirmation of {site!r}")
+        assert self._request is not None
+        if self._verify is not None and not self._verify(
+            site, self._credentials[site], survivors_statement(self.round_seed, *self._request), signature
+        ):
+            raise SecAggRefused(
+                f"the confirmation of {site!r} is not its valid signature on this round's survivor list",
+                "send the confirmation SiteSession.confirm returned, unchanged",
+            )
+        self._confirmations[site] = bytes(confirmation)
+
+    def confirmations(self) -> dict[str, bytes]:
+        """Close the consistency check: the survivors' confirmations (site -> message), which the
+        unmask request carries. Refused below the threshold. The same answer on every call."""
+        if self._phase == _CONFIRMS:
+            self._at_least(len(self._confirmations), "confirmed the survivor list")
+            self._phase = _REVEALS
+        if self._phase < _CONFIRMS:
+            self._expect(_CONFIRMS, "the aggregator", "closing the consistency check")
+        return dict(self._confirmations)
 
     def add_reveal(self, site: str, reveals: Mapping[str, bytes]) -> None:
         """Take a surviving ``site``'s reveals (owner -> reveal bytes; once; refused after
-        ``result()``). Each must be the share kind asked for, at the index ``site`` holds."""
+        ``result()``). Each must be the share kind asked for, at the index ``site`` holds. An
+        unsigned round takes reveals right after ``unmask_request()``."""
+        if self._phase == _CONFIRMS and self._verify is None and not self._confirmations:
+            self._phase = _REVEALS
         self._expect(_REVEALS, site, "reveals")
         self._member(site, self._masked, "a survivor")
         if site in self._revealers:

@@ -4,7 +4,14 @@ Phases, in order (each refuses out-of-order or malformed input with SecAggRefuse
 1. ``advertise()``: the advert message (two X25519 public keys).
 2. ``share(roster)``: sealed shares of its secrets for each neighbour.
 3. ``mask(shares_for_me, update, weight)``: the masked, fixed-point encoded weighted update.
-4. ``unmask(survivors, dropped)``: reveals, answered once, never both secrets of one site.
+4. ``confirm(survivors, dropped)`` (signing sessions only): its signature on the lists.
+5. ``unmask(survivors, dropped, confirmations)``: reveals, answered once, never both secrets of
+   one site; a signing session first needs the threshold of survivors' valid confirmations of
+   the same lists (accord.secagg.signing).
+
+With ``signing`` (the deployment), the advert is signed and carries the site's certificate,
+and every neighbour's advert in the roster must be signed by a valid certificate of that
+neighbour; without it (tests, the bare library) adverts are plain and there is no check.
 
 A retried call with the same input gets the same answer (advertise, share, unmask); any other
 repeat is refused, so a transport may retry but an aggregator cannot ask twice differently.
@@ -25,18 +32,22 @@ from accord.secagg.messages import (
     Advert,
     Reveal,
     SecAggRefused,
-    decode_advert,
+    SignedAdvert,
     decode_sealed,
     decode_share_pair,
     encode_advert,
+    encode_confirmation,
     encode_reveal,
     encode_sealed,
     encode_share_pair,
+    encode_signed_advert,
+    read_advert,
 )
 from accord.secagg.params import SecAggParams, check_session
+from accord.secagg.signing import Signing, advert_statement, check_advert, check_confirmations, survivors_statement
 
-_NEW, _ADVERTISED, _SHARED, _MASKED, _REVEALED = range(5)
-_PHASES = ("new", "advertised", "shared", "masked", "revealed")
+_NEW, _ADVERTISED, _SHARED, _MASKED, _CONFIRMED, _REVEALED = range(6)
+_PHASES = ("new", "advertised", "shared", "masked", "confirmed", "revealed")
 
 
 class SiteSession:
@@ -48,6 +59,8 @@ class SiteSession:
     number of model values the update holds. ``seed`` (tests only) makes the keys, seeds and
     nonces deterministic; None draws them from the OS's entropy (``secrets``). The Shamir
     polynomials' coefficients always come from pycryptodome's OS-entropy generator.
+    ``signing`` (the site's certificate and hooks over its key and the CA) turns on signed
+    adverts and the consistency check.
     """
 
     def __init__(
@@ -59,6 +72,7 @@ class SiteSession:
         length: int,
         *,
         seed: bytes | None = None,
+        signing: Signing | None = None,
     ) -> None:
         self.params = params
         self.cohort = frozenset(check_session(params, cohort, round_seed, length))
@@ -70,7 +84,11 @@ class SiteSession:
         self._s_seed = self._drawer.draw(SHARE_BYTES)
         self._s_sk = crypto.mask_key_from_seed(self._s_seed)
         self._b = self._drawer.draw(SHARE_BYTES)
-        self._advert = encode_advert(Advert(crypto.public_bytes(self._c_sk), crypto.public_bytes(self._s_sk)))
+        self._keys = Advert(crypto.public_bytes(self._c_sk), crypto.public_bytes(self._s_sk))
+        self._advert = b""
+        self.signing = signing
+        self._credentials: dict[str, bytes] = {}
+        self._confirmed: tuple[frozenset[str], frozenset[str], bytes] | None = None
         self._phase = _NEW
         self._roster: dict[str, Advert] = {}
         self._graph: Neighbourhood | None = None
@@ -89,7 +107,13 @@ class SiteSession:
 
     def advertise(self) -> bytes:
         """Phase 1: the advert message (c_pk for share encryption, s_pk for masks); public, so any
-        later call returns it again."""
+        later call returns it again. A signing session signs it (with the round seed and its name)."""
+        if not self._advert:
+            if self.signing is None:
+                self._advert = encode_advert(self._keys)
+            else:
+                signature = self.signing.sign(advert_statement(self.round_seed, self.site, self._keys))
+                self._advert = encode_signed_advert(SignedAdvert(self._keys, self.signing.credential, signature))
         self._phase = max(self._phase, _ADVERTISED)
         return self._advert
 
@@ -116,13 +140,18 @@ class SiteSession:
                 f"the SecAgg roster has {len(roster)} sites, fewer than the threshold {self.params.threshold}",
                 "wait for more sites to advertise, or end the round without secure aggregation",
             )
-        adverts = {name: decode_advert(data, f"the advert of {name!r}") for name, data in roster.items()}
+        signed = {name: read_advert(data, f"the advert of {name!r}") for name, data in roster.items()}
+        adverts = {name: entry.advert for name, entry in signed.items()}
         own = adverts[self.site]
         copies = sorted(name for name, advert in adverts.items() if name != self.site and {own.c_pk, own.s_pk} & {advert.c_pk, advert.s_pk})
         if copies:
             raise SecAggRefused(f"the SecAgg roster gives sites {copies[:5]} the keys of site {self.site!r}", fix)
         graph = Neighbourhood(self.params, adverts, self.round_seed)
         neighbours = graph.of(self.site)
+        if self.signing is not None:
+            for peer in neighbours:  # O(k): only the neighbours' keys are used
+                check_advert(self.signing.verify, self.round_seed, peer, roster[peer])
+            self._credentials = {name: entry.credential for name, entry in signed.items()}
         b_shares = crypto.split(self._b, graph.share_threshold, len(neighbours))
         s_shares = crypto.split(self._s_seed, graph.share_threshold, len(neighbours))
         sealed: dict[str, bytes] = {}
@@ -184,13 +213,40 @@ class SiteSession:
         self._phase = _MASKED
         return masked
 
-    def unmask(self, survivors: Sequence[str], dropped: Sequence[str]) -> dict[str, bytes]:
-        """Phase 4: reveal messages (owner site -> bytes): its share of each surviving
+    def confirm(self, survivors: Sequence[str], dropped: Sequence[str]) -> bytes:
+        """Phase 4 (signing sessions): the confirmation message, this site's signature on the
+        survivor and dropped lists it was sent, after the checks ``unmask`` makes. Answers once
+        (a retry with the same lists gets the same answer)."""
+        live, gone = self._names(survivors, "survivors"), self._names(dropped, "dropped")
+        if self.signing is None:
+            raise SecAggRefused(
+                f"site {self.site!r} has no signing key: its session has no consistency check",
+                "give the SiteSession a Signing to run signed SecAgg", kind="state",
+            )
+        if self._confirmed is not None:
+            if (live, gone) == self._confirmed[:2]:
+                return self._confirmed[2]
+            raise SecAggRefused(
+                f"site {self.site!r} already confirmed other survivor lists; it confirms once",
+                "send every survivor the same survivor and dropped lists, once",
+                kind="state",
+            )
+        self._expect(_MASKED, "confirm")
+        self._check_request(live, gone)
+        message = encode_confirmation(self.signing.sign(survivors_statement(self.round_seed, live, gone)))
+        self._confirmed = (live, gone, message)
+        self._phase = _CONFIRMED
+        return message
+
+    def unmask(self, survivors: Sequence[str], dropped: Sequence[str], confirmations: Mapping[str, bytes] | None = None) -> dict[str, bytes]:
+        """Phase 5: reveal messages (owner site -> bytes): its share of each surviving
         neighbour's self-mask seed b and of each dropped neighbour's mask-key seed s.
 
         Answers once. Refuses a site named both survivor and dropped, survivors fewer than the
         threshold, this site not among the survivors, names outside the roster, and a neighbour
-        whose shares it holds named neither (every such site must be accounted for).
+        whose shares it holds named neither (every such site must be accounted for). A signing
+        session also refuses lists other than those it confirmed, and ``confirmations`` (site ->
+        confirmation) short of the threshold of valid survivor signatures on those lists.
         """
         live, gone = self._names(survivors, "survivors"), self._names(dropped, "dropped")
         if self._revealed is not None:
@@ -201,7 +257,38 @@ class SiteSession:
                 "ask each site once, with the same survivors and dropped sites for all",
                 kind="state",
             )
-        self._expect(_MASKED, "unmask")
+        if self.signing is None:
+            self._expect(_MASKED, "unmask")
+            self._check_request(live, gone)
+        else:
+            if self._phase == _MASKED:
+                raise SecAggRefused(
+                    f"site {self.site!r} refuses to reveal before the consistency check: it has confirmed no survivor list",
+                    "run the confirm phase (each survivor signs the survivor list) before asking for reveals",
+                )
+            self._expect(_CONFIRMED, "unmask")
+            assert self._confirmed is not None
+            if (live, gone) != self._confirmed[:2]:
+                raise SecAggRefused(
+                    f"site {self.site!r} refuses to reveal: the unmask request's survivor lists are not the ones it confirmed",
+                    "ask for reveals with the survivor and dropped lists of the consistency check",
+                )
+            check_confirmations(
+                self.signing.verify, self._credentials, survivors_statement(self.round_seed, live, gone),
+                confirmations if confirmations is not None else {}, live, self.params.threshold,
+            )
+        reveals = {
+            owner: encode_reveal(
+                Reveal(SECRET_SELF, index, b_share) if owner in live else Reveal(SECRET_MASK_KEY, index, s_share)
+            )
+            for owner, (index, b_share, s_share) in self._held.items()
+        }
+        self._revealed = (live, gone, reveals)
+        self._phase = _REVEALED
+        return dict(reveals)
+
+    def _check_request(self, live: frozenset[str], gone: frozenset[str]) -> None:
+        """Refuse survivor and dropped lists that would be unsafe to reveal for."""
         fix = "name each site that masked as a survivor and each that shared but did not mask as dropped, never both"
         both = sorted(live & gone)
         if both:
@@ -223,15 +310,6 @@ class SiteSession:
         unnamed = sorted(set(self._held) - live - gone)
         if unnamed:
             raise SecAggRefused(f"the unmask request names neither survivor nor dropped sites {unnamed[:5]}, whose shares this site holds", fix)
-        reveals = {
-            owner: encode_reveal(
-                Reveal(SECRET_SELF, index, b_share) if owner in live else Reveal(SECRET_MASK_KEY, index, s_share)
-            )
-            for owner, (index, b_share, s_share) in self._held.items()
-        }
-        self._revealed = (live, gone, reveals)
-        self._phase = _REVEALED
-        return dict(reveals)
 
     @staticmethod
     def _names(names: Sequence[str], what: str) -> frozenset[str]:

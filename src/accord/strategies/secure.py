@@ -4,7 +4,11 @@ aggregator only ever sees the sum of the cohort's weighted updates (docs/privacy
 Each training round has four phases (strategies/secure_phases.py): ``advertise`` (each site's
 two public keys), ``share`` (its secrets' sealed shares for its neighbours, routed by the
 aggregator), ``mask`` (the round's tasks: the training reply is the masked, fixed-point update
-with its weight inside) and ``unmask`` (the survivors' reveals). The engine owns who owes what
+with its weight inside) and ``unmask`` (the survivors' reveals). With ``verify`` (the
+deployment: a check of a named site's signature against its certificate and the federation's
+CA) the round is signed: adverts carry each site's certificate and signature, and a fifth
+phase, ``confirm``, before ``unmask`` collects the survivors' signatures on the survivor list
+(accord.secagg.signing). The engine owns who owes what
 in each phase and each phase's deadline; the wrapped strategy steps from the unmasked mean
 (FedAvgM's and FedAdam's server optimizers included). Robust strategies, which need every
 update on its own, are refused.
@@ -21,16 +25,19 @@ from accord.errors import AccordError, PlanError, RefusedError
 from accord.plan.schema import SecureAggregationSettings
 from accord.plan.secure_aggregation import secagg_params
 from accord.secagg.params import SecAggParams
+from accord.secagg.signing import Verifier
 from accord.strategies.base import Strategy
 from accord.strategies.seam import Aggregate, RoundContext, RoundPhases
 from accord.strategies.secure_phases import (
     ADVERTISE,
+    CONFIRM,
     MASK,
     MASKED,
     MASKED_DTYPE,
     PHASES,
     SEED_BYTES,
     SHARE,
+    SIGNED_PHASES,
     UNMASK,
     apply_mean_change,
     decode_entries,
@@ -45,13 +52,15 @@ from accord.strategies.wrapper import Wrapper
 class SecureAggregation(Wrapper):
     """Wraps ``strategy`` (FedAvg, FedProx, FedAvgM, FedAdam...): its cohort, config, minimum
     replies and server step, over the mean SecAgg+ unmasks. ``entropy(n)`` draws each round's
-    seed (the OS's by default; a restarted round draws a fresh one)."""
+    seed (the OS's by default; a restarted round draws a fresh one). ``verify`` signs the rounds
+    (see the module docstring; the deployment's aggregator sets it, aggregator/serve.py)."""
 
     def __init__(
         self,
         strategy: Strategy,
         settings: SecureAggregationSettings,
         entropy: Callable[[int], bytes] = secrets.token_bytes,
+        verify: Verifier | None = None,
     ) -> None:
         if strategy.needs_individual_updates:
             name = type(strategy).__name__
@@ -63,13 +72,22 @@ class SecureAggregation(Wrapper):
         super().__init__(strategy)
         self.settings = settings
         self.entropy = entropy
+        self.verify = verify
 
     def min_replies(self, cohort_size: int) -> int:
         """The wrapped strategy's, or the SecAgg+ threshold if more (every phase needs it)."""
         return max(self.strategy.min_replies(cohort_size), secagg_params(self.settings, cohort_size).threshold)
 
     def phased(self, context: RoundContext) -> RoundPhases:
-        return SecurePhases(context, secagg_params(self.settings, len(context.cohort)), self.entropy(SEED_BYTES))
+        return SecurePhases(context, secagg_params(self.settings, len(context.cohort)), self.entropy(SEED_BYTES), self.verify)
+
+
+def signed(strategy: Strategy, verify: Verifier) -> Strategy:
+    """``strategy`` with its secure rounds signed under ``verify`` (a SecureAggregation; any
+    other strategy is returned as it is: it has no secure rounds)."""
+    if isinstance(strategy, SecureAggregation):
+        strategy.verify = verify
+    return strategy
 
 
 class SecurePhases:
@@ -79,13 +97,16 @@ class SecurePhases:
     names: tuple[str, ...] = PHASES
     tasks_phase: str = MASK
 
-    def __init__(self, context: RoundContext, params: SecAggParams, seed: bytes) -> None:
+    def __init__(self, context: RoundContext, params: SecAggParams, seed: bytes, verify: Verifier | None = None) -> None:
         from accord.secagg.server import ServerSession  # cryptography and pycryptodome: accord[secagg]
 
         self.context = context
         self.threshold = params.threshold
         self.length = update_length(context.global_model)
-        self.session = ServerSession(params, context.cohort, seed, self.length)
+        self.session = ServerSession(params, context.cohort, seed, self.length, verify=verify)
+        self.signed = verify is not None
+        if self.signed:
+            self.names = SIGNED_PHASES
         self._opening = encode_opening(seed, context.cohort)
         self._roster = b""
         self._request = b""
@@ -93,8 +114,11 @@ class SecurePhases:
     def begin(self, phase: str, members: tuple[str, ...]) -> None:
         if phase == SHARE:
             self._roster = encode_entries(self.session.roster())
-        elif phase == UNMASK:
+        elif phase == CONFIRM:
             self._request = encode_request(*self.session.unmask_request())
+        elif phase == UNMASK:
+            confirmations = self.session.confirmations() if self.signed else None
+            self._request = encode_request(*self.session.unmask_request(), confirmations)
 
     def min_replies(self, phase: str, members: int) -> int:
         return self.threshold
@@ -116,6 +140,8 @@ class SecurePhases:
             self.session.add_advert(collaborator, payload)
         elif phase == SHARE:
             self.session.add_shares(collaborator, decode_entries(payload, f"the shares of {collaborator}"))
+        elif phase == CONFIRM:
+            self.session.add_confirmation(collaborator, payload)
         elif phase == MASK:
             if tensors is None or set(tensors) != {MASKED} or payload:
                 raise RefusedError(

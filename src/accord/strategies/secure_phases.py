@@ -7,7 +7,10 @@ in ``share`` the roster (site -> advert); in ``mask`` the sealed shares routed t
 (sender -> share); in ``unmask`` the survivors and the dropped. Site to aggregator
 (``TaskResult.payload``): its advert, its sealed shares (neighbour -> share), its reveals
 (owner -> reveal); in ``mask`` its masked update travels as one uint64 tensor, MASKED, in
-chunks like any update. Every payload is a SecAgg map (accord.secagg.messages: length-prefixed,
+chunks like any update. A signed round (the deployment: SIGNED_PHASES) adds ``confirm``
+between ``mask`` and ``unmask``: the aggregator sends the survivors and the dropped, the site
+replies its confirmation (its signature on them); the ``unmask`` request then also carries
+the survivors' confirmations (site -> confirmation). Every payload is a SecAgg map (accord.secagg.messages: length-prefixed,
 bounded, parsed strictly; never pickled).
 """
 
@@ -20,11 +23,13 @@ import numpy as np
 from accord.errors import RefusedError
 from accord.secagg.messages import decode_map, encode_map
 
-ADVERTISE, SHARE, MASK, UNMASK = "advertise", "share", "mask", "unmask"
+ADVERTISE, SHARE, MASK, CONFIRM, UNMASK = "advertise", "share", "mask", "confirm", "unmask"
 #: secure aggregation's phases, in order; the round's tasks (train, validations) are owed in MASK
 PHASES = (ADVERTISE, SHARE, MASK, UNMASK)
+#: a signed round's phases: the consistency check (CONFIRM) before the reveals
+SIGNED_PHASES = (ADVERTISE, SHARE, MASK, CONFIRM, UNMASK)
 #: the phases whose reply is a payload only (MASK runs the tasks)
-REPLY_PHASES = (ADVERTISE, SHARE, UNMASK)
+REPLY_PHASES = (ADVERTISE, SHARE, CONFIRM, UNMASK)
 #: the name of the masked update's tensor: the ring's uint64 elements (the update's float
 #: values, then the weight) travel and are staged as int64, the same bits (safetensors has no U64)
 MASKED = "secagg.masked"
@@ -87,15 +92,22 @@ def decode_opening(payload: bytes) -> tuple[bytes, list[str]]:
     return parts["seed"], _names(parts["cohort"], "the advertise payload's cohort")
 
 
-def encode_request(survivors: Sequence[str], dropped: Sequence[str]) -> bytes:
-    """The ``unmask`` payload: who masked (survivors) and who shared but did not (dropped)."""
-    return encode_map({"dropped": _names_blob(dropped), "survivors": _names_blob(survivors)})
+def encode_request(survivors: Sequence[str], dropped: Sequence[str], confirmations: Mapping[str, bytes] | None = None) -> bytes:
+    """The ``confirm`` and ``unmask`` payload: who masked (survivors) and who shared but did not
+    (dropped); in a signed round's ``unmask``, the survivors' ``confirmations`` too."""
+    fields = {"dropped": _names_blob(dropped), "survivors": _names_blob(survivors)}
+    if confirmations is not None:
+        fields["confirmations"] = encode_entries(confirmations)
+    return encode_map(fields)
 
 
-def decode_request(payload: bytes) -> tuple[list[str], list[str]]:
-    """(survivors, dropped) of an ``unmask`` payload; RefusedError if malformed."""
-    parts = _fields(payload, "the unmask payload", ("dropped", "survivors"))
-    return _names(parts["survivors"], "the unmask survivors"), _names(parts["dropped"], "the unmask dropped")
+def decode_request(payload: bytes) -> tuple[list[str], list[str], dict[str, bytes] | None]:
+    """(survivors, dropped, confirmations or None) of a ``confirm`` or ``unmask`` payload;
+    RefusedError if malformed."""
+    signed = ("confirmations", "dropped", "survivors")
+    parts = _fields(payload, "the unmask payload", signed, ("dropped", "survivors"))
+    confirmations = decode_entries(parts["confirmations"], "the unmask confirmations") if "confirmations" in parts else None
+    return _names(parts["survivors"], "the unmask survivors"), _names(parts["dropped"], "the unmask dropped"), confirmations
 
 
 def encode_entries(entries: Mapping[str, bytes]) -> bytes:
@@ -108,8 +120,8 @@ def decode_entries(payload: bytes, what: str) -> dict[str, bytes]:
     return decode_map(payload, what, max_entries=MAX_SITES, max_value=4096)
 
 
-def _fields(payload: bytes, what: str, names: tuple[str, ...]) -> dict[str, bytes]:
+def _fields(payload: bytes, what: str, names: tuple[str, ...], *alternatives: tuple[str, ...]) -> dict[str, bytes]:
     parts = decode_map(payload, what, max_entries=len(names), max_value=len(payload))
-    if tuple(sorted(parts)) != names:
+    if tuple(sorted(parts)) not in (names, *alternatives):
         raise RefusedError(f"{what} holds {sorted(parts)}, not {list(names)}", kind="payload")
     return parts
