@@ -170,6 +170,7 @@ def test_a_robust_strategy_is_refused_in_the_plan(tmp_path: Path) -> None:
         1,
         overrides={
             **FAST,
+            "collaborator.settings.opt_treatment": "RESET",
             "aggregator.settings.strategy": {"template": "accord.strategies.Krum", "settings": {"byzantine": 0}},
         },
     )
