@@ -43,6 +43,11 @@ def _hang(what):
 class HangingRunner(TorchTaskRunner):
     validations = 0
 
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        if os.environ.get("READY_MARKER"):  # built: the site joins next
+            Path(os.environ["READY_MARKER"]).touch()
+
     def train(self, data, **kwargs):
         _hang("HANG_IN_TRAINING")
         return super().train(data, **kwargs)
@@ -113,9 +118,10 @@ def test_sites_killed_mid_round_leave_fedavg_over_the_survivors_under_the_cutoff
     once = {"aggregator.settings.final_validation": False}
     survivors = {f"collaborator{i}" for i in range(1, 6)}
     reference = workspace(tmp_path / "plain", 6, None, **cutoff(4.0, 5), **once)  # closes with collaborators 1-5
-    # each phase's cut-off counts from its opening (the first one's: the aggregator's start), so it
-    # is long enough for every site's process to start and join on a loaded machine
-    secure = workspace(tmp_path / "secure", 6, {}, **cutoff(CUTOFF, 1), **once)
+    # each phase's cut-off counts from its opening (the first one's: the aggregator's start): long
+    # enough for every waiting site to join (their retries back off) on a loaded machine
+    patient = {"network.settings.connect_timeout_seconds": 900.0}
+    secure = workspace(tmp_path / "secure", 6, {}, **cutoff(CUTOFF, 1), **once, **patient)
     same_init(reference, secure)
 
     sites = Sites(reference)
@@ -131,11 +137,14 @@ def test_sites_killed_mid_round_leave_fedavg_over_the_survivors_under_the_cutoff
     in_training, after_masking = tmp_path / "collaborator6-training", tmp_path / "collaborator5-masked"
     sites = Sites(secure)
     try:
+        hangs = {"collaborator5": {"HANG_AFTER_MASKING": str(after_masking)}, "collaborator6": {"HANG_IN_TRAINING": str(in_training)}}
+        for name in (*sorted(survivors), "collaborator6"):
+            sites.start(name, READY_MARKER=str(tmp_path / f"{name}-ready"), **hangs.get(name, {}))
+        # the aggregator starts once every site is about to join (a loaded machine takes long to
+        # start a process): the first phase's cut-off counts from the aggregator's start
+        for name in (*sorted(survivors), "collaborator6"):
+            wait_for((tmp_path / f"{name}-ready").exists, timeout=600, what=f"{name} to start")
         sites.start("aggregator")
-        for name in sorted(survivors - {"collaborator5"}):
-            sites.start(name)
-        sites.start("collaborator5", HANG_AFTER_MASKING=str(after_masking))
-        sites.start("collaborator6", HANG_IN_TRAINING=str(in_training))
         wait_for(in_training.exists, timeout=2 * CUTOFF, what="collaborator6 to train (after its advert and shares)")
         sites.kill("collaborator6")
         wait_for(after_masking.exists, timeout=2 * CUTOFF, what="collaborator5 to send its masked update")
@@ -161,6 +170,7 @@ def test_a_robust_strategy_is_refused_in_the_plan(tmp_path: Path) -> None:
         1,
         overrides={
             **FAST,
+            "collaborator.settings.opt_treatment": "RESET",
             "aggregator.settings.strategy": {"template": "accord.strategies.Krum", "settings": {"byzantine": 0}},
         },
     )

@@ -17,18 +17,17 @@ update on its own, are refused.
 from __future__ import annotations
 
 import secrets
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 
 import numpy as np
 
 from accord.errors import AccordError, PlanError, RefusedError
-from accord.messages import ConfigValue
 from accord.plan.schema import SecureAggregationSettings
 from accord.plan.secure_aggregation import secagg_params
 from accord.secagg.params import SecAggParams
 from accord.secagg.signing import Verifier
 from accord.strategies.base import Strategy
-from accord.strategies.seam import EVERYONE, Accumulator, Aggregate, ClientSampling, RoundContext, RoundPhases, StrategyState
+from accord.strategies.seam import Aggregate, RoundContext, RoundPhases
 from accord.strategies.secure_phases import (
     ADVERTISE,
     CONFIRM,
@@ -47,10 +46,10 @@ from accord.strategies.secure_phases import (
     encode_request,
     update_length,
 )
-from accord.tensors.state import ModelState
+from accord.strategies.wrapper import Wrapper
 
 
-class SecureAggregation(Strategy):
+class SecureAggregation(Wrapper):
     """Wraps ``strategy`` (FedAvg, FedProx, FedAvgM, FedAdam...): its cohort, config, minimum
     replies and server step, over the mean SecAgg+ unmasks. ``entropy(n)`` draws each round's
     seed (the OS's by default; a restarted round draws a fresh one). ``verify`` signs the rounds
@@ -70,23 +69,10 @@ class SecureAggregation(Strategy):
                 f"choose a FedAvg-family strategy (FedAvg, FedProx, FedAvgM, FedAdam...) or set "
                 f"aggregator.settings.secure_aggregation.enabled: false to keep {name}",
             )
-        self.strategy = strategy
+        super().__init__(strategy)
         self.settings = settings
         self.entropy = entropy
         self.verify = verify
-
-    @property
-    def config_schema(self) -> Mapping[str, type]:  # type: ignore[override]
-        return self.strategy.config_schema
-
-    def select(self, round_number: int, candidates: Sequence[str], sampling: ClientSampling = EVERYONE) -> Sequence[str]:
-        return self.strategy.select(round_number, candidates, sampling)
-
-    def configure(self, round_number: int) -> dict[str, ConfigValue]:
-        return self.strategy.configure(round_number)
-
-    def accumulator(self, context: RoundContext) -> Accumulator:
-        return self.strategy.accumulator(context)
 
     def min_replies(self, cohort_size: int) -> int:
         """The wrapped strategy's, or the SecAgg+ threshold if more (every phase needs it)."""
@@ -94,15 +80,6 @@ class SecureAggregation(Strategy):
 
     def phased(self, context: RoundContext) -> RoundPhases:
         return SecurePhases(context, secagg_params(self.settings, len(context.cohort)), self.entropy(SEED_BYTES), self.verify)
-
-    def finish(self, context: RoundContext, aggregate: Aggregate) -> ModelState:
-        return self.strategy.finish(context, aggregate)
-
-    def snapshot(self) -> StrategyState:
-        return self.strategy.snapshot()
-
-    def restore(self, state: StrategyState) -> None:
-        self.strategy.restore(state)
 
 
 def signed(strategy: Strategy, verify: Verifier) -> Strategy:
