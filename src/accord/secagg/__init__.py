@@ -9,6 +9,7 @@ carry the bytes these objects produce.
 
 Modules: ``params`` (SecAggParams, the fixed-point ring), ``messages`` (the byte formats and
 SecAggRefused), ``graph`` (the neighbourhood), ``crypto`` (the library primitives), ``encoding``
-(fixed point), ``site`` (SiteSession) and ``server`` (ServerSession). Only ``site``, ``server``
+(fixed point), ``site`` (SiteSession), ``server`` (ServerSession) and ``signing`` (signed
+adverts and the consistency check, Bonawitz et al.'s active variant, over injected hooks). Only ``site``, ``server``
 and ``crypto`` import ``cryptography`` and pycryptodome (the ``accord[secagg]`` extra).
 """
