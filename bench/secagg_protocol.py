@@ -51,20 +51,21 @@ from _table import Column, min_median_table
 from accord.pki.signatures import CollaboratorVerifier
 from accord.secagg.params import SecAggParams
 from accord.secagg.server import ServerSession
-from accord.secagg.signing import Signing
+from accord.secagg.signing import Signing, Verifier
 from accord.secagg.site import SiteSession
 
 SERVER_PHASES = ("adverts", "shares", "masked", "confirms", "reveals", "result")
 SITE_PHASES = ("advertise", "share", "mask", "confirm", "unmask")
 
 
-def federation_signings(names: list[str], folder: str) -> dict[str, Signing]:
-    """A federation PKI in ``folder`` and each site's Signing over its own key and certificate."""
+def federation_signings(names: list[str], folder: str) -> tuple[dict[str, Signing], Verifier]:
+    """A federation PKI in ``folder``: each site's Signing over its own key and certificate, and
+    the server's own verifier (as aggregator/serve.py makes it, without revocations)."""
     from accord.collaborator.secure_site import site_signing
     from accord.pki.ca import make_federation_pki
 
-    make_federation_pki(folder, "localhost", names)
-    return {name: site_signing(folder, name) for name in names}
+    layout = make_federation_pki(folder, "localhost", names)
+    return {name: site_signing(folder, name) for name in names}, CollaboratorVerifier(layout.chain)
 
 
 def timed(call: Callable[[], Any]) -> tuple[Any, float]:
@@ -75,15 +76,20 @@ def timed(call: Callable[[], Any]) -> tuple[Any, float]:
 
 
 def one_round(
-    params: SecAggParams, count: int, length: int, dropout: float, seed: int, signings: dict[str, Signing] | None = None
+    params: SecAggParams,
+    count: int,
+    length: int,
+    dropout: float,
+    seed: int,
+    signed: tuple[dict[str, Signing], Verifier] | None = None,
 ) -> tuple[dict[str, float], dict[str, float], dict[str, int]]:
     """(server CPU per phase, median site CPU per phase, bytes of one site) of one round,
-    signed if ``signings`` (site -> Signing) are given."""
+    signed if ``signed`` (site -> Signing, the server's verifier) is given."""
     names = [f"site{i:03d}" for i in range(count)]
     round_seed = seed.to_bytes(4, "big") * 8
     rng = np.random.default_rng(seed)
     updates = {name: rng.uniform(-1, 1, length) for name in names}
-    verify = None if signings is None else CollaboratorVerifier(Path(signings[names[0]].verify.chain_path))  # type: ignore[attr-defined]
+    signings, verify = signed if signed is not None else (None, None)
     server = ServerSession(params, names, round_seed, length, verify=verify)
     sites = {
         name: SiteSession(params, name, names, round_seed, length, signing=None if signings is None else signings[name])
@@ -163,7 +169,7 @@ def main() -> None:
     parser.add_argument("--signed", action="store_true", help="signed adverts and the consistency check (the deployment's)")
     args = parser.parse_args()
     pki = tempfile.TemporaryDirectory(prefix="secagg-pki-")
-    signings = federation_signings([f"site{i:03d}" for i in range(max(args.sizes))], pki.name) if args.signed else None
+    signed = federation_signings([f"site{i:03d}" for i in range(max(args.sizes))], pki.name) if args.signed else None
     for count in args.sizes:
         params = SecAggParams.for_cohort(count, dropout=args.design_dropout)
         for dropout in args.dropouts:
@@ -174,9 +180,9 @@ def main() -> None:
             figures: dict[str, list[float]] = {"plain NumPy sum (server)": []}
             for repeat in range(args.repeat):
                 figures["plain NumPy sum (server)"].append(plain_sum(count, args.length, repeat))
-                serving, per_site, sizes = one_round(params, count, args.length, dropout, repeat, signings)
+                serving, per_site, sizes = one_round(params, count, args.length, dropout, repeat, signed)
                 for phase, cpu in serving.items():
-                    if phase == "confirms" and signings is None:
+                    if phase == "confirms" and signed is None:
                         continue
                     figures.setdefault(f"server {phase}", []).append(cpu)
                 figures.setdefault("server total", []).append(sum(serving.values()))
