@@ -61,3 +61,42 @@ def test_the_simulation_refuses_secure_aggregation(workspace_factory) -> None:
     plan = workspace_factory(NAMES, 1, ON)
     with pytest.raises(PlanError, match="the simulation does not run secure aggregation's phases"):
         run_simulation(plan, clients=NAMES)
+
+
+def test_a_restarted_aggregator_runs_the_rounds_secure_phases_again_with_a_fresh_seed(workspace_factory) -> None:
+    """Mid-phase state is not journaled: a restart opens the round again at ``advertise`` with a
+    new round seed; the sites' replies to the old session are refused as not owed."""
+    from accord.aggregator.runtime import AggregatorRuntime
+    from accord.collaborator.secure_site import SecureSite
+    from accord.errors import RefusedError
+    from accord.messages import TaskResult
+    from accord.strategies.secure_phases import decode_opening
+    from accord.workspace.initialize import initialize_model
+
+    plan = workspace_factory(NAMES, 1, ON)
+    initialize_model(plan)
+    settings = plan.model.aggregator.settings.secure_aggregation
+    runtime = AggregatorRuntime(plan)
+    try:
+        first = {name: runtime.get_tasks(name, plan.hash, 1.0) for name in NAMES}
+        assert {a.phase for a in first.values()} == {"advertise"}
+        seed, cohort = decode_opening(first["alpha"].payload)
+        model = runtime.engine.model
+        sites = {name: SecureSite(name, settings) for name in NAMES}
+        for name in NAMES:  # every site advertises: the share phase opens
+            advert = sites[name].answer("advertise", 0, first[name].payload, model)
+            runtime.submit(TaskResult(name, 0, "advertise", 0, {}, model_digest=runtime.engine.model_digest, phase="advertise", payload=advert), plan.hash)
+        assert runtime.engine.current.phase == "share"
+    finally:
+        runtime.close()
+    restarted = AggregatorRuntime(plan)
+    try:
+        again = restarted.get_tasks("alpha", plan.hash, 1.0)
+        assert again.round_number == 0 and again.phase == "advertise"
+        new_seed, new_cohort = decode_opening(again.payload)
+        assert new_cohort == cohort and new_seed != seed
+        stale = TaskResult("beta", 0, "share", 0, {}, model_digest=restarted.engine.model_digest, phase="share", payload=b"x")
+        with pytest.raises(RefusedError, match=r"is in phase 'advertise'|not assigned"):
+            restarted.submit(stale, plan.hash)
+    finally:
+        restarted.close()
