@@ -24,11 +24,12 @@ class ConfigService(FakeService):
         super().__init__(small_model())
         self.config = config
         self.phase = phase
+        self.payload = b""
         self.round_open = True
 
     def get_tasks(self, collaborator: str, plan_hash: str, timeout: float) -> TaskAssignment:
         assignment = super().get_tasks(collaborator, plan_hash, timeout)
-        return dataclasses.replace(assignment, config=dict(self.config), phase=self.phase)
+        return dataclasses.replace(assignment, config=dict(self.config), phase=self.phase, payload=self.payload)
 
 
 @pytest.fixture
@@ -159,6 +160,28 @@ def test_the_result_phase_travels_and_a_malformed_one_is_refused_from_the_header
     assert refused.value.kind == "payload"
     assert len(federation.service.expected) == 1  # refused before expect() and any tensor
     assert any("phase 'Mask!'" in line for line in federation.refusals)
+
+
+def test_phase_payloads_travel_both_ways_and_an_oversized_one_is_refused(serve) -> None:
+    federation = serve(ConfigService({}, phase="share"))
+    service = federation.service
+    client = federation.client("col1")
+    service.payload = b"roster\x00" * 100
+    assert client.get_tasks().payload == service.payload
+    client.send_result(dataclasses.replace(a_result(service.model, phase="share"), tensors=None, payload=b"shares"))
+    assert service.submissions[-1][0].payload == b"shares"
+    huge = b"x" * (wire.MAX_PHASE_PAYLOAD_BYTES + 1)
+    with pytest.raises(RefusedError, match=r"phase payload of \d+ bytes; at most") as refused:
+        client.send_result(dataclasses.replace(a_result(service.model, phase="share"), tensors=None, payload=huge))
+    assert refused.value.kind == "payload"
+    with pytest.raises(ValueError, match="the assignment carries a phase payload"):
+        wire.assignment_from_pb(pb.TasksResponse(phase="share", phase_payload=huge))
+    in_process = InProcessClient(service, "col1", PLAN, long_poll_seconds=0.1)
+    service.payload = huge
+    with pytest.raises(ValueError, match="phase payload"):
+        in_process.get_tasks()
+    with pytest.raises(RefusedError, match="phase payload"):
+        in_process.send_result(dataclasses.replace(a_result(service.model, phase="share"), tensors=None, payload=huge))
 
 
 # -- in process -----------------------------------------------------------------------------

@@ -54,8 +54,10 @@ class TaskAssignment:
     #: the strategy's per-round config (e.g. FedProx's ``proximal_mu``); a site takes only the
     #: keys its own plan's strategy declares, for its training tasks
     config: dict[str, ConfigValue] = field(default_factory=dict)
-    #: the round's phase (one phase, ``train``, until a strategy needs more)
+    #: the round's phase (one phase, ``train``, unless the strategy declares more: RoundPhases)
     phase: str = "train"
+    #: what this site is sent in that phase (secure aggregation's roster, shares, unmask request)
+    payload: bytes = b""
 
 
 @dataclass(frozen=True)
@@ -87,3 +89,5 @@ class TaskResult:
     failure: str = ""
     #: the phase of the round this result belongs to (the assignment's)
     phase: str = "train"
+    #: a phase reply's bytes (secure aggregation's advert, shares, reveals)
+    payload: bytes = b""

@@ -9,19 +9,19 @@ import numpy as np
 
 from accord.aggregation.bounds import UNBOUNDED, BoundEvent, UpdateBounds
 from accord.aggregator.assigner import Assigner, uniform_tasks
-from accord.aggregator.events import EventBus, ResultAccepted, ResultFailed, RoundClosed, RoundOpened, RoundOutcome
+from accord.aggregator.events import EventBus, PhaseOpened, ResultAccepted, ResultFailed, RoundClosed, RoundOpened, RoundOutcome
 from accord.aggregator.metrics import MetricRecord, WeightedMetrics
-from accord.aggregator.result_checks import check_result
+from accord.aggregator.result_checks import check_report, check_result
 from accord.aggregator.stragglers import Decision, StragglerPolicy
 from accord.errors import AccordError, RefusedError
 from accord.messages import Action, ConfigValue, Task, TaskAssignment, TaskResult
 from accord.plan.schema import TaskSpec
 from accord.strategies.base import Strategy
 from accord.strategies.fedavg import FedAvg
-from accord.strategies.seam import EVERYONE, Accumulator, Aggregate, ClientSampling, Reply, RoundContext
+from accord.strategies.seam import EVERYONE, Accumulator, Aggregate, ClientSampling, Reply, RoundContext, RoundPhases
 from accord.tensors.digest import model_digest
 from accord.tensors.space import MEMORY, TensorSpace
-from accord.tensors.state import ModelState, all_finite
+from accord.tensors.state import ModelState, all_finite, tensor_specs
 
 
 class RoundDeadlineError(AccordError):
@@ -48,10 +48,23 @@ class _Round:
     task_seconds: dict[str, float] = field(default_factory=dict)
     #: the strategy's config for the round
     config: dict[str, ConfigValue] = field(default_factory=dict)
-    #: the round's phase (every round has one, ``train``, until a strategy needs more)
+    #: the round's open phase: ``train``, or one of ``phases.names``
     phase: str = "train"
-    #: replies the strategy needs (the straggler policy's min_reports is raised to it)
+    #: replies the strategy (or the open phase) needs: the straggler policy's min_reports is raised to it
     min_replies: int = 1
+    #: the phases beyond ``train`` (Strategy.phased), None for a single-phase round
+    phases: RoundPhases | None = None
+    phase_index: int = 0
+    #: when the open phase opened (the straggler policy's clock: per phase)
+    phase_opened_at: float = 0.0
+    #: who takes part in the open phase (the cohort, then each phase's repliers)
+    members: tuple[str, ...] = ()
+    #: how many of the open phase's members reported a failure (``reported_count``: replied)
+    phase_failed: int = 0
+    #: the cohort's tasks, owed in the tasks phase of a multi-phase round
+    tasks: dict[str, list[str]] = field(default_factory=dict)
+    #: members a phase ended without (a multi-phase round's stragglers)
+    dropped: set[str] = field(default_factory=set)
 
 
 class RoundEngine:
@@ -138,6 +151,24 @@ class RoundEngine:
         return [c for c in current.assigned if not current.outstanding.get(c) and c not in current.failed]
 
     @property
+    def epoch(self) -> tuple[int, str, bool]:
+        """(round, open phase, finished): what changes when a long-polling site may have new work."""
+        return self.round_number, "" if self._round is None else self._round.phase, self.finished
+
+    @property
+    def in_phases(self) -> bool:
+        """Whether the open round runs phases beyond ``train`` (Strategy.phased)."""
+        return self._round is not None and self._round.phases is not None
+
+    def expected_tensors(self) -> dict[str, tuple[str, tuple[int, ...]]]:
+        """name -> (dtype, shape) of the tensors a result may carry now: the global model's, or the
+        open round's phases' training reply's (RoundPhases.tensor_specs)."""
+        current = self._round
+        if current is not None and current.phases is not None:
+            return dict(current.phases.tensor_specs())
+        return tensor_specs(self.model)
+
+    @property
     def model_digest(self) -> str:
         """Digest of the open round's global model, which each of its results must carry."""
         return "" if self._round is None else self._round.model_digest
@@ -149,7 +180,7 @@ class RoundEngine:
         if current is None:
             return None
         now = self.clock()
-        return now + self.policy.next_check(now - current.opened_at)
+        return now + self.policy.next_check(now - current.phase_opened_at)
 
     def check_member(self, collaborator: str) -> None:
         """Refuse a name that the plan does not list."""
@@ -165,14 +196,20 @@ class RoundEngine:
         self.check_member(collaborator)
         if self.finished or self._round is None:
             return TaskAssignment(Action.QUIT, self.round_number)
-        names = self._round.outstanding.get(collaborator)
+        current = self._round
+        names = current.outstanding.get(collaborator)
         if not names:
             return TaskAssignment(Action.WAIT, self.round_number)
-        tasks = tuple(
-            Task(n, self.tasks[n].function, dict(self.tasks[n].kwargs), self.tasks[n].returns_model)
-            for n in names
-        )
-        return TaskAssignment(Action.RUN, self.round_number, tasks, dict(self._round.config))
+        phases = current.phases
+        if phases is None or current.phase == phases.tasks_phase:
+            tasks = tuple(
+                Task(n, self.tasks[n].function, dict(self.tasks[n].kwargs), self.tasks[n].returns_model)
+                for n in names
+            )
+        else:  # a phase beyond the tasks: one reply named as the phase
+            tasks = (Task(current.phase, "phase"),)
+        payload = b"" if phases is None else phases.payload(current.phase, collaborator)
+        return TaskAssignment(Action.RUN, self.round_number, tasks, dict(current.config), current.phase, payload)
 
     # -- commands --------------------------------------------------------------
 
@@ -254,15 +291,28 @@ class RoundEngine:
                 kind="state",
             )
         if result.failure:
-            if result.tensors or result.metrics:
+            if result.tensors or result.metrics or result.payload:
                 raise RefusedError(f"result from {result.collaborator} reports a failure but carries data", kind="payload")
             current.failed[result.collaborator] = result.failure
+            current.phase_failed += 1
             owed.clear()
             self.events.emit(ResultFailed(current.number, result.collaborator, result.failure))
             return self._apply_policy(may_fail=False)
+        phases = current.phases
+        if phases is not None and current.phase != phases.tasks_phase:
+            return self._take_phase_reply(current, phases, result, owed)
+        if result.payload and phases is None:
+            raise RefusedError(
+                f"result from {result.collaborator} carries a phase payload, but phase {current.phase!r} takes none",
+                kind="payload",
+            )
         spec = self.tasks[result.task]
-        check_result(result, spec, self.model, self.delta_updates)
-        if spec.returns_model:
+        if phases is not None and spec.returns_model:  # the masked update: the phases fold it, not an accumulator
+            check_report(result)
+            phases.take(current.phase, result.collaborator, result.payload, result.tensors, float(result.sample_count))
+        else:
+            check_result(result, spec, self.model, self.delta_updates)
+        if spec.returns_model and phases is None:
             assert result.tensors is not None
             current.accumulator.add(Reply(result.collaborator, result.tensors, float(result.sample_count), result.is_delta, stored))
         for metric, value in result.metrics.items():
@@ -279,6 +329,19 @@ class RoundEngine:
         )
         return self._apply_policy(may_fail=False)
 
+    def _take_phase_reply(self, current: _Round, phases: RoundPhases, result: TaskResult, owed: list[str]) -> RoundOutcome | None:
+        """A reply of a phase beyond the tasks: bytes only, folded by the round's phases."""
+        if result.tensors or result.metrics:
+            raise RefusedError(
+                f"result from {result.collaborator} for phase {current.phase!r} carries tensors or metrics; "
+                "a phase reply carries its payload only",
+                kind="payload",
+            )
+        phases.take(current.phase, result.collaborator, result.payload, None, 0.0)
+        owed.clear()
+        current.reported_count += 1
+        return self._apply_policy(may_fail=False)
+
     def tick(self) -> RoundOutcome | None:
         """Apply the straggler policy to the time elapsed; the outcome if that closed the round.
 
@@ -291,23 +354,27 @@ class RoundEngine:
         so a result that just came is acknowledged (it is saved) before the aggregator stops."""
         current = self._round
         assert current is not None
-        reported = current.reported_count
+        reported, members = current.reported_count, len(current.members)
         decision = self.policy.decide(
-            self.clock() - current.opened_at, reported, len(current.assigned), len(current.failed), current.min_replies
+            self.clock() - current.phase_opened_at, reported, members, current.phase_failed, current.min_replies
         )
+        if current.phases is not None and members < current.min_replies:  # a phase cannot reach its threshold
+            decision = Decision.FAIL
         if decision is Decision.CLOSE:
-            return self._close_round()
+            return self._end_phase(current)
         if decision is Decision.FAIL and may_fail:
-            waiting = sorted(c for c in current.assigned if current.outstanding.get(c))
+            waiting = sorted(c for c in current.members if current.outstanding.get(c))
             failed = "; ".join(f"{c} failed: {why}" for c, why in sorted(current.failed.items()))
             when = (
                 f"reached its deadline of {self.policy.round_deadline_seconds:g} s"
                 if waiting
                 else "cannot close (nobody owes anything more)"
             )
+            needed = current.min_replies if current.phases is not None else self.policy.needed(members, current.min_replies)
+            where = f"phase {current.phase!r} of round {current.number}" if current.phases is not None else f"round {current.number}"
             raise RoundDeadlineError(
-                f"round {current.number} {when} with {reported} of {len(current.assigned)} reports "
-                f"(at least {self.policy.needed(len(current.assigned), current.min_replies)} needed)"
+                f"{where} {when} with {reported} of {members} reports "
+                f"(at least {needed} needed)"
                 + (f"; still waiting for {', '.join(waiting)}" if waiting else "")
                 + (f"; {failed}" if failed else ""),
                 "bring the missing collaborators back (fix the failed ones) and restart the aggregator "
@@ -328,10 +395,12 @@ class RoundEngine:
         if number >= self.total_rounds:
             self._round = None
             return
-        config = {} if self.is_final_validation(number) else self.strategy.checked_config(number)
-        self._round = _Round(
+        final = self.is_final_validation(number)
+        config = {} if final else self.strategy.checked_config(number)
+        opened_at = self.clock()
+        self._round = current = _Round(
             number=number,
-            opened_at=self.clock(),
+            opened_at=opened_at,
             outstanding=outstanding,
             assigned=assigned,
             model_digest=model_digest(self.model, number),
@@ -340,8 +409,40 @@ class RoundEngine:
             accumulator=self.strategy.accumulator(context),
             config=config,
             min_replies=self.strategy.min_replies(len(assigned)),
+            phases=None if final else self.strategy.phased(context),
+            phase_opened_at=opened_at,
+            members=assigned,
+            tasks=outstanding,
         )
-        self.events.emit(RoundOpened(number, assigned, dict(config), self.is_final_validation(number)))
+        self.events.emit(RoundOpened(number, assigned, dict(config), final))
+        if current.phases is not None:
+            self._begin_phase(current, 0, assigned)
+
+    def _begin_phase(self, current: _Round, index: int, members: tuple[str, ...]) -> None:
+        """Open phase ``index`` of a multi-phase round for ``members``: in the tasks phase each
+        owes its tasks, in any other one reply named as the phase."""
+        phases = current.phases
+        assert phases is not None
+        name = phases.names[index]
+        current.phase_index, current.phase, current.members = index, name, members
+        current.outstanding = {c: list(current.tasks[c]) if name == phases.tasks_phase else [name] for c in members}
+        current.reported_count = current.phase_failed = 0
+        current.phase_opened_at = self.clock()
+        current.min_replies = phases.min_replies(name, len(members))
+        phases.begin(name, members)
+        self.events.emit(PhaseOpened(current.number, name, members))
+
+    def _end_phase(self, current: _Round) -> RoundOutcome | None:
+        """The open phase ends (the policy said so): the next phase opens with those who
+        replied, or, after the last one, the round closes."""
+        phases = current.phases
+        if phases is None or current.phase_index + 1 >= len(phases.names):
+            return self._close_round()
+        late = [c for c in current.members if current.outstanding.get(c)]
+        current.dropped.update(late)
+        replied = tuple(c for c in current.members if not current.outstanding.get(c) and c not in current.failed)
+        self._begin_phase(current, current.phase_index + 1, replied)
+        return self._apply_policy(may_fail=False)
 
     def _stops(self, context: RoundContext) -> bool:
         """Whether the strategy stops training before this round (``stopped`` says why)."""
@@ -374,7 +475,7 @@ class RoundEngine:
         if self.is_final_validation(current.number):  # nothing trained: the strategy takes no step
             aggregate = Aggregate(previous)
         else:
-            aggregate = current.accumulator.result()
+            aggregate = current.accumulator.result() if current.phases is None else current.phases.result()
             self.model = self._finished(current, aggregate)
         self.strategy_state = self.strategy.snapshot()
         aggregated = current.metrics.means()
@@ -390,7 +491,7 @@ class RoundEngine:
             best_score=best_score,
             wall_seconds=self.clock() - current.opened_at,
             slowest_task_seconds=max(current.task_seconds.values(), default=0.0),
-            stragglers=tuple(c for c in current.assigned if current.outstanding.get(c)),
+            stragglers=tuple(c for c in current.assigned if current.outstanding.get(c) or c in current.dropped),
             bounds=tuple(aggregate.events),
             failed=tuple(sorted(current.failed)),
         )

@@ -70,13 +70,22 @@ class ResultFailed:
 
 
 @dataclass(frozen=True)
+class PhaseOpened:
+    """Phase ``phase`` of a multi-phase round opened for ``members`` (Strategy.phased)."""
+
+    round_number: int
+    phase: str
+    members: tuple[str, ...]
+
+
+@dataclass(frozen=True)
 class RoundClosed:
     """A round closed with ``outcome`` (the engine has already opened the next one)."""
 
     outcome: RoundOutcome
 
 
-EngineEvent = RoundOpened | ResultAccepted | ResultFailed | RoundClosed
+EngineEvent = RoundOpened | PhaseOpened | ResultAccepted | ResultFailed | RoundClosed
 Sink = Callable[[EngineEvent], None]
 
 

@@ -9,7 +9,7 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from accord.aggregator.events import EngineEvent, RoundClosed, RoundOutcome, Sink
+from accord.aggregator.events import EngineEvent, PhaseOpened, RoundClosed, RoundOutcome, Sink
 from accord.aggregator.metrics import MetricRecord, MetricsLog
 from accord.messages import TaskResult
 
@@ -111,6 +111,12 @@ def round_records(outcome: RoundOutcome) -> list[MetricRecord]:
     records += [MetricRecord(number, "aggregator", "round", k, v) for k, v in timing.items()]
     records += [MetricRecord(number, e.collaborator, "aggregator/bounds", e.kind, e.value) for e in outcome.bounds]
     return records
+
+
+def phase_sink(event: EngineEvent) -> None:
+    """Log each phase of a multi-phase round as it opens (whom it asks)."""
+    if isinstance(event, PhaseOpened):
+        log.info("round %d: phase %s opened for %d sites", event.round_number, event.phase, len(event.members))
 
 
 def metrics_sink(metrics_log: MetricsLog) -> Sink:

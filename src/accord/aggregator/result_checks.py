@@ -25,6 +25,25 @@ def check_result(result: TaskResult, spec: TaskSpec, model: ModelState, delta_up
     """Refuse (RefusedError, kind ``payload``) a result whose count, time, metrics or tensors are
     not what an honest site of this plan sends: for a training task, exactly the global model's
     tensor names, shapes and dtypes, finite; ``delta_updates`` as the plan says (None: either)."""
+    check_report(result)
+    origin = result.collaborator
+    if spec.returns_model:
+        if not result.tensors:
+            raise RefusedError(f"result from {origin} for {result.task!r} carries no model", kind="payload")
+        if delta_updates is not None and result.is_delta != delta_updates:
+            said = "deltas" if result.is_delta else "weights"
+            raise RefusedError(f"result from {origin} sends {said}, but the plan says delta_updates={delta_updates}", kind="payload")
+        check_update(model, result.tensors, origin)
+    elif result.tensors:
+        raise RefusedError(
+            f"result from {origin} for {result.task!r} carries tensors, but that task returns none",
+            kind="payload",
+        )
+
+
+def check_report(result: TaskResult) -> None:
+    """Refuse (RefusedError, kind ``payload``) a result whose sample count, task time or metrics
+    are not what an honest site sends (its tensors are checked by whoever folds them)."""
     origin = result.collaborator
     if not 0 < result.sample_count <= MAX_SAMPLE_COUNT:
         raise RefusedError(
@@ -49,15 +68,3 @@ def check_result(result: TaskResult, spec: TaskSpec, model: ModelState, delta_up
                 f"at most {MAX_METRIC_MAGNITUDE:g}",
                 kind="payload",
             )
-    if spec.returns_model:
-        if not result.tensors:
-            raise RefusedError(f"result from {origin} for {result.task!r} carries no model", kind="payload")
-        if delta_updates is not None and result.is_delta != delta_updates:
-            said = "deltas" if result.is_delta else "weights"
-            raise RefusedError(f"result from {origin} sends {said}, but the plan says delta_updates={delta_updates}", kind="payload")
-        check_update(model, result.tensors, origin)
-    elif result.tensors:
-        raise RefusedError(
-            f"result from {origin} for {result.task!r} carries tensors, but that task returns none",
-            kind="payload",
-        )

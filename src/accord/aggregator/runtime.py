@@ -18,6 +18,7 @@ import time
 from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import replace
+from typing import TYPE_CHECKING
 
 from accord.aggregator.committer import Committer, RoundCommit
 from accord.aggregator.events import RoundOutcome, Sink
@@ -25,7 +26,7 @@ from accord.aggregator.journal import Journal
 from accord.aggregator.metrics import MetricsLog
 from accord.aggregator.placement import initial_model
 from accord.aggregator.plan_engine import assigner_for, engine_for, strategy_for
-from accord.aggregator.reporting import ResultLog, log_stop, metrics_sink, report_closed
+from accord.aggregator.reporting import ResultLog, log_stop, metrics_sink, phase_sink, report_closed
 from accord.aggregator.saved import SavedRound
 from accord.aggregator.staging import StagedFile
 from accord.aggregator.status import RoundStatus
@@ -35,7 +36,10 @@ from accord.messages import Action, FederationInfo, TaskAssignment, TaskResult
 from accord.plan.identity import shown_hash
 from accord.plan.loader import Plan
 from accord.tensors.space import MEMORY
-from accord.tensors.state import ModelState, StateView, tensor_specs
+from accord.tensors.state import ModelState, StateView
+
+if TYPE_CHECKING:
+    from accord.secagg.signing import Verifier
 
 log = logging.getLogger("accord.aggregator")
 
@@ -50,12 +54,17 @@ class AggregatorRuntime:
         clock: Callable[[], float] = time.monotonic,
         sinks: Sequence[Sink] = (),
         fresh: bool = False,
+        verify_sites: Verifier | None = None,
     ) -> None:
         self.plan = plan
         settings = plan.model.aggregator.settings
         self.settings = settings
         assigner = assigner_for(plan)
         strategy = strategy_for(plan)  # refused before any saved state is touched
+        if verify_sites is not None:  # the deployment's: secure rounds signed (aggregator/serve.py)
+            from accord.strategies.secure import signed
+
+            strategy = signed(strategy, verify_sites)
         self.workspace_hash = plan.workspace_hash()  # once: the code does not change while serving
         log.info("workspace hash %s (plan + src/ + requirements.txt; every site must have the same)", self.workspace_hash)
         self.journal = Journal(plan.resolve_path(settings.state_dir), plan.hash)
@@ -66,7 +75,7 @@ class AggregatorRuntime:
         self.engine = engine_for(plan, assigner, strategy, initial, clock, saved, space=space)
         self.metrics_log = MetricsLog(plan.resolve_path(settings.metrics_path))
         self.metrics_log.keep_before(saved.round_number if saved else 0)
-        for sink in (metrics_sink(self.metrics_log), *sinks):  # engine events (aggregator/events.py)
+        for sink in (metrics_sink(self.metrics_log), phase_sink, *sinks):  # engine events (aggregator/events.py)
             self.engine.events.subscribe(sink)
         self._cond = threading.Condition()
         self._uploads = threading.BoundedSemaphore(settings.max_concurrent_uploads)
@@ -92,7 +101,7 @@ class AggregatorRuntime:
                 )
             else:
                 self._replay(saved)
-            self._watchers.moved_to((self.engine.round_number, self.engine.finished))
+            self._watchers.moved_to(self.engine.epoch)
         self._watch = threading.Thread(target=self._watch_deadlines, name="accord-deadlines", daemon=True)
         self._watch.start()
 
@@ -187,7 +196,7 @@ class AggregatorRuntime:
     def _notify(self) -> None:
         """Wake the runtime's waiters; tell the listeners when the round or the end changed."""
         self._cond.notify_all()
-        self._watchers.moved_to((self.engine.round_number, self.engine.finished))
+        self._watchers.moved_to(self.engine.epoch)
 
     def get_model(self, collaborator: str, plan_hash: str, round_number: int) -> ModelState:
         """The global model of the current round (read-only: the engine never mutates it)."""
@@ -236,14 +245,17 @@ class AggregatorRuntime:
             with self._cond:
                 self._wait_committed()
                 self._check_serving()
+                phased = self.engine.in_phases
                 outcome = self._take(result, kept)
                 self._result_log.took(result)
-                if not result.failure:  # recorded even when it closes the round: a rollback replays it
+                # a multi-phase round journals no result (its phases folded what they keep): a
+                # restart runs its phases again, with a fresh round seed
+                if not result.failure and not phased:  # recorded even when it closes the round: a rollback replays it
                     self._persist(lambda: self.journal.add_result(result, staged))
                     staged = None
                 if outcome is not None:
                     self._persist(functools.partial(self._finish_round, outcome, self._committer.hand))
-                elif result.failure:  # for the status only: after a restart the site owes its tasks again
+                elif result.failure and not phased:  # for the status only: after a restart the site owes its tasks again
                     self._persist(lambda: self.journal.add_failure(result.collaborator))
         except RefusedError as exc:
             log.warning("refused result from %s: %s", result.collaborator, exc.message)
@@ -307,8 +319,10 @@ class AggregatorRuntime:
         return self.journal.receiving(self.expected_tensors(), f"the {task} result of {collaborator} for round {round_number}")
 
     def expected_tensors(self) -> dict[str, tuple[str, tuple[int, ...]]]:
-        """name -> (dtype, shape) of the global model."""
-        return tensor_specs(self.engine.model)
+        """name -> (dtype, shape) of the tensors a result may carry now: the global model's, or
+        in a multi-phase round the training reply's (secure aggregation's masked update)."""
+        with self._cond:
+            return self.engine.expected_tensors()
 
     # -- lifecycle --------------------------------------------------------------
 

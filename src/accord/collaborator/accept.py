@@ -24,12 +24,15 @@ class Refused(RefusedError):
         self.report = report
 
 
-def accept(assignment: TaskAssignment, schema: Mapping[str, type], strategy: str) -> dict[str, ConfigValue]:
+def accept(
+    assignment: TaskAssignment, schema: Mapping[str, type], strategy: str, phases: frozenset[str] = PHASES
+) -> dict[str, ConfigValue]:
     """The assignment's config as this site takes it (an int for a float key becomes a float), or
-    Refused naming the key (or phase) and the fix. ``strategy`` names the site's plan's strategy."""
-    if assignment.phase not in PHASES:
+    Refused naming the key (or phase) and the fix. ``strategy`` names the site's plan's strategy;
+    ``phases`` are those its plan runs (secure aggregation's besides ``train``)."""
+    if assignment.phase not in phases:
         raise Refused(
-            f"the aggregator asks for phase {assignment.phase!r}, which this site does not run (it runs {sorted(PHASES)})",
+            f"the aggregator asks for phase {assignment.phase!r}, which this site does not run (it runs {sorted(phases)})",
             f"phase {assignment.phase!r} refused by the site",
         )
     accepted: dict[str, ConfigValue] = {}

@@ -5,24 +5,31 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, TypeVar
 
-from accord.collaborator.accept import Refused, accept
+from accord.collaborator.accept import PHASES, Refused, accept
 from accord.collaborator.executor import Executor, SiteFailure, chain, read_only, stamp
+from accord.collaborator.secure_site import SecureSite
 from accord.data.base import DataLoader
 from accord.errors import AccordError, RefusedError
 from accord.messages import Action, ConfigValue, Task, TaskAssignment, TaskResult
 from accord.mods.base import Instruction, Mod
 from accord.plan.compression import NO_COMPRESSION, CompressionSettings
-from accord.plan.schema import TaskSpec
+from accord.plan.schema import SecureAggregationSettings, TaskSpec
 from accord.runners.base import TaskRunner
+from accord.strategies import secure_phases
 from accord.tensors.compression import Encoded, UpdateEncoder
 from accord.tensors.digest import model_digest
 from accord.tensors.state import ModelState, tensor_specs
 from accord.transport.base import AggregatorClient, TensorSpecs
 
+if TYPE_CHECKING:
+    from accord.secagg.signing import Signing
+
 log = logging.getLogger("accord.collaborator")
 
 OPT_TREATMENTS = ("RESET", "CONTINUE_LOCAL", "CONTINUE_GLOBAL")
+T = TypeVar("T")
 
 __all__ = ["OPT_TREATMENTS", "Collaborator", "SiteFailure"]
 
@@ -48,6 +55,9 @@ class Collaborator:
     ``compression``: the plan's pipeline; a training result is encoded after the mods (they see
     full precision), its float tensors as changes from the round's global model, and the
     site's error-feedback residuals live in this object (tensors/compression.py).
+    ``secure``: its plan's secure aggregation (enabled): the site runs secure aggregation's phases
+    (collaborator/secure_site.py), masks its training reply after the mods, and refuses to send
+    an update in the clear; ``signing`` (the deployment's: secure_site.site_signing) signs them.
     """
 
     def __init__(
@@ -65,6 +75,8 @@ class Collaborator:
         mods: Sequence[Mod] = (),
         strategy: str = "FedAvg",
         compression: CompressionSettings = NO_COMPRESSION,
+        secure: SecureAggregationSettings | None = None,
+        signing: Signing | None = None,
     ) -> None:
         if opt_treatment not in OPT_TREATMENTS:
             raise AccordError(f"opt_treatment {opt_treatment!r} is not one of {OPT_TREATMENTS}")
@@ -84,6 +96,8 @@ class Collaborator:
         self._global_digest = ""
         self._own_specs: TensorSpecs | None = None
         self._encoder = UpdateEncoder(compression) if compression.upload else None
+        self._secure = SecureSite(name, secure, signing) if secure is not None and secure.enabled else None
+        self._phases = PHASES | frozenset(secure_phases.SIGNED_PHASES) if self._secure is not None else PHASES
 
     def run(self) -> int:
         """Join, then run rounds until QUIT; returns the number of rounds this site worked in."""
@@ -101,8 +115,15 @@ class Collaborator:
                 continue
             config = self._accepted(assignment)
             try:
-                for task in assignment.tasks:
-                    self._send(self._run_or_report(assignment.round_number, task, config))
+                if assignment.phase in secure_phases.REPLY_PHASES:
+                    self._send((self._phase_reply(assignment), None))
+                else:
+                    for task in assignment.tasks:
+                        self._send(self._run_or_report(assignment, task, config))
+            except PhaseRefused as refusal:
+                log.error("%s: %s", self.name, refusal)
+                self._tell_failure(assignment.round_number, assignment.tasks[0], refusal.report, assignment.phase)
+                continue
             except RefusedError as exc:
                 if exc.kind != "state":
                     raise
@@ -115,11 +136,17 @@ class Collaborator:
         """The assignment's config as this site accepts it; if refused, the aggregator is told
         (as the failure of the first task, so the round need not wait) and Refused is raised."""
         try:
-            config = accept(assignment, self.config_schema, self.strategy)
+            config = accept(assignment, self.config_schema, self.strategy, self._phases)
+            if self._secure is not None and assignment.phase == "train" and any(self._local(t).returns_model for t in assignment.tasks):
+                raise Refused(
+                    "the aggregator asks for a training task in the clear (phase 'train'), but this site's plan "
+                    "enables secure aggregation: it sends its update masked only",
+                    "a training task in the clear refused by the site: its plan enables secure aggregation",
+                )
         except Refused as refusal:
             log.error("%s: round %d refused: %s", self.name, assignment.round_number, refusal.message)
             if assignment.tasks:
-                self._tell_failure(assignment.round_number, assignment.tasks[0], refusal.report)
+                self._tell_failure(assignment.round_number, assignment.tasks[0], refusal.report, assignment.phase)
             raise
         if config:
             log.info("%s: round %d config %s", self.name, assignment.round_number, _shown(config))
@@ -133,16 +160,40 @@ class Collaborator:
         else:
             self.client.send_result(result, encoded)
 
+    def _phase_reply(self, assignment: TaskAssignment) -> TaskResult:
+        """This site's reply to a secure aggregation phase beyond its tasks (its payload only);
+        PhaseRefused if the site refuses what the aggregator asks."""
+        self._fetch_global(assignment.round_number)  # the reply is bound to this round's model
+        secure, global_model = self._secure, self._global
+        assert secure is not None and global_model is not None
+        payload = self._secured(lambda: secure.answer(assignment.phase, assignment.round_number, assignment.payload, global_model))
+        task = assignment.tasks[0].name if assignment.tasks else assignment.phase
+        return TaskResult(
+            self.name, assignment.round_number, task, 0, {}, model_digest=self._global_digest, phase=assignment.phase, payload=payload
+        )
+
+    def _secured(self, call: Callable[[], T]) -> T:
+        """A secure aggregation step; its refusal (a malformed, out-of-order or unsafe request) as PhaseRefused."""
+        try:
+            return call()
+        except RefusedError as exc:
+            raise PhaseRefused(exc.message, exc.fix) from exc
+
     def _run_or_report(
-        self, round_number: int, task: Task, config: Mapping[str, ConfigValue]
+        self, assignment: TaskAssignment, task: Task, config: Mapping[str, ConfigValue]
     ) -> tuple[TaskResult, Encoded | None]:
-        """``run_task`` and the result's encoding (None: raw); if the site's data, task code, a mod
-        or the encoding fails, the aggregator is told (so the round need not wait for this site)
-        and SiteFailure is raised."""
+        """``run_task`` and the result's encoding (None: raw; masked under secure aggregation); if
+        the site's data, task code, a mod or the encoding fails, the aggregator is told (so the
+        round need not wait for this site) and SiteFailure is raised."""
+        round_number = assignment.round_number
         try:
             if self.data_error is not None:
                 raise self.data_error
-            result = self.run_task(round_number, task, config)
+            result = self.run_task(round_number, task, config, assignment.phase)
+            if self._secure is not None and result.tensors:  # masked after the mods: the last step before it leaves
+                assert self._global is not None
+                secure, global_model = self._secure, self._global
+                return self._secured(lambda: secure.masked(result, assignment.payload, global_model)), None
             return result, self._encoded(result)
         except SiteFailure as failure:
             log.warning(
@@ -152,7 +203,7 @@ class Collaborator:
                 round_number,
                 failure.report,
             )
-            self._tell_failure(round_number, task, failure.report)
+            self._tell_failure(round_number, task, failure.report, assignment.phase)
             raise
 
     def _encoded(self, result: TaskResult) -> Encoded | None:
@@ -165,13 +216,15 @@ class Collaborator:
         except AccordError as exc:
             raise SiteFailure(exc.message, exc.fix, report="the update could not be encoded (compression_pipeline)") from exc
 
-    def _tell_failure(self, round_number: int, task: Task, report: str) -> None:
+    def _tell_failure(self, round_number: int, task: Task, report: str, phase: str = "train") -> None:
         try:
-            self.client.send_result(TaskResult(self.name, round_number, task.name, 0, {}, failure=report))
+            self.client.send_result(TaskResult(self.name, round_number, task.name, 0, {}, failure=report, phase=phase))
         except AccordError as exc:
             log.warning("%s: the aggregator was not told of the failure: %s", self.name, exc.message)
 
-    def run_task(self, round_number: int, task: Task, config: Mapping[str, ConfigValue] | None = None) -> TaskResult:
+    def run_task(
+        self, round_number: int, task: Task, config: Mapping[str, ConfigValue] | None = None, phase: str = "train"
+    ) -> TaskResult:
         """Run one task of ``round_number`` through the mods and the executor and build its result.
 
         With the site's own task definitions (``tasks``), only the task's name is taken from
@@ -189,6 +242,7 @@ class Collaborator:
             global_model=read_only(self._global),
             model_digest=self._global_digest,
             config=dict(config or {}) if task.function == "train" else {},
+            phase=phase,
         )
         reply = self._execute(instruction)
         return stamp(reply, instruction, self.clock() - started)
@@ -216,6 +270,16 @@ class Collaborator:
         self._global_digest = model_digest(self._global, round_number)
         self._global_round = round_number
         self.executor.forget()  # a new round's model: load it when a task needs it
+
+
+class PhaseRefused(AccordError):
+    """This site refuses what the aggregator asks in a secure aggregation phase: it logs why,
+    tells the aggregator (the phase's failure) and goes on with the next request."""
+
+    @property
+    def report(self) -> str:
+        """What the aggregator is told."""
+        return f"refused by the site: {self.message[:300]}"
 
 
 def _shown(config: Mapping[str, ConfigValue]) -> str:

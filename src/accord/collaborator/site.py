@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from accord.collaborator.collaborator import Collaborator, SiteFailure
 from accord.data.base import DataLoader
@@ -12,6 +12,9 @@ from accord.plan.loader import Plan, read_yaml
 from accord.plan.objects import build
 from accord.transport.base import AggregatorClient
 from accord.workspace.initialize import build_runner
+
+if TYPE_CHECKING:
+    from accord.secagg.signing import Signing
 
 log = logging.getLogger("accord.collaborator")
 
@@ -41,9 +44,10 @@ def build_data_loader(plan: Plan, name: str) -> DataLoader:
     )
 
 
-def build_collaborator(plan: Plan, name: str, client: AggregatorClient) -> Collaborator:
+def build_collaborator(plan: Plan, name: str, client: AggregatorClient, signing: Signing | None = None) -> Collaborator:
     """A Collaborator wired to ``client``, with the plan's runner, client mods and this site's
-    data, accepting only the per-round config its own plan's strategy declares.
+    data, accepting only the per-round config its own plan's strategy declares; ``signing``
+    signs its secure aggregation (start_collaborator gives it the site's own key).
 
     If the data loader cannot be built (a missing data path, say), the collaborator is built
     without data: it joins and reports that failure, so the round need not wait for it.
@@ -65,14 +69,15 @@ def build_collaborator(plan: Plan, name: str, client: AggregatorClient) -> Colla
         build_runner(plan),
         data,
         data_error=data_error,
+        signing=signing,
         **site_options(plan),
     )
 
 
 def site_options(plan: Plan) -> dict[str, Any]:
     """The Collaborator's options from this site's own plan: optimizer treatment, deltas, its
-    task definitions, its client mods, the per-round config its strategy declares, and its
-    compression pipeline."""
+    task definitions, its client mods, the per-round config its strategy declares, its
+    compression pipeline and its secure aggregation."""
     settings = plan.model.collaborator.settings
     strategy = plan.strategy()  # this site's own plan's: which config it accepts
     return {
@@ -83,6 +88,7 @@ def site_options(plan: Plan) -> dict[str, Any]:
         "mods": plan.mods(),
         "strategy": type(strategy).__name__,
         "compression": plan.model.compression_pipeline.settings,
+        "secure": plan.model.aggregator.settings.secure_aggregation,
     }
 
 
@@ -124,8 +130,13 @@ def grpc_client(plan: Plan, name: str, connect_timeout: float | None = None) -> 
 
 def start_collaborator(plan: Plan, name: str, connect_timeout: float | None = None) -> int:
     """Connect to the aggregator and work until the federation ends; returns rounds worked."""
-    client = grpc_client(plan, name, connect_timeout)
+    client = grpc_client(plan, name, connect_timeout)  # checks this site's certificate first
     try:
-        return build_collaborator(plan, name, client).run()
+        signing = None
+        if plan.model.aggregator.settings.secure_aggregation.enabled:  # the deployment always signs
+            from accord.collaborator.secure_site import site_signing
+
+            signing = site_signing(plan.resolve_path(plan.model.network.settings.cert_dir), name)
+        return build_collaborator(plan, name, client, signing).run()
     finally:
         client.close()

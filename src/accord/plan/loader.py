@@ -185,10 +185,12 @@ class Plan:
         return self.model.aggregator.settings.rounds_to_train
 
     def strategy(self) -> Any:
-        """A fresh instance of the plan's aggregation strategy (plan/strategy.py)."""
-        from accord.plan.strategy import build_strategy
+        """A fresh instance of the plan's aggregation strategy (plan/strategy.py), wrapped in
+        SecureAggregation when ``aggregator.settings.secure_aggregation.enabled``."""
+        from accord.plan.strategy import build_strategy, secured
 
-        return build_strategy(self.model.aggregator.settings.strategy.model_dump(), self.workspace)
+        settings = self.model.aggregator.settings
+        return secured(build_strategy(settings.strategy.model_dump(), self.workspace), settings.secure_aggregation)
 
     def mods(self) -> list[Any]:
         """Fresh instances of the plan's client mods, in order (plan/mods.py)."""
@@ -261,6 +263,20 @@ def check_objects(plan: Plan) -> None:
     loading a plan (it may come from an archive not yet approved), only allow-listed by name."""
     from accord.plan.strategy import names_workspace_code
 
+    secure = plan.model.aggregator.settings.secure_aggregation
+    if secure.enabled and plan.model.compression_pipeline.settings.upload:
+        raise PlanError(
+            f"{plan.path or 'the plan'}: compression_pipeline.settings.upload is set, but secure aggregation "
+            "sends each update masked (masked values do not compress)",
+            "remove compression_pipeline.settings.upload, or set aggregator.settings.secure_aggregation.enabled: false",
+        )
+    if secure.enabled and plan.model.collaborator.settings.opt_treatment == "CONTINUE_GLOBAL":
+        raise PlanError(
+            f"{plan.path or 'the plan'}: collaborator.settings.opt_treatment is CONTINUE_GLOBAL, but secure aggregation "
+            "sums the model's changes only (optimizer state, such as step counts, is not clipped and masked with them)",
+            "set collaborator.settings.opt_treatment to RESET or CONTINUE_LOCAL, or set "
+            "aggregator.settings.secure_aggregation.enabled: false",
+        )
     if not names_workspace_code(plan.model.aggregator.settings.strategy.model_dump()):
         plan.strategy()
     if not any(WORKSPACE_TEMPLATE.fullmatch(mod.template) for mod in plan.model.collaborator.settings.mods):

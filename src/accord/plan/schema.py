@@ -57,6 +57,22 @@ class SamplingSettings(Strict):
     seed: int = Field(0, ge=0)
 
 
+class SecureAggregationSettings(Strict):
+    """Secure aggregation (SecAgg+, docs/privacy.md "Running it"): the aggregator sees only the
+    sum of the cohort's weighted updates. ``threshold``: the fewest sites each phase needs (None:
+    ceil(2n/3) of a cohort of n); ``neighbours``: each site's neighbourhood (None: SecAgg+'s
+    derivation from n; n - 1 or more is plain SecAgg); each update value is clipped to
+    [-clip, clip] and encoded with ``fraction_bits`` of precision; a site's sample count is at
+    most ``max_weight``."""
+
+    enabled: bool = False
+    threshold: int | None = Field(None, ge=2)
+    neighbours: int | None = Field(None, ge=2)
+    clip: float = Field(1.0, gt=0)
+    fraction_bits: int = Field(24, ge=0, le=52)
+    max_weight: int = Field(1_000_000, ge=1)
+
+
 class AggregatorSettings(Strict):
     rounds_to_train: int = Field(10, ge=1)
     init_state_path: str = "save/init.safetensors"
@@ -73,6 +89,7 @@ class AggregatorSettings(Strict):
     update_bounds: UpdateBoundsSettings = Field(default_factory=UpdateBoundsSettings)
     strategy: StrategySettings = Field(default_factory=StrategySettings)
     sampling: SamplingSettings = Field(default_factory=SamplingSettings)
+    secure_aggregation: SecureAggregationSettings = Field(default_factory=SecureAggregationSettings)
 
     @field_validator("best_metric")
     @classmethod

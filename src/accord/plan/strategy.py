@@ -23,6 +23,7 @@ from typing import Any
 from accord.errors import PlanError
 from accord.imports import import_dotted
 from accord.plan.objects import build
+from accord.plan.schema import SecureAggregationSettings
 from accord.plan.templates import WORKSPACE_TEMPLATE
 
 WHERE = "aggregator.settings.strategy"
@@ -46,3 +47,13 @@ def names_workspace_code(spec: Mapping[str, Any]) -> bool:
     return bool(WORKSPACE_TEMPLATE.fullmatch(str(spec.get("template")))) or (
         isinstance(inner, Mapping) and names_workspace_code(inner)
     )
+
+
+def secured(strategy: Any, settings: SecureAggregationSettings) -> Any:
+    """``strategy``, wrapped in SecureAggregation (strategies/secure.py) if ``settings`` enable
+    it; a strategy that needs each update on its own is refused there, in one line."""
+    if not settings.enabled:
+        return strategy
+    from accord.strategies.secure import SecureAggregation
+
+    return SecureAggregation(strategy, settings)

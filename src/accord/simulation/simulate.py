@@ -92,6 +92,11 @@ def run_simulation(
     to the plan's metrics_path, the last and best models to its paths.
     """
     plan = _plan_of(plan, overrides)
+    if plan.model.aggregator.settings.secure_aggregation.enabled:
+        raise PlanError(
+            "aggregator.settings.secure_aggregation is enabled, but the simulation does not run secure aggregation's phases",
+            "run the federation with fx aggregator start / fx collaborator start, or disable secure aggregation to simulate",
+        )
     names = _names(clients)
     client_fn = client_fn or PlanClients(plan)
     settings, site = plan.model.aggregator.settings, plan.model.collaborator.settings

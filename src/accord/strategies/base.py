@@ -19,7 +19,7 @@ from typing import ClassVar
 from accord.errors import AccordError
 from accord.messages import ConfigValue, as_declared
 from accord.strategies.mean import BoundedMean
-from accord.strategies.seam import EVERYONE, Accumulator, Aggregate, ClientSampling, RoundContext, StrategyState
+from accord.strategies.seam import EVERYONE, Accumulator, Aggregate, ClientSampling, RoundContext, RoundPhases, StrategyState
 from accord.tensors.state import ModelState
 
 
@@ -65,6 +65,12 @@ class Strategy:
     def accumulator(self, context: RoundContext) -> Accumulator:
         """A fresh accumulator for the round ``context`` describes."""
         return BoundedMean(context)
+
+    def phased(self, context: RoundContext) -> RoundPhases | None:
+        """The phases of the training round ``context`` describes beyond ``train`` (None: one
+        phase, ``train``, whose replies the ``accumulator`` folds). Secure aggregation returns
+        its advert, share, mask and unmask phases (strategies/secure.py)."""
+        return None
 
     def min_replies(self, cohort_size: int) -> int:
         """Replies without which the round does not close (the straggler policy respects it)."""

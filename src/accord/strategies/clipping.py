@@ -4,27 +4,23 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 
 import numpy as np
 
 from accord.aggregation.bounds import BoundEvent, ScaledChanges, Update, change_norms
-from accord.messages import ConfigValue
 from accord.strategies.base import Strategy
 from accord.strategies.robust import require
 from accord.strategies.seam import (
-    EVERYONE,
     Accumulator,
     Aggregate,
-    ClientSampling,
     Reply,
     RoundContext,
-    StrategyState,
 )
-from accord.tensors.state import ModelState
+from accord.strategies.wrapper import Wrapper
 
 
-class NormClipping(Strategy):
+class NormClipping(Wrapper):
     """Wraps ``strategy``: each reply's change (update - global for weights, the delta itself
     for deltas) over the model's floating-point tensors is scaled down to L2 norm ``max_norm``
     if it is longer, before ``strategy``'s accumulator sees the reply; every other hook is
@@ -35,50 +31,12 @@ class NormClipping(Strategy):
     saved copy: nothing more is held than the wrapped strategy holds."""
 
     def __init__(self, strategy: Strategy, max_norm: float) -> None:
-        require(
-            0 < max_norm < math.inf,
-            "NormClipping",
-            "max_norm",
-            max_norm,
-            "a positive number (the L2 norm a change is clipped to)",
-        )
-        self.strategy = strategy
+        require(0 < max_norm < math.inf, "NormClipping", "max_norm", max_norm, "a positive number (the L2 norm a change is clipped to)")
+        super().__init__(strategy)
         self.max_norm = max_norm
-
-    @property
-    def config_schema(self) -> Mapping[str, type]:  # type: ignore[override]
-        return self.strategy.config_schema
-
-    @property
-    def needs_individual_updates(self) -> bool:  # type: ignore[override]
-        return self.strategy.needs_individual_updates
-
-    def select(self, round_number: int, candidates: Sequence[str], sampling: ClientSampling = EVERYONE) -> Sequence[str]:
-        return self.strategy.select(round_number, candidates, sampling)
-
-    def configure(self, round_number: int) -> dict[str, ConfigValue]:
-        return self.strategy.configure(round_number)
 
     def accumulator(self, context: RoundContext) -> Accumulator:
         return ClippedReplies(self.strategy.accumulator(context), context, self.max_norm)
-
-    def min_replies(self, cohort_size: int) -> int:
-        return self.strategy.min_replies(cohort_size)
-
-    def finish(self, context: RoundContext, aggregate: Aggregate) -> ModelState:
-        return self.strategy.finish(context, aggregate)
-
-    def stop_reason(self, context: RoundContext) -> str | None:
-        return self.strategy.stop_reason(context)
-
-    def report(self) -> dict[str, float]:
-        return self.strategy.report()
-
-    def snapshot(self) -> StrategyState:
-        return self.strategy.snapshot()
-
-    def restore(self, state: StrategyState) -> None:
-        self.strategy.restore(state)
 
     def __repr__(self) -> str:
         return f"NormClipping(strategy={self.strategy!r}, max_norm={self.max_norm!r})"

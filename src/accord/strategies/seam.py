@@ -99,6 +99,41 @@ class Accumulator(Protocol):
         """The combined model (the global model unchanged when no reply is usable)."""
 
 
+class RoundPhases(Protocol):
+    """The phases of a round beyond ``train`` (``Strategy.phased``: secure aggregation's advert,
+    share, mask, unmask). The engine owns who owes what in each phase, its deadline and its
+    minimum replies; this object owns what each site is sent and what its replies mean.
+
+    A phase's members are the previous phase's who replied (the first phase's: the cohort).
+    In ``tasks_phase`` each member owes the assigner's tasks (train, validations): its
+    training reply comes to ``take`` with its tensors (``tensor_specs`` says which), not to
+    an accumulator; in every other phase it owes one reply named as the phase, carrying bytes.
+    """
+
+    #: the phases, in order
+    names: tuple[str, ...]
+    #: the phase in which the round's tasks are owed (one of ``names``)
+    tasks_phase: str
+
+    def begin(self, phase: str, members: tuple[str, ...]) -> None:
+        """``phase`` opens with ``members`` (the previous phase's repliers, in cohort order)."""
+
+    def min_replies(self, phase: str, members: int) -> int:
+        """Replies without which ``phase`` of ``members`` does not end (the straggler policy respects it)."""
+
+    def payload(self, phase: str, collaborator: str) -> bytes:
+        """What ``collaborator`` is sent with its assignment in ``phase`` (bounded, bytes)."""
+
+    def tensor_specs(self) -> Mapping[str, tuple[str, tuple[int, ...]]]:
+        """name -> (dtype, shape) of the training reply's tensors (``tasks_phase``)."""
+
+    def take(self, phase: str, collaborator: str, payload: bytes, tensors: Mapping[str, np.ndarray] | None, weight: float) -> None:
+        """Fold one member's reply; RefusedError (kind ``payload``) if it is malformed."""
+
+    def result(self) -> Aggregate:
+        """The combined model at the close (after the last phase)."""
+
+
 @dataclass
 class StrategyState:
     """A strategy's state that must survive a restart: JSON ``values`` and ``tensors``."""

@@ -26,6 +26,7 @@ from accord.transport.wire import (
     complete_model,
     model_bytes,
     phase_from_wire,
+    phase_payload,
     result_phase,
     upload_limit,
 )
@@ -92,7 +93,10 @@ class InProcessClient:
         """The service's assignment with its config and phase checked and copied as the wire would."""
         assignment = self._service.get_tasks(self.name, self.plan_hash, timeout=self._long_poll)
         return dataclasses.replace(
-            assignment, config=check_config(assignment.config), phase=phase_from_wire(assignment.phase)
+            assignment,
+            config=check_config(assignment.config),
+            phase=phase_from_wire(assignment.phase),
+            payload=phase_payload(assignment.payload, "the assignment"),
         )
 
     def get_model(self, round_number: int, expected: TensorSpecs | None = None) -> ModelState:
@@ -110,7 +114,7 @@ class InProcessClient:
     def send_result(self, result: TaskResult, encoded: Encoded | None = None) -> None:
         """Submit a copy of ``result`` under this client's name, as the gRPC server would: refused
         from its header (not owed, another round's model, a malformed phase) before its tensors are copied."""
-        phase = result_phase(result.phase)
+        phase = result_phase(result.phase, result.payload)
         self._service.expect(
             self.name, self.plan_hash, result.round_number, result.task, result.model_digest, result.failure
         )

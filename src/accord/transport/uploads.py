@@ -73,7 +73,7 @@ class Uploads:
             raise RefusedError("a result stream must start with its header", kind="payload")
         head = first.header
         check_claim(head.header.sender, name)
-        wire.result_phase(head.phase)  # a malformed phase is refused from the header, before any tensor
+        wire.result_phase(head.phase, head.phase_payload)  # a malformed phase (or payload) is refused from the header, before any tensor
         lock = self._uploading.setdefault(name, asyncio.Lock())  # names are plan members: a bounded map
         try:
             await asyncio.wait_for(lock.acquire(), UPLOAD_WAIT_SECONDS)

@@ -39,6 +39,9 @@ CONFIG_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 #: a phase is a short lower-case name; an empty one on the wire reads as the default
 PHASE = re.compile(r"[a-z][a-z0-9_]{0,31}")
 DEFAULT_PHASE = "train"
+#: the most bytes a phase payload (either way) may carry: it travels in one message, under
+#: channel_options' limit of one chunk plus 1 MiB (secure aggregation's roster of 100 sites is ~10 KB)
+MAX_PHASE_PAYLOAD_BYTES = 1024 * 1024 - 4096
 _INT64 = (-(2**63), 2**63 - 1)
 
 _ACTION_TO_PB = {
@@ -151,6 +154,13 @@ def phase_from_wire(text: str) -> str:
     return text
 
 
+def phase_payload(data: bytes, what: str) -> bytes:
+    """A phase payload from a peer, or ValueError if it is larger than MAX_PHASE_PAYLOAD_BYTES."""
+    if len(data) > MAX_PHASE_PAYLOAD_BYTES:
+        raise ValueError(f"{what} carries a phase payload of {len(data)} bytes; at most {MAX_PHASE_PAYLOAD_BYTES}")
+    return bytes(data)
+
+
 def chunk_fields(chunk: Any) -> tuple[str, str, tuple[int, ...], int, bytes | memoryview, str]:
     """A received chunk's (a pb.TensorChunk or a chunk_views.ChunkView) name, dtype, shape,
     offset, data and encoding for the assembler, which refuses an encoding the plan's
@@ -173,6 +183,7 @@ def assignment_to_pb(assignment: TaskAssignment) -> pb.TasksResponse:
         ],
         config=config_to_pb(assignment.config),
         phase=assignment.phase,
+        phase_payload=phase_payload(assignment.payload, "the assignment"),
     )
 
 
@@ -191,6 +202,7 @@ def assignment_from_pb(message: pb.TasksResponse) -> TaskAssignment:
         tasks=tuple(tasks),
         config=config_from_pb(message.config),
         phase=phase_from_wire(message.phase),
+        payload=phase_payload(message.phase_payload, "the assignment"),
     )
 
 
@@ -265,6 +277,7 @@ def result_stream(
             model_digest=result.model_digest,
             failure=result.failure,
             phase=result.phase,
+            phase_payload=result.payload,
         )
     )
     yield from encoded_tensor_chunks(tensors, chunk_bytes, in_result=True, encoded=encoded)
@@ -290,12 +303,18 @@ def result_from_pb(
         task_seconds=message.task_seconds,
         model_digest=message.model_digest,
         failure=peer_text(message.failure, MAX_FAILURE_CHARS),
-        phase=result_phase(message.phase),
+        phase=result_phase(message.phase, message.phase_payload),
+        payload=bytes(message.phase_payload),
     )
 
 
-def result_phase(phase: str) -> str:
-    """The phase a result header names, refused (RefusedError, kind payload) if malformed."""
+def result_phase(phase: str, payload: bytes = b"") -> str:
+    """The phase a result header names, refused (RefusedError, kind payload) if malformed or if
+    its phase ``payload`` is larger than MAX_PHASE_PAYLOAD_BYTES."""
+    try:
+        phase_payload(payload, "the result header")
+    except ValueError as exc:
+        raise RefusedError(str(exc), kind="payload") from None
     try:
         return phase_from_wire(phase)
     except ValueError as exc:

@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x0c\x61\x63\x63ord.proto\x12\taccord.v1\"C\n\x06Header\x12\x0e\n\x06sender\x18\x01 \x01(\t\x12\x11\n\tplan_hash\x18\x02 \x01(\t\x12\x16\n\x0eworkspace_hash\x18\x03 \x01(\t\"0\n\x0bJoinRequest\x12!\n\x06header\x18\x01 \x01(\x0b\x32\x11.accord.v1.Header\"h\n\x0cJoinResponse\x12\x11\n\tplan_hash\x18\x01 \x01(\t\x12\x17\n\x0frounds_to_train\x18\x02 \x01(\r\x12\x14\n\x0cround_number\x18\x03 \x01(\r\x12\x16\n\x0eworkspace_hash\x18\x04 \x01(\t\"1\n\x0cTasksRequest\x12!\n\x06header\x18\x01 \x01(\x0b\x32\x11.accord.v1.Header\"V\n\x08TaskSpec\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x10\n\x08\x66unction\x18\x02 \x01(\t\x12\x13\n\x0bkwargs_json\x18\x03 \x01(\t\x12\x15\n\rreturns_model\x18\x04 \x01(\x08\"o\n\x0b\x43onfigValue\x12\x14\n\nbool_value\x18\x01 \x01(\x08H\x00\x12\x13\n\tint_value\x18\x02 \x01(\x12H\x00\x12\x15\n\x0b\x66loat_value\x18\x03 \x01(\x01H\x00\x12\x16\n\x0cstring_value\x18\x04 \x01(\tH\x00\x42\x06\n\x04kind\"\xad\x02\n\rTasksResponse\x12/\n\x06\x61\x63tion\x18\x01 \x01(\x0e\x32\x1f.accord.v1.TasksResponse.Action\x12\x14\n\x0cround_number\x18\x02 \x01(\r\x12\"\n\x05tasks\x18\x03 \x03(\x0b\x32\x13.accord.v1.TaskSpec\x12\x34\n\x06\x63onfig\x18\x04 \x03(\x0b\x32$.accord.v1.TasksResponse.ConfigEntry\x12\r\n\x05phase\x18\x05 \x01(\t\x1a\x45\n\x0b\x43onfigEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12%\n\x05value\x18\x02 \x01(\x0b\x32\x16.accord.v1.ConfigValue:\x02\x38\x01\"%\n\x06\x41\x63tion\x12\x07\n\x03RUN\x10\x00\x12\x08\n\x04WAIT\x10\x01\x12\x08\n\x04QUIT\x10\x02\"G\n\x0cModelRequest\x12!\n\x06header\x18\x01 \x01(\x0b\x32\x11.accord.v1.Header\x12\x14\n\x0cround_number\x18\x02 \x01(\r\"i\n\x0bTensorChunk\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05\x64type\x18\x02 \x01(\t\x12\r\n\x05shape\x18\x03 \x03(\x03\x12\x0e\n\x06offset\x18\x04 \x01(\x04\x12\x0c\n\x04\x64\x61ta\x18\x05 \x01(\x0c\x12\x10\n\x08\x65ncoding\x18\x06 \x01(\t\"\xc6\x02\n\x0cResultHeader\x12!\n\x06header\x18\x01 \x01(\x0b\x32\x11.accord.v1.Header\x12\x14\n\x0cround_number\x18\x02 \x01(\r\x12\x0c\n\x04task\x18\x03 \x01(\t\x12\x14\n\x0csample_count\x18\x04 \x01(\x04\x12\x35\n\x07metrics\x18\x05 \x03(\x0b\x32$.accord.v1.ResultHeader.MetricsEntry\x12\x10\n\x08is_delta\x18\x06 \x01(\x08\x12\x14\n\x0ctask_seconds\x18\x07 \x01(\x01\x12\x14\n\x0ctensor_count\x18\x08 \x01(\r\x12\x14\n\x0cmodel_digest\x18\t \x01(\t\x12\x0f\n\x07\x66\x61ilure\x18\n \x01(\t\x12\r\n\x05phase\x18\x0b \x01(\t\x1a.\n\x0cMetricsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\"j\n\x0bResultChunk\x12)\n\x06header\x18\x01 \x01(\x0b\x32\x17.accord.v1.ResultHeaderH\x00\x12(\n\x06tensor\x18\x02 \x01(\x0b\x32\x16.accord.v1.TensorChunkH\x00\x42\x06\n\x04part\"-\n\tResultAck\x12\x10\n\x08\x61\x63\x63\x65pted\x18\x01 \x01(\x08\x12\x0e\n\x06reason\x18\x02 \x01(\t2\x81\x02\n\nAggregator\x12\x37\n\x04Join\x12\x16.accord.v1.JoinRequest\x1a\x17.accord.v1.JoinResponse\x12=\n\x08GetTasks\x12\x17.accord.v1.TasksRequest\x1a\x18.accord.v1.TasksResponse\x12=\n\x08GetModel\x12\x17.accord.v1.ModelRequest\x1a\x16.accord.v1.TensorChunk0\x01\x12<\n\nSendResult\x12\x16.accord.v1.ResultChunk\x1a\x14.accord.v1.ResultAck(\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x0c\x61\x63\x63ord.proto\x12\taccord.v1\"C\n\x06Header\x12\x0e\n\x06sender\x18\x01 \x01(\t\x12\x11\n\tplan_hash\x18\x02 \x01(\t\x12\x16\n\x0eworkspace_hash\x18\x03 \x01(\t\"0\n\x0bJoinRequest\x12!\n\x06header\x18\x01 \x01(\x0b\x32\x11.accord.v1.Header\"h\n\x0cJoinResponse\x12\x11\n\tplan_hash\x18\x01 \x01(\t\x12\x17\n\x0frounds_to_train\x18\x02 \x01(\r\x12\x14\n\x0cround_number\x18\x03 \x01(\r\x12\x16\n\x0eworkspace_hash\x18\x04 \x01(\t\"1\n\x0cTasksRequest\x12!\n\x06header\x18\x01 \x01(\x0b\x32\x11.accord.v1.Header\"V\n\x08TaskSpec\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x10\n\x08\x66unction\x18\x02 \x01(\t\x12\x13\n\x0bkwargs_json\x18\x03 \x01(\t\x12\x15\n\rreturns_model\x18\x04 \x01(\x08\"o\n\x0b\x43onfigValue\x12\x14\n\nbool_value\x18\x01 \x01(\x08H\x00\x12\x13\n\tint_value\x18\x02 \x01(\x12H\x00\x12\x15\n\x0b\x66loat_value\x18\x03 \x01(\x01H\x00\x12\x16\n\x0cstring_value\x18\x04 \x01(\tH\x00\x42\x06\n\x04kind\"\xc4\x02\n\rTasksResponse\x12/\n\x06\x61\x63tion\x18\x01 \x01(\x0e\x32\x1f.accord.v1.TasksResponse.Action\x12\x14\n\x0cround_number\x18\x02 \x01(\r\x12\"\n\x05tasks\x18\x03 \x03(\x0b\x32\x13.accord.v1.TaskSpec\x12\x34\n\x06\x63onfig\x18\x04 \x03(\x0b\x32$.accord.v1.TasksResponse.ConfigEntry\x12\r\n\x05phase\x18\x05 \x01(\t\x12\x15\n\rphase_payload\x18\x06 \x01(\x0c\x1a\x45\n\x0b\x43onfigEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12%\n\x05value\x18\x02 \x01(\x0b\x32\x16.accord.v1.ConfigValue:\x02\x38\x01\"%\n\x06\x41\x63tion\x12\x07\n\x03RUN\x10\x00\x12\x08\n\x04WAIT\x10\x01\x12\x08\n\x04QUIT\x10\x02\"G\n\x0cModelRequest\x12!\n\x06header\x18\x01 \x01(\x0b\x32\x11.accord.v1.Header\x12\x14\n\x0cround_number\x18\x02 \x01(\r\"i\n\x0bTensorChunk\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05\x64type\x18\x02 \x01(\t\x12\r\n\x05shape\x18\x03 \x03(\x03\x12\x0e\n\x06offset\x18\x04 \x01(\x04\x12\x0c\n\x04\x64\x61ta\x18\x05 \x01(\x0c\x12\x10\n\x08\x65ncoding\x18\x06 \x01(\t\"\xdd\x02\n\x0cResultHeader\x12!\n\x06header\x18\x01 \x01(\x0b\x32\x11.accord.v1.Header\x12\x14\n\x0cround_number\x18\x02 \x01(\r\x12\x0c\n\x04task\x18\x03 \x01(\t\x12\x14\n\x0csample_count\x18\x04 \x01(\x04\x12\x35\n\x07metrics\x18\x05 \x03(\x0b\x32$.accord.v1.ResultHeader.MetricsEntry\x12\x10\n\x08is_delta\x18\x06 \x01(\x08\x12\x14\n\x0ctask_seconds\x18\x07 \x01(\x01\x12\x14\n\x0ctensor_count\x18\x08 \x01(\r\x12\x14\n\x0cmodel_digest\x18\t \x01(\t\x12\x0f\n\x07\x66\x61ilure\x18\n \x01(\t\x12\r\n\x05phase\x18\x0b \x01(\t\x12\x15\n\rphase_payload\x18\x0c \x01(\x0c\x1a.\n\x0cMetricsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\"j\n\x0bResultChunk\x12)\n\x06header\x18\x01 \x01(\x0b\x32\x17.accord.v1.ResultHeaderH\x00\x12(\n\x06tensor\x18\x02 \x01(\x0b\x32\x16.accord.v1.TensorChunkH\x00\x42\x06\n\x04part\"-\n\tResultAck\x12\x10\n\x08\x61\x63\x63\x65pted\x18\x01 \x01(\x08\x12\x0e\n\x06reason\x18\x02 \x01(\t2\x81\x02\n\nAggregator\x12\x37\n\x04Join\x12\x16.accord.v1.JoinRequest\x1a\x17.accord.v1.JoinResponse\x12=\n\x08GetTasks\x12\x17.accord.v1.TasksRequest\x1a\x18.accord.v1.TasksResponse\x12=\n\x08GetModel\x12\x17.accord.v1.ModelRequest\x1a\x16.accord.v1.TensorChunk0\x01\x12<\n\nSendResult\x12\x16.accord.v1.ResultChunk\x1a\x14.accord.v1.ResultAck(\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -48,23 +48,23 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_CONFIGVALUE']._serialized_start=391
   _globals['_CONFIGVALUE']._serialized_end=502
   _globals['_TASKSRESPONSE']._serialized_start=505
-  _globals['_TASKSRESPONSE']._serialized_end=806
-  _globals['_TASKSRESPONSE_CONFIGENTRY']._serialized_start=698
-  _globals['_TASKSRESPONSE_CONFIGENTRY']._serialized_end=767
-  _globals['_TASKSRESPONSE_ACTION']._serialized_start=769
-  _globals['_TASKSRESPONSE_ACTION']._serialized_end=806
-  _globals['_MODELREQUEST']._serialized_start=808
-  _globals['_MODELREQUEST']._serialized_end=879
-  _globals['_TENSORCHUNK']._serialized_start=881
-  _globals['_TENSORCHUNK']._serialized_end=986
-  _globals['_RESULTHEADER']._serialized_start=989
-  _globals['_RESULTHEADER']._serialized_end=1315
-  _globals['_RESULTHEADER_METRICSENTRY']._serialized_start=1269
-  _globals['_RESULTHEADER_METRICSENTRY']._serialized_end=1315
-  _globals['_RESULTCHUNK']._serialized_start=1317
-  _globals['_RESULTCHUNK']._serialized_end=1423
-  _globals['_RESULTACK']._serialized_start=1425
-  _globals['_RESULTACK']._serialized_end=1470
-  _globals['_AGGREGATOR']._serialized_start=1473
-  _globals['_AGGREGATOR']._serialized_end=1730
+  _globals['_TASKSRESPONSE']._serialized_end=829
+  _globals['_TASKSRESPONSE_CONFIGENTRY']._serialized_start=721
+  _globals['_TASKSRESPONSE_CONFIGENTRY']._serialized_end=790
+  _globals['_TASKSRESPONSE_ACTION']._serialized_start=792
+  _globals['_TASKSRESPONSE_ACTION']._serialized_end=829
+  _globals['_MODELREQUEST']._serialized_start=831
+  _globals['_MODELREQUEST']._serialized_end=902
+  _globals['_TENSORCHUNK']._serialized_start=904
+  _globals['_TENSORCHUNK']._serialized_end=1009
+  _globals['_RESULTHEADER']._serialized_start=1012
+  _globals['_RESULTHEADER']._serialized_end=1361
+  _globals['_RESULTHEADER_METRICSENTRY']._serialized_start=1315
+  _globals['_RESULTHEADER_METRICSENTRY']._serialized_end=1361
+  _globals['_RESULTCHUNK']._serialized_start=1363
+  _globals['_RESULTCHUNK']._serialized_end=1469
+  _globals['_RESULTACK']._serialized_start=1471
+  _globals['_RESULTACK']._serialized_end=1516
+  _globals['_AGGREGATOR']._serialized_start=1519
+  _globals['_AGGREGATOR']._serialized_end=1776
 # @@protoc_insertion_point(module_scope)

@@ -66,7 +66,7 @@ class ConfigValue(_message.Message):
     def __init__(self, bool_value: _Optional[bool] = ..., int_value: _Optional[int] = ..., float_value: _Optional[float] = ..., string_value: _Optional[str] = ...) -> None: ...
 
 class TasksResponse(_message.Message):
-    __slots__ = ("action", "round_number", "tasks", "config", "phase")
+    __slots__ = ("action", "round_number", "tasks", "config", "phase", "phase_payload")
     class Action(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
         __slots__ = ()
         RUN: _ClassVar[TasksResponse.Action]
@@ -87,12 +87,14 @@ class TasksResponse(_message.Message):
     TASKS_FIELD_NUMBER: _ClassVar[int]
     CONFIG_FIELD_NUMBER: _ClassVar[int]
     PHASE_FIELD_NUMBER: _ClassVar[int]
+    PHASE_PAYLOAD_FIELD_NUMBER: _ClassVar[int]
     action: TasksResponse.Action
     round_number: int
     tasks: _containers.RepeatedCompositeFieldContainer[TaskSpec]
     config: _containers.MessageMap[str, ConfigValue]
     phase: str
-    def __init__(self, action: _Optional[_Union[TasksResponse.Action, str]] = ..., round_number: _Optional[int] = ..., tasks: _Optional[_Iterable[_Union[TaskSpec, _Mapping]]] = ..., config: _Optional[_Mapping[str, ConfigValue]] = ..., phase: _Optional[str] = ...) -> None: ...
+    phase_payload: bytes
+    def __init__(self, action: _Optional[_Union[TasksResponse.Action, str]] = ..., round_number: _Optional[int] = ..., tasks: _Optional[_Iterable[_Union[TaskSpec, _Mapping]]] = ..., config: _Optional[_Mapping[str, ConfigValue]] = ..., phase: _Optional[str] = ..., phase_payload: _Optional[bytes] = ...) -> None: ...
 
 class ModelRequest(_message.Message):
     __slots__ = ("header", "round_number")
@@ -119,7 +121,7 @@ class TensorChunk(_message.Message):
     def __init__(self, name: _Optional[str] = ..., dtype: _Optional[str] = ..., shape: _Optional[_Iterable[int]] = ..., offset: _Optional[int] = ..., data: _Optional[bytes] = ..., encoding: _Optional[str] = ...) -> None: ...
 
 class ResultHeader(_message.Message):
-    __slots__ = ("header", "round_number", "task", "sample_count", "metrics", "is_delta", "task_seconds", "tensor_count", "model_digest", "failure", "phase")
+    __slots__ = ("header", "round_number", "task", "sample_count", "metrics", "is_delta", "task_seconds", "tensor_count", "model_digest", "failure", "phase", "phase_payload")
     class MetricsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -138,6 +140,7 @@ class ResultHeader(_message.Message):
     MODEL_DIGEST_FIELD_NUMBER: _ClassVar[int]
     FAILURE_FIELD_NUMBER: _ClassVar[int]
     PHASE_FIELD_NUMBER: _ClassVar[int]
+    PHASE_PAYLOAD_FIELD_NUMBER: _ClassVar[int]
     header: Header
     round_number: int
     task: str
@@ -149,7 +152,8 @@ class ResultHeader(_message.Message):
     model_digest: str
     failure: str
     phase: str
-    def __init__(self, header: _Optional[_Union[Header, _Mapping]] = ..., round_number: _Optional[int] = ..., task: _Optional[str] = ..., sample_count: _Optional[int] = ..., metrics: _Optional[_Mapping[str, float]] = ..., is_delta: _Optional[bool] = ..., task_seconds: _Optional[float] = ..., tensor_count: _Optional[int] = ..., model_digest: _Optional[str] = ..., failure: _Optional[str] = ..., phase: _Optional[str] = ...) -> None: ...
+    phase_payload: bytes
+    def __init__(self, header: _Optional[_Union[Header, _Mapping]] = ..., round_number: _Optional[int] = ..., task: _Optional[str] = ..., sample_count: _Optional[int] = ..., metrics: _Optional[_Mapping[str, float]] = ..., is_delta: _Optional[bool] = ..., task_seconds: _Optional[float] = ..., tensor_count: _Optional[int] = ..., model_digest: _Optional[str] = ..., failure: _Optional[str] = ..., phase: _Optional[str] = ..., phase_payload: _Optional[bytes] = ...) -> None: ...
 
 class ResultChunk(_message.Message):
     __slots__ = ("header", "tensor")

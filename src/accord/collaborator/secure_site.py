@@ -1,0 +1,133 @@
+"""This site's side of secure aggregation (strategies/secure.py is the aggregator's): one
+SiteSession (accord.secagg.site) per round, driven by the phase payloads the aggregator sends.
+
+The training reply is masked after the client mods ran (ClipUpdate clips the change first),
+as the last step before it leaves the site. The site reveals at most once per round, whatever
+the round's seed: an aggregator that restarts a round's phases cannot get a second set of
+reveals for the same update (docs/privacy.md, "Running it"); that memory is the process's.
+
+With ``signing`` (the deployment: ``site_signing``, over the site's own collaborator key and
+certificate and the federation's CA) the site signs its advert, checks its neighbours' and
+answers ``confirm``, the consistency check, revealing only after the threshold of valid
+survivor signatures on the lists it confirmed (accord.secagg.signing).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+from typing import TYPE_CHECKING
+
+from accord.errors import RefusedError
+from accord.messages import TaskResult
+from accord.plan.schema import SecureAggregationSettings
+from accord.plan.secure_aggregation import secagg_params
+from accord.strategies.secure_phases import (
+    ADVERTISE,
+    CONFIRM,
+    MASKED,
+    MASKED_DTYPE,
+    SHARE,
+    UNMASK,
+    decode_entries,
+    decode_opening,
+    decode_request,
+    encode_entries,
+    flatten_change,
+    update_length,
+)
+from accord.tensors.state import ModelState
+
+if TYPE_CHECKING:
+    from accord.secagg.signing import Signing
+    from accord.secagg.site import SiteSession
+
+log = logging.getLogger("accord.collaborator")
+
+
+class SecureSite:
+    """Answers secure aggregation's phases for the site ``name`` under its own plan's ``settings``
+    (signed with ``signing``, if given)."""
+
+    def __init__(self, name: str, settings: SecureAggregationSettings, signing: Signing | None = None) -> None:
+        self.name = name
+        self.settings = settings
+        self.signing = signing
+        self._session: SiteSession | None = None
+        self._round = -1
+        #: round -> the session that revealed in it (the only one that may answer again: a retry)
+        self._revealed: dict[int, SiteSession] = {}
+
+    def answer(self, phase: str, round_number: int, payload: bytes, global_model: ModelState) -> bytes:
+        """This site's reply to ``phase`` (advertise, share, confirm or unmask) of ``round_number``;
+        RefusedError (a SecAggRefused) if the request is malformed, out of order or unsafe."""
+        if phase == ADVERTISE:
+            return self._open(round_number, payload, global_model)
+        session = self._current(round_number, phase)
+        if phase == SHARE:
+            return encode_entries(session.share(decode_entries(payload, "the roster")))
+        if phase == CONFIRM:
+            survivors, dropped, _ = decode_request(payload)
+            return session.confirm(survivors, dropped)
+        if phase == UNMASK:
+            if self._revealed.get(round_number, session) is not session:
+                raise RefusedError(
+                    f"the aggregator asks this site to reveal shares for round {round_number} again, in a new "
+                    "session of the round: it reveals in one session a round",
+                    "nothing to do at the site; the aggregator's operator should check why it restarted the round",
+                    kind="payload",
+                )
+            survivors, dropped, confirmations = decode_request(payload)
+            reveals = session.unmask(survivors, dropped, confirmations)
+            self._revealed[round_number] = session
+            log.info("%s: round %d: revealed shares for %d survivors and %d dropped sites", self.name, round_number, len(survivors), len(dropped))
+            return encode_entries(reveals)
+        raise RefusedError(f"phase {phase!r} carries no reply of its own", kind="payload")
+
+    def masked(self, reply: TaskResult, payload: bytes, global_model: ModelState) -> TaskResult:
+        """The training ``reply`` with its change masked (the one tensor MASKED), given the shares
+        routed to this site (``payload``); RefusedError if they are malformed."""
+        assert reply.tensors is not None
+        session = self._current(reply.round_number, "mask")
+        change = flatten_change(reply.tensors, global_model, reply.is_delta)
+        vector = session.mask(decode_entries(payload, "the shares routed to this site"), change, int(reply.sample_count))
+        return dataclasses.replace(reply, tensors={MASKED: vector.view(MASKED_DTYPE)}, is_delta=False)
+
+    def _open(self, round_number: int, payload: bytes, global_model: ModelState) -> bytes:
+        from accord.secagg.site import SiteSession  # cryptography and pycryptodome: accord[secagg]
+
+        seed, cohort = decode_opening(payload)
+        if self.name not in cohort:
+            raise RefusedError(f"the aggregator asks {self.name} to advertise in a round whose cohort omits it", kind="payload")
+        params = secagg_params(self.settings, len(cohort))
+        session = SiteSession(params, self.name, cohort, seed, update_length(global_model), signing=self.signing)
+        self._session, self._round = session, round_number
+        return session.advertise()
+
+    def _current(self, round_number: int, phase: str) -> SiteSession:
+        if self._session is None or self._round != round_number:
+            raise RefusedError(
+                f"the aggregator asks for phase {phase!r} of round {round_number}, but this site advertised in no such round",
+                kind="state",
+            )
+        return self._session
+
+
+def site_signing(cert_dir: str | os.PathLike[str], name: str) -> Signing:
+    """The signing of collaborator ``name``: its own key and certificate in ``cert_dir``, and a
+    check of the other sites' certificates against the federation's chain there and its
+    installed revocation list (cert/crl.pem, read once: a CRL installed later counts from the
+    next start). PKIError naming the file if one is missing."""
+    from accord.pki.crl import installed_crl
+    from accord.pki.keys import load_private_key, read_pem_bytes
+    from accord.pki.layout import CertLayout, collaborator_fix
+    from accord.pki.signatures import CollaboratorVerifier, signer_for
+    from accord.secagg.signing import Signing
+
+    layout = CertLayout(cert_dir)
+    certificate = read_pem_bytes(layout.collaborator_cert(name), "collaborator certificate", collaborator_fix(name))
+    crl = installed_crl(layout.cert_dir)
+    serials = crl.serials if crl is not None else frozenset()
+    verifier = CollaboratorVerifier(layout.chain, lambda: serials)
+    return Signing(certificate, signer_for(load_private_key(layout.collaborator_key(name))), verifier)

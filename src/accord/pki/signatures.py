@@ -1,0 +1,108 @@
+"""Sign with a participant's private key and check a named collaborator's signature against its
+certificate, chained to the federation's CA (the hooks signed SecAgg+ takes: accord.secagg.signing).
+
+ECDSA P-384 keys sign with SHA-384, RSA-3072 keys with RSA-PSS over SHA-256 (the key types
+keys.py issues); both from ``cryptography``.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import os
+from collections.abc import Callable, Collection
+
+from cryptography import x509
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
+from cryptography.x509.oid import ExtendedKeyUsageOID
+
+from accord.errors import PKIError
+from accord.pki.keys import PrivateKey
+from accord.pki.verify import common_name, verify_peer_certificate
+
+log = logging.getLogger("accord.pki")
+
+_PSS = padding.PSS(mgf=padding.MGF1(hashes.SHA256()), salt_length=padding.PSS.MAX_LENGTH)
+
+
+def signer_for(key: PrivateKey) -> Callable[[bytes], bytes]:
+    """A function that signs bytes with ``key`` (ECDSA-SHA384 or RSA-PSS-SHA256)."""
+    if isinstance(key, ec.EllipticCurvePrivateKey):
+        return lambda data: key.sign(data, ec.ECDSA(hashes.SHA384()))
+    if isinstance(key, rsa.RSAPrivateKey):
+        return lambda data: key.sign(data, _PSS, hashes.SHA256())
+    raise PKIError(f"cannot sign with a {type(key).__name__}", "use an ECDSA P-384 or RSA-3072 key (fx collaborator generate-cert-request)")
+
+
+def _signature_valid(cert: x509.Certificate, data: bytes, signature: bytes) -> bool:
+    key = cert.public_key()
+    try:
+        if isinstance(key, ec.EllipticCurvePublicKey):
+            key.verify(signature, data, ec.ECDSA(hashes.SHA384()))
+        elif isinstance(key, rsa.RSAPublicKey):
+            key.verify(signature, data, _PSS, hashes.SHA256())
+        else:
+            return False
+    except InvalidSignature:
+        return False
+    return True
+
+
+def _is_collaborator(cert: x509.Certificate) -> bool:
+    """A collaborator's certificate: client auth only (the aggregator's also has server auth)."""
+    try:
+        purposes = cert.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
+    except x509.ExtensionNotFound:
+        return False
+    return ExtendedKeyUsageOID.CLIENT_AUTH in purposes and ExtendedKeyUsageOID.SERVER_AUTH not in purposes
+
+
+class CollaboratorVerifier:
+    """``verifier(site, certificate, data, signature)``: whether ``certificate`` (DER or PEM) is
+    a collaborator certificate of the federation (issued by the chain's signing CA, valid now,
+    its serial not in ``revoked()``, asked on every call) whose common name is ``site``, and
+    ``signature`` its signature of ``data``. The reason for a False is logged. Certificates whose
+    chain and name passed are remembered by their bytes (one chain check per site)."""
+
+    def __init__(
+        self,
+        chain_path: str | os.PathLike[str],
+        revoked: Callable[[], Collection[int]] = frozenset,
+        now: dt.datetime | None = None,
+    ) -> None:
+        self.chain_path, self.revoked, self.now = chain_path, revoked, now
+        self._checked: dict[tuple[str, bytes], x509.Certificate] = {}
+
+    def certificate(self, site: str, certificate: bytes) -> x509.Certificate | None:
+        """The parsed ``certificate`` if it is a valid, unrevoked collaborator certificate named ``site``, else None (logged)."""
+        known = self._checked.get((site, certificate))
+        if known is not None:
+            if known.serial_number in self.revoked():
+                log.warning("signature of %r refused: its certificate (serial %x) has been revoked", site, known.serial_number)
+                return None
+            return known
+        try:
+            cert = verify_peer_certificate(certificate, self.chain_path, set(self.revoked()), self.now)
+            name = common_name(cert)
+        except PKIError as exc:
+            log.warning("signature of %r refused: its certificate does not check out: %s", site, exc)
+            return None
+        if name != site:
+            log.warning("signature of %r refused: its certificate names %r", site, name)
+            return None
+        if not _is_collaborator(cert):
+            log.warning("signature of %r refused: its certificate is not a collaborator's (no client-auth-only usage)", site)
+            return None
+        self._checked[(site, certificate)] = cert
+        return cert
+
+    def __call__(self, site: str, certificate: bytes, data: bytes, signature: bytes) -> bool:
+        cert = self.certificate(site, certificate)
+        if cert is None:
+            return False
+        if not _signature_valid(cert, data, signature):
+            log.warning("signature of %r refused: it does not verify under its certificate's key", site)
+            return False
+        return True

@@ -1,0 +1,142 @@
+"""The SecAgg+ primitives, all from libraries: X25519, HKDF-SHA256, AES-GCM, AES-CTR
+(``cryptography``) and Shamir secret sharing over GF(2^128) (pycryptodome). Nothing hand-rolled.
+
+Every derived key is bound to the round seed (HKDF salt) and to the names of the sites it
+serves (HKDF info), so a key, a share or a mask of one round or pair is useless for another.
+"""
+
+from __future__ import annotations
+
+import secrets
+
+import numpy as np
+
+from accord.errors import AccordError
+from accord.secagg.messages import KEY_BYTES, SHARE_BYTES, SecAggRefused
+
+try:
+    from Crypto.Protocol.SecretSharing import Shamir
+    from cryptography.exceptions import InvalidTag
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
+    from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
+    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+    from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+except ImportError as exc:  # pragma: no cover - exercised only without the extra
+    raise AccordError(
+        f"secure aggregation needs pycryptodome and cryptography ({exc})",
+        "pip install 'accord[secagg]'",
+    ) from exc
+
+_CTR_ZERO = bytes(16)
+
+
+def label(purpose: str, *names: str) -> bytes:
+    """HKDF info: the purpose and the site names, each length-prefixed (no two lists collide)."""
+    parts = [b"accord-secagg/1/", purpose.encode()]
+    for name in names:
+        raw = name.encode("utf-8")
+        parts += [len(raw).to_bytes(2, "big"), raw]
+    return b"".join(parts)
+
+
+def derive_key(material: bytes, round_seed: bytes, info: bytes, length: int = KEY_BYTES) -> bytes:
+    """HKDF-SHA256 of ``material``, salted with the round seed."""
+    return HKDF(algorithm=hashes.SHA256(), length=length, salt=round_seed, info=info).derive(material)
+
+
+class Drawer:
+    """Random bytes: from the OS's entropy, or (tests only) derived deterministically from a seed."""
+
+    def __init__(self, seed: bytes | None) -> None:
+        self._seed = seed
+        self._count = 0
+
+    def draw(self, n: int) -> bytes:
+        """``n`` fresh random bytes."""
+        if self._seed is None:
+            return secrets.token_bytes(n)
+        self._count += 1
+        return derive_key(self._seed, b"", label(f"draw/{self._count}"), n)
+
+
+def mask_key_from_seed(s_seed: bytes) -> X25519PrivateKey:
+    """The X25519 mask key a site derives from its 16-byte seed s (the seed is what is shared)."""
+    return X25519PrivateKey.from_private_bytes(derive_key(s_seed, b"", label("mask-key")))
+
+
+def public_bytes(key: X25519PrivateKey) -> bytes:
+    """The raw 32-byte public key of ``key``."""
+    return key.public_key().public_bytes_raw()
+
+
+def agree(private: X25519PrivateKey, peer_public: bytes, what: str) -> bytes:
+    """X25519(private, peer_public); SecAggRefused naming ``what`` for a low-order public key."""
+    try:
+        return private.exchange(X25519PublicKey.from_public_bytes(peer_public))
+    except ValueError as exc:
+        raise SecAggRefused(f"{what} is not a usable X25519 public key ({exc})", "the site must advertise the keys its session made") from exc
+
+
+def seal_share(key: bytes, nonce: bytes, plaintext: bytes, aad: bytes) -> bytes:
+    """AES-256-GCM encryption of a share pair (ciphertext with its tag)."""
+    return AESGCM(key).encrypt(nonce, plaintext, aad)
+
+
+def open_share(key: bytes, nonce: bytes, ciphertext: bytes, aad: bytes, what: str) -> bytes:
+    """AES-256-GCM decryption; SecAggRefused naming ``what`` when it does not check out."""
+    try:
+        return AESGCM(key).decrypt(nonce, ciphertext, aad)
+    except InvalidTag as exc:
+        raise SecAggRefused(
+            f"{what} does not decrypt: tampered, or sealed for another round, sender or receiver",
+            "the aggregator must forward each site's sealed shares unchanged to the site they name",
+        ) from exc
+
+
+def prg(key: bytes, length: int) -> np.ndarray:
+    """``length`` pseudorandom ring elements (uint64): the AES-256-CTR keystream under ``key``.
+
+    Each key serves one mask (it is derived per round, pair or site), so the zero IV is safe.
+    """
+    encryptor = Cipher(algorithms.AES(key), modes.CTR(_CTR_ZERO)).encryptor()
+    return np.frombuffer(encryptor.update(bytes(8 * length)), dtype="<u8")
+
+
+def split(secret: bytes, threshold: int, count: int) -> list[tuple[int, bytes]]:
+    """Shamir shares (index 1..count, 16 bytes each) of a 16-byte secret; ``threshold`` rebuild it."""
+    return [(int(index), bytes(share)) for index, share in Shamir.split(threshold, count, secret, ssss=False)]
+
+
+def combine(shares: list[tuple[int, bytes]]) -> bytes:
+    """The 16-byte secret from at least its threshold of Shamir shares."""
+    secret = bytes(Shamir.combine(shares, ssss=False))
+    if len(secret) != SHARE_BYTES:  # pragma: no cover - pycryptodome always returns 16 bytes
+        raise SecAggRefused("a rebuilt secret is not 16 bytes", "report this as a bug")
+    return secret
+
+
+def share_key(c_sk: X25519PrivateKey, peer_c_pk: bytes, site: str, peer: str, round_seed: bytes) -> bytes:
+    """The AES-GCM key between ``site`` and ``peer`` for this round (the same at both ends)."""
+    low, high = sorted((site, peer))
+    return derive_key(agree(c_sk, peer_c_pk, f"the share key of {peer!r}"), round_seed, label("share", low, high))
+
+
+def share_aad(round_seed: bytes, sender: str, receiver: str) -> bytes:
+    """The associated data binding a sealed share to its round, sender and receiver."""
+    return round_seed + label("share-aad", sender, receiver)
+
+
+def self_mask(b: bytes, site: str, round_seed: bytes, length: int) -> np.ndarray:
+    """The self mask PRG(b) of ``site`` (``length`` ring elements)."""
+    return prg(derive_key(b, round_seed, label("self", site)), length)
+
+
+def pair_mask(s_sk: X25519PrivateKey, peer_s_pk: bytes, site: str, peer: str, round_seed: bytes, length: int) -> np.ndarray:
+    """The pairwise mask of ``site`` and ``peer`` (``length`` ring elements, the same at both ends).
+
+    The site whose name sorts first adds it, the other subtracts it, so it cancels in the sum.
+    """
+    low, high = sorted((site, peer))
+    shared = agree(s_sk, peer_s_pk, f"the mask key of {peer!r}")
+    return prg(derive_key(shared, round_seed, label("pair", low, high)), length)

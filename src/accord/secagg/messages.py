@@ -1,0 +1,258 @@
+"""The byte formats of SecAgg+ messages, and SecAggRefused.
+
+Every message starts with MAGIC (b"ASG") and a version byte, then a kind byte; fields are
+fixed-size or length-prefixed (big-endian), bounded, and parsed strictly: anything else
+(short, long, wrong kind, unknown version) is one SecAggRefused naming the message. Never pickle.
+
+- advert (kind 1): c_pk (32 bytes, X25519, share encryption) | s_pk (32 bytes, X25519, masks).
+- sealed share (kind 2): nonce (12) | AES-GCM ciphertext+tag of a share pair (34 + 16 bytes).
+  The plaintext is index (u16, the receiver's Shamir x-coordinate) | b-share (16) | s-share (16);
+  the associated data binds the version, round seed, sender and receiver.
+- reveal (kind 3): secret kind (1 byte: 1 = self-mask seed b, 2 = mask-key seed s) | index (u16)
+  | share (16).
+- map (kind 4): a site-name -> message mapping (rosters, share bundles, reveals) for a transport
+  that carries one blob: count (u32) | per entry: name length (u16) | UTF-8 name | value length
+  (u32) | value. Names are unique and sorted.
+- signed advert (kind 5): c_pk (32) | s_pk (32) | credential length (u16) | credential (the
+  site's certificate, opaque here) | signature length (u16) | signature over advert_statement.
+- confirmation (kind 6): signature length (u16) | signature over survivors_statement (the
+  consistency check: a survivor's signature on the survivor and dropped lists it was sent).
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from accord.errors import RefusedError
+
+MAGIC = b"ASG"
+VERSION = 1
+KIND_ADVERT = 1
+KIND_SEALED_SHARE = 2
+KIND_REVEAL = 3
+KIND_MAP = 4
+KIND_SIGNED_ADVERT = 5
+KIND_CONFIRMATION = 6
+
+SECRET_SELF = 1
+"""A reveal of a share of the self-mask seed b (asked for surviving sites)."""
+SECRET_MASK_KEY = 2
+"""A reveal of a share of the mask-key seed s (asked for dropped sites)."""
+
+KEY_BYTES = 32
+SHARE_BYTES = 16
+NONCE_BYTES = 12
+TAG_BYTES = 16
+SHARE_PAIR_BYTES = 2 + 2 * SHARE_BYTES
+ADVERT_BYTES = 5 + 2 * KEY_BYTES
+SEALED_SHARE_BYTES = 5 + NONCE_BYTES + SHARE_PAIR_BYTES + TAG_BYTES
+REVEAL_BYTES = 5 + 1 + 2 + SHARE_BYTES
+MAX_NAME_BYTES = 255
+MAX_CREDENTIAL_BYTES = 8192
+MAX_SIGNATURE_BYTES = 1024
+MAX_MAP_ENTRIES = 1_000_000
+
+
+class SecAggRefused(RefusedError):
+    """A SecAgg+ message or request is malformed, out of order or unsafe to answer.
+
+    ``kind`` is ``"payload"`` for malformed or inconsistent messages and ``"state"`` for messages
+    in the wrong phase (a RefusedError, so the transport maps it like any refusal).
+    """
+
+
+@dataclass(frozen=True)
+class Advert:
+    """A site's two X25519 public keys (raw 32-byte encodings)."""
+
+    c_pk: bytes
+    s_pk: bytes
+
+
+@dataclass(frozen=True)
+class SignedAdvert:
+    """An advert with its signer's credential (certificate) and signature; both empty if unsigned."""
+
+    advert: Advert
+    credential: bytes = b""
+    signature: bytes = b""
+
+
+@dataclass(frozen=True)
+class Reveal:
+    """One share a surviving site reveals of another site's secret."""
+
+    secret: int
+    index: int
+    share: bytes
+
+
+def _header(kind: int) -> bytes:
+    return MAGIC + bytes((VERSION, kind))
+
+
+def _check_header(data: object, kind: int, size: int | None, what: str) -> bytes:
+    if not isinstance(data, bytes | bytearray | memoryview):
+        raise SecAggRefused(f"{what} is a {type(data).__name__}, not bytes", "send the bytes the SecAgg session produced")
+    data = bytes(data)
+    if len(data) < 5 or data[:3] != MAGIC:
+        raise SecAggRefused(f"{what} is not a SecAgg message (no {MAGIC!r} header)", "send the bytes the SecAgg session produced")
+    if data[3] != VERSION:
+        raise SecAggRefused(
+            f"{what} has SecAgg format version {data[3]}; this side speaks version {VERSION}",
+            "run the same Accord version at every site and the aggregator",
+        )
+    if data[4] != kind:
+        raise SecAggRefused(f"{what} is a SecAgg message of kind {data[4]}, expected kind {kind}", "send the message this phase asks for")
+    if size is not None and len(data) != size:
+        raise SecAggRefused(f"{what} is {len(data)} bytes, expected exactly {size}", "send the bytes the SecAgg session produced")
+    return data
+
+
+def encode_advert(advert: Advert) -> bytes:
+    """The advert message of ``advert``."""
+    return _header(KIND_ADVERT) + advert.c_pk + advert.s_pk
+
+
+def decode_advert(data: bytes, what: str = "advert") -> Advert:
+    """Parse an advert message (SecAggRefused naming ``what`` if malformed)."""
+    data = _check_header(data, KIND_ADVERT, ADVERT_BYTES, what)
+    return Advert(data[5 : 5 + KEY_BYTES], data[5 + KEY_BYTES :])
+
+
+def _field(data: bytes, at: int, limit: int, what: str, field: str) -> tuple[bytes, int]:
+    """The u16-length-prefixed ``field`` at ``at`` (1 to ``limit`` bytes) and the offset after it."""
+    if at + 2 > len(data):
+        raise SecAggRefused(f"{what} is truncated before its {field}", "send the bytes the SecAgg session produced")
+    (size,) = struct.unpack(">H", data[at : at + 2])
+    if not 0 < size <= limit or at + 2 + size > len(data):
+        raise SecAggRefused(f"{what} has a {field} of {size} bytes, empty, over {limit} or truncated", "send the bytes the SecAgg session produced")
+    return data[at + 2 : at + 2 + size], at + 2 + size
+
+
+def encode_signed_advert(signed: SignedAdvert) -> bytes:
+    """The signed-advert message of ``signed`` (its credential and signature must be non-empty)."""
+    advert = signed.advert
+    parts = [_header(KIND_SIGNED_ADVERT), advert.c_pk, advert.s_pk]
+    for field in (signed.credential, signed.signature):
+        parts += [struct.pack(">H", len(field)), field]
+    return b"".join(parts)
+
+
+def read_advert(data: bytes, what: str = "advert") -> SignedAdvert:
+    """Parse a plain (kind 1, credential and signature empty) or signed (kind 5) advert."""
+    kind = data[4] if isinstance(data, bytes | bytearray) and len(data) >= 5 else KIND_ADVERT
+    if kind != KIND_SIGNED_ADVERT:
+        return SignedAdvert(decode_advert(data, what))
+    data = _check_header(data, KIND_SIGNED_ADVERT, None, what)
+    if len(data) < ADVERT_BYTES:
+        raise SecAggRefused(f"{what} is truncated before its keys", "send the bytes the SecAgg session produced")
+    credential, at = _field(data, ADVERT_BYTES, MAX_CREDENTIAL_BYTES, what, "credential")
+    signature, at = _field(data, at, MAX_SIGNATURE_BYTES, what, "signature")
+    if at != len(data):
+        raise SecAggRefused(f"{what} has {len(data) - at} bytes after its signature", "send the bytes the SecAgg session produced")
+    return SignedAdvert(Advert(data[5 : 5 + KEY_BYTES], data[5 + KEY_BYTES : ADVERT_BYTES]), credential, signature)
+
+
+def encode_confirmation(signature: bytes) -> bytes:
+    """A confirmation message: a survivor's signature on the survivor list."""
+    return _header(KIND_CONFIRMATION) + struct.pack(">H", len(signature)) + signature
+
+
+def decode_confirmation(data: bytes, what: str = "confirmation") -> bytes:
+    """The signature a confirmation message carries (SecAggRefused naming ``what`` if malformed)."""
+    data = _check_header(data, KIND_CONFIRMATION, None, what)
+    signature, at = _field(data, 5, MAX_SIGNATURE_BYTES, what, "signature")
+    if at != len(data):
+        raise SecAggRefused(f"{what} has {len(data) - at} bytes after its signature", "send the bytes the SecAgg session produced")
+    return signature
+
+
+def encode_sealed(nonce: bytes, ciphertext: bytes) -> bytes:
+    """A sealed-share message: the AES-GCM nonce and ciphertext (with tag)."""
+    return _header(KIND_SEALED_SHARE) + nonce + ciphertext
+
+
+def decode_sealed(data: bytes, what: str = "sealed share") -> tuple[bytes, bytes]:
+    """(nonce, ciphertext) of a sealed-share message."""
+    data = _check_header(data, KIND_SEALED_SHARE, SEALED_SHARE_BYTES, what)
+    return data[5 : 5 + NONCE_BYTES], data[5 + NONCE_BYTES :]
+
+
+def encode_share_pair(index: int, b_share: bytes, s_share: bytes) -> bytes:
+    """The plaintext of a sealed share: index | b-share | s-share."""
+    return struct.pack(">H", index) + b_share + s_share
+
+
+def decode_share_pair(data: bytes) -> tuple[int, bytes, bytes]:
+    """(index, b-share, s-share) of a decrypted share pair (its length is fixed by AES-GCM's check)."""
+    (index,) = struct.unpack(">H", data[:2])
+    return index, data[2 : 2 + SHARE_BYTES], data[2 + SHARE_BYTES :]
+
+
+def encode_reveal(reveal: Reveal) -> bytes:
+    """A reveal message."""
+    return _header(KIND_REVEAL) + bytes((reveal.secret,)) + struct.pack(">H", reveal.index) + reveal.share
+
+
+def decode_reveal(data: bytes, what: str = "reveal") -> Reveal:
+    """Parse a reveal message (SecAggRefused naming ``what`` if malformed)."""
+    data = _check_header(data, KIND_REVEAL, REVEAL_BYTES, what)
+    secret = data[5]
+    if secret not in (SECRET_SELF, SECRET_MASK_KEY):
+        raise SecAggRefused(f"{what} reveals secret kind {secret}, expected 1 (self mask) or 2 (mask key)", "send the reveal the site produced")
+    (index,) = struct.unpack(">H", data[6:8])
+    if index == 0:
+        raise SecAggRefused(f"{what} has share index 0 (Shamir indices start at 1)", "send the reveal the site produced")
+    return Reveal(secret, index, data[8:])
+
+
+def encode_map(entries: Mapping[str, bytes]) -> bytes:
+    """One blob for a site-name -> bytes mapping (sorted by name)."""
+    parts = [_header(KIND_MAP), struct.pack(">I", len(entries))]
+    for name in sorted(entries):
+        raw = name.encode("utf-8")
+        if not raw or len(raw) > MAX_NAME_BYTES:
+            raise SecAggRefused(f"site name {name!r} is empty or longer than {MAX_NAME_BYTES} bytes", "use the collaborator names of the plan")
+        value = bytes(entries[name])
+        parts += [struct.pack(">H", len(raw)), raw, struct.pack(">I", len(value)), value]
+    return b"".join(parts)
+
+
+def decode_map(data: bytes, what: str = "SecAgg map", *, max_entries: int = MAX_MAP_ENTRIES, max_value: int = 1 << 20) -> dict[str, bytes]:
+    """Parse a map blob: at most ``max_entries`` entries of at most ``max_value`` bytes each,
+    names unique and sorted; SecAggRefused naming ``what`` on anything else."""
+    data = _check_header(data, KIND_MAP, None, what)
+    fix = "send the map encode_map produced"
+    if len(data) < 9:
+        raise SecAggRefused(f"{what} is truncated (no entry count)", fix)
+    (count,) = struct.unpack(">I", data[5:9])
+    if count > max_entries:
+        raise SecAggRefused(f"{what} has {count} entries, more than the {max_entries} allowed", fix)
+    out: dict[str, bytes] = {}
+    at, previous = 9, None
+    for _ in range(count):
+        if at + 2 > len(data):
+            raise SecAggRefused(f"{what} is truncated", fix)
+        (name_len,) = struct.unpack(">H", data[at : at + 2])
+        at += 2
+        if not 0 < name_len <= MAX_NAME_BYTES or at + name_len + 4 > len(data):
+            raise SecAggRefused(f"{what} has a bad or truncated site name", fix)
+        try:
+            name = data[at : at + name_len].decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise SecAggRefused(f"{what} has a site name that is not UTF-8", fix) from exc
+        at += name_len
+        (value_len,) = struct.unpack(">I", data[at : at + 4])
+        at += 4
+        if value_len > max_value or at + value_len > len(data):
+            raise SecAggRefused(f"{what} has an entry for {name!r} of {value_len} bytes, too long or truncated", fix)
+        if previous is not None and name <= previous:
+            raise SecAggRefused(f"{what} has its names out of order or repeated at {name!r}", fix)
+        out[name], previous = data[at : at + value_len], name
+        at += value_len
+    if at != len(data):
+        raise SecAggRefused(f"{what} has {len(data) - at} bytes after its last entry", fix)
+    return out

@@ -1,0 +1,290 @@
+"""ServerSession: the aggregator's side of a SecAgg+ round (pure: it only routes and sums).
+
+Phase by phase: ``add_advert`` until ``roster()`` closes the adverts; ``add_shares`` until the
+first ``shares_for`` closes the sharing; ``add_masked`` (a running sum in Z_{2^64}, O(model) per
+result) until ``unmask_request()`` closes the masking; in a signed round, ``add_confirmation``
+until ``confirmations()`` closes the consistency check; ``add_reveal`` until ``result()``. Sites
+may drop at every phase: one that advertised but did not share is left out of every mask (no
+site got its shares, so none masked with it), one that shared but did not mask has its pairwise
+masks removed with its mask-key seed rebuilt from its neighbours' shares, one that masked but did
+not reveal still has its self mask removed from its neighbours' shares of its seed b.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+
+from accord.secagg import crypto, encoding
+from accord.secagg.graph import Neighbourhood
+from accord.secagg.messages import (
+    SECRET_MASK_KEY,
+    SECRET_SELF,
+    Advert,
+    SecAggRefused,
+    decode_confirmation,
+    decode_reveal,
+    decode_sealed,
+    read_advert,
+)
+from accord.secagg.params import SecAggParams, check_session
+from accord.secagg.signing import Verifier, check_advert, survivors_statement
+
+_ADVERTS, _SHARES, _MASKS, _CONFIRMS, _REVEALS, _DONE = range(6)
+_PHASES = ("taking adverts", "taking shares", "taking masked updates", "taking confirmations", "taking reveals", "finished")
+
+
+class ServerSession:
+    """The aggregator's state for one SecAgg+ round over ``cohort`` (see SiteSession for the rest).
+
+    With ``verify`` (a signed federation) it refuses adverts and confirmations that are not
+    signed by a valid certificate of their sender, so one lying site cannot make the honest
+    sites refuse the round; the sites check them again (they trust no aggregator).
+    """
+
+    def __init__(self, params: SecAggParams, cohort: Sequence[str], round_seed: bytes, length: int, *, verify: Verifier | None = None) -> None:
+        self.params = params
+        self.cohort = frozenset(check_session(params, cohort, round_seed, length))
+        self.round_seed, self.length = round_seed, length
+        self._phase = _ADVERTS
+        self._adverts: dict[str, bytes] = {}
+        self._keys: dict[bytes, str] = {}
+        self._parsed: dict[str, Advert] = {}
+        self._graph: Neighbourhood | None = None
+        self._inbox: dict[str, dict[str, bytes]] = {}
+        self._sharers: set[str] = set()
+        self._sum = np.zeros(length + 1, dtype=np.uint64)
+        self._masked: set[str] = set()
+        self._request: tuple[list[str], list[str]] | None = None
+        self._verify = verify
+        self._credentials: dict[str, bytes] = {}
+        self._confirmations: dict[str, bytes] = {}
+        self._revealers: set[str] = set()
+        self._revealed: dict[str, dict[int, bytes]] = {}
+        self._short = 0
+        self._result: tuple[np.ndarray, float] | None = None
+
+    def _expect(self, phase: int, site: str, step: str) -> None:
+        if self._phase != phase:
+            raise SecAggRefused(
+                f"{step} from {site!r} refused: this SecAgg round is {_PHASES[self._phase]}, not {_PHASES[phase]}",
+                "send each SecAgg message in its phase; a late one is not taken",
+                kind="state",
+            )
+
+    def _member(self, site: str, members: set[str] | frozenset[str] | Mapping[str, object], what: str) -> None:
+        if site not in members:
+            raise SecAggRefused(f"site {site!r} is not {what} in this SecAgg round", "only the sites of each phase take part in the next", kind="state")
+
+    def add_advert(self, site: str, advert: bytes) -> None:
+        """Take ``site``'s advert (once; refused after ``roster()``, or from outside the cohort)."""
+        if self._adverts.get(site) == advert:
+            return
+        self._expect(_ADVERTS, site, "an advert")
+        self._member(site, self.cohort, "in the cohort")
+        if site in self._adverts:
+            raise SecAggRefused(f"site {site!r} already advertised other keys this round", "advertise once per round")
+        signed = read_advert(advert, f"the advert of {site!r}") if self._verify is None else check_advert(self._verify, self.round_seed, site, advert)
+        parsed = signed.advert
+        reused = [self._keys[key] for key in (parsed.c_pk, parsed.s_pk) if key in self._keys]
+        if reused or parsed.c_pk == parsed.s_pk:
+            raise SecAggRefused(f"site {site!r} advertises keys already advertised (by {reused[:1]})", "each site draws fresh keys each round")
+        self._adverts[site], self._parsed[site], self._credentials[site] = bytes(advert), parsed, signed.credential
+        self._keys[parsed.c_pk] = self._keys[parsed.s_pk] = site
+
+    def roster(self) -> dict[str, bytes]:
+        """Close the adverts: every advertised site's advert (refused below the threshold)."""
+        if self._phase == _ADVERTS:
+            self._at_least(len(self._adverts), "advertised")
+            self._graph = Neighbourhood(self.params, self._adverts, self.round_seed)
+            self._inbox = {site: {} for site in self._adverts}
+            self._phase = _SHARES
+        return dict(self._adverts)
+
+    def add_shares(self, site: str, sealed: Mapping[str, bytes]) -> None:
+        """Take ``site``'s sealed shares (one per neighbour of it, exactly; once; refused after the
+        first ``shares_for``)."""
+        self._expect(_SHARES, site, "shares")
+        self._member(site, self._adverts, "advertised")
+        graph = self._graph
+        assert graph is not None
+        if not isinstance(sealed, Mapping) or set(sealed) != set(graph.of(site)):
+            raise SecAggRefused(
+                f"the shares from {site!r} are not addressed to exactly its {graph.degree} neighbours",
+                "send the dictionary SiteSession.share returned, unchanged",
+            )
+        values = {peer: bytes(data) for peer, data in sealed.items()}
+        for peer, data in values.items():
+            decode_sealed(data, f"the sealed share from {site!r} to {peer!r}")
+        if site in self._sharers:
+            if all(self._inbox[peer][site] == data for peer, data in values.items()):
+                return
+            raise SecAggRefused(f"site {site!r} already sent other shares this round", "share once per round")
+        for peer, data in values.items():
+            self._inbox[peer][site] = data
+        self._sharers.add(site)
+
+    def shares_for(self, site: str) -> dict[str, bytes]:
+        """The sealed shares addressed to ``site`` (sender -> bytes); the first call closes sharing.
+
+        Refused for a site that did not share, or when fewer than the threshold shared.
+        """
+        if self._phase == _SHARES:
+            self._at_least(len(self._sharers), "shared")
+            self._phase = _MASKS
+        self._member(site, self._sharers, "one of the sites that shared")
+        return dict(self._inbox[site])
+
+    def add_masked(self, site: str, masked: np.ndarray) -> None:
+        """Fold ``site``'s masked vector (uint64, length + 1) into the running sum (once; only
+        from a site that shared; refused after ``unmask_request()``)."""
+        self._expect(_MASKS, site, "a masked update")
+        self._member(site, self._sharers, "one of the sites that shared")
+        if site in self._masked:
+            raise SecAggRefused(f"site {site!r} already sent its masked update this round", "send it once per round", kind="state")
+        if not isinstance(masked, np.ndarray) or masked.dtype != np.uint64 or masked.shape != (self.length + 1,):
+            shape = getattr(masked, "shape", None)
+            raise SecAggRefused(
+                f"the masked update from {site!r} is {type(masked).__name__} {getattr(masked, 'dtype', '')} {shape}, "
+                f"expected uint64 of shape ({self.length + 1},)",
+                "send the vector SiteSession.mask returned",
+            )
+        self._sum += masked
+        self._masked.add(site)
+
+    def unmask_request(self) -> tuple[list[str], list[str]]:
+        """Close the masking: (survivors: the sites that masked, dropped: shared but did not mask).
+        Refused below the threshold. The same answer on every call."""
+        if self._request is None:
+            self._at_least(len(self._masked), "sent masked updates")
+            self._request = (sorted(self._masked), sorted(self._sharers - self._masked))
+            self._short = len(self._sharers)
+            self._phase = _CONFIRMS
+        return list(self._request[0]), list(self._request[1])
+
+    def add_confirmation(self, site: str, confirmation: bytes) -> None:
+        """Take a survivor's confirmation of the unmask request (once; refused after
+        ``confirmations()``; with ``verify``, refused unless it is the site's valid signature)."""
+        if self._confirmations.get(site) == confirmation:
+            return
+        self._expect(_CONFIRMS, site, "a confirmation")
+        self._member(site, self._masked, "a survivor")
+        if site in self._confirmations:
+            raise SecAggRefused(f"site {site!r} already sent another confirmation this round", "confirm once per round", kind="state")
+        signature = decode_confirmation(confirmation, f"the confirmation of {site!r}")
+        assert self._request is not None
+        if self._verify is not None and not self._verify(
+            site, self._credentials[site], survivors_statement(self.round_seed, *self._request), signature
+        ):
+            raise SecAggRefused(
+                f"the confirmation of {site!r} is not its valid signature on this round's survivor list",
+                "send the confirmation SiteSession.confirm returned, unchanged",
+            )
+        self._confirmations[site] = bytes(confirmation)
+
+    def confirmations(self) -> dict[str, bytes]:
+        """Close the consistency check: the survivors' confirmations (site -> message), which the
+        unmask request carries. Refused below the threshold. The same answer on every call."""
+        if self._phase == _CONFIRMS:
+            self._at_least(len(self._confirmations), "confirmed the survivor list")
+            self._phase = _REVEALS
+        if self._phase < _CONFIRMS:
+            self._expect(_CONFIRMS, "the aggregator", "closing the consistency check")
+        return dict(self._confirmations)
+
+    def add_reveal(self, site: str, reveals: Mapping[str, bytes]) -> None:
+        """Take a surviving ``site``'s reveals (owner -> reveal bytes; once; refused after
+        ``result()``). Each must be the share kind asked for, at the index ``site`` holds. An
+        unsigned round takes reveals right after ``unmask_request()``."""
+        if self._phase == _CONFIRMS and self._verify is None and not self._confirmations:
+            self._phase = _REVEALS
+        self._expect(_REVEALS, site, "reveals")
+        self._member(site, self._masked, "a survivor")
+        if site in self._revealers:
+            raise SecAggRefused(f"site {site!r} already sent its reveals this round", "send them once per round", kind="state")
+        graph, fix = self._graph, "send the dictionary SiteSession.unmask returned, unchanged"
+        assert graph is not None
+        if not isinstance(reveals, Mapping):
+            raise SecAggRefused(f"the reveals from {site!r} are not a mapping of site names to reveals", fix)
+        taken: list[tuple[str, int, bytes]] = []
+        for owner, data in reveals.items():
+            what = f"the reveal by {site!r} of a share of {owner!r}"
+            if owner not in self._sharers or site not in self._inbox or owner not in self._inbox[site]:
+                raise SecAggRefused(f"{what}: {site!r} holds no share of {owner!r}", fix)
+            reveal = decode_reveal(data, what)
+            wanted = SECRET_SELF if owner in self._masked else SECRET_MASK_KEY
+            if reveal.secret != wanted:
+                asked = "survivor (its self-mask seed)" if wanted == SECRET_SELF else "dropped (its mask-key seed)"
+                raise SecAggRefused(f"{what} is of the other secret; {owner!r} was named {asked}", fix)
+            if reveal.index != graph.index(owner, site):
+                raise SecAggRefused(f"{what} has index {reveal.index}; {site!r} holds index {graph.index(owner, site)}", fix)
+            taken.append((owner, reveal.index, reveal.share))
+        for owner, index, share in taken:
+            shares = self._revealed.setdefault(owner, {})
+            shares[index] = share
+            if len(shares) == graph.share_threshold:
+                self._short -= 1
+        self._revealers.add(site)
+
+    @property
+    def ready(self) -> bool:
+        """Whether ``result()`` can unmask now: every survivor's self-mask seed and every dropped
+        site's mask-key seed has its share threshold of reveals (the reveal phase may close
+        before every survivor answered)."""
+        return self._request is not None and self._short == 0
+
+    def result(self) -> tuple[np.ndarray, float]:
+        """(weighted sum as float64 of ``length`` values, total weight): the survivors' sum of
+        weight * clipped update, masks removed. Refused while some survivor's self-mask seed or
+        some dropped site's mask-key seed has fewer revealed shares than its share threshold."""
+        if self._result is not None:
+            return self._result[0].copy(), self._result[1]
+        self._expect(_REVEALS, "the aggregator", "unmasking")
+        graph = self._graph
+        assert graph is not None and self._request is not None
+        survivors, dropped = self._request
+        short = [owner for owner in (*survivors, *dropped) if len(self._revealed.get(owner, {})) < graph.share_threshold]
+        if short:
+            raise SecAggRefused(
+                f"cannot unmask: sites {short[:5]} have fewer than {graph.share_threshold} revealed shares "
+                f"({len(self._revealers)} of {len(survivors)} survivors revealed)",
+                "wait for more survivors to reveal; below the share threshold the sum stays masked",
+                kind="state",
+            )
+        total = self._sum.copy()
+        width = self.length + 1
+        for owner in survivors:
+            total -= crypto.self_mask(self._rebuild(owner), owner, self.round_seed, width)
+        for owner in dropped:
+            s_sk = crypto.mask_key_from_seed(self._rebuild(owner))
+            if crypto.public_bytes(s_sk) != self._parsed[owner].s_pk:
+                raise SecAggRefused(
+                    f"the mask key rebuilt from the reveals of {owner!r}'s shares does not match its advert",
+                    "a survivor revealed a wrong share; run the round again without it",
+                )
+            for peer in graph.of(owner):
+                if peer in self._masked and owner in self._inbox[peer]:
+                    mask = crypto.pair_mask(s_sk, self._parsed[peer].s_pk, owner, peer, self.round_seed, width)
+                    # peer added +mask if it sorts before owner, else -mask: take it back out.
+                    if peer < owner:
+                        total -= mask
+                    else:
+                        total += mask
+        self._phase = _DONE
+        self._result = encoding.decode(self.params, total)
+        return self._result[0].copy(), self._result[1]
+
+    def _rebuild(self, owner: str) -> bytes:
+        graph = self._graph
+        assert graph is not None
+        shares = sorted(self._revealed[owner].items())[: graph.share_threshold]
+        return crypto.combine(shares)
+
+    def _at_least(self, count: int, what: str) -> None:
+        if count < self.params.threshold:
+            raise SecAggRefused(
+                f"only {count} sites {what}, fewer than the SecAgg threshold {self.params.threshold}",
+                "end the round without a result; below the threshold the sum is not safe to unmask",
+                kind="state",
+            )

@@ -1,0 +1,321 @@
+"""SiteSession: one honest site's side of a SecAgg+ round, one method per phase.
+
+Phases, in order (each refuses out-of-order or malformed input with SecAggRefused):
+1. ``advertise()``: the advert message (two X25519 public keys).
+2. ``share(roster)``: sealed shares of its secrets for each neighbour.
+3. ``mask(shares_for_me, update, weight)``: the masked, fixed-point encoded weighted update.
+4. ``confirm(survivors, dropped)`` (signing sessions only): its signature on the lists.
+5. ``unmask(survivors, dropped, confirmations)``: reveals, answered once, never both secrets of
+   one site; a signing session first needs the threshold of survivors' valid confirmations of
+   the same lists (accord.secagg.signing).
+
+With ``signing`` (the deployment), the advert is signed and carries the site's certificate,
+and every neighbour's advert in the roster must be signed by a valid certificate of that
+neighbour; without it (tests, the bare library) adverts are plain and there is no check.
+
+A retried call with the same input gets the same answer (advertise, share, unmask); any other
+repeat is refused, so a transport may retry but an aggregator cannot ask twice differently.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+
+from accord.secagg import crypto, encoding
+from accord.secagg.graph import Neighbourhood
+from accord.secagg.messages import (
+    SECRET_MASK_KEY,
+    SECRET_SELF,
+    SHARE_BYTES,
+    Advert,
+    Reveal,
+    SecAggRefused,
+    SignedAdvert,
+    decode_sealed,
+    decode_share_pair,
+    encode_advert,
+    encode_confirmation,
+    encode_reveal,
+    encode_sealed,
+    encode_share_pair,
+    encode_signed_advert,
+    read_advert,
+)
+from accord.secagg.params import SecAggParams, check_session
+from accord.secagg.signing import Signing, advert_statement, check_advert, check_confirmations, survivors_statement
+
+_NEW, _ADVERTISED, _SHARED, _MASKED, _CONFIRMED, _REVEALED = range(6)
+_PHASES = ("new", "advertised", "shared", "masked", "confirmed", "revealed")
+
+
+class SiteSession:
+    """The state of one site in one SecAgg+ round.
+
+    ``site`` is this site's name, ``cohort`` the names the round selected, ``round_seed`` bytes
+    every party agrees on for this round (e.g. derived from the plan hash and round number; it
+    fixes the neighbourhood graph and binds every key derivation to the round), ``length`` the
+    number of model values the update holds. ``seed`` (tests only) makes the keys, seeds and
+    nonces deterministic; None draws them from the OS's entropy (``secrets``). The Shamir
+    polynomials' coefficients always come from pycryptodome's OS-entropy generator.
+    ``signing`` (the site's certificate and hooks over its key and the CA) turns on signed
+    adverts and the consistency check.
+    """
+
+    def __init__(
+        self,
+        params: SecAggParams,
+        site: str,
+        cohort: Sequence[str],
+        round_seed: bytes,
+        length: int,
+        *,
+        seed: bytes | None = None,
+        signing: Signing | None = None,
+    ) -> None:
+        self.params = params
+        self.cohort = frozenset(check_session(params, cohort, round_seed, length))
+        if site not in self.cohort:
+            raise SecAggRefused(f"site {site!r} is not in this round's cohort", "start a session only for a selected site")
+        self.site, self.round_seed, self.length = site, round_seed, length
+        self._drawer = crypto.Drawer(seed)
+        self._c_sk = crypto.X25519PrivateKey.from_private_bytes(self._drawer.draw(32))
+        self._s_seed = self._drawer.draw(SHARE_BYTES)
+        self._s_sk = crypto.mask_key_from_seed(self._s_seed)
+        self._b = self._drawer.draw(SHARE_BYTES)
+        self._keys = Advert(crypto.public_bytes(self._c_sk), crypto.public_bytes(self._s_sk))
+        self._advert = b""
+        self.signing = signing
+        self._credentials: dict[str, bytes] = {}
+        self._confirmed: tuple[frozenset[str], frozenset[str], bytes] | None = None
+        self._phase = _NEW
+        self._roster: dict[str, Advert] = {}
+        self._graph: Neighbourhood | None = None
+        self._shared: tuple[dict[str, bytes], dict[str, bytes]] | None = None
+        self._held: dict[str, tuple[int, bytes, bytes]] = {}
+        self._revealed: tuple[frozenset[str], frozenset[str], dict[str, bytes]] | None = None
+
+    def _expect(self, phase: int, step: str) -> None:
+        if self._phase != phase:
+            raise SecAggRefused(
+                f"site {self.site!r} cannot {step} now: its SecAgg session is {_PHASES[self._phase]}, "
+                f"this step needs it {_PHASES[phase]}",
+                "run the SecAgg phases in order, each once",
+                kind="state",
+            )
+
+    def advertise(self) -> bytes:
+        """Phase 1: the advert message (c_pk for share encryption, s_pk for masks); public, so any
+        later call returns it again. A signing session signs it (with the round seed and its name)."""
+        if not self._advert:
+            if self.signing is None:
+                self._advert = encode_advert(self._keys)
+            else:
+                signature = self.signing.sign(advert_statement(self.round_seed, self.site, self._keys))
+                self._advert = encode_signed_advert(SignedAdvert(self._keys, self.signing.credential, signature))
+        self._phase = max(self._phase, _ADVERTISED)
+        return self._advert
+
+    def share(self, roster: Mapping[str, bytes]) -> dict[str, bytes]:
+        """Phase 2: given every advertised site's advert (``roster``, including this site's own,
+        unchanged), one sealed share message per neighbour (neighbour name -> bytes).
+
+        Refuses a roster smaller than the threshold, naming sites outside the cohort, or
+        carrying a different advert for this site.
+        """
+        if self._shared is not None and self._phase == _SHARED and dict(roster) == self._shared[0]:
+            return dict(self._shared[1])
+        self._expect(_ADVERTISED, "share")
+        fix = "the aggregator must send the adverts of the sites that advertised, unchanged"
+        if not isinstance(roster, Mapping):
+            raise SecAggRefused("the SecAgg roster is not a mapping of site names to adverts", fix)
+        strangers = sorted(name for name in roster if name not in self.cohort)
+        if strangers:
+            raise SecAggRefused(f"the SecAgg roster names sites outside the cohort: {strangers[:5]}", fix)
+        if roster.get(self.site) != self._advert:
+            raise SecAggRefused(f"the SecAgg roster changes or leaves out the advert of this site, {self.site!r}", fix)
+        if len(roster) < self.params.threshold:
+            raise SecAggRefused(
+                f"the SecAgg roster has {len(roster)} sites, fewer than the threshold {self.params.threshold}",
+                "wait for more sites to advertise, or end the round without secure aggregation",
+            )
+        signed = {name: read_advert(data, f"the advert of {name!r}") for name, data in roster.items()}
+        adverts = {name: entry.advert for name, entry in signed.items()}
+        own = adverts[self.site]
+        copies = sorted(name for name, advert in adverts.items() if name != self.site and {own.c_pk, own.s_pk} & {advert.c_pk, advert.s_pk})
+        if copies:
+            raise SecAggRefused(f"the SecAgg roster gives sites {copies[:5]} the keys of site {self.site!r}", fix)
+        graph = Neighbourhood(self.params, adverts, self.round_seed)
+        neighbours = graph.of(self.site)
+        if self.signing is not None:
+            for peer in neighbours:  # O(k): only the neighbours' keys are used
+                check_advert(self.signing.verify, self.round_seed, peer, roster[peer])
+            self._credentials = {name: entry.credential for name, entry in signed.items()}
+        b_shares = crypto.split(self._b, graph.share_threshold, len(neighbours))
+        s_shares = crypto.split(self._s_seed, graph.share_threshold, len(neighbours))
+        sealed: dict[str, bytes] = {}
+        for peer, (index, b_share), (_, s_share) in zip(neighbours, b_shares, s_shares):
+            key = crypto.share_key(self._c_sk, adverts[peer].c_pk, self.site, peer, self.round_seed)
+            nonce = self._drawer.draw(12)
+            ciphertext = crypto.seal_share(
+                key, nonce, encode_share_pair(index, b_share, s_share), crypto.share_aad(self.round_seed, self.site, peer)
+            )
+            sealed[peer] = encode_sealed(nonce, ciphertext)
+        self._roster, self._graph = adverts, graph
+        self._shared = (dict(roster), sealed)
+        self._phase = _SHARED
+        return dict(sealed)
+
+    def mask(self, shares_for_me: Mapping[str, bytes], update: np.ndarray, weight: int) -> np.ndarray:
+        """Phase 3: the masked vector (uint64, ``length`` + 1 values: weight * clipped update in
+        fixed point, then the weight) given the sealed shares neighbours sent this site.
+
+        Refuses shares from non-neighbours, ones that do not decrypt under this round, sender and
+        receiver, fewer than a majority of its neighbours (its update would be too weakly masked),
+        an update of the wrong size or with NaN/inf, and a weight outside [1, max_weight].
+        """
+        self._expect(_SHARED, "mask")
+        graph = self._graph
+        assert graph is not None
+        neighbours = graph.of(self.site)
+        fix = "the aggregator must forward each neighbour's sealed share to the site it names, unchanged"
+        if not isinstance(shares_for_me, Mapping):
+            raise SecAggRefused("the shares for this site are not a mapping of sender names to sealed shares", fix)
+        strangers = sorted(name for name in shares_for_me if name not in neighbours)
+        if strangers:
+            raise SecAggRefused(f"site {self.site!r} got shares from sites that are not its neighbours: {strangers[:5]}", fix)
+        if len(shares_for_me) < graph.share_threshold:
+            raise SecAggRefused(
+                f"site {self.site!r} got shares from {len(shares_for_me)} of its {len(neighbours)} neighbours, fewer than "
+                f"the {graph.share_threshold} its update needs to be masked",
+                "too many neighbours dropped: end the round without this site",
+            )
+        encoded = encoding.encode(self.params, update, weight, self.length)
+        held: dict[str, tuple[int, bytes, bytes]] = {}
+        for sender in sorted(shares_for_me):
+            what = f"the sealed share from {sender!r} to {self.site!r}"
+            nonce, ciphertext = decode_sealed(shares_for_me[sender], what)
+            key = crypto.share_key(self._c_sk, self._roster[sender].c_pk, self.site, sender, self.round_seed)
+            plain = crypto.open_share(key, nonce, ciphertext, crypto.share_aad(self.round_seed, sender, self.site), what)
+            index, b_share, s_share = decode_share_pair(plain)
+            if index != graph.index(sender, self.site):
+                raise SecAggRefused(f"{what} carries share index {index}, not this site's {graph.index(sender, self.site)}", fix)
+            held[sender] = (index, b_share, s_share)
+        masked = encoded + crypto.self_mask(self._b, self.site, self.round_seed, self.length + 1)
+        for peer in held:
+            mask = crypto.pair_mask(self._s_sk, self._roster[peer].s_pk, self.site, peer, self.round_seed, self.length + 1)
+            if self.site < peer:
+                masked += mask
+            else:
+                masked -= mask
+        self._held = held
+        self._phase = _MASKED
+        return masked
+
+    def confirm(self, survivors: Sequence[str], dropped: Sequence[str]) -> bytes:
+        """Phase 4 (signing sessions): the confirmation message, this site's signature on the
+        survivor and dropped lists it was sent, after the checks ``unmask`` makes. Answers once
+        (a retry with the same lists gets the same answer)."""
+        live, gone = self._names(survivors, "survivors"), self._names(dropped, "dropped")
+        if self.signing is None:
+            raise SecAggRefused(
+                f"site {self.site!r} has no signing key: its session has no consistency check",
+                "give the SiteSession a Signing to run signed SecAgg", kind="state",
+            )
+        if self._confirmed is not None:
+            if (live, gone) == self._confirmed[:2]:
+                return self._confirmed[2]
+            raise SecAggRefused(
+                f"site {self.site!r} already confirmed other survivor lists; it confirms once",
+                "send every survivor the same survivor and dropped lists, once",
+                kind="state",
+            )
+        self._expect(_MASKED, "confirm")
+        self._check_request(live, gone)
+        message = encode_confirmation(self.signing.sign(survivors_statement(self.round_seed, live, gone)))
+        self._confirmed = (live, gone, message)
+        self._phase = _CONFIRMED
+        return message
+
+    def unmask(self, survivors: Sequence[str], dropped: Sequence[str], confirmations: Mapping[str, bytes] | None = None) -> dict[str, bytes]:
+        """Phase 5: reveal messages (owner site -> bytes): its share of each surviving
+        neighbour's self-mask seed b and of each dropped neighbour's mask-key seed s.
+
+        Answers once. Refuses a site named both survivor and dropped, survivors fewer than the
+        threshold, this site not among the survivors, names outside the roster, and a neighbour
+        whose shares it holds named neither (every such site must be accounted for). A signing
+        session also refuses lists other than those it confirmed, and ``confirmations`` (site ->
+        confirmation) short of the threshold of valid survivor signatures on those lists.
+        """
+        live, gone = self._names(survivors, "survivors"), self._names(dropped, "dropped")
+        if self._revealed is not None:
+            if (live, gone) == self._revealed[:2]:
+                return dict(self._revealed[2])
+            raise SecAggRefused(
+                f"site {self.site!r} already answered an unmask request; it answers once",
+                "ask each site once, with the same survivors and dropped sites for all",
+                kind="state",
+            )
+        if self.signing is None:
+            self._expect(_MASKED, "unmask")
+            self._check_request(live, gone)
+        else:
+            if self._phase == _MASKED:
+                raise SecAggRefused(
+                    f"site {self.site!r} refuses to reveal before the consistency check: it has confirmed no survivor list",
+                    "run the confirm phase (each survivor signs the survivor list) before asking for reveals",
+                )
+            self._expect(_CONFIRMED, "unmask")
+            assert self._confirmed is not None
+            if (live, gone) != self._confirmed[:2]:
+                raise SecAggRefused(
+                    f"site {self.site!r} refuses to reveal: the unmask request's survivor lists are not the ones it confirmed",
+                    "ask for reveals with the survivor and dropped lists of the consistency check",
+                )
+            check_confirmations(
+                self.signing.verify, self._credentials, survivors_statement(self.round_seed, live, gone),
+                confirmations if confirmations is not None else {}, live, self.params.threshold,
+            )
+        reveals = {
+            owner: encode_reveal(
+                Reveal(SECRET_SELF, index, b_share) if owner in live else Reveal(SECRET_MASK_KEY, index, s_share)
+            )
+            for owner, (index, b_share, s_share) in self._held.items()
+        }
+        self._revealed = (live, gone, reveals)
+        self._phase = _REVEALED
+        return dict(reveals)
+
+    def _check_request(self, live: frozenset[str], gone: frozenset[str]) -> None:
+        """Refuse survivor and dropped lists that would be unsafe to reveal for."""
+        fix = "name each site that masked as a survivor and each that shared but did not mask as dropped, never both"
+        both = sorted(live & gone)
+        if both:
+            raise SecAggRefused(
+                f"site {self.site!r} refuses to reveal: sites {both[:5]} are named both survivor and dropped "
+                "(that would give the aggregator both secrets of one site)",
+                fix,
+            )
+        if self.site not in live:
+            raise SecAggRefused(f"site {self.site!r} is asked to unmask but is not named a survivor", fix)
+        strangers = sorted((live | gone) - set(self._roster))
+        if strangers:
+            raise SecAggRefused(f"the unmask request names sites that did not advertise: {strangers[:5]}", fix)
+        if len(live) < self.params.threshold:
+            raise SecAggRefused(
+                f"site {self.site!r} refuses to reveal: {len(live)} survivors, fewer than the threshold {self.params.threshold}",
+                "end the round without secure aggregation; the sum of so few sites is not safe to unmask",
+            )
+        unnamed = sorted(set(self._held) - live - gone)
+        if unnamed:
+            raise SecAggRefused(f"the unmask request names neither survivor nor dropped sites {unnamed[:5]}, whose shares this site holds", fix)
+
+    @staticmethod
+    def _names(names: Sequence[str], what: str) -> frozenset[str]:
+        if isinstance(names, str | bytes) or not all(isinstance(name, str) for name in names):
+            raise SecAggRefused(f"the unmask request's {what} is not a list of site names", "send lists of site names")
+        unique = frozenset(names)
+        if len(unique) != len(names):
+            raise SecAggRefused(f"the unmask request's {what} names a site twice", "name each site once")
+        return unique

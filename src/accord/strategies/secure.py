@@ -1,0 +1,162 @@
+"""SecureAggregation: a FedAvg-family strategy whose rounds run SecAgg+ as phases, so the
+aggregator only ever sees the sum of the cohort's weighted updates (docs/privacy.md).
+
+Each training round has four phases (strategies/secure_phases.py): ``advertise`` (each site's
+two public keys), ``share`` (its secrets' sealed shares for its neighbours, routed by the
+aggregator), ``mask`` (the round's tasks: the training reply is the masked, fixed-point update
+with its weight inside) and ``unmask`` (the survivors' reveals). With ``verify`` (the
+deployment: a check of a named site's signature against its certificate and the federation's
+CA) the round is signed: adverts carry each site's certificate and signature, and a fifth
+phase, ``confirm``, before ``unmask`` collects the survivors' signatures on the survivor list
+(accord.secagg.signing). The engine owns who owes what
+in each phase and each phase's deadline; the wrapped strategy steps from the unmasked mean
+(FedAvgM's and FedAdam's server optimizers included). Robust strategies, which need every
+update on its own, are refused.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Callable, Mapping
+
+import numpy as np
+
+from accord.errors import AccordError, PlanError, RefusedError
+from accord.plan.schema import SecureAggregationSettings
+from accord.plan.secure_aggregation import secagg_params
+from accord.secagg.params import SecAggParams
+from accord.secagg.signing import Verifier
+from accord.strategies.base import Strategy
+from accord.strategies.seam import Aggregate, RoundContext, RoundPhases
+from accord.strategies.secure_phases import (
+    ADVERTISE,
+    CONFIRM,
+    MASK,
+    MASKED,
+    MASKED_DTYPE,
+    PHASES,
+    SEED_BYTES,
+    SHARE,
+    SIGNED_PHASES,
+    UNMASK,
+    apply_mean_change,
+    decode_entries,
+    encode_entries,
+    encode_opening,
+    encode_request,
+    update_length,
+)
+from accord.strategies.wrapper import Wrapper
+
+
+class SecureAggregation(Wrapper):
+    """Wraps ``strategy`` (FedAvg, FedProx, FedAvgM, FedAdam...): its cohort, config, minimum
+    replies and server step, over the mean SecAgg+ unmasks. ``entropy(n)`` draws each round's
+    seed (the OS's by default; a restarted round draws a fresh one). ``verify`` signs the rounds
+    (see the module docstring; the deployment's aggregator sets it, aggregator/serve.py)."""
+
+    def __init__(
+        self,
+        strategy: Strategy,
+        settings: SecureAggregationSettings,
+        entropy: Callable[[int], bytes] = secrets.token_bytes,
+        verify: Verifier | None = None,
+    ) -> None:
+        if strategy.needs_individual_updates:
+            name = type(strategy).__name__
+            raise PlanError(
+                f"strategy {name} needs each site's update on its own, but secure aggregation reveals only their sum",
+                f"choose a FedAvg-family strategy (FedAvg, FedProx, FedAvgM, FedAdam...) or set "
+                f"aggregator.settings.secure_aggregation.enabled: false to keep {name}",
+            )
+        super().__init__(strategy)
+        self.settings = settings
+        self.entropy = entropy
+        self.verify = verify
+
+    def min_replies(self, cohort_size: int) -> int:
+        """The wrapped strategy's, or the SecAgg+ threshold if more (every phase needs it)."""
+        return max(self.strategy.min_replies(cohort_size), secagg_params(self.settings, cohort_size).threshold)
+
+    def phased(self, context: RoundContext) -> RoundPhases:
+        return SecurePhases(context, secagg_params(self.settings, len(context.cohort)), self.entropy(SEED_BYTES), self.verify)
+
+
+def signed(strategy: Strategy, verify: Verifier) -> Strategy:
+    """``strategy`` with its secure rounds signed under ``verify`` (a SecureAggregation; any
+    other strategy is returned as it is: it has no secure rounds)."""
+    if isinstance(strategy, SecureAggregation):
+        strategy.verify = verify
+    return strategy
+
+
+class SecurePhases:
+    """One round's SecAgg+ phases over the ServerSession (accord.secagg.server): it routes the
+    sites' bytes and folds each masked update into a running sum (O(model) per result)."""
+
+    names: tuple[str, ...] = PHASES
+    tasks_phase: str = MASK
+
+    def __init__(self, context: RoundContext, params: SecAggParams, seed: bytes, verify: Verifier | None = None) -> None:
+        from accord.secagg.server import ServerSession  # cryptography and pycryptodome: accord[secagg]
+
+        self.context = context
+        self.threshold = params.threshold
+        self.length = update_length(context.global_model)
+        self.session = ServerSession(params, context.cohort, seed, self.length, verify=verify)
+        self.signed = verify is not None
+        if self.signed:
+            self.names = SIGNED_PHASES
+        self._opening = encode_opening(seed, context.cohort)
+        self._roster = b""
+        self._request = b""
+
+    def begin(self, phase: str, members: tuple[str, ...]) -> None:
+        if phase == SHARE:
+            self._roster = encode_entries(self.session.roster())
+        elif phase == CONFIRM:
+            self._request = encode_request(*self.session.unmask_request())
+        elif phase == UNMASK:
+            confirmations = self.session.confirmations() if self.signed else None
+            self._request = encode_request(*self.session.unmask_request(), confirmations)
+
+    def min_replies(self, phase: str, members: int) -> int:
+        return self.threshold
+
+    def payload(self, phase: str, collaborator: str) -> bytes:
+        if phase == ADVERTISE:
+            return self._opening
+        if phase == SHARE:
+            return self._roster
+        if phase == MASK:
+            return encode_entries(self.session.shares_for(collaborator))
+        return self._request
+
+    def tensor_specs(self) -> Mapping[str, tuple[str, tuple[int, ...]]]:
+        return {MASKED: (MASKED_DTYPE, (self.length + 1,))}
+
+    def take(self, phase: str, collaborator: str, payload: bytes, tensors: Mapping[str, np.ndarray] | None, weight: float) -> None:
+        if phase == ADVERTISE:
+            self.session.add_advert(collaborator, payload)
+        elif phase == SHARE:
+            self.session.add_shares(collaborator, decode_entries(payload, f"the shares of {collaborator}"))
+        elif phase == CONFIRM:
+            self.session.add_confirmation(collaborator, payload)
+        elif phase == MASK:
+            if tensors is None or set(tensors) != {MASKED} or payload:
+                raise RefusedError(
+                    f"the masked update of {collaborator} must be the one tensor {MASKED!r} and no payload",
+                    kind="payload",
+                )
+            self.session.add_masked(collaborator, np.asarray(tensors[MASKED]).view(np.uint64))
+        else:
+            self.session.add_reveal(collaborator, decode_entries(payload, f"the reveals of {collaborator}"))
+
+    def result(self) -> Aggregate:
+        """The unmasked mean change on the global model; AccordError (the aggregator stops, a
+        restart runs the round again) if too few shares were revealed to unmask."""
+        try:
+            weighted_sum, total_weight = self.session.result()
+        except RefusedError as exc:  # not the last revealer's fault: the round cannot close
+            raise AccordError(f"round {self.context.round_number} cannot be unmasked: {exc.message}", exc.fix) from None
+        return Aggregate(apply_mean_change(self.context.global_model, weighted_sum / total_weight))
