@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 from accord.aggregator.lock import StateLock
 from accord.aggregator.memory import limit_malloc_arenas
 from accord.aggregator.runtime import AggregatorRuntime
+from accord.aggregator.threads import limit_blas_threads
 from accord.plan.loader import Plan
 
 if TYPE_CHECKING:
@@ -33,6 +34,7 @@ def start_aggregator(
     from accord.transport.tls import ServerTLS
 
     limit_malloc_arenas()
+    limit_blas_threads()
     net = plan.model.network.settings
     layout = CertLayout(plan.resolve_path(net.cert_dir))
     check_own_certificate(layout.cert_dir, "aggregator", net.agg_addr, plan.workspace)
