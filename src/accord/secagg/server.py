@@ -12,7 +12,8 @@ not reveal still has its self mask removed from its neighbours' shares of its se
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from itertools import combinations, islice
 
 import numpy as np
 
@@ -32,6 +33,8 @@ from accord.secagg.params import SecAggParams, check_session
 from accord.secagg.signing import Verifier, check_advert, survivors_statement
 
 _ADVERTS, _SHARES, _MASKS, _CONFIRMS, _REVEALS, _DONE = range(6)
+#: at most this many subsets of an owner's revealed shares are tried before its secret is given up
+MAX_SUBSETS = 32
 _PHASES = ("taking adverts", "taking shares", "taking masked updates", "taking confirmations", "taking reveals", "finished")
 
 
@@ -56,6 +59,7 @@ class ServerSession:
         self._sharers: set[str] = set()
         self._sum = np.zeros(length + 1, dtype=np.uint64)
         self._masked: set[str] = set()
+        self._declared: dict[str, int] = {}
         self._request: tuple[list[str], list[str]] | None = None
         self._verify = verify
         self._credentials: dict[str, bytes] = {}
@@ -87,6 +91,9 @@ class ServerSession:
             raise SecAggRefused(f"site {site!r} already advertised other keys this round", "advertise once per round")
         signed = read_advert(advert, f"the advert of {site!r}") if self._verify is None else check_advert(self._verify, self.round_seed, site, advert)
         parsed = signed.advert
+        probe = crypto.X25519PrivateKey.generate()  # a throwaway key: a low-order point fails the exchange
+        for name, key in (("c_pk", parsed.c_pk), ("s_pk", parsed.s_pk)):
+            crypto.agree(probe, key, f"the {name} in the advert of {site!r}")
         reused = [self._keys[key] for key in (parsed.c_pk, parsed.s_pk) if key in self._keys]
         if reused or parsed.c_pk == parsed.s_pk:
             raise SecAggRefused(f"site {site!r} advertises keys already advertised (by {reused[:1]})", "each site draws fresh keys each round")
@@ -136,9 +143,11 @@ class ServerSession:
         self._member(site, self._sharers, "one of the sites that shared")
         return dict(self._inbox[site])
 
-    def add_masked(self, site: str, masked: np.ndarray) -> None:
+    def add_masked(self, site: str, masked: np.ndarray, weight: int | None = None) -> None:
         """Fold ``site``'s masked vector (uint64, length + 1) into the running sum (once; only
-        from a site that shared; refused after ``unmask_request()``)."""
+        from a site that shared; refused after ``unmask_request()``). ``weight``: the sample count
+        the site declared in the clear, in [1, max_weight]; when every survivor declared one,
+        ``result()`` checks the unmasked total weight against their sum."""
         self._expect(_MASKS, site, "a masked update")
         self._member(site, self._sharers, "one of the sites that shared")
         if site in self._masked:
@@ -150,6 +159,13 @@ class ServerSession:
                 f"expected uint64 of shape ({self.length + 1},)",
                 "send the vector SiteSession.mask returned",
             )
+        if weight is not None:
+            if isinstance(weight, bool) or not isinstance(weight, int) or not 1 <= weight <= self.params.max_weight:
+                raise SecAggRefused(
+                    f"the masked update from {site!r} declares weight {weight!r}; it must be an integer in [1, {self.params.max_weight}]",
+                    "declare the site's sample count, at most the plan's max_weight",
+                )
+            self._declared[site] = weight
         self._sum += masked
         self._masked.add(site)
 
@@ -207,6 +223,9 @@ class ServerSession:
         assert graph is not None
         if not isinstance(reveals, Mapping):
             raise SecAggRefused(f"the reveals from {site!r} are not a mapping of site names to reveals", fix)
+        survivors, dropped = self._request if self._request is not None else ([], [])
+        if not reveals and any(owner in self._inbox.get(site, {}) for owner in (*survivors, *dropped)):
+            raise SecAggRefused(f"the reveals from {site!r} are empty, but it holds shares of sites named in the unmask request", fix)
         taken: list[tuple[str, int, bytes]] = []
         for owner, data in reveals.items():
             what = f"the reveal by {site!r} of a share of {owner!r}"
@@ -254,15 +273,8 @@ class ServerSession:
             )
         total = self._sum.copy()
         width = self.length + 1
-        for owner in survivors:
-            total -= crypto.self_mask(self._rebuild(owner), owner, self.round_seed, width)
         for owner in dropped:
-            s_sk = crypto.mask_key_from_seed(self._rebuild(owner))
-            if crypto.public_bytes(s_sk) != self._parsed[owner].s_pk:
-                raise SecAggRefused(
-                    f"the mask key rebuilt from the reveals of {owner!r}'s shares does not match its advert",
-                    "a survivor revealed a wrong share; run the round again without it",
-                )
+            s_sk = self._mask_key(owner)
             for peer in graph.of(owner):
                 if peer in self._masked and owner in self._inbox[peer]:
                     mask = crypto.pair_mask(s_sk, self._parsed[peer].s_pk, owner, peer, self.round_seed, width)
@@ -271,15 +283,72 @@ class ServerSession:
                         total -= mask
                     else:
                         total += mask
+        masks = {owner: crypto.self_mask(self._rebuild(owner), owner, self.round_seed, width) for owner in survivors}
+        for mask in masks.values():
+            total -= mask
+        if len(self._declared) == len(survivors):
+            self._check_weight(total, masks)
+        weighted_sum, weight = encoding.decode(self.params, total)
+        self._check_clip(weighted_sum, weight, len(survivors))
         self._phase = _DONE
-        self._result = encoding.decode(self.params, total)
+        self._result = (weighted_sum, weight)
         return self._result[0].copy(), self._result[1]
 
-    def _rebuild(self, owner: str) -> bytes:
+    def _subsets(self, owner: str) -> Iterator[list[tuple[int, bytes]]]:
+        """Subsets of ``owner``'s revealed shares of its share threshold (lowest indices first)."""
         graph = self._graph
         assert graph is not None
-        shares = sorted(self._revealed[owner].items())[: graph.share_threshold]
-        return crypto.combine(shares)
+        shares = sorted(self._revealed[owner].items())
+        return (list(subset) for subset in islice(combinations(shares, graph.share_threshold), MAX_SUBSETS))
+
+    def _rebuild(self, owner: str) -> bytes:
+        return crypto.combine(next(self._subsets(owner)))
+
+    def _mask_key(self, owner: str) -> crypto.X25519PrivateKey:
+        """A dropped ``owner``'s mask key: the first subset of its reveals whose rebuilt key matches
+        its advert (its s_pk commits to it), so a wrong reveal is outvoted when spare ones came."""
+        for subset in self._subsets(owner):
+            s_sk = crypto.mask_key_from_seed(crypto.combine(subset))
+            if crypto.public_bytes(s_sk) == self._parsed[owner].s_pk:
+                return s_sk
+        raise SecAggRefused(
+            f"no subset of the {len(self._revealed[owner])} revealed shares of {owner!r}'s mask-key seed rebuilds the key of its advert",
+            "a survivor revealed a wrong share; the round is held and run again",
+            kind="state",
+        )
+
+    def _check_weight(self, total: np.ndarray, masks: dict[str, np.ndarray]) -> None:
+        """The unmasked total weight must be the survivors' declared sum; else one survivor's self
+        mask is rebuilt from other subsets of its reveals (a wrong reveal is outvoted) until it is."""
+        declared = sum(self._declared.values())
+        for owner, mask in masks.items():
+            if int(total[-1]) == declared:
+                return
+            for subset in islice(self._subsets(owner), 1, None):
+                other = crypto.self_mask(crypto.combine(subset), owner, self.round_seed, len(total))
+                if (int(total[-1]) + int(mask[-1]) - int(other[-1])) % 2**64 == declared:
+                    total += mask
+                    total -= other
+                    break
+        if int(total[-1]) != declared:
+            raise SecAggRefused(
+                f"the unmasked total weight {int(total.view(np.int64)[-1])} is not the survivors' declared sample counts' "
+                f"sum {declared}: a site sent a forged weight or a wrong reveal",
+                "the round is held (the global model unchanged) and the next one runs; look for the lying site in the log",
+                kind="state",
+            )
+
+    def _check_clip(self, weighted_sum: np.ndarray, weight: float, survivors: int) -> None:
+        """Every value of the weighted mean must lie within ``clip`` (plus the rounding bound)."""
+        bound = weight * self.params.clip + survivors / 2 ** (self.params.fraction_bits + 1)
+        worst = float(np.abs(weighted_sum).max(initial=0.0))
+        if not weight >= 1 or not worst <= bound:
+            raise SecAggRefused(
+                f"the unmasked weighted sum has a value of magnitude {worst:.6g}, beyond total weight {weight:g} times clip "
+                f"{self.params.clip:g}: a site sent values outside the clip",
+                "the round is held (the global model unchanged) and the next one runs; look for the lying site in the log",
+                kind="state",
+            )
 
     def _at_least(self, count: int, what: str) -> None:
         if count < self.params.threshold:
