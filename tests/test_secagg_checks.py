@@ -46,7 +46,7 @@ def test_a_forged_weight_is_refused_naming_the_declared_counts() -> None:
     federation = Round(plain(5), 5, 8)
     _masked(federation, {"site004": _forge(8, 8, -int(federation.weights["site004"]) + 1)})
     _reveal(federation)
-    with pytest.raises(SecAggRefused, match="total weight .* declared sample counts"):
+    with pytest.raises(SecAggRefused, match=r"total weight .* declared sample counts"):
         federation.server.result()
 
 
@@ -54,7 +54,7 @@ def test_values_beyond_the_clip_are_refused_naming_the_clip() -> None:
     federation = Round(plain(5), 5, 8)
     _masked(federation, {"site004": _forge(8, 0, 1 << 40)})
     _reveal(federation)
-    with pytest.raises(SecAggRefused, match="beyond total weight .* clip"):
+    with pytest.raises(SecAggRefused, match=r"beyond total weight .* clip"):
         federation.server.result()
 
 
