@@ -40,6 +40,9 @@ class EchoPhases:
     def min_replies(self, phase, members):
         return self.threshold
 
+    def can_close(self, phase):
+        return True
+
     def payload(self, phase, collaborator):
         return f"{phase}:{collaborator}".encode()
 

@@ -360,6 +360,11 @@ class RoundEngine:
         )
         if current.phases is not None and members < current.min_replies:  # a phase cannot reach its threshold
             decision = Decision.FAIL
+        unready = decision is Decision.CLOSE and current.phases is not None and not current.phases.can_close(current.phase)
+        if unready:  # the phase's replies do not let it end yet: wait for the others until nobody owes more or the deadline
+            owing = any(current.outstanding.get(c) for c in current.members)
+            timely = self.clock() - current.phase_opened_at < self.policy.round_deadline_seconds
+            decision = Decision.WAIT if owing and timely else Decision.FAIL
         if decision is Decision.CLOSE:
             return self._end_phase(current)
         if decision is Decision.FAIL and may_fail:
@@ -376,7 +381,8 @@ class RoundEngine:
                 f"{where} {when} with {reported} of {members} reports "
                 f"(at least {needed} needed)"
                 + (f"; still waiting for {', '.join(waiting)}" if waiting else "")
-                + (f"; {failed}" if failed else ""),
+                + (f"; {failed}" if failed else "")
+                + ("; its replies do not let the phase end (secure aggregation: too few reveals to unmask)" if unready else ""),
                 "bring the missing collaborators back (fix the failed ones) and restart the aggregator "
                 "(it resumes this round), or lower straggler_handling_policy.settings.min_reports",
             )
@@ -424,12 +430,12 @@ class RoundEngine:
         phases = current.phases
         assert phases is not None
         name = phases.names[index]
+        phases.begin(name, members)  # first: if it refuses, the round stays in the phase it was in
         current.phase_index, current.phase, current.members = index, name, members
         current.outstanding = {c: list(current.tasks[c]) if name == phases.tasks_phase else [name] for c in members}
         current.reported_count = current.phase_failed = 0
         current.phase_opened_at = self.clock()
         current.min_replies = phases.min_replies(name, len(members))
-        phases.begin(name, members)
         self.events.emit(PhaseOpened(current.number, name, members))
 
     def _end_phase(self, current: _Round) -> RoundOutcome | None:
@@ -439,9 +445,9 @@ class RoundEngine:
         if phases is None or current.phase_index + 1 >= len(phases.names):
             return self._close_round()
         late = [c for c in current.members if current.outstanding.get(c)]
-        current.dropped.update(late)
         replied = tuple(c for c in current.members if not current.outstanding.get(c) and c not in current.failed)
         self._begin_phase(current, current.phase_index + 1, replied)
+        current.dropped.update(late)
         return self._apply_policy(may_fail=False)
 
     def _stops(self, context: RoundContext) -> bool:

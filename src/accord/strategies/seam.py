@@ -121,6 +121,11 @@ class RoundPhases(Protocol):
     def min_replies(self, phase: str, members: int) -> int:
         """Replies without which ``phase`` of ``members`` does not end (the straggler policy respects it)."""
 
+    def can_close(self, phase: str) -> bool:
+        """Whether ``phase`` may end now that the straggler policy says so (secure aggregation's
+        unmask: once every secret has its share threshold of reveals); while False the phase
+        waits for more replies, and fails at the round's deadline."""
+
     def payload(self, phase: str, collaborator: str) -> bytes:
         """What ``collaborator`` is sent with its assignment in ``phase`` (bounded, bytes)."""
 

@@ -21,7 +21,8 @@ from collections.abc import Callable, Mapping
 
 import numpy as np
 
-from accord.errors import AccordError, PlanError, RefusedError
+from accord.aggregation.bounds import BoundEvent
+from accord.errors import PlanError, RefusedError
 from accord.plan.schema import SecureAggregationSettings
 from accord.plan.secure_aggregation import secagg_params
 from accord.secagg.params import SecAggParams
@@ -47,6 +48,10 @@ from accord.strategies.secure_phases import (
     update_length,
 )
 from accord.strategies.wrapper import Wrapper
+from accord.tensors.state import ModelState
+
+#: who a held round's event names (SecurePhases.result)
+HELD_BY = "secure aggregation"
 
 
 class SecureAggregation(Wrapper):
@@ -77,6 +82,13 @@ class SecureAggregation(Wrapper):
     def min_replies(self, cohort_size: int) -> int:
         """The wrapped strategy's, or the SecAgg+ threshold if more (every phase needs it)."""
         return max(self.strategy.min_replies(cohort_size), secagg_params(self.settings, cohort_size).threshold)
+
+    def finish(self, context: RoundContext, aggregate: Aggregate) -> ModelState:
+        """The wrapped strategy's step; none in a held round (SecurePhases.result): the global
+        model and the server optimizer's state stay as they were."""
+        if any(event.kind == "held" and event.collaborator == HELD_BY for event in aggregate.events):
+            return context.global_model
+        return self.strategy.finish(context, aggregate)
 
     def phased(self, context: RoundContext) -> RoundPhases:
         return SecurePhases(context, secagg_params(self.settings, len(context.cohort)), self.entropy(SEED_BYTES), self.verify)
@@ -123,6 +135,10 @@ class SecurePhases:
     def min_replies(self, phase: str, members: int) -> int:
         return self.threshold
 
+    def can_close(self, phase: str) -> bool:
+        """The unmask phase ends only once every secret has its share threshold of reveals."""
+        return phase != UNMASK or self.session.ready
+
     def payload(self, phase: str, collaborator: str) -> bytes:
         if phase == ADVERTISE:
             return self._opening
@@ -148,15 +164,20 @@ class SecurePhases:
                     f"the masked update of {collaborator} must be the one tensor {MASKED!r} and no payload",
                     kind="payload",
                 )
-            self.session.add_masked(collaborator, np.asarray(tensors[MASKED]).view(np.uint64))
+            if not float(weight).is_integer():
+                raise RefusedError(f"the masked update of {collaborator} declares {weight!r} samples, not a whole number", kind="payload")
+            self.session.add_masked(collaborator, np.asarray(tensors[MASKED]).view(np.uint64), int(weight))
         else:
             self.session.add_reveal(collaborator, decode_entries(payload, f"the reveals of {collaborator}"))
 
     def result(self) -> Aggregate:
-        """The unmasked mean change on the global model; AccordError (the aggregator stops, a
-        restart runs the round again) if too few shares were revealed to unmask."""
+        """The unmasked mean change on the global model. When the sum fails a check (the total
+        weight is not the survivors' declared sample counts, a value of the mean lies beyond the
+        clip, a wrong reveal no spare reveal outvotes) the round is held: the global model, with a
+        ``held`` event naming the check, which SecureAggregation.finish does not step from."""
         try:
             weighted_sum, total_weight = self.session.result()
-        except RefusedError as exc:  # not the last revealer's fault: the round cannot close
-            raise AccordError(f"round {self.context.round_number} cannot be unmasked: {exc.message}", exc.fix) from None
+        except RefusedError as exc:
+            detail = f"round {self.context.round_number} held, the global model unchanged: {exc.message}"
+            return Aggregate(self.context.global_model, [BoundEvent(HELD_BY, "held", 0.0, 0.0, detail)])
         return Aggregate(apply_mean_change(self.context.global_model, weighted_sum / total_weight))
