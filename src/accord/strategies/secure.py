@@ -87,7 +87,7 @@ class SecureAggregation(Wrapper):
         """The wrapped strategy's step; none in a held round (SecurePhases.result): the global
         model and the server optimizer's state stay as they were."""
         if any(event.kind == "held" and event.collaborator == HELD_BY for event in aggregate.events):
-            return context.global_model
+            return dict(context.global_model)
         return self.strategy.finish(context, aggregate)
 
     def phased(self, context: RoundContext) -> RoundPhases:
@@ -179,5 +179,5 @@ class SecurePhases:
             weighted_sum, total_weight = self.session.result()
         except RefusedError as exc:
             detail = f"round {self.context.round_number} held, the global model unchanged: {exc.message}"
-            return Aggregate(self.context.global_model, [BoundEvent(HELD_BY, "held", 0.0, 0.0, detail)])
+            return Aggregate(dict(self.context.global_model), [BoundEvent(HELD_BY, "held", 0.0, 0.0, detail)])
         return Aggregate(apply_mean_change(self.context.global_model, weighted_sum / total_weight))
