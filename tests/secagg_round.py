@@ -75,7 +75,8 @@ class Round:
     def mask(self, skip: Iterable[str] = ()) -> tuple[list[str], list[str]]:
         for name in self._live(skip):
             shares = self.server.shares_for(name)
-            self.server.add_masked(name, self.sites[name].mask(shares, self.updates[name], self.weights[name]))
+            # with the declared weight, as the aggregator passes it: result() checks the unmasked total weight
+            self.server.add_masked(name, self.sites[name].mask(shares, self.updates[name], self.weights[name]), self.weights[name])
         self.survivors, self.dropped = self.server.unmask_request()
         return self.survivors, self.dropped
 

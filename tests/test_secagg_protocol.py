@@ -141,9 +141,9 @@ def test_the_servers_view_of_one_masked_update_is_uniform() -> None:
     captured: dict[str, np.ndarray] = {}
     add = federation.server.add_masked
 
-    def spy(name: str, masked: np.ndarray) -> None:
+    def spy(name: str, masked: np.ndarray, weight: int | None = None) -> None:
         captured[name] = masked.copy()
-        add(name, masked)
+        add(name, masked, weight)
 
     federation.server.add_masked = spy  # type: ignore[method-assign]
     federation.check(federation.run())
