@@ -283,11 +283,13 @@ class ServerSession:
                         total -= mask
                     else:
                         total += mask
-        masks = {owner: crypto.self_mask(self._rebuild(owner), owner, self.round_seed, width) for owner in survivors}
-        for mask in masks.values():
+        slots: dict[str, int] = {}  # each survivor's self mask's weight slot: O(survivors), not O(survivors x model)
+        for owner in survivors:
+            mask = crypto.self_mask(self._rebuild(owner), owner, self.round_seed, width)
             total -= mask
+            slots[owner] = int(mask[-1])
         if len(self._declared) == len(survivors):
-            self._check_weight(total, masks)
+            self._check_weight(total, slots)
         weighted_sum, weight = encoding.decode(self.params, total)
         self._check_clip(weighted_sum, weight, len(survivors))
         self._phase = _DONE
@@ -317,17 +319,18 @@ class ServerSession:
             kind="state",
         )
 
-    def _check_weight(self, total: np.ndarray, masks: dict[str, np.ndarray]) -> None:
+    def _check_weight(self, total: np.ndarray, slots: Mapping[str, int]) -> None:
         """The unmasked total weight must be the survivors' declared sum; else one survivor's self
-        mask is rebuilt from other subsets of its reveals (a wrong reveal is outvoted) until it is."""
+        mask (``slots``: the weight slot of each one subtracted) is rebuilt from other subsets of
+        its reveals (a wrong reveal is outvoted) until it is."""
         declared = sum(self._declared.values())
-        for owner, mask in masks.items():
+        for owner, slot in slots.items():
             if int(total[-1]) == declared:
                 return
             for subset in islice(self._subsets(owner), 1, None):
                 other = crypto.self_mask(crypto.combine(subset), owner, self.round_seed, len(total))
-                if (int(total[-1]) + int(mask[-1]) - int(other[-1])) % 2**64 == declared:
-                    total += mask
+                if (int(total[-1]) + slot - int(other[-1])) % 2**64 == declared:
+                    total += crypto.self_mask(self._rebuild(owner), owner, self.round_seed, len(total))
                     total -= other
                     break
         if int(total[-1]) != declared:
