@@ -267,9 +267,10 @@ def test_the_statements_bind_the_round_the_names_and_the_lists() -> None:
     advert = Advert(bytes(32), bytes(range(32)))
     assert advert_statement(ROUND, "a", advert) != advert_statement(ROUND, "b", advert)
     assert advert_statement(ROUND, "a", advert) != advert_statement(ROUND[::-1], "a", advert)
-    assert survivors_statement(ROUND, ["a", "b"], ["c"]) == survivors_statement(ROUND, ["b", "a"], ["c"])
-    assert survivors_statement(ROUND, ["a", "b"], ["c"]) != survivors_statement(ROUND, ["a"], ["b", "c"])
-    assert survivors_statement(ROUND, ["ab"], []) != survivors_statement(ROUND, ["a", "b"], [])
+    assert survivors_statement(ROUND, b"r", ["a", "b"], ["c"]) == survivors_statement(ROUND, b"r", ["b", "a"], ["c"])
+    assert survivors_statement(ROUND, b"r", ["a", "b"], ["c"]) != survivors_statement(ROUND, b"r", ["a"], ["b", "c"])
+    assert survivors_statement(ROUND, b"r", ["ab"], []) != survivors_statement(ROUND, b"r", ["a", "b"], [])
+    assert survivors_statement(ROUND, b"r", ["a"], []) != survivors_statement(ROUND, b"s", ["a"], [])
 
 
 @pytest.mark.parametrize(

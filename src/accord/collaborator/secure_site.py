@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING
 from accord.errors import RefusedError
 from accord.messages import TaskResult
 from accord.plan.schema import SecureAggregationSettings
-from accord.plan.secure_aggregation import secagg_params
+from accord.plan.secure_aggregation import secagg_params, threshold_floor
 from accord.strategies.secure_phases import (
     ADVERTISE,
     CONFIRM,
@@ -48,12 +48,20 @@ log = logging.getLogger("accord.collaborator")
 
 class SecureSite:
     """Answers secure aggregation's phases for the site ``name`` under its own plan's ``settings``
-    (signed with ``signing``, if given)."""
+    (signed with ``signing``, if given). ``expected_cohort``: how many sites its own plan expects
+    a round to ask; it refuses a round whose threshold would fall below that cohort's
+    (plan.secure_aggregation.threshold_floor), whatever cohort the aggregator names."""
 
-    def __init__(self, name: str, settings: SecureAggregationSettings, signing: Signing | None = None) -> None:
+    def __init__(
+        self, name: str, settings: SecureAggregationSettings, signing: Signing | None = None, expected_cohort: int = 0
+    ) -> None:
         self.name = name
         self.settings = settings
         self.signing = signing
+        self.floor = threshold_floor(settings, expected_cohort)
+        #: every round seed this site advertised under: a seed is never reused (signed statements
+        #: bind the seed, so a reused one would let old signatures count in a new session)
+        self._seeds: set[bytes] = set()
         self._session: SiteSession | None = None
         self._round = -1
         #: round -> the session that revealed in it (the only one that may answer again: a retry)
@@ -100,10 +108,32 @@ class SecureSite:
         seed, cohort = decode_opening(payload)
         if self.name not in cohort:
             raise RefusedError(f"the aggregator asks {self.name} to advertise in a round whose cohort omits it", kind="payload")
-        params = secagg_params(self.settings, len(cohort))
+        current = self._session
+        if current is not None and self._round == round_number and current.round_seed == seed and current.cohort == frozenset(cohort):
+            return current.advertise()  # a retry of the same request
+        if seed in self._seeds:
+            raise self._refused(
+                f"the aggregator opens a secure round {round_number} with a round seed this site already advertised under",
+                "an aggregator draws a fresh seed for every session; its operator should check it",
+            )
+        if len(cohort) < self.floor:
+            raise self._refused(
+                f"the aggregator names a secure cohort of {len(cohort)} sites for round {round_number}, fewer than the "
+                f"threshold {self.floor} this site's own plan sets (its threshold, or the default for the cohort its "
+                "sampling of its collaborators list asks)",
+                "the aggregator must ask the cohort the plan samples; check that its collaborators list is the sites'",
+            )
+        derived = secagg_params(self.settings, len(cohort))
+        params = dataclasses.replace(derived, threshold=max(derived.threshold, self.floor))
         session = SiteSession(params, self.name, cohort, seed, update_length(global_model), signing=self.signing)
+        self._seeds.add(seed)
         self._session, self._round = session, round_number
         return session.advertise()
+
+    def _refused(self, message: str, fix: str) -> RefusedError:
+        """A refusal of the aggregator's request, logged here (the aggregator gets it as this site's failure)."""
+        log.error("%s: %s", self.name, message)
+        return RefusedError(message, fix, kind="payload")
 
     def _current(self, round_number: int, phase: str) -> SiteSession:
         if self._session is None or self._round != round_number:

@@ -10,6 +10,7 @@ from accord.data.base import DataLoader
 from accord.errors import AccordError
 from accord.plan.loader import Plan, read_yaml
 from accord.plan.objects import build
+from accord.strategies.seam import ClientSampling
 from accord.transport.base import AggregatorClient
 from accord.workspace.initialize import build_runner
 
@@ -89,7 +90,15 @@ def site_options(plan: Plan) -> dict[str, Any]:
         "strategy": type(strategy).__name__,
         "compression": plan.model.compression_pipeline.settings,
         "secure": plan.model.aggregator.settings.secure_aggregation,
+        "secure_cohort": expected_cohort(plan),
     }
+
+
+def expected_cohort(plan: Plan) -> int:
+    """How many sites this site's own plan expects a round to ask: its sampling of its
+    collaborators list (secure aggregation's floor for the threshold, secure_site.py)."""
+    sampling = ClientSampling(**plan.model.aggregator.settings.sampling.model_dump())
+    return len(sampling.sample(0, plan.model.collaborators))
 
 
 def grpc_client(plan: Plan, name: str, connect_timeout: float | None = None) -> AggregatorClient:

@@ -29,7 +29,7 @@ from accord.secagg.messages import (
     read_advert,
 )
 from accord.secagg.params import SecAggParams, check_session
-from accord.secagg.signing import Verifier, check_advert, survivors_statement
+from accord.secagg.signing import Verifier, check_advert, roster_digest, survivors_statement
 
 _ADVERTS, _SHARES, _MASKS, _CONFIRMS, _REVEALS, _DONE = range(6)
 _PHASES = ("taking adverts", "taking shares", "taking masked updates", "taking confirmations", "taking reveals", "finished")
@@ -97,7 +97,7 @@ class ServerSession:
         """Close the adverts: every advertised site's advert (refused below the threshold)."""
         if self._phase == _ADVERTS:
             self._at_least(len(self._adverts), "advertised")
-            self._graph = Neighbourhood(self.params, self._adverts, self.round_seed)
+            self._graph = Neighbourhood(self.params, self._adverts, self.round_seed, len(self.cohort))
             self._inbox = {site: {} for site in self._adverts}
             self._phase = _SHARES
         return dict(self._adverts)
@@ -175,7 +175,7 @@ class ServerSession:
         signature = decode_confirmation(confirmation, f"the confirmation of {site!r}")
         assert self._request is not None
         if self._verify is not None and not self._verify(
-            site, self._credentials[site], survivors_statement(self.round_seed, *self._request), signature
+            site, self._credentials[site], survivors_statement(self.round_seed, roster_digest(self._parsed), *self._request), signature
         ):
             raise SecAggRefused(
                 f"the confirmation of {site!r} is not its valid signature on this round's survivor list",

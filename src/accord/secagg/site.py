@@ -4,7 +4,8 @@ Phases, in order (each refuses out-of-order or malformed input with SecAggRefuse
 1. ``advertise()``: the advert message (two X25519 public keys).
 2. ``share(roster)``: sealed shares of its secrets for each neighbour.
 3. ``mask(shares_for_me, update, weight)``: the masked, fixed-point encoded weighted update.
-4. ``confirm(survivors, dropped)`` (signing sessions only): its signature on the lists.
+4. ``confirm(survivors, dropped)`` (signing sessions only): its signature on the lists and on
+   the roster it was sent (its digest: every name and key, so the session too).
 5. ``unmask(survivors, dropped, confirmations)``: reveals, answered once, never both secrets of
    one site; a signing session first needs the threshold of survivors' valid confirmations of
    the same lists (accord.secagg.signing).
@@ -44,7 +45,14 @@ from accord.secagg.messages import (
     read_advert,
 )
 from accord.secagg.params import SecAggParams, check_session
-from accord.secagg.signing import Signing, advert_statement, check_advert, check_confirmations, survivors_statement
+from accord.secagg.signing import (
+    Signing,
+    advert_statement,
+    check_advert,
+    check_confirmations,
+    roster_digest,
+    survivors_statement,
+)
 
 _NEW, _ADVERTISED, _SHARED, _MASKED, _CONFIRMED, _REVEALED = range(6)
 _PHASES = ("new", "advertised", "shared", "masked", "confirmed", "revealed")
@@ -92,6 +100,7 @@ class SiteSession:
         self._phase = _NEW
         self._roster: dict[str, Advert] = {}
         self._graph: Neighbourhood | None = None
+        self._digest = b""
         self._shared: tuple[dict[str, bytes], dict[str, bytes]] | None = None
         self._held: dict[str, tuple[int, bytes, bytes]] = {}
         self._revealed: tuple[frozenset[str], frozenset[str], dict[str, bytes]] | None = None
@@ -146,8 +155,14 @@ class SiteSession:
         copies = sorted(name for name, advert in adverts.items() if name != self.site and {own.c_pk, own.s_pk} & {advert.c_pk, advert.s_pk})
         if copies:
             raise SecAggRefused(f"the SecAgg roster gives sites {copies[:5]} the keys of site {self.site!r}", fix)
-        graph = Neighbourhood(self.params, adverts, self.round_seed)
+        graph = Neighbourhood(self.params, adverts, self.round_seed, len(self.cohort))
         neighbours = graph.of(self.site)
+        if len(neighbours) < graph.share_threshold:
+            raise SecAggRefused(
+                f"the SecAgg roster has {len(roster)} of the cohort's {len(self.cohort)} sites: site {self.site!r} would have "
+                f"{len(neighbours)} neighbours, fewer than the {graph.share_threshold} shares its secrets need",
+                "wait for more sites to advertise, or end the round without secure aggregation",
+            )
         if self.signing is not None:
             for peer in neighbours:  # O(k): only the neighbours' keys are used
                 check_advert(self.signing.verify, self.round_seed, peer, roster[peer])
@@ -162,7 +177,7 @@ class SiteSession:
                 key, nonce, encode_share_pair(index, b_share, s_share), crypto.share_aad(self.round_seed, self.site, peer)
             )
             sealed[peer] = encode_sealed(nonce, ciphertext)
-        self._roster, self._graph = adverts, graph
+        self._roster, self._graph, self._digest = adverts, graph, roster_digest(adverts)
         self._shared = (dict(roster), sealed)
         self._phase = _SHARED
         return dict(sealed)
@@ -233,7 +248,7 @@ class SiteSession:
             )
         self._expect(_MASKED, "confirm")
         self._check_request(live, gone)
-        message = encode_confirmation(self.signing.sign(survivors_statement(self.round_seed, live, gone)))
+        message = encode_confirmation(self.signing.sign(survivors_statement(self.round_seed, self._digest, live, gone)))
         self._confirmed = (live, gone, message)
         self._phase = _CONFIRMED
         return message
@@ -274,7 +289,7 @@ class SiteSession:
                     "ask for reveals with the survivor and dropped lists of the consistency check",
                 )
             check_confirmations(
-                self.signing.verify, self._credentials, survivors_statement(self.round_seed, live, gone),
+                self.signing.verify, self._credentials, survivors_statement(self.round_seed, self._digest, live, gone),
                 confirmations if confirmations is not None else {}, live, self.params.threshold,
             )
         reveals = {
