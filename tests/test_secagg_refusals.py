@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 from secagg_round import ROUND, Round, masked_round, plain
 
 from accord.errors import AccordError
+from accord.secagg import crypto
 from accord.secagg.messages import (
     Advert,
     SecAggRefused,
@@ -223,3 +224,28 @@ def test_decoders_refuse_any_bytes_with_one_clear_error(data: bytes, kind: str) 
             decoders[kind](blob)
         except SecAggRefused as refused:
             assert refused.fix
+
+
+def test_a_shrunk_roster_does_not_lower_the_shares_a_secret_needs() -> None:
+    """Review finding 5: at 10 sites (threshold 7, 5 shares of 9), a hostile aggregator sends the
+    victim and its 4 colluders a roster of 7. The victim's secrets still need 5 shares, so the 4
+    colluders cannot rebuild them from what the victim sent them; a roster too small to hold 5
+    neighbours is refused."""
+    names = ["victim", "c1", "c2", "c3", "c4", "h1", "h2", "h3", "h4", "h5"]
+    params = plain(10)
+    sites = {n: SiteSession(params, n, names, ROUND, 4, seed=n.encode()) for n in names}
+    adverts = {n: site.advertise() for n, site in sites.items()}
+    small = {n: adverts[n] for n in names[:7]}
+    shares = {n: sites[n].share(small) for n in small}
+    assert sites["victim"]._graph is not None and sites["victim"]._graph.share_threshold == 5
+    held = []
+    for colluder in names[1:5]:
+        sites[colluder].mask({sender: shares[sender][colluder] for sender in small if sender != colluder}, np.zeros(4), 1)
+        held.append(sites[colluder]._held["victim"])
+    assert crypto.combine([(i, b) for i, b, _ in held]) != sites["victim"]._b
+    assert crypto.combine([(i, s) for i, _, s in held]) != sites["victim"]._s_seed
+    low = SecAggParams(3, 9, 1.0)  # a plan's own low threshold: a roster of 4 gives 3 neighbours, 5 shares needed
+    lone = SiteSession(low, "victim", names, ROUND, 4)
+    tiny = {"victim": lone.advertise(), **{n: adverts[n] for n in names[1:4]}}
+    with pytest.raises(SecAggRefused, match="would have 3 neighbours, fewer than the 5 shares its secrets need"):
+        lone.share(tiny)
