@@ -13,7 +13,7 @@ import pytest
 
 from accord.collaborator.accept import Refused
 from accord.collaborator.secure_site import SecureSite
-from accord.collaborator.site import build_collaborator
+from accord.collaborator.site import build_collaborator, expected_cohort
 from accord.errors import RefusedError
 from accord.messages import Action, FederationInfo, Task, TaskAssignment, TaskResult
 from accord.plan.schema import SecureAggregationSettings
@@ -184,7 +184,7 @@ def test_the_plans_threshold_floor_holds_whatever_cohort_is_named() -> None:
     names = [f"s{i}" for i in range(100)]
     site = SecureSite("s0", SecureAggregationSettings(enabled=True), expected_cohort=100)
     assert site.floor == 67
-    with pytest.raises(RefusedError, match="secure cohort of 66 sites .* fewer than the threshold 67"):
+    with pytest.raises(RefusedError, match=r"secure cohort of 66 sites .* fewer than the threshold 67"):
         site.answer("advertise", 0, encode_opening(SEED, names[:66]), model)
     site.answer("advertise", 0, encode_opening(SEED, names[:70]), model)
     assert site._session is not None and site._session.params.threshold == 67  # not ceil(2 * 70 / 3) = 47
@@ -206,3 +206,10 @@ def test_a_site_refuses_a_round_seed_it_advertised_under_before() -> None:
     for round_number in (0, 1):
         with pytest.raises(RefusedError, match="a round seed this site already advertised under"):
             site.answer("advertise", round_number, encode_opening(SEED, names), model)
+
+
+def test_the_expected_cohort_is_the_plans_sampling_of_its_collaborators(workspace_factory) -> None:
+    names = [f"collaborator{i}" for i in range(1, 10)]
+    sampled = workspace_factory(names, rounds=1, overrides={**SECURE, "aggregator.settings.sampling": {"count": 5}})
+    assert expected_cohort(sampled) == 5
+    assert expected_cohort(workspace_factory(names, rounds=1, overrides=SECURE)) == 9

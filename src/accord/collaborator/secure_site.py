@@ -109,19 +109,21 @@ class SecureSite:
         if self.name not in cohort:
             raise RefusedError(f"the aggregator asks {self.name} to advertise in a round whose cohort omits it", kind="payload")
         current = self._session
-        if current is not None and self._round == round_number and current.round_seed == seed and current.cohort == frozenset(cohort):
+        if current is not None and (self._round, current.round_seed, current.cohort) == (round_number, seed, frozenset(cohort)):
             return current.advertise()  # a retry of the same request
         if seed in self._seeds:
-            raise self._refused(
+            raise RefusedError(
                 f"the aggregator opens a secure round {round_number} with a round seed this site already advertised under",
                 "an aggregator draws a fresh seed for every session; its operator should check it",
+                kind="payload",
             )
         if len(cohort) < self.floor:
-            raise self._refused(
+            raise RefusedError(
                 f"the aggregator names a secure cohort of {len(cohort)} sites for round {round_number}, fewer than the "
                 f"threshold {self.floor} this site's own plan sets (its threshold, or the default for the cohort its "
                 "sampling of its collaborators list asks)",
                 "the aggregator must ask the cohort the plan samples; check that its collaborators list is the sites'",
+                kind="payload",
             )
         derived = secagg_params(self.settings, len(cohort))
         params = dataclasses.replace(derived, threshold=max(derived.threshold, self.floor))
@@ -129,11 +131,6 @@ class SecureSite:
         self._seeds.add(seed)
         self._session, self._round = session, round_number
         return session.advertise()
-
-    def _refused(self, message: str, fix: str) -> RefusedError:
-        """A refusal of the aggregator's request, logged here (the aggregator gets it as this site's failure)."""
-        log.error("%s: %s", self.name, message)
-        return RefusedError(message, fix, kind="payload")
 
     def _current(self, round_number: int, phase: str) -> SiteSession:
         if self._session is None or self._round != round_number:

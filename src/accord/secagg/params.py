@@ -114,7 +114,8 @@ class SecAggParams:
                 f"secure aggregation dropout is {dropout!r}; it must be in [0, 0.5)",
                 "set the share of the cohort that may drop, e.g. 1/3 (a majority must survive to unmask)",
             )
-        params = cls(default_threshold(cohort_size, dropout), _neighbourhood_size(cohort_size, dropout), clip, fraction_bits, max_weight)
+        threshold, neighbours = default_threshold(cohort_size, dropout), _neighbourhood_size(cohort_size, dropout)
+        params = cls(threshold, neighbours, clip, fraction_bits, max_weight)
         params.check_capacity(cohort_size)
         return params
 
