@@ -36,30 +36,47 @@ def _shared_round(round_seed: bytes = ROUND) -> tuple[Round, dict[str, dict[str,
     return federation, federation.share(send=False)
 
 
-def test_tampered_misrouted_and_replayed_shares_are_refused() -> None:
-    federation, sent = _shared_round()
-    a, b, c = federation.names[:3]
-    site_a = federation.sites[a]
-    inbox = {sender: sent[sender][a] for sender in federation.names if sender != a}
-    tampered = dict(inbox)
-    tampered[b] = tampered[b][:-1] + bytes([tampered[b][-1] ^ 1])
-    with pytest.raises(SecAggRefused, match=f"the sealed share from '{b}' to '{a}' does not decrypt"):
-        site_a.mask(tampered, np.zeros(4), 1)
-    misrouted = dict(inbox)
-    misrouted[b] = sent[b][c]  # b's share for c, handed to a
-    with pytest.raises(SecAggRefused, match="does not decrypt"):
-        site_a.mask(misrouted, np.zeros(4), 1)
+def test_tampered_misrouted_and_replayed_shares_are_skipped_and_malformed_ones_refused() -> None:
+    """Review finding 3b: a share that does not open is skipped (named in ``skipped``), not a
+    refusal of the mask step, so one lying neighbour cannot knock a site out of the round."""
     _, other_sent = _shared_round(b"another-round-seed-0001-")
-    replayed = dict(inbox)
-    replayed[b] = other_sent[b][a]  # the same pair's share from another round
-    with pytest.raises(SecAggRefused, match="does not decrypt"):
-        site_a.mask(replayed, np.zeros(4), 1)
-    with pytest.raises(SecAggRefused, match="not its neighbours"):
-        site_a.mask({**inbox, "stranger": inbox[b]}, np.zeros(4), 1)
-    with pytest.raises(SecAggRefused, match="is 10 bytes, expected exactly 67"):
-        site_a.mask({**inbox, b: inbox[b][:10]}, np.zeros(4), 1)
-    # After the refusals the honest inbox still works: nothing was consumed.
-    assert site_a.mask(inbox, np.zeros(4), 1).dtype == np.uint64
+    for bad in ("tampered", "misrouted", "replayed"):
+        federation, sent = _shared_round()
+        a, b, c = federation.names[:3]
+        site_a = federation.sites[a]
+        inbox = {sender: sent[sender][a] for sender in federation.names if sender != a}
+        if bad == "tampered":
+            inbox[b] = inbox[b][:-1] + bytes([inbox[b][-1] ^ 1])
+        elif bad == "misrouted":
+            inbox[b] = sent[b][c]  # b's share for c, handed to a
+        else:
+            inbox[b] = other_sent[b][a]  # the same pair's share from another round
+        with pytest.raises(SecAggRefused, match="not its neighbours"):
+            site_a.mask({**inbox, "stranger": inbox[c]}, np.zeros(4), 1)
+        with pytest.raises(SecAggRefused, match="is 10 bytes, expected exactly 67"):
+            site_a.mask({**inbox, c: inbox[c][:10]}, np.zeros(4), 1)
+        assert site_a.mask(inbox, np.zeros(4), 1).dtype == np.uint64  # nothing was consumed by the refusals
+        assert list(site_a.skipped) == [b] and f"the sealed share from '{b}' to '{a}' does not decrypt" in site_a.skipped[b]
+        assert b not in site_a._held
+
+
+@pytest.mark.parametrize("liar_masks", [True, False])
+def test_a_site_sending_a_bad_share_does_not_stop_the_round(liar_masks: bool) -> None:
+    """site005 seals garbage for site000; site000 masks all the same (against site005 too) and
+    reveals nothing of site005; the round sums right whether site005 then masks or drops."""
+    federation = Round(plain(6), 6, 4)
+    federation.advertise()
+    sent = federation.share(send=False)
+    liar, victim = "site005", "site000"
+    sent[liar][victim] = sent[liar][victim][:-1] + bytes([sent[liar][victim][-1] ^ 1])
+    for name, sealed in sent.items():
+        federation.server.add_shares(name, sealed)
+    federation.mask(skip=() if liar_masks else {liar})
+    assert list(federation.sites[victim].skipped) == [liar]
+    for name in federation.survivors:
+        federation.server.add_reveal(name, federation.sites[name].unmask(federation.survivors, federation.dropped))
+    assert liar not in federation.sites[victim].unmask(federation.survivors, federation.dropped)
+    federation.check(federation.server.result())
 
 
 def test_a_site_refuses_a_roster_that_changes_its_keys_or_names_strangers() -> None:

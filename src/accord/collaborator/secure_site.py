@@ -100,6 +100,8 @@ class SecureSite:
         session = self._current(reply.round_number, "mask")
         change = flatten_change(reply.tensors, global_model, reply.is_delta)
         vector = session.mask(decode_entries(payload, "the shares routed to this site"), change, int(reply.sample_count))
+        for sender, why in session.skipped.items():
+            log.warning("%s: round %d: skipped the share from %s (%s)", self.name, reply.round_number, sender, why)
         return dataclasses.replace(reply, tensors={MASKED: vector.view(MASKED_DTYPE)}, is_delta=False)
 
     def _open(self, round_number: int, payload: bytes, global_model: ModelState) -> bytes:

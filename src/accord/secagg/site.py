@@ -104,6 +104,9 @@ class SiteSession:
         self._shared: tuple[dict[str, bytes], dict[str, bytes]] | None = None
         self._held: dict[str, tuple[int, bytes, bytes]] = {}
         self._revealed: tuple[frozenset[str], frozenset[str], dict[str, bytes]] | None = None
+        #: sender -> why its sealed share to this site did not open (``mask``): it is masked against
+        #: all the same, and this site reveals nothing of it
+        self.skipped: dict[str, str] = {}
 
     def _expect(self, phase: int, step: str) -> None:
         if self._phase != phase:
@@ -186,9 +189,12 @@ class SiteSession:
         """Phase 3: the masked vector (uint64, ``length`` + 1 values: weight * clipped update in
         fixed point, then the weight) given the sealed shares neighbours sent this site.
 
-        Refuses shares from non-neighbours, ones that do not decrypt under this round, sender and
-        receiver, fewer than a majority of its neighbours (its update would be too weakly masked),
-        an update of the wrong size or with NaN/inf, and a weight outside [1, max_weight].
+        Refuses shares from non-neighbours, malformed share messages, fewer than a majority of its
+        neighbours (its update would be too weakly masked), an update of the wrong size or with
+        NaN/inf, and a weight outside [1, max_weight]. A share that does not decrypt under this
+        round, sender and receiver, or carries the wrong index, is skipped (``skipped`` says why),
+        not refused: one lying neighbour must not knock this site out of the round. Its pair mask
+        is added all the same; this site just holds, and reveals, nothing of that sender.
         """
         self._expect(_SHARED, "mask")
         graph = self._graph
@@ -207,18 +213,29 @@ class SiteSession:
                 "too many neighbours dropped: end the round without this site",
             )
         encoded = encoding.encode(self.params, update, weight, self.length)
+        sealed = {
+            sender: decode_sealed(data, f"the sealed share from {sender!r} to {self.site!r}") for sender, data in shares_for_me.items()
+        }
         held: dict[str, tuple[int, bytes, bytes]] = {}
-        for sender in sorted(shares_for_me):
+        skipped: dict[str, str] = {}
+        for sender, (nonce, ciphertext) in sorted(sealed.items()):
             what = f"the sealed share from {sender!r} to {self.site!r}"
-            nonce, ciphertext = decode_sealed(shares_for_me[sender], what)
             key = crypto.share_key(self._c_sk, self._roster[sender].c_pk, self.site, sender, self.round_seed)
-            plain = crypto.open_share(key, nonce, ciphertext, crypto.share_aad(self.round_seed, sender, self.site), what)
+            try:
+                plain = crypto.open_share(key, nonce, ciphertext, crypto.share_aad(self.round_seed, sender, self.site), what)
+            except SecAggRefused as exc:
+                skipped[sender] = exc.message
+                continue
             index, b_share, s_share = decode_share_pair(plain)
             if index != graph.index(sender, self.site):
-                raise SecAggRefused(f"{what} carries share index {index}, not this site's {graph.index(sender, self.site)}", fix)
+                skipped[sender] = f"{what} carries share index {index}, not this site's {graph.index(sender, self.site)}"
+                continue
             held[sender] = (index, b_share, s_share)
+        self.skipped = skipped
         masked = encoded + crypto.self_mask(self._b, self.site, self.round_seed, self.length + 1)
-        for peer in held:
+        # Every routed sender's pair mask, whether or not its share opened: the pair mask needs only
+        # its advert's s_pk, and the aggregator removes the pair's masks by what it routed.
+        for peer in sealed:
             mask = crypto.pair_mask(self._s_sk, self._roster[peer].s_pk, self.site, peer, self.round_seed, self.length + 1)
             if self.site < peer:
                 masked += mask
