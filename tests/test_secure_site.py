@@ -213,3 +213,6 @@ def test_the_expected_cohort_is_the_plans_sampling_of_its_collaborators(workspac
     sampled = workspace_factory(names, rounds=1, overrides={**SECURE, "aggregator.settings.sampling": {"count": 5}})
     assert expected_cohort(sampled) == 5
     assert expected_cohort(workspace_factory(names, rounds=1, overrides=SECURE)) == 9
+    groups = [{"name": "learners", "tasks": ["train"], "collaborators": names[:4]}]
+    static = workspace_factory(names, rounds=1, overrides={**SECURE, "assigner.settings.task_groups": groups})
+    assert expected_cohort(static) == 4  # the sites its task groups name
