@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 from secagg_round import ROUND, Round, masked_round, plain
 
 from accord.errors import AccordError
+from accord.secagg import crypto
 from accord.secagg.messages import (
     Advert,
     SecAggRefused,
@@ -35,30 +36,47 @@ def _shared_round(round_seed: bytes = ROUND) -> tuple[Round, dict[str, dict[str,
     return federation, federation.share(send=False)
 
 
-def test_tampered_misrouted_and_replayed_shares_are_refused() -> None:
-    federation, sent = _shared_round()
-    a, b, c = federation.names[:3]
-    site_a = federation.sites[a]
-    inbox = {sender: sent[sender][a] for sender in federation.names if sender != a}
-    tampered = dict(inbox)
-    tampered[b] = tampered[b][:-1] + bytes([tampered[b][-1] ^ 1])
-    with pytest.raises(SecAggRefused, match=f"the sealed share from '{b}' to '{a}' does not decrypt"):
-        site_a.mask(tampered, np.zeros(4), 1)
-    misrouted = dict(inbox)
-    misrouted[b] = sent[b][c]  # b's share for c, handed to a
-    with pytest.raises(SecAggRefused, match="does not decrypt"):
-        site_a.mask(misrouted, np.zeros(4), 1)
+def test_tampered_misrouted_and_replayed_shares_are_skipped_and_malformed_ones_refused() -> None:
+    """Review finding 3b: a share that does not open is skipped (named in ``skipped``), not a
+    refusal of the mask step, so one lying neighbour cannot knock a site out of the round."""
     _, other_sent = _shared_round(b"another-round-seed-0001-")
-    replayed = dict(inbox)
-    replayed[b] = other_sent[b][a]  # the same pair's share from another round
-    with pytest.raises(SecAggRefused, match="does not decrypt"):
-        site_a.mask(replayed, np.zeros(4), 1)
-    with pytest.raises(SecAggRefused, match="not its neighbours"):
-        site_a.mask({**inbox, "stranger": inbox[b]}, np.zeros(4), 1)
-    with pytest.raises(SecAggRefused, match="is 10 bytes, expected exactly 67"):
-        site_a.mask({**inbox, b: inbox[b][:10]}, np.zeros(4), 1)
-    # After the refusals the honest inbox still works: nothing was consumed.
-    assert site_a.mask(inbox, np.zeros(4), 1).dtype == np.uint64
+    for bad in ("tampered", "misrouted", "replayed"):
+        federation, sent = _shared_round()
+        a, b, c = federation.names[:3]
+        site_a = federation.sites[a]
+        inbox = {sender: sent[sender][a] for sender in federation.names if sender != a}
+        if bad == "tampered":
+            inbox[b] = inbox[b][:-1] + bytes([inbox[b][-1] ^ 1])
+        elif bad == "misrouted":
+            inbox[b] = sent[b][c]  # b's share for c, handed to a
+        else:
+            inbox[b] = other_sent[b][a]  # the same pair's share from another round
+        with pytest.raises(SecAggRefused, match="not its neighbours"):
+            site_a.mask({**inbox, "stranger": inbox[c]}, np.zeros(4), 1)
+        with pytest.raises(SecAggRefused, match="is 10 bytes, expected exactly 67"):
+            site_a.mask({**inbox, c: inbox[c][:10]}, np.zeros(4), 1)
+        assert site_a.mask(inbox, np.zeros(4), 1).dtype == np.uint64  # nothing was consumed by the refusals
+        assert list(site_a.skipped) == [b] and f"the sealed share from '{b}' to '{a}' does not decrypt" in site_a.skipped[b]
+        assert b not in site_a._held
+
+
+@pytest.mark.parametrize("liar_masks", [True, False])
+def test_a_site_sending_a_bad_share_does_not_stop_the_round(liar_masks: bool) -> None:
+    """site005 seals garbage for site000; site000 masks all the same (against site005 too) and
+    reveals nothing of site005; the round sums right whether site005 then masks or drops."""
+    federation = Round(plain(6), 6, 4)
+    federation.advertise()
+    sent = federation.share(send=False)
+    liar, victim = "site005", "site000"
+    sent[liar][victim] = sent[liar][victim][:-1] + bytes([sent[liar][victim][-1] ^ 1])
+    for name, sealed in sent.items():
+        federation.server.add_shares(name, sealed)
+    federation.mask(skip=() if liar_masks else {liar})
+    assert list(federation.sites[victim].skipped) == [liar]
+    for name in federation.survivors:
+        federation.server.add_reveal(name, federation.sites[name].unmask(federation.survivors, federation.dropped))
+    assert liar not in federation.sites[victim].unmask(federation.survivors, federation.dropped)
+    federation.check(federation.server.result())
 
 
 def test_a_site_refuses_a_roster_that_changes_its_keys_or_names_strangers() -> None:
@@ -223,3 +241,28 @@ def test_decoders_refuse_any_bytes_with_one_clear_error(data: bytes, kind: str) 
             decoders[kind](blob)
         except SecAggRefused as refused:
             assert refused.fix
+
+
+def test_a_shrunk_roster_does_not_lower_the_shares_a_secret_needs() -> None:
+    """Review finding 5: at 10 sites (threshold 7, 5 shares of 9), a hostile aggregator sends the
+    victim and its 4 colluders a roster of 7. The victim's secrets still need 5 shares, so the 4
+    colluders cannot rebuild them from what the victim sent them; a roster too small to hold 5
+    neighbours is refused."""
+    names = ["victim", "c1", "c2", "c3", "c4", "h1", "h2", "h3", "h4", "h5"]
+    params = plain(10)
+    sites = {n: SiteSession(params, n, names, ROUND, 4, seed=n.encode()) for n in names}
+    adverts = {n: site.advertise() for n, site in sites.items()}
+    small = {n: adverts[n] for n in names[:7]}
+    shares = {n: sites[n].share(small) for n in small}
+    assert sites["victim"]._graph is not None and sites["victim"]._graph.share_threshold == 5
+    held = []
+    for colluder in names[1:5]:
+        sites[colluder].mask({sender: shares[sender][colluder] for sender in small if sender != colluder}, np.zeros(4), 1)
+        held.append(sites[colluder]._held["victim"])
+    assert crypto.combine([(i, b) for i, b, _ in held]) != sites["victim"]._b
+    assert crypto.combine([(i, s) for i, _, s in held]) != sites["victim"]._s_seed
+    low = SecAggParams(3, 9, 1.0)  # a plan's own low threshold: a roster of 4 gives 3 neighbours, 5 shares needed
+    lone = SiteSession(low, "victim", names, ROUND, 4)
+    tiny = {"victim": lone.advertise(), **{n: adverts[n] for n in names[1:4]}}
+    with pytest.raises(SecAggRefused, match="would have 3 neighbours, fewer than the 5 shares its secrets need"):
+        lone.share(tiny)

@@ -267,9 +267,10 @@ def test_the_statements_bind_the_round_the_names_and_the_lists() -> None:
     advert = Advert(bytes(32), bytes(range(32)))
     assert advert_statement(ROUND, "a", advert) != advert_statement(ROUND, "b", advert)
     assert advert_statement(ROUND, "a", advert) != advert_statement(ROUND[::-1], "a", advert)
-    assert survivors_statement(ROUND, ["a", "b"], ["c"]) == survivors_statement(ROUND, ["b", "a"], ["c"])
-    assert survivors_statement(ROUND, ["a", "b"], ["c"]) != survivors_statement(ROUND, ["a"], ["b", "c"])
-    assert survivors_statement(ROUND, ["ab"], []) != survivors_statement(ROUND, ["a", "b"], [])
+    assert survivors_statement(ROUND, b"r", ["a", "b"], ["c"]) == survivors_statement(ROUND, b"r", ["b", "a"], ["c"])
+    assert survivors_statement(ROUND, b"r", ["a", "b"], ["c"]) != survivors_statement(ROUND, b"r", ["a"], ["b", "c"])
+    assert survivors_statement(ROUND, b"r", ["ab"], []) != survivors_statement(ROUND, b"r", ["a", "b"], [])
+    assert survivors_statement(ROUND, b"r", ["a"], []) != survivors_statement(ROUND, b"s", ["a"], [])
 
 
 @pytest.mark.parametrize(
@@ -294,3 +295,25 @@ def test_signed_adverts_and_confirmations_round_trip() -> None:
     assert decode_confirmation(encode_confirmation(b"sig")) == b"sig"
     with pytest.raises(SecAggRefused, match="after its signature"):
         decode_confirmation(encode_confirmation(b"sig") + b"x")
+
+
+def test_confirmations_from_another_session_with_the_same_seed_do_not_count(federation: Federation) -> None:
+    """Review finding 6: a hostile aggregator reuses a session's round seed in a new session of
+    the round (fresh keys, the same survivor lists). The old session's confirmations sign another
+    roster (its digest binds the keys), so they do not verify in the new session, at the site or
+    at the server."""
+    old = masked(federation)
+    signings = {name: federation.signings[name] for name in NAMES}
+    new = Round(plain(COUNT), COUNT, 8, seed=1, signings=signings, verify=federation.verifier)  # other keys, same seed
+    new.advertise()
+    new.share()
+    new.mask()
+    assert (new.survivors, new.dropped) == (old.survivors, old.dropped)
+    replayed = _confirmations(old, NAMES)
+    new.sites["site000"].confirm(new.survivors, new.dropped)
+    with pytest.raises(SecAggRefused, match="not its valid signature on the survivor list this site was sent"):
+        new.sites["site000"].unmask(new.survivors, new.dropped, replayed)
+    with pytest.raises(SecAggRefused, match="not its valid signature on this round's survivor list"):
+        new.server.add_confirmation("site001", replayed["site001"])
+    fresh = _confirmations(new, NAMES)
+    assert new.sites["site000"].unmask(new.survivors, new.dropped, fresh)

@@ -13,7 +13,7 @@ import pytest
 
 from accord.collaborator.accept import Refused
 from accord.collaborator.secure_site import SecureSite
-from accord.collaborator.site import build_collaborator
+from accord.collaborator.site import build_collaborator, expected_cohort
 from accord.errors import RefusedError
 from accord.messages import Action, FederationInfo, Task, TaskAssignment, TaskResult
 from accord.plan.schema import SecureAggregationSettings
@@ -154,3 +154,65 @@ def test_a_site_refuses_phases_and_clear_updates_its_plan_does_not_allow(workspa
         secure.run()
     assert "refused by the site: its plan enables secure aggregation" in client.sent[-1].failure
     assert not any(r.tensors for r in client.sent)
+
+
+def test_a_site_refuses_a_cohort_below_the_threshold_its_own_plan_sets(workspace_factory, caplog) -> None:
+    """Review finding 4: in a federation of nine (default threshold 6), a hostile aggregator names
+    a cohort of three (victim, colluder, one it will call dropped) so that the threshold would
+    fall to 2. The site derives its floor from its own plan's collaborators list and sampling,
+    refuses, logs why and tells the aggregator; no advert leaves it."""
+    names = [f"collaborator{i}" for i in range(1, 10)]
+    plan = workspace_factory(names, rounds=1, overrides=SECURE)
+    initialize_model(plan)
+    model = load_state(plan.resolve_path(plan.model.aggregator.settings.init_state_path))
+    small = encode_opening(SEED, names[:3])
+    opening = TaskAssignment(Action.RUN, 0, (Task("advertise", "phase"),), phase="advertise", payload=small)
+    client = ScriptedAggregator(model, lambda sent: opening if not sent else TaskAssignment(Action.QUIT, 1))
+    collaborator = build_collaborator(plan, "collaborator1", client)
+    with caplog.at_level(logging.ERROR, logger="accord.collaborator"):
+        collaborator.run()
+    refusal = client.sent[-1]
+    assert refusal.phase == "advertise" and not refusal.payload
+    assert "secure cohort of 3 sites for round 0, fewer than the threshold 6" in refusal.failure
+    assert "fewer than the threshold 6 this site's own plan sets" in caplog.text
+
+
+def test_the_plans_threshold_floor_holds_whatever_cohort_is_named() -> None:
+    """The floor is the plan's threshold if set, else the default for the expected cohort; a
+    cohort at or above it is taken with the larger of the two thresholds."""
+    model = {"w": np.zeros(4, np.float32)}
+    names = [f"s{i}" for i in range(100)]
+    site = SecureSite("s0", SecureAggregationSettings(enabled=True), expected_cohort=100)
+    assert site.floor == 67
+    with pytest.raises(RefusedError, match=r"secure cohort of 66 sites .* fewer than the threshold 67"):
+        site.answer("advertise", 0, encode_opening(SEED, names[:66]), model)
+    site.answer("advertise", 0, encode_opening(SEED, names[:70]), model)
+    assert site._session is not None and site._session.params.threshold == 67  # not ceil(2 * 70 / 3) = 47
+    fixed = SecureSite("s0", SecureAggregationSettings(enabled=True, threshold=5), expected_cohort=100)
+    assert fixed.floor == 5
+    with pytest.raises(RefusedError, match="secure cohort of 4 sites"):
+        fixed.answer("advertise", 0, encode_opening(SEED, names[:4]), model)
+
+
+def test_a_site_refuses_a_round_seed_it_advertised_under_before() -> None:
+    """Review finding 6: signed statements bind the round seed, so a reused seed would let
+    another session's signatures count; a retry of the same opening gets the same advert."""
+    model = {"w": np.zeros(4, np.float32)}
+    names = ["a", "b", "c"]
+    site = SecureSite("a", SecureAggregationSettings(enabled=True))
+    advert = site.answer("advertise", 0, encode_opening(SEED, names), model)
+    assert site.answer("advertise", 0, encode_opening(SEED, names), model) == advert  # a transport retry
+    site.answer("advertise", 0, encode_opening(bytes(32), names), model)  # a new session, a fresh seed
+    for round_number in (0, 1):
+        with pytest.raises(RefusedError, match="a round seed this site already advertised under"):
+            site.answer("advertise", round_number, encode_opening(SEED, names), model)
+
+
+def test_the_expected_cohort_is_the_plans_sampling_of_its_collaborators(workspace_factory) -> None:
+    names = [f"collaborator{i}" for i in range(1, 10)]
+    sampled = workspace_factory(names, rounds=1, overrides={**SECURE, "aggregator.settings.sampling": {"count": 5}})
+    assert expected_cohort(sampled) == 5
+    assert expected_cohort(workspace_factory(names, rounds=1, overrides=SECURE)) == 9
+    groups = [{"name": "learners", "tasks": ["train"], "collaborators": names[:4]}]
+    static = workspace_factory(names, rounds=1, overrides={**SECURE, "assigner.settings.task_groups": groups})
+    assert expected_cohort(static) == 4  # the sites its task groups name

@@ -57,7 +57,9 @@ class Collaborator:
     site's error-feedback residuals live in this object (tensors/compression.py).
     ``secure``: its plan's secure aggregation (enabled): the site runs secure aggregation's phases
     (collaborator/secure_site.py), masks its training reply after the mods, and refuses to send
-    an update in the clear; ``signing`` (the deployment's: secure_site.site_signing) signs them.
+    an update in the clear; ``signing`` (the deployment's: secure_site.site_signing) signs them;
+    ``secure_cohort``: the cohort its own plan expects a round to ask (site.expected_cohort), the
+    floor of the threshold it accepts.
     """
 
     def __init__(
@@ -77,6 +79,7 @@ class Collaborator:
         compression: CompressionSettings = NO_COMPRESSION,
         secure: SecureAggregationSettings | None = None,
         signing: Signing | None = None,
+        secure_cohort: int = 0,
     ) -> None:
         if opt_treatment not in OPT_TREATMENTS:
             raise AccordError(f"opt_treatment {opt_treatment!r} is not one of {OPT_TREATMENTS}")
@@ -96,7 +99,7 @@ class Collaborator:
         self._global_digest = ""
         self._own_specs: TensorSpecs | None = None
         self._encoder = UpdateEncoder(compression) if compression.upload else None
-        self._secure = SecureSite(name, secure, signing) if secure is not None and secure.enabled else None
+        self._secure = SecureSite(name, secure, signing, secure_cohort) if secure is not None and secure.enabled else None
         self._phases = PHASES | frozenset(secure_phases.SIGNED_PHASES) if self._secure is not None else PHASES
 
     def run(self) -> int:

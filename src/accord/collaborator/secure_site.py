@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING
 from accord.errors import RefusedError
 from accord.messages import TaskResult
 from accord.plan.schema import SecureAggregationSettings
-from accord.plan.secure_aggregation import secagg_params
+from accord.plan.secure_aggregation import secagg_params, threshold_floor
 from accord.strategies.secure_phases import (
     ADVERTISE,
     CONFIRM,
@@ -48,12 +48,20 @@ log = logging.getLogger("accord.collaborator")
 
 class SecureSite:
     """Answers secure aggregation's phases for the site ``name`` under its own plan's ``settings``
-    (signed with ``signing``, if given)."""
+    (signed with ``signing``, if given). ``expected_cohort``: how many sites its own plan expects
+    a round to ask; it refuses a round whose threshold would fall below that cohort's
+    (plan.secure_aggregation.threshold_floor), whatever cohort the aggregator names."""
 
-    def __init__(self, name: str, settings: SecureAggregationSettings, signing: Signing | None = None) -> None:
+    def __init__(
+        self, name: str, settings: SecureAggregationSettings, signing: Signing | None = None, expected_cohort: int = 0
+    ) -> None:
         self.name = name
         self.settings = settings
         self.signing = signing
+        self.floor = threshold_floor(settings, expected_cohort)
+        #: every round seed this site advertised under: a seed is never reused (signed statements
+        #: bind the seed, so a reused one would let old signatures count in a new session)
+        self._seeds: set[bytes] = set()
         self._session: SiteSession | None = None
         self._round = -1
         #: round -> the session that revealed in it (the only one that may answer again: a retry)
@@ -92,6 +100,8 @@ class SecureSite:
         session = self._current(reply.round_number, "mask")
         change = flatten_change(reply.tensors, global_model, reply.is_delta)
         vector = session.mask(decode_entries(payload, "the shares routed to this site"), change, int(reply.sample_count))
+        for sender, why in session.skipped.items():
+            log.warning("%s: round %d: skipped the share from %s (%s)", self.name, reply.round_number, sender, why)
         return dataclasses.replace(reply, tensors={MASKED: vector.view(MASKED_DTYPE)}, is_delta=False)
 
     def _open(self, round_number: int, payload: bytes, global_model: ModelState) -> bytes:
@@ -100,8 +110,27 @@ class SecureSite:
         seed, cohort = decode_opening(payload)
         if self.name not in cohort:
             raise RefusedError(f"the aggregator asks {self.name} to advertise in a round whose cohort omits it", kind="payload")
-        params = secagg_params(self.settings, len(cohort))
+        current = self._session
+        if current is not None and (self._round, current.round_seed, current.cohort) == (round_number, seed, frozenset(cohort)):
+            return current.advertise()  # a retry of the same request
+        if seed in self._seeds:
+            raise RefusedError(
+                f"the aggregator opens a secure round {round_number} with a round seed this site already advertised under",
+                "an aggregator draws a fresh seed for every session; its operator should check it",
+                kind="payload",
+            )
+        if len(cohort) < self.floor:
+            raise RefusedError(
+                f"the aggregator names a secure cohort of {len(cohort)} sites for round {round_number}, fewer than the "
+                f"threshold {self.floor} this site's own plan sets (its threshold, or the default for the cohort its "
+                "sampling of its collaborators list asks)",
+                "the aggregator must ask the cohort the plan samples; check that its collaborators list is the sites'",
+                kind="payload",
+            )
+        derived = secagg_params(self.settings, len(cohort))
+        params = dataclasses.replace(derived, threshold=max(derived.threshold, self.floor))
         session = SiteSession(params, self.name, cohort, seed, update_length(global_model), signing=self.signing)
+        self._seeds.add(seed)
         self._session, self._round = session, round_number
         return session.advertise()
 

@@ -10,6 +10,7 @@ from accord.data.base import DataLoader
 from accord.errors import AccordError
 from accord.plan.loader import Plan, read_yaml
 from accord.plan.objects import build
+from accord.strategies.seam import ClientSampling
 from accord.transport.base import AggregatorClient
 from accord.workspace.initialize import build_runner
 
@@ -89,7 +90,22 @@ def site_options(plan: Plan) -> dict[str, Any]:
         "strategy": type(strategy).__name__,
         "compression": plan.model.compression_pipeline.settings,
         "secure": plan.model.aggregator.settings.secure_aggregation,
+        "secure_cohort": expected_cohort(plan),
     }
+
+
+def expected_cohort(plan: Plan) -> int:
+    """How many sites this site's own plan expects a round to ask: its sampling of the
+    collaborators its assigner gives tasks (those its task groups name, when every group names
+    them; else its whole collaborators list), as the aggregator draws a round's cohort. Secure
+    aggregation's floor for the threshold (secure_site.py)."""
+    groups = plan.model.assigner.settings.task_groups
+    candidates = plan.model.collaborators
+    if all(group.collaborators for group in groups):
+        named = {name for group in groups for name in group.collaborators or ()}
+        candidates = [name for name in candidates if name in named]
+    sampling = ClientSampling(**plan.model.aggregator.settings.sampling.model_dump())
+    return len(sampling.sample(0, candidates))
 
 
 def grpc_client(plan: Plan, name: str, connect_timeout: float | None = None) -> AggregatorClient:

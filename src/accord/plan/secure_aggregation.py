@@ -8,7 +8,7 @@ import dataclasses
 
 from accord.errors import AccordError, PlanError
 from accord.plan.schema import SecureAggregationSettings
-from accord.secagg.params import SecAggParams
+from accord.secagg.params import SecAggParams, default_threshold
 
 WHERE = "aggregator.settings.secure_aggregation"
 
@@ -35,3 +35,13 @@ def secagg_params(settings: SecureAggregationSettings, cohort_size: int) -> SecA
     except AccordError as exc:  # SecAggParams names the setting and the fix
         raise PlanError(f"{WHERE}: {exc.message}", exc.fix) from exc
     return params
+
+
+def threshold_floor(settings: SecureAggregationSettings, expected_cohort: int) -> int:
+    """The smallest threshold a site accepts, from its OWN plan: the plan's ``threshold``, else the
+    default threshold of the cohort its plan expects a round to ask (``expected_cohort``: its
+    sampling of its collaborators list). The aggregator names the cohort; without this floor it
+    would pick the threshold (and so how few updates a revealed sum holds) by naming few sites."""
+    if settings.threshold is not None:
+        return settings.threshold
+    return default_threshold(expected_cohort)

@@ -4,7 +4,9 @@ Every party computes the same graph from the round seed and the roster alone: th
 ordered by SHA-256(round seed | name) (a permutation nobody chooses after seeing the seed),
 placed on a ring, and each site links to the k/2 sites on either side (a Harary graph; Bell et
 al. 2020 use such a random k-regular graph). With k >= roster - 1 every site links to every
-other (plain SecAgg). A site's Shamir shares go to its neighbours only; the neighbour at
+other (plain SecAgg). A site's Shamir shares need a majority of the neighbours it would have in
+the whole cohort, however few sites the roster holds (a shrunk roster must not let fewer
+colluders rebuild a site's secrets). A site's Shamir shares go to its neighbours only; the neighbour at
 position i of the owner's sorted neighbour list holds the share with index i + 1.
 
 The ring order costs O(n log n); a site's neighbours are worked out when first asked for (a site
@@ -24,12 +26,14 @@ from accord.secagg.params import SecAggParams
 class Neighbourhood:
     """Who neighbours whom in one round, and which Shamir index each holder holds."""
 
-    def __init__(self, params: SecAggParams, roster: Iterable[str], round_seed: bytes) -> None:
+    def __init__(self, params: SecAggParams, roster: Iterable[str], round_seed: bytes, cohort_size: int | None = None) -> None:
         names = sorted(set(roster))
         self._order = sorted(names, key=lambda name: hashlib.sha256(round_seed + b"\x00" + name.encode("utf-8")).digest())
         self._position = {name: at for at, name in enumerate(self._order)}
         self.degree = params.degree(len(self._order))
-        self.share_threshold = params.share_threshold(self.degree)
+        #: a majority of the degree the whole cohort (``cohort_size``; None: the roster) would give:
+        #: a roster the aggregator shrinks lowers the degree, never the shares a secret needs
+        self.share_threshold = params.share_threshold(params.degree(len(self._order) if cohort_size is None else cohort_size))
         self._neighbours: dict[str, tuple[str, ...]] = {}
 
     def __contains__(self, site: object) -> bool:

@@ -16,7 +16,8 @@ fixed-size or length-prefixed (big-endian), bounded, and parsed strictly: anythi
 - signed advert (kind 5): c_pk (32) | s_pk (32) | credential length (u16) | credential (the
   site's certificate, opaque here) | signature length (u16) | signature over advert_statement.
 - confirmation (kind 6): signature length (u16) | signature over survivors_statement (the
-  consistency check: a survivor's signature on the survivor and dropped lists it was sent).
+  consistency check: a survivor's signature on the survivor and dropped lists it was sent and
+  on the digest of the roster it was sent).
 """
 
 from __future__ import annotations

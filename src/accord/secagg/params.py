@@ -114,8 +114,8 @@ class SecAggParams:
                 f"secure aggregation dropout is {dropout!r}; it must be in [0, 0.5)",
                 "set the share of the cohort that may drop, e.g. 1/3 (a majority must survive to unmask)",
             )
-        threshold = max(2, math.ceil((1 - dropout) * cohort_size - 1e-9))
-        params = cls(threshold, _neighbourhood_size(cohort_size, dropout), clip, fraction_bits, max_weight)
+        threshold, neighbours = default_threshold(cohort_size, dropout), _neighbourhood_size(cohort_size, dropout)
+        params = cls(threshold, neighbours, clip, fraction_bits, max_weight)
         params.check_capacity(cohort_size)
         return params
 
@@ -153,6 +153,11 @@ class SecAggParams:
                 f"x clip {self.clip} x 2^{self.fraction_bits} reaches 2^{math.log2(bound):.1f}, past the ring's 2^63",
                 f"lower fraction_bits to {max(room - 1, 0)} or less, or lower max_weight or clip",
             )
+
+
+def default_threshold(cohort_size: int, dropout: float = DROPOUT_FRACTION) -> int:
+    """``for_cohort``'s threshold for ``cohort_size`` sites: ceil((1 - dropout) n), at least 2."""
+    return max(2, math.ceil((1 - dropout) * cohort_size - 1e-9))
 
 
 def _neighbourhood_size(cohort_size: int, dropout: float) -> int:

@@ -30,7 +30,7 @@ from accord.secagg.messages import (
     read_advert,
 )
 from accord.secagg.params import SecAggParams, check_session
-from accord.secagg.signing import Verifier, check_advert, survivors_statement
+from accord.secagg.signing import Verifier, check_advert, roster_digest, survivors_statement
 
 _ADVERTS, _SHARES, _MASKS, _CONFIRMS, _REVEALS, _DONE = range(6)
 #: at most this many subsets of an owner's revealed shares are tried before its secret is given up
@@ -55,6 +55,7 @@ class ServerSession:
         self._keys: dict[bytes, str] = {}
         self._parsed: dict[str, Advert] = {}
         self._graph: Neighbourhood | None = None
+        self._digest = b""
         self._inbox: dict[str, dict[str, bytes]] = {}
         self._sharers: set[str] = set()
         self._sum = np.zeros(length + 1, dtype=np.uint64)
@@ -104,7 +105,8 @@ class ServerSession:
         """Close the adverts: every advertised site's advert (refused below the threshold)."""
         if self._phase == _ADVERTS:
             self._at_least(len(self._adverts), "advertised")
-            self._graph = Neighbourhood(self.params, self._adverts, self.round_seed)
+            self._graph = Neighbourhood(self.params, self._adverts, self.round_seed, len(self.cohort))
+            self._digest = roster_digest(self._parsed)  # what the survivors' confirmations sign
             self._inbox = {site: {} for site in self._adverts}
             self._phase = _SHARES
         return dict(self._adverts)
@@ -191,7 +193,7 @@ class ServerSession:
         signature = decode_confirmation(confirmation, f"the confirmation of {site!r}")
         assert self._request is not None
         if self._verify is not None and not self._verify(
-            site, self._credentials[site], survivors_statement(self.round_seed, *self._request), signature
+            site, self._credentials[site], survivors_statement(self.round_seed, self._digest, *self._request), signature
         ):
             raise SecAggRefused(
                 f"the confirmation of {site!r} is not its valid signature on this round's survivor list",

@@ -3,7 +3,9 @@ actively secure variant, against an aggregator that lies).
 
 A site signs (1) its advert, bound to the round seed and its name, so an aggregator cannot put
 its own keys in the roster and sit between two sites; and (2) in the consistency check, the
-survivor and dropped lists the aggregator sent it, so that a site reveals only after seeing at
+survivor and dropped lists the aggregator sent it and the digest of the roster it was sent (every
+name and key: the keys are fresh, so this binds the session too; a confirmation replayed from
+another session, or made over another roster, does not verify), so that a site reveals only after seeing at
 least the threshold of valid survivor signatures on the very lists it was sent: the aggregator
 can neither name survivors that never masked nor tell two sites different stories.
 
@@ -14,6 +16,7 @@ in the deployment, its certificate) and two hooks over the federation's PKI
 
 from __future__ import annotations
 
+import hashlib
 import struct
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
@@ -58,9 +61,20 @@ def advert_statement(round_seed: bytes, site: str, advert: Advert) -> bytes:
     return _statement(b"advert", round_seed, _names([site]), advert.c_pk, advert.s_pk)
 
 
-def survivors_statement(round_seed: bytes, survivors: Iterable[str], dropped: Iterable[str]) -> bytes:
-    """What a survivor signs in the consistency check: the round, the survivors, the dropped."""
-    return _statement(b"survivors", round_seed, _names(survivors), _names(dropped))
+def roster_digest(adverts: Mapping[str, Advert]) -> bytes:
+    """SHA-256 of a roster: every site's name and both public keys, in name order. The keys are
+    fresh per session, so the digest names the session as well as the roster."""
+    digest = hashlib.sha256(struct.pack(">I", len(adverts)))
+    for name in sorted(adverts):
+        digest.update(_names([name]) + adverts[name].c_pk + adverts[name].s_pk)
+    return digest.digest()
+
+
+def survivors_statement(round_seed: bytes, roster: bytes, survivors: Iterable[str], dropped: Iterable[str]) -> bytes:
+    """What a survivor signs in the consistency check: the round, the ``roster`` it was sent (its
+    roster_digest), the survivors, the dropped. A threshold of valid signatures on one statement
+    shows that a threshold of sites saw the same roster in the same session."""
+    return _statement(b"survivors", round_seed, roster, _names(survivors), _names(dropped))
 
 
 def check_advert(verify: Verifier, round_seed: bytes, site: str, data: bytes) -> SignedAdvert:

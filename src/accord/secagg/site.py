@@ -4,7 +4,8 @@ Phases, in order (each refuses out-of-order or malformed input with SecAggRefuse
 1. ``advertise()``: the advert message (two X25519 public keys).
 2. ``share(roster)``: sealed shares of its secrets for each neighbour.
 3. ``mask(shares_for_me, update, weight)``: the masked, fixed-point encoded weighted update.
-4. ``confirm(survivors, dropped)`` (signing sessions only): its signature on the lists.
+4. ``confirm(survivors, dropped)`` (signing sessions only): its signature on the lists and on
+   the roster it was sent (its digest: every name and key, so the session too).
 5. ``unmask(survivors, dropped, confirmations)``: reveals, answered once, never both secrets of
    one site; a signing session first needs the threshold of survivors' valid confirmations of
    the same lists (accord.secagg.signing).
@@ -44,7 +45,14 @@ from accord.secagg.messages import (
     read_advert,
 )
 from accord.secagg.params import SecAggParams, check_session
-from accord.secagg.signing import Signing, advert_statement, check_advert, check_confirmations, survivors_statement
+from accord.secagg.signing import (
+    Signing,
+    advert_statement,
+    check_advert,
+    check_confirmations,
+    roster_digest,
+    survivors_statement,
+)
 
 _NEW, _ADVERTISED, _SHARED, _MASKED, _CONFIRMED, _REVEALED = range(6)
 _PHASES = ("new", "advertised", "shared", "masked", "confirmed", "revealed")
@@ -92,9 +100,13 @@ class SiteSession:
         self._phase = _NEW
         self._roster: dict[str, Advert] = {}
         self._graph: Neighbourhood | None = None
+        self._digest = b""
         self._shared: tuple[dict[str, bytes], dict[str, bytes]] | None = None
         self._held: dict[str, tuple[int, bytes, bytes]] = {}
         self._revealed: tuple[frozenset[str], frozenset[str], dict[str, bytes]] | None = None
+        #: sender -> why its sealed share to this site did not open (``mask``): it is masked against
+        #: all the same, and this site reveals nothing of it
+        self.skipped: dict[str, str] = {}
 
     def _expect(self, phase: int, step: str) -> None:
         if self._phase != phase:
@@ -146,8 +158,14 @@ class SiteSession:
         copies = sorted(name for name, advert in adverts.items() if name != self.site and {own.c_pk, own.s_pk} & {advert.c_pk, advert.s_pk})
         if copies:
             raise SecAggRefused(f"the SecAgg roster gives sites {copies[:5]} the keys of site {self.site!r}", fix)
-        graph = Neighbourhood(self.params, adverts, self.round_seed)
+        graph = Neighbourhood(self.params, adverts, self.round_seed, len(self.cohort))
         neighbours = graph.of(self.site)
+        if len(neighbours) < graph.share_threshold:
+            raise SecAggRefused(
+                f"the SecAgg roster has {len(roster)} of the cohort's {len(self.cohort)} sites: site {self.site!r} would have "
+                f"{len(neighbours)} neighbours, fewer than the {graph.share_threshold} shares its secrets need",
+                "wait for more sites to advertise, or end the round without secure aggregation",
+            )
         if self.signing is not None:
             for peer in neighbours:  # O(k): only the neighbours' keys are used
                 check_advert(self.signing.verify, self.round_seed, peer, roster[peer])
@@ -162,7 +180,7 @@ class SiteSession:
                 key, nonce, encode_share_pair(index, b_share, s_share), crypto.share_aad(self.round_seed, self.site, peer)
             )
             sealed[peer] = encode_sealed(nonce, ciphertext)
-        self._roster, self._graph = adverts, graph
+        self._roster, self._graph, self._digest = adverts, graph, roster_digest(adverts)
         self._shared = (dict(roster), sealed)
         self._phase = _SHARED
         return dict(sealed)
@@ -171,9 +189,12 @@ class SiteSession:
         """Phase 3: the masked vector (uint64, ``length`` + 1 values: weight * clipped update in
         fixed point, then the weight) given the sealed shares neighbours sent this site.
 
-        Refuses shares from non-neighbours, ones that do not decrypt under this round, sender and
-        receiver, fewer than a majority of its neighbours (its update would be too weakly masked),
-        an update of the wrong size or with NaN/inf, and a weight outside [1, max_weight].
+        Refuses shares from non-neighbours, malformed share messages, fewer than a majority of its
+        neighbours (its update would be too weakly masked), an update of the wrong size or with
+        NaN/inf, and a weight outside [1, max_weight]. A share that does not decrypt under this
+        round, sender and receiver, or carries the wrong index, is skipped (``skipped`` says why),
+        not refused: one lying neighbour must not knock this site out of the round. Its pair mask
+        is added all the same; this site just holds, and reveals, nothing of that sender.
         """
         self._expect(_SHARED, "mask")
         graph = self._graph
@@ -192,18 +213,29 @@ class SiteSession:
                 "too many neighbours dropped: end the round without this site",
             )
         encoded = encoding.encode(self.params, update, weight, self.length)
+        sealed = {
+            sender: decode_sealed(data, f"the sealed share from {sender!r} to {self.site!r}") for sender, data in shares_for_me.items()
+        }
         held: dict[str, tuple[int, bytes, bytes]] = {}
-        for sender in sorted(shares_for_me):
+        skipped: dict[str, str] = {}
+        for sender, (nonce, ciphertext) in sorted(sealed.items()):
             what = f"the sealed share from {sender!r} to {self.site!r}"
-            nonce, ciphertext = decode_sealed(shares_for_me[sender], what)
             key = crypto.share_key(self._c_sk, self._roster[sender].c_pk, self.site, sender, self.round_seed)
-            plain = crypto.open_share(key, nonce, ciphertext, crypto.share_aad(self.round_seed, sender, self.site), what)
+            try:
+                plain = crypto.open_share(key, nonce, ciphertext, crypto.share_aad(self.round_seed, sender, self.site), what)
+            except SecAggRefused as exc:
+                skipped[sender] = exc.message
+                continue
             index, b_share, s_share = decode_share_pair(plain)
             if index != graph.index(sender, self.site):
-                raise SecAggRefused(f"{what} carries share index {index}, not this site's {graph.index(sender, self.site)}", fix)
+                skipped[sender] = f"{what} carries share index {index}, not this site's {graph.index(sender, self.site)}"
+                continue
             held[sender] = (index, b_share, s_share)
+        self.skipped = skipped
         masked = encoded + crypto.self_mask(self._b, self.site, self.round_seed, self.length + 1)
-        for peer in held:
+        # Every routed sender's pair mask, whether or not its share opened: the pair mask needs only
+        # its advert's s_pk, and the aggregator removes the pair's masks by what it routed.
+        for peer in sealed:
             mask = crypto.pair_mask(self._s_sk, self._roster[peer].s_pk, self.site, peer, self.round_seed, self.length + 1)
             if self.site < peer:
                 masked += mask
@@ -233,7 +265,7 @@ class SiteSession:
             )
         self._expect(_MASKED, "confirm")
         self._check_request(live, gone)
-        message = encode_confirmation(self.signing.sign(survivors_statement(self.round_seed, live, gone)))
+        message = encode_confirmation(self.signing.sign(survivors_statement(self.round_seed, self._digest, live, gone)))
         self._confirmed = (live, gone, message)
         self._phase = _CONFIRMED
         return message
@@ -274,7 +306,7 @@ class SiteSession:
                     "ask for reveals with the survivor and dropped lists of the consistency check",
                 )
             check_confirmations(
-                self.signing.verify, self._credentials, survivors_statement(self.round_seed, live, gone),
+                self.signing.verify, self._credentials, survivors_statement(self.round_seed, self._digest, live, gone),
                 confirmations if confirmations is not None else {}, live, self.params.threshold,
             )
         reveals = {
