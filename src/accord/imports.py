@@ -1,4 +1,5 @@
-"""Resolving the dotted import paths a plan names (``pkg.module.attribute``)."""
+"""Resolving the dotted import paths a plan names (``pkg.module.attribute``), and the optional
+modules of Accord's extras."""
 
 from __future__ import annotations
 
@@ -26,3 +27,12 @@ def import_dotted(path: str, setting: str, fix: str | None = None) -> Any:
         raise AccordError(
             f"cannot import {path!r} ({setting}): module {module_name!r} has no {attribute!r}", fix
         ) from exc
+
+
+def optional_module(name: str, needed_for: str, fix: str) -> Any:
+    """The optional module ``name`` (an extra's package, imported when first used), or one
+    AccordError saying ``needed_for`` needs it, with the ``fix`` that installs it."""
+    try:
+        return importlib.import_module(name)
+    except ImportError:
+        raise AccordError(f"{needed_for} needs the {name} package, which is not installed", fix) from None

@@ -21,17 +21,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from accord.errors import AccordError
+from accord.imports import optional_module
 
 _INSTALL_FIX = "install the differential-privacy extra: pip install 'accord[dp]' (dp-accounting)"
 
 
 def _dp_accounting() -> Any:
-    try:
-        import dp_accounting
-    except ImportError:
-        raise AccordError("differential privacy needs the dp-accounting package, which is not installed", _INSTALL_FIX) from None
-    return dp_accounting
+    return optional_module("dp_accounting", "differential privacy", _INSTALL_FIX)
 
 
 @dataclass(frozen=True)

@@ -29,6 +29,7 @@ from torch import nn
 
 from accord.data.base import DataLoader
 from accord.errors import AccordError
+from accord.imports import optional_module
 
 WHERE = "task_runner.settings.dp_sgd"
 #: what a training task trains: the model, its optimizer, and an epoch's batches (given its seed)
@@ -37,11 +38,7 @@ INSTALL = "install the DP-SGD extra: pip install 'accord[opacus]' (opacus 1.6)"
 
 
 def _opacus() -> Any:
-    try:
-        import opacus
-    except ImportError:
-        raise AccordError("task_runner.settings.dp_sgd needs Opacus, which is not installed", INSTALL) from None
-    return opacus
+    return optional_module("opacus", "task_runner.settings.dp_sgd", INSTALL)
 
 
 @dataclass(frozen=True)

@@ -32,7 +32,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from accord.errors import AccordError, RefusedError
+from accord.errors import RefusedError
+from accord.imports import optional_module
 
 if TYPE_CHECKING:  # the plan's settings are only read here: the codec needs no pydantic
     from accord.plan.compression import CompressionSettings
@@ -267,14 +268,7 @@ def _inflate(body: memoryview, most: int, name: str) -> bytes:
 
 
 def _zstandard() -> Any:  # an optional module: untyped
-    try:
-        import zstandard
-    except ImportError:
-        raise AccordError(
-            "the plan's compression_pipeline uses zstd, but the zstandard package is not installed",
-            "pip install 'accord[zstd]'",
-        ) from None
-    return zstandard
+    return optional_module("zstandard", "the plan's compression_pipeline (zstd)", "pip install 'accord[zstd]'")
 
 
 @dataclass(frozen=True)
