@@ -23,19 +23,22 @@ class LocalGaussianNoise(Mod):
 
     ``seed`` None (the default, and the right one for privacy): fresh operating-system entropy
     each time. An integer: reproducible noise, drawn from (seed, round, site name, task name),
-    so two sites sharing the plan's seed still draw different noise. This adds the noise; the
-    privacy it buys (epsilon, delta) depends on the clipping bound, ``std`` and the rounds, and
+    so two sites sharing the plan's seed still draw different noise, but everyone with the plan
+    (the aggregator included) can draw it too and subtract it: the noise then protects nothing.
+    A seed is refused unless ``seed_for_tests_only`` is also set, and warned about. This adds
+    the noise; the privacy it buys (epsilon, delta) depends on the clipping bound, ``std`` and the rounds, and
     Accord does not account for it (LocalDP, mods/local_dp.py, does).
     """
 
     adds_noise = True
 
-    def __init__(self, std: float, seed: int | None = None) -> None:
+    def __init__(self, std: float, seed: int | None = None, seed_for_tests_only: bool = False) -> None:
         if not (math.isfinite(std) and std >= 0):
             raise AccordError(
                 f"LocalGaussianNoise std is {std}; it must be a finite number >= 0",
                 "set collaborator.settings.mods[].settings.std",
             )
+        check_seed(type(self).__name__, seed, seed_for_tests_only)
         self.std = float(std)
         self.seed = seed
 
@@ -60,3 +63,18 @@ class LocalGaussianNoise(Mod):
 def _word(text: str) -> int:
     """A stable 64-bit number for ``text`` (Python's hash() changes between processes)."""
     return int.from_bytes(hashlib.blake2b(text.encode(), digest_size=8).digest(), "little")
+
+
+def check_seed(mod: str, seed: int | None, seed_for_tests_only: bool) -> None:
+    """Refuse a planned noise seed without ``seed_for_tests_only`` (the plan is shared: whoever
+    has it, the aggregator included, can redraw the noise and remove it); warn with it."""
+    if seed is None:
+        return
+    if not seed_for_tests_only:
+        raise AccordError(
+            f"{mod} has a seed in the plan: everyone with the plan (the aggregator included) could redraw "
+            "this site's noise and subtract it, so the noise would protect nothing",
+            f"remove collaborator.settings.mods[].settings.seed of {mod} (fresh noise each time), or, in a test only, "
+            "also set seed_for_tests_only: true",
+        )
+    log.warning("%s: the noise is seeded from the plan (seed_for_tests_only): it protects nothing; tests only", mod)
