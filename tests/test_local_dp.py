@@ -72,7 +72,7 @@ def test_a_restarted_site_goes_on_from_the_releases_in_its_state_folder(tmp_path
 
 def test_a_damaged_ledger_is_refused_not_taken_as_a_fresh_budget(tmp_path: Path) -> None:
     (tmp_path / "local_dp.json").write_text("{not json")
-    with pytest.raises(AccordError, match="privacy ledger .*local_dp.json cannot be read") as info:
+    with pytest.raises(AccordError, match=r"privacy ledger .*local_dp\.json cannot be read") as info:
         LocalDP(max_norm=1.0, noise_multiplier=2.0).keep_state_in(tmp_path)
     assert "deleting it would forget" in (info.value.fix or "")
 
