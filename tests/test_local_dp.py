@@ -169,3 +169,12 @@ def test_fx_says_the_wrong_order_in_one_line_and_exits_2(tmp_path: Path, capsys:
     err = capsys.readouterr().err.strip()
     assert code == 2 and "Traceback" not in err
     assert "mods[1] (ClipUpdate) comes after mods[0] (LocalGaussianNoise)" in err and "list the clipping mod first" in err
+
+
+def test_one_mod_for_many_simulated_sites_counts_each_sites_releases() -> None:
+    """The simulation runs every client through one mod (no state folder): each site its own count."""
+    mod = LocalDP(max_norm=1.0, noise_multiplier=2.0, delta=1e-6)
+    for site in ("site1", "site2", "site1"):
+        got = mod(instruction(collaborator=site, round_number=0), reply_with(trained(0.1)))
+    assert got.metrics["local_dp_epsilon"] == pytest.approx(epsilon_of(2), rel=1e-12)
+    assert len(mod.ledger("site2").rows) == 1

@@ -71,11 +71,17 @@ class LocalDP(Mod):
         #: the releases the budget allows (None: no budget planned, only reported)
         self.budget = rounds if epsilon is not None else None
         self.epsilon = epsilon
-        self.ledger = Ledger()
+        self._kept: Ledger | None = None
+        self._in_memory: dict[str, Ledger] = {}
 
     def keep_state_in(self, folder: Path) -> None:
         """Count this site's releases in ``folder`` (its own state), from what it spent before."""
-        self.ledger = Ledger(folder / "local_dp.json")
+        self._kept = Ledger(folder / "local_dp.json")
+
+    def ledger(self, site: str) -> Ledger:
+        """``site``'s releases: the kept ledger (a deployed site), else one in memory per site
+        name (the simulation runs many sites through one mod)."""
+        return self._kept if self._kept is not None else self._in_memory.setdefault(site, Ledger())
 
     def epsilon_after(self, releases: int) -> float:
         """This site's epsilon at ``delta`` after ``releases`` noised training replies (infinite
@@ -85,7 +91,8 @@ class LocalDP(Mod):
         return Rounds([(releases, RoundMechanism(1, 1, (self.noise_multiplier / 2,)))]).epsilon(self.delta)
 
     def __call__(self, instruction: Instruction, call_next: CallNext) -> TaskResult:
-        spent = len(self.ledger.rows)
+        ledger = self.ledger(instruction.collaborator)
+        spent = len(ledger.rows)
         if instruction.trains and self.budget is not None and spent >= self.budget:
             raise BudgetSpent(
                 f"LocalDP's privacy budget is spent: {spent} noised updates sent of the {self.budget} that "
@@ -96,6 +103,6 @@ class LocalDP(Mod):
         result = self.noise(instruction, lambda inner: self.clip(inner, call_next))
         if not instruction.trains or not result.tensors:
             return result
-        self.ledger.add([instruction.round_number, instruction.task.name])  # before the reply leaves
+        ledger.add([instruction.round_number, instruction.task.name])  # before the reply leaves
         metrics = {**result.metrics, "local_dp_epsilon": self.epsilon_after(spent + 1)}
         return dataclasses.replace(result, metrics=metrics)
