@@ -1,7 +1,8 @@
 """Central DP (strategies/dp_fedavg.py) and its accountant (dp/accountant.py): the reported
 epsilon is dp-accounting's own, the noise has the planned standard deviation, adaptive clipping
 reaches its quantile, target_epsilon stops training, and the noise is a function of the secret
-seed and the round (a restart draws the same noise; rounds never repeat one another's)."""
+seed, the round and the set of replies included (a restart over the same replies draws the same
+noise, a close over another set fresh noise; rounds never repeat one another's)."""
 
 from __future__ import annotations
 
