@@ -106,9 +106,9 @@ def test_training_past_the_budget_is_refused_with_the_reason(tmp_path: Path) -> 
 def test_a_planned_seed_is_refused_without_the_tests_only_flag(mod: type) -> None:
     """Finding 9 (review 12): with a seed in the shared plan the aggregator can redraw the noise."""
     settings = {"max_norm": 1.0, "noise_multiplier": 1.0} if mod is LocalDP else {"std": 1.0}
-    with pytest.raises(AccordError, match="has a seed in the plan: everyone with the plan") as info:
+    with pytest.raises(AccordError, match=f"{mod.__name__} has a seed in the plan: everyone with the plan") as info:
         mod(**settings, seed=3)
-    assert "seed_for_tests_only" in (info.value.fix or "")
+    assert "collaborator.settings.mods[].settings.seed_for_tests_only: true" in (info.value.fix or "")
 
 
 def test_a_seeded_local_dp_reports_an_infinite_epsilon(caplog: pytest.LogCaptureFixture) -> None:

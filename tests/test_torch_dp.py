@@ -75,9 +75,9 @@ def test_a_restarted_site_goes_on_from_its_dp_sgd_steps_and_refuses_past_the_tar
 
 def test_a_planned_noise_seed_is_refused_without_the_tests_only_flag() -> None:
     """Finding 9 (review 12): the plan is shared; a planned seed lets the aggregator remove the noise."""
-    with pytest.raises(AccordError, match="has a seed in the plan") as info:
+    with pytest.raises(AccordError, match="DP-SGD has a seed in the plan") as info:
         runner(max_grad_norm=1.0, noise_multiplier=1.0, noise_seed=4)
-    assert "seed_for_tests_only" in (info.value.fix or "")
+    assert "remove task_runner.settings.dp_sgd.noise_seed" in (info.value.fix or "")
 
 
 def test_each_examples_gradient_is_clipped(digits: DigitsDataLoader) -> None:

@@ -38,7 +38,7 @@ class LocalGaussianNoise(Mod):
                 f"LocalGaussianNoise std is {std}; it must be a finite number >= 0",
                 "set collaborator.settings.mods[].settings.std",
             )
-        check_seed(type(self).__name__, seed, seed_for_tests_only)
+        check_seed(type(self).__name__, "collaborator.settings.mods[].settings", seed, seed_for_tests_only)
         self.std = float(std)
         self.seed = seed
 
@@ -65,16 +65,16 @@ def _word(text: str) -> int:
     return int.from_bytes(hashlib.blake2b(text.encode(), digest_size=8).digest(), "little")
 
 
-def check_seed(mod: str, seed: int | None, seed_for_tests_only: bool) -> None:
-    """Refuse a planned noise seed without ``seed_for_tests_only`` (the plan is shared: whoever
-    has it, the aggregator included, can redraw the noise and remove it); warn with it."""
+def check_seed(mod: str, where: str, seed: int | None, seed_for_tests_only: bool, key: str = "seed") -> None:
+    """Refuse a planned noise seed (``where``.``key``) without ``seed_for_tests_only`` (the plan
+    is shared: whoever has it, the aggregator included, can redraw the noise and remove it);
+    warn with it."""
     if seed is None:
         return
     if not seed_for_tests_only:
         raise AccordError(
             f"{mod} has a seed in the plan: everyone with the plan (the aggregator included) could redraw "
             "this site's noise and subtract it, so the noise would protect nothing",
-            f"remove collaborator.settings.mods[].settings.seed of {mod} (fresh noise each time), or, in a test only, "
-            "also set seed_for_tests_only: true",
+            f"remove {where}.{key} (fresh noise each time), or, in a test only, also set {where}.seed_for_tests_only: true",
         )
     log.warning("%s: the noise is seeded from the plan (seed_for_tests_only): it protects nothing; tests only", mod)

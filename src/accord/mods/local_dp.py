@@ -26,7 +26,7 @@ from accord.errors import AccordError
 from accord.messages import TaskResult
 from accord.mods.base import CallNext, Instruction, Mod
 from accord.mods.clip_update import ClipUpdate
-from accord.mods.gaussian_noise import LocalGaussianNoise
+from accord.mods.gaussian_noise import LocalGaussianNoise, check_seed
 
 FIX = "set collaborator.settings.mods[].settings of accord.mods.LocalDP"
 
@@ -65,6 +65,7 @@ class LocalDP(Mod):
             raise AccordError(
                 f"LocalDP noise_multiplier is {noise_multiplier}; it must be a finite number > 0", FIX + ": noise_multiplier"
             )
+        check_seed(type(self).__name__, "collaborator.settings.mods[].settings", seed, seed_for_tests_only)
         self.clip = ClipUpdate(max_norm)
         self.noise = LocalGaussianNoise(noise_multiplier * self.clip.max_norm, seed, seed_for_tests_only)
         self.noise_multiplier, self.delta = noise_multiplier, delta

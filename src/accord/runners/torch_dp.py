@@ -100,7 +100,7 @@ class DPSGD:
             raise AccordError(
                 f"{WHERE}.target_epsilon needs rounds", f"set {WHERE}.rounds: the training tasks the budget is spread over"
             )
-        check_seed(WHERE, chosen.noise_seed, chosen.seed_for_tests_only)
+        check_seed("DP-SGD", WHERE, chosen.noise_seed, chosen.seed_for_tests_only, "noise_seed")
         return chosen
 
 
