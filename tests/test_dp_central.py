@@ -1,7 +1,8 @@
 """Central DP (strategies/dp_fedavg.py) and its accountant (dp/accountant.py): the reported
 epsilon is dp-accounting's own, the noise has the planned standard deviation, adaptive clipping
 reaches its quantile, target_epsilon stops training, and the noise is a function of the secret
-seed and the round (a restart draws the same noise; rounds never repeat one another's)."""
+seed, the round and the set of replies included (a restart over the same replies draws the same
+noise, a close over another set fresh noise; rounds never repeat one another's)."""
 
 from __future__ import annotations
 
@@ -77,6 +78,26 @@ def test_noise_is_the_rounds_and_the_seeds() -> None:
     np.testing.assert_array_equal(first, again)
     assert not np.allclose(first, other_round)
     assert not np.allclose(first, secret)  # no plan seed: a secret one
+
+
+def test_a_second_close_of_a_round_over_another_reply_set_draws_fresh_noise() -> None:
+    """Finding 7 (review 12): round r closed over {a, b}, then (after a restart) over {a, b, c}
+    with the same secret seed; the two releases must not differ by c's noise-free update / m.
+    The same set, in another order, draws the same noise (an exact replay stays exact)."""
+    ctx = RoundContext(3, {"w": np.zeros(6, np.float64)}, cohort=("a", "b", "c"), population=3)
+    updates = {n: np.random.default_rng(i).normal(size=6) * 0.1 for i, n in enumerate("abc")}
+
+    def release(names: str, sent: dict[str, np.ndarray] = updates) -> np.ndarray:
+        acc = DPFedAvg(noise_multiplier=5.0, clip_norm=1.0, noise_seed=12345).accumulator(ctx)
+        for n in names:
+            acc.add(Reply(n, {"w": sent[n]}, 1.0, True))
+        return np.asarray(acc.result().model["w"])
+
+    ab, abc = release("ab"), release("abc")
+    assert not np.allclose(abc - ab, updates["c"] / 3, atol=1e-3)  # c's update does not show through
+    np.testing.assert_allclose(release("ba"), ab, rtol=0, atol=1e-12)  # the same set: the same noise
+    resent = dict(updates, b=updates["b"] + 1e-9)  # the same names, another update from b: fresh noise
+    assert not np.allclose(release("ab", resent), ab, atol=1e-3)
 
 
 def test_snapshot_restores_the_seed_clip_and_accountant() -> None:

@@ -84,7 +84,7 @@ def test_clip_update_scales_a_delta_itself_and_leaves_an_update_within_the_bound
 
 def test_clip_update_and_noise_leave_validation_replies_alone_and_refuse_bad_settings() -> None:
     validation = reply_with(None)
-    for mod in (ClipUpdate(1.0), LocalGaussianNoise(1.0, seed=1)):
+    for mod in (ClipUpdate(1.0), LocalGaussianNoise(1.0, seed=1, seed_for_tests_only=True)):
         assert mod(instruction(Task("v", "validate", {})), validation).tensors is None
     with pytest.raises(AccordError, match=r"max_norm is 0\.0; it must be a finite number > 0"):
         ClipUpdate(0.0)
@@ -101,7 +101,7 @@ def _word(text: str) -> int:
 
 def test_local_gaussian_noise_adds_the_seeded_draw_of_this_site_round_and_task() -> None:
     sent = trained(0.1)
-    got = LocalGaussianNoise(std=0.2, seed=7)(instruction(), reply_with(sent)).tensors
+    got = LocalGaussianNoise(std=0.2, seed=7, seed_for_tests_only=True)(instruction(), reply_with(sent)).tensors
     assert got is not None
     rng = np.random.default_rng([7, 2, _word("site1"), _word("train")])
     for name in ("w", "b"):  # the update tensors, in the reply's order
@@ -109,7 +109,7 @@ def test_local_gaussian_noise_adds_the_seeded_draw_of_this_site_round_and_task()
         expected = (GLOBAL[name] + change + rng.normal(0.0, 0.2, change.shape)).astype(np.float32)
         np.testing.assert_allclose(got[name], expected, rtol=1e-6)
     assert got["steps"] == 9 and np.all(got["__opt__.w.exp_avg"] == 7.0)
-    other = LocalGaussianNoise(std=0.2, seed=7)(instruction(collaborator="site2"), reply_with(sent)).tensors
+    other = LocalGaussianNoise(std=0.2, seed=7, seed_for_tests_only=True)(instruction(collaborator="site2"), reply_with(sent)).tensors
     assert other is not None and not np.allclose(other["w"], got["w"])  # one plan seed, other noise per site
     fresh = [LocalGaussianNoise(std=0.2)(instruction(), reply_with(sent)).tensors for _ in range(2)]
     assert not np.allclose(fresh[0]["w"], fresh[1]["w"])  # no seed: fresh entropy each time
@@ -274,7 +274,7 @@ def test_accepted_config_reaches_training_tasks_on_top_of_the_plans_kwargs_and_m
 def test_the_plans_mods_are_built_in_order_with_typed_settings(workspace_factory) -> None:
     mods = [
         {"template": "accord.mods.ClipUpdate", "settings": {"max_norm": 2}},
-        {"template": "accord.mods.gaussian_noise.LocalGaussianNoise", "settings": {"std": 0.1, "seed": 3}},
+        {"template": "accord.mods.gaussian_noise.LocalGaussianNoise", "settings": {"std": 0.1, "seed": 3, "seed_for_tests_only": True}},
     ]
     plan = workspace_factory(["a"], overrides={"collaborator.settings.mods": mods})
     clip, noise = plan.mods()

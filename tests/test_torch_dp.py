@@ -28,7 +28,7 @@ def runner(**dp_sgd) -> TorchTaskRunner:
 
 
 def test_dp_sgd_learns_digits_and_reports_opacus_own_epsilon(digits: DigitsDataLoader) -> None:
-    site = runner(max_grad_norm=1.0, noise_multiplier=0.8, noise_seed=1)
+    site = runner(max_grad_norm=1.0, noise_multiplier=0.8, noise_seed=1, seed_for_tests_only=True)
     before = site.get_weights()
     first = site.train(digits, epochs=2, metrics=["loss", "accuracy"])
     second = site.train(digits, epochs=2)
@@ -51,8 +51,37 @@ def test_a_target_epsilon_is_spread_over_the_planned_rounds(digits: DigitsDataLo
     assert spent == sorted(spent) and spent[-1] == pytest.approx(3.0, abs=0.05)
 
 
+def test_a_restarted_site_goes_on_from_its_dp_sgd_steps_and_refuses_past_the_target(
+    digits: DigitsDataLoader, tmp_path
+) -> None:
+    """Finding 8 (review 12): the Opacus accountant's steps survive a restart (the site's state
+    folder), and a task that would take epsilon past target_epsilon is refused with the reason."""
+    from accord.dp.ledger import BudgetSpent
+
+    settings = {"max_grad_norm": 1.0, "target_epsilon": 3.0, "rounds": 2}
+    site = runner(**settings)
+    site.keep_state_in(tmp_path)
+    first = site.train(digits, epochs=1).metrics["dp_sgd_epsilon"]
+    restarted = runner(**settings)
+    restarted.keep_state_in(tmp_path)
+    second = restarted.train(digits, epochs=1).metrics["dp_sgd_epsilon"]  # goes on: not first's figure again
+    assert first < second == pytest.approx(3.0, abs=0.05)
+    again = runner(**settings)
+    again.keep_state_in(tmp_path)
+    with pytest.raises(BudgetSpent, match=r"DP-SGD's privacy budget is spent: .* past task_runner\.settings\.dp_sgd"):
+        again.train(digits, epochs=1)
+    assert again.private is not None and again.private.epsilon() == pytest.approx(second, rel=1e-9)
+
+
+def test_a_planned_noise_seed_is_refused_without_the_tests_only_flag() -> None:
+    """Finding 9 (review 12): the plan is shared; a planned seed lets the aggregator remove the noise."""
+    with pytest.raises(AccordError, match="DP-SGD has a seed in the plan") as info:
+        runner(max_grad_norm=1.0, noise_multiplier=1.0, noise_seed=4)
+    assert "remove task_runner.settings.dp_sgd.noise_seed" in (info.value.fix or "")
+
+
 def test_each_examples_gradient_is_clipped(digits: DigitsDataLoader) -> None:
-    tiny = runner(max_grad_norm=1e-6, noise_multiplier=1e-6, noise_seed=2)
+    tiny = runner(max_grad_norm=1e-6, noise_multiplier=1e-6, noise_seed=2, seed_for_tests_only=True)
     before = tiny.get_weights()
     tiny.train(digits, epochs=1)
     after = tiny.get_weights()

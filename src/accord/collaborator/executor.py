@@ -10,6 +10,7 @@ from collections.abc import Callable, Sequence
 import numpy as np
 
 from accord.data.base import DataLoader
+from accord.dp.ledger import BudgetSpent
 from accord.errors import AccordError
 from accord.messages import TaskResult
 from accord.mods.base import CallNext, Instruction, Mod
@@ -112,6 +113,8 @@ class Executor:
         (for the site) and reporting only ``what`` and the error's type (to the aggregator)."""
         try:
             return call()
+        except BudgetSpent as spent:
+            raise SiteFailure(f"{what}: {spent.message}", spent.fix, report=f"{what} refused: {spent.report}") from spent
         except AccordError as exc:
             raise SiteFailure(f"{what}: {exc.message}", exc.fix, report=f"{what} failed ({type(exc).__name__})") from exc
         except Exception as exc:
@@ -142,6 +145,8 @@ def _link(mod: Mod, call_next: CallNext) -> CallNext:
     def call(instruction: Instruction) -> TaskResult:
         try:
             reply = mod(instruction, call_next)
+        except BudgetSpent as spent:  # a refusal the aggregator is told of, with its reason
+            raise SiteFailure(spent.message, spent.fix, report=spent.report) from spent
         except AccordError:
             raise
         except Exception as exc:

@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 from accord.collaborator.collaborator import Collaborator, SiteFailure
 from accord.data.base import DataLoader
+from accord.dp.ledger import SITE_STATE
 from accord.errors import AccordError
 from accord.plan.loader import Plan, read_yaml
 from accord.plan.objects import build
@@ -64,14 +65,21 @@ def build_collaborator(plan: Plan, name: str, client: AggregatorClient, signing:
             exc.fix or "check this site's data path in plan/data.yaml",
             report=f"data loader {template.rsplit('.', 1)[-1]} could not be built ({type(exc.__cause__ or exc).__name__})",
         )
+    runner = build_runner(plan)
+    options = site_options(plan)
+    folder = plan.workspace / SITE_STATE.format(name=name)
+    for part in (runner, *options["mods"]):  # what must survive a restart (a spent privacy budget)
+        keep = getattr(part, "keep_state_in", None)
+        if keep is not None:
+            keep(folder)
     return Collaborator(
         name,
         client,
-        build_runner(plan),
+        runner,
         data,
         data_error=data_error,
         signing=signing,
-        **site_options(plan),
+        **options,
     )
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import ClassVar
 
 from accord.messages import ConfigValue, Task, TaskResult
@@ -49,6 +50,10 @@ class Mod:
     adds_noise: ClassVar[bool] = False
     #: it bounds the update's norm
     clips: ClassVar[bool] = False
+
+    def keep_state_in(self, folder: Path) -> None:
+        """Called once by the deployment's collaborator with this site's own state folder, for a
+        mod that must remember across restarts (LocalDP's spent budget); the default keeps none."""
 
     def __call__(self, instruction: Instruction, call_next: CallNext) -> TaskResult:
         return call_next(instruction)

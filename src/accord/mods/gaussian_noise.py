@@ -9,6 +9,7 @@ import math
 
 import numpy as np
 
+from accord.dp.seeds import check_seed
 from accord.errors import AccordError
 from accord.messages import TaskResult
 from accord.mods._update import changes, with_changes
@@ -23,19 +24,22 @@ class LocalGaussianNoise(Mod):
 
     ``seed`` None (the default, and the right one for privacy): fresh operating-system entropy
     each time. An integer: reproducible noise, drawn from (seed, round, site name, task name),
-    so two sites sharing the plan's seed still draw different noise. This adds the noise; the
-    privacy it buys (epsilon, delta) depends on the clipping bound, ``std`` and the rounds, and
+    so two sites sharing the plan's seed still draw different noise, but everyone with the plan
+    (the aggregator included) can draw it too and subtract it: the noise then protects nothing.
+    A seed is refused unless ``seed_for_tests_only`` is also set, and warned about. This adds
+    the noise; the privacy it buys (epsilon, delta) depends on the clipping bound, ``std`` and the rounds, and
     Accord does not account for it (LocalDP, mods/local_dp.py, does).
     """
 
     adds_noise = True
 
-    def __init__(self, std: float, seed: int | None = None) -> None:
+    def __init__(self, std: float, seed: int | None = None, seed_for_tests_only: bool = False) -> None:
         if not (math.isfinite(std) and std >= 0):
             raise AccordError(
                 f"LocalGaussianNoise std is {std}; it must be a finite number >= 0",
                 "set collaborator.settings.mods[].settings.std",
             )
+        check_seed(type(self).__name__, "collaborator.settings.mods[].settings", seed, seed_for_tests_only)
         self.std = float(std)
         self.seed = seed
 
@@ -60,3 +64,5 @@ class LocalGaussianNoise(Mod):
 def _word(text: str) -> int:
     """A stable 64-bit number for ``text`` (Python's hash() changes between processes)."""
     return int.from_bytes(hashlib.blake2b(text.encode(), digest_size=8).digest(), "little")
+
+

@@ -54,6 +54,5 @@ def secured(strategy: Any, settings: SecureAggregationSettings) -> Any:
     it; a strategy that needs each update on its own is refused there, in one line."""
     if not settings.enabled:
         return strategy
-    from accord.strategies.secure import SecureAggregation
-
-    return SecureAggregation(strategy, settings)
+    secure = import_dotted("accord.strategies.secure.SecureAggregation", "secure aggregation")  # a layer above the plan's
+    return secure(strategy, settings)

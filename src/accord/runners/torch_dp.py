@@ -6,11 +6,14 @@ to ``max_grad_norm`` and add Gaussian noise to each batch's sum, over Poisson-sa
 The guarantee is record-level, at this site: (epsilon, delta) for one example of this site's
 data, against anyone who sees what the site sends (every round's update). The site reports its
 own epsilon after each training task (``dp_sgd_epsilon`` in the train metrics), by Opacus's RDP
-accountant over every DP-SGD step this process ran.
+accountant over every DP-SGD step this site ran: each task's steps are recorded in the site's
+own state folder (dp/ledger.py) before its reply leaves, so a restarted site goes on from them,
+and a round asked twice counts twice. With ``target_epsilon`` the budget is enforced: a task
+that would take epsilon past it is refused (BudgetSpent, reported to the aggregator).
 
 The noise and the sampling draw from a generator of their own: seeded from OS entropy unless
-the plan sets ``noise_seed`` (the plan is shared, so a planned seed lets others remove the
-noise: tests only).
+the plan sets ``noise_seed``, which is refused unless ``seed_for_tests_only`` is set too (the
+plan is shared, so a planned seed lets others remove the noise: tests only).
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ import warnings
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -28,6 +32,8 @@ import torch
 from torch import nn
 
 from accord.data.base import DataLoader
+from accord.dp.ledger import BudgetSpent, Ledger
+from accord.dp.seeds import check_seed
 from accord.errors import AccordError
 from accord.imports import optional_module
 
@@ -52,6 +58,7 @@ class DPSGD:
     rounds: int | None = None
     delta: float = 1e-5
     noise_seed: int | None = None
+    seed_for_tests_only: bool = False
 
     @classmethod
     def from_plan(cls, settings: Mapping[str, Any]) -> DPSGD:
@@ -65,7 +72,9 @@ class DPSGD:
                 f"{WHERE} needs max_grad_norm", f"set {WHERE}.max_grad_norm (the L2 norm each example's gradient is clipped to)"
             )
         for key, value in settings.items():
-            if key in ("rounds", "noise_seed"):
+            if key == "seed_for_tests_only":
+                ok = isinstance(value, bool)
+            elif key in ("rounds", "noise_seed"):
                 ok = value is None or (
                     isinstance(value, int) and not isinstance(value, bool) and (key == "noise_seed" or value >= 1)
                 )
@@ -88,6 +97,7 @@ class DPSGD:
             raise AccordError(
                 f"{WHERE}.target_epsilon needs rounds", f"set {WHERE}.rounds: the training tasks the budget is spread over"
             )
+        check_seed("DP-SGD", WHERE, chosen.noise_seed, chosen.seed_for_tests_only, "noise_seed")
         return chosen
 
 
@@ -119,6 +129,12 @@ class PrivateTraining:
         self.generator = torch.Generator().manual_seed(seed)
         self.accountant = _opacus().accountants.RDPAccountant()
         self._noise: float | None = settings.noise_multiplier
+        self.ledger = Ledger()
+
+    def keep_state_in(self, folder: Path) -> None:
+        """Account every DP-SGD step this site ran, restarts included: its ledger in ``folder``."""
+        self.ledger = Ledger(folder / "dp_sgd.json")
+        self.accountant.history = [(float(z), float(q), int(steps)) for z, q, steps in self.ledger.rows]
 
     def noise_multiplier(self, sample_rate: float, steps_per_task: int) -> float:
         """The planned z, or the one whose ``rounds`` tasks spend ``target_epsilon`` (Opacus's calibration)."""
@@ -149,6 +165,8 @@ class PrivateTraining:
         )
         sampled = opacus.data_loader.DPDataLoader.from_data_loader(loader, generator=self.generator)
         sample_rate = 1 / len(sampled)
+        noise = self.noise_multiplier(sample_rate, epochs * len(sampled))
+        self._refuse_past_budget(noise, sample_rate, epochs * len(sampled))
         with warnings.catch_warnings():  # "Secure RNG turned off": the noise has its own generator
             warnings.simplefilter("ignore", UserWarning)
             engine = opacus.PrivacyEngine(accountant="rdp")
@@ -157,7 +175,7 @@ class PrivateTraining:
             module=model,
             optimizer=optimizer,
             data_loader=sampled,
-            noise_multiplier=self.noise_multiplier(sample_rate, epochs * len(sampled)),
+            noise_multiplier=noise,
             max_grad_norm=self.settings.max_grad_norm,
             poisson_sampling=False,  # the loader is Poisson-sampled already, with our generator
             noise_generator=self.generator,
@@ -166,15 +184,37 @@ class PrivateTraining:
         def batches(_seed: int | None = None) -> Iterator[tuple[np.ndarray, np.ndarray]]:
             return ((bx.numpy(), by.numpy()) for bx, by in sampled)
 
+        before = self.steps()
         try:
             with warnings.catch_warnings():  # torch: the backward hooks fire on a model whose inputs need no gradient
                 warnings.filterwarnings("ignore", "Full backward hook is firing", UserWarning)
                 yield private, dp_optimizer, batches
+            self.ledger.add([noise, sample_rate, self.steps() - before])  # before the reply leaves
         finally:
             private.to_standard_module()  # the hooks and per-example gradients removed
 
+    def steps(self) -> int:
+        """The DP-SGD steps the accountant holds (this site's, restarts included)."""
+        return sum(int(steps) for _, _, steps in self.accountant.history)
+
+    def _refuse_past_budget(self, noise: float, sample_rate: float, steps: int) -> None:
+        """BudgetSpent if a task of ``steps`` steps would take epsilon past ``target_epsilon``."""
+        target = self.settings.target_epsilon
+        if target is None or not self.accountant.history:
+            return
+        after = _opacus().accountants.RDPAccountant()
+        after.history = [*self.accountant.history, (noise, sample_rate, steps)]
+        epsilon = float(after.get_epsilon(self.settings.delta))
+        if epsilon > target:
+            raise BudgetSpent(
+                f"DP-SGD's privacy budget is spent: the next training task would take this site's epsilon from "
+                f"{self.epsilon():.4f} to {epsilon:.4f}, past {WHERE}.target_epsilon {target:g}",
+                f"start a new federation with a new budget (this site's steps are in its state folder), or raise "
+                f"{WHERE}.target_epsilon and rounds",
+            )
+
     def epsilon(self) -> float:
-        """This site's epsilon at ``delta`` over every DP-SGD step run so far."""
+        """This site's epsilon at ``delta`` over every DP-SGD step run so far (restarts included)."""
         return float(self.accountant.get_epsilon(self.settings.delta))
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -57,6 +58,11 @@ class TorchTaskRunner(TorchWeights):
         self._epochs_run = 0
         #: DP-SGD through Opacus (runners/torch_dp.py), when the plan asks for it
         self.private = None if dp_sgd is None else PrivateTraining(DPSGD.from_plan(dp_sgd), self.model)
+
+    def keep_state_in(self, folder: Path) -> None:
+        """DP-SGD's spent budget is kept in ``folder``, this site's own state (none without DP-SGD)."""
+        if self.private is not None:
+            self.private.keep_state_in(folder)
 
     def _new_optimizer(self) -> torch.optim.Optimizer:
         """A fresh optimizer from the plan's configuration."""

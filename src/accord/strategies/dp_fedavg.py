@@ -12,13 +12,20 @@ guarantee). With ``target_quantile`` the clip adapts: the count of unclipped rep
 noised (std ``unclipped_count_stddev``), moves C geometrically towards that quantile of the
 norms; its noise is accounted with the sum's.
 
-The noise of round r is drawn from a generator seeded by (secret seed, r): a restart after a
-kill -9 draws exactly the noise an uninterrupted run draws, and no round repeats another's. The
-seed and the accountant's rows are the strategy's snapshot, journaled at each round's start.
+The noise of round r is drawn from a generator seeded by (secret seed, r, the digest of the set
+of replies it includes: each one's site name and a digest of its update): a restart after a
+kill -9 that closes round r over the same replies draws exactly the noise an uninterrupted run
+draws, and a close over a different set (a site late the first time replies after the restart)
+draws fresh noise, so two releases of round r never share noise and their difference is not a
+site's noise-free update. No round repeats another's. The seed and the accountant's rows are the
+strategy's snapshot, journaled at each round's start; the accountant charges the round once, when
+the committed close runs ``finish`` (a release served before a crash and lost with the
+uncommitted state is a second release the accountant does not see: docs/privacy.md).
 """
 
 from __future__ import annotations
 
+import hashlib
 import math
 import secrets
 from collections.abc import Mapping, Sequence
@@ -225,16 +232,28 @@ class NoisySum:
         self.context, self.clip_norm, self.noise_multiplier = context, clip_norm, noise_multiplier
         self.mechanism, self.seed, self.count_unclipped = mechanism, seed, count_unclipped
         self._replies: list[Reply] = []
+        self._digests: dict[str, bytes] = {}
         self._unclipped = 0
 
     def add(self, reply: Reply) -> None:
         clipped, _ = clip_reply(reply, self.context.global_model, self.clip_norm)
         self._unclipped += clipped is reply
+        self._digests[reply.collaborator] = reply_digest(reply)
         self._replies.append(replace(clipped, update=clipped.kept, stored=None))
 
+    def included(self) -> int:
+        """The digest of the set of replies included (their names and update digests, in any
+        order), as a number: the part of the noise's seed that changes with the set."""
+        h = hashlib.blake2b(digest_size=16)
+        for name in sorted(self._digests):
+            h.update(hashlib.blake2b(name.encode()).digest())
+            h.update(self._digests[name])
+        return int.from_bytes(h.digest(), "little")
+
     def result(self) -> Aggregate:
-        """The noisy mean; the same noise however often it is taken (the generator is the round's)."""
-        rng = np.random.default_rng(list(self.seed))
+        """The noisy mean; the same noise however often it is taken over the same replies (the
+        generator is the round's and the included set's), fresh noise over another set."""
+        rng = np.random.default_rng([*self.seed, self.included()])
         noisy_unclipped = None
         if self.count_unclipped:
             noisy_unclipped = self._unclipped + float(rng.normal(0.0, self.mechanism.noise_multipliers[1]))
@@ -254,3 +273,14 @@ class NoisySum:
             total += ref
             model[name] = total.astype(reference.dtype).reshape(reference.shape)
         return NoisyAggregate(model, [], noisy_unclipped)
+
+
+def reply_digest(reply: Reply) -> bytes:
+    """A digest of ``reply``'s update as it arrived: each tensor's name, dtype, shape and bytes."""
+    h = hashlib.blake2b(digest_size=32)
+    h.update(b"delta" if reply.is_delta else b"model")
+    for name in sorted(reply.update):
+        values = np.ascontiguousarray(reply.update[name])
+        h.update(f"{name}\0{values.dtype.str}\0{values.shape}\0".encode())
+        h.update(values)  # type: ignore[arg-type]  # a contiguous buffer
+    return h.digest()
