@@ -28,19 +28,19 @@ from __future__ import annotations
 import hashlib
 import math
 import secrets
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
 import numpy as np
 
 from accord.aggregation.bounds import blocks, change_of, flat, normed, source
 from accord.dp.accountant import RoundMechanism, Rounds
-from accord.messages import ConfigValue
 from accord.strategies.base import Strategy
 from accord.strategies.clipping import clip_reply
 from accord.strategies.fedavg import FedAvg
 from accord.strategies.robust import require
 from accord.strategies.seam import EVERYONE, Accumulator, Aggregate, ClientSampling, Reply, RoundContext, StrategyState
+from accord.strategies.wrapper import Wrapper
 from accord.tensors.state import ModelState
 
 
@@ -51,12 +51,14 @@ class NoisyAggregate(Aggregate):
     noisy_unclipped: float | None = None
 
 
-class DPFedAvg(Strategy):
+class DPFedAvg(Wrapper):
     """Wraps ``strategy`` (FedAvg by default; a FedAvg-family one: its ``finish`` steps from the
     noisy mean) with central DP: see the module docstring and docs/privacy.md."""
 
-    #: server-side clipping needs each update (with secure aggregation, clip at the sites)
-    needs_individual_updates = True
+    @property
+    def needs_individual_updates(self) -> bool:  # type: ignore[override]
+        """Server-side clipping needs each update (with secure aggregation, clip at the sites)."""
+        return True
 
     def __init__(
         self,
@@ -101,7 +103,7 @@ class DPFedAvg(Strategy):
             type(inner).__name__,
             "a FedAvg-family strategy (robust ones need each update unnoised)",
         )
-        self.strategy = inner
+        super().__init__(inner)
         self.noise_multiplier = noise_multiplier
         self.clip_norm = clip_norm
         self.delta = delta
@@ -114,19 +116,9 @@ class DPFedAvg(Strategy):
         self.rounds = Rounds()
         self._unclipped_fraction: float | None = None
 
-    @property
-    def config_schema(self) -> Mapping[str, type]:  # type: ignore[override]
-        return self.strategy.config_schema
-
     def select(self, round_number: int, candidates: Sequence[str], sampling: ClientSampling = EVERYONE) -> Sequence[str]:
         """The plan's cohort size, drawn uniformly with the secret seed."""
         return replace(sampling, seed=self.noise_seed).sample(round_number, candidates)
-
-    def configure(self, round_number: int) -> dict[str, ConfigValue]:
-        return self.strategy.configure(round_number)
-
-    def min_replies(self, cohort_size: int) -> int:
-        return self.strategy.min_replies(cohort_size)
 
     def mechanism(self, context: RoundContext) -> RoundMechanism:
         """What round ``context`` releases: its cohort of the population, its noise multipliers
