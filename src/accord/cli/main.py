@@ -20,6 +20,7 @@ def fx(log_level: str) -> None:
 
     \b
     Try it on this machine:  fx quickstart
+    Run your workspace as a local federation (mutual TLS, N processes):  fx run -w WS
     Learn the Python APIs in Jupyter:  fx tutorial start
     Run a federation across sites, in order (CA = the aggregator's workspace WS):
       (CA)    fx workspace create --prefix WS --template torch_digits
@@ -41,12 +42,13 @@ def fx(log_level: str) -> None:
 
 
 def _register() -> None:
-    from accord.cli import aggregator, ca, collaborator, plan, quickstart, simulate, tutorial, workspace
+    from accord.cli import aggregator, ca, collaborator, plan, quickstart, run, simulate, tutorial, workspace
 
     workspace.workspace.add_command(ca.certify_cmd, "certify")
     workspace.workspace.add_command(ca.certificates_cmd, "certificates")
     workspace.workspace.add_command(ca.revoke_cmd, "revoke")
     fx.add_command(quickstart.quickstart)
+    fx.add_command(run.run)
     fx.add_command(workspace.workspace)
     fx.add_command(plan.plan)
     fx.add_command(aggregator.aggregator)
