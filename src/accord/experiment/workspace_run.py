@@ -21,8 +21,8 @@ import yaml
 
 from accord.errors import AccordError
 from accord.experiment.local import configure_federation
-from accord.plan.loader import Plan, load_plan, read_yaml
 from accord.plan.identity import BYTECODE_DIR
+from accord.plan.loader import Plan, load_plan, read_yaml
 
 #: the file that marks a scratch folder as fx run's own (so the next run may replace it)
 MARKER = "fx-run.txt"
