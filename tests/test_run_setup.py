@@ -56,3 +56,19 @@ def test_a_scratch_folder_fx_run_did_not_make_is_left_alone(workspace: Path, tmp
     for inside in (workspace, workspace / "src" / "run", tmp_path):
         assert "would hold or lie inside the workspace's own files" in refused(["run", "-w", str(workspace), "--scratch", str(inside)], capsys)
     assert sorted(p.name for p in (workspace / "src").iterdir()) == ["__init__.py", "model.py"]
+
+
+def test_each_sites_data_path_in_order_of_precedence(workspace: Path, tmp_path: Path, monkeypatch) -> None:
+    from accord.experiment.workspace_run import site_data_paths
+    from accord.plan.loader import load_plan
+
+    (workspace / "plan" / "data.yaml").write_text("b: 7\nc: rel.npz\n")
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "rel.npz").write_bytes(b"")
+    plan = load_plan(workspace / "plan" / "plan.yaml")
+    paths = site_data_paths(plan, ["a", "b", "c", "d"], {"a": "rel.npz", "d": "not/here.npz"})
+    # --data-path, then data.yaml, then (a loader with collaborator_count) the shard number;
+    # a relative path that exists from here made absolute, any other value as it is
+    assert paths == {"a": str(tmp_path / "rel.npz"), "b": 7, "c": str(tmp_path / "rel.npz"), "d": "not/here.npz"}
+    names = ["collaborator1", "collaborator2", "collaborator3"]
+    assert site_data_paths(plan, names, {}) == {"collaborator1": 1, "collaborator2": 2, "collaborator3": 3}

@@ -28,7 +28,7 @@ def fx(log_level: str) -> None:
       (CA)    fx workspace certify -w WS              root + signing CA
       (CA)    fx aggregator generate-cert-request -w WS, then fx aggregator certify -w WS
       (CA)    fx plan freeze -w WS                    hash into the plan, read-only
-    (CA)    fx workspace export -w WS               the workspace for the sites (no keys)
+      (CA)    fx workspace export -w WS               the workspace for the sites (no keys)
       (site)  fx workspace import --archive ZIP --prefix SITE
       (site)  fx collaborator generate-cert-request -n NAME -w SITE --data-path PATH
       (CA)    fx collaborator certify --request-pkg col_NAME_to_agg_cert_request.zip -w WS
