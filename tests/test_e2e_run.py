@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -58,8 +59,13 @@ def test_fx_run_on_a_created_workspace_completes_over_mutual_tls(tmp_path: Path)
     assert metric_origins(run_folder) == {"aggregator", "collaborator1", "collaborator2"}
     assert yaml.safe_load((run_folder / "plan" / "data.yaml").read_text()) == {"collaborator1": 1, "collaborator2": 2}
     assert (run_folder / "cert" / "client" / "col_collaborator1.key").stat().st_mode & 0o077 == 0
-    # the user's workspace: not one file added, changed or re-moded (no CA, no plan edit)
+    # the user's workspace: not one file added, changed or re-moded (no CA, no plan edit),
+    # and its archive for the sites holds none of the run's files
     assert snapshot(workspace) == before
+    archive = tmp_path / "ws.zip"
+    assert fx("workspace", "export", "-w", str(workspace), "--output", str(archive)).returncode == 0
+    with zipfile.ZipFile(archive) as exported:
+        assert sorted(exported.namelist()) == ["manifest.json", "plan/plan.yaml", "requirements.txt", "src/__init__.py", "src/model.py"]
 
     again = fx("run", "-w", str(workspace), "-c", "1", "-r", "1", *FAST_OPTIONS)
     assert again.returncode == 0, again.stderr

@@ -109,6 +109,9 @@ def test_tutorial_start_copies_and_runs_jupyter(tmp_path: Path, monkeypatch) -> 
     assert edited.read_text(encoding="utf-8") == "{}"
     assert (folder / NOTEBOOKS[1]).is_file()
 
+    assert main(["tutorial", "start", "--dir", str(folder), "--ip", "0.0.0.0", "--allow-root", "--port", "8888"]) == 0
+    assert calls[-1][0][3:] == ["--port=8888", "--ip=0.0.0.0", "--allow-root"]
+
 
 def test_tutorial_start_serves_jupyter_for_real(tmp_path: Path) -> None:
     """`fx tutorial start` as a user types it in a container: Jupyter's server answers on the port."""
