@@ -20,6 +20,7 @@ def fx(log_level: str) -> None:
 
     \b
     Try it on this machine:  fx quickstart
+    Run your workspace as a local federation (mutual TLS, N processes):  fx run -w WS
     Learn the Python APIs in Jupyter:  fx tutorial start
     Run a federation across sites, in order (CA = the aggregator's workspace WS):
       (CA)    fx workspace create --prefix WS --template torch_digits
@@ -27,7 +28,7 @@ def fx(log_level: str) -> None:
       (CA)    fx workspace certify -w WS              root + signing CA
       (CA)    fx aggregator generate-cert-request -w WS, then fx aggregator certify -w WS
       (CA)    fx plan freeze -w WS                    hash into the plan, read-only
-    (CA)    fx workspace export -w WS               the workspace for the sites (no keys)
+      (CA)    fx workspace export -w WS               the workspace for the sites (no keys)
       (site)  fx workspace import --archive ZIP --prefix SITE
       (site)  fx collaborator generate-cert-request -n NAME -w SITE --data-path PATH
       (CA)    fx collaborator certify --request-pkg col_NAME_to_agg_cert_request.zip -w WS
@@ -41,12 +42,13 @@ def fx(log_level: str) -> None:
 
 
 def _register() -> None:
-    from accord.cli import aggregator, ca, collaborator, plan, quickstart, simulate, tutorial, workspace
+    from accord.cli import aggregator, ca, collaborator, plan, quickstart, run, simulate, tutorial, workspace
 
     workspace.workspace.add_command(ca.certify_cmd, "certify")
     workspace.workspace.add_command(ca.certificates_cmd, "certificates")
     workspace.workspace.add_command(ca.revoke_cmd, "revoke")
     fx.add_command(quickstart.quickstart)
+    fx.add_command(run.run)
     fx.add_command(workspace.workspace)
     fx.add_command(plan.plan)
     fx.add_command(aggregator.aggregator)

@@ -21,16 +21,11 @@ def quickstart(collaborators: int, rounds: int, workspace: Path | None) -> None:
     """Run a federation on digits: an aggregator and N collaborators as processes over mutual TLS."""
     from rich.console import Console
 
-    from accord.errors import AccordError
-    from accord.experiment.local import prepare_workspace, run_processes
-    from accord.experiment.summary import print_summary
+    from accord.experiment.local import prepare_workspace
+    from accord.experiment.summary import print_line, run_with_summary
 
     console = Console()
     console.print(f"[bold]Accord quickstart[/]: {collaborators} collaborators, {rounds} rounds, digits MLP")
     plan = prepare_workspace(workspace, collaborators, rounds)
-    console.print(f"workspace {plan.workspace}  (CA and certificates in cert/, plan hash {plan.hash[:16]}...)")
-    report = run_processes(plan, on_line=lambda line: console.print(line, markup=False, highlight=False, soft_wrap=True))
-    print_summary(console, plan, report)
-    if not report.ok:
-        failed = ", ".join(f"{n} (exit {c})" for n, c in report.returncodes.items() if c != 0)
-        raise AccordError(f"the federation did not finish: {failed}", f"see the logs in {plan.workspace / 'logs'}")
+    print_line(console, f"workspace {plan.workspace}  (CA and certificates in cert/, plan hash {plan.hash[:16]}...)")
+    run_with_summary(console, plan)

@@ -13,6 +13,9 @@ import click
 from accord.cli.options import OrderedGroup
 from accord.errors import AccordError
 
+#: the extra that brings Jupyter (pyproject.toml)
+TUTORIAL_EXTRA = "accord[tutorial]"
+
 
 def tutorial_dir() -> Path:
     """The folder of the notebooks installed with Accord."""
@@ -82,22 +85,28 @@ def list_cmd() -> None:
     help="Folder to copy the notebooks into (files already there are kept as they are).",
 )
 @click.option("--port", type=int, default=None, help="Port for Jupyter (its default otherwise).")
+@click.option("--ip", default=None, help="Address Jupyter listens on (its default, localhost, otherwise).")
 @click.option("--no-browser", is_flag=True, help="Do not open a browser.")
-def start_cmd(folder: Path, port: int | None, no_browser: bool) -> None:
+@click.option("--allow-root", is_flag=True, help="Let Jupyter run as root (in a container, say).")
+def start_cmd(folder: Path, port: int | None, ip: str | None, no_browser: bool, allow_root: bool) -> None:
     """Copy the notebooks into a folder and open it in Jupyter Lab (or Notebook)."""
     module = find_jupyter()
     if module is None:
-        raise AccordError("Jupyter is not installed; install it with: pip install jupyterlab")
+        raise AccordError("Jupyter is not installed", f"install the tutorial extra: pip install '{TUTORIAL_EXTRA}'")
     copied, kept = copy_notebooks(folder)
     if copied:
         click.echo(f"copied {', '.join(copied)} into {folder}")
     if kept:
         click.echo(f"kept your copies of {', '.join(kept)} in {folder}")
-    command = [sys.executable, "-m", module]
-    if port is not None:
-        command.append(f"--port={port}")
-    if no_browser:
-        command.append("--no-browser")
+    command = [sys.executable, "-m", module, *jupyter_options(port=port, ip=ip, no_browser=no_browser, allow_root=allow_root)]
     code = subprocess.call(command, cwd=folder)
     if code not in (0, 130, -2):
         raise AccordError(f"{module} exited with code {code}", "see its messages above")
+
+
+def jupyter_options(*, port: int | None, ip: str | None, no_browser: bool, allow_root: bool) -> list[str]:
+    """The options passed through to Jupyter, in its own spelling."""
+    options = [] if port is None else [f"--port={port}"]
+    options += [] if ip is None else [f"--ip={ip}"]
+    options += ["--no-browser"] * no_browser + ["--allow-root"] * allow_root
+    return options

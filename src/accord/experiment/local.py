@@ -7,6 +7,7 @@ mutual TLS on 127.0.0.1, exactly as they would across sites.
 from __future__ import annotations
 
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -41,31 +42,49 @@ def prepare_workspace(
     template: str = "torch_digits",
     overrides: Mapping[str, Any] | None = None,
 ) -> Plan:
-    """Create the workspace, write plan and data.yaml, the initial model and the PKI."""
-    from accord.pki import make_federation_pki
-
+    """Create the workspace from ``template``, write plan and data.yaml, the initial model and the PKI."""
     if collaborators < 1 or rounds < 1:
         raise AccordError("--collaborators and --rounds must be at least 1")
     root = Path(workspace) if workspace else Path(tempfile.mkdtemp(prefix="accord-quickstart-"))
     root = create_workspace(root, template)
     names = [f"collaborator{i}" for i in range(1, collaborators + 1)]
+    overrides = {
+        "aggregator.settings.rounds_to_train": rounds,
+        "data_loader.settings.collaborator_count": collaborators,
+        **(overrides or {}),
+    }
+    return configure_federation(root, {name: i for i, name in enumerate(names, start=1)}, overrides)
+
+
+def configure_federation(
+    root: Path, data_paths: Mapping[str, str | int], overrides: Mapping[str, Any], initial_model: Path | None = None
+) -> Plan:
+    """Make the workspace at ``root`` a federation on 127.0.0.1 of the sites ``data_paths`` names:
+    plan (members, address, a free port, the overrides), data.yaml, initial model (a copy of
+    ``initial_model``, else built) and a fresh PKI."""
+    from accord.pki import make_federation_pki
+
+    names = list(data_paths)
     plan_file = root / "plan" / "plan.yaml"
     update_plan_file(
         plan_file,
         {
             "collaborators": names,
-            "aggregator.settings.rounds_to_train": rounds,
-            "data_loader.settings.collaborator_count": collaborators,
             "network.settings.agg_addr": "localhost",
             "network.settings.agg_port": free_port(),
-            **(overrides or {}),
+            **overrides,
         },
     )
-    (root / "plan" / "data.yaml").write_text(
-        yaml.safe_dump({name: i for i, name in enumerate(names, start=1)}), encoding="utf-8"
-    )
     plan = load_plan(plan_file, workspace=root)
-    initialize_model(plan)
+    data_config = plan.resolve_path(plan.model.collaborator.settings.data_config_path)
+    data_config.parent.mkdir(parents=True, exist_ok=True)
+    data_config.write_text(yaml.safe_dump(dict(data_paths), sort_keys=False), encoding="utf-8")
+    if initial_model is None:
+        initialize_model(plan)
+    else:
+        target = plan.resolve_path(plan.model.aggregator.settings.init_state_path)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(initial_model, target)
     make_federation_pki(plan.resolve_path(plan.model.network.settings.cert_dir), "localhost", names)
     return plan
 

@@ -1,4 +1,4 @@
-"""The closing summary of a local federation."""
+"""The closing summary of a local federation, and the run that ends with it."""
 
 from __future__ import annotations
 
@@ -7,13 +7,19 @@ import statistics
 from rich.console import Console
 from rich.table import Table
 
-from accord.experiment.local import FederationReport
+from accord.errors import AccordError
+from accord.experiment.local import FederationReport, run_processes
 from accord.plan.loader import Plan
+
+
+def print_line(console: Console, text: str) -> None:
+    """``text`` as it is: no markup, no highlighting, never broken into lines (a path stays one to copy)."""
+    console.print(text, markup=False, highlight=False, soft_wrap=True)
 
 
 def print_summary(console: Console, plan: Plan, report: FederationReport) -> None:
     """Rounds, final and best values of the plan's best metric, the privacy spent (central DP),
-    and where the files are."""
+    and where the files are: those after the table, one a line, whole, whatever the terminal's width."""
     settings = plan.model.aggregator.settings
     key = settings.best_metric
     values = report.aggregated(key)
@@ -34,8 +40,24 @@ def print_summary(console: Console, plan: Plan, report: FederationReport) -> Non
     if overhead:
         table.add_row("framework overhead per round", f"{1000 * statistics.median(overhead):.1f} ms (median)")
     table.add_row("wall time", f"{report.seconds:.1f} s")
-    for label, path in (("initial model", settings.init_state_path), ("best model", settings.best_state_path), ("last model", settings.last_state_path)):
-        table.add_row(label, str(plan.resolve_path(path)))
-    table.add_row("metrics", str(plan.resolve_path(settings.metrics_path)))
-    table.add_row("logs", str(plan.workspace / "logs"))
     console.print(table)
+    files = (
+        ("initial model", plan.resolve_path(settings.init_state_path)),
+        ("best model", plan.resolve_path(settings.best_state_path)),
+        ("last model", plan.resolve_path(settings.last_state_path)),
+        ("metrics", plan.resolve_path(settings.metrics_path)),
+        ("logs", plan.workspace / "logs"),
+    )
+    for label, path in files:
+        print_line(console, f"{label + ':':<15}{path}")
+
+
+def run_with_summary(console: Console, plan: Plan, timeout: float = 600.0) -> FederationReport:
+    """Run the prepared federation's processes, echo the aggregator's lines, print the summary;
+    AccordError naming each process that failed."""
+    report = run_processes(plan, on_line=lambda line: print_line(console, line), timeout=timeout)
+    print_summary(console, plan, report)
+    if not report.ok:
+        failed = ", ".join(f"{n} (exit {c})" for n, c in report.returncodes.items() if c != 0)
+        raise AccordError(f"the federation did not finish: {failed}", f"see the logs in {plan.workspace / 'logs'}")
+    return report

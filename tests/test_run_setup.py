@@ -1,0 +1,74 @@
+"""`fx run`'s refusals: one line naming the thing and the fix, exit 2, nothing written."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from accord.cli.main import main
+from accord.plan.loader import update_plan_file
+from accord.workspace.create import create_workspace
+
+
+def refused(args: list[str], capsys) -> str:
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "Traceback" not in err, err
+    return err
+
+
+@pytest.fixture
+def workspace(tmp_path: Path) -> Path:
+    return create_workspace(tmp_path / "ws", "torch_digits")
+
+
+def test_a_data_path_for_a_site_not_in_the_run(workspace: Path, capsys) -> None:
+    err = refused(["run", "-w", str(workspace), "-c", "2", "--data-path", "hospital=/data/a.npz"], capsys)
+    assert "--data-path names hospital, not among this run's collaborators collaborator1, collaborator2" in err
+    assert not (workspace / ".accord-run").exists()
+
+
+@pytest.mark.parametrize("item", ["collaborator1", "=x.npz", "collaborator1="])
+def test_a_data_path_that_is_not_name_equals_path(workspace: Path, capsys, item: str) -> None:
+    assert "is not NAME=PATH" in refused(["run", "-w", str(workspace), "--data-path", item], capsys)
+
+
+def test_a_loader_that_takes_a_path_needs_one_per_site(workspace: Path, capsys) -> None:
+    update_plan_file(workspace / "plan" / "plan.yaml", {"data_loader": {"template": "accord.data.npz.NpzDataLoader", "settings": {}}})
+    err = refused(["run", "-w", str(workspace), "-c", "2", "--data-path", "collaborator1=a.npz"], capsys)
+    assert "collaborator collaborator2 has no data" in err and "--data-path collaborator2=PATH" in err
+
+
+@pytest.mark.parametrize("value", ["0", "-1"])
+def test_counts_below_one(workspace: Path, capsys, value: str) -> None:
+    assert "must be at least 1" in refused(["run", "-w", str(workspace), "-c", value], capsys)
+    assert "must be at least 1" in refused(["run", "-w", str(workspace), "-r", value], capsys)
+
+
+def test_a_scratch_folder_fx_run_did_not_make_is_left_alone(workspace: Path, tmp_path: Path, capsys) -> None:
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("keep me")
+    err = refused(["run", "-w", str(workspace), "--scratch", str(mine)], capsys)
+    assert "is not a folder fx run made" in err
+    assert (mine / "notes.txt").read_text() == "keep me"
+    for inside in (workspace, workspace / "src" / "run", tmp_path):
+        assert "would hold or lie inside the workspace's own files" in refused(["run", "-w", str(workspace), "--scratch", str(inside)], capsys)
+    assert sorted(p.name for p in (workspace / "src").iterdir()) == ["__init__.py", "model.py"]
+
+
+def test_each_sites_data_path_in_order_of_precedence(workspace: Path, tmp_path: Path, monkeypatch) -> None:
+    from accord.experiment.workspace_run import site_data_paths
+    from accord.plan.loader import load_plan
+
+    (workspace / "plan" / "data.yaml").write_text("b: 7\nc: rel.npz\n")
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "rel.npz").write_bytes(b"")
+    plan = load_plan(workspace / "plan" / "plan.yaml")
+    paths = site_data_paths(plan, ["a", "b", "c", "d"], {"a": "rel.npz", "d": "not/here.npz"})
+    # --data-path, then data.yaml, then (a loader with collaborator_count) the shard number;
+    # a relative path that exists from here made absolute, any other value as it is
+    assert paths == {"a": str(tmp_path / "rel.npz"), "b": 7, "c": str(tmp_path / "rel.npz"), "d": "not/here.npz"}
+    names = ["collaborator1", "collaborator2", "collaborator3"]
+    assert site_data_paths(plan, names, {}) == {"collaborator1": 1, "collaborator2": 2, "collaborator3": 3}
