@@ -36,8 +36,11 @@ def events_path(metrics_path: Path) -> Path:
     return metrics_path.with_name(EVENTS_NAME)
 
 
+_CUT = " ... (cut short)"
+
+
 def _cut(text: str) -> str:
-    return text if len(text) <= MAX_TEXT else text[: MAX_TEXT - 14] + " ... (cut short)"
+    return text if len(text) <= MAX_TEXT else text[: MAX_TEXT - len(_CUT)] + _CUT
 
 
 class EventLog:

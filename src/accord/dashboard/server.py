@@ -100,16 +100,10 @@ class _Handler(BaseHTTPRequestHandler):
     def do_GET(self) -> None:
         refused = self.dashboard.authorized(self.path, self.headers.get("Authorization"))
         if refused is not None:
-            log.warning(
-                "dashboard: refused a request from %s: %s",
-                self.client_address[0],
-                "no token" if refused == HTTPStatus.UNAUTHORIZED else "wrong token",
-            )
-            self._send(
-                refused,
-                "text/plain; charset=utf-8",
-                f"{refused.value} {refused.phrase}: open the URL fx dashboard printed\n".encode(),
-            )
+            why = "no token" if refused == HTTPStatus.UNAUTHORIZED else "a wrong token"
+            log.warning("dashboard: refused a request from %s: %s", self.client_address[0], why)
+            text = f"{refused.value} {refused.phrase}: {why}; open the URL `fx dashboard` printed, with its token\n"
+            self._send(refused, "text/plain; charset=utf-8", text.encode())
             return
         route = urlsplit(self.path).path
         if route == "/":

@@ -16,8 +16,10 @@ from accord.plan.loader import Plan
 
 #: the events sent to the page, the newest
 EVENTS_SHOWN = 50
-#: the model files listed at most (the save folder's regular files, by name)
+#: the model files listed at most (the save folder's regular files of MODEL_SUFFIXES, by name)
 MODELS_SHOWN = 32
+#: what a model file's name ends with (safetensors; ONNX, OpenVINO IR, TorchScript, Keras exports)
+MODEL_SUFFIXES = (".safetensors", ".onnx", ".xml", ".bin", ".pt", ".keras")
 
 
 class DashboardView:
@@ -84,7 +86,7 @@ class DashboardView:
         }
 
     def _models(self) -> list[dict[str, Any]]:
-        """The save folder's regular files (not links, not folders): name, bytes, modified."""
+        """The save folder's model files (regular files, not links): name, bytes, modified."""
         try:
             entries = sorted(self._save_dir.iterdir())
         except OSError:
@@ -92,7 +94,7 @@ class DashboardView:
         models = []
         for path in entries:
             try:
-                if path.is_symlink() or not path.is_file():
+                if not path.name.endswith(MODEL_SUFFIXES) or path.is_symlink() or not path.is_file():
                     continue
                 stat = path.stat()
             except OSError:
