@@ -111,7 +111,8 @@ def get(url: str, token: str | None = None) -> tuple[int, str, dict[str, str]]:
 @pytest.fixture
 def finished_federation(workspace_factory):
     plan = workspace_factory(["alpha", "beta"], rounds=1)
-    run_federation(plan, ["alpha", "beta"])
+    runtime, _ = run_federation(plan, ["alpha", "beta"])
+    runtime.close()  # the last round's files are written
     return plan
 
 
