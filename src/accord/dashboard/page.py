@@ -117,11 +117,11 @@ function showFederation(f) {
   setText("policy", p.policy + " (at least " + p.min_reports + " report(s)" +
     (p.policy === "cutoff_time" ? ", cut-off " + p.cutoff_seconds + " s" : "") +
     (p.round_deadline_seconds !== null ? ", deadline " + p.round_deadline_seconds + " s" : "") + ")");
-  setText("reported", f.reported.length ? f.reported.join(", ") : "nobody yet");
+  setText("reported", f.finished ? "-" : (f.reported.length ? f.reported.join(", ") : "nobody yet"));
   const owed = Object.keys(f.outstanding).sort().map(name => name + " (" + f.outstanding[name].join(", ") + ")");
   setText("owed-label", f.late ? "late" : "waiting for");
   $("owed").className = f.late ? "late" : "";
-  setText("owed", owed.length ? owed.join(", ") : "nobody");
+  setText("owed", f.finished ? "-" : (owed.length ? owed.join(", ") : "nobody"));
   setText("stragglers", f.previous_stragglers.length ? f.previous_stragglers.join(", ") : "none");
   setText("bounds", f.previous_bounds.length ? f.previous_bounds.join(", ") : "none");
   setText("best", f.best_score === null || f.best_score === undefined ? "-" : Number(f.best_score).toFixed(4));
