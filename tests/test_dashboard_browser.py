@@ -93,7 +93,9 @@ def points(driver: webdriver.Chrome) -> int:
 
 
 def test_the_dashboard_follows_a_running_federation_in_chromium(tmp_path: Path) -> None:
-    plan = slow_workspace(tmp_path / "ws", 2, 3)
+    # the cut-off passes in round 1 (both sites wait for the gate) and the round waits on: they are late
+    policy = {"policy": "cutoff_time", "cutoff_seconds": 2.0, "min_reports": 2, "round_deadline_seconds": 86400}
+    plan = slow_workspace(tmp_path / "ws", 2, 3, **{"straggler_handling_policy.settings": policy})
     gate = tmp_path / "later-rounds-may-train"  # round 0 trains at once, later rounds once it exists
     sites = Sites(plan)
     dashboard, url = start_dashboard(plan.workspace, tmp_path / "dashboard.log")
@@ -117,6 +119,9 @@ def test_the_dashboard_follows_a_running_federation_in_chromium(tmp_path: Path) 
         wait_for(lambda: text(driver, "round").startswith("round 1 of 3") and points(driver) == 1, ROUND_SECONDS, "round 1 on the page")
         assert text(driver, "badge") == "running" and text(driver, "phase") == "train"
         assert "collaborator1 (" in text(driver, "owed") and "collaborator2 (" in text(driver, "owed")
+        wait_for(lambda: text(driver, "owed-label") == "late", ROUND_SECONDS, "the sites shown late past the cut-off")
+        assert driver.find_element(By.ID, "owed").get_attribute("class") == "late"
+        assert "cutoff_time (at least 2 report(s), cut-off 2 s" in text(driver, "policy")
         assert driver.find_element(By.ID, "metric").get_attribute("value") == "aggregated_model_validation/accuracy"
         assert driver.find_element(By.ID, "curve").get_attribute("data-points") == "1"
         assert HOSTILE in text(driver, "events")  # shown as text, not run
