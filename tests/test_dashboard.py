@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -14,6 +15,7 @@ from test_inprocess_federation import run_federation
 
 from accord.aggregator.event_log import REFUSAL_SECONDS, EventLog, events_sink, read_events
 from accord.aggregator.events import ResultFailed, RoundOpened
+from accord.cli.main import main
 from accord.dashboard.curves import MAX_SITE_CURVES, MetricCurves
 from accord.dashboard.server import DashboardServer, new_token
 from accord.dashboard.view import DashboardView
@@ -138,7 +140,7 @@ def test_the_json_endpoint_shows_a_finished_federation_and_refuses_without_the_t
         assert get(f"{base}/save/last.safetensors", token=token)[0] == 404
 
         status, page, headers = get(f"{base}/?token={token}")
-        assert status == 200 and "<svg id=\"curve\"" in page
+        assert status == 200 and '<svg id="curve"' in page
         nonce = headers["Content-Security-Policy"].split("'nonce-", 1)[1].split("'", 1)[0]
         assert f'<script nonce="{nonce}">' in page and "default-src 'none'" in headers["Content-Security-Policy"]
         assert headers["Cache-Control"] == "no-store" and "http" not in page.split("<script", 1)[1].replace(
@@ -169,3 +171,13 @@ def test_the_json_endpoint_says_when_no_round_is_saved_yet(workspace_factory) ->
     state = view.snapshot()
     assert "holds no saved round" in state["federation"]["waiting"]
     assert state["events"] == [] and state["models"] == [] and state["curves"] == {"aggregated": {}, "sites": {}}
+
+
+def test_a_busy_port_ends_in_one_line(workspace_factory, capsys) -> None:
+    plan = workspace_factory(["alpha"], rounds=1)
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        assert main(["dashboard", "-w", str(plan.workspace), "--port", str(taken.getsockname()[1])]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "the dashboard cannot listen on 127.0.0.1:" in err and "choose another --port" in err

@@ -44,7 +44,7 @@ FLAGS = (
 #: a generous bound on waiting for a round (a busy machine), never asserted as a duration
 ROUND_SECONDS = 300.0
 #: what a site's failure report could say; the page must show it as text
-HOSTILE = '<img src=x onerror="document.title=\'owned\'">'
+HOSTILE = "<img src=x onerror=\"document.title='owned'\">"
 
 
 def chromium(profile: Path) -> webdriver.Chrome:
@@ -111,12 +111,17 @@ def test_the_dashboard_follows_a_running_federation_in_chromium(tmp_path: Path) 
         events = events_path(plan.resolve_path("logs/metrics.jsonl"))
         wait_for(events.is_file, what="the aggregator's events file")
         with events.open("a") as out:  # what a site's failure report would put there
-            out.write(json.dumps({"at": 1, "kind": "result_failed", "round": 0, "collaborator": "collaborator2", "reason": HOSTILE}) + "\n")
+            out.write(
+                json.dumps({"at": 1, "kind": "result_failed", "round": 0, "collaborator": "collaborator2", "reason": HOSTILE})
+                + "\n"
+            )
         for name in ("collaborator1", "collaborator2"):
             sites.start(name, LATER_TRAINING_WAITS_FOR=str(gate))
 
         # round 0 closed; round 1 waits for both sites, whose training waits for the gate
-        wait_for(lambda: text(driver, "round").startswith("round 1 of 3") and points(driver) == 1, ROUND_SECONDS, "round 1 on the page")
+        wait_for(
+            lambda: text(driver, "round").startswith("round 1 of 3") and points(driver) == 1, ROUND_SECONDS, "round 1 on the page"
+        )
         assert text(driver, "badge") == "running" and text(driver, "phase") == "train"
         assert "collaborator1 (" in text(driver, "owed") and "collaborator2 (" in text(driver, "owed")
         wait_for(lambda: text(driver, "owed-label") == "late", ROUND_SECONDS, "the sites shown late past the cut-off")

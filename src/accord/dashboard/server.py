@@ -15,6 +15,7 @@ import json
 import logging
 import math
 import secrets
+import socket
 import threading
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -44,12 +45,11 @@ class DashboardServer:
         self.token = token
         handler = type("Handler", (_Handler,), {"dashboard": self})
         try:
-            self._httpd = ThreadingHTTPServer((host, port), handler)
+            self._httpd = (_Server6 if ":" in host else _Server)((host, port), handler)
         except OSError as exc:
             raise AccordError(
                 f"the dashboard cannot listen on {host}:{port}: {exc.strerror}", "choose another --port or --host"
             ) from None
-        self._httpd.daemon_threads = True
         self.host = host
         self.port = int(self._httpd.server_address[1])
         self._thread: threading.Thread | None = None
@@ -87,6 +87,14 @@ class DashboardServer:
             self._httpd.shutdown()
             self._thread.join()
         self._httpd.server_close()
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+
+
+class _Server6(_Server):
+    address_family = socket.AF_INET6
 
 
 class _Handler(BaseHTTPRequestHandler):
