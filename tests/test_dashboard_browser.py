@@ -1,7 +1,8 @@
 """fx dashboard in a real headless Chromium (Debian's, driven by Selenium) while a real federation
 runs: an aggregator and two collaborators as processes over mutual TLS. The page loads, shows
-the round and who owes what, its aggregated curve gains a point when a round closes, text from
-a site is shown as text, and a request without the token (or with a wrong one) is refused.
+the round and who owes what (and who is late), a refused site, its aggregated curve gains a point
+when a round closes, text from a site is shown as text, and a request without the token (or with
+a wrong one) is refused.
 
 Set ACCORD_DASHBOARD_SCREENSHOT=PATH to keep the screenshot there (docs/dashboard.png was made so).
 """
@@ -115,6 +116,24 @@ def test_the_dashboard_follows_a_running_federation_in_chromium(tmp_path: Path) 
                 json.dumps({"at": 1, "kind": "result_failed", "round": 0, "collaborator": "collaborator2", "reason": HOSTILE})
                 + "\n"
             )
+        # a site whose plan differs is refused at join: the aggregator's refusal hook writes it
+        other_plan = fx_command(
+            "collaborator",
+            "start",
+            "-n",
+            "collaborator1",
+            "-w",
+            str(plan.workspace),
+            "-o",
+            "aggregator.settings.rounds_to_train=9",
+        )
+        refused = subprocess.run(other_plan, capture_output=True, text=True, timeout=ROUND_SECONDS)
+        assert refused.returncode == 2 and "the plans differ" in refused.stderr, refused.stderr
+        wait_for(
+            lambda: "refused a call: collaborator 'collaborator1' has plan hash" in text(driver, "events"),
+            60,
+            "the refusal on the page",
+        )
         for name in ("collaborator1", "collaborator2"):
             sites.start(name, LATER_TRAINING_WAITS_FOR=str(gate))
 
