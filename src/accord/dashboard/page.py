@@ -21,6 +21,7 @@ h2 { font-size: 1.1em; margin: 1.2em 0 .4em; }
 .late { color: #b3261e; font-weight: 600; }
 table { border-collapse: collapse; font-size: .9em; }
 td, th { padding: .15em .7em; border-bottom: 1px solid #ddd; text-align: left; vertical-align: top; }
+td:first-child, td:nth-child(2) { white-space: nowrap; }
 svg { background: #fff; border: 1px solid #ddd; }
 .axis { stroke: #999; } .tick { fill: #666; font-size: 11px; }
 .agg-line { fill: none; stroke: #111; stroke-width: 2.5; } .agg-point { fill: #111; }
@@ -194,7 +195,8 @@ function drawCurves(curves, best) {
 }
 
 function show(state) {
-  setText("plan", state.plan_hash.slice(0, 16) + "...");
+  const other = state.federation.matches_plan === false ? " (the saved state is of ANOTHER plan than this workspace's)" : "";
+  setText("plan", state.plan_hash.slice(0, 16) + "..." + other);
   setText("updated", clock(state.now));
   showFederation(state.federation);
   drawCurves(state.curves, state.best_metric);
