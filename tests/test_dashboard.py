@@ -40,6 +40,11 @@ def test_refusals_are_written_at_most_once_a_second_and_counted(tmp_path: Path) 
     assert [e["kind"] for e in events] == ["refused", "refused"]
     assert events[0]["more"] == 0 and events[1]["more"] == 499
     assert len(events[1]["reason"]) <= 300 and events[1]["reason"].endswith("(cut short)")
+    for _ in range(3):  # held back, then the flood stops: the next event says how many first
+        log.refused("again")
+    log.write("round_opened", round=1, cohort=2, final=False)
+    held, opened = read_events(log.path, 2)
+    assert (held["kind"], held["reason"], held["more"]) == ("refused", "", 3) and opened["kind"] == "round_opened"
 
 
 def test_the_sink_writes_engine_events_and_a_fresh_log_starts_empty(tmp_path: Path) -> None:

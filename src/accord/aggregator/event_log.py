@@ -3,8 +3,8 @@
 A sink of the engine's events (aggregator/events.py) writes a round opening, a phase opening,
 a failure at a site and a round's close (with its stragglers and the update bounds that bit);
 the gRPC server's ``on_refusal`` hook writes refused calls, at most one line per
-REFUSAL_SECONDS (the refusals in between are counted into the next line), so a flooding site
-cannot grow the file faster than that. Accepted results are not written: the saved status
+REFUSAL_SECONDS (the refusals in between are counted into the next refusal line, or a line of
+their own before the next event), so a flooding site cannot grow the file faster than that. Accepted results are not written: the saved status
 already says who reported (aggregator/status.py). Each line is O(1) except a close's, which
 names its stragglers. Text from sites is cut to MAX_TEXT characters.
 """
@@ -60,7 +60,11 @@ class EventLog:
     def write(self, kind: str, **fields: Any) -> None:
         """Append one event of ``kind`` with ``fields`` (JSON values), stamped with the time."""
         with self._lock:
-            self._append({"at": self._clock(), "kind": kind, **fields})
+            now = self._clock()
+            if self._refusals_held:  # the refusals held back since the last line are not lost when they stop
+                self._append({"at": now, "kind": "refused", "reason": "", "more": self._refusals_held})
+                self._refusals_held = 0
+            self._append({"at": now, "kind": kind, **fields})
 
     def refused(self, reason: str) -> None:
         """The gRPC server's ``on_refusal`` hook: a line now, or counted into the next one."""

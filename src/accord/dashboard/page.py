@@ -95,7 +95,9 @@ function describeEvent(e) {
       if (e.bounds && e.bounds.length) text += "; update bounds: " + e.bounds.join(", ");
       return text;
     }
-    case "refused": return "refused a call: " + e.reason + (e.more ? " (and " + e.more + " more refusals)" : "");
+    case "refused":
+      if (!e.reason) return "refused " + e.more + " more call(s), held back by the rate limit";
+      return "refused a call: " + e.reason + (e.more ? " (and " + e.more + " more refusals)" : "");
     default: return String(e.kind);
   }
 }
