@@ -21,6 +21,7 @@ from dataclasses import replace
 from typing import TYPE_CHECKING
 
 from accord.aggregator.committer import Committer, RoundCommit
+from accord.aggregator.event_log import EventLog, events_path, events_sink
 from accord.aggregator.events import RoundOutcome, Sink
 from accord.aggregator.journal import Journal
 from accord.aggregator.metrics import MetricsLog
@@ -75,7 +76,10 @@ class AggregatorRuntime:
         self.engine = engine_for(plan, assigner, strategy, initial, clock, saved, space=space)
         self.metrics_log = MetricsLog(plan.resolve_path(settings.metrics_path))
         self.metrics_log.keep_before(saved.round_number if saved else 0)
-        for sink in (metrics_sink(self.metrics_log), phase_sink, *sinks):  # engine events (aggregator/events.py)
+        #: logs/events.jsonl (fx dashboard): the engine's events, and refusals (the gRPC server's on_refusal)
+        self.event_log = EventLog(events_path(self.metrics_log.path), fresh=saved is None)
+        self.event_log.write("started", round=self.engine.round_number, resumed=saved is not None)
+        for sink in (metrics_sink(self.metrics_log), events_sink(self.event_log), phase_sink, *sinks):  # aggregator/events.py
             self.engine.events.subscribe(sink)
         self._cond = threading.Condition()
         self._uploads = threading.BoundedSemaphore(settings.max_concurrent_uploads)

@@ -87,6 +87,7 @@ def _serve(
             net.min_upload_bytes_per_second,
         ),
         compression=plan.model.compression_pipeline.settings,
+        on_refusal=runtime.event_log.refused,
     )
     port = server.start()
     log.info(

@@ -35,6 +35,7 @@ def fx(log_level: str) -> None:
       (site)  fx collaborator certify --import agg_to_col_NAME_signed_cert.zip -w SITE
       (CA)    fx aggregator start -w WS     (site)  fx collaborator start -n NAME -w SITE
     Operators compare each CSR fingerprint by a second channel before signing.
+    Watch it in a browser (read only):  fx dashboard -w WS
     Manage certificates: fx workspace certificates, fx workspace revoke NAME_OR_SERIAL
     Simulate many clients on this machine (or Ray):  fx simulate -w WS --clients 10000
     """
@@ -42,7 +43,7 @@ def fx(log_level: str) -> None:
 
 
 def _register() -> None:
-    from accord.cli import aggregator, ca, collaborator, plan, quickstart, run, simulate, tutorial, workspace
+    from accord.cli import aggregator, ca, collaborator, dashboard, plan, quickstart, run, simulate, tutorial, workspace
 
     workspace.workspace.add_command(ca.certify_cmd, "certify")
     workspace.workspace.add_command(ca.certificates_cmd, "certificates")
@@ -53,6 +54,7 @@ def _register() -> None:
     fx.add_command(plan.plan)
     fx.add_command(aggregator.aggregator)
     fx.add_command(collaborator.collaborator)
+    fx.add_command(dashboard.dashboard)
     fx.add_command(simulate.simulate)
     fx.add_command(tutorial.tutorial)
 
