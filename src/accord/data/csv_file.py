@@ -98,7 +98,7 @@ def _read(path: Path, label_column: str, wanted: list[str] | None, index: dict[s
             f"data file {path} does not exist (or is not a file)",
             "set this collaborator's data path in plan/data.yaml to its CSV file",
         )
-    reader = csv.reader(_utf8_lines(path), delimiter=delimiter, strict=True)
+    reader = csv.reader(_utf8_lines(path), delimiter=delimiter, skipinitialspace=True, strict=True)
     try:
         header = next((row for row in reader if row), None)
         if header is None:
