@@ -152,10 +152,10 @@ def test_a_non_numeric_cell_names_its_line_and_column(tmp_path: Path) -> None:
     assert "line 3, column 'a': '' is not a number" in refused(empty, label_column="y", classes=CLASSES)
 
 
-@pytest.mark.parametrize("value", ["nan", "inf", "-Infinity"])
-def test_a_non_finite_cell_is_refused(tmp_path: Path, value: str) -> None:
-    path = write_csv(tmp_path / "site.csv", ["y", "a"], [["B", 1], ["M", value]])
-    assert f"line 3, column 'a': {value!r} is not a finite number" in refused(path, label_column="y", classes=CLASSES)
+@pytest.mark.parametrize(("value", "shown"), [("nan", "nan"), ("inf", "inf"), ("-Infinity", "-inf")])
+def test_a_non_finite_cell_is_refused(tmp_path: Path, value: str, shown: str) -> None:
+    path = write_csv(tmp_path / "site.csv", ["y", "a", "b"], [["B", 1, 2], ["M", 3, value]])
+    assert f"line 3, column 'b': {shown} is not a finite number" in refused(path, label_column="y", classes=CLASSES)
 
 
 def test_ragged_rows(tmp_path: Path) -> None:
@@ -245,3 +245,14 @@ def test_unclosed_quote_missing_file_and_too_few_rows(tmp_path: Path) -> None:
 def test_bad_settings_name_the_setting(tmp_path: Path, settings: dict, words: str) -> None:
     path, _, _ = site_file(tmp_path / "site.csv")
     assert words in refused(path, **{"label_column": "diagnosis", "classes": CLASSES, **settings})
+
+
+def test_lines_are_named_right_past_the_first_block(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("accord.data.csv_file._BLOCK_ROWS", 2)
+    rows: list[list[object]] = [[CLASSES[i % 2], i, i * 2] for i in range(9)]
+    path = write_csv(tmp_path / "site.csv", ["y", "a", "b"], rows)
+    loader = CSVDataLoader(str(path), "y", classes=CLASSES, standardize=False, valid_fraction=0.3)
+    x = np.concatenate([b[0] for b in loader.train_batches(0)] + [b[0] for b in loader.valid_batches()])
+    assert sorted(x[:, 0].tolist()) == list(range(9)) and np.array_equal(x[:, 1], 2 * x[:, 0])
+    rows[6][2] = "inf"
+    assert "line 8, column 'b': inf is not a finite number" in refused(write_csv(path, ["y", "a", "b"], rows), label_column="y", classes=CLASSES)

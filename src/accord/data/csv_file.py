@@ -2,15 +2,14 @@
 
 Read with the standard library's ``csv`` module, line by line: the features are parsed into
 float64 blocks of ``_BLOCK_ROWS`` rows, so loading peaks at about 16 bytes per feature cell
-(the blocks and the array they are joined into) and the loader then holds 4 bytes per cell
-(float32). Each site standardizes with the mean and standard deviation of its own training
+(the blocks and the array they are joined into) plus one block as Python floats, and the
+loader then holds 4 bytes per cell (float32). Each site standardizes with the mean and standard deviation of its own training
 split, never its validation split, and applies them to both.
 """
 
 from __future__ import annotations
 
 import csv
-import math
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -107,7 +106,9 @@ def _read(path: Path, label_column: str, wanted: list[str] | None, index: dict[s
         label_at, feature_at = _columns(path, names, label_column, wanted)
         blocks: list[np.ndarray] = []
         block: list[list[float]] = []
+        block_lines: list[int] = []
         labels: list[int] = []
+        columns = [names[i] for i in feature_at]
         for row in reader:
             if not row:  # a blank line
                 continue
@@ -118,19 +119,23 @@ def _read(path: Path, label_column: str, wanted: list[str] | None, index: dict[s
                     "give every row one cell per column (quote a cell that holds the delimiter)",
                 )
             labels.append(_label(row[label_at], index, path, line, label_column))
-            block.append([_number(row[i], path, line, names[i]) for i in feature_at])
+            try:
+                block.append([float(row[i]) for i in feature_at])
+            except ValueError:
+                raise _not_a_number(row, feature_at, path, line, names) from None
+            block_lines.append(line)
             if len(block) == _BLOCK_ROWS:
-                blocks.append(np.array(block, dtype=np.float64))
-                block = []
+                blocks.append(_finite(block, block_lines, path, columns))
+                block, block_lines = [], []
     except csv.Error as exc:
         raise AccordError(f"data file {path} line {reader.line_num} is not valid CSV: {exc}", "fix the line (an unclosed quote?)") from None
     if block:
-        blocks.append(np.array(block, dtype=np.float64))
+        blocks.append(_finite(block, block_lines, path, columns))
     if not labels:
         raise AccordError(f"data file {path} has a header but no data rows", "add one row per sample under the header")
     x = np.concatenate(blocks) if len(blocks) > 1 else blocks[0]
     del blocks, block
-    return x, np.array(labels, dtype=np.int64), [names[i] for i in feature_at]
+    return x, np.array(labels, dtype=np.int64), columns
 
 
 def _utf8_lines(path: Path) -> Iterator[str]:
@@ -202,20 +207,30 @@ def _label(cell: str, index: dict[str, int] | None, path: Path, line: int, colum
     return int(value)
 
 
-def _number(cell: str, path: Path, line: int, column: str) -> float:
-    try:
-        value = float(cell)
-    except ValueError:
+def _not_a_number(row: list[str], feature_at: list[int], path: Path, line: int, names: list[str]) -> AccordError:
+    """The error naming the row's first feature cell that ``float`` cannot read."""
+    for at in feature_at:
+        try:
+            float(row[at])
+        except ValueError:
+            return AccordError(
+                f"data file {path} line {line}, column {names[at]!r}: {row[at]!r:.40} is not a number",
+                "make every feature cell a number (fill or drop rows with missing values), or leave the column out of data_loader.settings.feature_columns",
+            )
+    raise AssertionError("no unreadable cell")  # pragma: no cover - called only after float() failed
+
+
+def _finite(block: list[list[float]], lines: list[int], path: Path, columns: list[str]) -> np.ndarray:
+    """A block of rows as float64, every value finite (else the error names the first that is not)."""
+    values = np.array(block, dtype=np.float64)
+    bad = np.argwhere(~np.isfinite(values))
+    if len(bad):
+        row, column = (int(v) for v in bad[0])
         raise AccordError(
-            f"data file {path} line {line}, column {column!r}: {cell!r:.40} is not a number",
-            "make every feature cell a number (fill or drop rows with missing values), or leave the column out of data_loader.settings.feature_columns",
-        ) from None
-    if not math.isfinite(value):
-        raise AccordError(
-            f"data file {path} line {line}, column {column!r}: {cell!r:.40} is not a finite number",
+            f"data file {path} line {lines[row]}, column {columns[column]!r}: {values[row, column]} is not a finite number",
             "replace missing or infinite values (fill or drop the row)",
         )
-    return value
+    return values
 
 
 def _listed(names: Sequence[Any], most: int = 12) -> str:
