@@ -15,30 +15,15 @@ from __future__ import annotations
 
 import argparse
 import csv
-import statistics
 import tempfile
-import time
+import timeit
 import tracemalloc
-from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
+from _table import Column, min_median_table
 
 FEATURES = 40
-
-
-def timed(call: Callable[[], object], repeats: int) -> list[float]:
-    times = []
-    for _ in range(repeats):
-        started = time.perf_counter()
-        call()
-        times.append(time.perf_counter() - started)
-    return times
-
-
-def show(name: str, times: list[float], base: list[float]) -> None:
-    ratio = statistics.median(times) / statistics.median(base)
-    print(f"{name:<40} min {min(times) * 1e3:9.1f} ms  median {statistics.median(times) * 1e3:9.1f} ms  x{ratio:5.2f} of baseline")
 
 
 def csv_costs(folder: Path, rows: int, repeats: int) -> None:
@@ -50,15 +35,18 @@ def csv_costs(folder: Path, rows: int, repeats: int) -> None:
         writer = csv.writer(out)
         writer.writerow(["label", *(f"f{i}" for i in range(FEATURES))])
         writer.writerows([i % 2, *values] for i, values in enumerate(x.round(6).tolist()))
-    base = timed(lambda: np.loadtxt(path, delimiter=",", skiprows=1), repeats)
-    show(f"np.loadtxt, {rows} x {FEATURES + 1} (baseline)", base, base)
-    show("CSVDataLoader", timed(lambda: CSVDataLoader(str(path)), repeats), base)
+    baseline = f"np.loadtxt, {rows} x {FEATURES + 1} cells (baseline)"
+    figures = {
+        baseline: timeit.repeat(lambda: np.loadtxt(path, delimiter=",", skiprows=1), number=1, repeat=repeats),
+        "CSVDataLoader": timeit.repeat(lambda: CSVDataLoader(str(path)), number=1, repeat=repeats),
+    }
+    min_median_table(Column("CSV file", 44), "s", figures, baseline)
     tracemalloc.start()
     loader = CSVDataLoader(str(path))
     held, peak = tracemalloc.get_traced_memory()
     tracemalloc.stop()
     cells = rows * FEATURES
-    print(f"CSVDataLoader memory per feature cell     peak {peak / cells:5.1f} B  held {held / cells:5.1f} B  ({loader!r})")
+    print(f"CSVDataLoader traced memory per feature cell: peak {peak / cells:.1f} B, held {held / cells:.1f} B ({loader!r})")
 
 
 def image_costs(folder: Path, images: int, repeats: int) -> None:
@@ -81,9 +69,12 @@ def image_costs(folder: Path, images: int, repeats: int) -> None:
                 out[at] = np.asarray(raw.convert("RGB").resize((32, 32), Image.Resampling.BILINEAR), np.float32)
         return out
 
-    base = timed(plain, repeats)
-    show(f"Pillow loop, {images} PNGs (baseline)", base, base)
-    show("ImageFolderDataLoader", timed(lambda: ImageFolderDataLoader(str(folder / "images"), image_size=[32, 32]), repeats), base)
+    baseline = f"Pillow loop, {images} PNGs (baseline)"
+    figures = {
+        baseline: timeit.repeat(plain, number=1, repeat=repeats),
+        "ImageFolderDataLoader": timeit.repeat(lambda: ImageFolderDataLoader(str(folder / "images"), image_size=[32, 32]), number=1, repeat=repeats),
+    }
+    min_median_table(Column("image folder", 44), "s", figures, baseline)
 
 
 def main() -> None:
