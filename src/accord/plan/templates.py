@@ -26,9 +26,13 @@ ACCORD_TEMPLATES: dict[str, frozenset[str]] = {
             "accord.data.DigitsDataLoader",
             "accord.data.BreastCancerDataLoader",
             "accord.data.NpzDataLoader",
+            "accord.data.CSVDataLoader",
+            "accord.data.ImageFolderDataLoader",
             "accord.data.builtin.DigitsDataLoader",
             "accord.data.builtin.BreastCancerDataLoader",
             "accord.data.npz.NpzDataLoader",
+            "accord.data.csv_file.CSVDataLoader",
+            "accord.data.image_folder.ImageFolderDataLoader",
             "accord.interactive.data.site_data",
         }
     ),
