@@ -7,6 +7,7 @@ from __future__ import annotations
 import logging
 import os
 import signal
+import threading
 import time
 from pathlib import Path
 
@@ -95,3 +96,17 @@ def test_the_resume_command_repeats_what_changes_the_plan_hash() -> None:
     assert resume_command("aggregator start", Path("agg"), "plan/plan.yaml", ()) == "fx aggregator start -w agg"
     command = resume_command("collaborator start", Path("my site"), "plan/other.yaml", ("a.b=1",), "-n", "h1")
     assert command == "fx collaborator start -n h1 -w 'my site' -p plan/other.yaml -o a.b=1"
+
+
+def test_outside_the_main_thread_the_signals_are_left_alone() -> None:
+    before = signal.getsignal(signal.SIGTERM)
+    seen: list[object] = []
+
+    def inside() -> None:
+        with stop_signals():
+            seen.append(signal.getsignal(signal.SIGTERM))
+
+    worker = threading.Thread(target=inside)
+    worker.start()
+    worker.join()
+    assert seen == [before]

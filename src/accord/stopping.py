@@ -34,14 +34,18 @@ class Stopped(BaseException):
 
 @contextmanager
 def stop_signals(on_signal: Callable[[int], None] | None = None) -> Iterator[None]:
-    """While inside (in the main thread), SIGINT and SIGTERM call ``on_signal(signum)``, or
-    without one raise Stopped where the main thread is; the previous handlers come back after."""
+    """While inside, SIGINT and SIGTERM call ``on_signal(signum)``, or without one raise Stopped
+    where the main thread is; the previous handlers come back after. Outside the main thread
+    (which alone may set handlers) it changes nothing."""
 
     def handle(signum: int, _frame: object) -> None:
         if on_signal is None:
             raise Stopped(signum)
         on_signal(signum)
 
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
     previous = {number: signal.signal(number, handle) for number in STOP_SIGNALS}
     try:
         yield
