@@ -5,7 +5,8 @@ progress bar advanced per chunk (what a terminal gets), interleaved, in the same
 
     .venv/bin/python bench/site_transfers.py [--size-mib 256] [--repeat 7]
 
-Prints min and median of each and their ratios to the baseline.
+Prints min and median of each and their ratios to the baseline (each variant runs first in
+turn: the first after the others' buffers were freed pays more page faults).
 """
 
 from __future__ import annotations
@@ -55,10 +56,11 @@ def main() -> None:
 
     variants: dict[str, Callable[[], None]] = {"codec only": lambda: receive(None), "counted": counted_only, "counted + bar": with_bar}
     times: dict[str, list[float]] = {name: [] for name in variants}
-    for _ in range(args.repeat):
-        for name, call in variants.items():  # interleaved: a loaded machine slows all alike
+    names = list(variants)
+    for turn in range(args.repeat):
+        for name in names[turn % 3 :] + names[: turn % 3]:  # interleaved, each first in turn: a loaded machine slows all alike
             started = time.perf_counter()
-            call()
+            variants[name]()
             times[name].append(time.perf_counter() - started)
     base = times["codec only"]
     for name, taken in times.items():

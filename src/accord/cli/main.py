@@ -1,4 +1,5 @@
-"""``fx``: the Accord command line. A user mistake ends with one line and exit code 2."""
+"""``fx``: the Accord command line. A user mistake ends with one line and exit code 2; SIGINT or
+SIGTERM with 128 + its number (130, 143), after the stopped command said how to resume."""
 
 from __future__ import annotations
 
