@@ -14,12 +14,11 @@ STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 class Stopped(BaseException):
     """A stop signal arrived. A BaseException, as KeyboardInterrupt is: no ``except Exception``
-    of task code or of a library swallows it. ``held`` says what the stopped process keeps."""
+    of task code or of a library swallows it."""
 
-    def __init__(self, signum: int, held: str = "") -> None:
+    def __init__(self, signum: int) -> None:
         super().__init__(signal.Signals(signum).name)
         self.signum = signum
-        self.held = held
 
     @property
     def signal_name(self) -> str:

@@ -190,17 +190,17 @@ def start_collaborator(plan: Plan, name: str, connect_timeout: float | None = No
             finally:
                 client.close()
         except Stopped as stop:
-            stop.held = collaborator.held() if collaborator is not None else "it had not joined yet"
-            log.warning("%s", stopped_line(plan, name, stop, resume))
+            held = collaborator.held() if collaborator is not None else "it had not joined yet"
+            log.warning("%s", stopped_line(plan, name, stop, held, resume))
             raise
 
 
-def stopped_line(plan: Plan, name: str, stop: Stopped, resume: str) -> str:
-    """The line a site stopped by a signal leaves: what it holds, that nothing is lost, how to resume."""
+def stopped_line(plan: Plan, name: str, stop: Stopped, held: str, resume: str) -> str:
+    """The line a site stopped by a signal leaves: what it ``held``, that nothing is lost, how to resume."""
     folder = plan.workspace / SITE_STATE.format(name=name)
     state = f"its own state stays in {SITE_STATE.format(name=name)}; " if folder.is_dir() else ""
     return (
-        f"collaborator {name} stopped by {stop.signal_name}: {stop.held}; nothing is lost: started again, it "
+        f"collaborator {name} stopped by {stop.signal_name}: {held}; nothing is lost: started again, it "
         f"rejoins the federation at its current round (a task cut short runs again); {state}"
         f"resume with: {resume or f'fx collaborator start -n {name}'}"
     )
