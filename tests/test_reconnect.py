@@ -1,7 +1,8 @@
-"""A collaborator's client keeps trying an unreachable aggregator, with backoff, then gives up clearly."""
+"""A collaborator's client keeps trying an unreachable aggregator, with backoff, saying so once an outage, then gives up clearly."""
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections.abc import Iterator
@@ -85,3 +86,25 @@ def test_a_site_started_long_before_its_aggregator_joins_once_it_listens(pki) ->
     with late_server(pki, 30.0) as port:
         with GrpcAggregatorClient(MEMBERS[0], PLAN, "localhost", port, pki[MEMBERS[0]], connect_timeout=40) as client:
             assert client.join().plan_hash == PLAN
+
+
+def test_a_site_says_once_that_it_waits_for_a_late_aggregator(pki, caplog) -> None:
+    caplog.set_level(logging.DEBUG, logger="accord.transport")
+    with late_server(pki, 3.0) as port:
+        with GrpcAggregatorClient(MEMBERS[0], PLAN, "localhost", port, pki[MEMBERS[0]], connect_timeout=60) as client:
+            client.join()
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert warnings == [f"waiting for the aggregator at localhost:{port} (up to 60 s)"]
+    assert f"the aggregator at localhost:{port} answers" in caplog.text
+
+
+def test_retries_of_one_outage_say_so_once(pki, caplog) -> None:
+    caplog.set_level(logging.DEBUG, logger="accord.transport")
+    with late_server(pki, 3.0) as port:
+        with GrpcAggregatorClient(MEMBERS[0], PLAN, "localhost", port, pki[MEMBERS[0]], reconnect_timeout=60) as client:
+            client.get_tasks()
+    tries = [r for r in caplog.records if "trying again in" in r.getMessage()]
+    assert len(tries) >= 2  # the first at WARNING, the rest at DEBUG
+    assert [r.levelno for r in tries] == [logging.WARNING] + [logging.DEBUG] * (len(tries) - 1)
+    assert f"waiting for the aggregator at localhost:{port}: it is unreachable" in tries[0].getMessage()
+    assert f"the task request: the aggregator at localhost:{port} answers again" in caplog.text

@@ -749,3 +749,20 @@ def test_a_result_without_tensors_takes_no_upload_slot(federation):
     assert not federation.service.slot_entered.is_set()
     client.send_result(a_result(federation.service.model))
     assert federation.service.slot_entered.is_set()
+
+
+def test_the_grpc_client_counts_every_chunk_each_way(pki) -> None:
+    counted: list[tuple[str, int]] = []
+    fed = Federation(pki, small_model(), chunk_bytes=4096)
+    try:
+        client = fed.client("col1", chunk_bytes=4096, counted=lambda way, size: counted.append((way, size)))
+        client.join()
+        model = client.get_model(2)
+        down = [size for way, size in counted if way == "download"]
+        raw = sum(value.nbytes for value in model.values())
+        assert sum(down) == raw and len(down) > 1  # the model's bytes, one count a chunk
+        client.send_result(a_result(model))
+        up = [size for way, size in counted if way == "upload"]
+        assert len(up) == len(down) and sum(up) > raw  # the same chunks, with their framing
+    finally:
+        fed.close()

@@ -9,6 +9,9 @@ from __future__ import annotations
 
 import logging
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
 
 
 def configure_logging(level: str = "INFO") -> None:
@@ -28,6 +31,23 @@ def configure_logging(level: str = "INFO") -> None:
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s", "%H:%M:%S"))
     handler.addFilter(EscapeControl())
     root.addHandler(handler)
+
+
+@contextmanager
+def log_file(path: Path) -> Iterator[None]:
+    """While inside, ``accord.*`` logs also go to ``path`` (appended; dated plain lines, control
+    characters escaped), at the level the console has."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handler = logging.FileHandler(path, encoding="utf-8")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s", "%Y-%m-%d %H:%M:%S"))
+    handler.addFilter(EscapeControl())
+    root = logging.getLogger("accord")
+    root.addHandler(handler)
+    try:
+        yield
+    finally:
+        root.removeHandler(handler)
+        handler.close()
 
 
 def escape_control(text: str) -> str:

@@ -115,19 +115,55 @@ def start(workspace: Path, plan_path: str, overrides: tuple[str, ...], fresh: bo
     A federation left unfinished (crash, kill, reboot) is resumed at its open round, with
     the results already received; --fresh starts over instead. Refuses to start with its
     own certificate expired or from another CA; refuses any collaborator whose
-    certificate the CA revoked, from the moment it is revoked.
+    certificate the CA revoked, from the moment it is revoked. SIGINT or SIGTERM stops it
+    (a second one at once) with a line saying where it stopped, where its state is saved and the
+    command that resumes it; it exits 130 or 143.
     """
     # TLS handshakes the server refuses (a client certificate expired, or from another CA)
     # never reach Python: gRPC's core logs them on stderr at INFO ("Handshake failed ...
     # CERTIFICATE_VERIFY_FAILED: certificate has expired"), which it does unless
     # GRPC_VERBOSITY is set to ERROR or NONE. Setting it to INFO adds only a warning.
     from accord.aggregator.serve import start_aggregator
+    from accord.cli.resume import resume_command
+    from accord.stopping import Stopped, StopRequest, stop_signals
 
-    runtime = start_aggregator(open_plan(workspace, plan_path, overrides), fresh=fresh)
+    plan = open_plan(workspace, plan_path, overrides)
+    request = StopRequest()
+    resume = resume_command("aggregator start", workspace, plan_path, overrides)
+    try:
+        with stop_signals(request):
+            runtime = start_aggregator(plan, fresh=fresh, stop=request.event)
+    except Stopped as at_once:  # the second signal
+        _stopped(plan, at_once.signal_name, "", resume)
+        raise
+    if request.signum is not None and not runtime.finished:
+        engine = runtime.engine
+        at = (
+            f"at the final validation (round {engine.round_number})"
+            if engine.is_final_validation(engine.round_number)
+            else f"at round {engine.round_number} of {engine.rounds_to_train}"
+        )
+        stop = Stopped(request.signum)
+        _stopped(plan, stop.signal_name, at, resume)
+        raise stop
     best = runtime.engine.best_score
     click.echo(
         f"federation finished: {runtime.engine.rounds_to_train} rounds"
         + (f", best {runtime.settings.best_metric}={best:.4f}" if best is not None else "")
+    )
+
+
+def _stopped(plan: Plan, signal_name: str, at: str, resume: str) -> None:
+    """Log the line a stopped aggregator leaves: where it stopped, what is saved, how to resume."""
+    import logging
+
+    state = plan.model.aggregator.settings.state_dir
+    logging.getLogger("accord.aggregator").warning(
+        "aggregator stopped by %s%s; state saved in %s (the open round and every result acknowledged); resume with: %s",
+        signal_name,
+        f" {at}" if at else "",
+        state,
+        resume,
     )
 
 

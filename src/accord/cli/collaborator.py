@@ -222,8 +222,13 @@ def start(name: str, workspace: Path, plan_path: str, overrides: tuple[str, ...]
     """Connect and train until the federation ends.
 
     Checks this site's certificate first (expired, from another CA, not matching the key).
+    Logs each task's and round's figures (also in WS/logs/collaborator-NAME.log and
+    WS/logs/collaborator-NAME-metrics.jsonl). SIGINT or SIGTERM stops it with a line saying
+    what it holds and the command that resumes it; it exits 130 or 143.
     """
+    from accord.cli.resume import resume_command
     from accord.collaborator.site import start_collaborator
 
-    rounds = start_collaborator(open_plan(workspace, plan_path, overrides), name, connect_timeout)
+    resume = resume_command("collaborator start", workspace, plan_path, overrides, "-n", name)
+    rounds = start_collaborator(open_plan(workspace, plan_path, overrides), name, connect_timeout, resume)
     click.echo(f"collaborator {name} finished after working in {rounds} rounds")

@@ -1,4 +1,5 @@
-"""``fx``: the Accord command line. A user mistake ends with one line and exit code 2."""
+"""``fx``: the Accord command line. A user mistake ends with one line and exit code 2; SIGINT or
+SIGTERM with 128 + its number (130, 143), after the stopped command said how to resume."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from accord import __version__
 from accord.cli.options import OrderedGroup
 from accord.errors import AccordError
 from accord.logs import configure_logging, escape_control
+from accord.stopping import Stopped
 
 
 @click.group(cls=OrderedGroup, context_settings={"help_option_names": ["-h", "--help"]})
@@ -72,6 +74,8 @@ def main(argv: list[str] | None = None) -> int:
     except click.exceptions.Abort:
         click.echo("fx: aborted", err=True)
         return 130
+    except Stopped as exc:  # SIGINT or SIGTERM: the command said what it saved and how to resume
+        return exc.exit_code
     except click.ClickException as exc:
         exc.show()
         return 2

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
+from contextlib import AbstractContextManager, nullcontext
 from typing import TYPE_CHECKING, TypeVar
 
 from accord.collaborator.accept import PHASES, Refused, accept
@@ -24,6 +25,7 @@ from accord.tensors.state import ModelState, tensor_specs
 from accord.transport.base import AggregatorClient, TensorSpecs
 
 if TYPE_CHECKING:
+    from accord.collaborator.site_report import SiteReport
     from accord.secagg.signing import Signing
 
 log = logging.getLogger("accord.collaborator")
@@ -60,6 +62,8 @@ class Collaborator:
     an update in the clear; ``signing`` (the deployment's: secure_site.site_signing) signs them;
     ``secure_cohort``: the cohort its own plan expects a round to ask (site.expected_cohort), the
     floor of the threshold it accepts.
+    ``report`` (collaborator/site_report.py) shows each task and round this site works in, and
+    each model download and result upload as it goes (its ``transfers``, the client's byte counter).
     """
 
     def __init__(
@@ -80,6 +84,7 @@ class Collaborator:
         secure: SecureAggregationSettings | None = None,
         signing: Signing | None = None,
         secure_cohort: int = 0,
+        report: SiteReport | None = None,
     ) -> None:
         if opt_treatment not in OPT_TREATMENTS:
             raise AccordError(f"opt_treatment {opt_treatment!r} is not one of {OPT_TREATMENTS}")
@@ -98,6 +103,8 @@ class Collaborator:
         self._global_round = -1
         self._global_digest = ""
         self._own_specs: TensorSpecs | None = None
+        self._own_bytes = 0
+        self.report = report
         self._encoder = UpdateEncoder(compression) if compression.upload else None
         self._secure = SecureSite(name, secure, signing, secure_cohort) if secure is not None and secure.enabled else None
         self._phases = PHASES | frozenset(secure_phases.SIGNED_PHASES) if self._secure is not None else PHASES
@@ -116,13 +123,19 @@ class Collaborator:
                 return worked
             if assignment.action is Action.WAIT:
                 continue
+            tasks = assignment.phase not in secure_phases.REPLY_PHASES
+            if tasks and self.report is not None:
+                self.report.round_started()
             config = self._accepted(assignment)
             try:
-                if assignment.phase in secure_phases.REPLY_PHASES:
+                if not tasks:
                     self._send((self._phase_reply(assignment), None))
                 else:
                     for task in assignment.tasks:
-                        self._send(self._run_or_report(assignment, task, config))
+                        sent = self._run_or_report(assignment, task, config)
+                        self._send(sent)
+                        if self.report is not None:
+                            self.report.task_done(sent[0])
             except PhaseRefused as refusal:
                 log.error("%s: %s", self.name, refusal)
                 self._tell_failure(assignment.round_number, assignment.tasks[0], refusal.report, assignment.phase)
@@ -134,6 +147,8 @@ class Collaborator:
                 self._global_round = -1  # the aggregator may have rolled back: fetch again (and load it)
                 continue
             worked += 1
+            if tasks and self.report is not None:
+                self.report.round_done(assignment.round_number)
 
     def _accepted(self, assignment: TaskAssignment) -> dict[str, ConfigValue]:
         """The assignment's config as this site accepts it; if refused, the aggregator is told
@@ -158,10 +173,22 @@ class Collaborator:
     def _send(self, sent: tuple[TaskResult, Encoded | None]) -> None:
         """Send a result, with its encoding when it has one (raw: called as by any client)."""
         result, encoded = sent
-        if encoded is None:
-            self.client.send_result(result)
-        else:
-            self.client.send_result(result, encoded)
+        size = sum(value.nbytes for value in (result.tensors or {}).values())
+        with self._shown(f"round {result.round_number}: sending the {result.task} result", size):
+            if encoded is None:
+                self.client.send_result(result)
+            else:
+                self.client.send_result(result, encoded)
+
+    def _shown(self, what: str, size: int) -> AbstractContextManager[None]:
+        """The transfer of ``what`` (at most ``size`` bytes) shown while inside, if this site reports."""
+        return nullcontext() if self.report is None else self.report.transfers.shown(what, size)
+
+    def held(self) -> str:
+        """What this site holds now, for the line that says it stopped."""
+        if self._global_round < 0:
+            return "it holds no global model yet"
+        return f"it holds the global model of round {self._global_round} (digest {self._global_digest[:16]}...)"
 
     def _phase_reply(self, assignment: TaskAssignment) -> TaskResult:
         """This site's reply to a secure aggregation phase beyond its tasks (its payload only);
@@ -268,8 +295,11 @@ class Collaborator:
         if self._global_round == round_number:
             return
         if self._own_specs is None:
-            self._own_specs = tensor_specs(self.runner.get_weights(with_optimizer=self._with_optimizer))
-        self._global = self.client.get_model(round_number, expected=self._own_specs)
+            own = self.runner.get_weights(with_optimizer=self._with_optimizer)
+            self._own_specs = tensor_specs(own)
+            self._own_bytes = sum(value.nbytes for value in own.values())
+        with self._shown(f"round {round_number}: receiving the global model", self._own_bytes):
+            self._global = self.client.get_model(round_number, expected=self._own_specs)
         self._global_digest = model_digest(self._global, round_number)
         self._global_round = round_number
         self.executor.forget()  # a new round's model: load it when a task needs it

@@ -3,14 +3,20 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from accord.collaborator.collaborator import Collaborator, SiteFailure
+from accord.collaborator.site_report import SITE_LOG, SITE_METRICS, SiteReport
+from accord.collaborator.transfers import Transfers
 from accord.data.base import DataLoader
 from accord.dp.ledger import SITE_STATE
 from accord.errors import AccordError
+from accord.logs import log_file
+from accord.metric_records import MetricsLog
 from accord.plan.loader import Plan, read_yaml
 from accord.plan.objects import build
+from accord.stopping import Stopped, stop_signals
 from accord.strategies.seam import ClientSampling
 from accord.transport.base import AggregatorClient
 from accord.workspace.initialize import build_runner
@@ -46,10 +52,13 @@ def build_data_loader(plan: Plan, name: str) -> DataLoader:
     )
 
 
-def build_collaborator(plan: Plan, name: str, client: AggregatorClient, signing: Signing | None = None) -> Collaborator:
+def build_collaborator(
+    plan: Plan, name: str, client: AggregatorClient, signing: Signing | None = None, report: SiteReport | None = None
+) -> Collaborator:
     """A Collaborator wired to ``client``, with the plan's runner, client mods and this site's
     data, accepting only the per-round config its own plan's strategy declares; ``signing``
-    signs its secure aggregation (start_collaborator gives it the site's own key).
+    signs its secure aggregation (start_collaborator gives it the site's own key); ``report``
+    shows its work (start_collaborator's: on its console and in its logs/).
 
     If the data loader cannot be built (a missing data path, say), the collaborator is built
     without data: it joins and reports that failure, so the round need not wait for it.
@@ -79,6 +88,7 @@ def build_collaborator(plan: Plan, name: str, client: AggregatorClient, signing:
         data,
         data_error=data_error,
         signing=signing,
+        report=report,
         **options,
     )
 
@@ -116,14 +126,16 @@ def expected_cohort(plan: Plan) -> int:
     return len(sampling.sample(0, candidates))
 
 
-def grpc_client(plan: Plan, name: str, connect_timeout: float | None = None) -> AggregatorClient:
+def grpc_client(
+    plan: Plan, name: str, connect_timeout: float | None = None, counted: Callable[[str, int], None] | None = None
+) -> AggregatorClient:
     """A mutual-TLS gRPC client for collaborator ``name`` with its certificate from the workspace.
 
     ``connect_timeout`` is this site's own choice and overrides the plan's without changing its hash.
     The site's certificate is checked first: the aggregator's TLS handshake would refuse an
     expired one, or one from another CA, without saying why. The client sends this
     workspace's hash (computed once, here) and refuses an aggregator whose certificate
-    the held revocation list (cert/crl.pem) lists.
+    the held revocation list (cert/crl.pem) lists. ``counted`` is told each chunk's bytes.
     """
     from accord.pki.crl import check_aggregator_certificate
     from accord.pki.install import check_own_certificate
@@ -149,18 +161,46 @@ def grpc_client(plan: Plan, name: str, connect_timeout: float | None = None) -> 
         workspace_hash=plan.workspace_hash(),
         check_server=lambda der: check_aggregator_certificate(der, layout.cert_dir, f"{net.agg_addr}:{net.agg_port}"),
         compression=plan.model.compression_pipeline.settings,
+        counted=counted,
     )
 
 
-def start_collaborator(plan: Plan, name: str, connect_timeout: float | None = None) -> int:
-    """Connect to the aggregator and work until the federation ends; returns rounds worked."""
-    client = grpc_client(plan, name, connect_timeout)  # checks this site's certificate first
-    try:
-        signing = None
-        if plan.model.aggregator.settings.secure_aggregation.enabled:  # the deployment always signs
-            from accord.collaborator.secure_site import site_signing
+def start_collaborator(plan: Plan, name: str, connect_timeout: float | None = None, resume: str = "") -> int:
+    """Connect to the aggregator and work until the federation ends; returns rounds worked.
 
-            signing = site_signing(plan.resolve_path(plan.model.network.settings.cert_dir), name)
-        return build_collaborator(plan, name, client, signing).run()
-    finally:
-        client.close()
+    The site's log lines also go to its ``logs/collaborator-NAME.log`` and its own figures (each
+    task's metrics, samples and seconds, each round's seconds and bytes down and up) to
+    ``logs/collaborator-NAME-metrics.jsonl``. SIGINT or SIGTERM stops it (Stopped, raised) after
+    a line saying what it holds, that nothing is lost, and ``resume``: the command that restarts it.
+    """
+    with log_file(plan.workspace / SITE_LOG.format(name=name)), stop_signals():
+        collaborator: Collaborator | None = None
+        try:
+            transfers = Transfers()
+            client = grpc_client(plan, name, connect_timeout, transfers)  # checks this site's certificate first
+            try:
+                signing = None
+                if plan.model.aggregator.settings.secure_aggregation.enabled:  # the deployment always signs
+                    from accord.collaborator.secure_site import site_signing
+
+                    signing = site_signing(plan.resolve_path(plan.model.network.settings.cert_dir), name)
+                report = SiteReport(name, transfers, MetricsLog(plan.workspace / SITE_METRICS.format(name=name)))
+                collaborator = build_collaborator(plan, name, client, signing, report)
+                return collaborator.run()
+            finally:
+                client.close()
+        except Stopped as stop:
+            held = collaborator.held() if collaborator is not None else "it had not joined yet"
+            log.warning("%s", stopped_line(plan, name, stop, held, resume))
+            raise
+
+
+def stopped_line(plan: Plan, name: str, stop: Stopped, held: str, resume: str) -> str:
+    """The line a site stopped by a signal leaves: what it ``held``, that nothing is lost, how to resume."""
+    folder = plan.workspace / SITE_STATE.format(name=name)
+    state = f"its own state stays in {SITE_STATE.format(name=name)}; " if folder.is_dir() else ""
+    return (
+        f"collaborator {name} stopped by {stop.signal_name}: {held}; nothing is lost: started again, it "
+        f"rejoins the federation at its current round (a task cut short runs again); {state}"
+        f"resume with: {resume or f'fx collaborator start -n {name}'}"
+    )

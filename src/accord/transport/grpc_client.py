@@ -55,6 +55,10 @@ class _Unverified(grpc.RpcError):
 RECONNECT_OPTIONS = [("grpc.initial_reconnect_backoff_ms", 500), ("grpc.max_reconnect_backoff_ms", 5_000)]
 
 
+#: a join that finds no aggregator within this many seconds says it is waiting for one
+JOIN_QUIET_SECONDS = 1.0
+
+
 def _retryable(error: grpc.RpcError) -> bool:
     """The aggregator is unreachable or slow, or refused the call for now (a "busy" refusal:
     too many calls at once, a full disk). A message over gRPC's size limit is not retried."""
@@ -80,6 +84,11 @@ class GrpcAggregatorClient:
     names another plan or workspace hash. ``check_server`` (e.g. the revocation check) gets
     the aggregator's DER certificate before the first call and again after an outage.
     ``compression`` is the plan's pipeline: the only encoding a downloaded model may come in.
+    ``counted`` is told the bytes of each chunk as it goes: ("download" or "upload", bytes).
+
+    While the aggregator is unreachable (at the start, or an outage later) the site logs
+    "waiting for the aggregator at HOST:PORT" once, each further attempt at DEBUG only, and
+    a line when it answers again.
     """
 
     def __init__(
@@ -97,8 +106,10 @@ class GrpcAggregatorClient:
         workspace_hash: str = "",
         check_server: Callable[[bytes], None] | None = None,
         compression: CompressionSettings = NO_COMPRESSION,
+        counted: Callable[[str, int], None] | None = None,
     ) -> None:
         self.name = name
+        self._counted = counted
         self._compression = compression
         self.plan_hash = plan_hash
         self.workspace_hash = workspace_hash
@@ -160,7 +171,7 @@ class GrpcAggregatorClient:
         while True:
             try:
                 self._recheck_server()
-                return call()
+                answer = call()
             except grpc.RpcError as exc:
                 if not _retryable(exc):
                     raise
@@ -170,22 +181,34 @@ class GrpcAggregatorClient:
                 if time.monotonic() + wait > give_up:
                     raise
                 details = (exc.details() if isinstance(exc, (grpc.Call, _Unverified)) else None) or code.name
-                logger.warning(
-                    "%s: the aggregator at %s %s (%s); trying again in %.1f s",
+                busy = code is grpc.StatusCode.RESOURCE_EXHAUSTED
+                logger.log(
+                    logging.DEBUG if pause > BACKOFF_FIRST else logging.WARNING,  # one line an outage, not one a try
+                    "%s: %s (%s); trying again in %.1f s%s",
                     what,
-                    self._address,
-                    "cannot take it now" if code is grpc.StatusCode.RESOURCE_EXHAUSTED else "is unreachable",
+                    f"the aggregator at {self._address} cannot take it now" if busy else f"waiting for the aggregator at {self._address}: it is unreachable",
                     details[:200],
                     wait,
+                    "" if pause > BACKOFF_FIRST else f", then with backoff for up to {self._reconnect_timeout:g} s",
                 )
                 time.sleep(wait)
                 pause = min(pause * 2, BACKOFF_MAX)
                 self._recheck = self._check_server is not None and code is grpc.StatusCode.UNAVAILABLE
+            else:
+                if give_up is not None:
+                    logger.info("%s: the aggregator at %s answers again", what, self._address)
+                return answer
 
     def join(self) -> FederationInfo:
         """Wait for the channel (up to connect_timeout), then introduce this collaborator."""
+        ready = grpc.channel_ready_future(self._channel)
         try:
-            grpc.channel_ready_future(self._channel).result(timeout=self._connect_timeout)
+            try:
+                ready.result(timeout=min(JOIN_QUIET_SECONDS, self._connect_timeout))
+            except grpc.FutureTimeoutError:
+                logger.warning("waiting for the aggregator at %s (up to %g s)", self._address, self._connect_timeout)
+                ready.result(timeout=max(self._connect_timeout - JOIN_QUIET_SECONDS, 0.0))
+                logger.info("the aggregator at %s answers", self._address)
         except grpc.FutureTimeoutError:
             raise AccordError(
                 f"cannot reach the aggregator at {self._address} within {self._connect_timeout:g} s",
@@ -276,8 +299,12 @@ class GrpcAggregatorClient:
         assembler = TensorAssembler(expected, max_total_bytes=limit, decoding=Decoding.download(self._compression, self._chunk_bytes))
         call = self._stub.GetModel(request, timeout=self._transfer_timeout)
         try:
+            counted = self._counted
             for chunk in call:
-                assembler.add(*wire.chunk_fields(chunk))
+                fields = wire.chunk_fields(chunk)
+                assembler.add(*fields)
+                if counted is not None:
+                    counted("download", memoryview(fields[4]).nbytes)
             return wire.complete_model(assembler.finish(), expected)
         except RefusedError as exc:
             call.cancel()
@@ -301,8 +328,12 @@ class GrpcAggregatorClient:
         failure: list[BaseException] = []
 
         def stream() -> Iterator[pb.ResultChunk | bytes]:
+            counted = self._counted
             try:
-                yield from wire.result_stream(result, self.name, self.plan_hash, self._chunk_bytes, encoded)
+                for message in wire.result_stream(result, self.name, self.plan_hash, self._chunk_bytes, encoded):
+                    yield message
+                    if counted is not None and isinstance(message, bytes):  # a tensor chunk, serialized
+                        counted("upload", len(message))
             except Exception as exc:  # re-raised below instead of gRPC's "Exception iterating requests!"
                 failure.append(exc)
                 raise
