@@ -67,10 +67,12 @@ class MlflowSink:
 
     def close(self, finished: bool) -> None:
         """Wait for what is queued, then end the run (FINISHED, or KILLED when the federation stopped early)."""
-        try:
-            for pending in self._pending:
+        for pending in self._pending:
+            try:
                 pending.wait()
+            except Exception as exc:  # MLflow's, naming each failed batch
+                log.warning("MLflow run %s: metrics not logged: %s", self.run_id, str(exc)[:500])
+        try:
             self._client.set_terminated(self.run_id, "FINISHED" if finished else "KILLED")
         except Exception as exc:
-            log.warning("MLflow run %s: not all metrics were logged: %r", self.run_id, exc)
-
+            log.warning("MLflow run %s could not be ended: %r", self.run_id, exc)

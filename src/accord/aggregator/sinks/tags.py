@@ -1,6 +1,6 @@
-"""The name a metric record goes by in TensorBoard and MLflow: ``task/metric`` for the
-aggregator's (aggregated metrics, the round's timing and bytes), ``task/metric/site`` for a
-site's, so that each site's curve sits beside the aggregated one."""
+"""The name a metric record goes by in TensorBoard and MLflow: ``aggregator/task/metric`` for the
+aggregator's (aggregated metrics, the round's timing and bytes), ``site/NAME/task/metric`` for
+a site's. No name is a prefix folder of another (MLflow's file store keeps each as a file)."""
 
 from __future__ import annotations
 
@@ -11,5 +11,5 @@ AGGREGATOR = "aggregator"
 
 def tag(record: MetricRecord) -> str:
     """The record's series name (metric and site names are checked on arrival: result_checks.py)."""
-    name = f"{record.task}/{record.metric}"
-    return name if record.origin == AGGREGATOR else f"{name}/{record.origin}"
+    origin = AGGREGATOR if record.origin == AGGREGATOR else f"site/{record.origin}"
+    return f"{origin}/{record.task}/{record.metric}"
