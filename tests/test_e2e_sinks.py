@@ -143,6 +143,7 @@ def test_prometheus_endpoint_during_a_federation(tmp_path: Path) -> None:
         assert closed[("accord_sent_bytes_total", ())] > 0
         shown = closed[("accord_metric", (("metric", "accuracy"), ("task", "aggregated_model_validation")))]
         assert aggregator.wait(timeout=300) == 0, log.read_text()
+        assert [proc.wait(timeout=120) for proc in sites[1:]] == [0, 0]
     finally:
         for proc in (*sites, aggregator):
             if proc.poll() is None:
@@ -150,4 +151,3 @@ def test_prometheus_endpoint_during_a_federation(tmp_path: Path) -> None:
                 proc.wait()
     records = read_metrics(plan.resolve_path(plan.model.aggregator.settings.metrics_path))
     assert shown in aggregated(records, "aggregated_model_validation", "accuracy").values()
-    assert all(proc.returncode == 0 for proc in sites[1:])
