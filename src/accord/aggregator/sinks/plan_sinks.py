@@ -32,7 +32,7 @@ class PlanSinks:
 
     @property
     def records(self) -> list[RecordSink]:
-        sinks: list[RecordSink | None] = [self.tensorboard, self.mlflow, self.prometheus and self.prometheus.records]
+        sinks: list[RecordSink | None] = [self.tensorboard, self.mlflow, self.prometheus.records if self.prometheus else None]
         return [s for s in sinks if s is not None]
 
     def refused(self, reason: str) -> None:
