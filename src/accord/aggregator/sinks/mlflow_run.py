@@ -1,8 +1,7 @@
 """An MLflow run (the extra accord[mlflow]) per aggregator start: each closed round's records
-as metrics, their step the round number, logged asynchronously (MLflow's own queue), so the
-sink stays quick under the runtime's lock; a tracking server that fails is warned of, never
-a reason to stop the federation. A folder of the workspace is MLflow's file store (the
-sqlite store needs SQLAlchemy, which mlflow-skinny leaves out)."""
+as metrics, their step the round number, logged in batches by the sink's own thread
+(queued.py). A folder of the workspace is MLflow's file store (the sqlite store needs
+SQLAlchemy, which mlflow-skinny leaves out)."""
 
 from __future__ import annotations
 
@@ -11,9 +10,9 @@ import os
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 from accord.aggregator.metrics import MetricRecord
+from accord.aggregator.sinks.queued import QueuedSink
 from accord.aggregator.sinks.tags import tag
 from accord.errors import AccordError
 from accord.imports import optional_module
@@ -36,7 +35,7 @@ def metric_key(record: MetricRecord) -> str:
     return tag(record).replace("+", "_")
 
 
-class MlflowSink:
+class MlflowSink(QueuedSink):
     """Logs each closed round's records to one run of ``experiment`` at ``uri``."""
 
     def __init__(self, uri: str, experiment: str, run_name: str | None, plan_hash: str) -> None:
@@ -45,7 +44,6 @@ class MlflowSink:
         from mlflow.tracking import MlflowClient
 
         self._metric = Metric
-        self._pending: list[Any] = []  # a batch or two a round, each awaited at the close
         try:
             self._client = client = MlflowClient(tracking_uri=uri)
             found = client.get_experiment_by_name(experiment)
@@ -57,21 +55,18 @@ class MlflowSink:
                 "check tracking_uri (a running tracking server, or a folder inside the workspace)",
             ) from None
         self.run_id: str = run.info.run_id
+        super().__init__(self._log, f"MLflow run {self.run_id}")
         log.info("MLflow run %s of experiment %r at %s", self.run_id, experiment, uri)
 
-    def __call__(self, records: Sequence[MetricRecord]) -> None:
-        now = int(time.time() * 1000)
-        metrics = [self._metric(metric_key(r), r.value, now, r.round) for r in records]
+    def _log(self, records: Sequence[MetricRecord]) -> None:
+        stamp = int(time.time() * 1000)
+        metrics = [self._metric(metric_key(r), r.value, stamp, r.round) for r in records]
         for start in range(0, len(metrics), BATCH):
-            self._pending.append(self._client.log_batch(self.run_id, metrics=metrics[start : start + BATCH], synchronous=False))
+            self._client.log_batch(self.run_id, metrics=metrics[start : start + BATCH])
 
-    def close(self, finished: bool) -> None:
-        """Wait for what is queued, then end the run (FINISHED, or KILLED when the federation stopped early)."""
-        for pending in self._pending:
-            try:
-                pending.wait()
-            except Exception as exc:  # MLflow's, naming each failed batch
-                log.warning("MLflow run %s: metrics not logged: %s", self.run_id, str(exc)[:500])
+    def end(self, finished: bool) -> None:
+        """Log what is queued, then end the run (FINISHED, or KILLED when the federation stopped early)."""
+        self.close()
         try:
             self._client.set_terminated(self.run_id, "FINISHED" if finished else "KILLED")
         except Exception as exc:

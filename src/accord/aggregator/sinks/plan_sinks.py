@@ -67,14 +67,14 @@ def open_sinks(plan: Plan) -> PlanSinks:
         if settings.tensorboard is not None:
             key = "aggregator.settings.metrics.tensorboard.log_dir"
             board = sinks.tensorboard = TensorBoardSink(plan.resolve_path(settings.tensorboard.log_dir, key))
-            sinks._closers.append(lambda _: board.close())
+            sinks._closers.append(lambda _: board.end())
         if settings.mlflow is not None:
             wanted = settings.mlflow
             uri = wanted.tracking_uri
             if not is_tracking_server(uri):
                 uri = mlflow_run.tracking_uri(plan.resolve_path(uri, "aggregator.settings.metrics.mlflow.tracking_uri"))
             run = sinks.mlflow = MlflowSink(uri, wanted.experiment, wanted.run_name, plan.hash)
-            sinks._closers.append(run.close)
+            sinks._closers.append(run.end)
         if settings.prometheus is not None:
             endpoint = sinks.prometheus = PrometheusSink(settings.prometheus.host, settings.prometheus.port)
             sinks._closers.append(lambda _: endpoint.close())
