@@ -13,6 +13,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from accord.aggregator.metrics import MetricRecord
 from accord.aggregator.sinks.plan_sinks import open_sinks
 from accord.aggregator.sinks.prometheus import MAX_METRIC_SERIES, PrometheusSink
+from accord.aggregator.sinks.queued import QueuedSink
 from accord.cli.main import main
 from accord.errors import AccordError, PlanError
 from accord.experiment.local import prepare_workspace
@@ -81,6 +82,27 @@ def test_traffic_takes_what_passed_since_the_last_take() -> None:
     assert traffic.take() == (5, 0)
     assert traffic.take() == (0, 0)
     assert (traffic.received, traffic.sent) == (8, 2)
+
+
+def test_a_failing_writer_is_warned_of_once_and_never_raises(caplog: pytest.LogCaptureFixture) -> None:
+    written: list[int] = []
+
+    def write(records) -> None:
+        if records[0].round % 2:
+            raise OSError("tracking server unreachable")
+        written.append(records[0].round)
+
+    sink = QueuedSink(write, "test sink")
+    for number in range(5):
+        sink([MetricRecord(number, "aggregator", "train", "loss", 1.0)])  # queued: returns at once
+    sink.close()
+    assert written == [0, 2, 4]  # in order, the failed rounds left out
+    assert sink.failures == 2
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert warnings == [
+        "test sink: a round's metrics were not written: tracking server unreachable",
+        "test sink: the metrics of 2 rounds were not written",
+    ]
 
 
 def scrape(port: int) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
