@@ -13,6 +13,7 @@ from conftest import FAST, wait_listening
 
 from accord.aggregator.metrics import MetricRecord, read_metrics
 from accord.experiment.local import free_port, fx_command, prepare_workspace, run_processes
+from accord.tensors.state import load_state
 
 pytestmark = pytest.mark.e2e
 
@@ -35,8 +36,14 @@ def test_tensorboard_and_mlflow_hold_every_round_and_site(tmp_path: Path, monkey
     received = aggregated(records, "round", "bytes_received")
     sent = aggregated(records, "round", "bytes_sent")
     assert sorted(received) == sorted(sent) == [0, 1, 2]
-    # each training round downloads the model to both sites and receives both updates
-    assert all(received[r] > 0 and sent[r] > 0 for r in (0, 1)), (received, sent)
+    # each training round sends the model to both sites and receives both updates (float32, raw):
+    # at least twice the model's bytes each way, and not much more
+    model = load_state(plan.resolve_path(plan.model.aggregator.settings.init_state_path))
+    model_bytes = sum(array.nbytes for array in model.values())
+    for r in (0, 1):
+        assert 2 * model_bytes <= received[r] < 3 * model_bytes, (r, received, model_bytes)
+        assert 2 * model_bytes <= sent[r] < 3 * model_bytes, (r, sent, model_bytes)
+    assert received[2] < model_bytes  # the final validation: metrics only come back
 
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
