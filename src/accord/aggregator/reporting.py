@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
 from accord.aggregator.events import EngineEvent, PhaseOpened, RoundClosed, RoundOutcome, Sink
@@ -15,6 +15,7 @@ from accord.messages import TaskResult
 
 if TYPE_CHECKING:
     from accord.aggregator.engine import RoundEngine
+    from accord.transport.traffic import Traffic
 
 log = logging.getLogger("accord.aggregator")
 
@@ -119,12 +120,28 @@ def phase_sink(event: EngineEvent) -> None:
         log.info("round %d: phase %s opened for %d sites", event.round_number, event.phase, len(event.members))
 
 
-def metrics_sink(metrics_log: MetricsLog) -> Sink:
-    """The sink that appends each closed round's records to ``metrics_log`` (logs/metrics.jsonl)."""
+#: what gets a closed round's records after metrics.jsonl (the plan's sinks: aggregator/sinks/)
+RecordSink = Callable[[Sequence[MetricRecord]], None]
+
+
+def metrics_sink(metrics_log: MetricsLog, traffic: Traffic | None = None, writers: Sequence[RecordSink] = ()) -> Sink:
+    """The sink that appends each closed round's records to ``metrics_log`` (logs/metrics.jsonl),
+    with the bytes ``traffic`` counted on the wire since the previous close (``round/bytes_received``,
+    ``round/bytes_sent``) when there is a wire, then hands the same records to each of ``writers``."""
 
     def write(event: EngineEvent) -> None:
         if isinstance(event, RoundClosed):
-            metrics_log.write(round_records(event.outcome))
+            records = round_records(event.outcome)
+            if traffic is not None:
+                received, sent = traffic.take()
+                number = event.outcome.round_number
+                records += [
+                    MetricRecord(number, "aggregator", "round", "bytes_received", float(received)),
+                    MetricRecord(number, "aggregator", "round", "bytes_sent", float(sent)),
+                ]
+            metrics_log.write(records)
+            for writer in writers:
+                writer(records)
 
     return write
 

@@ -2,8 +2,8 @@
 
 It checks plan hashes, wakes long-polling collaborators when a round opens, bounds
 concurrent uploads, subscribes the metrics sinks to the engine's events (``sinks``: more of
-them), writes the best/last model files, applies the straggler
-policy's deadlines and journals its state (aggregator/journal.py) so that a restart
+them; ``record_sinks`` get each closed round's records, with the bytes ``traffic`` counted),
+writes the best/last model files, applies the straggler policy's deadlines and journals its state (aggregator/journal.py) so that a restart
 resumes the open round: each result is on disk before it is acknowledged; a closed round's
 files are written after, by the committer thread (aggregator/committer.py). Both the gRPC
 server and the in-process transport serve this same object.
@@ -27,7 +27,7 @@ from accord.aggregator.journal import Journal
 from accord.aggregator.metrics import MetricsLog
 from accord.aggregator.placement import initial_model
 from accord.aggregator.plan_engine import assigner_for, engine_for, strategy_for
-from accord.aggregator.reporting import ResultLog, log_stop, metrics_sink, phase_sink, report_closed
+from accord.aggregator.reporting import RecordSink, ResultLog, log_stop, metrics_sink, phase_sink, report_closed
 from accord.aggregator.saved import SavedRound
 from accord.aggregator.staging import StagedFile
 from accord.aggregator.status import RoundStatus
@@ -41,6 +41,7 @@ from accord.tensors.state import ModelState, StateView
 
 if TYPE_CHECKING:
     from accord.secagg.signing import Verifier
+    from accord.transport.traffic import Traffic
 
 log = logging.getLogger("accord.aggregator")
 
@@ -56,6 +57,8 @@ class AggregatorRuntime:
         sinks: Sequence[Sink] = (),
         fresh: bool = False,
         verify_sites: Verifier | None = None,
+        traffic: Traffic | None = None,
+        record_sinks: Sequence[RecordSink] = (),
     ) -> None:
         self.plan = plan
         settings = plan.model.aggregator.settings
@@ -79,7 +82,7 @@ class AggregatorRuntime:
         #: logs/events.jsonl (fx dashboard): the engine's events, and refusals (the gRPC server's on_refusal)
         self.event_log = EventLog(events_path(self.metrics_log.path), fresh=saved is None)
         self.event_log.write("started", round=self.engine.round_number, resumed=saved is not None)
-        for sink in (metrics_sink(self.metrics_log), events_sink(self.event_log), phase_sink, *sinks):  # aggregator/events.py
+        for sink in (metrics_sink(self.metrics_log, traffic, record_sinks), events_sink(self.event_log), phase_sink, *sinks):  # aggregator/events.py
             self.engine.events.subscribe(sink)
         self._cond = threading.Condition()
         self._uploads = threading.BoundedSemaphore(settings.max_concurrent_uploads)

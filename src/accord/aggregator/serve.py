@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from accord.aggregation.robust import one_blas_thread
 from accord.aggregator.lock import StateLock
 from accord.aggregator.memory import limit_malloc_arenas
 from accord.aggregator.runtime import AggregatorRuntime
+from accord.aggregator.sinks.plan_sinks import open_sinks
 from accord.plan.loader import Plan
+from accord.transport.traffic import Traffic
 
 if TYPE_CHECKING:
     from accord.pki.layout import CertLayout
@@ -42,11 +45,21 @@ def start_aggregator(
     # BLAS on one thread while serving: its spinning threads made each update's change norms, on
     # the acknowledgement's path, 2-3x slower on a busy machine (100 MB: 0.45 s -> 0.19 s, load 15)
     with StateLock(plan.resolve_path(plan.model.aggregator.settings.state_dir)), one_blas_thread():
-        runtime = AggregatorRuntime(plan, fresh=fresh, verify_sites=site_verifier(layout))
+        sinks = open_sinks(plan)  # the plan's metrics sinks (aggregator/sinks/): a missing extra stops here
+        finished = False
         try:
-            _serve(runtime, plan, layout, tls, quit_grace, stop)
+            traffic = Traffic()
+            runtime = AggregatorRuntime(
+                plan, fresh=fresh, verify_sites=site_verifier(layout), sinks=sinks.engine, traffic=traffic, record_sinks=sinks.records
+            )
+            sinks.opened(runtime.engine.round_number)
+            try:
+                _serve(runtime, plan, layout, tls, quit_grace, stop, traffic, sinks.refused)
+            finally:
+                runtime.close()
+                finished = runtime.finished
         finally:
-            runtime.close()
+            sinks.close(finished)
     return runtime
 
 
@@ -60,12 +73,24 @@ def site_verifier(layout: CertLayout) -> CollaboratorVerifier:
 
 
 def _serve(
-    runtime: AggregatorRuntime, plan: Plan, layout: CertLayout, tls: ServerTLS, quit_grace: float, stop: threading.Event | None
+    runtime: AggregatorRuntime,
+    plan: Plan,
+    layout: CertLayout,
+    tls: ServerTLS,
+    quit_grace: float,
+    stop: threading.Event | None,
+    traffic: Traffic,
+    on_refusal: Callable[[str], None],
 ) -> None:
-    """Serve ``runtime`` over mutual-TLS gRPC until every round ran (or a round failed)."""
+    """Serve ``runtime`` over mutual-TLS gRPC until every round ran (or a round failed); the
+    server counts its bytes in ``traffic`` and tells ``on_refusal`` of every refused call."""
     from accord.pki.records import RevocationWatch
     from accord.transport.admission import CallLimits
     from accord.transport.grpc_server import GrpcAggregatorServer
+
+    def refused(reason: str) -> None:  # logs/events.jsonl (fx dashboard) and the plan's sinks
+        runtime.event_log.refused(reason)
+        on_refusal(reason)
 
     net = plan.model.network.settings
     server = GrpcAggregatorServer(
@@ -87,7 +112,8 @@ def _serve(
             net.min_upload_bytes_per_second,
         ),
         compression=plan.model.compression_pipeline.settings,
-        on_refusal=runtime.event_log.refused,
+        on_refusal=refused,
+        traffic=traffic,
     )
     port = server.start()
     log.info(

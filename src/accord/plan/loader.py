@@ -16,7 +16,7 @@ import yaml
 from pydantic import ValidationError
 
 from accord.errors import PlanError
-from accord.plan.schema import PlanModel
+from accord.plan.schema import PlanModel, is_tracking_server
 from accord.plan.templates import WORKSPACE_TEMPLATE
 
 SECTIONS = (
@@ -209,6 +209,8 @@ PLAN_PATHS = (
     "aggregator.settings.state_dir",
     "collaborator.settings.data_config_path",
     "network.settings.cert_dir",
+    "aggregator.settings.metrics.tensorboard.log_dir",
+    "aggregator.settings.metrics.mlflow.tracking_uri",
 )
 
 
@@ -224,11 +226,21 @@ def inside_workspace(workspace: Path, relative: str | os.PathLike, key: str) -> 
     return resolved
 
 
+def _plan_value(model: PlanModel, key: str) -> Any:
+    """The setting at dotted ``key``; None under a section that is off (a metrics sink: null)."""
+    value: Any = model
+    for part in key.split("."):
+        if value is None:
+            return None
+        value = getattr(value, part)
+    return value
+
+
 def _check_paths(model: PlanModel, workspace: Path, source: str) -> None:
     for key in PLAN_PATHS:
-        value: Any = model
-        for part in key.split("."):
-            value = getattr(value, part)
+        value = _plan_value(model, key)
+        if value is None or is_tracking_server(value):
+            continue
         try:
             inside_workspace(workspace, value, key)
         except PlanError as exc:

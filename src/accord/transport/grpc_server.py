@@ -34,6 +34,7 @@ from accord.transport.long_poll import LongPoll
 from accord.transport.proto import accord_pb2 as pb
 from accord.transport.streams import Stalled, read_within
 from accord.transport.tls import ServerTLS
+from accord.transport.traffic import Traffic
 from accord.transport.uploads import Uploads
 
 logger = logging.getLogger("accord.transport")
@@ -56,24 +57,28 @@ _STATUS_FOR_KIND = {
 }
 
 
-def _method_handlers(servicer: _Servicer) -> dict[str, grpc.RpcMethodHandler]:
-    """The accord.v1.Aggregator methods, with lenient deserializers.
+def _method_handlers(servicer: _Servicer, traffic: Traffic) -> dict[str, grpc.RpcMethodHandler]:
+    """The accord.v1.Aggregator methods, with lenient deserializers; ``traffic`` counts every
+    message's bytes.
 
     Every method is served as a client stream (the wire is the same as for a unary call),
     so that the caller is identified and admitted before its request is read.
     """
+    read, write = traffic.reader, traffic.writer
     return {
         "Join": grpc.stream_unary_rpc_method_handler(
-            servicer.rpc("join", servicer.join), wire.lenient(pb.JoinRequest), pb.JoinResponse.SerializeToString
+            servicer.rpc("join", servicer.join), read(wire.lenient(pb.JoinRequest)), write(pb.JoinResponse.SerializeToString)
         ),
         "GetTasks": grpc.stream_unary_rpc_method_handler(
-            servicer.rpc("get_tasks", servicer.get_tasks), wire.lenient(pb.TasksRequest), pb.TasksResponse.SerializeToString
+            servicer.rpc("get_tasks", servicer.get_tasks),
+            read(wire.lenient(pb.TasksRequest)),
+            write(pb.TasksResponse.SerializeToString),
         ),
         "GetModel": grpc.stream_stream_rpc_method_handler(
-            servicer.rpc("get_model", servicer.get_model), wire.lenient(pb.ModelRequest), wire.serialize
+            servicer.rpc("get_model", servicer.get_model), read(wire.lenient(pb.ModelRequest)), write(wire.serialize)
         ),
         "SendResult": grpc.stream_unary_rpc_method_handler(
-            servicer.rpc("send_result", servicer.send_result), chunk_views.result_chunk, pb.ResultAck.SerializeToString
+            servicer.rpc("send_result", servicer.send_result), read(chunk_views.result_chunk), write(pb.ResultAck.SerializeToString)
         ),
     }
 
@@ -279,7 +284,8 @@ class GrpcAggregatorServer:
     the service's blocking calls; waiting calls hold none. ``limits`` bound each call and
     the calls in progress. ``max_upload_seconds``, when set, refuses an upload whose
     deadline is missing or later. ``compression`` is the plan's pipeline: the encoding of
-    downloads, and what uploads may be encoded in. The port is bound exclusively (no SO_REUSEPORT) on every
+    downloads, and what uploads may be encoded in. ``traffic`` counts the bytes of every message
+    received and sent (transport/traffic.py). The port is bound exclusively (no SO_REUSEPORT) on every
     address ``host`` resolves to, or not at all.
     """
 
@@ -298,8 +304,10 @@ class GrpcAggregatorServer:
         max_upload_seconds: float | None = None,
         limits: CallLimits = CallLimits(),
         compression: CompressionSettings = NO_COMPRESSION,
+        traffic: Traffic | None = None,
     ) -> None:
         self._service = service
+        self.traffic = traffic or Traffic()
         self._host = host
         self._port = port
         self._tls = tls
@@ -349,7 +357,7 @@ class GrpcAggregatorServer:
                 ("grpc.server.max_pending_requests_hard_limit", 2 * limits.max_concurrent_calls),
             ]
         )
-        handlers = _method_handlers(servicer)
+        handlers = _method_handlers(servicer, self.traffic)
         server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE, handlers),))
         server.add_registered_method_handlers(SERVICE, handlers)
         credentials = self._tls.credentials()
