@@ -219,6 +219,9 @@ def test_bad_names_refused(tmp_path: Path) -> None:
     for bad in ("", "../etc", "a/b", "-lead", "x" * 65, "sp ace", "naïve"):
         with pytest.raises(PKIError, match="invalid collaborator name"):
             generate_csr(layout.cert_dir, "collaborator", bad)
+    for reserved in ("aggregator", "Aggregator"):  # the aggregated metrics' origin: a site must not pass as it
+        with pytest.raises(PKIError, match="is reserved"):
+            generate_csr(layout.cert_dir, "collaborator", reserved)
     for bad in ("", "bad_host!", "-a.example.org", "a..b", "x" * 65):
         with pytest.raises(PKIError, match="invalid aggregator address"):
             generate_csr(layout.cert_dir, "aggregator", bad)

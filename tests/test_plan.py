@@ -184,3 +184,9 @@ def test_updating_a_plan_file_keeps_its_comments_and_order(tmp_path) -> None:
     text = path.read_text()
     assert "# who takes part" in text and "# filled by fx collaborator certify" in text and "# rounds" in text
     assert read_yaml(path) == {"collaborators": ["a"], "aggregator": {"settings": {"rounds_to_train": 3}}, "network": {"settings": {"agg_port": 1}}}
+
+
+def test_a_collaborator_may_not_be_named_aggregator(tmp_path: Path) -> None:
+    # "aggregator" is the origin of the aggregated metrics records (metrics.jsonl, sinks)
+    with pytest.raises(PlanError, match="is reserved"):
+        load_plan(write_plan(tmp_path, {"collaborators": ["a", "Aggregator"]}))

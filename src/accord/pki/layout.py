@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Literal
 
 from accord.errors import PKIError
-from accord.plan.schema import NAME_PATTERN
+from accord.plan.schema import NAME_PATTERN, RESERVED_NAMES
 
 Kind = Literal["aggregator", "collaborator"]
 LEAF_KINDS: tuple[str, ...] = ("aggregator", "collaborator")
@@ -46,6 +46,8 @@ def validate_collaborator_name(name: str) -> str:
             f"invalid collaborator name {name!r}",
             "use 1-64 letters, digits, '.', '_' or '-', starting with a letter or digit",
         )
+    if name.lower() in RESERVED_NAMES:
+        raise PKIError(f"collaborator name {name!r} is reserved: it is the origin of the aggregated metrics", "choose another name")
     return name
 
 

@@ -12,6 +12,8 @@ from accord.plan.compression import CompressionSection
 from accord.plan.templates import template_problem
 
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
+#: names no collaborator may take: "aggregator" is the origin of the aggregated metrics records
+RESERVED_NAMES = ("aggregator",)
 STANDARD_TASKS = ("aggregated_model_validation", "train", "locally_tuned_model_validation")
 
 
@@ -342,6 +344,8 @@ class PlanModel(Strict):
         for name in names:
             if not re.fullmatch(NAME_PATTERN, name):
                 raise ValueError(f"collaborator name {name!r} must match {NAME_PATTERN}")
+            if name.lower() in RESERVED_NAMES:
+                raise ValueError(f"collaborator name {name!r} is reserved (the aggregated metrics' origin); choose another")
         if len(set(names)) != len(names):
             raise ValueError("collaborator names must be unique")
         return names
