@@ -39,6 +39,7 @@ from accord.tensors.space import MEMORY
 from accord.tensors.state import ModelState, StateView
 
 if TYPE_CHECKING:
+    from accord.audit.trail import AuditTrail
     from accord.secagg.signing import Verifier
 
 log = logging.getLogger("accord.aggregator")
@@ -55,6 +56,7 @@ class AggregatorRuntime:
         sinks: Sequence[Sink] = (),
         fresh: bool = False,
         verify_sites: Verifier | None = None,
+        audit: AuditTrail | None = None,
     ) -> None:
         self.plan = plan
         settings = plan.model.aggregator.settings
@@ -90,7 +92,11 @@ class AggregatorRuntime:
         self._committer = Committer(self._cond, self.journal, self._commit_failed)
         if self.engine.stopped:  # before round 0: a target epsilon that no round fits
             log_stop(self.engine.stopped)
+        self._audit = audit  # the signed chain of what was accepted (accord/audit/; the deployment's)
         with self._cond:
+            if audit is not None:
+                audit.begin(saved is not None, plan.hash, self.workspace_hash)
+                audit.model(self.engine.round_number, self.engine.model_digest)
             if saved is None:
                 self._committer.write(self._round_commit())
             elif saved.finished:
@@ -251,7 +257,7 @@ class AggregatorRuntime:
                 # a multi-phase round journals no result (its phases folded what they keep): a
                 # restart runs its phases again, with a fresh round seed
                 if not result.failure and not phased:  # recorded even when it closes the round: a rollback replays it
-                    self._persist(lambda: self.journal.add_result(result, staged))
+                    self._persist(lambda: self._record(result, staged))
                     staged = None
                 if outcome is not None:
                     self._persist(functools.partial(self._finish_round, outcome, self._committer.hand))
@@ -262,6 +268,13 @@ class AggregatorRuntime:
             raise
         finally:
             self.journal.discard(staged)
+
+    def _record(self, result: TaskResult, staged: str | None) -> None:
+        """Journal an accepted result, then chain it in the audit trail (a kill between the two:
+        the replay chains it)."""
+        self.journal.add_result(result, staged)
+        if self._audit is not None:
+            self._audit.result(result)
 
     def _take(self, result: TaskResult, kept: StateView | None) -> RoundOutcome | None:
         """``engine.submit``; if closing the round fails (an update's file unreadable, memory
@@ -359,6 +372,9 @@ class AggregatorRuntime:
         self._committer.stop()
         self._watch.join()
         self.journal.close()
+        if self._audit is not None:
+            with self._cond:
+                self._audit.close()
 
     def _watch_deadlines(self) -> None:
         """Apply the straggler policy at each wake-up, then sleep until the open round's next
@@ -402,6 +418,8 @@ class AggregatorRuntime:
             # each was checked against this round's model when it came
             stamped = replace(result, model_digest=self.engine.model_digest)
             outcome = self.engine.submit(stamped, self.journal.view(entry["tensors"]))
+            if self._audit is not None:
+                self._audit.result(result, replay=True)
             if outcome is not None:
                 self._finish_round(outcome, self._committer.write)
         if self.engine.round_number == saved.round_number:  # not closed by the replay
@@ -428,6 +446,9 @@ class AggregatorRuntime:
         self._stragglers = outcome.stragglers
         self._bounded = report_closed(self.engine, outcome)
         self._opened_at = time.time()
+        if self._audit is not None:  # the next round's model, and the chain's head signed
+            self._audit.model(self.engine.round_number, self.engine.model_digest)
+            self._audit.seal()
         commit(self._round_commit(outcome))
 
 

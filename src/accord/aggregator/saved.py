@@ -87,6 +87,8 @@ class SavedRound:
                 tensors=tensors,
                 is_delta=entry["is_delta"],
                 task_seconds=entry["task_seconds"],
+                update_digest=str(entry.get("update_digest", "")),
+                sender_serial=str(entry.get("sender_serial", "")),
             )
 
 

@@ -24,6 +24,7 @@ from accord.tensors.state import ModelState, tensor_specs
 from accord.transport.base import AggregatorClient, TensorSpecs
 
 if TYPE_CHECKING:
+    from accord.audit.site_record import SiteRecord
     from accord.secagg.signing import Signing
 
 log = logging.getLogger("accord.collaborator")
@@ -60,6 +61,8 @@ class Collaborator:
     an update in the clear; ``signing`` (the deployment's: secure_site.site_signing) signs them;
     ``secure_cohort``: the cohort its own plan expects a round to ask (site.expected_cohort), the
     floor of the threshold it accepts.
+    ``record``: the site's signed audit record (accord/audit/site_record.py; the deployment's):
+    each global model received and each result acknowledged.
     """
 
     def __init__(
@@ -80,6 +83,7 @@ class Collaborator:
         secure: SecureAggregationSettings | None = None,
         signing: Signing | None = None,
         secure_cohort: int = 0,
+        record: SiteRecord | None = None,
     ) -> None:
         if opt_treatment not in OPT_TREATMENTS:
             raise AccordError(f"opt_treatment {opt_treatment!r} is not one of {OPT_TREATMENTS}")
@@ -97,6 +101,7 @@ class Collaborator:
         self._global: ModelState | None = None
         self._global_round = -1
         self._global_digest = ""
+        self.record = record
         self._own_specs: TensorSpecs | None = None
         self._encoder = UpdateEncoder(compression) if compression.upload else None
         self._secure = SecureSite(name, secure, signing, secure_cohort) if secure is not None and secure.enabled else None
@@ -162,6 +167,8 @@ class Collaborator:
             self.client.send_result(result)
         else:
             self.client.send_result(result, encoded)
+        if self.record is not None and result.phase == "train" and self._secure is None:  # acknowledged
+            self.record.sent(result, encoded)
 
     def _phase_reply(self, assignment: TaskAssignment) -> TaskResult:
         """This site's reply to a secure aggregation phase beyond its tasks (its payload only);
@@ -272,6 +279,8 @@ class Collaborator:
         self._global = self.client.get_model(round_number, expected=self._own_specs)
         self._global_digest = model_digest(self._global, round_number)
         self._global_round = round_number
+        if self.record is not None:
+            self.record.received(round_number, self._global_digest)
         self.executor.forget()  # a new round's model: load it when a task needs it
 
 

@@ -16,6 +16,7 @@ from accord.transport.base import AggregatorClient
 from accord.workspace.initialize import build_runner
 
 if TYPE_CHECKING:
+    from accord.audit.site_record import SiteRecord
     from accord.secagg.signing import Signing
 
 log = logging.getLogger("accord.collaborator")
@@ -46,10 +47,13 @@ def build_data_loader(plan: Plan, name: str) -> DataLoader:
     )
 
 
-def build_collaborator(plan: Plan, name: str, client: AggregatorClient, signing: Signing | None = None) -> Collaborator:
+def build_collaborator(
+    plan: Plan, name: str, client: AggregatorClient, signing: Signing | None = None, record: SiteRecord | None = None
+) -> Collaborator:
     """A Collaborator wired to ``client``, with the plan's runner, client mods and this site's
     data, accepting only the per-round config its own plan's strategy declares; ``signing``
-    signs its secure aggregation (start_collaborator gives it the site's own key).
+    signs its secure aggregation (start_collaborator gives it the site's own key); ``record`` is
+    the site's signed audit record (start_collaborator's: ``site_record``).
 
     If the data loader cannot be built (a missing data path, say), the collaborator is built
     without data: it joins and reports that failure, so the round need not wait for it.
@@ -79,6 +83,7 @@ def build_collaborator(plan: Plan, name: str, client: AggregatorClient, signing:
         data,
         data_error=data_error,
         signing=signing,
+        record=record,
         **options,
     )
 
@@ -155,12 +160,29 @@ def grpc_client(plan: Plan, name: str, connect_timeout: float | None = None) -> 
 def start_collaborator(plan: Plan, name: str, connect_timeout: float | None = None) -> int:
     """Connect to the aggregator and work until the federation ends; returns rounds worked."""
     client = grpc_client(plan, name, connect_timeout)  # checks this site's certificate first
+    record = site_record(plan, name, getattr(client, "workspace_hash", "") or plan.workspace_hash())
     try:
         signing = None
         if plan.model.aggregator.settings.secure_aggregation.enabled:  # the deployment always signs
             from accord.collaborator.secure_site import site_signing
 
             signing = site_signing(plan.resolve_path(plan.model.network.settings.cert_dir), name)
-        return build_collaborator(plan, name, client, signing).run()
+        return build_collaborator(plan, name, client, signing, record).run()
     finally:
+        record.close()
         client.close()
+
+
+def site_record(plan: Plan, name: str, workspace_hash: str) -> SiteRecord:
+    """Site ``name``'s signed audit record (logs/audit-NAME.jsonl), signed with its own key."""
+    from accord.audit.site_record import SiteRecord, record_path
+    from accord.pki.keys import load_private_key, read_pem_bytes
+    from accord.pki.layout import CertLayout, collaborator_fix
+    from accord.pki.signatures import signer_for
+
+    net = plan.model.network.settings
+    layout = CertLayout(plan.resolve_path(net.cert_dir))
+    certificate = read_pem_bytes(layout.collaborator_cert(name), "collaborator certificate", collaborator_fix(name))
+    sign = signer_for(load_private_key(layout.collaborator_key(name)))
+    path = plan.resolve_path(record_path(name))
+    return SiteRecord(path, sign, name, certificate, plan.hash, workspace_hash, net.chunk_bytes)
