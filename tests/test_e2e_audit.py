@@ -184,8 +184,8 @@ def test_a_forged_site_record_is_named(federation: Path, tmp_path: Path, capsys)
 
 
 def test_the_aggregators_chain_passed_as_a_site_record_is_refused(federation: Path, tmp_path: Path, capsys) -> None:
-    """A record signed by a key the chain does not name (the aggregator's own record passed as a
-    site's) is named at its start."""
+    """The aggregator's own chain passed as a site's record is refused at its start: its
+    certificate is not a site's."""
     code, out = verify(capsys, federation, federation / "logs" / "audit.jsonl")
     assert code == 2 and "line 1 (seq 0, start)" in out and "not the collaborator certificate" in out, out
 

@@ -374,7 +374,10 @@ class AggregatorRuntime:
         self.journal.close()
         if self._audit is not None:
             with self._cond:
-                self._audit.close()
+                try:
+                    self._audit.close()
+                except OSError as exc:  # the saved state is whole: a restart seals the chain
+                    log.error("the audit trail %s could not be sealed at stop: %s", self._audit.path, exc)
 
     def _watch_deadlines(self) -> None:
         """Apply the straggler policy at each wake-up, then sleep until the open round's next
