@@ -217,3 +217,20 @@ def test_the_chain_survives_a_kill_of_the_aggregator_mid_round(tmp_path: Path, c
     assert len(results) == len(set(results))
     code, out = verify(capsys, plan.workspace, *(record_of(plan.workspace, n) for n in SITES))
     assert code == 0, out
+
+
+def test_compressed_updates_cross_check(tmp_path: Path, capsys) -> None:
+    """With topk+q8+zstd uploads, the digests of the encoded chunks a site sent are those the
+    aggregator read."""
+    pipeline = {
+        "compression_pipeline.settings.upload": ["topk", "q8", "zstd"],
+        "compression_pipeline.settings.download": ["zstd"],
+        "compression_pipeline.settings.topk_ratio": 0.01,
+    }
+    plan = prepare_workspace(tmp_path / "ws", 2, 1, overrides={**FAST, **pipeline})
+    report = run_processes(plan, timeout=300)
+    assert report.ok, report.returncodes
+    sent = [e for e in entries(record_of(plan.workspace, "collaborator1")) if e["kind"] == "sent" and e["task"] == "train"]
+    assert sent
+    code, out = verify(capsys, plan.workspace, *(record_of(plan.workspace, n) for n in SITES))
+    assert code == 0, out
