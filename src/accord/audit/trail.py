@@ -78,13 +78,13 @@ class AuditTrail:
 
     def model(self, round_number: int, digest: str) -> None:
         """The global model of ``round_number`` (its tensors/digest.py digest), once per digest."""
+        for old in [r for r in self._seen if r < round_number - 1]:
+            del self._seen[old]
         key = ("model", digest)
         if not digest or key in self._seen.get(round_number, ()):
             return
         self._chain.append("model", round=round_number, digest=digest)
         self._saw(round_number, key)
-        for old in [r for r in self._seen if r < round_number - 1]:
-            del self._seen[old]
 
     def seal(self) -> None:
         """Sign the chain's head (at a round's close)."""
