@@ -91,3 +91,8 @@ class TaskResult:
     phase: str = "train"
     #: a phase reply's bytes (secure aggregation's advert, shares, reveals)
     payload: bytes = b""
+    #: at the aggregator, set by the transport that received it (the audit trail, accord/audit/):
+    #: the digest of its tensor chunks as they arrived (tensors/digest.py UpdateDigest) and the
+    #: serial (hex) of the certificate that sent it
+    update_digest: str = ""
+    sender_serial: str = ""

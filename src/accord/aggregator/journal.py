@@ -305,6 +305,8 @@ class Journal:
                 "is_delta": result.is_delta,
                 "task_seconds": result.task_seconds,
                 "tensors": staged,
+                "update_digest": result.update_digest,
+                "sender_serial": result.sender_serial,
                 "at": time.time(),
             }
         )

@@ -40,6 +40,7 @@ from accord.tensors.space import MEMORY
 from accord.tensors.state import ModelState, StateView
 
 if TYPE_CHECKING:
+    from accord.audit.trail import AuditTrail
     from accord.secagg.signing import Verifier
     from accord.transport.traffic import Traffic
 
@@ -59,6 +60,7 @@ class AggregatorRuntime:
         verify_sites: Verifier | None = None,
         traffic: Traffic | None = None,
         record_sinks: Sequence[RecordSink] = (),
+        audit: AuditTrail | None = None,
     ) -> None:
         self.plan = plan
         settings = plan.model.aggregator.settings
@@ -97,7 +99,11 @@ class AggregatorRuntime:
         self._committer = Committer(self._cond, self.journal, self._commit_failed)
         if self.engine.stopped:  # before round 0: a target epsilon that no round fits
             log_stop(self.engine.stopped)
+        self._audit = audit  # the signed chain of what was accepted (accord/audit/; the deployment's)
         with self._cond:
+            if audit is not None:
+                audit.begin(saved is not None, plan.hash, self.workspace_hash)
+                audit.model(self.engine.round_number, self.engine.model_digest)
             if saved is None:
                 self._committer.write(self._round_commit())
             elif saved.finished:
@@ -258,7 +264,7 @@ class AggregatorRuntime:
                 # a multi-phase round journals no result (its phases folded what they keep): a
                 # restart runs its phases again, with a fresh round seed
                 if not result.failure and not phased:  # recorded even when it closes the round: a rollback replays it
-                    self._persist(lambda: self.journal.add_result(result, staged))
+                    self._persist(lambda: self._record(result, staged))
                     staged = None
                 if outcome is not None:
                     self._persist(functools.partial(self._finish_round, outcome, self._committer.hand))
@@ -269,6 +275,13 @@ class AggregatorRuntime:
             raise
         finally:
             self.journal.discard(staged)
+
+    def _record(self, result: TaskResult, staged: str | None) -> None:
+        """Journal an accepted result, then chain it in the audit trail (a kill between the two:
+        the replay chains it)."""
+        self.journal.add_result(result, staged)
+        if self._audit is not None:
+            self._audit.result(result)
 
     def _take(self, result: TaskResult, kept: StateView | None) -> RoundOutcome | None:
         """``engine.submit``; if closing the round fails (an update's file unreadable, memory
@@ -366,6 +379,12 @@ class AggregatorRuntime:
         self._committer.stop()
         self._watch.join()
         self.journal.close()
+        if self._audit is not None:
+            with self._cond:
+                try:
+                    self._audit.close()
+                except OSError as exc:  # the saved state is whole: a restart seals the chain
+                    log.error("the audit trail %s could not be sealed at stop: %s", self._audit.path, exc)
 
     def _watch_deadlines(self) -> None:
         """Apply the straggler policy at each wake-up, then sleep until the open round's next
@@ -409,6 +428,8 @@ class AggregatorRuntime:
             # each was checked against this round's model when it came
             stamped = replace(result, model_digest=self.engine.model_digest)
             outcome = self.engine.submit(stamped, self.journal.view(entry["tensors"]))
+            if self._audit is not None:
+                self._audit.result(result, replay=True)
             if outcome is not None:
                 self._finish_round(outcome, self._committer.write)
         if self.engine.round_number == saved.round_number:  # not closed by the replay
@@ -435,6 +456,9 @@ class AggregatorRuntime:
         self._stragglers = outcome.stragglers
         self._bounded = report_closed(self.engine, outcome)
         self._opened_at = time.time()
+        if self._audit is not None:  # the next round's model, and the chain's head signed
+            self._audit.model(self.engine.round_number, self.engine.model_digest)
+            self._audit.seal()
         commit(self._round_commit(outcome))
 
 

@@ -87,6 +87,8 @@ class SavedRound:
                 tensors=tensors,
                 is_delta=entry["is_delta"],
                 task_seconds=entry["task_seconds"],
+                update_digest=entry["update_digest"],
+                sender_serial=entry["sender_serial"],
             )
 
 
@@ -246,5 +248,7 @@ def _record(entry: Any) -> dict[str, Any]:
         "is_delta": bool(entry["is_delta"]),
         "task_seconds": float(entry["task_seconds"]),
         "tensors": _optional_name(entry["tensors"]),
+        "update_digest": str(entry.get("update_digest", "")),
+        "sender_serial": str(entry.get("sender_serial", "")),
         "at": float(entry["at"]),
     }

@@ -16,6 +16,7 @@ from accord.plan.loader import Plan
 from accord.transport.traffic import Traffic
 
 if TYPE_CHECKING:
+    from accord.audit.trail import AuditTrail
     from accord.pki.layout import CertLayout
     from accord.pki.signatures import CollaboratorVerifier
     from accord.transport.tls import ServerTLS
@@ -47,10 +48,12 @@ def start_aggregator(
     with StateLock(plan.resolve_path(plan.model.aggregator.settings.state_dir)), one_blas_thread():
         sinks = open_sinks(plan)  # the plan's metrics sinks (aggregator/sinks/): a missing extra stops here
         finished = False
+        audit = audit_trail(plan, layout)
         try:
             traffic = Traffic()
             runtime = AggregatorRuntime(
-                plan, fresh=fresh, verify_sites=site_verifier(layout), sinks=sinks.engine, traffic=traffic, record_sinks=sinks.records
+                plan, fresh=fresh, verify_sites=site_verifier(layout), sinks=sinks.engine, traffic=traffic, record_sinks=sinks.records,
+                audit=audit,
             )
             sinks.opened(runtime.engine.round_number)
             try:
@@ -61,6 +64,19 @@ def start_aggregator(
         finally:
             sinks.close(finished)
     return runtime
+
+
+def audit_trail(plan: Plan, layout: CertLayout) -> AuditTrail:
+    """The aggregator's signed audit trail (logs/audit.jsonl), signed with its own key."""
+    from accord.audit.trail import TRAIL_PATH, AuditTrail
+    from accord.pki.keys import load_private_key, read_pem_bytes
+    from accord.pki.layout import AGGREGATOR_FIX
+    from accord.pki.signatures import signer_for
+
+    addr = plan.model.network.settings.agg_addr
+    certificate = read_pem_bytes(layout.aggregator_cert(addr), "aggregator certificate", AGGREGATOR_FIX)
+    sign = signer_for(load_private_key(layout.aggregator_key(addr), "aggregator key"))
+    return AuditTrail(plan.resolve_path(TRAIL_PATH), sign, certificate)
 
 
 def site_verifier(layout: CertLayout) -> CollaboratorVerifier:

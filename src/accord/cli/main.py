@@ -45,7 +45,20 @@ def fx(log_level: str) -> None:
 
 
 def _register() -> None:
-    from accord.cli import aggregator, ca, collaborator, dashboard, plan, plot, quickstart, run, simulate, tutorial, workspace
+    from accord.cli import (
+        aggregator,
+        audit,
+        ca,
+        collaborator,
+        dashboard,
+        plan,
+        plot,
+        quickstart,
+        run,
+        simulate,
+        tutorial,
+        workspace,
+    )
 
     workspace.workspace.add_command(ca.certify_cmd, "certify")
     workspace.workspace.add_command(ca.certificates_cmd, "certificates")
@@ -57,6 +70,7 @@ def _register() -> None:
     fx.add_command(aggregator.aggregator)
     fx.add_command(collaborator.collaborator)
     fx.add_command(dashboard.dashboard)
+    fx.add_command(audit.audit)
     fx.add_command(simulate.simulate)
     fx.add_command(plot.plot)
     fx.add_command(tutorial.tutorial)

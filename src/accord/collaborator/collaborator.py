@@ -25,6 +25,7 @@ from accord.tensors.state import ModelState, tensor_specs
 from accord.transport.base import AggregatorClient, TensorSpecs
 
 if TYPE_CHECKING:
+    from accord.audit.site_record import SiteRecord
     from accord.collaborator.site_report import SiteReport
     from accord.secagg.signing import Signing
 
@@ -64,6 +65,8 @@ class Collaborator:
     floor of the threshold it accepts.
     ``report`` (collaborator/site_report.py) shows each task and round this site works in, and
     each model download and result upload as it goes (its ``transfers``, the client's byte counter).
+    ``record``: the site's signed audit record (accord/audit/site_record.py; the deployment's):
+    each global model received and each result acknowledged.
     """
 
     def __init__(
@@ -85,6 +88,7 @@ class Collaborator:
         signing: Signing | None = None,
         secure_cohort: int = 0,
         report: SiteReport | None = None,
+        record: SiteRecord | None = None,
     ) -> None:
         if opt_treatment not in OPT_TREATMENTS:
             raise AccordError(f"opt_treatment {opt_treatment!r} is not one of {OPT_TREATMENTS}")
@@ -102,6 +106,7 @@ class Collaborator:
         self._global: ModelState | None = None
         self._global_round = -1
         self._global_digest = ""
+        self.record = record
         self._own_specs: TensorSpecs | None = None
         self._own_bytes = 0
         self.report = report
@@ -179,6 +184,8 @@ class Collaborator:
                 self.client.send_result(result)
             else:
                 self.client.send_result(result, encoded)
+        if self.record is not None and result.phase == "train" and self._secure is None:  # acknowledged
+            self.record.sent(result, encoded)
 
     def _shown(self, what: str, size: int) -> AbstractContextManager[None]:
         """The transfer of ``what`` (at most ``size`` bytes) shown while inside, if this site reports."""
@@ -302,6 +309,8 @@ class Collaborator:
             self._global = self.client.get_model(round_number, expected=self._own_specs)
         self._global_digest = model_digest(self._global, round_number)
         self._global_round = round_number
+        if self.record is not None:
+            self.record.received(round_number, self._global_digest)
         self.executor.forget()  # a new round's model: load it when a task needs it
 
 

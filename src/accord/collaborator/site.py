@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from contextlib import ExitStack
 from typing import TYPE_CHECKING, Any
 
 from accord.collaborator.collaborator import Collaborator, SiteFailure
@@ -22,6 +23,7 @@ from accord.transport.base import AggregatorClient
 from accord.workspace.initialize import build_runner
 
 if TYPE_CHECKING:
+    from accord.audit.site_record import SiteRecord
     from accord.secagg.signing import Signing
 
 log = logging.getLogger("accord.collaborator")
@@ -53,12 +55,18 @@ def build_data_loader(plan: Plan, name: str) -> DataLoader:
 
 
 def build_collaborator(
-    plan: Plan, name: str, client: AggregatorClient, signing: Signing | None = None, report: SiteReport | None = None
+    plan: Plan,
+    name: str,
+    client: AggregatorClient,
+    signing: Signing | None = None,
+    report: SiteReport | None = None,
+    record: SiteRecord | None = None,
 ) -> Collaborator:
     """A Collaborator wired to ``client``, with the plan's runner, client mods and this site's
     data, accepting only the per-round config its own plan's strategy declares; ``signing``
     signs its secure aggregation (start_collaborator gives it the site's own key); ``report``
-    shows its work (start_collaborator's: on its console and in its logs/).
+    shows its work (start_collaborator's: on its console and in its logs/); ``record`` is the
+    site's signed audit record (start_collaborator's: ``site_record``).
 
     If the data loader cannot be built (a missing data path, say), the collaborator is built
     without data: it joins and reports that failure, so the round need not wait for it.
@@ -89,6 +97,7 @@ def build_collaborator(
         data_error=data_error,
         signing=signing,
         report=report,
+        record=record,
         **options,
     )
 
@@ -177,18 +186,19 @@ def start_collaborator(plan: Plan, name: str, connect_timeout: float | None = No
         collaborator: Collaborator | None = None
         try:
             transfers = Transfers()
-            client = grpc_client(plan, name, connect_timeout, transfers)  # checks this site's certificate first
-            try:
+            with ExitStack() as closing:
+                client = grpc_client(plan, name, connect_timeout, transfers)  # checks this site's certificate first
+                closing.callback(client.close)
+                record = site_record(plan, name, getattr(client, "workspace_hash", "") or plan.workspace_hash())
+                closing.callback(record.close)
                 signing = None
                 if plan.model.aggregator.settings.secure_aggregation.enabled:  # the deployment always signs
                     from accord.collaborator.secure_site import site_signing
 
                     signing = site_signing(plan.resolve_path(plan.model.network.settings.cert_dir), name)
                 report = SiteReport(name, transfers, MetricsLog(plan.workspace / SITE_METRICS.format(name=name)))
-                collaborator = build_collaborator(plan, name, client, signing, report)
+                collaborator = build_collaborator(plan, name, client, signing, report, record)
                 return collaborator.run()
-            finally:
-                client.close()
         except Stopped as stop:
             held = collaborator.held() if collaborator is not None else "it had not joined yet"
             log.warning("%s", stopped_line(plan, name, stop, held, resume))
@@ -204,3 +214,18 @@ def stopped_line(plan: Plan, name: str, stop: Stopped, held: str, resume: str) -
         f"rejoins the federation at its current round (a task cut short runs again); {state}"
         f"resume with: {resume or f'fx collaborator start -n {name}'}"
     )
+
+
+def site_record(plan: Plan, name: str, workspace_hash: str) -> SiteRecord:
+    """Site ``name``'s signed audit record (logs/audit-NAME.jsonl), signed with its own key."""
+    from accord.audit.site_record import SiteRecord, record_path
+    from accord.pki.keys import load_private_key, read_pem_bytes
+    from accord.pki.layout import CertLayout, collaborator_fix
+    from accord.pki.signatures import signer_for
+
+    net = plan.model.network.settings
+    layout = CertLayout(plan.resolve_path(net.cert_dir))
+    certificate = read_pem_bytes(layout.collaborator_cert(name), "collaborator certificate", collaborator_fix(name))
+    sign = signer_for(load_private_key(layout.collaborator_key(name)))
+    path = plan.resolve_path(record_path(name))
+    return SiteRecord(path, sign, name, certificate, plan.hash, workspace_hash, net.chunk_bytes)

@@ -36,7 +36,8 @@ def signer_for(key: PrivateKey) -> Callable[[bytes], bytes]:
     raise PKIError(f"cannot sign with a {type(key).__name__}", "use an ECDSA P-384 or RSA-3072 key (fx collaborator generate-cert-request)")
 
 
-def _signature_valid(cert: x509.Certificate, data: bytes, signature: bytes) -> bool:
+def signature_valid(cert: x509.Certificate, data: bytes, signature: bytes) -> bool:
+    """Whether ``signature`` is the signature of ``data`` by ``cert``'s key (as ``signer_for`` signs)."""
     key = cert.public_key()
     try:
         if isinstance(key, ec.EllipticCurvePublicKey):
@@ -50,7 +51,7 @@ def _signature_valid(cert: x509.Certificate, data: bytes, signature: bytes) -> b
     return True
 
 
-def _is_collaborator(cert: x509.Certificate) -> bool:
+def is_collaborator_certificate(cert: x509.Certificate) -> bool:
     """A collaborator's certificate: client auth only (the aggregator's also has server auth)."""
     try:
         purposes = cert.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
@@ -92,7 +93,7 @@ class CollaboratorVerifier:
         if name != site:
             log.warning("signature of %r refused: its certificate names %r", site, name)
             return None
-        if not _is_collaborator(cert):
+        if not is_collaborator_certificate(cert):
             log.warning("signature of %r refused: its certificate is not a collaborator's (no client-auth-only usage)", site)
             return None
         self._checked[(site, certificate)] = cert
@@ -102,7 +103,7 @@ class CollaboratorVerifier:
         cert = self.certificate(site, certificate)
         if cert is None:
             return False
-        if not _signature_valid(cert, data, signature):
+        if not signature_valid(cert, data, signature):
             log.warning("signature of %r refused: it does not verify under its certificate's key", site)
             return False
         return True

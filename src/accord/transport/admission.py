@@ -69,6 +69,13 @@ def peer_name(auth: Mapping[str, Iterable[bytes]], revoked: Revoked | None) -> s
     return name
 
 
+def peer_serial(auth: Mapping[str, Iterable[bytes]]) -> str:
+    """The serial (hex) of the caller's certificate, which ``peer_name`` has admitted ("" if unreadable)."""
+    pems = list(auth.get("x509_pem_cert") or [])
+    peer = _peer_of(pems[0]) if pems else None
+    return "" if peer is None else format(peer[0], "x")
+
+
 def check_claim(claimed: str, name: str) -> None:
     """Refuse a message whose header names another sender than the certificate."""
     if claimed != name:

@@ -137,6 +137,8 @@ class InProcessClient:
                     metrics={str(k): float(v) for k, v in result.metrics.items()},
                     tensors=tensors,
                     phase=phase,
+                    update_digest="",  # the receiving transport's to set (the gRPC server's; accord/audit/)
+                    sender_serial="",
                 )
                 self._service.submit(copy, self.plan_hash)
             finally:

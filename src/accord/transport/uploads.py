@@ -15,6 +15,7 @@ import concurrent.futures
 import functools
 import logging
 from contextlib import AbstractContextManager, nullcontext
+from dataclasses import replace
 from typing import Any
 
 import grpc
@@ -22,9 +23,10 @@ import grpc
 from accord.errors import RefusedError
 from accord.plan.compression import CompressionSettings
 from accord.tensors.codec import Destination, InMemory, TensorAssembler
+from accord.tensors.digest import UpdateDigest
 from accord.tensors.encodings import Decoding
 from accord.transport import wire
-from accord.transport.admission import CallLimits, check_claim
+from accord.transport.admission import CallLimits, check_claim, peer_serial
 from accord.transport.base import AggregatorService
 from accord.transport.chunk_views import ChunkView
 from accord.transport.proto import accord_pb2 as pb
@@ -116,18 +118,25 @@ class Uploads:
             assembler = TensorAssembler(expected, max_total_bytes=limit, decoding=decoding, destination=destination)
             length = self._length_bound(wire.model_bytes(expected))
             ends = loop.time() + length
+            digest = UpdateDigest()  # of the chunks as they arrive, for the audit trail (accord/audit/)
             while (message := await self._next_chunk(context, ends - loop.time(), length)) is not None:
                 if not isinstance(message, ChunkView):
                     raise RefusedError("a result stream holds one header, then only tensor chunks", kind="payload")
                 if not head.tensor_count:  # it holds no slot: nothing of it is received
                     raise RefusedError("a tensor arrived in a result whose header announces none", kind="payload")
-                assembler.add(*wire.chunk_fields(message))
+                name_, dtype, shape, offset, data, encoding = wire.chunk_fields(message)
+                digest.add(name_, dtype, shape, offset, encoding, data)
+                assembler.add(name_, dtype, shape, offset, data, encoding)
                 if len(assembler) > head.tensor_count:
                     raise RefusedError(
                         f"more tensors arrived than the {head.tensor_count} the result header announces",
                         kind="payload",
                     )
-            result = wire.result_from_pb(name, head, assembler.finish())
+            result = replace(
+                wire.result_from_pb(name, head, assembler.finish()),
+                update_digest=digest.hexdigest(),
+                sender_serial=peer_serial(context.auth_context()),
+            )
             submitting = self._executor.submit(service.submit, result, plan_hash)
             # the slot is released as the submit ends (or is cancelled unstarted), in that thread, not on this loop;
             # so are the received tensors, unless the submit committed them

@@ -16,6 +16,7 @@ from accord.errors import RefusedError
 from accord.messages import Action, ConfigValue, FederationInfo, Task, TaskAssignment, TaskResult
 from accord.tensors.codec import iter_tensor_chunks
 from accord.tensors.compression import Encoded
+from accord.tensors.digest import UpdateDigest
 from accord.tensors.encodings import RAW
 from accord.transport.proto import accord_pb2 as pb
 
@@ -229,12 +230,7 @@ def encoded_tensor_chunks(
     it is (a protobuf message is the concatenation of its fields). Building and serializing the
     message instead copies each 1 MiB chunk three more times, about 20x slower
     (bench/wire_throughput.py)."""
-    pieces: Iterable[tuple[str, str, tuple[int, ...], int, str, bytes | memoryview]]
-    if encoded is None:
-        pieces = ((n, d, s, o, RAW, x) for n, d, s, o, x in iter_tensor_chunks(state, chunk_bytes))
-    else:
-        pieces = encoded.chunks(chunk_bytes)
-    for name, dtype, shape, offset, encoding, data in pieces:
+    for name, dtype, shape, offset, encoding, data in tensor_pieces(state, chunk_bytes, encoded):
         meta = pb.TensorChunk(name=name, dtype=dtype, shape=shape, offset=offset, encoding=encoding).SerializeToString()
         nbytes = memoryview(data).nbytes
         size = _varint(nbytes)
@@ -243,6 +239,25 @@ def encoded_tensor_chunks(
             yield b"".join((_RESULT_TENSOR_KEY, _varint(inner), meta, _DATA_KEY, size, data))
         else:
             yield b"".join((meta, _DATA_KEY, size, data))
+
+
+def tensor_pieces(
+    state: Mapping[str, np.ndarray], chunk_bytes: int, encoded: Encoded | None = None
+) -> Iterable[tuple[str, str, tuple[int, ...], int, str, bytes | memoryview]]:
+    """The (name, dtype, shape, offset, encoding, data) of each chunk the state travels in, raw
+    or as ``encoded`` cuts it, in the order sent."""
+    if encoded is None:
+        return ((n, d, s, o, RAW, x) for n, d, s, o, x in iter_tensor_chunks(state, chunk_bytes))
+    return encoded.chunks(chunk_bytes)
+
+
+def sent_update_digest(state: Mapping[str, np.ndarray], chunk_bytes: int, encoded: Encoded | None = None) -> str:
+    """The UpdateDigest of the chunks ``encoded_tensor_chunks`` sends of ``state`` (the site's
+    side of the audit trail; the aggregator hashes the chunks as they arrive)."""
+    digest = UpdateDigest()
+    for name, dtype, shape, offset, encoding, data in tensor_pieces(state, chunk_bytes, encoded):
+        digest.add(name, dtype, shape, offset, encoding, data)
+    return digest.hexdigest()
 
 
 def serialize(message: Message | bytes) -> bytes:

@@ -1,0 +1,63 @@
+"""A site's own audit record, ``logs/audit-NAME.jsonl`` in its workspace: a chain (chain.py)
+of its start (plan hash, workspace hash, its certificate), each global model it received
+(round, digest, plan hash) and each result the aggregator acknowledged (round, task, the
+digest of the chunks it sent, sample count), sealed with the site's own key after each result
+and at stop. ``fx audit verify --site`` cross-checks it against the aggregator's chain."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+from accord.audit.chain import ChainWriter
+from accord.audit.trail import identity
+from accord.messages import TaskResult
+from accord.tensors.compression import Encoded
+
+
+def record_path(name: str) -> str:
+    """Where site ``name`` keeps its record, under its workspace."""
+    return f"logs/audit-{name}.jsonl"
+
+
+class SiteRecord:
+    """Site ``name``'s chain at ``path``, signed by ``sign`` (its key) under ``certificate_pem``;
+    ``chunk_bytes`` is the plan's, by which its results are cut into the chunks hashed."""
+
+    def __init__(
+        self,
+        path: Path,
+        sign: Callable[[bytes], bytes],
+        name: str,
+        certificate_pem: bytes,
+        plan_hash: str,
+        workspace_hash: str,
+        chunk_bytes: int,
+    ) -> None:
+        self._chain = ChainWriter(path, sign)
+        self._plan_hash, self._chunk_bytes = plan_hash, chunk_bytes
+        kind = "restart" if self._chain.entries_before else "start"
+        self._chain.append(kind, site=name, **identity(certificate_pem, plan_hash, workspace_hash))
+        self._received: tuple[int, str] | None = None
+
+    def received(self, round_number: int, digest: str) -> None:
+        """The global model of ``round_number`` arrived, with this digest (tensors/digest.py)."""
+        if self._received == (round_number, digest):
+            return
+        self._chain.append("received", round=round_number, digest=digest, plan_hash=self._plan_hash)
+        self._received = (round_number, digest)
+
+    def sent(self, result: TaskResult, encoded: Encoded | None) -> None:
+        """``result`` (as ``encoded``, or raw) was acknowledged: recorded and sealed."""
+        from accord.transport.wire import sent_update_digest
+
+        digest = sent_update_digest(result.tensors or {}, self._chunk_bytes, encoded)
+        self._chain.append(
+            "sent", round=result.round_number, task=result.task, update_digest=digest, sample_count=result.sample_count
+        )
+        self._chain.seal()
+
+    def close(self) -> None:
+        """Seal and close (at stop)."""
+        self._chain.seal()
+        self._chain.close()
