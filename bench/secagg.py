@@ -20,7 +20,7 @@ injected clock), the round with FedAvg over the survivors.
 Figures, per N and dropout share (min and median over the repeats, interleaved):
 - aggregator CPU (s): CPU spent in the engine's calls for the round (assignments, submits, the
   close and unmasking), the aggregator's process and its Shamir workers together, and its
-  ratio secure/plain;
+  ratio secure/plain; beside it, the secure round's process and workers apart (median);
 - round time (s), the issue's measure: sites train and answer in parallel, so a round is the
   slowest site's training, plus, per phase, the slowest site's CPU in it, plus the
   aggregator's time: its process's CPU in its calls and its workers' CPU divided by their
@@ -285,7 +285,9 @@ def row(sites: int, dropout: float, runs: dict[bool, list[Meter]]) -> str:
     return (
         f"N {sites:>3} drop {dropout:>4.0%} | round (goal's) {cell(Meter.round_seconds, '%.3f')} | aggregation only "
         f"{cell(Meter.aggregation_seconds, '%.3f')} | training {min(training):.3f} min {statistics.median(training):.3f} med "
-        f"| agg CPU {cell(lambda m: m.aggregator, '%.3f')} | bytes {cell(survivor, '%.0f')} | max |secure - plain| {error:.1e}"
+        f"| agg CPU {cell(lambda m: m.aggregator, '%.3f')} (secure's process / workers, med "
+        f"{statistics.median(m.own for m in runs[True]):.3f} / {statistics.median(m.pooled for m in runs[True]):.3f}) "
+        f"| bytes {cell(survivor, '%.0f')} | max |secure - plain| {error:.1e}"
     )
 
 
