@@ -35,7 +35,7 @@ class ShamirPool:
     """``combine_all`` (ServerSession's hook) over ``workers`` processes (None: one per CPU)."""
 
     def __init__(self, workers: int | None = None) -> None:
-        self.workers = max(1, workers if workers is not None else len(os.sched_getaffinity(0)))
+        self.workers = max(1, workers if workers is not None else _cpus())
         self._executor: ProcessPoolExecutor | None = None
         self._lock = threading.Lock()
 
@@ -66,6 +66,12 @@ class ShamirPool:
             executor, self._executor = self._executor, None
         if executor is not None:
             executor.shutdown(wait=True, cancel_futures=True)
+
+
+def _cpus() -> int:
+    """The CPUs this process may run on (all of the machine's where the OS cannot say)."""
+    affinity = getattr(os, "sched_getaffinity", None)
+    return len(affinity(0)) if affinity is not None else os.cpu_count() or 1
 
 
 def shamir_pool_for(strategy: object) -> ShamirPool | None:
