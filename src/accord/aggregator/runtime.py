@@ -29,6 +29,7 @@ from accord.aggregator.placement import initial_model
 from accord.aggregator.plan_engine import assigner_for, engine_for, strategy_for
 from accord.aggregator.reporting import RecordSink, ResultLog, log_stop, metrics_sink, phase_sink, report_closed
 from accord.aggregator.saved import SavedRound
+from accord.aggregator.shamir_pool import shamir_pool_for
 from accord.aggregator.staging import StagedFile
 from accord.aggregator.status import RoundStatus
 from accord.aggregator.watch import Watchers
@@ -71,6 +72,7 @@ class AggregatorRuntime:
             from accord.strategies.secure import signed
 
             strategy = signed(strategy, verify_sites)
+        self._shamir = shamir_pool_for(strategy)
         self.workspace_hash = plan.workspace_hash()  # once: the code does not change while serving
         log.info("workspace hash %s (plan + src/ + requirements.txt; every site must have the same)", self.workspace_hash)
         self.journal = Journal(plan.resolve_path(settings.state_dir), plan.hash)
@@ -379,6 +381,8 @@ class AggregatorRuntime:
         self._committer.stop()
         self._watch.join()
         self.journal.close()
+        if self._shamir is not None:
+            self._shamir.close()
         if self._audit is not None:
             with self._cond:
                 try:

@@ -8,6 +8,7 @@ serves (HKDF info), so a key, a share or a mask of one round or pair is useless 
 from __future__ import annotations
 
 import secrets
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -108,12 +109,18 @@ def split(secret: bytes, threshold: int, count: int) -> list[tuple[int, bytes]]:
     return [(int(index), bytes(share)) for index, share in Shamir.split(threshold, count, secret, ssss=False)]
 
 
-def combine(shares: list[tuple[int, bytes]]) -> bytes:
+def combine(shares: Sequence[tuple[int, bytes]]) -> bytes:
     """The 16-byte secret from at least its threshold of Shamir shares."""
-    secret = bytes(Shamir.combine(shares, ssss=False))
+    secret = bytes(Shamir.combine(list(shares), ssss=False))
     if len(secret) != SHARE_BYTES:  # pragma: no cover - pycryptodome always returns 16 bytes
         raise SecAggRefused("a rebuilt secret is not 16 bytes", "report this as a bug")
     return secret
+
+
+def combine_all(batch: Sequence[Sequence[tuple[int, bytes]]]) -> list[bytes]:
+    """``combine`` of each list of shares in ``batch``, in order, in this process (ServerSession's
+    default; the aggregator's runtime may inject aggregator/shamir_pool.py's, over processes)."""
+    return [combine(list(shares)) for shares in batch]
 
 
 def share_key(c_sk: X25519PrivateKey, peer_c_pk: bytes, site: str, peer: str, round_seed: bytes) -> bytes:

@@ -162,15 +162,25 @@ def default_threshold(cohort_size: int, dropout: float = DROPOUT_FRACTION) -> in
 
 def _neighbourhood_size(cohort_size: int, dropout: float) -> int:
     """The smallest even k meeting ``for_cohort``'s failure bound, else cohort_size - 1."""
-    survive = 1 - dropout
     for k in range(2, cohort_size - 1, 2):
-        need = SecAggParams.share_threshold(k)
-        # P(fewer than `need` of k neighbours survive), each surviving with probability 1 - dropout; a union
-        # bound over the cohort's sites.
-        tail = sum(math.comb(k, j) * survive**j * (1 - survive) ** (k - j) for j in range(need))
-        if cohort_size * tail < 2.0**FAILURE_LOG2:
+        if failure_log2(cohort_size, k, dropout) < FAILURE_LOG2:
             return k
     return cohort_size - 1
+
+
+def failure_log2(cohort_size: int, degree: int, dropout: float) -> float:
+    """log2 of the chance that, with ``dropout`` of a cohort of ``cohort_size`` dropping at random,
+    some site of a ``degree``-regular neighbourhood keeps fewer live neighbours than its share
+    threshold (a majority of ``degree``): Bell et al. 2020's correctness event, bounded by the
+    union over the sites of the binomial tail P[Bin(degree, 1 - dropout) < degree // 2 + 1].
+    Summed in log space, so it holds for any degree (math.comb overflows a float past ~1,030)."""
+    need = SecAggParams.share_threshold(degree)
+    if dropout <= 0:
+        return -math.inf
+    live, dead = math.log(1 - dropout), math.log(dropout)
+    logs = [math.lgamma(degree + 1) - math.lgamma(j + 1) - math.lgamma(degree - j + 1) + j * live + (degree - j) * dead for j in range(need)]
+    top = max(logs)
+    return (math.log(cohort_size) + top + math.log(sum(math.exp(term - top) for term in logs))) / math.log(2)
 
 
 def check_session(params: SecAggParams, cohort: Sequence[str], round_seed: bytes, length: int) -> tuple[str, ...]:

@@ -12,8 +12,8 @@ not reveal still has its self mask removed from its neighbours' shares of its se
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, Sequence
-from itertools import combinations, islice
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from itertools import chain, combinations, islice
 
 import numpy as np
 
@@ -35,6 +35,8 @@ from accord.secagg.signing import Verifier, check_advert, roster_digest, survivo
 _ADVERTS, _SHARES, _MASKS, _CONFIRMS, _REVEALS, _DONE = range(6)
 #: at most this many subsets of an owner's revealed shares are tried before its secret is given up
 MAX_SUBSETS = 32
+#: rebuilds each list of shares' secret, in order (crypto.combine_all's signature)
+CombineAll = Callable[[Sequence[Sequence[tuple[int, bytes]]]], list[bytes]]
 _PHASES = ("taking adverts", "taking shares", "taking masked updates", "taking confirmations", "taking reveals", "finished")
 
 
@@ -44,10 +46,24 @@ class ServerSession:
     With ``verify`` (a signed federation) it refuses adverts and confirmations that are not
     signed by a valid certificate of their sender, so one lying site cannot make the honest
     sites refuse the round; the sites check them again (they trust no aggregator).
+    ``combine_all`` rebuilds the unmasking's secrets (one per survivor and per dropped site) in
+    one batch: crypto.combine_all in this process by default, a process pool's in the
+    aggregator's runtime (aggregator/shamir_pool.py).
     """
 
-    def __init__(self, params: SecAggParams, cohort: Sequence[str], round_seed: bytes, length: int, *, verify: Verifier | None = None) -> None:
+    def __init__(
+        self,
+        params: SecAggParams,
+        cohort: Sequence[str],
+        round_seed: bytes,
+        length: int,
+        *,
+        verify: Verifier | None = None,
+        combine_all: CombineAll = crypto.combine_all,
+    ) -> None:
         self.params = params
+        self._combine_all = combine_all
+        self._rebuilt: dict[str, bytes] = {}
         self.cohort = frozenset(check_session(params, cohort, round_seed, length))
         self.round_seed, self.length = round_seed, length
         self._phase = _ADVERTS
@@ -275,6 +291,8 @@ class ServerSession:
             )
         total = self._sum.copy()
         width = self.length + 1
+        owners = [*dropped, *survivors]  # each one's first subset of reveals, rebuilt in one batch
+        self._rebuilt = dict(zip(owners, self._combine_all([next(self._subsets(owner)) for owner in owners]), strict=True))
         for owner in dropped:
             s_sk = self._mask_key(owner)
             for peer in graph.of(owner):
@@ -306,13 +324,15 @@ class ServerSession:
         return (list(subset) for subset in islice(combinations(shares, graph.share_threshold), MAX_SUBSETS))
 
     def _rebuild(self, owner: str) -> bytes:
-        return crypto.combine(next(self._subsets(owner)))
+        """``owner``'s secret from the first subset of its reveals (rebuilt in ``result``'s batch)."""
+        return self._rebuilt[owner]
 
     def _mask_key(self, owner: str) -> crypto.X25519PrivateKey:
         """A dropped ``owner``'s mask key: the first subset of its reveals whose rebuilt key matches
         its advert (its s_pk commits to it), so a wrong reveal is outvoted when spare ones came."""
-        for subset in self._subsets(owner):
-            s_sk = crypto.mask_key_from_seed(crypto.combine(subset))
+        seeds = chain([self._rebuild(owner)], (crypto.combine(subset) for subset in islice(self._subsets(owner), 1, None)))
+        for seed in seeds:
+            s_sk = crypto.mask_key_from_seed(seed)
             if crypto.public_bytes(s_sk) == self._parsed[owner].s_pk:
                 return s_sk
         raise SecAggRefused(

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import secrets
 from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -50,6 +51,9 @@ from accord.strategies.secure_phases import (
 from accord.strategies.wrapper import Wrapper
 from accord.tensors.state import ModelState
 
+if TYPE_CHECKING:
+    from accord.secagg.server import CombineAll
+
 #: who a held round's event names (SecurePhases.result)
 HELD_BY = "secure aggregation"
 
@@ -78,6 +82,9 @@ class SecureAggregation(Wrapper):
         self.settings = settings
         self.entropy = entropy
         self.verify = verify
+        #: how the unmasking rebuilds its secrets (None: ServerSession's default, in this
+        #: process; the aggregator's runtime sets a process pool's, aggregator/shamir_pool.py)
+        self.combine_all: CombineAll | None = None
 
     def min_replies(self, cohort_size: int) -> int:
         """The wrapped strategy's, or the SecAgg+ threshold if more (every phase needs it)."""
@@ -91,7 +98,8 @@ class SecureAggregation(Wrapper):
         return self.strategy.finish(context, aggregate)
 
     def phased(self, context: RoundContext) -> RoundPhases:
-        return SecurePhases(context, secagg_params(self.settings, len(context.cohort)), self.entropy(SEED_BYTES), self.verify)
+        params = secagg_params(self.settings, len(context.cohort))
+        return SecurePhases(context, params, self.entropy(SEED_BYTES), self.verify, self.combine_all)
 
 
 def signed(strategy: Strategy, verify: Verifier) -> Strategy:
@@ -109,13 +117,16 @@ class SecurePhases:
     names: tuple[str, ...] = PHASES
     tasks_phase: str = MASK
 
-    def __init__(self, context: RoundContext, params: SecAggParams, seed: bytes, verify: Verifier | None = None) -> None:
+    def __init__(
+        self, context: RoundContext, params: SecAggParams, seed: bytes, verify: Verifier | None = None, combine_all: CombineAll | None = None
+    ) -> None:
         from accord.secagg.server import ServerSession  # cryptography and pycryptodome: accord[secagg]
 
         self.context = context
         self.threshold = params.threshold
         self.length = update_length(context.global_model)
-        self.session = ServerSession(params, context.cohort, seed, self.length, verify=verify)
+        hooks = {} if combine_all is None else {"combine_all": combine_all}
+        self.session = ServerSession(params, context.cohort, seed, self.length, verify=verify, **hooks)
         self.signed = verify is not None
         if self.signed:
             self.names = SIGNED_PHASES
