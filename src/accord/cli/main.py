@@ -41,7 +41,7 @@ def fx(log_level: str) -> None:
 
 
 def _register() -> None:
-    from accord.cli import aggregator, ca, collaborator, plan, quickstart, simulate, tutorial, workspace
+    from accord.cli import aggregator, ca, collaborator, model, plan, quickstart, simulate, tutorial, workspace
 
     workspace.workspace.add_command(ca.certify_cmd, "certify")
     workspace.workspace.add_command(ca.certificates_cmd, "certificates")
@@ -53,6 +53,7 @@ def _register() -> None:
     fx.add_command(collaborator.collaborator)
     fx.add_command(simulate.simulate)
     fx.add_command(tutorial.tutorial)
+    fx.add_command(model.model)
 
 
 _register()
