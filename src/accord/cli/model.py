@@ -26,8 +26,19 @@ def model() -> None:
     required=True,
     help="safetensors (tensors only), torch (state_dict .pt), keras (.keras or .weights.h5), onnx, openvino (IR .xml + .bin).",
 )
-@click.option("--output", "-o", type=click.Path(path_type=Path), default=None, help="File to write (default: WS/export/best.pt and the like).")
-@click.option("--input-shape", default=None, metavar="N[,N...]", help="onnx/openvino: one sample's shape, e.g. 64 or 1,8,8 (default: from the data loader).")
+@click.option(
+    "--output",
+    "-o",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="File to write (default: WS/export/best.pt and the like).",
+)
+@click.option(
+    "--input-shape",
+    default=None,
+    metavar="N[,N...]",
+    help="onnx/openvino: one sample's shape, e.g. 64 or 1,8,8 (default: from the data loader).",
+)
 def export(
     workspace: Path, plan_path: str, best: bool, last: bool, fmt: str, output: Path | None, input_shape: str | None
 ) -> None:

@@ -86,7 +86,9 @@ def parse_shape(text: str) -> tuple[int, ...]:
     except ValueError:
         shape = ()
     if not shape or any(n < 1 for n in shape):
-        raise AccordError(f"--input-shape {text!r} is not a shape", "give positive integers separated by commas, e.g. 64 or 1,8,8")
+        raise AccordError(
+            f"--input-shape {text!r} is not a shape", "give positive integers separated by commas, e.g. 64 or 1,8,8"
+        )
     return shape
 
 

@@ -37,7 +37,9 @@ def write_keras(model: Any, path: Path) -> list[Path]:
         model.save_weights(path)
         return [path]
     if path.suffix != ".keras":
-        raise AccordError(f"a Keras export is a .keras or .weights.h5 file, not {path.name}", "name -o FILE.keras or FILE.weights.h5")
+        raise AccordError(
+            f"a Keras export is a .keras or .weights.h5 file, not {path.name}", "name -o FILE.keras or FILE.weights.h5"
+        )
     try:
         bare = type(model).from_config(model.get_config())  # uncompiled: the file carries no optimizer
     except (NotImplementedError, TypeError, ValueError) as exc:

@@ -42,7 +42,7 @@ def write_onnx(model: Any, sample_shape: tuple[int, ...], path: Path) -> list[Pa
         raise AccordError("ONNX and OpenVINO export need a torch task runner", "use --format keras for this workspace")
     try:
         import onnx  # noqa: F401  # torch.onnx's dynamo exporter needs onnx and onnxscript
-        import onnxruntime  # noqa: F401
+        import onnxruntime  # type: ignore[import-untyped]  # noqa: F401
         import onnxscript  # noqa: F401
     except ImportError as exc:
         raise AccordError(f"ONNX export needs {exc.name}, which is not installed", ONNX_FIX) from None
@@ -80,7 +80,7 @@ def write_openvino(model: Any, sample_shape: tuple[int, ...], path: Path) -> lis
     if path.suffix != ".xml":
         raise AccordError(f"an OpenVINO IR is a .xml file (with a .bin beside it), not {path.name}", "name -o FILE.xml")
     try:
-        import openvino as ov
+        import openvino as ov  # type: ignore[import-untyped]
     except ImportError:
         raise AccordError("OpenVINO export needs openvino, which is not installed", OPENVINO_FIX) from None
     onnx_path = path.with_suffix(".onnx")
