@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import io
 import logging
+import tempfile
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
@@ -83,14 +84,10 @@ def write_openvino(model: Any, sample_shape: tuple[int, ...], path: Path) -> lis
         import openvino as ov  # type: ignore[import-untyped]
     except ImportError:
         raise AccordError("OpenVINO export needs openvino, which is not installed", OPENVINO_FIX) from None
-    onnx_path = path.with_suffix(".onnx")
-    onnx_files = write_onnx(model, sample_shape, onnx_path)
-    try:
-        converted = ov.convert_model(str(onnx_path))
-        ov.save_model(converted, str(path), compress_to_fp16=False)
-    finally:
-        for leftover in onnx_files:
-            leftover.unlink(missing_ok=True)
+    with tempfile.TemporaryDirectory(dir=path.parent, prefix=".onnx.") as scratch:  # the ONNX is not kept
+        onnx_path = Path(scratch) / path.with_suffix(".onnx").name
+        write_onnx(model, sample_shape, onnx_path)
+        ov.save_model(ov.convert_model(str(onnx_path)), str(path), compress_to_fp16=False)
     example = example_batch(model, sample_shape)
     _check_output(f"OpenVINO's output of {path.name}", run_openvino(path, example.numpy()), model, example)
     return [path, path.with_suffix(".bin")]
