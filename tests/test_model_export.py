@@ -140,9 +140,10 @@ def test_missing_openvino_extra_is_one_line_naming_it(torch_federation, monkeypa
 
 def test_bad_requests_end_in_one_line_and_exit_2(torch_federation, capsys, tmp_path: Path) -> None:
     plan, _ = torch_federation
+    onnx = tmp_path / "m.onnx"
     cases = [
         (["--last", "--format", "onnx", "--input-shape", "8,x"], "--input-shape '8,x' is not a shape"),
-        (["--last", "--format", "onnx", "--input-shape", "1,8,8"], "torch.onnx.export could not export the model"),
+        (["--last", "--format", "onnx", "--input-shape", "1,8,8", "-o", str(onnx)], "torch.onnx.export could not export"),
         (["--best", "--last", "--format", "torch"], "needs one of --best and --last"),
         (["--last", "--format", "keras"], "--format keras needs a Keras task runner"),
         (["--last", "--format", "openvino", "-o", str(tmp_path / "m.bin")], "an OpenVINO IR is a .xml file"),
@@ -151,7 +152,16 @@ def test_bad_requests_end_in_one_line_and_exit_2(torch_federation, capsys, tmp_p
         assert export(plan, *args) == 2, args
         err = capsys.readouterr().err
         assert err.count("\n") == 1 and message in err, (args, err)
-    assert not list(tmp_path.iterdir())
+    assert not list(tmp_path.iterdir())  # the failed export's staging folder is gone
+
+
+def test_a_failed_export_leaves_the_earlier_one_untouched(torch_federation, tmp_path: Path) -> None:
+    plan, _ = torch_federation
+    out = tmp_path / "m.onnx"
+    assert export(plan, "--last", "--format", "onnx", "-o", str(out)) == 0
+    before = out.read_bytes()
+    assert export(plan, "--best", "--format", "onnx", "-o", str(out), "--input-shape", "3,7") == 2
+    assert out.read_bytes() == before and [p.name for p in tmp_path.iterdir()] == ["m.onnx"]
 
 
 def test_no_model_yet_is_one_line(tmp_path: Path, capsys) -> None:
