@@ -51,6 +51,7 @@ def _register() -> None:
         ca,
         collaborator,
         dashboard,
+        model,
         plan,
         plot,
         quickstart,
@@ -74,6 +75,7 @@ def _register() -> None:
     fx.add_command(simulate.simulate)
     fx.add_command(plot.plot)
     fx.add_command(tutorial.tutorial)
+    fx.add_command(model.model)
 
 
 _register()
