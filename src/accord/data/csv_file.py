@@ -35,9 +35,10 @@ class CSVDataLoader(ArrayDataLoader):
     ``label_column``: the column of class labels. ``feature_columns``: the feature columns by
     name, in the order the model takes them (each site's file may order its columns
     differently); ``None``: every other column, in the file's order (then every site's file
-    must have the same columns in the same order). Every feature cell must be a finite number.
-    ``classes``: the class names in index order (the same at every site, as the plan is);
-    ``None``: the labels must be class indices 0, 1, ... themselves. ``standardize``: scale each
+    must have the same columns in the same order). Every feature cell must be a finite number
+    within float32's range. ``classes``: the class names in index order (the same at every
+    site, as the plan is); ``None``: the labels must be class indices 0, 1, ... below
+    MAX_CLASS_INDEX themselves. ``standardize``: scale each
     feature by this site's training split's mean and std. ``valid_fraction`` and ``seed``: the
     site's stratified train/validation split. ``delimiter``: one character (``";"``, ``"\\t"``).
     """

@@ -2,9 +2,10 @@
 
 Pillow (the extra ``accord[images]``) is imported when a loader is built. Each image is
 decoded (a JPEG at reduced scale when that still covers ``image_size``: Pillow's draft
-mode), converted to L or RGB, resized and written into its place in one float32 array made
-beforehand: the loader holds samples x channels x H x W x 4 bytes, plus one decoded image
-at a time.
+mode), converted to L or RGB (8 bits a channel, divided by 255) or, for a 16-bit or 32-bit
+grayscale image, scaled to [0, 1] by its depth; resized and written into its place in one
+float32 array made beforehand: the loader holds samples x channels x H x W x 4 bytes (at
+most MAX_ARRAY_BYTES, checked before any image is decoded), plus one decoded image at a time.
 """
 
 from __future__ import annotations
@@ -40,9 +41,11 @@ class ImageFolderDataLoader(ArrayDataLoader):
     ``valid/<class>/...`` for a split of the site's own choosing (``valid_fraction`` is then unused).
 
     Samples are (channels, H, W) float32: ``(pixel / 255 - mean) / std`` per channel (one
-    channel with ``grayscale``, else three, RGB). ``image_size``: ``[H, W]`` every image is
-    resized to (bilinear); ``None``: every image must have the first one's size. ``mean`` and
-    ``std``: one number, or one per channel (default 0 and 1: pixels in [0, 1]). ``classes``:
+    channel with ``grayscale``, else three, RGB; a 16-bit pixel is divided by 65535 instead,
+    and a grayscale one fills all three). ``image_size``: ``[H, W]`` every image is resized to
+    (bilinear), each side at most MAX_SIDE; ``None``: every image must have the first training
+    image's size. ``mean`` and ``std``: one number, or one per channel (default 0 and 1:
+    pixels in [0, 1]). ``classes``:
     the class folder names in index order (the same at every site, as the plan is); ``None``:
     this site's sorted class folder names, which number alike at every site only if every
     site has every class folder. ``valid_fraction`` and ``seed``: the stratified split of a
