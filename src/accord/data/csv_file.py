@@ -38,8 +38,8 @@ class CSVDataLoader(ArrayDataLoader):
     must have the same columns in the same order). Every feature cell must be a finite number
     within float32's range. ``classes``: the class names in index order (the same at every
     site, as the plan is); ``None``: the labels must be class indices 0, 1, ... below
-    MAX_CLASS_INDEX themselves. ``standardize``: scale each
-    feature by this site's training split's mean and std. ``valid_fraction`` and ``seed``: the
+    MAX_CLASS_INDEX themselves. ``standardize``: scale each feature by this site's training
+    split's mean and std. ``valid_fraction`` and ``seed``: the
     site's stratified train/validation split. ``delimiter``: one character (``";"``, ``"\\t"``).
     """
 
@@ -93,7 +93,6 @@ class CSVDataLoader(ArrayDataLoader):
             batch_size=batch_size,
             num_classes=None if index is None else len(index),
         )
-
 
     def _float32(self, part: np.ndarray, split: str) -> np.ndarray:
         """``part`` (standardized) as float32; a column that leaves float32's range is named."""

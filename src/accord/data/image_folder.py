@@ -45,10 +45,10 @@ class ImageFolderDataLoader(ArrayDataLoader):
     and a grayscale one fills all three). ``image_size``: ``[H, W]`` every image is resized to
     (bilinear), each side at most MAX_SIDE; ``None``: every image must have the first training
     image's size. ``mean`` and ``std``: one number, or one per channel (default 0 and 1:
-    pixels in [0, 1]). ``classes``:
-    the class folder names in index order (the same at every site, as the plan is); ``None``:
-    this site's sorted class folder names, which number alike at every site only if every
-    site has every class folder. ``valid_fraction`` and ``seed``: the stratified split of a
+    pixels in [0, 1]); both, and the pixels they normalize, must stay within float32's range.
+    ``classes``: the class folder names in index order (the same at every site, as the plan
+    is); ``None``: this site's sorted class folder names, which number alike at every site
+    only if every site has every class folder. ``valid_fraction`` and ``seed``: the stratified split of a
     folder without ``train/`` and ``valid/``. ``extensions``: the image files read (case does
     not matter); other files and hidden ones are skipped, and so are deeper folders.
     """
@@ -79,9 +79,9 @@ class ImageFolderDataLoader(ArrayDataLoader):
             raise AccordError(f"data_loader.settings.std is {std!r}; every value must be > 0", "set data_loader.settings.std to e.g. 0.5")
         with np.errstate(over="ignore"):  # an overflow is refused below
             extremes = (np.array([[0.0], [1.0]], dtype=np.float32) - self.mean) / self.std
-        if not np.isfinite(extremes).all():
+        if not (np.isfinite(extremes).all() and np.isfinite(self.std).all()):
             raise AccordError(
-                f"data_loader.settings.mean {mean!r:.40} and std {std!r:.40} normalize pixels in [0, 1] beyond float32's range",
+                f"data_loader.settings.mean {mean!r:.40} and std {std!r:.40}: they, or pixels in [0, 1] normalized by them, are beyond float32's range",
                 "set data_loader.settings.mean and std to pixel-scale values, e.g. mean 0.5 and std 0.25",
             )
         suffixes = _extensions(extensions)
