@@ -256,3 +256,60 @@ def test_lines_are_named_right_past_the_first_block(tmp_path: Path, monkeypatch:
     assert sorted(x[:, 0].tolist()) == list(range(9)) and np.array_equal(x[:, 1], 2 * x[:, 0])
     rows[6][2] = "inf"
     assert "line 8, column 'b': inf is not a finite number" in refused(write_csv(path, ["y", "a", "b"], rows), label_column="y", classes=CLASSES)
+
+
+def test_a_value_beyond_float32_is_refused_at_its_line_and_column(tmp_path: Path) -> None:
+    """1e308 is finite in float64 but inf in float32: once standardized (mean and std inf) or cast."""
+    rows: list[list[object]] = [[CLASSES[i % 2], i, 1e308] for i in range(20)]
+    path = write_csv(tmp_path / "site.csv", ["y", "a", "b"], rows)
+    line = refused(path, label_column="y", classes=CLASSES)
+    assert f"data file {path} line 2, column 'b': 1e+308 is beyond float32's range" in line
+    rows = [[CLASSES[i % 2], i, 1.0] for i in range(20)]
+    rows[5][1] = -4e38
+    path = write_csv(tmp_path / "raw.csv", ["y", "a", "b"], rows)
+    assert "line 7, column 'a': -4e+38 is beyond float32's range" in refused(path, label_column="y", classes=CLASSES, standardize=False)
+
+
+def test_values_near_float32_max_standardize_to_finite_arrays(tmp_path: Path) -> None:
+    rows: list[list[object]] = [[CLASSES[i % 2], 3e38 if i % 3 else -3e38, i] for i in range(30)]
+    loader = CSVDataLoader(str(write_csv(tmp_path / "site.csv", ["y", "a", "b"], rows)), "y", classes=CLASSES)
+    x = np.concatenate([b[0] for b in loader.train_batches(0)])
+    assert np.isfinite(x).all() and np.allclose(x.mean(axis=0), 0, atol=1e-5) and np.allclose(x.std(axis=0), 1, atol=1e-4)
+
+
+def test_a_validation_value_standardized_past_float32_names_the_column(tmp_path: Path) -> None:
+    """The training rows barely vary (std ~1e-150): a validation row's 1.0 becomes ~1e150, inf in float32."""
+    y = np.array([i % 2 for i in range(20)])
+    _, valid = split_indices(y, 0.2, 0)
+    rows: list[list[object]] = [[CLASSES[int(y[i])], i, 1.0 if i in valid else (1e-150 if i % 4 < 2 else -1e-150)] for i in range(20)]
+    line = refused(write_csv(tmp_path / "site.csv", ["y", "a", "b"], rows), label_column="y", classes=CLASSES)
+    assert "column 'b': a validation value standardizes beyond float32's range" in line and "feature_columns" in line
+
+
+@pytest.mark.parametrize("label", ["99999999999999999999999", "1000000000", "10000", "00000000000000010000"])
+def test_a_class_index_past_the_limit_is_refused(tmp_path: Path, label: str) -> None:
+    path = write_csv(tmp_path / "site.csv", ["y", "a"], [["1", 1], ["0", 2], [label, 3]])
+    line = refused(path, label_column="y")
+    assert f"line 4: the label {label!r} (column 'y') is not a class index below 10,000" in line
+    assert "data_loader.settings.classes" in line
+
+
+def test_the_largest_class_index_is_read(tmp_path: Path) -> None:
+    path = write_csv(tmp_path / "site.csv", ["y", "a"], [["0009999", i] for i in range(4)] + [["0", i] for i in range(4)])
+    assert CSVDataLoader(str(path), "y").num_classes == 10_000
+
+
+def test_a_negative_seed_names_the_setting(tmp_path: Path) -> None:
+    path, _, _ = site_file(tmp_path / "site.csv")
+    line = refused(path, label_column="diagnosis", classes=CLASSES, seed=-1)
+    assert "data_loader.settings.seed is -1; it must be an integer >= 0" in line
+
+
+def test_cr_only_line_endings_say_so(tmp_path: Path) -> None:
+    path = tmp_path / "site.csv"
+    path.write_bytes(b"y,a\rB,1\rM,2\rB,3\rM,4\r")
+    line = refused(path, label_column="y", classes=CLASSES)
+    assert f"data file {path} ends its lines with a bare carriage return" in line and "convert the line endings to \\n" in line
+    assert "unclosed quote" not in line
+    path.write_bytes(b'y,a\r\nB,"1\r\n')  # CRLF with a real unclosed quote: still named so
+    assert "is not valid CSV" in refused(path, label_column="y", classes=CLASSES)

@@ -174,3 +174,90 @@ def test_without_pillow_one_line_names_the_extra(tmp_path: Path, monkeypatch: py
     line = refused(root)
     assert "ImageFolderDataLoader needs the PIL.Image package, which is not installed" in line
     assert "pip install 'accord[images]'" in line
+
+
+def save16(path: Path, pixels: np.ndarray) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(pixels.astype(np.uint16)).save(path)  # mode I;16
+    return path
+
+
+@pytest.mark.parametrize("grayscale", [True, False])
+def test_16_bit_images_are_scaled_by_their_depth_not_saturated(tmp_path: Path, grayscale: bool) -> None:
+    root = tmp_path / "site"
+    for name, value in (("low", 1000), ("high", 30000)):
+        for i in range(3):
+            with Image.open(save16(root / name / f"{i}.png", np.full((4, 4), value))) as check:
+                assert check.mode == "I;16"
+    loader = ImageFolderDataLoader(str(root), grayscale=grayscale)
+    x, y = everything(loader)
+    assert loader.feature_shape == ((1 if grayscale else 3), 4, 4)
+    assert np.allclose(x[y == loader.classes.index("low")], 1000 / 65535, atol=1e-6)
+    assert np.allclose(x[y == loader.classes.index("high")], 30000 / 65535, atol=1e-6)
+    resized = everything(ImageFolderDataLoader(str(root), grayscale=grayscale, image_size=[2, 3]))[0]
+    assert resized.shape[2:] == (2, 3) and np.isclose(resized.max(), 30000 / 65535, atol=1e-6)
+
+
+def test_32_bit_integer_and_float_images(tmp_path: Path) -> None:
+    root = tmp_path / "site"
+    for i in range(3):
+        save(root / "int" / f"{i}.tif", np.full((4, 4), 13107, dtype=np.int32), "I")
+        save(root / "float" / f"{i}.tif", np.full((4, 4), 0.25, dtype=np.float32), "F")
+    loader = ImageFolderDataLoader(str(root), grayscale=True)
+    x, y = everything(loader)
+    assert np.allclose(x[y == loader.classes.index("int")], 0.2, atol=1e-6) and np.allclose(x[y == loader.classes.index("float")], 0.25)
+    wide = save(root / "int" / "9.tif", np.full((4, 4), 70000, dtype=np.int32), "I")
+    assert f"image {wide} has 32-bit integer pixels from 70000 to 70000; only 16-bit values (0..65535)" in refused(root)
+    wide.unlink()
+    bright = save(root / "float" / "9.tif", np.full((4, 4), 2.5, dtype=np.float32), "F")
+    assert f"image {bright} has floating-point pixels from 2.5 to 2.5; they must lie in [0, 1]" in refused(root)
+
+
+def test_an_unexpected_mode_is_refused_in_one_line(tmp_path: Path) -> None:
+    root = folder(tmp_path / "site", {"a": 3, "b": 3})
+    odd = root / "b" / "lab.tif"
+    Image.new("LAB", (4, 6)).save(odd)
+    with Image.open(odd) as check:
+        assert check.mode == "LAB"
+    line = refused(root)
+    assert f"image {odd} has the Pillow mode 'LAB', which the loader does not read" in line and "16-bit grayscale" in line
+
+
+def test_a_negative_seed_names_the_setting(tmp_path: Path) -> None:
+    root = folder(tmp_path / "site", {"a": 3, "b": 3})
+    assert "data_loader.settings.seed is -1; it must be an integer >= 0" in refused(root, seed=-1)
+
+
+def test_image_sizes_and_the_arrays_bytes_are_bounded(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    root = folder(tmp_path / "site", {"a": 3, "b": 3})
+    assert "image_size is [200000, 200000]; it must be [height, width] in pixels, each 1 to 8192" in refused(root, image_size=[200000, 200000])
+    assert "image_size is [8193, 8]" in refused(root, image_size=[8193, 8])
+    monkeypatch.setattr("accord.data.image_folder.MAX_ARRAY_BYTES", 2**30)
+    line = refused(root, image_size=[8192, 8192])
+    assert "6 images of 3x8192x8192 float32 pixels need 4.5 GiB, past the loader's limit of 1 GiB" in line and "image_size smaller" in line
+    monkeypatch.setattr("accord.data.image_folder.MAX_SIDE", 5)
+    assert f"image {root / 'a' / '0.png'} is 6x4 pixels, larger than 5 on a side" in refused(root)
+
+
+@pytest.mark.parametrize(
+    ("settings", "shown"),
+    [
+        ({"std": 1e-45}, "std 1e-45"),
+        ({"mean": 1e39}, "mean 1e+39"),
+        ({"std": [1.0, 1.0, 1e-45]}, "std [1.0, 1.0, 1e-45]"),
+        ({"std": 1e39}, "std 1e+39"),  # inf in float32: every pixel would become 0
+    ],
+)
+def test_mean_and_std_that_overflow_float32_are_refused(tmp_path: Path, settings: dict, shown: str) -> None:
+    root = folder(tmp_path / "site", {"a": 3, "b": 3})
+    line = refused(root, **settings)
+    assert shown in line and "normalized by them, are beyond float32's range" in line
+
+
+def test_a_size_mismatch_names_the_reference_image(tmp_path: Path) -> None:
+    """The reference is the first training image, also when the odd one is in valid/."""
+    folder(tmp_path / "site" / "train", {"a": 2, "b": 2})
+    folder(tmp_path / "site" / "valid", {"a": 1, "b": 1})
+    odd = save(tmp_path / "site" / "valid" / "a" / "0.png", gradient(80, (9, 9)))
+    line = refused(tmp_path / "site")
+    assert f"image {odd} is 9x9 pixels, but {tmp_path / 'site' / 'train' / 'a' / '0.png'} is 6x4" in line

@@ -17,12 +17,15 @@ from typing import Any
 import numpy as np
 
 from accord.data.arrays import ArrayDataLoader
-from accord.data.settings import check_names, check_type, class_index
+from accord.data.settings import check_names, check_seed, check_type, class_index
 from accord.data.sharding import split_indices
 from accord.errors import AccordError
 
 #: rows parsed into one float64 block before it is stacked
 _BLOCK_ROWS = 4096
+_FLOAT32_MAX = float(np.finfo(np.float32).max)
+#: without ``classes``, a label is a class index below this (the model has one output per class)
+MAX_CLASS_INDEX = 10_000
 _UTF8_FIX = "save the file as UTF-8 text (e.g. `iconv -f latin1 -t utf-8 in.csv > out.csv`)"
 
 
@@ -32,10 +35,11 @@ class CSVDataLoader(ArrayDataLoader):
     ``label_column``: the column of class labels. ``feature_columns``: the feature columns by
     name, in the order the model takes them (each site's file may order its columns
     differently); ``None``: every other column, in the file's order (then every site's file
-    must have the same columns in the same order). Every feature cell must be a finite number.
-    ``classes``: the class names in index order (the same at every site, as the plan is);
-    ``None``: the labels must be class indices 0, 1, ... themselves. ``standardize``: scale each
-    feature by this site's training split's mean and std. ``valid_fraction`` and ``seed``: the
+    must have the same columns in the same order). Every feature cell must be a finite number
+    within float32's range. ``classes``: the class names in index order (the same at every
+    site, as the plan is); ``None``: the labels must be class indices 0, 1, ... below
+    MAX_CLASS_INDEX themselves. ``standardize``: scale each feature by this site's training
+    split's mean and std. ``valid_fraction`` and ``seed``: the
     site's stratified train/validation split. ``delimiter``: one character (``";"``, ``"\\t"``).
     """
 
@@ -54,7 +58,7 @@ class CSVDataLoader(ArrayDataLoader):
         check_type("label_column", label_column, str, "a column name")
         check_type("standardize", standardize, bool, "true or false")
         check_type("valid_fraction", valid_fraction, (int, float), "a number between 0 and 1 (e.g. 0.2)")
-        check_type("seed", seed, int, "an integer")
+        check_seed(seed)
         if not isinstance(delimiter, str) or len(delimiter) != 1 or delimiter in "\r\n\"":
             raise AccordError(
                 f"data_loader.settings.delimiter is {delimiter!r:.20}; it must be one character (not a quote or newline)",
@@ -74,6 +78,7 @@ class CSVDataLoader(ArrayDataLoader):
             )
         x_train, x_valid = x[train], x[valid]
         del x
+        # every cell is within float32's range, so float64 sums and squares cannot overflow
         self.feature_mean = x_train.mean(axis=0) if standardize else np.zeros(x_train.shape[1])
         std = x_train.std(axis=0) if standardize else np.ones(x_train.shape[1])
         self.feature_std = np.where(std > 0, std, 1.0)  # a constant column becomes 0
@@ -81,13 +86,27 @@ class CSVDataLoader(ArrayDataLoader):
             part -= self.feature_mean
             part /= self.feature_std
         super().__init__(
-            x_train.astype(np.float32),
+            self._float32(x_train, "training"),
             y[train],
-            x_valid.astype(np.float32),
+            self._float32(x_valid, "validation"),
             y[valid],
             batch_size=batch_size,
             num_classes=None if index is None else len(index),
         )
+
+    def _float32(self, part: np.ndarray, split: str) -> np.ndarray:
+        """``part`` (standardized) as float32; a column that leaves float32's range is named."""
+        with np.errstate(over="ignore"):  # an overflow is named below
+            values = part.astype(np.float32)
+        bad = np.flatnonzero(~np.isfinite(values).all(axis=0))
+        if len(bad):
+            at = int(bad[0])
+            raise AccordError(
+                f"data file {self.data_path}, column {self.feature_columns[at]!r}: a {split} value standardizes beyond float32's range"
+                f" (the training rows' std of the column is {self.feature_std[at]:.3g})",
+                "drop the column (data_loader.settings.feature_columns) or rescale it so that its training rows vary",
+            )
+        return values
 
 
 def _read(path: Path, label_column: str, wanted: list[str] | None, index: dict[str, int] | None, delimiter: str) -> tuple[np.ndarray, np.ndarray, list[str]]:
@@ -128,6 +147,11 @@ def _read(path: Path, label_column: str, wanted: list[str] | None, index: dict[s
                 blocks.append(_finite(block, block_lines, path, columns))
                 block, block_lines = [], []
     except csv.Error as exc:
+        if _cr_line_ends(path):
+            raise AccordError(
+                f"data file {path} ends its lines with a bare carriage return (\\r, old Mac style)",
+                "convert the line endings to \\n (e.g. `tr '\\r' '\\n' < in.csv > out.csv`)",
+            ) from None
         raise AccordError(f"data file {path} line {reader.line_num} is not valid CSV: {exc}", "fix the line (an unclosed quote?)") from None
     if block:
         blocks.append(_finite(block, block_lines, path, columns))
@@ -150,6 +174,13 @@ def _utf8_lines(path: Path) -> Iterator[str]:
                     _UTF8_FIX,
                 ) from None
             yield text.removeprefix("\ufeff") if number == 1 else text
+
+
+def _cr_line_ends(path: Path) -> bool:
+    """Whether the file's start holds a carriage return not followed by a newline."""
+    with path.open("rb") as stream:
+        head = stream.read(1 << 16)
+    return b"\r" in head.replace(b"\r\n", b"").rstrip(b"\r")
 
 
 def _columns(path: Path, names: list[str], label_column: str, wanted: list[str] | None) -> tuple[int, list[int]]:
@@ -204,6 +235,12 @@ def _label(cell: str, index: dict[str, int] | None, path: Path, line: int, colum
             f"data file {path} line {line}: the label {value!r:.40} (column {column!r}) is not a class index 0, 1, ...",
             "list the class names in data_loader.settings.classes (index = position), so every site numbers them alike",
         )
+    digits = value.lstrip("0")
+    if len(digits) > len(str(MAX_CLASS_INDEX)) or int(value) >= MAX_CLASS_INDEX:
+        raise AccordError(
+            f"data file {path} line {line}: the label {value!r:.40} (column {column!r}) is not a class index below {MAX_CLASS_INDEX:,}",
+            "list the class names in data_loader.settings.classes (index = position), or fix the row",
+        )
     return int(value)
 
 
@@ -221,13 +258,20 @@ def _not_a_number(row: list[str], feature_at: list[int], path: Path, line: int, 
 
 
 def _finite(block: list[list[float]], lines: list[int], path: Path, columns: list[str]) -> np.ndarray:
-    """A block of rows as float64, every value finite (else the error names the first that is not)."""
+    """A block of rows as float64, every value finite and within float32's range (else the error
+    names the first that is not)."""
     values = np.array(block, dtype=np.float64)
-    bad = np.argwhere(~np.isfinite(values))
+    bad = np.argwhere(~(np.abs(values) <= _FLOAT32_MAX))  # NaN compares False
     if len(bad):
         row, column = (int(v) for v in bad[0])
+        value = values[row, column]
+        if np.isfinite(value):
+            raise AccordError(
+                f"data file {path} line {lines[row]}, column {columns[column]!r}: {value:.6g} is beyond float32's range (|x| <= 3.4e38)",
+                "rescale the column (e.g. to other units), or leave it out of data_loader.settings.feature_columns",
+            )
         raise AccordError(
-            f"data file {path} line {lines[row]}, column {columns[column]!r}: {values[row, column]} is not a finite number",
+            f"data file {path} line {lines[row]}, column {columns[column]!r}: {value} is not a finite number",
             "replace missing or infinite values (fill or drop the row)",
         )
     return values

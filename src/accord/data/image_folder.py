@@ -2,9 +2,10 @@
 
 Pillow (the extra ``accord[images]``) is imported when a loader is built. Each image is
 decoded (a JPEG at reduced scale when that still covers ``image_size``: Pillow's draft
-mode), converted to L or RGB, resized and written into its place in one float32 array made
-beforehand: the loader holds samples x channels x H x W x 4 bytes, plus one decoded image
-at a time.
+mode), converted to L or RGB (8 bits a channel, divided by 255) or, for a 16-bit or 32-bit
+grayscale image, scaled to [0, 1] by its depth; resized and written into its place in one
+float32 array made beforehand: the loader holds samples x channels x H x W x 4 bytes (at
+most MAX_ARRAY_BYTES, checked before any image is decoded), plus one decoded image at a time.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from accord.data.arrays import ArrayDataLoader
-from accord.data.settings import check_names, check_type, class_index
+from accord.data.settings import check_names, check_seed, check_type, class_index
 from accord.data.sharding import split_indices
 from accord.errors import AccordError
 from accord.imports import optional_module
@@ -24,6 +25,15 @@ from accord.imports import optional_module
 IMAGE_EXTENSIONS: tuple[str, ...] = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")
 SPLIT_FOLDERS: tuple[str, str] = ("train", "valid")
 _READ_FIX = "replace or remove the file (or leave its extension out of data_loader.settings.extensions)"
+#: Pillow modes of 8 bits per channel, converted to L or RGB and divided by 255
+_EIGHT_BIT = frozenset({"1", "L", "LA", "La", "P", "PA", "RGB", "RGBA", "RGBa", "RGBX", "CMYK", "YCbCr"})
+#: 16-bit grayscale modes, divided by 65535
+_SIXTEEN_BIT = frozenset({"I;16", "I;16L", "I;16B", "I;16N"})
+_DEEP_FIX = "save it as 8-bit grayscale or RGB(A), or 16-bit grayscale"
+#: the longest side image_size may give (or the first image may have without it)
+MAX_SIDE = 8192
+#: the most bytes the loader's float32 arrays may take together
+MAX_ARRAY_BYTES = 32 * 2**30
 
 
 class ImageFolderDataLoader(ArrayDataLoader):
@@ -31,12 +41,14 @@ class ImageFolderDataLoader(ArrayDataLoader):
     ``valid/<class>/...`` for a split of the site's own choosing (``valid_fraction`` is then unused).
 
     Samples are (channels, H, W) float32: ``(pixel / 255 - mean) / std`` per channel (one
-    channel with ``grayscale``, else three, RGB). ``image_size``: ``[H, W]`` every image is
-    resized to (bilinear); ``None``: every image must have the first one's size. ``mean`` and
-    ``std``: one number, or one per channel (default 0 and 1: pixels in [0, 1]). ``classes``:
-    the class folder names in index order (the same at every site, as the plan is); ``None``:
-    this site's sorted class folder names, which number alike at every site only if every
-    site has every class folder. ``valid_fraction`` and ``seed``: the stratified split of a
+    channel with ``grayscale``, else three, RGB; a 16-bit pixel is divided by 65535 instead,
+    and a grayscale one fills all three). ``image_size``: ``[H, W]`` every image is resized to
+    (bilinear), each side at most MAX_SIDE; ``None``: every image must have the first training
+    image's size. ``mean`` and ``std``: one number, or one per channel (default 0 and 1:
+    pixels in [0, 1]); both, and the pixels they normalize, must stay within float32's range.
+    ``classes``: the class folder names in index order (the same at every site, as the plan
+    is); ``None``: this site's sorted class folder names, which number alike at every site
+    only if every site has every class folder. ``valid_fraction`` and ``seed``: the stratified split of a
     folder without ``train/`` and ``valid/``. ``extensions``: the image files read (case does
     not matter); other files and hidden ones are skipped, and so are deeper folders.
     """
@@ -57,7 +69,7 @@ class ImageFolderDataLoader(ArrayDataLoader):
         image = optional_module("PIL.Image", "ImageFolderDataLoader", "install the images extra: pip install 'accord[images]' (Pillow)")
         check_type("grayscale", grayscale, bool, "true or false")
         check_type("valid_fraction", valid_fraction, (int, float), "a number between 0 and 1 (e.g. 0.2)")
-        check_type("seed", seed, int, "an integer")
+        check_seed(seed)
         self.data_path = str(data_path)
         self.mode = "L" if grayscale else "RGB"
         channels = 1 if grayscale else 3
@@ -65,6 +77,13 @@ class ImageFolderDataLoader(ArrayDataLoader):
         self.std = _per_channel("std", std, channels)
         if not (self.std > 0).all():
             raise AccordError(f"data_loader.settings.std is {std!r}; every value must be > 0", "set data_loader.settings.std to e.g. 0.5")
+        with np.errstate(over="ignore"):  # an overflow is refused below
+            extremes = (np.array([[0.0], [1.0]], dtype=np.float32) - self.mean) / self.std
+        if not (np.isfinite(extremes).all() and np.isfinite(self.std).all()):
+            raise AccordError(
+                f"data_loader.settings.mean {mean!r:.40} and std {std!r:.40}: they, or pixels in [0, 1] normalized by them, are beyond float32's range",
+                "set data_loader.settings.mean and std to pixel-scale values, e.g. mean 0.5 and std 0.25",
+            )
         suffixes = _extensions(extensions)
         root = Path(self.data_path).expanduser()
         parts = _listing(root, suffixes)
@@ -83,8 +102,10 @@ class ImageFolderDataLoader(ArrayDataLoader):
                     "give the site more images (at least two of a class), or change data_loader.settings.valid_fraction",
                 )
             files = {"train": ([paths[i] for i in train], labels[train]), "valid": ([paths[i] for i in valid], labels[valid])}
-        self.image_size = _size(image_size, image, files["train"][0])
+        self._reference = files["train"][0][0]  # the image whose size every other must have without image_size
+        self.image_size = _size(image_size, image, self._reference)
         self._resize = image_size is not None
+        _check_bytes(sum(len(paths) for paths, _labels in files.values()), channels, self.image_size)
         arrays = {part: self._pixels(image, paths) for part, (paths, _labels) in files.items()}
         super().__init__(
             arrays["train"],
@@ -103,22 +124,55 @@ class ImageFolderDataLoader(ArrayDataLoader):
             try:
                 with image.open(path) as raw:
                     raw.draft(self.mode, (width, height))
-                    picture = raw.convert(self.mode)
+                    if raw.mode in _EIGHT_BIT:
+                        picture, scale = raw.convert(self.mode), 255.0
+                    else:  # deeper pixels, already scaled to [0, 1], resized as floats
+                        picture, scale = image.fromarray(_deep_pixels(raw, path), "F"), 1.0
                     if picture.size != (width, height) and not self._resize:
                         raise AccordError(
-                            f"image {path} is {picture.size[1]}x{picture.size[0]} pixels, but {paths[0]} is {height}x{width}",
+                            f"image {path} is {picture.size[1]}x{picture.size[0]} pixels, but {self._reference} is {height}x{width}",
                             "set data_loader.settings.image_size to [height, width] to resize every image",
                         )
                     if picture.size != (width, height):
                         picture = picture.resize((width, height), image.Resampling.BILINEAR)
-                    pixels = np.asarray(picture, dtype=np.float32)
+                    pixels = np.asarray(picture, dtype=np.float32) / np.float32(scale)
             except (OSError, ValueError, SyntaxError, image.DecompressionBombError) as exc:
                 raise AccordError(f"image {path} cannot be read: {exc}", _READ_FIX) from None
-            out[at] = pixels[None] if pixels.ndim == 2 else pixels.transpose(2, 0, 1)
-        out /= 255.0
+            out[at] = pixels[None] if pixels.ndim == 2 else pixels.transpose(2, 0, 1)  # one channel fills RGB's three
         out -= self.mean[:, None, None]
         out /= self.std[:, None, None]
         return out
+
+
+def _deep_pixels(raw: Any, path: Path) -> np.ndarray:
+    """A 16-bit or 32-bit grayscale image's pixels as float32 in [0, 1]: I;16 divided by 65535; I
+    (32-bit integers) taken as 16-bit data, 0..65535, divided by 65535; F (floats) as they are,
+    which must lie in [0, 1]. Any other mode is refused."""
+    if raw.mode not in _SIXTEEN_BIT | {"I", "F"}:
+        raise AccordError(f"image {path} has the Pillow mode {raw.mode!r}, which the loader does not read", _DEEP_FIX)
+    values = np.asarray(raw)
+    low, high = (values.min(), values.max()) if values.size else (0, 0)
+    if raw.mode == "F":
+        if not (np.isfinite(values).all() and low >= 0.0 and high <= 1.0):
+            raise AccordError(
+                f"image {path} has floating-point pixels from {low:.6g} to {high:.6g}; they must lie in [0, 1]",
+                f"scale them to [0, 1], or {_DEEP_FIX}",
+            )
+        return values.astype(np.float32)
+    if raw.mode == "I" and not (low >= 0 and high <= 65535):
+        raise AccordError(f"image {path} has 32-bit integer pixels from {low} to {high}; only 16-bit values (0..65535) are read", _DEEP_FIX)
+    return values.astype(np.float32) / np.float32(65535.0)
+
+
+def _check_bytes(count: int, channels: int, size: tuple[int, int]) -> None:
+    """Refuse, before any image is decoded, arrays that would take more than MAX_ARRAY_BYTES."""
+    need = count * channels * size[0] * size[1] * 4
+    if need > MAX_ARRAY_BYTES:
+        raise AccordError(
+            f"{count:,} images of {channels}x{size[0]}x{size[1]} float32 pixels need {need / 2**30:,.1f} GiB,"
+            f" past the loader's limit of {MAX_ARRAY_BYTES / 2**30:g} GiB",
+            "set data_loader.settings.image_size smaller (e.g. [224, 224]) or grayscale: true, or give the site fewer images",
+        )
 
 
 def _listing(root: Path, suffixes: tuple[str, ...]) -> list[dict[str, list[Path]]]:
@@ -179,19 +233,24 @@ def _labelled(folders: dict[str, list[Path]], index: dict[str, int], root: Path)
     return paths, np.array(labels, dtype=np.int64)
 
 
-def _size(image_size: Any, image: Any, paths: list[Path]) -> tuple[int, int]:
-    """``(H, W)`` from the plan, or the first image's when it gives none."""
+def _size(image_size: Any, image: Any, reference: Path) -> tuple[int, int]:
+    """``(H, W)`` from the plan, or the ``reference`` image's when it gives none; each side <= MAX_SIDE."""
     if image_size is None:
         try:
-            with image.open(paths[0]) as first:
+            with image.open(reference) as first:
                 width, height = first.size
         except (OSError, ValueError, SyntaxError, image.DecompressionBombError) as exc:
-            raise AccordError(f"image {paths[0]} cannot be read: {exc}", _READ_FIX) from None
+            raise AccordError(f"image {reference} cannot be read: {exc}", _READ_FIX) from None
+        if max(width, height) > MAX_SIDE:
+            raise AccordError(
+                f"image {reference} is {height}x{width} pixels, larger than {MAX_SIDE} on a side",
+                "set data_loader.settings.image_size to [height, width] to resize every image (e.g. [224, 224])",
+            )
         return int(height), int(width)
     ok = isinstance(image_size, (list, tuple)) and len(image_size) == 2
-    if not ok or not all(isinstance(v, int) and not isinstance(v, bool) and v >= 1 for v in image_size):
+    if not ok or not all(isinstance(v, int) and not isinstance(v, bool) and 1 <= v <= MAX_SIDE for v in image_size):
         raise AccordError(
-            f"data_loader.settings.image_size is {image_size!r:.40}; it must be [height, width] in pixels",
+            f"data_loader.settings.image_size is {image_size!r:.40}; it must be [height, width] in pixels, each 1 to {MAX_SIDE}",
             "set data_loader.settings.image_size to e.g. [32, 32]",
         )
     return int(image_size[0]), int(image_size[1])
@@ -206,7 +265,8 @@ def _per_channel(setting: str, value: Any, channels: int) -> np.ndarray:
             f"data_loader.settings.{setting} is {value!r:.40}; it must be a number or a list of {channels} (one per channel)",
             f"set data_loader.settings.{setting} to e.g. {[0.5] * channels}",
         )
-    return np.broadcast_to(np.asarray(values, dtype=np.float32), (channels,)).copy()
+    with np.errstate(over="ignore"):  # past float32's range: inf, refused with the std
+        return np.broadcast_to(np.asarray(values, dtype=np.float32), (channels,)).copy()
 
 
 def _extensions(extensions: Any) -> tuple[str, ...]:

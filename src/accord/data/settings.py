@@ -57,6 +57,14 @@ def check_type(setting: str, value: Any, kind: type | tuple[type, ...], expected
         )
 
 
+def check_seed(value: Any) -> int:
+    """``data_loader.settings.seed`` as an integer >= 0 (NumPy's generators take no negative seed)."""
+    check_type("seed", value, int, "an integer >= 0")
+    if value < 0:
+        raise AccordError(f"{_SETTINGS}.seed is {value}; it must be an integer >= 0", f"set {_SETTINGS}.seed in the plan to e.g. 0")
+    return int(value)
+
+
 def check_names(setting: str, value: Any) -> list[str] | None:
     """``value`` as a list of distinct strings (None stays None), else AccordError naming the setting."""
     if value is None:
