@@ -133,7 +133,7 @@ def served(workspace_factory):
     token = new_token()
     server = DashboardServer(DashboardView(plan), token)
     server.start()
-    yield server, f"http://127.0.0.1:{server.port}", token
+    yield f"http://127.0.0.1:{server.port}", token
     server.shutdown()
 
 
@@ -146,7 +146,7 @@ class _Clock:
 
 
 def test_refused_requests_are_logged_at_most_once_a_second_and_the_favicon_is_not_one(served, caplog, monkeypatch) -> None:
-    server, base, token = served
+    base, token = served
     clock = _Clock()
     monkeypatch.setattr(server_module, "time", types.SimpleNamespace(monotonic=clock.monotonic))
     caplog.set_level(logging.WARNING, logger="accord.dashboard")
