@@ -58,6 +58,26 @@ def _more(names: Sequence[object]) -> int:
     return max(len(names) - MAX_NAMES, 0)
 
 
+class Throttle:
+    """At most one line per ``seconds``, the rest counted (not thread-safe: callers hold a lock)."""
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+        #: how many were held back since the last line
+        self.held = 0
+        self._next_at = 0.0
+
+    def take(self, now: float) -> int | None:
+        """None: this one is held back (counted); else a line may be written now, and this is
+        how many were held back before it."""
+        if now < self._next_at:
+            self.held += 1
+            return None
+        self._next_at = now + self.seconds
+        held, self.held = self.held, 0
+        return held
+
+
 class EventLog:
     """Appends events to a JSON-lines file; thread-safe (the engine's sink and the gRPC server's
     refusal hook write from different threads). ``fresh`` empties the file (a new federation)."""
@@ -66,8 +86,7 @@ class EventLog:
         self.path = path
         self._clock = clock
         self._lock = threading.Lock()
-        self._refusals_held = 0
-        self._next_refusal_at = 0.0
+        self._refusals = Throttle(REFUSAL_SECONDS)
         path.parent.mkdir(parents=True, exist_ok=True)
         if fresh:
             path.write_bytes(b"")
@@ -76,21 +95,18 @@ class EventLog:
         """Append one event of ``kind`` with ``fields`` (JSON values), stamped with the time."""
         with self._lock:
             now = self._clock()
-            if self._refusals_held:  # the refusals held back since the last line are not lost when they stop
-                self._append({"at": now, "kind": "refused", "reason": "", "more": self._refusals_held})
-                self._refusals_held = 0
+            if self._refusals.held:  # the refusals held back since the last line are not lost when they stop
+                self._append({"at": now, "kind": "refused", "reason": "", "more": self._refusals.held})
+                self._refusals.held = 0
             self._append({"at": now, "kind": kind, **fields})
 
     def refused(self, reason: str) -> None:
         """The gRPC server's ``on_refusal`` hook: a line now, or counted into the next one."""
         with self._lock:
             now = self._clock()
-            if now < self._next_refusal_at:
-                self._refusals_held += 1
-                return
-            self._next_refusal_at = now + REFUSAL_SECONDS
-            held, self._refusals_held = self._refusals_held, 0
-            self._append({"at": now, "kind": "refused", "reason": _cut(reason), "more": held})
+            held = self._refusals.take(now)
+            if held is not None:
+                self._append({"at": now, "kind": "refused", "reason": _cut(reason), "more": held})
 
     def _append(self, entry: dict[str, Any]) -> None:
         line = json.dumps(entry, allow_nan=False) + "\n"

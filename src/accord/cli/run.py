@@ -13,7 +13,13 @@ from accord.plan.loader import parse_overrides
 
 @click.command("run")
 @workspace_option
-@click.option("--collaborators", "-c", type=int, default=None, help="Sites to run, collaborator1..N, each a process; at most 64 (default: the plan's collaborators, else 2).")
+@click.option(
+    "--collaborators",
+    "-c",
+    type=int,
+    default=None,
+    help="Sites to run, collaborator1..N, each a process; at most 64 (default: the plan's collaborators, else 2).",
+)
 @click.option("--rounds", "-r", type=int, default=None, help="Rounds to train (default: the plan's rounds_to_train).")
 @click.option(
     "--data-path",

@@ -25,6 +25,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
+from accord.aggregator.event_log import Throttle
 from accord.dashboard.page import render_page
 from accord.dashboard.view import DashboardView
 from accord.errors import AccordError
@@ -59,18 +60,14 @@ class DashboardServer:
         self.port = int(self._httpd.server_address[1])
         self._thread: threading.Thread | None = None
         self._refusal_lock = threading.Lock()
-        self._refusals_held = 0
-        self._next_refusal_at = 0.0
+        self._refusals = Throttle(REFUSAL_LOG_SECONDS)
 
     def log_refusal(self, client: str, why: str) -> None:
         """A WARNING line for a refused request, or counted into the next one (one a REFUSAL_LOG_SECONDS)."""
         with self._refusal_lock:
-            now = time.monotonic()
-            if now < self._next_refusal_at:
-                self._refusals_held += 1
-                return
-            self._next_refusal_at = now + REFUSAL_LOG_SECONDS
-            held, self._refusals_held = self._refusals_held, 0
+            held = self._refusals.take(time.monotonic())
+        if held is None:
+            return
         more = f" (and {held} more refused since the last line)" if held else ""
         log.warning("dashboard: refused a request from %s: %s%s", client, why, more)
 

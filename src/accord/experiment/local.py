@@ -28,7 +28,6 @@ from accord.plan.loader import Plan, load_plan, update_plan_file
 from accord.workspace.create import create_workspace
 from accord.workspace.initialize import initialize_model
 
-
 #: a local federation starts one process per site: at most this many (fx simulate runs more)
 MAX_LOCAL_SITES = 64
 
