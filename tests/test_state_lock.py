@@ -90,3 +90,13 @@ def test_a_killed_holders_record_and_a_reused_pid_are_not_taken_for_a_serving_ag
     assert holder_pid(tmp_path) is None
     (tmp_path / LOCK_FILE).write_text("garbage\n")
     assert holder_pid(tmp_path) is None
+
+
+def test_a_holder_whose_process_is_not_seen_here_is_told_by_the_lock(tmp_path: Path) -> None:
+    """An aggregator in another pid namespace (a container): its record names a pid /proc does
+    not show as its writer, but it holds the lock, so it serves."""
+    with StateLock(tmp_path):
+        path = tmp_path / LOCK_FILE
+        with path.open("r+b") as file:
+            file.write(b"999999999 1".ljust(RECORD_BYTES - 1) + b"\n")
+        assert holder_pid(tmp_path) == 999999999

@@ -5,8 +5,10 @@ kernel when the process ends, however it ends (kill -9 included), so a stale loc
 never blocks a restart. The holder writes a record of itself into the file (its pid and its
 start time, RECORD_BYTES in one write) and blanks it on release. ``fx aggregator status`` and
 ``fx dashboard`` read that record and check the process is alive and is the one that wrote it
-(its start time, so a reused pid is not taken for it); they never lock the file, so no number
-of readers can make a start fail.
+(its start time, so a reused pid is not taken for it); they do not lock the file, so no number
+of readers can make a start fail. Only a record whose process this host's /proc does not show
+as its writer (killed with the lock, or serving from another pid namespace) is settled by an
+instant's non-blocking try of the lock, which a start, writing its record at once, soon ends.
 """
 
 from __future__ import annotations
@@ -69,12 +71,19 @@ def holder_pid(state_dir: Path) -> int | None:
     try:
         with (state_dir / LOCK_FILE).open("rb") as file:
             fields = file.read(RECORD_BYTES).decode("ascii", "replace").split()
+            if len(fields) != 2 or not all(field.isdigit() for field in fields):
+                return None  # blank: released
+            pid, started = int(fields[0]), int(fields[1])
+            if pid > 0 and _started(pid) == started:
+                return pid
+            try:  # not this host's process as recorded: is the lock still held?
+                fcntl.flock(file.fileno(), fcntl.LOCK_SH | fcntl.LOCK_NB)
+            except BlockingIOError:
+                return pid
+            fcntl.flock(file.fileno(), fcntl.LOCK_UN)
+            return None
     except FileNotFoundError:
         return None
-    if len(fields) != 2 or not all(field.isdigit() for field in fields):
-        return None
-    pid, started = int(fields[0]), int(fields[1])
-    return pid if pid > 0 and _started(pid) == started else None
 
 
 def _record(text: str) -> bytes:
