@@ -77,7 +77,7 @@ def test_curves_read_only_what_was_appended_and_start_over_when_the_file_is_repl
     path = tmp_path / "metrics.jsonl"
     curves = MetricCurves(path)
     curves.refresh()
-    assert curves.as_json() == {"aggregated": {}, "sites": {}}
+    assert curves.as_json() == {"aggregated": {}, "sites": {}, "left_out": 0}
     path.write_text(_record(0, "aggregator", 0.5) + _record(0, "site1", 0.4))
     curves.refresh()
     with path.open("a") as out:
@@ -93,7 +93,7 @@ def test_curves_read_only_what_was_appended_and_start_over_when_the_file_is_repl
     replaced.write_text(_record(0, "aggregator", 0.25))
     os.replace(replaced, path)
     curves.refresh()
-    assert curves.as_json() == {"aggregated": {"validate/accuracy": [(0, 0.25)]}, "sites": {}}
+    assert curves.as_json() == {"aggregated": {"validate/accuracy": [(0, 0.25)]}, "sites": {}, "left_out": 0}
 
 
 def test_curves_send_a_bounded_number_of_sites(tmp_path: Path) -> None:
@@ -175,7 +175,7 @@ def test_the_json_endpoint_says_when_no_round_is_saved_yet(workspace_factory) ->
     view = DashboardView(plan)
     state = view.snapshot()
     assert "holds no saved round" in state["federation"]["waiting"]
-    assert state["events"] == [] and state["models"] == [] and state["curves"] == {"aggregated": {}, "sites": {}}
+    assert state["events"] == [] and state["models"] == [] and state["curves"] == {"aggregated": {}, "sites": {}, "left_out": 0}
 
 
 def test_a_busy_port_ends_in_one_line(workspace_factory, capsys) -> None:

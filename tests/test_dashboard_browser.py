@@ -107,6 +107,7 @@ def test_the_dashboard_follows_a_running_federation_in_chromium(tmp_path: Path) 
         driver.get(url)
         wait_for(lambda: text(driver, "badge") == "no round saved yet", timeout=60, what="the page before the aggregator starts")
         assert "holds no saved round" in text(driver, "round")
+        assert driver.current_url == base + "/"  # the page took the token out of the address bar (and history)
 
         sites.start("aggregator")
         events = events_path(plan.resolve_path("logs/metrics.jsonl"))
@@ -156,6 +157,8 @@ def test_the_dashboard_follows_a_running_federation_in_chromium(tmp_path: Path) 
         wait_for(lambda: points(driver) >= 2, ROUND_SECONDS, "the curve to gain round 1's point")
         assert text(driver, "error") == ""
 
+        # the browser's own requests (its /favicon.ico) were never refused
+        assert "refused a request" not in (tmp_path / "dashboard.log").read_text()
         # every request without the token, or with a wrong one, is refused; the right one is served
         for path in ("/", "/api/state"):
             assert status_of(base + path) == 401

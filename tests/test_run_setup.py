@@ -46,6 +46,23 @@ def test_counts_below_one(workspace: Path, capsys, value: str) -> None:
     assert "must be at least 1" in refused(["run", "-w", str(workspace), "-r", value], capsys)
 
 
+@pytest.mark.parametrize("value", ["-1", "0", "0.5", "nan", "inf"])
+def test_a_timeout_that_is_not_at_least_a_second_is_refused_before_anything_is_made(workspace: Path, capsys, value: str) -> None:
+    err = refused(["run", "-w", str(workspace), "--timeout", value], capsys)
+    assert "--timeout is" in err and "at least 1" in err and "--timeout 600" in err
+    assert not (workspace / ".accord-run").exists()
+
+
+def test_more_local_processes_than_a_machine_should_start_are_refused_with_fx_simulate_named(workspace: Path, capsys) -> None:
+    err = refused(["run", "-w", str(workspace), "-c", "5000"], capsys)
+    assert "5000 collaborators would start 5000 processes; at most 64" in err and "fx simulate" in err
+    assert not (workspace / ".accord-run").exists()
+    update_plan_file(workspace / "plan" / "plan.yaml", {"collaborators": [f"site{i}" for i in range(65)]})
+    assert "65 collaborators would start 65 processes" in refused(["run", "-w", str(workspace)], capsys)
+    assert "at most 64" in refused(["quickstart", "-c", "65", "-w", str(workspace.parent / "qs")], capsys)
+    assert not (workspace.parent / "qs").exists()
+
+
 def test_a_scratch_folder_fx_run_did_not_make_is_left_alone(workspace: Path, tmp_path: Path, capsys) -> None:
     mine = tmp_path / "mine"
     mine.mkdir()

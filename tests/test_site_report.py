@@ -73,6 +73,14 @@ def test_a_transfer_is_shown_by_a_bar_on_a_terminal_and_by_two_lines_elsewhere_o
     assert caplog.text == ""  # a bar, not lines
 
 
+@pytest.mark.parametrize("task", ["train[/x]", "train[bold", "train{0}", "train{task.total}"])
+def test_a_task_name_on_the_bar_is_shown_as_it_is_never_read_as_markup(task: str) -> None:
+    terminal = Transfers(tty=True, bar_bytes=1000, large_bytes=1000)
+    with terminal.shown(f"round 1: sending the {task} result", 2000):
+        terminal("upload", 2000)
+    assert terminal.up == 2000 and terminal._advance is None
+
+
 def test_a_stop_signal_raises_stopped_with_its_exit_code() -> None:
     with pytest.raises(Stopped) as stopped, stop_signals():
         os.kill(os.getpid(), signal.SIGTERM)

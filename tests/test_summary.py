@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+from pathlib import Path
 
 from rich.console import Console
 
@@ -19,6 +20,11 @@ def test_paths_are_never_cut_in_a_60_column_terminal(workspace_factory, monkeypa
     plan = type(plan)(model=plan.model, workspace=long, path=long / "plan" / "plan.yaml", hash=plan.hash)
     records = [MetricRecord(r, "aggregator", "aggregated_model_validation", "accuracy", 0.5 + r / 10) for r in range(3)]
     records += [MetricRecord(r, "aggregator", "round", "round_seconds", 1.0) for r in range(2)]
+    for name in ("init.safetensors", "best.safetensors", "last.safetensors"):
+        (long / "save").mkdir(exist_ok=True)
+        (long / "save" / name).write_bytes(b"")
+    (long / "logs").mkdir(exist_ok=True)
+    (long / "logs" / "metrics.jsonl").write_bytes(b"")
     monkeypatch.setenv("COLUMNS", "60")
     out = io.StringIO()
     console = Console(file=out)
@@ -30,3 +36,13 @@ def test_paths_are_never_cut_in_a_60_column_terminal(workspace_factory, monkeypa
         path = str(long / name)
         assert len(path) > 60 and path in shown
     assert f"logs:          {long / 'logs'}\n" in shown
+
+
+def test_only_files_that_exist_are_listed(workspace_factory) -> None:
+    plan = workspace_factory(["collaborator1"], rounds=2)  # a run that stopped before its first round closed
+    out = io.StringIO()
+    print_summary(Console(file=out, width=200), plan, FederationReport(plan.workspace, {"aggregator": 1}, [], 1.0))
+    shown = out.getvalue()
+    assert "rounds completed" in shown and "0 of 2" in shown
+    assert "best model" not in shown and "last model" not in shown and "metrics:" not in shown
+    assert all(Path(line.split(":", 1)[1].strip()).exists() for line in shown.splitlines() if line.startswith(("initial", "logs")))

@@ -13,7 +13,13 @@ from accord.plan.loader import parse_overrides
 
 @click.command("run")
 @workspace_option
-@click.option("--collaborators", "-c", type=int, default=None, help="Sites to simulate, collaborator1..N (default: the plan's collaborators, else 2).")
+@click.option(
+    "--collaborators",
+    "-c",
+    type=int,
+    default=None,
+    help="Sites to run, collaborator1..N, each a process; at most 64 (default: the plan's collaborators, else 2).",
+)
 @click.option("--rounds", "-r", type=int, default=None, help="Rounds to train (default: the plan's rounds_to_train).")
 @click.option(
     "--data-path",
@@ -29,7 +35,7 @@ from accord.plan.loader import parse_overrides
     default=None,
     help="Folder for the run's copy, CA, models and logs (replaced on each run)  [default: WS/.accord-run]",
 )
-@click.option("--timeout", type=float, default=600.0, show_default=True, help="Seconds before the run gives up.")
+@click.option("--timeout", type=float, default=600.0, show_default=True, help="Seconds before the run gives up (at least 1).")
 def run(
     workspace: Path,
     collaborators: int | None,
@@ -50,9 +56,11 @@ def run(
     """
     from rich.console import Console
 
+    from accord.experiment.local import check_timeout
     from accord.experiment.summary import print_line, run_with_summary
     from accord.experiment.workspace_run import parse_data_paths, prepare_run
 
+    check_timeout(timeout)  # before anything is made
     console = Console()
     setup = prepare_run(
         workspace,

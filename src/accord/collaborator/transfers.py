@@ -66,7 +66,9 @@ class Transfers:
     def _bar(self, what: str, total: int) -> Iterator[None]:
         from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TransferSpeedColumn
 
-        with Progress(TextColumn(what), BarColumn(), DownloadColumn(), TransferSpeedColumn(), transient=True) as progress:
+        # ``what`` names the plan's task: shown as it is, never read as markup ("[/x]") or a format ("{x}")
+        label = TextColumn("{task.description}", markup=False)
+        with Progress(label, BarColumn(), DownloadColumn(), TransferSpeedColumn(), transient=True) as progress:
             task = progress.add_task(what, total=total)
             self._advance = lambda size: progress.advance(task, size)
             try:

@@ -48,7 +48,7 @@ svg { background: #fff; border: 1px solid #ddd; }
 </div>
 <h2>Metrics</h2>
 <label>metric <select id="metric"></select></label>
-<span class="muted" id="points"></span>
+<span class="muted" id="points"></span> <span class="muted" id="metrics-more"></span>
 <div><svg id="curve" width="760" height="320" viewBox="0 0 760 320" data-points="0"></svg></div>
 <div id="legend" class="muted"></div>
 <h2>Events</h2>
@@ -58,6 +58,7 @@ svg { background: #fff; border: 1px solid #ddd; }
 <script nonce="__NONCE__">
 "use strict";
 const TOKEN = new URLSearchParams(window.location.search).get("token") || "";
+if (TOKEN) window.history.replaceState(null, "", window.location.pathname);  // the token leaves the address bar and the history
 const SVG = "http://www.w3.org/2000/svg";
 const COLORS = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf"];
 let chosen = null;
@@ -70,6 +71,7 @@ function row(cells) {
   for (const cell of cells) { const td = document.createElement("td"); td.textContent = cell; tr.appendChild(td); }
   return tr;
 }
+function names(list, more) { return list.join(", ") + (more ? " and " + more + " more" : ""); }
 function fill(id, rows) { $(id).replaceChildren(...rows.map(row)); }
 function svgEl(name, attrs) {
   const el = document.createElementNS(SVG, name);
@@ -90,9 +92,9 @@ function describeEvent(e) {
     case "result_failed": return e.collaborator + " failed its task: " + e.reason;
     case "round_closed": {
       let text = "round closed in " + Number(e.seconds).toFixed(2) + " s";
-      if (e.stragglers && e.stragglers.length) text += "; stragglers left out: " + e.stragglers.join(", ");
-      if (e.failed && e.failed.length) text += "; failed: " + e.failed.join(", ");
-      if (e.bounds && e.bounds.length) text += "; update bounds: " + e.bounds.join(", ");
+      if (e.stragglers && e.stragglers.length) text += "; stragglers left out: " + names(e.stragglers, e.stragglers_more);
+      if (e.failed && e.failed.length) text += "; failed: " + names(e.failed, e.failed_more);
+      if (e.bounds && e.bounds.length) text += "; update bounds: " + names(e.bounds, e.bounds_more);
       return text;
     }
     case "refused":
@@ -143,6 +145,7 @@ function chooseMetric(keys, best) {
 function drawCurves(curves, best) {
   const keys = Object.keys(curves.aggregated).sort();
   chooseMetric(keys, best);
+  setText("metrics-more", curves.left_out ? "(" + curves.left_out + " more metric(s) not listed)" : "");
   const svg = $("curve");
   const aggregated = chosen === null ? [] : curves.aggregated[chosen];
   const sites = chosen !== null && curves.sites[chosen] ? curves.sites[chosen] : {curves: {}, total: 0};

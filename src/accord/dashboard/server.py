@@ -4,7 +4,9 @@ The standard library's ThreadingHTTPServer, bound to 127.0.0.1 unless told other
 request must carry the token printed at start (``?token=`` or ``Authorization: Bearer``,
 compared in constant time): without it 401, with a wrong one 403, before anything is read.
 Only GET of two paths is served (``/``: the page, ``/api/state``: DashboardView.snapshot);
-nothing named by a request is ever opened. The page runs only its own inline script (a
+nothing named by a request is ever opened. ``/favicon.ico``, which a browser asks for with no
+token, gets 204 before the check. A refusal is logged at most once per REFUSAL_LOG_SECONDS (the
+line counts those held back since), so a local process cannot flood the console. The page runs only its own inline script (a
 Content-Security-Policy with a fresh nonce per response) and loads nothing from elsewhere.
 """
 
@@ -17,11 +19,13 @@ import math
 import secrets
 import socket
 import threading
+import time
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
+from accord.aggregator.event_log import Throttle
 from accord.dashboard.page import render_page
 from accord.dashboard.view import DashboardView
 from accord.errors import AccordError
@@ -30,6 +34,8 @@ log = logging.getLogger("accord.dashboard")
 
 #: a connection idle this long is closed (a slow client holds one thread, not the server)
 SOCKET_TIMEOUT_SECONDS = 10.0
+#: at most one refusal line per this many seconds
+REFUSAL_LOG_SECONDS = 1.0
 
 
 def new_token() -> str:
@@ -53,6 +59,17 @@ class DashboardServer:
         self.host = host
         self.port = int(self._httpd.server_address[1])
         self._thread: threading.Thread | None = None
+        self._refusal_lock = threading.Lock()
+        self._refusals = Throttle(REFUSAL_LOG_SECONDS)
+
+    def log_refusal(self, client: str, why: str) -> None:
+        """A WARNING line for a refused request, or counted into the next one (one a REFUSAL_LOG_SECONDS)."""
+        with self._refusal_lock:
+            held = self._refusals.take(time.monotonic())
+        if held is None:
+            return
+        more = f" (and {held} more refused since the last line)" if held else ""
+        log.warning("dashboard: refused a request from %s: %s%s", client, why, more)
 
     @property
     def url(self) -> str:
@@ -106,10 +123,13 @@ class _Handler(BaseHTTPRequestHandler):
     sys_version = ""
 
     def do_GET(self) -> None:
+        if urlsplit(self.path).path == "/favicon.ico":  # a browser's own request, never with the token
+            self._send(HTTPStatus.NO_CONTENT, "text/plain; charset=utf-8", b"")
+            return
         refused = self.dashboard.authorized(self.path, self.headers.get("Authorization"))
         if refused is not None:
             why = "no token" if refused == HTTPStatus.UNAUTHORIZED else "a wrong token"
-            log.warning("dashboard: refused a request from %s: %s", self.client_address[0], why)
+            self.dashboard.log_refusal(self.client_address[0], why)
             text = f"{refused.value} {refused.phrase}: {why}; open the URL `fx dashboard` printed, with its token\n"
             self._send(refused, "text/plain; charset=utf-8", text.encode())
             return

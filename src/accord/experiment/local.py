@@ -6,6 +6,7 @@ mutual TLS on 127.0.0.1, exactly as they would across sites.
 
 from __future__ import annotations
 
+import math
 import os
 import shutil
 import socket
@@ -27,6 +28,26 @@ from accord.plan.loader import Plan, load_plan, update_plan_file
 from accord.workspace.create import create_workspace
 from accord.workspace.initialize import initialize_model
 
+#: a local federation starts one process per site: at most this many (fx simulate runs more)
+MAX_LOCAL_SITES = 64
+
+
+def check_local_sites(count: int) -> None:
+    """AccordError unless ``count`` sites (each a process of its own) fit a local federation."""
+    if count < 1:
+        raise AccordError(f"--collaborators is {count}; it must be at least 1", "pass e.g. --collaborators 2")
+    if count > MAX_LOCAL_SITES:
+        raise AccordError(
+            f"a local federation of {count} collaborators would start {count} processes; at most {MAX_LOCAL_SITES} run here",
+            "pass --collaborators 64 or fewer, or simulate many clients in one process with `fx simulate -w WS --clients N`",
+        )
+
+
+def check_timeout(seconds: float) -> None:
+    """AccordError unless ``seconds`` is a timeout a local federation can run under (at least 1 s)."""
+    if not math.isfinite(seconds) or seconds < 1:
+        raise AccordError(f"--timeout is {seconds:g}; it must be a number of seconds, at least 1", "pass e.g. --timeout 600")
+
 
 def free_port() -> int:
     """A TCP port on 127.0.0.1 that nothing listens on right now."""
@@ -43,8 +64,9 @@ def prepare_workspace(
     overrides: Mapping[str, Any] | None = None,
 ) -> Plan:
     """Create the workspace from ``template``, write plan and data.yaml, the initial model and the PKI."""
-    if collaborators < 1 or rounds < 1:
-        raise AccordError("--collaborators and --rounds must be at least 1")
+    check_local_sites(collaborators)
+    if rounds < 1:
+        raise AccordError(f"--rounds is {rounds}; it must be at least 1", "pass e.g. --rounds 5")
     root = Path(workspace) if workspace else Path(tempfile.mkdtemp(prefix="accord-quickstart-"))
     root = create_workspace(root, template)
     names = [f"collaborator{i}" for i in range(1, collaborators + 1)]

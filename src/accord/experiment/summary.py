@@ -19,7 +19,7 @@ def print_line(console: Console, text: str) -> None:
 
 def print_summary(console: Console, plan: Plan, report: FederationReport) -> None:
     """Rounds, final and best values of the plan's best metric, the privacy spent (central DP),
-    and where the files are: those after the table, one a line, whole, whatever the terminal's width."""
+    and where the files are (those that exist): after the table, one a line, whole, whatever the terminal's width."""
     settings = plan.model.aggregator.settings
     key = settings.best_metric
     values = report.aggregated(key)
@@ -49,7 +49,8 @@ def print_summary(console: Console, plan: Plan, report: FederationReport) -> Non
         ("logs", plan.workspace / "logs"),
     )
     for label, path in files:
-        print_line(console, f"{label + ':':<15}{path}")
+        if path.exists():  # a run that failed early made none of them, or not all
+            print_line(console, f"{label + ':':<15}{path}")
 
 
 def run_with_summary(console: Console, plan: Plan, timeout: float = 600.0) -> FederationReport:

@@ -20,7 +20,7 @@ from typing import Any
 import yaml
 
 from accord.errors import AccordError
-from accord.experiment.local import configure_federation
+from accord.experiment.local import check_local_sites, configure_federation
 from accord.plan.identity import BYTECODE_DIR
 from accord.plan.loader import Plan, load_plan, read_yaml
 
@@ -57,10 +57,10 @@ def parse_data_paths(items: tuple[str, ...]) -> dict[str, str]:
 def site_names(source: Plan, collaborators: int | None) -> list[str]:
     """The plan's collaborators when it lists some and no count is given, else collaborator1..N (2 by default)."""
     if collaborators is None and source.model.collaborators:
+        check_local_sites(len(source.model.collaborators))
         return list(source.model.collaborators)
     count = 2 if collaborators is None else collaborators
-    if count < 1:
-        raise AccordError(f"--collaborators is {count}; it must be at least 1", "pass e.g. --collaborators 2")
+    check_local_sites(count)
     return [f"collaborator{i}" for i in range(1, count + 1)]
 
 
