@@ -8,7 +8,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from accord.aggregator.metrics import MetricRecord
+from accord.metric_records import MetricRecord
 from accord.aggregator.sinks.queued import QueuedSink
 from accord.aggregator.sinks.tags import tag
 from accord.imports import optional_module
