@@ -11,8 +11,8 @@ from typing import TYPE_CHECKING
 
 from accord.aggregator.events import EngineEvent, PhaseOpened, RoundClosed, RoundOutcome, Sink
 from accord.aggregator.guarded import Guarded
-from accord.metric_records import MetricRecord, MetricsLog, RecordSink
 from accord.messages import TaskResult
+from accord.metric_records import MetricRecord, MetricsLog, RecordSink
 
 if TYPE_CHECKING:
     from accord.aggregator.engine import RoundEngine

@@ -13,7 +13,13 @@ from accord.cli.options import open_plan, plan_option, workspace_option
 @workspace_option
 @plan_option
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=None, help="PNG to write (default: WS/logs/metrics.png).")
-@click.option("--metric", "metrics", multiple=True, metavar="TASK/METRIC", help="A metric to draw (repeatable; default: the aggregated ones, at most 12, the plan's best_metric first).")
+@click.option(
+    "--metric",
+    "metrics",
+    multiple=True,
+    metavar="TASK/METRIC",
+    help="A metric to draw (repeatable; default: the aggregated ones, at most 12, the plan's best_metric first).",
+)
 @click.option("--sites", is_flag=True, help="Draw each site's curve beside the aggregated one.")
 def plot(workspace: Path, plan_path: str, out: Path | None, metrics: tuple[str, ...], sites: bool) -> None:
     """Draw the per-round curves of the plan's metrics_path to a PNG.

@@ -11,11 +11,11 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from accord.metric_records import MetricRecord
 from accord.aggregator.sinks.queued import QueuedSink
 from accord.aggregator.sinks.tags import tag
 from accord.errors import AccordError
 from accord.imports import optional_module
+from accord.metric_records import MetricRecord
 
 log = logging.getLogger("accord.aggregator")
 

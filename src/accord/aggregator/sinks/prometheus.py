@@ -11,10 +11,10 @@ import logging
 from collections.abc import Sequence
 
 from accord.aggregator.events import EngineEvent, ResultAccepted, ResultFailed, RoundOpened
-from accord.metric_records import MetricRecord
 from accord.aggregator.sinks.tags import AGGREGATOR
 from accord.errors import AccordError
 from accord.imports import optional_module
+from accord.metric_records import MetricRecord
 
 log = logging.getLogger("accord.aggregator")
 
