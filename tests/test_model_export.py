@@ -17,6 +17,7 @@ from conftest import FAST
 from accord.cli.main import main
 from accord.collaborator.site import build_data_loader
 from accord.experiment.local import FederationReport, prepare_workspace, run_processes
+from accord.export.formats import MAX_SAMPLE_ELEMENTS, parse_shape
 from accord.plan.loader import Plan
 from accord.plan.objects import use_workspace
 from accord.tensors.state import load_state
@@ -153,6 +154,16 @@ def test_bad_requests_end_in_one_line_and_exit_2(torch_federation, capsys, tmp_p
         err = capsys.readouterr().err
         assert err.count("\n") == 1 and message in err, (args, err)
     assert not list(tmp_path.iterdir())  # the failed export's staging folder is gone
+
+
+@pytest.mark.parametrize("shape", ["99999999999999999999", "100000,100000,100000", "30000,30000", "8193,8192", "1," * 40 + "99" * 30])
+def test_an_input_shape_past_the_bound_is_one_line(tmp_path: Path, capsys, shape: str) -> None:
+    plan = prepare_workspace(tmp_path / "ws", collaborators=1, rounds=1, overrides=FAST)
+    # a TypeError or RuntimeError traceback, or gigabytes allocated, before
+    assert main(["model", "export", "-w", str(plan.workspace), "--last", "--format", "onnx", "--input-shape", shape]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"holds more than {MAX_SAMPLE_ELEMENTS:,} elements a sample" in err, err
+    assert parse_shape("8192,8192") == (8192, 8192)  # 2**26 elements: the bound itself is taken
 
 
 def test_a_failed_export_leaves_the_earlier_one_untouched(torch_federation, tmp_path: Path) -> None:

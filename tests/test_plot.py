@@ -87,3 +87,34 @@ def test_an_unknown_metric_names_the_known_ones(workspace: Path, capsys: pytest.
     assert plot(workspace, "--metric", "train/accuracy") == 2
     err = capsys.readouterr().err
     assert "no aggregated metric 'train/accuracy'" in err and "train/loss" in err and err.count("\n") == 1
+
+
+def test_only_the_rounds_timing_and_bytes_is_one_line_naming_them(workspace: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    lines = [{"round": r, "origin": "aggregator", "task": "round", "metric": "bytes_received", "value": 1.0 + r} for r in range(3)]
+    (workspace / "logs").mkdir(exist_ok=True)
+    (workspace / "logs" / "metrics.jsonl").write_text("".join(json.dumps(line) + "\n" for line in lines))
+    assert plot(workspace) == 2  # a ValueError traceback ("cannot write empty image") before
+    err = capsys.readouterr().err
+    assert "no aggregated metric but the round's timing and bytes" in err and "round/bytes_received" in err, err
+    assert err.count("\n") == 1
+    assert not (workspace / "logs" / "metrics.png").exists()
+    assert plot(workspace, "--metric", "round/bytes_received") == 0  # named, they are drawn
+    assert (workspace / "logs" / "metrics.png").read_bytes().startswith(PNG_MAGIC)
+
+
+def test_the_default_plot_draws_12_panels_the_plans_metrics_first(workspace: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    lines = []
+    for r in range(2):
+        lines += [{"round": r, "origin": "aggregator", "task": "aaa", "metric": f"m{i:02d}", "value": float(i)} for i in range(30)]
+        lines.append({"round": r, "origin": "aggregator", "task": "train", "metric": "loss", "value": 1.0})
+        lines.append({"round": r, "origin": "aggregator", "task": "aggregated_model_validation", "metric": "accuracy", "value": 0.5})
+    (workspace / "logs").mkdir(exist_ok=True)
+    (workspace / "logs" / "metrics.jsonl").write_text("".join(json.dumps(line) + "\n" for line in lines))
+    assert plot(workspace) == 0
+    wrote, more = capsys.readouterr().out.splitlines()
+    drawn = wrote.split(": ", 1)[1].split(", ")
+    # the plan's best_metric, then its tasks' metrics, then the others by name
+    assert drawn == ["aggregated_model_validation/accuracy", "train/loss", *(f"aaa/m{i:02d}" for i in range(10))]
+    assert more == "20 more not drawn; choose with --metric: " + ", ".join(f"aaa/m{i:02d}" for i in range(10, 30))
+    assert plot(workspace, "--metric", "aaa/m29") == 0
+    assert capsys.readouterr().out.strip().endswith(": aaa/m29")

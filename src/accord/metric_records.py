@@ -4,7 +4,7 @@ logs/collaborator-NAME-metrics.jsonl at a site): one object per line."""
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -58,3 +58,7 @@ def read_metrics(path: Path) -> list[MetricRecord]:
             if number < len(lines):
                 raise AccordError(f"{path}, line {number}, is not a metric record", "remove or repair that line") from None
     return records
+
+
+#: what gets a closed round's records after metrics.jsonl (the plan's sinks: aggregator/sinks/)
+RecordSink = Callable[[Sequence[MetricRecord]], None]

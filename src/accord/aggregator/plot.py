@@ -7,6 +7,7 @@ from __future__ import annotations
 import io
 import math
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 from accord.aggregator.metrics import MetricRecord, read_metrics
@@ -18,12 +19,25 @@ AGGREGATOR = "aggregator"
 #: the aggregator's own records (timing, bytes): plotted only when named with --metric
 ROUND_TASK = "round"
 COLUMNS = 2
+#: the most panels drawn by default (the names of aggregated metrics come from the sites: there may be thousands)
+DEFAULT_PANELS = 12
 
 
-def plot_metrics(metrics_path: Path, out: Path, metrics: Sequence[str] = (), sites: bool = False) -> list[str]:
-    """Draw the aggregated curve of each ``task/metric`` in ``metrics`` (default: every aggregated
-    metric but the round's timing and bytes), one panel each, with each site's curve if
-    ``sites``, to the PNG ``out`` (written atomically); returns the metrics drawn."""
+@dataclass(frozen=True)
+class Plotted:
+    """The metrics drawn, and the aggregated ones left out of a default plot (``--metric`` draws them)."""
+
+    drawn: list[str]
+    more: list[str]
+
+
+def plot_metrics(
+    metrics_path: Path, out: Path, metrics: Sequence[str] = (), sites: bool = False, first: Sequence[str] = ()
+) -> Plotted:
+    """Draw the aggregated curve of each ``task/metric`` in ``metrics``, one panel each, with each
+    site's curve if ``sites``, to the PNG ``out`` (written atomically). By default: the aggregated
+    metrics but the round's timing and bytes, at most DEFAULT_PANELS, those of ``first`` (the
+    plan's best_metric, then its tasks) before the others; the rest are named in ``more``."""
     optional_module("matplotlib", "fx plot", "pip install 'accord[plot]'")
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
@@ -31,11 +45,17 @@ def plot_metrics(metrics_path: Path, out: Path, metrics: Sequence[str] = (), sit
 
     records = _records(metrics_path)
     series = _series(records)
-    chosen = list(metrics) or sorted(k for k in series if not k.startswith(f"{ROUND_TASK}/"))
-    for key in chosen:
+    known = listed(sorted(series)) or "none"
+    for key in metrics:
         if key not in series:
-            known = ", ".join(sorted(series)) or "none"
             raise AccordError(f"{metrics_path} holds no aggregated metric {key!r}", f"pass --metric as task/metric, one of: {known}")
+    candidates = _ordered([k for k in series if not k.startswith(f"{ROUND_TASK}/")], first)
+    if not metrics and not candidates:
+        raise AccordError(
+            f"{metrics_path} holds no aggregated metric but the round's timing and bytes",
+            f"choose them with --metric (one of: {known}), or plot it once a round reported metrics",
+        )
+    chosen = list(metrics) or candidates[:DEFAULT_PANELS]
     rows = math.ceil(len(chosen) / COLUMNS)
     columns = min(len(chosen), COLUMNS)
     figure = Figure(figsize=(6 * columns, 3.6 * rows), layout="constrained")
@@ -55,7 +75,20 @@ def plot_metrics(metrics_path: Path, out: Path, metrics: Sequence[str] = (), sit
     image = io.BytesIO()
     figure.savefig(image, format="png")
     atomic_write(out, image.getvalue())
-    return chosen
+    return Plotted(chosen, [] if metrics else candidates[DEFAULT_PANELS:])
+
+
+def listed(names: Sequence[str], shown: int = 2 * DEFAULT_PANELS) -> str:
+    """The first ``shown`` of ``names``, comma-separated, and how many more there are."""
+    more = f", and {len(names) - shown} more" if len(names) > shown else ""
+    return ", ".join(names[:shown]) + more
+
+
+def _ordered(keys: Sequence[str], first: Sequence[str]) -> list[str]:
+    """``keys`` with the entries of ``first`` (a ``task/metric``, or a ``task``: its metrics) before
+    the others, each group sorted."""
+    rank = {name: place for place, name in enumerate(reversed(first), 1)}  # the first named ranks highest
+    return sorted(keys, key=lambda key: (-max(rank.get(key, 0), rank.get(key.split("/", 1)[0], 0)), key))
 
 
 def _records(path: Path) -> list[MetricRecord]:

@@ -10,8 +10,9 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
 from accord.aggregator.events import EngineEvent, PhaseOpened, RoundClosed, RoundOutcome, Sink
-from accord.aggregator.metrics import MetricRecord, MetricsLog
+from accord.aggregator.guarded import Guarded
 from accord.messages import TaskResult
+from accord.metric_records import MetricRecord, MetricsLog, RecordSink
 
 if TYPE_CHECKING:
     from accord.aggregator.engine import RoundEngine
@@ -120,14 +121,12 @@ def phase_sink(event: EngineEvent) -> None:
         log.info("round %d: phase %s opened for %d sites", event.round_number, event.phase, len(event.members))
 
 
-#: what gets a closed round's records after metrics.jsonl (the plan's sinks: aggregator/sinks/)
-RecordSink = Callable[[Sequence[MetricRecord]], None]
-
-
 def metrics_sink(metrics_log: MetricsLog, traffic: Traffic | None = None, writers: Sequence[RecordSink] = ()) -> Sink:
     """The sink that appends each closed round's records to ``metrics_log`` (logs/metrics.jsonl),
     with the bytes ``traffic`` counted on the wire since the previous close (``round/bytes_received``,
-    ``round/bytes_sent``) when there is a wire, then hands the same records to each of ``writers``."""
+    ``round/bytes_sent``) when there is a wire, then hands the same records to each of ``writers``
+    (a writer that raises is warned of once, then counted: guarded.py; the round's close goes on)."""
+    guarded = [Guarded(writer, _name(writer)) for writer in writers]
 
     def write(event: EngineEvent) -> None:
         if isinstance(event, RoundClosed):
@@ -140,10 +139,16 @@ def metrics_sink(metrics_log: MetricsLog, traffic: Traffic | None = None, writer
                     MetricRecord(number, "aggregator", "round", "bytes_sent", float(sent)),
                 ]
             metrics_log.write(records)
-            for writer in writers:
+            for writer in guarded:
                 writer(records)
 
     return write
+
+
+def _name(writer: RecordSink) -> str:
+    """The name a record sink goes by in a warning: its ``name`` (or its object's: a bound method)."""
+    named = getattr(writer, "name", None) or getattr(getattr(writer, "__self__", None), "name", None)
+    return str(named or getattr(writer, "__qualname__", "a metrics sink"))
 
 
 def report_closed(engine: RoundEngine, outcome: RoundOutcome) -> tuple[str, ...]:

@@ -31,6 +31,8 @@ FORMATS: dict[str, str] = {
     "openvino": ".xml",
 }
 GRAPH_FORMATS = ("onnx", "openvino")
+#: the most elements one sample may hold (the example batch of two float32 samples: 512 MiB)
+MAX_SAMPLE_ELEMENTS = 1 << 26
 
 
 @dataclass(frozen=True)
@@ -80,7 +82,8 @@ def sample_shape_of(plan: Plan) -> tuple[int, ...]:
 
 
 def parse_shape(text: str) -> tuple[int, ...]:
-    """``"1,8,8"`` -> ``(1, 8, 8)``: positive integers, comma-separated."""
+    """``"1,8,8"`` -> ``(1, 8, 8)``: positive integers, comma-separated, at most
+    MAX_SAMPLE_ELEMENTS elements in all (each is checked before their product is taken)."""
     try:
         shape = tuple(int(part) for part in text.split(","))
     except ValueError:
@@ -89,6 +92,14 @@ def parse_shape(text: str) -> tuple[int, ...]:
         raise AccordError(
             f"--input-shape {text!r} is not a shape", "give positive integers separated by commas, e.g. 64 or 1,8,8"
         )
+    elements = 1
+    for n in shape:
+        elements *= min(n, MAX_SAMPLE_ELEMENTS + 1)  # stays small: never a product of huge numbers
+        if elements > MAX_SAMPLE_ELEMENTS:
+            raise AccordError(
+                f"--input-shape {text[:80]!r} holds more than {MAX_SAMPLE_ELEMENTS:,} elements a sample",
+                "give the shape of one sample without the batch axis, e.g. 64 or 1,8,8",
+            )
     return shape
 
 

@@ -11,11 +11,11 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from accord.aggregator.metrics import MetricRecord
 from accord.aggregator.sinks.queued import QueuedSink
 from accord.aggregator.sinks.tags import tag
 from accord.errors import AccordError
 from accord.imports import optional_module
+from accord.metric_records import MetricRecord
 
 log = logging.getLogger("accord.aggregator")
 
@@ -65,9 +65,13 @@ class MlflowSink(QueuedSink):
             self._client.log_batch(self.run_id, metrics=metrics[start : start + BATCH])
 
     def end(self, finished: bool) -> None:
-        """Log what is queued, then end the run (FINISHED, or KILLED when the federation stopped early)."""
-        self.close()
-        try:
-            self._client.set_terminated(self.run_id, "FINISHED" if finished else "KILLED")
-        except Exception as exc:
-            log.warning("MLflow run %s could not be ended: %r", self.run_id, exc)
+        """Log what is queued, then end the run (FINISHED, or KILLED when the federation stopped
+        early), both on the sink's thread: a server that stopped answering holds this CLOSE_SECONDS at most."""
+
+        def terminate() -> None:
+            try:
+                self._client.set_terminated(self.run_id, "FINISHED" if finished else "KILLED")
+            except Exception as exc:
+                log.warning("MLflow run %s could not be ended: %r", self.run_id, exc)
+
+        self.close(terminate)

@@ -6,12 +6,13 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from accord.aggregator.events import Sink
-from accord.aggregator.reporting import RecordSink
+from accord.aggregator.guarded import Guarded
 from accord.aggregator.sinks import mlflow_run, prometheus, tensorboard
 from accord.aggregator.sinks.mlflow_run import MlflowSink
 from accord.aggregator.sinks.prometheus import PrometheusSink
 from accord.aggregator.sinks.tensorboard import TensorBoardSink
 from accord.imports import optional_module
+from accord.metric_records import RecordSink
 from accord.plan.loader import Plan
 from accord.plan.schema import is_tracking_server
 
@@ -19,7 +20,8 @@ from accord.plan.schema import is_tracking_server
 @dataclass
 class PlanSinks:
     """The open sinks: ``engine`` (engine events), ``records`` (each closed round's records),
-    ``refused`` (the gRPC server's refusal hook); ``close`` them once serving ends."""
+    ``refused`` (the gRPC server's refusal hook); ``close`` them once serving ends. A sink that
+    raises is warned of once, then counted (guarded.py): it never fails a round's close."""
 
     tensorboard: TensorBoardSink | None = None
     mlflow: MlflowSink | None = None
@@ -28,7 +30,9 @@ class PlanSinks:
 
     @property
     def engine(self) -> list[Sink]:
-        return [self.prometheus] if self.prometheus else []
+        if self.prometheus is None:
+            return []
+        return [Guarded(self.prometheus, self.prometheus.name, "an engine event was not counted")]
 
     @property
     def records(self) -> list[RecordSink]:

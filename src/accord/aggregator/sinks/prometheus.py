@@ -11,10 +11,10 @@ import logging
 from collections.abc import Sequence
 
 from accord.aggregator.events import EngineEvent, ResultAccepted, ResultFailed, RoundOpened
-from accord.aggregator.metrics import MetricRecord
 from accord.aggregator.sinks.tags import AGGREGATOR
 from accord.errors import AccordError
 from accord.imports import optional_module
+from accord.metric_records import MetricRecord
 
 log = logging.getLogger("accord.aggregator")
 
@@ -32,6 +32,8 @@ ROUND_GAUGES = {
 
 class PrometheusSink:
     """Serves the federation's figures on ``http://host:port/metrics`` (port 0: a free one, logged)."""
+
+    name = "Prometheus"
 
     def __init__(self, host: str, port: int) -> None:
         client = optional_module("prometheus_client", "aggregator.settings.metrics.prometheus", INSTALL)

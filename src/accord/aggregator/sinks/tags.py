@@ -4,7 +4,7 @@ a site's. No name is a prefix folder of another (MLflow's file store keeps each 
 
 from __future__ import annotations
 
-from accord.aggregator.metrics import MetricRecord
+from accord.metric_records import MetricRecord
 
 AGGREGATOR = "aggregator"
 

@@ -8,10 +8,10 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from accord.aggregator.metrics import MetricRecord
 from accord.aggregator.sinks.queued import QueuedSink
 from accord.aggregator.sinks.tags import tag
 from accord.imports import optional_module
+from accord.metric_records import MetricRecord
 
 INSTALL = "pip install 'accord[tensorboard]'"
 SETTING = "aggregator.settings.metrics.tensorboard"
