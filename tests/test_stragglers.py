@@ -141,7 +141,7 @@ def test_the_watcher_closes_at_the_cutoff_though_the_deadline_is_far_also_in_a_r
         assert runtime.engine.round_number == 1  # closed by beta's last result, not by time
         report(runtime, "alpha")
         wait_for_round(runtime, 2)  # beta never reports round 1: closed at the cut-off
-        assert runtime._stragglers == ("beta",)
+        assert runtime._publisher.stragglers == ("beta",)
     finally:
         runtime.close()
 
