@@ -71,7 +71,9 @@ def record_data_path(config: str | os.PathLike[str], name: str, data_path: str |
     path.parent.mkdir(parents=True, exist_ok=True)
     if path.exists() and _openfl_lines(path.read_text(encoding="utf-8")) is not None:
         if "," in name or "\n" in data_path:
-            raise AccordError(f"{name},{data_path} cannot be one line of {path}", "choose a name and path without ',' or newlines")
+            raise AccordError(
+                f"{name},{data_path} cannot be one line of {path}", "choose a name and path without ',' or newlines"
+            )
         kept = [line for line in path.read_text(encoding="utf-8").splitlines() if not line.startswith(f"{name},")]
         path.write_text("\n".join([*kept, f"{name},{data_path}"]) + "\n", encoding="utf-8")
     else:

@@ -99,8 +99,7 @@ _NO_CALLBACKS = (
     "logs/metrics.jsonl and to the sinks of aggregator.settings.metrics"
 )
 _SINKS_FIX = (
-    "remove the key; set aggregator.settings.metrics.tensorboard: {} (or mlflow: {}, prometheus: {}) "
-    "or read logs/metrics.jsonl"
+    "remove the key; set aggregator.settings.metrics.tensorboard: {} (or mlflow: {}, prometheus: {}) or read logs/metrics.jsonl"
 )
 _MTLS = "Accord always uses mutual TLS (every site and the aggregator hold certificates of the federation's CA)"
 _MTLS_FIX = "remove the key, and certify each site (fx collaborator generate-cert-request, then certify)"
@@ -118,12 +117,16 @@ KEYS: dict[str, Rule] = {
     "aggregator.settings.write_logs": when(
         _truthy,
         lambda key, value: Outcome(
-            "aggregator.settings.metrics.tensorboard", {}, "-> aggregator.settings.metrics.tensorboard: {} (needs accord[tensorboard])"
+            "aggregator.settings.metrics.tensorboard",
+            {},
+            "-> aggregator.settings.metrics.tensorboard: {} (needs accord[tensorboard])",
         ),
         always("-> no TensorBoard sink (Accord's default)"),
     ),
     "aggregator.settings.log_memory_usage": no_meaning(_MEMORY),
-    "aggregator.settings.save_native_model": no_meaning("get the framework's own model file with `fx model export --last --format torch` (or keras)"),
+    "aggregator.settings.save_native_model": no_meaning(
+        "get the framework's own model file with `fx model export --last --format torch` (or keras)"
+    ),
     "aggregator.settings.use_delta_updates": no_meaning("each site chooses with collaborator.settings.delta_updates"),
     "aggregator.settings.single_col_cert_common_name": no_meaning("each site's certificate names that site"),
     "aggregator.settings.secure_aggregation": rename("aggregator.settings.secure_aggregation.enabled", bool),
@@ -140,9 +143,12 @@ KEYS: dict[str, Rule] = {
     "collaborator.settings.log_memory_usage": no_meaning(_MEMORY),
     "collaborator.settings.write_logs": no_meaning("a site's metrics go to the aggregator (logs/metrics.jsonl and its sinks)"),
     "collaborator.settings.device_assignment_policy": no_meaning("the task runner chooses its device (task_runner.settings)"),
-    "collaborator.settings.secure_aggregation": no_meaning("the aggregator's plan decides (aggregator.settings.secure_aggregation)"),
+    "collaborator.settings.secure_aggregation": no_meaning(
+        "the aggregator's plan decides (aggregator.settings.secure_aggregation)"
+    ),
     "collaborator.settings.callbacks": refused(
-        "a site runs no workspace callbacks around its tasks", "remove the key; put the work in the task runner's train_/validate_"
+        "a site runs no workspace callbacks around its tasks",
+        "remove the key; put the work in the task runner's train_/validate_",
     ),
     "collaborator.settings.interop_mode": when(
         lambda v: not _truthy(v),
@@ -211,8 +217,7 @@ _CODEC_FIX = (
     "(topk, fp16, bf16, q8, q4, zstd: docs/plan.md)"
 )
 _RUNNER_FIX = (
-    "name the workspace's own class (src.taskrunner.Name, a subclass of openfl.federated.PyTorchTaskRunner "
-    "or KerasTaskRunner)"
+    "name the workspace's own class (src.taskrunner.Name, a subclass of openfl.federated.PyTorchTaskRunner or KerasTaskRunner)"
 )
 
 #: OpenFL's templates by section and class name (any ``openfl.`` module path to that name)
@@ -254,9 +259,7 @@ TEMPLATES: dict[str, dict[str, Template]] = {
     },
 }
 
-_FEDCURV = (
-    "FedCurv needs each site's Fisher information sent beside its model, which Accord's task runners do not compute"
-)
+_FEDCURV = "FedCurv needs each site's Fisher information sent beside its model, which Accord's task runners do not compute"
 
 #: OpenFL's aggregation functions (a train task's ``aggregation_type``) -> Accord's strategies
 AGGREGATION_FUNCTIONS: dict[str, Template] = {
@@ -269,7 +272,9 @@ AGGREGATION_FUNCTIONS: dict[str, Template] = {
     "FedCurvWeightedAverage": Template(
         why=_FEDCURV, fix="use WeightedAverage, or set aggregator.settings.strategy.template: accord.strategies.FedProx"
     ),
-    "FedBaggingXGBoost": Template(why="Accord's strategies average tensors; it does not bag XGBoost trees", fix="use a tensor model"),
+    "FedBaggingXGBoost": Template(
+        why="Accord's strategies average tensors; it does not bag XGBoost trees", fix="use a tensor model"
+    ),
     "SecureWeightedAverage": Template(
         why="OpenFL's secure average is its own protocol",
         fix="remove aggregation_type and set aggregator.settings.secure_aggregation.enabled: true (Accord's SecAgg+)",
@@ -277,7 +282,7 @@ AGGREGATION_FUNCTIONS: dict[str, Template] = {
 }
 
 #: the adaptive aggregations' settings -> Accord's FedOpt settings (betas: a pair)
-ADAPTIVE_SETTINGS = {"learning_rate": "eta", "epsilon": "tau", "betas": ("beta1", "beta2")}
+ADAPTIVE_SETTINGS: dict[str, str | tuple[str, str]] = {"learning_rate": "eta", "epsilon": "tau", "betas": ("beta1", "beta2")}
 
 #: OpenFL's task functions -> Accord's
 TASK_FUNCTIONS = {"train_task": "train", "train": "train", "validate_task": "validate", "validate": "validate"}

@@ -133,7 +133,8 @@ class _Translation:
                 kept[key] = value
                 continue
             outcome = rule(dotted, value)
-            self.note(dotted, outcome.detail, outcome.warned)
+            if (outcome.target, outcome.value) != (dotted, value):  # a key Accord spells alike is no news
+                self.note(dotted, outcome.detail, outcome.warned)
             if outcome.target is not None:
                 target_section, _, rest = outcome.target.partition(".settings.")
                 if target_section == name:
@@ -196,10 +197,14 @@ class _Translation:
                     f"OpenFL key {key}.settings.{name}: Accord's {known.accord} has no such setting",
                     "remove it, or set aggregator.settings.strategy.settings (docs/plan.md)",
                 )
-            if isinstance(target, tuple):
-                settings.update(zip(target, value, strict=True))
-            else:
+            if isinstance(target, str):
                 settings[target] = value
+            elif not isinstance(value, list | tuple) or len(value) != len(target):
+                raise PlanError(
+                    f"OpenFL key {key}.settings.{name} must be a pair, got {value!r}", "write e.g. betas: [0.9, 0.99]"
+                )
+            else:
+                settings.update(zip(target, value, strict=True))
         _set(self.plan, "aggregator.settings.strategy", {"template": known.accord, "settings": settings})
         self.note(f"{key} {template}", f"-> aggregator.settings.strategy {known.accord} {settings or ''}".rstrip())
 
