@@ -83,7 +83,7 @@ def build_collaborator(
             exc.fix or "check this site's data path in plan/data.yaml",
             report=f"data loader {template.rsplit('.', 1)[-1]} could not be built ({type(exc.__cause__ or exc).__name__})",
         )
-    runner = build_runner(plan)
+    runner = build_runner(plan, data)
     options = site_options(plan)
     folder = plan.workspace / SITE_STATE.format(name=name)
     for part in (runner, *options["mods"]):  # what must survive a restart (a spent privacy budget)
