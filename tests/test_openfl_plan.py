@@ -15,7 +15,7 @@ from accord.collaborator.data_config import read_data_config, record_data_path
 from accord.errors import PlanError
 from accord.plan.loader import load_plan, read_yaml
 from accord.plan.openfl_keys import KEYS, openfl_class
-from accord.plan.openfl_plan import OPENFL_SECTIONS
+from accord.plan.schema import SECTIONS
 
 DATA = Path(__file__).parent / "data" / "openfl"
 
@@ -68,7 +68,7 @@ def _raw_keys(ws: Path) -> tuple[set[str], set[str]]:
     raw = read_yaml(ws / "plan" / "plan.yaml")
     keys: set[str] = set()
     templates: set[str] = set()
-    for name in OPENFL_SECTIONS:
+    for name in SECTIONS:
         section = raw.get(name) or {}
         parts = [section]
         if section.get("defaults"):

@@ -23,19 +23,8 @@ from accord.plan.openfl_keys import (
     TEMPLATES,
     openfl_class,
 )
+from accord.plan.schema import SECTIONS
 
-#: the sections OpenFL and Accord share
-OPENFL_SECTIONS = (
-    "aggregator",
-    "collaborator",
-    "data_loader",
-    "task_runner",
-    "network",
-    "assigner",
-    "tasks",
-    "compression_pipeline",
-    "straggler_handling_policy",
-)
 _SECTION_KEYS = frozenset({"defaults", "template", "settings"})
 
 
@@ -60,7 +49,7 @@ def is_openfl_plan(raw: Mapping[str, Any], read_defaults: DefaultsReader) -> boo
     ``connector`` section, or tasks listed beside ``settings``."""
     if "connector" in raw:
         return True
-    for name in OPENFL_SECTIONS:
+    for name in SECTIONS:
         section = raw.get(name)
         if not isinstance(section, Mapping):
             continue
@@ -233,7 +222,7 @@ def from_openfl(raw: Mapping[str, Any], read_defaults: DefaultsReader) -> tuple[
         )
     work = _Translation()
     for name, value in raw.items():
-        if name not in OPENFL_SECTIONS:
+        if name not in SECTIONS:
             work.plan[name] = copy.deepcopy(value)
             continue
         if not isinstance(value, Mapping):
