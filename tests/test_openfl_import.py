@@ -117,11 +117,11 @@ def test_an_unsafe_zip_is_refused_and_nothing_is_written(
 def test_a_refused_key_stops_the_import_with_nothing_written(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     source = openfl_folder(tmp_path)
     plan = source / "plan" / "plan.yaml"
-    plan.write_text(plan.read_text().replace("write_logs: false", "write_logs: false\n    log_metric_callback: src.utils.log"))
+    plan.write_text(plan.read_text().replace("write_logs: false", "write_logs: false\n    callbacks: [src.cb.Cb]"))
     ws = tmp_path / "accord_ws"
     assert main(["workspace", "import", "--from-openfl", str(source), "--prefix", str(ws)]) == 2
     err = capsys.readouterr().err
-    assert "aggregator.settings.log_metric_callback" in err and "(fix: " in err
+    assert "aggregator.settings.callbacks" in err and "(fix: " in err
     assert not ws.exists()
 
 
