@@ -14,8 +14,10 @@ class FederatedDataSet(ArrayDataLoader):
 
     ``num_classes`` defaults to max label + 1 and is kept by every shard, so a shard that
     misses a class still builds the same model as the others. Labels are class indices, or
-    one-hot rows (OpenFL's idiom: a 2-D 0/1 array, one 1 per row); these are served as
-    indices, ``one_hot`` is True and a FederatedModel's loss gets its targets one-hot again.
+    one-hot rows (OpenFL's idiom: a 2-D 0/1 array, one 1 per row), each split in either form;
+    they are served as indices, and with one-hot training labels ``one_hot`` is True and a
+    FederatedModel's loss gets its targets one-hot again. ``X_train``, ``y_train``,
+    ``X_valid``, ``y_valid`` are the arrays (labels as indices), under OpenFL's names.
     """
 
     def __init__(
@@ -29,20 +31,40 @@ class FederatedDataSet(ArrayDataLoader):
     ) -> None:
         train, train_width = _indices(y_train, "train")
         valid, valid_width = _indices(y_valid, "valid")
-        if train_width != valid_width:
+        if None not in (train_width, valid_width) and train_width != valid_width:
             raise AccordError(
-                f"y_train and y_valid differ in form (one-hot widths {train_width} and {valid_width})",
-                "give both as class indices, or both one-hot with one column per class",
+                f"y_train is one-hot with {train_width} columns but y_valid with {valid_width}",
+                "give both one column per class",
             )
-        #: True when the labels came one-hot (OpenFL's idiom)
+        #: True when the training labels came one-hot (OpenFL's idiom): losses get one-hot targets
         self.one_hot = train_width is not None
-        width = train_width
+        width = train_width if train_width is not None else valid_width
         if width is not None and num_classes is not None and int(num_classes) != width:
             raise AccordError(
                 f"num_classes is {num_classes} but the one-hot labels have {width} columns",
                 f"pass num_classes={width} or leave it out",
             )
         super().__init__(x_train, train, x_valid, valid, batch_size, width if num_classes is None else num_classes)
+
+    @property
+    def X_train(self) -> np.ndarray:
+        """The training samples (float32)."""
+        return self._x_train
+
+    @property
+    def y_train(self) -> np.ndarray:
+        """The training labels, as class indices."""
+        return self._y_train
+
+    @property
+    def X_valid(self) -> np.ndarray:
+        """The validation samples (float32)."""
+        return self._x_valid
+
+    @property
+    def y_valid(self) -> np.ndarray:
+        """The validation labels, as class indices."""
+        return self._y_valid
 
     def split(
         self, num_collaborators: int, partition: str = "iid", alpha: float = 0.5, seed: int = 0
