@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import inspect
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -63,6 +64,7 @@ def build(
     kind: str | None = None,
     typed: bool = False,
     imports_workspace: bool = True,
+    extra_for: Callable[[Any], dict[str, Any]] | None = None,
     **extra: Any,
 ) -> Any:
     """Instantiate a section's template with its settings (plus ``extra`` keyword arguments).
@@ -76,6 +78,7 @@ def build(
     are validated against the factory's type annotations too (pydantic).
     ``imports_workspace``: whether one of Accord's templates may import the workspace's code (a
     runner's model): if not (strategies, mods), building it leaves the import path alone.
+    ``extra_for``: more keyword arguments, chosen by what the template names (called with it).
     """
     if template is None:
         raise PlanError(f"plan section {section_name} has no template", f"set {section_name}.template")
@@ -96,6 +99,8 @@ def build(
             f"{section_name}.template {template} is not a {subclass_of.__name__} class",
             f"name a class derived from {subclass_of.__module__}.{subclass_of.__name__}",
         )
+    if extra_for is not None:
+        extra = {**extra, **extra_for(factory)}
     try:
         inspect.signature(factory).bind(**extra, **settings)
     except TypeError as exc:

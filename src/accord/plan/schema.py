@@ -14,6 +14,18 @@ from accord.plan.templates import template_problem
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
 #: names no collaborator may take: "aggregator" is the origin of the aggregated metrics records
 RESERVED_NAMES = ("aggregator",)
+#: the plan's sections, in the order they are resolved
+SECTIONS = (
+    "aggregator",
+    "collaborator",
+    "data_loader",
+    "task_runner",
+    "network",
+    "assigner",
+    "tasks",
+    "compression_pipeline",
+    "straggler_handling_policy",
+)
 STANDARD_TASKS = ("aggregated_model_validation", "train", "locally_tuned_model_validation")
 
 
