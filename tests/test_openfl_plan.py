@@ -220,6 +220,9 @@ def test_mapped_keys_land_on_accord_s_settings(tmp_path: Path) -> None:
     median = {"template": "openfl.interface.aggregation_functions.Median"}
     model = load_plan(ws / "plan" / "plan.yaml", {"tasks.train.aggregation_type": median}).model
     assert model.aggregator.settings.strategy.template == "accord.strategies.CoordinateMedian"
+    accord_layout = {"settings": {"train": {"function": "train_task", "kwargs": {"epochs": 2}}}}
+    model = load_plan(ws / "plan" / "plan.yaml", {"tasks": accord_layout}).model  # Accord's layout in an OpenFL plan
+    assert (model.tasks.settings["train"].function, model.tasks.settings["train"].kwargs) == ("train", {"epochs": 2})
     percentage = {"template": "openfl.component.PercentagePolicy", "settings": {"percent_collaborators_needed": 0.5}}
     model = load_plan(ws / "plan" / "plan.yaml", {"straggler_handling_policy": percentage}).model
     assert model.straggler_handling_policy.settings.policy == "percentage"
