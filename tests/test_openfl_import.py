@@ -27,6 +27,7 @@ def openfl_folder(tmp_path: Path, name: str = "torch_mnist") -> Path:
     (ws / ".workspace").write_text("")
     (ws / "src" / "__pycache__").mkdir()
     (ws / "src" / "__pycache__" / "taskrunner.cpython-312.pyc").write_bytes(b"\x00")
+    (ws / "src" / "site_secret.py").write_text('KEY = """-----BEGIN EC PRIVATE KEY-----\nMHcCAQEE\n"""\n')
     return ws
 
 
@@ -47,11 +48,12 @@ def check_imported(ws: Path, out: str) -> None:
         "save/last.pbuf: OpenFL's model files",
         "cert/agg.key: OpenFL's certificates",
         "src/__pycache__/taskrunner.cpython-312.pyc: a __pycache__ folder",
+        "src/site_secret.py: it ",
     ):
         assert line in out, line
     assert sorted(p.name for p in (ws / "plan").iterdir()) == ["data.yaml", "plan.yaml"]
     assert not (ws / "save" / "last.pbuf").exists() and not (ws / "cert" / "agg.key").exists()
-    assert not (ws / "src" / "__pycache__").exists()
+    assert not (ws / "src" / "__pycache__").exists() and not (ws / "src" / "site_secret.py").exists()
     for name in ("taskrunner.py", "dataloader.py", "cnn_model.py"):
         assert (ws / "src" / name).read_bytes() == (DATA / "torch_mnist" / "src" / name).read_bytes()
     assert read_data_config(ws / "plan" / "data.yaml") == {"collaborator1": "1", "collaborator2": "2"}
