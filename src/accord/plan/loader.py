@@ -18,20 +18,9 @@ from pydantic import ValidationError
 
 from accord.errors import PlanError
 from accord.plan.openfl_plan import Note, from_openfl, is_openfl_plan
-from accord.plan.schema import PlanModel, is_tracking_server
+from accord.plan.schema import SECTIONS, PlanModel, is_tracking_server
 from accord.plan.templates import WORKSPACE_TEMPLATE
 
-SECTIONS = (
-    "aggregator",
-    "collaborator",
-    "data_loader",
-    "task_runner",
-    "network",
-    "assigner",
-    "tasks",
-    "compression_pipeline",
-    "straggler_handling_policy",
-)
 DEFAULTS_DIR = Path(__file__).parent / "defaults"
 
 
@@ -157,7 +146,9 @@ UNHASHED = frozenset({"hash", "collaborators"})
 
 def plan_hash(model: PlanModel) -> str:
     """SHA-384 of the canonical JSON of the resolved plan, UNHASHED keys left out."""
-    canonical = json.dumps(model.model_dump(mode="json", exclude=set(UNHASHED)), sort_keys=True, separators=(",", ":"))
+    canonical = json.dumps(
+        model.model_dump(mode="json", exclude=set(UNHASHED)), sort_keys=True, separators=(",", ":")
+    )
     return hashlib.sha384(canonical.encode("utf-8")).hexdigest()
 
 
@@ -249,7 +240,9 @@ def _check_paths(model: PlanModel, workspace: Path, source: str) -> None:
             raise PlanError(f"{source}: {exc.message}", exc.fix) from None
 
 
-def validate_plan(data: Mapping[str, Any], workspace: Path, source: str = "plan", path: Path | None = None) -> Plan:
+def validate_plan(
+    data: Mapping[str, Any], workspace: Path, source: str = "plan", path: Path | None = None
+) -> Plan:
     """Resolve defaults, validate and hash an in-memory plan mapping (an OpenFL plan translated first)."""
     data, notes = openfl_to_accord(data, workspace)
     resolved = resolve(data, workspace)
@@ -261,7 +254,8 @@ def validate_plan(data: Mapping[str, Any], workspace: Path, source: str = "plan"
     digest = plan_hash(model)
     if model.hash is not None and model.hash != digest:
         raise PlanError(
-            f"{source} was changed after it was frozen (frozen hash {model.hash[:16]}..., now {digest[:16]}...)",
+            f"{source} was changed after it was frozen (frozen hash {model.hash[:16]}..., "
+            f"now {digest[:16]}...)",
             "restore the frozen plan, or remove its hash and run `fx plan freeze` again",
         )
     plan = Plan(model=model, workspace=workspace, path=path, hash=digest, openfl_notes=tuple(notes))

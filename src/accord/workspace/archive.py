@@ -235,7 +235,9 @@ def check_archive(archive: Path, infos: Iterable[zipfile.ZipInfo]) -> list[zipfi
             raise _refuse(archive, clash, f"is a file but also a folder of {info.filename}")
     for required in (MANIFEST, PLAN):
         if required.casefold() not in names:
-            raise AccordError(f"{archive}: no {required}; nothing was written", "is this an `fx workspace export` archive?")
+            raise AccordError(
+                f"{archive}: no {required}; nothing was written", "is this an `fx workspace export` archive?"
+            )
     return files
 
 
