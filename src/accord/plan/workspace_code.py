@@ -20,14 +20,14 @@ from collections.abc import Sequence
 from pathlib import Path
 from types import CodeType, ModuleType
 
-from accord.compat.openfl.aliases import openfl_names
+from accord.plan.openfl_names import openfl_names
 
 PACKAGE = "src"
 
 
 class _SourceOnlyLoader(importlib.machinery.SourceFileLoader):
     """A source loader that never reads nor writes bytecode; while a module runs, OpenFL's
-    module names are Accord's compat classes (compat/openfl/aliases.py)."""
+    module names are Accord's compat classes (plan/openfl_names.py)."""
 
     def exec_module(self, module: ModuleType) -> None:
         with openfl_names():

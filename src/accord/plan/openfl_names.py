@@ -1,5 +1,8 @@
 """OpenFL's module names for a workspace's code, while Accord imports that code.
 
+The classes are Accord's (compat/openfl/), named here by module path and imported only when
+the workspace's code asks for one, as plan/templates.py names the classes a plan may use.
+
 While a module of the workspace's ``src`` package runs its import-time code
 (plan/workspace_code.py wraps it in ``openfl_names()``), ``openfl``, ``openfl.federated``,
 ``openfl.utilities`` and the other names in ``OPENFL_MODULES`` are thin modules holding this
