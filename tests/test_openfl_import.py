@@ -27,6 +27,7 @@ def openfl_folder(tmp_path: Path, name: str = "torch_mnist") -> Path:
     (ws / ".workspace").write_text("")
     (ws / "src" / "__pycache__").mkdir()
     (ws / "src" / "__pycache__" / "taskrunner.cpython-312.pyc").write_bytes(b"\x00")
+    (ws / "src" / "site_secret.py").write_text('KEY = """-----BEGIN EC PRIVATE KEY-----\nMHcCAQEE\n"""\n')
     return ws
 
 
@@ -47,11 +48,12 @@ def check_imported(ws: Path, out: str) -> None:
         "save/last.pbuf: OpenFL's model files",
         "cert/agg.key: OpenFL's certificates",
         "src/__pycache__/taskrunner.cpython-312.pyc: a __pycache__ folder",
+        "src/site_secret.py: it ",
     ):
         assert line in out, line
     assert sorted(p.name for p in (ws / "plan").iterdir()) == ["data.yaml", "plan.yaml"]
     assert not (ws / "save" / "last.pbuf").exists() and not (ws / "cert" / "agg.key").exists()
-    assert not (ws / "src" / "__pycache__").exists()
+    assert not (ws / "src" / "__pycache__").exists() and not (ws / "src" / "site_secret.py").exists()
     for name in ("taskrunner.py", "dataloader.py", "cnn_model.py"):
         assert (ws / "src" / name).read_bytes() == (DATA / "torch_mnist" / "src" / name).read_bytes()
     assert read_data_config(ws / "plan" / "data.yaml") == {"collaborator1": "1", "collaborator2": "2"}
@@ -117,11 +119,11 @@ def test_an_unsafe_zip_is_refused_and_nothing_is_written(
 def test_a_refused_key_stops_the_import_with_nothing_written(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     source = openfl_folder(tmp_path)
     plan = source / "plan" / "plan.yaml"
-    plan.write_text(plan.read_text().replace("write_logs: false", "write_logs: false\n    log_metric_callback: src.utils.log"))
+    plan.write_text(plan.read_text().replace("write_logs: false", "write_logs: false\n    callbacks: [src.cb.Cb]"))
     ws = tmp_path / "accord_ws"
     assert main(["workspace", "import", "--from-openfl", str(source), "--prefix", str(ws)]) == 2
     err = capsys.readouterr().err
-    assert "aggregator.settings.log_metric_callback" in err and "(fix: " in err
+    assert "aggregator.settings.callbacks" in err and "(fix: " in err
     assert not ws.exists()
 
 

@@ -144,8 +144,9 @@ def test_each_key_without_meaning_gives_one_warning_naming_it(key: str, tmp_path
 
 
 REFUSED = [
-    ("aggregator.settings.log_metric_callback", "src.utils.write_metric", "aggregator.settings.metrics"),
-    ("aggregator.settings.callbacks", "[src.cb.Cb]", "aggregator.settings.metrics"),
+    ("aggregator.settings.log_metric_callback", "os.system", "src.module.function"),
+    ("aggregator.settings.log_metric_callback", "{template: src.m.f, settings: {a: 1}}", "read them in the function"),
+    ("aggregator.settings.callbacks", "[src.cb.Cb]", "aggregator.settings.metrics.callback"),
     ("aggregator.settings.initial_tensor_dict", "{}", "fx plan initialize"),
     ("network.settings.use_tls", "false", "certify each site"),
     ("network.settings.require_client_auth", "false", "certify each site"),
@@ -205,6 +206,7 @@ def test_mapped_keys_land_on_accord_s_settings(tmp_path: Path) -> None:
         "aggregator.settings.secure_aggregation": False,
         "network.settings.agg_port": 50123,
         "network.settings.cert_folder": "pki",
+        "aggregator.settings.log_metric_callback": {"template": "src.metrics_log.write_metric"},
     }
     model = load_plan(ws / "plan" / "plan.yaml", overrides).model
     strategy = model.aggregator.settings.strategy
@@ -213,10 +215,14 @@ def test_mapped_keys_land_on_accord_s_settings(tmp_path: Path) -> None:
     stragglers = model.straggler_handling_policy.settings
     assert (stragglers.policy, stragglers.cutoff_seconds, stragglers.min_reports) == ("cutoff_time", 120.0, 1)
     assert model.aggregator.settings.metrics.tensorboard is not None
+    assert model.aggregator.settings.metrics.callback.template == "src.metrics_log.write_metric"
     assert model.network.settings.agg_port == 50123 and model.network.settings.cert_dir == "pki"
     median = {"template": "openfl.interface.aggregation_functions.Median"}
     model = load_plan(ws / "plan" / "plan.yaml", {"tasks.train.aggregation_type": median}).model
     assert model.aggregator.settings.strategy.template == "accord.strategies.CoordinateMedian"
+    accord_layout = {"settings": {"train": {"function": "train_task", "kwargs": {"epochs": 2}}}}
+    model = load_plan(ws / "plan" / "plan.yaml", {"tasks": accord_layout}).model  # Accord's layout in an OpenFL plan
+    assert (model.tasks.settings["train"].function, model.tasks.settings["train"].kwargs) == ("train", {"epochs": 2})
     percentage = {"template": "openfl.component.PercentagePolicy", "settings": {"percent_collaborators_needed": 0.5}}
     model = load_plan(ws / "plan" / "plan.yaml", {"straggler_handling_policy": percentage}).model
     assert model.straggler_handling_policy.settings.policy == "percentage"
@@ -251,3 +257,64 @@ def test_data_yaml_name_path_lines_are_read_and_kept_in_their_format(tmp_path: P
     yaml_config = tmp_path / "accord.yaml"
     yaml_config.write_text("one: 1\n")
     assert read_data_config(yaml_config) == {"one": 1}
+
+
+METRICS_LOG = """
+import json
+import threading
+
+GATE = threading.Event()
+SEEN = []
+
+
+def write_metric(node_name, task_name, metric_name, metric, round_number):
+    GATE.wait()
+    SEEN.append((node_name, task_name, metric_name, metric, round_number))
+"""
+
+
+def test_log_metric_callback_calls_the_workspace_function_with_each_metric_off_the_lock(tmp_path: Path) -> None:
+    import sys
+
+    from accord.aggregator.metrics import MetricRecord
+    from accord.aggregator.sinks.plan_sinks import open_sinks
+
+    ws = copy_of("torch_mnist", tmp_path)
+    (ws / "src" / "metrics_log.py").write_text(METRICS_LOG)
+    plan = load_plan(ws / "plan" / "plan.yaml", {"aggregator.settings.log_metric_callback": "src.metrics_log.write_metric"})
+    assert "src.metrics_log" not in sys.modules  # loading the plan imports no workspace code
+    sinks = open_sinks(plan)
+    try:
+        module = sys.modules["src.metrics_log"]
+        assert Path(module.__file__).resolve() == (ws / "src" / "metrics_log.py").resolve()
+        records = [
+            MetricRecord(1, "collaborator1", "aggregated_model_validation", "accuracy", 0.5),
+            MetricRecord(1, "aggregator", "aggregated_model_validation", "accuracy", 0.75),
+        ]
+        for sink in sinks.records:
+            sink(records)  # returns while the function is still blocked: it runs on the sink's thread
+        assert module.SEEN == []
+        module.GATE.set()
+    finally:
+        sinks.close(True)
+    assert module.SEEN == [
+        ("collaborator1", "aggregated_model_validation", "accuracy", 0.5, 1),
+        ("aggregator", "aggregated_model_validation", "accuracy", 0.75, 1),
+    ]
+
+
+def test_a_metrics_callback_names_only_a_workspace_function(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from accord.aggregator.sinks.plan_sinks import open_sinks
+
+    ws = copy_of("torch_mnist", tmp_path)
+    assert main(["plan", "print", "-w", str(ws), "-o", "aggregator.settings.metrics.callback.template=os.system"]) == 2
+    assert "src.module.function" in capsys.readouterr().err
+    plan = load_plan(ws / "plan" / "plan.yaml", {"aggregator.settings.metrics.callback": {"template": "src.nothere.f"}})
+    with pytest.raises(PlanError, match="not a file of the workspace's src package"):
+        open_sinks(plan)
+    (ws / "src" / "metrics_log.py").write_text("class write_metric:\n    pass\n")
+    plan = load_plan(
+        ws / "plan" / "plan.yaml", {"aggregator.settings.metrics.callback": {"template": "src.metrics_log.write_metric"}}
+    )
+    with pytest.raises(PlanError, match="is not a function"):
+        open_sinks(plan)

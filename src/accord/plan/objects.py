@@ -48,6 +48,22 @@ def _check_workspace_module(section_name: str, template: str, workspace: Path) -
         )
 
 
+def workspace_function(setting: str, template: str, workspace: Path) -> Callable[..., Any]:
+    """The function ``src.module.name`` of the workspace's own ``src`` package (nothing else may
+    be named), imported from its source; PlanError naming ``setting`` otherwise."""
+    if not WORKSPACE_TEMPLATE.fullmatch(template):
+        raise PlanError(
+            f"{setting} is {template!r}: it may name only a function of the workspace's src package",
+            f"write {setting}: {{template: src.module.function}}",
+        )
+    _check_workspace_module(setting, template, workspace)
+    use_workspace(workspace)
+    found = import_dotted(template, setting)
+    if not callable(found) or isinstance(found, type):
+        raise PlanError(f"{setting}: {template} is not a function", f"name a function of {template.rsplit('.', 1)[0]}")
+    return found
+
+
 def _missing_members(obj: Any, protocol: type) -> list[str]:
     """The public members of ``protocol`` (methods, properties, attributes) that ``obj`` lacks."""
     names = {n for n in vars(protocol) if not n.startswith("_")} | set(getattr(protocol, "__annotations__", {}))

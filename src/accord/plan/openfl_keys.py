@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from accord.errors import PlanError
+from accord.plan.templates import WORKSPACE_TEMPLATE
 
 
 @dataclass(frozen=True)
@@ -84,6 +85,23 @@ def _safetensors(path: Any) -> Any:
     return path
 
 
+def _callback_template(key: str, value: Any) -> Any:
+    """OpenFL's ``log_metric_callback``: ``src.module.function`` or ``{template: ..., settings: {}}``."""
+    if isinstance(value, dict):
+        if value.get("settings"):
+            raise PlanError(
+                f"OpenFL key {key}.settings: Accord calls the function with each metric and nothing else",
+                f"remove {key}.settings and read them in the function",
+            )
+        value = value.get("template")
+    if not isinstance(value, str) or not WORKSPACE_TEMPLATE.fullmatch(value):
+        raise PlanError(
+            f"OpenFL key {key} is {value!r}: Accord calls only a function of the workspace's src package",
+            f"write {key}: src.module.function",
+        )
+    return value
+
+
 def _truthy(value: Any) -> bool:
     return value is True or str(value).lower() in ("true", "1", "yes")
 
@@ -95,12 +113,9 @@ def _auto(value: Any) -> bool:
 _STATE = "Accord keeps each round's tensors in memory and its round state on disk (aggregator.settings.state_dir)"
 _MEMORY = "Accord does not log its memory use"
 _NO_CALLBACKS = (
-    "Accord's aggregator calls no workspace function on its events: it writes every metric to "
-    "logs/metrics.jsonl and to the sinks of aggregator.settings.metrics"
+    "Accord's aggregator runs no workspace objects around its events; it calls one function with each metric"
 )
-_SINKS_FIX = (
-    "remove the key; set aggregator.settings.metrics.tensorboard: {} (or mlflow: {}, prometheus: {}) or read logs/metrics.jsonl"
-)
+_SINKS_FIX = "remove the key; set aggregator.settings.metrics.callback: {template: src.module.function} (or another sink)"
 _MTLS = "Accord always uses mutual TLS (every site and the aggregator hold certificates of the federation's CA)"
 _MTLS_FIX = "remove the key, and certify each site (fx collaborator generate-cert-request, then certify)"
 
@@ -130,7 +145,11 @@ KEYS: dict[str, Rule] = {
     "aggregator.settings.use_delta_updates": no_meaning("each site chooses with collaborator.settings.delta_updates"),
     "aggregator.settings.single_col_cert_common_name": no_meaning("each site's certificate names that site"),
     "aggregator.settings.secure_aggregation": rename("aggregator.settings.secure_aggregation.enabled", bool),
-    "aggregator.settings.log_metric_callback": refused(_NO_CALLBACKS, _SINKS_FIX),
+    "aggregator.settings.log_metric_callback": lambda key, value: Outcome(
+        "aggregator.settings.metrics.callback",
+        {"template": _callback_template(key, value)},
+        "-> aggregator.settings.metrics.callback",
+    ),
     "aggregator.settings.callbacks": refused(_NO_CALLBACKS, _SINKS_FIX),
     "aggregator.settings.initial_tensor_dict": refused(
         "Accord's initial model comes from the task runner (saved to aggregator.settings.init_state_path by fx plan initialize)",

@@ -132,8 +132,11 @@ class _Translation:
                     _set(self.plan, outcome.target, outcome.value)
         section["settings"] = kept
 
-    def tasks(self, section: dict[str, Any]) -> None:
+    def tasks(self, section: dict[str, Any]) -> dict[str, Any]:
         extra = section.get("settings") or {}
+        if extra and all(isinstance(spec, Mapping) and "function" in spec for spec in extra.values()):
+            section = {**extra, **{k: v for k, v in section.items() if k != "settings"}}  # Accord's layout
+            extra = {}
         if extra:
             raise PlanError(
                 f"OpenFL key tasks.settings {sorted(extra)}: Accord's tasks take no shared settings "
@@ -161,9 +164,8 @@ class _Translation:
             if unknown:
                 raise PlanError(f"OpenFL task tasks.{task} has keys {unknown} Accord does not know", "remove them")
             tasks[task] = {"function": TASK_FUNCTIONS[function], "kwargs": dict(spec.get("kwargs") or {})}
-        section.clear()
-        section["settings"] = tasks
         self.note("tasks", f"OpenFL's layout -> tasks.settings ({', '.join(tasks)})")
+        return {"settings": tasks}
 
     def aggregation(self, task: str, aggregation: Any) -> None:
         key = f"tasks.{task}.aggregation_type"
@@ -232,7 +234,7 @@ def from_openfl(raw: Mapping[str, Any], read_defaults: DefaultsReader) -> tuple[
             work.note(f"{name}.defaults {value['defaults']}", "merged under the section, as OpenFL does")
         section = _merge(defaults, value)
         if name == "tasks":
-            work.tasks(section)
+            section = work.tasks(section)
         else:
             work.template(name, section)
             work.settings(name, section)

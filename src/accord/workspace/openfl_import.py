@@ -10,11 +10,13 @@ bomb refuses the whole archive before anything is written.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import tempfile
 import zipfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path, PurePosixPath
 
 import yaml
@@ -25,7 +27,14 @@ from accord.errors import AccordError
 from accord.plan.identity import compiled_code_problem
 from accord.plan.loader import Plan, load_plan, openfl_to_accord, read_yaml, validate_plan, with_cols_yaml
 from accord.plan.openfl_plan import Note
-from accord.workspace.archive import MAX_ENTRIES, MAX_TOTAL_BYTES, entry_problem, place_workspace, unsafe_name
+from accord.workspace.archive import (
+    MAX_ENTRIES,
+    MAX_TOTAL_BYTES,
+    entry_problem,
+    place_workspace,
+    secret_problem,
+    unsafe_name,
+)
 from accord.workspace.create import LAYOUT
 
 PLAN = "plan/plan.yaml"
@@ -64,32 +73,39 @@ def _wanted(name: str) -> str | None:
     return _LEFT_BEHIND.get(parts[0], "not part of an Accord workspace (plan/, src/, requirements.txt)")
 
 
-def _zip_files(source: Path) -> Iterator[tuple[str, bytes]]:
+#: a file's name in the workspace and what reads its bytes (None: a link, never followed)
+Entry = tuple[str, Callable[[], bytes] | None]
+
+
+def _zip_files(source: Path, stack: contextlib.ExitStack) -> list[Entry]:
+    """The zip's files, every entry checked first; the archive stays open until ``stack`` closes."""
     try:
-        archive = zipfile.ZipFile(source)
+        archive = stack.enter_context(zipfile.ZipFile(source))
     except (zipfile.BadZipFile, OSError) as exc:
         raise AccordError(f"{source} is not a readable zip archive: {exc}", "give the OpenFL workspace's folder or zip") from exc
-    with archive:
-        infos = archive.infolist()
-        if len(infos) > MAX_ENTRIES:
-            raise AccordError(f"{source}: {len(infos)} entries, more than {MAX_ENTRIES}; nothing was written")
-        total = 0
-        for info in infos:
-            why = unsafe_name(info.filename) or entry_problem(info)
-            if why:
-                raise AccordError(f"{source}: refusing entry {info.filename!r}: {why}; nothing was written")
-            total += info.file_size
-            if total > MAX_TOTAL_BYTES:
-                raise AccordError(f"{source}: over {MAX_TOTAL_BYTES // 2**20} MiB (zip bomb?); nothing was written")
-        for info in infos:
-            if not info.is_dir():
-                data = archive.read(info)
-                if len(data) != info.file_size:
-                    raise AccordError(f"{source}: entry {info.filename!r} is not the size it declares; nothing was written")
-                yield info.filename, data
+    infos = archive.infolist()
+    if len(infos) > MAX_ENTRIES:
+        raise AccordError(f"{source}: {len(infos)} entries, more than {MAX_ENTRIES}; nothing was written")
+    total = 0
+    for info in infos:
+        why = unsafe_name(info.filename) or entry_problem(info)
+        if why:
+            raise AccordError(f"{source}: refusing entry {info.filename!r}: {why}; nothing was written")
+        total += info.file_size
+        if total > MAX_TOTAL_BYTES:
+            raise AccordError(f"{source}: over {MAX_TOTAL_BYTES // 2**20} MiB (zip bomb?); nothing was written")
+    return [(info.filename, partial(_read_entry, archive, info, source)) for info in infos if not info.is_dir()]
 
 
-def _folder_files(source: Path) -> Iterator[tuple[str, bytes | None]]:
+def _read_entry(archive: zipfile.ZipFile, info: zipfile.ZipInfo, source: Path) -> bytes:
+    with archive.open(info) as stream:
+        data = stream.read(info.file_size + 1)
+    if len(data) != info.file_size:
+        raise AccordError(f"{source}: entry {info.filename!r} is not the size it declares; nothing was written")
+    return data
+
+
+def _folder_files(source: Path) -> Iterator[Entry]:
     """Every file under ``source`` (a link: None, so it is dropped), but ``plan/defaults``: in
     OpenFL's template trees a link or a text file naming the shared defaults folder, followed."""
     for folder, dirs, files in os.walk(source):
@@ -100,10 +116,10 @@ def _folder_files(source: Path) -> Iterator[tuple[str, bytes | None]]:
             if rel == "plan/defaults":
                 yield from _pointed_defaults(path)
             else:
-                yield rel, None if path.is_symlink() else path.read_bytes()
+                yield rel, None if path.is_symlink() else path.read_bytes
 
 
-def _pointed_defaults(pointer: Path) -> Iterator[tuple[str, bytes | None]]:
+def _pointed_defaults(pointer: Path) -> Iterator[Entry]:
     if pointer.is_symlink():
         target = pointer.resolve()
     else:  # OpenFL's template trees name it from the workspace's folder
@@ -112,10 +128,10 @@ def _pointed_defaults(pointer: Path) -> Iterator[tuple[str, bytes | None]]:
         yield "plan/defaults", None
         return
     for path in sorted(target.glob("*.yaml")):
-        yield f"plan/defaults/{path.name}", path.read_bytes()
+        yield f"plan/defaults/{path.name}", path.read_bytes
 
 
-def _strip_top(files: list[tuple[str, bytes | None]]) -> list[tuple[str, bytes | None]]:
+def _strip_top(files: list[Entry]) -> list[Entry]:
     """A zip of the workspace's folder holds ``NAME/plan/plan.yaml``: drop the ``NAME/``."""
     names = {name for name, _ in files}
     if PLAN in names:
@@ -135,25 +151,33 @@ def import_openfl(source: str | Path, prefix: str | Path | None = None) -> Openf
     target = Path(prefix).resolve() if prefix else Path.cwd() / source.stem
     if target.exists() and (not target.is_dir() or any(target.iterdir())):
         raise AccordError(f"{target} already exists and is not empty", "choose a new --prefix")
-    files = _strip_top(list(_zip_files(source) if source.is_file() else _folder_files(source)))
-    if PLAN not in {name for name, _ in files}:
-        raise AccordError(f"{source} has no {PLAN}", "is this an OpenFL workspace (fx workspace create, or its export)?")
-    with tempfile.TemporaryDirectory(prefix="accord-openfl-") as tmp:
+    with contextlib.ExitStack() as open_zip, tempfile.TemporaryDirectory(prefix="accord-openfl-") as tmp:
+        files = _strip_top(_zip_files(source, open_zip) if source.is_file() else list(_folder_files(source)))
+        if PLAN not in {name for name, _ in files}:
+            raise AccordError(f"{source} has no {PLAN}", "is this an OpenFL workspace (fx workspace create, or its export)?")
         staging = Path(tmp) / "workspace"
-        dropped: list[tuple[str, str]] = []
-        for name, data in files:
-            why = "a symbolic link" if data is None else _wanted(name)
-            if why:
-                dropped.append((name, why))
-                continue
-            path = staging / name
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_bytes(data)  # type: ignore[arg-type]  # None was dropped above
+        dropped = _copy(files, staging)
         notes = _convert(staging)
         for folder in LAYOUT:
             (staging / folder).mkdir(exist_ok=True)
         place_workspace(staging, target)
     return OpenflImport(target, load_plan(target / PLAN), notes, dropped)
+
+
+def _copy(files: list[Entry], staging: Path) -> list[tuple[str, str]]:
+    """Write the files Accord takes under ``staging``; the others, each with why it stays behind."""
+    dropped: list[tuple[str, str]] = []
+    for name, read in files:
+        why = "a symbolic link" if read is None else _wanted(name)
+        data = read() if read is not None and why is None else b""
+        why = why or secret_problem(name, data)
+        if why:
+            dropped.append((name, why))
+            continue
+        path = staging / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(data)
+    return dropped
 
 
 def _convert(staging: Path) -> list[Note]:

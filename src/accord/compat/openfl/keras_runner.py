@@ -54,14 +54,14 @@ class KerasTaskRunner(KerasWeights, TaskRunner):
 
     def train_(self, batch_generator: Iterator[Any], metrics: list[str] | None = None, **kwargs: Any) -> list[Metric]:
         """One ``model.fit`` pass over ``batch_generator``; the mean of each of ``metrics``."""
-        with warnings.catch_warnings():  # a generator has no length: Keras says so at each epoch's end
-            warnings.filterwarnings("ignore", message="Your input ran out of data")
+        with _generator_input():
             history = self.model.fit(batch_generator, verbose=0, shuffle=False).history
         return [Metric(name=m, value=np.array(np.mean(_pick(history, m, "training")))) for m in metrics or ["loss"]]
 
     def validate_(self, batch_generator: Iterator[Any], metrics: list[str] | None = None, **kwargs: Any) -> list[Metric]:
         """``model.evaluate`` over ``batch_generator``: each of ``metrics`` (all the model's if None)."""
-        results = self.model.evaluate(batch_generator, verbose=0, return_dict=True)
+        with _generator_input():
+            results = self.model.evaluate(batch_generator, verbose=0, return_dict=True)
         names = list(results) if metrics is None else metrics
         return [Metric(name=m, value=np.array(_pick(results, m, "validation"))) for m in names]
 
@@ -108,6 +108,14 @@ class KerasTaskRunner(KerasWeights, TaskRunner):
         """Load a ``.keras`` file (Keras' safe mode: no Python code in it is run)."""
         self.model = self.keras.models.load_model(filepath, safe_mode=True)
         self.__dict__.pop("_weights", None)
+
+
+@contextmanager
+def _generator_input() -> Iterator[None]:
+    """Quiet Keras' warning that a generator ran out: it has no length, its end is the epoch's."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Your input ran out of data")
+        yield
 
 
 def _names(metrics: Any) -> list[str] | None:

@@ -68,12 +68,12 @@ class PyTorchTaskRunner(nn.Module, TaskRunner):
     # -- OpenFL's default epoch functions --------------------------------------------------
 
     def train_(self, train_dataloader: Iterator[Any], **kwargs: Any) -> Metric:
-        """One epoch; the mean of ``loss_fn(output=..., target=...)``, named after ``loss_fn``."""
+        """One epoch; the mean of ``loss_fn(output, target)``, named after ``loss_fn``."""
         losses = []
         for data, target in train_dataloader:
             data, target = torch.as_tensor(data).to(self.device), torch.as_tensor(target).to(self.device)
             self.optimizer.zero_grad()
-            loss = self.loss_fn(output=self(data), target=target)
+            loss = self.loss_fn(self(data), target)
             loss.backward()
             self.optimizer.step()
             losses.append(float(loss.detach().cpu()))
