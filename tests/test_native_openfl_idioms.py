@@ -4,6 +4,7 @@ native-API quickstart (the Keras listing) on digits to >= 95% on a held-out spli
 from __future__ import annotations
 
 import os
+import pickle
 import re
 import subprocess
 import sys
@@ -229,6 +230,7 @@ def test_torch_optimizer_function_and_loss_fn_federate_with_one_hot_labels(tmp_p
     state = torch.load(saved, weights_only=True)
     assert saved == tmp_path / "final_pytorch_model" and set(state) == {"weight", "bias"}
     assert torch.equal(state["weight"], final.weight.detach())
+    assert len(pickle.dumps(final)) > 0  # torch.save(final_model) still works with save_native on it
 
 
 def test_loss_fn_with_index_labels_gets_indices() -> None:

@@ -8,6 +8,7 @@ more sites run on accord.simulation (the same RoundEngine and plan, a few thread
 
 from __future__ import annotations
 
+import functools
 import logging
 import tempfile
 import threading
@@ -26,7 +27,7 @@ from accord.experiment.local import FederationReport
 from accord.export.consensus import is_keras_model, is_torch_module
 from accord.logs import configure_logging, ensure_logging
 from accord.messages import Action, TaskAssignment
-from accord.native.model import FederatedModel
+from accord.native.model import FederatedModel, save_native
 from accord.plan.loader import Plan, apply_overrides, read_yaml, resolve, validate_plan
 from accord.tensors.state import ModelState, load_state, save_state
 from accord.transport.inprocess import InProcessClient
@@ -134,7 +135,7 @@ def run_experiment(
     assert result.model is not None
     framework_model = result.model.model
     if is_torch_module(framework_model) or is_keras_model(framework_model):
-        framework_model.save_native = result.model.save_native  # OpenFL's final_fl_model.save_native(path)
+        framework_model.save_native = functools.partial(save_native, framework_model)  # OpenFL's final_fl_model.save_native(path)
     return framework_model
 
 

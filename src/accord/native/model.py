@@ -101,23 +101,8 @@ class FederatedModel:
         return shard
 
     def save_native(self, path: str | Path) -> Path:
-        """The model in its framework's own format, without optimizer state; returns the file.
-
-        torch: the state_dict at ``path`` (read back with ``torch.load(path, weights_only=True)``);
-        Keras: a ``.keras`` file (``.keras`` added unless ``path`` ends in it or ``.weights.h5``).
-        """
-        target = Path(path)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        if is_torch_module(self.model):
-            return write_torch(self.model, target)[0]
-        if is_keras_model(self.model):
-            if not target.name.endswith(KERAS_SUFFIXES):
-                target = target.with_name(target.name + ".keras")
-            return write_keras(self.model, target)[0]
-        raise AccordError(
-            f"save_native writes torch and Keras models, not a {type(self.model).__name__}",
-            "save its weights with accord.tensors.state.save_state(path, fl_model.runner.get_weights())",
-        )
+        """The model in its framework's own format, without optimizer state (see save_native)."""
+        return save_native(self.model, path)
 
     def validate(self) -> dict[str, float]:
         """The runner's validation metrics on this model's data."""
@@ -187,3 +172,23 @@ def _seed_loaded_frameworks(seed: int) -> None:
     keras = sys.modules.get("keras")
     if keras is not None and hasattr(keras, "utils"):
         keras.utils.set_random_seed(seed)
+
+
+def save_native(model: Any, path: str | Path) -> Path:
+    """``model`` in its framework's own format, without optimizer state; returns the file.
+
+    torch: the state_dict at ``path`` (read back with ``torch.load(path, weights_only=True)``);
+    Keras: a ``.keras`` file (``.keras`` added unless ``path`` ends in it or ``.weights.h5``).
+    """
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    if is_torch_module(model):
+        return write_torch(model, target)[0]
+    if is_keras_model(model):
+        if not target.name.endswith(KERAS_SUFFIXES):
+            target = target.with_name(target.name + ".keras")
+        return write_keras(model, target)[0]
+    raise AccordError(
+        f"save_native writes torch and Keras models, not a {type(model).__name__}",
+        "save its weights with accord.tensors.state.save_state(path, fl_model.runner.get_weights())",
+    )
