@@ -25,7 +25,7 @@ def python_block(text: str, index: int) -> str:
     return blocks[index]
 
 
-@pytest.mark.parametrize("index, framework", [(0, "torch"), (1, "keras")])
+@pytest.mark.parametrize("index, framework", [(0, "torch"), (1, "keras"), (3, "torch")])
 def test_doc_example_runs_and_reaches_95_percent(tmp_path: Path, index: int, framework: str) -> None:
     script = tmp_path / "example.py"
     script.write_text(python_block(DOC.read_text(encoding="utf-8"), index), encoding="utf-8")

@@ -32,7 +32,12 @@ def test_paths_stay_inside_the_workspace_and_mlflow_takes_a_server_or_a_folder(w
     served = workspace_factory(["a"], overrides={METRICS: {"mlflow": {"tracking_uri": "https://mlflow.example:5000"}}})
     assert served.model.aggregator.settings.metrics.mlflow.tracking_uri == "https://mlflow.example:5000"
     plain = workspace_factory(["a"])
-    assert plain.model.aggregator.settings.metrics.model_dump() == {"tensorboard": None, "mlflow": None, "prometheus": None}
+    assert plain.model.aggregator.settings.metrics.model_dump() == {
+        "tensorboard": None,
+        "mlflow": None,
+        "prometheus": None,
+        "callback": None,
+    }
     assert open_sinks(plain).records == []  # off by default
 
 

@@ -43,6 +43,28 @@ def _data_config(workspace: Path, plan: Plan | None) -> Path:
     return workspace.resolve() / "plan" / "data.yaml"
 
 
+@collaborator.command("create")
+@click.option("--name", "-n", required=True, help="The collaborator's name (its certificate's common name).")
+@click.option("--data-path", "-d", required=True, help="This site's data for NAME (for built-in sets, the shard number).")
+@workspace_option
+@plan_option
+def create(name: str, data_path: str, workspace: Path, plan_path: str) -> None:
+    """OpenFL's spelling: record NAME -> --data-path in the data config and add NAME to the
+    collaborators list (plan/cols.yaml in an OpenFL workspace, else the plan's own list)."""
+    from accord.collaborator.data_config import record_data_path
+    from accord.pki import validate_collaborator_name
+    from accord.plan.loader import add_collaborator
+
+    validate_collaborator_name(name)
+    plan = open_plan(workspace, plan_path)
+    config = _data_config(workspace, plan)
+    _, changed = record_data_path(config, name, data_path)
+    added = add_collaborator(plan.path or workspace / plan_path, name)
+    click.echo(f"data path {data_path} for {name} {'recorded in' if changed else 'already in'} {config}")
+    click.echo(f"{name} {'added to' if added else 'already in'} the collaborators list")
+    click.echo(f"next, at the site: fx collaborator generate-cert-request -n {name} -w {workspace}")
+
+
 @collaborator.command("generate-cert-request")
 @click.option("--name", "-n", required=True, help="This collaborator's name (its certificate's common name).")
 @workspace_option

@@ -59,3 +59,19 @@ def export(
         click.echo(f"wrote {path}")
     if done.sample_shape is not None:
         click.echo(f"input 'input': (batch, {', '.join(map(str, done.sample_shape))}) float; output 'output'")
+
+
+@model.command("save", context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
+@click.option("--input", "-i", "source", default=None, help="OpenFL's model file (save/last.pbuf or best.pbuf).")
+@click.option("--output", "-o", default=None, help="Where OpenFL wrote the native model.")
+@click.pass_context
+def save(ctx: click.Context, source: str | None, output: str | None) -> None:
+    """OpenFL's spelling: says the fx model export command that does it in Accord."""
+    from accord.errors import AccordError
+
+    which = "--best" if source and "best" in source else "--last"
+    target = f" -o {output}" if output else ""
+    raise AccordError(
+        "fx model save is OpenFL's command; Accord writes the framework's own model file with fx model export",
+        f"type: fx model export {which} --format torch{target} (--format keras for a Keras model)",
+    )

@@ -64,22 +64,43 @@ def export(workspace: Path, output: Path | None, force: bool) -> None:
 
 
 @workspace.command("import")
-@click.option("--archive", required=True, type=click.Path(dir_okay=False, path_type=Path), help="Archive from `fx workspace export`.")
+@click.option(
+    "--archive", default=None, type=click.Path(dir_okay=False, path_type=Path), help="Archive from `fx workspace export`."
+)
+@click.option(
+    "--from-openfl",
+    "openfl",
+    default=None,
+    type=click.Path(exists=True, path_type=Path),
+    help="An OpenFL 1.6-1.9 workspace (its folder or a zip of it) to make an Accord workspace.",
+)
 @click.option(
     "--prefix",
     type=click.Path(file_okay=False, path_type=Path),
     default=None,
     help="New workspace directory (default: ./ARCHIVE_STEM).",
 )
-def import_(archive: Path, prefix: Path | None) -> None:
+def import_(archive: Path | None, openfl: Path | None, prefix: Path | None) -> None:
     """Check, verify and unpack an exported workspace into a new directory.
 
     Every entry is checked before anything is written (no absolute or '..' paths, no links,
     only plan/, src/, requirements.txt and manifest.json, bounded sizes), and every file's
     SHA-256 and the plan hash are verified before the workspace is moved into place.
+
+    With --from-openfl DIR_OR_ZIP instead: an OpenFL workspace's plan, src/ and requirements
+    translated (docs/migrating-from-openfl.md), printing what was mapped, warned about and dropped.
     """
+    from accord.errors import AccordError
     from accord.workspace.archive import import_workspace
 
+    if (archive is None) == (openfl is None):
+        raise AccordError(
+            "fx workspace import needs one of --archive and --from-openfl", "give --archive WS.zip or --from-openfl DIR_OR_ZIP"
+        )
+    if openfl is not None:
+        _import_openfl(openfl, prefix)
+        return
+    assert archive is not None
     result = import_workspace(archive, prefix)
     ws = result.workspace
     requirements = ws / "requirements.txt"
@@ -88,3 +109,23 @@ def import_(archive: Path, prefix: Path | None) -> None:
     if requirements.is_file():
         click.echo(f"  - install the model's requirements yourself if needed: pip install -r {requirements}")
     click.echo(f"  - fx collaborator generate-cert-request -n NAME -w {ws} --data-path PATH")
+
+
+def _import_openfl(source: Path, prefix: Path | None) -> None:
+    from accord.workspace.openfl_import import import_openfl
+
+    done = import_openfl(source, prefix)
+    for title, notes in (
+        ("mapped", [n for n in done.notes if not n.warned]),
+        ("warned (no meaning in Accord; dropped)", [n for n in done.notes if n.warned]),
+    ):
+        click.echo(f"{title}:")
+        for note in notes:
+            click.echo(f"  {note.line()}")
+    click.echo("files left behind:")
+    for name, why in done.dropped:
+        click.echo(f"  {name}: {why}")
+    ws = done.workspace
+    click.echo(f"Accord workspace created at {ws}\nplan hash {done.plan.hash}\nnext:")
+    click.echo(f"  fx plan initialize -w {ws}    (the initial model, from the task runner)")
+    click.echo(f"  fx workspace certify -w {ws}  (the federation's CA), then certify each site")

@@ -8,6 +8,7 @@ from contextlib import ExitStack
 from typing import TYPE_CHECKING, Any
 
 from accord.collaborator.collaborator import Collaborator, SiteFailure
+from accord.collaborator.data_config import read_data_config
 from accord.collaborator.site_report import SITE_LOG, SITE_METRICS, SiteReport
 from accord.collaborator.transfers import Transfers
 from accord.data.base import DataLoader
@@ -15,7 +16,7 @@ from accord.dp.ledger import SITE_STATE
 from accord.errors import AccordError
 from accord.logs import log_file
 from accord.metric_records import MetricsLog
-from accord.plan.loader import Plan, read_yaml
+from accord.plan.loader import Plan
 from accord.plan.objects import build
 from accord.stopping import Stopped, stop_signals
 from accord.strategies.seam import ClientSampling
@@ -32,7 +33,7 @@ log = logging.getLogger("accord.collaborator")
 def data_path_for(plan: Plan, name: str) -> str:
     """This collaborator's data path from the site's data.yaml (shard number for built-in sets)."""
     path = plan.resolve_path(plan.model.collaborator.settings.data_config_path)
-    entries = read_yaml(path, "data config")
+    entries = read_data_config(path)
     if name not in entries:
         raise AccordError(
             f"{path} has no data path for collaborator {name!r}",
@@ -82,7 +83,7 @@ def build_collaborator(
             exc.fix or "check this site's data path in plan/data.yaml",
             report=f"data loader {template.rsplit('.', 1)[-1]} could not be built ({type(exc.__cause__ or exc).__name__})",
         )
-    runner = build_runner(plan)
+    runner = build_runner(plan, data)
     options = site_options(plan)
     folder = plan.workspace / SITE_STATE.format(name=name)
     for part in (runner, *options["mods"]):  # what must survive a restart (a spent privacy budget)

@@ -19,6 +19,7 @@ from typing import Any
 
 import yaml
 
+from accord.collaborator.data_config import read_data_config
 from accord.errors import AccordError
 from accord.experiment.local import check_local_sites, configure_federation
 from accord.plan.identity import BYTECODE_DIR
@@ -81,7 +82,7 @@ def site_data_paths(source: Plan, names: list[str], given: Mapping[str, str]) ->
             "name one of them, or set the collaborators with --collaborators N (collaborator1..N)",
         )
     config = source.resolve_path(source.model.collaborator.settings.data_config_path)
-    entries = read_yaml(config, "data config") if config.is_file() else {}
+    entries = read_data_config(config) if config.is_file() else {}
     shards = _COUNT in dict(source.model.data_loader.settings)
     paths: dict[str, str | int] = {}
     for number, name in enumerate(names, start=1):

@@ -14,12 +14,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from accord.collaborator.data_config import read_data_config
 from accord.collaborator.site import build_data_loader
 from accord.errors import AccordError
 from accord.export.consensus import Which, consensus_model, model_tensors
 from accord.export.framework_files import write_keras, write_torch
 from accord.export.graphs import write_onnx, write_openvino
-from accord.plan.loader import Plan, read_yaml
+from accord.plan.loader import Plan
 from accord.tensors.state import save_state
 
 #: format -> the suffix of its default file name
@@ -72,7 +73,7 @@ def export_model(
 def sample_shape_of(plan: Plan) -> tuple[int, ...]:
     """The shape of one sample: the data loader's ``feature_shape`` for the first site in plan/data.yaml."""
     config = plan.resolve_path(plan.model.collaborator.settings.data_config_path)
-    entries = read_yaml(config, "data config") if config.is_file() else {}
+    entries = read_data_config(config) if config.is_file() else {}
     if not entries:
         raise AccordError(
             f"no input shape: {config} names no data to read one sample's shape from",

@@ -8,6 +8,7 @@ more sites run on accord.simulation (the same RoundEngine and plan, a few thread
 
 from __future__ import annotations
 
+import functools
 import logging
 import tempfile
 import threading
@@ -23,9 +24,10 @@ from accord.collaborator.collaborator import Collaborator, SiteFailure
 from accord.collaborator.site import site_options
 from accord.errors import AccordError, PlanError
 from accord.experiment.local import FederationReport
+from accord.export.consensus import is_keras_model, is_torch_module
 from accord.logs import configure_logging, ensure_logging
 from accord.messages import Action, TaskAssignment
-from accord.native.model import FederatedModel
+from accord.native.model import FederatedModel, save_native
 from accord.plan.loader import Plan, apply_overrides, read_yaml, resolve, validate_plan
 from accord.tensors.state import ModelState, load_state, save_state
 from accord.transport.inprocess import InProcessClient
@@ -40,6 +42,8 @@ _POLL_SECONDS = 1.0
 #: up to this many sites, one Collaborator thread each over the in-process transport; more
 #: run as simulated clients on a few threads (accord.simulation: no thread per site)
 THREAD_PER_SITE_UP_TO = 16
+#: OpenFL's native-API template names -> Accord's templates of the same framework and task
+OPENFL_TEMPLATES = {"keras_cnn_mnist": "keras_cnn_digits", "torch_cnn_mnist": "torch_digits"}
 
 
 @dataclass
@@ -113,7 +117,8 @@ def run_experiment(
     workspace: str | Path | None = None,
     timeout: float | None = None,
 ) -> Any:
-    """Run a federation of ``collaborators`` in this process; return the final framework model.
+    """Run a federation of ``collaborators`` in this process; return the final framework model
+    (a torch or Keras one also has ``save_native(path)``, as OpenFL's returned model does).
 
     ``override_config`` holds dotted plan keys (``aggregator.settings.rounds_to_train``);
     ``workspace`` (a new temporary folder by default) gets ``save/`` and ``logs/``. The
@@ -128,7 +133,10 @@ def run_experiment(
     result = _federate(plan, sites, timeout)
     SESSION.last_run = result
     assert result.model is not None
-    return result.model.model
+    framework_model = result.model.model
+    if is_torch_module(framework_model) or is_keras_model(framework_model):
+        framework_model.save_native = functools.partial(save_native, framework_model)  # OpenFL's final_fl_model.save_native(path)
+    return framework_model
 
 
 def build_plan(names: list[str], overrides: Mapping[str, Any], workspace: Path) -> Plan:
@@ -251,6 +259,9 @@ def _named(collaborators: Mapping[str, FederatedModel] | Sequence[FederatedModel
 
 def _read_plan(template: str | Path) -> dict[str, Any]:
     """The raw plan mapping of a template name, a plan.yaml file or a workspace folder."""
+    if isinstance(template, str) and template in OPENFL_TEMPLATES:
+        log.info("OpenFL's template %s is Accord's %s here", template, OPENFL_TEMPLATES[template])
+        template = OPENFL_TEMPLATES[template]
     if isinstance(template, str) and template in list_templates():
         return read_yaml(TEMPLATES_DIR / template / "plan" / "plan.yaml")
     path = Path(template)

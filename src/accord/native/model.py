@@ -3,7 +3,9 @@
 The framework is picked from what the builder returns: a ``torch.nn.Module`` gets a
 TorchTaskRunner, a ``keras.Model`` a KerasTaskRunner. Any other framework comes in as
 ``runner=``, a function returning a TaskRunner (e.g. a SklearnLinearRunner). Frameworks are
-imported only when the builder's result asks for them.
+imported only when the builder's result asks for them. OpenFL's idioms are taken too
+(native/idioms.py): ``build_model(feature_shape, num_classes)``, ``loss_fn=``, an optimizer
+function of the parameters, one-hot labels, ``save_native(path)``.
 """
 
 from __future__ import annotations
@@ -11,13 +13,17 @@ from __future__ import annotations
 import copy
 import sys
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from accord.data.base import DataLoader
 from accord.errors import AccordError
+from accord.export.consensus import is_keras_model, is_torch_module
+from accord.export.framework_files import KERAS_SUFFIXES, write_keras, write_torch
+from accord.native.idioms import builder_arguments, check_optimizer, keras_one_hot_loss, torch_loss
 from accord.runners.base import TaskRunner
 
-ModelBuilder = Callable[[], Any]
+ModelBuilder = Callable[..., Any]
 RunnerFactory = Callable[[], TaskRunner]
 
 
@@ -27,6 +33,9 @@ class FederatedModel:
     Every runner is built afresh by the same builder with the same ``seed``, so every
     collaborator (and the aggregator's initial model) starts from identical weights.
     ``runner_kwargs`` go to the runner (e.g. ``device``, ``num_threads`` for torch).
+    ``build_model`` takes no arguments, or ``(feature_shape, num_classes)`` of ``data_loader``;
+    ``optimizer`` is a settings dict or (torch) a function of the parameters; ``loss_fn`` is
+    OpenFL's name for ``loss``.
     """
 
     def __init__(
@@ -36,6 +45,7 @@ class FederatedModel:
         loss: Any = None,
         data_loader: DataLoader | None = None,
         *,
+        loss_fn: Any = None,
         runner: RunnerFactory | None = None,
         seed: int = 0,
         **runner_kwargs: Any,
@@ -50,9 +60,12 @@ class FederatedModel:
                 f"build_model is a {type(build_model).__name__}, not a function",
                 "pass a function that builds a new model on each call (every site needs its own)",
             )
+        if loss is not None and loss_fn is not None:
+            raise AccordError("FederatedModel got both loss and loss_fn", "pass one of them (loss_fn is OpenFL's name for loss)")
+        check_optimizer(optimizer)
         self.build_model = build_model
         self.optimizer = optimizer
-        self.loss = loss
+        self.loss = loss if loss_fn is None else loss_fn
         self.data_loader = data_loader
         self.source_data = data_loader  # shards keep it: the final model validates on all data
         self.runner_factory = runner
@@ -87,6 +100,10 @@ class FederatedModel:
         shard.runner = shard._make_runner()
         return shard
 
+    def save_native(self, path: str | Path) -> Path:
+        """The model in its framework's own format, without optimizer state (see save_native)."""
+        return save_native(self.model, path)
+
     def validate(self) -> dict[str, float]:
         """The runner's validation metrics on this model's data."""
         if self.data_loader is None:
@@ -106,14 +123,25 @@ class FederatedModel:
         _seed_loaded_frameworks(self.seed)
         model = self._build()
         kwargs: dict[str, Any] = {"optimizer": self.optimizer, "seed": self.seed, **self.runner_kwargs}
-        if _is_instance(model, "torch", "nn.Module"):
+        one_hot = bool(getattr(self.data_loader, "one_hot", False))
+        classes = int(getattr(self.data_loader, "num_classes", 0))
+        if is_torch_module(model):
             from accord.runners.torch_runner import TorchTaskRunner
 
-            return TorchTaskRunner(model, loss=self.loss or "cross_entropy", **kwargs)
-        if _is_instance(model, "keras", "Model"):
+            loss = torch_loss(self.loss or "cross_entropy", one_hot, classes)
+            return TorchTaskRunner(model, loss=loss, **kwargs)
+        if is_keras_model(model):
             from accord.runners.keras_runner import KerasTaskRunner
 
-            return KerasTaskRunner(model, loss=self.loss, **kwargs)
+            if callable(self.optimizer):
+                raise AccordError(
+                    "optimizer= a function of the parameters is torch's idiom, not Keras's",
+                    "compile the Keras model with its optimizer in build_model, or pass a settings dict",
+                )
+            keras_runner = KerasTaskRunner(model, loss=self.loss, **kwargs)
+            if one_hot:
+                keras_one_hot_loss(keras_runner.keras, keras_runner.model, classes)
+            return keras_runner
         raise AccordError(
             f"build_model returned a {type(model).__name__}, which is neither a torch.nn.Module "
             "nor a keras.Model",
@@ -128,20 +156,13 @@ class FederatedModel:
         otherwise get other variable names than the first and weights would not match.
         """
         assert self.build_model is not None
+        arguments = builder_arguments(self.build_model, self.data_loader)
         if "keras" not in sys.modules:
-            return self.build_model()
+            return self.build_model(*arguments)
         from accord.runners._keras_parts import fresh_names
 
         with fresh_names():
-            return self.build_model()
-
-
-def _is_instance(obj: Any, module: str, dotted_class: str) -> bool:
-    """isinstance against ``module.dotted_class`` without importing ``module`` if not loaded."""
-    target: Any = sys.modules.get(module)
-    for part in dotted_class.split("."):
-        target = getattr(target, part, None)
-    return isinstance(target, type) and isinstance(obj, target)
+            return self.build_model(*arguments)
 
 
 def _seed_loaded_frameworks(seed: int) -> None:
@@ -151,3 +172,23 @@ def _seed_loaded_frameworks(seed: int) -> None:
     keras = sys.modules.get("keras")
     if keras is not None and hasattr(keras, "utils"):
         keras.utils.set_random_seed(seed)
+
+
+def save_native(model: Any, path: str | Path) -> Path:
+    """``model`` in its framework's own format, without optimizer state; returns the file.
+
+    torch: the state_dict at ``path`` (read back with ``torch.load(path, weights_only=True)``);
+    Keras: a ``.keras`` file (``.keras`` added unless ``path`` ends in it or ``.weights.h5``).
+    """
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    if is_torch_module(model):
+        return write_torch(model, target)[0]
+    if is_keras_model(model):
+        if not target.name.endswith(KERAS_SUFFIXES):
+            target = target.with_name(target.name + ".keras")
+        return write_keras(model, target)[0]
+    raise AccordError(
+        f"save_native writes torch and Keras models, not a {type(model).__name__}",
+        "save its weights with accord.tensors.state.save_state(path, fl_model.runner.get_weights())",
+    )

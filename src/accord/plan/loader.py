@@ -6,6 +6,7 @@ import copy
 import hashlib
 import io
 import json
+import logging
 import os
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -16,20 +17,10 @@ import yaml
 from pydantic import ValidationError
 
 from accord.errors import PlanError
-from accord.plan.schema import PlanModel, is_tracking_server
+from accord.plan.openfl_plan import Note, from_openfl, is_openfl_plan
+from accord.plan.schema import SECTIONS, PlanModel, is_tracking_server
 from accord.plan.templates import WORKSPACE_TEMPLATE
 
-SECTIONS = (
-    "aggregator",
-    "collaborator",
-    "data_loader",
-    "task_runner",
-    "network",
-    "assigner",
-    "tasks",
-    "compression_pipeline",
-    "straggler_handling_policy",
-)
 DEFAULTS_DIR = Path(__file__).parent / "defaults"
 
 
@@ -169,6 +160,8 @@ class Plan:
     workspace: Path
     path: Path | None
     hash: str
+    #: what became of each OpenFL key, for a plan written for OpenFL (plan/openfl_plan.py)
+    openfl_notes: tuple[Note, ...] = ()
 
     def resolve_path(self, relative: str, key: str = "a plan path") -> Path:
         """A path from the plan, relative to the workspace; PlanError if it leads out of it."""
@@ -250,7 +243,8 @@ def _check_paths(model: PlanModel, workspace: Path, source: str) -> None:
 def validate_plan(
     data: Mapping[str, Any], workspace: Path, source: str = "plan", path: Path | None = None
 ) -> Plan:
-    """Resolve defaults, validate and hash an in-memory plan mapping."""
+    """Resolve defaults, validate and hash an in-memory plan mapping (an OpenFL plan translated first)."""
+    data, notes = openfl_to_accord(data, workspace)
     resolved = resolve(data, workspace)
     try:
         model = PlanModel.model_validate(resolved)
@@ -264,9 +258,38 @@ def validate_plan(
             f"now {digest[:16]}...)",
             "restore the frozen plan, or remove its hash and run `fx plan freeze` again",
         )
-    plan = Plan(model=model, workspace=workspace, path=path, hash=digest)
+    plan = Plan(model=model, workspace=workspace, path=path, hash=digest, openfl_notes=tuple(notes))
     check_objects(plan)
+    _report(notes, source)
     return plan
+
+
+def openfl_to_accord(data: Mapping[str, Any], workspace: Path) -> tuple[Mapping[str, Any], list[Note]]:
+    """``data`` translated to Accord's plan if it is OpenFL's (with a note per key), else as it is."""
+
+    def read_defaults(name: str, section: Mapping[str, Any]) -> dict[str, Any]:
+        return _defaults_for(name, section, workspace)
+
+    if not is_openfl_plan(data, read_defaults):
+        return data, []
+    return from_openfl(data, read_defaults)
+
+
+_LOG = logging.getLogger("accord.plan")
+#: the OpenFL notes already logged by this process: each is said once however often a plan loads
+_REPORTED: set[str] = set()
+
+
+def _report(notes: Iterable[Note], source: str) -> None:
+    for note in notes:
+        line = f"{source}: OpenFL {note.line()}"
+        if line in _REPORTED:
+            continue
+        _REPORTED.add(line)
+        if note.warned:
+            _LOG.warning(line)
+        else:
+            _LOG.info(line)
 
 
 def check_objects(plan: Plan) -> None:
@@ -303,8 +326,22 @@ def load_plan(
     """Load ``plan.yaml``; the workspace defaults to the plan file's grandparent (``ws/plan/plan.yaml``)."""
     plan_path = Path(path).resolve()
     root = Path(workspace).resolve() if workspace else plan_path.parent.parent
-    raw = apply_overrides(read_yaml(plan_path), overrides or {})
+    raw = with_cols_yaml(apply_overrides(read_yaml(plan_path), overrides or {}), plan_path)
     return validate_plan(raw, root, source=str(plan_path), path=plan_path)
+
+
+COLS_YAML = "cols.yaml"
+
+
+def with_cols_yaml(raw: dict[str, Any], plan_path: Path) -> dict[str, Any]:
+    """OpenFL keeps the collaborators list in plan/cols.yaml: read it when the plan has none."""
+    cols = plan_path.parent / COLS_YAML
+    if "collaborators" in raw or not cols.is_file():
+        return raw
+    names = read_yaml(cols, "collaborators list").get("collaborators") or []
+    if not isinstance(names, list):
+        raise PlanError(f"{cols}: collaborators must be a list of names", "write collaborators: [one, two]")
+    return {**raw, "collaborators": names}
 
 
 def update_plan_file(path: Path, overrides: Mapping[str, Any]) -> None:
@@ -333,7 +370,15 @@ def update_plan_file(path: Path, overrides: Mapping[str, Any]) -> None:
 
 def add_collaborator(path: Path, name: str) -> bool:
     """Add ``name`` to the plan's collaborators list (frozen plans too); False if already there."""
-    names = list(read_yaml(path).get("collaborators") or [])
+    raw = read_yaml(path)
+    cols = path.parent / COLS_YAML
+    if "collaborators" not in raw and cols.is_file():  # OpenFL's layout: the list lives in cols.yaml
+        names = list(with_cols_yaml(raw, path)["collaborators"])
+        if name in names:
+            return False
+        update_plan_file(cols, {"collaborators": [*names, name]})
+        return True
+    names = list(raw.get("collaborators") or [])
     if name in names:
         return False
     update_plan_file(path, {"collaborators": [*names, name]})

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import inspect
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -47,6 +48,22 @@ def _check_workspace_module(section_name: str, template: str, workspace: Path) -
         )
 
 
+def workspace_function(setting: str, template: str, workspace: Path) -> Callable[..., Any]:
+    """The function ``src.module.name`` of the workspace's own ``src`` package (nothing else may
+    be named), imported from its source; PlanError naming ``setting`` otherwise."""
+    if not WORKSPACE_TEMPLATE.fullmatch(template):
+        raise PlanError(
+            f"{setting} is {template!r}: it may name only a function of the workspace's src package",
+            f"write {setting}: {{template: src.module.function}}",
+        )
+    _check_workspace_module(setting, template, workspace)
+    use_workspace(workspace)
+    found = import_dotted(template, setting)
+    if not callable(found) or isinstance(found, type):
+        raise PlanError(f"{setting}: {template} is not a function", f"name a function of {template.rsplit('.', 1)[0]}")
+    return found
+
+
 def _missing_members(obj: Any, protocol: type) -> list[str]:
     """The public members of ``protocol`` (methods, properties, attributes) that ``obj`` lacks."""
     names = {n for n in vars(protocol) if not n.startswith("_")} | set(getattr(protocol, "__annotations__", {}))
@@ -63,6 +80,7 @@ def build(
     kind: str | None = None,
     typed: bool = False,
     imports_workspace: bool = True,
+    extra_for: Callable[[Any], dict[str, Any]] | None = None,
     **extra: Any,
 ) -> Any:
     """Instantiate a section's template with its settings (plus ``extra`` keyword arguments).
@@ -76,6 +94,7 @@ def build(
     are validated against the factory's type annotations too (pydantic).
     ``imports_workspace``: whether one of Accord's templates may import the workspace's code (a
     runner's model): if not (strategies, mods), building it leaves the import path alone.
+    ``extra_for``: more keyword arguments, chosen by what the template names (called with it).
     """
     if template is None:
         raise PlanError(f"plan section {section_name} has no template", f"set {section_name}.template")
@@ -96,6 +115,8 @@ def build(
             f"{section_name}.template {template} is not a {subclass_of.__name__} class",
             f"name a class derived from {subclass_of.__module__}.{subclass_of.__name__}",
         )
+    if extra_for is not None:
+        extra = {**extra, **extra_for(factory)}
     try:
         inspect.signature(factory).bind(**extra, **settings)
     except TypeError as exc:

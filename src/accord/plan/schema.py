@@ -9,11 +9,23 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validat
 
 from accord.plan.code_settings import code_problem, named_code
 from accord.plan.compression import CompressionSection
-from accord.plan.templates import template_problem
+from accord.plan.templates import WORKSPACE_TEMPLATE, template_problem
 
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
 #: names no collaborator may take: "aggregator" is the origin of the aggregated metrics records
 RESERVED_NAMES = ("aggregator",)
+#: the plan's sections, in the order they are resolved
+SECTIONS = (
+    "aggregator",
+    "collaborator",
+    "data_loader",
+    "task_runner",
+    "network",
+    "assigner",
+    "tasks",
+    "compression_pipeline",
+    "straggler_handling_policy",
+)
 STANDARD_TASKS = ("aggregated_model_validation", "train", "locally_tuned_model_validation")
 
 
@@ -111,12 +123,28 @@ class PrometheusSettings(Strict):
     port: int = Field(9464, ge=0, le=65535)
 
 
+class CallbackSettings(Strict):
+    """A function of the workspace (OpenFL's ``log_metric_callback``), ``src.module.function``,
+    called on a thread of its own with each closed round's metrics, one call a record, as
+    ``function(origin, task, metric, value, round)``."""
+
+    template: str
+
+    @field_validator("template")
+    @classmethod
+    def _workspace_function(cls, value: str) -> str:
+        if not WORKSPACE_TEMPLATE.fullmatch(value):
+            raise ValueError(f"{value!r} is not allowed: name a function of the workspace's src package (src.module.function)")
+        return value
+
+
 class MetricsSinksSettings(Strict):
     """Where the aggregator reports each round besides metrics.jsonl: each sink off (null) by default."""
 
     tensorboard: TensorBoardSettings | None = None
     mlflow: MlflowSettings | None = None
     prometheus: PrometheusSettings | None = None
+    callback: CallbackSettings | None = None
 
 
 class AggregatorSettings(Strict):

@@ -5,7 +5,9 @@ also run bytecode from ``__pycache__`` (an "unchecked-hash" ``.pyc`` is used wit
 at the source), sourceless ``.pyc`` files and extension modules, none of which the hash
 vouches for. Once a workspace is in use, ``src`` and ``src.*`` are found only under that
 workspace's ``src/`` (never a stray ``src`` elsewhere on ``sys.path``), compiled from the
-source each time, and no bytecode is read or written for them.
+source each time, and no bytecode is read or written for them. Code written for OpenFL
+(``from openfl.federated import PyTorchTaskRunner``) gets Accord's compat classes while it is
+imported, never a real ``openfl`` package.
 """
 
 from __future__ import annotations
@@ -18,11 +20,18 @@ from collections.abc import Sequence
 from pathlib import Path
 from types import CodeType, ModuleType
 
+from accord.plan.openfl_names import openfl_names
+
 PACKAGE = "src"
 
 
 class _SourceOnlyLoader(importlib.machinery.SourceFileLoader):
-    """A source loader that never reads nor writes bytecode."""
+    """A source loader that never reads nor writes bytecode; while a module runs, OpenFL's
+    module names are Accord's compat classes (plan/openfl_names.py)."""
+
+    def exec_module(self, module: ModuleType) -> None:
+        with openfl_names():
+            super().exec_module(module)
 
     def get_code(self, fullname: str) -> CodeType:
         path = self.get_filename(fullname)

@@ -15,6 +15,8 @@ from accord.plan.code_settings import import_code
 from accord.runners.base import OPTIMIZER_PREFIX
 
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+#: a function of the model's parameters returning its optimizer (OpenFL's torch idiom)
+OptimizerFactory = Callable[[Iterator[torch.nn.Parameter]], torch.optim.Optimizer]
 BUILTIN_LOSSES: tuple[str, ...] = ("cross_entropy", "mse", "bce_with_logits")
 
 
@@ -41,9 +43,19 @@ def resolve_device(device: str) -> torch.device:
 
 
 def build_optimizer(
-    params: Iterator[torch.nn.Parameter], config: dict[str, Any]
+    params: Iterator[torch.nn.Parameter], config: dict[str, Any] | OptimizerFactory
 ) -> torch.optim.Optimizer:
-    """``getattr(torch.optim, config['name'])(params, **rest)``; AccordError if unknown."""
+    """``getattr(torch.optim, config['name'])(params, **rest)``, or ``config(params)`` for a
+    function of the parameters (OpenFL's ``lambda x: optim.Adam(x, lr=1e-4)``); AccordError if
+    unknown or if the function returns no torch optimizer."""
+    if callable(config):
+        made = config(params)
+        if not isinstance(made, torch.optim.Optimizer):
+            raise AccordError(
+                f"optimizer= returned a {type(made).__name__}, not a torch.optim.Optimizer",
+                "pass a function of the parameters, e.g. lambda params: torch.optim.Adam(params, lr=1e-3)",
+            )
+        return made
     settings = dict(config)
     name = str(settings.pop("name", "Adam"))
     cls = getattr(torch.optim, name, None)

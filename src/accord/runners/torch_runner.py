@@ -16,6 +16,7 @@ from accord.errors import AccordError
 from accord.runners._shared import batches_per_epoch, check_proximal_mu, derive_seed, progress_bar, show_progress
 from accord.runners._torch_parts import (
     LossFn,
+    OptimizerFactory,
     ProximalTerm,
     build_optimizer,
     count_correct,
@@ -37,7 +38,7 @@ class TorchTaskRunner(TorchWeights):
     def __init__(
         self,
         model: nn.Module | Callable[..., nn.Module] | str,
-        optimizer: dict[str, Any] | None = None,
+        optimizer: dict[str, Any] | OptimizerFactory | None = None,
         loss: str | LossFn = "cross_entropy",
         device: str = "cpu",
         seed: int = 0,
@@ -51,7 +52,9 @@ class TorchTaskRunner(TorchWeights):
         self.device = resolve_device(device)
         self.seed = int(seed)
         self.progress = progress
-        self._optimizer_config = dict(DEFAULT_OPTIMIZER if optimizer is None else optimizer)
+        self._optimizer_config: dict[str, Any] | OptimizerFactory = (
+            optimizer if callable(optimizer) else dict(DEFAULT_OPTIMIZER if optimizer is None else optimizer)
+        )
         self._loss, self._loss_kind = make_loss(loss)
         self.model = build_torch_model(model, model_kwargs or {}, self.seed, self.device)
         self.optimizer = self._new_optimizer()

@@ -7,8 +7,9 @@ from __future__ import annotations
 import threading
 from typing import Any
 
+from accord.collaborator.data_config import read_data_config
 from accord.data.base import DataLoader
-from accord.plan.loader import Plan, read_yaml
+from accord.plan.loader import Plan
 from accord.plan.objects import build
 from accord.runners.base import TaskRunner
 from accord.simulation.clients import Site
@@ -24,7 +25,7 @@ class PlanClients:
     def __init__(self, plan: Plan) -> None:
         self.plan = plan
         path = plan.resolve_path(plan.model.collaborator.settings.data_config_path)
-        self.data_paths: dict[str, Any] = read_yaml(path, "data config") if path.is_file() else {}
+        self.data_paths: dict[str, Any] = read_data_config(path) if path.is_file() else {}
         self._local = threading.local()
 
     def __call__(self, cid: str) -> Site:

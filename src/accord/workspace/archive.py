@@ -162,8 +162,8 @@ def _refuse(archive: Path, entry: str, why: str) -> AccordError:
 _DRIVE = re.compile(r"^[A-Za-z]:")
 
 
-def _check_name(name: str) -> str | None:
-    """Why an entry name is unsafe or not allowed, or None."""
+def unsafe_name(name: str) -> str | None:
+    """Why an entry name could land outside the folder it is extracted to, or None."""
     if "\\" in name or "\x00" in name:
         return "backslash or NUL in the name"
     if name.startswith("/") or _DRIVE.match(name):
@@ -173,6 +173,15 @@ def _check_name(name: str) -> str | None:
         return "'..' in the path (outside the workspace)"
     if any(p in ("", ".") for p in parts):
         return "empty or '.' path component"
+    return None
+
+
+def _check_name(name: str) -> str | None:
+    """Why an entry name is unsafe or not allowed, or None."""
+    unsafe = unsafe_name(name)
+    if unsafe:
+        return unsafe
+    parts = name.rstrip("/").split("/")
     top_level_file = len(parts) == 1 and not name.endswith("/")
     if top_level_file and name not in TOP_FILES:
         return f"not an allowed top-level file ({', '.join(sorted(TOP_FILES))})"
@@ -183,7 +192,7 @@ def _check_name(name: str) -> str | None:
     return compiled_code_problem(name)
 
 
-def _check_entry(info: zipfile.ZipInfo) -> str | None:
+def entry_problem(info: zipfile.ZipInfo) -> str | None:
     """Why an entry's kind or size is refused, or None."""
     kind = stat.S_IFMT(info.external_attr >> 16)
     if kind == stat.S_IFLNK:
@@ -207,7 +216,7 @@ def check_archive(archive: Path, infos: Iterable[zipfile.ZipInfo]) -> list[zipfi
     seen: set[str] = set()
     total = 0
     for info in infos:
-        why = _check_name(info.filename) or _check_entry(info)
+        why = _check_name(info.filename) or entry_problem(info)
         key = info.filename.rstrip("/").casefold()
         if why is None and key in seen:
             why = "duplicate name"
@@ -270,7 +279,7 @@ def _verify(root: Path, files: list[zipfile.ZipInfo], archive: Path) -> dict:
     return manifest
 
 
-def _place(staging: Path, target: Path) -> None:
+def place_workspace(staging: Path, target: Path) -> None:
     """Move the verified workspace to ``target`` (an empty existing folder is replaced)."""
     if target.is_dir():
         target.rmdir()
@@ -330,5 +339,5 @@ def import_workspace(archive: str | Path, prefix: str | Path | None = None) -> I
             )
         if plan.model.hash is not None:
             (staging / PLAN).chmod(0o444)
-        _place(staging, target)
+        place_workspace(staging, target)
     return ImportResult(target, load_plan(target / PLAN, workspace=target), identity, exported)

@@ -8,12 +8,14 @@ from dataclasses import dataclass, field
 from accord.aggregator.events import Sink
 from accord.aggregator.guarded import Guarded
 from accord.aggregator.sinks import mlflow_run, prometheus, tensorboard
+from accord.aggregator.sinks.callback import CallbackSink
 from accord.aggregator.sinks.mlflow_run import MlflowSink
 from accord.aggregator.sinks.prometheus import PrometheusSink
 from accord.aggregator.sinks.tensorboard import TensorBoardSink
 from accord.imports import optional_module
 from accord.metric_records import RecordSink
 from accord.plan.loader import Plan
+from accord.plan.objects import workspace_function
 from accord.plan.schema import is_tracking_server
 
 
@@ -26,6 +28,7 @@ class PlanSinks:
     tensorboard: TensorBoardSink | None = None
     mlflow: MlflowSink | None = None
     prometheus: PrometheusSink | None = None
+    callback: CallbackSink | None = None
     _closers: list[Callable[[bool], None]] = field(default_factory=list)
 
     @property
@@ -36,7 +39,12 @@ class PlanSinks:
 
     @property
     def records(self) -> list[RecordSink]:
-        sinks: list[RecordSink | None] = [self.tensorboard, self.mlflow, self.prometheus.records if self.prometheus else None]
+        sinks: list[RecordSink | None] = [
+            self.tensorboard,
+            self.mlflow,
+            self.prometheus.records if self.prometheus else None,
+            self.callback,
+        ]
         return [s for s in sinks if s is not None]
 
     def refused(self, reason: str) -> None:
@@ -79,6 +87,11 @@ def open_sinks(plan: Plan) -> PlanSinks:
                 uri = mlflow_run.tracking_uri(plan.resolve_path(uri, "aggregator.settings.metrics.mlflow.tracking_uri"))
             run = sinks.mlflow = MlflowSink(uri, wanted.experiment, wanted.run_name, plan.hash)
             sinks._closers.append(run.end)
+        if settings.callback is not None:
+            key = "aggregator.settings.metrics.callback.template"
+            function = workspace_function(key, settings.callback.template, plan.workspace)
+            called = sinks.callback = CallbackSink(function, settings.callback.template)
+            sinks._closers.append(lambda _: called.close())
         if settings.prometheus is not None:
             endpoint = sinks.prometheus = PrometheusSink(settings.prometheus.host, settings.prometheus.port)
             sinks._closers.append(lambda _: endpoint.close())
