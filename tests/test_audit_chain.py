@@ -55,4 +55,4 @@ def test_a_replayed_result_is_chained_once(tmp_path: Path) -> None:
     again.close()
     results = [e for e in rows(path) if e["kind"] == "result"]
     assert [(e["task"], e.get("replay", False)) for e in results] == [("train", False), ("validate", True)]
-    assert [e["kind"] for e in rows(path)] == ["start", "result", "seal", "restart", "result", "seal"]
+    assert [e["kind"] for e in rows(path)] == ["start", "result", "stop", "seal", "restart", "result", "stop", "seal"]
