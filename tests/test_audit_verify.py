@@ -2,7 +2,7 @@
 back to a seal says where it ended and its head; a line not written as its canonical bytes, a
 duplicate key, NaN, an out-of-range time or a deep nesting is one line (exit 2), never a
 traceback; a missing CA chain is named as such; a restart under another subject, or an entry
-signed after its certificate's revocation, is refused."""
+signed after its certificate's revocation, or anything but a start after a sealed stop, is refused."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from accord.audit.chain import ChainWriter
 from accord.audit.trail import AuditTrail
 from accord.cli.main import main
 from accord.messages import TaskResult
@@ -163,3 +164,22 @@ def test_an_entry_signed_after_its_certificates_revocation_is_refused(ws: Path, 
     run_trail(ws, resumed=True)
     code, out = verify(capsys, ws)
     assert code == 2 and f"line {before + 1} (seq {before}, restart)" in out and f"(serial {serial}) was revoked" in out, out
+
+
+def test_entries_after_a_sealed_stop_other_than_a_start_are_refused(ws: Path, capsys) -> None:
+    """After a sealed stop the writer closed: a result chained and sealed there (by the key's
+    holder) is named; a kill between a stop and its seal, then a restart, still verifies."""
+    run_trail(ws, rounds=1)
+    layout = CertLayout(ws / "cert")
+    sign = signer_for(load_private_key(layout.aggregator_key("localhost")))
+    rows = lines(ws)
+    cut = ChainWriter(trail_path(ws), sign)
+    cut.append("result", round=0, collaborator="a", serial="ab", task="train", update_digest="99" * 32, sample_count=5)
+    cut.seal()
+    cut.close()
+    code, out = verify(capsys, ws)
+    assert code == 2 and f"line {len(rows) + 1} (seq {len(rows)}, result): follows a sealed stop" in out, out
+    rewrite(ws, rows[:-1])  # killed after the stop, before its seal
+    run_trail(ws, resumed=True)
+    code, out = verify(capsys, ws)
+    assert code == 0 and "ends at a stop" in out, out

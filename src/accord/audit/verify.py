@@ -187,10 +187,11 @@ def _check_link(path: Path, entries: Sequence[Entry], index: int) -> None:
 
 
 def _check_after_stop(path: Path, entries: Sequence[Entry], index: int) -> None:
-    """A ``stop`` is followed by its seal, and that seal by a start or restart only."""
+    """A ``stop`` is followed by its seal (or, killed before it, by the next start or restart),
+    and that seal by a start or restart only."""
     entry = entries[index]
     before = [e["kind"] for e in entries[max(0, index - 2) : index]]
-    if before[-1:] == [STOP] and entry["kind"] != SEAL:
+    if before[-1:] == [STOP] and entry["kind"] not in (SEAL, "start", "restart"):
         raise AuditBroken(f"{entry.named(path)}: follows a stop entry, whose seal must come next", FIX)
     if before == [STOP, SEAL] and entry["kind"] not in ("start", "restart"):
         raise AuditBroken(f"{entry.named(path)}: follows a sealed stop, after which only a start or restart may come", FIX)
