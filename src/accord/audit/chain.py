@@ -11,7 +11,9 @@ close and at stop, not per entry (bench/audit_signing.py measured why).
 Appending is one ``write`` to a file opened with O_APPEND (in the kernel's page cache once it
 returns, so a kill -9 loses nothing written); a seal is flushed to disk (fsync). When a chain
 is opened again, a last line cut short by a kill is cut off (it was never acknowledged) and the
-chain goes on from the last whole entry.
+chain goes on from the last whole entry. A writer holds an exclusive flock on its file while
+it runs (a second one is refused, ChainInUse) and ends at a clean shutdown with a ``stop``
+entry, sealed. A line is an entry only if it is exactly its entry's canonical bytes.
 """
 
 from __future__ import annotations
