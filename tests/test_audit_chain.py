@@ -1,13 +1,18 @@
 """The audit chain's writer on its own: a cut-short last line dropped, the chain going on from
-the entry before, and the journal's replay chained once (marked) or left out."""
+the entry before, a bad last entry refused in one line, the journal's replay chained once
+(marked) or left out, a site's record locked while it runs, and the resumed chain not kept."""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
 
+import pytest
+
 from accord.audit.chain import GENESIS, ChainWriter, entry_hash
+from accord.audit.site_record import SiteRecord
 from accord.audit.trail import AuditTrail
+from accord.errors import AccordError
 from accord.messages import TaskResult
 from accord.pki import make_federation_pki
 from accord.pki.keys import load_private_key
@@ -50,9 +55,43 @@ def test_a_replayed_result_is_chained_once(tmp_path: Path) -> None:
     trail.close()
     again = AuditTrail(path, sign, pem)  # restarted: the journal replays both, the chain held one
     again.begin(True, "p" * 96, "w" * 96)
+    assert not [v for v in vars(again._chain).values() if isinstance(v, list) and v]  # the chain read not kept: O(1)
     again.result(first, replay=True)
     again.result(lost, replay=True)
     again.close()
     results = [e for e in rows(path) if e["kind"] == "result"]
     assert [(e["task"], e.get("replay", False)) for e in results] == [("train", False), ("validate", True)]
-    assert [e["kind"] for e in rows(path)] == ["start", "result", "seal", "restart", "result", "seal"]
+    assert [e["kind"] for e in rows(path)] == ["start", "result", "stop", "seal", "restart", "result", "stop", "seal"]
+
+
+def test_a_bad_last_entry_is_refused_in_one_line(tmp_path: Path) -> None:
+    """A whole last line holding NaN (which no append can chain from) stops the writer at open, one line."""
+    path = tmp_path / "audit.jsonl"
+    chain = ChainWriter(path, lambda data: b"sig")
+    chain.append("model", round=0, digest="00" * 32)
+    chain.close()
+    path.write_bytes(path.read_bytes() + b'{"at":NaN,"kind":"model","prev":"x","seq":1}\n')
+    with pytest.raises(AccordError, match=r"line 2 is not an audit entry: the chain cannot go on from it"):
+        ChainWriter(path, lambda data: b"sig")
+    assert path.read_bytes().count(b"\n") == 2  # nothing cut or appended
+
+
+def test_a_second_writer_of_a_site_record_is_refused(tmp_path: Path) -> None:
+    """The record is locked while its site runs: a second start of the site is refused in one
+    line, the record untouched; once the first closes, the site starts again."""
+    cert_dir = tmp_path / "cert"
+    make_federation_pki(cert_dir, "localhost", ["a"])
+    layout = CertLayout(cert_dir)
+    sign = signer_for(load_private_key(layout.collaborator_key("a")))
+    pem = layout.collaborator_cert("a").read_bytes()
+    path = tmp_path / "logs" / "audit-a.jsonl"
+    running = SiteRecord(path, sign, "a", pem, "p" * 96, "w" * 96, 1 << 20)
+    held = path.read_bytes()
+    with pytest.raises(AccordError, match=r"site a is already running from this workspace") as refused:
+        SiteRecord(path, sign, "a", pem, "p" * 96, "w" * 96, 1 << 20)
+    assert "fx collaborator start -n a" in str(refused.value.fix)
+    assert path.read_bytes() == held
+    running.close()
+    SiteRecord(path, sign, "a", pem, "p" * 96, "w" * 96, 1 << 20).close()
+    assert [e["kind"] for e in rows(path)] == ["start", "stop", "seal", "restart", "stop", "seal"]
+

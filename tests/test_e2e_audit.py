@@ -73,9 +73,11 @@ def test_a_federation_leaves_a_chain_that_verifies_and_each_site_record_cross_ch
             (e["round"], e["task"], e["update_digest"]) for e in results
         )
     assert kinds.count("seal") >= ROUNDS + 1  # at each close and at stop
+    assert kinds[-2] == "stop"  # a clean shutdown, sealed
     code, out = verify(capsys, federation, *(record_of(federation, n) for n in SITES))
     assert code == 0, out
-    assert out.count("OK ") == 3, out
+    assert out.count("OK ") == 3 and out.count("ends at a stop, head seal seq ") == 3, out
+    assert f"head seal seq {len(trail) - 1} sha256 {entry_hash(trail[-1])}" in out, out
 
 
 def tampered(tmp_path: Path, source: Path, change) -> Path:

@@ -48,8 +48,10 @@ def start_aggregator(
     with StateLock(plan.resolve_path(plan.model.aggregator.settings.state_dir)), one_blas_thread():
         sinks = open_sinks(plan)  # the plan's metrics sinks (aggregator/sinks/): a missing extra stops here
         finished = False
-        audit = audit_trail(plan, layout)
+        audit: AuditTrail | None = None
+        runtime: AggregatorRuntime | None = None
         try:
+            audit = audit_trail(plan, layout)
             traffic = Traffic()
             runtime = AggregatorRuntime(
                 plan, fresh=fresh, verify_sites=site_verifier(layout), sinks=sinks.engine, traffic=traffic, record_sinks=sinks.records,
@@ -59,10 +61,14 @@ def start_aggregator(
             try:
                 _serve(runtime, plan, layout, tls, quit_grace, stop, traffic, sinks.refused)
             finally:
-                runtime.close()
+                runtime.close()  # closes the trail it took
                 finished = runtime.finished
         finally:
-            sinks.close(finished)
+            try:
+                if runtime is None and audit is not None:  # the runtime failed to start: it never took the trail
+                    audit.close()
+            finally:
+                sinks.close(finished)
     return runtime
 
 

@@ -11,7 +11,9 @@ close and at stop, not per entry (bench/audit_signing.py measured why).
 Appending is one ``write`` to a file opened with O_APPEND (in the kernel's page cache once it
 returns, so a kill -9 loses nothing written); a seal is flushed to disk (fsync). When a chain
 is opened again, a last line cut short by a kill is cut off (it was never acknowledged) and the
-chain goes on from the last whole entry.
+chain goes on from the last whole entry. A writer holds an exclusive flock on its file while
+it runs (a second one is refused, ChainInUse) and ends at a clean shutdown with a ``stop``
+entry, sealed. A line is an entry only if it is exactly its entry's canonical bytes.
 """
 
 from __future__ import annotations
@@ -32,6 +34,12 @@ log = logging.getLogger("accord.audit")
 
 GENESIS = "0" * 64
 SEAL = "seal"
+#: the entry a writer appends (then seals) at a clean shutdown
+STOP = "stop"
+
+
+class ChainInUse(AccordError):
+    """Another process holds the chain open for writing (its file is locked)."""
 
 
 def canonical(entry: dict[str, Any]) -> bytes:
@@ -49,6 +57,31 @@ def signed_bytes(seal: dict[str, Any]) -> bytes:
     return canonical({k: v for k, v in seal.items() if k != "signature"})
 
 
+def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    data = dict(pairs)
+    if len(data) != len(pairs):
+        raise ValueError("a key appears twice")
+    return data
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+def parse_line(line: bytes) -> dict[str, Any]:
+    """The entry a line holds; ValueError unless it is a JSON object (no duplicate key, no NaN
+    or Infinity) written exactly as its canonical bytes, so that the bytes hashed are the ones read."""
+    try:
+        data = json.loads(line, object_pairs_hook=_no_duplicates, parse_constant=_no_constant)
+    except RecursionError:
+        raise ValueError("nested too deep") from None
+    if not isinstance(data, dict):
+        raise ValueError("not a JSON object")
+    if canonical(data) != line:
+        raise ValueError("not written as its canonical JSON (sorted keys, no spaces, ASCII)")
+    return data
+
+
 def read_lines(path: Path) -> Iterator[tuple[int, bytes]]:
     """(line number from 1, bytes without the newline) of each line of ``path``."""
     with path.open("rb") as file:
@@ -63,13 +96,33 @@ class ChainWriter:
     """
 
     def __init__(self, path: Path, sign: Callable[[bytes], bytes]) -> None:
+        import fcntl
+
         self.path, self._sign = path, sign
         path.parent.mkdir(parents=True, exist_ok=True)
-        #: the whole entries the file held when opened (a resumed chain's)
-        self.entries_before = self._cut_torn_tail()
-        self._last: dict[str, Any] | None = self.entries_before[-1] if self.entries_before else None
         self._fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        try:  # held while this writer runs: a second writer would fork the chain
+            fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(self._fd)
+            raise ChainInUse(
+                f"audit log {path} is open in another process", "stop the other process that writes it, then start again"
+            ) from None
+        try:
+            entries = self._cut_torn_tail()
+        except BaseException:
+            os.close(self._fd)
+            raise
+        #: the whole entries the file held when opened (a resumed chain's), until taken
+        self._before: list[dict[str, Any]] | None = entries
+        self.resumed = bool(entries)
+        self._last: dict[str, Any] | None = entries[-1] if entries else None
         self.unsealed = False
+
+    def take_entries_before(self) -> list[dict[str, Any]]:
+        """The entries the file held when opened, handed over once (then dropped: O(1) memory)."""
+        entries, self._before = self._before or [], None
+        return entries
 
     def _cut_torn_tail(self) -> list[dict[str, Any]]:
         """The whole entries already in the file (a last line cut short by a kill cut off)."""
@@ -85,8 +138,8 @@ class ChainWriter:
         entries = []
         for number, line in enumerate(data[:whole].splitlines(), 1):
             try:
-                entry = json.loads(line)
-                if not isinstance(entry, dict) or not isinstance(entry.get("seq"), int):
+                entry = parse_line(line)
+                if not isinstance(entry.get("seq"), int) or isinstance(entry.get("seq"), bool):
                     raise ValueError("not an entry")
             except ValueError:
                 raise AccordError(
@@ -117,5 +170,11 @@ class ChainWriter:
         self.append(SEAL)
         os.fsync(self._fd)
 
+    def stop(self) -> None:
+        """A ``stop`` entry (a clean shutdown), sealed."""
+        self.append(STOP)
+        self.seal()
+
     def close(self) -> None:
+        """Close the file (and release its lock)."""
         os.close(self._fd)

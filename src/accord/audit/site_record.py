@@ -2,14 +2,14 @@
 of its start (plan hash, workspace hash, its certificate), each global model it received
 (round, digest, plan hash) and each result the aggregator acknowledged (round, task, the
 digest of the chunks it sent, sample count), sealed with the site's own key after each result
-and at stop. ``fx audit verify --site`` cross-checks it against the aggregator's chain."""
+and after the ``stop`` entry of a clean shutdown; locked while the site runs. ``fx audit verify --site`` cross-checks it against the aggregator's chain."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
 
-from accord.audit.chain import ChainWriter
+from accord.audit.chain import ChainInUse, ChainWriter
 from accord.audit.trail import identity
 from accord.messages import TaskResult
 from accord.tensors.compression import Encoded
@@ -34,9 +34,16 @@ class SiteRecord:
         workspace_hash: str,
         chunk_bytes: int,
     ) -> None:
-        self._chain = ChainWriter(path, sign)
+        try:
+            self._chain = ChainWriter(path, sign)
+        except ChainInUse:
+            raise ChainInUse(
+                f"site {name} is already running from this workspace (its audit record {path} is held by another process)",
+                f"stop the other `fx collaborator start -n {name}` first; a site runs once, from one workspace",
+            ) from None
         self._plan_hash, self._chunk_bytes = plan_hash, chunk_bytes
-        kind = "restart" if self._chain.entries_before else "start"
+        kind = "restart" if self._chain.resumed else "start"
+        self._chain.take_entries_before()  # not needed: dropped
         self._chain.append(kind, site=name, **identity(certificate_pem, plan_hash, workspace_hash))
         self._received: tuple[int, str] | None = None
 
@@ -58,6 +65,8 @@ class SiteRecord:
         self._chain.seal()
 
     def close(self) -> None:
-        """Seal and close (at stop)."""
-        self._chain.seal()
-        self._chain.close()
+        """A sealed ``stop`` entry (a clean shutdown), then close (and release the record's lock)."""
+        try:
+            self._chain.stop()
+        finally:
+            self._chain.close()

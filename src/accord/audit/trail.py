@@ -2,7 +2,7 @@
 start (plan hash, workspace hash, the aggregator's certificate), each restart, each accepted
 result (round, collaborator, its certificate's serial, task, the digest of the update as it
 arrived, sample count) and each round's global model digest, sealed with the aggregator's key
-at each round's close and at stop (docs/audit.md).
+at each round's close and after the ``stop`` entry of a clean shutdown (docs/audit.md).
 
 O(1) per result: one entry appended, one set lookup to leave out a result the journal replays
 after a restart that the chain already holds (one the chain lacks, because the kill came
@@ -46,6 +46,7 @@ class AuditTrail:
         self._certificate = certificate_pem
         #: round -> the (kind, ...) keys of its result and model entries: the last two rounds only
         self._seen: dict[int, set[tuple[Any, ...]]] = {}
+        self._began = False
 
     @property
     def path(self) -> Path:
@@ -53,12 +54,15 @@ class AuditTrail:
 
     def begin(self, resumed: bool, plan_hash: str, workspace_hash: str) -> None:
         """A ``start`` entry (a new federation) or, when the saved one is ``resumed``, a ``restart``."""
+        before = self._chain.take_entries_before()  # dropped once read: O(1) memory after a restart
         if resumed:
-            for entry in self._chain.entries_before:
+            for entry in before:
                 if entry.get("kind") in ("result", "model"):
                     self._saw(entry["round"], _key(entry))
+        del before
         kind = "restart" if resumed else "start"
         self._chain.append(kind, role="aggregator", **identity(self._certificate, plan_hash, workspace_hash))
+        self._began = True
 
     def result(self, result: TaskResult, replay: bool = False) -> None:
         """An accepted result; a ``replay`` already in the chain is left out."""
@@ -91,9 +95,14 @@ class AuditTrail:
         self._chain.seal()
 
     def close(self) -> None:
-        """Seal and close (at stop)."""
-        self._chain.seal()
-        self._chain.close()
+        """A sealed ``stop`` entry when it began (a clean shutdown), then close."""
+        try:
+            if self._began:
+                self._chain.stop()
+            else:
+                self._chain.seal()
+        finally:
+            self._chain.close()
 
     def _saw(self, round_number: int, key: tuple[Any, ...]) -> None:
         self._seen.setdefault(round_number, set()).add(key)

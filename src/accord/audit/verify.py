@@ -7,7 +7,8 @@ from __future__ import annotations
 import base64
 import binascii
 import datetime as dt
-import json
+import hashlib
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,7 +16,7 @@ from typing import Any
 
 from cryptography import x509
 
-from accord.audit.chain import GENESIS, SEAL, entry_hash, read_lines, signed_bytes
+from accord.audit.chain import GENESIS, SEAL, STOP, parse_line, read_lines, signed_bytes
 from accord.errors import AccordError, PKIError
 
 FIX = "an audit file must stay as it was written: compare it with a copy kept elsewhere (a site's record, a published seal)"
@@ -28,9 +29,12 @@ FIELDS: dict[str, dict[str, type | tuple[type, ...]]] = {
     "received": {"round": int, "digest": str, "plan_hash": str},
     "sent": {"round": int, "task": str, "update_digest": str, "sample_count": int},
     SEAL: {"signature": str},
+    STOP: {},
 }
 FIELDS["restart"] = FIELDS["start"]
 COMMON: dict[str, type | tuple[type, ...]] = {"seq": int, "kind": str, "prev": str, "at": (int, float)}
+#: the last Unix time an entry's ``at`` may hold (the end of year 9999)
+MAX_AT = 253402300799
 
 
 class AuditBroken(AccordError):
@@ -41,6 +45,8 @@ class AuditBroken(AccordError):
 class Entry:
     line: int
     data: dict[str, Any]
+    #: SHA-256 (hex) of the line's bytes: the next entry's ``prev``
+    digest: str
 
     def __getitem__(self, key: str) -> Any:
         return self.data[key]
@@ -59,26 +65,55 @@ class Chain:
     seals: int = 0
     serials: set[str] = field(default_factory=set)
 
+    @property
+    def stopped(self) -> bool:
+        """Whether the chain ends at a clean shutdown (a sealed ``stop``), not mid-federation."""
+        return len(self.entries) > 1 and self.entries[-2]["kind"] == STOP
+
+    def head(self) -> str:
+        """The head seal's seq and hash, and where the chain ended: to compare with a copy kept elsewhere."""
+        last = self.entries[-1]
+        where = "at a stop" if self.stopped else "mid-federation (no stop after its last seal)"
+        return f"ends {where}, head seal seq {last['seq']} sha256 {last.digest}"
+
     def of_kind(self, *kinds: str) -> list[Entry]:
         return [e for e in self.entries if e["kind"] in kinds]
 
 
-def read_chain(path: Path, chain_path: Path, site: bool) -> Chain:
-    """``path``'s chain checked whole: each line an entry of a known kind with its fields, seq
-    0, 1, ..., each ``prev`` the previous entry's hash, each seal's signature that of the
-    certificate the last start or restart holds (issued by the federation's CA in
-    ``chain_path``: the aggregator's, or a collaborator's whose name is the record's ``site``),
-    and the last entry a seal. AuditBroken otherwise."""
+def read_chain(path: Path, chain_path: Path, site: bool, crl_path: Path | None = None) -> Chain:
+    """``path``'s chain checked whole: each line an entry of a known kind with its fields,
+    written as its canonical bytes, seq 0, 1, ..., each ``prev`` the previous line's hash, each
+    seal's signature that of the certificate the last start or restart holds (issued by the
+    federation's CA in ``chain_path``, of the subject of the chain's first start: the
+    aggregator's, or a collaborator's whose name is the record's ``site``; not revoked at the
+    entry's time by the CA's revocation list ``crl_path``, if present), a ``stop`` followed
+    by its seal then a start or restart only, and the last entry a seal. AuditBroken otherwise."""
+    if not chain_path.is_file():
+        raise AccordError(
+            f"the federation's CA chain {chain_path} does not exist: the audit files cannot be checked without it",
+            "point -w at the workspace (or --plan at its plan, whose network cert_dir holds cert_chain.crt)",
+        )
+    revoked = _revocations(crl_path, chain_path)
     entries = _parse(path)
     if not entries:
         raise AuditBroken(f"audit file {path} holds no entry", FIX)
     chain = Chain(path, entries, None)
     signer: x509.Certificate | None = None
+    subject: x509.Name | None = None
     for index, entry in enumerate(entries):
         _check_link(path, entries, index)
         kind = entry["kind"]
+        _check_after_stop(path, entries, index)
         if kind in ("start", "restart"):
             signer = _signer(path, entry, chain_path, site)
+            if subject is None:
+                subject = signer.subject
+            elif signer.subject != subject:
+                raise AuditBroken(
+                    f"{entry.named(path)}: its certificate is of {signer.subject.rfc4514_string()!r}, "
+                    f"not {subject.rfc4514_string()!r} whose chain it goes on",
+                    FIX,
+                )
             chain.serials.add(entry["serial"])
             if site:
                 if chain.site not in (None, entry["site"]):
@@ -89,10 +124,11 @@ def read_chain(path: Path, chain_path: Path, site: bool) -> Chain:
         elif kind == SEAL:
             _check_seal(path, entry, signer)
             chain.seals += 1
-        elif kind in (("received", "sent") if site else ("result", "model")):
+        elif kind in (STOP, *(("received", "sent") if site else ("result", "model"))):
             pass
         else:
             raise AuditBroken(f"{entry.named(path)}: a {kind!r} entry has no place in {'a site' if site else 'the aggregator'}'s record", FIX)
+        _check_revoked(path, entry, signer, revoked)
     last = entries[-1]
     if last["kind"] != SEAL:
         sealed = [i for i, e in enumerate(entries) if e["kind"] == SEAL]
@@ -113,12 +149,10 @@ def _parse(path: Path) -> list[Entry]:
     entries = []
     for number, line in lines:
         try:
-            data = json.loads(line)
-        except ValueError:
-            data = None
-        if not isinstance(data, dict):
-            raise AuditBroken(f"{path} line {number}: not an audit entry (not a JSON object)", FIX)
-        entry = Entry(number, data)
+            data = parse_line(line)
+        except ValueError as exc:
+            raise AuditBroken(f"{path} line {number}: not an audit entry as written ({exc})", FIX) from None
+        entry = Entry(number, data, hashlib.sha256(line).hexdigest())
         kind = data.get("kind")
         if not isinstance(kind, str) or kind not in FIELDS:
             raise AuditBroken(f"{entry.named(path)}: unknown kind {kind!r}", FIX)
@@ -127,6 +161,8 @@ def _parse(path: Path) -> list[Entry]:
             value = data.get(name)
             if not isinstance(value, types) or isinstance(value, bool):
                 raise AuditBroken(f"{entry.named(path)}: field {name!r} is missing or of the wrong type", FIX)
+        if not 0 <= data["at"] <= MAX_AT or not math.isfinite(data["at"]):
+            raise AuditBroken(f"{entry.named(path)}: its time 'at' {data['at']!r} is not a Unix time (0..{MAX_AT})", FIX)
         entries.append(entry)
     return entries
 
@@ -140,14 +176,48 @@ def _check_link(path: Path, entries: Sequence[Entry], index: int) -> None:
         raise AuditBroken(
             f"{entry.named(path)}: seq {expected} expected here: an entry before it was deleted, or entries were reordered", FIX
         )
-    prev = GENESIS if index == 0 else entry_hash(entries[index - 1].data)
+    prev = GENESIS if index == 0 else entries[index - 1].digest
     if entry["prev"] == prev:
         return
     after = entries[index + 1] if index + 1 < len(entries) else None
-    if index == 0 or after is None or after["prev"] != entry_hash(entry.data):
+    if index == 0 or after is None or after["prev"] != entry.digest:
         raise AuditBroken(f"{entry.named(path)}: it was changed (its prev does not chain to the entry before it)", FIX)
     changed = entries[index - 1]
     raise AuditBroken(f"{changed.named(path)}: it was changed (its hash is not the one line {entry.line} chains to)", FIX)
+
+
+def _check_after_stop(path: Path, entries: Sequence[Entry], index: int) -> None:
+    """A ``stop`` is followed by its seal (or, killed before it, by the next start or restart),
+    and that seal by a start or restart only."""
+    entry = entries[index]
+    before = [e["kind"] for e in entries[max(0, index - 2) : index]]
+    if before[-1:] == [STOP] and entry["kind"] not in (SEAL, "start", "restart"):
+        raise AuditBroken(f"{entry.named(path)}: follows a stop entry, whose seal must come next", FIX)
+    if before == [STOP, SEAL] and entry["kind"] not in ("start", "restart"):
+        raise AuditBroken(f"{entry.named(path)}: follows a sealed stop, after which only a start or restart may come", FIX)
+
+
+def _revocations(crl_path: Path | None, chain_path: Path) -> dict[int, dt.datetime]:
+    """serial -> revocation time of the CA's revocation list at ``crl_path`` (none if absent)."""
+    if crl_path is None or not crl_path.exists():
+        return {}
+    from accord.pki.crl import parse_crl
+
+    try:
+        crl = parse_crl(crl_path.read_bytes(), chain_path, str(crl_path))
+    except OSError as exc:
+        raise AccordError(f"revocation list {crl_path} cannot be read: {exc.strerror or exc}", "check its permissions") from None
+    return {item.serial_number: item.revocation_date_utc for item in x509.load_pem_x509_crl(crl.pem)}
+
+
+def _check_revoked(path: Path, entry: Entry, signer: x509.Certificate, revoked: dict[int, dt.datetime]) -> None:
+    when = revoked.get(signer.serial_number)  # a CRL's times are whole seconds: an entry of that second passes
+    if when is not None and int(entry["at"]) > when.timestamp():
+        raise AuditBroken(
+            f"{entry.named(path)}: its signer's certificate (serial {format(signer.serial_number, 'x')}) was revoked "
+            f"at {when.isoformat()}, before this entry's time",
+            FIX,
+        )
 
 
 def _signer(path: Path, entry: Entry, chain_path: Path, site: bool) -> x509.Certificate:

@@ -30,23 +30,26 @@ def verify(workspace: Path, plan_path: str, sites: tuple[Path, ...], trail: Path
     signature that of a certificate of the federation's CA (WS/cert/cert_chain.crt), and each
     site's received model digests and sent update digests those of the aggregator's chain.
 
+    Each OK line says whether the chain ended at a clean stop or mid-federation, and its head
+    seal's seq and hash: cutting a chain back to an earlier seal shows only against that.
     Prints OK, or names the first bad entry (file, line, seq, what is wrong) and exits 2.
     """
     from accord.audit.trail import TRAIL_PATH
     from accord.audit.verify import cross_check, read_chain
     from accord.pki.layout import CertLayout
 
-    chain_path = CertLayout(cert_dir_of(workspace, plan_if_present(workspace, plan_path))).chain
-    aggregator = read_chain(trail or workspace / TRAIL_PATH, chain_path, site=False)
+    layout = CertLayout(cert_dir_of(workspace, plan_if_present(workspace, plan_path)))
+    chain_path = layout.chain
+    aggregator = read_chain(trail or workspace / TRAIL_PATH, chain_path, site=False, crl_path=layout.crl)
     rounds = [e["round"] for e in aggregator.of_kind("model")]
     click.echo(
         f"OK {aggregator.path}: {len(aggregator.entries)} entries, {len(aggregator.of_kind('result'))} results, "
-        f"models of rounds {min(rounds, default=0)}..{max(rounds, default=0)}, {aggregator.seals} seals"
+        f"models of rounds {min(rounds, default=0)}..{max(rounds, default=0)}, {aggregator.seals} seals; {aggregator.head()}"
     )
     for path in sites:
-        record = read_chain(path, chain_path, site=True)
+        record = read_chain(path, chain_path, site=True, crl_path=layout.crl)
         cross_check(record, aggregator)
         click.echo(
             f"OK {path}: site {record.site}, {len(record.of_kind('received'))} models received and "
-            f"{len(record.of_kind('sent'))} results sent, each as the aggregator's chain holds it"
+            f"{len(record.of_kind('sent'))} results sent, each as the aggregator's chain holds it; {record.head()}"
         )
