@@ -76,7 +76,8 @@ def test_a_federation_leaves_a_chain_that_verifies_and_each_site_record_cross_ch
     assert kinds[-2] == "stop"  # a clean shutdown, sealed
     code, out = verify(capsys, federation, *(record_of(federation, n) for n in SITES))
     assert code == 0, out
-    assert out.count("OK ") == 3 and out.count("ends at a stop, head seal seq ") == 3, out
+    assert out.count("OK ") == 3 and out.count("ends at a stop") == 3 and out.count(" head seal seq ") == 3, out
+    assert "ends at a stop (the federation finished), head seal seq " in out, out  # the aggregator's trail
     assert f"head seal seq {len(trail) - 1} sha256 {entry_hash(trail[-1])}" in out, out
 
 

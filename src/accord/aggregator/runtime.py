@@ -333,7 +333,7 @@ class AggregatorRuntime:
         if self._audit is not None:
             with self._cond:
                 try:
-                    self._audit.close()
+                    self._audit.close(finished=self.finished)
                 except OSError as exc:  # the saved state is whole: a restart seals the chain
                     log.error("the audit trail %s could not be sealed at stop: %s", self._audit.path, exc)
 

@@ -170,9 +170,9 @@ class ChainWriter:
         self.append(SEAL)
         os.fsync(self._fd)
 
-    def stop(self) -> None:
-        """A ``stop`` entry (a clean shutdown), sealed."""
-        self.append(STOP)
+    def stop(self, **fields: Any) -> None:
+        """A ``stop`` entry (a clean shutdown) with ``fields``, sealed."""
+        self.append(STOP, **fields)
         self.seal()
 
     def close(self) -> None:

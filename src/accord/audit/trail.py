@@ -94,11 +94,12 @@ class AuditTrail:
         """Sign the chain's head (at a round's close)."""
         self._chain.seal()
 
-    def close(self) -> None:
-        """A sealed ``stop`` entry when it began (a clean shutdown), then close."""
+    def close(self, finished: bool = False) -> None:
+        """A sealed ``stop`` entry when it began (a clean shutdown; ``finished``: every round ran,
+        else stopped early or after a failed round), then close."""
         try:
             if self._began:
-                self._chain.stop()
+                self._chain.stop(finished=finished)
             else:
                 self._chain.seal()
         finally:

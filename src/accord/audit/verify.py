@@ -73,7 +73,11 @@ class Chain:
     def head(self) -> str:
         """The head seal's seq and hash, and where the chain ended: to compare with a copy kept elsewhere."""
         last = self.entries[-1]
-        where = "at a stop" if self.stopped else "mid-federation (no stop after its last seal)"
+        if self.stopped:
+            finished = self.entries[-2].data.get("finished")
+            where = "at a stop" + {True: " (the federation finished)", False: " (before the federation finished)"}.get(finished, "")
+        else:
+            where = "mid-federation (no stop after its last seal)"
         return f"ends {where}, head seal seq {last['seq']} sha256 {last.digest}"
 
     def of_kind(self, *kinds: str) -> list[Entry]:
