@@ -45,7 +45,7 @@ classes = 10
 # --- end of digits ---
 
 collaborator_list = ['one', 'two']
-fx.init('keras_cnn_mnist')
+fx.init('keras_cnn_mnist', col_names=collaborator_list)
 
 fl_data = FederatedDataSet(train_images, train_labels, valid_images, valid_labels, batch_size=32, num_classes=classes)
 
@@ -279,3 +279,15 @@ def test_save_native_of_a_model_without_a_framework_file_says_what_to_do(tmp_pat
     with pytest.raises(AccordError, match="save_native writes torch and Keras models") as raised:
         model.save_native(tmp_path / "m")
     assert "save_state" in str(raised.value)
+
+
+def test_init_col_names_name_the_collaborators() -> None:
+    """OpenFL's ``fx.init(..., col_names=[...])``: setup's default names, the only names run_experiment takes."""
+    try:
+        fx.init("torch_digits", log_level=None, col_names=["one", "two"])
+        with pytest.raises(AccordError, match=r"not among fx\.init's col_names"):
+            fx.run_experiment({"three": object()})  # type: ignore[dict-item]
+        with pytest.raises(AccordError, match="must be distinct"):
+            fx.init("torch_digits", log_level=None, col_names=["one", "one"])
+    finally:
+        fx.init("torch_digits", log_level=None)

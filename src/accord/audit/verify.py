@@ -75,7 +75,7 @@ class Chain:
         last = self.entries[-1]
         if self.stopped:
             finished = self.entries[-2].data.get("finished")
-            where = "at a stop" + {True: " (the federation finished)", False: " (before the federation finished)"}.get(finished, "")
+            where = "at a stop" + (" (the federation finished)" if finished is True else " (before the federation finished)" if finished is False else "")
         else:
             where = "mid-federation (no stop after its last seal)"
         return f"ends {where}, head seal seq {last['seq']} sha256 {last.digest}"

@@ -71,6 +71,8 @@ class Session:
     """Module-level defaults: the plan from ``init``, the latest model and run."""
 
     plan: dict[str, Any] = field(default_factory=dict)
+    #: the collaborators' names ``init`` was given (OpenFL's ``col_names``): setup's default names
+    col_names: list[str] | None = None
     last_model: FederatedModel | None = None
     last_run: ExperimentResult | None = None
 
@@ -78,14 +80,22 @@ class Session:
 SESSION = Session()
 
 
-def init(template: str | Path = "torch_digits", log_level: str | None = "INFO") -> dict[str, Any]:
+def init(
+    template: str | Path = "torch_digits", log_level: str | None = "INFO", col_names: Sequence[str] | None = None
+) -> dict[str, Any]:
     """Take the plan of a workspace template (or a plan.yaml, or a workspace folder) as default.
 
     Returns the resolved plan as a dict (Accord's defaults merged in). ``log_level`` sets
-    up Accord's logging on stdout (None leaves logging alone).
+    up Accord's logging on stdout (None leaves logging alone). ``col_names`` (OpenFL's
+    spelling) names the collaborators: ``setup``'s default names, and the only names
+    ``run_experiment`` then takes.
     """
     if log_level is not None:
         configure_logging(log_level)
+    names = None if col_names is None else list(col_names)
+    if names is not None and (not names or not all(isinstance(n, str) and n for n in names) or len(set(names)) != len(names)):
+        raise AccordError(f"col_names {names!r} must be distinct, non-empty names", "pass e.g. col_names=['one', 'two']")
+    SESSION.col_names = names
     SESSION.plan = _read_plan(template)
     return resolve(SESSION.plan, Path.cwd())
 
@@ -100,11 +110,13 @@ def setup(
 ) -> dict[str, FederatedModel]:
     """``{name: FederatedModel on its shard}``; ``model`` defaults to the latest one created.
 
-    Names are ``collaborator1..N`` unless given.
+    Names are ``init``'s ``col_names`` when there are as many, else ``collaborator1..N``, unless given.
     """
     model = model or SESSION.last_model
     if model is None:
         raise AccordError("no FederatedModel yet", "create one with fx.FederatedModel(...) first")
+    if names is None and SESSION.col_names is not None and len(SESSION.col_names) == num_collaborators:
+        names = SESSION.col_names
     names = list(names) if names is not None else [f"collaborator{i}" for i in range(1, num_collaborators + 1)]
     if len(names) != num_collaborators:
         raise AccordError(f"{len(names)} names given for {num_collaborators} collaborators")
@@ -251,6 +263,12 @@ def _named(collaborators: Mapping[str, FederatedModel] | Sequence[FederatedModel
         sites = {f"collaborator{i}": site for i, site in enumerate(collaborators, start=1)}
     if not sites:
         raise AccordError("run_experiment needs at least one collaborator", "pass fx.setup(num_collaborators=2)")
+    unknown = [name for name in sites if SESSION.col_names is not None and name not in SESSION.col_names]
+    if unknown:
+        raise AccordError(
+            f"collaborator(s) {unknown} are not among fx.init's col_names {SESSION.col_names}",
+            "name them in fx.init(..., col_names=[...]) or use those names",
+        )
     bad = [name for name, site in sites.items() if not isinstance(site, FederatedModel)]
     if bad:
         raise AccordError(f"collaborators {bad} are not FederatedModel objects", "pass the result of fx.setup()")

@@ -29,7 +29,7 @@ class PlanSinks:
     mlflow: MlflowSink | None = None
     prometheus: PrometheusSink | None = None
     callback: CallbackSink | None = None
-    _closers: list[Callable[[bool], None]] = field(default_factory=list)
+    _closers: list[Callable[[bool], object]] = field(default_factory=list)
 
     @property
     def engine(self) -> list[Sink]:
