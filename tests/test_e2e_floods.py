@@ -343,7 +343,9 @@ def test_floods_against_a_real_aggregator_are_refused_while_an_honest_federation
     assert "refused outsider: the certificate of 'outsider'" in out and "has been revoked" in out
     stalled, revoked, unread, polls = outcomes
     assert stalled["RESOURCE_EXHAUSTED"] and stalled["DEADLINE_EXCEEDED"], stalled
-    # the federation may finish while the flood runs: calls in flight as the aggregator stops end CANCELLED, later ones UNAVAILABLE
-    assert revoked["PERMISSION_DENIED"] and set(revoked) <= {"PERMISSION_DENIED", "UNAVAILABLE", "CANCELLED"}, revoked
+    # the federation may finish while the flood runs: calls in flight as the aggregator stops end CANCELLED (or, their
+    # stream cut mid-frame by the stop, INTERNAL: seen once on a loaded box), later ones UNAVAILABLE; none is ever let in
+    assert revoked["PERMISSION_DENIED"] and set(revoked) <= {"PERMISSION_DENIED", "UNAVAILABLE", "CANCELLED", "INTERNAL"}, revoked
+    assert revoked["INTERNAL"] <= 2, revoked
     assert unread["RESOURCE_EXHAUSTED"] and polls["RESOURCE_EXHAUSTED"], (unread, polls)
 

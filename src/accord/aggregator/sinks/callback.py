@@ -7,8 +7,8 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from accord.aggregator.metrics import MetricRecord
 from accord.aggregator.sinks.queued import QueuedSink
+from accord.metric_records import MetricRecord
 
 
 class CallbackSink(QueuedSink):
