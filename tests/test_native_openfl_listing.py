@@ -3,7 +3,9 @@
 The paper (Reina et al. 2021, "OpenFL: An open-source framework for Federated Learning",
 arXiv 2105.06413) could not be read past its abstract here: the stored copies
 (mirror.maolei.cn.eu.org/papers/2105.06413.md, docslib.org/doc/12538867) come back as their
-first page only. What runs below is OpenFL's own native-API PyTorch MNIST tutorial as it stood
+first page only, whatever the query (the listing's own words: fx.init, FederatedModel,
+collaborator_models, setup(num_collaborators=2), save_native ...); the code and docs indexes hold
+OpenFL's tutorials and docs but no copy of the paper's text. What runs below is OpenFL's own native-API PyTorch MNIST tutorial as it stood
 when the paper appeared: securefederatedai/openfl (formerly intel/openfl) at commit
 6a1ea6979dad2f181a000874f1cbf2004e18652f (the last before 2021-05-13),
 openfl-tutorials/Federated_Pytorch_MNIST_Tutorial.ipynb, its code cells in order (Apache-2.0,
