@@ -173,6 +173,14 @@ def test_the_per_epoch_hooks_are_what_an_openfl_runner_overrides() -> None:
     assert old.seen == [("epoch", 10, True), ("epoch", 10, True)]
     assert Own(data_loader=Loader()).train(Loader(data_path=1)).metrics == {"loss": 0.5}
 
+    from accord.compat.openfl.keras_runner import KerasTaskRunner
+
+    def train_iteration(self, batch_generator, metrics=None, **kwargs):  # OpenFL 1.9's Keras hook
+        return [Metric(name="loss", value=np.array(0.1))]
+
+    keras_style = type("KerasStyle", (KerasTaskRunner,), {"train_iteration": train_iteration})
+    assert keras_style.train_ is train_iteration  # what KerasTaskRunner.train calls each epoch
+
 
 def test_opt_treatments_on_the_torch_runner() -> None:
     data = Loader(data_path=1)

@@ -37,8 +37,9 @@ TENSORKEY_METHODS = (
 )
 #: parameters that mark OpenFL's TensorKey-level ``train`` / ``validate`` (OpenFL 1.0-1.5, Keras 1.9)
 TENSORKEY_PARAMETERS = ("col_name", "round_num", "input_tensor_dict")
-#: OpenFL's older names of the per-epoch hook that Accord calls as ``train_`` (torch 1.0-1.5)
-EPOCH_ALIASES = {"train_epoch": "train_"}
+#: OpenFL's other names of the per-epoch hook that Accord calls as ``train_``: torch's in 1.0-1.5,
+#: Keras's in 1.6-1.9 (``train_iteration(batch_generator, metrics)``, "override this for custom training")
+EPOCH_ALIASES = {"train_epoch": "train_", "train_iteration": "train_"}
 
 
 class TaskRunner:
@@ -119,7 +120,7 @@ class TaskRunner:
 
 def _check_overrides(cls: type) -> None:
     """Refuse a subclass's TensorKey-level methods (TENSORKEY_METHODS, or ``train`` / ``validate``
-    taking TENSORKEY_PARAMETERS), naming them and what to write instead; take ``train_epoch`` as ``train_``."""
+    taking TENSORKEY_PARAMETERS), naming them and what to write instead; take EPOCH_ALIASES as ``train_``."""
     own = cls.__dict__
     found = [name for name in TENSORKEY_METHODS if name in own]
     for name in ("train", "validate"):
