@@ -19,7 +19,8 @@ Changed: the two OpenFL import lines (Accord's), and the MNIST block (marked "di
 one-hot through the tutorial's own ``one_hot``, as the tutorial does. The two torchvision import
 lines served only that MNIST block and went with it (torchvision is not installed), as did the
 notebook's first cell, ``!pip install torch torchvision`` (a Jupyter shell line). Everything else
-is the tutorial's text, comments and spacing included; the test adds its own checks after it.
+is the tutorial's text, comments and spacing included (its one whitespace-only line is written
+``\\x20`` four times here, for the linter); the test adds its own checks after it.
 """
 
 from __future__ import annotations
@@ -83,7 +84,7 @@ class Net(nn.Module):
         x = F.relu(self.fc2(x))
         x = self.fc3(x)
         return F.log_softmax(x, dim=1)
-    
+\x20\x20\x20\x20
 optimizer = lambda x: optim.Adam(x, lr=1e-4)
 
 def cross_entropy(output, target):
