@@ -131,6 +131,57 @@ def test_the_torch_runner_is_an_accord_runner_calling_train_and_validate_with_th
     assert all(np.array_equal(a, b) for a, b in zip(Runner().get_weights().values(), Runner().get_weights().values()))
 
 
+@pytest.mark.parametrize(
+    "source, named",
+    [
+        ("def train_task(self, col_name, round_num, input_tensor_dict, epochs=1, **kwargs): pass", "train_task"),
+        ("def validate_task(self, col_name, round_num, input_tensor_dict, **kwargs): pass", "validate_task"),
+        ("def rebuild_model(self, round_num, input_tensor_dict, validation=False): pass", "rebuild_model"),
+        ("def get_tensor_dict(self, with_opt_vars=False): return {}", "get_tensor_dict"),
+        ("def initialize_tensorkeys_for_functions(self, with_opt_vars=False): pass", "initialize_tensorkeys_for_functions"),
+        # OpenFL 1.0-1.5's TensorKey-level validate, under the name of Accord's own task
+        ("def validate(self, col_name, round_num, input_tensor_dict, use_tqdm=False, **kwargs): pass", "validate"),
+    ],
+)
+def test_tensorkey_level_overrides_are_refused_when_the_class_is_defined(source: str, named: str) -> None:
+    namespace: dict = {"Runner": Runner}
+    with pytest.raises(AccordError) as raised:
+        exec(f"class Custom(Runner):\n    {source}\n", namespace)  # the test's own literal source
+    message = str(raised.value)
+    assert f"Custom overrides {named}, OpenFL's TensorKey-level task code, which Accord never calls" in message
+    assert "train_(batches) / validate_(batches) returning a Metric" in message and "\n" not in message
+
+
+def test_the_per_epoch_hooks_are_what_an_openfl_runner_overrides() -> None:
+    """Supported: train_ / validate_ (OpenFL 1.6+), torch's older train_epoch as train_, and
+    Accord-signature train / validate; the first kind is what Accord calls each epoch."""
+
+    class Old(Runner):
+        def train_epoch(self, batch_generator) -> Metric:
+            self.seen.append(("epoch", sum(len(y) for _, y in batch_generator), self.training))
+            return Metric(name="loss", value=np.array(0.25))
+
+    class Own(Runner):
+        def train_epoch(self, batch_generator) -> Metric:  # train_ defined too: train_ is what runs
+            raise AssertionError("not called")
+
+        def train_(self, train_dataloader) -> Metric:
+            return Metric(name="loss", value=np.array(0.5))
+
+    old = Old(data_loader=Loader())
+    assert old.train(Loader(data_path=1), epochs=2).metrics == {"loss": 0.25}
+    assert old.seen == [("epoch", 10, True), ("epoch", 10, True)]
+    assert Own(data_loader=Loader()).train(Loader(data_path=1)).metrics == {"loss": 0.5}
+
+    from accord.compat.openfl.keras_runner import KerasTaskRunner
+
+    def train_iteration(self, batch_generator, metrics=None, **kwargs):  # OpenFL 1.9's Keras hook
+        return [Metric(name="loss", value=np.array(0.1))]
+
+    keras_style = type("KerasStyle", (KerasTaskRunner,), {"train_iteration": train_iteration})
+    assert keras_style.train_ is train_iteration  # what KerasTaskRunner.train calls each epoch
+
+
 def test_opt_treatments_on_the_torch_runner() -> None:
     data = Loader(data_path=1)
     runner = Runner(data_loader=data)

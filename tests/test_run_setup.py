@@ -89,3 +89,43 @@ def test_each_sites_data_path_in_order_of_precedence(workspace: Path, tmp_path: 
     assert paths == {"a": str(tmp_path / "rel.npz"), "b": 7, "c": str(tmp_path / "rel.npz"), "d": "not/here.npz"}
     names = ["collaborator1", "collaborator2", "collaborator3"]
     assert site_data_paths(plan, names, {}) == {"collaborator1": 1, "collaborator2": 2, "collaborator3": 3}
+
+
+# -- which sites run: the plan's list, else an OpenFL workspace's data.yaml lines ----------------
+
+
+def test_openfl_data_yaml_lines_choose_the_sites_when_the_plan_lists_none(workspace: Path, tmp_path: Path) -> None:
+    """OpenFL's keras/mnist ships cols.yaml empty and data.yaml `one,1`: `fx run` runs `one` on
+    shard 1 of the plan's collaborator_count (what the line means in OpenFL), not collaborator1..2."""
+    from accord.collaborator.data_config import read_data_config
+    from accord.experiment.workspace_run import prepare_run
+
+    (workspace / "plan" / "data.yaml").write_text("# collaborator_name,data_directory_path\none,1\nthree,3\n")
+    update_plan_file(workspace / "plan" / "plan.yaml", {"data_loader.settings.collaborator_count": 3})
+    setup = prepare_run(workspace, scratch=tmp_path / "run")
+    assert setup.sites_from_data_config and setup.plan.model.collaborators == ["one", "three"]
+    assert read_data_config(setup.plan.workspace / "plan" / "data.yaml") == {"one": "1", "three": "3"}  # the lines, as OpenFL wrote them
+    assert dict(setup.plan.model.data_loader.settings)["collaborator_count"] == 3  # the plan's, kept
+
+
+def test_the_plans_own_list_still_wins_over_data_yaml(workspace: Path) -> None:
+    from accord.experiment.workspace_run import site_names
+    from accord.plan.loader import load_plan
+
+    (workspace / "plan" / "data.yaml").write_text("one,1\n")
+    update_plan_file(workspace / "plan" / "plan.yaml", {"collaborators": ["a", "b"]})
+    assert site_names(load_plan(workspace / "plan" / "plan.yaml"), None) == (["a", "b"], False)
+
+
+def test_a_count_that_would_run_none_of_data_yamls_sites_is_refused(workspace: Path, capsys) -> None:
+    (workspace / "plan" / "data.yaml").write_text("one,1\n")
+    err = refused(["run", "-w", str(workspace), "-c", "2"], capsys)
+    assert "names the sites one, none of which --collaborators 2 (collaborator1, collaborator2) would run" in err
+    assert "drop --collaborators to run the sites data.yaml names (one)" in err
+    assert not (workspace / ".accord-run").exists()
+    # a count that runs some of them is the user's choice: the others simply do not run
+    (workspace / "plan" / "data.yaml").write_text("collaborator1: 1\ncollaborator2: 2\n")
+    from accord.experiment.workspace_run import site_names
+    from accord.plan.loader import load_plan
+
+    assert site_names(load_plan(workspace / "plan" / "plan.yaml"), 1) == (["collaborator1"], False)

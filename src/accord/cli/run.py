@@ -18,7 +18,7 @@ from accord.plan.loader import parse_overrides
     "-c",
     type=int,
     default=None,
-    help="Sites to run, collaborator1..N, each a process; at most 64 (default: the plan's collaborators, else 2).",
+    help="Sites to run, collaborator1..N, each a process; at most 64 (default: the plan's collaborators, else those plan/data.yaml names, else 2).",
 )
 @click.option("--rounds", "-r", type=int, default=None, help="Rounds to train (default: the plan's rounds_to_train).")
 @click.option(
@@ -75,5 +75,7 @@ def run(
     console.print(f"[bold]fx run[/]: {len(names)} collaborators ({', '.join(names)}), {plan.rounds} rounds")
     frozen = f"frozen plan {setup.source.hash[:16]}..., run as a copy with plan hash" if setup.frozen else "plan hash"
     print_line(console, f"workspace {setup.source.workspace}  ({frozen} {plan.hash[:16]}...)")
+    if setup.sites_from_data_config:
+        print_line(console, "the sites are those the workspace's plan/data.yaml names (its plan lists no collaborators)")
     print_line(console, f"run folder {plan.workspace}  (its own CA and certificates in cert/, data paths in plan/data.yaml)")
     run_with_summary(console, plan, timeout=timeout)

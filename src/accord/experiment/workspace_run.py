@@ -40,6 +40,8 @@ class RunSetup:
     plan: Plan
     source: Plan
     frozen: bool
+    #: the sites are the ones the workspace's data.yaml names (its plan lists none)
+    sites_from_data_config: bool = False
 
 
 def parse_data_paths(items: tuple[str, ...]) -> dict[str, str]:
@@ -55,14 +57,38 @@ def parse_data_paths(items: tuple[str, ...]) -> dict[str, str]:
     return paths
 
 
-def site_names(source: Plan, collaborators: int | None) -> list[str]:
-    """The plan's collaborators when it lists some and no count is given, else collaborator1..N (2 by default)."""
+def _data_entries(source: Plan) -> tuple[Path, dict[str, str]]:
+    """The workspace's data config file and its entries (none when it is absent)."""
+    config = source.resolve_path(source.model.collaborator.settings.data_config_path)
+    return config, (read_data_config(config) if config.is_file() else {})
+
+
+def site_names(source: Plan, collaborators: int | None) -> tuple[list[str], bool]:
+    """Which sites run, and whether their names came from the data config.
+
+    The plan's collaborators when it lists some and no count is given; else, with no count,
+    the sites the workspace's data.yaml names (an OpenFL workspace's ``one,1`` lines, its
+    cols.yaml empty); else collaborator1..N (2 by default). A count under which none of the
+    sites data.yaml names would run is refused: its lines would be silently ignored.
+    """
     if collaborators is None and source.model.collaborators:
         check_local_sites(len(source.model.collaborators))
-        return list(source.model.collaborators)
+        return list(source.model.collaborators), False
+    config, entries = _data_entries(source)
+    if collaborators is None and entries:
+        check_local_sites(len(entries))
+        return list(entries), True
     count = 2 if collaborators is None else collaborators
     check_local_sites(count)
-    return [f"collaborator{i}" for i in range(1, count + 1)]
+    names = [f"collaborator{i}" for i in range(1, count + 1)]
+    if entries and not set(entries) & set(names):
+        raise AccordError(
+            f"{config} names the sites {', '.join(entries)}, none of which --collaborators {count} "
+            f"({', '.join(names)}) would run",
+            f"drop --collaborators to run the sites {config.name} names ({', '.join(entries)}), "
+            "or name them collaborator1..N there",
+        )
+    return names, False
 
 
 def _as_given(value: str | int) -> str | int:
@@ -81,8 +107,7 @@ def site_data_paths(source: Plan, names: list[str], given: Mapping[str, str]) ->
             f"--data-path names {', '.join(unknown)}, not among this run's collaborators {', '.join(names)}",
             "name one of them, or set the collaborators with --collaborators N (collaborator1..N)",
         )
-    config = source.resolve_path(source.model.collaborator.settings.data_config_path)
-    entries = read_data_config(config) if config.is_file() else {}
+    config, entries = _data_entries(source)
     shards = _COUNT in dict(source.model.data_loader.settings)
     paths: dict[str, str | int] = {}
     for number, name in enumerate(names, start=1):
@@ -161,13 +186,14 @@ def prepare_run(
     source = load_plan(root / "plan" / "plan.yaml", workspace=root)
     if rounds is not None and rounds < 1:
         raise AccordError(f"--rounds is {rounds}; it must be at least 1", "pass e.g. --rounds 3")
-    names = site_names(source, collaborators)
+    names, from_data_config = site_names(source, collaborators)
     paths = site_data_paths(source, names, data_paths or {})
     given = dict(overrides or {})
     changes: dict[str, Any] = {}
     if rounds is not None:
         changes["aggregator.settings.rounds_to_train"] = rounds
-    if _COUNT in dict(source.model.data_loader.settings):
+    if _COUNT in dict(source.model.data_loader.settings) and not from_data_config:
+        # data.yaml's own shard numbers count among the plan's collaborator_count, as in OpenFL
         changes[f"data_loader.settings.{_COUNT}"] = len(names)
     changes.update(given)
     init = source.resolve_path(source.model.aggregator.settings.init_state_path)
@@ -175,4 +201,4 @@ def prepare_run(
     folder = _scratch_folder(root, scratch)
     frozen = _copy_workspace(root, folder)
     plan = configure_federation(folder, paths, changes, init if init.is_file() and not model_changed else None)
-    return RunSetup(plan=plan, source=source, frozen=frozen)
+    return RunSetup(plan=plan, source=source, frozen=frozen, sites_from_data_config=from_data_config)

@@ -151,7 +151,7 @@ def run_experiment(
     return framework_model
 
 
-def build_plan(names: list[str], overrides: Mapping[str, Any], workspace: Path) -> Plan:
+def build_plan(names: list[str], overrides: Mapping[str, Any], workspace: Path, source: str = "run_experiment plan") -> Plan:
     """The session's plan with ``names`` as collaborators and ``overrides`` applied, validated."""
     for key in overrides:
         if key.split(".")[0] in PYTHON_SECTIONS:
@@ -160,7 +160,7 @@ def build_plan(names: list[str], overrides: Mapping[str, Any], workspace: Path) 
                 "set them on FederatedDataSet / FederatedModel instead",
             )
     raw = apply_overrides(SESSION.plan, {**overrides, "collaborators": names})
-    return validate_plan(raw, workspace, source="run_experiment plan")
+    return validate_plan(raw, workspace, source=source)
 
 
 def _federate(plan: Plan, sites: dict[str, FederatedModel], timeout: float | None) -> ExperimentResult:

@@ -12,6 +12,7 @@ participant builds the same model (and, for Keras, the same variable names).
 from __future__ import annotations
 
 import functools
+import inspect
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
@@ -24,6 +25,21 @@ from accord.runners.base import TaskOutput
 OPT_TREATMENTS = ("RESET", "CONTINUE_LOCAL", "CONTINUE_GLOBAL")
 
 _building = threading.local()
+
+#: OpenFL's TensorKey-level methods: they take the round's ``input_tensor_dict`` (TensorKey ->
+#: array) and return (global, local) TensorKey dictionaries, or declare which TensorKeys a task
+#: needs. Accord's collaborator sends every task the whole model by tensor name and calls the
+#: per-epoch ``train_`` / ``validate_`` instead, so an override of one of these would never run.
+TENSORKEY_METHODS = (
+    "train_task", "validate_task", "train_batches", "rebuild_model", "get_tensor_dict", "set_tensor_dict",
+    "get_required_tensorkeys_for_function", "set_required_tensorkeys_for_function",
+    "update_tensorkeys_for_functions", "initialize_tensorkeys_for_functions",
+)
+#: parameters that mark OpenFL's TensorKey-level ``train`` / ``validate`` (OpenFL 1.0-1.5, Keras 1.9)
+TENSORKEY_PARAMETERS = ("col_name", "round_num", "input_tensor_dict")
+#: OpenFL's other names of the per-epoch hook that Accord calls as ``train_``: torch's in 1.0-1.5,
+#: Keras's in 1.6-1.9 (``train_iteration(batch_generator, metrics)``, "override this for custom training")
+EPOCH_ALIASES = {"train_epoch": "train_", "train_iteration": "train_"}
 
 
 class TaskRunner:
@@ -44,6 +60,7 @@ class TaskRunner:
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
+        _check_overrides(cls)
         if "__init__" in cls.__dict__:
             cls.__init__ = _seeded(cls.__init__, cls._model_seed)  # type: ignore[method-assign]
 
@@ -77,7 +94,7 @@ class TaskRunner:
         return int(self._loader().get_valid_data_size())
 
     def initialize_tensorkeys_for_functions(self, with_opt_vars: bool = False) -> None:
-        """Nothing to do: Accord sends every task the whole model by name."""
+        """Nothing to do: Accord sends every task the whole model by name (a subclass may not override it)."""
 
     # -- the tasks (Accord's protocol) ----------------------------------------------------
 
@@ -99,6 +116,26 @@ class TaskRunner:
 
     def _valid_output(self, metrics: dict[str, float]) -> TaskOutput:
         return TaskOutput(metrics=metrics, sample_count=self.get_valid_data_size())
+
+
+def _check_overrides(cls: type) -> None:
+    """Refuse a subclass's TensorKey-level methods (TENSORKEY_METHODS, or ``train`` / ``validate``
+    taking TENSORKEY_PARAMETERS), naming them and what to write instead; take EPOCH_ALIASES as ``train_``."""
+    own = cls.__dict__
+    found = [name for name in TENSORKEY_METHODS if name in own]
+    for name in ("train", "validate"):
+        if callable(own.get(name)) and set(TENSORKEY_PARAMETERS) & set(inspect.signature(own[name]).parameters):
+            found.append(name)
+    if found:
+        raise AccordError(
+            f"{cls.__qualname__} overrides {', '.join(found)}, OpenFL's TensorKey-level task code, which Accord "
+            "never calls: each task gets the whole model by tensor name, not an input_tensor_dict of TensorKeys",
+            "put the per-epoch work in train_(batches) / validate_(batches) returning a Metric, and the model in "
+            "self.model; or write an Accord TaskRunner (docs/runners.md) for control over the whole task",
+        )
+    for old, new in EPOCH_ALIASES.items():
+        if old in own and new not in own:
+            setattr(cls, new, own[old])
 
 
 def check_epochs(epochs: Any) -> int:
