@@ -53,7 +53,7 @@ def test_tampered_misrouted_and_replayed_shares_are_skipped_and_malformed_ones_r
             inbox[b] = other_sent[b][a]  # the same pair's share from another round
         with pytest.raises(SecAggRefused, match="not its neighbours"):
             site_a.mask({**inbox, "stranger": inbox[c]}, np.zeros(4), 1)
-        with pytest.raises(SecAggRefused, match="is 10 bytes, expected exactly 67"):
+        with pytest.raises(SecAggRefused, match="is 10 bytes, expected exactly 131"):
             site_a.mask({**inbox, c: inbox[c][:10]}, np.zeros(4), 1)
         assert site_a.mask(inbox, np.zeros(4), 1).dtype == np.uint64  # nothing was consumed by the refusals
         assert list(site_a.skipped) == [b] and f"the sealed share from '{b}' to '{a}' does not decrypt" in site_a.skipped[b]
@@ -183,7 +183,7 @@ def test_message_formats_are_strict() -> None:
     for bad, message in [
         (advert[:-1], "is 68 bytes, expected exactly 69"),
         (b"XYZ" + advert[3:], "not a SecAgg message"),
-        (advert[:3] + b"\x02" + advert[4:], "format version 2"),
+        (advert[:3] + b"\x01" + advert[4:], "format version 1"),
         (advert[:4] + b"\x03" + advert[5:], "kind 3, expected kind 1"),
     ]:
         with pytest.raises(SecAggRefused, match=message):

@@ -2,7 +2,7 @@
 aggregator's checks bite (review 12): a forged weight holds the round (the global model and
 the server optimizer untouched, a ``held`` event names the check, the next round opens); the
 unmask phase does not close on a reply count while some secret lacks its share threshold of
-reveals; a phase whose ``begin`` refuses leaves the engine in the phase it was in."""
+reveals; a site revealing a wrong share is excluded and the round steps; a phase whose ``begin`` refuses leaves the engine in the phase it was in."""
 
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ from accord.collaborator.secure_site import SecureSite
 from accord.errors import RefusedError
 from accord.messages import TaskResult
 from accord.plan.schema import SecureAggregationSettings
+from accord.secagg.messages import Reveal, decode_reveal, encode_reveal
 from accord.strategies.fedavgm import FedAvgM
 from accord.strategies.secure import HELD_BY, SecureAggregation
 from accord.strategies.secure_phases import MASKED, MASKED_DTYPE
@@ -33,9 +34,9 @@ def _submit(engine, name, phase, task, payload=b"", tensors=None, n=0):
     )
 
 
-def _to_unmask(engine, sites, forge=None):
-    """Advertise, share and mask (each site trains to a model of 0.1 everywhere, 10 samples);
-    ``forge(name, vector)`` may rewrite a site's masked vector."""
+def _to_unmask(engine, sites, forge=None, values=None):
+    """Advertise, share and mask (each site trains to a model of ``values[name]``, 0.1 by
+    default, everywhere, 10 samples); ``forge(name, vector)`` may rewrite a site's masked vector."""
     for phase in ("advertise", "share"):
         for name in NAMES:
             model = engine.model
@@ -44,7 +45,7 @@ def _to_unmask(engine, sites, forge=None):
     assert engine.current.phase == "mask"
     for name in NAMES:
         given, model = engine.assignment(name), engine.model
-        trained = {k: np.full_like(v, 0.1) for k, v in model.items()}
+        trained = {k: np.full_like(v, (values or {}).get(name, 0.1)) for k, v in model.items()}
         reply = sites[name].masked(TaskResult(name, engine.round_number, "train", 10, {}, trained), given.payload, model)
         vector = reply.tensors[MASKED].view(np.uint64)
         if forge is not None:
@@ -55,10 +56,14 @@ def _to_unmask(engine, sites, forge=None):
     assert engine.current.phase == "unmask"
 
 
-def _reveal(engine, sites, name, keep=None):
+def _reveal(engine, sites, name, keep=None, lie=None):
+    """``name``'s reveals (only of the owners in ``keep``, if given; with a wrong share of ``lie``)."""
     reveals = decode(sites[name].answer("unmask", engine.round_number, engine.assignment(name).payload, engine.model), "reveals")
     if keep is not None:
         reveals = {owner: data for owner, data in reveals.items() if owner in keep}
+    if lie is not None:
+        honest = decode_reveal(reveals[lie])
+        reveals[lie] = encode_reveal(Reveal(honest.secret, honest.index, bytes(16)))
     return _submit(engine, name, "unmask", "unmask", encode(reveals))
 
 
@@ -95,6 +100,27 @@ def test_an_honest_secure_round_still_steps() -> None:
         outcome = _reveal(engine, sites, name) or outcome
     assert outcome is not None and not outcome.bounds
     np.testing.assert_allclose(outcome.model["w"], 0.1, atol=1e-6)
+
+
+def test_a_site_revealing_a_wrong_share_is_refused_and_the_round_steps_to_fedavg_over_the_survivors() -> None:
+    """The lowest-named site holds the lowest-index share of every other site's seed: its wrong
+    reveal is refused against the owner's commitment, it is excluded, and the others' reveals
+    unmask the round at the cut-off (before commitments, the round was held)."""
+    pytest.importorskip("cryptography")
+    clock = FakeClock()
+    policy = StragglerPolicy("cutoff_time", cutoff_seconds=5.0, min_reports=1, round_deadline_seconds=60.0)
+    engine = make_engine(NAMES, rounds=1, strategy=SecureAggregation(FedAvgM(momentum=0.0), SETTINGS), clock=clock, policy=policy)
+    sites = {name: SecureSite(name, SETTINGS) for name in NAMES}
+    values = {"a": 0.1, "b": 0.2, "c": 0.3, "d": 0.4}
+    _to_unmask(engine, sites, values=values)
+    with pytest.raises(RefusedError, match="'a' revealed a wrong share and is excluded"):
+        _reveal(engine, sites, "a", lie="b")
+    for name in "bcd":
+        assert _reveal(engine, sites, name) is None  # "a" still owes its reply: the phase waits for it until the cut-off
+    clock.now += 10.0
+    outcome = engine.tick()
+    assert outcome is not None and not outcome.bounds
+    np.testing.assert_allclose(outcome.model["w"], np.mean(list(values.values())), atol=1e-6)  # "a" masked: a survivor
 
 
 def test_the_unmask_phase_waits_for_reveals_past_the_cutoff_until_it_can_unmask() -> None:

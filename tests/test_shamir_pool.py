@@ -1,5 +1,5 @@
 """The aggregator's Shamir pool (aggregator/shamir_pool.py): the same secrets as in-process
-reconstruction, the same unmasked sum (a wrong reveal still outvoted), a broken pool falls back,
+reconstruction, the same unmasked sum (a wrong reveal excluded), a broken pool falls back,
 and the runtime of a secure plan sets and closes it."""
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from test_secure_plan import NAMES, ON
 
 from accord.aggregator.shamir_pool import MIN_POOLED, ShamirPool
 from accord.secagg import crypto
+from accord.secagg.messages import SecAggRefused
 from accord.secagg.params import SecAggParams
 from accord.secagg.server import ServerSession
 
@@ -67,20 +68,23 @@ def test_a_pooled_unmasking_equals_the_plain_sum_with_dropouts(pool: ShamirPool)
     assert len(federation.dropped) == 6 and pool._executor is not None
 
 
-def test_a_wrong_reveal_of_a_dropped_sites_key_is_outvoted_in_a_pooled_unmasking(pool: ShamirPool) -> None:
+def test_a_wrong_reveal_of_a_dropped_sites_key_is_excluded_in_a_pooled_unmasking(pool: ShamirPool) -> None:
     federation = pooled_round(pool, SecAggParams.for_cohort(24), 24, seed=5)
     federation.advertise()
     federation.share()
     survivors, dropped = federation.mask(federation.names[:2])
     victim = dropped[0]
-    liar = federation.names[13]  # it holds index 13 of the victim's shares, the 12th lowest revealed (2..23)
+    liar = federation.names[2]  # the lowest-index holder of the victim's shares that survived
     for name in survivors:
         reveals = federation.sites[name].unmask(survivors, dropped)
-        if name == liar:  # in the first subset of 12 (rebuilt in the pool's batch), not in the second
+        if name == liar:
             forged = bytearray(reveals[victim])
             forged[-1] ^= 0xFF
-            reveals = {**reveals, victim: bytes(forged)}
+            with pytest.raises(SecAggRefused, match=f"{liar!r} revealed a wrong share"):
+                federation.server.add_reveal(name, {**reveals, victim: bytes(forged)})
+            continue
         federation.server.add_reveal(name, reveals)
+    assert set(federation.server.excluded) == {liar}
     federation.check(federation.server.result())
 
 

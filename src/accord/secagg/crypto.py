@@ -1,5 +1,6 @@
 """The SecAgg+ primitives, all from libraries: X25519, HKDF-SHA256, AES-GCM, AES-CTR
-(``cryptography``) and Shamir secret sharing over GF(2^128) (pycryptodome). Nothing hand-rolled.
+(``cryptography``), SHA-256 share commitments (hashlib) and Shamir secret sharing over
+GF(2^128) (pycryptodome). Nothing hand-rolled.
 
 Every derived key is bound to the round seed (HKDF salt) and to the names of the sites it
 serves (HKDF info), so a key, a share or a mask of one round or pair is useless for another.
@@ -7,7 +8,9 @@ serves (HKDF info), so a key, a share or a mask of one round or pair is useless 
 
 from __future__ import annotations
 
+import hashlib
 import secrets
+import struct
 from collections.abc import Sequence
 
 import numpy as np
@@ -129,9 +132,21 @@ def share_key(c_sk: X25519PrivateKey, peer_c_pk: bytes, site: str, peer: str, ro
     return derive_key(agree(c_sk, peer_c_pk, f"the share key of {peer!r}"), round_seed, label("share", low, high))
 
 
-def share_aad(round_seed: bytes, sender: str, receiver: str) -> bytes:
-    """The associated data binding a sealed share to its round, sender and receiver."""
-    return round_seed + label("share-aad", sender, receiver)
+def share_aad(round_seed: bytes, sender: str, receiver: str, commitments: bytes) -> bytes:
+    """The associated data binding a sealed share to its round, sender, receiver and the
+    sender's ``commitments`` to the two shares (so the receiver knows they are the sender's)."""
+    return round_seed + label("share-aad", sender, receiver) + commitments
+
+
+def commit_share(round_seed: bytes, dealer: str, holder: str, secret: int, index: int, share: bytes) -> bytes:
+    """The dealer's commitment to the share of ``secret`` (a SECRET_* kind) at ``index`` that
+    ``holder`` holds: SHA-256 over the purpose, both names, the round seed, kind, index and share.
+
+    Binding: a holder cannot find another share with the same commitment. Hiding: each share is
+    a uniformly random 128-bit field element, so finding it from the digest is a 2^128 search."""
+    digest = hashlib.sha256(label("share-commit", dealer, holder))
+    digest.update(struct.pack(">H", len(round_seed)) + round_seed + struct.pack(">BH", secret, index) + share)
+    return digest.digest()
 
 
 def self_mask(b: bytes, site: str, round_seed: bytes, length: int) -> np.ndarray:

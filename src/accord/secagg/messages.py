@@ -5,9 +5,13 @@ fixed-size or length-prefixed (big-endian), bounded, and parsed strictly: anythi
 (short, long, wrong kind, unknown version) is one SecAggRefused naming the message. Never pickle.
 
 - advert (kind 1): c_pk (32 bytes, X25519, share encryption) | s_pk (32 bytes, X25519, masks).
-- sealed share (kind 2): nonce (12) | AES-GCM ciphertext+tag of a share pair (34 + 16 bytes).
-  The plaintext is index (u16, the receiver's Shamir x-coordinate) | b-share (16) | s-share (16);
-  the associated data binds the version, round seed, sender and receiver.
+- sealed share (kind 2): nonce (12) | b-commitment (32) | s-commitment (32) | AES-GCM
+  ciphertext+tag of a share pair (34 + 16 bytes). The plaintext is index (u16, the receiver's
+  Shamir x-coordinate) | b-share (16) | s-share (16); the associated data binds the version,
+  round seed, sender, receiver and both commitments. Each commitment is the dealer's SHA-256 of
+  one of the two shares, bound to round, dealer, holder, secret kind and index
+  (crypto.commit_share): the aggregator checks every reveal against it, so a holder revealing
+  a wrong share is caught and excluded (version 2; version 1 had no commitments).
 - reveal (kind 3): secret kind (1 byte: 1 = self-mask seed b, 2 = mask-key seed s) | index (u16)
   | share (16).
 - map (kind 4): a site-name -> message mapping (rosters, share bundles, reveals) for a transport
@@ -29,7 +33,7 @@ from dataclasses import dataclass
 from accord.errors import RefusedError
 
 MAGIC = b"ASG"
-VERSION = 1
+VERSION = 2
 KIND_ADVERT = 1
 KIND_SEALED_SHARE = 2
 KIND_REVEAL = 3
@@ -46,9 +50,10 @@ KEY_BYTES = 32
 SHARE_BYTES = 16
 NONCE_BYTES = 12
 TAG_BYTES = 16
+COMMIT_BYTES = 32
 SHARE_PAIR_BYTES = 2 + 2 * SHARE_BYTES
 ADVERT_BYTES = 5 + 2 * KEY_BYTES
-SEALED_SHARE_BYTES = 5 + NONCE_BYTES + SHARE_PAIR_BYTES + TAG_BYTES
+SEALED_SHARE_BYTES = 5 + NONCE_BYTES + 2 * COMMIT_BYTES + SHARE_PAIR_BYTES + TAG_BYTES
 REVEAL_BYTES = 5 + 1 + 2 + SHARE_BYTES
 MAX_NAME_BYTES = 255
 MAX_CREDENTIAL_BYTES = 8192
@@ -79,6 +84,22 @@ class SignedAdvert:
     advert: Advert
     credential: bytes = b""
     signature: bytes = b""
+
+
+@dataclass(frozen=True)
+class Sealed:
+    """A sealed share pair as it travels: the AES-GCM nonce, the dealer's commitments to the
+    b-share and the s-share (in the clear, bound by the ciphertext's associated data) and the
+    ciphertext with its tag."""
+
+    nonce: bytes
+    b_commit: bytes
+    s_commit: bytes
+    ciphertext: bytes
+
+    def commitment(self, secret: int) -> bytes:
+        """The commitment to the share of ``secret`` (SECRET_SELF: b, SECRET_MASK_KEY: s)."""
+        return self.b_commit if secret == SECRET_SELF else self.s_commit
 
 
 @dataclass(frozen=True)
@@ -171,15 +192,16 @@ def decode_confirmation(data: bytes, what: str = "confirmation") -> bytes:
     return signature
 
 
-def encode_sealed(nonce: bytes, ciphertext: bytes) -> bytes:
-    """A sealed-share message: the AES-GCM nonce and ciphertext (with tag)."""
-    return _header(KIND_SEALED_SHARE) + nonce + ciphertext
+def encode_sealed(sealed: Sealed) -> bytes:
+    """A sealed-share message: nonce, the two commitments, ciphertext (with tag)."""
+    return _header(KIND_SEALED_SHARE) + sealed.nonce + sealed.b_commit + sealed.s_commit + sealed.ciphertext
 
 
-def decode_sealed(data: bytes, what: str = "sealed share") -> tuple[bytes, bytes]:
-    """(nonce, ciphertext) of a sealed-share message."""
+def decode_sealed(data: bytes, what: str = "sealed share") -> Sealed:
+    """Parse a sealed-share message (SecAggRefused naming ``what`` if malformed)."""
     data = _check_header(data, KIND_SEALED_SHARE, SEALED_SHARE_BYTES, what)
-    return data[5 : 5 + NONCE_BYTES], data[5 + NONCE_BYTES :]
+    at = 5 + NONCE_BYTES
+    return Sealed(data[5:at], data[at : at + COMMIT_BYTES], data[at + COMMIT_BYTES : at + 2 * COMMIT_BYTES], data[at + 2 * COMMIT_BYTES :])
 
 
 def encode_share_pair(index: int, b_share: bytes, s_share: bytes) -> bytes:

@@ -7,13 +7,15 @@ until ``confirmations()`` closes the consistency check; ``add_reveal`` until ``r
 may drop at every phase: one that advertised but did not share is left out of every mask (no
 site got its shares, so none masked with it), one that shared but did not mask has its pairwise
 masks removed with its mask-key seed rebuilt from its neighbours' shares, one that masked but did
-not reveal still has its self mask removed from its neighbours' shares of its seed b.
+not reveal still has its self mask removed from its neighbours' shares of its seed b. Every
+reveal is checked against the commitment its owner sent with the share (crypto.commit_share): a
+site revealing a wrong share is refused, named in ``excluded`` and none of its reveals is used,
+so one lying site can neither hold the round nor make it wrong while honest reveals suffice.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from itertools import chain, combinations, islice
+from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
 
@@ -33,8 +35,6 @@ from accord.secagg.params import SecAggParams, check_session
 from accord.secagg.signing import Verifier, check_advert, roster_digest, survivors_statement
 
 _ADVERTS, _SHARES, _MASKS, _CONFIRMS, _REVEALS, _DONE = range(6)
-#: at most this many subsets of an owner's revealed shares are tried before its secret is given up
-MAX_SUBSETS = 32
 #: rebuilds each list of shares' secret, in order (crypto.combine_all's signature)
 CombineAll = Callable[[Sequence[Sequence[tuple[int, bytes]]]], list[bytes]]
 _PHASES = ("taking adverts", "taking shares", "taking masked updates", "taking confirmations", "taking reveals", "finished")
@@ -63,7 +63,6 @@ class ServerSession:
     ) -> None:
         self.params = params
         self._combine_all = combine_all
-        self._rebuilt: dict[str, bytes] = {}
         self.cohort = frozenset(check_session(params, cohort, round_seed, length))
         self.round_seed, self.length = round_seed, length
         self._phase = _ADVERTS
@@ -83,6 +82,8 @@ class ServerSession:
         self._confirmations: dict[str, bytes] = {}
         self._revealers: set[str] = set()
         self._revealed: dict[str, dict[int, bytes]] = {}
+        #: site -> why its reveals were refused (one did not match its owner's commitment)
+        self.excluded: dict[str, str] = {}
         self._short = 0
         self._result: tuple[np.ndarray, float] | None = None
 
@@ -235,6 +236,8 @@ class ServerSession:
             self._phase = _REVEALS
         self._expect(_REVEALS, site, "reveals")
         self._member(site, self._masked, "a survivor")
+        if site in self.excluded:
+            raise SecAggRefused(self.excluded[site], "this site's reveals are not used this round", kind="state")
         if site in self._revealers:
             raise SecAggRefused(f"site {site!r} already sent its reveals this round", "send them once per round", kind="state")
         graph, fix = self._graph, "send the dictionary SiteSession.unmask returned, unchanged"
@@ -256,6 +259,13 @@ class ServerSession:
                 raise SecAggRefused(f"{what} is of the other secret; {owner!r} was named {asked}", fix)
             if reveal.index != graph.index(owner, site):
                 raise SecAggRefused(f"{what} has index {reveal.index}; {site!r} holds index {graph.index(owner, site)}", fix)
+            commitment = decode_sealed(self._inbox[site][owner]).commitment(reveal.secret)
+            if crypto.commit_share(self.round_seed, owner, site, reveal.secret, reveal.index, reveal.share) != commitment:
+                self.excluded[site] = (
+                    f"{what} does not match the commitment {owner!r} sent with that share: {site!r} revealed a wrong "
+                    "share and is excluded from this round's unmasking (none of its reveals is used)"
+                )
+                raise SecAggRefused(self.excluded[site], "the round unmasks from the other survivors' reveals; look into that site")
             taken.append((owner, reveal.index, reveal.share))
         for owner, index, share in taken:
             shares = self._revealed.setdefault(owner, {})
@@ -291,10 +301,10 @@ class ServerSession:
             )
         total = self._sum.copy()
         width = self.length + 1
-        owners = [*dropped, *survivors]  # each one's first subset of reveals, rebuilt in one batch
-        self._rebuilt = dict(zip(owners, self._combine_all([next(self._subsets(owner)) for owner in owners]), strict=True))
+        owners = [*dropped, *survivors]  # every reveal matched its commitment: any threshold of them will do
+        rebuilt = dict(zip(owners, self._combine_all([sorted(self._revealed[owner].items())[: graph.share_threshold] for owner in owners]), strict=True))
         for owner in dropped:
-            s_sk = self._mask_key(owner)
+            s_sk = self._mask_key(owner, rebuilt[owner])
             for peer in graph.of(owner):
                 if peer in self._masked and owner in self._inbox[peer]:
                     mask = crypto.pair_mask(s_sk, self._parsed[peer].s_pk, owner, peer, self.round_seed, width)
@@ -303,62 +313,36 @@ class ServerSession:
                         total -= mask
                     else:
                         total += mask
-        slots: dict[str, int] = {}  # each survivor's self mask's weight slot: O(survivors), not O(survivors x model)
         for owner in survivors:
-            mask = crypto.self_mask(self._rebuild(owner), owner, self.round_seed, width)
-            total -= mask
-            slots[owner] = int(mask[-1])
+            total -= crypto.self_mask(rebuilt[owner], owner, self.round_seed, width)
         if len(self._declared) == len(survivors):
-            self._check_weight(total, slots)
+            self._check_weight(total)
         weighted_sum, weight = encoding.decode(self.params, total)
         self._check_clip(weighted_sum, weight, len(survivors))
         self._phase = _DONE
         self._result = (weighted_sum, weight)
         return self._result[0].copy(), self._result[1]
 
-    def _subsets(self, owner: str) -> Iterator[list[tuple[int, bytes]]]:
-        """Subsets of ``owner``'s revealed shares of its share threshold (lowest indices first)."""
-        graph = self._graph
-        assert graph is not None
-        shares = sorted(self._revealed[owner].items())
-        return (list(subset) for subset in islice(combinations(shares, graph.share_threshold), MAX_SUBSETS))
+    def _mask_key(self, owner: str, seed: bytes) -> crypto.X25519PrivateKey:
+        """A dropped ``owner``'s mask key from its rebuilt ``seed``, checked against its advert's s_pk
+        (it can differ only if ``owner`` dealt shares of no one polynomial under its commitments)."""
+        s_sk = crypto.mask_key_from_seed(seed)
+        if crypto.public_bytes(s_sk) != self._parsed[owner].s_pk:
+            raise SecAggRefused(
+                f"the revealed shares of {owner!r}'s mask-key seed rebuild a key other than its advert's: {owner!r} dealt "
+                "inconsistent shares",
+                "the round is held and run again; look into that site",
+                kind="state",
+            )
+        return s_sk
 
-    def _rebuild(self, owner: str) -> bytes:
-        """``owner``'s secret from the first subset of its reveals (rebuilt in ``result``'s batch)."""
-        return self._rebuilt[owner]
-
-    def _mask_key(self, owner: str) -> crypto.X25519PrivateKey:
-        """A dropped ``owner``'s mask key: the first subset of its reveals whose rebuilt key matches
-        its advert (its s_pk commits to it), so a wrong reveal is outvoted when spare ones came."""
-        seeds = chain([self._rebuild(owner)], (crypto.combine(subset) for subset in islice(self._subsets(owner), 1, None)))
-        for seed in seeds:
-            s_sk = crypto.mask_key_from_seed(seed)
-            if crypto.public_bytes(s_sk) == self._parsed[owner].s_pk:
-                return s_sk
-        raise SecAggRefused(
-            f"no subset of the {len(self._revealed[owner])} revealed shares of {owner!r}'s mask-key seed rebuilds the key of its advert",
-            "a survivor revealed a wrong share; the round is held and run again",
-            kind="state",
-        )
-
-    def _check_weight(self, total: np.ndarray, slots: Mapping[str, int]) -> None:
-        """The unmasked total weight must be the survivors' declared sum; else one survivor's self
-        mask (``slots``: the weight slot of each one subtracted) is rebuilt from other subsets of
-        its reveals (a wrong reveal is outvoted) until it is."""
+    def _check_weight(self, total: np.ndarray) -> None:
+        """The unmasked total weight must be the survivors' declared sum."""
         declared = sum(self._declared.values())
-        for owner, slot in slots.items():
-            if int(total[-1]) == declared:
-                return
-            for subset in islice(self._subsets(owner), 1, None):
-                other = crypto.self_mask(crypto.combine(subset), owner, self.round_seed, len(total))
-                if (int(total[-1]) + slot - int(other[-1])) % 2**64 == declared:
-                    total += crypto.self_mask(self._rebuild(owner), owner, self.round_seed, len(total))
-                    total -= other
-                    break
         if int(total[-1]) != declared:
             raise SecAggRefused(
                 f"the unmasked total weight {int(total.view(np.int64)[-1])} is not the survivors' declared sample counts' "
-                f"sum {declared}: a site sent a forged weight or a wrong reveal",
+                f"sum {declared}: a site sent a forged weight or dealt inconsistent shares",
                 "the round is held (the global model unchanged) and the next one runs; look for the lying site in the log",
                 kind="state",
             )

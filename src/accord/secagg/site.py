@@ -32,6 +32,7 @@ from accord.secagg.messages import (
     SHARE_BYTES,
     Advert,
     Reveal,
+    Sealed,
     SecAggRefused,
     SignedAdvert,
     decode_sealed,
@@ -176,10 +177,11 @@ class SiteSession:
         for peer, (index, b_share), (_, s_share) in zip(neighbours, b_shares, s_shares):
             key = crypto.share_key(self._c_sk, adverts[peer].c_pk, self.site, peer, self.round_seed)
             nonce = self._drawer.draw(12)
-            ciphertext = crypto.seal_share(
-                key, nonce, encode_share_pair(index, b_share, s_share), crypto.share_aad(self.round_seed, self.site, peer)
-            )
-            sealed[peer] = encode_sealed(nonce, ciphertext)
+            b_commit = crypto.commit_share(self.round_seed, self.site, peer, SECRET_SELF, index, b_share)
+            s_commit = crypto.commit_share(self.round_seed, self.site, peer, SECRET_MASK_KEY, index, s_share)
+            aad = crypto.share_aad(self.round_seed, self.site, peer, b_commit + s_commit)
+            ciphertext = crypto.seal_share(key, nonce, encode_share_pair(index, b_share, s_share), aad)
+            sealed[peer] = encode_sealed(Sealed(nonce, b_commit, s_commit, ciphertext))
         self._roster, self._graph, self._digest = adverts, graph, roster_digest(adverts)
         self._shared = (dict(roster), sealed)
         self._phase = _SHARED
@@ -193,7 +195,9 @@ class SiteSession:
         neighbours (its update would be too weakly masked), an update of the wrong size or with
         NaN/inf, and a weight outside [1, max_weight]. A share that does not decrypt under this
         round, sender and receiver, or carries the wrong index, is skipped (``skipped`` says why),
-        not refused: one lying neighbour must not knock this site out of the round. Its pair mask
+        not refused: one lying neighbour must not knock this site out of the round; so is one
+        that does not match the commitments its sender sent with it (the aggregator checks
+        reveals against them, and would exclude this site for revealing it). Its pair mask
         is added all the same; this site just holds, and reveals, nothing of that sender.
         """
         self._expect(_SHARED, "mask")
@@ -218,17 +222,24 @@ class SiteSession:
         }
         held: dict[str, tuple[int, bytes, bytes]] = {}
         skipped: dict[str, str] = {}
-        for sender, (nonce, ciphertext) in sorted(sealed.items()):
+        for sender, box in sorted(sealed.items()):
             what = f"the sealed share from {sender!r} to {self.site!r}"
             key = crypto.share_key(self._c_sk, self._roster[sender].c_pk, self.site, sender, self.round_seed)
+            aad = crypto.share_aad(self.round_seed, sender, self.site, box.b_commit + box.s_commit)
             try:
-                plain = crypto.open_share(key, nonce, ciphertext, crypto.share_aad(self.round_seed, sender, self.site), what)
+                plain = crypto.open_share(key, box.nonce, box.ciphertext, aad, what)
             except SecAggRefused as exc:
                 skipped[sender] = exc.message
                 continue
             index, b_share, s_share = decode_share_pair(plain)
             if index != graph.index(sender, self.site):
                 skipped[sender] = f"{what} carries share index {index}, not this site's {graph.index(sender, self.site)}"
+                continue
+            if (box.b_commit, box.s_commit) != (
+                crypto.commit_share(self.round_seed, sender, self.site, SECRET_SELF, index, b_share),
+                crypto.commit_share(self.round_seed, sender, self.site, SECRET_MASK_KEY, index, s_share),
+            ):  # an honest holder reveals only shares that pass the aggregator's check
+                skipped[sender] = f"{what} does not match the commitments {sender!r} sent with it"
                 continue
             held[sender] = (index, b_share, s_share)
         self.skipped = skipped

@@ -184,7 +184,7 @@ class SecurePhases:
     def result(self) -> Aggregate:
         """The unmasked mean change on the global model. When the sum fails a check (the total
         weight is not the survivors' declared sample counts, a value of the mean lies beyond the
-        clip, a wrong reveal no spare reveal outvotes) the round is held: the global model, with a
+        clip, a dealer's inconsistent shares) the round is held: the global model, with a
         ``held`` event naming the check, which SecureAggregation.finish does not step from."""
         try:
             weighted_sum, total_weight = self.session.result()
