@@ -188,7 +188,7 @@ def test_the_ray_backend_runs_clients_on_a_ray_cluster(tmp_path: Path, ray_clust
 
 
 def test_a_round_without_enough_reports_names_the_failed_clients(tmp_path: Path) -> None:
-    from accord.aggregator.engine import RoundDeadlineError
+    from accord.aggregator.round_policy import RoundDeadlineError
 
     plan = tiny_plan(tmp_path, rounds=1, **{"straggler_handling_policy.settings.min_reports": 2})
     with pytest.raises(RoundDeadlineError, match="bad failed"):
