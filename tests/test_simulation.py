@@ -19,7 +19,7 @@ from accord.aggregator.assigner import RandomGroupedAssigner
 from accord.aggregator.engine import RoundEngine
 from accord.aggregator.metrics import read_metrics
 from accord.cli.main import main
-from accord.plan.schema import TaskSpec
+from accord.plan.round_settings import TaskSpec
 from accord.simulation import run_simulation
 from accord.simulation.driver import TimedOut
 from accord.strategies.seam import ClientSampling

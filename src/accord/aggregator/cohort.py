@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 
 from accord.aggregator.assigner import Assigner, uniform_tasks
-from accord.plan.schema import TaskSpec
+from accord.plan.round_settings import TaskSpec
 from accord.strategies.base import Strategy
 from accord.strategies.seam import ClientSampling
 

@@ -18,7 +18,7 @@ from accord.aggregator.round_policy import deadline_error, decide
 from accord.aggregator.stragglers import Decision, StragglerPolicy
 from accord.errors import RefusedError
 from accord.messages import Action, Task, TaskAssignment, TaskResult
-from accord.plan.schema import TaskSpec
+from accord.plan.round_settings import TaskSpec
 from accord.strategies.base import Strategy
 from accord.strategies.fedavg import FedAvg
 from accord.strategies.seam import EVERYONE, Aggregate, ClientSampling, RoundContext
