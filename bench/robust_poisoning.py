@@ -60,10 +60,10 @@ from accord.collaborator.site import build_data_loader
 from accord.data.base import DataLoader
 from accord.messages import TaskResult
 from accord.plan.loader import Plan
+from accord.runners.from_plan import build_runner
 from accord.tensors.state import ModelState
 from accord.transport.base import AggregatorClient
 from accord.transport.inprocess import InProcessClient
-from accord.workspace.initialize import build_runner
 
 SITES = 10
 ATTACKERS = frozenset({"collaborator9", "collaborator10"})

@@ -18,10 +18,10 @@ from accord.logs import log_file
 from accord.metric_records import MetricsLog
 from accord.plan.loader import Plan
 from accord.plan.objects import build
+from accord.runners.from_plan import build_runner
 from accord.stopping import Stopped, stop_signals
 from accord.strategies.seam import ClientSampling
 from accord.transport.base import AggregatorClient
-from accord.workspace.initialize import build_runner
 
 if TYPE_CHECKING:
     from accord.audit.site_record import SiteRecord

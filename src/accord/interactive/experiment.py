@@ -28,8 +28,8 @@ from accord.interactive.tasks import TaskInterface
 from accord.logs import ensure_logging
 from accord.plan.loader import Plan, load_plan
 from accord.plan.schema import NAME_PATTERN
+from accord.runners.from_plan import build_runner
 from accord.tensors.state import load_state
-from accord.workspace.initialize import build_runner
 
 
 class FLExperiment:

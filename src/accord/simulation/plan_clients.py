@@ -12,8 +12,8 @@ from accord.data.base import DataLoader
 from accord.plan.loader import Plan
 from accord.plan.objects import build
 from accord.runners.base import TaskRunner
+from accord.runners.from_plan import build_runner
 from accord.simulation.clients import Site
-from accord.workspace.initialize import build_runner
 
 
 class PlanClients:
