@@ -1,4 +1,4 @@
-"""The plan's task runner, built from its section as every end builds it."""
+"""The plan's task runner and data loader, built from its sections as every end builds them."""
 
 from __future__ import annotations
 
@@ -8,6 +8,14 @@ from accord.data.base import DataLoader
 from accord.plan.loader import Plan
 from accord.plan.objects import build
 from accord.runners.base import TaskRunner
+
+
+def build_data_loader(plan: Plan, data_path: str | None) -> DataLoader:
+    """The plan's data loader for ``data_path``; None builds it without data, as OpenFL builds
+    the aggregator's, unchecked against DataLoader (its sizes are not there to read yet)."""
+    section = plan.model.data_loader
+    expect = DataLoader if data_path is not None else None
+    return build("data_loader", section.template, dict(section.settings), plan.workspace, expect=expect, data_path=data_path)
 
 
 def build_runner(plan: Plan, data: DataLoader | None = None) -> TaskRunner:
@@ -20,10 +28,7 @@ def build_runner(plan: Plan, data: DataLoader | None = None) -> TaskRunner:
     def data_loader_for(factory: Any) -> dict[str, Any]:
         if not getattr(factory, "needs_data_loader", False):
             return {}
-        if data is not None:
-            return {"data_loader": data}
-        loader = plan.model.data_loader
-        return {"data_loader": build("data_loader", loader.template, dict(loader.settings), plan.workspace, data_path=None)}
+        return {"data_loader": data if data is not None else build_data_loader(plan, None)}
 
     return build(
         "task_runner", section.template, dict(section.settings), plan.workspace, expect=TaskRunner, extra_for=data_loader_for
