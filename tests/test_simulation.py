@@ -17,8 +17,8 @@ from simulation_clients import Counted, Slow, tiny_plan
 
 from accord.aggregator.assigner import RandomGroupedAssigner
 from accord.aggregator.engine import RoundEngine
-from accord.aggregator.metrics import read_metrics
 from accord.cli.main import main
+from accord.metric_records import read_metrics
 from accord.plan.round_settings import TaskSpec
 from accord.simulation import run_simulation
 from accord.simulation.driver import TimedOut

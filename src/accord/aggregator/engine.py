@@ -10,12 +10,12 @@ from accord.aggregation.bounds import UNBOUNDED, BoundEvent, UpdateBounds
 from accord.aggregator.assigner import Assigner
 from accord.aggregator.cohort import cohort_tasks
 from accord.aggregator.events import EventBus, ResultFailed, RoundClosed, RoundOpened, RoundOutcome
-from accord.aggregator.metrics import WeightedMetrics
 from accord.aggregator.open_round import OpenRound
 from accord.aggregator.owed import check_member, check_owed
 from accord.aggregator.result_checks import check_report, check_result
 from accord.aggregator.round_policy import deadline_error, decide
 from accord.aggregator.stragglers import Decision, StragglerPolicy
+from accord.aggregator.weighted_metrics import WeightedMetrics
 from accord.errors import RefusedError
 from accord.messages import Action, Task, TaskAssignment, TaskResult
 from accord.plan.round_settings import TaskSpec

@@ -6,7 +6,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from accord.aggregator.events import PhaseOpened, ResultAccepted
-from accord.aggregator.metrics import WeightedMetrics
+from accord.aggregator.weighted_metrics import WeightedMetrics
 from accord.errors import RefusedError
 from accord.messages import ConfigValue, TaskResult
 from accord.metric_records import MetricRecord
