@@ -18,7 +18,7 @@ from accord.logs import log_file
 from accord.metric_records import MetricsLog
 from accord.plan.loader import Plan
 from accord.runners.from_plan import build_data_loader, build_runner
-from accord.stopping import Stopped, stop_signals
+from accord.stop_signals import Stopped, stop_signals
 from accord.strategies.seam import ClientSampling
 from accord.transport.base import AggregatorClient
 
