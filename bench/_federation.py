@@ -29,10 +29,10 @@ from accord.errors import AccordError
 from accord.experiment.local import prepare_workspace
 from accord.messages import TaskResult
 from accord.plan.loader import Plan
+from accord.runners.from_plan import build_runner
 from accord.tensors.state import ModelState, load_state
 from accord.transport.base import AggregatorClient, TensorSpecs
 from accord.transport.inprocess import InProcessClient
-from accord.workspace.initialize import build_runner
 
 #: the plan's update bounds switched off (the float64 mean and the finite check stay)
 BOUNDS_OFF = {"sample_count_multiple": None, "norm_multiple": None}

@@ -32,8 +32,8 @@ def main() -> None:
     from accord.data.arrays import ArrayDataLoader
     from accord.data.builtin import load_full
     from accord.experiment.local import prepare_workspace, run_processes
+    from accord.runners.from_plan import build_runner
     from accord.tensors.state import load_state
-    from accord.workspace.initialize import build_runner
 
     workspace = Path(tempfile.mkdtemp(prefix="accord-bench-")) / "ws"
     plan = prepare_workspace(workspace, args.collaborators, args.rounds)

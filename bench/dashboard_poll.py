@@ -16,8 +16,8 @@ from pathlib import Path
 
 from _table import Column, min_median_table
 
-from accord.aggregator.metrics import read_metrics
 from accord.dashboard.curves import MetricCurves
+from accord.metric_records import read_metrics
 
 METRICS = ("accuracy", "loss", "samples")
 

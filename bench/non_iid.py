@@ -47,7 +47,7 @@ from accord.data.arrays import ArrayDataLoader
 from accord.data.builtin import load_full
 from accord.data.sharding import shard_indices
 from accord.plan.loader import Plan
-from accord.workspace.initialize import build_runner
+from accord.runners.from_plan import build_runner
 
 STRATEGIES = {name: CATALOG[name] for name in ("FedAvg", "FedAvgM", "FedProx", "FedAdam", "FedYogi", "FedAdagrad", "Scaffold")}
 DEFAULT = ["FedAvg", "FedAvgM", "FedProx", "FedAdam", "FedYogi", "Scaffold"]

@@ -28,7 +28,7 @@ def per_result_us(sites: int, repeats: int) -> list[float]:
     from accord.aggregator.assigner import RandomGroupedAssigner
     from accord.aggregator.engine import RoundEngine
     from accord.messages import TaskResult
-    from accord.plan.schema import TaskSpec
+    from accord.plan.round_settings import TaskSpec
 
     names = [f"site{i}" for i in range(sites)]
     tasks = {"validate": TaskSpec(function="validate", kwargs={"apply": "global"})}

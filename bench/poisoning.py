@@ -34,8 +34,8 @@ from collections.abc import Callable
 import numpy as np
 from _federation import BOUNDS_OFF, HostileClient, digits_plan, honest_client, run_federation, scaled_change
 
-from accord.aggregator.metrics import read_metrics
 from accord.aggregator.runtime import AggregatorRuntime
+from accord.metric_records import read_metrics
 from accord.plan.loader import Plan
 from accord.tensors.state import ModelState, load_state
 from accord.transport.base import AggregatorClient

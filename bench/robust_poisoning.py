@@ -56,14 +56,14 @@ from _strategies import CATALOG, StrategyChoice
 from _table import Column, Table
 
 from accord.aggregator.runtime import AggregatorRuntime
-from accord.collaborator.site import build_data_loader
+from accord.collaborator.data_config import data_path_for
 from accord.data.base import DataLoader
 from accord.messages import TaskResult
 from accord.plan.loader import Plan
+from accord.runners.from_plan import build_data_loader, build_runner
 from accord.tensors.state import ModelState
 from accord.transport.base import AggregatorClient
 from accord.transport.inprocess import InProcessClient
-from accord.workspace.initialize import build_runner
 
 SITES = 10
 ATTACKERS = frozenset({"collaborator9", "collaborator10"})
@@ -198,7 +198,7 @@ def gaussian(scene: Scene, name: str) -> Craft:
 
 
 def model_replacement(scene: Scene, name: str) -> Craft:
-    runner, data = build_runner(scene.plan), ShiftedLabels(build_data_loader(scene.plan, name))
+    runner, data = build_runner(scene.plan), ShiftedLabels(build_data_loader(scene.plan, data_path_for(scene.plan, name)))
     epochs = int(scene.plan.model.tasks.settings["train"].kwargs.get("epochs", 1))
     boosted = scaled_change(10.0)
 

@@ -62,7 +62,8 @@ from accord.aggregator.shamir_pool import ShamirPool
 from accord.aggregator.stragglers import StragglerPolicy
 from accord.collaborator.secure_site import SecureSite
 from accord.messages import Action, TaskResult
-from accord.plan.schema import SecureAggregationSettings, TaskSpec
+from accord.plan.aggregator_settings import SecureAggregationSettings
+from accord.plan.round_settings import TaskSpec
 from accord.strategies.fedavg import FedAvg
 from accord.strategies.secure import SecureAggregation
 from accord.strategies.secure_phases import MASK, REPLY_PHASES, SHARE

@@ -22,7 +22,7 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from accord.aggregator.metrics import MetricRecord, MetricsLog
+from accord.metric_records import MetricRecord, MetricsLog
 
 TASKS = (("aggregated_model_validation", "accuracy"), ("aggregated_model_validation", "loss"), ("train", "loss"),
          ("locally_tuned_model_validation", "accuracy"), ("locally_tuned_model_validation", "loss"))

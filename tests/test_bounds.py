@@ -11,11 +11,12 @@ from mean_helper import Mean
 from test_engine import make_engine, result
 
 from accord.aggregation.bounds import UNBOUNDED, Update, UpdateBounds, bound_updates, change_norms, lower_median
-from accord.aggregator.metrics import WeightedMetrics, read_metrics
 from accord.aggregator.runtime import AggregatorRuntime
 from accord.aggregator.status import describe, read_status
+from accord.aggregator.weighted_metrics import WeightedMetrics
 from accord.errors import AccordError, RefusedError
 from accord.messages import TaskResult
+from accord.metric_records import read_metrics
 from accord.tensors.state import StateView, load_state, save_state
 from accord.workspace.initialize import initialize_model
 

@@ -11,11 +11,12 @@ import numpy as np
 import pytest
 import yaml
 
-from accord.collaborator.site import build_data_loader
+from accord.collaborator.data_config import data_path_for
 from accord.data import CSVDataLoader, DataLoader
 from accord.data.sharding import split_indices
 from accord.errors import AccordError, PlanError
 from accord.plan.loader import load_plan, update_plan_file
+from accord.runners.from_plan import build_data_loader
 from accord.workspace.create import create_workspace
 
 CLASSES = ["B", "M"]
@@ -130,11 +131,13 @@ def test_a_plan_entry_builds_it_with_no_code(tmp_path: Path) -> None:
     entry = {"template": "accord.data.CSVDataLoader", "settings": {"label_column": "diagnosis", "classes": CLASSES, "batch_size": 16}}
     update_plan_file(plan_file, {"collaborators": ["one"], "data_loader": entry})
     (workspace / "plan" / "data.yaml").write_text(yaml.safe_dump({"one": str(path)}))
-    loader = build_data_loader(load_plan(plan_file, workspace=workspace), "one")
+    plan = load_plan(plan_file, workspace=workspace)
+    loader = build_data_loader(plan, data_path_for(plan, "one"))
     assert isinstance(loader, CSVDataLoader) and loader.batch_size == 16 and loader.num_classes == 2
     update_plan_file(plan_file, {"data_loader.settings.lable_column": "diagnosis"})
     with pytest.raises(PlanError, match="lable_column"):
-        build_data_loader(load_plan(plan_file, workspace=workspace), "one")
+        plan = load_plan(plan_file, workspace=workspace)
+        build_data_loader(plan, data_path_for(plan, "one"))
 
 
 def test_missing_label_column(tmp_path: Path) -> None:

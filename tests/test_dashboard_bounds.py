@@ -18,9 +18,10 @@ from accord.aggregator.event_log import MAX_NAMES, EventLog, events_sink, read_e
 from accord.aggregator.events import RoundClosed, RoundOutcome
 from accord.dashboard import curves as curves_module
 from accord.dashboard import server as server_module
+from accord.dashboard import view as view_module
 from accord.dashboard.curves import MAX_KEYS, MetricCurves
 from accord.dashboard.server import DashboardServer, new_token
-from accord.dashboard.view import EVENTS_SHOWN, DashboardView
+from accord.dashboard.view import EVENTS_SHOWN, SITES_SHOWN, DashboardView
 from accord.tensors.state import ModelState
 
 
@@ -159,3 +160,29 @@ def test_refused_requests_are_logged_at_most_once_a_second_and_the_favicon_is_no
     assert get(base + "/api/state", token="wrong")[0] == 403
     assert len(caplog.records) == 2 and "a wrong token (and 29 more refused since the last line)" in caplog.records[1].getMessage()
     assert get(base + "/api/state", token=token)[0] == 200
+
+
+def test_a_poll_names_a_bounded_number_of_sites_of_each_list_and_counts_the_rest(served, monkeypatch) -> None:
+    sites = [f"site{i:05d}" for i in range(8000)]
+    status = {
+        "rounds_to_train": 5,
+        "total_rounds": 6,
+        "opened_at": 0.0,
+        "policy": {"policy": "wait_for_all", "min_reports": 1, "cutoff_seconds": None, "round_deadline_seconds": 60.0},
+        "assigned": len(sites),
+        "reported": sites[:3000][::-1],  # in the engine's order, not by name
+        "outstanding": {name: ["train"] for name in sites[3000:]},
+        "previous_stragglers": sites[:7],
+        "previous_bounds": [f"{name}: norm clipped" for name in sites[:25]],
+    }
+    state = {"status": status, "round": 1, "finished": False, "running": True, "matches_plan": True, "pid": 1, "updated_at": 0.0}
+    monkeypatch.setattr(view_module, "read_status", lambda plan: state)
+    base, token = served
+    code, body, _ = get(f"{base}/api/state", token=token)
+    assert code == 200 and len(body) < 16_384  # 8000 sites' names would be ~250 KB
+    federation = json.loads(body)["federation"]
+    assert federation["reported"] == sites[:SITES_SHOWN] and federation["reported_more"] == 3000 - SITES_SHOWN
+    assert federation["outstanding"] == {name: ["train"] for name in sites[3000 : 3000 + SITES_SHOWN]}
+    assert federation["outstanding_more"] == 5000 - SITES_SHOWN and federation["late"]  # past the 60 s deadline, owing
+    assert federation["previous_stragglers"] == sites[:7] and federation["previous_stragglers_more"] == 0
+    assert len(federation["previous_bounds"]) == SITES_SHOWN and federation["previous_bounds_more"] == 25 - SITES_SHOWN

@@ -227,7 +227,7 @@ def test_a_sampled_cohort_is_accounted_as_m_of_the_plans_sites() -> None:
 def test_a_simulation_of_many_clients_accounts_its_sampled_cohorts(tmp_path) -> None:
     from simulation_clients import Counted, tiny_plan
 
-    from accord.aggregator.metrics import read_metrics
+    from accord.metric_records import read_metrics
     from accord.simulation import run_simulation
 
     strategy = {"template": "accord.strategies.DPFedAvg", "settings": {"noise_multiplier": 1.0, "clip_norm": 1.0}}

@@ -15,8 +15,8 @@ from PIL import Image
 from sklearn.datasets import load_breast_cancer, load_digits
 from test_e2e_faults import Sites
 
-from accord.aggregator.metrics import read_metrics
 from accord.experiment.local import prepare_workspace, run_processes
+from accord.metric_records import read_metrics
 from accord.plan.loader import Plan
 
 pytestmark = pytest.mark.e2e

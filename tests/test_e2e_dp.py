@@ -13,10 +13,10 @@ from rich.console import Console
 from test_e2e_faults import Sites, assert_same_federation, slow_workspace
 from test_e2e_strategy_state import kill_in_round_2
 
-from accord.aggregator.metrics import read_metrics
 from accord.aggregator.saved import read_snapshot
 from accord.experiment.local import run_processes
 from accord.experiment.summary import print_summary
+from accord.metric_records import read_metrics
 from accord.plan.loader import Plan, load_plan, update_plan_file
 
 pytest.importorskip("dp_accounting")

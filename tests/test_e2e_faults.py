@@ -13,10 +13,10 @@ import numpy as np
 import pytest
 from conftest import FAST
 
-from accord.aggregator.metrics import read_metrics
 from accord.aggregator.status import read_status
 from accord.errors import AccordError
 from accord.experiment.local import fx_command, prepare_workspace, run_processes
+from accord.metric_records import read_metrics
 from accord.plan.loader import Plan, load_plan, update_plan_file
 from accord.tensors.state import load_state
 

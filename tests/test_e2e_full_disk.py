@@ -13,9 +13,9 @@ import pytest
 from conftest import FAST
 from test_e2e_faults import Sites, wait_for
 
-from accord.aggregator.metrics import read_metrics
 from accord.aggregator.saved import read_snapshot
 from accord.experiment.local import prepare_workspace
+from accord.metric_records import read_metrics
 
 pytestmark = pytest.mark.e2e
 

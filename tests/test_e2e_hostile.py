@@ -9,11 +9,11 @@ import numpy as np
 import pytest
 from conftest import FAST
 
-from accord.aggregator.metrics import read_metrics
 from accord.collaborator.site import grpc_client
 from accord.errors import AccordError, RefusedError
 from accord.experiment.local import fx_command, prepare_workspace
 from accord.messages import Action, TaskResult
+from accord.metric_records import read_metrics
 from accord.tensors.digest import model_digest
 
 pytestmark = pytest.mark.e2e

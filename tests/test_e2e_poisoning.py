@@ -17,10 +17,10 @@ import numpy as np
 import pytest
 from conftest import FAST
 
-from accord.aggregator.metrics import read_metrics
 from accord.aggregator.runtime import AggregatorRuntime
 from accord.collaborator.site import build_collaborator
 from accord.experiment.local import fx_command, prepare_workspace
+from accord.metric_records import read_metrics
 from accord.plan.loader import load_plan, update_plan_file
 from accord.tensors.state import load_state, save_state
 from accord.transport.inprocess import InProcessClient

@@ -12,8 +12,8 @@ import pytest
 from conftest import FAST
 from test_sampling import NEEDS_THREE
 
-from accord.aggregator.metrics import read_metrics
 from accord.experiment.local import fx_command, prepare_workspace, run_processes
+from accord.metric_records import read_metrics
 from accord.plan.loader import update_plan_file
 from accord.strategies import ClientSampling
 

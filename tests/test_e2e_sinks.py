@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 from conftest import FAST, wait_listening
 
-from accord.aggregator.metrics import MetricRecord, read_metrics
 from accord.experiment.local import free_port, fx_command, prepare_workspace, run_processes
+from accord.metric_records import MetricRecord, read_metrics
 from accord.tensors.state import load_state
 
 pytestmark = pytest.mark.e2e

@@ -16,8 +16,8 @@ import pytest
 from conftest import FAST
 from test_e2e_faults import wait_for
 
-from accord.aggregator.metrics import read_metrics
 from accord.experiment.local import fx_command, prepare_workspace
+from accord.metric_records import read_metrics
 
 pytestmark = pytest.mark.e2e
 

@@ -9,8 +9,8 @@ import yaml
 from conftest import FAST, write_digits_shards
 from test_e2e_faults import Sites
 
-from accord.aggregator.metrics import read_metrics
 from accord.experiment.local import prepare_workspace
+from accord.metric_records import read_metrics
 
 pytestmark = pytest.mark.e2e
 

@@ -11,8 +11,8 @@ import pytest
 from conftest import FAST
 from test_e2e_faults import Sites, wait_for
 
-from accord.aggregator.metrics import read_metrics
 from accord.experiment.local import prepare_workspace
+from accord.metric_records import read_metrics
 from accord.runners.base import OPTIMIZER_PREFIX
 from accord.tensors.state import load_state
 

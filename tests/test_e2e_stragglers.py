@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from test_e2e_faults import Sites, saved_state, slow_workspace, wait_for
 
-from accord.aggregator.metrics import read_metrics
+from accord.metric_records import read_metrics
 from accord.plan.loader import Plan
 
 pytestmark = pytest.mark.e2e

@@ -12,7 +12,7 @@ from accord.aggregator.assigner import RandomGroupedAssigner, StaticGroupedAssig
 from accord.aggregator.engine import RoundEngine
 from accord.errors import PlanError, RefusedError
 from accord.messages import Action, TaskResult
-from accord.plan.schema import TaskSpec
+from accord.plan.round_settings import TaskSpec
 
 TASKS = {
     "aggregated_model_validation": TaskSpec(function="validate", kwargs={"apply": "global"}),

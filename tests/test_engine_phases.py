@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 from test_engine import TASKS, FakeClock, make_engine
 
-from accord.aggregator.engine import RoundDeadlineError
 from accord.aggregator.events import PhaseOpened
+from accord.aggregator.round_policy import RoundDeadlineError
 from accord.aggregator.stragglers import StragglerPolicy
 from accord.errors import RefusedError
 from accord.messages import Action, TaskResult

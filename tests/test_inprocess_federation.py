@@ -7,10 +7,10 @@ import threading
 import numpy as np
 import pytest
 
-from accord.aggregator.metrics import read_metrics
 from accord.aggregator.runtime import AggregatorRuntime
 from accord.collaborator.site import build_collaborator
 from accord.errors import RefusedError
+from accord.metric_records import read_metrics
 from accord.tensors.state import load_state
 from accord.transport.inprocess import InProcessClient
 from accord.workspace.initialize import initialize_model

@@ -6,12 +6,12 @@ from pathlib import Path
 
 from conftest import run_cell, write_digits_shards
 
-from accord.aggregator.metrics import read_metrics
 from accord.aggregator.runtime import AggregatorRuntime
 from accord.collaborator.data_config import record_data_path
 from accord.collaborator.site import build_collaborator
 from accord.experiment.local import free_port
 from accord.interactive import Federation, FLExperiment
+from accord.metric_records import read_metrics
 from accord.plan.loader import load_plan
 from accord.tensors.state import load_state
 from accord.transport.inprocess import InProcessClient

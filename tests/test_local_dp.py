@@ -18,8 +18,8 @@ import dp_accounting
 from accord.errors import AccordError, PlanError
 from accord.messages import Task
 from accord.mods import ClipUpdate, LocalDP, LocalGaussianNoise
+from accord.plan.collaborator_settings import ModSettings
 from accord.plan.mods import build_mods
-from accord.plan.schema import ModSettings
 
 
 def change(tensors: dict) -> np.ndarray:

@@ -15,11 +15,12 @@ import pytest
 from conftest import FAST
 
 from accord.cli.main import main
-from accord.collaborator.site import build_data_loader
+from accord.collaborator.data_config import data_path_for
 from accord.experiment.local import FederationReport, prepare_workspace, run_processes
 from accord.export.formats import MAX_SAMPLE_ELEMENTS, parse_shape
 from accord.plan.loader import Plan
 from accord.plan.objects import use_workspace
+from accord.runners.from_plan import build_data_loader
 from accord.tensors.state import load_state
 
 FINAL = "aggregated_model_validation/accuracy"
@@ -39,7 +40,7 @@ def validation_accuracy(plan: Plan, predict: Callable[[np.ndarray], np.ndarray])
     aggregator weighs the sites' reports (by sample count)."""
     correct = total = 0
     for name in plan.model.collaborators:
-        for x, y in build_data_loader(plan, name).valid_batches():
+        for x, y in build_data_loader(plan, data_path_for(plan, name)).valid_batches():
             correct += int((np.argmax(predict(x), axis=1) == y).sum())
             total += len(y)
     return correct / total

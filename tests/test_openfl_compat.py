@@ -22,7 +22,7 @@ from accord.errors import AccordError
 from accord.plan.loader import load_plan
 from accord.plan.objects import use_workspace
 from accord.runners.base import OPTIMIZER_PREFIX, TaskRunner
-from accord.workspace.initialize import build_runner
+from accord.runners.from_plan import build_runner
 
 DATA = Path(__file__).parent / "data" / "openfl"
 

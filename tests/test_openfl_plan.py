@@ -276,8 +276,8 @@ def write_metric(node_name, task_name, metric_name, metric, round_number):
 def test_log_metric_callback_calls_the_workspace_function_with_each_metric_off_the_lock(tmp_path: Path) -> None:
     import sys
 
-    from accord.aggregator.metrics import MetricRecord
     from accord.aggregator.sinks.plan_sinks import open_sinks
+    from accord.metric_records import MetricRecord
 
     ws = copy_of("torch_mnist", tmp_path)
     (ws / "src" / "metrics_log.py").write_text(METRICS_LOG)

@@ -20,8 +20,8 @@ from _peer_workload import Workload, accuracy_of, write_data
 
 from accord.data.builtin import DigitsDataLoader
 from accord.experiment.local import prepare_workspace
+from accord.runners.from_plan import build_runner
 from accord.tensors.state import load_state
-from accord.workspace.initialize import build_runner
 
 
 @pytest.fixture(scope="module")

@@ -10,12 +10,12 @@ import pytest
 
 from accord.aggregator import journal as journal_module
 from accord.aggregator.lock import StateLock
-from accord.aggregator.metrics import read_metrics
 from accord.aggregator.runtime import AggregatorRuntime
 from accord.aggregator.saved import read_records, read_snapshot
 from accord.aggregator.status import read_status
 from accord.errors import AccordError, RefusedError
 from accord.messages import Action, TaskResult
+from accord.metric_records import read_metrics
 from accord.tensors.state import load_state
 from accord.workspace.initialize import initialize_model
 
@@ -297,7 +297,7 @@ def test_status_calls_waiting_collaborators_late_after_the_cutoff_and_notes_a_de
 
 
 def test_a_metrics_line_cut_short_by_a_kill_is_left_out(tmp_path) -> None:
-    from accord.aggregator.metrics import MetricRecord, MetricsLog
+    from accord.metric_records import MetricRecord, MetricsLog
 
     log = MetricsLog(tmp_path / "metrics.jsonl")
     log.write([MetricRecord(0, "a", "train", "loss", 1.0), MetricRecord(1, "a", "train", "loss", 0.5)])

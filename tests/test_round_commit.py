@@ -19,13 +19,13 @@ from test_resume import NAMES, results_of, run_all, sequence
 
 from accord import files as files_module
 from accord.aggregator.journal import Journal
-from accord.aggregator.metrics import read_metrics
 from accord.aggregator.runtime import AggregatorRuntime
 from accord.aggregator.saved import read_records, read_snapshot
 from accord.errors import AccordError, RefusedError
 from accord.experiment.local import prepare_workspace
 from accord.files import link_or_copy
 from accord.messages import Action
+from accord.metric_records import read_metrics
 from accord.tensors.state import load_state
 from accord.workspace.initialize import initialize_model
 

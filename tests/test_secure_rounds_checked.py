@@ -15,7 +15,7 @@ from accord.aggregator.stragglers import StragglerPolicy
 from accord.collaborator.secure_site import SecureSite
 from accord.errors import RefusedError
 from accord.messages import TaskResult
-from accord.plan.schema import SecureAggregationSettings
+from accord.plan.aggregator_settings import SecureAggregationSettings
 from accord.secagg.messages import Reveal, decode_reveal, encode_reveal
 from accord.strategies.fedavgm import FedAvgM
 from accord.strategies.secure import HELD_BY, SecureAggregation

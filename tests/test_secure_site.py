@@ -16,7 +16,7 @@ from accord.collaborator.secure_site import SecureSite
 from accord.collaborator.site import build_collaborator, expected_cohort
 from accord.errors import RefusedError
 from accord.messages import Action, FederationInfo, Task, TaskAssignment, TaskResult
-from accord.plan.schema import SecureAggregationSettings
+from accord.plan.aggregator_settings import SecureAggregationSettings
 from accord.plan.secure_aggregation import secagg_params
 from accord.secagg.server import ServerSession
 from accord.strategies.secure_phases import decode_entries, encode_entries, encode_opening, encode_request, update_length

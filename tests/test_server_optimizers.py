@@ -15,7 +15,7 @@ from accord.aggregator.engine import RoundEngine
 from accord.errors import AccordError, PlanError
 from accord.messages import TaskResult
 from accord.plan.loader import validate_plan
-from accord.plan.schema import TaskSpec
+from accord.plan.round_settings import TaskSpec
 from accord.strategies import FedAdagrad, FedAdam, FedAvg, FedAvgM, FedYogi, Strategy, StrategyState
 from accord.strategies.fedopt import STEP_BLOCK
 from accord.strategies.mean import BoundedMean

@@ -17,9 +17,9 @@ from simulation_clients import Counted, Slow, tiny_plan
 
 from accord.aggregator.assigner import RandomGroupedAssigner
 from accord.aggregator.engine import RoundEngine
-from accord.aggregator.metrics import read_metrics
 from accord.cli.main import main
-from accord.plan.schema import TaskSpec
+from accord.metric_records import read_metrics
+from accord.plan.round_settings import TaskSpec
 from accord.simulation import run_simulation
 from accord.simulation.driver import TimedOut
 from accord.strategies.seam import ClientSampling
@@ -188,7 +188,7 @@ def test_the_ray_backend_runs_clients_on_a_ray_cluster(tmp_path: Path, ray_clust
 
 
 def test_a_round_without_enough_reports_names_the_failed_clients(tmp_path: Path) -> None:
-    from accord.aggregator.engine import RoundDeadlineError
+    from accord.aggregator.round_policy import RoundDeadlineError
 
     plan = tiny_plan(tmp_path, rounds=1, **{"straggler_handling_policy.settings.min_reports": 2})
     with pytest.raises(RoundDeadlineError, match="bad failed"):

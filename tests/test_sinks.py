@@ -10,13 +10,13 @@ from pathlib import Path
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from accord.aggregator.metrics import MetricRecord
 from accord.aggregator.sinks.plan_sinks import open_sinks
 from accord.aggregator.sinks.prometheus import MAX_METRIC_SERIES, PrometheusSink
 from accord.aggregator.sinks.queued import QueuedSink
 from accord.cli.main import main
 from accord.errors import AccordError, PlanError
 from accord.experiment.local import prepare_workspace
+from accord.metric_records import MetricRecord
 from accord.transport.traffic import Traffic
 
 METRICS = "aggregator.settings.metrics"

@@ -18,7 +18,7 @@ from accord.collaborator.site_report import SiteReport
 from accord.collaborator.transfers import Transfers, shown_bytes
 from accord.messages import TaskResult
 from accord.metric_records import MetricsLog, read_metrics
-from accord.stopping import Stopped, StopRequest, stop_signals
+from accord.stop_signals import Stopped, StopRequest, stop_signals
 
 
 def test_a_site_reports_each_task_and_round_with_its_traffic(tmp_path: Path, caplog) -> None:

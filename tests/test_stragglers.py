@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from test_engine import FakeClock, full_round, honest, make_engine, result
 
-from accord.aggregator.engine import RoundDeadlineError
+from accord.aggregator.round_policy import RoundDeadlineError
 from accord.aggregator.stragglers import Decision, StragglerPolicy
 from accord.errors import PlanError, RefusedError
 from accord.messages import Action, TaskResult

@@ -7,9 +7,9 @@ from pathlib import Path
 
 from rich.console import Console
 
-from accord.aggregator.metrics import MetricRecord
 from accord.experiment.local import FederationReport
 from accord.experiment.summary import print_summary
+from accord.metric_records import MetricRecord
 
 
 def test_paths_are_never_cut_in_a_60_column_terminal(workspace_factory, monkeypatch) -> None:

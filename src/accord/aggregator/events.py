@@ -12,7 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from accord.aggregation.bounds import BoundEvent
-from accord.aggregator.metrics import MetricRecord
+from accord.metric_records import MetricRecord
 from accord.tensors.state import ModelState
 
 

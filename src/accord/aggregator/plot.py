@@ -10,10 +10,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from accord.aggregator.metrics import MetricRecord, read_metrics
 from accord.errors import AccordError
 from accord.files import atomic_write
 from accord.imports import optional_module
+from accord.metric_records import MetricRecord, read_metrics
 
 AGGREGATOR = "aggregator"
 #: the aggregator's own records (timing, bytes): plotted only when named with --metric

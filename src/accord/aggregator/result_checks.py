@@ -7,7 +7,7 @@ import re
 
 from accord.errors import RefusedError
 from accord.messages import TaskResult
-from accord.plan.schema import TaskSpec
+from accord.plan.round_settings import TaskSpec
 from accord.tensors.state import ModelState, check_update
 
 #: a sample count above this is refused as absurd.

@@ -28,9 +28,9 @@ from accord.aggregator.events import RoundOutcome, Sink
 from accord.aggregator.hash_checks import check_plan_hash, check_workspace_hash
 from accord.aggregator.publishing import RoundPublisher
 from accord.aggregator.reporting import RecordSink, ResultLog, log_stop
+from accord.aggregator.serving_state import Serving
 from accord.aggregator.staging import StagedFile
 from accord.aggregator.startup import open_logs, start_engine
-from accord.aggregator.stopping import Serving
 from accord.aggregator.watch import Watchers
 from accord.errors import AccordError, RefusedError
 from accord.messages import Action, FederationInfo, TaskAssignment, TaskResult

@@ -12,12 +12,12 @@ from accord.aggregator.engine import RoundEngine
 from accord.aggregator.event_log import EventLog, events_path, events_sink
 from accord.aggregator.events import Sink
 from accord.aggregator.journal import Journal
-from accord.aggregator.metrics import MetricsLog
 from accord.aggregator.placement import initial_model
 from accord.aggregator.plan_engine import assigner_for, engine_for, strategy_for
 from accord.aggregator.reporting import RecordSink, metrics_sink, phase_sink
 from accord.aggregator.saved import SavedRound
 from accord.aggregator.shamir_pool import ShamirPool, shamir_pool_for
+from accord.metric_records import MetricsLog
 from accord.plan.loader import Plan
 from accord.tensors.space import MEMORY
 from accord.tensors.state import ModelState

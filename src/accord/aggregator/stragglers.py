@@ -11,7 +11,7 @@ import enum
 import math
 from dataclasses import dataclass
 
-from accord.plan.schema import StragglerSettings
+from accord.plan.round_settings import StragglerSettings
 
 
 class Decision(enum.Enum):

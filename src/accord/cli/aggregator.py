@@ -125,7 +125,7 @@ def start(workspace: Path, plan_path: str, overrides: tuple[str, ...], fresh: bo
     # GRPC_VERBOSITY is set to ERROR or NONE. Setting it to INFO adds only a warning.
     from accord.aggregator.serve import start_aggregator
     from accord.cli.resume import resume_command
-    from accord.stopping import Stopped, StopRequest, stop_signals
+    from accord.stop_signals import Stopped, StopRequest, stop_signals
 
     plan = open_plan(workspace, plan_path, overrides)
     request = StopRequest()

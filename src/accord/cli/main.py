@@ -11,7 +11,7 @@ from accord import __version__
 from accord.cli.options import OrderedGroup
 from accord.errors import AccordError
 from accord.logs import configure_logging, escape_control
-from accord.stopping import Stopped
+from accord.stop_signals import Stopped
 
 
 @click.group(cls=OrderedGroup, context_settings={"help_option_names": ["-h", "--help"]})

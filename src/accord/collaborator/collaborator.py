@@ -15,8 +15,9 @@ from accord.data.base import DataLoader
 from accord.errors import AccordError, RefusedError
 from accord.messages import Action, ConfigValue, Task, TaskAssignment, TaskResult
 from accord.mods.base import Instruction, Mod
+from accord.plan.aggregator_settings import SecureAggregationSettings
 from accord.plan.compression import NO_COMPRESSION, CompressionSettings
-from accord.plan.schema import SecureAggregationSettings, TaskSpec
+from accord.plan.round_settings import TaskSpec
 from accord.runners.base import TaskRunner
 from accord.strategies import secure_phases
 from accord.tensors.compression import Encoded, UpdateEncoder

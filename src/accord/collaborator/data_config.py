@@ -13,7 +13,7 @@ from pathlib import Path
 import yaml
 
 from accord.errors import AccordError
-from accord.plan.loader import read_yaml
+from accord.plan.loader import Plan, read_yaml
 
 HEADER = (
     "# This site's data: collaborator name -> data path (not part of the plan hash).\n"
@@ -79,3 +79,15 @@ def record_data_path(config: str | os.PathLike[str], name: str, data_path: str |
     else:
         path.write_text(HEADER + yaml.safe_dump(entries, sort_keys=False), encoding="utf-8")
     return data_path, True
+
+
+def data_path_for(plan: Plan, name: str) -> str:
+    """This collaborator's data path from the site's data.yaml (shard number for built-in sets)."""
+    path = plan.resolve_path(plan.model.collaborator.settings.data_config_path)
+    entries = read_data_config(path)
+    if name not in entries:
+        raise AccordError(
+            f"{path} has no data path for collaborator {name!r}",
+            f"add a line `{name}: <data path>` (for built-in sets, the shard number)",
+        )
+    return str(entries[name])

@@ -14,7 +14,7 @@ from accord.dp.ledger import BudgetSpent
 from accord.errors import AccordError
 from accord.messages import TaskResult
 from accord.mods.base import CallNext, Instruction, Mod
-from accord.plan.schema import validates_global
+from accord.plan.round_settings import validates_global
 from accord.runners.base import TaskOutput, TaskRunner
 from accord.tensors.state import ModelState
 

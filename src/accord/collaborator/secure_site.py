@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING
 
 from accord.errors import RefusedError
 from accord.messages import TaskResult
-from accord.plan.schema import SecureAggregationSettings
+from accord.plan.aggregator_settings import SecureAggregationSettings
 from accord.plan.secure_aggregation import secagg_params, threshold_floor
 from accord.strategies.secure_phases import (
     ADVERTISE,

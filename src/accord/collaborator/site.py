@@ -8,7 +8,7 @@ from contextlib import ExitStack
 from typing import TYPE_CHECKING, Any
 
 from accord.collaborator.collaborator import Collaborator, SiteFailure
-from accord.collaborator.data_config import read_data_config
+from accord.collaborator.data_config import data_path_for
 from accord.collaborator.site_report import SITE_LOG, SITE_METRICS, SiteReport
 from accord.collaborator.transfers import Transfers
 from accord.data.base import DataLoader
@@ -17,42 +17,16 @@ from accord.errors import AccordError
 from accord.logs import log_file
 from accord.metric_records import MetricsLog
 from accord.plan.loader import Plan
-from accord.plan.objects import build
-from accord.stopping import Stopped, stop_signals
+from accord.runners.from_plan import build_data_loader, build_runner
+from accord.stop_signals import Stopped, stop_signals
 from accord.strategies.seam import ClientSampling
 from accord.transport.base import AggregatorClient
-from accord.workspace.initialize import build_runner
 
 if TYPE_CHECKING:
     from accord.audit.site_record import SiteRecord
     from accord.secagg.signing import Signing
 
 log = logging.getLogger("accord.collaborator")
-
-
-def data_path_for(plan: Plan, name: str) -> str:
-    """This collaborator's data path from the site's data.yaml (shard number for built-in sets)."""
-    path = plan.resolve_path(plan.model.collaborator.settings.data_config_path)
-    entries = read_data_config(path)
-    if name not in entries:
-        raise AccordError(
-            f"{path} has no data path for collaborator {name!r}",
-            f"add a line `{name}: <data path>` (for built-in sets, the shard number)",
-        )
-    return str(entries[name])
-
-
-def build_data_loader(plan: Plan, name: str) -> DataLoader:
-    """The plan's data loader for this collaborator's data path."""
-    section = plan.model.data_loader
-    return build(
-        "data_loader",
-        section.template,
-        dict(section.settings),
-        plan.workspace,
-        expect=DataLoader,
-        data_path=data_path_for(plan, name),
-    )
 
 
 def build_collaborator(
@@ -75,7 +49,7 @@ def build_collaborator(
     data: DataLoader | None = None
     data_error: SiteFailure | None = None
     try:
-        data = build_data_loader(plan, name)
+        data = build_data_loader(plan, data_path_for(plan, name))
     except AccordError as exc:
         template = plan.model.data_loader.template or "(none)"
         data_error = SiteFailure(

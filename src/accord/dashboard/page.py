@@ -122,13 +122,13 @@ function showFederation(f) {
   setText("policy", p.policy + " (at least " + p.min_reports + " report(s)" +
     (p.policy === "cutoff_time" ? ", cut-off " + p.cutoff_seconds + " s" : "") +
     (p.round_deadline_seconds !== null ? ", deadline " + p.round_deadline_seconds + " s" : "") + ")");
-  setText("reported", f.finished ? "-" : (f.reported.length ? f.reported.join(", ") : "nobody yet"));
+  setText("reported", f.finished ? "-" : (f.reported.length ? names(f.reported, f.reported_more) : "nobody yet"));
   const owed = Object.keys(f.outstanding).sort().map(name => name + " (" + f.outstanding[name].join(", ") + ")");
   setText("owed-label", f.late ? "late" : "waiting for");
   $("owed").className = f.late ? "late" : "";
-  setText("owed", f.finished ? "-" : (owed.length ? owed.join(", ") : "nobody"));
-  setText("stragglers", f.previous_stragglers.length ? f.previous_stragglers.join(", ") : "none");
-  setText("bounds", f.previous_bounds.length ? f.previous_bounds.join(", ") : "none");
+  setText("owed", f.finished ? "-" : (owed.length ? names(owed, f.outstanding_more) : "nobody"));
+  setText("stragglers", f.previous_stragglers.length ? names(f.previous_stragglers, f.previous_stragglers_more) : "none");
+  setText("bounds", f.previous_bounds.length ? names(f.previous_bounds, f.previous_bounds_more) : "none");
   setText("best", f.best_score === null || f.best_score === undefined ? "-" : Number(f.best_score).toFixed(4));
 }
 

@@ -16,6 +16,8 @@ from accord.plan.loader import Plan
 
 #: the events sent to the page, the newest
 EVENTS_SHOWN = 50
+#: the sites of each list (reported, owing, left out, bounded) sent at most, the first by name; the rest counted
+SITES_SHOWN = 20
 #: the model files listed at most (the save folder's regular files of MODEL_SUFFIXES, by name)
 MODELS_SHOWN = 32
 #: what a model file's name ends with (safetensors; ONNX, OpenVINO IR, TorchScript, Keras exports)
@@ -53,7 +55,9 @@ class DashboardView:
 
     def _federation(self, events: list[dict[str, Any]], now: float) -> dict[str, Any]:
         """The saved status, or ``waiting`` with why there is none yet. ``late``: the open round
-        is past its straggler cut-off (cutoff_time) or its deadline, with sites still owing."""
+        is past its straggler cut-off (cutoff_time) or its deadline, with sites still owing.
+        Each list of sites holds the first SITES_SHOWN by name, ``NAME_more`` counts the rest:
+        a poll sends O(1) in the number of sites."""
         try:
             state = read_status(self.plan)
         except AccordError as exc:
@@ -79,10 +83,10 @@ class DashboardView:
             "late": late,
             "policy": policy,
             "assigned": status["assigned"],
-            "reported": status["reported"],
-            "outstanding": status["outstanding"],
-            "previous_stragglers": status["previous_stragglers"],
-            "previous_bounds": status.get("previous_bounds", []),
+            **_shown("reported", status["reported"]),
+            **_shown("outstanding", status["outstanding"]),
+            **_shown("previous_stragglers", status["previous_stragglers"]),
+            **_shown("previous_bounds", status.get("previous_bounds", [])),
         }
 
     def _models(self) -> list[dict[str, Any]]:
@@ -103,6 +107,14 @@ class DashboardView:
             if len(models) >= MODELS_SHOWN:
                 break
         return models
+
+
+def _shown(key: str, sites: list[str] | dict[str, list[str]]) -> dict[str, Any]:
+    """``key``: the first SITES_SHOWN of ``sites`` by name (a mapping keeps their values), and
+    ``key_more``: how many are left out."""
+    first = sorted(sites)[:SITES_SHOWN]
+    shown: list[str] | dict[str, list[str]] = {name: sites[name] for name in first} if isinstance(sites, dict) else first
+    return {key: shown, f"{key}_more": max(len(sites) - SITES_SHOWN, 0)}
 
 
 def _phase(events: list[dict[str, Any]], round_number: int, final: bool) -> str:

@@ -22,8 +22,8 @@ from typing import Any
 
 import yaml
 
-from accord.aggregator.metrics import MetricRecord, read_metrics
 from accord.errors import AccordError
+from accord.metric_records import MetricRecord, read_metrics
 from accord.plan.loader import Plan, load_plan, update_plan_file
 from accord.workspace.create import create_workspace
 from accord.workspace.initialize import initialize_model

@@ -13,8 +13,8 @@ from typing import Any, Literal
 from accord.errors import AccordError
 from accord.plan.loader import Plan
 from accord.runners.base import OPTIMIZER_PREFIX
+from accord.runners.from_plan import build_runner
 from accord.tensors.state import ModelState, load_state
-from accord.workspace.initialize import build_runner
 
 Which = Literal["best", "last"]
 

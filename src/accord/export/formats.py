@@ -15,12 +15,12 @@ from pathlib import Path
 from typing import Any
 
 from accord.collaborator.data_config import read_data_config
-from accord.collaborator.site import build_data_loader
 from accord.errors import AccordError
 from accord.export.consensus import Which, consensus_model, model_tensors
 from accord.export.framework_files import write_keras, write_torch
 from accord.export.graphs import write_onnx, write_openvino
 from accord.plan.loader import Plan
+from accord.runners.from_plan import build_data_loader
 from accord.tensors.state import save_state
 
 #: format -> the suffix of its default file name
@@ -79,7 +79,7 @@ def sample_shape_of(plan: Plan) -> tuple[int, ...]:
             f"no input shape: {config} names no data to read one sample's shape from",
             "give --input-shape, the shape of one sample without the batch axis (e.g. 64 or 1,8,8)",
         )
-    return tuple(int(n) for n in build_data_loader(plan, str(next(iter(entries)))).feature_shape)
+    return tuple(int(n) for n in build_data_loader(plan, str(next(iter(entries.values())))).feature_shape)
 
 
 def parse_shape(text: str) -> tuple[int, ...]:

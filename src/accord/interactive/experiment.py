@@ -17,7 +17,6 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from accord.aggregator.metrics import MetricRecord, read_metrics
 from accord.errors import AccordError
 from accord.experiment.local import FederationReport
 from accord.interactive.data import DataInterface
@@ -26,10 +25,11 @@ from accord.interactive.federation import Federation
 from accord.interactive.model import ModelInterface
 from accord.interactive.tasks import TaskInterface
 from accord.logs import ensure_logging
+from accord.metric_records import MetricRecord, read_metrics
 from accord.plan.loader import Plan, load_plan
 from accord.plan.schema import NAME_PATTERN
+from accord.runners.from_plan import build_runner
 from accord.tensors.state import load_state
-from accord.workspace.initialize import build_runner
 
 
 class FLExperiment:

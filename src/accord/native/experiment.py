@@ -18,7 +18,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from accord.aggregator.metrics import read_metrics
 from accord.aggregator.runtime import AggregatorRuntime
 from accord.collaborator.collaborator import Collaborator, SiteFailure
 from accord.collaborator.site import site_options
@@ -27,6 +26,7 @@ from accord.experiment.local import FederationReport
 from accord.export.consensus import is_keras_model, is_torch_module
 from accord.logs import configure_logging, ensure_logging
 from accord.messages import Action, TaskAssignment
+from accord.metric_records import read_metrics
 from accord.native.model import FederatedModel, save_native
 from accord.plan.loader import Plan, apply_overrides, read_yaml, resolve, validate_plan
 from accord.tensors.state import ModelState, load_state, save_state

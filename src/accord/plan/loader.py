@@ -18,7 +18,8 @@ from pydantic import ValidationError
 
 from accord.errors import PlanError
 from accord.plan.openfl_plan import Note, from_openfl, is_openfl_plan
-from accord.plan.schema import SECTIONS, PlanModel, is_tracking_server
+from accord.plan.schema import SECTIONS, PlanModel
+from accord.plan.sink_settings import is_tracking_server
 from accord.plan.templates import WORKSPACE_TEMPLATE
 
 DEFAULTS_DIR = Path(__file__).parent / "defaults"

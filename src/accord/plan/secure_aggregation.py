@@ -7,7 +7,7 @@ from __future__ import annotations
 import dataclasses
 
 from accord.errors import AccordError, PlanError
-from accord.plan.schema import SecureAggregationSettings
+from accord.plan.aggregator_settings import SecureAggregationSettings
 from accord.secagg.params import SecAggParams, default_threshold
 
 WHERE = "aggregator.settings.secure_aggregation"

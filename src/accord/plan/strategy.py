@@ -22,8 +22,8 @@ from typing import Any
 
 from accord.errors import PlanError
 from accord.imports import import_dotted
+from accord.plan.aggregator_settings import SecureAggregationSettings
 from accord.plan.objects import build
-from accord.plan.schema import SecureAggregationSettings
 from accord.plan.templates import WORKSPACE_TEMPLATE
 
 WHERE = "aggregator.settings.strategy"

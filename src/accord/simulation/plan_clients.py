@@ -8,12 +8,10 @@ import threading
 from typing import Any
 
 from accord.collaborator.data_config import read_data_config
-from accord.data.base import DataLoader
 from accord.plan.loader import Plan
-from accord.plan.objects import build
 from accord.runners.base import TaskRunner
+from accord.runners.from_plan import build_data_loader, build_runner
 from accord.simulation.clients import Site
-from accord.workspace.initialize import build_runner
 
 
 class PlanClients:
@@ -29,7 +27,7 @@ class PlanClients:
         self._local = threading.local()
 
     def __call__(self, cid: str) -> Site:
-        return Site(self.runner(), self.data_loader(cid))
+        return Site(self.runner(), build_data_loader(self.plan, str(self.data_paths.get(cid, cid))))
 
     def runner(self) -> TaskRunner:
         """This worker thread's task runner."""
@@ -37,18 +35,6 @@ class PlanClients:
         if runner is None:
             runner = self._local.runner = build_runner(self.plan)
         return runner
-
-    def data_loader(self, cid: str) -> DataLoader:
-        """The plan's data loader for ``cid``'s data path."""
-        section = self.plan.model.data_loader
-        return build(
-            "data_loader",
-            section.template,
-            dict(section.settings),
-            self.plan.workspace,
-            expect=DataLoader,
-            data_path=str(self.data_paths.get(cid, cid)),
-        )
 
     def __getstate__(self) -> dict[str, Any]:
         return {"plan": self.plan, "data_paths": self.data_paths}

@@ -9,10 +9,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from accord.aggregator.metrics import MetricsLog
 from accord.aggregator.plan_engine import engine_for, plan_assigner, strategy_for
 from accord.aggregator.reporting import metrics_sink
 from accord.errors import AccordError, PlanError
+from accord.metric_records import MetricsLog
 from accord.plan.loader import Plan, load_plan
 from accord.simulation.backends import make_backend
 from accord.simulation.clients import ClientFn, SiteSetup, initial_weights

@@ -24,7 +24,7 @@ import numpy as np
 
 from accord.aggregation.bounds import BoundEvent
 from accord.errors import PlanError, RefusedError
-from accord.plan.schema import SecureAggregationSettings
+from accord.plan.aggregator_settings import SecureAggregationSettings
 from accord.plan.secure_aggregation import secagg_params
 from accord.secagg.params import SecAggParams
 from accord.secagg.signing import Verifier

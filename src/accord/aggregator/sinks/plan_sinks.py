@@ -16,7 +16,7 @@ from accord.imports import optional_module
 from accord.metric_records import RecordSink
 from accord.plan.loader import Plan
 from accord.plan.objects import workspace_function
-from accord.plan.schema import is_tracking_server
+from accord.plan.sink_settings import is_tracking_server
 
 
 @dataclass

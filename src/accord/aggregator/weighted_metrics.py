@@ -1,13 +1,10 @@
-"""Metrics: per-collaborator records and their sample-weighted means per task."""
+"""A round's metrics: their sample-weighted means per task, each count capped."""
 
 from __future__ import annotations
 
 import math
 
 from accord.aggregation.bounds import lower_median
-from accord.metric_records import MetricRecord, MetricsLog, read_metrics
-
-__all__ = ["MetricRecord", "MetricsLog", "WeightedMetrics", "read_metrics"]
 
 
 class WeightedMetrics:
