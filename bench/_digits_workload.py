@@ -88,7 +88,7 @@ def fit(weights: list[np.ndarray], cid: int) -> tuple[list[np.ndarray], int, flo
             loss.backward()
             with torch.no_grad():
                 for param in params:
-                    param.add_(param.grad, alpha=-LR)  # type: ignore[arg-type]
+                    param.add_(param.grad, alpha=-LR)
             losses.append(float(loss.detach()))
     return get_weights(model), len(y), float(np.mean(losses))
 
