@@ -48,7 +48,7 @@ class _RoundFile:
         """Write one reply's tensors back to back; their view. Replies of one layout (names,
         dtypes, shapes: every reply of a round, as a rule) share its one record, so what a
         reply holds in memory is its start offset, not a record per tensor."""
-        arrays = {name: np.ascontiguousarray(value) for name, value in tensors.items()}
+        arrays = {name: np.asarray(value, order="C") for name, value in tensors.items()}  # (ascontiguousarray makes a 0-d array 1-d)
         key = tuple((name, array.dtype.str, array.shape) for name, array in arrays.items())
         layout = self._layouts.get(key)
         if layout is None:
