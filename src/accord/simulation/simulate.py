@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from accord.aggregation.robust import one_blas_thread
 from accord.aggregator.plan_engine import engine_for, plan_assigner, strategy_for
 from accord.aggregator.reporting import metrics_sink
 from accord.errors import AccordError, PlanError
@@ -117,11 +118,15 @@ def run_simulation(
     best: ModelState | None = None
     timed_out = False
     try:
-        while engine.current is not None:
-            cohort, final = len(engine.current.assigned), engine.is_final_validation(engine.round_number)
-            outcome = driver.run_round(deadline)
-            best = outcome.best_model if outcome.best_model is not None else best
-            result.rounds.append(RoundSummary(outcome.round_number, cohort, outcome.wall_seconds, dict(outcome.metrics), final))
+        # BLAS on one thread, as the aggregator serves (aggregator/serve.py): the driver's change
+        # norms and means are small products, and BLAS threads spin-waiting for each other took
+        # the CPU the clients' worker threads need on a busy machine
+        with one_blas_thread():
+            while engine.current is not None:
+                cohort, final = len(engine.current.assigned), engine.is_final_validation(engine.round_number)
+                outcome = driver.run_round(deadline)
+                best = outcome.best_model if outcome.best_model is not None else best
+                result.rounds.append(RoundSummary(outcome.round_number, cohort, outcome.wall_seconds, dict(outcome.metrics), final))
         result.finished = True
     except Stopped:
         pass

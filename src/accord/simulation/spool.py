@@ -12,6 +12,8 @@ from pathlib import Path
 import numpy as np
 
 _Place = tuple[int, np.dtype, tuple[int, ...]]
+#: a reply's tensors as laid out in its round's file: name -> (offset from the reply's start, dtype, shape)
+_Layout = dict[str, _Place]
 
 
 class RoundSpool:
@@ -30,7 +32,7 @@ class RoundSpool:
         A round's file is dropped (its disk space freed) once nothing holds a view of it."""
         if round_number != self._round or self._file is None:
             self._file, self._round = _RoundFile(self.folder), round_number
-        return SpooledState(self._file, {name: self._file.write(value) for name, value in tensors.items()})
+        return self._file.append(tensors)
 
 
 class _RoundFile:
@@ -40,15 +42,28 @@ class _RoundFile:
         self._file = tempfile.TemporaryFile(prefix="accord-round-", dir=folder)  # noqa: SIM115 (unlinked at once; lives with the round)
         self._size = 0
         self._flushed = True
+        self._layouts: dict[tuple[tuple[str, str, tuple[int, ...]], ...], _Layout] = {}
 
-    def write(self, value: np.ndarray) -> _Place:
-        array = np.ascontiguousarray(value)
-        place = (self._size, array.dtype, array.shape)
-        if array.nbytes:
-            self._file.write(array.data.cast("B"))
-            self._flushed = False
-        self._size += array.nbytes
-        return place
+    def append(self, tensors: Mapping[str, np.ndarray]) -> SpooledState:
+        """Write one reply's tensors back to back; their view. Replies of one layout (names,
+        dtypes, shapes: every reply of a round, as a rule) share its one record, so what a
+        reply holds in memory is its start offset, not a record per tensor."""
+        arrays = {name: np.asarray(value, order="C") for name, value in tensors.items()}  # (ascontiguousarray makes a 0-d array 1-d)
+        key = tuple((name, array.dtype.str, array.shape) for name, array in arrays.items())
+        layout = self._layouts.get(key)
+        if layout is None:
+            layout, offset = {}, 0
+            for name, array in arrays.items():
+                layout[name] = (offset, array.dtype, array.shape)
+                offset += array.nbytes
+            layout = self._layouts.setdefault(key, layout)
+        start = self._size
+        for array in arrays.values():
+            if array.nbytes:
+                self._file.write(array.data.cast("B"))
+                self._flushed = False
+            self._size += array.nbytes
+        return SpooledState(self, layout, start)
 
     def read(self, offset: int, dtype: np.dtype, shape: tuple[int, ...]) -> np.ndarray:
         """The array at ``offset``, mapped on its own: its pages are resident only while it is
@@ -67,15 +82,19 @@ class _RoundFile:
 class SpooledState(Mapping[str, np.ndarray]):
     """One reply's tensors in its round's file, read (memory-mapped, read-only) when asked."""
 
-    def __init__(self, file: _RoundFile, places: dict[str, _Place]) -> None:
+    __slots__ = ("_file", "_layout", "_start")
+
+    def __init__(self, file: _RoundFile, layout: _Layout, start: int) -> None:
         self._file = file
-        self._places = places
+        self._layout = layout
+        self._start = start
 
     def __getitem__(self, name: str) -> np.ndarray:
-        return self._file.read(*self._places[name])
+        offset, dtype, shape = self._layout[name]
+        return self._file.read(self._start + offset, dtype, shape)
 
     def __iter__(self) -> Iterator[str]:
-        return iter(self._places)
+        return iter(self._layout)
 
     def __len__(self) -> int:
-        return len(self._places)
+        return len(self._layout)
