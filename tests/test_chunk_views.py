@@ -7,6 +7,7 @@ import random
 
 import numpy as np
 import pytest
+from google.protobuf.message import DecodeError
 
 from accord.transport import chunk_views, wire
 from accord.transport.proto import accord_pb2 as pb
@@ -25,15 +26,22 @@ def protobuf_reading(data: bytes) -> object:
     if isinstance(message, wire.Undecodable):
         return "undecodable"
     if message.WhichOneof("part") == "tensor":
-        return fields_of(message.tensor)
+        return protobuf_chunks(message.tensor)
     return message
+
+
+def protobuf_chunks(chunk: pb.TensorChunk) -> object:
+    """A TensorChunk's chunks as protobuf reads them: its own, then its ``more``'s ('undecodable' if one nests)."""
+    if any(more.more for more in chunk.more):
+        return "undecodable"
+    return [fields_of(chunk), *(fields_of(more) for more in chunk.more)]
 
 
 def view_reading(data: bytes) -> object:
     parsed = chunk_views.result_chunk(data)
     if isinstance(parsed, wire.Undecodable):
         return "undecodable"
-    return fields_of(parsed) if isinstance(parsed, chunk_views.ChunkView) else parsed
+    return [fields_of(chunk) for chunk in parsed] if isinstance(parsed, list) else parsed
 
 
 def sent_chunks(chunk_bytes: int = 4096) -> list[bytes]:
@@ -42,18 +50,44 @@ def sent_chunks(chunk_bytes: int = 4096) -> list[bytes]:
 
 def test_a_sent_chunk_is_a_view_of_the_received_bytes() -> None:
     data = sent_chunks()[0]
-    parsed = chunk_views.result_chunk(data)
-    assert isinstance(parsed, chunk_views.ChunkView)
+    (parsed,) = chunk_views.result_chunk(data)
     assert parsed.data.obj is data  # no copy: a view of the message gRPC handed over
-    assert fields_of(parsed) == protobuf_reading(data)
+    assert [fields_of(parsed)] == protobuf_reading(data)
     assert fields_of(parsed)[:4] == ("w", "float32", (30, 100), 0)
+
+
+def test_small_tensors_travel_together_within_a_chunk() -> None:
+    """A model that fits in a chunk is one message; pieces are never reordered, and no message's
+    pieces together pass chunk_bytes; each reads as protobuf reads it."""
+    state = {f"t{i}": np.full(i + 1, i, dtype=np.float32) for i in range(24)}
+    (whole,) = wire.encoded_tensor_chunks(state, 4096, in_result=True)
+    parsed = chunk_views.result_chunk(whole)
+    assert [chunk.name for chunk in parsed] == list(state)
+    assert [fields_of(chunk) for chunk in parsed] == protobuf_reading(whole)
+    assert all(bytes(chunk.data) == state[chunk.name].tobytes() for chunk in parsed)
+    messages = list(wire.encoded_tensor_chunks(STATE, 4096))  # GetModel's, on the site: w's pieces, then b's
+    pieces = [chunk for data in messages for chunk in chunk_views.tensor_chunks(data)]
+    assert [(chunk.name, chunk.offset) for chunk in pieces] == [(n, o) for n, _, _, o, _, _ in wire.tensor_pieces(STATE, 4096)]
+    assert len(messages) < len(pieces)  # w's last piece and b share a message
+    for data in messages:
+        parsed = chunk_views.tensor_chunks(data)
+        assert sum(len(chunk.data) for chunk in parsed) <= 4096
+        assert [fields_of(chunk) for chunk in parsed] == protobuf_chunks(pb.TensorChunk.FromString(data))
+
+
+def test_a_more_chunk_holding_more_is_refused() -> None:
+    nested = pb.TensorChunk(name="w", data=b"a" * 4, more=[pb.TensorChunk(name="b", more=[pb.TensorChunk(name="c")])])
+    assert isinstance(chunk_views.result_chunk(pb.ResultChunk(tensor=nested).SerializeToString()), wire.Undecodable)
+    with pytest.raises(DecodeError, match="holds a 'more' of its own"):
+        chunk_views.tensor_chunks(nested.SerializeToString())
 
 
 def test_every_sent_chunk_reads_as_protobuf_reads_it() -> None:
     for data in sent_chunks():
         assert view_reading(data) == protobuf_reading(data)
     for data in wire.encoded_tensor_chunks(STATE, 4096):  # GetModel's chunks, on the site
-        assert fields_of(chunk_views.tensor_chunk(data)) == fields_of(pb.TensorChunk.FromString(data))
+        parsed = chunk_views.tensor_chunks(data)
+        assert [fields_of(chunk) for chunk in parsed] == protobuf_chunks(pb.TensorChunk.FromString(data))
 
 
 def test_a_header_is_parsed_by_protobuf() -> None:
@@ -121,3 +155,14 @@ def test_mangled_chunks_read_as_protobuf_reads_them() -> None:
             else:
                 data[at:at] = bytes(rng.randrange(256) for _ in range(rng.randint(1, 4)))
         assert view_reading(bytes(data)) == protobuf_reading(bytes(data)), bytes(data[:48]).hex()
+
+
+def test_mangled_messages_of_several_chunks_read_as_protobuf_reads_them() -> None:
+    rng = random.Random(11)
+    state = {f"t{i}": np.full(3, i, dtype=np.float32) for i in range(6)}
+    (whole,) = wire.encoded_tensor_chunks(state, 4096, in_result=True)
+    for _ in range(3000):
+        data = bytearray(whole)
+        at = rng.randrange(len(data))
+        data[at] = rng.randrange(256)
+        assert view_reading(bytes(data)) == protobuf_reading(bytes(data)), bytes(data).hex()

@@ -763,6 +763,6 @@ def test_the_grpc_client_counts_every_chunk_each_way(pki) -> None:
         assert sum(down) == raw and len(down) > 1  # the model's bytes, one count a chunk
         client.send_result(a_result(model))
         up = [size for way, size in counted if way == "upload"]
-        assert len(up) == len(down) and sum(up) > raw  # the same chunks, with their framing
+        assert 1 < len(up) < len(down) and sum(up) > raw  # one count a message (small tensors share one), with their framing
     finally:
         fed.close()

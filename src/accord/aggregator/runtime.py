@@ -72,6 +72,7 @@ class AggregatorRuntime:
         self._cond = threading.Condition()
         self._uploads = threading.BoundedSemaphore(settings.max_concurrent_uploads)
         self._told_to_quit: set[str] = set()
+        self._model_specs: tuple[ModelState, dict[str, tuple[str, tuple[int, ...]]]] | None = None  # expected_tensors'
         self._publisher = RoundPublisher(plan, self.engine, self.journal, audit)
         self._serving = Serving(self._notify)
         self._watchers = Watchers()
@@ -289,9 +290,15 @@ class AggregatorRuntime:
 
     def expected_tensors(self) -> dict[str, tuple[str, tuple[int, ...]]]:
         """name -> (dtype, shape) of the tensors a result may carry now: the global model's, or
-        in a multi-phase round the training reply's (secure aggregation's masked update)."""
+        in a multi-phase round the training reply's (secure aggregation's masked update). The
+        global model's are worked out once per model (asked for by every result of its round)."""
         with self._cond:
-            return self.engine.expected_tensors()
+            if self.engine.in_phases:
+                return self.engine.expected_tensors()
+            model = self.engine.model
+            if self._model_specs is None or self._model_specs[0] is not model:
+                self._model_specs = (model, self.engine.expected_tensors())
+            return dict(self._model_specs[1])
 
     # -- lifecycle --------------------------------------------------------------
 

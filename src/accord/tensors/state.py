@@ -135,11 +135,14 @@ class StateView(Mapping[str, np.ndarray]):
             return np.frombuffer(handle.read(size), dtype).reshape(shape)
 
     def mapped(self, name: str) -> np.ndarray:
-        """Tensor ``name`` mapped from the file whatever its size: for a reader that indexes it
-        many times (each lookup by name reads a small tensor again)."""
+        """Tensor ``name`` fetched once for a reader that indexes it many times (each lookup by
+        name reads a small tensor again): mapped from the file, or read whole if it is smaller
+        than ``MAPPED_BYTES`` (reading it costs less than mapping it, and little memory)."""
         dtype, shape, offset, size = self._entries[name]
         if size == 0:
             return np.empty(shape, dtype)
+        if size < self.MAPPED_BYTES:
+            return self[name]
         return np.memmap(str(self.path), dtype=dtype, mode="r", offset=self._start + offset, shape=shape)
 
     def __iter__(self) -> Iterator[str]:

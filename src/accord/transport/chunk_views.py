@@ -8,7 +8,10 @@ a single length-delimited field, nothing after the message) has its small fields
 protobuf from the bytes around ``data``, and ``data`` handed on as a memoryview. Any other
 message, valid or not, is parsed by protobuf whole, as before: what is accepted, and what
 each field reads as, is protobuf's in both cases (tests/test_chunk_views.py checks the two
-agree). The deserializers never raise on the server (``wire.lenient``).
+agree). A message's ``more`` chunks (small tensors sent together, ``wire.encoded_tensor_chunks``)
+follow its own, in order; they are parsed by protobuf (their data copied: they are small),
+and one that holds a ``more`` of its own is refused. The deserializers never raise on the
+server (``wire.lenient``).
 """
 
 from __future__ import annotations
@@ -40,35 +43,50 @@ class ChunkView:
         self.data = data
         self.encoding: str = meta.encoding
 
-    @classmethod
-    def of(cls, chunk: pb.TensorChunk) -> ChunkView:
-        """The view of a chunk protobuf parsed whole (``data``: the copy protobuf makes as it is read)."""
-        return cls(chunk, memoryview(chunk.data))
 
 
-def tensor_chunk(data: bytes) -> ChunkView:
-    """A GetModel response; DecodeError if it is not a TensorChunk (gRPC then ends the call)."""
+def chunks(meta: pb.TensorChunk, data: memoryview) -> list[ChunkView]:
+    """The chunk ``meta`` (its ``data``), then those in its ``more``; DecodeError if one of those
+    holds a ``more`` of its own."""
+    views = [ChunkView(meta, data)]
+    for chunk in meta.more:
+        if chunk.more:
+            raise DecodeError("a chunk in a TensorChunk's 'more' holds a 'more' of its own")
+        views.append(ChunkView(chunk, memoryview(chunk.data)))
+    return views
+
+
+def tensor_chunks(data: bytes) -> list[ChunkView]:
+    """A GetModel response's chunks; DecodeError if it is not a TensorChunk (gRPC then ends the call)."""
     view = memoryview(data)
-    return _fast(view, 0, len(view)) or ChunkView.of(pb.TensorChunk.FromString(data))
+    fast = _fast(view, 0, len(view))
+    if fast is not None:
+        return fast
+    chunk = pb.TensorChunk.FromString(data)
+    return chunks(chunk, memoryview(chunk.data))
 
 
 _parse_result: Callable[[bytes], Any] = wire.lenient(pb.ResultChunk)
 
 
 def result_chunk(data: bytes) -> Any:
-    """A SendResult message: a ChunkView for a tensor chunk, else the parsed ResultChunk (a
-    header, or no part), or ``wire.Undecodable``; it never raises (see ``wire.lenient``)."""
-    view = memoryview(data)
-    fast = _result_tensor(view)
-    if fast is not None:
-        return fast
-    message = _parse_result(data)
-    if isinstance(message, pb.ResultChunk) and message.WhichOneof("part") == "tensor":
-        return ChunkView.of(message.tensor)
-    return message
+    """A SendResult message: the list of ChunkViews of a tensor chunk (and its ``more``), else
+    the parsed ResultChunk (a header, or no part), or ``wire.Undecodable``; it never raises
+    (see ``wire.lenient``)."""
+    try:
+        view = memoryview(data)
+        fast = _result_tensor(view)
+        if fast is not None:
+            return fast
+        message = _parse_result(data)
+        if isinstance(message, pb.ResultChunk) and message.WhichOneof("part") == "tensor":
+            return chunks(message.tensor, memoryview(message.tensor.data))
+        return message
+    except DecodeError as exc:
+        return wire.Undecodable(pb.ResultChunk.DESCRIPTOR.name, str(exc))
 
 
-def _result_tensor(view: memoryview) -> ChunkView | None:
+def _result_tensor(view: memoryview) -> list[ChunkView] | None:
     """The tensor chunk a ResultChunk holds as its one field, spanning the whole message; else None."""
     try:
         if not view or view[0] != _TENSOR_KEY:
@@ -98,8 +116,9 @@ def _varint(view: memoryview, at: int) -> tuple[int, int]:
     raise _NotCanonical
 
 
-def _fast(view: memoryview, start: int, end: int) -> ChunkView | None:
-    """The TensorChunk in ``view[start:end]`` with one ``data`` field, parsed around it; else None."""
+def _fast(view: memoryview, start: int, end: int) -> list[ChunkView] | None:
+    """The chunks of the TensorChunk in ``view[start:end]`` with one ``data`` field, parsed around
+    it; else None; DecodeError if a ``more`` chunk holds a ``more``."""
     try:
         data_at = _data_field(view, start, end)
     except _NotCanonical:
@@ -111,7 +130,7 @@ def _fast(view: memoryview, start: int, end: int) -> ChunkView | None:
         meta = pb.TensorChunk.FromString(bytes(view[start:key_at]) + bytes(view[value_end:end]))
     except DecodeError:
         return None
-    return ChunkView(meta, view[value_at:value_end])
+    return chunks(meta, view[value_at:value_end])
 
 
 def _data_field(view: memoryview, at: int, end: int) -> tuple[int, int, int] | None:

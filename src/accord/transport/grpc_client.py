@@ -130,7 +130,7 @@ class GrpcAggregatorClient:
         self._stub.GetModel = self._channel.unary_stream(
             "/accord.v1.Aggregator/GetModel",
             request_serializer=pb.ModelRequest.SerializeToString,
-            response_deserializer=chunk_views.tensor_chunk,
+            response_deserializer=chunk_views.tensor_chunks,
         )
 
     def __enter__(self) -> GrpcAggregatorClient:
@@ -300,11 +300,12 @@ class GrpcAggregatorClient:
         call = self._stub.GetModel(request, timeout=self._transfer_timeout)
         try:
             counted = self._counted
-            for chunk in call:
-                fields = wire.chunk_fields(chunk)
-                assembler.add(*fields)
-                if counted is not None:
-                    counted("download", memoryview(fields[4]).nbytes)
+            for message in call:  # a message holds one chunk or several (small tensors travel together)
+                for chunk in message:
+                    fields = wire.chunk_fields(chunk)
+                    assembler.add(*fields)
+                    if counted is not None:
+                        counted("download", memoryview(fields[4]).nbytes)
             return wire.complete_model(assembler.finish(), expected)
         except RefusedError as exc:
             call.cancel()

@@ -28,7 +28,6 @@ from accord.tensors.encodings import Decoding
 from accord.transport import wire
 from accord.transport.admission import CallLimits, check_claim, peer_serial
 from accord.transport.base import AggregatorService
-from accord.transport.chunk_views import ChunkView
 from accord.transport.proto import accord_pb2 as pb
 from accord.transport.streams import read_within
 
@@ -120,18 +119,19 @@ class Uploads:
             ends = loop.time() + length
             digest = UpdateDigest()  # of the chunks as they arrive, for the audit trail (accord/audit/)
             while (message := await self._next_chunk(context, ends - loop.time(), length)) is not None:
-                if not isinstance(message, ChunkView):
+                if not isinstance(message, list):  # chunk_views.result_chunk: a tensor chunk's ChunkViews
                     raise RefusedError("a result stream holds one header, then only tensor chunks", kind="payload")
                 if not head.tensor_count:  # it holds no slot: nothing of it is received
                     raise RefusedError("a tensor arrived in a result whose header announces none", kind="payload")
-                name_, dtype, shape, offset, data, encoding = wire.chunk_fields(message)
-                digest.add(name_, dtype, shape, offset, encoding, data)
-                assembler.add(name_, dtype, shape, offset, data, encoding)
-                if len(assembler) > head.tensor_count:
-                    raise RefusedError(
-                        f"more tensors arrived than the {head.tensor_count} the result header announces",
-                        kind="payload",
-                    )
+                for chunk in message:
+                    name_, dtype, shape, offset, data, encoding = wire.chunk_fields(chunk)
+                    digest.add(name_, dtype, shape, offset, encoding, data)
+                    assembler.add(name_, dtype, shape, offset, data, encoding)
+                    if len(assembler) > head.tensor_count:
+                        raise RefusedError(
+                            f"more tensors arrived than the {head.tensor_count} the result header announces",
+                            kind="payload",
+                        )
             result = replace(
                 wire.result_from_pb(name, head, assembler.finish()),
                 update_digest=digest.hexdigest(),

@@ -207,8 +207,9 @@ def assignment_from_pb(message: pb.TasksResponse) -> TaskAssignment:
     )
 
 
-#: protobuf keys (field number << 3 | length-delimited) of TensorChunk.data and ResultChunk.tensor
+#: protobuf keys (field number << 3 | length-delimited) of TensorChunk.data, TensorChunk.more and ResultChunk.tensor
 _DATA_KEY = bytes([5 << 3 | 2])
+_MORE_KEY = bytes([7 << 3 | 2])
 _RESULT_TENSOR_KEY = bytes([2 << 3 | 2])
 
 
@@ -229,16 +230,35 @@ def encoded_tensor_chunks(
     bytes: the fields but ``data`` are serialized by protobuf, ``data`` is appended as the field
     it is (a protobuf message is the concatenation of its fields). Building and serializing the
     message instead copies each 1 MiB chunk three more times, about 20x slower
-    (bench/wire_throughput.py)."""
+    (bench/wire_throughput.py). Pieces travel together while they fit in ``chunk_bytes``: the
+    first as the message's TensorChunk, the others, in order, in its ``more``; so a model that
+    fits in one chunk is one message (each message costs both ends far more than its bytes do),
+    and a full chunk is a message of its own, its ``data`` at the top level."""
+    group: list[tuple[int, list[bytes | memoryview]]] = []  # (serialized size, parts) of each piece
+    filled = 0
     for name, dtype, shape, offset, encoding, data in tensor_pieces(state, chunk_bytes, encoded):
         meta = pb.TensorChunk(name=name, dtype=dtype, shape=shape, offset=offset, encoding=encoding).SerializeToString()
         nbytes = memoryview(data).nbytes
         size = _varint(nbytes)
-        if in_result:
-            inner = len(meta) + len(_DATA_KEY) + len(size) + nbytes
-            yield b"".join((_RESULT_TENSOR_KEY, _varint(inner), meta, _DATA_KEY, size, data))
-        else:
-            yield b"".join((meta, _DATA_KEY, size, data))
+        piece = (len(meta) + len(_DATA_KEY) + len(size) + nbytes, [meta, _DATA_KEY, size, data])
+        if group and filled + piece[0] > chunk_bytes:
+            yield _joined(group, in_result)
+            group, filled = [], 0
+        group.append(piece)
+        filled += piece[0]
+    if group:
+        yield _joined(group, in_result)
+
+
+def _joined(group: list[tuple[int, list[bytes | memoryview]]], in_result: bool) -> bytes:
+    """One message of the pieces in ``group``: the first's fields, then each other as a ``more`` field."""
+    (size, parts), rest = group[0], group[1:]
+    for piece_size, piece_parts in rest:
+        size += len(_MORE_KEY) + len(_varint(piece_size)) + piece_size
+        parts += [_MORE_KEY, _varint(piece_size), *piece_parts]
+    if in_result:
+        parts = [_RESULT_TENSOR_KEY, _varint(size), *parts]
+    return b"".join(parts)
 
 
 def tensor_pieces(
