@@ -11,7 +11,7 @@ from accord.aggregation.bounds import UNBOUNDED, BoundEvent, UpdateBounds
 from accord.aggregator.assigner import Assigner, uniform_tasks
 from accord.aggregator.events import EventBus, PhaseOpened, ResultAccepted, ResultFailed, RoundClosed, RoundOpened, RoundOutcome
 from accord.aggregator.metrics import MetricRecord, WeightedMetrics
-from accord.aggregator.result_checks import check_report, check_result
+from accord.aggregator.result_checks import check_report, check_result, measured_against
 from accord.aggregator.stragglers import Decision, StragglerPolicy
 from accord.errors import AccordError, RefusedError
 from accord.messages import Action, ConfigValue, Task, TaskAssignment, TaskResult
@@ -314,7 +314,9 @@ class RoundEngine:
             check_result(result, spec, self.model, self.delta_updates)
         if spec.returns_model and phases is None:
             assert result.tensors is not None
-            current.accumulator.add(Reply(result.collaborator, result.tensors, float(result.sample_count), result.is_delta, stored))
+            measured = measured_against(result, self.model)
+            norms = None if measured is None else measured.norms
+            current.accumulator.add(Reply(result.collaborator, result.tensors, float(result.sample_count), result.is_delta, stored, norms))
         for metric, value in result.metrics.items():
             current.metrics.add(result.task, metric, value, result.sample_count)
             current.records.append(

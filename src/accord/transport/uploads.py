@@ -29,6 +29,7 @@ from accord.transport import wire
 from accord.transport.admission import CallLimits, check_claim, peer_serial
 from accord.transport.base import AggregatorService
 from accord.transport.chunk_views import ChunkView
+from accord.transport.chunk_writer import ChunkWriter
 from accord.transport.proto import accord_pb2 as pb
 from accord.transport.streams import read_within
 
@@ -110,10 +111,11 @@ class Uploads:
         slot = await self._enter_slot() if head.tensor_count else nullcontext()
         destination: Destination | None = None
         submitting: concurrent.futures.Future[None] | None = None
+        writer = ChunkWriter()  # the chunks' digest, checks and writes, off this loop
         try:
             expected = service.expected_tensors()
             # a result without tensors (a validation) needs no file; one whose count lies is refused at its first tensor
-            destination = service.receiving(name, head.round_number, head.task) if head.tensor_count else InMemory()
+            destination = service.receiving(name, head.round_number, head.task, head.is_delta) if head.tensor_count else InMemory()
             limit = wire.upload_limit(expected, self._max_update_bytes)
             assembler = TensorAssembler(expected, max_total_bytes=limit, decoding=decoding, destination=destination)
             length = self._length_bound(wire.model_bytes(expected))
@@ -124,14 +126,8 @@ class Uploads:
                     raise RefusedError("a result stream holds one header, then only tensor chunks", kind="payload")
                 if not head.tensor_count:  # it holds no slot: nothing of it is received
                     raise RefusedError("a tensor arrived in a result whose header announces none", kind="payload")
-                name_, dtype, shape, offset, data, encoding = wire.chunk_fields(message)
-                digest.add(name_, dtype, shape, offset, encoding, data)
-                assembler.add(name_, dtype, shape, offset, data, encoding)
-                if len(assembler) > head.tensor_count:
-                    raise RefusedError(
-                        f"more tensors arrived than the {head.tensor_count} the result header announces",
-                        kind="payload",
-                    )
+                await writer.put(functools.partial(_take_chunk, digest, assembler, head.tensor_count, wire.chunk_fields(message)))
+            await writer.drain()
             result = replace(
                 wire.result_from_pb(name, head, assembler.finish()),
                 update_digest=digest.hexdigest(),
@@ -143,6 +139,7 @@ class Uploads:
             submitting.add_done_callback(functools.partial(_release, slot, destination))
             await asyncio.shield(asyncio.wrap_future(submitting))
         finally:
+            writer.close()  # before the file may be discarded: no write is under way after it
             if submitting is None:
                 if destination is not None:
                     destination.discard()
@@ -185,6 +182,15 @@ class Uploads:
             entering.add_done_callback(lambda f: _exit_if_entered(slot, f))
             raise
         return slot
+
+
+def _take_chunk(digest: UpdateDigest, assembler: TensorAssembler, announced: int, fields: wire.ChunkFields) -> None:
+    """Hash one chunk, then check it and write it into place (on the upload's writer thread)."""
+    name, dtype, shape, offset, data, encoding = fields
+    digest.add(name, dtype, shape, offset, encoding, data)
+    assembler.add(name, dtype, shape, offset, data, encoding)
+    if len(assembler) > announced:
+        raise RefusedError(f"more tensors arrived than the {announced} the result header announces", kind="payload")
 
 
 def _release(slot: AbstractContextManager[None], destination: Destination, _: concurrent.futures.Future[Any]) -> None:
