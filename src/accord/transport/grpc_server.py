@@ -31,6 +31,7 @@ from accord.transport.admission import Admission, CallLimits, RepeatFilter, Revo
 from accord.transport.base import AggregatorService
 from accord.transport.binding import bind, bind_addresses
 from accord.transport.long_poll import LongPoll
+from accord.transport.malloc_tuning import keep_message_buffers
 from accord.transport.proto import accord_pb2 as pb
 from accord.transport.streams import Stalled, read_within
 from accord.transport.tls import ServerTLS
@@ -327,6 +328,7 @@ class GrpcAggregatorServer:
         """Bind and start serving; returns the bound port (``port=0`` picks a free one)."""
         if self._loop is not None:
             raise RuntimeError("server already started")
+        keep_message_buffers(wire.max_message_bytes(self._chunk_bytes))
         loop = asyncio.new_event_loop()
         thread = threading.Thread(target=loop.run_forever, name="accord-grpc", daemon=True)
         thread.start()
