@@ -21,7 +21,6 @@ from accord.tensors.encodings import Decoding
 from accord.tensors.state import ALLOWED_DTYPES, ModelState
 from accord.transport import chunk_views, wire
 from accord.transport.base import TensorSpecs
-from accord.transport.malloc_tuning import keep_message_buffers
 from accord.transport.proto import accord_pb2 as pb
 from accord.transport.proto import accord_pb2_grpc as pb_grpc
 from accord.transport.tls import ClientTLS
@@ -126,7 +125,6 @@ class GrpcAggregatorClient:
         self._transfer_timeout = transfer_timeout
         self._spares = Spares()
         target = f"[{host}]:{port}" if ":" in host and not host.startswith("[") else self._address
-        keep_message_buffers(wire.max_message_bytes(chunk_bytes))
         self._channel = grpc.secure_channel(target, tls.credentials(), options=[*wire.channel_options(chunk_bytes), *RECONNECT_OPTIONS])
         self._stub = pb_grpc.AggregatorStub(self._channel)
         self._stub.SendResult = wire.send_result_method(self._channel)

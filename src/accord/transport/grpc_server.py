@@ -19,7 +19,6 @@ from accord.transport import wire
 from accord.transport.admission import CallLimits, Revoked
 from accord.transport.base import AggregatorService
 from accord.transport.binding import bind, bind_addresses
-from accord.transport.malloc_tuning import keep_message_buffers
 from accord.transport.servicer import SERVICE, Servicer, method_handlers
 from accord.transport.tls import ServerTLS
 from accord.transport.traffic import Traffic
@@ -92,7 +91,6 @@ class GrpcAggregatorServer:
         """Bind and start serving; returns the bound port (``port=0`` picks a free one)."""
         if self._loop is not None:
             raise RuntimeError("server already started")
-        keep_message_buffers(wire.max_message_bytes(self._chunk_bytes))
         loop = asyncio.new_event_loop()
         thread = threading.Thread(target=loop.run_forever, name="accord-grpc", daemon=True)
         thread.start()

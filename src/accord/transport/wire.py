@@ -53,14 +53,9 @@ _ACTION_TO_PB = {
 _ACTION_FROM_PB = {value: key for key, value in _ACTION_TO_PB.items()}
 
 
-def max_message_bytes(chunk_bytes: int) -> int:
-    """The largest message either end takes: one chunk plus headroom."""
-    return chunk_bytes + MIB
-
-
 def channel_options(chunk_bytes: int) -> list[tuple[str, Any]]:
-    """Message limits (``max_message_bytes``) and keepalive settings for both ends."""
-    limit = max_message_bytes(chunk_bytes)
+    """Message limits (one chunk plus headroom) and keepalive settings for both ends."""
+    limit = chunk_bytes + MIB
     return [
         ("grpc.max_receive_message_length", limit),
         ("grpc.max_send_message_length", limit),
