@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from accord.aggregation.bounds import BLOCK, StreamedChecks, Update, change_norms
+from accord.aggregation.bounds import NORM_BLOCK, StreamedChecks, Update, change_norms
 from accord.aggregator.staging import StagedFile
 from accord.errors import RefusedError
 from accord.messages import TaskResult
@@ -17,8 +17,8 @@ from accord.tensors.state import StateView, all_finite, check_update, tensor_spe
 
 def _model(rng: np.random.Generator) -> dict[str, np.ndarray]:
     return {
-        "big": rng.standard_normal(2 * BLOCK + 12_345).astype(np.float32),  # three blocks, the last short
-        "exact": rng.standard_normal((2, BLOCK // 2)).astype(np.float64),  # one block exactly
+        "big": rng.standard_normal(20 * NORM_BLOCK + 12_345).astype(np.float32),  # 21 blocks, the last short
+        "exact": rng.standard_normal((2, NORM_BLOCK // 2)).astype(np.float64),  # one block exactly
         "small": rng.standard_normal((3, 5)).astype(np.float16),
         "count": rng.integers(0, 100, 7).astype(np.int64),
         f"{OPTIMIZER_PREFIX}momentum": rng.standard_normal(1000).astype(np.float32),
@@ -68,7 +68,7 @@ def test_streamed_non_finite_tensors_are_those_the_scan_finds(tmp_path):
     rng = np.random.default_rng(3)
     model = _model(rng)
     update = _update(model, rng, False)
-    update["big"][BLOCK + 5] = np.nan
+    update["big"][NORM_BLOCK + 5] = np.nan
     update["small"][2, 4] = np.inf
     update[f"{OPTIMIZER_PREFIX}momentum"][999] = -np.inf
     staged = _received(tmp_path, model, update, False, 1 << 20)

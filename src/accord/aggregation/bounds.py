@@ -28,6 +28,9 @@ from accord.tensors.state import StateView
 
 #: floating-point elements read at a time: temporaries stay a few MB whatever the tensor size.
 BLOCK = 1 << 20
+#: elements of a change summed by one ``np.dot`` in its norm (a float64 buffer of 512 KB): each
+#: upload measured as it arrives holds one (``StreamedChecks``), so it is kept small
+NORM_BLOCK = 1 << 16
 
 BoundKind = Literal["capped", "clipped", "refused", "dropped_non_finite", "held", "not_selected"]
 
@@ -197,13 +200,13 @@ def change_norms(global_model: Mapping[str, np.ndarray], update: Update) -> dict
     (and no fresh pages to fault in) per block.
     """
     norms = {}
-    buffer = np.empty(BLOCK, np.float64)
+    buffer = np.empty(NORM_BLOCK, np.float64)
     for name, reference in global_model.items():
         if not normed(name, reference):
             continue
         ref, total = flat(reference), 0.0
         values, factor = source(update.tensors, name)
-        for part in blocks(ref.size):
+        for part in blocks(ref.size, NORM_BLOCK):
             change = change_of(values[part], update.is_delta, ref[part], buffer[: part.stop - part.start])
             if factor != 1.0:
                 with np.errstate(over="ignore"):
@@ -224,11 +227,11 @@ class StreamedChecks:
 
     ``add`` takes each piece of a tensor's bytes in order (the file a result is received into
     calls it beside each write). The numbers are ``change_norms``'s exactly, bit for bit: the
-    change goes into the same float64 blocks of ``BLOCK`` elements, each summed by one
+    change goes into the same float64 blocks of ``NORM_BLOCK`` elements, each summed by one
     ``np.dot``, in the same order; the non-finite tensors are those ``check_update``'s scan
     finds (a yes/no per value, in any order). A stream an honest site never sends (tensors
     interleaved, a piece cutting an element) stops the measuring: ``measured`` is then None
-    and the checks read the saved copy, as they would anyway. Memory: one block (8 MB).
+    and the checks read the saved copy, as they would anyway. Memory: one block (512 KB).
     """
 
     def __init__(self, global_model: Mapping[str, np.ndarray], is_delta: bool) -> None:
@@ -271,11 +274,11 @@ class StreamedChecks:
     def _measure(self, values: np.ndarray, ref: np.ndarray) -> None:
         """Put the change of ``values`` (the next elements) into the block; sum each block that fills."""
         if self._buffer is None:
-            self._buffer = np.empty(BLOCK, np.float64)
+            self._buffer = np.empty(NORM_BLOCK, np.float64)
         at = 0
         while at < values.size:
-            position = self._filled % BLOCK
-            length = min(BLOCK, ref.size - (self._filled - position))  # this block's elements
+            position = self._filled % NORM_BLOCK
+            length = min(NORM_BLOCK, ref.size - (self._filled - position))  # this block's elements
             take = min(values.size - at, length - position)
             start = self._filled
             change_of(values[at : at + take], self.is_delta, ref[start : start + take], self._buffer[position : position + take])

@@ -4,7 +4,7 @@ The event loop that drives every transfer only reads each chunk and hands it on:
 decoding, writing and measuring it (~2 ms per MiB together) run here, in arrival order, on
 one thread per upload, and mostly in parallel with the loop (hashlib, ``os.pwrite`` and
 NumPy release the GIL on large buffers). At most ``depth`` chunks wait for the thread, so
-an upload holds a few chunks beyond what it has written, whatever the sender's speed. A
+an upload holds two chunks beyond what it has written, whatever the sender's speed. A
 job's error (a refusal, a full disk) ends the upload at the loop's next ``put`` or at
 ``drain``; the jobs queued behind it do not run.
 """
@@ -17,7 +17,7 @@ import concurrent.futures
 from collections.abc import Callable
 
 #: chunks handed on and not yet done, at most (each holds its received message)
-DEPTH = 4
+DEPTH = 2
 
 
 class ChunkWriter:
