@@ -138,7 +138,7 @@ class FakeService:
                 self.slots_in_use -= 1
             self.slot_released.set()
 
-    def receiving(self, collaborator: str, round_number: int, task: str) -> InMemory | StagedFile:
+    def receiving(self, collaborator: str, round_number: int, task: str, is_delta: bool = False) -> InMemory | StagedFile:
         """In memory; into a staged file of ``stage_dir`` once a test sets it."""
         if self.stage_dir is None:
             return InMemory()

@@ -70,6 +70,19 @@ class FederationInfo:
     workspace_hash: str = ""
 
 
+@dataclass(frozen=True, eq=False)
+class Measured:
+    """What the aggregator measured of a result's tensors while they arrived
+    (aggregation/bounds.py ``StreamedChecks``), against the global model ``reference`` (that
+    very object: the engine uses it only while its model is that one) and ``is_delta``: each
+    normed tensor's change norm, in the model's order, and the tensors holding NaN or Inf."""
+
+    reference: Mapping[str, np.ndarray]
+    is_delta: bool
+    norms: Mapping[str, float]
+    non_finite: frozenset[str]
+
+
 @dataclass
 class TaskResult:
     """A collaborator's result for one task of one round."""
@@ -96,3 +109,6 @@ class TaskResult:
     #: serial (hex) of the certificate that sent it
     update_digest: str = ""
     sender_serial: str = ""
+    #: at the aggregator, what was measured of the tensors as they arrived (None: nothing; the
+    #: checks read the saved copy)
+    measured: Measured | None = None

@@ -22,11 +22,15 @@ from typing import Literal
 
 import numpy as np
 
+from accord.messages import Measured
 from accord.runners.base import OPTIMIZER_PREFIX
 from accord.tensors.state import StateView
 
 #: floating-point elements read at a time: temporaries stay a few MB whatever the tensor size.
 BLOCK = 1 << 20
+#: elements of a change summed by one ``np.dot`` in its norm (a float64 buffer of 512 KB): each
+#: upload measured as it arrives holds one (``StreamedChecks``), so it is kept small
+NORM_BLOCK = 1 << 16
 
 BoundKind = Literal["capped", "clipped", "refused", "dropped_non_finite", "held", "not_selected"]
 
@@ -196,20 +200,103 @@ def change_norms(global_model: Mapping[str, np.ndarray], update: Update) -> dict
     (and no fresh pages to fault in) per block.
     """
     norms = {}
-    buffer = np.empty(BLOCK, np.float64)
+    buffer = np.empty(NORM_BLOCK, np.float64)
     for name, reference in global_model.items():
         if not normed(name, reference):
             continue
         ref, total = flat(reference), 0.0
         values, factor = source(update.tensors, name)
-        for part in blocks(ref.size):
+        for part in blocks(ref.size, NORM_BLOCK):
             change = change_of(values[part], update.is_delta, ref[part], buffer[: part.stop - part.start])
-            with np.errstate(over="ignore"):  # a norm past float64's range is inf: the bounds judge it so
-                if factor != 1.0:
+            if factor != 1.0:
+                with np.errstate(over="ignore"):
                     change *= factor
-                total += float(np.dot(change, change))
+            total += _squares(change)
         norms[name] = math.sqrt(total)
     return norms
+
+
+def _squares(change: np.ndarray) -> float:
+    """The sum of squares of one block's change (a norm past float64's range is inf: the bounds judge it so)."""
+    with np.errstate(over="ignore"):
+        return float(np.dot(change, change))
+
+
+class StreamedChecks:
+    """An update's change norms and non-finite tensors, measured while its tensors arrive.
+
+    ``add`` takes each piece of a tensor's bytes in order (the file a result is received into
+    calls it beside each write). The numbers are ``change_norms``'s exactly, bit for bit: the
+    change goes into the same float64 blocks of ``NORM_BLOCK`` elements, each summed by one
+    ``np.dot``, in the same order; the non-finite tensors are those ``check_update``'s scan
+    finds (a yes/no per value, in any order). A stream an honest site never sends (tensors
+    interleaved, a piece cutting an element) stops the measuring: ``measured`` is then None
+    and the checks read the saved copy, as they would anyway. Memory: one block (512 KB).
+    """
+
+    def __init__(self, global_model: Mapping[str, np.ndarray], is_delta: bool) -> None:
+        self.global_model, self.is_delta = global_model, is_delta
+        self._norms: dict[str, float] = {}
+        self._non_finite: set[str] = set()
+        self._current: str | None = None  # the tensor under way
+        self._filled = 0  # its elements so far
+        self._total = 0.0  # its full blocks' sums of squares so far
+        self._buffer: np.ndarray | None = None
+        self._broken = False
+
+    def add(self, name: str, dtype: np.dtype, offset: int, data: bytes | memoryview) -> None:
+        """Piece ``data`` of tensor ``name`` (little-endian ``dtype``), from byte ``offset`` of it."""
+        reference = self.global_model.get(name)
+        if self._broken or reference is None:
+            self._broken = True
+            return
+        if self._current != name:
+            if self._current is not None or name in self._norms or offset:
+                self._broken = True  # interleaved or repeated: not how an honest site sends
+                return
+            self._current, self._filled, self._total = name, 0, 0.0
+        view = memoryview(data).cast("B")
+        if offset != self._filled * dtype.itemsize or view.nbytes % dtype.itemsize:
+            self._broken = True
+            return
+        values = np.frombuffer(view, dtype)
+        if dtype.kind == "f" and not np.isfinite(values).all():
+            self._non_finite.add(name)
+        ref = flat(reference)
+        if normed(name, reference):
+            self._measure(values, ref)
+        else:
+            self._filled += values.size
+        if self._filled == ref.size:
+            self._norms[name] = math.sqrt(self._total)
+            self._current = None
+
+    def _measure(self, values: np.ndarray, ref: np.ndarray) -> None:
+        """Put the change of ``values`` (the next elements) into the block; sum each block that fills."""
+        if self._buffer is None:
+            self._buffer = np.empty(NORM_BLOCK, np.float64)
+        at = 0
+        while at < values.size:
+            position = self._filled % NORM_BLOCK
+            length = min(NORM_BLOCK, ref.size - (self._filled - position))  # this block's elements
+            take = min(values.size - at, length - position)
+            start = self._filled
+            change_of(values[at : at + take], self.is_delta, ref[start : start + take], self._buffer[position : position + take])
+            self._filled, at = start + take, at + take
+            if position + take == length:
+                self._total += _squares(self._buffer[:length])
+
+    def measured(self) -> Measured | None:
+        """The measurements once every tensor arrived whole; None if the measuring stopped."""
+        if self._broken or self._current is not None:
+            return None
+        norms = {}
+        for name, reference in self.global_model.items():
+            if name not in self._norms and np.size(reference):
+                return None
+            if normed(name, reference):
+                norms[name] = self._norms.get(name, 0.0)
+        return Measured(self.global_model, self.is_delta, norms, frozenset(self._non_finite))
 
 
 def bound_updates(updates: Sequence[Update], bounds: UpdateBounds) -> tuple[list[Weighted], list[BoundEvent]]:

@@ -12,7 +12,7 @@ from accord.aggregator.cohort import cohort_tasks
 from accord.aggregator.events import EventBus, ResultFailed, RoundClosed, RoundOpened, RoundOutcome
 from accord.aggregator.open_round import OpenRound
 from accord.aggregator.owed import check_member, check_owed
-from accord.aggregator.result_checks import check_report, check_result
+from accord.aggregator.result_checks import check_report, check_result, measured_against
 from accord.aggregator.round_policy import deadline_error, decide
 from accord.aggregator.stragglers import Decision, StragglerPolicy
 from accord.aggregator.weighted_metrics import WeightedMetrics
@@ -224,7 +224,10 @@ class RoundEngine:
             phases.take(current.phase, result.collaborator, result.payload, result.tensors, float(result.sample_count))
         else:
             check_result(result, spec, self.model, self.delta_updates)
-        self.events.emit(current.take_result(result, owed, spec.returns_model and phases is None, stored))
+        fold = spec.returns_model and phases is None
+        measured = measured_against(result, self.model) if fold else None
+        norms = None if measured is None else measured.norms
+        self.events.emit(current.take_result(result, owed, fold, stored, norms))
         return self._apply_policy(may_fail=False)
 
     def tick(self) -> RoundOutcome | None:

@@ -33,6 +33,7 @@ from typing import Any
 
 import numpy as np
 
+from accord.aggregation.bounds import StreamedChecks
 from accord.aggregator import saved as disk
 from accord.aggregator.saved import FRESH_FIX, SavedRound
 from accord.aggregator.staging import StagedFile, sync_directory
@@ -264,10 +265,13 @@ class Journal:
         for folder in {target.parent for target in links}:
             sync_directory(folder)
 
-    def receiving(self, specs: Mapping[str, tuple[str, tuple[int, ...]]], what: str) -> StagedFile:
-        """The file a result's tensors ``specs`` are written to as they arrive (aggregator/staging.py);
-        ``what`` names the result in a log line. A busy RefusedError if it cannot be created."""
-        return StagedFile(self.directory, specs, what)
+    def receiving(
+        self, specs: Mapping[str, tuple[str, tuple[int, ...]]], what: str, checks: StreamedChecks | None = None
+    ) -> StagedFile:
+        """The file a result's tensors ``specs`` are written to as they arrive (aggregator/staging.py),
+        measured by ``checks`` if given; ``what`` names the result in a log line. A busy
+        RefusedError if it cannot be created."""
+        return StagedFile(self.directory, specs, what, checks)
 
     def stage(self, result: TaskResult) -> str | None:
         """Commit a result's tensors to a file of their own (before the result is accepted): the

@@ -105,12 +105,14 @@ class OpenRound:
         owed.clear()
         self.reported_count += 1
 
-    def take_result(self, result: TaskResult, owed: list[str], fold: bool, stored: Mapping | None) -> ResultAccepted:
-        """Record a checked task result (its update folded by the accumulator if ``fold``);
-        returns the event to announce."""
+    def take_result(
+        self, result: TaskResult, owed: list[str], fold: bool, stored: Mapping | None, norms: Mapping[str, float] | None = None
+    ) -> ResultAccepted:
+        """Record a checked task result (its update folded by the accumulator if ``fold``, with the
+        change norms measured as it arrived when given); returns the event to announce."""
         if fold:
             assert result.tensors is not None
-            self.accumulator.add(Reply(result.collaborator, result.tensors, float(result.sample_count), result.is_delta, stored))
+            self.accumulator.add(Reply(result.collaborator, result.tensors, float(result.sample_count), result.is_delta, stored, norms))
         for metric, value in result.metrics.items():
             self.metrics.add(result.task, metric, value, result.sample_count)
             self.records.append(MetricRecord(self.number, result.collaborator, result.task, metric, value))

@@ -6,7 +6,7 @@ import math
 import re
 
 from accord.errors import RefusedError
-from accord.messages import TaskResult
+from accord.messages import Measured, TaskResult
 from accord.plan.round_settings import TaskSpec
 from accord.tensors.state import ModelState, check_update
 
@@ -24,7 +24,8 @@ METRIC_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.:+-]{0,127}")
 def check_result(result: TaskResult, spec: TaskSpec, model: ModelState, delta_updates: bool | None) -> None:
     """Refuse (RefusedError, kind ``payload``) a result whose count, time, metrics or tensors are
     not what an honest site of this plan sends: for a training task, exactly the global model's
-    tensor names, shapes and dtypes, finite; ``delta_updates`` as the plan says (None: either)."""
+    tensor names, shapes and dtypes, finite (as measured on arrival, ``measured_against``, else read);
+    ``delta_updates`` as the plan says (None: either)."""
     check_report(result)
     origin = result.collaborator
     if spec.returns_model:
@@ -33,12 +34,22 @@ def check_result(result: TaskResult, spec: TaskSpec, model: ModelState, delta_up
         if delta_updates is not None and result.is_delta != delta_updates:
             said = "deltas" if result.is_delta else "weights"
             raise RefusedError(f"result from {origin} sends {said}, but the plan says delta_updates={delta_updates}", kind="payload")
-        check_update(model, result.tensors, origin)
+        measured = measured_against(result, model)
+        check_update(model, result.tensors, origin, None if measured is None else measured.non_finite)
     elif result.tensors:
         raise RefusedError(
             f"result from {origin} for {result.task!r} carries tensors, but that task returns none",
             kind="payload",
         )
+
+
+def measured_against(result: TaskResult, model: ModelState) -> Measured | None:
+    """What was measured of ``result``'s tensors as they arrived, if against ``model`` itself (and
+    the result's own ``is_delta``); else None (then its tensors are read)."""
+    measured = result.measured
+    if measured is None or measured.reference is not model or measured.is_delta != result.is_delta:
+        return None
+    return measured
 
 
 def check_report(result: TaskResult) -> None:

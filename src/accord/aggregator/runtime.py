@@ -22,6 +22,7 @@ from contextlib import AbstractContextManager
 from dataclasses import replace
 from typing import TYPE_CHECKING
 
+from accord.aggregation.bounds import StreamedChecks
 from accord.aggregator.committer import Committer
 from accord.aggregator.deadlines import watch_deadlines
 from accord.aggregator.events import RoundOutcome, Sink
@@ -35,7 +36,7 @@ from accord.aggregator.watch import Watchers
 from accord.errors import AccordError, RefusedError
 from accord.messages import Action, FederationInfo, TaskAssignment, TaskResult
 from accord.plan.loader import Plan
-from accord.tensors.state import ModelState, StateView
+from accord.tensors.state import ModelState, StateView, tensor_specs
 
 if TYPE_CHECKING:
     from accord.audit.trail import AuditTrail
@@ -221,10 +222,11 @@ class AggregatorRuntime:
             self._check(result.collaborator, plan_hash)
             with self._cond:
                 self._serving.check()
+            measured = result.tensors.measured() if isinstance(result.tensors, StagedFile) else None
             staged = self.journal.stage(result)
             kept = self.journal.view(staged)
             if kept is not None:  # the engine reads the tensors from their saved file
-                result = replace(result, tensors=kept)
+                result = replace(result, tensors=kept, measured=measured)
             with self._cond:
                 self._wait_committed()
                 self._serving.check()
@@ -284,9 +286,13 @@ class AggregatorRuntime:
         """Bounds how many updates are buffered at once (memory O(model), not O(collaborators))."""
         return _Slot(self._uploads)
 
-    def receiving(self, collaborator: str, round_number: int, task: str) -> StagedFile:
-        """The file an upload's tensors are written to as they arrive (aggregator/staging.py)."""
-        return self.journal.receiving(self.expected_tensors(), f"the {task} result of {collaborator} for round {round_number}")
+    def receiving(self, collaborator: str, round_number: int, task: str, is_delta: bool = False) -> StagedFile:
+        """The file an upload's tensors are written to as they arrive (aggregator/staging.py); an
+        update of the global model's tensors is measured as it arrives (``StreamedChecks``)."""
+        with self._cond:
+            specs, model = self.engine.expected_tensors(), self.engine.model
+        checks = StreamedChecks(model, is_delta) if specs == tensor_specs(model) else None
+        return self.journal.receiving(specs, f"the {task} result of {collaborator} for round {round_number}", checks)
 
     def expected_tensors(self) -> dict[str, tuple[str, tuple[int, ...]]]:
         """name -> (dtype, shape) of the tensors a result may carry now: the global model's, or

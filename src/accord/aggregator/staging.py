@@ -31,7 +31,9 @@ from pathlib import Path
 
 import numpy as np
 
+from accord.aggregation.bounds import StreamedChecks
 from accord.errors import RefusedError
+from accord.messages import Measured
 from accord.tensors.state import StateView, little_endian, safetensors_header, tensor_specs
 
 log = logging.getLogger("accord.aggregator")
@@ -58,23 +60,30 @@ _sync_file_range = _writeback_starter()
 
 
 class _FileBuffer:
-    def __init__(self, staged: StagedFile, start: int) -> None:
+    def __init__(self, staged: StagedFile, name: str, dtype: np.dtype, start: int) -> None:
         self._staged = staged
-        self._start = start
+        self._name, self._dtype, self._start = name, dtype, start
 
     def write(self, offset: int, data: bytes | memoryview) -> None:
         self._staged.write(self._start + offset, data)
+        if self._staged.checks is not None:
+            self._staged.checks.add(self._name, self._dtype, offset, data)
 
 
 class StagedFile(StateView):
     """The file one result's tensors are received into (a tensor Destination); see the module docstring.
 
     ``what`` names the result in a log line ("the train result of site1 for round 3").
+    ``checks``, when given, measures the tensors' change norms and finiteness beside each write
+    (aggregation/bounds.py StreamedChecks: the checks then need not read the file again).
     Once committed it reads as a StateView of the saved file.
     """
 
-    def __init__(self, directory: Path, specs: Mapping[str, tuple[str, tuple[int, ...]]], what: str) -> None:
+    def __init__(
+        self, directory: Path, specs: Mapping[str, tuple[str, tuple[int, ...]]], what: str, checks: StreamedChecks | None = None
+    ) -> None:
         self.directory = directory
+        self.checks = checks
         self.name = f"result-{uuid.uuid4().hex}.safetensors"
         self._what = what
         self._committed = False
@@ -117,13 +126,17 @@ class StagedFile(StateView):
         if self._specs.get(name) != (dtype, shape):
             # the assembler checked it against the same specs; a receiver without them cannot stage
             raise RefusedError(f"tensor {name!r} is not part of the model", kind="payload")
-        return _FileBuffer(self, self._starts[name])
+        return _FileBuffer(self, name, dtype, self._starts[name])
 
     def finish(self, names: list[str]) -> Mapping[str, np.ndarray]:
         """This file when every tensor arrived; else only those that did (the result is then refused)."""
         if len(names) == len(self._specs):
             return self
         return {name: self[name] for name in names}
+
+    def measured(self) -> Measured | None:
+        """What ``checks`` measured of the tensors written, once all are (None without checks, or if it stopped)."""
+        return None if self.checks is None else self.checks.measured()
 
     # -- the file -----------------------------------------------------------------------------
 

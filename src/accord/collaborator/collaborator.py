@@ -306,13 +306,15 @@ class Collaborator:
             own = self.runner.get_weights(with_optimizer=self._with_optimizer)
             self._own_specs = tensor_specs(own)
             self._own_bytes = sum(value.nbytes for value in own.values())
+        # the last round's model dropped first: the client receives into its arrays if nothing else holds them
+        self._global, self._global_round, self._global_digest = None, -1, ""
+        self.executor.forget()  # a new round's model: load it when a task needs it
         with self._shown(f"round {round_number}: receiving the global model", self._own_bytes):
             self._global = self.client.get_model(round_number, expected=self._own_specs)
         self._global_digest = model_digest(self._global, round_number)
         self._global_round = round_number
         if self.record is not None:
             self.record.received(round_number, self._global_digest)
-        self.executor.forget()  # a new round's model: load it when a task needs it
 
 
 class PhaseRefused(AccordError):

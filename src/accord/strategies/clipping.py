@@ -8,7 +8,7 @@ from collections.abc import Mapping
 
 import numpy as np
 
-from accord.aggregation.bounds import BoundEvent, ScaledChanges, Update, change_norms
+from accord.aggregation.bounds import BoundEvent, ScaledChanges
 from accord.strategies.base import Strategy
 from accord.strategies.robust import require
 from accord.strategies.seam import (
@@ -66,7 +66,7 @@ def clip_reply(reply: Reply, global_model: Mapping[str, np.ndarray], max_norm: f
     """``reply`` with its change over the model's floating-point tensors (not the optimizer
     state) scaled down to L2 norm ``max_norm`` if longer (lazily: views of what arrived and of
     its saved copy), and that change's norm before clipping; ``reply`` itself if not longer."""
-    norms = change_norms(global_model, Update(reply.collaborator, reply.update, reply.weight, reply.is_delta, {}))
+    norms = reply.change_norms(global_model)
     norm = math.sqrt(sum(n * n for n in norms.values()))
     if norm <= max_norm:
         return reply, norm

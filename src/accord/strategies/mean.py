@@ -9,7 +9,7 @@ O(replies x model). ``result`` takes the mean in float64 one block of one tensor
 
 from __future__ import annotations
 
-from accord.aggregation.bounds import BoundEvent, Update, bound_updates, change_norms
+from accord.aggregation.bounds import BoundEvent, Update, bound_updates
 from accord.aggregation.fedavg import ROBUST_VOTERS, non_finite_culprits, robust_tensor, weighted_mean
 from accord.strategies.seam import Aggregate, Reply, RoundContext
 
@@ -24,9 +24,7 @@ class MeasuredReplies:
 
     def add(self, reply: Reply) -> None:
         """Measure the reply's change norms now; keep its saved copy for the close."""
-        norms = change_norms(
-            self.context.global_model, Update(reply.collaborator, reply.update, reply.weight, reply.is_delta, {})
-        )
+        norms = reply.change_norms(self.context.global_model)
         self._updates.append(Update(reply.collaborator, reply.kept, reply.weight, reply.is_delta, norms))
 
 

@@ -9,7 +9,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from accord.aggregation.bounds import UNBOUNDED, BoundEvent, UpdateBounds
+from accord.aggregation.bounds import UNBOUNDED, BoundEvent, Update, UpdateBounds, change_norms
 from accord.tensors.space import MEMORY, TensorSpace
 from accord.tensors.state import ModelState
 
@@ -66,7 +66,9 @@ class Reply:
 
     ``update`` is what arrived (read it now, e.g. to measure norms); ``stored`` holds the same
     values as a lazy, memory-mapped view of the copy saved on disk: keep that one to read at
-    the round's close, so memory stays O(model) whatever the number of replies.
+    the round's close, so memory stays O(model) whatever the number of replies. ``norms``: the
+    change norms of ``update`` measured as it arrived (aggregation/bounds.py StreamedChecks),
+    against the round's global model; None: ``change_norms`` reads ``update``.
     """
 
     collaborator: str
@@ -74,6 +76,13 @@ class Reply:
     weight: float
     is_delta: bool = False
     stored: Mapping[str, np.ndarray] | None = None
+    norms: Mapping[str, float] | None = None
+
+    def change_norms(self, global_model: Mapping[str, np.ndarray]) -> Mapping[str, float]:
+        """The norm of each normed tensor's change from ``global_model`` (the round's): measured on arrival, else read."""
+        if self.norms is not None:
+            return self.norms
+        return change_norms(global_model, Update(self.collaborator, self.update, self.weight, self.is_delta, {}))
 
     @property
     def kept(self) -> Mapping[str, np.ndarray]:

@@ -10,6 +10,7 @@ piece (tensors/encodings.py) before it goes into place. Nothing is ever unpickle
 from __future__ import annotations
 
 import math
+import sys
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Protocol
@@ -91,13 +92,18 @@ class _ArrayBuffer:
 
 
 class InMemory:
-    """The default Destination: one array per tensor, allocated when its first chunk arrives."""
+    """The default Destination: one array per tensor, allocated when its first chunk arrives,
+    or taken from ``spare`` (``Spares.take``) when it holds one of that name, dtype and shape."""
 
-    def __init__(self) -> None:
+    def __init__(self, spare: dict[str, np.ndarray] | None = None) -> None:
         self._buffers: dict[str, _ArrayBuffer] = {}
+        self._spare = spare or {}
 
     def allocate(self, name: str, dtype: np.dtype, shape: tuple[int, ...]) -> Buffer:
-        buffer = self._buffers[name] = _ArrayBuffer(np.empty(shape, dtype=dtype))
+        array = self._spare.pop(name, None)
+        if array is None or array.dtype != dtype or array.shape != shape:
+            array = np.empty(shape, dtype=dtype)
+        buffer = self._buffers[name] = _ArrayBuffer(array)
         return buffer
 
     def finish(self, names: list[str]) -> dict[str, np.ndarray]:
@@ -105,6 +111,31 @@ class InMemory:
 
     def discard(self) -> None:
         self._buffers.clear()
+
+
+class Spares:
+    """The arrays of the last model received, to receive the next one into once nothing else
+    holds them: fresh arrays cost a pass of the kernel zeroing their pages (bench/wire_throughput.py:
+    ~40% of a site's CPU for get_model), reused ones none. An array the caller still holds, or
+    anything made from it (a view, a torch tensor sharing its memory, a memoryview), is not reused."""
+
+    def __init__(self) -> None:
+        self._arrays: dict[str, np.ndarray] = {}
+
+    def keep(self, state: Mapping[str, np.ndarray]) -> None:
+        """Remember ``state``'s arrays (those the receiver allocated) for the next ``take``."""
+        self._arrays = dict(state)
+
+    def take(self) -> dict[str, np.ndarray]:
+        """The kept arrays nothing else refers to now, forgotten here (the receiver overwrites them)."""
+        arrays, self._arrays = self._arrays, {}
+        free = {}
+        while arrays:
+            name, array = arrays.popitem()
+            if sys.getrefcount(array) == 2:  # ``array`` and the call's argument: nothing else holds it
+                free[name] = array
+            del array
+        return free
 
 
 @dataclass

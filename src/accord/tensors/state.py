@@ -6,7 +6,7 @@ import json
 import math
 import os
 import sys
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Collection, Iterable, Iterator, Mapping
 from pathlib import Path
 
 import numpy as np
@@ -162,9 +162,11 @@ def name_mismatch(expected: Iterable[str], got: Iterable[str]) -> str:
 
 
 def check_update(
-    template: Mapping[str, np.ndarray], update: Mapping[str, np.ndarray], origin: str
+    template: Mapping[str, np.ndarray], update: Mapping[str, np.ndarray], origin: str, non_finite: Collection[str] | None = None
 ) -> None:
-    """Refuse an update whose names, shapes or dtypes differ from ``template``, or that holds NaN/Inf."""
+    """Refuse an update whose names, shapes or dtypes differ from ``template``, or that holds NaN/Inf;
+    ``non_finite``, when given, names the tensors that do (measured as they arrived), and no
+    tensor is read for it."""
     mismatch = name_mismatch(template, update)
     if mismatch:
         raise RefusedError(f"update from {origin} has the wrong tensors" + mismatch)
@@ -178,7 +180,7 @@ def check_update(
             raise RefusedError(
                 f"update from {origin}: tensor {name!r} has dtype {got.dtype}, expected {expected.dtype}"
             )
-        if got.dtype.kind == "f" and not all_finite(got):
+        if got.dtype.kind == "f" and (name in non_finite if non_finite is not None else not all_finite(got)):
             raise RefusedError(f"update from {origin}: tensor {name!r} holds NaN or Inf values")
 
 

@@ -73,8 +73,9 @@ class AggregatorService(Protocol):
     def upload_slot(self) -> AbstractContextManager[None]:
         """Held while a result's tensors are being received, bounding buffered uploads."""
 
-    def receiving(self, collaborator: str, round_number: int, task: str) -> Destination:
-        """Where the tensors of an upload expected now go as they arrive (``expected_tensors``);
+    def receiving(self, collaborator: str, round_number: int, task: str, is_delta: bool = False) -> Destination:
+        """Where the tensors of an upload expected now go as they arrive (``expected_tensors``;
+        ``is_delta``: the header's, for what is measured of them as they arrive);
         ``submit`` takes the result whose tensors it holds. RefusedError (busy) if it cannot be made now."""
 
     def expected_tensors(self) -> TensorSpecs:

@@ -15,7 +15,7 @@ from accord.errors import AccordError, PKIError, RefusedError
 from accord.messages import FederationInfo, TaskAssignment, TaskResult
 from accord.plan.compression import NO_COMPRESSION, CompressionSettings
 from accord.plan.identity import shown_hash
-from accord.tensors.codec import TensorAssembler
+from accord.tensors.codec import InMemory, Spares, TensorAssembler
 from accord.tensors.compression import Encoded
 from accord.tensors.encodings import Decoding
 from accord.tensors.state import ALLOWED_DTYPES, ModelState
@@ -123,6 +123,7 @@ class GrpcAggregatorClient:
         self._connect_timeout = connect_timeout
         self._reconnect_timeout = reconnect_timeout
         self._transfer_timeout = transfer_timeout
+        self._spares = Spares()
         target = f"[{host}]:{port}" if ":" in host and not host.startswith("[") else self._address
         self._channel = grpc.secure_channel(target, tls.credentials(), options=[*wire.channel_options(chunk_bytes), *RECONNECT_OPTIONS])
         self._stub = pb_grpc.AggregatorStub(self._channel)
@@ -282,7 +283,8 @@ class GrpcAggregatorClient:
             ) from None
 
     def get_model(self, round_number: int, expected: TensorSpecs | None = None) -> ModelState:
-        """Stream the global model of ``round_number`` into freshly allocated arrays.
+        """Stream the global model of ``round_number`` into arrays: the last model's, if nothing
+        holds them any more (``Spares``), else freshly allocated ones.
 
         With ``expected`` (this site's own model), a tensor whose name, dtype or shape differs,
         or a model that lacks one, is refused before any memory is allocated for it.
@@ -296,7 +298,9 @@ class GrpcAggregatorClient:
 
     def _receive_model(self, request: pb.ModelRequest, expected: TensorSpecs | None) -> ModelState:
         limit = wire.MAX_MODEL_BYTES if expected is None else wire.model_bytes(expected)
-        assembler = TensorAssembler(expected, max_total_bytes=limit, decoding=Decoding.download(self._compression, self._chunk_bytes))
+        destination = InMemory(self._spares.take())  # the last model's arrays, if the caller dropped them
+        decoding = Decoding.download(self._compression, self._chunk_bytes)
+        assembler = TensorAssembler(expected, max_total_bytes=limit, decoding=decoding, destination=destination)
         call = self._stub.GetModel(request, timeout=self._transfer_timeout)
         try:
             counted = self._counted
@@ -306,7 +310,9 @@ class GrpcAggregatorClient:
                     assembler.add(*fields)
                     if counted is not None:
                         counted("download", memoryview(fields[4]).nbytes)
-            return wire.complete_model(assembler.finish(), expected)
+            model = wire.complete_model(assembler.finish(), expected)
+            self._spares.keep(model)
+            return model
         except RefusedError as exc:
             call.cancel()
             raise AccordError(

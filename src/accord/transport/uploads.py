@@ -28,6 +28,7 @@ from accord.tensors.encodings import Decoding
 from accord.transport import wire
 from accord.transport.admission import CallLimits, check_claim, peer_serial
 from accord.transport.base import AggregatorService
+from accord.transport.chunk_writer import ChunkWriter
 from accord.transport.proto import accord_pb2 as pb
 from accord.transport.streams import read_within
 
@@ -109,10 +110,11 @@ class Uploads:
         slot = await self._enter_slot() if head.tensor_count else nullcontext()
         destination: Destination | None = None
         submitting: concurrent.futures.Future[None] | None = None
+        writer = ChunkWriter()  # the chunks' digest, checks and writes, off this loop
         try:
             expected = service.expected_tensors()
             # a result without tensors (a validation) needs no file; one whose count lies is refused at its first tensor
-            destination = service.receiving(name, head.round_number, head.task) if head.tensor_count else InMemory()
+            destination = service.receiving(name, head.round_number, head.task, head.is_delta) if head.tensor_count else InMemory()
             limit = wire.upload_limit(expected, self._max_update_bytes)
             assembler = TensorAssembler(expected, max_total_bytes=limit, decoding=decoding, destination=destination)
             length = self._length_bound(wire.model_bytes(expected))
@@ -123,15 +125,9 @@ class Uploads:
                     raise RefusedError("a result stream holds one header, then only tensor chunks", kind="payload")
                 if not head.tensor_count:  # it holds no slot: nothing of it is received
                     raise RefusedError("a tensor arrived in a result whose header announces none", kind="payload")
-                for chunk in message:
-                    name_, dtype, shape, offset, data, encoding = wire.chunk_fields(chunk)
-                    digest.add(name_, dtype, shape, offset, encoding, data)
-                    assembler.add(name_, dtype, shape, offset, data, encoding)
-                    if len(assembler) > head.tensor_count:
-                        raise RefusedError(
-                            f"more tensors arrived than the {head.tensor_count} the result header announces",
-                            kind="payload",
-                        )
+                fields = [wire.chunk_fields(chunk) for chunk in message]
+                await writer.put(functools.partial(_take_chunks, digest, assembler, head.tensor_count, fields))
+            await writer.drain()
             result = replace(
                 wire.result_from_pb(name, head, assembler.finish()),
                 update_digest=digest.hexdigest(),
@@ -143,6 +139,7 @@ class Uploads:
             submitting.add_done_callback(functools.partial(_release, slot, destination))
             await asyncio.shield(asyncio.wrap_future(submitting))
         finally:
+            writer.close()  # before the file may be discarded: no write is under way after it
             if submitting is None:
                 if destination is not None:
                     destination.discard()
@@ -185,6 +182,16 @@ class Uploads:
             entering.add_done_callback(lambda f: _exit_if_entered(slot, f))
             raise
         return slot
+
+
+def _take_chunks(digest: UpdateDigest, assembler: TensorAssembler, announced: int, chunks: list[wire.ChunkFields]) -> None:
+    """Hash each chunk of one message in order, then check it and write it into place (on the
+    upload's writer thread)."""
+    for name, dtype, shape, offset, data, encoding in chunks:
+        digest.add(name, dtype, shape, offset, encoding, data)
+        assembler.add(name, dtype, shape, offset, data, encoding)
+        if len(assembler) > announced:
+            raise RefusedError(f"more tensors arrived than the {announced} the result header announces", kind="payload")
 
 
 def _release(slot: AbstractContextManager[None], destination: Destination, _: concurrent.futures.Future[Any]) -> None:

@@ -162,7 +162,11 @@ def phase_payload(data: bytes, what: str) -> bytes:
     return bytes(data)
 
 
-def chunk_fields(chunk: Any) -> tuple[str, str, tuple[int, ...], int, bytes | memoryview, str]:
+#: a received chunk's name, dtype, shape, offset, data and encoding
+ChunkFields = tuple[str, str, tuple[int, ...], int, bytes | memoryview, str]
+
+
+def chunk_fields(chunk: Any) -> ChunkFields:
     """A received chunk's (a pb.TensorChunk or a chunk_views.ChunkView) name, dtype, shape,
     offset, data and encoding for the assembler, which refuses an encoding the plan's
     compression_pipeline does not send."""
