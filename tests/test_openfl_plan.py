@@ -174,6 +174,11 @@ REFUSED = [
     ("tasks.train.function", "start_client_adapter", "train_task or validate_task"),
     ("tasks.settings", "{interop_server_port: auto}", "remove tasks.settings"),
     ("connector", "{template: openfl.component.ConnectorFlower}", "remove the connector section"),
+    # a string is not a switch: bool('false') would turn secure aggregation on
+    ("aggregator.settings.secure_aggregation", "'false'", "secure_aggregation: true (or false)"),
+    ("collaborator.settings.use_delta_updates", "'no'", "use_delta_updates: true (or false)"),
+    ("aggregator.settings", "[1]", "write aggregator.settings as key: value lines"),
+    ("tasks.train.kwargs", "[epochs, 1]", "write tasks.train.kwargs as key: value lines"),
 ]
 
 
