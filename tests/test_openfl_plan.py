@@ -323,3 +323,14 @@ def test_a_metrics_callback_names_only_a_workspace_function(tmp_path: Path, caps
     )
     with pytest.raises(PlanError, match="is not a function"):
         open_sinks(plan)
+
+
+@pytest.mark.parametrize("settings", [{"straggler_cutoff_time": float("inf"), "minimum_reporting": 1}, {}])
+def test_a_cutoff_policy_with_no_finite_cutoff_waits_for_all_as_openfl_does(settings: dict[str, object], tmp_path: Path) -> None:
+    """OpenFL's CutoffTimePolicy defaults to an infinite cut-off, so it waits for every site."""
+    ws = copy_of("torch_mnist", tmp_path)
+    policy = {"template": "openfl.component.CutoffTimePolicy", "settings": settings}
+    plan = load_plan(ws / "plan" / "plan.yaml", {"straggler_handling_policy": policy})
+    stragglers = plan.model.straggler_handling_policy.settings
+    assert (stragglers.policy, stragglers.cutoff_seconds, stragglers.min_reports) == ("wait_for_all", None, 1)
+    assert any("wait_for_all" in note.line() for note in plan.openfl_notes)

@@ -208,6 +208,16 @@ class _Translation:
         _set(self.plan, "aggregator.settings.strategy", {"template": known.accord, "settings": settings})
         self.note(f"{key} {template}", f"-> aggregator.settings.strategy {known.accord} {settings or ''}".rstrip())
 
+    def stragglers(self, section: dict[str, Any]) -> None:
+        """OpenFL's cut-off policies default to an infinite cut-off, under which they wait for every site."""
+        settings = section.get("settings") or {}
+        if settings.get("policy") == "cutoff_time" and settings.get("cutoff_seconds") is None:
+            settings["policy"] = "wait_for_all"
+            self.note(
+                "straggler_handling_policy.settings.straggler_cutoff_time",
+                "infinite or unset: -> policy wait_for_all (OpenFL's policy waits for every site then)",
+            )
+
     def assigner(self, section: dict[str, Any]) -> None:
         groups = (section.get("settings") or {}).get("task_groups")
         if not isinstance(groups, list):
@@ -249,6 +259,8 @@ def from_openfl(raw: Mapping[str, Any], read_defaults: DefaultsReader) -> tuple[
             work.settings(name, section)
             if name == "assigner":
                 work.assigner(section)
+            if name == "straggler_handling_policy":
+                work.stragglers(section)
             if name == "compression_pipeline" and "template" not in section and section.get("settings") == {}:
                 section.pop("settings")
         if not section.get("settings"):
