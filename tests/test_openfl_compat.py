@@ -152,6 +152,17 @@ def test_tensorkey_level_overrides_are_refused_when_the_class_is_defined(source:
     assert "train_(batches) / validate_(batches) returning a Metric" in message and "\n" not in message
 
 
+def test_a_tensorkey_level_override_from_a_mixin_is_refused_too() -> None:
+    class Mixin:
+        def train_task(self, col_name, round_num, input_tensor_dict, **kwargs):
+            raise AssertionError("never called by Accord")
+
+    with pytest.raises(AccordError, match=r"Custom overrides train_task \(from .*Mixin\), OpenFL's TensorKey-level"):
+
+        class Custom(Mixin, Runner):
+            pass
+
+
 def test_the_per_epoch_hooks_are_what_an_openfl_runner_overrides() -> None:
     """Supported: train_ / validate_ (OpenFL 1.6+), torch's older train_epoch as train_, and
     Accord-signature train / validate; the first kind is what Accord calls each epoch."""
