@@ -323,6 +323,13 @@ def test_a_metrics_callback_names_only_a_workspace_function(tmp_path: Path, caps
     )
     with pytest.raises(PlanError, match="is not a function"):
         open_sinks(plan)
+    # a function the workspace's module only imported is not the workspace's code
+    (ws / "src" / "borrowed.py").write_text("from os import system, execl\n")
+    for name in ("system", "execl"):
+        template = f"src.borrowed.{name}"
+        plan = load_plan(ws / "plan" / "plan.yaml", {"aggregator.settings.metrics.callback": {"template": template}})
+        with pytest.raises(PlanError, match=rf"{name} is defined in (posix|os|nt), not in src\.borrowed"):
+            open_sinks(plan)
 
 
 @pytest.mark.parametrize("settings", [{"straggler_cutoff_time": float("inf"), "minimum_reporting": 1}, {}])
