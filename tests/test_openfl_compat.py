@@ -4,6 +4,8 @@ module names resolving to them only while a workspace's code is imported."""
 from __future__ import annotations
 
 import importlib
+import importlib.abc
+import importlib.machinery
 import importlib.util
 import shutil
 import sys
@@ -82,6 +84,29 @@ def test_a_real_installed_openfl_is_never_what_workspace_code_gets(tmp_path: Pat
         sys.modules.pop("openfl", None)
 
 
+def test_a_finder_placed_before_accord_s_does_not_bring_in_a_real_openfl(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A path finder another package put first on sys.meta_path after Accord's (an import hook,
+    an editable install) would find an installed openfl before the compat names did."""
+    fake = tmp_path / "site-packages"
+    (fake / "openfl" / "federated").mkdir(parents=True)
+    (fake / "openfl" / "__init__.py").write_text("")
+    (fake / "openfl" / "federated" / "__init__.py").write_text("raise RuntimeError('the real openfl ran')\n")
+
+    class Hook(importlib.abc.MetaPathFinder):
+        def find_spec(self, fullname, path, target=None):
+            if fullname.split(".")[0] != "openfl":
+                return None
+            return importlib.machinery.PathFinder.find_spec(fullname, [str(fake)] if "." not in fullname else path)
+
+    load_code(workspace_with(tmp_path / "first", WORKSPACE_CODE))  # Accord's finder is in place
+    monkeypatch.setattr(sys, "meta_path", [Hook(), *sys.meta_path])
+    code = load_code(workspace_with(tmp_path, WORKSPACE_CODE))
+    assert code.PyTorchTaskRunner is PyTorchTaskRunner
+    assert not [n for n in sys.modules if n == "openfl" or n.startswith("openfl.")]
+
+
 class Loader(PyTorchDataLoader):
     def __init__(self, data_path=None, batch_size: int = 4, **kwargs) -> None:
         super().__init__(batch_size, random_seed=1, **kwargs)
@@ -150,6 +175,17 @@ def test_tensorkey_level_overrides_are_refused_when_the_class_is_defined(source:
     message = str(raised.value)
     assert f"Custom overrides {named}, OpenFL's TensorKey-level task code, which Accord never calls" in message
     assert "train_(batches) / validate_(batches) returning a Metric" in message and "\n" not in message
+
+
+def test_a_tensorkey_level_override_from_a_mixin_is_refused_too() -> None:
+    class Mixin:
+        def train_task(self, col_name, round_num, input_tensor_dict, **kwargs):
+            raise AssertionError("never called by Accord")
+
+    with pytest.raises(AccordError, match=r"Custom overrides train_task \(from .*Mixin\), OpenFL's TensorKey-level"):
+
+        class Custom(Mixin, Runner):
+            pass
 
 
 def test_the_per_epoch_hooks_are_what_an_openfl_runner_overrides() -> None:

@@ -156,3 +156,21 @@ def test_model_save_says_the_command_to_type(capsys: pytest.CaptureFixture[str])
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1
     assert "fx model export --best --format torch -o model_out" in err
+
+
+@pytest.mark.parametrize("twin", ["ws/src/taskrunner.py", "ws/src/TaskRunner.py"])
+def test_a_zip_naming_a_file_twice_is_refused(twin: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Two entries for one file (or two that one case-insensitive disk makes one): which one a
+    site runs would depend on the order of writing; Accord's own archives refuse it too."""
+    source = openfl_folder(tmp_path)
+    archive = tmp_path / "ws.zip"
+    with zipfile.ZipFile(archive, "w") as zf:
+        for path in sorted(source.rglob("*")):
+            if path.is_file():
+                zf.write(path, f"ws/{path.relative_to(source).as_posix()}")
+        zf.writestr(twin, "import os\nos.system('echo owned')\n")
+    ws = tmp_path / "accord_ws"
+    assert main(["workspace", "import", "--from-openfl", str(archive), "--prefix", str(ws)]) == 2
+    err = capsys.readouterr().err
+    assert "duplicate name" in err and twin in err and len(err.strip().splitlines()) == 1
+    assert not ws.exists()

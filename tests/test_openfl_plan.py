@@ -174,6 +174,11 @@ REFUSED = [
     ("tasks.train.function", "start_client_adapter", "train_task or validate_task"),
     ("tasks.settings", "{interop_server_port: auto}", "remove tasks.settings"),
     ("connector", "{template: openfl.component.ConnectorFlower}", "remove the connector section"),
+    # a string is not a switch: bool('false') would turn secure aggregation on
+    ("aggregator.settings.secure_aggregation", "'false'", "secure_aggregation: true (or false)"),
+    ("collaborator.settings.use_delta_updates", "'no'", "use_delta_updates: true (or false)"),
+    ("aggregator.settings", "[1]", "write aggregator.settings as key: value lines"),
+    ("tasks.train.kwargs", "[epochs, 1]", "write tasks.train.kwargs as key: value lines"),
 ]
 
 
@@ -318,3 +323,21 @@ def test_a_metrics_callback_names_only_a_workspace_function(tmp_path: Path, caps
     )
     with pytest.raises(PlanError, match="is not a function"):
         open_sinks(plan)
+    # a function the workspace's module only imported is not the workspace's code
+    (ws / "src" / "borrowed.py").write_text("from os import system, execl\n")
+    for name in ("system", "execl"):
+        template = f"src.borrowed.{name}"
+        plan = load_plan(ws / "plan" / "plan.yaml", {"aggregator.settings.metrics.callback": {"template": template}})
+        with pytest.raises(PlanError, match=rf"{name} is defined in (posix|os|nt), not in src\.borrowed"):
+            open_sinks(plan)
+
+
+@pytest.mark.parametrize("settings", [{"straggler_cutoff_time": float("inf"), "minimum_reporting": 1}, {}])
+def test_a_cutoff_policy_with_no_finite_cutoff_waits_for_all_as_openfl_does(settings: dict[str, object], tmp_path: Path) -> None:
+    """OpenFL's CutoffTimePolicy defaults to an infinite cut-off, so it waits for every site."""
+    ws = copy_of("torch_mnist", tmp_path)
+    policy = {"template": "openfl.component.CutoffTimePolicy", "settings": settings}
+    plan = load_plan(ws / "plan" / "plan.yaml", {"straggler_handling_policy": policy})
+    stragglers = plan.model.straggler_handling_policy.settings
+    assert (stragglers.policy, stragglers.cutoff_seconds, stragglers.min_reports) == ("wait_for_all", None, 1)
+    assert any("wait_for_all" in note.line() for note in plan.openfl_notes)

@@ -49,8 +49,9 @@ def _check_workspace_module(section_name: str, template: str, workspace: Path) -
 
 
 def workspace_function(setting: str, template: str, workspace: Path) -> Callable[..., Any]:
-    """The function ``src.module.name`` of the workspace's own ``src`` package (nothing else may
-    be named), imported from its source; PlanError naming ``setting`` otherwise."""
+    """The function ``src.module.name`` defined in the workspace's own ``src`` package (nothing
+    else may be named, nor a function the module imported), imported from its source;
+    PlanError naming ``setting`` otherwise."""
     if not WORKSPACE_TEMPLATE.fullmatch(template):
         raise PlanError(
             f"{setting} is {template!r}: it may name only a function of the workspace's src package",
@@ -59,8 +60,15 @@ def workspace_function(setting: str, template: str, workspace: Path) -> Callable
     _check_workspace_module(setting, template, workspace)
     use_workspace(workspace)
     found = import_dotted(template, setting)
+    module = template.rsplit(".", 1)[0]
     if not callable(found) or isinstance(found, type):
-        raise PlanError(f"{setting}: {template} is not a function", f"name a function of {template.rsplit('.', 1)[0]}")
+        raise PlanError(f"{setting}: {template} is not a function", f"name a function of {module}")
+    home = getattr(found, "__module__", None)
+    if home != module:  # e.g. `from os import system` in the module: not the workspace's code
+        raise PlanError(
+            f"{setting}: {template} is defined in {home or 'no module'}, not in {module}",
+            f"name a function defined in {module}",
+        )
     return found
 
 

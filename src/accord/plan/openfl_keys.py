@@ -43,6 +43,18 @@ def rename(target: str, convert: Callable[[Any], Any] = lambda v: v) -> Rule:
     return rule
 
 
+def switch(target: str) -> Rule:
+    """The key is Accord's on/off ``target``; only true or false is taken (``bool('false')`` is True)."""
+
+    def rule(key: str, value: Any) -> Outcome:
+        if not isinstance(value, bool):
+            name = key.rsplit(".", 1)[1]
+            raise PlanError(f"OpenFL key {key} is {value!r}, not a switch", f"write {name}: true (or false)")
+        return rename(target)(key, value)
+
+    return rule
+
+
 def no_meaning(why: str) -> Rule:
     """Accepted with one warning: Accord has nothing this key would change."""
 
@@ -144,7 +156,7 @@ KEYS: dict[str, Rule] = {
     ),
     "aggregator.settings.use_delta_updates": no_meaning("each site chooses with collaborator.settings.delta_updates"),
     "aggregator.settings.single_col_cert_common_name": no_meaning("each site's certificate names that site"),
-    "aggregator.settings.secure_aggregation": rename("aggregator.settings.secure_aggregation.enabled", bool),
+    "aggregator.settings.secure_aggregation": switch("aggregator.settings.secure_aggregation.enabled"),
     "aggregator.settings.log_metric_callback": lambda key, value: Outcome(
         "aggregator.settings.metrics.callback",
         {"template": _callback_template(key, value)},
@@ -157,7 +169,7 @@ KEYS: dict[str, Rule] = {
     ),
     # collaborator
     "collaborator.settings.opt_treatment": rename("collaborator.settings.opt_treatment"),
-    "collaborator.settings.use_delta_updates": rename("collaborator.settings.delta_updates", bool),
+    "collaborator.settings.use_delta_updates": switch("collaborator.settings.delta_updates"),
     "collaborator.settings.db_store_rounds": no_meaning("a site keeps only the round's model in memory"),
     "collaborator.settings.log_memory_usage": no_meaning(_MEMORY),
     "collaborator.settings.write_logs": no_meaning("a site's metrics go to the aggregator (logs/metrics.jsonl and its sinks)"),

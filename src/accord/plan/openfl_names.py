@@ -120,8 +120,9 @@ def openfl_names() -> Iterator[None]:
         finally:
             _state.depth = depth
         return
-    if _FINDER not in sys.meta_path:
-        sys.meta_path.insert(0, _FINDER)
+    if _FINDER in sys.meta_path:  # first again: a finder put before it could find an installed openfl
+        sys.meta_path.remove(_FINDER)
+    sys.meta_path.insert(0, _FINDER)
     aside = {n: m for n, m in sys.modules.items() if is_openfl_name(n) and not getattr(m, _MARK, False)}
     for name in aside:
         del sys.modules[name]

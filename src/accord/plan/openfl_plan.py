@@ -62,11 +62,20 @@ def is_openfl_plan(raw: Mapping[str, Any], read_defaults: DefaultsReader) -> boo
     return False
 
 
-def _merge(defaults: Mapping[str, Any], section: Mapping[str, Any]) -> dict[str, Any]:
+def _mapping(where: str, value: Any) -> dict[str, Any]:
+    """``value`` (None: empty) as a dict; PlanError naming ``where`` if it is not a mapping."""
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping):
+        raise PlanError(f"OpenFL key {where} is {value!r}, not a mapping", f"write {where} as key: value lines")
+    return dict(value)
+
+
+def _merge(name: str, defaults: Mapping[str, Any], section: Mapping[str, Any]) -> dict[str, Any]:
     """OpenFL's merge: the section's settings over the defaults', then its other keys over theirs."""
     merged = copy.deepcopy(dict(defaults))
-    settings = dict(merged.get("settings") or {})
-    settings.update(copy.deepcopy(section.get("settings") or {}))
+    settings = _mapping(f"{name}.settings", merged.get("settings"))
+    settings.update(copy.deepcopy(_mapping(f"{name}.settings", section.get("settings"))))
     merged.update(copy.deepcopy(dict(section)))
     merged["settings"] = settings
     merged.pop("defaults", None)
@@ -163,7 +172,7 @@ class _Translation:
             unknown = sorted(set(spec) - {"function", "kwargs"})
             if unknown:
                 raise PlanError(f"OpenFL task tasks.{task} has keys {unknown} Accord does not know", "remove them")
-            tasks[task] = {"function": TASK_FUNCTIONS[function], "kwargs": dict(spec.get("kwargs") or {})}
+            tasks[task] = {"function": TASK_FUNCTIONS[function], "kwargs": _mapping(f"tasks.{task}.kwargs", spec.get("kwargs"))}
         self.note("tasks", f"OpenFL's layout -> tasks.settings ({', '.join(tasks)})")
         return {"settings": tasks}
 
@@ -199,6 +208,16 @@ class _Translation:
         _set(self.plan, "aggregator.settings.strategy", {"template": known.accord, "settings": settings})
         self.note(f"{key} {template}", f"-> aggregator.settings.strategy {known.accord} {settings or ''}".rstrip())
 
+    def stragglers(self, section: dict[str, Any]) -> None:
+        """OpenFL's cut-off policies default to an infinite cut-off, under which they wait for every site."""
+        settings = section.get("settings") or {}
+        if settings.get("policy") == "cutoff_time" and settings.get("cutoff_seconds") is None:
+            settings["policy"] = "wait_for_all"
+            self.note(
+                "straggler_handling_policy.settings.straggler_cutoff_time",
+                "infinite or unset: -> policy wait_for_all (OpenFL's policy waits for every site then)",
+            )
+
     def assigner(self, section: dict[str, Any]) -> None:
         groups = (section.get("settings") or {}).get("task_groups")
         if not isinstance(groups, list):
@@ -232,7 +251,7 @@ def from_openfl(raw: Mapping[str, Any], read_defaults: DefaultsReader) -> tuple[
         defaults = read_defaults(name, value) if isinstance(value.get("defaults"), str) else {}
         if defaults:
             work.note(f"{name}.defaults {value['defaults']}", "merged under the section, as OpenFL does")
-        section = _merge(defaults, value)
+        section = _merge(name, defaults, value)
         if name == "tasks":
             section = work.tasks(section)
         else:
@@ -240,6 +259,8 @@ def from_openfl(raw: Mapping[str, Any], read_defaults: DefaultsReader) -> tuple[
             work.settings(name, section)
             if name == "assigner":
                 work.assigner(section)
+            if name == "straggler_handling_policy":
+                work.stragglers(section)
             if name == "compression_pipeline" and "template" not in section and section.get("settings") == {}:
                 section.pop("settings")
         if not section.get("settings"):

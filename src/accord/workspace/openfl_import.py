@@ -4,8 +4,8 @@ an Accord workspace, with what was mapped, warned about and dropped (docs/migrat
 Only text is read: the plan's YAML (safe_load), cols.yaml and data.yaml, and the workspace's
 ``src/`` and ``requirements.txt`` copied as bytes. Nothing is unpickled, evaluated or imported;
 OpenFL's models (``save/*.pbuf``), certificates, logs and data stay behind. A zip's entries are
-checked as Accord's own archives' are (workspace/archive.py): an unsafe name, a link or a zip
-bomb refuses the whole archive before anything is written.
+checked as Accord's own archives' are (workspace/archive.py): an unsafe name, a name given
+twice (ignoring case), a link or a zip bomb refuses the whole archive before anything is written.
 """
 
 from __future__ import annotations
@@ -87,8 +87,11 @@ def _zip_files(source: Path, stack: contextlib.ExitStack) -> list[Entry]:
     if len(infos) > MAX_ENTRIES:
         raise AccordError(f"{source}: {len(infos)} entries, more than {MAX_ENTRIES}; nothing was written")
     total = 0
+    seen: set[str] = set()
     for info in infos:
-        why = unsafe_name(info.filename) or entry_problem(info)
+        key = info.filename.rstrip("/").casefold()
+        why = unsafe_name(info.filename) or entry_problem(info) or ("duplicate name" if key in seen else None)
+        seen.add(key)
         if why:
             raise AccordError(f"{source}: refusing entry {info.filename!r}: {why}; nothing was written")
         total += info.file_size

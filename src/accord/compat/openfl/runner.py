@@ -26,6 +26,9 @@ OPT_TREATMENTS = ("RESET", "CONTINUE_LOCAL", "CONTINUE_GLOBAL")
 
 _building = threading.local()
 
+#: the package of Accord's own OpenFL classes, whose methods are not a workspace's overrides
+_HOME = __name__.rsplit(".", 1)[0]
+
 #: OpenFL's TensorKey-level methods: they take the round's ``input_tensor_dict`` (TensorKey ->
 #: array) and return (global, local) TensorKey dictionaries, or declare which TensorKeys a task
 #: needs. Accord's collaborator sends every task the whole model by tensor name and calls the
@@ -122,10 +125,16 @@ def _check_overrides(cls: type) -> None:
     """Refuse a subclass's TensorKey-level methods (TENSORKEY_METHODS, or ``train`` / ``validate``
     taking TENSORKEY_PARAMETERS), naming them and what to write instead; take EPOCH_ALIASES as ``train_``."""
     own = cls.__dict__
-    found = [name for name in TENSORKEY_METHODS if name in own]
-    for name in ("train", "validate"):
-        if callable(own.get(name)) and set(TENSORKEY_PARAMETERS) & set(inspect.signature(own[name]).parameters):
-            found.append(name)
+    found = []
+    for name in (*TENSORKEY_METHODS, "train", "validate"):
+        owner = next((base for base in cls.__mro__ if name in base.__dict__), None)
+        if owner is None or owner.__module__.startswith(_HOME):
+            continue  # Accord's own (a mixin's or a parent's override counts as the class's)
+        method = owner.__dict__[name]
+        if name in TENSORKEY_METHODS or (
+            callable(method) and set(TENSORKEY_PARAMETERS) & set(inspect.signature(method).parameters)
+        ):
+            found.append(name if owner is cls else f"{name} (from {owner.__qualname__})")
     if found:
         raise AccordError(
             f"{cls.__qualname__} overrides {', '.join(found)}, OpenFL's TensorKey-level task code, which Accord "
