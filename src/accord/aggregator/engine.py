@@ -11,7 +11,7 @@ from accord.aggregator.assigner import Assigner
 from accord.aggregator.cohort import cohort_tasks
 from accord.aggregator.events import EventBus, ResultFailed, RoundClosed, RoundOpened, RoundOutcome
 from accord.aggregator.open_round import OpenRound
-from accord.aggregator.owed import check_member, check_owed
+from accord.aggregator.owed import ExcusedRefusal, check_member, check_owed
 from accord.aggregator.result_checks import check_report, check_result
 from accord.aggregator.round_policy import deadline_error, decide
 from accord.aggregator.stragglers import Decision, StragglerPolicy
@@ -190,7 +190,9 @@ class RoundEngine:
         ``stored`` is the same tensors as the aggregation should keep them until the round
         closes (a lazy view of the saved copy); by default ``result.tensors``. A result
         reporting a ``failure`` at the site ends that collaborator's part in the round: it
-        owes nothing more and counts as not reported (what it sent before stays).
+        owes nothing more and counts as not reported (what it sent before stays). A phase reply
+        refused whose sender the round's phases then excuse (RoundPhases.excused) ends its part
+        too: ExcusedRefusal carries the outcome, if that closed the round.
         """
         owed = self.check_owed(
             result.collaborator, result.round_number, result.task, result.model_digest, bool(result.failure)
@@ -211,7 +213,15 @@ class RoundEngine:
             return self._apply_policy(may_fail=False)
         phases = current.phases
         if phases is not None and current.phase != phases.tasks_phase:
-            current.take_phase_reply(phases, result, owed)
+            try:
+                current.take_phase_reply(phases, result, owed)
+            except RefusedError as exc:
+                why = phases.excused(current.phase).get(result.collaborator)
+                if why is None:
+                    raise
+                current.take_failure(result.collaborator, why, owed)
+                self.events.emit(ResultFailed(current.number, result.collaborator, why))
+                raise ExcusedRefusal(exc, self._apply_policy(may_fail=False)) from exc
             return self._apply_policy(may_fail=False)
         if result.payload and phases is None:
             raise RefusedError(

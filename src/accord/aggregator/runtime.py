@@ -26,6 +26,7 @@ from accord.aggregator.committer import Committer
 from accord.aggregator.deadlines import watch_deadlines
 from accord.aggregator.events import RoundOutcome, Sink
 from accord.aggregator.hash_checks import check_plan_hash, check_workspace_hash
+from accord.aggregator.owed import ExcusedRefusal
 from accord.aggregator.publishing import RoundPublisher
 from accord.aggregator.reporting import RecordSink, ResultLog, log_stop
 from accord.aggregator.serving_state import Serving
@@ -228,7 +229,12 @@ class AggregatorRuntime:
                 self._wait_committed()
                 self._serving.check()
                 phased = self.engine.in_phases
-                outcome = self._take(result, kept)
+                try:
+                    outcome = self._take(result, kept)
+                except ExcusedRefusal as exc:  # refused, but excusing its sender may close the round
+                    if exc.outcome is not None:
+                        self._close_round(exc.outcome)
+                    raise
                 self._result_log.took(result)
                 # a multi-phase round journals no result (its phases folded what they keep): a
                 # restart runs its phases again, with a fresh round seed

@@ -150,6 +150,10 @@ class SecurePhases:
         """The unmask phase ends only once every secret has its share threshold of reveals."""
         return phase != UNMASK or self.session.ready
 
+    def excused(self, phase: str) -> Mapping[str, str]:
+        """In the unmask phase, the sites whose reveals the session excluded (a wrong share)."""
+        return self.session.excluded if phase == UNMASK else {}
+
     def payload(self, phase: str, collaborator: str) -> bytes:
         if phase == ADVERTISE:
             return self._opening
