@@ -46,6 +46,12 @@ class EchoPhases:
     def excused(self, phase):
         return {}
 
+    def checkpoint(self, phase):
+        return None
+
+    def resume(self, phase, state):
+        raise RefusedError("no checkpoints", kind="state")
+
     def payload(self, phase, collaborator):
         return f"{phase}:{collaborator}".encode()
 

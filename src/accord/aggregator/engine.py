@@ -9,9 +9,10 @@ import numpy as np
 from accord.aggregation.bounds import UNBOUNDED, BoundEvent, UpdateBounds
 from accord.aggregator.assigner import Assigner
 from accord.aggregator.cohort import cohort_tasks
-from accord.aggregator.events import EventBus, ResultFailed, RoundClosed, RoundOpened, RoundOutcome
+from accord.aggregator.events import EventBus, PhaseOpened, ResultFailed, RoundClosed, RoundOpened, RoundOutcome
 from accord.aggregator.open_round import OpenRound
 from accord.aggregator.owed import ExcusedRefusal, check_member, check_owed
+from accord.aggregator.phase_checkpoint import PhaseCheckpoint
 from accord.aggregator.result_checks import check_report, check_result
 from accord.aggregator.round_policy import deadline_error, decide
 from accord.aggregator.stragglers import Decision, StragglerPolicy
@@ -55,6 +56,7 @@ class RoundEngine:
         delta_updates: bool | None = None,
         policy: StragglerPolicy | None = None,
         space: TensorSpace = MEMORY,
+        resume: PhaseCheckpoint | None = None,
     ) -> None:
         self.collaborators = tuple(collaborators)
         self._members = frozenset(self.collaborators)
@@ -83,6 +85,8 @@ class RoundEngine:
         #: the strategy's state as of the open round's start, before its ``select`` and
         #: ``configure`` ran (a restart restores it and runs them again): what the runtime saves
         self.strategy_state = self.strategy.snapshot()
+        #: where the first round resumes its phases (a restart's; None: from the first phase)
+        self._resume = resume
         self._open_round(round_number)
 
     # -- queries ---------------------------------------------------------------
@@ -290,7 +294,36 @@ class RoundEngine:
         )
         self.events.emit(RoundOpened(number, assigned, dict(config), final))
         if current.phases is not None:
-            self.events.emit(current.begin_phase(0, assigned, self.clock()))
+            self.events.emit(self._resumed(current) or current.begin_phase(0, assigned, self.clock()))
+
+    def phase_checkpoint(self) -> PhaseCheckpoint | None:
+        """The open phase's checkpoint (RoundPhases.checkpoint), to save before serving it; None
+        when its round's phases keep none."""
+        current = self._round
+        if current is None or current.phases is None:
+            return None
+        state = current.phases.checkpoint(current.phase)
+        if state is None:
+            return None
+        return PhaseCheckpoint(current.number, current.model_digest, current.phase_index, current.phase, current.members, state)
+
+    def _resumed(self, current: OpenRound) -> PhaseOpened | None:
+        """Open the phase a restart's checkpoint names, if it is this round's (the members who
+        missed an earlier phase are its stragglers); None: the phases run from the first."""
+        saved, self._resume = self._resume, None
+        phases = current.phases
+        if saved is None or phases is None or (saved.round_number, saved.model_digest) != (current.number, current.model_digest):
+            return None
+        if not 0 <= saved.index < len(phases.names) or phases.names[saved.index] != saved.phase or not set(saved.members) <= set(current.assigned):
+            return None
+        try:
+            phases.resume(saved.phase, saved.state)
+            opened = current.begin_phase(saved.index, saved.members, self.clock())
+        except RefusedError:
+            current.phases = self.strategy.phased(current.context)  # a fresh session: from the first phase
+            return None
+        current.dropped.update(set(current.assigned) - set(saved.members))
+        return opened
 
     def _end_phase(self, current: OpenRound) -> RoundOutcome | None:
         """The open phase ends (the policy said so): the next phase opens with those who
