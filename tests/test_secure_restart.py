@@ -11,7 +11,7 @@ import stat
 import numpy as np
 import pytest
 from test_engine import FakeClock, make_engine
-from test_secure_rounds_checked import NAMES, SETTINGS, _reveal, _submit, _to_unmask
+from test_secure_rounds_checked import NAMES, SETTINGS, _reveal, _to_unmask
 
 from accord.aggregator import phase_checkpoint
 from accord.aggregator.phase_checkpoint import PhaseCheckpoint

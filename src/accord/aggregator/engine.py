@@ -12,7 +12,7 @@ from accord.aggregator.cohort import cohort_tasks
 from accord.aggregator.events import EventBus, PhaseOpened, ResultFailed, RoundClosed, RoundOpened, RoundOutcome
 from accord.aggregator.open_round import OpenRound
 from accord.aggregator.owed import ExcusedRefusal, check_member, check_owed
-from accord.aggregator.phase_checkpoint import PhaseCheckpoint
+from accord.aggregator.phase_checkpoint import PhaseCheckpoint, resume_phase
 from accord.aggregator.result_checks import check_report, check_result
 from accord.aggregator.round_policy import deadline_error, decide
 from accord.aggregator.stragglers import Decision, StragglerPolicy
@@ -308,22 +308,9 @@ class RoundEngine:
         return PhaseCheckpoint(current.number, current.model_digest, current.phase_index, current.phase, current.members, state)
 
     def _resumed(self, current: OpenRound) -> PhaseOpened | None:
-        """Open the phase a restart's checkpoint names, if it is this round's (the members who
-        missed an earlier phase are its stragglers); None: the phases run from the first."""
+        """Open the phase a restart's checkpoint names, if it fits this round; else None."""
         saved, self._resume = self._resume, None
-        phases = current.phases
-        if saved is None or phases is None or (saved.round_number, saved.model_digest) != (current.number, current.model_digest):
-            return None
-        if not 0 <= saved.index < len(phases.names) or phases.names[saved.index] != saved.phase or not set(saved.members) <= set(current.assigned):
-            return None
-        try:
-            phases.resume(saved.phase, saved.state)
-            opened = current.begin_phase(saved.index, saved.members, self.clock())
-        except RefusedError:
-            current.phases = self.strategy.phased(current.context)  # a fresh session: from the first phase
-            return None
-        current.dropped.update(set(current.assigned) - set(saved.members))
-        return opened
+        return None if saved is None else resume_phase(current, saved, self.strategy, self.clock())
 
     def _end_phase(self, current: OpenRound) -> RoundOutcome | None:
         """The open phase ends (the policy said so): the next phase opens with those who

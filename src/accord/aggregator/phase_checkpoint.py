@@ -15,7 +15,11 @@ import struct
 from dataclasses import dataclass
 from pathlib import Path
 
+from accord.aggregator.events import PhaseOpened
+from accord.aggregator.open_round import OpenRound
+from accord.errors import RefusedError
 from accord.files import atomic_write
+from accord.strategies.base import Strategy
 
 NAME = "phases.bin"
 
@@ -59,3 +63,23 @@ def load(directory: Path) -> PhaseCheckpoint | None:
 def remove(directory: Path) -> None:
     """Forget the checkpoint in ``directory`` (a fresh start)."""
     (Path(directory) / NAME).unlink(missing_ok=True)
+
+
+def resume_phase(current: OpenRound, saved: PhaseCheckpoint, strategy: Strategy, now: float) -> PhaseOpened | None:
+    """Open ``current``'s phase that ``saved`` names, its phases resumed from it (the members who
+    missed an earlier phase are its stragglers); None when it is not this round's, or does not
+    fit: ``current`` then has fresh phases (``strategy``'s), to run from the first."""
+    phases = current.phases
+    if phases is None or (saved.round_number, saved.model_digest) != (current.number, current.model_digest):
+        return None
+    fits = 0 <= saved.index < len(phases.names) and phases.names[saved.index] == saved.phase
+    if not fits or not set(saved.members) <= set(current.assigned):
+        return None
+    try:
+        phases.resume(saved.phase, saved.state)
+        opened = current.begin_phase(saved.index, saved.members, now)
+    except RefusedError:
+        current.phases = strategy.phased(current.context)
+        return None
+    current.dropped.update(set(current.assigned) - set(saved.members))
+    return opened

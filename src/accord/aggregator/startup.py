@@ -65,6 +65,12 @@ def start_engine(
     initial, space = (model, MEMORY) if model is not None else initial_model(plan, saved, journal)
     resume = None if saved is None else phase_checkpoint.load(journal.directory)
     engine = engine_for(plan, assigner, strategy, initial, clock, saved, space=space, resume=resume)
+    current = engine.current
+    if resume is not None and current is not None and resume.round_number == current.number:
+        if current.phase == resume.phase:
+            log.info("round %d resumed at phase %s from %s", current.number, resume.phase, journal.directory / phase_checkpoint.NAME)
+        else:
+            log.warning("round %d: the checkpoint %s does not fit; its phases run again from %s", current.number, phase_checkpoint.NAME, current.phase)
     return Started(engine, journal, saved, shamir, workspace_hash)
 
 
