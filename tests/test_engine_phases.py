@@ -43,6 +43,15 @@ class EchoPhases:
     def can_close(self, phase):
         return True
 
+    def excused(self, phase):
+        return {}
+
+    def checkpoint(self, phase):
+        return None
+
+    def resume(self, phase, state):
+        raise RefusedError("no checkpoints", kind="state")
+
     def payload(self, phase, collaborator):
         return f"{phase}:{collaborator}".encode()
 

@@ -11,6 +11,7 @@ import pytest
 from test_engine import FakeClock, make_engine
 from test_engine_phases import EchoPhases, Phased, reply
 
+from accord.aggregator.owed import ExcusedRefusal
 from accord.aggregator.stragglers import StragglerPolicy
 from accord.collaborator.secure_site import SecureSite
 from accord.errors import RefusedError
@@ -102,10 +103,12 @@ def test_an_honest_secure_round_still_steps() -> None:
     np.testing.assert_allclose(outcome.model["w"], 0.1, atol=1e-6)
 
 
-def test_a_site_revealing_a_wrong_share_is_refused_and_the_round_steps_to_fedavg_over_the_survivors() -> None:
+@pytest.mark.parametrize("liar_at", [0, 3])
+def test_a_site_revealing_a_wrong_share_is_excused_and_the_phase_closes_at_once_to_fedavg_over_the_survivors(liar_at) -> None:
     """The lowest-named site holds the lowest-index share of every other site's seed: its wrong
-    reveal is refused against the owner's commitment, it is excluded, and the others' reveals
-    unmask the round at the cut-off (before commitments, the round was held)."""
+    reveal is refused against the owner's commitment and it is excluded; the engine then no
+    longer counts it as owing its reply, so the phase closes as soon as the others' reveals
+    are in (the clock never moves: not at the cut-off), whether it lied first or last."""
     pytest.importorskip("cryptography")
     clock = FakeClock()
     policy = StragglerPolicy("cutoff_time", cutoff_seconds=5.0, min_reports=1, round_deadline_seconds=60.0)
@@ -113,14 +116,33 @@ def test_a_site_revealing_a_wrong_share_is_refused_and_the_round_steps_to_fedavg
     sites = {name: SecureSite(name, SETTINGS) for name in NAMES}
     values = {"a": 0.1, "b": 0.2, "c": 0.3, "d": 0.4}
     _to_unmask(engine, sites, values=values)
-    with pytest.raises(RefusedError, match="'a' revealed a wrong share and is excluded"):
+    honest = ["b", "c", "d"]
+    outcome = None
+    for name in honest[:liar_at]:
+        assert _reveal(engine, sites, name) is None  # "a" still owes its reply: the phase waits
+    with pytest.raises(ExcusedRefusal, match="'a' revealed a wrong share and is excluded") as refused:
         _reveal(engine, sites, "a", lie="b")
-    for name in "bcd":
-        assert _reveal(engine, sites, name) is None  # "a" still owes its reply: the phase waits for it until the cut-off
-    clock.now += 10.0
-    outcome = engine.tick()
-    assert outcome is not None and not outcome.bounds
+    outcome = refused.value.outcome
+    assert (outcome is None) == (liar_at == 0)
+    for name in honest[liar_at:]:
+        outcome = _reveal(engine, sites, name) or outcome
+    assert outcome is not None and not outcome.bounds and clock.now == 0.0
+    assert "a" in outcome.failed and engine.round_number == 1
     np.testing.assert_allclose(outcome.model["w"], np.mean(list(values.values())), atol=1e-6)  # "a" masked: a survivor
+
+
+def test_a_refused_reveal_of_a_site_not_excluded_leaves_it_owing() -> None:
+    """A malformed reveal is refused without an exclusion: the phase still waits for its sender."""
+    pytest.importorskip("cryptography")
+    engine = make_engine(NAMES, rounds=1, strategy=SecureAggregation(FedAvgM(momentum=0.0), SETTINGS))
+    sites = {name: SecureSite(name, SETTINGS) for name in NAMES}
+    _to_unmask(engine, sites)
+    with pytest.raises(RefusedError) as refused:
+        _submit(engine, "a", "unmask", "unmask", b"junk")
+    assert not isinstance(refused.value, ExcusedRefusal)
+    for name in "bcd":
+        assert _reveal(engine, sites, name) is None
+    assert engine.current.phase == "unmask" and engine.current.owing() == ["a"]
 
 
 def test_the_unmask_phase_waits_for_reveals_past_the_cutoff_until_it_can_unmask() -> None:

@@ -9,9 +9,10 @@ import numpy as np
 from accord.aggregation.bounds import UNBOUNDED, BoundEvent, UpdateBounds
 from accord.aggregator.assigner import Assigner
 from accord.aggregator.cohort import cohort_tasks
-from accord.aggregator.events import EventBus, ResultFailed, RoundClosed, RoundOpened, RoundOutcome
+from accord.aggregator.events import EventBus, PhaseOpened, ResultFailed, RoundClosed, RoundOpened, RoundOutcome
 from accord.aggregator.open_round import OpenRound
-from accord.aggregator.owed import check_member, check_owed
+from accord.aggregator.owed import ExcusedRefusal, check_member, check_owed
+from accord.aggregator.phase_checkpoint import PhaseCheckpoint, resume_phase
 from accord.aggregator.result_checks import check_report, check_result, measured_against
 from accord.aggregator.round_policy import deadline_error, decide
 from accord.aggregator.stragglers import Decision, StragglerPolicy
@@ -55,6 +56,7 @@ class RoundEngine:
         delta_updates: bool | None = None,
         policy: StragglerPolicy | None = None,
         space: TensorSpace = MEMORY,
+        resume: PhaseCheckpoint | None = None,
     ) -> None:
         self.collaborators = tuple(collaborators)
         self._members = frozenset(self.collaborators)
@@ -83,6 +85,8 @@ class RoundEngine:
         #: the strategy's state as of the open round's start, before its ``select`` and
         #: ``configure`` ran (a restart restores it and runs them again): what the runtime saves
         self.strategy_state = self.strategy.snapshot()
+        #: where the first round resumes its phases (a restart's; None: from the first phase)
+        self._resume = resume
         self._open_round(round_number)
 
     # -- queries ---------------------------------------------------------------
@@ -190,7 +194,9 @@ class RoundEngine:
         ``stored`` is the same tensors as the aggregation should keep them until the round
         closes (a lazy view of the saved copy); by default ``result.tensors``. A result
         reporting a ``failure`` at the site ends that collaborator's part in the round: it
-        owes nothing more and counts as not reported (what it sent before stays).
+        owes nothing more and counts as not reported (what it sent before stays). A phase reply
+        refused whose sender the round's phases then excuse (RoundPhases.excused) ends its part
+        too: ExcusedRefusal carries the outcome, if that closed the round.
         """
         owed = self.check_owed(
             result.collaborator, result.round_number, result.task, result.model_digest, bool(result.failure)
@@ -211,7 +217,15 @@ class RoundEngine:
             return self._apply_policy(may_fail=False)
         phases = current.phases
         if phases is not None and current.phase != phases.tasks_phase:
-            current.take_phase_reply(phases, result, owed)
+            try:
+                current.take_phase_reply(phases, result, owed)
+            except RefusedError as exc:
+                why = phases.excused(current.phase).get(result.collaborator)
+                if why is None:
+                    raise
+                current.take_failure(result.collaborator, why, owed)
+                self.events.emit(ResultFailed(current.number, result.collaborator, why))
+                raise ExcusedRefusal(exc, self._apply_policy(may_fail=False)) from exc
             return self._apply_policy(may_fail=False)
         if result.payload and phases is None:
             raise RefusedError(
@@ -283,7 +297,23 @@ class RoundEngine:
         )
         self.events.emit(RoundOpened(number, assigned, dict(config), final))
         if current.phases is not None:
-            self.events.emit(current.begin_phase(0, assigned, self.clock()))
+            self.events.emit(self._resumed(current) or current.begin_phase(0, assigned, self.clock()))
+
+    def phase_checkpoint(self) -> PhaseCheckpoint | None:
+        """The open phase's checkpoint (RoundPhases.checkpoint), to save before serving it; None
+        when its round's phases keep none."""
+        current = self._round
+        if current is None or current.phases is None:
+            return None
+        state = current.phases.checkpoint(current.phase)
+        if state is None:
+            return None
+        return PhaseCheckpoint(current.number, current.model_digest, current.phase_index, current.phase, current.members, state)
+
+    def _resumed(self, current: OpenRound) -> PhaseOpened | None:
+        """Open the phase a restart's checkpoint names, if it fits this round; else None."""
+        saved, self._resume = self._resume, None
+        return None if saved is None else resume_phase(current, saved, self.strategy, self.clock())
 
     def _end_phase(self, current: OpenRound) -> RoundOutcome | None:
         """The open phase ends (the policy said so): the next phase opens with those who

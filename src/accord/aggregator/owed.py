@@ -3,9 +3,23 @@
 from __future__ import annotations
 
 from collections.abc import Collection
+from typing import TYPE_CHECKING
 
 from accord.aggregator.open_round import OpenRound
 from accord.errors import RefusedError
+
+if TYPE_CHECKING:
+    from accord.aggregator.events import RoundOutcome
+
+
+class ExcusedRefusal(RefusedError):
+    """A phase reply refused, whose sender the round's phases then excused (RoundPhases.excused):
+    it owes nothing more, and ``outcome`` is the round's if excusing it closed the round (the
+    caller closes it, then reports the refusal)."""
+
+    def __init__(self, refused: RefusedError, outcome: RoundOutcome | None) -> None:
+        super().__init__(refused.message, refused.fix, kind=refused.kind)
+        self.outcome = outcome
 
 
 def check_member(members: Collection[str], collaborator: str) -> None:

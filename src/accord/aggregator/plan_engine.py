@@ -9,6 +9,7 @@ from collections.abc import Callable, Sequence
 from accord.aggregation.bounds import UpdateBounds
 from accord.aggregator.assigner import Assigner
 from accord.aggregator.engine import RoundEngine
+from accord.aggregator.phase_checkpoint import PhaseCheckpoint
 from accord.aggregator.saved import SavedRound
 from accord.aggregator.stragglers import StragglerPolicy
 from accord.errors import PlanError, RefusedError
@@ -65,10 +66,12 @@ def engine_for(
     saved: SavedRound | None,
     collaborators: Sequence[str] | None = None,
     space: TensorSpace = MEMORY,
+    resume: PhaseCheckpoint | None = None,
 ) -> RoundEngine:
     """The plan's RoundEngine starting from ``model``, at the ``saved`` round (or round 0);
     ``collaborators`` are the plan's unless given (a simulation's clients); its rounds compute
-    the next model in ``space`` (memory, or files on disk: aggregator/placement.py)."""
+    the next model in ``space`` (memory, or files on disk: aggregator/placement.py); a restart's
+    ``resume`` reopens the saved round at its phase checkpoint (aggregator/phase_checkpoint.py)."""
     settings = plan.model.aggregator.settings
     if saved is not None and saved.strategy is not None:
         strategy.restore(saved.strategy)
@@ -90,6 +93,7 @@ def engine_for(
         round_number=saved.round_number if saved else 0,
         best_score=saved.best_score if saved else None,
         space=space,
+        resume=resume,
     )
 
 

@@ -23,10 +23,12 @@ from dataclasses import replace
 from typing import TYPE_CHECKING
 
 from accord.aggregation.bounds import StreamedChecks
+from accord.aggregator import phase_checkpoint
 from accord.aggregator.committer import Committer
 from accord.aggregator.deadlines import watch_deadlines
-from accord.aggregator.events import RoundOutcome, Sink
+from accord.aggregator.events import PhaseOpened, RoundOutcome, Sink
 from accord.aggregator.hash_checks import check_plan_hash, check_workspace_hash
+from accord.aggregator.owed import ExcusedRefusal
 from accord.aggregator.publishing import RoundPublisher
 from accord.aggregator.reporting import RecordSink, ResultLog, log_stop
 from accord.aggregator.serving_state import Serving
@@ -79,6 +81,7 @@ class AggregatorRuntime:
         self._watchers = Watchers()
         self._result_log = ResultLog()
         self._committer = Committer(self._cond, self.journal, self._serving.save_failed)
+        self.engine.events.subscribe(self._checkpoint_phase)
         if self.engine.stopped:  # before round 0: a target epsilon that no round fits
             log_stop(self.engine.stopped)
         self._audit = audit  # the signed chain of what was accepted (accord/audit/; the deployment's)
@@ -231,10 +234,15 @@ class AggregatorRuntime:
                 self._wait_committed()
                 self._serving.check()
                 phased = self.engine.in_phases
-                outcome = self._take(result, kept)
+                try:
+                    outcome = self._take(result, kept)
+                except ExcusedRefusal as exc:  # refused, but excusing its sender may close the round
+                    if exc.outcome is not None:
+                        self._close_round(exc.outcome)
+                    raise
                 self._result_log.took(result)
                 # a multi-phase round journals no result (its phases folded what they keep): a
-                # restart runs its phases again, with a fresh round seed
+                # restart resumes from its phase checkpoint (secure: unmask), else runs its phases again
                 if not result.failure and not phased:  # recorded even when it closes the round: a rollback replays it
                     self._serving.persist(lambda: self._record(result, staged))
                     staged = None
@@ -247,6 +255,14 @@ class AggregatorRuntime:
             raise
         finally:
             self.journal.discard(staged)
+
+    def _checkpoint_phase(self, event: object) -> None:
+        """As a phase opens (under the lock, before it is served), save its checkpoint, if its
+        round's phases keep one (secure aggregation's unmask: aggregator/phase_checkpoint.py)."""
+        if isinstance(event, PhaseOpened):
+            checkpoint = self.engine.phase_checkpoint()
+            if checkpoint is not None:
+                self._serving.persist(lambda: phase_checkpoint.save(self.journal.directory, checkpoint))
 
     def _record(self, result: TaskResult, staged: str | None) -> None:
         """Journal an accepted result, then chain it in the audit trail (a kill between the two:

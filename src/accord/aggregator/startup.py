@@ -8,6 +8,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from accord.aggregator import phase_checkpoint
 from accord.aggregator.engine import RoundEngine
 from accord.aggregator.event_log import EventLog, events_path, events_sink
 from accord.aggregator.events import Sink
@@ -60,8 +61,16 @@ def start_engine(
     saved = None if fresh or model is not None else journal.load()
     if saved is None:
         journal.clear()
+        phase_checkpoint.remove(journal.directory)
     initial, space = (model, MEMORY) if model is not None else initial_model(plan, saved, journal)
-    engine = engine_for(plan, assigner, strategy, initial, clock, saved, space=space)
+    resume = None if saved is None else phase_checkpoint.load(journal.directory)
+    engine = engine_for(plan, assigner, strategy, initial, clock, saved, space=space, resume=resume)
+    current = engine.current
+    if resume is not None and current is not None and resume.round_number == current.number:
+        if current.phase == resume.phase:
+            log.info("round %d resumed at phase %s from %s", current.number, resume.phase, journal.directory / phase_checkpoint.NAME)
+        else:
+            log.warning("round %d: the checkpoint %s does not fit; its phases run again from %s", current.number, phase_checkpoint.NAME, current.phase)
     return Started(engine, journal, saved, shamir, workspace_hash)
 
 

@@ -6,6 +6,7 @@ import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
 from contextlib import AbstractContextManager, nullcontext
+from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar
 
 from accord.collaborator.accept import PHASES, Refused, accept
@@ -63,7 +64,8 @@ class Collaborator:
     (collaborator/secure_site.py), masks its training reply after the mods, and refuses to send
     an update in the clear; ``signing`` (the deployment's: secure_site.site_signing) signs them;
     ``secure_cohort``: the cohort its own plan expects a round to ask (site.expected_cohort), the
-    floor of the threshold it accepts.
+    floor of the threshold it accepts; ``secure_state``: the file where it keeps the seeds it
+    advertised under and the rounds it revealed in (None: in memory only).
     ``report`` (collaborator/site_report.py) shows each task and round this site works in, and
     each model download and result upload as it goes (its ``transfers``, the client's byte counter).
     ``record``: the site's signed audit record (accord/audit/site_record.py; the deployment's):
@@ -88,6 +90,7 @@ class Collaborator:
         secure: SecureAggregationSettings | None = None,
         signing: Signing | None = None,
         secure_cohort: int = 0,
+        secure_state: Path | None = None,
         report: SiteReport | None = None,
         record: SiteRecord | None = None,
     ) -> None:
@@ -112,7 +115,7 @@ class Collaborator:
         self._own_bytes = 0
         self.report = report
         self._encoder = UpdateEncoder(compression) if compression.upload else None
-        self._secure = SecureSite(name, secure, signing, secure_cohort) if secure is not None and secure.enabled else None
+        self._secure = SecureSite(name, secure, signing, secure_cohort, secure_state) if secure is not None and secure.enabled else None
         self._phases = PHASES | frozenset(secure_phases.SIGNED_PHASES) if self._secure is not None else PHASES
 
     def run(self) -> int:

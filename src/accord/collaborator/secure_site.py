@@ -4,7 +4,9 @@ SiteSession (accord.secagg.site) per round, driven by the phase payloads the agg
 The training reply is masked after the client mods ran (ClipUpdate clips the change first),
 as the last step before it leaves the site. The site reveals at most once per round, whatever
 the round's seed: an aggregator that restarts a round's phases cannot get a second set of
-reveals for the same update (docs/privacy.md, "Running it"); that memory is the process's.
+reveals for the same update (docs/privacy.md, "Running it"). That memory, and the seeds it
+advertised under, are kept in the site's state folder (``save/site-NAME/secagg.json``, 0600,
+written before each advert and reveal leaves), so a restarted site keeps refusing.
 
 With ``signing`` (the deployment: ``site_signing``, over the site's own collaborator key and
 certificate and the federation's CA) the site signs its advert, checks its neighbours' and
@@ -17,8 +19,10 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
+from pathlib import Path
 from typing import TYPE_CHECKING
 
+from accord.dp.ledger import Ledger
 from accord.errors import RefusedError
 from accord.messages import TaskResult
 from accord.plan.aggregator_settings import SecureAggregationSettings
@@ -45,6 +49,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("accord.collaborator")
 
+#: the file in a site's state folder (dp/ledger.py SITE_STATE) where this memory is kept
+SECURE_STATE = "secagg.json"
+
 
 class SecureSite:
     """Answers secure aggregation's phases for the site ``name`` under its own plan's ``settings``
@@ -53,19 +60,29 @@ class SecureSite:
     (plan.secure_aggregation.threshold_floor), whatever cohort the aggregator names."""
 
     def __init__(
-        self, name: str, settings: SecureAggregationSettings, signing: Signing | None = None, expected_cohort: int = 0
+        self,
+        name: str,
+        settings: SecureAggregationSettings,
+        signing: Signing | None = None,
+        expected_cohort: int = 0,
+        state: Path | None = None,
     ) -> None:
         self.name = name
         self.settings = settings
         self.signing = signing
         self.floor = threshold_floor(settings, expected_cohort)
+        #: the seeds advertised under and the reveals made, recorded before each reply leaves:
+        #: in ``state`` (the site's state folder, 0600) so they survive a restart, else in memory
+        self._ledger = Ledger(state)
+        rows = self._ledger.rows
         #: every round seed this site advertised under: a seed is never reused (signed statements
         #: bind the seed, so a reused one would let old signatures count in a new session)
-        self._seeds: set[bytes] = set()
+        self._seeds: set[bytes] = {bytes.fromhex(row["seed"]) for row in rows if "round" not in row}
         self._session: SiteSession | None = None
         self._round = -1
-        #: round -> the session that revealed in it (the only one that may answer again: a retry)
-        self._revealed: dict[int, SiteSession] = {}
+        #: round -> the seed of the session that revealed in it (the only one that may answer
+        #: again: a retry of the same request, which the session answers the same)
+        self._revealed: dict[int, bytes] = {int(row["round"]): bytes.fromhex(row["seed"]) for row in rows if "round" in row}
 
     def answer(self, phase: str, round_number: int, payload: bytes, global_model: ModelState) -> bytes:
         """This site's reply to ``phase`` (advertise, share, confirm or unmask) of ``round_number``;
@@ -79,7 +96,7 @@ class SecureSite:
             survivors, dropped, _ = decode_request(payload)
             return session.confirm(survivors, dropped)
         if phase == UNMASK:
-            if self._revealed.get(round_number, session) is not session:
+            if self._revealed.get(round_number, session.round_seed) != session.round_seed:
                 raise RefusedError(
                     f"the aggregator asks this site to reveal shares for round {round_number} again, in a new "
                     "session of the round: it reveals in one session a round",
@@ -88,7 +105,9 @@ class SecureSite:
                 )
             survivors, dropped, confirmations = decode_request(payload)
             reveals = session.unmask(survivors, dropped, confirmations)
-            self._revealed[round_number] = session
+            if round_number not in self._revealed:  # recorded before the reveals leave
+                self._ledger.add({"round": round_number, "seed": session.round_seed.hex()})
+                self._revealed[round_number] = session.round_seed
             log.info("%s: round %d: revealed shares for %d survivors and %d dropped sites", self.name, round_number, len(survivors), len(dropped))
             return encode_entries(reveals)
         raise RefusedError(f"phase {phase!r} carries no reply of its own", kind="payload")
@@ -130,6 +149,7 @@ class SecureSite:
         derived = secagg_params(self.settings, len(cohort))
         params = dataclasses.replace(derived, threshold=max(derived.threshold, self.floor))
         session = SiteSession(params, self.name, cohort, seed, update_length(global_model), signing=self.signing)
+        self._ledger.add({"seed": seed.hex()})  # recorded before the advert leaves
         self._seeds.add(seed)
         self._session, self._round = session, round_number
         return session.advertise()

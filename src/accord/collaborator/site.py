@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 from accord.collaborator.collaborator import Collaborator, SiteFailure
 from accord.collaborator.data_config import data_path_for
+from accord.collaborator.secure_site import SECURE_STATE
 from accord.collaborator.site_report import SITE_LOG, SITE_METRICS, SiteReport
 from accord.collaborator.transfers import Transfers
 from accord.data.base import DataLoader
@@ -73,6 +74,7 @@ def build_collaborator(
         signing=signing,
         report=report,
         record=record,
+        secure_state=folder / SECURE_STATE,
         **options,
     )
 

@@ -15,6 +15,7 @@ so one lying site can neither hold the round nor make it wrong while honest reve
 
 from __future__ import annotations
 
+import struct
 from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
@@ -27,8 +28,10 @@ from accord.secagg.messages import (
     Advert,
     SecAggRefused,
     decode_confirmation,
+    decode_map,
     decode_reveal,
     decode_sealed,
+    encode_map,
     read_advert,
 )
 from accord.secagg.params import SecAggParams, check_session
@@ -227,6 +230,47 @@ class ServerSession:
         if self._phase < _CONFIRMS:
             self._expect(_CONFIRMS, "the aggregator", "closing the consistency check")
         return dict(self._confirmations)
+
+    def checkpoint(self) -> bytes:
+        """What a restarted aggregator needs to take this round's reveals (after
+        ``unmask_request()``): the adverts, the sealed shares, the masked sum and weights, the
+        confirmations. No secret of a site: the shares are sealed to their holders."""
+        assert self._request is not None, "a checkpoint is taken once the masking closed"
+        by_sharer = {site: encode_map({peer: self._inbox[peer][site] for peer in self._inbox if site in self._inbox[peer]}) for site in self._sharers}
+        weights = {site: struct.pack(">Q", self._declared.get(site, 0)) for site in self._masked}
+        return encode_map({
+            "adverts": encode_map(self._adverts), "confirmations": encode_map(self._confirmations),
+            "masked": encode_map(weights), "shares": encode_map(by_sharer), "sum": self._sum.tobytes(),
+        })
+
+    def resume(self, checkpoint: bytes) -> None:
+        """Take a fresh session (same params, cohort, seed, length) to where ``checkpoint`` was
+        taken, replaying its adverts, shares and confirmations through the checks above."""
+        self._expect(_ADVERTS, "the aggregator", "resuming from a checkpoint")
+        what = "the secure round's checkpoint"
+        parts = decode_map(checkpoint, what, max_entries=5, max_value=len(checkpoint))
+        if sorted(parts) != ["adverts", "confirmations", "masked", "shares", "sum"] or len(parts["sum"]) != 8 * (self.length + 1):
+            raise SecAggRefused(f"{what} is malformed", "remove it: the round's secure phases then run again with a fresh seed")
+        for site, advert in decode_map(parts["adverts"], what, max_value=len(checkpoint)).items():
+            self.add_advert(site, advert)
+        self.roster()
+        for site, sealed in decode_map(parts["shares"], what, max_value=len(checkpoint)).items():
+            self.add_shares(site, decode_map(sealed, what, max_value=len(sealed)))
+        if self._sharers:
+            self.shares_for(min(self._sharers))
+        for site, weight in decode_map(parts["masked"], what, max_value=8).items():
+            self._member(site, self._sharers, "one of the sites that shared")
+            (declared,) = struct.unpack(">Q", weight)
+            if declared:
+                self._declared[site] = declared
+            self._masked.add(site)
+        self._sum = np.frombuffer(parts["sum"], dtype=np.uint64).copy()
+        self.unmask_request()
+        confirmations = decode_map(parts["confirmations"], what, max_value=len(checkpoint))
+        for site, confirmation in confirmations.items():
+            self.add_confirmation(site, confirmation)
+        if confirmations:
+            self.confirmations()
 
     def add_reveal(self, site: str, reveals: Mapping[str, bytes]) -> None:
         """Take a surviving ``site``'s reveals (owner -> reveal bytes; once; refused after

@@ -135,6 +135,19 @@ class RoundPhases(Protocol):
         unmask: once every secret has its share threshold of reveals); while False the phase
         waits for more replies, and fails at the round's deadline."""
 
+    def excused(self, phase: str) -> Mapping[str, str]:
+        """Members of ``phase`` who owe nothing more though they did not reply -> why (secure
+        aggregation's unmask: a site whose reveal was refused as wrong, excluded from it). The
+        engine asks when it refuses a member's reply, and stops waiting for an excused one."""
+
+    def checkpoint(self, phase: str) -> bytes | None:
+        """The state to resume ``phase`` from after a restart (``resume``), taken as it opens;
+        None: a restart runs the round's phases again from the first."""
+
+    def resume(self, phase: str, state: bytes) -> None:
+        """Take this fresh object to where ``checkpoint(phase)`` returned ``state``; RefusedError
+        if it does not fit (the round's phases then run again from the first)."""
+
     def payload(self, phase: str, collaborator: str) -> bytes:
         """What ``collaborator`` is sent with its assignment in ``phase`` (bounded, bytes)."""
 

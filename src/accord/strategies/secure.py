@@ -26,6 +26,7 @@ from accord.aggregation.bounds import BoundEvent
 from accord.errors import PlanError, RefusedError
 from accord.plan.aggregator_settings import SecureAggregationSettings
 from accord.plan.secure_aggregation import secagg_params
+from accord.secagg.messages import decode_map, encode_map
 from accord.secagg.params import SecAggParams
 from accord.secagg.signing import Verifier
 from accord.strategies.base import Strategy
@@ -126,13 +127,35 @@ class SecurePhases:
         self.threshold = params.threshold
         self.length = update_length(context.global_model)
         hooks = {} if combine_all is None else {"combine_all": combine_all}
-        self.session = ServerSession(params, context.cohort, seed, self.length, verify=verify, **hooks)
+        self._session: Callable[[bytes], ServerSession] = lambda seed: ServerSession(params, context.cohort, seed, self.length, verify=verify, **hooks)
         self.signed = verify is not None
         if self.signed:
             self.names = SIGNED_PHASES
-        self._opening = encode_opening(seed, context.cohort)
         self._roster = b""
         self._request = b""
+        self._open(seed)
+
+    def _open(self, seed: bytes) -> None:
+        self.seed = seed
+        self.session = self._session(seed)
+        self._opening = encode_opening(seed, self.context.cohort)
+
+    def checkpoint(self, phase: str) -> bytes | None:
+        """From ``unmask`` on, the seed and the session's checkpoint: a restarted aggregator
+        takes the same round's reveals (a site answers the same request again) rather than
+        opening a new session, which the sites that revealed would refuse."""
+        if phase != UNMASK:
+            return None
+        return encode_map({"seed": self.seed, "session": self.session.checkpoint()})
+
+    def resume(self, phase: str, state: bytes) -> None:
+        if phase != UNMASK:
+            raise RefusedError(f"a secure round resumes at phase {UNMASK!r}, not {phase[:32]!r}", kind="state")
+        parts = decode_map(state, "the secure round's checkpoint", max_entries=2, max_value=len(state))
+        if sorted(parts) != ["seed", "session"] or len(parts["seed"]) != SEED_BYTES:
+            raise RefusedError("the secure round's checkpoint is malformed", kind="state")
+        self._open(parts["seed"])
+        self.session.resume(parts["session"])
 
     def begin(self, phase: str, members: tuple[str, ...]) -> None:
         if phase == SHARE:
@@ -149,6 +172,10 @@ class SecurePhases:
     def can_close(self, phase: str) -> bool:
         """The unmask phase ends only once every secret has its share threshold of reveals."""
         return phase != UNMASK or self.session.ready
+
+    def excused(self, phase: str) -> Mapping[str, str]:
+        """In the unmask phase, the sites whose reveals the session excluded (a wrong share)."""
+        return self.session.excluded if phase == UNMASK else {}
 
     def payload(self, phase: str, collaborator: str) -> bytes:
         if phase == ADVERTISE:
