@@ -146,8 +146,9 @@ class _Round:
             if self._digest_round != self.number:
                 number = self.number
                 assembler = TensorAssembler(None, max_total_bytes=wire.MAX_MODEL_BYTES)
-                async for chunk in get(pb.ModelRequest(header=header, round_number=number), timeout=CALL_TIMEOUT):
-                    assembler.add(chunk.name, chunk.dtype, tuple(chunk.shape), chunk.offset, chunk.data)
+                async for message in get(pb.ModelRequest(header=header, round_number=number), timeout=CALL_TIMEOUT):
+                    for chunk in (message, *message.more):  # small tensors travel together (TensorChunk.more)
+                        assembler.add(*wire.chunk_fields(chunk))
                 self.digest, self._digest_round = model_digest(assembler.finish(), number), number
 
 
