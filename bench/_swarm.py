@@ -189,8 +189,8 @@ class Site:
     async def _model(self, stub: pb_grpc.AggregatorStub, number: int) -> ModelState:
         assembler = TensorAssembler(None, max_total_bytes=wire.MAX_MODEL_BYTES)
         async for message in stub.GetModel(pb.ModelRequest(header=self._header(), round_number=number), timeout=600.0):
-            for chunk in (message, *message.more):  # small tensors travel together (TensorChunk.more)
-                assembler.add(*wire.chunk_fields(chunk))
+            for fields in wire.message_chunk_fields(message):
+                assembler.add(*fields)
         return assembler.finish()
 
     def _result(self, number: int, task: pb.TaskSpec, model: ModelState, digest: str, phase: str) -> TaskResult:

@@ -147,8 +147,8 @@ class _Round:
                 number = self.number
                 assembler = TensorAssembler(None, max_total_bytes=wire.MAX_MODEL_BYTES)
                 async for message in get(pb.ModelRequest(header=header, round_number=number), timeout=CALL_TIMEOUT):
-                    for chunk in (message, *message.more):  # small tensors travel together (TensorChunk.more)
-                        assembler.add(*wire.chunk_fields(chunk))
+                    for fields in wire.message_chunk_fields(message):
+                        assembler.add(*fields)
                 self.digest, self._digest_round = model_digest(assembler.finish(), number), number
 
 

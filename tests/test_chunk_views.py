@@ -34,7 +34,7 @@ def protobuf_chunks(chunk: pb.TensorChunk) -> object:
     """A TensorChunk's chunks as protobuf reads them: its own, then its ``more``'s ('undecodable' if one nests)."""
     if any(more.more for more in chunk.more):
         return "undecodable"
-    return [fields_of(chunk), *(fields_of(more) for more in chunk.more)]
+    return [(name, dtype, shape, offset, bytes(data), encoding) for name, dtype, shape, offset, data, encoding in wire.message_chunk_fields(chunk)]
 
 
 def view_reading(data: bytes) -> object:

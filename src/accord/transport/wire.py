@@ -173,6 +173,14 @@ def chunk_fields(chunk: Any) -> ChunkFields:
     return chunk.name, chunk.dtype, tuple(chunk.shape), chunk.offset, chunk.data, chunk.encoding
 
 
+def message_chunk_fields(message: Any) -> Iterator[ChunkFields]:
+    """``chunk_fields`` of a received pb.TensorChunk and of each whole chunk it carries in
+    ``more`` (small tensors travel together in one message)."""
+    yield chunk_fields(message)
+    for chunk in message.more:
+        yield chunk_fields(chunk)
+
+
 def assignment_to_pb(assignment: TaskAssignment) -> pb.TasksResponse:
     return pb.TasksResponse(
         action=_ACTION_TO_PB[Action(assignment.action)],
