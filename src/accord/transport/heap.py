@@ -1,0 +1,70 @@
+"""glibc's malloc told to keep the pages of freed gRPC messages, so that the next message reuses them.
+
+gRPC Python hands each received message over as a new ``bytes`` object, joined from its
+slices: one chunk (``network.settings.chunk_bytes``, 1 MiB) a message. glibc's own tuning
+then gives that memory back to the kernel as soon as it is freed (its trim threshold grows to
+only twice the largest block freed, and an upload frees several at once), so every message
+was copied into fresh pages, each faulted in and zeroed by the kernel: a fifth of the
+aggregator's CPU per uploaded GB, and as much of a site's per downloaded GB
+(bench/wire_throughput.py, docs/failure-model.md). ``keep_message_pages`` sets the two
+thresholds once per process: a block up to a few messages' size comes from the heap (not a
+mapping of its own), and up to ``TRIM_MESSAGES`` messages' worth of free memory stays at the
+top of each heap. What a process holds stays bounded by that and by its peak use; larger
+blocks (a model's tensors) are mapped and unmapped as before.
+
+Only glibc has these settings (``mallopt``); elsewhere this is a no-op.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import sys
+from collections.abc import Callable
+
+from accord.transport.wire import MIB
+
+#: glibc's malloc.h: M_TRIM_THRESHOLD, M_MMAP_THRESHOLD
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
+#: glibc's DEFAULT_MMAP_THRESHOLD_MAX on 64-bit: the largest threshold its own tuning would set
+MAX_MMAP_THRESHOLD = 32 * MIB
+#: messages' worth of free memory a heap keeps at its top
+TRIM_MESSAGES = 8
+
+_set: tuple[int, int] | None = None
+
+
+def thresholds(chunk_bytes: int) -> tuple[int, int]:
+    """(mmap threshold, trim threshold) for messages of up to ``chunk_bytes`` plus 1 MiB (wire.channel_options)."""
+    mmap_threshold = min(MAX_MMAP_THRESHOLD, 2 * (chunk_bytes + MIB))
+    return mmap_threshold, TRIM_MESSAGES * mmap_threshold
+
+
+def keep_message_pages(chunk_bytes: int) -> bool:
+    """Set glibc's thresholds for messages of ``chunk_bytes`` (the largest asked for so far wins);
+    False where the C library has no ``mallopt`` (then nothing changes)."""
+    global _set
+    wanted = thresholds(chunk_bytes)
+    if _set is not None and _set >= wanted:
+        return True
+    mallopt = _mallopt()
+    if mallopt is None:
+        return False
+    mmap_threshold, trim_threshold = wanted
+    if not (mallopt(_M_MMAP_THRESHOLD, mmap_threshold) and mallopt(_M_TRIM_THRESHOLD, trim_threshold)):
+        return False
+    _set = wanted
+    return True
+
+
+def _mallopt() -> Callable[[int, int], int] | None:
+    """glibc's ``mallopt``, else None (musl's, which has no gnu_get_libc_version, does nothing)."""
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        libc = ctypes.CDLL(None)
+        function, _ = libc.mallopt, libc.gnu_get_libc_version
+    except (OSError, AttributeError):
+        return None
+    function.argtypes = (ctypes.c_int, ctypes.c_int)
+    function.restype = ctypes.c_int
+    return function
