@@ -47,7 +47,7 @@ def test_received_messages_reuse_freed_pages():
 
 def test_the_thresholds_cover_a_message_and_stay_within_glibcs_range():
     mmap_threshold, trim = heap.thresholds(MIB)
-    assert mmap_threshold == 4 * MIB and trim == heap.TRIM_MESSAGES * mmap_threshold
+    assert mmap_threshold == 2 * MIB and trim == heap.TRIM_MESSAGES * mmap_threshold
     assert heap.thresholds(64 * MIB)[0] == heap.MAX_MMAP_THRESHOLD  # the plan's largest chunk
     for chunk in (1024, MIB, 64 * MIB):
         assert heap.thresholds(chunk)[0] >= min(heap.MAX_MMAP_THRESHOLD, chunk + MIB)

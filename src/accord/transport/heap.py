@@ -2,15 +2,15 @@
 
 gRPC Python hands each received message over as a new ``bytes`` object, joined from its
 slices: one chunk (``network.settings.chunk_bytes``, 1 MiB) a message. glibc's own tuning
-then gives that memory back to the kernel as soon as it is freed (its trim threshold grows to
-only twice the largest block freed, and an upload frees several at once), so every message
-was copied into fresh pages, each faulted in and zeroed by the kernel: a fifth of the
-aggregator's CPU per uploaded GB, and as much of a site's per downloaded GB
-(bench/wire_throughput.py, docs/failure-model.md). ``keep_message_pages`` sets the two
-thresholds once per process: a block up to a few messages' size comes from the heap (not a
-mapping of its own), and up to ``TRIM_MESSAGES`` messages' worth of free memory stays at the
-top of each heap. What a process holds stays bounded by that and by its peak use; larger
-blocks (a model's tensors) are mapped and unmapped as before.
+gives that memory back to the kernel as soon as a few such blocks are free together (its
+trim threshold grows to only twice the largest block freed, and an upload frees several at
+once), so every message was copied into fresh pages, each faulted in and zeroed by the
+kernel: ~0.7 s of the aggregator's CPU per uploaded GB, and ~0.5 s of a site's per
+downloaded GB (bench/wire_throughput.py, docs/failure-model.md). ``keep_message_pages``
+sets the two thresholds once per process: a block up to one message's size comes from the
+heap (not a mapping of its own), and up to ``TRIM_MESSAGES`` messages' worth of free memory
+stays at the top of each heap (4 at 1 MiB chunks: 8 MiB). Larger blocks (a model's tensors)
+are mapped and unmapped as before.
 
 Only glibc has these settings (``mallopt``); elsewhere this is a no-op.
 """
@@ -27,15 +27,15 @@ from accord.transport.wire import MIB
 _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
 #: glibc's DEFAULT_MMAP_THRESHOLD_MAX on 64-bit: the largest threshold its own tuning would set
 MAX_MMAP_THRESHOLD = 32 * MIB
-#: messages' worth of free memory a heap keeps at its top
-TRIM_MESSAGES = 8
+#: messages' worth of free memory a heap keeps at its top (an upload holds about four at once)
+TRIM_MESSAGES = 4
 
 _set: tuple[int, int] | None = None
 
 
 def thresholds(chunk_bytes: int) -> tuple[int, int]:
     """(mmap threshold, trim threshold) for messages of up to ``chunk_bytes`` plus 1 MiB (wire.channel_options)."""
-    mmap_threshold = min(MAX_MMAP_THRESHOLD, 2 * (chunk_bytes + MIB))
+    mmap_threshold = min(MAX_MMAP_THRESHOLD, chunk_bytes + MIB)
     return mmap_threshold, TRIM_MESSAGES * mmap_threshold
 
 
