@@ -10,7 +10,9 @@ downloaded GB (bench/wire_throughput.py, docs/failure-model.md). ``keep_message_
 sets the two thresholds once per process: a block up to one message's size comes from the
 heap (not a mapping of its own), and up to ``TRIM_MESSAGES`` messages' worth of free memory
 stays at the top of each heap (4 at 1 MiB chunks: 8 MiB). Larger blocks (a model's tensors)
-are mapped and unmapped as before.
+are mapped and unmapped as before. An upload, once its last chunk is written, gives what the
+heaps keep free back (``release_message_pages``), so none of it adds to the peak of a round's
+close.
 
 Only glibc has these settings (``mallopt``); elsewhere this is a no-op.
 """
@@ -56,12 +58,22 @@ def keep_message_pages(chunk_bytes: int) -> bool:
     return True
 
 
+def release_message_pages() -> None:
+    """Give the heaps' free memory back to the kernel (glibc's ``malloc_trim``; elsewhere nothing)."""
+    if _set is not None:
+        _libc().malloc_trim(0)
+
+
+def _libc() -> ctypes.CDLL:
+    return ctypes.CDLL(None)
+
+
 def _mallopt() -> Callable[[int, int], int] | None:
     """glibc's ``mallopt``, else None (musl's, which has no gnu_get_libc_version, does nothing)."""
     if not sys.platform.startswith("linux"):
         return None
     try:
-        libc = ctypes.CDLL(None)
+        libc = _libc()
         function, _ = libc.mallopt, libc.gnu_get_libc_version
     except (OSError, AttributeError):
         return None
