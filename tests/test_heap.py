@@ -51,3 +51,26 @@ def test_the_thresholds_cover_a_message_and_stay_within_glibcs_range():
     assert heap.thresholds(64 * MIB)[0] == heap.MAX_MMAP_THRESHOLD  # the plan's largest chunk
     for chunk in (1024, MIB, 64 * MIB):
         assert heap.thresholds(chunk)[0] >= min(heap.MAX_MMAP_THRESHOLD, chunk + MIB)
+
+
+_RELEASER = """
+import sys
+sys.path.insert(0, {src!r})
+from accord.transport.heap import keep_message_pages, release_message_pages
+def anon():
+    return next(int(line.split()[1]) for line in open("/proc/self/status") if line.startswith("RssAnon:"))
+assert keep_message_pages(1 << 20)
+part = b"x" * 65536
+held = [b"".join([part] * 16 + [b"abc"]) for _ in range(4)]
+del held
+kept = anon()
+release_message_pages()
+print(kept - anon())
+"""
+
+
+@pytest.mark.skipif(not heap.keep_message_pages(MIB), reason="the C library has no mallopt (not glibc)")
+def test_an_upload_gives_the_kept_pages_back():
+    code = _RELEASER.format(src=str(SRC))
+    freed_kib = int(subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True).stdout)
+    assert freed_kib >= 3 * 1024  # of the four messages' 4 MiB kept free
