@@ -5,7 +5,7 @@ slices: one chunk (``network.settings.chunk_bytes``, 1 MiB) a message. glibc's o
 gives that memory back to the kernel as soon as a few such blocks are free together (its
 trim threshold grows to only twice the largest block freed, and an upload frees several at
 once), so every message was copied into fresh pages, each faulted in and zeroed by the
-kernel: ~0.7 s of the aggregator's CPU per uploaded GB, and ~0.5 s of a site's per
+kernel: ~0.6 s of the aggregator's CPU per uploaded GB, and ~0.4 s of a site's per
 downloaded GB (bench/wire_throughput.py, docs/failure-model.md). ``keep_message_pages``
 sets the two thresholds once per process: a block up to one message's size comes from the
 heap (not a mapping of its own), and up to ``TRIM_MESSAGES`` messages' worth of free memory
