@@ -128,8 +128,10 @@ class Uploads:
                     raise RefusedError("a tensor arrived in a result whose header announces none", kind="payload")
                 fields = [wire.chunk_fields(chunk) for chunk in message]
                 await writer.put(functools.partial(_take_chunks, digest, assembler, head.tensor_count, fields))
-            await writer.put(release_message_pages)  # the heaps' free pages back before the submit (transport/heap.py)
             await writer.drain()
+            if assembler.total_bytes > self._chunk_bytes:  # the pages kept for its messages go back before the submit (transport/heap.py)
+                await writer.put(release_message_pages)
+                await writer.drain()
             result = replace(
                 wire.result_from_pb(name, head, assembler.finish()),
                 update_digest=digest.hexdigest(),
