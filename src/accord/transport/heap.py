@@ -10,7 +10,7 @@ downloaded GB (bench/wire_throughput.py, docs/failure-model.md). ``keep_message_
 sets the two thresholds once per process: a block up to one message's size comes from the
 heap (not a mapping of its own), and up to ``TRIM_MESSAGES`` messages' worth of free memory
 stays at the top of each heap (4 at 1 MiB chunks: 8 MiB). Larger blocks (a model's tensors)
-are mapped and unmapped as before. An upload, once its last chunk is written, gives what the
+are mapped and unmapped as before. An upload of more than one chunk, once its last chunk is written, gives what the
 heaps keep free back (``release_message_pages``), so none of it adds to the peak of a round's
 close.
 
