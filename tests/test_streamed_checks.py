@@ -111,3 +111,48 @@ def test_the_engine_uses_measurements_only_of_its_own_model(tmp_path):
     assert measured_against(result, model) is measured
     assert measured_against(result, dict(model)) is None  # an equal model, not the one measured against
     assert measured_against(TaskResult("site", 0, "train", 10, {}, tensors=staged, is_delta=False, measured=measured), model) is None
+
+
+def _measured_alone(model: dict[str, np.ndarray], update: dict[str, np.ndarray], is_delta: bool):
+    checks = StreamedChecks(model, is_delta)
+    for name, dtype, _shape, offset, data in iter_tensor_chunks(update, 3 * 4096 + 8):
+        checks.add(name, np.dtype(dtype).newbyteorder("<"), offset, data)
+    return checks.measured()
+
+
+@pytest.mark.parametrize("is_delta", [False, True])
+def test_a_non_finite_value_is_found_from_its_block_sum_in_any_block(is_delta):
+    # a normed tensor's values are not scanned apart: a NaN or Inf is found through its block's sum
+    rng = np.random.default_rng(11)
+    model = {"w": rng.standard_normal(3 * NORM_BLOCK + 7).astype(np.float32), "h": rng.standard_normal(99).astype(np.float16)}
+    for where in (0, NORM_BLOCK - 1, NORM_BLOCK, 3 * NORM_BLOCK + 6):  # first, block ends, the short last block
+        for bad in (np.nan, np.inf, -np.inf):
+            update = _update(model, rng, is_delta)
+            update["w"][where] = bad
+            measured = _measured_alone(model, update, is_delta)
+            assert measured is not None and measured.non_finite == {"w"}, (where, bad)
+            assert not np.isfinite(measured.norms["w"]) and np.isfinite(measured.norms["h"])
+
+
+def test_a_block_whose_squares_overflow_but_whose_values_are_finite_is_not_non_finite():
+    model = {"d": np.zeros(NORM_BLOCK + 3, np.float64)}
+    update = {"d": np.full(NORM_BLOCK + 3, 1e200)}  # a float64 delta: finite, its squares past float64
+    measured = _measured_alone(model, update, True)
+    assert measured is not None and measured.non_finite == frozenset()
+    assert measured.norms["d"] == change_norms(model, Update("site", update, 1.0, True, {}))["d"] == np.inf
+
+
+def test_a_block_it_cannot_judge_from_its_sum_stops_the_measuring():
+    # float64 weights (their change may overflow) and a global holding Inf: the checks read the saved copy
+    finite64 = {"w": np.zeros(100, np.float64)}
+    overflowing = {"w": np.zeros(100, np.float64)}
+    overflowing["w"][:2] = (1.7e308, -1.7e308)  # finite values whose change from a global of -1.7e308 is Inf
+    with np.errstate(over="ignore"):
+        assert _measured_alone({"w": np.full(100, -1.7e308)}, overflowing, False) is None
+    nan64 = {"w": np.zeros(100, np.float64)}
+    nan64["w"][5] = np.nan
+    assert _measured_alone(finite64, nan64, False) is None
+    inf_global = {"w": np.zeros(100, np.float32)}
+    inf_global["w"][3] = np.inf
+    assert _measured_alone(inf_global, {"w": np.ones(100, np.float32)}, False) is None
+    assert _measured_alone(finite64, {"w": np.ones(100, np.float64)}, False) is not None  # finite: measured

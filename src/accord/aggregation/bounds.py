@@ -184,12 +184,10 @@ def block_of(tensors: Mapping[str, np.ndarray], name: str, part: slice) -> tuple
 def change_of(values: np.ndarray, is_delta: bool, reference: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
     """float64 change of ``values`` (a delta, or weights) from ``reference`` (the global's, same
     shape), into ``out`` (a float64 buffer of that shape) when given."""
-    if is_delta:
-        if out is None:
-            return values.astype(np.float64)
-        out[...] = values
-        return out
-    return np.subtract(values, reference, dtype=np.float64, out=out)
+    if out is None:
+        return values.astype(np.float64) if is_delta else np.subtract(values, reference, dtype=np.float64)
+    out[...] = values  # exact; then one cast (the reference's) where np.subtract(..., dtype=float64) made two
+    return out if is_delta else np.subtract(out, reference, out=out)
 
 
 def change_norms(global_model: Mapping[str, np.ndarray], update: Update) -> dict[str, float]:
@@ -229,7 +227,9 @@ class StreamedChecks:
     calls it beside each write). The numbers are ``change_norms``'s exactly, bit for bit: the
     change goes into the same float64 blocks of ``NORM_BLOCK`` elements, each summed by one
     ``np.dot``, in the same order; the non-finite tensors are those ``check_update``'s scan
-    finds (a yes/no per value, in any order). A stream an honest site never sends (tensors
+    finds (a yes/no per value, in any order). A normed tensor's values are not scanned apart:
+    a value that is NaN or Inf makes its block's sum of squares NaN or Inf, and only such a
+    block is scanned (``_unfinished_block``). A stream an honest site never sends (tensors
     interleaved, a piece cutting an element) stops the measuring: ``measured`` is then None
     and the checks read the saved copy, as they would anyway. Memory: one block (512 KB).
     """
@@ -260,18 +260,18 @@ class StreamedChecks:
             self._broken = True
             return
         values = np.frombuffer(view, dtype)
-        if dtype.kind == "f" and not np.isfinite(values).all():
-            self._non_finite.add(name)
         ref = flat(reference)
         if normed(name, reference):
-            self._measure(values, ref)
+            self._measure(name, values, ref)
         else:
+            if dtype.kind == "f" and not np.isfinite(values).all():
+                self._non_finite.add(name)
             self._filled += values.size
         if self._filled == ref.size:
             self._norms[name] = math.sqrt(self._total)
             self._current = None
 
-    def _measure(self, values: np.ndarray, ref: np.ndarray) -> None:
+    def _measure(self, name: str, values: np.ndarray, ref: np.ndarray) -> None:
         """Put the change of ``values`` (the next elements) into the block; sum each block that fills."""
         if self._buffer is None:
             self._buffer = np.empty(NORM_BLOCK, np.float64)
@@ -284,7 +284,21 @@ class StreamedChecks:
             change_of(values[at : at + take], self.is_delta, ref[start : start + take], self._buffer[position : position + take])
             self._filled, at = start + take, at + take
             if position + take == length:
-                self._total += _squares(self._buffer[:length])
+                squares = _squares(self._buffer[:length])
+                if not math.isfinite(squares):
+                    self._unfinished_block(name, self._buffer[:length], ref[self._filled - length : self._filled], values.dtype.itemsize)
+                self._total += squares
+
+    def _unfinished_block(self, name: str, change: np.ndarray, ref: np.ndarray, itemsize: int) -> None:
+        """A block of ``name`` (its ``change`` from the global's elements ``ref``) whose sum of squares is NaN or Inf:
+        the tensor holds NaN or Inf if the change does. Exact for a delta (the change is the
+        values) and for weights of at most 4 bytes off a finite global (a change then cannot
+        overflow float64, nor its squares); for any other block (float64 weights, a global
+        holding NaN or Inf) the measuring stops and the checks read the saved copy."""
+        if not self.is_delta and (itemsize > 4 or not np.isfinite(ref).all()):
+            self._broken = True
+        elif not np.isfinite(change).all():
+            self._non_finite.add(name)
 
     def measured(self) -> Measured | None:
         """The measurements once every tensor arrived whole; None if the measuring stopped."""

@@ -21,6 +21,7 @@ from accord.tensors.encodings import Decoding
 from accord.tensors.state import ALLOWED_DTYPES, ModelState
 from accord.transport import chunk_views, wire
 from accord.transport.base import TensorSpecs
+from accord.transport.heap import keep_message_pages
 from accord.transport.proto import accord_pb2 as pb
 from accord.transport.proto import accord_pb2_grpc as pb_grpc
 from accord.transport.tls import ClientTLS
@@ -125,6 +126,7 @@ class GrpcAggregatorClient:
         self._transfer_timeout = transfer_timeout
         self._spares = Spares()
         target = f"[{host}]:{port}" if ":" in host and not host.startswith("[") else self._address
+        keep_message_pages(chunk_bytes)  # each received chunk reuses freed pages (transport/heap.py)
         self._channel = grpc.secure_channel(target, tls.credentials(), options=[*wire.channel_options(chunk_bytes), *RECONNECT_OPTIONS])
         self._stub = pb_grpc.AggregatorStub(self._channel)
         self._stub.SendResult = wire.send_result_method(self._channel)

@@ -19,6 +19,7 @@ from accord.transport import wire
 from accord.transport.admission import CallLimits, Revoked
 from accord.transport.base import AggregatorService
 from accord.transport.binding import bind, bind_addresses
+from accord.transport.heap import keep_message_pages
 from accord.transport.servicer import SERVICE, Servicer, method_handlers
 from accord.transport.tls import ServerTLS
 from accord.transport.traffic import Traffic
@@ -91,6 +92,7 @@ class GrpcAggregatorServer:
         """Bind and start serving; returns the bound port (``port=0`` picks a free one)."""
         if self._loop is not None:
             raise RuntimeError("server already started")
+        keep_message_pages(self._chunk_bytes)  # each received chunk reuses freed pages (transport/heap.py)
         loop = asyncio.new_event_loop()
         thread = threading.Thread(target=loop.run_forever, name="accord-grpc", daemon=True)
         thread.start()

@@ -29,6 +29,7 @@ from accord.transport import wire
 from accord.transport.admission import CallLimits, check_claim, peer_serial
 from accord.transport.base import AggregatorService
 from accord.transport.chunk_writer import ChunkWriter
+from accord.transport.heap import release_message_pages
 from accord.transport.proto import accord_pb2 as pb
 from accord.transport.streams import read_within
 
@@ -128,6 +129,9 @@ class Uploads:
                 fields = [wire.chunk_fields(chunk) for chunk in message]
                 await writer.put(functools.partial(_take_chunks, digest, assembler, head.tensor_count, fields))
             await writer.drain()
+            if assembler.total_bytes > self._chunk_bytes:  # the pages kept for its messages go back before the submit (transport/heap.py)
+                await writer.put(release_message_pages)
+                await writer.drain()
             result = replace(
                 wire.result_from_pb(name, head, assembler.finish()),
                 update_digest=digest.hexdigest(),
