@@ -14,7 +14,12 @@ run_simulation`` in its own venv (bench/_peer_envs.py) on its Ray backend with
 faster here of 1 and 0.5; Flower's own default is 2). Each run is a child process, both with ``MALLOC_ARENA_MAX=2``
 (glibc's per-thread arenas otherwise fragment under many short-lived clients, in both); its
 memory is the peak of the proportional set size (PSS) summed over the child's whole process
-tree (Ray's workers too), sampled every 0.25 s. A round's clients/s is its clients over its
+tree (Ray's workers too), sampled every 0.25 s. PSS divides a library's pages among every
+process on the machine that maps them: on a machine where other processes use Accord's venv's
+torch (and none Flower's, a venv of its own), Accord's PSS is lower than it would be alone. Its
+run is one process, so its peak RSS is what its PSS would be alone: the ratio of that to Flower's
+PSS is the sharing-free figure (conservative: Flower's own processes still share its pages among
+themselves, as they would alone). A round's clients/s is its clients over its
 seconds; a run's is its best round's (Flower's first round also starts its Ray workers).
 
 Figures:
@@ -51,35 +56,39 @@ BENCH = Path(__file__).resolve().parent
 sys.path.insert(0, str(BENCH))
 
 
-def _tree_sample(pid: int, cpu: dict[int, float]) -> float:
-    """The PSS (MB) summed over ``pid``'s process tree; notes each process's CPU seconds in ``cpu``."""
+def _tree_sample(pid: int, cpu: dict[int, float]) -> tuple[float, float]:
+    """The PSS and the RSS (MB) summed over ``pid``'s process tree; notes each process's CPU
+    seconds in ``cpu``."""
     import psutil
 
     try:
         root = psutil.Process(pid)
         procs = [root, *root.children(recursive=True)]
     except psutil.Error:
-        return 0.0
-    total = 0
+        return 0.0, 0.0
+    pss = rss = 0
     for proc in procs:
         with contextlib.suppress(psutil.Error):
-            total += proc.memory_full_info().pss
+            info = proc.memory_full_info()
+            pss, rss = pss + info.pss, rss + info.rss
             times = proc.cpu_times()
             cpu[proc.pid] = times.user + times.system
-    return total / 2**20
+    return pss / 2**20, rss / 2**20
 
 
 def _measured(command: list[str], timeout: float) -> tuple[dict, float]:
     """Run ``command``; its last JSON line (with ``cpu_seconds``: the CPU time of its process
-    tree, as last sampled) and the peak PSS of its process tree (MB)."""
+    tree, as last sampled, and ``peak_rss_mb``: the peak RSS summed over the tree) and the peak
+    PSS of its process tree (MB)."""
     env = {**os.environ, "MALLOC_ARENA_MAX": "2"}  # the same for both frameworks' processes
     child = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, cwd=BENCH, env=env)
-    peak, cpu, timeline = [0.0], {}, []
+    peak, peak_rss, cpu, timeline = [0.0], [0.0], {}, []
     halt = threading.Event()
 
     def sample() -> None:
         while not halt.is_set():
-            peak[0] = max(peak[0], _tree_sample(child.pid, cpu))
+            pss, rss = _tree_sample(child.pid, cpu)
+            peak[0], peak_rss[0] = max(peak[0], pss), max(peak_rss[0], rss)
             timeline.append((time.time(), sum(cpu.values())))
             halt.wait(0.25)
 
@@ -99,6 +108,7 @@ def _measured(command: list[str], timeout: float) -> tuple[dict, float]:
     best = min(range(len(result["round_seconds"])), key=lambda r: result["round_seconds"][r])
     start, end = result["round_windows"][best]
     result["round_cpu_seconds"] = _cpu_at(timeline, end) - _cpu_at(timeline, start)
+    result["peak_rss_mb"] = peak_rss[0]
     return result, peak[0]
 
 
@@ -200,6 +210,7 @@ def compare(args: argparse.Namespace) -> None:
           f"{args.repeats} repeats, interleaved")
     rates: dict[str, list[float]] = {"accord": [], "flower": []}
     memory: dict[str, list[float]] = {"accord": [], "flower": []}
+    rss: dict[str, list[float]] = {"accord": [], "flower": []}
     cpu: dict[str, list[float]] = {"accord": [], "flower": []}
     runs = {"accord": lambda: _accord(args.clients, args.accord_rounds), "flower": lambda: _flower(args.flower_clients, args.rounds, args.flower_cpus)}
     for repeat in range(1, args.repeats + 1):
@@ -207,19 +218,23 @@ def compare(args: argparse.Namespace) -> None:
             result, peak = run()
             rates[name].append(_rate(result))
             memory[name].append(peak)
+            rss[name].append(result["peak_rss_mb"])
             cpu[name].append(result["round_cpu_seconds"] / result["clients"] * 1e3)
             print(f"  repeat {repeat} {name:<7} {_rate(result):9.1f} clients/s  rounds {_seconds(result)} s  "
-                  f"{cpu[name][-1]:7.2f} CPU ms/client  peak {peak:8.1f} MB  accuracy {result['accuracy'][-1]}", flush=True)
+                  f"{cpu[name][-1]:7.2f} CPU ms/client  peak {peak:8.1f} MB (RSS {rss[name][-1]:8.1f})  accuracy {result['accuracy'][-1]}", flush=True)
     for name in rates:
         print(_line(f"{name} clients/s", rates[name], "clients/s"))
         print(_line(f"{name} CPU ms per client (best round)", cpu[name], "ms"))
         print(_line(f"{name} peak memory (process tree)", memory[name], "MB"))
+        print(_line(f"{name} peak RSS (process tree)", rss[name], "MB"))
     speed = [a / f for a, f in zip(rates["accord"], rates["flower"])]
     work = [f / a for a, f in zip(cpu["accord"], cpu["flower"])]
     mem = [a / f for a, f in zip(memory["accord"], memory["flower"])]
     print(_line("ratio clients/s accord/flower", speed, "x (target >= 10)"))
     print(_line("ratio CPU per client flower/accord", work, "x"))
     print(_line("ratio memory accord/flower", mem, "x (target <= 0.25)"))
+    alone = [a / f for a, f in zip(rss["accord"], memory["flower"])]
+    print(_line("ratio accord RSS / flower PSS", alone, "x (sharing-free: see the docstring)"))
 
 
 def cohorts(args: argparse.Namespace) -> None:

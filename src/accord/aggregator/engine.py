@@ -362,7 +362,7 @@ class RoundEngine:
             best_model=best_model,
             best_score=best_score,
             wall_seconds=self.clock() - current.opened_at,
-            slowest_task_seconds=max(current.task_seconds.values(), default=0.0),
+            slowest_task_seconds=current.slowest_task_seconds(),
             stragglers=current.stragglers(),
             bounds=tuple(aggregate.events),
             failed=tuple(sorted(current.failed)),

@@ -8,7 +8,7 @@ are plain values: a sink cannot change the engine's state through them.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from accord.aggregation.bounds import BoundEvent
@@ -23,7 +23,7 @@ class RoundOutcome:
     round_number: int
     model: ModelState
     metrics: dict[str, float]
-    records: list[MetricRecord]
+    records: Sequence[MetricRecord]
     best_model: ModelState | None
     best_score: float | None
     wall_seconds: float

@@ -9,7 +9,7 @@ from accord.aggregator.events import PhaseOpened, ResultAccepted
 from accord.aggregator.weighted_metrics import WeightedMetrics
 from accord.errors import RefusedError
 from accord.messages import ConfigValue, TaskResult
-from accord.metric_records import MetricRecord
+from accord.metric_records import RoundRecords
 from accord.strategies.seam import Accumulator, Reply, RoundContext, RoundPhases
 
 
@@ -31,8 +31,12 @@ class OpenRound:
     #: how many assigned collaborators have sent all their results (kept per result: O(1))
     reported_count: int = 0
     metrics: WeightedMetrics = field(default_factory=WeightedMetrics)
-    records: list[MetricRecord] = field(default_factory=list)
+    #: the sites' metric records, as columns (metric_records.RoundRecords: ~20 bytes a record)
+    records: RoundRecords = field(init=False)
+    #: task seconds summed per collaborator that still owes a task; those done are folded into
+    #: ``slowest_done`` as they finish, so what is kept is O(collaborators owing), not O(cohort)
     task_seconds: dict[str, float] = field(default_factory=dict)
+    slowest_done: float = 0.0
     #: the strategy's config for the round
     config: dict[str, ConfigValue] = field(default_factory=dict)
     #: the round's open phase: ``train``, or one of ``phases.names``
@@ -52,6 +56,13 @@ class OpenRound:
     tasks: dict[str, list[str]] = field(default_factory=dict)
     #: members a phase ended without (a multi-phase round's stragglers)
     dropped: set[str] = field(default_factory=set)
+
+    def __post_init__(self) -> None:
+        self.records = RoundRecords(self.number)
+
+    def slowest_task_seconds(self) -> float:
+        """The most task seconds any collaborator spent in the round (those owing still: so far)."""
+        return max([self.slowest_done, *self.task_seconds.values()])
 
     def reported(self) -> list[str]:
         """Assigned collaborators who have sent all their results. O(collaborators)."""
@@ -115,9 +126,12 @@ class OpenRound:
             self.accumulator.add(Reply(result.collaborator, result.tensors, float(result.sample_count), result.is_delta, stored, norms))
         for metric, value in result.metrics.items():
             self.metrics.add(result.task, metric, value, result.sample_count)
-            self.records.append(MetricRecord(self.number, result.collaborator, result.task, metric, value))
+            self.records.add(result.collaborator, result.task, metric, value)
         owed.remove(result.task)
-        if not owed:
+        seconds = self.task_seconds.pop(result.collaborator, 0.0) + max(result.task_seconds, 0.0)
+        if owed:
+            self.task_seconds[result.collaborator] = seconds
+        else:
             self.reported_count += 1
-        self.task_seconds[result.collaborator] = self.task_seconds.get(result.collaborator, 0.0) + max(result.task_seconds, 0.0)
+            self.slowest_done = max(self.slowest_done, seconds)
         return ResultAccepted(self.number, result.collaborator, result.task, result.sample_count, dict(result.metrics))

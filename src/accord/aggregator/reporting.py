@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 from accord.aggregator.events import EngineEvent, PhaseOpened, RoundClosed, RoundOutcome, Sink
 from accord.aggregator.guarded import Guarded
 from accord.messages import TaskResult
-from accord.metric_records import MetricRecord, MetricsLog, RecordSink
+from accord.metric_records import MetricRecord, MetricsLog, RecordSink, RoundRecords
 
 if TYPE_CHECKING:
     from accord.aggregator.engine import RoundEngine
@@ -101,18 +101,22 @@ def warn_left_out(outcome: RoundOutcome, policy: str) -> tuple[str, ...]:
     return tuple(f"{e.collaborator}: {e.kind}" for e in outcome.bounds)
 
 
-def round_records(outcome: RoundOutcome) -> list[MetricRecord]:
-    """The metrics.jsonl records of a closed round: the sites', the aggregated ones, its timing
-    and what the update bounds did."""
+def round_records(outcome: RoundOutcome, more: Sequence[MetricRecord] = ()) -> Sequence[MetricRecord]:
+    """The metrics.jsonl records of a closed round: the sites', the aggregated ones, its timing,
+    what the update bounds did, then ``more`` (the sites' kept as columns when the engine kept
+    them so: no record object per site made until one is read)."""
     number = outcome.round_number
-    records = list(outcome.records)
+    extra = []
     for key, value in outcome.metrics.items():
         task, metric = key.split("/", 1)  # WeightedMetrics keys are task/metric
-        records.append(MetricRecord(number, "aggregator", task, metric, value))
+        extra.append(MetricRecord(number, "aggregator", task, metric, value))
     timing = {"round_seconds": outcome.wall_seconds, "overhead_seconds": outcome.overhead_seconds}
-    records += [MetricRecord(number, "aggregator", "round", k, v) for k, v in timing.items()]
-    records += [MetricRecord(number, e.collaborator, "aggregator/bounds", e.kind, e.value) for e in outcome.bounds]
-    return records
+    extra += [MetricRecord(number, "aggregator", "round", k, v) for k, v in timing.items()]
+    extra += [MetricRecord(number, e.collaborator, "aggregator/bounds", e.kind, e.value) for e in outcome.bounds]
+    extra += more
+    if isinstance(outcome.records, RoundRecords):
+        return outcome.records.extended(extra)
+    return [*outcome.records, *extra]
 
 
 def phase_sink(event: EngineEvent) -> None:
@@ -130,14 +134,15 @@ def metrics_sink(metrics_log: MetricsLog, traffic: Traffic | None = None, writer
 
     def write(event: EngineEvent) -> None:
         if isinstance(event, RoundClosed):
-            records = round_records(event.outcome)
+            more = []
             if traffic is not None:
                 received, sent = traffic.take()
                 number = event.outcome.round_number
-                records += [
+                more = [
                     MetricRecord(number, "aggregator", "round", "bytes_received", float(received)),
                     MetricRecord(number, "aggregator", "round", "bytes_sent", float(sent)),
                 ]
+            records = round_records(event.outcome, more)
             metrics_log.write(records)
             for writer in guarded:
                 writer(records)

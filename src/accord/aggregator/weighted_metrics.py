@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from array import array
 
 from accord.aggregation.bounds import lower_median
 
@@ -10,24 +11,27 @@ from accord.aggregation.bounds import lower_median
 class WeightedMetrics:
     """A round's ``task/metric`` values, averaged weighted by sample count, each count capped as
     the model's are: at ``sample_count_multiple`` x the lower median of that metric's counts
-    (none without a multiple). One ``(value, count)`` is kept per result: O(sites x metrics)."""
+    (none without a multiple), which needs every count: each metric keeps its values and counts
+in two float64 arrays (16 bytes a result, no Python object per result)."""
 
     def __init__(self, sample_count_multiple: float | None = None) -> None:
         self.sample_count_multiple = sample_count_multiple
-        self._values: dict[str, list[tuple[float, float]]] = {}
+        self._values: dict[tuple[str, str], tuple[array[float], array[float]]] = {}
 
     def add(self, task: str, metric: str, value: float, weight: float) -> None:
-        self._values.setdefault(f"{task}/{metric}", []).append((value, weight))
+        values, counts = self._values.setdefault((task, metric), (array("d"), array("d")))
+        values.append(value)
+        counts.append(weight)
 
     def means(self) -> dict[str, float]:
         """``task/metric`` -> its weighted mean (within the values' range: finite for finite values)."""
         means = {}
-        for key, entries in self._values.items():
+        for (task, metric), (values, counts) in self._values.items():
             cap = math.inf
             if self.sample_count_multiple is not None:
-                cap = self.sample_count_multiple * lower_median([count for _, count in entries])
-            weights = [min(count, cap) for _, count in entries]
+                cap = self.sample_count_multiple * lower_median(counts)
+            weights = [min(count, cap) for count in counts]
             total = math.fsum(weights)
             if total > 0:
-                means[key] = math.fsum(value * (weight / total) for (value, _), weight in zip(entries, weights))
+                means[f"{task}/{metric}"] = math.fsum(value * (weight / total) for value, weight in zip(values, weights))
         return means

@@ -20,9 +20,11 @@ BACKENDS = ("threads", "ray")
 
 
 class Backend(Protocol):
-    """Runs batches of simulated clients; ``workers`` is how many run at once."""
+    """Runs batches of simulated clients; ``workers`` is how many run at once, ``max_batch`` the
+    most clients a batch holds (a batch's results are all held until it ends)."""
 
     workers: int
+    max_batch: int
 
     def share(self, value: Any) -> Any:
         """A handle on ``value`` that ``run`` takes in its place (sent once to the workers)."""
@@ -36,7 +38,11 @@ class Backend(Protocol):
 
 
 class ThreadBackend:
-    """``workers`` threads (default: this machine's cores), never one per client."""
+    """``workers`` threads (default: this machine's cores), never one per client. A batch is
+    one pool submission (microseconds), so batches stay small: what the round holds in
+    finished but not yet taken results is O(workers x 16 clients)."""
+
+    max_batch = 16
 
     def __init__(self, workers: int | None = None) -> None:
         self.workers = workers or os.cpu_count() or 1
@@ -59,6 +65,9 @@ class RayBackend:
     more clients at once with no change here. Every node needs Accord and the client_fn's code
     importable (or a ``runtime_env`` in ``init``). Ray pickles what it moves: run it on a
     network you trust, as Ray's own docs say."""
+
+    #: a Ray task costs milliseconds to schedule: larger batches amortize it
+    max_batch = 64
 
     def __init__(self, address: str | None = None, workers: int | None = None, **init: Any) -> None:
         try:

@@ -25,8 +25,6 @@ log = logging.getLogger("accord.simulation")
 
 #: batches in flight per worker (enough to keep each busy; results held are O(workers))
 _IN_FLIGHT_PER_WORKER = 2
-#: clients per batch at most (a batch amortizes a backend's per-call cost)
-_MAX_BATCH = 64
 #: client errors kept with their exception (the others are counted)
 _ERRORS_KEPT = 100
 
@@ -119,7 +117,7 @@ class RoundDriver:
         groups: dict[tuple[str, ...], list[str]] = {}
         for cid, names in current.outstanding.items():
             groups.setdefault(tuple(names), []).append(cid)
-        size = max(1, min(_MAX_BATCH, math.ceil(len(current.outstanding) / (4 * self.backend.workers))))
+        size = max(1, min(self.backend.max_batch, math.ceil(len(current.outstanding) / (4 * self.backend.workers))))
         batches: deque[tuple[ClientJob, list[str]]] = deque()
         for cids in groups.values():
             assignment = engine.assignment(cids[0])
