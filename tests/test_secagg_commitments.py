@@ -107,6 +107,6 @@ def test_a_sealed_share_of_wire_version_1_is_refused_naming_the_version() -> Non
     federation.advertise()
     sealed = federation.sites["site000"].share(federation.server.roster())
     old = {peer: MAGIC + bytes((1,)) + data[4:] for peer, data in sealed.items()}
-    with pytest.raises(SecAggRefused, match="format version 1; this side speaks version 2") as caught:
+    with pytest.raises(SecAggRefused, match="format version 1; this side speaks version 3") as caught:
         federation.server.add_shares("site000", old)
     assert "run the same Accord version" in caught.value.fix

@@ -16,11 +16,11 @@ so one lying site can neither hold the round nor make it wrong while honest reve
 from __future__ import annotations
 
 import struct
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 
-from accord.secagg import crypto, encoding
+from accord.secagg import crypto, encoding, shamir
 from accord.secagg.graph import Neighbourhood
 from accord.secagg.messages import (
     SECRET_MASK_KEY,
@@ -38,8 +38,6 @@ from accord.secagg.params import SecAggParams, check_session
 from accord.secagg.signing import Verifier, check_advert, roster_digest, survivors_statement
 
 _ADVERTS, _SHARES, _MASKS, _CONFIRMS, _REVEALS, _DONE = range(6)
-#: rebuilds each list of shares' secret, in order (crypto.combine_all's signature)
-CombineAll = Callable[[Sequence[Sequence[tuple[int, bytes]]]], list[bytes]]
 _PHASES = ("taking adverts", "taking shares", "taking masked updates", "taking confirmations", "taking reveals", "finished")
 
 
@@ -49,9 +47,8 @@ class ServerSession:
     With ``verify`` (a signed federation) it refuses adverts and confirmations that are not
     signed by a valid certificate of their sender, so one lying site cannot make the honest
     sites refuse the round; the sites check them again (they trust no aggregator).
-    ``combine_all`` rebuilds the unmasking's secrets (one per survivor and per dropped site) in
-    one batch: crypto.combine_all in this process by default, a process pool's in the
-    aggregator's runtime (aggregator/shamir_pool.py).
+    The unmasking's secrets (one per survivor and per dropped site) are rebuilt in one batch
+    (shamir.combine_all).
     """
 
     def __init__(
@@ -62,10 +59,8 @@ class ServerSession:
         length: int,
         *,
         verify: Verifier | None = None,
-        combine_all: CombineAll = crypto.combine_all,
     ) -> None:
         self.params = params
-        self._combine_all = combine_all
         self.cohort = frozenset(check_session(params, cohort, round_seed, length))
         self.round_seed, self.length = round_seed, length
         self._phase = _ADVERTS
@@ -344,21 +339,17 @@ class ServerSession:
                 kind="state",
             )
         total = self._sum.copy()
-        width = self.length + 1
-        owners = [*dropped, *survivors]  # every reveal matched its commitment: any threshold of them will do
-        rebuilt = dict(zip(owners, self._combine_all([sorted(self._revealed[owner].items())[: graph.share_threshold] for owner in owners]), strict=True))
+        # every reveal matched its commitment: any threshold of them will do (combine_all picks)
+        rebuilt = shamir.combine_all({owner: sorted(self._revealed[owner].items()) for owner in (*dropped, *survivors)}, graph.share_threshold)
+        masker = crypto.Masker(self.length + 1)
         for owner in dropped:
             s_sk = self._mask_key(owner, rebuilt[owner])
             for peer in graph.of(owner):
                 if peer in self._masked and owner in self._inbox[peer]:
-                    mask = crypto.pair_mask(s_sk, self._parsed[peer].s_pk, owner, peer, self.round_seed, width)
                     # peer added +mask if it sorts before owner, else -mask: take it back out.
-                    if peer < owner:
-                        total -= mask
-                    else:
-                        total += mask
+                    masker.add(total, crypto.pair_mask_key(s_sk, self._parsed[peer].s_pk, owner, peer, self.round_seed), -1 if peer < owner else 1)
         for owner in survivors:
-            total -= crypto.self_mask(rebuilt[owner], owner, self.round_seed, width)
+            masker.add(total, crypto.self_mask_key(rebuilt[owner], owner, self.round_seed), -1)
         if len(self._declared) == len(survivors):
             self._check_weight(total)
         weighted_sum, weight = encoding.decode(self.params, total)

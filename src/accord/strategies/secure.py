@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import secrets
 from collections.abc import Callable, Mapping
-from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -52,9 +51,6 @@ from accord.strategies.secure_phases import (
 from accord.strategies.wrapper import Wrapper
 from accord.tensors.state import ModelState
 
-if TYPE_CHECKING:
-    from accord.secagg.server import CombineAll
-
 #: who a held round's event names (SecurePhases.result)
 HELD_BY = "secure aggregation"
 
@@ -83,9 +79,6 @@ class SecureAggregation(Wrapper):
         self.settings = settings
         self.entropy = entropy
         self.verify = verify
-        #: how the unmasking rebuilds its secrets (None: ServerSession's default, in this
-        #: process; the aggregator's runtime sets a process pool's, aggregator/shamir_pool.py)
-        self.combine_all: CombineAll | None = None
 
     def min_replies(self, cohort_size: int) -> int:
         """The wrapped strategy's, or the SecAgg+ threshold if more (every phase needs it)."""
@@ -100,7 +93,7 @@ class SecureAggregation(Wrapper):
 
     def phased(self, context: RoundContext) -> RoundPhases:
         params = secagg_params(self.settings, len(context.cohort))
-        return SecurePhases(context, params, self.entropy(SEED_BYTES), self.verify, self.combine_all)
+        return SecurePhases(context, params, self.entropy(SEED_BYTES), self.verify)
 
 
 def signed(strategy: Strategy, verify: Verifier) -> Strategy:
@@ -118,16 +111,13 @@ class SecurePhases:
     names: tuple[str, ...] = PHASES
     tasks_phase: str = MASK
 
-    def __init__(
-        self, context: RoundContext, params: SecAggParams, seed: bytes, verify: Verifier | None = None, combine_all: CombineAll | None = None
-    ) -> None:
-        from accord.secagg.server import ServerSession  # cryptography and pycryptodome: accord[secagg]
+    def __init__(self, context: RoundContext, params: SecAggParams, seed: bytes, verify: Verifier | None = None) -> None:
+        from accord.secagg.server import ServerSession  # cryptography and MPyC: accord[secagg]
 
         self.context = context
         self.threshold = params.threshold
         self.length = update_length(context.global_model)
-        hooks = {} if combine_all is None else {"combine_all": combine_all}
-        self._session: Callable[[bytes], ServerSession] = lambda seed: ServerSession(params, context.cohort, seed, self.length, verify=verify, **hooks)
+        self._session: Callable[[bytes], ServerSession] = lambda seed: ServerSession(params, context.cohort, seed, self.length, verify=verify)
         self.signed = verify is not None
         if self.signed:
             self.names = SIGNED_PHASES
