@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import logging
 import os
+from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from types import ModuleType
 
@@ -120,16 +121,18 @@ def _checked(owner: str, shares: Sequence[tuple[int, bytes]], threshold: int) ->
 
 
 def _grouped(points: Mapping[str, Mapping[int, int]], threshold: int) -> dict[tuple[int, ...], list[str]]:
-    """x-set -> the owners recombined over it: each owner takes the first x-set already chosen
-    that its shares cover, else its ``threshold`` lowest indices (a new x-set). Any threshold of
-    a secret's shares rebuilds it (they all matched their commitments), so the choice is free."""
+    """x-set -> the owners recombined over it. Any threshold of a secret's shares rebuilds it
+    (they all matched their commitments), so the choice is free: each owner takes the first
+    x-set already chosen that its shares cover, else a new one of its ``threshold`` indices
+    that most owners hold (the likeliest to be covered by the next ones; ties: the lowest)."""
+    held = Counter(index for shares in points.values() for index in shares)
     groups: dict[tuple[int, ...], list[str]] = {}
     covers: list[tuple[tuple[int, ...], frozenset[int]]] = []
     for owner in sorted(points):
         have = set(points[owner])
         xs = next((xs for xs, members in covers if members <= have), None)
         if xs is None:
-            xs = tuple(sorted(have)[:threshold])
+            xs = tuple(sorted(sorted(have, key=lambda index: (-held[index], index))[:threshold]))
             covers.append((xs, frozenset(xs)))
         groups.setdefault(xs, []).append(owner)
     return groups
