@@ -7,6 +7,7 @@ import random
 import secrets
 import subprocess
 import sys
+from collections.abc import Callable
 
 import pytest
 
@@ -40,7 +41,10 @@ def test_a_secret_at_or_above_the_prime_is_not_split() -> None:
         shamir.split([_secret()], 4, 3)
 
 
-def _shares(threshold: int = 3, count: int = 5) -> list[tuple[int, bytes]]:
+Shares = list[tuple[int, bytes]]
+
+
+def _shares(threshold: int = 3, count: int = 5) -> Shares:
     return [(index, pair[0]) for index, pair in shamir.split([_secret()], threshold, count)]
 
 
@@ -56,7 +60,7 @@ def _shares(threshold: int = 3, count: int = 5) -> list[tuple[int, bytes]]:
         (lambda s: [(s[0][0], b"\x01" * 15), *s[1:]], "not a 16-byte value below"),
     ],
 )
-def test_shares_a_lying_site_may_send_are_refused_naming_the_owner(change, message: str) -> None:  # noqa: ANN001
+def test_shares_a_lying_site_may_send_are_refused_naming_the_owner(change: Callable[[Shares], Shares], message: str) -> None:
     with pytest.raises(SecAggRefused, match=message) as caught:
         shamir.combine_all({"site007": change(_shares())}, 3)
     assert "'site007'" in caught.value.message and caught.value.fix
@@ -76,7 +80,7 @@ def test_a_batch_recombines_once_per_x_set_and_leaves_no_vector_cached(monkeypat
     calls: list[int] = []
     recombine = shamir._thresha.recombine
 
-    def counted(field, points):  # noqa: ANN001, ANN202
+    def counted(field: object, points: list[tuple[int, list[int]]]) -> list[int]:
         calls.append(len(points[0][1]))
         return recombine(field, points)
 
