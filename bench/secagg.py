@@ -1,11 +1,13 @@
 """Secure aggregation (SecAgg+ as the engine's phases) against plain FedAvg, same model, same run.
 
     .venv/bin/python bench/secagg.py [--sites 10,50,100] [--dropouts 0,0.3] [--params 100000] [--repeats 3]
-        [--samples 512] [--epochs 5]
+        [--samples 512] [--epochs 5] [--workers N]
 
 Lightweight in-process sites over the real RoundEngine: the aggregator side is the engine with
 ``SecureAggregation(FedAvg())`` (strategies/secure.py: accord.secagg's ServerSession, its
-secrets rebuilt in one batch by MPyC's Shamir, secagg/shamir.py) or plain ``FedAvg()``; each
+secrets rebuilt by MPyC's Shamir, secagg/shamir.py, its masks expanded over the aggregator's
+process pool, aggregator/mask_pool.py, ``--workers`` of them, one per CPU by default, started
+before the timing as a serving aggregator keeps it; 1: no pool) or plain ``FedAvg()``; each
 site answers its phases with the real site code (collaborator/secure_site.py: accord.secagg's
 SiteSession, X25519, AES-GCM, AES-CTR masks, Shamir shares) on payloads that went through the
 engine. No network. The model is a torch MLP 64-H-10 with ~``--params`` float32 values; each
@@ -18,11 +20,12 @@ injected clock), the round with FedAvg over the survivors.
 
 Figures, per N and dropout share (min and median over the repeats, interleaved):
 - aggregator CPU (s): CPU spent in the engine's calls for the round (assignments, submits, the
-  close and unmasking), and its ratio secure/plain; beside it, the secure round's unmasking
-  alone (the closing call's CPU, median);
+  close and unmasking), the aggregator's process and its mask workers together, and its
+  ratio secure/plain; beside it, the secure round's process and workers apart (median);
 - round time (s), the issue's measure: sites train and answer in parallel, so a round is the
   slowest site's training, plus, per phase, the slowest site's CPU in it, plus the
-  aggregator's CPU in its calls (CPU, not wall time, so the other work of a shared machine
+  aggregator's time: its process's CPU in its calls and its workers' CPU divided by their
+  number (they run in parallel; CPU, not wall time, so the other work of a shared machine
   does not count; network time excluded), and its ratio secure/plain;
   the issue's goal is <= 2x at N = 100 with 30% dropouts;
 - aggregation only (s): the same without the training, and its ratio: what secure
@@ -56,6 +59,7 @@ from _digits_workload import _splits
 from accord.aggregation.bounds import UNBOUNDED
 from accord.aggregator.assigner import RandomGroupedAssigner
 from accord.aggregator.engine import RoundEngine
+from accord.aggregator.mask_pool import MIN_POOLED, MaskPool
 from accord.aggregator.stragglers import StragglerPolicy
 from accord.collaborator.secure_site import SecureSite
 from accord.messages import Action, TaskResult
@@ -79,25 +83,46 @@ class Clock:
         return self.now
 
 
+def workers_cpu(pool: MaskPool) -> float:
+    """CPU seconds the pool's live worker processes have spent (Linux /proc)."""
+    executor = pool._executor  # the bench reads its workers' CPU
+    total = 0
+    for pid in list(getattr(executor, "_processes", None) or {}):
+        with open(f"/proc/{pid}/stat") as stat:
+            fields = stat.read().rsplit(")", 1)[1].split()
+        total += int(fields[11]) + int(fields[12])  # utime, stime
+    return total / TICK
+
+
 class Meter:
     """The aggregator's CPU and elapsed time, each site's CPU in each phase, bytes per site."""
 
-    def __init__(self, training: float) -> None:
+    def __init__(self, pool: MaskPool | None, training: float) -> None:
+        self.pool = pool
         self.training = training
-        self.aggregator = 0.0  # the aggregator's CPU in the engine's calls
-        self.longest = 0.0  # its longest call's (a secure round's: the close, with the unmasking)
+        self.own = 0.0  # the aggregator's process
+        self.pooled = 0.0  # its mask workers
         self.sites: dict[str, dict[str, float]] = {}
         self.bytes: dict[str, int] = {}
         self.model: dict[str, np.ndarray] = {}
 
     def agg(self, call: Callable[[], object]) -> object:
-        cpu = time.process_time()
+        cpu, workers = time.process_time(), workers_cpu(self.pool) if self.pool else 0.0
         try:
             return call()
         finally:
-            spent = time.process_time() - cpu
-            self.aggregator += spent
-            self.longest = max(self.longest, spent)
+            self.own += time.process_time() - cpu
+            self.pooled += workers_cpu(self.pool) - workers if self.pool else 0.0
+
+    @property
+    def aggregator(self) -> float:
+        """The aggregator's CPU: its process's and its workers'."""
+        return self.own + self.pooled
+
+    def aggregator_seconds(self) -> float:
+        """The aggregator's time: its process's CPU plus its workers' shared out over them (they
+        run in parallel, one per CPU), so a busy shared machine's scheduling does not count."""
+        return self.own + (self.pooled / self.pool.workers if self.pool else 0.0)
 
     def site(self, phase: str, name: str, call: Callable[[], object]) -> object:
         started = time.process_time()
@@ -112,7 +137,7 @@ class Meter:
 
     def aggregation_seconds(self) -> float:
         """The aggregator's time plus, per phase, the slowest site's CPU (no training)."""
-        return self.aggregator + sum(max(spent.values(), default=0.0) for spent in self.sites.values())
+        return self.aggregator_seconds() + sum(max(spent.values(), default=0.0) for spent in self.sites.values())
 
     def round_seconds(self) -> float:
         """The slowest site's training plus ``aggregation_seconds``: the goal's round time."""
@@ -154,15 +179,17 @@ def nbytes(state) -> int:
 
 
 def one_round(
-    model: dict[str, np.ndarray], updates: dict[str, dict[str, np.ndarray]], training: float, dropout: float, secure: bool
+    model: dict[str, np.ndarray], updates: dict[str, dict[str, np.ndarray]], training: float, dropout: float, pool: MaskPool | None
 ) -> Meter:
-    """One round over the sites of ``updates`` (their trained weights), secure or plain FedAvg."""
+    """One round over the sites of ``updates`` (their trained weights): secure if ``pool``."""
     names = sorted(updates)
+    secure = pool is not None
     dropped = set(names[: round(dropout * len(names))])
     settings = SecureAggregationSettings(enabled=True, clip=1.0)
     strategy = FedAvg()
-    if secure:
+    if pool is not None:
         strategy = SecureAggregation(FedAvg(), settings)
+        strategy.mask_total = pool.mask_total
     clock = Clock()
     engine = RoundEngine(
         collaborators=names,
@@ -176,7 +203,7 @@ def one_round(
         final_validation=False,
         policy=StragglerPolicy("cutoff_time", cutoff_seconds=CUTOFF, min_reports=1),
     )
-    meter = Meter(training)
+    meter = Meter(pool, training)
     site_of = {n: SecureSite(n, settings) for n in names}
     for name in names:
         meter.count(name, nbytes(model))  # every site downloads the round's model once
@@ -217,12 +244,15 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--samples", type=int, default=512, help="training samples per site")
     parser.add_argument("--epochs", type=int, default=5)
+    parser.add_argument("--workers", type=int, default=None, help="mask worker processes (default: one per CPU; 1: none)")
     args = parser.parse_args()
     model = model_of(args.params)
     train(model, 0, 16, 1)  # torch's first call's set-up, outside the timing
+    pool = MaskPool(args.workers)
+    pool.mask_total(bytes(32), 8, [bytes(32)] * MIN_POOLED, [])  # its workers started, as a serving aggregator's are
     print(
         f"model: MLP 64-{hidden_for(args.params)}-10, {sum(v.size for v in model.values())} float32 values; each site trains "
-        f"{args.epochs} epoch(s) over {args.samples} digits; repeats {args.repeats}"
+        f"{args.epochs} epoch(s) over {args.samples} digits; repeats {args.repeats}; mask workers {pool.workers}"
     )
     for sites in (int(s) for s in args.sites.split(",")):
         names = [f"site{i:03d}" for i in range(sites)]
@@ -233,8 +263,9 @@ def main() -> None:
                 updates = {name: weights for name, (weights, _) in trained.items()}
                 training = max(seconds for _, seconds in trained.values())  # the sites train in parallel
                 for secure in (False, True):  # interleaved
-                    runs[secure].append(one_round(model, updates, training, dropout, secure))
+                    runs[secure].append(one_round(model, updates, training, dropout, pool if secure else None))
             print(row(sites, dropout, runs))
+    pool.close()
 
 
 def row(sites: int, dropout: float, runs: dict[bool, list[Meter]]) -> str:
@@ -257,8 +288,8 @@ def row(sites: int, dropout: float, runs: dict[bool, list[Meter]]) -> str:
     return (
         f"N {sites:>3} drop {dropout:>4.0%} | round (goal's) {cell(Meter.round_seconds, '%.3f')} | aggregation only "
         f"{cell(Meter.aggregation_seconds, '%.3f')} | training {min(training):.3f} min {statistics.median(training):.3f} med "
-        f"| agg CPU {cell(lambda m: m.aggregator, '%.3f')} (secure's close with the unmasking, med "
-        f"{statistics.median(m.longest for m in runs[True]):.3f}) "
+        f"| agg CPU {cell(lambda m: m.aggregator, '%.3f')} (secure's process / workers, med "
+        f"{statistics.median(m.own for m in runs[True]):.3f} / {statistics.median(m.pooled for m in runs[True]):.3f}) "
         f"| bytes {cell(survivor, '%.0f')} | max |secure - plain| {error:.1e}"
     )
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import secrets
 import struct
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -153,3 +154,23 @@ def pair_mask_key(s_sk: X25519PrivateKey, peer_s_pk: bytes, site: str, peer: str
     low, high = sorted((site, peer))
     shared = agree(s_sk, peer_s_pk, f"the mask key of {peer!r}")
     return derive_key(shared, round_seed, label("pair", low, high))
+
+
+#: a dropped site's pairwise mask the aggregator takes out: (the dropped owner's rebuilt mask-key
+#: seed, its name, a surviving neighbour's s_pk, that neighbour's name)
+DroppedPair = tuple[bytes, str, bytes, str]
+
+
+def mask_total(round_seed: bytes, length: int, self_keys: Sequence[bytes], pairs: Sequence[DroppedPair]) -> np.ndarray:
+    """What the unmasking subtracts from the masked sum (``length`` ring elements): each
+    survivor's self mask (under its key in ``self_keys``) and each dropped owner's pairwise mask
+    with each surviving neighbour, as that neighbour added it (+ if its name sorts first)."""
+    total = np.zeros(length, dtype=np.uint64)
+    masker = Masker(length)
+    for key in self_keys:
+        masker.add(total, key)
+    owners: dict[bytes, X25519PrivateKey] = {}
+    for seed, owner, peer_pk, peer in pairs:
+        s_sk = owners.get(seed) or owners.setdefault(seed, mask_key_from_seed(seed))
+        masker.add(total, pair_mask_key(s_sk, peer_pk, owner, peer, round_seed), 1 if peer < owner else -1)
+    return total

@@ -16,7 +16,7 @@ so one lying site can neither hold the round nor make it wrong while honest reve
 from __future__ import annotations
 
 import struct
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
 
@@ -38,6 +38,8 @@ from accord.secagg.params import SecAggParams, check_session
 from accord.secagg.signing import Verifier, check_advert, roster_digest, survivors_statement
 
 _ADVERTS, _SHARES, _MASKS, _CONFIRMS, _REVEALS, _DONE = range(6)
+#: the masks the unmasking takes out, summed (crypto.mask_total's signature)
+MaskTotal = Callable[[bytes, int, Sequence[bytes], Sequence[crypto.DroppedPair]], np.ndarray]
 _PHASES = ("taking adverts", "taking shares", "taking masked updates", "taking confirmations", "taking reveals", "finished")
 
 
@@ -48,7 +50,9 @@ class ServerSession:
     signed by a valid certificate of their sender, so one lying site cannot make the honest
     sites refuse the round; the sites check them again (they trust no aggregator).
     The unmasking's secrets (one per survivor and per dropped site) are rebuilt in one batch
-    (shamir.combine_all).
+    (shamir.combine_all); ``mask_total`` then expands the masks they seed and sums them:
+    crypto.mask_total in this process by default, a process pool's in the aggregator's runtime
+    (aggregator/mask_pool.py).
     """
 
     def __init__(
@@ -59,8 +63,10 @@ class ServerSession:
         length: int,
         *,
         verify: Verifier | None = None,
+        mask_total: MaskTotal = crypto.mask_total,
     ) -> None:
         self.params = params
+        self._mask_total = mask_total
         self.cohort = frozenset(check_session(params, cohort, round_seed, length))
         self.round_seed, self.length = round_seed, length
         self._phase = _ADVERTS
@@ -341,15 +347,16 @@ class ServerSession:
         total = self._sum.copy()
         # every reveal matched its commitment: any threshold of them will do (combine_all picks)
         rebuilt = shamir.combine_all({owner: sorted(self._revealed[owner].items()) for owner in (*dropped, *survivors)}, graph.share_threshold)
-        masker = crypto.Masker(self.length + 1)
+        pairs: list[crypto.DroppedPair] = []
         for owner in dropped:
-            s_sk = self._mask_key(owner, rebuilt[owner])
-            for peer in graph.of(owner):
-                if peer in self._masked and owner in self._inbox[peer]:
-                    # peer added +mask if it sorts before owner, else -mask: take it back out.
-                    masker.add(total, crypto.pair_mask_key(s_sk, self._parsed[peer].s_pk, owner, peer, self.round_seed), -1 if peer < owner else 1)
-        for owner in survivors:
-            masker.add(total, crypto.self_mask_key(rebuilt[owner], owner, self.round_seed), -1)
+            self._check_mask_key(owner, rebuilt[owner])
+            pairs += [
+                (rebuilt[owner], owner, self._parsed[peer].s_pk, peer)
+                for peer in graph.of(owner)
+                if peer in self._masked and owner in self._inbox[peer]
+            ]
+        self_keys = [crypto.self_mask_key(rebuilt[owner], owner, self.round_seed) for owner in survivors]
+        total -= self._mask_total(self.round_seed, self.length + 1, self_keys, pairs)
         if len(self._declared) == len(survivors):
             self._check_weight(total)
         weighted_sum, weight = encoding.decode(self.params, total)
@@ -358,8 +365,8 @@ class ServerSession:
         self._result = (weighted_sum, weight)
         return self._result[0].copy(), self._result[1]
 
-    def _mask_key(self, owner: str, seed: bytes) -> crypto.X25519PrivateKey:
-        """A dropped ``owner``'s mask key from its rebuilt ``seed``, checked against its advert's s_pk
+    def _check_mask_key(self, owner: str, seed: bytes) -> None:
+        """A dropped ``owner``'s mask key from its rebuilt ``seed`` must match its advert's s_pk
         (it can differ only if ``owner`` dealt shares of no one polynomial under its commitments)."""
         s_sk = crypto.mask_key_from_seed(seed)
         if crypto.public_bytes(s_sk) != self._parsed[owner].s_pk:
@@ -369,7 +376,6 @@ class ServerSession:
                 "the round is held and run again; look into that site",
                 kind="state",
             )
-        return s_sk
 
     def _check_weight(self, total: np.ndarray) -> None:
         """The unmasked total weight must be the survivors' declared sum."""
