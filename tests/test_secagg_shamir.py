@@ -97,7 +97,7 @@ def test_a_batch_recombines_once_per_x_set_and_leaves_no_vector_cached(monkeypat
         calls.clear()
         assert shamir.combine_all(shares, 50) == secrets_of
         assert sum(calls) == 100 and len(calls) <= 8  # 100 secrets over a few x-sets
-        assert shamir.recombination_cache_size() == 0
+        assert shamir._thresha._recombination_vector.cache_info().currsize == 0  # MPyC's cache, cleared
 
 
 def test_importing_shamir_leaves_argv_logging_and_environment_alone() -> None:

@@ -171,6 +171,8 @@ def mask_total(round_seed: bytes, length: int, self_keys: Sequence[bytes], pairs
         masker.add(total, key)
     owners: dict[bytes, X25519PrivateKey] = {}
     for seed, owner, peer_pk, peer in pairs:
-        s_sk = owners.get(seed) or owners.setdefault(seed, mask_key_from_seed(seed))
+        s_sk = owners.get(seed)
+        if s_sk is None:
+            s_sk = owners[seed] = mask_key_from_seed(seed)
         masker.add(total, pair_mask_key(s_sk, peer_pk, owner, peer, round_seed), 1 if peer < owner else -1)
     return total

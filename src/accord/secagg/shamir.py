@@ -78,7 +78,7 @@ def split(secrets: Sequence[bytes], threshold: int, count: int) -> list[tuple[in
         raise ValueError(f"Shamir threshold {threshold} of {count} shares is not in 1..count..{MAX_INDEX}")
     values = [int.from_bytes(secret, "big") for secret in secrets]
     if any(len(secret) != SHARE_BYTES for secret in secrets) or any(value >= PRIME for value in values):
-        raise ValueError("a Shamir secret must be 16 bytes below PRIME (crypto draws them with draw_secret)")
+        raise ValueError("a Shamir secret must be 16 bytes below PRIME (SiteSession draws them with draw_secret)")
     rows = _thresha.random_split(_field, values, threshold - 1, count)
     return [(at + 1, [int(value).to_bytes(SHARE_BYTES, "big") for value in row]) for at, row in enumerate(rows)]
 
@@ -96,11 +96,6 @@ def combine_all(batch: Mapping[str, Sequence[tuple[int, bytes]]], threshold: int
     finally:
         _thresha._recombination_vector.cache_clear()  # bounded: one batch's x-sets at most (see above)
     return {owner: rebuilt[owner] for owner in batch}
-
-
-def recombination_cache_size() -> int:
-    """How many recombination vectors MPyC holds now (0 between batches)."""
-    return int(_thresha._recombination_vector.cache_info().currsize)
 
 
 def _checked(owner: str, shares: Sequence[tuple[int, bytes]], threshold: int) -> dict[int, int]:
