@@ -191,7 +191,8 @@ class SiteSession:
         Refuses shares from non-neighbours, malformed share messages, fewer than a majority of its
         neighbours (its update would be too weakly masked), an update of the wrong size or with
         NaN/inf, and a weight outside [1, max_weight]. A share that does not decrypt under this
-        round, sender and receiver, or carries the wrong index, is skipped (``skipped`` says why),
+        round, sender and receiver, carries the wrong index or a share outside the Shamir field
+        (>= 2^128 - 159), is skipped (``skipped`` says why),
         not refused: one lying neighbour must not knock this site out of the round; so is one
         that does not match the commitments its sender sent with it (the aggregator checks
         reveals against them, and would exclude this site for revealing it). Its pair mask
