@@ -1,12 +1,13 @@
 """Secure aggregation (SecAgg+ as the engine's phases) against plain FedAvg, same model, same run.
 
     .venv/bin/python bench/secagg.py [--sites 10,50,100] [--dropouts 0,0.3] [--params 100000] [--repeats 3]
-        [--samples 512] [--epochs 5]
+        [--samples 512] [--epochs 5] [--workers N]
 
 Lightweight in-process sites over the real RoundEngine: the aggregator side is the engine with
 ``SecureAggregation(FedAvg())`` (strategies/secure.py: accord.secagg's ServerSession, its
-secrets rebuilt over the aggregator's process pool, aggregator/shamir_pool.py, one worker per
-CPU, started before the timing as a serving aggregator keeps it) or plain ``FedAvg()``; each
+secrets rebuilt by MPyC's Shamir, secagg/shamir.py, its masks expanded over the aggregator's
+process pool, aggregator/mask_pool.py, ``--workers`` of them, one per CPU by default, started
+before the timing as a serving aggregator keeps it; 1: no pool) or plain ``FedAvg()``; each
 site answers its phases with the real site code (collaborator/secure_site.py: accord.secagg's
 SiteSession, X25519, AES-GCM, AES-CTR masks, Shamir shares) on payloads that went through the
 engine. No network. The model is a torch MLP 64-H-10 with ~``--params`` float32 values; each
@@ -19,7 +20,7 @@ injected clock), the round with FedAvg over the survivors.
 
 Figures, per N and dropout share (min and median over the repeats, interleaved):
 - aggregator CPU (s): CPU spent in the engine's calls for the round (assignments, submits, the
-  close and unmasking), the aggregator's process and its Shamir workers together, and its
+  close and unmasking), the aggregator's process and its mask workers together, and its
   ratio secure/plain; beside it, the secure round's process and workers apart (median);
 - round time (s), the issue's measure: sites train and answer in parallel, so a round is the
   slowest site's training, plus, per phase, the slowest site's CPU in it, plus the
@@ -58,7 +59,7 @@ from _digits_workload import _splits
 from accord.aggregation.bounds import UNBOUNDED
 from accord.aggregator.assigner import RandomGroupedAssigner
 from accord.aggregator.engine import RoundEngine
-from accord.aggregator.shamir_pool import ShamirPool
+from accord.aggregator.mask_pool import MIN_POOLED, MaskPool
 from accord.aggregator.stragglers import StragglerPolicy
 from accord.collaborator.secure_site import SecureSite
 from accord.messages import Action, TaskResult
@@ -82,7 +83,7 @@ class Clock:
         return self.now
 
 
-def workers_cpu(pool: ShamirPool) -> float:
+def workers_cpu(pool: MaskPool) -> float:
     """CPU seconds the pool's live worker processes have spent (Linux /proc)."""
     executor = pool._executor  # the bench reads its workers' CPU
     total = 0
@@ -96,11 +97,11 @@ def workers_cpu(pool: ShamirPool) -> float:
 class Meter:
     """The aggregator's CPU and elapsed time, each site's CPU in each phase, bytes per site."""
 
-    def __init__(self, pool: ShamirPool | None, training: float) -> None:
+    def __init__(self, pool: MaskPool | None, training: float) -> None:
         self.pool = pool
         self.training = training
         self.own = 0.0  # the aggregator's process
-        self.pooled = 0.0  # its Shamir workers
+        self.pooled = 0.0  # its mask workers
         self.sites: dict[str, dict[str, float]] = {}
         self.bytes: dict[str, int] = {}
         self.model: dict[str, np.ndarray] = {}
@@ -178,7 +179,7 @@ def nbytes(state) -> int:
 
 
 def one_round(
-    model: dict[str, np.ndarray], updates: dict[str, dict[str, np.ndarray]], training: float, dropout: float, pool: ShamirPool | None
+    model: dict[str, np.ndarray], updates: dict[str, dict[str, np.ndarray]], training: float, dropout: float, pool: MaskPool | None
 ) -> Meter:
     """One round over the sites of ``updates`` (their trained weights): secure if ``pool``."""
     names = sorted(updates)
@@ -188,7 +189,7 @@ def one_round(
     strategy = FedAvg()
     if pool is not None:
         strategy = SecureAggregation(FedAvg(), settings)
-        strategy.combine_all = pool.combine_all
+        strategy.mask_total = pool.mask_total
     clock = Clock()
     engine = RoundEngine(
         collaborators=names,
@@ -243,14 +244,15 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--samples", type=int, default=512, help="training samples per site")
     parser.add_argument("--epochs", type=int, default=5)
+    parser.add_argument("--workers", type=int, default=None, help="mask worker processes (default: one per CPU; 1: none)")
     args = parser.parse_args()
     model = model_of(args.params)
     train(model, 0, 16, 1)  # torch's first call's set-up, outside the timing
-    pool = ShamirPool()
-    pool.combine_all([[(1, bytes(16)), (2, bytes(16))]] * pool.workers * 16)  # its workers started, as a serving aggregator's are
+    pool = MaskPool(args.workers)
+    pool.mask_total(bytes(32), 8, [bytes(32)] * MIN_POOLED, [])  # its workers started, as a serving aggregator's are
     print(
         f"model: MLP 64-{hidden_for(args.params)}-10, {sum(v.size for v in model.values())} float32 values; each site trains "
-        f"{args.epochs} epoch(s) over {args.samples} digits; repeats {args.repeats}; Shamir workers {pool.workers}"
+        f"{args.epochs} epoch(s) over {args.samples} digits; repeats {args.repeats}; mask workers {pool.workers}"
     )
     for sites in (int(s) for s in args.sites.split(",")):
         names = [f"site{i:03d}" for i in range(sites)]

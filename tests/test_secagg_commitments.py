@@ -10,7 +10,7 @@ from __future__ import annotations
 import pytest
 from secagg_round import Round, plain
 
-from accord.secagg import crypto
+from accord.secagg import crypto, shamir
 from accord.secagg.messages import MAGIC, Reveal, SecAggRefused, decode_reveal, decode_sealed, encode_reveal
 
 
@@ -107,6 +107,34 @@ def test_a_sealed_share_of_wire_version_1_is_refused_naming_the_version() -> Non
     federation.advertise()
     sealed = federation.sites["site000"].share(federation.server.roster())
     old = {peer: MAGIC + bytes((1,)) + data[4:] for peer, data in sealed.items()}
-    with pytest.raises(SecAggRefused, match="format version 1; this side speaks version 2") as caught:
+    with pytest.raises(SecAggRefused, match="format version 1; this side speaks version 3") as caught:
         federation.server.add_shares("site000", old)
     assert "run the same Accord version" in caught.value.fix
+
+
+def test_a_dealt_share_outside_the_field_is_skipped_by_the_holder_and_the_round_unmasks(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A lying dealer deals site000 a b-share >= 2^128 - 159 under honest commitments: the holder
+    skips it (it reveals nothing of that dealer) and the others' reveals unmask the round."""
+    federation = Round(plain(5), 5, 8)
+    federation.advertise()
+    honest = shamir.split
+
+    def lying(secrets: list[bytes], threshold: int, count: int) -> list[tuple[int, list[bytes]]]:
+        rows = honest(secrets, threshold, count)
+        rows[0] = (rows[0][0], [b"\xff" * 16, rows[0][1][1]])  # index 1: site000, site004's first neighbour
+        return rows
+
+    roster = federation.server.roster()
+    monkeypatch.setattr(shamir, "split", lying)
+    sealed = federation.sites["site004"].share(roster)
+    monkeypatch.setattr(shamir, "split", honest)
+    federation.server.add_shares("site004", sealed)
+    for name in federation.names[:-1]:
+        federation.server.add_shares(name, federation.sites[name].share(roster))
+    federation.survivors, federation.dropped = federation.mask()
+    assert "outside the Shamir field" in federation.sites["site000"].skipped["site004"]
+    for name in federation.survivors:
+        reveals = federation.sites[name].unmask(federation.survivors, federation.dropped)
+        assert ("site004" in reveals) == (name not in ("site000", "site004"))  # the dealer holds none of its own
+        federation.server.add_reveal(name, reveals)
+    federation.check(federation.server.result())

@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 from scipy import stats
 from secagg_round import PHASES, ROUND, Round, masked_round, plain
 
-from accord.secagg import crypto, encoding
+from accord.secagg import crypto, encoding, shamir
 from accord.secagg.graph import Neighbourhood
 from accord.secagg.messages import SECRET_MASK_KEY, SECRET_SELF, SecAggRefused, decode_advert, decode_reveal
 from accord.secagg.params import SecAggParams
@@ -127,7 +127,7 @@ def test_inconsistent_questions_to_different_sites_cannot_rebuild_both_secrets()
         federation.sites[told_alive[0]].unmask(alive, [victim])
     # The minority of mask-key shares does not rebuild the victim's mask key.
     advert = decode_advert(federation.sites[victim].advertise())
-    assert crypto.public_bytes(crypto.mask_key_from_seed(crypto.combine(s_shares))) != advert.s_pk
+    assert crypto.public_bytes(crypto.mask_key_from_seed(shamir.combine_all({victim: s_shares}, len(s_shares))[victim])) != advert.s_pk
 
 
 def test_the_servers_view_of_one_masked_update_is_uniform() -> None:

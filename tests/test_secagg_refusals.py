@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from secagg_round import ROUND, Round, masked_round, plain
 
 from accord.errors import AccordError
-from accord.secagg import crypto
+from accord.secagg import shamir
 from accord.secagg.messages import (
     Advert,
     SecAggRefused,
@@ -204,7 +204,7 @@ def test_message_formats_are_strict() -> None:
 
 def test_import_accord_does_not_import_the_crypto_libraries() -> None:
     code = "import sys, accord, accord.secagg.params, accord.secagg.messages; " \
-        "print(sorted(m for m in ('Crypto', 'cryptography.hazmat.primitives.ciphers') if m in sys.modules))"
+        "print(sorted(m for m in ('mpyc', 'cryptography.hazmat.primitives.ciphers') if m in sys.modules))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
 
@@ -259,8 +259,8 @@ def test_a_shrunk_roster_does_not_lower_the_shares_a_secret_needs() -> None:
     for colluder in names[1:5]:
         sites[colluder].mask({sender: shares[sender][colluder] for sender in small if sender != colluder}, np.zeros(4), 1)
         held.append(sites[colluder]._held["victim"])
-    assert crypto.combine([(i, b) for i, b, _ in held]) != sites["victim"]._b
-    assert crypto.combine([(i, s) for i, _, s in held]) != sites["victim"]._s_seed
+    colluded = shamir.combine_all({"b": [(i, b) for i, b, _ in held], "s": [(i, s) for i, _, s in held]}, len(held))
+    assert colluded["b"] != sites["victim"]._b and colluded["s"] != sites["victim"]._s_seed
     low = SecAggParams(3, 9, 1.0)  # a plan's own low threshold: a roster of 4 gives 3 neighbours, 5 shares needed
     lone = SiteSession(low, "victim", names, ROUND, 4)
     tiny = {"victim": lone.advertise(), **{n: adverts[n] for n in names[1:4]}}

@@ -276,11 +276,11 @@ def test_the_statements_bind_the_round_the_names_and_the_lists() -> None:
 @pytest.mark.parametrize(
     "blob, reason",
     [
-        (b"ASG\x02\x05" + bytes(64), "truncated before its credential"),
-        (b"ASG\x02\x05" + bytes(64) + b"\x00\x00", "credential of 0 bytes"),
-        (b"ASG\x02\x05" + bytes(64) + b"\x00\x01c", "truncated before its signature"),
-        (b"ASG\x02\x05" + bytes(64) + b"\x00\x01c\x00\x01s!", "1 bytes after its signature"),
-        (b"ASG\x02\x05" + bytes(10), "truncated before its keys"),
+        (b"ASG\x03\x05" + bytes(64), "truncated before its credential"),
+        (b"ASG\x03\x05" + bytes(64) + b"\x00\x00", "credential of 0 bytes"),
+        (b"ASG\x03\x05" + bytes(64) + b"\x00\x01c", "truncated before its signature"),
+        (b"ASG\x03\x05" + bytes(64) + b"\x00\x01c\x00\x01s!", "1 bytes after its signature"),
+        (b"ASG\x03\x05" + bytes(10), "truncated before its keys"),
     ],
 )
 def test_malformed_signed_adverts_are_refused(blob: bytes, reason: str) -> None:

@@ -68,7 +68,7 @@ class AggregatorRuntime:
         self.settings = settings
         started = start_engine(plan, model, clock, fresh, verify_sites)
         self.engine, self.journal, saved = started.engine, started.journal, started.saved
-        self._shamir = started.shamir
+        self._masks = started.masks
         self.workspace_hash = started.workspace_hash
         #: metrics.jsonl, and logs/events.jsonl (fx dashboard): the engine's events, and refusals (the gRPC server's on_refusal)
         self.metrics_log, self.event_log = open_logs(plan, started, traffic, record_sinks, sinks)
@@ -357,8 +357,8 @@ class AggregatorRuntime:
         self._committer.stop()
         self._watch.join()
         self.journal.close()
-        if self._shamir is not None:
-            self._shamir.close()
+        if self._masks is not None:
+            self._masks.close()
         if self._audit is not None:
             with self._cond:
                 try:

@@ -13,11 +13,11 @@ from accord.aggregator.engine import RoundEngine
 from accord.aggregator.event_log import EventLog, events_path, events_sink
 from accord.aggregator.events import Sink
 from accord.aggregator.journal import Journal
+from accord.aggregator.mask_pool import MaskPool, mask_pool_for
 from accord.aggregator.placement import initial_model
 from accord.aggregator.plan_engine import assigner_for, engine_for, strategy_for
 from accord.aggregator.reporting import RecordSink, metrics_sink, phase_sink
 from accord.aggregator.saved import SavedRound
-from accord.aggregator.shamir_pool import ShamirPool, shamir_pool_for
 from accord.metric_records import MetricsLog
 from accord.plan.loader import Plan
 from accord.tensors.space import MEMORY
@@ -33,12 +33,12 @@ log = logging.getLogger("accord.aggregator")
 @dataclass(frozen=True)
 class Started:
     """What ``start_engine`` built: the engine, its journal and the saved round it resumes (None:
-    a fresh start), the Shamir pool of a secure strategy, and the workspace hash."""
+    a fresh start), the mask pool of a secure strategy, and the workspace hash."""
 
     engine: RoundEngine
     journal: Journal
     saved: SavedRound | None
-    shamir: ShamirPool | None
+    masks: MaskPool | None
     workspace_hash: str
 
 
@@ -54,7 +54,7 @@ def start_engine(
         from accord.strategies.secure import signed
 
         strategy = signed(strategy, verify_sites)
-    shamir = shamir_pool_for(strategy)
+    masks = mask_pool_for(strategy)
     workspace_hash = plan.workspace_hash()  # once: the code does not change while serving
     log.info("workspace hash %s (plan + src/ + requirements.txt; every site must have the same)", workspace_hash)
     journal = Journal(plan.resolve_path(settings.state_dir), plan.hash)
@@ -71,7 +71,7 @@ def start_engine(
             log.info("round %d resumed at phase %s from %s", current.number, resume.phase, journal.directory / phase_checkpoint.NAME)
         else:
             log.warning("round %d: the checkpoint %s does not fit; its phases run again from %s", current.number, phase_checkpoint.NAME, current.phase)
-    return Started(engine, journal, saved, shamir, workspace_hash)
+    return Started(engine, journal, saved, masks, workspace_hash)
 
 
 def open_logs(

@@ -124,7 +124,7 @@ class SecureSite:
         return dataclasses.replace(reply, tensors={MASKED: vector.view(MASKED_DTYPE)}, is_delta=False)
 
     def _open(self, round_number: int, payload: bytes, global_model: ModelState) -> bytes:
-        from accord.secagg.site import SiteSession  # cryptography and pycryptodome: accord[secagg]
+        from accord.secagg.site import SiteSession  # cryptography and MPyC: accord[secagg]
 
         seed, cohort = decode_opening(payload)
         if self.name not in cohort:

@@ -8,8 +8,9 @@ neighbours reveal. No I/O, no threads, no clocks: the engine phases (helper modu
 carry the bytes these objects produce.
 
 Modules: ``params`` (SecAggParams, the fixed-point ring), ``messages`` (the byte formats and
-SecAggRefused), ``graph`` (the neighbourhood), ``crypto`` (the library primitives), ``encoding``
+SecAggRefused), ``graph`` (the neighbourhood), ``crypto`` (the library primitives), ``shamir``
+(Shamir secret sharing over a prime field, by MPyC), ``encoding``
 (fixed point), ``site`` (SiteSession), ``server`` (ServerSession) and ``signing`` (signed
-adverts and the consistency check, Bonawitz et al.'s active variant, over injected hooks). Only ``site``, ``server``
-and ``crypto`` import ``cryptography`` and pycryptodome (the ``accord[secagg]`` extra).
+adverts and the consistency check, Bonawitz et al.'s active variant, over injected hooks). Only ``site``, ``server``,
+``crypto`` and ``shamir`` import ``cryptography`` and MPyC (the ``accord[secagg]`` extra).
 """

@@ -1,6 +1,6 @@
 """The SecAgg+ primitives, all from libraries: X25519, HKDF-SHA256, AES-GCM, AES-CTR
-(``cryptography``), SHA-256 share commitments (hashlib) and Shamir secret sharing over
-GF(2^128) (pycryptodome). Nothing hand-rolled.
+(``cryptography``) and SHA-256 share commitments (hashlib); Shamir secret sharing is
+shamir.py's (MPyC). Nothing hand-rolled.
 
 Every derived key is bound to the round seed (HKDF salt) and to the names of the sites it
 serves (HKDF info), so a key, a share or a mask of one round or pair is useless for another.
@@ -16,10 +16,9 @@ from collections.abc import Sequence
 import numpy as np
 
 from accord.errors import AccordError
-from accord.secagg.messages import KEY_BYTES, SHARE_BYTES, SecAggRefused
+from accord.secagg.messages import KEY_BYTES, SecAggRefused
 
 try:
-    from Crypto.Protocol.SecretSharing import Shamir
     from cryptography.exceptions import InvalidTag
     from cryptography.hazmat.primitives import hashes
     from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
@@ -28,7 +27,7 @@ try:
     from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 except ImportError as exc:  # pragma: no cover - exercised only without the extra
     raise AccordError(
-        f"secure aggregation needs pycryptodome and cryptography ({exc})",
+        f"secure aggregation needs cryptography ({exc})",
         "pip install 'accord[secagg]'",
     ) from exc
 
@@ -98,32 +97,25 @@ def open_share(key: bytes, nonce: bytes, ciphertext: bytes, aad: bytes, what: st
         ) from exc
 
 
-def prg(key: bytes, length: int) -> np.ndarray:
-    """``length`` pseudorandom ring elements (uint64): the AES-256-CTR keystream under ``key``.
+class Masker:
+    """Masks added to or taken from a ring vector in place: each the AES-256-CTR keystream under
+    its key, read as ``length`` uint64 ring elements. Every mask goes through the same keystream
+    buffer (``update_into``), so a mask allocates nothing. Each key serves one mask (it is
+    derived per round, pair or site), so the zero IV is safe."""
 
-    Each key serves one mask (it is derived per round, pair or site), so the zero IV is safe.
-    """
-    encryptor = Cipher(algorithms.AES(key), modes.CTR(_CTR_ZERO)).encryptor()
-    return np.frombuffer(encryptor.update(bytes(8 * length)), dtype="<u8")
+    def __init__(self, length: int) -> None:
+        self._zeros = bytes(8 * length)
+        self._out = bytearray(8 * length + 15)  # update_into wants room for a block beyond the data
+        self._stream = np.frombuffer(self._out, dtype="<u8", count=length)
 
-
-def split(secret: bytes, threshold: int, count: int) -> list[tuple[int, bytes]]:
-    """Shamir shares (index 1..count, 16 bytes each) of a 16-byte secret; ``threshold`` rebuild it."""
-    return [(int(index), bytes(share)) for index, share in Shamir.split(threshold, count, secret, ssss=False)]
-
-
-def combine(shares: Sequence[tuple[int, bytes]]) -> bytes:
-    """The 16-byte secret from at least its threshold of Shamir shares."""
-    secret = bytes(Shamir.combine(list(shares), ssss=False))
-    if len(secret) != SHARE_BYTES:  # pragma: no cover - pycryptodome always returns 16 bytes
-        raise SecAggRefused("a rebuilt secret is not 16 bytes", "report this as a bug")
-    return secret
-
-
-def combine_all(batch: Sequence[Sequence[tuple[int, bytes]]]) -> list[bytes]:
-    """``combine`` of each list of shares in ``batch``, in order, in this process (ServerSession's
-    default; the aggregator's runtime may inject aggregator/shamir_pool.py's, over processes)."""
-    return [combine(list(shares)) for shares in batch]
+    def add(self, vector: np.ndarray, key: bytes, sign: int = 1) -> None:
+        """``vector`` += the mask under ``key`` (``sign`` -1: -=), modulo 2^64, in place."""
+        encryptor = Cipher(algorithms.AES(key), modes.CTR(_CTR_ZERO)).encryptor()
+        encryptor.update_into(self._zeros, self._out)
+        if sign > 0:
+            vector += self._stream
+        else:
+            vector -= self._stream
 
 
 def share_key(c_sk: X25519PrivateKey, peer_c_pk: bytes, site: str, peer: str, round_seed: bytes) -> bytes:
@@ -149,16 +141,38 @@ def commit_share(round_seed: bytes, dealer: str, holder: str, secret: int, index
     return digest.digest()
 
 
-def self_mask(b: bytes, site: str, round_seed: bytes, length: int) -> np.ndarray:
-    """The self mask PRG(b) of ``site`` (``length`` ring elements)."""
-    return prg(derive_key(b, round_seed, label("self", site)), length)
+def self_mask_key(b: bytes, site: str, round_seed: bytes) -> bytes:
+    """The key of the self mask PRG(b) of ``site``."""
+    return derive_key(b, round_seed, label("self", site))
 
 
-def pair_mask(s_sk: X25519PrivateKey, peer_s_pk: bytes, site: str, peer: str, round_seed: bytes, length: int) -> np.ndarray:
-    """The pairwise mask of ``site`` and ``peer`` (``length`` ring elements, the same at both ends).
+def pair_mask_key(s_sk: X25519PrivateKey, peer_s_pk: bytes, site: str, peer: str, round_seed: bytes) -> bytes:
+    """The key of the pairwise mask of ``site`` and ``peer`` (the same at both ends).
 
-    The site whose name sorts first adds it, the other subtracts it, so it cancels in the sum.
+    The site whose name sorts first adds the mask, the other subtracts it, so it cancels in the sum.
     """
     low, high = sorted((site, peer))
     shared = agree(s_sk, peer_s_pk, f"the mask key of {peer!r}")
-    return prg(derive_key(shared, round_seed, label("pair", low, high)), length)
+    return derive_key(shared, round_seed, label("pair", low, high))
+
+
+#: a dropped site's pairwise mask the aggregator takes out: (the dropped owner's rebuilt mask-key
+#: seed, its name, a surviving neighbour's s_pk, that neighbour's name)
+DroppedPair = tuple[bytes, str, bytes, str]
+
+
+def mask_total(round_seed: bytes, length: int, self_keys: Sequence[bytes], pairs: Sequence[DroppedPair]) -> np.ndarray:
+    """What the unmasking subtracts from the masked sum (``length`` ring elements): each
+    survivor's self mask (under its key in ``self_keys``) and each dropped owner's pairwise mask
+    with each surviving neighbour, as that neighbour added it (+ if its name sorts first)."""
+    total = np.zeros(length, dtype=np.uint64)
+    masker = Masker(length)
+    for key in self_keys:
+        masker.add(total, key)
+    owners: dict[bytes, X25519PrivateKey] = {}
+    for seed, owner, peer_pk, peer in pairs:
+        s_sk = owners.get(seed)
+        if s_sk is None:
+            s_sk = owners[seed] = mask_key_from_seed(seed)
+        masker.add(total, pair_mask_key(s_sk, peer_pk, owner, peer, round_seed), 1 if peer < owner else -1)
+    return total

@@ -11,7 +11,9 @@ fixed-size or length-prefixed (big-endian), bounded, and parsed strictly: anythi
   round seed, sender, receiver and both commitments. Each commitment is the dealer's SHA-256 of
   one of the two shares, bound to round, dealer, holder, secret kind and index
   (crypto.commit_share): the aggregator checks every reveal against it, so a holder revealing
-  a wrong share is caught and excluded (version 2; version 1 had no commitments).
+  a wrong share is caught and excluded (version 2 added them; version 1 had none). Version 3:
+  the shares are elements of the prime field GF(2^128 - 159) (shamir.py, MPyC), where versions
+  1 and 2 shared over GF(2^128); a share of another version rebuilds nothing, so it is refused.
 - reveal (kind 3): secret kind (1 byte: 1 = self-mask seed b, 2 = mask-key seed s) | index (u16)
   | share (16).
 - map (kind 4): a site-name -> message mapping (rosters, share bundles, reveals) for a transport
@@ -33,7 +35,7 @@ from dataclasses import dataclass
 from accord.errors import RefusedError
 
 MAGIC = b"ASG"
-VERSION = 2
+VERSION = 3
 KIND_ADVERT = 1
 KIND_SEALED_SHARE = 2
 KIND_REVEAL = 3

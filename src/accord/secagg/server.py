@@ -20,7 +20,7 @@ from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
 
-from accord.secagg import crypto, encoding
+from accord.secagg import crypto, encoding, shamir
 from accord.secagg.graph import Neighbourhood
 from accord.secagg.messages import (
     SECRET_MASK_KEY,
@@ -38,8 +38,8 @@ from accord.secagg.params import SecAggParams, check_session
 from accord.secagg.signing import Verifier, check_advert, roster_digest, survivors_statement
 
 _ADVERTS, _SHARES, _MASKS, _CONFIRMS, _REVEALS, _DONE = range(6)
-#: rebuilds each list of shares' secret, in order (crypto.combine_all's signature)
-CombineAll = Callable[[Sequence[Sequence[tuple[int, bytes]]]], list[bytes]]
+#: the masks the unmasking takes out, summed (crypto.mask_total's signature)
+MaskTotal = Callable[[bytes, int, Sequence[bytes], Sequence[crypto.DroppedPair]], np.ndarray]
 _PHASES = ("taking adverts", "taking shares", "taking masked updates", "taking confirmations", "taking reveals", "finished")
 
 
@@ -49,9 +49,10 @@ class ServerSession:
     With ``verify`` (a signed federation) it refuses adverts and confirmations that are not
     signed by a valid certificate of their sender, so one lying site cannot make the honest
     sites refuse the round; the sites check them again (they trust no aggregator).
-    ``combine_all`` rebuilds the unmasking's secrets (one per survivor and per dropped site) in
-    one batch: crypto.combine_all in this process by default, a process pool's in the
-    aggregator's runtime (aggregator/shamir_pool.py).
+    The unmasking's secrets (one per survivor and per dropped site) are rebuilt in one batch
+    (shamir.combine_all); ``mask_total`` then expands the masks they seed and sums them:
+    crypto.mask_total in this process by default, a process pool's in the aggregator's runtime
+    (aggregator/mask_pool.py).
     """
 
     def __init__(
@@ -62,10 +63,10 @@ class ServerSession:
         length: int,
         *,
         verify: Verifier | None = None,
-        combine_all: CombineAll = crypto.combine_all,
+        mask_total: MaskTotal = crypto.mask_total,
     ) -> None:
         self.params = params
-        self._combine_all = combine_all
+        self._mask_total = mask_total
         self.cohort = frozenset(check_session(params, cohort, round_seed, length))
         self.round_seed, self.length = round_seed, length
         self._phase = _ADVERTS
@@ -344,21 +345,18 @@ class ServerSession:
                 kind="state",
             )
         total = self._sum.copy()
-        width = self.length + 1
-        owners = [*dropped, *survivors]  # every reveal matched its commitment: any threshold of them will do
-        rebuilt = dict(zip(owners, self._combine_all([sorted(self._revealed[owner].items())[: graph.share_threshold] for owner in owners]), strict=True))
+        # every reveal matched its commitment: any threshold of them will do (combine_all picks)
+        rebuilt = shamir.combine_all({owner: sorted(self._revealed[owner].items()) for owner in (*dropped, *survivors)}, graph.share_threshold)
+        pairs: list[crypto.DroppedPair] = []
         for owner in dropped:
-            s_sk = self._mask_key(owner, rebuilt[owner])
-            for peer in graph.of(owner):
-                if peer in self._masked and owner in self._inbox[peer]:
-                    mask = crypto.pair_mask(s_sk, self._parsed[peer].s_pk, owner, peer, self.round_seed, width)
-                    # peer added +mask if it sorts before owner, else -mask: take it back out.
-                    if peer < owner:
-                        total -= mask
-                    else:
-                        total += mask
-        for owner in survivors:
-            total -= crypto.self_mask(rebuilt[owner], owner, self.round_seed, width)
+            self._check_mask_key(owner, rebuilt[owner])
+            pairs += [
+                (rebuilt[owner], owner, self._parsed[peer].s_pk, peer)
+                for peer in graph.of(owner)
+                if peer in self._masked and owner in self._inbox[peer]
+            ]
+        self_keys = [crypto.self_mask_key(rebuilt[owner], owner, self.round_seed) for owner in survivors]
+        total -= self._mask_total(self.round_seed, self.length + 1, self_keys, pairs)
         if len(self._declared) == len(survivors):
             self._check_weight(total)
         weighted_sum, weight = encoding.decode(self.params, total)
@@ -367,8 +365,8 @@ class ServerSession:
         self._result = (weighted_sum, weight)
         return self._result[0].copy(), self._result[1]
 
-    def _mask_key(self, owner: str, seed: bytes) -> crypto.X25519PrivateKey:
-        """A dropped ``owner``'s mask key from its rebuilt ``seed``, checked against its advert's s_pk
+    def _check_mask_key(self, owner: str, seed: bytes) -> None:
+        """A dropped ``owner``'s mask key from its rebuilt ``seed`` must match its advert's s_pk
         (it can differ only if ``owner`` dealt shares of no one polynomial under its commitments)."""
         s_sk = crypto.mask_key_from_seed(seed)
         if crypto.public_bytes(s_sk) != self._parsed[owner].s_pk:
@@ -378,7 +376,6 @@ class ServerSession:
                 "the round is held and run again; look into that site",
                 kind="state",
             )
-        return s_sk
 
     def _check_weight(self, total: np.ndarray) -> None:
         """The unmasked total weight must be the survivors' declared sum."""

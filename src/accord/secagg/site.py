@@ -24,12 +24,11 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
-from accord.secagg import crypto, encoding
+from accord.secagg import crypto, encoding, shamir
 from accord.secagg.graph import Neighbourhood
 from accord.secagg.messages import (
     SECRET_MASK_KEY,
     SECRET_SELF,
-    SHARE_BYTES,
     Advert,
     Reveal,
     Sealed,
@@ -67,7 +66,7 @@ class SiteSession:
     fixes the neighbourhood graph and binds every key derivation to the round), ``length`` the
     number of model values the update holds. ``seed`` (tests only) makes the keys, seeds and
     nonces deterministic; None draws them from the OS's entropy (``secrets``). The Shamir
-    polynomials' coefficients always come from pycryptodome's OS-entropy generator.
+    polynomials' coefficients always come from the OS's entropy (MPyC's ``secrets.randbelow``).
     ``signing`` (the site's certificate and hooks over its key and the CA) turns on signed
     adverts and the consistency check.
     """
@@ -90,9 +89,9 @@ class SiteSession:
         self.site, self.round_seed, self.length = site, round_seed, length
         self._drawer = crypto.Drawer(seed)
         self._c_sk = crypto.X25519PrivateKey.from_private_bytes(self._drawer.draw(32))
-        self._s_seed = self._drawer.draw(SHARE_BYTES)
+        self._s_seed = shamir.draw_secret(self._drawer.draw)
         self._s_sk = crypto.mask_key_from_seed(self._s_seed)
-        self._b = self._drawer.draw(SHARE_BYTES)
+        self._b = shamir.draw_secret(self._drawer.draw)
         self._keys = Advert(crypto.public_bytes(self._c_sk), crypto.public_bytes(self._s_sk))
         self._advert = b""
         self.signing = signing
@@ -171,10 +170,8 @@ class SiteSession:
             for peer in neighbours:  # O(k): only the neighbours' keys are used
                 check_advert(self.signing.verify, self.round_seed, peer, roster[peer])
             self._credentials = {name: entry.credential for name, entry in signed.items()}
-        b_shares = crypto.split(self._b, graph.share_threshold, len(neighbours))
-        s_shares = crypto.split(self._s_seed, graph.share_threshold, len(neighbours))
         sealed: dict[str, bytes] = {}
-        for peer, (index, b_share), (_, s_share) in zip(neighbours, b_shares, s_shares):
+        for peer, (index, (b_share, s_share)) in zip(neighbours, shamir.split([self._b, self._s_seed], graph.share_threshold, len(neighbours))):
             key = crypto.share_key(self._c_sk, adverts[peer].c_pk, self.site, peer, self.round_seed)
             nonce = self._drawer.draw(12)
             b_commit = crypto.commit_share(self.round_seed, self.site, peer, SECRET_SELF, index, b_share)
@@ -194,7 +191,8 @@ class SiteSession:
         Refuses shares from non-neighbours, malformed share messages, fewer than a majority of its
         neighbours (its update would be too weakly masked), an update of the wrong size or with
         NaN/inf, and a weight outside [1, max_weight]. A share that does not decrypt under this
-        round, sender and receiver, or carries the wrong index, is skipped (``skipped`` says why),
+        round, sender and receiver, carries the wrong index or a share outside the Shamir field
+        (>= 2^128 - 159), is skipped (``skipped`` says why),
         not refused: one lying neighbour must not knock this site out of the round; so is one
         that does not match the commitments its sender sent with it (the aggregator checks
         reveals against them, and would exclude this site for revealing it). Its pair mask
@@ -235,6 +233,9 @@ class SiteSession:
             if index != graph.index(sender, self.site):
                 skipped[sender] = f"{what} carries share index {index}, not this site's {graph.index(sender, self.site)}"
                 continue
+            if max(int.from_bytes(b_share, "big"), int.from_bytes(s_share, "big")) >= shamir.PRIME:
+                skipped[sender] = f"{what} carries a share outside the Shamir field (>= 2^128 - 159)"
+                continue
             if (box.b_commit, box.s_commit) != (
                 crypto.commit_share(self.round_seed, sender, self.site, SECRET_SELF, index, b_share),
                 crypto.commit_share(self.round_seed, sender, self.site, SECRET_MASK_KEY, index, s_share),
@@ -243,15 +244,14 @@ class SiteSession:
                 continue
             held[sender] = (index, b_share, s_share)
         self.skipped = skipped
-        masked = encoded + crypto.self_mask(self._b, self.site, self.round_seed, self.length + 1)
+        masker = crypto.Masker(self.length + 1)
+        masked = encoded  # masked in place
+        masker.add(masked, crypto.self_mask_key(self._b, self.site, self.round_seed))
         # Every routed sender's pair mask, whether or not its share opened: the pair mask needs only
         # its advert's s_pk, and the aggregator removes the pair's masks by what it routed.
         for peer in sealed:
-            mask = crypto.pair_mask(self._s_sk, self._roster[peer].s_pk, self.site, peer, self.round_seed, self.length + 1)
-            if self.site < peer:
-                masked += mask
-            else:
-                masked -= mask
+            key = crypto.pair_mask_key(self._s_sk, self._roster[peer].s_pk, self.site, peer, self.round_seed)
+            masker.add(masked, key, 1 if self.site < peer else -1)
         self._held = held
         self._phase = _MASKED
         return masked

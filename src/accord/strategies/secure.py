@@ -53,7 +53,7 @@ from accord.strategies.wrapper import Wrapper
 from accord.tensors.state import ModelState
 
 if TYPE_CHECKING:
-    from accord.secagg.server import CombineAll
+    from accord.secagg.server import MaskTotal
 
 #: who a held round's event names (SecurePhases.result)
 HELD_BY = "secure aggregation"
@@ -83,9 +83,9 @@ class SecureAggregation(Wrapper):
         self.settings = settings
         self.entropy = entropy
         self.verify = verify
-        #: how the unmasking rebuilds its secrets (None: ServerSession's default, in this
-        #: process; the aggregator's runtime sets a process pool's, aggregator/shamir_pool.py)
-        self.combine_all: CombineAll | None = None
+        #: how the unmasking expands and sums its masks (None: ServerSession's default, in this
+        #: process; the aggregator's runtime sets a process pool's, aggregator/mask_pool.py)
+        self.mask_total: MaskTotal | None = None
 
     def min_replies(self, cohort_size: int) -> int:
         """The wrapped strategy's, or the SecAgg+ threshold if more (every phase needs it)."""
@@ -100,7 +100,7 @@ class SecureAggregation(Wrapper):
 
     def phased(self, context: RoundContext) -> RoundPhases:
         params = secagg_params(self.settings, len(context.cohort))
-        return SecurePhases(context, params, self.entropy(SEED_BYTES), self.verify, self.combine_all)
+        return SecurePhases(context, params, self.entropy(SEED_BYTES), self.verify, self.mask_total)
 
 
 def signed(strategy: Strategy, verify: Verifier) -> Strategy:
@@ -119,14 +119,14 @@ class SecurePhases:
     tasks_phase: str = MASK
 
     def __init__(
-        self, context: RoundContext, params: SecAggParams, seed: bytes, verify: Verifier | None = None, combine_all: CombineAll | None = None
+        self, context: RoundContext, params: SecAggParams, seed: bytes, verify: Verifier | None = None, mask_total: MaskTotal | None = None
     ) -> None:
-        from accord.secagg.server import ServerSession  # cryptography and pycryptodome: accord[secagg]
+        from accord.secagg.server import ServerSession  # cryptography and MPyC: accord[secagg]
 
         self.context = context
         self.threshold = params.threshold
         self.length = update_length(context.global_model)
-        hooks = {} if combine_all is None else {"combine_all": combine_all}
+        hooks = {} if mask_total is None else {"mask_total": mask_total}
         self._session: Callable[[bytes], ServerSession] = lambda seed: ServerSession(params, context.cohort, seed, self.length, verify=verify, **hooks)
         self.signed = verify is not None
         if self.signed:
