@@ -1,8 +1,10 @@
 """transport/heap.py: with glibc's thresholds set, received messages reuse freed pages
-instead of faulting in fresh ones (counted by the kernel: minor page faults)."""
+instead of faulting in fresh ones, and so do larger NumPy temporaries (counted by the kernel:
+minor page faults); only the last upload in flight gives the kept pages back."""
 
 from __future__ import annotations
 
+import platform
 import subprocess
 import sys
 from pathlib import Path
@@ -13,6 +15,8 @@ from accord.transport import heap
 from accord.transport.wire import MIB
 
 SRC = Path(__file__).resolve().parents[1] / "src"
+#: decided without calling mallopt: the thresholds are set in subprocesses only, never in this pytest run
+GLIBC_ONLY = pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="the C library has no mallopt (not glibc)")
 
 # a process receiving 100 x 4 messages of 1 MiB (joined from slices, as gRPC Python makes them),
 # four held at once, then freed; it prints the minor page faults of the second 400 MiB
@@ -21,7 +25,7 @@ import resource, sys
 sys.path.insert(0, {src!r})
 if {keep}:
     from accord.transport.heap import keep_message_pages
-    assert keep_message_pages(1 << 20)
+    assert keep_message_pages()
 part = b"x" * 65536
 for _ in range(2):
     before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
@@ -33,11 +37,10 @@ print(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
 
 
 def _faults(keep: bool) -> int:
-    code = _RECEIVER.format(src=str(SRC), keep=keep)
-    return int(subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True).stdout)
+    return int(_run(_RECEIVER.format(src=str(SRC), keep=keep)))
 
 
-@pytest.mark.skipif(not heap.keep_message_pages(MIB), reason="the C library has no mallopt (not glibc)")
+@GLIBC_ONLY
 def test_received_messages_reuse_freed_pages():
     pages = 400 * MIB // 4096
     plain, kept = _faults(False), _faults(True)
@@ -45,12 +48,39 @@ def test_received_messages_reuse_freed_pages():
     assert kept < pages // 50, (plain, kept)
 
 
-def test_the_thresholds_cover_a_message_and_stay_within_glibcs_range():
-    mmap_threshold, trim = heap.thresholds(MIB)
-    assert mmap_threshold == 2 * MIB and trim == heap.TRIM_MESSAGES * mmap_threshold
-    assert heap.thresholds(64 * MIB)[0] == heap.MAX_MMAP_THRESHOLD  # the plan's largest chunk
-    for chunk in (1024, MIB, 64 * MIB):
-        assert heap.thresholds(chunk)[0] >= min(heap.MAX_MMAP_THRESHOLD, chunk + MIB)
+def test_the_thresholds_are_where_glibcs_own_tuning_ends():
+    assert heap.MMAP_THRESHOLD == 32 * MIB  # DEFAULT_MMAP_THRESHOLD_MAX on 64-bit: a 1 MiB message is below it
+    assert heap.TRIM_THRESHOLD == 2 * heap.MMAP_THRESHOLD
+
+
+# a NumPy loop making 8 MiB temporaries, as a site's training does; it prints the minor page faults
+# of its second half (glibc's own tuning keeps such blocks in the heap once one is freed)
+_TEMPORARIES = """
+import resource, sys
+import numpy as np
+sys.path.insert(0, {src!r})
+if {keep}:
+    from accord.transport.heap import keep_message_pages
+    assert keep_message_pages()
+a = np.ones(1 << 20)
+for _ in range(2):
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    for _ in range(200):
+        b = a * 1.0001 + 1.0
+print(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
+"""
+
+
+@GLIBC_ONLY
+def test_larger_temporaries_still_reuse_freed_memory():
+    pages = 200 * 2 * 8 * MIB // 4096  # two 8 MiB temporaries an iteration
+    faults = {keep: int(_run(_TEMPORARIES.format(src=str(SRC), keep=keep))) for keep in (False, True)}
+    assert faults[False] < pages // 50, faults  # the baseline: glibc's own tuning
+    assert faults[True] < pages // 50, faults  # a 2 MiB threshold faulted in every page of them afresh
+
+
+def _run(code: str) -> str:
+    return subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True).stdout
 
 
 _RELEASER = """
@@ -59,7 +89,7 @@ sys.path.insert(0, {src!r})
 from accord.transport.heap import keep_message_pages, release_message_pages
 def anon():
     return next(int(line.split()[1]) for line in open("/proc/self/status") if line.startswith("RssAnon:"))
-assert keep_message_pages(1 << 20)
+assert keep_message_pages()
 part = b"x" * 65536
 held = [b"".join([part] * 16 + [b"abc"]) for _ in range(4)]
 del held
@@ -69,8 +99,24 @@ print(kept - anon())
 """
 
 
-@pytest.mark.skipif(not heap.keep_message_pages(MIB), reason="the C library has no mallopt (not glibc)")
+@GLIBC_ONLY
 def test_an_upload_gives_the_kept_pages_back():
-    code = _RELEASER.format(src=str(SRC))
-    freed_kib = int(subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True).stdout)
+    freed_kib = int(_run(_RELEASER.format(src=str(SRC))))
     assert freed_kib >= 3 * 1024  # of the four messages' 4 MiB kept free
+
+
+def test_only_the_last_upload_in_flight_releases_after_one_of_several_chunks():
+    first, second = heap.Upload(), heap.Upload()
+    assert not first.end(multi_chunk=True)  # the second still reuses the pages
+    assert second.end(multi_chunk=False)  # the last: the first's pages go back
+    assert not second.end(multi_chunk=True)  # ended once only
+    alone = heap.Upload()
+    assert not alone.end(multi_chunk=False)  # one chunk: nothing kept to release
+    refused, last = heap.Upload(), heap.Upload()
+    assert not last.end(multi_chunk=True)
+    refused.abandon()  # counted out; the release waits for the next upload's end
+    assert heap.Upload().end(multi_chunk=False)
+    cancelled = heap.Upload()
+    cancelled.abandon()
+    cancelled.abandon()  # counted out once
+    assert not heap.Upload().end(multi_chunk=False)

@@ -126,7 +126,7 @@ class GrpcAggregatorClient:
         self._transfer_timeout = transfer_timeout
         self._spares = Spares()
         target = f"[{host}]:{port}" if ":" in host and not host.startswith("[") else self._address
-        keep_message_pages(chunk_bytes)  # each received chunk reuses freed pages (transport/heap.py)
+        keep_message_pages()  # each received chunk reuses freed pages (transport/heap.py)
         self._channel = grpc.secure_channel(target, tls.credentials(), options=[*wire.channel_options(chunk_bytes), *RECONNECT_OPTIONS])
         self._stub = pb_grpc.AggregatorStub(self._channel)
         self._stub.SendResult = wire.send_result_method(self._channel)

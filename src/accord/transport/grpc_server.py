@@ -92,7 +92,7 @@ class GrpcAggregatorServer:
         """Bind and start serving; returns the bound port (``port=0`` picks a free one)."""
         if self._loop is not None:
             raise RuntimeError("server already started")
-        keep_message_pages(self._chunk_bytes)  # each received chunk reuses freed pages (transport/heap.py)
+        keep_message_pages()  # each received chunk reuses freed pages (transport/heap.py)
         loop = asyncio.new_event_loop()
         thread = threading.Thread(target=loop.run_forever, name="accord-grpc", daemon=True)
         thread.start()

@@ -6,13 +6,20 @@ gives that memory back to the kernel as soon as a few such blocks are free toget
 trim threshold grows to only twice the largest block freed, and an upload frees several at
 once), so every message was copied into fresh pages, each faulted in and zeroed by the
 kernel: ~0.6 s of the aggregator's CPU per uploaded GB, and ~0.4 s of a site's per
-downloaded GB (bench/wire_throughput.py, docs/failure-model.md). ``keep_message_pages``
-sets the two thresholds once per process: a block up to one message's size comes from the
-heap (not a mapping of its own), and up to ``TRIM_MESSAGES`` messages' worth of free memory
-stays at the top of each heap (4 at 1 MiB chunks: 8 MiB). Larger blocks (a model's tensors)
-are mapped and unmapped as before. An upload of more than one chunk, once its last chunk is written, gives what the
-heaps keep free back (``release_message_pages``), so none of it adds to the peak of a round's
-close.
+downloaded GB (bench/wire_throughput.py, docs/failure-model.md).
+
+``keep_message_pages`` sets the two thresholds once per process, to where glibc's own tuning
+ends: blocks below ``MMAP_THRESHOLD`` (32 MiB, glibc's DEFAULT_MMAP_THRESHOLD_MAX on 64-bit)
+come from the heaps, and up to ``TRIM_THRESHOLD`` (64 MiB, twice that, as its tuning sets it)
+of free memory stays at the top of each heap. Any explicit threshold turns glibc's tuning off
+for the whole process, so a lower one (one message's size) would map, fault in and zero every
+larger NumPy/torch temporary afresh: with these, such temporaries reuse freed heap memory too
+(tests/test_heap.py counts the faults). Only blocks of 32 MiB and more are mapped on their own.
+
+An upload ending when no other is in flight, after one of more than one chunk, gives what the
+heaps keep free back (``Upload.end``, ``release_message_pages``: glibc's ``malloc_trim``, which
+walks every heap under its lock), so none of it adds to the peak of a round's close, and no
+upload's trim takes the pages another in flight is reusing.
 
 Only glibc has these settings (``mallopt``); elsewhere this is a no-op.
 """
@@ -21,47 +28,85 @@ from __future__ import annotations
 
 import ctypes
 import sys
+import threading
 from collections.abc import Callable
 
 from accord.transport.wire import MIB
 
 #: glibc's malloc.h: M_TRIM_THRESHOLD, M_MMAP_THRESHOLD
 _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
-#: glibc's DEFAULT_MMAP_THRESHOLD_MAX on 64-bit: the largest threshold its own tuning would set
-MAX_MMAP_THRESHOLD = 32 * MIB
-#: messages' worth of free memory a heap keeps at its top (an upload holds about four at once)
-TRIM_MESSAGES = 4
+#: glibc's DEFAULT_MMAP_THRESHOLD_MAX on 64-bit: the largest mmap threshold its own tuning sets
+MMAP_THRESHOLD = 32 * MIB
+#: free memory a heap keeps at its top: twice the mmap threshold, as glibc's own tuning sets it
+TRIM_THRESHOLD = 2 * MMAP_THRESHOLD
+#: glibc's DEFAULT_MMAP_THRESHOLD (its start): put back if the trim threshold cannot be set
+_GLIBC_MMAP_THRESHOLD = 128 * 1024
 
-_set: tuple[int, int] | None = None
-
-
-def thresholds(chunk_bytes: int) -> tuple[int, int]:
-    """(mmap threshold, trim threshold) for messages of up to ``chunk_bytes`` plus 1 MiB (wire.channel_options)."""
-    mmap_threshold = min(MAX_MMAP_THRESHOLD, chunk_bytes + MIB)
-    return mmap_threshold, TRIM_MESSAGES * mmap_threshold
+_lock = threading.Lock()
+_set = False
 
 
-def keep_message_pages(chunk_bytes: int) -> bool:
-    """Set glibc's thresholds for messages of ``chunk_bytes`` (the largest asked for so far wins);
-    False where the C library has no ``mallopt`` (then nothing changes)."""
+def keep_message_pages() -> bool:
+    """Set glibc's two thresholds (once per process); False where the C library has no
+    ``mallopt``, or refuses them (then neither is changed from glibc's defaults)."""
     global _set
-    wanted = thresholds(chunk_bytes)
-    if _set is not None and _set >= wanted:
+    with _lock:
+        if _set:
+            return True
+        mallopt = _mallopt()
+        # a refused M_MMAP_THRESHOLD changes nothing in glibc; M_TRIM_THRESHOLD is never refused,
+        # but if it were, the mmap threshold goes back to glibc's default start
+        if mallopt is None or not mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD):
+            return False
+        if not mallopt(_M_TRIM_THRESHOLD, TRIM_THRESHOLD):
+            mallopt(_M_MMAP_THRESHOLD, _GLIBC_MMAP_THRESHOLD)
+            return False
+        _set = True
         return True
-    mallopt = _mallopt()
-    if mallopt is None:
-        return False
-    mmap_threshold, trim_threshold = wanted
-    if not (mallopt(_M_MMAP_THRESHOLD, mmap_threshold) and mallopt(_M_TRIM_THRESHOLD, trim_threshold)):
-        return False
-    _set = wanted
-    return True
 
 
 def release_message_pages() -> None:
     """Give the heaps' free memory back to the kernel (glibc's ``malloc_trim``; elsewhere nothing)."""
-    if _set is not None:
+    if _set:
         _libc().malloc_trim(0)
+
+
+class Upload:
+    """One upload being received by this process (begun when made); counts the uploads in
+    flight, so that only the last of them to end releases the pages the others reuse."""
+
+    _lock = threading.Lock()
+    _in_flight = 0
+    _due = False  # an upload of more than one chunk ended since the last release
+
+    def __init__(self) -> None:
+        self._open = True
+        with Upload._lock:
+            Upload._in_flight += 1
+
+    def end(self, multi_chunk: bool) -> bool:
+        """It ended (its last chunk written); True when ``release_message_pages`` is due: no
+        other upload is in flight and one of more than one chunk ended since the last release."""
+        with Upload._lock:
+            if not self._close():
+                return False
+            Upload._due = Upload._due or multi_chunk
+            due = Upload._due and Upload._in_flight == 0
+            Upload._due = Upload._due and not due
+            return due
+
+    def abandon(self) -> None:
+        """It ended without completing (refused, cancelled): counted out, nothing released; after ``end``, nothing."""
+        with Upload._lock:
+            self._close()
+
+    def _close(self) -> bool:
+        """Count it out of the uploads in flight, once (caller holds the lock); False if it already was."""
+        if not self._open:
+            return False
+        self._open = False
+        Upload._in_flight -= 1
+        return True
 
 
 def _libc() -> ctypes.CDLL:

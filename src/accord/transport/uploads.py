@@ -29,7 +29,7 @@ from accord.transport import wire
 from accord.transport.admission import CallLimits, check_claim, peer_serial
 from accord.transport.base import AggregatorService
 from accord.transport.chunk_writer import ChunkWriter
-from accord.transport.heap import release_message_pages
+from accord.transport.heap import Upload, release_message_pages
 from accord.transport.proto import accord_pb2 as pb
 from accord.transport.streams import read_within
 
@@ -112,6 +112,7 @@ class Uploads:
         destination: Destination | None = None
         submitting: concurrent.futures.Future[None] | None = None
         writer = ChunkWriter()  # the chunks' digest, checks and writes, off this loop
+        upload = Upload() if head.tensor_count else None  # in flight: the pages it frees are kept (transport/heap.py)
         try:
             expected = service.expected_tensors()
             # a result without tensors (a validation) needs no file; one whose count lies is refused at its first tensor
@@ -129,7 +130,8 @@ class Uploads:
                 fields = [wire.chunk_fields(chunk) for chunk in message]
                 await writer.put(functools.partial(_take_chunks, digest, assembler, head.tensor_count, fields))
             await writer.drain()
-            if assembler.total_bytes > self._chunk_bytes:  # the pages kept for its messages go back before the submit (transport/heap.py)
+            # the last upload in flight gives the pages kept for messages back before its submit (transport/heap.py)
+            if upload is not None and upload.end(multi_chunk=assembler.total_bytes > self._chunk_bytes):
                 await writer.put(release_message_pages)
                 await writer.drain()
             result = replace(
@@ -144,6 +146,8 @@ class Uploads:
             await asyncio.shield(asyncio.wrap_future(submitting))
         finally:
             writer.close()  # before the file may be discarded: no write is under way after it
+            if upload is not None:
+                upload.abandon()  # refused or cancelled before its end: counted out
             if submitting is None:
                 if destination is not None:
                     destination.discard()
