@@ -94,7 +94,7 @@ class Aggregator:
     """The real runtime behind the real server, and identity-serializer stubs holding alpha's certificate."""
 
     def __init__(self, root: Path) -> None:
-        limit_malloc_arenas()  # as `fx aggregator start` does, so that RSS follows what is held
+        limit_malloc_arenas(MIB)  # as `fx aggregator start` does, so that RSS follows what is held
         self.plan = make_workspace(root / "ws", [ME, OTHER], rounds=2, overrides=SMALL)
         initialize_model(self.plan)
         self.runtime = AggregatorRuntime(self.plan)

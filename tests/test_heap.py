@@ -23,9 +23,11 @@ GLIBC_ONLY = pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="the C
 _RECEIVER = """
 import resource, sys
 sys.path.insert(0, {src!r})
-if {keep}:
-    from accord.transport.heap import keep_message_pages
+from accord.transport.heap import keep_message_pages, message_thresholds
+if {keep!r} == "default":
     assert keep_message_pages()
+elif {keep!r} == "aggregator":
+    assert keep_message_pages(message_thresholds(1 << 20))
 part = b"x" * 65536
 for _ in range(2):
     before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
@@ -36,14 +38,15 @@ print(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
 """
 
 
-def _faults(keep: bool) -> int:
+def _faults(keep: str) -> int:
     return int(_run(_RECEIVER.format(src=str(SRC), keep=keep)))
 
 
 @GLIBC_ONLY
-def test_received_messages_reuse_freed_pages():
+@pytest.mark.parametrize("thresholds", ["default", "aggregator"])
+def test_received_messages_reuse_freed_pages(thresholds: str):
     pages = 400 * MIB // 4096
-    plain, kept = _faults(False), _faults(True)
+    plain, kept = _faults("glibc's"), _faults(thresholds)
     assert plain > pages // 2  # glibc's own tuning gives the pages back: each message faults its own in
     assert kept < pages // 50, (plain, kept)
 
@@ -53,14 +56,22 @@ def test_the_thresholds_are_where_glibcs_own_tuning_ends():
     assert heap.TRIM_THRESHOLD == 2 * heap.MMAP_THRESHOLD
 
 
+def test_the_aggregators_thresholds_cover_a_message_and_stay_within_glibcs_range():
+    mmap_threshold, trim = heap.message_thresholds(MIB)
+    assert mmap_threshold == 2 * MIB and trim == heap.TRIM_MESSAGES * mmap_threshold
+    assert heap.message_thresholds(64 * MIB)[0] == heap.MMAP_THRESHOLD  # the plan's largest chunk
+
+
 # a NumPy loop making 8 MiB temporaries, as a site's training does; it prints the minor page faults
 # of its second half (glibc's own tuning keeps such blocks in the heap once one is freed)
 _TEMPORARIES = """
 import resource, sys
 import numpy as np
 sys.path.insert(0, {src!r})
-if {keep}:
-    from accord.transport.heap import keep_message_pages
+from accord.transport.heap import keep_message_pages, message_thresholds
+if {keep!r} == "aggregator":
+    assert keep_message_pages(message_thresholds(1 << 20))
+if {keep!r} != "glibc's":
     assert keep_message_pages()
 a = np.ones(1 << 20)
 for _ in range(2):
@@ -72,11 +83,12 @@ print(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
 
 
 @GLIBC_ONLY
-def test_larger_temporaries_still_reuse_freed_memory():
+def test_larger_temporaries_still_reuse_freed_memory_unless_the_aggregator_asked_otherwise():
     pages = 200 * 2 * 8 * MIB // 4096  # two 8 MiB temporaries an iteration
-    faults = {keep: int(_run(_TEMPORARIES.format(src=str(SRC), keep=keep))) for keep in (False, True)}
-    assert faults[False] < pages // 50, faults  # the baseline: glibc's own tuning
-    assert faults[True] < pages // 50, faults  # a 2 MiB threshold faulted in every page of them afresh
+    faults = {keep: int(_run(_TEMPORARIES.format(src=str(SRC), keep=keep))) for keep in ("glibc's", "default", "aggregator")}
+    assert faults["glibc's"] < pages // 50, faults  # the baseline: glibc's own tuning
+    assert faults["default"] < pages // 50, faults  # a 2 MiB threshold faulted in every page of them afresh
+    assert faults["aggregator"] > pages // 10, faults  # its first call wins: tensors mapped and unmapped
 
 
 def _run(code: str) -> str:

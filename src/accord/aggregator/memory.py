@@ -6,13 +6,12 @@ import ctypes
 import ctypes.util
 import sys
 
+from accord.transport.heap import keep_message_pages, message_thresholds
+
 _M_ARENA_MAX = -8
-_M_MMAP_THRESHOLD = -3
-#: blocks from this size on are mapped and unmapped on their own (256 KiB: a wire chunk is 1 MiB)
-MMAP_THRESHOLD = 256 * 1024
 
 
-def limit_malloc_arenas(arenas: int = 2) -> bool:
+def limit_malloc_arenas(chunk_bytes: int, arenas: int = 2) -> bool:
     """Cap glibc's malloc arenas (call before server threads start).
 
     glibc gives each gRPC worker thread a heap of its own, and freed message buffers stay
@@ -20,16 +19,19 @@ def limit_malloc_arenas(arenas: int = 2) -> bool:
     aggregator's peak RSS (bench/fedavg_memory.py). Returns whether the cap was set
     (False where the C library is not glibc).
 
-    It also fixes glibc's mmap threshold at MMAP_THRESHOLD: left dynamic, it rises to the
-    size of the first large block freed (a 1 MiB message), and every later message buffer
-    then comes from, and stays resident in, the heap; fixed, each is unmapped when freed.
-    With 32 sites uploading a 32 MB model, that took the aggregator's peak from 3.5x the
-    model above its baseline to 2.6x (bench/fedavg_memory.py --light).
+    It also fixes glibc's thresholds for messages of ``chunk_bytes``
+    (``transport/heap.message_thresholds``, before the server's own, wider, call): blocks
+    larger than a message (a model's tensors) are mapped and unmapped on their own. Left to
+    the server's thresholds (32 MiB), or to glibc's tuning (it rises to the largest block
+    freed), they come from, and stay resident in, the heaps: with 32 sites uploading a 32 MB
+    model the aggregator's peak was 3.01-3.05x the model above its baseline with the 32 MiB
+    threshold, 2.57-2.82x with these (bench/fedavg_memory.py --light).
     """
     if not sys.platform.startswith("linux"):
         return False
     try:
         libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        return bool(libc.mallopt(_M_ARENA_MAX, arenas)) and bool(libc.mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD))
+        capped = bool(libc.mallopt(_M_ARENA_MAX, arenas))
     except (OSError, AttributeError):
         return False
+    return keep_message_pages(message_thresholds(chunk_bytes)) and capped

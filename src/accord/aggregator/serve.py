@@ -38,8 +38,8 @@ def start_aggregator(
     from accord.pki.layout import CertLayout
     from accord.transport.tls import ServerTLS
 
-    limit_malloc_arenas()
     net = plan.model.network.settings
+    limit_malloc_arenas(net.chunk_bytes)
     layout = CertLayout(plan.resolve_path(net.cert_dir))
     check_own_certificate(layout.cert_dir, "aggregator", net.agg_addr, plan.workspace)
     tls = ServerTLS(layout.aggregator_cert(net.agg_addr), layout.aggregator_key(net.agg_addr), layout.chain)

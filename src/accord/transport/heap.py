@@ -8,13 +8,18 @@ once), so every message was copied into fresh pages, each faulted in and zeroed 
 kernel: ~0.6 s of the aggregator's CPU per uploaded GB, and ~0.4 s of a site's per
 downloaded GB (bench/wire_throughput.py, docs/failure-model.md).
 
-``keep_message_pages`` sets the two thresholds once per process, to where glibc's own tuning
-ends: blocks below ``MMAP_THRESHOLD`` (32 MiB, glibc's DEFAULT_MMAP_THRESHOLD_MAX on 64-bit)
-come from the heaps, and up to ``TRIM_THRESHOLD`` (64 MiB, twice that, as its tuning sets it)
-of free memory stays at the top of each heap. Any explicit threshold turns glibc's tuning off
-for the whole process, so a lower one (one message's size) would map, fault in and zero every
-larger NumPy/torch temporary afresh: with these, such temporaries reuse freed heap memory too
-(tests/test_heap.py counts the faults). Only blocks of 32 MiB and more are mapped on their own.
+``keep_message_pages`` sets glibc's two thresholds once per process (the first call wins).
+Any explicit threshold turns glibc's own tuning off for the whole process, so the default is
+where that tuning ends: blocks below ``MMAP_THRESHOLD`` (32 MiB, glibc's
+DEFAULT_MMAP_THRESHOLD_MAX on 64-bit) come from the heaps, and up to ``TRIM_THRESHOLD``
+(64 MiB, twice that, as its tuning sets it) of free memory stays at the top of each heap; a
+site's or a notebook's NumPy/torch temporaries reuse freed memory as they would untouched
+(a threshold of one message's size had mapped, faulted in and zeroed every larger one
+afresh: tests/test_heap.py counts the faults). A process whose resident memory must follow
+what it holds (``fx aggregator start``: aggregator/memory.py) asks for
+``message_thresholds`` instead, before its server starts: blocks up to one message from
+the heaps, ``TRIM_MESSAGES`` messages' worth kept free, larger ones (a model's tensors)
+mapped and unmapped on their own.
 
 An upload ending when no other is in flight, after one of more than one chunk, gives what the
 heaps keep free back (``Upload.end``, ``release_message_pages``: glibc's ``malloc_trim``, which
@@ -39,6 +44,8 @@ _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
 MMAP_THRESHOLD = 32 * MIB
 #: free memory a heap keeps at its top: twice the mmap threshold, as glibc's own tuning sets it
 TRIM_THRESHOLD = 2 * MMAP_THRESHOLD
+#: messages' worth of free memory a heap keeps with ``message_thresholds`` (an upload holds about four at once)
+TRIM_MESSAGES = 4
 #: glibc's DEFAULT_MMAP_THRESHOLD (its start): put back if the trim threshold cannot be set
 _GLIBC_MMAP_THRESHOLD = 128 * 1024
 
@@ -46,19 +53,26 @@ _lock = threading.Lock()
 _set = False
 
 
-def keep_message_pages() -> bool:
-    """Set glibc's two thresholds (once per process); False where the C library has no
-    ``mallopt``, or refuses them (then neither is changed from glibc's defaults)."""
+def message_thresholds(chunk_bytes: int) -> tuple[int, int]:
+    """(mmap threshold, trim threshold) for messages of up to ``chunk_bytes`` plus 1 MiB (wire.channel_options)."""
+    mmap_threshold = min(MMAP_THRESHOLD, chunk_bytes + MIB)
+    return mmap_threshold, TRIM_MESSAGES * mmap_threshold
+
+
+def keep_message_pages(thresholds: tuple[int, int] = (MMAP_THRESHOLD, TRIM_THRESHOLD)) -> bool:
+    """Set glibc's (mmap threshold, trim threshold), unless a first call did; False where the
+    C library has no ``mallopt``, or refuses them (then neither is changed from glibc's defaults)."""
     global _set
     with _lock:
         if _set:
             return True
         mallopt = _mallopt()
+        mmap_threshold, trim_threshold = thresholds
         # a refused M_MMAP_THRESHOLD changes nothing in glibc; M_TRIM_THRESHOLD is never refused,
         # but if it were, the mmap threshold goes back to glibc's default start
-        if mallopt is None or not mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD):
+        if mallopt is None or not mallopt(_M_MMAP_THRESHOLD, mmap_threshold):
             return False
-        if not mallopt(_M_TRIM_THRESHOLD, TRIM_THRESHOLD):
+        if not mallopt(_M_TRIM_THRESHOLD, trim_threshold):
             mallopt(_M_MMAP_THRESHOLD, _GLIBC_MMAP_THRESHOLD)
             return False
         _set = True
