@@ -118,17 +118,18 @@ def test_an_upload_gives_the_kept_pages_back():
 
 
 def test_only_the_last_upload_in_flight_releases_after_one_of_several_chunks():
-    first, second = heap.Upload(), heap.Upload()
+    uploads = heap.InFlight()
+    first, second = uploads.begin(), uploads.begin()
     assert not first.end(multi_chunk=True)  # the second still reuses the pages
     assert second.end(multi_chunk=False)  # the last: the first's pages go back
     assert not second.end(multi_chunk=True)  # ended once only
-    alone = heap.Upload()
+    alone = uploads.begin()
     assert not alone.end(multi_chunk=False)  # one chunk: nothing kept to release
-    refused, last = heap.Upload(), heap.Upload()
+    refused, last = uploads.begin(), uploads.begin()
     assert not last.end(multi_chunk=True)
     refused.abandon()  # counted out; the release waits for the next upload's end
-    assert heap.Upload().end(multi_chunk=False)
-    cancelled = heap.Upload()
+    assert uploads.begin().end(multi_chunk=False)
+    cancelled = uploads.begin()
     cancelled.abandon()
     cancelled.abandon()  # counted out once
-    assert not heap.Upload().end(multi_chunk=False)
+    assert uploads.count == 0 and not uploads.begin().end(multi_chunk=False)

@@ -22,7 +22,7 @@ the heaps, ``TRIM_MESSAGES`` messages' worth kept free, larger ones (a model's t
 mapped and unmapped on their own.
 
 An upload ending when no other is in flight, after one of more than one chunk, gives what the
-heaps keep free back (``Upload.end``, ``release_message_pages``: glibc's ``malloc_trim``, which
+heaps keep free back (``IN_FLIGHT``, ``Upload.end``, ``release_message_pages``: glibc's ``malloc_trim``, which
 walks every heap under its lock), so none of it adds to the peak of a round's close, and no
 upload's trim takes the pages another in flight is reusing.
 
@@ -85,42 +85,56 @@ def release_message_pages() -> None:
         _libc().malloc_trim(0)
 
 
-class Upload:
-    """One upload being received by this process (begun when made); counts the uploads in
-    flight, so that only the last of them to end releases the pages the others reuse."""
-
-    _lock = threading.Lock()
-    _in_flight = 0
-    _due = False  # an upload of more than one chunk ended since the last release
+class InFlight:
+    """The uploads a process is receiving (``IN_FLIGHT``), so that only the last of them to end
+    releases the pages the others reuse."""
 
     def __init__(self) -> None:
-        self._open = True
-        with Upload._lock:
-            Upload._in_flight += 1
+        self.lock = threading.Lock()
+        self.count = 0
+        self.due = False  # an upload of more than one chunk ended since the last release
+
+    def begin(self) -> Upload:
+        """One more upload in flight."""
+        with self.lock:
+            self.count += 1
+        return Upload(self)
+
+
+class Upload:
+    """One upload in flight (``InFlight.begin``)."""
+
+    def __init__(self, flight: InFlight) -> None:
+        self._flight: InFlight | None = flight
 
     def end(self, multi_chunk: bool) -> bool:
         """It ended (its last chunk written); True when ``release_message_pages`` is due: no
         other upload is in flight and one of more than one chunk ended since the last release."""
-        with Upload._lock:
-            if not self._close():
-                return False
-            Upload._due = Upload._due or multi_chunk
-            due = Upload._due and Upload._in_flight == 0
-            Upload._due = Upload._due and not due
+        flight = self._flight
+        if flight is None:
+            return False
+        with flight.lock:
+            self._leave(flight)
+            flight.due = flight.due or multi_chunk
+            due = flight.due and flight.count == 0
+            flight.due = flight.due and not due
             return due
 
     def abandon(self) -> None:
         """It ended without completing (refused, cancelled): counted out, nothing released; after ``end``, nothing."""
-        with Upload._lock:
-            self._close()
+        flight = self._flight
+        if flight is not None:
+            with flight.lock:
+                self._leave(flight)
 
-    def _close(self) -> bool:
-        """Count it out of the uploads in flight, once (caller holds the lock); False if it already was."""
-        if not self._open:
-            return False
-        self._open = False
-        Upload._in_flight -= 1
-        return True
+    def _leave(self, flight: InFlight) -> None:
+        """Count it out (the caller holds ``flight.lock``)."""
+        self._flight = None
+        flight.count -= 1
+
+
+#: this process's uploads in flight
+IN_FLIGHT = InFlight()
 
 
 def _libc() -> ctypes.CDLL:

@@ -29,7 +29,7 @@ from accord.transport import wire
 from accord.transport.admission import CallLimits, check_claim, peer_serial
 from accord.transport.base import AggregatorService
 from accord.transport.chunk_writer import ChunkWriter
-from accord.transport.heap import Upload, release_message_pages
+from accord.transport.heap import IN_FLIGHT, release_message_pages
 from accord.transport.proto import accord_pb2 as pb
 from accord.transport.streams import read_within
 
@@ -112,7 +112,7 @@ class Uploads:
         destination: Destination | None = None
         submitting: concurrent.futures.Future[None] | None = None
         writer = ChunkWriter()  # the chunks' digest, checks and writes, off this loop
-        upload = Upload() if head.tensor_count else None  # in flight: the pages it frees are kept (transport/heap.py)
+        upload = IN_FLIGHT.begin() if head.tensor_count else None  # in flight: the pages it frees are kept (transport/heap.py)
         try:
             expected = service.expected_tensors()
             # a result without tensors (a validation) needs no file; one whose count lies is refused at its first tensor
