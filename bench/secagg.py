@@ -13,7 +13,8 @@ SiteSession, X25519, AES-GCM, AES-CTR masks, Shamir shares) on payloads that wen
 engine. No network. The model is a torch MLP 64-H-10 with ~``--params`` float32 values; each
 site's update is its local training: ``--epochs`` of SGD (batch 16) over ``--samples`` digits
 drawn for it (seeded by its number), done once per site and repeat and used by both rounds
-(the same training in both). A ``--dropouts`` share of the cohort drops in the worst phase
+(the same training in both). The rounds run with BLAS on one thread, as the serving aggregator
+does (aggregator/serve.py). A ``--dropouts`` share of the cohort drops in the worst phase
 for SecAgg+ (after sharing, before masking: its pairwise masks are rebuilt from shares), and
 the same share never replies in plain FedAvg; the phases close under cutoff_time (an
 injected clock), the round with FedAvg over the survivors.
@@ -57,6 +58,7 @@ import torch
 from _digits_workload import _splits
 
 from accord.aggregation.bounds import UNBOUNDED
+from accord.aggregation.robust import one_blas_thread
 from accord.aggregator.assigner import RandomGroupedAssigner
 from accord.aggregator.engine import RoundEngine
 from accord.aggregator.mask_pool import MIN_POOLED, MaskPool
@@ -262,8 +264,11 @@ def main() -> None:
                 trained = {name: train(model, 1000 * repeat + cid, args.samples, args.epochs) for cid, name in enumerate(names)}
                 updates = {name: weights for name, (weights, _) in trained.items()}
                 training = max(seconds for _, seconds in trained.values())  # the sites train in parallel
-                for secure in (False, True):  # interleaved
-                    runs[secure].append(one_round(model, updates, training, dropout, pool if secure else None))
+                # BLAS on one thread, as the serving aggregator runs (aggregator/serve.py): without
+                # it plain FedAvg's change norms hit OpenBLAS's spinning threads on a busy box
+                with one_blas_thread():
+                    for secure in (False, True):  # interleaved
+                        runs[secure].append(one_round(model, updates, training, dropout, pool if secure else None))
             print(row(sites, dropout, runs))
     pool.close()
 
