@@ -61,7 +61,7 @@ from accord.aggregation.bounds import UNBOUNDED
 from accord.aggregation.robust import one_blas_thread
 from accord.aggregator.assigner import RandomGroupedAssigner
 from accord.aggregator.engine import RoundEngine
-from accord.aggregator.mask_pool import MIN_POOLED, MaskPool
+from accord.aggregator.mask_pool import MaskPool
 from accord.aggregator.stragglers import StragglerPolicy
 from accord.collaborator.secure_site import SecureSite
 from accord.messages import Action, TaskResult
@@ -251,7 +251,7 @@ def main() -> None:
     model = model_of(args.params)
     train(model, 0, 16, 1)  # torch's first call's set-up, outside the timing
     pool = MaskPool(args.workers)
-    pool.mask_total(bytes(32), 8, [bytes(32)] * MIN_POOLED, [])  # its workers started, as a serving aggregator's are
+    pool.start()  # its workers started, as a serving aggregator's are after its first secure round
     print(
         f"model: MLP 64-{hidden_for(args.params)}-10, {sum(v.size for v in model.values())} float32 values; each site trains "
         f"{args.epochs} epoch(s) over {args.samples} digits; repeats {args.repeats}; mask workers {pool.workers}"
