@@ -190,8 +190,8 @@ if __name__ == "__main__":
     pool = MaskPool(workers=2, work_per_worker=1)
     pool.start()
     executor = pool._executor
-    print(" ".join(str(pid) for pid in executor._processes), flush=True)
     try:
+        print(" ".join(str(pid) for pid in executor._processes), flush=True)
         time.sleep(120)
     except KeyboardInterrupt:
         keys = [bytes(range(32)), bytes(32), bytes(range(1, 33))]
