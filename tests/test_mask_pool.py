@@ -6,6 +6,7 @@ their parent's kill -9 nor die of a Ctrl-C, and only the serving CLI's runtime a
 
 from __future__ import annotations
 
+import itertools
 import logging
 import os
 import signal
@@ -22,7 +23,7 @@ from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from secagg_round import Round
 from test_secure_plan import NAMES, ON
 
-from accord.aggregator.mask_pool import MaskPool
+from accord.aggregator.mask_pool import SLICE, MaskPool, ring_slices
 from accord.secagg import crypto
 from accord.secagg.messages import SecAggRefused
 from accord.secagg.params import SecAggParams
@@ -96,12 +97,24 @@ def test_workers_are_what_the_work_justifies() -> None:
     assert made.workers_for(5000, 7) == 4  # no more workers than 16-byte blocks
 
 
+def test_the_ring_slices_cover_it_in_blocks_of_bounded_size() -> None:
+    for length, workers in ((7, 2), (8, 3), (100_001, 16), (3 * SLICE + 5, 2), (12_500_000, 2)):
+        slices = ring_slices(length, workers)
+        assert slices[0][0] == 0 and slices[-1][1] == length
+        assert all(stop == start for (_, stop), (start, _) in itertools.pairwise(slices))  # contiguous
+        assert all(start % 2 == 0 and 0 < stop - start <= SLICE for start, stop in slices)
+        assert len(slices) >= min(workers, (length + 1) // 2)
+
+
 def test_the_pool_sums_the_same_masks(pool: MaskPool) -> None:
     selves, pairs = batch(150)
     pooled = pool.mask_total(SEED, 1001, selves, pairs)
     assert pool._executor is not None  # it ran in the workers
     assert np.array_equal(pooled, crypto.mask_total(SEED, 1001, selves, pairs))
     assert not np.array_equal(pooled, crypto.mask_total(SEED, 1001, selves[1:], pairs))  # every mask counts
+    selves, pairs = batch(6)
+    length = 2 * SLICE + 3  # three slices over two workers, the last odd
+    assert np.array_equal(pool.mask_total(SEED, length, selves, pairs), crypto.mask_total(SEED, length, selves, pairs))
 
 
 def test_a_small_batch_stays_in_this_process() -> None:
@@ -183,7 +196,7 @@ def wait_until(condition, cap: float = 60.0) -> bool:
 HOLDER = """
 import sys, time
 import numpy as np
-from accord.aggregator.mask_pool import MaskPool
+from accord.aggregator.mask_pool import SLICE, MaskPool, ring_slices
 from accord.secagg import crypto
 
 if __name__ == "__main__":

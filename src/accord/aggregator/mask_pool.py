@@ -10,12 +10,13 @@ mask elements each), at most one per CPU this process may use, in two steps:
 
 1. the pairwise masks' keys (X25519 + HKDF, ~20% of the work): the dropped pairs split over the
    workers (crypto.pair_keys), each returning its pairs' 32-byte keys and signs;
-2. the masks' sum by coordinates: each worker sums ALL the masks over its own slice of the ring
-   (crypto.sum_masks: AES-CTR starts at the slice's block), its keystream made in fixed chunks
-   into reused buffers, and this process writes each slice into the total as it comes.
+2. the masks' sum by coordinates: the ring is cut into slices (one a worker at least, SLICE
+   elements at most) and a worker sums ALL the masks over a slice (crypto.sum_masks: AES-CTR
+   starts at the slice's block), its keystream made in fixed chunks into reused buffers; this
+   process copies each slice into the total as it comes and drops it.
 
-So the workers together hold about one ring vector, whatever their number, and this process
-holds the total and one slice in transit (not a vector per worker).
+So a worker holds a slice and a chunk (O(SLICE + CHUNK), whatever the ring), and this process
+the total and the slices in transit (not a ring vector per worker).
 
 What the workers receive, all built by this process: the dropped sites' rebuilt mask-key seeds
 (which the aggregator holds anyway), the survivors' names and public keys, every survivor's
@@ -42,7 +43,7 @@ import signal
 import threading
 import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import CancelledError, Future, ProcessPoolExecutor
+from concurrent.futures import CancelledError, Future, ProcessPoolExecutor, as_completed
 from concurrent.futures.process import BrokenProcessPool
 from typing import TYPE_CHECKING, TypeVar
 
@@ -58,6 +59,9 @@ T = TypeVar("T")
 #: the work (masks x ring elements) that justifies one more worker: 4M mask elements, 32 MiB of
 #: keystream, ~10 ms of one core; below it a worker's round trip costs more than its share saves
 WORK_PER_WORKER = 1 << 22
+
+#: the most ring elements one task sums (8 MiB of uint64): what a worker holds and returns at a time
+SLICE = 1 << 20
 
 #: seconds a batch may take in the workers before it is expanded in this process instead: a
 #: minute, plus a second per 10M mask elements (~25x what this 2-core box takes)
@@ -96,11 +100,11 @@ class MaskPool:
             for keying in keyed:
                 signed: list[crypto.MaskKey] = _result(keying, deadline)
                 keys += signed
-            edges = [min(length, 2 * ((length + 1) // 2 * at // count)) for at in range(count + 1)]
-            slices = [(start, stop, _submit(pool, crypto.sum_masks, keys, start, stop)) for start, stop in itertools.pairwise(edges)]
             total = np.empty(length, dtype=np.uint64)
-            for start, stop, summing in slices:
-                total[start:stop] = _result(summing, deadline)
+            slices = {_submit(pool, crypto.sum_masks, keys, start, stop): (start, stop) for start, stop in ring_slices(length, count)}
+            for summing in as_completed(slices, timeout=max(0.0, deadline - time.monotonic())):  # each result freed once copied
+                start, stop = slices.pop(summing)
+                total[start:stop] = summing.result()
             return total
         except (BrokenProcessPool, CancelledError, RuntimeError, TimeoutError) as exc:  # RuntimeError: submit after close()
             reason = f"no answer in {timeout:.0f} s" if isinstance(exc, TimeoutError) else f"{type(exc).__name__}: {exc}"
@@ -135,6 +139,14 @@ class MaskPool:
             executor, self._executor = self._executor, None
         if executor is not None:
             executor.shutdown(wait=True, cancel_futures=True)
+
+
+def ring_slices(length: int, workers: int) -> list[tuple[int, int]]:
+    """The slices of a ring of ``length`` elements the workers sum: one a worker at least, each
+    at most SLICE elements, each starting at a 16-byte AES block (an even element)."""
+    blocks = (length + 1) // 2
+    count = min(max(workers, -(-length // SLICE)), blocks)
+    return list(itertools.pairwise(min(length, 2 * (blocks * at // count)) for at in range(count + 1)))
 
 
 def _submit(pool: ProcessPoolExecutor, call: Callable[..., T], *args: object) -> Future[T]:
