@@ -6,8 +6,8 @@
 Lightweight in-process sites over the real RoundEngine: the aggregator side is the engine with
 ``SecureAggregation(FedAvg())`` (strategies/secure.py: accord.secagg's ServerSession, its
 secrets rebuilt by MPyC's Shamir, secagg/shamir.py, its masks expanded over the aggregator's
-process pool, aggregator/mask_pool.py, ``--workers`` of them, one per CPU by default, started
-before the timing as a serving aggregator keeps it; 1: no pool) or plain ``FedAvg()``; each
+process pool, aggregator/mask_pool.py, up to ``--workers`` of them as the work justifies, one
+per CPU by default, started before the timing as a serving aggregator keeps it; 1: no pool) or plain ``FedAvg()``; each
 site answers its phases with the real site code (collaborator/secure_site.py: accord.secagg's
 SiteSession, X25519, AES-GCM, AES-CTR masks, Shamir shares) on payloads that went through the
 engine. No network. The model is a torch MLP 64-H-10 with ~``--params`` float32 values; each
