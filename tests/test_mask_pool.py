@@ -296,3 +296,19 @@ def test_only_a_runtime_that_asks_for_it_expands_masks_over_a_pool(workspace_fac
     finally:
         runtime.close()
     assert runtime._masks._executor is None  # closed with the runtime
+
+
+def test_fx_aggregator_start_serves_with_a_pool_and_a_notebooks_aggregator_without(workspace_factory, monkeypatch) -> None:
+    from accord.aggregator import serve
+    from accord.cli.main import main
+    from accord.pki import make_federation_pki
+    from accord.workspace.initialize import initialize_model
+
+    plan = workspace_factory(NAMES, 1, {**ON, "network.settings.agg_addr": "localhost"})
+    make_federation_pki(plan.resolve_path(plan.model.network.settings.cert_dir), "localhost", NAMES)
+    initialize_model(plan)
+    served: list[MaskPool | None] = []
+    monkeypatch.setattr(serve, "_serve", lambda runtime, *args: served.append(runtime._masks))  # what it would serve with
+    assert main(["aggregator", "start", "-w", str(plan.workspace)]) == 0
+    serve.start_aggregator(plan)  # the interactive API's call (interactive/experiment.py), in the user's process
+    assert isinstance(served[0], MaskPool) and served[1] is None
