@@ -6,14 +6,15 @@
 Lightweight in-process sites over the real RoundEngine: the aggregator side is the engine with
 ``SecureAggregation(FedAvg())`` (strategies/secure.py: accord.secagg's ServerSession, its
 secrets rebuilt by MPyC's Shamir, secagg/shamir.py, its masks expanded over the aggregator's
-process pool, aggregator/mask_pool.py, ``--workers`` of them, one per CPU by default, started
-before the timing as a serving aggregator keeps it; 1: no pool) or plain ``FedAvg()``; each
+process pool, aggregator/mask_pool.py, up to ``--workers`` of them as the work justifies, one
+per CPU by default, started before the timing as a serving aggregator keeps it; 1: no pool) or plain ``FedAvg()``; each
 site answers its phases with the real site code (collaborator/secure_site.py: accord.secagg's
 SiteSession, X25519, AES-GCM, AES-CTR masks, Shamir shares) on payloads that went through the
 engine. No network. The model is a torch MLP 64-H-10 with ~``--params`` float32 values; each
 site's update is its local training: ``--epochs`` of SGD (batch 16) over ``--samples`` digits
 drawn for it (seeded by its number), done once per site and repeat and used by both rounds
-(the same training in both). A ``--dropouts`` share of the cohort drops in the worst phase
+(the same training in both). The rounds run with BLAS on one thread, as the serving aggregator
+does (aggregator/serve.py). A ``--dropouts`` share of the cohort drops in the worst phase
 for SecAgg+ (after sharing, before masking: its pairwise masks are rebuilt from shares), and
 the same share never replies in plain FedAvg; the phases close under cutoff_time (an
 injected clock), the round with FedAvg over the survivors.
@@ -57,9 +58,10 @@ import torch
 from _digits_workload import _splits
 
 from accord.aggregation.bounds import UNBOUNDED
+from accord.aggregation.robust import one_blas_thread
 from accord.aggregator.assigner import RandomGroupedAssigner
 from accord.aggregator.engine import RoundEngine
-from accord.aggregator.mask_pool import MIN_POOLED, MaskPool
+from accord.aggregator.mask_pool import MaskPool
 from accord.aggregator.stragglers import StragglerPolicy
 from accord.collaborator.secure_site import SecureSite
 from accord.messages import Action, TaskResult
@@ -249,7 +251,7 @@ def main() -> None:
     model = model_of(args.params)
     train(model, 0, 16, 1)  # torch's first call's set-up, outside the timing
     pool = MaskPool(args.workers)
-    pool.mask_total(bytes(32), 8, [bytes(32)] * MIN_POOLED, [])  # its workers started, as a serving aggregator's are
+    pool.start()  # its workers started, as a serving aggregator's are after its first secure round
     print(
         f"model: MLP 64-{hidden_for(args.params)}-10, {sum(v.size for v in model.values())} float32 values; each site trains "
         f"{args.epochs} epoch(s) over {args.samples} digits; repeats {args.repeats}; mask workers {pool.workers}"
@@ -262,8 +264,11 @@ def main() -> None:
                 trained = {name: train(model, 1000 * repeat + cid, args.samples, args.epochs) for cid, name in enumerate(names)}
                 updates = {name: weights for name, (weights, _) in trained.items()}
                 training = max(seconds for _, seconds in trained.values())  # the sites train in parallel
-                for secure in (False, True):  # interleaved
-                    runs[secure].append(one_round(model, updates, training, dropout, pool if secure else None))
+                # BLAS on one thread, as the serving aggregator runs (aggregator/serve.py): without
+                # it plain FedAvg's change norms hit OpenBLAS's spinning threads on a busy box
+                with one_blas_thread():
+                    for secure in (False, True):  # interleaved
+                        runs[secure].append(one_round(model, updates, training, dropout, pool if secure else None))
             print(row(sites, dropout, runs))
     pool.close()
 

@@ -8,7 +8,8 @@ straggler policy's deadlines (aggregator/deadlines.py) and journals its state
 (aggregator/journal.py) so that a restart resumes the open round: each result is on disk
 before it is acknowledged; a closed round's files are written after, by the committer thread
 (aggregator/committer.py). Built from the plan by aggregator/startup.py. Both the gRPC server
-and the in-process transport serve this same object.
+and the in-process transport serve this same object. ``pooled_masks``: a secure round's masks
+expanded over worker processes (aggregator/mask_pool.py), which only the serving CLI asks for.
 """
 
 from __future__ import annotations
@@ -62,11 +63,12 @@ class AggregatorRuntime:
         traffic: Traffic | None = None,
         record_sinks: Sequence[RecordSink] = (),
         audit: AuditTrail | None = None,
+        pooled_masks: bool = False,
     ) -> None:
         self.plan = plan
         settings = plan.model.aggregator.settings
         self.settings = settings
-        started = start_engine(plan, model, clock, fresh, verify_sites)
+        started = start_engine(plan, model, clock, fresh, verify_sites, pooled_masks)
         self.engine, self.journal, saved = started.engine, started.journal, started.saved
         self._masks = started.masks
         self.workspace_hash = started.workspace_hash

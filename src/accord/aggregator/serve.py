@@ -25,14 +25,16 @@ log = logging.getLogger("accord.aggregator")
 
 
 def start_aggregator(
-    plan: Plan, quit_grace: float = 10.0, fresh: bool = False, stop: threading.Event | None = None
+    plan: Plan, quit_grace: float = 10.0, fresh: bool = False, stop: threading.Event | None = None, pooled_masks: bool = False
 ) -> AggregatorRuntime:
     """Serve ``plan``'s federation until every round has run (or ``stop`` is set); returns the runtime.
 
     An unfinished federation saved in the workspace is resumed at its open round unless
-    ``fresh``; one stopped early resumes the same way. Raises RoundDeadlineError when a
-    round's deadline passes with too few reports, and AccordError when another aggregator
-    serves the workspace (its state directory is locked) or holds the port.
+    ``fresh``; one stopped early resumes the same way. ``pooled_masks``: secure rounds' masks
+    expanded over spawned worker processes (aggregator/mask_pool.py); only ``fx aggregator
+    start`` asks for it, since spawn re-imports ``__main__`` (a user's script or notebook).
+    Raises RoundDeadlineError when a round's deadline passes with too few reports, and
+    AccordError when another aggregator serves the workspace (its state directory is locked) or holds the port.
     """
     from accord.pki.install import check_own_certificate
     from accord.pki.layout import CertLayout
@@ -55,7 +57,7 @@ def start_aggregator(
             traffic = Traffic()
             runtime = AggregatorRuntime(
                 plan, fresh=fresh, verify_sites=site_verifier(layout), sinks=sinks.engine, traffic=traffic, record_sinks=sinks.records,
-                audit=audit,
+                audit=audit, pooled_masks=pooled_masks,
             )
             sinks.opened(runtime.engine.round_number)
             try:

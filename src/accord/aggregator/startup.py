@@ -43,10 +43,12 @@ class Started:
 
 
 def start_engine(
-    plan: Plan, model: ModelState | None, clock: Callable[[], float], fresh: bool, verify_sites: Verifier | None
+    plan: Plan, model: ModelState | None, clock: Callable[[], float], fresh: bool, verify_sites: Verifier | None, pooled_masks: bool = False
 ) -> Started:
     """The plan's engine, from ``model`` if given, else resumed from the saved state unless
-    ``fresh`` (which is then cleared); secure rounds signed when ``verify_sites`` is given."""
+    ``fresh`` (which is then cleared); secure rounds signed when ``verify_sites`` is given, their
+    masks expanded over a MaskPool when ``pooled_masks`` (the serving CLI's: its workers are
+    spawned, which re-imports ``__main__``, so never under a user's script or notebook)."""
     settings = plan.model.aggregator.settings
     assigner = assigner_for(plan)
     strategy = strategy_for(plan)  # refused before any saved state is touched
@@ -54,7 +56,7 @@ def start_engine(
         from accord.strategies.secure import signed
 
         strategy = signed(strategy, verify_sites)
-    masks = mask_pool_for(strategy)
+    masks = mask_pool_for(strategy) if pooled_masks else None
     workspace_hash = plan.workspace_hash()  # once: the code does not change while serving
     log.info("workspace hash %s (plan + src/ + requirements.txt; every site must have the same)", workspace_hash)
     journal = Journal(plan.resolve_path(settings.state_dir), plan.hash)

@@ -132,7 +132,7 @@ def start(workspace: Path, plan_path: str, overrides: tuple[str, ...], fresh: bo
     resume = resume_command("aggregator start", workspace, plan_path, overrides)
     try:
         with stop_signals(request):
-            runtime = start_aggregator(plan, fresh=fresh, stop=request.event)
+            runtime = start_aggregator(plan, fresh=fresh, stop=request.event, pooled_masks=True)
     except Stopped as at_once:  # the second signal
         _stopped(plan, at_once.signal_name, "", resume)
         raise

@@ -31,7 +31,6 @@ except ImportError as exc:  # pragma: no cover - exercised only without the extr
         "pip install 'accord[secagg]'",
     ) from exc
 
-_CTR_ZERO = bytes(16)
 
 
 def label(purpose: str, *names: str) -> bytes:
@@ -97,25 +96,39 @@ def open_share(key: bytes, nonce: bytes, ciphertext: bytes, aad: bytes, what: st
         ) from exc
 
 
+#: ring elements a Masker expands at a time (1 MiB of keystream), into buffers it reuses
+CHUNK = 1 << 17
+
+
 class Masker:
-    """Masks added to or taken from a ring vector in place: each the AES-256-CTR keystream under
-    its key, read as ``length`` uint64 ring elements. Every mask goes through the same keystream
-    buffer (``update_into``), so a mask allocates nothing. Each key serves one mask (it is
-    derived per round, pair or site), so the zero IV is safe."""
+    """Masks added to or taken from a ring vector, or a slice of one, in place: each the
+    AES-256-CTR keystream under its key, read as uint64 ring elements. The keystream is made
+    ``CHUNK`` elements at a time into one buffer made once (``update_into``), so a mask
+    allocates nothing and the buffers are O(chunk) whatever the vector's length. Each key
+    serves one mask (it is derived per round, pair or site), so the zero IV is safe."""
 
     def __init__(self, length: int) -> None:
-        self._zeros = bytes(8 * length)
-        self._out = bytearray(8 * length + 15)  # update_into wants room for a block beyond the data
-        self._stream = np.frombuffer(self._out, dtype="<u8", count=length)
+        self._chunk = max(1, min(length, CHUNK))
+        self._zeros = memoryview(bytes(8 * self._chunk))
+        self._out = bytearray(8 * self._chunk + 15)  # update_into wants room for a block beyond the data
+        self._stream = np.frombuffer(self._out, dtype="<u8", count=self._chunk)
 
-    def add(self, vector: np.ndarray, key: bytes, sign: int = 1) -> None:
-        """``vector`` += the mask under ``key`` (``sign`` -1: -=), modulo 2^64, in place."""
-        encryptor = Cipher(algorithms.AES(key), modes.CTR(_CTR_ZERO)).encryptor()
-        encryptor.update_into(self._zeros, self._out)
-        if sign > 0:
-            vector += self._stream
-        else:
-            vector -= self._stream
+    def add(self, vector: np.ndarray, key: bytes, sign: int = 1, start: int = 0) -> None:
+        """``vector`` += elements ``start`` to ``start + len(vector)`` of the mask under ``key``
+        (``sign`` -1: -=), modulo 2^64, in place."""
+        # CTR's counter block is the IV plus the block index as one 128-bit big-endian integer
+        # (OpenSSL's; tests/test_mask_pool.py checks it): with the zero IV, block start // 2
+        encryptor = Cipher(algorithms.AES(key), modes.CTR((start // 2).to_bytes(16, "big"))).encryptor()
+        if start % 2:
+            encryptor.update(bytes(8))  # the block's first element is before the slice
+        for at in range(0, len(vector), self._chunk):
+            count = min(self._chunk, len(vector) - at)
+            encryptor.update_into(self._zeros[: 8 * count], self._out)
+            part = vector[at : at + count]
+            if sign > 0:
+                part += self._stream[:count]
+            else:
+                part -= self._stream[:count]
 
 
 def share_key(c_sk: X25519PrivateKey, peer_c_pk: bytes, site: str, peer: str, round_seed: bytes) -> bytes:
@@ -160,19 +173,35 @@ def pair_mask_key(s_sk: X25519PrivateKey, peer_s_pk: bytes, site: str, peer: str
 #: seed, its name, a surviving neighbour's s_pk, that neighbour's name)
 DroppedPair = tuple[bytes, str, bytes, str]
 
+#: a mask to expand: its AES-256 key and its sign (1: added, -1: subtracted)
+MaskKey = tuple[bytes, int]
 
-def mask_total(round_seed: bytes, length: int, self_keys: Sequence[bytes], pairs: Sequence[DroppedPair]) -> np.ndarray:
-    """What the unmasking subtracts from the masked sum (``length`` ring elements): each
-    survivor's self mask (under its key in ``self_keys``) and each dropped owner's pairwise mask
-    with each surviving neighbour, as that neighbour added it (+ if its name sorts first)."""
-    total = np.zeros(length, dtype=np.uint64)
-    masker = Masker(length)
-    for key in self_keys:
-        masker.add(total, key)
+
+def pair_keys(round_seed: bytes, pairs: Sequence[DroppedPair]) -> list[MaskKey]:
+    """The keys of ``pairs``' masks (X25519 and HKDF), each signed as its surviving neighbour
+    added it (+ if the neighbour's name sorts first)."""
     owners: dict[bytes, X25519PrivateKey] = {}
+    keys: list[MaskKey] = []
     for seed, owner, peer_pk, peer in pairs:
         s_sk = owners.get(seed)
         if s_sk is None:
             s_sk = owners[seed] = mask_key_from_seed(seed)
-        masker.add(total, pair_mask_key(s_sk, peer_pk, owner, peer, round_seed), 1 if peer < owner else -1)
+        keys.append((pair_mask_key(s_sk, peer_pk, owner, peer, round_seed), 1 if peer < owner else -1))
+    return keys
+
+
+def sum_masks(keys: Sequence[MaskKey], start: int, stop: int) -> np.ndarray:
+    """Ring elements ``start`` to ``stop`` of the signed sum of the masks under ``keys``
+    (memory: the slice and one Masker's chunk)."""
+    total = np.zeros(stop - start, dtype=np.uint64)
+    masker = Masker(stop - start)
+    for key, sign in keys:
+        masker.add(total, key, sign, start)
     return total
+
+
+def mask_total(round_seed: bytes, length: int, self_keys: Sequence[bytes], pairs: Sequence[DroppedPair]) -> np.ndarray:
+    """What the unmasking subtracts from the masked sum (``length`` ring elements): each
+    survivor's self mask (under its key in ``self_keys``) and each dropped owner's pairwise mask
+    with each surviving neighbour, as that neighbour added it."""
+    return sum_masks([(key, 1) for key in self_keys] + pair_keys(round_seed, pairs), 0, length)
