@@ -2,11 +2,7 @@
 
 from __future__ import annotations
 
-import ctypes
-import ctypes.util
-import sys
-
-from accord.transport.heap import keep_message_pages, message_thresholds
+from accord.transport.heap import glibc_mallopt, keep_message_pages, message_thresholds
 
 _M_ARENA_MAX = -8
 
@@ -27,11 +23,8 @@ def limit_malloc_arenas(chunk_bytes: int, arenas: int = 2) -> bool:
     model the aggregator's peak was 3.01-3.05x the model above its baseline with the 32 MiB
     threshold, 2.57-2.82x with these (bench/fedavg_memory.py --light).
     """
-    if not sys.platform.startswith("linux"):
+    mallopt = glibc_mallopt()
+    if mallopt is None:
         return False
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        capped = bool(libc.mallopt(_M_ARENA_MAX, arenas))
-    except (OSError, AttributeError):
-        return False
+    capped = bool(mallopt(_M_ARENA_MAX, arenas))
     return keep_message_pages(message_thresholds(chunk_bytes)) and capped

@@ -66,7 +66,7 @@ def keep_message_pages(thresholds: tuple[int, int] = (MMAP_THRESHOLD, TRIM_THRES
     with _lock:
         if _set:
             return True
-        mallopt = _mallopt()
+        mallopt = glibc_mallopt()
         mmap_threshold, trim_threshold = thresholds
         # a refused M_MMAP_THRESHOLD changes nothing in glibc; M_TRIM_THRESHOLD is never refused,
         # but if it were, the mmap threshold goes back to glibc's default start
@@ -141,7 +141,7 @@ def _libc() -> ctypes.CDLL:
     return ctypes.CDLL(None)
 
 
-def _mallopt() -> Callable[[int, int], int] | None:
+def glibc_mallopt() -> Callable[[int, int], int] | None:
     """glibc's ``mallopt``, else None (musl's, which has no gnu_get_libc_version, does nothing)."""
     if not sys.platform.startswith("linux"):
         return None
