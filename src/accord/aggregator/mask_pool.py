@@ -126,18 +126,19 @@ class MaskPool:
 
     def _drop(self) -> None:
         """Kill the workers (one may hang) and forget the pool; a later batch starts a new one."""
-        with self._lock:
-            executor, self._executor = self._executor, None
-        if executor is not None:
-            for process in list((executor._processes or {}).values()):  # its own table (None once shut down): no public kill before 3.14
-                process.kill()
-            executor.shutdown(wait=True, cancel_futures=True)
+        self._forget(kill=True)
 
     def close(self) -> None:
         """Stop the workers (a later batch starts them again)."""
+        self._forget(kill=False)
+
+    def _forget(self, kill: bool) -> None:
         with self._lock:
             executor, self._executor = self._executor, None
         if executor is not None:
+            if kill:
+                for process in list((executor._processes or {}).values()):  # its own table (None once shut down): no public kill before 3.14
+                    process.kill()
             executor.shutdown(wait=True, cancel_futures=True)
 
 
