@@ -15,6 +15,7 @@ from accord.aggregator.owed import ExcusedRefusal, check_member, check_owed
 from accord.aggregator.phase_checkpoint import PhaseCheckpoint, resume_phase
 from accord.aggregator.result_checks import check_report, check_result, measured_against
 from accord.aggregator.round_policy import deadline_error, decide
+from accord.aggregator.round_tally import RoundTally
 from accord.aggregator.stragglers import Decision, StragglerPolicy
 from accord.aggregator.weighted_metrics import WeightedMetrics
 from accord.errors import RefusedError
@@ -300,15 +301,18 @@ class RoundEngine:
             self.events.emit(self._resumed(current) or current.begin_phase(0, assigned, self.clock()))
 
     def phase_checkpoint(self) -> PhaseCheckpoint | None:
-        """The open phase's checkpoint (RoundPhases.checkpoint), to save before serving it; None
-        when its round's phases keep none."""
+        """The open phase's checkpoint (RoundPhases.checkpoint) with what the round took so far
+        (RoundTally: its metrics, records, failures), to save before serving it; None when its
+        round's phases keep none."""
         current = self._round
         if current is None or current.phases is None:
             return None
         state = current.phases.checkpoint(current.phase)
         if state is None:
             return None
-        return PhaseCheckpoint(current.number, current.model_digest, current.phase_index, current.phase, current.members, state)
+        return PhaseCheckpoint(
+            current.number, current.model_digest, current.phase_index, current.phase, current.members, state, RoundTally.of(current)
+        )
 
     def _resumed(self, current: OpenRound) -> PhaseOpened | None:
         """Open the phase a restart's checkpoint names, if it fits this round; else None."""
