@@ -12,10 +12,9 @@ from accord.aggregator.cohort import cohort_tasks
 from accord.aggregator.events import EventBus, PhaseOpened, ResultFailed, RoundClosed, RoundOpened, RoundOutcome
 from accord.aggregator.open_round import OpenRound
 from accord.aggregator.owed import ExcusedRefusal, check_member, check_owed
-from accord.aggregator.phase_checkpoint import PhaseCheckpoint, resume_phase
+from accord.aggregator.phase_checkpoint import PhaseCheckpoint, checkpoint_of, resume_phase
 from accord.aggregator.result_checks import check_report, check_result, measured_against
 from accord.aggregator.round_policy import deadline_error, decide
-from accord.aggregator.round_tally import RoundTally
 from accord.aggregator.stragglers import Decision, StragglerPolicy
 from accord.aggregator.weighted_metrics import WeightedMetrics
 from accord.errors import RefusedError
@@ -308,11 +307,7 @@ class RoundEngine:
         if current is None or current.phases is None:
             return None
         state = current.phases.checkpoint(current.phase)
-        if state is None:
-            return None
-        return PhaseCheckpoint(
-            current.number, current.model_digest, current.phase_index, current.phase, current.members, state, RoundTally.of(current)
-        )
+        return None if state is None else checkpoint_of(current, state)
 
     def _resumed(self, current: OpenRound) -> PhaseOpened | None:
         """Open the phase a restart's checkpoint names, if it fits this round; else None."""

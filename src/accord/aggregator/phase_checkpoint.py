@@ -56,6 +56,12 @@ class PhaseCheckpoint:
         return struct.pack(">I", len(header)) + header + self.state
 
 
+def checkpoint_of(current: OpenRound, state: bytes) -> PhaseCheckpoint:
+    """The checkpoint of ``current``'s open phase: its phases' ``state`` and the round's tally."""
+    tally = RoundTally.of(current)
+    return PhaseCheckpoint(current.number, current.model_digest, current.phase_index, current.phase, current.members, state, tally)
+
+
 def save(directory: Path, checkpoint: PhaseCheckpoint) -> None:
     """Write ``checkpoint`` (flushed, 0600) in ``directory``."""
     atomic_write(Path(directory) / NAME, checkpoint.to_bytes(), mode=0o600)
@@ -90,7 +96,7 @@ def resume_phase(current: OpenRound, saved: PhaseCheckpoint, strategy: Strategy,
     if phases is None or (saved.round_number, saved.model_digest) != (current.number, current.model_digest):
         return None
     fits = 0 <= saved.index < len(phases.names) and phases.names[saved.index] == saved.phase
-    if not fits or not set(saved.members) | saved.tally.names() <= set(current.assigned):
+    if not fits or not (set(saved.members) | saved.tally.names()) <= set(current.assigned):
         return None
     try:
         phases.resume(saved.phase, saved.state)
