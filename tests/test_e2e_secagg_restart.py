@@ -2,7 +2,9 @@
 mutual TLS (issue 12): two sites revealed, the third is held before revealing; the restarted
 aggregator resumes the round at ``unmask`` from its checkpoint (the same seed and request), the
 sites that revealed answer the same again, the third reveals, and the model is plain FedAvg
-over the same sites; each site's secure memory is 0600 in its state folder."""
+over the same sites, with the same metrics (the mask phase's validation and train metrics, each
+site's records, carried in the checkpoint); each site's secure memory is 0600 in its state
+folder."""
 
 from __future__ import annotations
 
@@ -13,6 +15,9 @@ from pathlib import Path
 import pytest
 from test_e2e_faults import Sites, wait_for
 from test_e2e_secagg import HANGING_RUNNER, assert_models_close, same_init, workspace
+
+from accord.metric_records import read_metrics
+from accord.plan.loader import Plan
 
 pytestmark = pytest.mark.e2e
 
@@ -36,6 +41,12 @@ def _held_answer(self, phase, round_number, payload, global_model):
 
 _secure_site.SecureSite.answer = _held_answer
 '''
+
+
+def round_metrics(plan: Plan) -> dict[tuple[str, str, str], float]:
+    """Round 0's records in ``plan``'s metrics.jsonl but its timing and bytes: (origin, task, metric) -> value."""
+    records = read_metrics(plan.resolve_path(plan.model.aggregator.settings.metrics_path))
+    return {(r.origin, r.task, r.metric): r.value for r in records if r.round == 0 and r.task != "round"}
 
 
 def test_a_kill_9_of_the_aggregator_during_unmask_resumes_the_round(tmp_path: Path) -> None:
@@ -77,3 +88,6 @@ def test_a_kill_9_of_the_aggregator_during_unmask_resumes_the_round(tmp_path: Pa
     assert stat.S_IMODE(memory.stat().st_mode) == 0o600  # the site's seeds and reveals, kept across its restarts
     assert sites.log("collaborator1").count("revealed shares") == 2  # the same request, answered again
     assert_models_close(reference, secure)
+    expected, got = round_metrics(reference), round_metrics(secure)
+    assert ("collaborator3", "aggregated_model_validation", "accuracy") in expected and ("aggregator", "train", "loss") in expected
+    assert got == pytest.approx(expected, abs=1e-6)  # the same sites' training and validations, kept through the restart

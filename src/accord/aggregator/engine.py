@@ -12,7 +12,7 @@ from accord.aggregator.cohort import cohort_tasks
 from accord.aggregator.events import EventBus, PhaseOpened, ResultFailed, RoundClosed, RoundOpened, RoundOutcome
 from accord.aggregator.open_round import OpenRound
 from accord.aggregator.owed import ExcusedRefusal, check_member, check_owed
-from accord.aggregator.phase_checkpoint import PhaseCheckpoint, resume_phase
+from accord.aggregator.phase_checkpoint import PhaseCheckpoint, checkpoint_of, resume_phase
 from accord.aggregator.result_checks import check_report, check_result, measured_against
 from accord.aggregator.round_policy import deadline_error, decide
 from accord.aggregator.stragglers import Decision, StragglerPolicy
@@ -300,15 +300,14 @@ class RoundEngine:
             self.events.emit(self._resumed(current) or current.begin_phase(0, assigned, self.clock()))
 
     def phase_checkpoint(self) -> PhaseCheckpoint | None:
-        """The open phase's checkpoint (RoundPhases.checkpoint), to save before serving it; None
-        when its round's phases keep none."""
+        """The open phase's checkpoint (RoundPhases.checkpoint) with what the round took so far
+        (RoundTally: its metrics, records, failures), to save before serving it; None when its
+        round's phases keep none."""
         current = self._round
         if current is None or current.phases is None:
             return None
         state = current.phases.checkpoint(current.phase)
-        if state is None:
-            return None
-        return PhaseCheckpoint(current.number, current.model_digest, current.phase_index, current.phase, current.members, state)
+        return None if state is None else checkpoint_of(current, state)
 
     def _resumed(self, current: OpenRound) -> PhaseOpened | None:
         """Open the phase a restart's checkpoint names, if it fits this round; else None."""

@@ -23,6 +23,11 @@ in two float64 arrays (16 bytes a result, no Python object per result)."""
         values.append(value)
         counts.append(weight)
 
+    def entries(self) -> list[tuple[str, str, array[float], array[float]]]:
+        """Each metric's ``(task, metric, values, counts)``, in the order first added: ``add``
+        them again, in order, to rebuild the same means (a resumed round: aggregator/round_tally.py)."""
+        return [(task, metric, values, counts) for (task, metric), (values, counts) in self._values.items()]
+
     def means(self) -> dict[str, float]:
         """``task/metric`` -> its weighted mean (within the values' range: finite for finite values)."""
         means = {}
