@@ -19,6 +19,7 @@ from typing import Protocol
 
 import numpy as np
 
+from accord.errors import AccordError
 from accord.tensors.state import little_endian
 
 DIGEST_TAG = b"accord-model-v1"
@@ -65,8 +66,8 @@ class UpdateDigest:
     data, each field length-prefixed. The site hashes the chunks it sends, the aggregator those
     it receives, as it reads them (the audit trail, accord/audit/): equal digests, the same
     bytes. BLAKE3 (the ``blake3`` package, a dependency of the wire, imported here only) hashes
-    3x faster than SHA-256 with the CPU's SHA instructions (bench/audit_signing.py), on the
-    upload's path at both ends."""
+    ~3.5x as fast as SHA-256 even with the CPU's SHA instructions (bench/audit_signing.py): it
+    is on the upload's path at both ends."""
 
     def __init__(self) -> None:
         self._h = _blake3()
@@ -100,8 +101,6 @@ def _blake3() -> Hasher:
     try:
         from blake3 import blake3
     except ImportError:
-        from accord.errors import AccordError
-
         raise AccordError(
             "the update digest needs the blake3 package (a dependency of Accord's wire), which is not installed",
             "pip install 'blake3>=1.0.11' in this environment (or reinstall accord)",
