@@ -39,15 +39,17 @@ def trail_path(ws: Path) -> Path:
     return ws / "logs" / "audit.jsonl"
 
 
-def run_trail(ws: Path, resumed: bool = False, fqdn: str = "localhost", rounds: int = ROUNDS) -> None:
-    """A trail of ``rounds`` rounds (each sealed at its close) and a clean stop, signed by ``fqdn``'s key."""
+def run_trail(ws: Path, resumed: bool = False, fqdn: str = "localhost", rounds: int = ROUNDS, serial: str = "ab") -> None:
+    """A trail of ``rounds`` rounds (each sealed at its close, site a's result of each with a bare
+    SHA-256 hex digest, as written before the digest named its algorithm, over certificate
+    ``serial``) and a clean stop, signed by ``fqdn``'s key."""
     layout = CertLayout(ws / "cert")
     sign = signer_for(load_private_key(layout.aggregator_key(fqdn)))
     trail = AuditTrail(trail_path(ws), sign, layout.aggregator_cert(fqdn).read_bytes())
     trail.begin(resumed, "p" * 96, "w" * 96)
     trail.model(0, "00" * 32)
     for r in range(rounds):
-        trail.result(TaskResult("a", r, "train", 10, {}, update_digest=f"{r + 1:064x}", sender_serial="ab"))
+        trail.result(TaskResult("a", r, "train", 10, {}, update_digest=f"{r + 1:064x}", sender_serial=serial))
         trail.model(r + 1, f"{r + 11:064x}")
         trail.seal()
     trail.close()
@@ -183,3 +185,49 @@ def test_entries_after_a_sealed_stop_other_than_a_start_are_refused(ws: Path, ca
     run_trail(ws, resumed=True)
     code, out = verify(capsys, ws)
     assert code == 0 and "ends at a stop" in out, out
+
+
+def site_record(ws: Path, digests: dict[int, str]) -> Path:
+    """Site a's record of the trail's rounds (``run_trail``): each model received, and each round's
+    train result sent with the digest ``digests`` gives it, signed with site a's key."""
+    from accord.audit.trail import identity
+
+    layout = CertLayout(ws / "cert")
+    path = ws / "logs" / "audit-a.jsonl"
+    path.unlink(missing_ok=True)
+    chain = ChainWriter(path, signer_for(load_private_key(layout.collaborator_key("a"))))
+    chain.append("start", site="a", **identity(layout.collaborator_cert("a").read_bytes(), "p" * 96, "w" * 96))
+    for r, digest in digests.items():
+        chain.append("received", round=r, digest="00" * 32 if r == 0 else f"{r + 10:064x}", plan_hash="p" * 96)
+        chain.append("sent", round=r, task="train", update_digest=digest, sample_count=10)
+        chain.seal()
+    chain.close()
+    return path
+
+
+def test_a_trail_and_record_of_bare_sha256_digests_still_cross_check(ws: Path, capsys) -> None:
+    """Records written before the update digest named its algorithm (bare SHA-256 hex) verify as before."""
+    run_trail(ws, serial=format(load_pem_cert(CertLayout(ws / "cert").collaborator_cert("a")).serial_number, "x"))
+    record = site_record(ws, {r: f"{r + 1:064x}" for r in range(ROUNDS)})
+    code, out = verify_site(capsys, ws, record)
+    assert code == 0 and out.count("OK ") == 2, out
+    record = site_record(ws, {r: f"{r + 2:064x}" for r in range(ROUNDS)})  # a digest the trail does not hold: still found out
+    code, out = verify_site(capsys, ws, record)
+    assert code == 2 and "digest sha256 0000000000000000..., 10 samples) is not in the aggregator's chain" in out, out
+
+
+def test_digests_of_two_algorithms_are_named_as_such(ws: Path, capsys) -> None:
+    """A site that hashed with BLAKE3 against a trail of SHA-256 digests: the message names both algorithms."""
+    run_trail(ws)
+    record = site_record(ws, {0: "blake3:" + "11" * 32})
+    code, out = verify_site(capsys, ws, record)
+    assert code == 2 and "digest blake3 1111111111111111..., 10 samples) is not in the aggregator's chain" in out, out
+    assert "which holds line 3: digest sha256 0000000000000000..., 10 samples" in out, out
+    assert "(fix: the site hashed its update with blake3, the aggregator with sha256: the two ran different Accord versions" in out, out
+
+
+def verify_site(capsys: pytest.CaptureFixture[str], ws: Path, record: Path) -> tuple[int, str]:
+    capsys.readouterr()
+    code = main(["audit", "verify", "-w", str(ws), "--site", str(record)])
+    out = capsys.readouterr()
+    return code, out.out + out.err

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -67,7 +68,7 @@ def test_a_federation_leaves_a_chain_that_verifies_and_each_site_record_cross_ch
         results = [e for e in trail if e["kind"] == "result" and e["collaborator"] == name]
         assert {e["serial"] for e in results} == {serial}
         assert {e["round"] for e in results} == set(range(ROUNDS + 1))
-        assert all(len(e["update_digest"]) == 64 for e in results)
+        assert all(re.fullmatch("blake3:[0-9a-f]{64}", e["update_digest"]) for e in results)
         sent = [e for e in entries(record_of(federation, name)) if e["kind"] == "sent"]
         assert sorted((e["round"], e["task"], e["update_digest"]) for e in sent) == sorted(
             (e["round"], e["task"], e["update_digest"]) for e in results

@@ -8,8 +8,8 @@ import sys
 
 def test_import_accord_loads_no_framework() -> None:
     code = (
-        "import sys, accord, accord.tensors, accord.messages; "
-        "heavy = ('torch', 'sklearn', 'grpc', 'cryptography', 'tensorflow', 'safetensors'); "
+        "import sys, accord, accord.tensors, accord.tensors.digest, accord.messages; "
+        "heavy = ('torch', 'sklearn', 'grpc', 'cryptography', 'tensorflow', 'safetensors', 'blake3'); "
         "bad = [m for m in heavy if m in sys.modules]; "
         "sys.exit(f'imported {bad}' if bad else 0)"
     )

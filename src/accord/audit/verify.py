@@ -18,6 +18,7 @@ from cryptography import x509
 
 from accord.audit.chain import GENESIS, SEAL, STOP, parse_line, read_lines, signed_bytes
 from accord.errors import AccordError, PKIError
+from accord.tensors.digest import update_digest_algorithm
 
 FIX = "an audit file must stay as it was written: compare it with a copy kept elsewhere (a site's record, a published seal)"
 
@@ -288,11 +289,29 @@ def _check_sent(record: Chain, entry: Entry, held: list[Entry], trail: Path) -> 
     what = f"{entry.named(record.path)}: the {entry['task']} result of round {entry['round']}"
     same = [e for e in held if e["update_digest"] == entry["update_digest"] and e["sample_count"] == entry["sample_count"]]
     if not same:
-        found = "; ".join(f"line {e.line}: digest {e['update_digest'][:16]}..., {e['sample_count']} samples" for e in held)
+        found = "; ".join(f"line {e.line}: digest {_shown(e['update_digest'])}, {e['sample_count']} samples" for e in held)
         raise AuditBroken(
-            f"{what} (digest {entry['update_digest'][:16]}..., {entry['sample_count']} samples) is not in the aggregator's "
+            f"{what} (digest {_shown(entry['update_digest'])}, {entry['sample_count']} samples) is not in the aggregator's "
             f"chain {trail}" + (f", which holds {found}" if found else ", which holds no such result of this site"),
-            FIX,
+            _algorithm_fix(entry, held),
         )
     if not any(e["serial"] in record.serials for e in same):
         raise AuditBroken(f"{what}: the aggregator's chain {trail} line {same[0].line} names serial {same[0]['serial']}, not the site's certificate", FIX)
+
+
+def _shown(digest: str) -> str:
+    """An update digest cut for a message, its algorithm named (tensors/digest.py)."""
+    hexdigest = digest.rpartition(":")[2]
+    return f"{update_digest_algorithm(digest)} {hexdigest[:16]}..."
+
+
+def _algorithm_fix(entry: Entry, held: list[Entry]) -> str:
+    """FIX, or, when the site's digest and the aggregator's were made with different algorithms, why they cannot match."""
+    mine = update_digest_algorithm(entry["update_digest"])
+    theirs = {update_digest_algorithm(e["update_digest"]) for e in held}
+    if not held or mine in theirs:
+        return FIX
+    return (
+        f"the site hashed its update with {mine}, the aggregator with {', '.join(sorted(theirs))}: the two ran "
+        "different Accord versions for this result, whose digests cannot agree; run one version at both ends"
+    )
