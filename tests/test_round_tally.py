@@ -12,13 +12,18 @@ from dataclasses import replace
 
 import numpy as np
 import pytest
+from test_engine import FakeClock, make_engine
 from test_secure_restart import NAMES, SETTINGS, _engine
 from test_secure_rounds_checked import _reveal, _to_unmask
 
 from accord.aggregator import phase_checkpoint
+from accord.aggregator.stragglers import StragglerPolicy
 from accord.collaborator.secure_site import SecureSite
 from accord.errors import RefusedError
 from accord.messages import TaskResult
+from accord.plan.aggregator_settings import SecureAggregationSettings
+from accord.strategies.fedavgm import FedAvgM
+from accord.strategies.secure import SecureAggregation
 from accord.strategies.secure_phases import MASKED, MASKED_DTYPE, PHASES
 
 
@@ -113,3 +118,89 @@ def test_a_loadable_tally_closes_the_resumed_round(tmp_path) -> None:
     for name in NAMES:
         outcome = _reveal(restarted, sites, name) or outcome
     assert outcome is not None and outcome.metrics["aggregated_model_validation/accuracy"] == 0.0
+
+
+#: six sites, threshold 3: e fails in advertise, d validates and is then late with its training
+#: (the mask phase closes at its cut-off without it), a, b, c and f take part to the end
+SIX = ("a", "b", "c", "d", "f", "e")
+SURVIVORS = ("a", "b", "c", "f")
+THRESHOLD = SecureAggregationSettings(enabled=True, threshold=3)
+CUTOFF = StragglerPolicy("cutoff_time", cutoff_seconds=10.0)
+
+
+def _six(clock, **options):
+    strategy = SecureAggregation(FedAvgM(momentum=0.0), THRESHOLD)
+    return make_engine(SIX, rounds=2, strategy=strategy, clock=clock, policy=CUTOFF, **options)
+
+
+def _phase_reply(engine, name, phase, payload=b"", failure=""):
+    digest = "" if failure else engine.model_digest
+    return engine.submit(TaskResult(name, engine.round_number, phase, 0, {}, model_digest=digest, phase=phase, payload=payload, failure=failure))
+
+
+def _six_to_unmask(engine, clock, sites) -> None:
+    number = engine.round_number
+    _phase_reply(engine, "e", "advertise", failure="advertise failed (OSError)")
+    for phase in PHASES[:2]:
+        for name in SIX[:5]:
+            _phase_reply(engine, name, phase, sites[name].answer(phase, number, engine.assignment(name).payload, engine.model))
+    assert engine.current.phase == "mask"
+    for at, name in enumerate(SIX[:5], 1):
+        given, model = engine.assignment(name), engine.model
+        for task in given.tasks:
+            if task.name == "train" and name == "d":
+                break
+            tensors, metrics = None, {"accuracy": 0.4 + 0.1 * at + number, "loss": 1.0 / at}
+            if task.name == "train":
+                trained = {k: np.full_like(v, 0.1 * at) for k, v in model.items()}
+                reply = sites[name].masked(TaskResult(name, number, "train", 10 * at, {}, trained), given.payload, model)
+                tensors, metrics = {MASKED: reply.tensors[MASKED].view(np.uint64).view(MASKED_DTYPE)}, {"loss": 2.0 / at}
+            engine.submit(TaskResult(name, number, task.name, 10 * at, metrics, tensors, task_seconds=1.5 * at, model_digest=engine.model_digest, phase="mask"))
+    clock.now += 11.0
+    assert engine.tick() is None and engine.current.phase == "unmask" and engine.current.members == SURVIVORS
+
+
+def _summary(outcome) -> dict:
+    return {
+        "metrics": outcome.metrics, "records": list(outcome.records), "stragglers": outcome.stragglers, "failed": outcome.failed,
+        "slowest": outcome.slowest_task_seconds, "best": outcome.best_score, "best_model": outcome.best_model is not None,
+        "model": {k: np.asarray(v).tolist() for k, v in outcome.model.items()},
+    }
+
+
+@pytest.mark.parametrize("round_number", [0, 1])
+def test_a_round_resumed_twice_closes_as_without_a_restart(tmp_path, round_number) -> None:
+    """A site failed, one dropped after its validation, the round resumed twice from its
+    checkpoint (after a reveal each time), in round 0 or in round 1: its metrics, records,
+    stragglers, failures, slowest task time, best score and model are an uninterrupted run's."""
+    pytest.importorskip("cryptography")
+    clock = FakeClock()
+    engine = _six(clock)
+    sites = {name: SecureSite(name, THRESHOLD) for name in SIX}
+    if round_number:  # round 0 closes uninterrupted; a restart would resume in round 1
+        _six_to_unmask(engine, clock, sites)
+        for name in SURVIVORS:
+            _reveal(engine, sites, name)
+        sites = {name: SecureSite(name, THRESHOLD) for name in SIX}
+    assert engine.round_number == round_number
+    _six_to_unmask(engine, clock, sites)
+    checkpoint = engine.phase_checkpoint()
+    assert checkpoint is not None
+    phase_checkpoint.save(tmp_path, checkpoint)
+    model, best = engine.model, engine.best_score
+    uninterrupted = None
+    for name in SURVIVORS:
+        uninterrupted = _reveal(engine, sites, name) or uninterrupted
+    restarted = None
+    for revealed in ((), ("a",), ("a", "b")):  # three starts from the checkpoint: each after a reveal more
+        if restarted is not None:
+            assert restarted.current.phase == "unmask"
+        restarted = _six(FakeClock(), resume=phase_checkpoint.load(tmp_path), model=model, round_number=round_number, best_score=best)
+        for name in revealed:
+            assert _reveal(restarted, sites, name) is None
+    outcome = None
+    for name in ("c", "f"):  # the third start's: a and b revealed again before them
+        outcome = _reveal(restarted, sites, name) or outcome
+    assert uninterrupted is not None and outcome is not None
+    assert uninterrupted.stragglers == ("d",) and uninterrupted.failed == ("e",) and uninterrupted.slowest_task_seconds == 4.5 * 5
+    assert _summary(outcome) == _summary(uninterrupted)
