@@ -75,6 +75,15 @@ def _saved_with(directory, checkpoint, tally_json: str) -> None:
     (directory / phase_checkpoint.NAME).write_bytes(struct.pack(">I", len(encoded)) + encoded + checkpoint.state)
 
 
+def _at_unmask():
+    """Four sites' secure round taken to its unmask: the sites and its checkpoint."""
+    pytest.importorskip("cryptography")
+    sites = {name: SecureSite(name, SETTINGS) for name in NAMES}
+    engine = _engine()
+    _to_unmask(engine, sites)
+    return sites, engine.phase_checkpoint()
+
+
 @pytest.mark.parametrize(
     "metrics, records",
     [
@@ -89,12 +98,7 @@ def _saved_with(directory, checkpoint, tally_json: str) -> None:
     ],
 )
 def test_a_tally_no_site_could_have_sent_is_not_loaded(tmp_path, metrics, records) -> None:
-    pytest.importorskip("cryptography")
-    engine = _engine()
-    sites = {name: SecureSite(name, SETTINGS) for name in NAMES}
-    _to_unmask(engine, sites)
-    checkpoint = engine.phase_checkpoint()
-    assert checkpoint is not None
+    _, checkpoint = _at_unmask()
     _saved_with(tmp_path, checkpoint, f'{{"metrics": {metrics}, "records": {records}, "failed": {{}}, "slowest": 0.0}}')
     loaded = phase_checkpoint.load(tmp_path)
     assert loaded is None
@@ -104,12 +108,7 @@ def test_a_tally_no_site_could_have_sent_is_not_loaded(tmp_path, metrics, record
 
 def test_a_loadable_tally_closes_the_resumed_round(tmp_path) -> None:
     """The bounds are those of a result: a tally at them loads, resumes and closes the round."""
-    pytest.importorskip("cryptography")
-    engine = _engine()
-    sites = {name: SecureSite(name, SETTINGS) for name in NAMES}
-    _to_unmask(engine, sites)
-    checkpoint = engine.phase_checkpoint()
-    assert checkpoint is not None
+    sites, checkpoint = _at_unmask()
     tally = '{"metrics": [["aggregated_model_validation", "accuracy", [1e12, -1e12], [1e12, 1e12]]], "records": [], "failed": {}, "slowest": 0.0}'
     _saved_with(tmp_path, checkpoint, tally)
     restarted = _engine(resume=phase_checkpoint.load(tmp_path))
