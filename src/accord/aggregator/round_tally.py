@@ -91,9 +91,10 @@ def _text(value: Any) -> str:
 
 
 def _metric(value: Any) -> str:
-    if not METRIC_NAME.fullmatch(_text(value)):
-        raise ValueError(f"{value[:64]!r} where a metric name belongs")
-    return str(value)
+    name = _text(value)
+    if not METRIC_NAME.fullmatch(name):
+        raise ValueError(f"{name[:64]!r} where a metric name belongs")
+    return name
 
 
 def _number(value: Any) -> float:
