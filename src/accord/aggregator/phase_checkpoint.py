@@ -78,7 +78,7 @@ def load(directory: Path) -> PhaseCheckpoint | None:
         return PhaseCheckpoint(
             int(header["round"]), str(header["digest"]), int(header["index"]), str(header["phase"]), members, data[4 + size :], tally
         )
-    except (OSError, ValueError, KeyError, TypeError, struct.error):
+    except (OSError, ValueError, KeyError, TypeError, RecursionError, struct.error):  # RecursionError: JSON nested too deep
         return None
 
 

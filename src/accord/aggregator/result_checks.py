@@ -15,6 +15,9 @@ MAX_SAMPLE_COUNT = 10**12
 #: a metric value of a larger magnitude is refused as absurd (so aggregated metrics and the
 #: best score stay finite; losses in squared units may honestly be large, hence not smaller).
 MAX_METRIC_MAGNITUDE = 1e12
+#: a task time of a larger magnitude (seconds; about 32 years) is refused as absurd, so a site's
+#: task times summed stay finite (a round's slowest task time is saved in its phase checkpoint)
+MAX_TASK_SECONDS = 1e9
 #: a result with more metrics than this is refused.
 MAX_METRICS = 64
 #: what a metric name may be: it is logged and written to metrics.jsonl.
@@ -62,8 +65,11 @@ def check_report(result: TaskResult) -> None:
             f"expected 1..{MAX_SAMPLE_COUNT}",
             kind="payload",
         )
-    if not math.isfinite(result.task_seconds):
-        raise RefusedError(f"result from {origin}: task time is {result.task_seconds}", kind="payload")
+    if not math.isfinite(result.task_seconds) or abs(result.task_seconds) > MAX_TASK_SECONDS:
+        raise RefusedError(
+            f"result from {origin}: task time is {result.task_seconds} s; expected a finite time of at most {MAX_TASK_SECONDS:g} s",
+            kind="payload",
+        )
     if len(result.metrics) > MAX_METRICS:
         raise RefusedError(f"result from {origin} carries {len(result.metrics)} metrics; at most {MAX_METRICS}", kind="payload")
     for metric, value in result.metrics.items():

@@ -6,7 +6,10 @@ a round resumed there (secure aggregation's ``unmask``) closes with the mask pha
 records, failures and best-model judgement of an uninterrupted run: written once a round,
 O(records), beside the phases' own state; nothing per result. Plain JSON values, parsed
 strictly: metric values and sample counts are what the sites sent in the clear (they weigh the
-round's metrics as for every result), no secret.
+round's metrics as for every result), no secret; read back, each must be what a result may
+carry (aggregator/result_checks.py: a count in 1..MAX_SAMPLE_COUNT, a value of magnitude at most
+MAX_METRIC_MAGNITUDE, a metric name METRIC_NAME matches), so a file no site could have made is
+not resumed from (it would skew the round's means, or overflow them as the round closes).
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from accord.aggregator.open_round import OpenRound
+from accord.aggregator.result_checks import MAX_METRIC_MAGNITUDE, MAX_SAMPLE_COUNT, METRIC_NAME
 
 
 @dataclass(frozen=True)
@@ -66,8 +70,8 @@ class RoundTally:
         for task, metric, values, counts in _list(data["metrics"]):
             if len(_list(values)) != len(_list(counts)):
                 raise ValueError("a metric's values and counts differ in number")
-            metrics.append((_text(task), _text(metric), tuple(map(_number, values)), tuple(map(_number, counts))))
-        records = tuple((_text(o), _text(t), _text(m), _number(v)) for o, t, m, v in _list(data["records"]))
+            metrics.append((_text(task), _metric(metric), tuple(map(_value, values)), tuple(map(_count, counts))))
+        records = tuple((_text(o), _text(t), _metric(m), _value(v)) for o, t, m, v in _list(data["records"]))
         failed = data["failed"]
         if not isinstance(failed, dict):
             raise TypeError("the failures are not a mapping")
@@ -86,7 +90,34 @@ def _text(value: Any) -> str:
     return value
 
 
+def _metric(value: Any) -> str:
+    name = _text(value)
+    if not METRIC_NAME.fullmatch(name):
+        raise ValueError(f"{name[:64]!r} where a metric name belongs")
+    return name
+
+
 def _number(value: Any) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
-        raise ValueError(f"{value!r} where a finite number belongs")
-    return float(value)
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ValueError(f"{type(value).__name__} where a number belongs")
+    try:
+        number = float(value)
+    except OverflowError:  # an int beyond a float
+        raise ValueError("an integer beyond a float where a number belongs") from None
+    if not math.isfinite(number):
+        raise ValueError(f"{number!r} where a finite number belongs")
+    return number
+
+
+def _value(value: Any) -> float:
+    number = _number(value)
+    if abs(number) > MAX_METRIC_MAGNITUDE:
+        raise ValueError(f"metric value {number!r}: of magnitude at most {MAX_METRIC_MAGNITUDE:g}")
+    return number
+
+
+def _count(value: Any) -> float:
+    number = _number(value)
+    if not 0 < number <= MAX_SAMPLE_COUNT:
+        raise ValueError(f"sample count {number!r}: expected 1..{MAX_SAMPLE_COUNT}")
+    return number
