@@ -11,7 +11,7 @@ import blake3
 import numpy as np
 import pytest
 
-from accord.errors import AccordError
+from accord.errors import AccordError, RefusedError
 from accord.tensors.codec import TensorAssembler
 from accord.tensors.digest import UpdateDigest, update_digest_algorithm
 from accord.transport import chunk_views, wire
@@ -101,3 +101,18 @@ def test_without_the_blake3_package_the_message_names_it_and_the_fix(monkeypatch
     with pytest.raises(AccordError) as caught:
         UpdateDigest()
     assert "needs the blake3 package" in caught.value.message and "pip install 'blake3" in str(caught.value.fix)
+
+
+def test_an_offset_past_int64_is_hashed_and_left_to_the_assembler_to_refuse() -> None:
+    """``offset`` travels as a uint64: one past int64 (a lying site's) is hashed as the same 8
+    bytes any offset is, and the assembler refuses it; it does not overflow the digest."""
+    assert one_chunk(offset=(1 << 64) - 1) != one_chunk(offset=0)
+    assembler = TensorAssembler({"w": ("float32", (4,))}, max_total_bytes=1 << 20)
+    with pytest.raises(RefusedError, match="chunk at byte 9223372036854775808"):
+        _take_chunks(UpdateDigest(), assembler, 1, [("w", "float32", (4,), 1 << 63, b"\x01" * 16, "")])
+
+
+@pytest.mark.parametrize("field_name", ["dtype", "encoding"])
+def test_two_texts_that_differ_hash_apart_even_outside_ascii(field_name: str) -> None:
+    """A peer may send any text: two different dtypes (or encodings) never hash the same."""
+    assert one_chunk(**{field_name: "flo\u00e9t32"}) != one_chunk(**{field_name: "flo?t32"})

@@ -63,11 +63,12 @@ LEGACY_UPDATE_ALGORITHM = "sha256"
 class UpdateDigest:
     """BLAKE3-256 of an update as it travels, as ``blake3:<hex>``: the tag ``accord-update-v2``,
     then for each tensor chunk in the order sent its name, dtype, shape, offset, encoding and
-    data, each field length-prefixed. The site hashes the chunks it sends, the aggregator those
-    it receives, as it reads them (the audit trail, accord/audit/): equal digests, the same
-    bytes. BLAKE3 (the ``blake3`` package, a dependency of the wire, imported here only) hashes
-    ~3.5x as fast as SHA-256 even with the CPU's SHA instructions (bench/audit_signing.py): it
-    is on the upload's path at both ends."""
+    data, each field length-prefixed (texts in UTF-8, the offset as 8 unsigned bytes, as it
+    travels). The site hashes the chunks it sends, the aggregator those it receives, as it
+    reads them (the audit trail, accord/audit/): equal digests, the same bytes. BLAKE3 (the
+    ``blake3`` package, a dependency of the wire, imported here only) hashes ~3.5x as fast as
+    SHA-256 even with the CPU's SHA instructions (bench/audit_signing.py): it is on the
+    upload's path at both ends."""
 
     def __init__(self) -> None:
         self._h = _blake3()
@@ -76,11 +77,11 @@ class UpdateDigest:
     def add(self, name: str, dtype: str, shape: tuple[int, ...], offset: int, encoding: str, data: bytes | memoryview) -> None:
         """Hash one chunk."""
         h = self._h
-        _field(h, name.encode("utf-8"))
-        _field(h, dtype.encode("ascii", "replace"))
+        _field(h, _text(name))
+        _field(h, _text(dtype))
         _field(h, b"".join(int(d).to_bytes(8, "little", signed=True) for d in shape))
-        h.update(int(offset).to_bytes(8, "little", signed=True))
-        _field(h, encoding.encode("ascii", "replace"))
+        h.update(int(offset).to_bytes(8, "little"))  # a uint64: one past the tensor is the assembler's to refuse
+        _field(h, _text(encoding))
         view = memoryview(data).cast("B")
         h.update(view.nbytes.to_bytes(8, "little"))
         h.update(view)
@@ -88,6 +89,11 @@ class UpdateDigest:
     def hexdigest(self) -> str:
         """``blake3:`` and the 32-byte digest in hex."""
         return f"{UPDATE_ALGORITHM}:{self._h.hexdigest()}"
+
+
+def _text(value: str) -> bytes:
+    """A text field's bytes: UTF-8, so two different texts (a peer may send any) never hash alike."""
+    return value.encode("utf-8", "surrogatepass")
 
 
 def update_digest_algorithm(digest: str) -> str:
