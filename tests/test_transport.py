@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import sys
 import threading
 import time
 from pathlib import Path
@@ -768,3 +769,15 @@ def test_the_grpc_client_counts_every_chunk_each_way(pki) -> None:
         assert 1 < len(up) < len(down) and sum(up) > raw  # one count a message (small tensors share one), with their framing
     finally:
         fed.close()
+
+
+def test_without_the_blake3_package_the_aggregator_does_not_start(pki, monkeypatch) -> None:
+    """Every upload needs the update digest: a missing blake3 is one message at start, not an
+    incident at each upload of a round already open."""
+    monkeypatch.setitem(sys.modules, "blake3", None)  # as if it were not installed
+    server = GrpcAggregatorServer(FakeService(small_model()), "127.0.0.1", 0, pki["server"])
+    try:
+        with pytest.raises(AccordError, match="needs the blake3 package"):
+            server.start()
+    finally:
+        server.stop(0)

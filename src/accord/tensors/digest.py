@@ -103,6 +103,12 @@ def update_digest_algorithm(digest: str) -> str:
     return algorithm if colon else LEGACY_UPDATE_ALGORITHM
 
 
+def require_update_digest() -> None:
+    """AccordError now if no update digest can be made (the blake3 package missing): called as
+    the aggregator's upload path and a site's record are made, so it stops a start, not a round."""
+    _blake3()
+
+
 def _blake3() -> Hasher:
     try:
         from blake3 import blake3
