@@ -94,6 +94,8 @@ def test_the_sites_digest_is_the_aggregators_of_the_messages_received() -> None:
 def test_a_digest_names_its_algorithm_and_a_bare_one_is_sha256() -> None:
     assert update_digest_algorithm(one_chunk()) == "blake3"
     assert update_digest_algorithm("ab" * 32) == "sha256"  # what audit records of earlier versions hold
+    odd = ["md5:" + "ab" * 32, "blake3:", "BLAKE3:" + "ab" * 32, "blake3:" + "AB" * 32, "ab" * 31, "ab" * 32 + "\n", "sha256:" + "ab" * 32, ""]
+    assert [update_digest_algorithm(digest) for digest in odd] == [None] * len(odd)  # no Accord writes them
 
 
 def test_without_the_blake3_package_the_message_names_it_and_the_fix(monkeypatch: pytest.MonkeyPatch) -> None:

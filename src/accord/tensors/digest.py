@@ -96,11 +96,19 @@ def _text(value: str) -> bytes:
     return value.encode("utf-8", "surrogatepass")
 
 
-def update_digest_algorithm(digest: str) -> str:
-    """The algorithm an update digest was made with: the name before its ``:``, or
-    LEGACY_UPDATE_ALGORITHM for a bare hex digest (an audit record of an earlier Accord)."""
-    algorithm, colon, _ = digest.partition(":")
-    return algorithm if colon else LEGACY_UPDATE_ALGORITHM
+def update_digest_algorithm(digest: str) -> str | None:
+    """The algorithm an update digest was made with: UPDATE_ALGORITHM for ``blake3:`` and 64
+    lower-case hex digits, LEGACY_UPDATE_ALGORITHM for the 64 bare (an audit record of an
+    earlier Accord); None for any other string, which no Accord writes."""
+    algorithm, colon, hexdigest = digest.partition(":")
+    if not colon:
+        algorithm, hexdigest = LEGACY_UPDATE_ALGORITHM, digest
+    elif algorithm != UPDATE_ALGORITHM:
+        return None
+    return algorithm if len(hexdigest) == 64 and set(hexdigest) <= _HEX_DIGITS else None
+
+
+_HEX_DIGITS = frozenset("0123456789abcdef")
 
 
 def require_update_digest() -> None:
