@@ -58,6 +58,7 @@ UPDATE_ALGORITHM = "blake3"
 #: what a bare 64-hex update digest is: one written before the digest named its algorithm
 #: (SHA-256 of the same fields after the tag ``accord-update-v1``); such records still verify
 LEGACY_UPDATE_ALGORITHM = "sha256"
+_HEX_DIGITS = frozenset("0123456789abcdef")
 
 
 class UpdateDigest:
@@ -106,9 +107,6 @@ def update_digest_algorithm(digest: str) -> str | None:
     elif algorithm != UPDATE_ALGORITHM:
         return None
     return algorithm if len(hexdigest) == 64 and set(hexdigest) <= _HEX_DIGITS else None
-
-
-_HEX_DIGITS = frozenset("0123456789abcdef")
 
 
 def require_update_digest() -> None:
