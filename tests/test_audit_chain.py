@@ -5,6 +5,7 @@ the entry before, a bad last entry refused in one line, the journal's replay cha
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 import pytest
@@ -95,3 +96,17 @@ def test_a_second_writer_of_a_site_record_is_refused(tmp_path: Path) -> None:
     SiteRecord(path, sign, "a", pem, "p" * 96, "w" * 96, 1 << 20).close()
     assert [e["kind"] for e in rows(path)] == ["start", "stop", "seal", "restart", "stop", "seal"]
 
+
+
+def test_without_the_blake3_package_a_site_does_not_start(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The record hashes each result the aggregator acknowledged: a missing blake3 is one message
+    as the site starts (no record begun), not a stop after its first result went in unrecorded."""
+    cert_dir = tmp_path / "cert"
+    make_federation_pki(cert_dir, "localhost", ["a"])
+    layout = CertLayout(cert_dir)
+    sign = signer_for(load_private_key(layout.collaborator_key("a")))
+    path = tmp_path / "logs" / "audit-a.jsonl"
+    monkeypatch.setitem(sys.modules, "blake3", None)  # as if it were not installed
+    with pytest.raises(AccordError, match="needs the blake3 package"):
+        SiteRecord(path, sign, "a", layout.collaborator_cert("a").read_bytes(), "p" * 96, "w" * 96, 1 << 20)
+    assert not path.exists()

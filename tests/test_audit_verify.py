@@ -226,6 +226,22 @@ def test_digests_of_two_algorithms_are_named_as_such(ws: Path, capsys) -> None:
     assert "(fix: the site hashed its update with blake3, the aggregator with sha256: the two ran different Accord versions" in out, out
 
 
+@pytest.mark.parametrize(
+    "forged",
+    ["md5:" + "11" * 32, "blake3:", "BLAKE3:" + "11" * 32, "blake3:" + "11" * 31, "11" * 31, " " + "11" * 32, ""],
+    ids=["another-prefix", "a-prefix-without-hex", "upper-case", "short-hex", "short-bare", "whitespace", "empty"],
+)
+def test_a_digest_no_accord_writes_is_not_excused_as_another_version(ws: Path, capsys, forged: str) -> None:
+    """A site record whose digest is of no form Accord writes (``blake3:`` and 64 lower-case hex,
+    or 64 bare for SHA-256) is refused as not as written, not explained away as a version mismatch."""
+    run_trail(ws)
+    record = site_record(ws, {0: forged})
+    code, out = verify_site(capsys, ws, record)
+    assert code == 2 and "is not in the aggregator's chain" in out, out
+    assert "different Accord versions" not in out and "not an update digest Accord writes" in out, out
+    assert "(fix: an audit file must stay as it was written" in out, out
+
+
 def verify_site(capsys: pytest.CaptureFixture[str], ws: Path, record: Path) -> tuple[int, str]:
     capsys.readouterr()
     code = main(["audit", "verify", "-w", str(ws), "--site", str(record)])

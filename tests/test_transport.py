@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import sys
 import threading
 import time
 from pathlib import Path
@@ -416,6 +417,8 @@ def test_malformed_streams_are_refused(federation):
         "truncated: 64 of 128": [_header(1), _chunk("dense.bias", "float32", (32,), 0, bias[:64])],
         "only tensor chunks": [_header(1), _header(1)],
         "dtype 'object'": [_header(1), _chunk("dense.bias", "object", (32,), 0, bias)],
+        # past int64 (offset is a uint64): refused by the assembler, not an overflow of the update digest
+        "chunk at byte 9223372036854775808": [_header(1), _chunk("dense.bias", "float32", (32,), 1 << 63, bias)],
     }
     for match, messages in cases.items():
         with pytest.raises(grpc.RpcError) as info:
@@ -766,3 +769,15 @@ def test_the_grpc_client_counts_every_chunk_each_way(pki) -> None:
         assert 1 < len(up) < len(down) and sum(up) > raw  # one count a message (small tensors share one), with their framing
     finally:
         fed.close()
+
+
+def test_without_the_blake3_package_the_aggregator_does_not_start(pki, monkeypatch) -> None:
+    """Every upload needs the update digest: a missing blake3 is one message at start, not an
+    incident at each upload of a round already open."""
+    monkeypatch.setitem(sys.modules, "blake3", None)  # as if it were not installed
+    server = GrpcAggregatorServer(FakeService(small_model()), "127.0.0.1", 0, pki["server"])
+    try:
+        with pytest.raises(AccordError, match="needs the blake3 package"):
+            server.start()
+    finally:
+        server.stop(0)

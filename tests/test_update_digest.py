@@ -11,7 +11,7 @@ import blake3
 import numpy as np
 import pytest
 
-from accord.errors import AccordError
+from accord.errors import AccordError, RefusedError
 from accord.tensors.codec import TensorAssembler
 from accord.tensors.digest import UpdateDigest, update_digest_algorithm
 from accord.transport import chunk_views, wire
@@ -94,6 +94,8 @@ def test_the_sites_digest_is_the_aggregators_of_the_messages_received() -> None:
 def test_a_digest_names_its_algorithm_and_a_bare_one_is_sha256() -> None:
     assert update_digest_algorithm(one_chunk()) == "blake3"
     assert update_digest_algorithm("ab" * 32) == "sha256"  # what audit records of earlier versions hold
+    odd = ["md5:" + "ab" * 32, "blake3:", "BLAKE3:" + "ab" * 32, "blake3:" + "AB" * 32, "ab" * 31, "ab" * 32 + "\n", "sha256:" + "ab" * 32, ""]
+    assert [update_digest_algorithm(digest) for digest in odd] == [None] * len(odd)  # no Accord writes them
 
 
 def test_without_the_blake3_package_the_message_names_it_and_the_fix(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -101,3 +103,18 @@ def test_without_the_blake3_package_the_message_names_it_and_the_fix(monkeypatch
     with pytest.raises(AccordError) as caught:
         UpdateDigest()
     assert "needs the blake3 package" in caught.value.message and "pip install 'blake3" in str(caught.value.fix)
+
+
+def test_an_offset_past_int64_is_hashed_and_left_to_the_assembler_to_refuse() -> None:
+    """``offset`` travels as a uint64: one past int64 (a lying site's) is hashed as the same 8
+    bytes any offset is, and the assembler refuses it; it does not overflow the digest."""
+    assert one_chunk(offset=(1 << 64) - 1) != one_chunk(offset=0)
+    assembler = TensorAssembler({"w": ("float32", (4,))}, max_total_bytes=1 << 20)
+    with pytest.raises(RefusedError, match="chunk at byte 9223372036854775808"):
+        _take_chunks(UpdateDigest(), assembler, 1, [("w", "float32", (4,), 1 << 63, b"\x01" * 16, "")])
+
+
+@pytest.mark.parametrize("field_name", ["dtype", "encoding"])
+def test_two_texts_that_differ_hash_apart_even_outside_ascii(field_name: str) -> None:
+    """A peer may send any text: two different dtypes (or encodings) never hash the same."""
+    assert one_chunk(**{field_name: "flo\u00e9t32"}) != one_chunk(**{field_name: "flo?t32"})

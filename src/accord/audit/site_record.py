@@ -13,6 +13,7 @@ from accord.audit.chain import ChainInUse, ChainWriter
 from accord.audit.trail import identity
 from accord.messages import TaskResult
 from accord.tensors.compression import Encoded
+from accord.tensors.digest import require_update_digest
 
 
 def record_path(name: str) -> str:
@@ -34,6 +35,7 @@ class SiteRecord:
         workspace_hash: str,
         chunk_bytes: int,
     ) -> None:
+        require_update_digest()  # each acknowledged result is hashed: refused as the site starts, before its record
         try:
             self._chain = ChainWriter(path, sign)
         except ChainInUse:

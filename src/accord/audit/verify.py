@@ -301,15 +301,18 @@ def _check_sent(record: Chain, entry: Entry, held: list[Entry], trail: Path) -> 
 
 def _shown(digest: str) -> str:
     """An update digest cut for a message, its algorithm named (tensors/digest.py)."""
-    hexdigest = digest.rpartition(":")[2]
-    return f"{update_digest_algorithm(digest)} {hexdigest[:16]}..."
+    algorithm = update_digest_algorithm(digest)
+    if algorithm is None:
+        return f"{digest[:24]!r}, not an update digest Accord writes"
+    return f"{algorithm} {digest.rpartition(':')[2][:16]}..."
 
 
 def _algorithm_fix(entry: Entry, held: list[Entry]) -> str:
-    """FIX, or, when the site's digest and the aggregator's were made with different algorithms, why they cannot match."""
+    """FIX, or, when the site's digest and the aggregator's were made with different algorithms
+    (each a digest Accord writes, else FIX), why they cannot match."""
     mine = update_digest_algorithm(entry["update_digest"])
-    theirs = {update_digest_algorithm(e["update_digest"]) for e in held}
-    if not held or mine in theirs:
+    theirs = {algorithm for e in held if (algorithm := update_digest_algorithm(e["update_digest"])) is not None}
+    if mine is None or not theirs or mine in theirs:
         return FIX
     return (
         f"the site hashed its update with {mine}, the aggregator with {', '.join(sorted(theirs))}: the two ran "

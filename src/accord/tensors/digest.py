@@ -58,16 +58,18 @@ UPDATE_ALGORITHM = "blake3"
 #: what a bare 64-hex update digest is: one written before the digest named its algorithm
 #: (SHA-256 of the same fields after the tag ``accord-update-v1``); such records still verify
 LEGACY_UPDATE_ALGORITHM = "sha256"
+_HEX_DIGITS = frozenset("0123456789abcdef")
 
 
 class UpdateDigest:
     """BLAKE3-256 of an update as it travels, as ``blake3:<hex>``: the tag ``accord-update-v2``,
     then for each tensor chunk in the order sent its name, dtype, shape, offset, encoding and
-    data, each field length-prefixed. The site hashes the chunks it sends, the aggregator those
-    it receives, as it reads them (the audit trail, accord/audit/): equal digests, the same
-    bytes. BLAKE3 (the ``blake3`` package, a dependency of the wire, imported here only) hashes
-    ~3.5x as fast as SHA-256 even with the CPU's SHA instructions (bench/audit_signing.py): it
-    is on the upload's path at both ends."""
+    data, each field length-prefixed (texts in UTF-8, the offset as 8 unsigned bytes, as it
+    travels). The site hashes the chunks it sends, the aggregator those it receives, as it
+    reads them (the audit trail, accord/audit/): equal digests, the same bytes. BLAKE3 (the
+    ``blake3`` package, a dependency of the wire, imported here only) hashes ~3.5x as fast as
+    SHA-256 even with the CPU's SHA instructions (bench/audit_signing.py): it is on the
+    upload's path at both ends."""
 
     def __init__(self) -> None:
         self._h = _blake3()
@@ -76,11 +78,11 @@ class UpdateDigest:
     def add(self, name: str, dtype: str, shape: tuple[int, ...], offset: int, encoding: str, data: bytes | memoryview) -> None:
         """Hash one chunk."""
         h = self._h
-        _field(h, name.encode("utf-8"))
-        _field(h, dtype.encode("ascii", "replace"))
+        _field(h, _text(name))
+        _field(h, _text(dtype))
         _field(h, b"".join(int(d).to_bytes(8, "little", signed=True) for d in shape))
-        h.update(int(offset).to_bytes(8, "little", signed=True))
-        _field(h, encoding.encode("ascii", "replace"))
+        h.update(int(offset).to_bytes(8, "little"))  # a uint64: one past the tensor is the assembler's to refuse
+        _field(h, _text(encoding))
         view = memoryview(data).cast("B")
         h.update(view.nbytes.to_bytes(8, "little"))
         h.update(view)
@@ -90,11 +92,27 @@ class UpdateDigest:
         return f"{UPDATE_ALGORITHM}:{self._h.hexdigest()}"
 
 
-def update_digest_algorithm(digest: str) -> str:
-    """The algorithm an update digest was made with: the name before its ``:``, or
-    LEGACY_UPDATE_ALGORITHM for a bare hex digest (an audit record of an earlier Accord)."""
-    algorithm, colon, _ = digest.partition(":")
-    return algorithm if colon else LEGACY_UPDATE_ALGORITHM
+def _text(value: str) -> bytes:
+    """A text field's bytes: UTF-8, so two different texts (a peer may send any) never hash alike."""
+    return value.encode("utf-8", "surrogatepass")
+
+
+def update_digest_algorithm(digest: str) -> str | None:
+    """The algorithm an update digest was made with: UPDATE_ALGORITHM for ``blake3:`` and 64
+    lower-case hex digits, LEGACY_UPDATE_ALGORITHM for the 64 bare (an audit record of an
+    earlier Accord); None for any other string, which no Accord writes."""
+    algorithm, colon, hexdigest = digest.partition(":")
+    if not colon:
+        algorithm, hexdigest = LEGACY_UPDATE_ALGORITHM, digest
+    elif algorithm != UPDATE_ALGORITHM:
+        return None
+    return algorithm if len(hexdigest) == 64 and set(hexdigest) <= _HEX_DIGITS else None
+
+
+def require_update_digest() -> None:
+    """AccordError now if no update digest can be made (the blake3 package missing): called as
+    the aggregator's upload path and a site's record are made, so it stops a start, not a round."""
+    _blake3()
 
 
 def _blake3() -> Hasher:

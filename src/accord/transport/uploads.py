@@ -23,7 +23,7 @@ import grpc
 from accord.errors import RefusedError
 from accord.plan.compression import CompressionSettings
 from accord.tensors.codec import Destination, InMemory, TensorAssembler
-from accord.tensors.digest import UpdateDigest
+from accord.tensors.digest import UpdateDigest, require_update_digest
 from accord.tensors.encodings import Decoding
 from accord.transport import wire
 from accord.transport.admission import CallLimits, check_claim, peer_serial
@@ -54,6 +54,7 @@ class Uploads:
         compression: CompressionSettings,
         chunk_bytes: int,
     ) -> None:
+        require_update_digest()  # every upload hashes its chunks: refused at the server's start, not at each upload
         self._service = service
         self._compression = compression
         self._chunk_bytes = chunk_bytes
