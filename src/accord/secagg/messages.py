@@ -94,8 +94,8 @@ class SignedAdvert:
 class Sealed(NamedTuple):
     """A sealed share pair as it travels: the AES-GCM nonce, the dealer's commitments to the
     b-share and the s-share (in the clear, bound by the ciphertext's associated data) and the
-    ciphertext with its tag. (A NamedTuple, immutable like the dataclasses here: a round parses
-    O(n k) of them and a reveal each, and a tuple is made several times faster.)"""
+    ciphertext with its tag. (A NamedTuple, immutable like the dataclasses here: the aggregator
+    parses O(n k) of them a round, and a tuple is made several times faster.)"""
 
     nonce: bytes
     b_commit: bytes
@@ -107,8 +107,9 @@ class Sealed(NamedTuple):
         return self.b_commit if secret == SECRET_SELF else self.s_commit
 
 
-class Reveal(NamedTuple):
-    """One share a surviving site reveals of another site's secret (a NamedTuple, as Sealed)."""
+@dataclass(frozen=True)
+class Reveal:
+    """One share a surviving site reveals of another site's secret."""
 
     secret: int
     index: int
