@@ -101,6 +101,7 @@ def open_share(key: bytes, nonce: bytes, ciphertext: bytes, aad: bytes, what: st
 
 
 _U16, _KIND_INDEX = struct.Struct(">H"), struct.Struct(">BH")
+_COMMIT_LABEL = label("share-commit")
 
 #: ring elements a Masker expands at a time (1 MiB of keystream), into buffers it reuses
 CHUNK = 1 << 17
@@ -155,8 +156,8 @@ def commit_share(round_seed: bytes, dealer: str, holder: str, secret: int, index
 
     Binding: a holder cannot find another share with the same commitment. Hiding: each share is
     a uniformly random 128-bit field element, so finding it from the digest is a 2^128 search."""
-    prefix = label("share-commit", dealer, holder)
-    return hashlib.sha256(b"".join((prefix, _U16.pack(len(round_seed)), round_seed, _KIND_INDEX.pack(secret, index), share))).digest()
+    parts = (_COMMIT_LABEL, _name_field(dealer), _name_field(holder), _U16.pack(len(round_seed)), round_seed, _KIND_INDEX.pack(secret, index), share)
+    return hashlib.sha256(b"".join(parts)).digest()  # the digest of label("share-commit", dealer, holder) + the rest
 
 
 def self_mask_key(b: bytes, site: str, round_seed: bytes) -> bytes:

@@ -73,6 +73,8 @@ class ServerSession:
         self._phase = _ADVERTS
         self._adverts: dict[str, bytes] = {}
         self._keys: dict[bytes, str] = {}
+        #: a throwaway key, one per session: an advertised low-order point fails the exchange with it
+        self._probe = crypto.X25519PrivateKey.generate()
         self._parsed: dict[str, Advert] = {}
         self._graph: Neighbourhood | None = None
         self._digest = b""
@@ -85,6 +87,7 @@ class ServerSession:
         self._masked: set[str] = set()
         self._declared: dict[str, int] = {}
         self._request: tuple[list[str], list[str]] | None = None
+        self._statement = b""
         self._verify = verify
         self._credentials: dict[str, bytes] = {}
         self._confirmations: dict[str, bytes] = {}
@@ -117,9 +120,8 @@ class ServerSession:
             raise SecAggRefused(f"site {site!r} already advertised other keys this round", "advertise once per round")
         signed = read_advert(advert, f"the advert of {site!r}") if self._verify is None else check_advert(self._verify, self.round_seed, site, advert)
         parsed = signed.advert
-        probe = crypto.X25519PrivateKey.generate()  # a throwaway key: a low-order point fails the exchange
         for name, key in (("c_pk", parsed.c_pk), ("s_pk", parsed.s_pk)):
-            crypto.agree(probe, key, f"the {name} in the advert of {site!r}")
+            crypto.agree(self._probe, key, f"the {name} in the advert of {site!r}")
         reused = [self._keys[key] for key in (parsed.c_pk, parsed.s_pk) if key in self._keys]
         if reused or parsed.c_pk == parsed.s_pk:
             raise SecAggRefused(f"site {site!r} advertises keys already advertised (by {reused[:1]})", "each site draws fresh keys each round")
@@ -203,6 +205,7 @@ class ServerSession:
         if self._request is None:
             self._at_least(len(self._masked), "sent masked updates")
             self._request = (sorted(self._masked), sorted(self._sharers - self._masked))
+            self._statement = survivors_statement(self.round_seed, self._digest, *self._request)  # what confirmations sign
             self._short = len(self._sharers)
             self._phase = _CONFIRMS
         return list(self._request[0]), list(self._request[1])
@@ -217,10 +220,7 @@ class ServerSession:
         if site in self._confirmations:
             raise SecAggRefused(f"site {site!r} already sent another confirmation this round", "confirm once per round", kind="state")
         signature = decode_confirmation(confirmation, f"the confirmation of {site!r}")
-        assert self._request is not None
-        if self._verify is not None and not self._verify(
-            site, self._credentials[site], survivors_statement(self.round_seed, self._digest, *self._request), signature
-        ):
+        if self._verify is not None and not self._verify(site, self._credentials[site], self._statement, signature):
             raise SecAggRefused(
                 f"the confirmation of {site!r} is not its valid signature on this round's survivor list",
                 "send the confirmation SiteSession.confirm returned, unchanged",
