@@ -1,7 +1,7 @@
 """Secure aggregation (SecAgg+ as the engine's phases) against plain FedAvg, same model, same run.
 
-    .venv/bin/python bench/secagg.py [--sites 10,50,100] [--dropouts 0,0.3] [--params 100000] [--repeats 3]
-        [--samples 512] [--epochs 5] [--workers N]
+    .venv/bin/python bench/secagg.py [--sites 10,50,100] [--dropouts 0,0.3] [--modes unsigned,signed]
+        [--params 100000] [--repeats 3] [--samples 512] [--epochs 5] [--workers N]
 
 Lightweight in-process sites over the real RoundEngine: the aggregator side is the engine with
 ``SecureAggregation(FedAvg())`` (strategies/secure.py: accord.secagg's ServerSession, its
@@ -12,17 +12,35 @@ site answers its phases with the real site code (collaborator/secure_site.py: ac
 SiteSession, X25519, AES-GCM, AES-CTR masks, Shamir shares) on payloads that went through the
 engine. No network. The model is a torch MLP 64-H-10 with ~``--params`` float32 values; each
 site's update is its local training: ``--epochs`` of SGD (batch 16) over ``--samples`` digits
-drawn for it (seeded by its number), done once per site and repeat and used by both rounds
-(the same training in both). The rounds run with BLAS on one thread, as the serving aggregator
+drawn for it (seeded by its number), done once per site and repeat and used by every round
+(the same training in each). The rounds run with BLAS on one thread, as the serving aggregator
 does (aggregator/serve.py). A ``--dropouts`` share of the cohort drops in the worst phase
 for SecAgg+ (after sharing, before masking: its pairwise masks are rebuilt from shares), and
 the same share never replies in plain FedAvg; the phases close under cutoff_time (an
 injected clock), the round with FedAvg over the survivors.
 
-Figures, per N and dropout share (min and median over the repeats, interleaved):
+``--modes``: the secure rounds run beside each plain one, interleaved (plain, unsigned, signed
+in each repeat), one row each against the same plain rounds:
+- unsigned: the bare library's four phases (advertise, share, mask, unmask);
+- signed: the deployment's configuration (SIGNED_PHASES): each site signs its advert, which
+  carries its certificate, checks its neighbours' adverts, signs the survivor list in the
+  ``confirm`` phase and checks the threshold of survivors' confirmations before it reveals;
+  the aggregator checks every advert and confirmation as it arrives. Real certificates: a CA and
+  a key and certificate per site made by accord.pki.ca.make_federation_pki (what ``fx`` runs;
+  the default key, ECDSA P-384) in a temporary folder, each site's Signing from
+  collaborator/secure_site.py ``site_signing`` and the aggregator's verifier from
+  aggregator/serve.py ``site_verifier``, made once for the run as a site and a serving
+  aggregator make them once per process. Each verifier checks a certificate's chain once and
+  then only its revocation (pki/signatures.py CollaboratorVerifier), so before the timed
+  rounds at each N one untimed signed round (0% dropouts) has the verifiers meet every
+  certificate; its figures are printed (a federation's first round).
+
+Figures, per N, dropout share and mode (min and median over the repeats):
 - aggregator CPU (s): CPU spent in the engine's calls for the round (assignments, submits, the
-  close and unmasking), the aggregator's process and its mask workers together, and its
-  ratio secure/plain; beside it, the secure round's process and workers apart (median);
+  close and unmasking; in a signed round the certificate and signature checks), the
+  aggregator's process and its mask workers together, and its ratio secure/plain; beside it,
+  the secure round's process and workers apart (median). The workers' CPU is read from /proc
+  outside the window the process's own CPU is measured in;
 - round time (s), the issue's measure: sites train and answer in parallel, so a round is the
   slowest site's training, plus, per phase, the slowest site's CPU in it, plus the
   aggregator's time: its process's CPU in its calls and its workers' CPU divided by their
@@ -31,7 +49,10 @@ Figures, per N and dropout share (min and median over the repeats, interleaved):
   the issue's goal is <= 2x at N = 100 with 30% dropouts;
 - aggregation only (s): the same without the training, and its ratio: what secure
   aggregation itself costs against plain FedAvg's summing (not the goal's measure);
-- training (s): the slowest site's training, the same in both;
+- training (s): the slowest site's training, the same in every round;
+- the slowest site's CPU per phase (s, median): what the sites add to the round, phase by
+  phase (signing and checking signatures in a signed round's advertise, share, confirm and
+  unmask);
 - bytes per site: what one surviving site sends and receives (the model download, phase
   payloads, the update or masked update), and its ratio secure/plain (Bonawitz et al. report
   1.73x at 2^10 users and 2^20 values);
@@ -45,6 +66,7 @@ import argparse
 import os
 import statistics
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -62,17 +84,22 @@ from accord.aggregation.robust import one_blas_thread
 from accord.aggregator.assigner import RandomGroupedAssigner
 from accord.aggregator.engine import RoundEngine
 from accord.aggregator.mask_pool import MaskPool
+from accord.aggregator.serve import site_verifier
 from accord.aggregator.stragglers import StragglerPolicy
-from accord.collaborator.secure_site import SecureSite
+from accord.collaborator.secure_site import SecureSite, site_signing
 from accord.messages import Action, TaskResult
+from accord.pki.ca import make_federation_pki
+from accord.pki.layout import CertLayout
 from accord.plan.aggregator_settings import SecureAggregationSettings
 from accord.plan.round_settings import TaskSpec
+from accord.secagg.signing import Signing, Verifier
 from accord.strategies.fedavg import FedAvg
 from accord.strategies.secure import SecureAggregation
-from accord.strategies.secure_phases import MASK, REPLY_PHASES, SHARE
+from accord.strategies.secure_phases import MASK, REPLY_PHASES, SHARE, SIGNED_PHASES
 
 TASKS = {"train": TaskSpec(function="train")}
 CUTOFF = 1.0
+MODES = ("unsigned", "signed")
 TICK = os.sysconf("SC_CLK_TCK")
 torch.set_num_threads(1)
 
@@ -96,6 +123,21 @@ def workers_cpu(pool: MaskPool) -> float:
     return total / TICK
 
 
+class Federation:
+    """A signed federation's PKI and hooks, made as the deployment makes them: a CA and every
+    site's key and certificate (accord.pki.ca.make_federation_pki, what ``fx`` runs; the default
+    key type, ECDSA P-384) in ``cert_dir``, each site's Signing (collaborator/secure_site.py
+    site_signing: its own key and certificate, its own CollaboratorVerifier over the chain) and the
+    aggregator's verifier (aggregator/serve.py site_verifier: the chain and the CA's revocations
+    as they happen). Made once for the run, as a site and a serving aggregator make them once per
+    process, so each verifier checks each certificate's chain once (CollaboratorVerifier)."""
+
+    def __init__(self, names: list[str], cert_dir: str) -> None:
+        make_federation_pki(cert_dir, "localhost", names)
+        self.signings: dict[str, Signing] = {name: site_signing(cert_dir, name) for name in names}
+        self.verify: Verifier = site_verifier(CertLayout(cert_dir))
+
+
 class Meter:
     """The aggregator's CPU and elapsed time, each site's CPU in each phase, bytes per site."""
 
@@ -109,7 +151,10 @@ class Meter:
         self.model: dict[str, np.ndarray] = {}
 
     def agg(self, call: Callable[[], object]) -> object:
-        cpu, workers = time.process_time(), workers_cpu(self.pool) if self.pool else 0.0
+        # the workers' CPU is read (/proc) outside the process-time window, so its reads are not
+        # billed to the aggregator's process
+        workers = workers_cpu(self.pool) if self.pool else 0.0
+        cpu = time.process_time()
         try:
             return call()
         finally:
@@ -181,16 +226,22 @@ def nbytes(state) -> int:
 
 
 def one_round(
-    model: dict[str, np.ndarray], updates: dict[str, dict[str, np.ndarray]], training: float, dropout: float, pool: MaskPool | None
+    model: dict[str, np.ndarray],
+    updates: dict[str, dict[str, np.ndarray]],
+    training: float,
+    dropout: float,
+    pool: MaskPool | None,
+    signed: Federation | None = None,
 ) -> Meter:
-    """One round over the sites of ``updates`` (their trained weights): secure if ``pool``."""
+    """One round over the sites of ``updates`` (their trained weights): secure if ``pool``,
+    signed (adverts signed, the confirm phase, every signature checked) if ``signed`` too."""
     names = sorted(updates)
     secure = pool is not None
     dropped = set(names[: round(dropout * len(names))])
     settings = SecureAggregationSettings(enabled=True, clip=1.0)
     strategy = FedAvg()
     if pool is not None:
-        strategy = SecureAggregation(FedAvg(), settings)
+        strategy = SecureAggregation(FedAvg(), settings, verify=signed.verify if signed else None)
         strategy.mask_total = pool.mask_total
     clock = Clock()
     engine = RoundEngine(
@@ -206,7 +257,7 @@ def one_round(
         policy=StragglerPolicy("cutoff_time", cutoff_seconds=CUTOFF, min_reports=1),
     )
     meter = Meter(pool, training)
-    site_of = {n: SecureSite(n, settings) for n in names}
+    site_of = {n: SecureSite(n, settings, signed.signings[n] if signed else None) for n in names}
     for name in names:
         meter.count(name, nbytes(model))  # every site downloads the round's model once
     while not engine.finished:
@@ -242,59 +293,85 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--sites", default="10,50,100")
     parser.add_argument("--dropouts", default="0,0.3")
+    parser.add_argument("--modes", default=",".join(MODES), help="secure rounds to run beside plain: unsigned, signed or both")
     parser.add_argument("--params", type=int, default=100_000)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--samples", type=int, default=512, help="training samples per site")
     parser.add_argument("--epochs", type=int, default=5)
     parser.add_argument("--workers", type=int, default=None, help="mask worker processes (default: one per CPU; 1: none)")
     args = parser.parse_args()
+    modes = args.modes.split(",")
+    if not modes or any(mode not in MODES for mode in modes):
+        parser.error(f"--modes {args.modes!r}: name unsigned, signed or both, comma-separated")
+    counts = [int(s) for s in args.sites.split(",")]
     model = model_of(args.params)
     train(model, 0, 16, 1)  # torch's first call's set-up, outside the timing
     pool = MaskPool(args.workers)
     pool.start()  # its workers started, as a serving aggregator's are after its first secure round
     print(
         f"model: MLP 64-{hidden_for(args.params)}-10, {sum(v.size for v in model.values())} float32 values; each site trains "
-        f"{args.epochs} epoch(s) over {args.samples} digits; repeats {args.repeats}; mask workers {pool.workers}"
+        f"{args.epochs} epoch(s) over {args.samples} digits; repeats {args.repeats}; mask workers {pool.workers}; modes {','.join(modes)}"
     )
-    for sites in (int(s) for s in args.sites.split(",")):
-        names = [f"site{i:03d}" for i in range(sites)]
-        for dropout in (float(d) for d in args.dropouts.split(",")):
-            runs: dict[bool, list[Meter]] = {False: [], True: []}
-            for repeat in range(args.repeats):
-                trained = {name: train(model, 1000 * repeat + cid, args.samples, args.epochs) for cid, name in enumerate(names)}
-                updates = {name: weights for name, (weights, _) in trained.items()}
-                training = max(seconds for _, seconds in trained.values())  # the sites train in parallel
-                # BLAS on one thread, as the serving aggregator runs (aggregator/serve.py): without
-                # it plain FedAvg's change norms hit OpenBLAS's spinning threads on a busy box
-                with one_blas_thread():
-                    for secure in (False, True):  # interleaved
-                        runs[secure].append(one_round(model, updates, training, dropout, pool if secure else None))
-            print(row(sites, dropout, runs))
+    with tempfile.TemporaryDirectory(prefix="accord-secagg-bench-") as cert_dir:
+        federation = Federation([f"site{i:03d}" for i in range(max(counts))], cert_dir) if "signed" in modes else None
+        for sites in counts:
+            names = [f"site{i:03d}" for i in range(sites)]
+            warm = federation is None
+            for dropout in (float(d) for d in args.dropouts.split(",")):
+                runs: dict[str, list[Meter]] = {mode: [] for mode in ("plain", *modes)}
+                for repeat in range(args.repeats):
+                    trained = {name: train(model, 1000 * repeat + cid, args.samples, args.epochs) for cid, name in enumerate(names)}
+                    updates = {name: weights for name, (weights, _) in trained.items()}
+                    training = max(seconds for _, seconds in trained.values())  # the sites train in parallel
+                    # BLAS on one thread, as the serving aggregator runs (aggregator/serve.py): without
+                    # it plain FedAvg's change norms hit OpenBLAS's spinning threads on a busy box
+                    with one_blas_thread():
+                        if not warm:  # untimed: every verifier checks these sites' certificates once
+                            print(warm_up(one_round(model, updates, training, 0.0, pool, federation), sites))
+                            warm = True
+                        for mode in runs:  # interleaved
+                            secure = pool if mode != "plain" else None
+                            runs[mode].append(one_round(model, updates, training, dropout, secure, federation if mode == "signed" else None))
+                for mode in modes:
+                    print(row(sites, dropout, mode, runs["plain"], runs[mode]))
     pool.close()
 
 
-def row(sites: int, dropout: float, runs: dict[bool, list[Meter]]) -> str:
-    def figures(secure: bool, pick: Callable[[Meter], float]) -> list[float]:
-        return [pick(m) for m in runs[secure]]
+def warm_up(meter: Meter, sites: int) -> str:
+    """The untimed first signed round's figures (its verifiers checked every certificate)."""
+    slowest = {phase: max(spent.values(), default=0.0) for phase, spent in meter.sites.items()}
+    return (
+        f"N {sites:>3} signed, first round (untimed: certificates checked, 0% dropouts): aggregation only "
+        f"{meter.aggregation_seconds():.3f} s, aggregator CPU {meter.aggregator:.3f} s, slowest site per phase "
+        + ", ".join(f"{phase} {seconds:.3f}" for phase, seconds in slowest.items())
+    )
 
+
+def row(sites: int, dropout: float, mode: str, plain_runs: list[Meter], secure_runs: list[Meter]) -> str:
     def cell(pick: Callable[[Meter], float], fmt: str) -> str:
-        plain, secure = figures(False, pick), figures(True, pick)
+        plain, secure = [pick(m) for m in plain_runs], [pick(m) for m in secure_runs]
         ratios = [s / p for s, p in zip(secure, plain)]
         return (
             f"{fmt % min(plain)}/{fmt % min(secure)} min, {fmt % statistics.median(plain)}/{fmt % statistics.median(secure)} med "
             f"({min(ratios):.2f}x-{statistics.median(ratios):.2f}x)"
         )
 
+    def slowest(phase: str) -> Callable[[Meter], float]:
+        return lambda m: max(m.sites.get(phase, {}).values(), default=0.0)
+
     survivor = lambda m: max(m.bytes.values())  # noqa: E731  (a surviving site: it sent and received the most)
     error = max(
-        float(np.max(np.abs(s.model[k].astype(np.float64) - p.model[k]))) for s, p in zip(runs[True], runs[False]) for k in p.model
+        float(np.max(np.abs(s.model[k].astype(np.float64) - p.model[k]))) for s, p in zip(secure_runs, plain_runs) for k in p.model
     )
-    training = figures(False, lambda m: m.training)
+    training = [m.training for m in plain_runs]
+    phases = [phase for phase in SIGNED_PHASES if any(phase in m.sites for m in secure_runs)]
+    sites_cpu = ", ".join(f"{phase} {statistics.median(map(slowest(phase), secure_runs)):.3f}" for phase in phases)
     return (
-        f"N {sites:>3} drop {dropout:>4.0%} | round (goal's) {cell(Meter.round_seconds, '%.3f')} | aggregation only "
+        f"N {sites:>3} drop {dropout:>4.0%} {mode:<8} | round (goal's) {cell(Meter.round_seconds, '%.3f')} | aggregation only "
         f"{cell(Meter.aggregation_seconds, '%.3f')} | training {min(training):.3f} min {statistics.median(training):.3f} med "
         f"| agg CPU {cell(lambda m: m.aggregator, '%.3f')} (secure's process / workers, med "
-        f"{statistics.median(m.own for m in runs[True]):.3f} / {statistics.median(m.pooled for m in runs[True]):.3f}) "
+        f"{statistics.median(m.own for m in secure_runs):.3f} / {statistics.median(m.pooled for m in secure_runs):.3f}) "
+        f"| slowest site's CPU per phase, med: {sites_cpu} "
         f"| bytes {cell(survivor, '%.0f')} | max |secure - plain| {error:.1e}"
     )
 

@@ -5,6 +5,7 @@ every refusal."""
 from __future__ import annotations
 
 import dataclasses
+import datetime as dt
 import logging
 from pathlib import Path
 
@@ -39,6 +40,7 @@ class Federation:
     verifier: CollaboratorVerifier
     signings: dict[str, Signing]
     foreign: dict[str, Signing]
+    foreign_dir: Path
 
 
 def _signing(cert_dir: Path, kind: str, name: str, verifier: CollaboratorVerifier) -> Signing:
@@ -59,7 +61,7 @@ def federation(tmp_path_factory: pytest.TempPathFactory) -> Federation:
     other = tmp_path_factory.mktemp("foreign")
     make_federation_pki(other, AGGREGATOR, NAMES[:2])
     foreign = {name: _signing(other, "collaborator", name, verifier) for name in NAMES[:2]}
-    return Federation(cert_dir, verifier, signings, foreign)
+    return Federation(cert_dir, verifier, signings, foreign, other)
 
 
 def signed_round(federation: Federation, *, server_checks: bool = False) -> Round:
@@ -155,6 +157,36 @@ def test_a_revoked_certificate_no_longer_verifies(federation: Federation) -> Non
     revoked.add(serial)  # revoked after its certificate was checked once: refused from then on
     assert not revoking("site002", site.credential, b"x", site.sign(b"x"))
     assert not CollaboratorVerifier(CertLayout(federation.cert_dir).chain, revoked=lambda: revoked)("site002", site.credential, b"x", site.sign(b"x"))
+
+
+def test_a_remembered_certificate_is_refused_once_it_expires(federation: Federation, caplog: pytest.LogCaptureFixture) -> None:
+    """A certificate whose chain was checked once is remembered, but its validity is checked on
+    every call: past its end it is refused (and accepted again at a time it is valid)."""
+    from cryptography import x509
+
+    site = federation.signings["site004"]
+    checking = CollaboratorVerifier(CertLayout(federation.cert_dir).chain)
+    assert checking("site004", site.credential, b"x", site.sign(b"x"))  # checked and remembered
+    checking.now = x509.load_pem_x509_certificate(site.credential).not_valid_after_utc + dt.timedelta(seconds=1)
+    with caplog.at_level(logging.WARNING, logger="accord.pki"):
+        assert not checking("site004", site.credential, b"x", site.sign(b"x"))
+    assert "expired at" in caplog.text
+    checking.now = None
+    assert checking("site004", site.credential, b"x", site.sign(b"x"))
+
+
+def test_a_changed_chain_forgets_the_certificates_checked_under_the_old_one(federation: Federation, tmp_path: Path) -> None:
+    chain = tmp_path / "chain.pem"
+    chain.write_bytes(CertLayout(federation.cert_dir).chain.read_bytes())
+    site = federation.signings["site005"]
+    checking = CollaboratorVerifier(chain)
+    assert checking("site005", site.credential, b"x", site.sign(b"x"))
+    replacement = tmp_path / "new.pem"
+    replacement.write_bytes(CertLayout(federation.foreign_dir).chain.read_bytes())  # another federation's CA
+    replacement.replace(chain)
+    assert not checking("site005", site.credential, b"x", site.sign(b"x"))
+    chain.unlink()
+    assert not checking("site005", site.credential, b"x", site.sign(b"x"))
 
 
 def test_the_server_refuses_an_unsigned_or_forged_advert(federation: Federation) -> None:

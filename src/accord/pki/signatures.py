@@ -11,6 +11,7 @@ import datetime as dt
 import logging
 import os
 from collections.abc import Callable, Collection
+from pathlib import Path
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
@@ -20,7 +21,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID
 
 from accord.errors import PKIError
 from accord.pki.keys import PrivateKey
-from accord.pki.verify import common_name, verify_peer_certificate
+from accord.pki.verify import common_name, signing_ca, verify_peer_certificate
 
 log = logging.getLogger("accord.pki")
 
@@ -65,7 +66,10 @@ class CollaboratorVerifier:
     a collaborator certificate of the federation (issued by the chain's signing CA, valid now,
     its serial not in ``revoked()``, asked on every call) whose common name is ``site``, and
     ``signature`` its signature of ``data``. The reason for a False is logged. Certificates whose
-    chain and name passed are remembered by their bytes (one chain check per site)."""
+    chain and name passed are remembered by their bytes (one chain check per site and
+    certificate); a remembered one is still checked on every call for revocation and for its
+    validity and its signing CA's at ``now``, and all are forgotten when the chain file changes.
+    The chain's signing CA is read and checked once per version of the file."""
 
     def __init__(
         self,
@@ -74,18 +78,39 @@ class CollaboratorVerifier:
         now: dt.datetime | None = None,
     ) -> None:
         self.chain_path, self.revoked, self.now = chain_path, revoked, now
-        self._checked: dict[tuple[str, bytes], x509.Certificate] = {}
+        #: (site, certificate bytes) -> (the certificate, the end of its and its signing CA's validity)
+        self._checked: dict[tuple[str, bytes], tuple[x509.Certificate, dt.datetime]] = {}
+        self._chain: tuple[tuple[int, int, int], x509.Certificate] | None = None
+
+    def _signing_ca(self) -> x509.Certificate:
+        """The chain's signing CA, read and checked again only when the chain file changes
+        (which also forgets every remembered certificate); PKIError as signing_ca's."""
+        st = Path(self.chain_path).stat()
+        version = (st.st_mtime_ns, st.st_size, st.st_ino)
+        if self._chain is None or self._chain[0] != version:
+            self._checked.clear()
+            self._chain = (version, signing_ca(Path(self.chain_path)))
+        return self._chain[1]
 
     def certificate(self, site: str, certificate: bytes) -> x509.Certificate | None:
         """The parsed ``certificate`` if it is a valid, unrevoked collaborator certificate named ``site``, else None (logged)."""
+        try:
+            signing = self._signing_ca()
+        except (OSError, PKIError) as exc:
+            log.warning("signature of %r refused: the federation's chain %s does not check out: %s", site, self.chain_path, exc)
+            return None
         known = self._checked.get((site, certificate))
         if known is not None:
-            if known.serial_number in self.revoked():
-                log.warning("signature of %r refused: its certificate (serial %x) has been revoked", site, known.serial_number)
+            cert, until = known
+            if cert.serial_number in self.revoked():
+                log.warning("signature of %r refused: its certificate (serial %x) has been revoked", site, cert.serial_number)
                 return None
-            return known
+            moment = (self.now or dt.datetime.now(dt.UTC)).astimezone(dt.UTC)
+            if cert.not_valid_before_utc <= moment <= until:
+                return cert
+            self._checked.pop((site, certificate), None)  # outside its or its CA's validity now: the full check says which
         try:
-            cert = verify_peer_certificate(certificate, self.chain_path, set(self.revoked()), self.now)
+            cert = verify_peer_certificate(certificate, self.chain_path, set(self.revoked()), self.now, signing=signing)
             name = common_name(cert)
         except PKIError as exc:
             log.warning("signature of %r refused: its certificate does not check out: %s", site, exc)
@@ -96,7 +121,7 @@ class CollaboratorVerifier:
         if not is_collaborator_certificate(cert):
             log.warning("signature of %r refused: its certificate is not a collaborator's (no client-auth-only usage)", site)
             return None
-        self._checked[(site, certificate)] = cert
+        self._checked[(site, certificate)] = (cert, min(cert.not_valid_after_utc, signing.not_valid_after_utc))
         return cert
 
     def __call__(self, site: str, certificate: bytes, data: bytes, signature: bytes) -> bool:

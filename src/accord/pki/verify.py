@@ -83,11 +83,16 @@ def verify_peer_certificate(
     chain_path: str | os.PathLike[str],
     revoked: set[int] | None = None,
     now: dt.datetime | None = None,
+    *,
+    signing: x509.Certificate | None = None,
 ) -> x509.Certificate:
     """Return the parsed peer certificate if the chain's signing CA issued it, it is valid at
-    ``now`` and its serial is not in ``revoked``; raise PKIError saying why otherwise."""
+    ``now`` and its serial is not in ``revoked``; raise PKIError saying why otherwise.
+    ``signing``: the chain's signing CA as ``signing_ca(chain_path)`` returned it, if the caller
+    keeps it (None: read and checked from ``chain_path``)."""
     cert = _parse(cert_pem_or_der)
-    signing = signing_ca(Path(chain_path))
+    if signing is None:
+        signing = signing_ca(Path(chain_path))
     subject = cert.subject.rfc4514_string()
     if cert.issuer != signing.subject:
         raise CertificateRejected(

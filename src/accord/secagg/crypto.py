@@ -8,6 +8,7 @@ serves (HKDF info), so a key, a share or a mask of one round or pair is useless 
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import secrets
 import struct
@@ -33,13 +34,16 @@ except ImportError as exc:  # pragma: no cover - exercised only without the extr
 
 
 
+@functools.lru_cache(maxsize=1 << 16)
+def _name_field(name: str) -> bytes:
+    """``name`` in UTF-8 with its 2-byte length before it (kept: a round asks for each name often)."""
+    raw = name.encode("utf-8")
+    return len(raw).to_bytes(2, "big") + raw
+
+
 def label(purpose: str, *names: str) -> bytes:
     """HKDF info: the purpose and the site names, each length-prefixed (no two lists collide)."""
-    parts = [b"accord-secagg/1/", purpose.encode()]
-    for name in names:
-        raw = name.encode("utf-8")
-        parts += [len(raw).to_bytes(2, "big"), raw]
-    return b"".join(parts)
+    return b"".join([b"accord-secagg/1/", purpose.encode(), *map(_name_field, names)])
 
 
 def derive_key(material: bytes, round_seed: bytes, info: bytes, length: int = KEY_BYTES) -> bytes:
@@ -96,6 +100,9 @@ def open_share(key: bytes, nonce: bytes, ciphertext: bytes, aad: bytes, what: st
         ) from exc
 
 
+_U16, _KIND_INDEX = struct.Struct(">H"), struct.Struct(">BH")
+_COMMIT_LABEL = label("share-commit")
+
 #: ring elements a Masker expands at a time (1 MiB of keystream), into buffers it reuses
 CHUNK = 1 << 17
 
@@ -149,9 +156,8 @@ def commit_share(round_seed: bytes, dealer: str, holder: str, secret: int, index
 
     Binding: a holder cannot find another share with the same commitment. Hiding: each share is
     a uniformly random 128-bit field element, so finding it from the digest is a 2^128 search."""
-    digest = hashlib.sha256(label("share-commit", dealer, holder))
-    digest.update(struct.pack(">H", len(round_seed)) + round_seed + struct.pack(">BH", secret, index) + share)
-    return digest.digest()
+    parts = (_COMMIT_LABEL, _name_field(dealer), _name_field(holder), _U16.pack(len(round_seed)), round_seed, _KIND_INDEX.pack(secret, index), share)
+    return hashlib.sha256(b"".join(parts)).digest()  # the digest of label("share-commit", dealer, holder) + the rest
 
 
 def self_mask_key(b: bytes, site: str, round_seed: bytes) -> bytes:

@@ -26,6 +26,7 @@ from accord.secagg.messages import (
     SECRET_MASK_KEY,
     SECRET_SELF,
     Advert,
+    Sealed,
     SecAggRefused,
     decode_confirmation,
     decode_map,
@@ -72,15 +73,21 @@ class ServerSession:
         self._phase = _ADVERTS
         self._adverts: dict[str, bytes] = {}
         self._keys: dict[bytes, str] = {}
+        #: a throwaway key, one per session: an advertised low-order point fails the exchange with it
+        self._probe = crypto.X25519PrivateKey.generate()
         self._parsed: dict[str, Advert] = {}
         self._graph: Neighbourhood | None = None
         self._digest = b""
         self._inbox: dict[str, dict[str, bytes]] = {}
+        #: holder -> owner -> (the index it holds, the owner's commitments to its two shares):
+        #: parsed once, in ``add_shares``, for the reveals' checks
+        self._held: dict[str, dict[str, tuple[int, Sealed]]] = {}
         self._sharers: set[str] = set()
         self._sum = np.zeros(length + 1, dtype=np.uint64)
         self._masked: set[str] = set()
         self._declared: dict[str, int] = {}
         self._request: tuple[list[str], list[str]] | None = None
+        self._statement = b""
         self._verify = verify
         self._credentials: dict[str, bytes] = {}
         self._confirmations: dict[str, bytes] = {}
@@ -113,9 +120,8 @@ class ServerSession:
             raise SecAggRefused(f"site {site!r} already advertised other keys this round", "advertise once per round")
         signed = read_advert(advert, f"the advert of {site!r}") if self._verify is None else check_advert(self._verify, self.round_seed, site, advert)
         parsed = signed.advert
-        probe = crypto.X25519PrivateKey.generate()  # a throwaway key: a low-order point fails the exchange
         for name, key in (("c_pk", parsed.c_pk), ("s_pk", parsed.s_pk)):
-            crypto.agree(probe, key, f"the {name} in the advert of {site!r}")
+            crypto.agree(self._probe, key, f"the {name} in the advert of {site!r}")
         reused = [self._keys[key] for key in (parsed.c_pk, parsed.s_pk) if key in self._keys]
         if reused or parsed.c_pk == parsed.s_pk:
             raise SecAggRefused(f"site {site!r} advertises keys already advertised (by {reused[:1]})", "each site draws fresh keys each round")
@@ -129,6 +135,7 @@ class ServerSession:
             self._graph = Neighbourhood(self.params, self._adverts, self.round_seed, len(self.cohort))
             self._digest = roster_digest(self._parsed)  # what the survivors' confirmations sign
             self._inbox = {site: {} for site in self._adverts}
+            self._held = {site: {} for site in self._adverts}
             self._phase = _SHARES
         return dict(self._adverts)
 
@@ -145,14 +152,14 @@ class ServerSession:
                 "send the dictionary SiteSession.share returned, unchanged",
             )
         values = {peer: bytes(data) for peer, data in sealed.items()}
-        for peer, data in values.items():
-            decode_sealed(data, f"the sealed share from {site!r} to {peer!r}")
+        parsed = {peer: decode_sealed(data, f"the sealed share from {site!r} to {peer!r}") for peer, data in values.items()}
         if site in self._sharers:
             if all(self._inbox[peer][site] == data for peer, data in values.items()):
                 return
             raise SecAggRefused(f"site {site!r} already sent other shares this round", "share once per round")
-        for peer, data in values.items():
-            self._inbox[peer][site] = data
+        for index, peer in enumerate(graph.of(site), 1):  # the neighbour at position i holds index i + 1
+            self._inbox[peer][site] = values[peer]
+            self._held[peer][site] = (index, parsed[peer])
         self._sharers.add(site)
 
     def shares_for(self, site: str) -> dict[str, bytes]:
@@ -198,6 +205,7 @@ class ServerSession:
         if self._request is None:
             self._at_least(len(self._masked), "sent masked updates")
             self._request = (sorted(self._masked), sorted(self._sharers - self._masked))
+            self._statement = survivors_statement(self.round_seed, self._digest, *self._request)  # what confirmations sign
             self._short = len(self._sharers)
             self._phase = _CONFIRMS
         return list(self._request[0]), list(self._request[1])
@@ -212,10 +220,7 @@ class ServerSession:
         if site in self._confirmations:
             raise SecAggRefused(f"site {site!r} already sent another confirmation this round", "confirm once per round", kind="state")
         signature = decode_confirmation(confirmation, f"the confirmation of {site!r}")
-        assert self._request is not None
-        if self._verify is not None and not self._verify(
-            site, self._credentials[site], survivors_statement(self.round_seed, self._digest, *self._request), signature
-        ):
+        if self._verify is not None and not self._verify(site, self._credentials[site], self._statement, signature):
             raise SecAggRefused(
                 f"the confirmation of {site!r} is not its valid signature on this round's survivor list",
                 "send the confirmation SiteSession.confirm returned, unchanged",
@@ -293,18 +298,20 @@ class ServerSession:
         if not reveals and any(owner in self._inbox.get(site, {}) for owner in (*survivors, *dropped)):
             raise SecAggRefused(f"the reveals from {site!r} are empty, but it holds shares of sites named in the unmask request", fix)
         taken: list[tuple[str, int, bytes]] = []
+        held = self._held.get(site, {})
         for owner, data in reveals.items():
             what = f"the reveal by {site!r} of a share of {owner!r}"
-            if owner not in self._sharers or site not in self._inbox or owner not in self._inbox[site]:
+            if owner not in held:
                 raise SecAggRefused(f"{what}: {site!r} holds no share of {owner!r}", fix)
+            index, sealed = held[owner]
             reveal = decode_reveal(data, what)
             wanted = SECRET_SELF if owner in self._masked else SECRET_MASK_KEY
             if reveal.secret != wanted:
                 asked = "survivor (its self-mask seed)" if wanted == SECRET_SELF else "dropped (its mask-key seed)"
                 raise SecAggRefused(f"{what} is of the other secret; {owner!r} was named {asked}", fix)
-            if reveal.index != graph.index(owner, site):
-                raise SecAggRefused(f"{what} has index {reveal.index}; {site!r} holds index {graph.index(owner, site)}", fix)
-            commitment = decode_sealed(self._inbox[site][owner]).commitment(reveal.secret)
+            if reveal.index != index:
+                raise SecAggRefused(f"{what} has index {reveal.index}; {site!r} holds index {index}", fix)
+            commitment = sealed.commitment(reveal.secret)
             if crypto.commit_share(self.round_seed, owner, site, reveal.secret, reveal.index, reveal.share) != commitment:
                 self.excluded[site] = (
                     f"{what} does not match the commitment {owner!r} sent with that share: {site!r} revealed a wrong "
