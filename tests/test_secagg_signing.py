@@ -175,7 +175,9 @@ def test_a_remembered_certificate_is_refused_once_it_expires(federation: Federat
     assert checking("site004", site.credential, b"x", site.sign(b"x"))
 
 
-def test_a_changed_chain_forgets_the_certificates_checked_under_the_old_one(federation: Federation, tmp_path: Path) -> None:
+def test_a_changed_chain_forgets_the_certificates_checked_under_the_old_one(
+    federation: Federation, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     chain = tmp_path / "chain.pem"
     chain.write_bytes(CertLayout(federation.cert_dir).chain.read_bytes())
     site = federation.signings["site005"]
@@ -186,7 +188,9 @@ def test_a_changed_chain_forgets_the_certificates_checked_under_the_old_one(fede
     replacement.replace(chain)
     assert not checking("site005", site.credential, b"x", site.sign(b"x"))
     chain.unlink()
-    assert not checking("site005", site.credential, b"x", site.sign(b"x"))
+    with caplog.at_level(logging.WARNING, logger="accord.pki"):
+        assert not checking("site005", site.credential, b"x", site.sign(b"x"))
+    assert f"the federation's chain does not check out: CA certificate chain {chain} does not exist (fix: " in caplog.text
 
 
 def test_the_server_refuses_an_unsigned_or_forged_advert(federation: Federation) -> None:

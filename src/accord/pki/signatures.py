@@ -100,7 +100,7 @@ class CollaboratorVerifier:
         try:
             chain, signing = self._signing_ca()
         except PKIError as exc:
-            log.warning("signature of %r refused: the federation's chain %s does not check out: %s", site, self.chain_path, exc)
+            log.warning("signature of %r refused: the federation's chain does not check out: %s", site, exc)  # exc names the file and the fix
             return None
         known = self._checked.get((site, certificate))
         if known is not None and known[2] is chain:  # (one checked under an older chain by a concurrent call: checked again)
