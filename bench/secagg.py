@@ -31,7 +31,7 @@ in each repeat), one row each against the same plain rounds:
   collaborator/secure_site.py ``site_signing`` and the aggregator's verifier from
   aggregator/serve.py ``site_verifier``, made once for the run as a site and a serving
   aggregator make them once per process. Each verifier checks a certificate's chain once and
-  then only its revocation (pki/signatures.py CollaboratorVerifier), so before the timed
+  then only its revocation and validity (pki/signatures.py CollaboratorVerifier), so before the timed
   rounds at each N one untimed signed round (0% dropouts) has the verifiers meet every
   certificate; its figures are printed (a federation's first round).
 

@@ -175,7 +175,9 @@ def test_a_remembered_certificate_is_refused_once_it_expires(federation: Federat
     assert checking("site004", site.credential, b"x", site.sign(b"x"))
 
 
-def test_a_changed_chain_forgets_the_certificates_checked_under_the_old_one(federation: Federation, tmp_path: Path) -> None:
+def test_a_changed_chain_forgets_the_certificates_checked_under_the_old_one(
+    federation: Federation, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     chain = tmp_path / "chain.pem"
     chain.write_bytes(CertLayout(federation.cert_dir).chain.read_bytes())
     site = federation.signings["site005"]
@@ -186,7 +188,9 @@ def test_a_changed_chain_forgets_the_certificates_checked_under_the_old_one(fede
     replacement.replace(chain)
     assert not checking("site005", site.credential, b"x", site.sign(b"x"))
     chain.unlink()
-    assert not checking("site005", site.credential, b"x", site.sign(b"x"))
+    with caplog.at_level(logging.WARNING, logger="accord.pki"):
+        assert not checking("site005", site.credential, b"x", site.sign(b"x"))
+    assert f"the federation's chain does not check out: CA certificate chain {chain} does not exist (fix: " in caplog.text
 
 
 def test_the_server_refuses_an_unsigned_or_forged_advert(federation: Federation) -> None:
@@ -349,3 +353,51 @@ def test_confirmations_from_another_session_with_the_same_seed_do_not_count(fede
         new.server.add_confirmation("site001", replayed["site001"])
     fresh = _confirmations(new, NAMES)
     assert new.sites["site000"].unmask(new.survivors, new.dropped, fresh)
+
+
+def test_a_chain_rewritten_in_place_with_its_size_and_mtime_is_still_seen_as_changed(federation: Federation, tmp_path: Path) -> None:
+    """The chain file's version is its content, not its (mtime, size, inode): a rotation copied
+    over the old file in place with its timestamp kept (cp -p, rsync -t, an archive's normalised
+    mtimes) and of the same length must still forget the certificates the old CA issued."""
+    import os
+
+    ours, theirs = CertLayout(federation.cert_dir).chain.read_bytes(), CertLayout(federation.foreign_dir).chain.read_bytes()
+    size = max(len(ours), len(theirs))
+    chain = tmp_path / "chain.pem"
+    chain.write_bytes(ours + b"\n" * (size - len(ours)))  # PEM ignores text around the blocks
+    os.utime(chain, ns=(1_000_000_000, 1_000_000_000))
+    site = federation.signings["site003"]
+    checking = CollaboratorVerifier(chain)
+    assert checking("site003", site.credential, b"x", site.sign(b"x"))
+    before = chain.stat()
+    with chain.open("r+b") as out:  # the same inode, the same length
+        out.write(theirs + b"\n" * (size - len(theirs)))
+    os.utime(chain, ns=(before.st_atime_ns, before.st_mtime_ns))
+    after = chain.stat()
+    assert (after.st_mtime_ns, after.st_size, after.st_ino) == (before.st_mtime_ns, before.st_size, before.st_ino)
+    assert not checking("site003", site.credential, b"x", site.sign(b"x"))  # our CA's certificate, under another CA
+    assert not CollaboratorVerifier(chain)("site003", site.credential, b"x", site.sign(b"x"))  # as a fresh verifier says
+
+
+def test_a_certificate_checked_under_the_old_chain_while_it_changed_is_checked_again(
+    federation: Federation, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A call that read the old chain and is still checking when another call sees the new one
+    (the aggregator's RPC threads) must not leave its certificate remembered under the new one."""
+    from accord.pki import signatures
+
+    chain = tmp_path / "chain.pem"
+    chain.write_bytes(CertLayout(federation.cert_dir).chain.read_bytes())
+    site, other = federation.signings["site003"], federation.foreign["site001"]
+    checking = CollaboratorVerifier(chain)
+    full_check = signatures.verify_peer_certificate
+
+    def rotated_meanwhile(*args: object, **kwargs: object) -> object:
+        monkeypatch.setattr(signatures, "verify_peer_certificate", full_check)
+        chain.write_bytes(CertLayout(federation.foreign_dir).chain.read_bytes())
+        assert checking("site001", other.credential, b"x", other.sign(b"x"))  # a concurrent call, under the new chain
+        return full_check(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(signatures, "verify_peer_certificate", rotated_meanwhile)
+    assert checking("site003", site.credential, b"x", site.sign(b"x"))  # checked under the old chain
+    assert not checking("site003", site.credential, b"x", site.sign(b"x"))  # the new chain's CA did not issue it

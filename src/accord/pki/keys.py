@@ -101,11 +101,13 @@ def load_pem_cert(
         raise PKIError(f"{what} {path} is not a valid PEM certificate: {exc}", fix) from None
 
 def load_pem_certs(
-    path: str | os.PathLike[str], what: str = "certificate chain", fix: str | None = None
+    path: str | os.PathLike[str], what: str = "certificate chain", fix: str | None = None, *, data: bytes | None = None
 ) -> list[x509.Certificate]:
-    """Every certificate in the PEM file at ``path`` (a chain), in file order."""
+    """Every certificate in the PEM file at ``path`` (a chain), in file order; ``data``: the
+    file's bytes as read_pem_bytes read them, if the caller has them (None: read here)."""
     fix = fix or fix_for_path(path)
-    data = read_pem_bytes(path, what, fix)
+    if data is None:
+        data = read_pem_bytes(path, what, fix)
     try:
         return x509.load_pem_x509_certificates(data)
     except ValueError as exc:

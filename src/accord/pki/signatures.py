@@ -20,7 +20,8 @@ from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
 from accord.errors import PKIError
-from accord.pki.keys import PrivateKey
+from accord.pki.keys import PrivateKey, read_pem_bytes
+from accord.pki.layout import CHAIN_FIX
 from accord.pki.verify import common_name, signing_ca, verify_peer_certificate
 
 log = logging.getLogger("accord.pki")
@@ -68,8 +69,9 @@ class CollaboratorVerifier:
     ``signature`` its signature of ``data``. The reason for a False is logged. Certificates whose
     chain and name passed are remembered by their bytes (one chain check per site and
     certificate); a remembered one is still checked on every call for revocation and for its
-    validity and its signing CA's at ``now``, and all are forgotten when the chain file changes.
-    The chain's signing CA is read and checked once per version of the file."""
+    validity and its signing CA's at ``now``, and all are forgotten when the chain file's
+    content changes (the file is read on every call: its bytes, not its timestamp or size, say
+    whether it changed). The chain's signing CA is parsed and checked once per content."""
 
     def __init__(
         self,
@@ -78,30 +80,31 @@ class CollaboratorVerifier:
         now: dt.datetime | None = None,
     ) -> None:
         self.chain_path, self.revoked, self.now = chain_path, revoked, now
-        #: (site, certificate bytes) -> (the certificate, the end of its and its signing CA's validity)
-        self._checked: dict[tuple[str, bytes], tuple[x509.Certificate, dt.datetime]] = {}
-        self._chain: tuple[tuple[int, int, int], x509.Certificate] | None = None
+        #: (site, certificate bytes) -> (the certificate, the end of its and its signing CA's
+        #: validity, the chain's bytes it was checked under)
+        self._checked: dict[tuple[str, bytes], tuple[x509.Certificate, dt.datetime, bytes]] = {}
+        self._chain: tuple[bytes, x509.Certificate] | None = None
 
-    def _signing_ca(self) -> x509.Certificate:
-        """The chain's signing CA, read and checked again only when the chain file changes
-        (which also forgets every remembered certificate); PKIError as signing_ca's."""
-        st = Path(self.chain_path).stat()
-        version = (st.st_mtime_ns, st.st_size, st.st_ino)
-        if self._chain is None or self._chain[0] != version:
+    def _signing_ca(self) -> tuple[bytes, x509.Certificate]:
+        """The chain file's bytes and its signing CA, parsed and checked again only when those
+        bytes change (which also forgets every remembered certificate); PKIError as signing_ca's."""
+        data = read_pem_bytes(self.chain_path, "CA certificate chain", CHAIN_FIX)
+        chain = self._chain
+        if chain is None or chain[0] != data:
             self._checked.clear()
-            self._chain = (version, signing_ca(Path(self.chain_path)))
-        return self._chain[1]
+            chain = self._chain = (data, signing_ca(Path(self.chain_path), data))
+        return chain
 
     def certificate(self, site: str, certificate: bytes) -> x509.Certificate | None:
         """The parsed ``certificate`` if it is a valid, unrevoked collaborator certificate named ``site``, else None (logged)."""
         try:
-            signing = self._signing_ca()
-        except (OSError, PKIError) as exc:
-            log.warning("signature of %r refused: the federation's chain %s does not check out: %s", site, self.chain_path, exc)
+            chain, signing = self._signing_ca()
+        except PKIError as exc:
+            log.warning("signature of %r refused: the federation's chain does not check out: %s", site, exc)  # exc names the file and the fix
             return None
         known = self._checked.get((site, certificate))
-        if known is not None:
-            cert, until = known
+        if known is not None and known[2] is chain:  # (one checked under an older chain by a concurrent call: checked again)
+            cert, until, _ = known
             if cert.serial_number in self.revoked():
                 log.warning("signature of %r refused: its certificate (serial %x) has been revoked", site, cert.serial_number)
                 return None
@@ -121,7 +124,7 @@ class CollaboratorVerifier:
         if not is_collaborator_certificate(cert):
             log.warning("signature of %r refused: its certificate is not a collaborator's (no client-auth-only usage)", site)
             return None
-        self._checked[(site, certificate)] = (cert, min(cert.not_valid_after_utc, signing.not_valid_after_utc))
+        self._checked[(site, certificate)] = (cert, min(cert.not_valid_after_utc, signing.not_valid_after_utc), chain)
         return cert
 
     def __call__(self, site: str, certificate: bytes, data: bytes, signature: bytes) -> bool:

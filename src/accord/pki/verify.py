@@ -62,9 +62,10 @@ def _issued_by(cert: x509.Certificate, issuer: x509.Certificate) -> bool:
     return True
 
 
-def signing_ca(chain_path: Path) -> x509.Certificate:
-    """The signing CA of the chain file, after checking it was issued by the chain's root."""
-    certs = load_pem_certs(chain_path, "CA certificate chain", CHAIN_FIX)
+def signing_ca(chain_path: Path, data: bytes | None = None) -> x509.Certificate:
+    """The signing CA of the chain file, after checking it was issued by the chain's root
+    (``data``: the file's bytes, read_pem_bytes's, if the caller read them; None: read here)."""
+    certs = load_pem_certs(chain_path, "CA certificate chain", CHAIN_FIX, data=data)
     roots = [c for c in certs if _is_ca(c) and c.issuer == c.subject and _issued_by(c, c)]
     signing = [c for c in certs if _is_ca(c) and c.issuer != c.subject]
     if len(roots) != 1 or len(signing) != 1:

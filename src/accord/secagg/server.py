@@ -37,6 +37,7 @@ from accord.secagg.messages import (
 )
 from accord.secagg.params import SecAggParams, check_session
 from accord.secagg.signing import Verifier, check_advert, roster_digest, survivors_statement
+from accord.secagg.unmasked import check_clip, check_mask_key, check_weight
 
 _ADVERTS, _SHARES, _MASKS, _CONFIRMS, _REVEALS, _DONE = range(6)
 #: the masks the unmasking takes out, summed (crypto.mask_total's signature)
@@ -356,7 +357,7 @@ class ServerSession:
         rebuilt = shamir.combine_all({owner: sorted(self._revealed[owner].items()) for owner in (*dropped, *survivors)}, graph.share_threshold)
         pairs: list[crypto.DroppedPair] = []
         for owner in dropped:
-            self._check_mask_key(owner, rebuilt[owner])
+            check_mask_key(owner, rebuilt[owner], self._parsed[owner].s_pk)
             pairs += [
                 (rebuilt[owner], owner, self._parsed[peer].s_pk, peer)
                 for peer in graph.of(owner)
@@ -365,47 +366,12 @@ class ServerSession:
         self_keys = [crypto.self_mask_key(rebuilt[owner], owner, self.round_seed) for owner in survivors]
         total -= self._mask_total(self.round_seed, self.length + 1, self_keys, pairs)
         if len(self._declared) == len(survivors):
-            self._check_weight(total)
+            check_weight(total, sum(self._declared.values()))
         weighted_sum, weight = encoding.decode(self.params, total)
-        self._check_clip(weighted_sum, weight, len(survivors))
+        check_clip(self.params, weighted_sum, weight, len(survivors))
         self._phase = _DONE
         self._result = (weighted_sum, weight)
         return self._result[0].copy(), self._result[1]
-
-    def _check_mask_key(self, owner: str, seed: bytes) -> None:
-        """A dropped ``owner``'s mask key from its rebuilt ``seed`` must match its advert's s_pk
-        (it can differ only if ``owner`` dealt shares of no one polynomial under its commitments)."""
-        s_sk = crypto.mask_key_from_seed(seed)
-        if crypto.public_bytes(s_sk) != self._parsed[owner].s_pk:
-            raise SecAggRefused(
-                f"the revealed shares of {owner!r}'s mask-key seed rebuild a key other than its advert's: {owner!r} dealt "
-                "inconsistent shares",
-                "the round is held and run again; look into that site",
-                kind="state",
-            )
-
-    def _check_weight(self, total: np.ndarray) -> None:
-        """The unmasked total weight must be the survivors' declared sum."""
-        declared = sum(self._declared.values())
-        if int(total[-1]) != declared:
-            raise SecAggRefused(
-                f"the unmasked total weight {int(total.view(np.int64)[-1])} is not the survivors' declared sample counts' "
-                f"sum {declared}: a site sent a forged weight or dealt inconsistent shares",
-                "the round is held (the global model unchanged) and the next one runs; look for the lying site in the log",
-                kind="state",
-            )
-
-    def _check_clip(self, weighted_sum: np.ndarray, weight: float, survivors: int) -> None:
-        """Every value of the weighted mean must lie within ``clip`` (plus the rounding bound)."""
-        bound = weight * self.params.clip + survivors / 2 ** (self.params.fraction_bits + 1)
-        worst = float(np.abs(weighted_sum).max(initial=0.0))
-        if not weight >= 1 or not worst <= bound:
-            raise SecAggRefused(
-                f"the unmasked weighted sum has a value of magnitude {worst:.6g}, beyond total weight {weight:g} times clip "
-                f"{self.params.clip:g}: a site sent values outside the clip",
-                "the round is held (the global model unchanged) and the next one runs; look for the lying site in the log",
-                kind="state",
-            )
 
     def _at_least(self, count: int, what: str) -> None:
         if count < self.params.threshold:
