@@ -69,7 +69,7 @@ class UpdateDigest:
         _field(h, name.encode("utf-8"))
         _field(h, dtype.encode("ascii", "replace"))
         _field(h, b"".join(int(d).to_bytes(8, "little", signed=True) for d in shape))
-        h.update(int(offset).to_bytes(8, "little", signed=True))
+        h.update(int(offset).to_bytes(8, "little"))  # unsigned, as the wire's uint64 (any offset a peer sends)
         _field(h, encoding.encode("ascii", "replace"))
         view = memoryview(data).cast("B")
         h.update(view.nbytes.to_bytes(8, "little"))
