@@ -7,9 +7,9 @@ sets up its own (tests/fuzz_aggregator.py), so that its resident memory is the a
 not the fuzzing client's, nor what earlier tests left in this process. Every request carries
 at least one defect and travels as raw bytes (identity serializers), so bodies that do not
 decode reach the server too. Afterwards no result was counted, no upload slot stayed taken,
-the aggregator's resident memory grew by less than 64 MiB, and an honest round completes. Two more tests pin faults found by fuzzing:
-undecodable bodies must not leak, and a refusal must reach its caller however long the
-name it quotes.
+the aggregator's resident memory grew by less than 64 MiB, and an honest round completes.
+Two more tests pin faults found by fuzzing: undecodable bodies must not leak, and a refusal
+must reach its caller however long the name it quotes.
 """
 
 from __future__ import annotations
@@ -116,7 +116,7 @@ class Aggregator:
             self.process.stdin.write(command + "\n")
             self.process.stdin.flush()
         line = self.process.stdout.readline()
-        assert line, f"the aggregator ended (exit status {self.process.wait()}):\n{self.log.read_text()[-4000:]}"
+        assert line, f"the aggregator ended (exit status {self.process.wait()}):\n{self.errors()}"
         return json.loads(line)
 
     def errors(self) -> str:
