@@ -391,7 +391,7 @@ def test_malformed_messages_harm_nothing(aggregator: Aggregator) -> None:
     warm = agg.ask("rss")
     fuzz(agg, 0.9)
     grown = agg.ask("rss") - warm
-    print(f"\n{agg.messages} messages, aggregator RSS +{grown / MIB:.1f} MiB: {sorted(agg.calls.items())}")
+    print(f"\n{agg.messages} messages, aggregator RSS {grown / MIB:+.1f} MiB: {sorted(agg.calls.items())}")
     assert sum(agg.calls.values()) == sum(MIX.values()) >= 10_000  # each request has a defect
     assert grown < 64 * MIB
     served = sum(n for (_, answer), n in agg.calls.items() if answer in SERVED)
