@@ -2,26 +2,30 @@
 messages), over mutual TLS from a real collaborator's certificate, harm nothing.
 
 The real AggregatorRuntime of a two-collaborator workspace serves behind a real
-GrpcAggregatorServer on 127.0.0.1. Every request carries at least one defect and travels
-as raw bytes (identity serializers), so bodies that do not decode reach the server too.
-Afterwards no result was counted, no upload slot stayed taken, resident memory grew by less
-than 64 MiB, and an honest round completes. Two more tests pin faults found by fuzzing:
-undecodable bodies must not leak, and a refusal must reach its caller however long the
-name it quotes.
+GrpcAggregatorServer on 127.0.0.1, in a process of its own set up as ``fx aggregator start``
+sets up its own (tests/fuzz_aggregator.py), so that its resident memory is the aggregator's:
+not the fuzzing client's, nor what earlier tests left in this process. Every request carries
+at least one defect and travels as raw bytes (identity serializers), so bodies that do not
+decode reach the server too. Afterwards no result was counted, no upload slot stayed taken,
+the aggregator's resident memory grew by less than 64 MiB, and an honest round completes.
+Two more tests pin faults found by fuzzing: undecodable bodies must not leak, and a refusal
+must reach its caller however long the name it quotes.
 """
 
 from __future__ import annotations
 
-import ctypes
-import gc
+import json
 import logging
 import math
 import os
+import subprocess
+import sys
 import threading
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import grpc
 import numpy as np
@@ -30,17 +34,14 @@ from conftest import make_workspace
 from hypothesis import HealthCheck, Phase, assume, given, settings
 from hypothesis import strategies as st
 
-from accord.aggregator.memory import limit_malloc_arenas
-from accord.aggregator.runtime import AggregatorRuntime
 from accord.messages import Action, FederationInfo, TaskResult
 from accord.pki import make_federation_pki
 from accord.tensors.digest import model_digest
-from accord.tensors.state import ALLOWED_DTYPES
+from accord.tensors.state import ALLOWED_DTYPES, load_state
 from accord.transport import wire
 from accord.transport.grpc_client import GrpcAggregatorClient
-from accord.transport.grpc_server import GrpcAggregatorServer
 from accord.transport.proto import accord_pb2 as pb
-from accord.transport.tls import ClientTLS, ServerTLS
+from accord.transport.tls import ClientTLS
 from accord.workspace.initialize import initialize_model
 
 ME, OTHER = "alpha", "beta"  # the fuzzing client holds alpha's certificate
@@ -64,6 +65,8 @@ SERVED = {code.name for code in REFUSALS}  # answers from the service's refusals
 MIX = {"raw": 2_400, "request": 1_500, "upload": 5_700, "cancel": 600}  # requests of each kind (multiples of 10 x BATCH)
 BATCH = 30  # requests per hypothesis example, which costs a few milliseconds of its own
 HEAD, EMPTY = "header", "empty part"  # placeholders in an upload's layout
+SERVING = Path(__file__).with_name("fuzz_aggregator.py")
+SRC = Path(__file__).resolve().parent.parent / "src"
 
 
 @dataclass
@@ -83,35 +86,42 @@ def tensor_chunks(state: dict[str, np.ndarray], chunk_bytes: int) -> list[pb.Ten
     return [pb.TensorChunk.FromString(data) for data in wire.encoded_tensor_chunks(state, chunk_bytes)]
 
 
-def rss() -> int:
-    """Resident bytes, once free heap memory is handed back (glibc keeps freed blocks)."""
-    gc.collect()
-    getattr(ctypes.CDLL(None), "malloc_trim", lambda pad: 0)(0)
-    return int(Path("/proc/self/statm").read_text().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-
-
 class Aggregator:
-    """The real runtime behind the real server, and identity-serializer stubs holding alpha's certificate."""
+    """The real runtime behind the real server in its own process (tests/fuzz_aggregator.py), and
+    identity-serializer stubs holding alpha's certificate."""
 
     def __init__(self, root: Path) -> None:
-        limit_malloc_arenas(MIB)  # as `fx aggregator start` does, so that RSS follows what is held
         self.plan = make_workspace(root / "ws", [ME, OTHER], rounds=2, overrides=SMALL)
-        initialize_model(self.plan)
-        self.runtime = AggregatorRuntime(self.plan)
-        self.model = self.runtime.engine.model
+        self.model = load_state(initialize_model(self.plan))
         assert {value.dtype for value in self.model.values()} == {np.dtype(np.float32)}
         self.pki = make_federation_pki(root / "cert", "localhost", [ME, OTHER])
-        tls = ServerTLS(self.pki.aggregator_cert("localhost"), self.pki.aggregator_key("localhost"), self.pki.chain)
-        self.refusals: list[None] = []  # one entry per refusal the server reports
-        self.server = GrpcAggregatorServer(
-            self.runtime, "127.0.0.1", 0, tls, long_poll_seconds=1.0, on_refusal=lambda _: self.refusals.append(None)
-        )
-        self.port = self.server.start()
+        self.log = root / "aggregator.log"  # its errors
+        with self.log.open("w") as log:
+            self.process = subprocess.Popen(
+                [sys.executable, str(SERVING), str(self.plan.workspace), str(self.pki.cert_dir), ME, OTHER],
+                stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log, text=True, env={**os.environ, "PYTHONPATH": str(SRC)},
+            )
+        started = self.ask()
+        self.port, self.workspace_hash = started["port"], started["workspace_hash"]
         self.channel = grpc.secure_channel(f"localhost:{self.port}", self.tls(ME).credentials())  # no size limit
         arity = dict(Join="unary_unary", GetTasks="unary_unary", GetModel="unary_stream", SendResult="stream_unary")
         self.stubs = {rpc: getattr(self.channel, how)(f"/accord.v1.Aggregator/{rpc}") for rpc, how in arity.items()}
         self.calls: Counter[tuple[str, str]] = Counter()  # (kind, answer) -> requests
         self.messages = 0
+
+    def ask(self, command: str | None = None) -> Any:
+        """The aggregator's answer to ``command`` (None: its first line)."""
+        assert self.process.stdin is not None and self.process.stdout is not None
+        if command is not None:
+            self.process.stdin.write(command + "\n")
+            self.process.stdin.flush()
+        line = self.process.stdout.readline()
+        assert line, f"the aggregator ended (exit status {self.process.wait()}):\n{self.errors()}"
+        return json.loads(line)
+
+    def errors(self) -> str:
+        """The end of the aggregator's log (its errors, with their tracebacks)."""
+        return self.log.read_text()[-4000:]
 
     def tls(self, name: str) -> ClientTLS:
         return ClientTLS(self.pki.collaborator_cert(name), self.pki.collaborator_key(name), self.pki.chain)
@@ -124,8 +134,8 @@ class Aggregator:
     def throw(self, attack: Attack) -> None:
         code, details = self.cancel(attack) if attack.kind == "cancel" else self.call(attack)
         known = [label for phrase, (c, label) in GRPC_ANSWERS.items() if c == code and phrase in details]
-        assert code in attack.answers, (code, details[:500])
-        assert known or code in REFUSALS | {Code.CANCELLED}, (code, details[:500])  # not the service's failure
+        assert code in attack.answers, (code, details[:500], self.errors())
+        assert known or code in REFUSALS | {Code.CANCELLED}, (code, details[:500], self.errors())  # not the service's failure
         self.calls[attack.kind, known[0] if known else code.name] += 1
 
     def call(self, attack: Attack) -> tuple[Code, str]:
@@ -161,8 +171,14 @@ class Aggregator:
 
     def close(self) -> None:
         self.channel.close()
-        self.server.stop(0)
-        self.runtime.close()
+        assert self.process.stdin is not None
+        try:
+            self.process.stdin.write("stop\n")
+            self.process.stdin.close()
+            self.process.wait(timeout=60)
+        finally:
+            if self.process.poll() is None:
+                self.process.kill()
 
 
 # -- what is thrown --------------------------------------------------------------------------
@@ -365,32 +381,29 @@ def aggregator(tmp_path_factory) -> Iterator[Aggregator]:
 
 @pytest.fixture(autouse=True)
 def quiet(caplog) -> None:
-    caplog.set_level(logging.ERROR, logger="accord")  # a warning per refusal
-    caplog.set_level(logging.CRITICAL, logger="grpc._common")  # a traceback per undecodable body
+    caplog.set_level(logging.ERROR, logger="accord")  # a warning per refusal (the client's)
 
 
 def test_malformed_messages_harm_nothing(aggregator: Aggregator) -> None:
     agg = aggregator
-    owed = {name: agg.runtime.engine.assignment(name) for name in (ME, OTHER)}
+    owed = agg.ask("state")["owed"]
     fuzz(agg, 0.1)  # warm-up: channels, thread pool, allocator pools
-    warm = rss()
+    warm = agg.ask("rss")
     fuzz(agg, 0.9)
-    grown = rss() - warm
-    print(f"\n{agg.messages} messages, RSS +{grown / MIB:.1f} MiB: {sorted(agg.calls.items())}")
+    grown = agg.ask("rss") - warm
+    print(f"\n{agg.messages} messages, aggregator RSS {grown / MIB:+.1f} MiB: {sorted(agg.calls.items())}")
     assert sum(agg.calls.values()) == sum(MIX.values()) >= 10_000  # each request has a defect
     assert grown < 64 * MIB
     served = sum(n for (_, answer), n in agg.calls.items() if answer in SERVED)
-    assert len(agg.refusals) >= served  # each refusal was reported (and logged) by the server
+    state = agg.ask("state")
+    assert state["refusals"] >= served  # each refusal was reported (and logged) by the server
 
-    slots = agg.runtime.settings.max_concurrent_uploads
-    assert all(agg.runtime._uploads.acquire(timeout=60) for _ in range(slots))  # none stayed taken
-    for _ in range(slots):
-        agg.runtime._uploads.release()
-    assert agg.runtime.engine.round_number == 0
-    assert {name: agg.runtime.engine.assignment(name) for name in (ME, OTHER)} == owed  # no result counted
+    assert agg.ask("slots") is True  # none stayed taken
+    assert state["round"] == 0
+    assert state["owed"] == owed  # no result counted
 
     for name in (ME, OTHER):  # an honest round still completes, and no malformed update was averaged in
-        identity = agg.runtime.workspace_hash
+        identity = agg.workspace_hash
         with GrpcAggregatorClient(
             name, agg.plan.hash, "localhost", agg.port, agg.tls(name), workspace_hash=identity
         ) as client:
@@ -402,19 +415,18 @@ def test_malformed_messages_harm_nothing(aggregator: Aggregator) -> None:
             for task in assignment.tasks:
                 tensors = model if task.returns_model else None
                 client.send_result(TaskResult(name, 0, task.name, 10, {"accuracy": 0.5}, tensors, model_digest=digest))
-    assert agg.runtime.engine.round_number == 1
-    for name, value in agg.runtime.engine.model.items():
-        np.testing.assert_allclose(value, agg.model[name], rtol=1e-6)
+    assert agg.ask("state")["round"] == 1
+    assert agg.ask("moved") == []
 
 
 def test_undecodable_bodies_leak_nothing(aggregator: Aggregator) -> None:
     undecodable = Attack("Join", [b"\xff"], "raw", frozenset({Code.INVALID_ARGUMENT}))
     for _ in range(200):
         aggregator.throw(undecodable)
-    warm = rss()
+    warm = aggregator.ask("rss")
     for _ in range(2_000):
         aggregator.throw(undecodable)
-    assert rss() - warm < 4 * MIB  # 2,000 refused bodies that do decode add about 0.2 MiB
+    assert aggregator.ask("rss") - warm < 4 * MIB  # 2,000 refused bodies that do decode add about 0.2 MiB
 
 
 @pytest.mark.parametrize("field", ["sender", "task"])

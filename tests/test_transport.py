@@ -417,8 +417,8 @@ def test_malformed_streams_are_refused(federation):
         "truncated: 64 of 128": [_header(1), _chunk("dense.bias", "float32", (32,), 0, bias[:64])],
         "only tensor chunks": [_header(1), _header(1)],
         "dtype 'object'": [_header(1), _chunk("dense.bias", "object", (32,), 0, bias)],
-        # past int64 (offset is a uint64): refused by the assembler, not an overflow of the update digest
-        "chunk at byte 9223372036854775808": [_header(1), _chunk("dense.bias", "float32", (32,), 1 << 63, bias)],
+        "chunk at byte 9223372036854775808, expected byte 0": [_header(1), _chunk("dense.bias", "float32", (32,), 2**63, bias)],
+        "chunk at byte 18446744073709551615, expected byte 0": [_header(1), _chunk("dense.bias", "float32", (32,), 2**64 - 1, bias)],
     }
     for match, messages in cases.items():
         with pytest.raises(grpc.RpcError) as info:
