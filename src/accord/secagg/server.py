@@ -80,8 +80,8 @@ class ServerSession:
         self._graph: Neighbourhood | None = None
         self._digest = b""
         self._inbox: dict[str, dict[str, bytes]] = {}
-        #: holder -> owner -> (the index it holds, the owner's commitments to its two shares):
-        #: parsed once, in ``add_shares``, for the reveals' checks
+        #: holder -> owner -> (the index it holds, the owner's sealed share to it, whose two
+        #: commitments the reveals are checked against): parsed once, in ``add_shares``
         self._held: dict[str, dict[str, tuple[int, Sealed]]] = {}
         self._sharers: set[str] = set()
         self._sum = np.zeros(length + 1, dtype=np.uint64)
