@@ -1,4 +1,4 @@
-"""send_result and get_model through the real aggregator, against a raw TLS socket, in one run.
+"""send_result and get_model through the real aggregator, against a raw TLS socket and bare gRPC, in one run.
 
     .venv/bin/python bench/wire_throughput.py [--size-mb 200] [--repeats 3]
 
@@ -21,14 +21,23 @@ federation's own certificates, between separate processes, interleaved round by 
   model, its files) is in its time.
 - ``get_model``: c1 fetching the round's global model (``GrpcAggregatorClient.get_model``),
   alone on the wire.
+- ``bare gRPC aio`` and ``bare gRPC sync``: what gRPC itself reaches, no Accord code on the
+  path (bench/_grpc_floor.py): a server (``grpc.aio.server``, as the aggregator serves, or
+  ``grpc.server`` on a thread pool) with the aggregator's certificate, client certificates
+  required, Accord's channel options, and one stream-unary method that reads bytes messages
+  and discards them; a sync ``grpc.secure_channel`` with c1's certificate streams the model's
+  bytes to it as messages of the plan's ``chunk_bytes``, timed from the call to the answer,
+  after one warm-up call on the channel (the handshake is not timed).
 
 It prints min and median over ``--repeats`` rounds of each, and the ratios of the medians
-(and of the minima) to raw TLS. Then the CPU each end spent per GB (``time.process_time``
-of each process, all its threads), medians: a loaded machine slows every figure above but
-hardly changes these: the raw TLS receiver and sender; c1's upload at the aggregator (from
-the header's check, ``expect``, to the end of its submit) and the submit's share; c1's
-process for its send_result and for its get_model. ``--raw-recv``, ``--serve`` and ``--client`` are the modes
-the script starts itself in.
+(and of the minima) to raw TLS; then send_result's and its transfer's ratios to bare gRPC aio
+(the floor Accord's transport stands on). Then the CPU each end spent per GB
+(``time.process_time`` of each process, all its threads), medians and minima: a loaded
+machine slows every figure above but hardly changes these: the raw TLS receiver and sender;
+each bare gRPC server (during the timed call) and its client; c1's upload at the aggregator
+(from the header's check, ``expect``, to the end of its submit) and the submit's share; c1's
+process for its send_result and for its get_model. ``--raw-recv``, ``--bare-grpc``, ``--serve``
+and ``--client`` are the modes the script starts itself in.
 """
 
 from __future__ import annotations
@@ -45,6 +54,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from _grpc_floor import MODES, send_floor, serve_floor
 from fedavg_memory import MB, Federation, make_federation, offset, plan_file, weight
 
 # -- the raw TLS baseline -------------------------------------------------------------------------
@@ -175,8 +185,26 @@ def collaborate(workspace: Path, name: str, index: int, timeout: float) -> int:
 
 def summary(label: str, mbps: list[float], baseline: list[float]) -> str:
     med, low = statistics.median(mbps), min(mbps)
-    ratio = f"  = {med / statistics.median(baseline):.2f}x raw TLS (median), {low / min(baseline):.2f}x (min)" if baseline is not mbps else ""
+    ratio = f"  = {ratios(mbps, baseline)} raw TLS" if baseline is not mbps else ""
     return f"   {label:24s} min {low:7.0f}  median {med:7.0f} MB/s{ratio}"
+
+
+def ratios(mbps: list[float], baseline: list[float]) -> str:
+    """The ratio of the medians and that of the minima, as printed."""
+    return f"{statistics.median(mbps) / statistics.median(baseline):.2f}x (median), {min(mbps) / min(baseline):.2f}x (min)"
+
+
+def bare_round(
+    federation: Federation, label: str, mode: str, cert_dir: Path, payload: memoryview, chunk_bytes: int
+) -> tuple[float, float, float]:
+    """One timed upload to a fresh bare gRPC server in ``mode``: (seconds, client CPU s, server CPU s)."""
+    federation.start(label, "--bare-grpc", mode, str(cert_dir), "localhost", str(chunk_bytes))
+    port = int(federation.wait_for("PORT", {label}, timeout=60)[label]["port"])
+    seconds, client_cpu = send_floor(cert_dir, "c1", "localhost", port, payload, chunk_bytes)
+    server_cpu = float(federation.wait_for("BARECPU", {label}, timeout=60)[label]["s"])
+    if federation.wait_exit([label], timeout=60)[label] != 0:
+        raise RuntimeError(f"the bare gRPC server {label} did not exit cleanly")
+    return seconds, client_cpu, server_cpu
 
 
 def run(args: argparse.Namespace) -> int:
@@ -197,13 +225,16 @@ def run(args: argparse.Namespace) -> int:
         for index, name in enumerate(("c1", "c2"), start=1):
             federation.start(name, "--client", str(workspace), name, str(index), "--timeout", str(args.timeout), stdin=True)
         federation.wait_for("JOINED", {"c1", "c2"}, timeout=args.timeout)
+        chunk_bytes = plan.model.network.settings.chunk_bytes
         figures: dict[str, list[float]] = {
-            "raw TLS": [], "send_result": [], "send_result, transfer": [], "send_result (closing)": [], "get_model": []
+            "raw TLS": [], "bare gRPC aio": [], "bare gRPC sync": [],
+            "send_result": [], "send_result, transfer": [], "send_result (closing)": [], "get_model": [],
         }
         submits: list[float] = []
         cpu: dict[str, list[float]] = {
-            "raw TLS receiver": [], "raw TLS sender": [], "send_result at the aggregator": [], "  of which its submit": [],
-            "send_result at the site": [], "get_model at the site": [],
+            "raw TLS receiver": [], "raw TLS sender": [],
+            **{f"bare gRPC {mode} {end}": [] for mode in MODES for end in ("server", "client")},
+            "send_result at the aggregator": [], "  of which its submit": [], "send_result at the site": [], "get_model at the site": [],
         }
         per_gb = 1e9 / model_bytes
         for round_number in range(args.repeats):
@@ -214,6 +245,12 @@ def run(args: argparse.Namespace) -> int:
             figures["raw TLS"].append(model_bytes / MB / seconds)
             cpu["raw TLS sender"].append(sender_cpu * per_gb)
             cpu["raw TLS receiver"].append(float(federation.wait_for("RAWCPU", {label}, timeout=60)[label]["s"]) * per_gb)
+            for mode in MODES:
+                label = f"bare-{mode}{round_number}"
+                seconds, client_cpu, server_cpu = bare_round(federation, label, mode, cert_dir, payload, chunk_bytes)
+                figures[f"bare gRPC {mode}"].append(model_bytes / MB / seconds)
+                cpu[f"bare gRPC {mode} server"].append(server_cpu * per_gb)
+                cpu[f"bare gRPC {mode} client"].append(client_cpu * per_gb)
             for name in ("c1", "c2"):  # one after the other: each alone on the wire
                 mark = len(federation.seen)
                 federation.tell(name, "GO")
@@ -249,6 +286,11 @@ def run(args: argparse.Namespace) -> int:
     print()
     for label, mbps in figures.items():
         print(summary(label, mbps, baseline))
+    floor = figures["bare gRPC aio"]
+    print(
+        f"   against bare gRPC aio (the floor): send_result {ratios(figures['send_result'], floor)}; "
+        f"its transfer {ratios(figures['send_result, transfer'], floor)}"
+    )
     print(
         f"   (of c1's send_result, the aggregator's submit, once the last chunk is in its file: flush to disk, "
         f"checks, FedAvg's norms: median {statistics.median(submits):.0%})"
@@ -270,6 +312,7 @@ def main() -> None:
     parser.add_argument("--serve", metavar="WS", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--client", nargs=3, metavar=("WS", "NAME", "INDEX"), help=argparse.SUPPRESS)
     parser.add_argument("--raw-recv", nargs=3, metavar=("CERTS", "FQDN", "BYTES"), help=argparse.SUPPRESS)
+    parser.add_argument("--bare-grpc", nargs=4, metavar=("MODE", "CERTS", "FQDN", "CHUNK_BYTES"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve is not None:
         sys.exit(serve(args.serve))
@@ -279,6 +322,9 @@ def main() -> None:
     if args.raw_recv is not None:
         certs, fqdn, nbytes = args.raw_recv
         sys.exit(raw_receive(Path(certs), fqdn, int(nbytes)))
+    if args.bare_grpc is not None:
+        mode, certs, fqdn, chunk = args.bare_grpc
+        sys.exit(serve_floor(mode, Path(certs), fqdn, int(chunk)))
     sys.exit(run(args))
 
 
