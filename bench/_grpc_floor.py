@@ -3,7 +3,8 @@
 One stream-unary method that reads a stream of bytes messages, discards them and answers
 their total length as text, served over the federation's mutual TLS (the aggregator's
 certificate and key, client certificates required and verified against its CA chain:
-``ServerTLS.credentials``) with Accord's channel options (``wire.channel_options``), by
+``ServerTLS.credentials``) with the aggregator's own server options (``grpc_server.server_options``: Accord's channel
+options, BDP probing off), by
 ``grpc.aio.server`` (``aio``, as the aggregator serves) or by ``grpc.server`` on a thread pool
 (``sync``). The sender is a sync ``grpc.secure_channel`` with a collaborator's certificate
 (``ClientTLS.credentials``), as a site's client is; no protobuf, no Accord message, no file.
@@ -25,6 +26,8 @@ import grpc
 
 from accord.pki.layout import CertLayout
 from accord.transport import wire
+from accord.transport.admission import CallLimits
+from accord.transport.grpc_server import server_options
 from accord.transport.tls import ClientTLS, ServerTLS
 
 #: the servers' modes
@@ -50,7 +53,7 @@ def serve_floor(mode: str, cert_dir: Path, fqdn: str, chunk_bytes: int) -> int:
     ``BARECPU`` after the last; returns 0 once they are answered and the server stopped."""
     layout = CertLayout(cert_dir)
     credentials = ServerTLS(layout.aggregator_cert(fqdn), layout.aggregator_key(fqdn), layout.chain).credentials()
-    options = wire.channel_options(chunk_bytes)
+    options = server_options(chunk_bytes, CallLimits().max_concurrent_calls)  # the aggregator's own (BDP probing off)
     if mode == "aio":
         return asyncio.run(_serve_aio(f"{fqdn}:0", credentials, options))
     if mode == "sync":

@@ -11,6 +11,7 @@ import asyncio
 import logging
 import threading
 from collections.abc import Callable
+from typing import Any
 
 import grpc
 
@@ -108,21 +109,7 @@ class GrpcAggregatorServer:
     async def _start(self) -> int:
         servicer = self._servicer = Servicer(*self._servicer_args)
         limits = self._limits
-        server = self._server = grpc.aio.server(
-            options=[
-                *wire.channel_options(self._chunk_bytes),
-                ("grpc.so_reuseport", 0),  # a second aggregator on the port fails to bind
-                ("grpc.max_concurrent_streams", MAX_STREAMS_PER_CONNECTION),
-                # no BDP probing: a stream's receive window stays at its initial 64 KiB unless a
-                # read is pending (then it grows to the message being read), so an upload waiting
-                # for a slot holds ~1-2 MB inside gRPC, not a window grown to 8-18 MB (failure-model.md)
-                ("grpc.http2.bdp_probe", 0),
-                # calls not yet taken by a handler; past the soft limit gRPC cancels some at random
-                # (its default, 1000, cancels honest calls when a thousand sites long-poll)
-                ("grpc.server.max_pending_requests", limits.max_concurrent_calls),
-                ("grpc.server.max_pending_requests_hard_limit", 2 * limits.max_concurrent_calls),
-            ]
-        )
+        server = self._server = grpc.aio.server(options=server_options(self._chunk_bytes, limits.max_concurrent_calls))
         handlers = method_handlers(servicer, self.traffic)
         server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE, handlers),))
         server.add_registered_method_handlers(SERVICE, handlers)
@@ -168,3 +155,20 @@ class GrpcAggregatorServer:
         if self._servicer is not None:
             self._servicer.shutdown()
             self._servicer = None
+
+
+def server_options(chunk_bytes: int, max_concurrent_calls: int) -> list[tuple[str, Any]]:
+    """The aggregator's gRPC server options (bench/_grpc_floor.py serves its bare baseline with them)."""
+    return [
+        *wire.channel_options(chunk_bytes),
+        ("grpc.so_reuseport", 0),  # a second aggregator on the port fails to bind
+        ("grpc.max_concurrent_streams", MAX_STREAMS_PER_CONNECTION),
+        # no BDP probing: a stream's receive window stays at its initial 64 KiB unless a
+        # read is pending (then it grows to the message being read), so an upload waiting
+        # for a slot holds ~1-2 MB inside gRPC, not a window grown to 8-18 MB (failure-model.md)
+        ("grpc.http2.bdp_probe", 0),
+        # calls not yet taken by a handler; past the soft limit gRPC cancels some at random
+        # (its default, 1000, cancels honest calls when a thousand sites long-poll)
+        ("grpc.server.max_pending_requests", max_concurrent_calls),
+        ("grpc.server.max_pending_requests_hard_limit", 2 * max_concurrent_calls),
+    ]
