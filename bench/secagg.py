@@ -27,7 +27,7 @@ in each repeat), one row each against the same plain rounds:
   ``confirm`` phase and checks the threshold of survivors' confirmations before it reveals;
   the aggregator checks every advert and confirmation as it arrives. Real certificates: a CA and
   a key and certificate per site made by accord.pki.ca.make_federation_pki (what ``fx`` runs;
-  the default key, ECDSA P-384) in a temporary folder, each site's Signing from
+  the default key, ECDSA P-256) in a temporary folder, each site's Signing from
   collaborator/secure_site.py ``site_signing`` and the aggregator's verifier from
   aggregator/serve.py ``site_verifier``, made once for the run as a site and a serving
   aggregator make them once per process. Each verifier checks a certificate's chain once and
@@ -126,7 +126,7 @@ def workers_cpu(pool: MaskPool) -> float:
 class Federation:
     """A signed federation's PKI and hooks, made as the deployment makes them: a CA and every
     site's key and certificate (accord.pki.ca.make_federation_pki, what ``fx`` runs; the default
-    key type, ECDSA P-384) in ``cert_dir``, each site's Signing (collaborator/secure_site.py
+    key type, ECDSA P-256) in ``cert_dir``, each site's Signing (collaborator/secure_site.py
     site_signing: its own key and certificate, its own CollaboratorVerifier over the chain) and the
     aggregator's verifier (aggregator/serve.py site_verifier: the chain and the CA's revocations
     as they happen). Made once for the run, as a site and a serving aggregator make them once per

@@ -16,7 +16,7 @@ Figures (CPU milliseconds, ``time.process_time``; min and median over ``--repeat
 - server total: all of the above;
 - site advertise / share / mask / unmask: the median over the sites of that one call;
 - with ``--signed`` (the deployment's signed SecAgg+: accord.secagg.signing over a federation
-  PKI made for the run, ECDSA P-384 collaborator certificates): adverts are signed and checked
+  PKI made for the run, ECDSA P-256 collaborator certificates, the default key): adverts are signed and checked
   (by the server and by each site for its neighbours), and the consistency check runs: server
   confirms (add_confirmation + confirmations) and site confirm; site unmask then includes
   checking the threshold of confirmations;

@@ -77,6 +77,29 @@ def test_workspace_certify_makes_the_ca_once(tmp_path: Path, capsys) -> None:
     assert code == 2 and "already exists" in err and err.count("\n") == 1
 
 
+def test_new_keys_are_p256_unless_asked_and_a_p384_ca_signs_them(tmp_path: Path, capsys) -> None:
+    from accord.cli.aggregator import generate_cert_request as aggregator_request
+    from accord.cli.ca import certify_cmd
+    from accord.cli.collaborator import generate_cert_request as site_request
+    from accord.pki.keys import KEY_TYPES
+
+    for command in (certify_cmd, aggregator_request, site_request):  # the option's names are the PKI's
+        (option,) = [p for p in command.params if p.name == "key_type"]
+        assert list(option.type.choices) == list(KEY_TYPES) and option.default == "ec", command.name
+    code, out, _ = fx(capsys, "workspace", "certify", "-w", tmp_path / "new")
+    assert code == 0 and "(ECDSA P-256, valid until" in out
+    ws = create_workspace(tmp_path / "agg", "torch_digits")
+    code, out, _ = fx(capsys, "workspace", "certify", "-w", ws, "--key-type", "ec-p384")
+    layout = CertLayout(ws / "cert")
+    assert code == 0 and "(ECDSA P-384, valid until" in out
+    assert load_pem_cert(layout.signing_cert).public_key().curve.name == "secp384r1"
+    assert fx(capsys, "aggregator", "generate-cert-request", "-w", ws)[0] == 0  # a new key: the default
+    code, _, err = fx(capsys, "aggregator", "certify", "-w", ws, "--yes")
+    assert code == 0, err
+    assert load_pem_cert(layout.aggregator_cert("localhost")).public_key().curve.name == "secp256r1"
+    check_own_certificate(layout.cert_dir, "aggregator", "localhost")
+
+
 def test_aggregator_request_and_signing_show_the_same_fingerprint(ca_ws: Path, capsys) -> None:
     code, asked, _ = fx(capsys, "aggregator", "generate-cert-request", "-w", ca_ws)  # FQDN from the plan
     assert code == 0 and "agg_localhost.csr" in asked

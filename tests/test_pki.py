@@ -33,6 +33,7 @@ from accord.pki import (
     sign_csr,
     verify_peer_certificate,
 )
+from accord.pki.signatures import CollaboratorVerifier, signer_for
 
 
 def _mode(path: Path) -> int:
@@ -79,12 +80,33 @@ def _check_ca(layout: CertLayout, key_class: type, hash_name: str = "sha384") ->
     assert [r["kind"] for r in _index(layout)] == ["root", "signing"]
 
 
-def test_create_ca_ec(tmp_path: Path) -> None:
+def _curve(path: Path) -> type[ec.EllipticCurve]:
+    """The curve of the EC key or certificate at ``path``."""
+    key = load_private_key(path) if path.suffix == ".key" else load_pem_cert(path).public_key()
+    assert isinstance(key, (ec.EllipticCurvePrivateKey, ec.EllipticCurvePublicKey)), path
+    return type(key.curve)
+
+
+def test_create_ca_ec_is_p256_by_default(tmp_path: Path) -> None:
     layout = create_ca(tmp_path / "cert")
     _check_ca(layout, ec.EllipticCurvePublicKey)
-    key = load_private_key(layout.signing_key)
-    assert isinstance(key, ec.EllipticCurvePrivateKey) and isinstance(key.curve, ec.SECP384R1)
+    for path in (layout.root_key, layout.signing_key, layout.root_cert, layout.signing_cert):
+        assert _curve(path) is ec.SECP256R1, path
     assert _mode(layout.root_key.parent) == 0o700
+    cert_path, key_path = certify(layout.cert_dir, "collaborator", "alice")
+    assert _curve(key_path) is _curve(cert_path) is ec.SECP256R1
+    assert load_pem_cert(cert_path).signature_hash_algorithm.name == "sha384"
+
+
+def test_p384_is_a_choice(tmp_path: Path) -> None:
+    layout = create_ca(tmp_path / "cert", key_type="ec-p384")
+    _check_ca(layout, ec.EllipticCurvePublicKey)
+    cert_path, key_path = certify(layout.cert_dir, "collaborator", "alice", key_type="ec-p384")
+    for path in (layout.root_key, layout.signing_key, layout.signing_cert, cert_path, key_path):
+        assert _curve(path) is ec.SECP384R1, path
+    with pytest.raises(PKIError, match=r"unknown key type 'ec-p999'.*'ec' \(ECDSA P-256\), 'ec-p384' \(ECDSA P-384\), 'rsa'"):
+        generate_csr(layout.cert_dir, "collaborator", "bob", "ec-p999")
+    assert not layout.collaborator_key("bob").exists()
 
 
 def test_rsa_federation(tmp_path: Path) -> None:
@@ -288,6 +310,49 @@ def _call(port: int, chain: Path, key: Path, cert: Path) -> bytes:
     credentials = grpc.ssl_channel_credentials(chain.read_bytes(), key.read_bytes(), cert.read_bytes())
     with grpc.secure_channel(f"localhost:{port}", credentials) as channel:
         return channel.unary_unary(_METHOD)(b"", timeout=10)
+
+
+@pytest.fixture(scope="module")
+def p384_federation(tmp_path_factory: pytest.TempPathFactory) -> CertLayout:
+    """A federation made before P-256 became the default (every key P-384, as ``ec-p384`` makes
+    them) that then took in a site with a new default key: alice and the aggregator P-384, carol P-256."""
+    layout = make_federation_pki(tmp_path_factory.mktemp("p384") / "cert", "localhost", ["alice"], key_type="ec-p384")
+    certify(layout.cert_dir, "collaborator", "carol")
+    assert _curve(layout.signing_cert) is _curve(layout.collaborator_key("alice")) is ec.SECP384R1
+    assert _curve(layout.collaborator_key("carol")) is ec.SECP256R1
+    return layout
+
+
+def test_signatures_are_ecdsa_sha384_on_every_curve_and_verify_across_them(
+    federation: CertLayout, p384_federation: CertLayout
+) -> None:
+    """A P-384 site's signatures (as every one written before P-256 became the default) and a
+    P-256 site's both verify, each ECDSA over SHA-384 (the format unchanged); a signature
+    under the wrong key or over other bytes does not."""
+    data = b"the statement"
+    for layout, name in ((p384_federation, "alice"), (p384_federation, "carol"), (federation, "bob")):
+        key = load_private_key(layout.collaborator_key(name))
+        signature = signer_for(key)(data)
+        assert isinstance(key, ec.EllipticCurvePrivateKey)
+        key.public_key().verify(signature, data, ec.ECDSA(hashes.SHA384()))  # raises if it is not ECDSA-SHA384
+        verify = CollaboratorVerifier(layout.chain)
+        certificate = layout.collaborator_cert(name).read_bytes()
+        assert verify(name, certificate, data, signature)
+        assert not verify(name, certificate, data + b"!", signature)
+    alice, carol = (p384_federation.collaborator_cert(n).read_bytes() for n in ("alice", "carol"))
+    by_carol = signer_for(load_private_key(p384_federation.collaborator_key("carol")))(data)
+    assert not CollaboratorVerifier(p384_federation.chain)("alice", alice, data, by_carol)
+    assert CollaboratorVerifier(p384_federation.chain)("carol", carol, data, by_carol)
+
+
+def test_grpc_mutual_tls_in_a_p384_federation_with_p256_and_p384_sites(p384_federation: CertLayout) -> None:
+    server, port = _serve(p384_federation)  # the aggregator's P-384 certificate
+    try:
+        for name in ("alice", "carol"):
+            chain, key, cert = p384_federation.chain, p384_federation.collaborator_key(name), p384_federation.collaborator_cert(name)
+            assert _call(port, chain, key, cert) == name.encode()
+    finally:
+        server.stop(None)
 
 
 def test_grpc_mutual_tls(federation: CertLayout, other_federation: CertLayout) -> None:

@@ -17,8 +17,8 @@ from accord.aggregator.serve import site_verifier
 from accord.collaborator.secure_site import site_signing
 from accord.collaborator.site import build_collaborator
 from accord.messages import Action, Task, TaskAssignment
-from accord.pki.ca import make_federation_pki
-from accord.pki.keys import load_private_key
+from accord.pki.ca import certify, make_federation_pki
+from accord.pki.keys import load_pem_cert, load_private_key
 from accord.pki.layout import CertLayout
 from accord.pki.signatures import signer_for
 from accord.secagg import crypto
@@ -37,10 +37,10 @@ SECURE = {
 }
 
 
-def signed_federation(workspace_factory, overrides=None):
+def signed_federation(workspace_factory, overrides=None, key_type="ec"):
     plan = workspace_factory(NAMES, rounds=1, overrides={**SECURE, **(overrides or {})})
     cert_dir = Path(plan.resolve_path(plan.model.network.settings.cert_dir))
-    make_federation_pki(cert_dir, "localhost", NAMES)
+    make_federation_pki(cert_dir, "localhost", NAMES, key_type)
     initialize_model(plan)
     return plan, CertLayout(cert_dir)
 
@@ -77,6 +77,22 @@ def test_a_signed_secure_round_runs_the_consistency_check_and_trains(workspace_f
     settings = plan.model.aggregator.settings
     last, init = load_state(plan.resolve_path(settings.last_state_path)), load_state(plan.resolve_path(settings.init_state_path))
     assert any(not np.array_equal(last[name], init[name]) for name in init)
+
+
+def test_a_p384_federation_with_a_site_on_a_new_p256_key_runs_a_signed_round(workspace_factory, caplog) -> None:
+    """A federation whose keys were all made P-384 (before P-256 became the default) signs and
+    verifies its round as before, with collaborator4 re-enrolled on a new default (P-256) key."""
+    plan, layout = signed_federation(workspace_factory, key_type="ec-p384")
+    certify(layout.cert_dir, "collaborator", "collaborator4", overwrite=True)
+    curves = {name: load_pem_cert(layout.collaborator_cert(name)).public_key().curve.name for name in NAMES}
+    assert curves == {**dict.fromkeys(NAMES[:3], "secp384r1"), "collaborator4": "secp256r1"}
+    assert load_pem_cert(layout.signing_cert).public_key().curve.name == "secp384r1"
+    with caplog.at_level(logging.INFO):
+        runtime, errors = run(plan, layout, {name: site_signing(layout.cert_dir, name) for name in NAMES})
+    assert not errors, errors
+    assert runtime.finished
+    assert "round 0: phase confirm opened for 4 sites" in caplog.text
+    assert "revealed shares for 4 survivors and 0 dropped sites" in caplog.text
 
 
 def test_a_site_signing_under_another_sites_certificate_is_refused_and_the_round_goes_on(workspace_factory, caplog) -> None:

@@ -10,6 +10,7 @@ import click
 from accord.cli.options import (
     OrderedGroup,
     cert_dir_of,
+    key_type_option,
     open_plan,
     override_option,
     plan_if_present,
@@ -49,7 +50,7 @@ def _fqdn(plan: Plan | None, fqdn: str | None) -> str:
 @workspace_option
 @plan_option
 @fqdn_option
-@click.option("--key-type", type=click.Choice(["ec", "rsa"]), default="ec", show_default=True)
+@key_type_option
 def generate_cert_request(workspace: Path, plan_path: str, fqdn: str | None, key_type: str) -> None:
     """Make the aggregator's key and CSR (step 1).
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import click
 
-from accord.cli.options import cert_dir_of, plan_if_present, plan_option, workspace_option
+from accord.cli.options import cert_dir_of, key_type_option, plan_if_present, plan_option, workspace_option
 
 
 def _cert_dir(workspace: Path, plan_path: str) -> Path:
@@ -19,9 +19,7 @@ def _cert_dir(workspace: Path, plan_path: str) -> Path:
 @click.command()
 @workspace_option
 @plan_option
-@click.option(
-    "--key-type", type=click.Choice(["ec", "rsa"]), default="ec", show_default=True, help="ECDSA P-384 or RSA-3072."
-)
+@key_type_option
 def certify_cmd(workspace: Path, plan_path: str, key_type: str) -> None:
     """Create the federation's root and signing CA.
 
@@ -29,13 +27,14 @@ def certify_cmd(workspace: Path, plan_path: str, key_type: str) -> None:
     (0600, never exported); WS/cert/cert_chain.crt is every participant's trust bundle.
     """
     from accord.pki import cert_fingerprint, create_ca, load_pem_cert
+    from accord.pki.keys import KEY_TYPES
 
     plan = plan_if_present(workspace, plan_path)
     layout = create_ca(cert_dir_of(workspace, plan), key_type)
     root = load_pem_cert(layout.root_cert)
     until = root.not_valid_after_utc.date().isoformat()
     click.echo(
-        f"certificate authority created in {layout.cert_dir} ({key_type.upper()}, valid until {until})\n"
+        f"certificate authority created in {layout.cert_dir} ({KEY_TYPES[key_type]}, valid until {until})\n"
         f"  root CA       {layout.root_cert}   (key {layout.root_key.name}: keep it secret, offline if you can)\n"
         f"  signing CA    {layout.signing_cert}   (signs every participant's certificate)\n"
         f"  chain         {layout.chain}   (every participant's trust bundle; it travels in each signed package)\n"

@@ -10,6 +10,7 @@ import click
 from accord.cli.options import (
     OrderedGroup,
     cert_dir_of,
+    key_type_option,
     open_plan,
     override_option,
     plan_if_present,
@@ -78,7 +79,7 @@ def create(name: str, data_path: str, workspace: Path, plan_path: str) -> None:
     default=None,
     help="Folder for the request package (default: the workspace).",
 )
-@click.option("--key-type", type=click.Choice(["ec", "rsa"]), default="ec", show_default=True)
+@key_type_option
 def generate_cert_request(
     name: str, workspace: Path, plan_path: str, data_path: str | None, output: Path | None, key_type: str
 ) -> None:

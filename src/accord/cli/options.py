@@ -28,6 +28,14 @@ override_option = click.option(
     help="Dotted plan override, e.g. aggregator.settings.rounds_to_train=5 (repeatable).",
 )
 
+key_type_option = click.option(  # the names pki/keys.py's KEY_TYPES makes (not imported here: fx loads no cryptography to start)
+    "--key-type",
+    type=click.Choice(["ec", "ec-p384", "rsa"]),
+    default="ec",
+    show_default=True,
+    help="Type of a new key: ec (ECDSA P-256), ec-p384 (ECDSA P-384) or rsa (RSA-3072).",
+)
+
 
 def open_plan(workspace: Path, plan_path: str, overrides: tuple[str, ...] = ()) -> Plan:
     """Load the workspace's plan with the command line's overrides."""

@@ -1,5 +1,6 @@
 """The federation's PKI: a root CA, a signing CA, and certificates for the aggregator and
-every collaborator, all ECDSA P-384 (or RSA-3072) with SHA-384 signatures.
+every collaborator: new keys ECDSA P-256 by default (or P-384, or RSA-3072), existing
+P-384, P-521 and RSA keys accepted; SHA-384 signatures.
 
 Files lie under a workspace's ``cert`` folder as :class:`CertLayout` describes.
 """

@@ -107,7 +107,7 @@ def create_ca(cert_dir: str | os.PathLike[str], key_type: str = "ec", *, now: dt
 
 
 def _check_public_key(key: CertificatePublicKeyTypes) -> None:
-    fix = "make the request with an ECDSA P-384 (default) or RSA-3072 key"
+    fix = "make the request with an ECDSA P-256 (the default), P-384 or P-521 key, or an RSA key of 2048 bits or more"
     if isinstance(key, ec.EllipticCurvePublicKey):
         if not isinstance(key.curve, _EC_CURVES):
             raise PKIError(f"CSR key uses unsupported curve {key.curve.name}", fix)

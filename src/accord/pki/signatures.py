@@ -1,8 +1,10 @@
 """Sign with a participant's private key and check a named collaborator's signature against its
 certificate, chained to the federation's CA (the hooks signed SecAgg+ takes: accord.secagg.signing).
 
-ECDSA P-384 keys sign with SHA-384, RSA-3072 keys with RSA-PSS over SHA-256 (the key types
-keys.py issues); both from ``cryptography``.
+ECDSA keys sign with SHA-384 whatever their curve (P-256, the default key; P-384, the default
+before it; P-521), RSA keys with RSA-PSS over SHA-256; both from ``cryptography``. SHA-384 on
+P-256 is what FIPS 186 allows (a hash at least as strong as the curve), and one hash for every
+curve keeps every signature ever written (audit seals: docs/audit.md) verifying unchanged.
 """
 
 from __future__ import annotations
@@ -30,12 +32,12 @@ _PSS = padding.PSS(mgf=padding.MGF1(hashes.SHA256()), salt_length=padding.PSS.MA
 
 
 def signer_for(key: PrivateKey) -> Callable[[bytes], bytes]:
-    """A function that signs bytes with ``key`` (ECDSA-SHA384 or RSA-PSS-SHA256)."""
+    """A function that signs bytes with ``key`` (ECDSA-SHA384 on any curve, or RSA-PSS-SHA256)."""
     if isinstance(key, ec.EllipticCurvePrivateKey):
         return lambda data: key.sign(data, ec.ECDSA(hashes.SHA384()))
     if isinstance(key, rsa.RSAPrivateKey):
         return lambda data: key.sign(data, _PSS, hashes.SHA256())
-    raise PKIError(f"cannot sign with a {type(key).__name__}", "use an ECDSA P-384 or RSA-3072 key (fx collaborator generate-cert-request)")
+    raise PKIError(f"cannot sign with a {type(key).__name__}", "use an ECDSA or RSA key (fx collaborator generate-cert-request makes one)")
 
 
 def signature_valid(cert: x509.Certificate, data: bytes, signature: bytes) -> bool:
