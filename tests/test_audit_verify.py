@@ -83,6 +83,17 @@ def test_a_chain_cut_back_to_a_seal_says_where_it_ended_and_its_head(ws: Path, c
     assert code == 0 and "ends mid-federation" in out and f"head seal seq {first_seal} " in out, out
 
 
+def test_a_trail_sealed_with_a_p384_key_verifies(tmp_path: Path, capsys) -> None:
+    """Federations made before P-256 became the default have P-384 keys: their seals still verify."""
+    make_federation_pki(tmp_path / "cert", "localhost", ["a"], "ec-p384")
+    run_trail(tmp_path)
+    code, out = verify(capsys, tmp_path)
+    assert code == 0 and "ends at a stop" in out, out
+    rewrite(tmp_path, [line.replace(b'"round":1', b'"round":7') for line in lines(tmp_path)])
+    code, out = verify(capsys, tmp_path)
+    assert code != 0, out
+
+
 def _respaced(line: bytes) -> bytes:
     return json.dumps(json.loads(line), indent=None, separators=(", ", ": ")).encode()
 

@@ -24,8 +24,9 @@ from accord.transport.grpc_client import GrpcAggregatorClient
 from accord.transport.tls import ClientTLS
 
 
-def test_the_revocation_watch_rereads_only_when_the_list_changes(tmp_path: Path, monkeypatch, caplog) -> None:
-    layout = make_federation_pki(tmp_path / "cert", "localhost", ["alice", "bob"])
+@pytest.mark.parametrize("key_type", ["ec", "ec-p384"])  # P-256 now, and the P-384 federations made before
+def test_the_revocation_watch_rereads_only_when_the_list_changes(tmp_path: Path, monkeypatch, caplog, key_type: str) -> None:
+    layout = make_federation_pki(tmp_path / "cert", "localhost", ["alice", "bob"], key_type)
     alice = load_pem_cert(layout.collaborator_cert("alice")).serial_number
     reads = []
     real = records.revoked_serials

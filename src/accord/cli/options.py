@@ -33,7 +33,7 @@ key_type_option = click.option(  # the names pki/keys.py's KEY_TYPES makes (not 
     type=click.Choice(["ec", "ec-p384", "rsa"]),
     default="ec",
     show_default=True,
-    help="Type of a new key: ec (ECDSA P-256), ec-p384 (ECDSA P-384) or rsa (RSA-3072).",
+    help="Type of a new key: ec (ECDSA P-256; before 2026-12-03 ec made P-384: use ec-p384 for that), ec-p384 (ECDSA P-384) or rsa (RSA-3072).",
 )
 
 

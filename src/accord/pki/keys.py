@@ -23,15 +23,15 @@ KEY_MODE = 0o600
 PUBLIC_MODE = 0o644
 RSA_BITS = 3072
 #: what each key type makes; "ec" is the default (P-256: 128-bit security, as secure aggregation's
-#: X25519 and AES-GCM, and OpenSSL's fastest ECDSA); "ec-p384" makes what "ec" made before
+#: X25519 key agreement, and OpenSSL's fastest ECDSA); "ec-p384" makes what "ec" made before
 KEY_TYPES: dict[str, str] = {"ec": "ECDSA P-256", "ec-p384": "ECDSA P-384", "rsa": "RSA-3072"}
-_EC_CURVES: dict[str, type[ec.EllipticCurve]] = {"ec": ec.SECP256R1, "ec-p384": ec.SECP384R1}
+_NEW_KEY_CURVES: dict[str, type[ec.EllipticCurve]] = {"ec": ec.SECP256R1, "ec-p384": ec.SECP384R1}
 
 def generate_private_key(key_type: str = "ec") -> PrivateKey:
     """A new private key of ``key_type`` (KEY_TYPES): ECDSA P-256 (``"ec"``, the default),
     ECDSA P-384 (``"ec-p384"``) or RSA-3072 (``"rsa"``)."""
-    if key_type in _EC_CURVES:
-        return ec.generate_private_key(_EC_CURVES[key_type]())
+    if isinstance(key_type, str) and key_type in _NEW_KEY_CURVES:
+        return ec.generate_private_key(_NEW_KEY_CURVES[key_type]())
     if key_type == "rsa":
         return rsa.generate_private_key(public_exponent=65537, key_size=RSA_BITS)
     choices = ", ".join(f"{name!r} ({made})" for name, made in KEY_TYPES.items())
