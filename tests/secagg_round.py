@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import Any
 
 import numpy as np
 
@@ -23,7 +24,8 @@ def plain(count: int) -> SecAggParams:
 
 class Round:
     """Sites ``site000``... with random updates and weights; each step takes the sites that skip it.
-    ``signings`` (site -> Signing) makes the sites sign, ``verify`` the server check signatures."""
+    ``signings`` (site -> Signing) makes the sites sign, ``verify`` the server check signatures;
+    ``session`` goes to the ServerSession as it is (its ``mask_total``)."""
 
     def __init__(
         self,
@@ -35,10 +37,11 @@ class Round:
         *,
         signings: dict[str, Signing] | None = None,
         verify: Verifier | None = None,
+        **session: Any,
     ) -> None:
         self.params, self.length = params, length
         self.names = [f"site{i:03d}" for i in range(count)]
-        self.server = ServerSession(params, self.names, round_seed, length, verify=verify)
+        self.server = ServerSession(params, self.names, round_seed, length, verify=verify, **session)
         self.sites = {
             name: SiteSession(
                 params, name, self.names, round_seed, length, seed=bytes([seed]) + name.encode(),
@@ -87,7 +90,8 @@ class Round:
         return self.server.confirmations()
 
     def run(self, drops: dict[str, set[str]] | None = None) -> tuple[np.ndarray, float]:
-        """Every phase (the consistency check if the sites sign); sites in ``drops[phase]`` stop before that phase."""
+        """Every phase (the consistency check if the sites sign); sites in ``drops[phase]`` stop
+        before that phase; those in ``drops["correction"]`` reveal without their correction."""
         drops = drops or {}
         self.advertise(drops.get("advertise", ()))
         self.share(drops.get("share", ()))
@@ -96,7 +100,8 @@ class Round:
         confirmations = self.confirm(drops.get("confirm", ())) if signed else None
         assert not self.server.ready
         for name in self._live(drops.get("reveal", ())):
-            self.server.add_reveal(name, self.sites[name].unmask(survivors, dropped, confirmations))
+            reveals = self.sites[name].unmask(survivors, dropped, confirmations)
+            self.server.add_reveal(name, reveals, None if name in drops.get("correction", ()) else self.sites[name].correction())
         assert self.server.ready
         return self.server.result()
 
