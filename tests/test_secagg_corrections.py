@@ -7,24 +7,20 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from secagg_round import Round, plain
+from test_engine import FakeClock, make_engine
 
-pytest.importorskip("cryptography")
-pytest.importorskip("mpyc")
-
-from secagg_round import Round, plain  # noqa: E402
-from test_engine import FakeClock, make_engine  # noqa: E402
-
-from accord.aggregator.stragglers import StragglerPolicy  # noqa: E402
-from accord.collaborator.secure_site import SecureSite  # noqa: E402
-from accord.errors import RefusedError  # noqa: E402
-from accord.messages import TaskResult  # noqa: E402
-from accord.plan.aggregator_settings import SecureAggregationSettings  # noqa: E402
-from accord.secagg import crypto  # noqa: E402
-from accord.secagg.messages import SECRET_MASK_KEY, SecAggRefused, decode_reveal  # noqa: E402
-from accord.strategies.fedavg import FedAvg  # noqa: E402
-from accord.strategies.secure import SecureAggregation  # noqa: E402
-from accord.strategies.secure_phases import CORRECTION, MASKED_DTYPE  # noqa: E402
-from accord.strategies.secure_phases import decode_entries as decode  # noqa: E402
+from accord.aggregator.stragglers import StragglerPolicy
+from accord.collaborator.secure_site import SecureSite
+from accord.errors import RefusedError
+from accord.messages import TaskResult
+from accord.plan.aggregator_settings import SecureAggregationSettings
+from accord.secagg import crypto
+from accord.secagg.messages import SECRET_MASK_KEY, SecAggRefused, decode_reveal
+from accord.strategies.fedavg import FedAvg
+from accord.strategies.secure import SecureAggregation
+from accord.strategies.secure_phases import CORRECTION, MASKED_DTYPE
+from accord.strategies.secure_phases import decode_entries as decode
 
 DROPPED = {"site001", "site005"}
 
@@ -76,7 +72,11 @@ def test_a_dropped_sites_mask_key_is_needed_only_while_a_pair_of_it_lacks_a_corr
     server = federation.server
     for name in survivors:
         site = federation.sites[name]
-        reveals = {owner: data for owner, data in site.unmask(survivors, dropped).items() if decode_reveal(data).secret != SECRET_MASK_KEY}
+        reveals = {
+            owner: data
+            for owner, data in site.unmask(survivors, dropped).items()
+            if decode_reveal(data).secret != SECRET_MASK_KEY
+        }
         server.add_reveal(name, reveals, None if name == "site008" else site.correction())
     assert not server.ready  # site008 added the dropped sites' pair masks and did not correct them
     with pytest.raises(SecAggRefused, match=r"cannot unmask: sites \['site001', 'site005'\] have fewer than"):
@@ -88,7 +88,11 @@ def test_a_dropped_sites_mask_key_is_needed_only_while_a_pair_of_it_lacks_a_corr
     survivors, dropped = federation.mask(DROPPED)
     for name in survivors:
         site = federation.sites[name]
-        reveals = {owner: data for owner, data in site.unmask(survivors, dropped).items() if decode_reveal(data).secret != SECRET_MASK_KEY}
+        reveals = {
+            owner: data
+            for owner, data in site.unmask(survivors, dropped).items()
+            if decode_reveal(data).secret != SECRET_MASK_KEY
+        }
         federation.server.add_reveal(name, reveals, site.correction())
     assert federation.server.ready
     federation.check(federation.server.result())
@@ -107,7 +111,9 @@ def test_a_malformed_or_second_correction_is_refused_by_name_and_takes_nothing()
         (correction[:-1], f"uint64 of shape \\({size - 1},\\)"),
         (list(correction), "a list"),
     ):
-        with pytest.raises(SecAggRefused, match=f"the correction from 'site000' is {shown}, expected uint64 of shape \\({size},\\)") as refused:
+        with pytest.raises(
+            SecAggRefused, match=f"the correction from 'site000' is {shown}, expected uint64 of shape \\({size},\\)"
+        ) as refused:
             server.add_reveal("site000", reveals, bad)
         assert "SiteSession.correction" in refused.value.fix
     server.add_reveal("site000", reveals, correction)  # the refused replies took nothing: the honest one is taken
@@ -134,12 +140,17 @@ def test_a_sites_correction_follows_its_reveals_and_is_the_same_on_a_retry() -> 
     expected = np.zeros_like(first)
     masker = crypto.Masker(len(expected))
     for owner in sorted(dropped):
-        masker.add(expected, crypto.pair_mask_key(federation.sites[owner]._s_sk, site._roster["site000"].s_pk, owner, "site000", federation.server.round_seed))
+        masker.add(
+            expected,
+            crypto.pair_mask_key(
+                federation.sites[owner]._s_sk, site._roster["site000"].s_pk, owner, "site000", federation.server.round_seed
+            ),
+        )
     np.testing.assert_array_equal(first, expected)
 
 
 def test_a_correction_is_zero_when_no_neighbour_dropped() -> None:
-    federation, counting = _federation()
+    federation, _ = _federation()
     federation.advertise()
     federation.share()
     survivors, dropped = federation.mask()
@@ -166,7 +177,9 @@ def test_the_unmask_replies_carry_the_corrections_through_the_engine() -> None:
     def submit(name, task, tensors=None, n=0, payload=b""):
         phase = engine.current.phase
         metrics = {"accuracy": 0.5} if "validation" in task else {}
-        return engine.submit(TaskResult(name, 0, task, n, metrics, tensors, model_digest=engine.model_digest, phase=phase, payload=payload))
+        return engine.submit(
+            TaskResult(name, 0, task, n, metrics, tensors, model_digest=engine.model_digest, phase=phase, payload=payload)
+        )
 
     for phase in ("advertise", "share"):
         for name in names:
@@ -181,7 +194,7 @@ def test_the_unmask_replies_carry_the_corrections_through_the_engine() -> None:
     clock.now += 6.0
     assert engine.tick() is None and engine.current.phase == "unmask"
     assert engine.expected_tensors() == {CORRECTION: (MASKED_DTYPE, (sum(v.size for v in engine.model.values()) + 1,))}
-    with pytest.raises(RefusedError, match="may carry the one tensor 'secagg.correction' only"):
+    with pytest.raises(RefusedError, match=r"may carry the one tensor 'secagg\.correction' only"):
         submit("a", "unmask", {"other": np.zeros(3)}, payload=b"")
     outcome = None
     for name in values:

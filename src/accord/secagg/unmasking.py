@@ -24,7 +24,12 @@ class Unmasking:
     to the senders whose shares the aggregator routed to it (it added a pair mask with each)."""
 
     def __init__(
-        self, share_threshold: int, survivors: Sequence[str], dropped: Sequence[str], routed: Mapping[str, Mapping[str, bytes]], length: int
+        self,
+        share_threshold: int,
+        survivors: Sequence[str],
+        dropped: Sequence[str],
+        routed: Mapping[str, Mapping[str, bytes]],
+        length: int,
     ) -> None:
         self.share_threshold = share_threshold
         self.survivors, self.dropped = list(survivors), list(dropped)
