@@ -62,38 +62,29 @@ def test_a_survivor_without_a_correction_has_exactly_its_pairs_with_the_dropped_
     assert len(expanded) == 2 and counting.calls == [(7, expanded)]  # its self mask still removed from its neighbours' shares
 
 
+def _without_mask_key_shares(uncorrected: set[str]) -> tuple[Round, Counting]:
+    """A round whose survivors reveal no share of the dropped sites' mask keys, each with its
+    correction but those in ``uncorrected``."""
+    federation, counting = _federation()
+    federation.advertise()
+    federation.share()
+    survivors, dropped = federation.mask(DROPPED)
+    for name in survivors:
+        site = federation.sites[name]
+        reveals = site.unmask(survivors, dropped)
+        kept = {owner: data for owner, data in reveals.items() if decode_reveal(data).secret != SECRET_MASK_KEY}
+        federation.server.add_reveal(name, kept, None if name in uncorrected else site.correction())
+    return federation, counting
+
+
 def test_a_dropped_sites_mask_key_is_needed_only_while_a_pair_of_it_lacks_a_correction() -> None:
     """The survivors leave out their shares of the dropped sites' mask keys: with every
     correction the round unmasks all the same; without one, it waits for those shares."""
-    federation, counting = _federation()
-    federation.advertise()
-    federation.share()
-    survivors, dropped = federation.mask(DROPPED)
-    server = federation.server
-    for name in survivors:
-        site = federation.sites[name]
-        reveals = {
-            owner: data
-            for owner, data in site.unmask(survivors, dropped).items()
-            if decode_reveal(data).secret != SECRET_MASK_KEY
-        }
-        server.add_reveal(name, reveals, None if name == "site008" else site.correction())
-    assert not server.ready  # site008 added the dropped sites' pair masks and did not correct them
+    federation, _ = _without_mask_key_shares({"site008"})
+    assert not federation.server.ready  # site008 added the dropped sites' pair masks and did not correct them
     with pytest.raises(SecAggRefused, match=r"cannot unmask: sites \['site001', 'site005'\] have fewer than"):
-        server.result()
-
-    federation, counting = _federation()
-    federation.advertise()
-    federation.share()
-    survivors, dropped = federation.mask(DROPPED)
-    for name in survivors:
-        site = federation.sites[name]
-        reveals = {
-            owner: data
-            for owner, data in site.unmask(survivors, dropped).items()
-            if decode_reveal(data).secret != SECRET_MASK_KEY
-        }
-        federation.server.add_reveal(name, reveals, site.correction())
+        federation.server.result()
+    federation, counting = _without_mask_key_shares(set())
     assert federation.server.ready
     federation.check(federation.server.result())
     assert counting.calls == [(7, set())]
