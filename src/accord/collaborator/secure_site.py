@@ -4,7 +4,8 @@ SiteSession (accord.secagg.site) per round, driven by the phase payloads the agg
 The training reply is masked after the client mods ran (ClipUpdate clips the change first),
 as the last step before it leaves the site. The unmask reply carries, beside the reveals, the
 site's correction (``tensors``: its pair masks with the neighbours named dropped, summed), so
-the aggregator need not expand those masks from the dropped sites' rebuilt mask keys. The site reveals at most once per round, whatever
+the aggregator need not expand those masks from the dropped sites' rebuilt mask keys. The site
+reveals at most once per round, whatever
 the round's seed: an aggregator that restarts a round's phases cannot get a second set of
 reveals for the same update (docs/privacy.md, "Running it"). That memory, and the seeds it
 advertised under, are kept in the site's state folder (``save/site-NAME/secagg.json``, 0600,
