@@ -186,6 +186,8 @@ def test_phase_replies_are_refused_when_malformed_misplaced_or_carrying_data() -
         reply(engine, "a", "roster", task="hello")
     with pytest.raises(RefusedError, match="carries its payload only"):
         engine.submit(TaskResult("a", 0, "hello", 0, {"loss": 1.0}, model_digest=engine.model_digest, phase="hello"))
+    with pytest.raises(RefusedError, match="carries its payload only"):  # its tensor_specs("hello") name none
+        reply(engine, "a", "hello", tensors={"vector": np.zeros(2)})
     with pytest.raises(RefusedError, match="another model"):
         engine.submit(TaskResult("a", 0, "hello", 0, {}, model_digest="0" * 64, phase="hello"))
     reply(engine, "a", "hello")
