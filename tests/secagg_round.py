@@ -7,6 +7,8 @@ from collections.abc import Iterable
 from typing import Any
 
 import numpy as np
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from accord.secagg.params import SecAggParams
 from accord.secagg.server import ServerSession
@@ -15,6 +17,23 @@ from accord.secagg.site import SiteSession
 
 ROUND = b"round-seed-0001-" * 2
 PHASES = ("advertise", "share", "mask", "reveal")
+
+
+def ed25519_signings(names: Iterable[str]) -> dict[str, Signing]:
+    """A Signing per site over a fresh Ed25519 key (its raw public key as its credential): the
+    consistency check's signatures, real, without a federation PKI (pki/ makes the deployment's)."""
+    def verify(site: str, credential: bytes, data: bytes, signature: bytes) -> bool:
+        try:
+            Ed25519PublicKey.from_public_bytes(credential).verify(signature, data)
+        except (InvalidSignature, ValueError):
+            return False
+        return True
+
+    signings = {}
+    for name in names:
+        key = Ed25519PrivateKey.generate()
+        signings[name] = Signing(key.public_key().public_bytes_raw(), key.sign, verify)
+    return signings
 
 
 def plain(count: int) -> SecAggParams:
@@ -91,7 +110,8 @@ class Round:
 
     def run(self, drops: dict[str, set[str]] | None = None) -> tuple[np.ndarray, float]:
         """Every phase (the consistency check if the sites sign); sites in ``drops[phase]`` stop
-        before that phase; those in ``drops["correction"]`` reveal without their correction."""
+        before that phase; in a signed round, those in ``drops["correction"]`` reveal without their
+        correction (an unsigned one sends none)."""
         drops = drops or {}
         self.advertise(drops.get("advertise", ()))
         self.share(drops.get("share", ()))
@@ -101,7 +121,8 @@ class Round:
         assert not self.server.ready
         for name in self._live(drops.get("reveal", ())):
             reveals = self.sites[name].unmask(survivors, dropped, confirmations)
-            self.server.add_reveal(name, reveals, None if name in drops.get("correction", ()) else self.sites[name].correction())
+            corrected = signed and name not in drops.get("correction", ())  # an unsigned session sends no correction
+            self.server.add_reveal(name, reveals, self.sites[name].correction() if corrected else None)
         assert self.server.ready
         return self.server.result()
 

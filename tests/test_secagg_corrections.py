@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from secagg_round import Round, plain
+from secagg_round import Round, ed25519_signings, plain
 from test_engine import FakeClock, make_engine
 
 from accord.aggregator.stragglers import StragglerPolicy
@@ -37,8 +37,11 @@ class Counting:
 
 
 def _federation(count: int = 9) -> tuple[Round, Counting]:
+    """A signed round (corrections need the consistency check: an unsigned session sends none)."""
     counting = Counting()
-    return Round(plain(count), count, 16, mask_total=counting), counting
+    signings = ed25519_signings(f"site{i:03d}" for i in range(count))
+    verify = next(iter(signings.values())).verify
+    return Round(plain(count), count, 16, mask_total=counting, signings=signings, verify=verify), counting
 
 
 def _pairs_of(federation: Round, survivor: str) -> set[tuple[str, str]]:
@@ -69,9 +72,10 @@ def _without_mask_key_shares(uncorrected: set[str]) -> tuple[Round, Counting]:
     federation.advertise()
     federation.share()
     survivors, dropped = federation.mask(DROPPED)
+    confirmations = federation.confirm()
     for name in survivors:
         site = federation.sites[name]
-        reveals = site.unmask(survivors, dropped)
+        reveals = site.unmask(survivors, dropped, confirmations)
         kept = {owner: data for owner, data in reveals.items() if decode_reveal(data).secret != SECRET_MASK_KEY}
         federation.server.add_reveal(name, kept, None if name in uncorrected else site.correction())
     return federation, counting
@@ -95,8 +99,9 @@ def test_a_malformed_or_second_correction_is_refused_by_name_and_takes_nothing()
     federation.advertise()
     federation.share()
     survivors, dropped = federation.mask(DROPPED)
+    confirmations = federation.confirm()
     site, server, size = federation.sites["site000"], federation.server, federation.length + 1
-    reveals, correction = site.unmask(survivors, dropped), site.correction()
+    reveals, correction = site.unmask(survivors, dropped, confirmations), site.correction()
     for bad, shown in (
         (correction.view(np.int64), f"int64 of shape \\({size},\\)"),
         (correction[:-1], f"uint64 of shape \\({size - 1},\\)"),
@@ -111,7 +116,7 @@ def test_a_malformed_or_second_correction_is_refused_by_name_and_takes_nothing()
     with pytest.raises(SecAggRefused, match="'site000' already sent its reveals and correction this round"):
         server.add_reveal("site000", reveals, correction)
     for name in survivors[1:]:
-        server.add_reveal(name, federation.sites[name].unmask(survivors, dropped), federation.sites[name].correction())
+        server.add_reveal(name, federation.sites[name].unmask(survivors, dropped, confirmations), federation.sites[name].correction())
     federation.check(server.result())
 
 
@@ -120,10 +125,11 @@ def test_a_sites_correction_follows_its_reveals_and_is_the_same_on_a_retry() -> 
     federation.advertise()
     federation.share()
     survivors, dropped = federation.mask(DROPPED)
+    confirmations = federation.confirm()
     site = federation.sites["site000"]
     with pytest.raises(SecAggRefused, match="'site000' has answered no unmask request: its correction follows its reveals"):
         site.correction()
-    site.unmask(survivors, dropped)
+    site.unmask(survivors, dropped, confirmations)
     first = site.correction()
     assert first.dtype == np.uint64 and first.shape == (federation.length + 1,) and first.any()
     np.testing.assert_array_equal(site.correction(), first)
@@ -140,29 +146,62 @@ def test_a_sites_correction_follows_its_reveals_and_is_the_same_on_a_retry() -> 
     np.testing.assert_array_equal(first, expected)
 
 
+def test_an_unsigned_session_neither_makes_nor_takes_a_correction() -> None:
+    """Without the consistency check an aggregator could name a site survivor to some of its
+    neighbours (their shares of its self-mask seed) and dropped to the others (their corrections:
+    its pair masks with them), so the unsigned session's aggregator expands the pairs itself."""
+    counting = Counting()
+    federation = Round(plain(9), 9, 16, mask_total=counting)
+    federation.advertise()
+    federation.share()
+    survivors, dropped = federation.mask(DROPPED)
+    site = federation.sites["site000"]
+    reveals = site.unmask(survivors, dropped)
+    with pytest.raises(SecAggRefused, match="'site000' has no signing key: an unsigned session sends no correction"):
+        site.correction()
+    signed, _ = _federation()
+    signed.advertise()
+    signed.share()
+    signed.mask(DROPPED)
+    confirmations = signed.confirm()
+    forged = signed.sites["site000"]
+    forged.unmask(signed.survivors, signed.dropped, confirmations)
+    with pytest.raises(SecAggRefused, match="come with a correction, but this session is unsigned"):
+        federation.server.add_reveal("site000", reveals, forged.correction())
+    federation.server.add_reveal("site000", reveals)  # the refused reply took nothing
+    for name in survivors[1:]:
+        federation.server.add_reveal(name, federation.sites[name].unmask(survivors, dropped))
+    federation.check(federation.server.result())
+    assert counting.calls == [(7, {pair for name in survivors for pair in _pairs_of(federation, name)})]
+
+
 def test_a_correction_is_zero_when_no_neighbour_dropped() -> None:
     federation, _ = _federation()
     federation.advertise()
     federation.share()
     survivors, dropped = federation.mask()
     assert dropped == []
+    confirmations = federation.confirm()
     for name in survivors:
-        federation.sites[name].unmask(survivors, dropped)
+        federation.sites[name].unmask(survivors, dropped, confirmations)
         assert not federation.sites[name].correction().any()
 
 
-def test_the_unmask_replies_carry_the_corrections_through_the_engine() -> None:
-    """SecureAggregation over the engine: a site drops at the mask phase's cut-off; the others'
-    unmask replies carry their correction (CORRECTION) beside the reveals, and the round steps
-    to FedAvg over the survivors with no pairwise mask expanded."""
+@pytest.mark.parametrize("signed", [True, False])
+def test_the_unmask_replies_carry_the_corrections_through_the_engine(signed: bool) -> None:
+    """SecureAggregation over the engine: a site drops at the mask phase's cut-off; in a signed
+    round the others' unmask replies carry their correction (CORRECTION) beside the reveals,
+    and the round steps to FedAvg over the survivors with no pairwise mask expanded; an
+    unsigned round's replies carry none, and its aggregator expands the dropped site's pairs."""
     clock = FakeClock()
     settings = SecureAggregationSettings(enabled=True)
-    strategy = SecureAggregation(FedAvg(), settings)
+    names = ("a", "b", "c", "d")
+    signings = ed25519_signings(names) if signed else {}
+    strategy = SecureAggregation(FedAvg(), settings, verify=signings["a"].verify if signed else None)
     strategy.mask_total = counting = Counting()
     policy = StragglerPolicy("cutoff_time", cutoff_seconds=5.0, min_reports=1, round_deadline_seconds=60.0)
-    names = ("a", "b", "c", "d")
     engine = make_engine(names, rounds=1, strategy=strategy, clock=clock, policy=policy)
-    sites = {name: SecureSite(name, settings) for name in names}
+    sites = {name: SecureSite(name, settings, signings.get(name)) for name in names}
     values = {"a": 0.1, "b": 0.2, "c": 0.6}
 
     def submit(name, task, tensors=None, n=0, payload=b""):
@@ -183,16 +222,24 @@ def test_the_unmask_replies_carry_the_corrections_through_the_engine() -> None:
         submit(name, "train", masked.tensors, n=10)
         submit(name, "locally_tuned_model_validation", n=10)
     clock.now += 6.0
-    assert engine.tick() is None and engine.current.phase == "unmask"
-    assert engine.expected_tensors() == {CORRECTION: (MASKED_DTYPE, (sum(v.size for v in engine.model.values()) + 1,))}
-    with pytest.raises(RefusedError, match=r"may carry the one tensor 'secagg\.correction' only"):
-        submit("a", "unmask", {"other": np.zeros(3)}, payload=b"")
+    assert engine.tick() is None
+    if signed:
+        assert engine.current.phase == "confirm"
+        for name in values:
+            submit(name, "confirm", payload=sites[name].answer("confirm", 0, engine.assignment(name).payload, engine.model))
+    assert engine.current.phase == "unmask"
+    if signed:
+        assert engine.expected_tensors() == {CORRECTION: (MASKED_DTYPE, (sum(v.size for v in engine.model.values()) + 1,))}
+        with pytest.raises(RefusedError, match=r"may carry the one tensor 'secagg\.correction' only"):
+            submit("a", "unmask", {"other": np.zeros(3)}, payload=b"")
+    else:
+        assert engine.expected_tensors() == {}
     outcome = None
     for name in values:
         reveals = sites[name].answer("unmask", 0, engine.assignment(name).payload, engine.model)
         tensors = sites[name].tensors("unmask", 0)
-        assert set(tensors) == {CORRECTION} and set(decode(reveals, "reveals")) == set(names) - {name}
+        assert (set(tensors) == {CORRECTION} if signed else tensors is None) and set(decode(reveals, "reveals")) == set(names) - {name}
         outcome = submit(name, "unmask", tensors, payload=reveals)
     assert outcome is not None and not outcome.bounds and outcome.stragglers == ("d",)
     np.testing.assert_allclose(outcome.model["w"], np.mean(list(values.values())), atol=1e-6)
-    assert counting.calls == [(3, set())]
+    assert counting.calls == [(3, set() if signed else {("d", name) for name in values})]

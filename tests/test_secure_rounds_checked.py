@@ -59,7 +59,7 @@ def _to_unmask(engine, sites, forge=None, values=None):
 
 def _reveal(engine, sites, name, keep=None, lie=None):
     """``name``'s reveals (only of the owners in ``keep``, if given; with a wrong share of ``lie``)
-    and its correction, as its unmask reply carries them."""
+    and its correction (None: these rounds are unsigned), as its unmask reply carries them."""
     reveals = decode(sites[name].answer("unmask", engine.round_number, engine.assignment(name).payload, engine.model), "reveals")
     if keep is not None:
         reveals = {owner: data for owner, data in reveals.items() if owner in keep}

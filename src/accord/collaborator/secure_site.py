@@ -118,10 +118,12 @@ class SecureSite:
 
     def tensors(self, phase: str, round_number: int) -> ModelState | None:
         """The tensors of this site's reply to ``phase`` of ``round_number``, after ``answer``: in
-        ``unmask`` its correction (CORRECTION, for the lists it revealed for), else None."""
+        a signing session's ``unmask`` its correction (CORRECTION, for the lists it revealed for),
+        else None (an unsigned session sends none: SiteSession.correction)."""
         if phase != UNMASK:
             return None
-        return {CORRECTION: self._current(round_number, phase).correction().view(MASKED_DTYPE)}
+        session = self._current(round_number, phase)
+        return None if session.signing is None else {CORRECTION: session.correction().view(MASKED_DTYPE)}
 
     def masked(self, reply: TaskResult, payload: bytes, global_model: ModelState) -> TaskResult:
         """The training ``reply`` with its change masked (the one tensor MASKED), given the shares

@@ -279,8 +279,8 @@ class ServerSession:
 
     def add_reveal(self, site: str, reveals: Mapping[str, bytes], correction: np.ndarray | None = None) -> None:
         """Take a surviving ``site``'s reveals (owner -> reveal bytes) and, with them, its
-        ``correction`` (SiteSession.correction: uint64, length + 1; None: it sent none, and its
-        pairs with the dropped are expanded from their rebuilt mask keys). Once; refused after
+        ``correction`` (SiteSession.correction: uint64, length + 1; signed sessions only; None: it
+        sent none, and its pairs with the dropped are expanded from their rebuilt mask keys). Once; refused after
         ``result()``. Each reveal must be the share kind asked for, at the index ``site`` holds;
         nothing is taken from a reply refused. An unsigned round takes reveals right after
         ``unmask_request()``."""
@@ -297,6 +297,11 @@ class ServerSession:
         graph, fix = self._graph, "send the dictionary SiteSession.unmask returned, unchanged"
         assert graph is not None and self._unmasking is not None
         if correction is not None:
+            if self._verify is None:  # without the consistency check a correction could leak a pair mask (site.py correction)
+                raise SecAggRefused(
+                    f"the reveals from {site!r} come with a correction, but this session is unsigned: it takes none",
+                    "send corrections only in signed sessions (SiteSession.correction refuses in an unsigned one)",
+                )
             self._check_vector(correction, f"the correction from {site!r}", "send the vector SiteSession.correction returned")
         if not isinstance(reveals, Mapping):
             raise SecAggRefused(f"the reveals from {site!r} are not a mapping of site names to reveals", fix)

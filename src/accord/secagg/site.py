@@ -343,8 +343,16 @@ class SiteSession:
         It tells the aggregator nothing the same request's reveals do not: they hold this site's
         share of each of those senders' mask-key seeds, and the seeds rebuilt from the survivors'
         shares give every pair mask of theirs. That holds while the survivors answer the same
-        lists, which a signing session's consistency check guarantees (docs/privacy.md). The same
-        on every call (it is computed again: nothing model-sized is kept)."""
+        lists, which only a signing session's consistency check guarantees, so an unsigned session
+        makes none (docs/privacy.md, "Corrections"). The same on every call (it is computed
+        again: nothing model-sized is kept)."""
+        if self.signing is None:
+            raise SecAggRefused(
+                f"site {self.site!r} has no signing key: an unsigned session sends no correction (without the consistency "
+                "check an aggregator could ask its neighbours inconsistent lists and collect both secrets of one site)",
+                "run signed SecAgg to send corrections; an unsigned round's aggregator expands the pair masks itself",
+                kind="state",
+            )
         if self._revealed is None:
             raise SecAggRefused(
                 f"site {self.site!r} has answered no unmask request: its correction follows its reveals",

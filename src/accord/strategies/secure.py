@@ -189,9 +189,10 @@ class SecurePhases:
         return self._request
 
     def tensor_specs(self, phase: str) -> Mapping[str, tuple[str, tuple[int, ...]]]:
-        """``mask``: the masked update; ``unmask``: the correction beside the reveals; else none."""
+        """``mask``: the masked update; a signed round's ``unmask``: the correction beside the
+        reveals (an unsigned session takes none: SiteSession.correction); else none."""
         ring = (MASKED_DTYPE, (self.length + 1,))
-        return {MASKED: ring} if phase == MASK else {CORRECTION: ring} if phase == UNMASK else {}
+        return {MASKED: ring} if phase == MASK else {CORRECTION: ring} if phase == UNMASK and self.signed else {}
 
     def take(self, phase: str, collaborator: str, payload: bytes, tensors: Mapping[str, np.ndarray] | None, weight: float) -> None:
         if phase == ADVERTISE:
