@@ -16,7 +16,8 @@ drawn for it (seeded by its number), done once per site and repeat and used by e
 (the same training in each). The rounds run with BLAS on one thread, as the serving aggregator
 does (aggregator/serve.py). A ``--dropouts`` share of the cohort drops in the worst phase
 for SecAgg+ (after sharing, before masking: its pairwise masks are in the survivors' sums, which
-their corrections take out), and
+a signed round's survivors' corrections take out; an unsigned round's aggregator rebuilds the
+dropped sites' mask keys from shares and expands those masks itself), and
 the same share never replies in plain FedAvg; the phases close under cutoff_time (an
 injected clock), the round with FedAvg over the survivors.
 
@@ -55,8 +56,8 @@ Figures, per N, dropout share and mode (min and median over the repeats):
   phase (signing and checking signatures in a signed round's advertise, share, confirm and
   unmask);
 - bytes per site: what one surviving site sends and receives (the model download, phase
-  payloads, the update or masked update, and in ``unmask`` its correction: one more
-  model-sized vector beside the reveals), and its ratio secure/plain (Bonawitz et al. report
+  payloads, the update or masked update, and in a signed round's ``unmask`` its correction:
+  one more model-sized vector beside the reveals), and its ratio secure/plain (Bonawitz et al. report
   1.73x at 2^10 users and 2^20 values);
 - max |secure - plain|: the largest difference between the two rounds' models (the
   fixed-point error: it must stay near 2^-24).
