@@ -15,7 +15,9 @@ site's update is its local training: ``--epochs`` of SGD (batch 16) over ``--sam
 drawn for it (seeded by its number), done once per site and repeat and used by every round
 (the same training in each). The rounds run with BLAS on one thread, as the serving aggregator
 does (aggregator/serve.py). A ``--dropouts`` share of the cohort drops in the worst phase
-for SecAgg+ (after sharing, before masking: its pairwise masks are rebuilt from shares), and
+for SecAgg+ (after sharing, before masking: its pairwise masks are in the survivors' sums, which
+a signed round's survivors' corrections take out; an unsigned round's aggregator rebuilds the
+dropped sites' mask keys from shares and expands those masks itself), and
 the same share never replies in plain FedAvg; the phases close under cutoff_time (an
 injected clock), the round with FedAvg over the survivors.
 
@@ -54,7 +56,8 @@ Figures, per N, dropout share and mode (min and median over the repeats):
   phase (signing and checking signatures in a signed round's advertise, share, confirm and
   unmask);
 - bytes per site: what one surviving site sends and receives (the model download, phase
-  payloads, the update or masked update), and its ratio secure/plain (Bonawitz et al. report
+  payloads, the update or masked update, and in a signed round's ``unmask`` its correction:
+  one more model-sized vector beside the reveals), and its ratio secure/plain (Bonawitz et al. report
   1.73x at 2^10 users and 2^20 values);
 - max |secure - plain|: the largest difference between the two rounds' models (the
   fixed-point error: it must stay near 2^-24).
@@ -284,7 +287,8 @@ def reply(site: SecureSite, assignment, name: str, engine: RoundEngine, model, u
     digest = engine.model_digest
     if secure and assignment.phase in REPLY_PHASES:
         payload = site.answer(assignment.phase, assignment.round_number, assignment.payload, model)
-        return TaskResult(name, assignment.round_number, assignment.phase, 0, {}, model_digest=digest, phase=assignment.phase, payload=payload)
+        tensors = site.tensors(assignment.phase, assignment.round_number)  # unmask: the correction
+        return TaskResult(name, assignment.round_number, assignment.phase, 0, {}, tensors, model_digest=digest, phase=assignment.phase, payload=payload)
     trained = TaskResult(name, assignment.round_number, "train", 100, {}, update, model_digest=digest, phase=assignment.phase)
     return site.masked(trained, assignment.payload, model) if secure and assignment.phase == MASK else trained
 

@@ -4,8 +4,11 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import Any
 
 import numpy as np
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from accord.secagg.params import SecAggParams
 from accord.secagg.server import ServerSession
@@ -16,6 +19,23 @@ ROUND = b"round-seed-0001-" * 2
 PHASES = ("advertise", "share", "mask", "reveal")
 
 
+def ed25519_signings(names: Iterable[str]) -> dict[str, Signing]:
+    """A Signing per site over a fresh Ed25519 key (its raw public key as its credential): the
+    consistency check's signatures, real, without a federation PKI (pki/ makes the deployment's)."""
+    def verify(site: str, credential: bytes, data: bytes, signature: bytes) -> bool:
+        try:
+            Ed25519PublicKey.from_public_bytes(credential).verify(signature, data)
+        except (InvalidSignature, ValueError):
+            return False
+        return True
+
+    signings = {}
+    for name in names:
+        key = Ed25519PrivateKey.generate()
+        signings[name] = Signing(key.public_key().public_bytes_raw(), key.sign, verify)
+    return signings
+
+
 def plain(count: int) -> SecAggParams:
     """The defaults for ``count`` sites (plain SecAgg at test sizes)."""
     return SecAggParams.for_cohort(count)
@@ -23,7 +43,8 @@ def plain(count: int) -> SecAggParams:
 
 class Round:
     """Sites ``site000``... with random updates and weights; each step takes the sites that skip it.
-    ``signings`` (site -> Signing) makes the sites sign, ``verify`` the server check signatures."""
+    ``signings`` (site -> Signing) makes the sites sign, ``verify`` the server check signatures;
+    ``session`` goes to the ServerSession as it is (its ``mask_total``)."""
 
     def __init__(
         self,
@@ -35,10 +56,11 @@ class Round:
         *,
         signings: dict[str, Signing] | None = None,
         verify: Verifier | None = None,
+        **session: Any,
     ) -> None:
         self.params, self.length = params, length
         self.names = [f"site{i:03d}" for i in range(count)]
-        self.server = ServerSession(params, self.names, round_seed, length, verify=verify)
+        self.server = ServerSession(params, self.names, round_seed, length, verify=verify, **session)
         self.sites = {
             name: SiteSession(
                 params, name, self.names, round_seed, length, seed=bytes([seed]) + name.encode(),
@@ -87,7 +109,9 @@ class Round:
         return self.server.confirmations()
 
     def run(self, drops: dict[str, set[str]] | None = None) -> tuple[np.ndarray, float]:
-        """Every phase (the consistency check if the sites sign); sites in ``drops[phase]`` stop before that phase."""
+        """Every phase (the consistency check if the sites sign); sites in ``drops[phase]`` stop
+        before that phase; in a signed round, those in ``drops["correction"]`` reveal without their
+        correction (an unsigned one sends none)."""
         drops = drops or {}
         self.advertise(drops.get("advertise", ()))
         self.share(drops.get("share", ()))
@@ -96,7 +120,9 @@ class Round:
         confirmations = self.confirm(drops.get("confirm", ())) if signed else None
         assert not self.server.ready
         for name in self._live(drops.get("reveal", ())):
-            self.server.add_reveal(name, self.sites[name].unmask(survivors, dropped, confirmations))
+            reveals = self.sites[name].unmask(survivors, dropped, confirmations)
+            corrected = signed and name not in drops.get("correction", ())  # an unsigned session sends no correction
+            self.server.add_reveal(name, reveals, self.sites[name].correction() if corrected else None)
         assert self.server.ready
         return self.server.result()
 

@@ -55,8 +55,8 @@ class EchoPhases:
     def payload(self, phase, collaborator):
         return f"{phase}:{collaborator}".encode()
 
-    def tensor_specs(self):
-        return {"vector": ("float64", (2,))}
+    def tensor_specs(self, phase):
+        return {"vector": ("float64", (2,))} if phase == "tasks" else {}
 
     def take(self, phase, collaborator, payload, tensors, weight):
         if payload == b"bad":
@@ -107,7 +107,7 @@ def test_a_phased_round_runs_each_phase_for_the_previous_ones_repliers() -> None
     given = engine.assignment("a")
     assert given.action is Action.RUN and given.phase == "hello" and given.payload == b"hello:a"
     assert [t.name for t in given.tasks] == ["hello"]
-    assert engine.expected_tensors() == {"vector": ("float64", (2,))}
+    assert engine.expected_tensors() == {}  # a reply of this phase carries no tensors
     for name in NAMES:
         assert reply(engine, name, "hello", payload=name.encode()) is None
     assert engine.current.phase == "roster" and engine.epoch == (0, "roster", False)
@@ -118,6 +118,7 @@ def test_a_phased_round_runs_each_phase_for_the_previous_ones_repliers() -> None
     assert engine.current.phase == "tasks"
     given = engine.assignment("b")
     assert given.phase == "tasks" and [t.name for t in given.tasks] == list(TASKS) and given.payload == b"tasks:b"
+    assert engine.expected_tensors() == {"vector": ("float64", (2,))}
     for name, value in zip(NAMES, (1.0, 2.0, 6.0)):
         tasks_phase(engine, name, value)
     assert engine.current.phase == "close"
@@ -185,6 +186,8 @@ def test_phase_replies_are_refused_when_malformed_misplaced_or_carrying_data() -
         reply(engine, "a", "roster", task="hello")
     with pytest.raises(RefusedError, match="carries its payload only"):
         engine.submit(TaskResult("a", 0, "hello", 0, {"loss": 1.0}, model_digest=engine.model_digest, phase="hello"))
+    with pytest.raises(RefusedError, match="carries its payload only"):  # its tensor_specs("hello") name none
+        reply(engine, "a", "hello", tensors={"vector": np.zeros(2)})
     with pytest.raises(RefusedError, match="another model"):
         engine.submit(TaskResult("a", 0, "hello", 0, {}, model_digest="0" * 64, phase="hello"))
     reply(engine, "a", "hello")

@@ -51,6 +51,7 @@ def test_a_fresh_engine_from_the_checkpoint_mid_unmask_completes_the_round(tmp_p
     assert restarted.assignment("a").payload == request  # the same seed and request: a retry for the sites
     again = decode(sites["a"].answer("unmask", 0, request, restarted.model), "reveals")
     assert again == first["a"]  # a site that revealed answers the same, nothing more
+    assert sites["a"].tensors("unmask", 0) is None  # an unsigned site sends no correction (test_secagg_corrections.py)
     uninterrupted = _reveal(engine, sites, "c") or _reveal(engine, sites, "d")  # the same round, no restart
     outcome = None
     for name in NAMES:
@@ -175,7 +176,7 @@ def test_a_restarted_runtime_resumes_the_unmask_from_its_saved_checkpoint(worksp
         _runtime_to_unmask(runtime, plan, sites)
         request = runtime.get_tasks("alpha", plan.hash, 1.0).payload
         reveals = sites["alpha"].answer("unmask", 0, request, runtime.engine.model)
-        runtime.submit(TaskResult("alpha", 0, "unmask", 0, {}, model_digest=runtime.engine.model_digest, phase="unmask", payload=reveals), plan.hash)
+        runtime.submit(_unmask_reply(runtime, sites, "alpha", reveals), plan.hash)
         directory = runtime.journal.directory
     finally:
         runtime.close()
@@ -187,7 +188,7 @@ def test_a_restarted_runtime_resumes_the_unmask_from_its_saved_checkpoint(worksp
             given = restarted.get_tasks(name, plan.hash, 1.0)
             assert (given.round_number, given.phase, given.payload) == (0, "unmask", request)
             payload = sites[name].answer("unmask", 0, given.payload, restarted.engine.model)
-            restarted.submit(TaskResult(name, 0, "unmask", 0, {}, model_digest=restarted.engine.model_digest, phase="unmask", payload=payload), plan.hash)
+            restarted.submit(_unmask_reply(restarted, sites, name, payload), plan.hash)
         assert restarted.engine.round_number == 1  # round 0 closed (1: the final validation)
         model = restarted.engine.model
         mean = np.mean([0.1, 0.2, 0.3])
@@ -238,7 +239,13 @@ def _unmask(runtime, plan, sites, names) -> None:
         given = runtime.get_tasks(name, plan.hash, 1.0)
         assert (given.round_number, given.phase) == (0, "unmask")
         payload = sites[name].answer("unmask", 0, given.payload, runtime.engine.model)
-        runtime.submit(TaskResult(name, 0, "unmask", 0, {}, model_digest=runtime.engine.model_digest, phase="unmask", payload=payload), plan.hash)
+        runtime.submit(_unmask_reply(runtime, sites, name, payload), plan.hash)
+
+
+def _unmask_reply(runtime, sites, name, reveals) -> TaskResult:
+    """``name``'s unmask reply through the runtime: its reveals and, in a signed round, its correction (staged as any tensor)."""
+    tensors = sites[name].tensors("unmask", 0)
+    return TaskResult(name, 0, "unmask", 0, {}, tensors, model_digest=runtime.engine.model_digest, phase="unmask", payload=reveals)
 
 
 def _secure_round(plan, restart: bool) -> dict:

@@ -122,11 +122,11 @@ class RoundEngine:
         return self._round is not None and self._round.phases is not None
 
     def expected_tensors(self) -> dict[str, tuple[str, tuple[int, ...]]]:
-        """name -> (dtype, shape) of the tensors a result may carry now: the global model's, or the
-        open round's phases' training reply's (RoundPhases.tensor_specs)."""
+        """name -> (dtype, shape) of the tensors a result may carry now: the global model's, or
+        those of a reply in the open round's phase (RoundPhases.tensor_specs)."""
         current = self._round
         if current is not None and current.phases is not None:
-            return dict(current.phases.tensor_specs())
+            return dict(current.phases.tensor_specs(current.phase))
         return tensor_specs(self.model)
 
     @property

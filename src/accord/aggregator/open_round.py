@@ -105,14 +105,16 @@ class OpenRound:
         owed.clear()
 
     def take_phase_reply(self, phases: RoundPhases, result: TaskResult, owed: list[str]) -> None:
-        """A reply of a phase beyond the tasks: bytes only, folded by the round's phases."""
-        if result.tensors or result.metrics:
+        """A reply of a phase beyond the tasks: bytes, and the tensors the phase takes if any
+        (RoundPhases.tensor_specs), folded by the round's phases."""
+        takes_tensors = bool(phases.tensor_specs(self.phase))
+        if result.metrics or (result.tensors and not takes_tensors):
+            carried = "its payload and the tensors its phase names only" if takes_tensors else "its payload only"
             raise RefusedError(
-                f"result from {result.collaborator} for phase {self.phase!r} carries tensors or metrics; "
-                "a phase reply carries its payload only",
+                f"result from {result.collaborator} for phase {self.phase!r} carries tensors or metrics; a phase reply carries {carried}",
                 kind="payload",
             )
-        phases.take(self.phase, result.collaborator, result.payload, None, 0.0)
+        phases.take(self.phase, result.collaborator, result.payload, result.tensors or None, 0.0)
         owed.clear()
         self.reported_count += 1
 

@@ -202,15 +202,17 @@ class Collaborator:
         return f"it holds the global model of round {self._global_round} (digest {self._global_digest[:16]}...)"
 
     def _phase_reply(self, assignment: TaskAssignment) -> TaskResult:
-        """This site's reply to a secure aggregation phase beyond its tasks (its payload only);
-        PhaseRefused if the site refuses what the aggregator asks."""
+        """This site's reply to a secure aggregation phase beyond its tasks (its payload, and in
+        ``unmask`` its correction); PhaseRefused if the site refuses what the aggregator asks."""
         self._fetch_global(assignment.round_number)  # the reply is bound to this round's model
         secure, global_model = self._secure, self._global
         assert secure is not None and global_model is not None
-        payload = self._secured(lambda: secure.answer(assignment.phase, assignment.round_number, assignment.payload, global_model))
-        task = assignment.tasks[0].name if assignment.tasks else assignment.phase
+        phase, round_number = assignment.phase, assignment.round_number
+        payload = self._secured(lambda: secure.answer(phase, round_number, assignment.payload, global_model))
+        tensors = self._secured(lambda: secure.tensors(phase, round_number))
+        task = assignment.tasks[0].name if assignment.tasks else phase
         return TaskResult(
-            self.name, assignment.round_number, task, 0, {}, model_digest=self._global_digest, phase=assignment.phase, payload=payload
+            self.name, round_number, task, 0, {}, tensors, model_digest=self._global_digest, phase=phase, payload=payload
         )
 
     def _secured(self, call: Callable[[], T]) -> T:

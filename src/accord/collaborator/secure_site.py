@@ -2,7 +2,10 @@
 SiteSession (accord.secagg.site) per round, driven by the phase payloads the aggregator sends.
 
 The training reply is masked after the client mods ran (ClipUpdate clips the change first),
-as the last step before it leaves the site. The site reveals at most once per round, whatever
+as the last step before it leaves the site. The unmask reply carries, beside the reveals, the
+site's correction (``tensors``: its pair masks with the neighbours named dropped, summed), so
+the aggregator need not expand those masks from the dropped sites' rebuilt mask keys. The site
+reveals at most once per round, whatever
 the round's seed: an aggregator that restarts a round's phases cannot get a second set of
 reveals for the same update (docs/privacy.md, "Running it"). That memory, and the seeds it
 advertised under, are kept in the site's state folder (``save/site-NAME/secagg.json``, 0600,
@@ -30,6 +33,7 @@ from accord.plan.secure_aggregation import secagg_params, threshold_floor
 from accord.strategies.secure_phases import (
     ADVERTISE,
     CONFIRM,
+    CORRECTION,
     MASKED,
     MASKED_DTYPE,
     SHARE,
@@ -111,6 +115,15 @@ class SecureSite:
             log.info("%s: round %d: revealed shares for %d survivors and %d dropped sites", self.name, round_number, len(survivors), len(dropped))
             return encode_entries(reveals)
         raise RefusedError(f"phase {phase!r} carries no reply of its own", kind="payload")
+
+    def tensors(self, phase: str, round_number: int) -> ModelState | None:
+        """The tensors of this site's reply to ``phase`` of ``round_number``, after ``answer``: in
+        a signing session's ``unmask`` its correction (CORRECTION, for the lists it revealed for),
+        else None (an unsigned session sends none: SiteSession.correction)."""
+        if phase != UNMASK:
+            return None
+        session = self._current(round_number, phase)
+        return None if session.signing is None else {CORRECTION: session.correction().view(MASKED_DTYPE)}
 
     def masked(self, reply: TaskResult, payload: bytes, global_model: ModelState) -> TaskResult:
         """The training ``reply`` with its change masked (the one tensor MASKED), given the shares

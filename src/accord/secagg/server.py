@@ -6,8 +6,10 @@ result) until ``unmask_request()`` closes the masking; in a signed round, ``add_
 until ``confirmations()`` closes the consistency check; ``add_reveal`` until ``result()``. Sites
 may drop at every phase: one that advertised but did not share is left out of every mask (no
 site got its shares, so none masked with it), one that shared but did not mask has its pairwise
-masks removed with its mask-key seed rebuilt from its neighbours' shares, one that masked but did
-not reveal still has its self mask removed from its neighbours' shares of its seed b. Every
+masks removed: by the correction each surviving neighbour sends with its reveals, and, for a
+neighbour that sent none, expanded from its mask-key seed rebuilt from its neighbours' shares
+(secagg/unmasking.py); one that masked but did not reveal still has its self mask removed from
+its neighbours' shares of its seed b. Every
 reveal is checked against the commitment its owner sent with the share (crypto.commit_share): a
 site revealing a wrong share is refused, named in ``excluded`` and none of its reveals is used,
 so one lying site can neither hold the round nor make it wrong while honest reveals suffice.
@@ -38,6 +40,7 @@ from accord.secagg.messages import (
 from accord.secagg.params import SecAggParams, check_session
 from accord.secagg.signing import Verifier, check_advert, roster_digest, survivors_statement
 from accord.secagg.unmasked import check_clip, check_mask_key, check_weight
+from accord.secagg.unmasking import Unmasking
 
 _ADVERTS, _SHARES, _MASKS, _CONFIRMS, _REVEALS, _DONE = range(6)
 #: the masks the unmasking takes out, summed (crypto.mask_total's signature)
@@ -51,8 +54,9 @@ class ServerSession:
     With ``verify`` (a signed federation) it refuses adverts and confirmations that are not
     signed by a valid certificate of their sender, so one lying site cannot make the honest
     sites refuse the round; the sites check them again (they trust no aggregator).
-    The unmasking's secrets (one per survivor and per dropped site) are rebuilt in one batch
-    (shamir.combine_all); ``mask_total`` then expands the masks they seed and sums them:
+    The unmasking's secrets (one per survivor, and per dropped site whose pair masks some
+    survivor did not correct) are rebuilt in one batch (shamir.combine_all); ``mask_total``
+    then expands the masks they seed and sums them:
     crypto.mask_total in this process by default, a process pool's in the aggregator's runtime
     (aggregator/mask_pool.py).
     """
@@ -93,10 +97,9 @@ class ServerSession:
         self._credentials: dict[str, bytes] = {}
         self._confirmations: dict[str, bytes] = {}
         self._revealers: set[str] = set()
-        self._revealed: dict[str, dict[int, bytes]] = {}
+        self._unmasking: Unmasking | None = None
         #: site -> why its reveals were refused (one did not match its owner's commitment)
         self.excluded: dict[str, str] = {}
-        self._short = 0
         self._result: tuple[np.ndarray, float] | None = None
 
     def _expect(self, phase: int, site: str, step: str) -> None:
@@ -183,13 +186,7 @@ class ServerSession:
         self._member(site, self._sharers, "one of the sites that shared")
         if site in self._masked:
             raise SecAggRefused(f"site {site!r} already sent its masked update this round", "send it once per round", kind="state")
-        if not isinstance(masked, np.ndarray) or masked.dtype != np.uint64 or masked.shape != (self.length + 1,):
-            shape = getattr(masked, "shape", None)
-            raise SecAggRefused(
-                f"the masked update from {site!r} is {type(masked).__name__} {getattr(masked, 'dtype', '')} {shape}, "
-                f"expected uint64 of shape ({self.length + 1},)",
-                "send the vector SiteSession.mask returned",
-            )
+        self._check_vector(masked, f"the masked update from {site!r}", "send the vector SiteSession.mask returned")
         if weight is not None:
             if isinstance(weight, bool) or not isinstance(weight, int) or not 1 <= weight <= self.params.max_weight:
                 raise SecAggRefused(
@@ -207,7 +204,8 @@ class ServerSession:
             self._at_least(len(self._masked), "sent masked updates")
             self._request = (sorted(self._masked), sorted(self._sharers - self._masked))
             self._statement = survivors_statement(self.round_seed, self._digest, *self._request)  # what confirmations sign
-            self._short = len(self._sharers)
+            assert self._graph is not None
+            self._unmasking = Unmasking(self._graph.share_threshold, *self._request, self._inbox, self.length)
             self._phase = _CONFIRMS
         return list(self._request[0]), list(self._request[1])
 
@@ -279,10 +277,13 @@ class ServerSession:
         if confirmations:
             self.confirmations()
 
-    def add_reveal(self, site: str, reveals: Mapping[str, bytes]) -> None:
-        """Take a surviving ``site``'s reveals (owner -> reveal bytes; once; refused after
-        ``result()``). Each must be the share kind asked for, at the index ``site`` holds. An
-        unsigned round takes reveals right after ``unmask_request()``."""
+    def add_reveal(self, site: str, reveals: Mapping[str, bytes], correction: np.ndarray | None = None) -> None:
+        """Take a surviving ``site``'s reveals (owner -> reveal bytes) and, with them, its
+        ``correction`` (SiteSession.correction: uint64, length + 1; signed sessions only; None: it
+        sent none, and its pairs with the dropped are expanded from their rebuilt mask keys). Once; refused after
+        ``result()``. Each reveal must be the share kind asked for, at the index ``site`` holds;
+        nothing is taken from a reply refused. An unsigned round takes reveals right after
+        ``unmask_request()``."""
         if self._phase == _CONFIRMS and self._verify is None and not self._confirmations:
             self._phase = _REVEALS
         self._expect(_REVEALS, site, "reveals")
@@ -290,9 +291,18 @@ class ServerSession:
         if site in self.excluded:
             raise SecAggRefused(self.excluded[site], "this site's reveals are not used this round", kind="state")
         if site in self._revealers:
-            raise SecAggRefused(f"site {site!r} already sent its reveals this round", "send them once per round", kind="state")
+            raise SecAggRefused(
+                f"site {site!r} already sent its reveals and correction this round", "send them, together, once per round", kind="state"
+            )
         graph, fix = self._graph, "send the dictionary SiteSession.unmask returned, unchanged"
-        assert graph is not None
+        assert graph is not None and self._unmasking is not None
+        if correction is not None:
+            if self._verify is None:  # without the consistency check a correction could leak a pair mask (site.py correction)
+                raise SecAggRefused(
+                    f"the reveals from {site!r} come with a correction, but this session is unsigned: it takes none",
+                    "send corrections only in signed sessions (SiteSession.correction refuses in an unsigned one)",
+                )
+            self._check_vector(correction, f"the correction from {site!r}", "send the vector SiteSession.correction returned")
         if not isinstance(reveals, Mapping):
             raise SecAggRefused(f"the reveals from {site!r} are not a mapping of site names to reveals", fix)
         survivors, dropped = self._request if self._request is not None else ([], [])
@@ -316,62 +326,62 @@ class ServerSession:
             if crypto.commit_share(self.round_seed, owner, site, reveal.secret, reveal.index, reveal.share) != commitment:
                 self.excluded[site] = (
                     f"{what} does not match the commitment {owner!r} sent with that share: {site!r} revealed a wrong "
-                    "share and is excluded from this round's unmasking (none of its reveals is used)"
+                    "share and is excluded from this round's unmasking (none of its reveals is used, nor its correction)"
                 )
                 raise SecAggRefused(self.excluded[site], "the round unmasks from the other survivors' reveals; look into that site")
             taken.append((owner, reveal.index, reveal.share))
-        for owner, index, share in taken:
-            shares = self._revealed.setdefault(owner, {})
-            shares[index] = share
-            if len(shares) == graph.share_threshold:
-                self._short -= 1
+        self._unmasking.take_shares(taken)
+        if correction is not None:
+            self._unmasking.take_correction(site, correction)
         self._revealers.add(site)
 
     @property
     def ready(self) -> bool:
-        """Whether ``result()`` can unmask now: every survivor's self-mask seed and every dropped
-        site's mask-key seed has its share threshold of reveals (the reveal phase may close
-        before every survivor answered)."""
-        return self._request is not None and self._short == 0
+        """Whether ``result()`` can unmask now: every survivor's self-mask seed, and every dropped
+        site's mask-key seed some of whose pair masks no correction took out, has its share
+        threshold of reveals (the reveal phase may close before every survivor answered)."""
+        return self._unmasking is not None and self._unmasking.ready
 
     def result(self) -> tuple[np.ndarray, float]:
         """(weighted sum as float64 of ``length`` values, total weight): the survivors' sum of
-        weight * clipped update, masks removed. Refused while some survivor's self-mask seed or
-        some dropped site's mask-key seed has fewer revealed shares than its share threshold."""
+        weight * clipped update, masks removed (the corrections subtracted; the pair masks no
+        correction covered expanded). Refused while a secret ``ready`` needs has fewer revealed
+        shares than its share threshold."""
         if self._result is not None:
             return self._result[0].copy(), self._result[1]
         self._expect(_REVEALS, "the aggregator", "unmasking")
-        graph = self._graph
-        assert graph is not None and self._request is not None
-        survivors, dropped = self._request
-        short = [owner for owner in (*survivors, *dropped) if len(self._revealed.get(owner, {})) < graph.share_threshold]
+        graph, unmasking = self._graph, self._unmasking
+        assert graph is not None and unmasking is not None
+        short = unmasking.short()
         if short:
             raise SecAggRefused(
                 f"cannot unmask: sites {short[:5]} have fewer than {graph.share_threshold} revealed shares "
-                f"({len(self._revealers)} of {len(survivors)} survivors revealed)",
+                f"({len(self._revealers)} of {len(unmasking.survivors)} survivors revealed)",
                 "wait for more survivors to reveal; below the share threshold the sum stays masked",
                 kind="state",
             )
-        total = self._sum.copy()
+        total = self._sum - unmasking.correction
         # every reveal matched its commitment: any threshold of them will do (combine_all picks)
-        rebuilt = shamir.combine_all({owner: sorted(self._revealed[owner].items()) for owner in (*dropped, *survivors)}, graph.share_threshold)
-        pairs: list[crypto.DroppedPair] = []
-        for owner in dropped:
-            check_mask_key(owner, rebuilt[owner], self._parsed[owner].s_pk)
-            pairs += [
-                (rebuilt[owner], owner, self._parsed[peer].s_pk, peer)
-                for peer in graph.of(owner)
-                if peer in self._masked and owner in self._inbox[peer]
-            ]
-        self_keys = [crypto.self_mask_key(rebuilt[owner], owner, self.round_seed) for owner in survivors]
+        rebuilt = shamir.combine_all(unmasking.secrets(), graph.share_threshold)
+        for owner in unmasking.dropped:
+            if owner in rebuilt:
+                check_mask_key(owner, rebuilt[owner], self._parsed[owner].s_pk)
+        pairs = unmasking.pairs(rebuilt, {site: self._parsed[site].s_pk for site in unmasking.survivors})
+        self_keys = [crypto.self_mask_key(rebuilt[owner], owner, self.round_seed) for owner in unmasking.survivors]
         total -= self._mask_total(self.round_seed, self.length + 1, self_keys, pairs)
-        if len(self._declared) == len(survivors):
+        if len(self._declared) == len(unmasking.survivors):
             check_weight(total, sum(self._declared.values()))
         weighted_sum, weight = encoding.decode(self.params, total)
-        check_clip(self.params, weighted_sum, weight, len(survivors))
+        check_clip(self.params, weighted_sum, weight, len(unmasking.survivors))
         self._phase = _DONE
         self._result = (weighted_sum, weight)
         return self._result[0].copy(), self._result[1]
+
+    def _check_vector(self, vector: object, what: str, fix: str) -> None:
+        """Refuse ``vector`` (``what``) unless it is a ring vector: uint64, length + 1 values."""
+        if not isinstance(vector, np.ndarray) or vector.dtype != np.uint64 or vector.shape != (self.length + 1,):
+            shown = f"{vector.dtype} of shape {vector.shape}" if isinstance(vector, np.ndarray) else f"a {type(vector).__name__}"
+            raise SecAggRefused(f"{what} is {shown}, expected uint64 of shape ({self.length + 1},)", fix)
 
     def _at_least(self, count: int, what: str) -> None:
         if count < self.params.threshold:

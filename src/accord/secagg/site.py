@@ -8,14 +8,16 @@ Phases, in order (each refuses out-of-order or malformed input with SecAggRefuse
    the roster it was sent (its digest: every name and key, so the session too).
 5. ``unmask(survivors, dropped, confirmations)``: reveals, answered once, never both secrets of
    one site; a signing session first needs the threshold of survivors' valid confirmations of
-   the same lists (accord.secagg.signing).
+   the same lists (accord.secagg.signing). Then ``correction()``: its pairwise masks with the
+   neighbours those lists name dropped, summed as it added them, which the aggregator takes
+   out of the sum instead of expanding them from the dropped sites' rebuilt mask keys.
 
 With ``signing`` (the deployment), the advert is signed and carries the site's certificate,
 and every neighbour's advert in the roster must be signed by a valid certificate of that
 neighbour; without it (tests, the bare library) adverts are plain and there is no check.
 
-A retried call with the same input gets the same answer (advertise, share, unmask); any other
-repeat is refused, so a transport may retry but an aggregator cannot ask twice differently.
+A retried call with the same input gets the same answer (advertise, share, unmask, correction);
+any other repeat is refused, so a transport may retry but an aggregator cannot ask twice differently.
 """
 
 from __future__ import annotations
@@ -103,6 +105,8 @@ class SiteSession:
         self._digest = b""
         self._shared: tuple[dict[str, bytes], dict[str, bytes]] | None = None
         self._held: dict[str, tuple[int, bytes, bytes]] = {}
+        #: the senders whose shares were routed to this site (``mask``): it added a pair mask with each
+        self._routed: tuple[str, ...] = ()
         self._revealed: tuple[frozenset[str], frozenset[str], dict[str, bytes]] | None = None
         #: sender -> why its sealed share to this site did not open (``mask``): it is masked against
         #: all the same, and this site reveals nothing of it
@@ -252,7 +256,7 @@ class SiteSession:
         for peer in sealed:
             key = crypto.pair_mask_key(self._s_sk, self._roster[peer].s_pk, self.site, peer, self.round_seed)
             masker.add(masked, key, 1 if self.site < peer else -1)
-        self._held = held
+        self._held, self._routed = held, tuple(sorted(sealed))
         self._phase = _MASKED
         return masked
 
@@ -329,6 +333,40 @@ class SiteSession:
         self._revealed = (live, gone, reveals)
         self._phase = _REVEALED
         return dict(reveals)
+
+    def correction(self) -> np.ndarray:
+        """After ``unmask``: the correction (uint64, ``length`` + 1 values), the signed sum, as
+        ``mask`` added them, of this site's pairwise masks with the routed senders that the
+        answered request names dropped (zeros when none). The aggregator subtracts it from the
+        masked sum rather than expanding those masks from each dropped site's rebuilt mask key.
+
+        It tells the aggregator nothing the same request's reveals do not: they hold this site's
+        share of each of those senders' mask-key seeds, and the seeds rebuilt from the survivors'
+        shares give every pair mask of theirs. That holds while the survivors answer the same
+        lists, which only a signing session's consistency check guarantees, so an unsigned session
+        makes none (docs/privacy.md, "Corrections"). The same on every call (it is computed
+        again: nothing model-sized is kept)."""
+        if self.signing is None:
+            raise SecAggRefused(
+                f"site {self.site!r} has no signing key: an unsigned session sends no correction (without the consistency "
+                "check an aggregator could ask its neighbours inconsistent lists and collect both secrets of one site)",
+                "run signed SecAgg to send corrections; an unsigned round's aggregator expands the pair masks itself",
+                kind="state",
+            )
+        if self._revealed is None:
+            raise SecAggRefused(
+                f"site {self.site!r} has answered no unmask request: its correction follows its reveals",
+                "call unmask first, then correction",
+                kind="state",
+            )
+        gone = self._revealed[1]
+        correction = np.zeros(self.length + 1, dtype=np.uint64)
+        masker = crypto.Masker(self.length + 1)
+        for peer in self._routed:
+            if peer in gone:
+                key = crypto.pair_mask_key(self._s_sk, self._roster[peer].s_pk, self.site, peer, self.round_seed)
+                masker.add(correction, key, 1 if self.site < peer else -1)
+        return correction
 
     def _check_request(self, live: frozenset[str], gone: frozenset[str]) -> None:
         """Refuse survivor and dropped lists that would be unsafe to reveal for."""

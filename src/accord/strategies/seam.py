@@ -116,7 +116,8 @@ class RoundPhases(Protocol):
     A phase's members are the previous phase's who replied (the first phase's: the cohort).
     In ``tasks_phase`` each member owes the assigner's tasks (train, validations): its
     training reply comes to ``take`` with its tensors (``tensor_specs`` says which), not to
-    an accumulator; in every other phase it owes one reply named as the phase, carrying bytes.
+    an accumulator; in every other phase it owes one reply named as the phase, carrying bytes
+    and, if ``tensor_specs`` of that phase names any, tensors (secure aggregation's correction).
     """
 
     #: the phases, in order
@@ -151,8 +152,9 @@ class RoundPhases(Protocol):
     def payload(self, phase: str, collaborator: str) -> bytes:
         """What ``collaborator`` is sent with its assignment in ``phase`` (bounded, bytes)."""
 
-    def tensor_specs(self) -> Mapping[str, tuple[str, tuple[int, ...]]]:
-        """name -> (dtype, shape) of the training reply's tensors (``tasks_phase``)."""
+    def tensor_specs(self, phase: str) -> Mapping[str, tuple[str, tuple[int, ...]]]:
+        """name -> (dtype, shape) of the tensors a reply in ``phase`` may carry: in ``tasks_phase``
+        the training reply's; in another phase none (empty), unless its reply carries some."""
 
     def take(self, phase: str, collaborator: str, payload: bytes, tensors: Mapping[str, np.ndarray] | None, weight: float) -> None:
         """Fold one member's reply; RefusedError (kind ``payload``) if it is malformed."""

@@ -4,7 +4,8 @@ aggregator only ever sees the sum of the cohort's weighted updates (docs/privacy
 Each training round has four phases (strategies/secure_phases.py): ``advertise`` (each site's
 two public keys), ``share`` (its secrets' sealed shares for its neighbours, routed by the
 aggregator), ``mask`` (the round's tasks: the training reply is the masked, fixed-point update
-with its weight inside) and ``unmask`` (the survivors' reveals). With ``verify`` (the
+with its weight inside) and ``unmask`` (the survivors' reveals, each with its correction: its
+pair masks with the dropped, summed, which the unmasking subtracts). With ``verify`` (the
 deployment: a check of a named site's signature against its certificate and the federation's
 CA) the round is signed: adverts carry each site's certificate and signature, and a fifth
 phase, ``confirm``, before ``unmask`` collects the survivors' signatures on the survivor list
@@ -34,6 +35,7 @@ from accord.strategies.seam import Aggregate, RoundContext, RoundPhases
 from accord.strategies.secure_phases import (
     ADVERTISE,
     CONFIRM,
+    CORRECTION,
     MASK,
     MASKED,
     MASKED_DTYPE,
@@ -186,8 +188,11 @@ class SecurePhases:
             return encode_entries(self.session.shares_for(collaborator))
         return self._request
 
-    def tensor_specs(self) -> Mapping[str, tuple[str, tuple[int, ...]]]:
-        return {MASKED: (MASKED_DTYPE, (self.length + 1,))}
+    def tensor_specs(self, phase: str) -> Mapping[str, tuple[str, tuple[int, ...]]]:
+        """``mask``: the masked update; a signed round's ``unmask``: the correction beside the
+        reveals (an unsigned session takes none: SiteSession.correction); else none."""
+        ring = (MASKED_DTYPE, (self.length + 1,))
+        return {MASKED: ring} if phase == MASK else {CORRECTION: ring} if phase == UNMASK and self.signed else {}
 
     def take(self, phase: str, collaborator: str, payload: bytes, tensors: Mapping[str, np.ndarray] | None, weight: float) -> None:
         if phase == ADVERTISE:
@@ -206,7 +211,10 @@ class SecurePhases:
                 raise RefusedError(f"the masked update of {collaborator} declares {weight!r} samples, not a whole number", kind="payload")
             self.session.add_masked(collaborator, np.asarray(tensors[MASKED]).view(np.uint64), int(weight))
         else:
-            self.session.add_reveal(collaborator, decode_entries(payload, f"the reveals of {collaborator}"))
+            if tensors and set(tensors) != {CORRECTION}:
+                raise RefusedError(f"the unmask reply of {collaborator} may carry the one tensor {CORRECTION!r} only", kind="payload")
+            correction = np.asarray(tensors[CORRECTION]).view(np.uint64) if tensors else None
+            self.session.add_reveal(collaborator, decode_entries(payload, f"the reveals of {collaborator}"), correction)
 
     def result(self) -> Aggregate:
         """The unmasked mean change on the global model. When the sum fails a check (the total

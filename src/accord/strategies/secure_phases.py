@@ -7,7 +7,8 @@ in ``share`` the roster (site -> advert); in ``mask`` the sealed shares routed t
 (sender -> share); in ``unmask`` the survivors and the dropped. Site to aggregator
 (``TaskResult.payload``): its advert, its sealed shares (neighbour -> share), its reveals
 (owner -> reveal); in ``mask`` its masked update travels as one uint64 tensor, MASKED, in
-chunks like any update. A signed round (the deployment: SIGNED_PHASES) adds ``confirm``
+chunks like any update, and in ``unmask``, beside the reveals, its correction (its pairwise masks
+with the sites the request names dropped, summed: model-sized, so a tensor too, CORRECTION). A signed round (the deployment: SIGNED_PHASES) adds ``confirm``
 between ``mask`` and ``unmask``: the aggregator sends the survivors and the dropped, the site
 replies its confirmation (its signature on them); the ``unmask`` request then also carries
 the survivors' confirmations (site -> confirmation). Every payload is a SecAgg map (accord.secagg.messages: length-prefixed,
@@ -34,6 +35,8 @@ REPLY_PHASES = (ADVERTISE, SHARE, CONFIRM, UNMASK)
 #: values, then the weight) travel and are staged as int64, the same bits (safetensors has no U64)
 MASKED = "secagg.masked"
 MASKED_DTYPE = "int64"
+#: the name of a survivor's correction in its ``unmask`` reply: ring elements as MASKED's
+CORRECTION = "secagg.correction"
 SEED_BYTES = 32
 #: the most sites a payload names (a cohort larger than this is refused by the site)
 MAX_SITES = 100_000
