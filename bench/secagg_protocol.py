@@ -11,7 +11,9 @@ its pairwise mask from each survivor's vector.
 Figures (CPU milliseconds, ``time.process_time``; min and median over ``--repeat`` rounds):
 
 - server adverts / shares / masked / reveals: the sum over sites of add_advert (+ roster),
-  add_shares (+ shares_for), add_masked (+ unmask_request), add_reveal;
+  add_shares (+ shares_for), add_masked (+ unmask_request), add_reveal (with the survivor's
+  correction in a signed session: its pair masks with the dropped, which the result then need
+  not expand);
 - server result: the unmasking (Shamir reconstructions, PRG expansions, decode);
 - server total: all of the above;
 - site advertise / share / mask / unmask: the median over the sites of that one call;
@@ -68,6 +70,12 @@ def federation_signings(names: list[str], folder: str) -> tuple[dict[str, Signin
     return {name: site_signing(folder, name) for name in names}, CollaboratorVerifier(layout.chain)
 
 
+def answer(site: SiteSession, survivors: list[str], dropped: list[str], confirmations: Any) -> tuple[dict[str, bytes], Any]:
+    """A survivor's unmask reply: its reveals and, in a signed session, its correction (else None)."""
+    reveals = site.unmask(survivors, dropped, confirmations)
+    return reveals, site.correction() if site.signing is not None else None
+
+
 def timed(call: Callable[[], Any]) -> tuple[Any, float]:
     """The call's result and its CPU milliseconds."""
     start = time.process_time()
@@ -98,7 +106,7 @@ def one_round(
     gone = set(names[: round(dropout * count)])
     serving = dict.fromkeys(SERVER_PHASES, 0.0)
     site_cpu: dict[str, list[float]] = {phase: [] for phase in SITE_PHASES}
-    sizes = dict.fromkeys(("advert", "shares", "masked", "reveals", "roster", "shares in"), 0)
+    sizes = dict.fromkeys(("advert", "shares", "masked", "reveals", "correction", "roster", "shares in"), 0)
 
     def site(phase: str, call: Callable[[], Any]) -> Any:
         out, cpu = timed(call)
@@ -137,10 +145,12 @@ def one_round(
             serve("confirms", lambda name=name, confirmation=confirmation: server.add_confirmation(name, confirmation))
         confirmations = serve("confirms", server.confirmations)
     for name in survivors:
-        reveals = site("unmask", lambda name=name: sites[name].unmask(survivors, dropped, confirmations))
-        serve("reveals", lambda name=name, reveals=reveals: server.add_reveal(name, reveals))
+        # a signed session's survivors send their correction with their reveals (secagg/site.py)
+        reveals, correction = site("unmask", lambda name=name: answer(sites[name], survivors, dropped, confirmations))
+        serve("reveals", lambda name=name, reveals=reveals, correction=correction: server.add_reveal(name, reveals, correction))
         if name == probe:
             sizes["reveals"] = sum(map(len, reveals.values()))
+            sizes["correction"] = 0 if correction is None else correction.nbytes
     (total, weight), cpu = timed(server.result)
     serving["result"] += cpu
     expected = sum(10 * updates[name] for name in survivors)
@@ -189,12 +199,12 @@ def main() -> None:
                 for phase, cpu in per_site.items():
                     figures.setdefault(f"site {phase} (median site)", []).append(cpu)
             min_median_table(Column("CPU", 28), "ms", figures, "plain NumPy sum (server)")
-            sent = sizes["advert"] + sizes["shares"] + sizes["masked"] + sizes["reveals"]
+            sent = sizes["advert"] + sizes["shares"] + sizes["masked"] + sizes["reveals"] + sizes["correction"]
             got = sizes["roster"] + sizes["shares in"]
             model = 4 * args.length
             print(
                 f"bytes of one site: sent {sent:,} (advert {sizes['advert']}, shares {sizes['shares']:,}, masked "
-                f"{sizes['masked']:,}, reveals {sizes['reveals']:,}), received {got:,}; "
+                f"{sizes['masked']:,}, reveals {sizes['reveals']:,}, correction {sizes['correction']:,}), received {got:,}; "
                 f"sent / float32 update {sent / model:.2f}x, (sent + received) / float32 update {(sent + got) / model:.2f}x"
             )
 
