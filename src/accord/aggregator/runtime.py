@@ -314,7 +314,8 @@ class AggregatorRuntime:
 
     def expected_tensors(self) -> dict[str, tuple[str, tuple[int, ...]]]:
         """name -> (dtype, shape) of the tensors a result may carry now: the global model's, or
-        in a multi-phase round the training reply's (secure aggregation's masked update). The
+        in a multi-phase round those of the open phase's replies (RoundPhases.tensor_specs:
+        secure aggregation's masked update, a signed round's correction in unmask). The
         global model's are worked out once per model (asked for by every result of its round)."""
         with self._cond:
             if self.engine.in_phases:

@@ -172,7 +172,9 @@ class SecurePhases:
         return self.threshold
 
     def can_close(self, phase: str) -> bool:
-        """The unmask phase ends only once every secret has its share threshold of reveals."""
+        """The unmask phase ends only once the session can unmask (ServerSession.ready: every
+        survivor's self-mask seed, and each dropped site's mask-key seed that an uncorrected
+        pair still needs, has its share threshold of reveals)."""
         return phase != UNMASK or self.session.ready
 
     def excused(self, phase: str) -> Mapping[str, str]:
