@@ -22,7 +22,7 @@ any other repeat is refused, so a transport may retry but an aggregator cannot a
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 
 import numpy as np
 
@@ -253,9 +253,7 @@ class SiteSession:
         masker.add(masked, crypto.self_mask_key(self._b, self.site, self.round_seed))
         # Every routed sender's pair mask, whether or not its share opened: the pair mask needs only
         # its advert's s_pk, and the aggregator removes the pair's masks by what it routed.
-        for peer in sealed:
-            key = crypto.pair_mask_key(self._s_sk, self._roster[peer].s_pk, self.site, peer, self.round_seed)
-            masker.add(masked, key, 1 if self.site < peer else -1)
+        self._add_pair_masks(masker, masked, sealed)
         self._held, self._routed = held, tuple(sorted(sealed))
         self._phase = _MASKED
         return masked
@@ -361,12 +359,15 @@ class SiteSession:
             )
         gone = self._revealed[1]
         correction = np.zeros(self.length + 1, dtype=np.uint64)
-        masker = crypto.Masker(self.length + 1)
-        for peer in self._routed:
-            if peer in gone:
-                key = crypto.pair_mask_key(self._s_sk, self._roster[peer].s_pk, self.site, peer, self.round_seed)
-                masker.add(correction, key, 1 if self.site < peer else -1)
+        self._add_pair_masks(crypto.Masker(self.length + 1), correction, [peer for peer in self._routed if peer in gone])
         return correction
+
+    def _add_pair_masks(self, masker: crypto.Masker, vector: np.ndarray, peers: Iterable[str]) -> None:
+        """Add this site's pairwise mask with each of ``peers`` to ``vector`` in place: + if this
+        site's name sorts first, else - (so each pair's masks cancel in the sum)."""
+        for peer in peers:
+            key = crypto.pair_mask_key(self._s_sk, self._roster[peer].s_pk, self.site, peer, self.round_seed)
+            masker.add(vector, key, 1 if self.site < peer else -1)
 
     def _check_request(self, live: frozenset[str], gone: frozenset[str]) -> None:
         """Refuse survivor and dropped lists that would be unsafe to reveal for."""
