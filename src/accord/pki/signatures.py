@@ -12,6 +12,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import os
+import time
 from collections.abc import Callable, Collection
 from pathlib import Path
 
@@ -72,8 +73,14 @@ class CollaboratorVerifier:
     chain and name passed are remembered by their bytes (one chain check per site and
     certificate); a remembered one is still checked on every call for revocation and for its
     validity and its signing CA's at ``now``, and all are forgotten when the chain file's
-    content changes (the file is read on every call: its bytes, not its timestamp or size, say
-    whether it changed). The chain's signing CA is parsed and checked once per content."""
+    content changes. Its bytes say whether it changed: the file is read again whenever its
+    status (device, inode, size, modification and change times) differs from when it was last
+    read, and on every call while that read came less than RACY_SECONDS after the file's last
+    change (a rewrite within the file system's timestamp granularity keeps the status; the
+    change time cannot be set back). The chain's signing CA is parsed and checked once per content."""
+
+    #: how long after the chain file's last change its status alone is not trusted to say it is unchanged
+    RACY_SECONDS = 2.0
 
     def __init__(
         self,
@@ -86,15 +93,27 @@ class CollaboratorVerifier:
         #: validity, the chain's bytes it was checked under)
         self._checked: dict[tuple[str, bytes], tuple[x509.Certificate, dt.datetime, bytes]] = {}
         self._chain: tuple[bytes, x509.Certificate] | None = None
+        #: (the chain file's status when last read, and whether that read can be trusted to stand for it)
+        self._read: tuple[tuple[int, ...], bool] | None = None
 
     def _signing_ca(self) -> tuple[bytes, x509.Certificate]:
         """The chain file's bytes and its signing CA, parsed and checked again only when those
         bytes change (which also forgets every remembered certificate); PKIError as signing_ca's."""
+        try:
+            st = os.stat(self.chain_path)
+            status: tuple[int, ...] | None = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+        except OSError:
+            status = None  # read_pem_bytes says what is wrong
+        chain, read = self._chain, self._read
+        if chain is not None and read is not None and read[1] and read[0] == status:
+            return chain
         data = read_pem_bytes(self.chain_path, "CA certificate chain", CHAIN_FIX)
-        chain = self._chain
+        settled = status is not None and time.time_ns() - max(status[3], status[4]) > self.RACY_SECONDS * 1e9
         if chain is None or chain[0] != data:
             self._checked.clear()
             chain = self._chain = (data, signing_ca(Path(self.chain_path), data))
+        if status is not None:
+            self._read = (status, settled)
         return chain
 
     def certificate(self, site: str, certificate: bytes) -> x509.Certificate | None:

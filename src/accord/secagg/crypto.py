@@ -156,8 +156,19 @@ def commit_share(round_seed: bytes, dealer: str, holder: str, secret: int, index
 
     Binding: a holder cannot find another share with the same commitment. Hiding: each share is
     a uniformly random 128-bit field element, so finding it from the digest is a 2^128 search."""
-    parts = (_COMMIT_LABEL, _name_field(dealer), _name_field(holder), _U16.pack(len(round_seed)), round_seed, _KIND_INDEX.pack(secret, index), share)
-    return hashlib.sha256(b"".join(parts)).digest()  # the digest of label("share-commit", dealer, holder) + the rest
+    return commit_tail(commit_prefix(round_seed, dealer, holder), _KIND_INDEX.pack(secret, index) + share)
+
+
+def commit_prefix(round_seed: bytes, dealer: str, holder: str) -> bytes:
+    """The part of commit_share's input fixed by the round, dealer and holder: label("share-commit",
+    dealer, holder), then the round seed with its 2-byte length."""
+    return b"".join((_COMMIT_LABEL, _name_field(dealer), _name_field(holder), _U16.pack(len(round_seed)), round_seed))
+
+
+def commit_tail(prefix: bytes, tail: bytes) -> bytes:
+    """commit_share from its ``prefix`` (commit_prefix) and ``tail``: the secret kind (1 byte),
+    index (u16) and share, which is a reveal message's body as it travels (messages.py)."""
+    return hashlib.sha256(prefix + tail).digest()
 
 
 def self_mask_key(b: bytes, site: str, round_seed: bytes) -> bytes:

@@ -30,6 +30,8 @@ class Neighbourhood:
         names = sorted(set(roster))
         self._order = sorted(names, key=lambda name: hashlib.sha256(round_seed + b"\x00" + name.encode("utf-8")).digest())
         self._position = {name: at for at, name in enumerate(self._order)}
+        #: each name's rank in name order (the complete graph's Shamir indices follow from it)
+        self._rank = {name: at for at, name in enumerate(names)}
         self.degree = params.degree(len(self._order))
         #: a majority of the degree the whole cohort (``cohort_size``; None: the roster) would give:
         #: a roster the aggregator shrinks lowers the degree, never the shares a secret needs
@@ -54,6 +56,11 @@ class Neighbourhood:
 
     def index(self, owner: str, holder: str) -> int | None:
         """The Shamir index ``holder`` holds of ``owner``'s secrets (None if not neighbours)."""
+        if self.degree == len(self._order) - 1:  # everyone neighbours everyone: O(1), no list made
+            low, high = self._rank.get(owner), self._rank.get(holder)
+            if low is None or high is None or low == high:
+                return None
+            return high + (0 if high < low else -1) + 1
         linked = self.of(owner)
         at = bisect.bisect_left(linked, holder)
         return at + 1 if at < len(linked) and linked[at] == holder else None

@@ -94,17 +94,14 @@ class SignedAdvert:
 class Sealed(NamedTuple):
     """A sealed share pair as it travels: the AES-GCM nonce, the dealer's commitments to the
     b-share and the s-share (in the clear, bound by the ciphertext's associated data) and the
-    ciphertext with its tag. (A NamedTuple, immutable like the dataclasses here: the aggregator
-    parses O(n k) of them a round, and a tuple is made several times faster.)"""
+    ciphertext with its tag. (A NamedTuple, immutable like the dataclasses here, and made
+    several times faster: a site parses the k shares routed to it.)"""
 
     nonce: bytes
     b_commit: bytes
     s_commit: bytes
     ciphertext: bytes
 
-    def commitment(self, secret: int) -> bytes:
-        """The commitment to the share of ``secret`` (SECRET_SELF: b, SECRET_MASK_KEY: s)."""
-        return self.b_commit if secret == SECRET_SELF else self.s_commit
 
 
 @dataclass(frozen=True)
@@ -121,6 +118,9 @@ def _header(kind: int) -> bytes:
 
 
 _HEADERS = {kind: _header(kind) for kind in range(KIND_ADVERT, KIND_CONFIRMATION + 1)}
+_SEALED_HEADER, _REVEAL_HEADER = _HEADERS[KIND_SEALED_SHARE], _HEADERS[KIND_REVEAL]
+_SECRETS = (SECRET_SELF, SECRET_MASK_KEY)
+_COMMITS_AT = 5 + NONCE_BYTES  # where a sealed share's two commitments start
 
 
 def _check_header(data: object, kind: int, size: int | None, what: str) -> bytes:
@@ -214,6 +214,20 @@ def decode_sealed(data: bytes, what: str = "sealed share") -> Sealed:
     return Sealed(data[5:at], data[at : at + COMMIT_BYTES], data[at + COMMIT_BYTES : at + 2 * COMMIT_BYTES], data[at + 2 * COMMIT_BYTES :])
 
 
+def is_sealed(data: object) -> bool:
+    """Whether ``data`` is bytes of a sealed share's size and header: the aggregator's one-step
+    check of the O(n k) shares it routes unparsed (anything else: decode_sealed refuses it,
+    naming what is wrong, or parses a bytes-like)."""
+    return type(data) is bytes and len(data) == SEALED_SHARE_BYTES and data[:5] == _SEALED_HEADER
+
+
+def sealed_commitment(sealed: bytes, secret: int) -> bytes:
+    """The commitment a well-formed sealed-share message carries to its share of ``secret``
+    (SECRET_SELF: b, SECRET_MASK_KEY: s)."""
+    at = _COMMITS_AT if secret == SECRET_SELF else _COMMITS_AT + COMMIT_BYTES
+    return sealed[at : at + COMMIT_BYTES]
+
+
 def encode_share_pair(index: int, b_share: bytes, s_share: bytes) -> bytes:
     """The plaintext of a sealed share: index | b-share | s-share."""
     return struct.pack(">H", index) + b_share + s_share
@@ -240,6 +254,15 @@ def decode_reveal(data: bytes, what: str = "reveal") -> Reveal:
     if index == 0:
         raise SecAggRefused(f"{what} has share index 0 (Shamir indices start at 1)", "send the reveal the site produced")
     return Reveal(secret, index, data[8:])
+
+
+def reveal_body(data: object) -> bytes | None:
+    """A well-formed reveal message's body, secret kind (1 byte) | index (u16) | share: the tail
+    of its commitment's input (crypto.commit_tail). None for anything that is not bytes of that
+    common shape: decode_reveal then refuses it, naming what is wrong, or parses a bytes-like."""
+    if type(data) is bytes and len(data) == REVEAL_BYTES and data[:5] == _REVEAL_HEADER and data[5] in _SECRETS and (data[6] or data[7]):
+        return data[5:]
+    return None
 
 
 @functools.lru_cache(maxsize=1 << 16)

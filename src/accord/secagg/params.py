@@ -10,6 +10,7 @@ cohort * max_weight * clip * 2^fraction_bits.
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -160,8 +161,10 @@ def default_threshold(cohort_size: int, dropout: float = DROPOUT_FRACTION) -> in
     return max(2, math.ceil((1 - dropout) * cohort_size - 1e-9))
 
 
+@functools.lru_cache(maxsize=256)
 def _neighbourhood_size(cohort_size: int, dropout: float) -> int:
-    """The smallest even k meeting ``for_cohort``'s failure bound, else cohort_size - 1."""
+    """The smallest even k meeting ``for_cohort``'s failure bound, else cohort_size - 1 (kept: a
+    federation asks again each round, and the search costs O(k^2) log-gammas)."""
     for k in range(2, cohort_size - 1, 2):
         if failure_log2(cohort_size, k, dropout) < FAILURE_LOG2:
             return k

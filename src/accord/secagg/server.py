@@ -28,14 +28,17 @@ from accord.secagg.messages import (
     SECRET_MASK_KEY,
     SECRET_SELF,
     Advert,
-    Sealed,
     SecAggRefused,
     decode_confirmation,
     decode_map,
     decode_reveal,
     decode_sealed,
     encode_map,
+    encode_reveal,
+    is_sealed,
     read_advert,
+    reveal_body,
+    sealed_commitment,
 )
 from accord.secagg.params import SecAggParams, check_session
 from accord.secagg.signing import Verifier, check_advert, roster_digest, survivors_statement
@@ -46,6 +49,10 @@ _ADVERTS, _SHARES, _MASKS, _CONFIRMS, _REVEALS, _DONE = range(6)
 #: the masks the unmasking takes out, summed (crypto.mask_total's signature)
 MaskTotal = Callable[[bytes, int, Sequence[bytes], Sequence[crypto.DroppedPair]], np.ndarray]
 _PHASES = ("taking adverts", "taking shares", "taking masked updates", "taking confirmations", "taking reveals", "finished")
+
+
+def _revealed(site: str, owner: str) -> str:
+    return f"the reveal by {site!r} of a share of {owner!r}"
 
 
 class ServerSession:
@@ -84,9 +91,9 @@ class ServerSession:
         self._graph: Neighbourhood | None = None
         self._digest = b""
         self._inbox: dict[str, dict[str, bytes]] = {}
-        #: holder -> owner -> (the index it holds, the owner's sealed share to it, whose two
-        #: commitments the reveals are checked against): parsed once, in ``add_shares``
-        self._held: dict[str, dict[str, tuple[int, Sealed]]] = {}
+        #: holder -> owner -> (the index it holds, the owner's sealed share to it, checked in
+        #: ``add_shares``: the reveals are checked against its two commitments)
+        self._held: dict[str, dict[str, tuple[int, bytes]]] = {}
         self._sharers: set[str] = set()
         self._sum = np.zeros(length + 1, dtype=np.uint64)
         self._masked: set[str] = set()
@@ -155,15 +162,19 @@ class ServerSession:
                 f"the shares from {site!r} are not addressed to exactly its {graph.degree} neighbours",
                 "send the dictionary SiteSession.share returned, unchanged",
             )
-        values = {peer: bytes(data) for peer, data in sealed.items()}
-        parsed = {peer: decode_sealed(data, f"the sealed share from {site!r} to {peer!r}") for peer, data in values.items()}
+        values: dict[str, bytes] = {}
+        for peer, data in sealed.items():
+            if not is_sealed(data):  # the common case in one step; the rest parsed, or refused by name
+                decode_sealed(data, f"the sealed share from {site!r} to {peer!r}")
+                data = bytes(data)
+            values[peer] = data
         if site in self._sharers:
             if all(self._inbox[peer][site] == data for peer, data in values.items()):
                 return
             raise SecAggRefused(f"site {site!r} already sent other shares this round", "share once per round")
         for index, peer in enumerate(graph.of(site), 1):  # the neighbour at position i holds index i + 1
             self._inbox[peer][site] = values[peer]
-            self._held[peer][site] = (index, parsed[peer])
+            self._held[peer][site] = (index, values[peer])
         self._sharers.add(site)
 
     def shares_for(self, site: str) -> dict[str, bytes]:
@@ -310,26 +321,29 @@ class ServerSession:
             raise SecAggRefused(f"the reveals from {site!r} are empty, but it holds shares of sites named in the unmask request", fix)
         taken: list[tuple[str, int, bytes]] = []
         held = self._held.get(site, {})
-        for owner, data in reveals.items():
-            what = f"the reveal by {site!r} of a share of {owner!r}"
-            if owner not in held:
-                raise SecAggRefused(f"{what}: {site!r} holds no share of {owner!r}", fix)
-            index, sealed = held[owner]
-            reveal = decode_reveal(data, what)
-            wanted = SECRET_SELF if owner in self._masked else SECRET_MASK_KEY
-            if reveal.secret != wanted:
+        masked, round_seed = self._masked, self.round_seed
+        for owner, data in reveals.items():  # O(n k) a round: the common case without parsing into objects
+            entry = held.get(owner)
+            if entry is None:
+                raise SecAggRefused(f"{_revealed(site, owner)}: {site!r} holds no share of {owner!r}", fix)
+            index, sealed = entry
+            body = reveal_body(data)
+            if body is None:  # refused by name, or a bytes-like parsed
+                body = encode_reveal(decode_reveal(data, _revealed(site, owner)))[5:]
+            secret, revealed_index = body[0], body[1] << 8 | body[2]
+            wanted = SECRET_SELF if owner in masked else SECRET_MASK_KEY
+            if secret != wanted:
                 asked = "survivor (its self-mask seed)" if wanted == SECRET_SELF else "dropped (its mask-key seed)"
-                raise SecAggRefused(f"{what} is of the other secret; {owner!r} was named {asked}", fix)
-            if reveal.index != index:
-                raise SecAggRefused(f"{what} has index {reveal.index}; {site!r} holds index {index}", fix)
-            commitment = sealed.commitment(reveal.secret)
-            if crypto.commit_share(self.round_seed, owner, site, reveal.secret, reveal.index, reveal.share) != commitment:
+                raise SecAggRefused(f"{_revealed(site, owner)} is of the other secret; {owner!r} was named {asked}", fix)
+            if revealed_index != index:
+                raise SecAggRefused(f"{_revealed(site, owner)} has index {revealed_index}; {site!r} holds index {index}", fix)
+            if crypto.commit_tail(crypto.commit_prefix(round_seed, owner, site), body) != sealed_commitment(sealed, secret):
                 self.excluded[site] = (
-                    f"{what} does not match the commitment {owner!r} sent with that share: {site!r} revealed a wrong "
+                    f"{_revealed(site, owner)} does not match the commitment {owner!r} sent with that share: {site!r} revealed a wrong "
                     "share and is excluded from this round's unmasking (none of its reveals is used, nor its correction)"
                 )
                 raise SecAggRefused(self.excluded[site], "the round unmasks from the other survivors' reveals; look into that site")
-            taken.append((owner, reveal.index, reveal.share))
+            taken.append((owner, index, body[3:]))
         self._unmasking.take_shares(taken)
         if correction is not None:
             self._unmasking.take_correction(site, correction)

@@ -105,6 +105,8 @@ class SiteSession:
         self._digest = b""
         self._shared: tuple[dict[str, bytes], dict[str, bytes]] | None = None
         self._held: dict[str, tuple[int, bytes, bytes]] = {}
+        #: neighbour -> the AES-GCM key of the pair (``share`` seals with it, ``mask`` opens with it)
+        self._share_keys: dict[str, bytes] = {}
         #: the senders whose shares were routed to this site (``mask``): it added a pair mask with each
         self._routed: tuple[str, ...] = ()
         self._revealed: tuple[frozenset[str], frozenset[str], dict[str, bytes]] | None = None
@@ -175,15 +177,16 @@ class SiteSession:
                 check_advert(self.signing.verify, self.round_seed, peer, roster[peer])
             self._credentials = {name: entry.credential for name, entry in signed.items()}
         sealed: dict[str, bytes] = {}
+        share_keys: dict[str, bytes] = {}
         for peer, (index, (b_share, s_share)) in zip(neighbours, shamir.split([self._b, self._s_seed], graph.share_threshold, len(neighbours))):
-            key = crypto.share_key(self._c_sk, adverts[peer].c_pk, self.site, peer, self.round_seed)
+            key = share_keys[peer] = crypto.share_key(self._c_sk, adverts[peer].c_pk, self.site, peer, self.round_seed)
             nonce = self._drawer.draw(12)
             b_commit = crypto.commit_share(self.round_seed, self.site, peer, SECRET_SELF, index, b_share)
             s_commit = crypto.commit_share(self.round_seed, self.site, peer, SECRET_MASK_KEY, index, s_share)
             aad = crypto.share_aad(self.round_seed, self.site, peer, b_commit + s_commit)
             ciphertext = crypto.seal_share(key, nonce, encode_share_pair(index, b_share, s_share), aad)
             sealed[peer] = encode_sealed(Sealed(nonce, b_commit, s_commit, ciphertext))
-        self._roster, self._graph, self._digest = adverts, graph, roster_digest(adverts)
+        self._roster, self._graph, self._digest, self._share_keys = adverts, graph, roster_digest(adverts), share_keys
         self._shared = (dict(roster), sealed)
         self._phase = _SHARED
         return dict(sealed)
@@ -226,7 +229,7 @@ class SiteSession:
         skipped: dict[str, str] = {}
         for sender, box in sorted(sealed.items()):
             what = f"the sealed share from {sender!r} to {self.site!r}"
-            key = crypto.share_key(self._c_sk, self._roster[sender].c_pk, self.site, sender, self.round_seed)
+            key = self._share_keys[sender]  # the key it sealed its own share to the sender with (one agreement a pair)
             aad = crypto.share_aad(self.round_seed, sender, self.site, box.b_commit + box.s_commit)
             try:
                 plain = crypto.open_share(key, box.nonce, box.ciphertext, aad, what)
