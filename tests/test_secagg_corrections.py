@@ -269,7 +269,7 @@ def test_the_unmask_replies_carry_the_corrections_through_the_engine(signed: boo
     for name in VALUES:
         reveals = sites[name].answer("unmask", 0, engine.assignment(name).payload, engine.model)
         tensors = sites[name].tensors("unmask", 0)
-        assert (set(tensors) == {CORRECTION} if signed else tensors is None) and set(decode(reveals, "reveals")) == set(NAMES) - {name}
+        assert (set(tensors) == {CORRECTION} if signed else tensors is None) and set(decode(reveals, NAMES, "reveals")) == set(NAMES) - {name}
         outcome = _submit(engine, name, "unmask", tensors, payload=reveals)
     assert outcome is not None and not outcome.bounds and outcome.stragglers == ("d",)
     np.testing.assert_allclose(outcome.model["w"], np.mean(list(VALUES.values())), atol=1e-6)

@@ -42,14 +42,14 @@ def test_a_fresh_engine_from_the_checkpoint_mid_unmask_completes_the_round(tmp_p
     checkpoint = engine.phase_checkpoint()
     assert checkpoint is not None and checkpoint.phase == "unmask"
     request = engine.assignment("a").payload
-    first = {name: decode(sites[name].answer("unmask", 0, request, engine.model), "reveals") for name in "ab"}
+    first = {name: decode(sites[name].answer("unmask", 0, request, engine.model), sorted(VALUES), "reveals") for name in "ab"}
     for name in "ab":  # two of four revealed, then the aggregator dies
         _reveal(engine, sites, name)
     phase_checkpoint.save(tmp_path, checkpoint)
     restarted = _engine(resume=phase_checkpoint.load(tmp_path))  # a fresh strategy too: it would draw a new seed
     assert restarted.current.phase == "unmask" and restarted.current.members == NAMES
     assert restarted.assignment("a").payload == request  # the same seed and request: a retry for the sites
-    again = decode(sites["a"].answer("unmask", 0, request, restarted.model), "reveals")
+    again = decode(sites["a"].answer("unmask", 0, request, restarted.model), sorted(VALUES), "reveals")
     assert again == first["a"]  # a site that revealed answers the same, nothing more
     assert sites["a"].tensors("unmask", 0) is None  # an unsigned site sends no correction (test_secagg_corrections.py)
     uninterrupted = _reveal(engine, sites, "c") or _reveal(engine, sites, "d")  # the same round, no restart

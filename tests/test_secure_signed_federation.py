@@ -132,7 +132,7 @@ def test_a_signing_site_refuses_a_roster_with_the_aggregators_keys_for_a_neighbo
             return TaskAssignment(Action.RUN, 0, (Task("advertise", "phase"),), phase="advertise", payload=opening)
         if len(sent) == 1:
             roster = {"collaborator1": sent[0].payload, "collaborator2": forged, "collaborator3": forged}  # both neighbours
-            return TaskAssignment(Action.RUN, 0, (Task("share", "phase"),), phase="share", payload=encode_entries(roster))
+            return TaskAssignment(Action.RUN, 0, (Task("share", "phase"),), phase="share", payload=encode_entries(roster, names))
         return TaskAssignment(Action.QUIT, 1)
 
     model = load_state(plan.resolve_path(plan.model.aggregator.settings.init_state_path))

@@ -58,6 +58,7 @@ def hostile_round(model, names, site: str, unmask: tuple[list[str], list[str]]):
     settings = SecureAggregationSettings(enabled=True, clip=10.0)
     server = ServerSession(secagg_params(settings, len(names)), names, SEED, update_length(model))
     others = {n: SecureSite(n, settings) for n in names if n != site}
+    cohort = sorted(names)
     script = []
 
     def step(sent):
@@ -68,15 +69,15 @@ def hostile_round(model, names, site: str, unmask: tuple[list[str], list[str]]):
             return TaskAssignment(Action.RUN, 0, (Task("advertise", "phase"),), phase="advertise", payload=encode_opening(SEED, names))
         if script[-1] == "advertise":
             server.add_advert(site, sent[-1].payload)
-            roster = encode_entries(server.roster())
+            roster = encode_entries(server.roster(), cohort)
             for name, other in others.items():
-                server.add_shares(name, decode_entries(other.answer("share", 0, roster, model), "shares"))
+                server.add_shares(name, decode_entries(other.answer("share", 0, roster, model), cohort, "shares"))
             script.append("share")
             return TaskAssignment(Action.RUN, 0, (Task("share", "phase"),), phase="share", payload=roster)
         if script[-1] == "share":
-            server.add_shares(site, decode_entries(sent[-1].payload, "shares"))
+            server.add_shares(site, decode_entries(sent[-1].payload, cohort, "shares"))
             script.append("mask")
-            return TaskAssignment(Action.RUN, 0, TASKS, phase="mask", payload=encode_entries(server.shares_for(site)))
+            return TaskAssignment(Action.RUN, 0, TASKS, phase="mask", payload=encode_entries(server.shares_for(site), cohort))
         if script[-1] == "mask":
             script.append("unmask")
             return TaskAssignment(Action.RUN, 0, (Task("unmask", "phase"),), phase="unmask", payload=encode_request(*unmask))
@@ -122,12 +123,12 @@ def test_a_site_reveals_in_one_session_a_round() -> None:
         server = ServerSession(secagg_params(settings, 3), names, seed, update_length(model))
         for n in names:
             server.add_advert(n, sites[n].answer("advertise", 0, encode_opening(seed, names), model))
-        roster = encode_entries(server.roster())
+        roster = encode_entries(server.roster(), names)
         for n in names:
-            server.add_shares(n, decode_entries(sites[n].answer("share", 0, roster, model), "shares"))
+            server.add_shares(n, decode_entries(sites[n].answer("share", 0, roster, model), names, "shares"))
         for n in names:
             reply = TaskResult(n, 0, "train", 5, {}, {"w": np.full(4, 0.5, np.float32)}, phase="mask")
-            masked = sites[n].masked(reply, encode_entries(server.shares_for(n)), model)
+            masked = sites[n].masked(reply, encode_entries(server.shares_for(n), names), model)
             server.add_masked(n, masked.tensors["secagg.masked"].view(np.uint64))
         return encode_request(*server.unmask_request())
 

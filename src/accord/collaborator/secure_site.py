@@ -84,6 +84,8 @@ class SecureSite:
         self._seeds: set[bytes] = {bytes.fromhex(row["seed"]) for row in rows if "round" not in row}
         self._session: SiteSession | None = None
         self._round = -1
+        #: the session's cohort in name order (decode_opening's): the payloads' indexed maps are over it
+        self._cohort: list[str] = []
         #: round -> the seed of the session that revealed in it (the only one that may answer
         #: again: a retry of the same request, which the session answers the same)
         self._revealed: dict[int, bytes] = {int(row["round"]): bytes.fromhex(row["seed"]) for row in rows if "round" in row}
@@ -95,7 +97,7 @@ class SecureSite:
             return self._open(round_number, payload, global_model)
         session = self._current(round_number, phase)
         if phase == SHARE:
-            return encode_entries(session.share(decode_entries(payload, "the roster")))
+            return encode_entries(session.share(decode_entries(payload, self._cohort, "the roster")), self._cohort)
         if phase == CONFIRM:
             survivors, dropped, _ = decode_request(payload)
             return session.confirm(survivors, dropped)
@@ -113,7 +115,7 @@ class SecureSite:
                 self._ledger.add({"round": round_number, "seed": session.round_seed.hex()})
                 self._revealed[round_number] = session.round_seed
             log.info("%s: round %d: revealed shares for %d survivors and %d dropped sites", self.name, round_number, len(survivors), len(dropped))
-            return encode_entries(reveals)
+            return encode_entries(reveals, self._cohort)
         raise RefusedError(f"phase {phase!r} carries no reply of its own", kind="payload")
 
     def tensors(self, phase: str, round_number: int) -> ModelState | None:
@@ -131,7 +133,7 @@ class SecureSite:
         assert reply.tensors is not None
         session = self._current(reply.round_number, "mask")
         change = flatten_change(reply.tensors, global_model, reply.is_delta)
-        vector = session.mask(decode_entries(payload, "the shares routed to this site"), change, int(reply.sample_count))
+        vector = session.mask(decode_entries(payload, self._cohort, "the shares routed to this site"), change, int(reply.sample_count))
         for sender, why in session.skipped.items():
             log.warning("%s: round %d: skipped the share from %s (%s)", self.name, reply.round_number, sender, why)
         return dataclasses.replace(reply, tensors={MASKED: vector.view(MASKED_DTYPE)}, is_delta=False)
@@ -164,7 +166,7 @@ class SecureSite:
         session = SiteSession(params, self.name, cohort, seed, update_length(global_model), signing=self.signing)
         self._ledger.add({"seed": seed.hex()})  # recorded before the advert leaves
         self._seeds.add(seed)
-        self._session, self._round = session, round_number
+        self._session, self._round, self._cohort = session, round_number, cohort
         return session.advertise()
 
     def _current(self, round_number: int, phase: str) -> SiteSession:

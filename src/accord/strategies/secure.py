@@ -128,6 +128,8 @@ class SecurePhases:
         self.context = context
         self.threshold = params.threshold
         self.length = update_length(context.global_model)
+        #: the cohort in name order, as the sites get it: the payloads' indexed maps are over it
+        self._cohort = sorted(context.cohort)
         hooks = {} if mask_total is None else {"mask_total": mask_total}
         self._session: Callable[[bytes], ServerSession] = lambda seed: ServerSession(params, context.cohort, seed, self.length, verify=verify, **hooks)
         self.signed = verify is not None
@@ -161,7 +163,7 @@ class SecurePhases:
 
     def begin(self, phase: str, members: tuple[str, ...]) -> None:
         if phase == SHARE:
-            self._roster = encode_entries(self.session.roster())
+            self._roster = encode_entries(self.session.roster(), self._cohort)
         elif phase == CONFIRM:
             self._request = encode_request(*self.session.unmask_request())
         elif phase == UNMASK:
@@ -187,7 +189,7 @@ class SecurePhases:
         if phase == SHARE:
             return self._roster
         if phase == MASK:
-            return encode_entries(self.session.shares_for(collaborator))
+            return encode_entries(self.session.shares_for(collaborator), self._cohort)
         return self._request
 
     def tensor_specs(self, phase: str) -> Mapping[str, tuple[str, tuple[int, ...]]]:
@@ -200,7 +202,7 @@ class SecurePhases:
         if phase == ADVERTISE:
             self.session.add_advert(collaborator, payload)
         elif phase == SHARE:
-            self.session.add_shares(collaborator, decode_entries(payload, f"the shares of {collaborator}"))
+            self.session.add_shares(collaborator, decode_entries(payload, self._cohort, f"the shares of {collaborator}"))
         elif phase == CONFIRM:
             self.session.add_confirmation(collaborator, payload)
         elif phase == MASK:
@@ -216,7 +218,7 @@ class SecurePhases:
             if tensors and set(tensors) != {CORRECTION}:
                 raise RefusedError(f"the unmask reply of {collaborator} may carry the one tensor {CORRECTION!r} only", kind="payload")
             correction = np.asarray(tensors[CORRECTION]).view(np.uint64) if tensors else None
-            self.session.add_reveal(collaborator, decode_entries(payload, f"the reveals of {collaborator}"), correction)
+            self.session.add_reveal(collaborator, decode_entries(payload, self._cohort, f"the reveals of {collaborator}"), correction)
 
     def result(self) -> Aggregate:
         """The unmasked mean change on the global model. When the sum fails a check (the total

@@ -12,7 +12,9 @@ with the sites the request names dropped, summed: model-sized, so a tensor too, 
 between ``mask`` and ``unmask``: the aggregator sends the survivors and the dropped, the site
 replies its confirmation (its signature on them); the ``unmask`` request then also carries
 the survivors' confirmations (site -> confirmation). Every payload is a SecAgg map (accord.secagg.messages: length-prefixed,
-bounded, parsed strictly; never pickled).
+bounded, parsed strictly; never pickled); those naming O(n k) entries a round (the roster,
+shares, reveals: ``encode_entries``) are indexed maps over the round's cohort, sorted, which
+both ends hold from ``advertise`` on.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 
 from accord.errors import RefusedError
-from accord.secagg.messages import decode_map, encode_map
+from accord.secagg.messages import decode_indexed, decode_map, encode_indexed, encode_map
 
 ADVERTISE, SHARE, MASK, CONFIRM, UNMASK = "advertise", "share", "mask", "confirm", "unmask"
 #: secure aggregation's phases, in order; the round's tasks (train, validations) are owed in MASK
@@ -100,7 +102,7 @@ def encode_request(survivors: Sequence[str], dropped: Sequence[str], confirmatio
     (dropped); in a signed round's ``unmask``, the survivors' ``confirmations`` too."""
     fields = {"dropped": _names_blob(dropped), "survivors": _names_blob(survivors)}
     if confirmations is not None:
-        fields["confirmations"] = encode_entries(confirmations)
+        fields["confirmations"] = encode_map(confirmations)
     return encode_map(fields)
 
 
@@ -109,18 +111,20 @@ def decode_request(payload: bytes) -> tuple[list[str], list[str], dict[str, byte
     RefusedError if malformed."""
     signed = ("confirmations", "dropped", "survivors")
     parts = _fields(payload, "the unmask payload", signed, ("dropped", "survivors"))
-    confirmations = decode_entries(parts["confirmations"], "the unmask confirmations") if "confirmations" in parts else None
+    confirmations = decode_map(parts["confirmations"], "the unmask confirmations", max_entries=MAX_SITES, max_value=4096) if "confirmations" in parts else None
     return _names(parts["survivors"], "the unmask survivors"), _names(parts["dropped"], "the unmask dropped"), confirmations
 
 
-def encode_entries(entries: Mapping[str, bytes]) -> bytes:
-    """A site -> message payload (roster, routed shares, a site's shares or reveals)."""
-    return encode_map(entries)
+def encode_entries(entries: Mapping[str, bytes], cohort: Sequence[str]) -> bytes:
+    """A site -> message payload (roster, routed shares, a site's shares or reveals) over the
+    round's ``cohort`` (sorted: every name of the payload is in it), as an indexed map."""
+    return encode_indexed(entries, cohort)
 
 
-def decode_entries(payload: bytes, what: str) -> dict[str, bytes]:
-    """A site -> message payload, each message at most 4 KiB; RefusedError if malformed."""
-    return decode_map(payload, what, max_entries=MAX_SITES, max_value=4096)
+def decode_entries(payload: bytes, cohort: Sequence[str], what: str) -> dict[str, bytes]:
+    """A site -> message payload over the sorted ``cohort``, each message at most 4 KiB;
+    RefusedError if malformed."""
+    return decode_indexed(payload, cohort, what, max_value=4096)
 
 
 def _fields(payload: bytes, what: str, names: tuple[str, ...], *alternatives: tuple[str, ...]) -> dict[str, bytes]:
