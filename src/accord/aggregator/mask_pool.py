@@ -56,9 +56,10 @@ log = logging.getLogger("accord.aggregator")
 
 T = TypeVar("T")
 
-#: the work (masks x ring elements) that justifies one more worker: 4M mask elements, 32 MiB of
-#: keystream, ~10 ms of one core; below it a worker's round trip costs more than its share saves
-WORK_PER_WORKER = 1 << 22
+#: the work (masks x ring elements) that justifies one more worker: 2M mask elements, 16 MiB of
+#: keystream, ~4 ms of one core (AES-CTR and the adds, on the 2-core box of bench/secagg.py);
+#: below it a worker's round trip (~1 ms) costs more than its share saves
+WORK_PER_WORKER = 1 << 21
 
 #: the most ring elements one task sums (8 MiB of uint64): what a worker holds and returns at a time
 SLICE = 1 << 20
@@ -95,7 +96,7 @@ class MaskPool:
         deadline = time.monotonic() + timeout
         try:
             pool = self._pool()
-            keyed = [_submit(pool, crypto.pair_keys, round_seed, list(pairs[at::count])) for at in range(count)]
+            keyed = [_submit(pool, crypto.pair_keys, round_seed, list(pairs[at::count])) for at in range(count) if pairs[at::count]]
             keys: list[crypto.MaskKey] = [(key, 1) for key in self_keys]
             for keying in keyed:
                 signed: list[crypto.MaskKey] = _result(keying, deadline)

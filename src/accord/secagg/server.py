@@ -321,23 +321,13 @@ class ServerSession:
             raise SecAggRefused(f"the reveals from {site!r} are empty, but it holds shares of sites named in the unmask request", fix)
         taken: list[tuple[str, int, bytes]] = []
         held = self._held.get(site, {})
-        masked, round_seed = self._masked, self.round_seed
-        for owner, data in reveals.items():  # O(n k) a round: the common case without parsing into objects
-            entry = held.get(owner)
-            if entry is None:
-                raise SecAggRefused(f"{_revealed(site, owner)}: {site!r} holds no share of {owner!r}", fix)
-            index, sealed = entry
-            body = reveal_body(data)
-            if body is None:  # refused by name, or a bytes-like parsed
-                body = encode_reveal(decode_reveal(data, _revealed(site, owner)))[5:]
-            secret, revealed_index = body[0], body[1] << 8 | body[2]
-            wanted = SECRET_SELF if owner in masked else SECRET_MASK_KEY
-            if secret != wanted:
-                asked = "survivor (its self-mask seed)" if wanted == SECRET_SELF else "dropped (its mask-key seed)"
-                raise SecAggRefused(f"{_revealed(site, owner)} is of the other secret; {owner!r} was named {asked}", fix)
-            if revealed_index != index:
-                raise SecAggRefused(f"{_revealed(site, owner)} has index {revealed_index}; {site!r} holds index {index}", fix)
-            if crypto.commit_tail(crypto.commit_prefix(round_seed, owner, site), body) != sealed_commitment(sealed, secret):
+        masked, round_seed, prefix, commitment = self._masked, self.round_seed, crypto.commit_prefix, crypto.commit_tail
+        for owner, data in reveals.items():  # O(n k) a round: the common case in few steps, the rest in _reveal_body
+            entry, body = held.get(owner), reveal_body(data)
+            if entry is None or body is None or body[0] != (SECRET_SELF if owner in masked else SECRET_MASK_KEY) or (body[1] << 8 | body[2]) != entry[0]:
+                body = self._reveal_body(site, owner, data, fix)  # refused by name, or a bytes-like parsed
+            index, sealed = held[owner]
+            if commitment(prefix(round_seed, owner, site), body) != sealed_commitment(sealed, body[0]):
                 self.excluded[site] = (
                     f"{_revealed(site, owner)} does not match the commitment {owner!r} sent with that share: {site!r} revealed a wrong "
                     "share and is excluded from this round's unmasking (none of its reveals is used, nor its correction)"
@@ -348,6 +338,21 @@ class ServerSession:
         if correction is not None:
             self._unmasking.take_correction(site, correction)
         self._revealers.add(site)
+
+    def _reveal_body(self, site: str, owner: str, data: object, fix: str) -> bytes:
+        """The body of ``site``'s reveal of a share of ``owner`` that is not the common case:
+        refused, naming what is wrong, unless it is a well-formed bytes-like (then its body)."""
+        held = self._held.get(site, {})
+        if owner not in held:
+            raise SecAggRefused(f"{_revealed(site, owner)}: {site!r} holds no share of {owner!r}", fix)
+        body = reveal_body(data) or encode_reveal(decode_reveal(data, _revealed(site, owner)))[5:]  # type: ignore[arg-type]
+        wanted, index = SECRET_SELF if owner in self._masked else SECRET_MASK_KEY, held[owner][0]
+        if body[0] != wanted:
+            asked = "survivor (its self-mask seed)" if wanted == SECRET_SELF else "dropped (its mask-key seed)"
+            raise SecAggRefused(f"{_revealed(site, owner)} is of the other secret; {owner!r} was named {asked}", fix)
+        if body[1] << 8 | body[2] != index:
+            raise SecAggRefused(f"{_revealed(site, owner)} has index {body[1] << 8 | body[2]}; {site!r} holds index {index}", fix)
+        return body
 
     @property
     def ready(self) -> bool:

@@ -29,6 +29,7 @@ from accord.secagg.messages import SHARE_BYTES, SecAggRefused
 
 PRIME = 2**128 - 159
 """The field's order: the largest prime below 2^128 (checked at import by MPyC's is_prime)."""
+_PRIME_BYTES = PRIME.to_bytes(SHARE_BYTES, "big")
 MAX_INDEX = 65_535
 """Share indices (x-coordinates) travel as 16-bit numbers; 0 would be the secret itself."""
 
@@ -104,6 +105,8 @@ def _checked(owner: str, shares: Sequence[tuple[int, bytes]], threshold: int) ->
         raise SecAggRefused(f"the Shamir shares of {owner!r} repeat an index", fix, kind="state")
     if len(shares) < threshold:
         raise SecAggRefused(f"the secret of {owner!r} has {len(shares)} Shamir shares, fewer than its threshold {threshold}", fix, kind="state")
+    if all(type(index) is int and 1 <= index <= MAX_INDEX and type(share) is bytes and len(share) == SHARE_BYTES and share < _PRIME_BYTES for index, share in shares):
+        return {index: int.from_bytes(share, "big") for index, share in shares}  # the common case (big-endian: bytes order is value order)
     values: dict[int, int] = {}
     for index, share in shares:
         if isinstance(index, bool) or not isinstance(index, int) or not 1 <= index <= MAX_INDEX:

@@ -107,6 +107,8 @@ class SiteSession:
         self._held: dict[str, tuple[int, bytes, bytes]] = {}
         #: neighbour -> the AES-GCM key of the pair (``share`` seals with it, ``mask`` opens with it)
         self._share_keys: dict[str, bytes] = {}
+        #: routed sender -> the key of the pair's mask (``mask`` adds it, ``correction`` takes it out)
+        self._pair_keys: dict[str, bytes] = {}
         #: the senders whose shares were routed to this site (``mask``): it added a pair mask with each
         self._routed: tuple[str, ...] = ()
         self._revealed: tuple[frozenset[str], frozenset[str], dict[str, bytes]] | None = None
@@ -369,7 +371,9 @@ class SiteSession:
         """Add this site's pairwise mask with each of ``peers`` to ``vector`` in place: + if this
         site's name sorts first, else - (so each pair's masks cancel in the sum)."""
         for peer in peers:
-            key = crypto.pair_mask_key(self._s_sk, self._roster[peer].s_pk, self.site, peer, self.round_seed)
+            key = self._pair_keys.get(peer)
+            if key is None:  # agreed once a pair: the correction takes out masks ``mask`` added
+                key = self._pair_keys[peer] = crypto.pair_mask_key(self._s_sk, self._roster[peer].s_pk, self.site, peer, self.round_seed)
             masker.add(vector, key, 1 if self.site < peer else -1)
 
     def _check_request(self, live: frozenset[str], gone: frozenset[str]) -> None:
