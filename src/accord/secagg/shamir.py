@@ -105,8 +105,9 @@ def _checked(owner: str, shares: Sequence[tuple[int, bytes]], threshold: int) ->
         raise SecAggRefused(f"the Shamir shares of {owner!r} repeat an index", fix, kind="state")
     if len(shares) < threshold:
         raise SecAggRefused(f"the secret of {owner!r} has {len(shares)} Shamir shares, fewer than its threshold {threshold}", fix, kind="state")
-    if all(type(index) is int and 1 <= index <= MAX_INDEX and type(share) is bytes and len(share) == SHARE_BYTES and share < _PRIME_BYTES for index, share in shares):
-        return {index: int.from_bytes(share, "big") for index, share in shares}  # the common case (big-endian: bytes order is value order)
+    # the common case in one pass (16 big-endian bytes compare as their values do)
+    if all(type(i) is int and 1 <= i <= MAX_INDEX and type(v) is bytes and len(v) == SHARE_BYTES and v < _PRIME_BYTES for i, v in shares):
+        return {index: int.from_bytes(share, "big") for index, share in shares}
     values: dict[int, int] = {}
     for index, share in shares:
         if isinstance(index, bool) or not isinstance(index, int) or not 1 <= index <= MAX_INDEX:
