@@ -90,7 +90,6 @@ class ServerSession:
         self._parsed: dict[str, Advert] = {}
         self._graph: Neighbourhood | None = None
         self._digest = b""
-        self._inbox: dict[str, dict[str, bytes]] = {}
         #: holder -> owner -> (the index it holds, the owner's sealed share to it, checked in
         #: ``add_shares``: the reveals are checked against its two commitments)
         self._held: dict[str, dict[str, tuple[int, bytes]]] = {}
@@ -145,7 +144,6 @@ class ServerSession:
             self._at_least(len(self._adverts), "advertised")
             self._graph = Neighbourhood(self.params, self._adverts, self.round_seed, len(self.cohort))
             self._digest = roster_digest(self._parsed)  # what the survivors' confirmations sign
-            self._inbox = {site: {} for site in self._adverts}
             self._held = {site: {} for site in self._adverts}
             self._phase = _SHARES
         return dict(self._adverts)
@@ -169,11 +167,10 @@ class ServerSession:
                 data = bytes(data)
             values[peer] = data
         if site in self._sharers:
-            if all(self._inbox[peer][site] == data for peer, data in values.items()):
+            if all(self._held[peer][site][1] == data for peer, data in values.items()):
                 return
             raise SecAggRefused(f"site {site!r} already sent other shares this round", "share once per round")
         for index, peer in enumerate(graph.of(site), 1):  # the neighbour at position i holds index i + 1
-            self._inbox[peer][site] = values[peer]
             self._held[peer][site] = (index, values[peer])
         self._sharers.add(site)
 
@@ -186,7 +183,7 @@ class ServerSession:
             self._at_least(len(self._sharers), "shared")
             self._phase = _MASKS
         self._member(site, self._sharers, "one of the sites that shared")
-        return dict(self._inbox[site])
+        return {sender: sealed for sender, (_, sealed) in self._held[site].items()}
 
     def add_masked(self, site: str, masked: np.ndarray, weight: int | None = None) -> None:
         """Fold ``site``'s masked vector (uint64, length + 1) into the running sum (once; only
@@ -216,7 +213,7 @@ class ServerSession:
             self._request = (sorted(self._masked), sorted(self._sharers - self._masked))
             self._statement = survivors_statement(self.round_seed, self._digest, *self._request)  # what confirmations sign
             assert self._graph is not None
-            self._unmasking = Unmasking(self._graph.share_threshold, *self._request, self._inbox, self.length)
+            self._unmasking = Unmasking(self._graph.share_threshold, *self._request, self._held, self.length)
             self._phase = _CONFIRMS
         return list(self._request[0]), list(self._request[1])
 
@@ -252,7 +249,7 @@ class ServerSession:
         ``unmask_request()``): the adverts, the sealed shares, the masked sum and weights, the
         confirmations. No secret of a site: the shares are sealed to their holders."""
         assert self._request is not None, "a checkpoint is taken once the masking closed"
-        by_sharer = {site: encode_map({peer: self._inbox[peer][site] for peer in self._inbox if site in self._inbox[peer]}) for site in self._sharers}
+        by_sharer = {site: encode_map({peer: held[site][1] for peer, held in self._held.items() if site in held}) for site in self._sharers}
         weights = {site: struct.pack(">Q", self._declared.get(site, 0)) for site in self._masked}
         return encode_map({
             "adverts": encode_map(self._adverts), "confirmations": encode_map(self._confirmations),
@@ -317,7 +314,7 @@ class ServerSession:
         if not isinstance(reveals, Mapping):
             raise SecAggRefused(f"the reveals from {site!r} are not a mapping of site names to reveals", fix)
         survivors, dropped = self._request if self._request is not None else ([], [])
-        if not reveals and any(owner in self._inbox.get(site, {}) for owner in (*survivors, *dropped)):
+        if not reveals and any(owner in self._held.get(site, {}) for owner in (*survivors, *dropped)):
             raise SecAggRefused(f"the reveals from {site!r} are empty, but it holds shares of sites named in the unmask request", fix)
         taken: list[tuple[str, int, bytes]] = []
         held = self._held.get(site, {})

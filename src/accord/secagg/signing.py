@@ -79,8 +79,12 @@ def survivors_statement(round_seed: bytes, roster: bytes, survivors: Iterable[st
 
 def check_advert(verify: Verifier, round_seed: bytes, site: str, data: bytes) -> SignedAdvert:
     """``site``'s advert, refused unless it is signed by a valid credential of ``site``."""
+    return check_signed(verify, round_seed, site, read_advert(data, f"the advert of {site!r}"))
+
+
+def check_signed(verify: Verifier, round_seed: bytes, site: str, signed: SignedAdvert) -> SignedAdvert:
+    """``signed`` (``site``'s advert, parsed), refused unless it is signed by a valid credential of ``site``."""
     what = f"the advert of {site!r}"
-    signed = read_advert(data, what)
     if not signed.signature:
         raise SecAggRefused(f"{what} is unsigned, and this federation signs its adverts", _UNSIGNED_FIX)
     if not verify(site, signed.credential, advert_statement(round_seed, site, signed.advert), signed.signature):

@@ -50,7 +50,7 @@ from accord.secagg.params import SecAggParams, check_session
 from accord.secagg.signing import (
     Signing,
     advert_statement,
-    check_advert,
+    check_signed,
     check_confirmations,
     roster_digest,
     survivors_statement,
@@ -176,7 +176,7 @@ class SiteSession:
             )
         if self.signing is not None:
             for peer in neighbours:  # O(k): only the neighbours' keys are used
-                check_advert(self.signing.verify, self.round_seed, peer, roster[peer])
+                check_signed(self.signing.verify, self.round_seed, peer, signed[peer])
             self._credentials = {name: entry.credential for name, entry in signed.items()}
         sealed: dict[str, bytes] = {}
         share_keys: dict[str, bytes] = {}

@@ -28,7 +28,7 @@ class Unmasking:
         share_threshold: int,
         survivors: Sequence[str],
         dropped: Sequence[str],
-        routed: Mapping[str, Mapping[str, bytes]],
+        routed: Mapping[str, Mapping[str, object]],
         length: int,
     ) -> None:
         self.share_threshold = share_threshold
