@@ -50,8 +50,8 @@ from accord.secagg.params import SecAggParams, check_session
 from accord.secagg.signing import (
     Signing,
     advert_statement,
-    check_signed,
     check_confirmations,
+    check_signed,
     roster_digest,
     survivors_statement,
 )
