@@ -55,8 +55,8 @@ GOOD = encode_indexed({"a": b"xy", "c": b"z"}, NAMES)
     ("data", "reason"),
     [
         (HEADER + b"\0\0", "is truncated (no entry count)"),
-        (_indexed((5, 0, 1, 2, 3, 0, 0, 0, 0, 0)), "has 5 entries, more than the 4 names it indexes, or is truncated"),
-        (_indexed((2, 0)), "has 2 entries, more than the 4 names it indexes, or is truncated"),  # positions and ends cut off
+        (_indexed((5, 0, 1, 2, 3, 0, 0, 0, 0, 0)), "has 5 entries, more than the 4 names it indexes"),
+        (_indexed((2, 0)), "is truncated: 13 bytes, fewer than the 25 its 2 entries' positions and offsets take"),  # positions and ends cut off
         (_indexed((2, 1, 0, 1, 2), b"xy"), "has positions out of order, repeated or past its 4 names"),
         (_indexed((2, 1, 1, 1, 2), b"xy"), "has positions out of order, repeated or past its 4 names"),
         (_indexed((1, 4, 1), b"x"), "has positions out of order, repeated or past its 4 names"),
@@ -64,7 +64,8 @@ GOOD = encode_indexed({"a": b"xy", "c": b"z"}, NAMES)
         (GOOD + b"\0", "has 4 bytes of values, not the 3 its offsets say"),
         (GOOD[:-1], "has 2 bytes of values, not the 3 its offsets say"),
         (_indexed((0,), b"\0"), "has 1 bytes of values, not the 0 its offsets say"),
-        (encode_map({"a": b"xy"}), "is a SecAgg message of kind 4, expected kind 7"),
+        (encode_map({"a": b"xy"}), "is a per-entry SecAgg map (kind 4), which Accord sent before"),
+        (b"ASG\x03\x05" + bytes(8), "is a SecAgg message of kind 5, expected kind 7"),
         (b"nope", "is not a SecAgg message"),
     ],
 )
@@ -235,3 +236,41 @@ def test_a_chain_just_written_is_read_on_every_call(pki, reads: list[object], tm
     assert checking.RACY_SECONDS == 2.0
     assert all(checking("site000", cert, data, signature) for _ in range(3))
     assert len(reads) == 3
+
+
+def test_an_unchanged_status_stands_for_the_last_read_trust_seconds_at_most(pki, reads: list[object], tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """A backstop for file systems whose status can miss a change: past TRUST_SECONDS the
+    chain is read again, its status unchanged or not."""
+    ours, _, cert, data, signature = pki
+    chain = tmp_path / "chain.pem"
+    chain.write_bytes(ours.read_bytes())
+    checking = CollaboratorVerifier(chain)
+    checking.RACY_SECONDS, checking.TRUST_SECONDS = 0.0, 0.0
+    assert all(checking("site000", cert, data, signature) for _ in range(3))
+    assert len(reads) == 3
+
+
+def test_a_late_read_of_an_old_chain_does_not_stand_for_a_new_status(pki, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:  # type: ignore[no-untyped-def]
+    """A call that read the old chain and stores it after another call read the rotated one
+    leaves the old read paired with the old status: the next call reads the file again."""
+    ours, theirs, cert, data, signature = pki
+    chain = tmp_path / "chain.pem"
+    chain.write_bytes(ours.read_bytes())
+    os.utime(chain, ns=(1_000_000_000, 1_000_000_000))
+    checking = CollaboratorVerifier(chain)
+    checking.RACY_SECONDS = 0.0
+    real = signatures.read_pem_bytes
+    late: list[bool] = []
+
+    def reading(path: object, *args: object) -> bytes:
+        old = real(path, *args)  # type: ignore[arg-type]
+        if not late:  # the first call stalls after its read: the chain is rotated, another call reads it
+            late.append(True)
+            chain.write_bytes(theirs.read_bytes())
+            os.utime(chain, ns=(2_000_000_000, 2_000_000_000))
+            assert not checking("site000", cert, data, signature)  # the rotated chain: another CA
+        return old
+
+    monkeypatch.setattr(signatures, "read_pem_bytes", reading)
+    assert checking("site000", cert, data, signature)  # the stalled call judged under the chain it read
+    assert not checking("site000", cert, data, signature)  # not the old chain's read standing for the new file

@@ -75,12 +75,17 @@ class CollaboratorVerifier:
     validity and its signing CA's at ``now``, and all are forgotten when the chain file's
     content changes. Its bytes say whether it changed: the file is read again whenever its
     status (device, inode, size, modification and change times) differs from when it was last
-    read, and on every call while that read came less than RACY_SECONDS after the file's last
-    change (a rewrite within the file system's timestamp granularity keeps the status; the
-    change time cannot be set back). The chain's signing CA is parsed and checked once per content."""
+    read, on every call while that read came less than RACY_SECONDS after the file's last change
+    (a rewrite within the file system's timestamp granularity keeps the status; on Linux and
+    macOS the change time cannot be set back), and TRUST_SECONDS after the last read at most.
+    The chain's signing CA is parsed and checked once per content."""
 
     #: how long after the chain file's last change its status alone is not trusted to say it is unchanged
     RACY_SECONDS = 2.0
+    #: how long an unchanged status stands for the last read at most: then the file is read again
+    #: anyway (a file system whose status can miss a change, e.g. NFS's attribute cache, or
+    #: Windows' st_ctime, its creation time, sees a rotation within this bound)
+    TRUST_SECONDS = 10.0
 
     def __init__(
         self,
@@ -93,8 +98,10 @@ class CollaboratorVerifier:
         #: validity, the chain's bytes it was checked under)
         self._checked: dict[tuple[str, bytes], tuple[x509.Certificate, dt.datetime, bytes]] = {}
         self._chain: tuple[bytes, x509.Certificate] | None = None
-        #: (the chain file's status when last read, and whether that read can be trusted to stand for it)
-        self._read: tuple[tuple[int, ...], bool] | None = None
+        #: (the chain file's status before its last read, the monotonic time until which that
+        #: status stands for the read, the chain that read gave): one tuple, assigned at once, so
+        #: concurrent calls never pair one read's status with another's chain
+        self._read: tuple[tuple[int, ...], float, tuple[bytes, x509.Certificate]] | None = None
 
     def _signing_ca(self) -> tuple[bytes, x509.Certificate]:
         """The chain file's bytes and its signing CA, parsed and checked again only when those
@@ -104,16 +111,16 @@ class CollaboratorVerifier:
             status: tuple[int, ...] | None = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
         except OSError:
             status = None  # read_pem_bytes says what is wrong
-        chain, read = self._chain, self._read
-        if chain is not None and read is not None and read[1] and read[0] == status:
-            return chain
+        read = self._read
+        if read is not None and read[0] == status and time.monotonic() < read[1]:
+            return read[2]
         data = read_pem_bytes(self.chain_path, "CA certificate chain", CHAIN_FIX)
-        settled = status is not None and time.time_ns() - max(status[3], status[4]) > self.RACY_SECONDS * 1e9
+        chain = self._chain
         if chain is None or chain[0] != data:
             self._checked.clear()
             chain = self._chain = (data, signing_ca(Path(self.chain_path), data))
-        if status is not None:
-            self._read = (status, settled)
+        if status is not None and time.time_ns() - max(status[3], status[4]) > self.RACY_SECONDS * 1e9:
+            self._read = (status, time.monotonic() + self.TRUST_SECONDS, chain)
         return chain
 
     def certificate(self, site: str, certificate: bytes) -> x509.Certificate | None:

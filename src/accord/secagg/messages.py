@@ -27,8 +27,8 @@ fixed-size or length-prefixed (big-endian), bounded, and parsed strictly: anythi
 - indexed map (kind 7): a site-name -> message mapping over a sorted list of names both ends
   hold (the round's cohort), for the payloads that name O(n k) entries a round (shares,
   reveals): count (u32) | each entry's position in that list (u32, increasing) | each value's
-  end offset among the values (u32, non-decreasing) | the values. Parsed with NumPy in a few
-  vector steps, not an entry at a time.
+  end offset among the values (u32, non-decreasing) | the values. Parsed in C-level steps
+  (struct, map), not an entry at a time.
 """
 
 from __future__ import annotations
@@ -349,14 +349,21 @@ def decode_indexed(data: bytes, names: Sequence[str], what: str = "SecAgg indexe
     """Parse an indexed map over ``names`` (the list it was encoded over): positions increasing
     and inside the list, each value at most ``max_value`` bytes, nothing after the last;
     SecAggRefused naming ``what`` on anything else. O(entries) in C-level steps (struct, map)."""
-    data = _check_header(data, KIND_INDEXED_MAP, None, what)
     fix = "send the map encode_indexed produced over the round's cohort"
+    if type(data) is bytes and data[:5] == _HEADERS[KIND_MAP]:
+        raise SecAggRefused(
+            f"{what} is a per-entry SecAgg map (kind {KIND_MAP}), which Accord sent before these payloads became indexed maps",
+            "run the same Accord version at every site and the aggregator",
+        )
+    data = _check_header(data, KIND_INDEXED_MAP, None, what)
     if len(data) < 9:
         raise SecAggRefused(f"{what} is truncated (no entry count)", fix)
     (count,) = _U32.unpack_from(data, 5)
     start = 9 + 8 * count
-    if count > len(names) or start > len(data):
-        raise SecAggRefused(f"{what} has {count} entries, more than the {len(names)} names it indexes, or is truncated", fix)
+    if count > len(names):
+        raise SecAggRefused(f"{what} has {count} entries, more than the {len(names)} names it indexes", fix)
+    if start > len(data):
+        raise SecAggRefused(f"{what} is truncated: {len(data)} bytes, fewer than the {start} its {count} entries' positions and offsets take", fix)
     fields = struct.unpack_from(f">{2 * count}I", data, 9)
     at, ends = fields[:count], fields[count:]
     if count and (at[-1] >= len(names) or not all(map(operator.lt, at, at[1:]))):
