@@ -59,14 +59,15 @@ def _to_unmask(engine, sites, forge=None, values=None):
 
 def _reveal(engine, sites, name, keep=None, lie=None):
     """``name``'s reveals (only of the owners in ``keep``, if given; with a wrong share of ``lie``)
-    and its correction (None: these rounds are unsigned), as its unmask reply carries them."""
-    reveals = decode(sites[name].answer("unmask", engine.round_number, engine.assignment(name).payload, engine.model), NAMES, "reveals")
+    and its correction (None: these rounds are unsigned), as its unmask reply carries them
+    (its payload an indexed map over the cohort: ``sites``' names)."""
+    reveals = decode(sites[name].answer("unmask", engine.round_number, engine.assignment(name).payload, engine.model), sorted(sites), "reveals")
     if keep is not None:
         reveals = {owner: data for owner, data in reveals.items() if owner in keep}
     if lie is not None:
         honest = decode_reveal(reveals[lie])
         reveals[lie] = encode_reveal(Reveal(honest.secret, honest.index, bytes(16)))
-    return _submit(engine, name, "unmask", "unmask", encode(reveals, NAMES), sites[name].tensors("unmask", engine.round_number))
+    return _submit(engine, name, "unmask", "unmask", encode(reveals, sorted(sites)), sites[name].tensors("unmask", engine.round_number))
 
 
 def test_a_forged_weight_holds_the_round_and_the_next_one_runs() -> None:
