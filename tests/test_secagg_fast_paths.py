@@ -19,7 +19,7 @@ from accord.pki.layout import CertLayout
 from accord.pki.signatures import CollaboratorVerifier, signer_for
 from accord.secagg import params as params_module
 from accord.secagg.graph import Neighbourhood
-from accord.secagg.messages import SecAggRefused, decode_indexed, decode_reveal, encode_indexed, encode_map
+from accord.secagg.messages import SHARE_BYTES, SecAggRefused, decode_indexed, decode_reveal, encode_indexed, encode_map
 from accord.secagg.params import SecAggParams
 from tests.secagg_round import ROUND, Round, masked_round, plain
 
@@ -274,3 +274,19 @@ def test_a_late_read_of_an_old_chain_does_not_stand_for_a_new_status(pki, tmp_pa
     monkeypatch.setattr(signatures, "read_pem_bytes", reading)
     assert checking("site000", cert, data, signature)  # the stalled call judged under the chain it read
     assert not checking("site000", cert, data, signature)  # not the old chain's read standing for the new file
+
+
+def test_the_common_reveals_are_checked_in_one_pass_as_one_by_one() -> None:
+    """An honest survivor's bytes reveals take the array path, and it finds what the
+    one-by-one check finds: the same owners, indices and shares."""
+    federation, survivors, dropped = masked_round(5)
+    server, site = federation.server, survivors[1]
+    reveals = federation.sites[site].unmask(survivors, dropped)
+    held = server._held[site]
+    fast = server._common_reveals(site, reveals, held)
+    assert fast is not None and fast == server._checked_reveals(site, reveals, held, "fix")
+    owners, indices, shares = fast
+    assert sorted(owners) == sorted(reveals) and indices == [held[owner][0] for owner in owners]
+    assert [shares[at * SHARE_BYTES : (at + 1) * SHARE_BYTES] for at in range(len(owners))] == [decode_reveal(reveals[owner]).share for owner in owners]
+    wrong = {**reveals, owners[0]: reveals[owners[0]][:-1] + bytes([reveals[owners[0]][-1] ^ 1])}
+    assert server._common_reveals(site, wrong, held) is None  # a wrong share: left to the one-by-one check

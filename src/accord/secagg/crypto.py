@@ -160,15 +160,34 @@ def commit_share(round_seed: bytes, dealer: str, holder: str, secret: int, index
 
 
 def commit_prefix(round_seed: bytes, dealer: str, holder: str) -> bytes:
-    """The part of commit_share's input fixed by the round, dealer and holder: label("share-commit",
-    dealer, holder), then the round seed with its 2-byte length."""
-    return b"".join((_COMMIT_LABEL, _name_field(dealer), _name_field(holder), _U16.pack(len(round_seed)), round_seed))
+    """The part of commit_share's input fixed by the round, dealer and holder:
+    ``commit_dealer(dealer) + commit_holder(round_seed, holder)``."""
+    return commit_dealer(dealer) + commit_holder(round_seed, holder)
+
+
+def commit_dealer(dealer: str) -> bytes:
+    """commit_prefix's start: label("share-commit", dealer) without the holder's name."""
+    return _COMMIT_LABEL + _name_field(dealer)
+
+
+def commit_holder(round_seed: bytes, holder: str) -> bytes:
+    """commit_prefix's end: the holder's name field, then the round seed with its 2-byte length."""
+    return b"".join((_name_field(holder), _U16.pack(len(round_seed)), round_seed))
 
 
 def commit_tail(prefix: bytes, tail: bytes) -> bytes:
     """commit_share from its ``prefix`` (commit_prefix) and ``tail``: the secret kind (1 byte),
     index (u16) and share, which is a reveal message's body as it travels (messages.py)."""
     return hashlib.sha256(prefix + tail).digest()
+
+
+def commit_reveals(dealers: Sequence[bytes], holder: bytes, messages: bytes, size: int, skip: int) -> bytes:
+    """The commitments, joined, to the shares one holder reveals in ``messages``: the i-th
+    message is ``messages[i * size : (i + 1) * size]``, its body (commit_tail's tail) what
+    follows its first ``skip`` bytes, its dealer's part ``dealers[i]`` (commit_dealer) and
+    ``holder`` commit_holder's. The same digests as commit_tail, in one pass."""
+    sha256, body = hashlib.sha256, size - skip
+    return b"".join([sha256(dealer + holder + messages[at : at + body]).digest() for dealer, at in zip(dealers, range(skip, len(messages), size))])
 
 
 def self_mask_key(b: bytes, site: str, round_seed: bytes) -> bytes:

@@ -17,6 +17,7 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 
 from accord.secagg import crypto
+from accord.secagg.messages import SHARE_BYTES
 
 
 class Unmasking:
@@ -43,7 +44,10 @@ class Unmasking:
                 self._holders[owner].append(site)
         #: dropped site -> how many of its holders have sent no correction yet
         self._uncorrected = {owner: len(holders) for owner, holders in self._holders.items()}
-        self._revealed: dict[str, dict[int, bytes]] = {}
+        #: the checked reveals as they came, one (owners, indices, shares joined) a revealer
+        self._columns: list[tuple[list[str], list[int], bytes]] = []
+        #: owner -> how many of its shares were revealed
+        self._count: dict[str, int] = {}
         self.corrected: set[str] = set()
         #: the corrections taken, summed (mod 2^64)
         self.correction = np.zeros(length + 1, dtype=np.uint64)
@@ -56,14 +60,16 @@ class Unmasking:
         return owner not in self._uncorrected or self._uncorrected[owner] > 0
 
     def _has_threshold(self, owner: str) -> bool:
-        return len(self._revealed.get(owner, {})) >= self.share_threshold
+        return self._count.get(owner, 0) >= self.share_threshold
 
-    def take_shares(self, taken: Sequence[tuple[str, int, bytes]]) -> None:
-        """Fold checked reveals: (owner, index, share) each."""
-        for owner, index, share in taken:
-            shares = self._revealed.setdefault(owner, {})
-            shares[index] = share
-            if len(shares) == self.share_threshold and self._needed(owner):
+    def take_shares(self, owners: Sequence[str], indices: Sequence[int], shares: bytes) -> None:
+        """Fold one revealer's checked reveals: the share of ``owners[i]`` at ``indices[i]`` is
+        ``shares[i * SHARE_BYTES : (i + 1) * SHARE_BYTES]`` (a holder reveals an owner's share once)."""
+        self._columns.append((list(owners), list(indices), shares))
+        count, threshold = self._count, self.share_threshold
+        for owner in owners:
+            seen = count[owner] = count.get(owner, 0) + 1
+            if seen == threshold and self._needed(owner):
                 self._short -= 1
 
     def take_correction(self, site: str, correction: np.ndarray) -> None:
@@ -88,8 +94,14 @@ class Unmasking:
     def secrets(self) -> dict[str, list[tuple[int, bytes]]]:
         """Owner -> its revealed (index, share) pairs, for every secret to rebuild: the dropped
         sites whose mask keys are needed, then every survivor."""
-        owners = [owner for owner in self.dropped if self._needed(owner)] + self.survivors
-        return {owner: sorted(self._revealed[owner].items()) for owner in owners}
+        wanted: dict[str, list[tuple[int, bytes]]] = {owner: [] for owner in self.dropped if self._needed(owner)}
+        wanted.update((owner, []) for owner in self.survivors)
+        for owners, indices, shares in self._columns:
+            for at, (owner, index) in enumerate(zip(owners, indices)):
+                found = wanted.get(owner)
+                if found is not None:
+                    found.append((index, shares[at * SHARE_BYTES : (at + 1) * SHARE_BYTES]))
+        return {owner: sorted(found) for owner, found in wanted.items()}
 
     def pairs(self, rebuilt: Mapping[str, bytes], s_pk: Mapping[str, bytes]) -> list[crypto.DroppedPair]:
         """The pairwise masks to expand: each needed dropped site's (its ``rebuilt`` mask-key seed)
