@@ -37,7 +37,7 @@ import functools
 import itertools
 import operator
 import struct
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import NamedTuple, cast
 
@@ -230,6 +230,15 @@ def is_sealed(data: object) -> bool:
     check of the O(n k) shares it routes unparsed (anything else: decode_sealed refuses it,
     naming what is wrong, or parses a bytes-like)."""
     return type(data) is bytes and len(data) == SEALED_SHARE_BYTES and data[:5] == _SEALED_HEADER
+
+
+def all_sealed(values: Collection[object]) -> bool:
+    """Whether every one of ``values`` passes is_sealed (and there is one at least): the
+    aggregator's check of one site's O(k) shares in a few C-level steps."""
+    if set(map(type, values)) != {bytes} or set(map(len, cast("Collection[bytes]", values))) != {SEALED_SHARE_BYTES}:
+        return False
+    joined = b"".join(cast("Collection[bytes]", values))  # the header's i-th byte is every SEALED_SHARE_BYTES-th from i
+    return all(joined[at::SEALED_SHARE_BYTES] == _SEALED_HEADER[at : at + 1] * len(values) for at in range(len(_SEALED_HEADER)))
 
 
 def sealed_commitment(sealed: bytes, secret: int) -> bytes:

@@ -30,6 +30,7 @@ from accord.secagg.messages import (
     SECRET_SELF,
     Advert,
     SecAggRefused,
+    all_sealed,
     decode_confirmation,
     decode_map,
     decode_reveal,
@@ -167,18 +168,21 @@ class ServerSession:
                 f"the shares from {site!r} are not addressed to exactly its {graph.degree} neighbours",
                 "send the dictionary SiteSession.share returned, unchanged",
             )
-        values: dict[str, bytes] = {}
-        for peer, data in sealed.items():
-            if not is_sealed(data):  # the common case in one step; the rest parsed, or refused by name
-                decode_sealed(data, f"the sealed share from {site!r} to {peer!r}")
-                data = bytes(data)
-            values[peer] = data
+        values: Mapping[str, bytes] = sealed
+        if not all_sealed(sealed.values()):  # the common case in a few C-level steps; the rest one by one
+            values = {}
+            for peer, data in sealed.items():
+                if not is_sealed(data):  # parsed, or refused by name
+                    decode_sealed(data, f"the sealed share from {site!r} to {peer!r}")
+                    data = bytes(data)
+                values[peer] = data
+        held = self._held
         if site in self._sharers:
-            if all(self._held[peer][site][1] == data for peer, data in values.items()):
+            if all(held[peer][site][1] == data for peer, data in values.items()):
                 return
             raise SecAggRefused(f"site {site!r} already sent other shares this round", "share once per round")
         for index, peer in enumerate(graph.of(site), 1):  # the neighbour at position i holds index i + 1
-            self._held[peer][site] = (index, values[peer])
+            held[peer][site] = (index, values[peer])
         self._sharers.add(site)
 
     def shares_for(self, site: str) -> dict[str, bytes]:
