@@ -8,8 +8,9 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+import numpy as np
 import pytest
-from test_transport import MEMBERS, PLAN, FakeService, pki, small_model  # noqa: F401  (pki is a fixture)
+from test_transport import MEMBERS, PLAN, FakeService, Federation, a_result, pki, small_model  # noqa: F401  (pki is a fixture)
 
 from accord.errors import AccordError
 from accord.experiment.local import free_port
@@ -108,3 +109,30 @@ def test_retries_of_one_outage_say_so_once(pki, caplog) -> None:
     assert [r.levelno for r in tries] == [logging.WARNING] + [logging.DEBUG] * (len(tries) - 1)
     assert f"waiting for the aggregator at localhost:{port}: it is unreachable" in tries[0].getMessage()
     assert f"the task request: the aggregator at localhost:{port} answers again" in caplog.text
+
+
+@pytest.mark.parametrize(("chunk_bytes", "reconnects"), [(4096, True), (1 << 20, False)])
+def test_a_result_of_more_than_one_chunk_is_followed_by_a_new_connection_checked_again(pki, chunk_bytes: int, reconnects: bool) -> None:
+    """gRPC keeps about a message's worth of buffers for each connection that carried an upload:
+    the site opens a new one after a result of more than one chunk (the small model is 8 KiB),
+    and checks the aggregator's certificate on it as after an outage; a one-chunk result keeps
+    its connection."""
+    from cryptography import x509
+
+    from accord.pki import load_pem_cert
+
+    seen: list[int] = []
+    federation = Federation(pki, small_model(), chunk_bytes=chunk_bytes)
+    try:
+        client = federation.client("col1", chunk_bytes=chunk_bytes, check_server=lambda der: seen.append(x509.load_der_x509_certificate(der).serial_number))
+        client.join()
+        model = client.get_model(2)
+        assert len(seen) == 1
+        client.send_result(a_result(model))
+        client.send_result(a_result(model, task="aggregated_model_validation", tensors=None, is_delta=False))  # on the new connection
+        np.testing.assert_array_equal(client.get_model(2)["dense.weight"], model["dense.weight"])
+        assert len(seen) == (2 if reconnects else 1)
+        assert set(seen) == {load_pem_cert(pki["server"].cert_path).serial_number}
+        assert [got.task for got, _ in federation.service.submissions] == ["train", "aggregated_model_validation"]
+    finally:
+        federation.close()

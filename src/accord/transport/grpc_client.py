@@ -74,7 +74,8 @@ def _retryable(error: grpc.RpcError) -> bool:
 
 
 class GrpcAggregatorClient:
-    """AggregatorClient over gRPC; the channel is created once and kept for the client's life.
+    """AggregatorClient over gRPC; one channel, replaced by a new one after each result of more
+    than one chunk (``_reconnect``).
 
     A call that finds the aggregator unreachable (down, restarting, network cut) is tried
     again after a pause that doubles from BACKOFF_FIRST up to BACKOFF_MAX, with random
@@ -125,16 +126,35 @@ class GrpcAggregatorClient:
         self._reconnect_timeout = reconnect_timeout
         self._transfer_timeout = transfer_timeout
         self._spares = Spares()
-        target = f"[{host}]:{port}" if ":" in host and not host.startswith("[") else self._address
+        self._target = f"[{host}]:{port}" if ":" in host and not host.startswith("[") else self._address
         keep_message_pages()  # each received chunk reuses freed pages (transport/heap.py)
-        self._channel = grpc.secure_channel(target, tls.credentials(), options=[*wire.channel_options(chunk_bytes), *RECONNECT_OPTIONS])
-        self._stub = pb_grpc.AggregatorStub(self._channel)
-        self._stub.SendResult = wire.send_result_method(self._channel)
-        self._stub.GetModel = self._channel.unary_stream(
+        self._channel, self._stub = self._connect()
+
+    def _connect(self) -> tuple[grpc.Channel, pb_grpc.AggregatorStub]:
+        """A new channel to the aggregator and its stub (it connects on its first call)."""
+        options = [*wire.channel_options(self._chunk_bytes), *RECONNECT_OPTIONS]
+        channel = grpc.secure_channel(self._target, self._tls.credentials(), options=options)
+        stub = pb_grpc.AggregatorStub(channel)
+        stub.SendResult = wire.send_result_method(channel)
+        stub.GetModel = channel.unary_stream(
             "/accord.v1.Aggregator/GetModel",
             request_serializer=pb.ModelRequest.SerializeToString,
             response_deserializer=chunk_views.tensor_chunks,
         )
+        return channel, stub
+
+    def _reconnect(self) -> None:
+        """Replace the channel with a new one, and check the aggregator's certificate again before
+        the next call, as after an outage.
+
+        gRPC keeps about one received message's worth of buffers (0.4 to 1.3 MB for messages of
+        256 KiB to 4 MiB) for every connection that carried an upload, until it closes: a site
+        that opens a new connection after a result of more than one chunk keeps the aggregator's
+        memory flat in the number of sites (docs/failure-model.md)."""
+        old = self._channel
+        self._channel, self._stub = self._connect()
+        self._recheck = self._check_server is not None
+        old.close()
 
     def __enter__(self) -> GrpcAggregatorClient:
         return self
@@ -335,14 +355,18 @@ class GrpcAggregatorClient:
                     f"convert it to one of {', '.join(sorted(ALLOWED_DTYPES))}",
                 )
         failure: list[BaseException] = []
+        sent = [0]  # the tensor chunks' bytes, serialized, of the last attempt
 
         def stream() -> Iterator[pb.ResultChunk | bytes]:
             counted = self._counted
+            sent[0] = 0
             try:
                 for message in wire.result_stream(result, self.name, self.plan_hash, self._chunk_bytes, encoded):
                     yield message
-                    if counted is not None and isinstance(message, bytes):  # a tensor chunk, serialized
-                        counted("upload", len(message))
+                    if isinstance(message, bytes):  # a tensor chunk, serialized
+                        sent[0] += len(message)
+                        if counted is not None:
+                            counted("upload", len(message))
             except Exception as exc:  # re-raised below instead of gRPC's "Exception iterating requests!"
                 failure.append(exc)
                 raise
@@ -354,6 +378,8 @@ class GrpcAggregatorClient:
             if failure:
                 raise failure[0] from None
             self._fail(exc, what)
+        if sent[0] > self._chunk_bytes:
+            self._reconnect()
 
     def close(self) -> None:
         """Close the channel; the client cannot be used afterwards."""

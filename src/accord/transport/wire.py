@@ -53,12 +53,17 @@ _ACTION_TO_PB = {
 _ACTION_FROM_PB = {value: key for key, value in _ACTION_TO_PB.items()}
 
 
+#: the largest HTTP/2 frame either end accepts (the protocol's maximum; gRPC's default is 16 KiB)
+MAX_FRAME_BYTES = (1 << 24) - 1
+
+
 def channel_options(chunk_bytes: int) -> list[tuple[str, Any]]:
     """Message limits (one chunk plus headroom) and keepalive settings for both ends."""
     limit = chunk_bytes + MIB
     return [
         ("grpc.max_receive_message_length", limit),
         ("grpc.max_send_message_length", limit),
+        ("grpc.http2.max_frame_size", MAX_FRAME_BYTES),
         ("grpc.keepalive_time_ms", 30_000),
         ("grpc.keepalive_timeout_ms", 10_000),
         ("grpc.http2.max_pings_without_data", 0),
