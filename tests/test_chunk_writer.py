@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import threading
+import time
 
 import pytest
 
@@ -20,22 +21,62 @@ async def until_done(writer: ChunkWriter) -> None:
     await asyncio.to_thread(concurrent.futures.wait, list(writer._pending))
 
 
-def test_jobs_run_in_order_on_one_thread_off_the_loop() -> None:
+def test_jobs_run_in_order_one_at_a_time_off_the_loop() -> None:
     ran: list[tuple[int, str]] = []
+    running = [0, 0]  # now, most at once
+
+    def job(i: int) -> None:
+        running[0] += 1
+        running[1] = max(running)
+        time.sleep(0.001)
+        ran.append((i, threading.current_thread().name))
+        running[0] -= 1
 
     async def upload() -> str:
         writer = ChunkWriter()
         try:
             for i in range(50):
-                await writer.put(lambda i=i: ran.append((i, threading.current_thread().name)))
+                await writer.put(lambda i=i: job(i))
             await writer.drain()
         finally:
             writer.close()
         return threading.current_thread().name
 
     loop_thread = asyncio.run(upload())
-    assert [i for i, _ in ran] == list(range(50))
-    assert len({name for _, name in ran}) == 1 and ran[0][1] != loop_thread
+    assert [i for i, _ in ran] == list(range(50)) and running == [0, 1]
+    assert all(name != loop_thread and name.startswith("accord-upload") for _, name in ran)
+
+
+def test_the_pool_threads_are_kept_between_uploads() -> None:
+    names: set[str] = set()
+
+    async def upload() -> None:
+        writer = ChunkWriter()
+        try:
+            await writer.put(lambda: names.add(threading.current_thread().name))
+            await writer.drain()
+        finally:
+            writer.close()
+
+    for _ in range(20):
+        asyncio.run(upload())
+        time.sleep(0.05)  # the thread that ran it goes back to the pool, idle
+    assert len(names) <= 2  # a thread a upload would make 20 (the pool's cap is WRITER_THREADS, 16)
+
+
+def test_close_drops_the_jobs_not_started_and_waits_for_the_running_one() -> None:
+    gate, ran = threading.Event(), []
+
+    async def upload() -> ChunkWriter:
+        writer = ChunkWriter(depth=3)
+        await writer.put(lambda: (gate.wait(10), ran.append(0)))
+        await writer.put(lambda: ran.append(1))
+        threading.Timer(0.2, gate.set).start()
+        writer.close()  # waits for the first job; the second never runs
+        return writer
+
+    writer = asyncio.run(upload())
+    assert ran == [0] and writer._pending[1].cancelled()
 
 
 def test_the_loop_waits_while_depth_jobs_are_not_done() -> None:

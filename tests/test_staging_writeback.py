@@ -3,6 +3,7 @@ the flush before the acknowledgement finds little left; the file's bytes are unc
 
 from __future__ import annotations
 
+import itertools
 import sys
 from pathlib import Path
 
@@ -19,7 +20,7 @@ def test_linux_has_the_writeback_starter() -> None:
     assert staging._sync_file_range is not None
 
 
-def test_each_written_range_has_its_writeback_started(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_the_writeback_starts_once_a_mib_has_gathered_and_the_rest_goes_with_the_flush(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     started: list[tuple[int, int, int]] = []
     real = staging._sync_file_range
 
@@ -28,18 +29,18 @@ def test_each_written_range_has_its_writeback_started(tmp_path: Path, monkeypatc
         return 0 if real is None else real(fd, offset, nbytes, flags)
 
     monkeypatch.setattr(staging, "_sync_file_range", record)
-    state = {"w": np.arange(300_000, dtype=np.float32), "b": np.ones(10, dtype=np.float64)}
+    state = {"w": np.arange(1_000_000, dtype=np.float32), "b": np.ones(10, dtype=np.float64)}
     staged = StagedFile(tmp_path, tensor_specs(state), "a test result")
-    header_bytes = started[0][1]
-    assert started == [(0, header_bytes, 2)]  # the header, written on creation
+    assert started == []  # the header alone: too little to start
     chunk = 2**18
     data = state["w"].view(np.uint8)
     for at in range(0, data.size, chunk):
-        staged.allocate("w", np.dtype(np.float32), (300_000,)).write(at, data[at : at + chunk].data)
+        staged.allocate("w", np.dtype(np.float32), (1_000_000,)).write(at, data[at : at + chunk].data)
     staged.allocate("b", np.dtype(np.float64), (10,)).write(0, state["b"].view(np.uint8).data)
-    ranges = started[1:]
-    assert [size for _, size, _ in ranges] == [min(chunk, data.size - at) for at in range(0, data.size, chunk)] + [80]
-    assert all(offset >= header_bytes for offset, _, _ in ranges)
+    assert [flags for _, _, flags in started] == [2] * len(started) and len(started) == 3  # 4 MB of w: three whole MiB
+    assert started[0][0] == 0 and all(size >= staging.WRITEBACK_BYTES for _, size, _ in started)
+    assert all(a + n == b for (a, n, _), (b, _, _) in itertools.pairwise(started))  # each byte started once, in order
+    assert started[-1][0] + started[-1][1] < staged.path.stat().st_size  # the tail is the flush's
     name = staged.commit()
     saved = StateView(tmp_path / name)
     assert np.array_equal(saved["w"], state["w"]) and np.array_equal(saved["b"], state["b"])

@@ -5,8 +5,8 @@ dtypes and shapes, in its order), so the file is created with it and its whole s
 reserved (``posix_fallocate``: a full disk is refused before any tensor is read, and a
 write can never fail half-way for want of space on a file system that reserves), and each
 chunk is written at its offset (``os.pwrite``: page cache, not the aggregator's memory),
-and its writing to disk is started at once (Linux's ``sync_file_range``, which does not wait
-for it), so that the flush before the acknowledgement finds little left to write: a 100 MB
+and its writing to disk is started once a MiB has gathered (Linux's ``sync_file_range``, which
+does not wait for it), so that the flush before the acknowledgement finds little left to write: a 100 MB
 result's fsync took 0.05 s after the upload, 0.004 s with the writeback started as it arrived.
 The file has a temporary name, ``.result-<uuid>.safetensors.<random>.tmp``, which the
 journal's clean-up of cut-short writes removes; ``commit`` flushes it and its folder to
@@ -40,6 +40,11 @@ log = logging.getLogger("accord.aggregator")
 
 #: sync_file_range's flag: start writing the range's dirty pages, do not wait for them
 _SYNC_FILE_RANGE_WRITE = 2
+#: the writeback of written bytes is started once this many have gathered (a small result's go
+#: with ``commit``'s fsync: one call per small tensor cost more than the flush it saved)
+WRITEBACK_BYTES = 1 << 20
+#: no bytes written since the last start
+_NOTHING = (sys.maxsize, 0)
 
 
 def _writeback_starter() -> Callable[[int, int, int, int], object] | None:
@@ -91,6 +96,7 @@ class StagedFile(StateView):
         self._specs = {name: (np.dtype(dtype), tuple(shape)) for name, (dtype, shape) in specs.items()}
         size = len(header) + sum(math.prod(shape) * dtype.itemsize for dtype, shape in self._specs.values())
         self._fd: int | None = None
+        self._unstarted = _NOTHING  # the bytes written whose writeback has not been started: [low, high)
         try:
             fd, partial = tempfile.mkstemp(dir=directory, prefix=f".{self.name}.", suffix=".tmp")
         except OSError as exc:
@@ -152,9 +158,16 @@ class StagedFile(StateView):
                 view, at = view[written:], at + written
         except OSError as exc:
             raise self._refusal(exc) from None
-        if _sync_file_range is not None and size:
-            # advisory (its failure changes nothing): ``commit``'s fsync is what makes the file durable
-            _sync_file_range(self._fd, start, size, _SYNC_FILE_RANGE_WRITE)
+        if _sync_file_range is None or not size:
+            return
+        low, high = self._unstarted
+        low, high = min(low, start), max(high, start + size)
+        if high - low < WRITEBACK_BYTES:
+            self._unstarted = (low, high)
+            return
+        # advisory (its failure changes nothing): ``commit``'s fsync is what makes the file durable
+        _sync_file_range(self._fd, low, high - low, _SYNC_FILE_RANGE_WRITE)
+        self._unstarted = _NOTHING
 
     def commit(self) -> str:
         """Flush the file and its folder to disk and give it its final name (returned)."""
