@@ -147,3 +147,27 @@ def test_a_put_behind_a_job_done_already_does_not_go_through_the_loop() -> None:
             writer.close()
 
     assert asyncio.run(upload()) == []
+
+
+def test_a_pool_that_takes_no_job_fails_the_put_and_close_returns(monkeypatch: pytest.MonkeyPatch) -> None:
+    """At interpreter shutdown the pool refuses new work: the upload fails, and its close does not wait for a run that never started."""
+    from accord.transport import chunk_writer
+
+    class ShutDown:
+        def submit(self, *_: object) -> None:
+            raise RuntimeError("cannot schedule new futures after interpreter shutdown")
+
+    monkeypatch.setattr(chunk_writer, "WRITERS", ShutDown())
+
+    async def upload() -> None:
+        writer = ChunkWriter()
+        try:
+            await writer.put(lambda: None)
+        finally:
+            closing = threading.Thread(target=writer.close)
+            closing.start()
+            closing.join(10)
+            assert not closing.is_alive()
+
+    with pytest.raises(RuntimeError, match="shutdown"):
+        asyncio.run(upload())

@@ -114,7 +114,7 @@ def test_retries_of_one_outage_say_so_once(pki, caplog) -> None:
 @pytest.mark.parametrize(("chunk_bytes", "reconnects"), [(4096, True), (1 << 20, False)])
 def test_a_result_of_more_than_one_chunk_is_followed_by_a_new_connection_checked_again(pki, chunk_bytes: int, reconnects: bool) -> None:
     """gRPC keeps about a message's worth of buffers for each connection that carried an upload:
-    the site opens a new one after a result of more than one chunk (the small model is 8 KiB),
+    the site opens a new one after a result larger than one chunk (the small model is 8 KiB),
     and checks the aggregator's certificate on it as after an outage; a one-chunk result keeps
     its connection."""
     from cryptography import x509

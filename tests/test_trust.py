@@ -3,8 +3,10 @@ paths, the workspace hash, the private-key detector and the CA's revocation list
 
 from __future__ import annotations
 
+import datetime as dt
 import gzip
 import io
+import logging
 import re
 import tarfile
 import tempfile
@@ -240,6 +242,22 @@ def test_the_detector_lets_ordinary_files_through() -> None:
 
 
 # -- the revocation list -----------------------------------------------------------------------------
+
+
+def test_a_crl_due_for_renewal_is_warned_of_once_per_process_not_at_every_check(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A site checks the aggregator's certificate against its CRL every round with a large model."""
+    from accord.pki import crl
+
+    ca = make_federation_pki(tmp_path / "ca", "localhost", ["alice"])
+    written = write_crl(ca.cert_dir, days=1)
+    assert written.next_update is not None
+    monkeypatch.setattr(crl, "utc_now", lambda: written.next_update + dt.timedelta(days=1))  # two days on: due
+    with caplog.at_level(logging.WARNING, logger="accord"):
+        for _ in range(3):
+            assert installed_crl(ca.cert_dir) is not None
+    assert caplog.text.count("was due for renewal") == 1
 
 
 def test_the_crl_is_signed_by_the_signing_ca_and_never_goes_back(tmp_path: Path) -> None:

@@ -121,7 +121,7 @@ def installed_crl(cert_dir: str | os.PathLike[str]) -> RevocationList | None:
     except OSError as exc:
         raise PKIError(f"revocation list {layout.crl} cannot be read: {exc.strerror or exc}", _FIX) from None
     held = parse_crl(data, layout.chain, str(layout.crl))
-    if held.next_update is not None and held.next_update < utc_now():
+    if held.next_update is not None and held.next_update < utc_now() and _first_warning(str(layout.crl), held.next_update):
         log.warning(
             "the revocation list %s was due for renewal at %s; still using it (%s)",
             layout.crl,
@@ -129,6 +129,18 @@ def installed_crl(cert_dir: str | os.PathLike[str]) -> RevocationList | None:
             _FIX,
         )
     return held
+
+
+#: (CRL path, next update) already warned of as due for renewal (a site checks every round)
+_warned: set[tuple[str, dt.datetime]] = set()
+
+
+def _first_warning(path: str, next_update: dt.datetime) -> bool:
+    """True the first time this process sees ``path`` due for renewal at ``next_update``."""
+    key = (path, next_update)
+    first = key not in _warned
+    _warned.add(key)
+    return first
 
 
 def install_crl(

@@ -21,15 +21,16 @@ from collections.abc import Callable
 
 #: chunks handed on and not yet done, at most (each holds its received message)
 DEPTH = 2
-#: threads of the pool, at most (created when needed; an upload uses one at a time)
-WRITER_THREADS = 16
+#: threads of the pool, at most (created only when needed: an upload uses one at a time, and
+#: ``aggregator.settings.max_concurrent_uploads``, 2 by default, bound the uploads received at once)
+WRITER_THREADS = 64
 
 #: the threads that run every upload's jobs
 WRITERS = concurrent.futures.ThreadPoolExecutor(WRITER_THREADS, thread_name_prefix="accord-upload")
 
 
 class ChunkWriter:
-    """Runs jobs in the order ``put`` gives them, one at a time, on the pool; ``close`` ends it (call it once, always)."""
+    """Runs jobs in the order ``put`` gives them, one at a time, on the pool; ``close`` ends it (always call it)."""
 
     def __init__(self, depth: int = DEPTH) -> None:
         self._depth = depth
@@ -49,7 +50,13 @@ class ChunkWriter:
             self._queued.append((future, job))
             start, self._running = not self._running, True
         if start:
-            WRITERS.submit(self._run)
+            try:
+                WRITERS.submit(self._run)
+            except BaseException:  # the pool is shut down (the interpreter ends): close() must not wait
+                with self._lock:
+                    self._running = False
+                    self._lock.notify_all()
+                raise
 
     async def drain(self) -> None:
         """Wait for every queued job; raises the first one's error."""
@@ -67,27 +74,38 @@ class ChunkWriter:
 
     def _run(self) -> None:
         """This writer's queued jobs, in order (on a pool thread), until none is left."""
-        while True:
+        try:
+            while (item := self._next()) is not None:
+                future, job, stopped = item
+                if not future.set_running_or_notify_cancel():
+                    continue
+                if stopped:
+                    future.set_result(None)
+                    continue
+                try:
+                    job()
+                except BaseException as exc:
+                    with self._lock:
+                        self._stopped = True
+                    future.set_exception(exc)
+                else:
+                    future.set_result(None)
+        except BaseException:  # not a job's error (those are the futures'): this run ends, close() must not wait
             with self._lock:
-                if not self._queued:
-                    self._running = False
-                    self._lock.notify_all()
-                    return
-                future, job = self._queued.popleft()
-                stopped = self._stopped
-            if not future.set_running_or_notify_cancel():
-                continue
-            if stopped:
-                future.set_result(None)
-                continue
-            try:
-                job()
-            except BaseException as exc:
-                with self._lock:
-                    self._stopped = True
-                future.set_exception(exc)
-            else:
-                future.set_result(None)
+                self._running = False
+                self._lock.notify_all()
+            raise
+
+    def _next(self) -> tuple[concurrent.futures.Future[None], Callable[[], None], bool] | None:
+        """The next queued job and whether the writer stopped; None when none is queued (then
+        ``_run`` ends, and the next ``put`` starts it again)."""
+        with self._lock:
+            if not self._queued:
+                self._running = False  # in the same hold as the check: a put after it starts a new run
+                self._lock.notify_all()
+                return None
+            future, job = self._queued.popleft()
+            return future, job, self._stopped
 
 
 async def _outcome(job: concurrent.futures.Future[None]) -> None:

@@ -1,4 +1,4 @@
-"""A collaborator's gRPC client: one long-lived mutual-TLS channel to the aggregator."""
+"""A collaborator's gRPC client: a mutual-TLS channel to the aggregator, renewed after each large result."""
 
 from __future__ import annotations
 
@@ -74,8 +74,8 @@ def _retryable(error: grpc.RpcError) -> bool:
 
 
 class GrpcAggregatorClient:
-    """AggregatorClient over gRPC; one channel, replaced by a new one after each result of more
-    than one chunk (``_reconnect``).
+    """AggregatorClient over gRPC; one channel, replaced by a new one after each result larger
+    than one chunk (``chunk_bytes``; ``_reconnect``), with the credentials read at the start.
 
     A call that finds the aggregator unreachable (down, restarting, network cut) is tried
     again after a pause that doubles from BACKOFF_FIRST up to BACKOFF_MAX, with random
@@ -84,7 +84,8 @@ class GrpcAggregatorClient:
 
     Every header carries ``workspace_hash``; ``join`` refuses an aggregator whose answer
     names another plan or workspace hash. ``check_server`` (e.g. the revocation check) gets
-    the aggregator's DER certificate before the first call and again after an outage.
+    the aggregator's DER certificate before the first call, again after an outage and after
+    each new channel.
     ``compression`` is the plan's pipeline: the only encoding a downloaded model may come in.
     ``counted`` is told the bytes of each chunk as it goes: ("download" or "upload", bytes).
 
@@ -128,12 +129,13 @@ class GrpcAggregatorClient:
         self._spares = Spares()
         self._target = f"[{host}]:{port}" if ":" in host and not host.startswith("[") else self._address
         keep_message_pages()  # each received chunk reuses freed pages (transport/heap.py)
+        self._credentials = tls.credentials()  # read once: a new channel neither reads files nor changes identity
         self._channel, self._stub = self._connect()
 
     def _connect(self) -> tuple[grpc.Channel, pb_grpc.AggregatorStub]:
         """A new channel to the aggregator and its stub (it connects on its first call)."""
         options = [*wire.channel_options(self._chunk_bytes), *RECONNECT_OPTIONS]
-        channel = grpc.secure_channel(self._target, self._tls.credentials(), options=options)
+        channel = grpc.secure_channel(self._target, self._credentials, options=options)
         stub = pb_grpc.AggregatorStub(channel)
         stub.SendResult = wire.send_result_method(channel)
         stub.GetModel = channel.unary_stream(
@@ -149,8 +151,9 @@ class GrpcAggregatorClient:
 
         gRPC keeps about one received message's worth of buffers (0.4 to 1.3 MB for messages of
         256 KiB to 4 MiB) for every connection that carried an upload, until it closes: a site
-        that opens a new connection after a result of more than one chunk keeps the aggregator's
-        memory flat in the number of sites (docs/failure-model.md)."""
+        that opens a new connection after each result larger than one chunk keeps the
+        aggregator's memory flat in the number of sites (docs/failure-model.md). Nothing here
+        can fail: the channel connects (and the certificate is checked) at the next call."""
         old = self._channel
         self._channel, self._stub = self._connect()
         self._recheck = self._check_server is not None

@@ -58,7 +58,7 @@ MAX_FRAME_BYTES = (1 << 24) - 1
 
 
 def channel_options(chunk_bytes: int) -> list[tuple[str, Any]]:
-    """Message limits (one chunk plus headroom) and keepalive settings for both ends."""
+    """Message limits (one chunk plus headroom), the largest HTTP/2 frame and keepalive settings for both ends."""
     limit = chunk_bytes + MIB
     return [
         ("grpc.max_receive_message_length", limit),
