@@ -110,3 +110,43 @@ def test_without_the_blake3_package_a_site_does_not_start(tmp_path: Path, monkey
     with pytest.raises(AccordError, match="needs the blake3 package"):
         SiteRecord(path, sign, "a", layout.collaborator_cert("a").read_bytes(), "p" * 96, "w" * 96, 1 << 20)
     assert not path.exists()
+
+
+def test_a_seal_flushed_on_a_thread_is_waited_for_by_the_next_seal_and_by_close(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A site's sent-result seal does not wait for the disk; what comes after it does, and a failed flush is not lost."""
+    import os
+    import threading
+
+    from accord.audit import chain as chain_module
+
+    gate, flushed = threading.Event(), []
+    real_fsync = os.fsync
+
+    def slow_fsync(fd: int) -> None:
+        gate.wait(10)
+        real_fsync(fd)
+        flushed.append(fd)
+
+    monkeypatch.setattr(chain_module.os, "fsync", slow_fsync)
+    path = tmp_path / "audit.jsonl"
+    chain = ChainWriter(path, lambda data: b"sig")
+    chain.append("sent", round=1)
+    chain.seal(wait=False)  # returns while the flush waits on the gate
+    assert flushed == [] and rows(path)[-1]["kind"] == "seal"
+    threading.Timer(0.2, gate.set).start()
+    chain.append("sent", round=2)
+    chain.seal(wait=False)  # waits for the first flush before sealing again
+    assert len(flushed) >= 1
+    chain.close()  # waits for the second
+    assert len(flushed) == 2
+
+    def failing_fsync(fd: int) -> None:
+        raise OSError(5, "Input/output error")
+
+    monkeypatch.setattr(chain_module.os, "fsync", failing_fsync)
+    again = ChainWriter(path, lambda data: b"sig")
+    again.append("sent", round=3)
+    again.seal(wait=False)
+    with pytest.raises(OSError, match="Input/output"):
+        again.close()  # the flush's error, and the file closed all the same
+    ChainWriter(path, lambda data: b"sig").close()  # its lock was released

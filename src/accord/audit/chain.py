@@ -9,7 +9,8 @@ to the seal: entries are appended at O(1) cost each and a seal is signed at each
 close and at stop, not per entry (bench/audit_signing.py measured why).
 
 Appending is one ``write`` to a file opened with O_APPEND (in the kernel's page cache once it
-returns, so a kill -9 loses nothing written); a seal is flushed to disk (fsync). When a chain
+returns, so a kill -9 loses nothing written); a seal is flushed to disk (fsync), by the caller
+or, for a site's record of a sent result, on a thread while the site goes on. When a chain
 is opened again, a last line cut short by a kill is cut off (it was never acknowledged) and the
 chain goes on from the last whole entry. A writer holds an exclusive flock on its file while
 it runs (a second one is refused, ChainInUse) and ends at a clean shutdown with a ``stop``
@@ -19,6 +20,7 @@ entry, sealed. A line is an entry only if it is exactly its entry's canonical by
 from __future__ import annotations
 
 import base64
+import concurrent.futures
 import hashlib
 import json
 import logging
@@ -36,6 +38,8 @@ GENESIS = "0" * 64
 SEAL = "seal"
 #: the entry a writer appends (then seals) at a clean shutdown
 STOP = "stop"
+#: the thread that flushes the seals a writer does not wait for (``seal(wait=False)``)
+_FLUSHER = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="accord-audit-flush")
 
 
 class ChainInUse(AccordError):
@@ -118,6 +122,7 @@ class ChainWriter:
         self.resumed = bool(entries)
         self._last: dict[str, Any] | None = entries[-1] if entries else None
         self.unsealed = False
+        self._flushing: concurrent.futures.Future[None] | None = None
 
     def take_entries_before(self) -> list[dict[str, Any]]:
         """The entries the file held when opened, handed over once (then dropped: O(1) memory)."""
@@ -163,12 +168,25 @@ class ChainWriter:
         self.unsealed = kind != SEAL
         return entry
 
-    def seal(self) -> None:
-        """Sign the chain's head (a ``seal`` entry) and flush the file to disk; nothing if already sealed."""
+    def seal(self, wait: bool = True) -> None:
+        """Sign the chain's head (a ``seal`` entry) and flush the file to disk; nothing if already sealed.
+
+        ``wait=False`` flushes on a thread instead, so the caller goes on at once: the next seal,
+        ``stop`` or ``close`` waits for that flush first (and raises its error)."""
         if not self.unsealed:
             return
+        self._flushed()
         self.append(SEAL)
-        os.fsync(self._fd)
+        if wait:
+            os.fsync(self._fd)
+        else:
+            self._flushing = _FLUSHER.submit(os.fsync, self._fd)
+
+    def _flushed(self) -> None:
+        """Wait for a flush started by ``seal(wait=False)``; raises its error."""
+        flushing, self._flushing = self._flushing, None
+        if flushing is not None:
+            flushing.result()
 
     def stop(self, **fields: Any) -> None:
         """A ``stop`` entry (a clean shutdown) with ``fields``, sealed."""
@@ -176,5 +194,8 @@ class ChainWriter:
         self.seal()
 
     def close(self) -> None:
-        """Close the file (and release its lock)."""
-        os.close(self._fd)
+        """Close the file (and release its lock), once any flush under way ended."""
+        try:
+            self._flushed()
+        finally:
+            os.close(self._fd)
