@@ -54,8 +54,7 @@ class ChunkWriter:
                 WRITERS.submit(self._run)
             except BaseException:  # the pool is shut down (the interpreter ends): close() must not wait
                 with self._lock:
-                    self._running = False
-                    self._lock.notify_all()
+                    self._idle()
                 raise
 
     async def drain(self) -> None:
@@ -92,8 +91,7 @@ class ChunkWriter:
                     future.set_result(None)
         except BaseException:  # not a job's error (those are the futures'): this run ends, close() must not wait
             with self._lock:
-                self._running = False
-                self._lock.notify_all()
+                self._idle()
             raise
 
     def _next(self) -> tuple[concurrent.futures.Future[None], Callable[[], None], bool] | None:
@@ -101,11 +99,15 @@ class ChunkWriter:
         ``_run`` ends, and the next ``put`` starts it again)."""
         with self._lock:
             if not self._queued:
-                self._running = False  # in the same hold as the check: a put after it starts a new run
-                self._lock.notify_all()
+                self._idle()  # in the same hold as the check: a put after it starts a new run
                 return None
             future, job = self._queued.popleft()
             return future, job, self._stopped
+
+    def _idle(self) -> None:
+        """No run of this writer's jobs is under way (the caller holds the lock); wake ``close``."""
+        self._running = False
+        self._lock.notify_all()
 
 
 async def _outcome(job: concurrent.futures.Future[None]) -> None:
